@@ -1,0 +1,66 @@
+#include "kernels/cpu.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+
+namespace fedge::kernels {
+namespace {
+
+bool DetectAvx2() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+bool DetectAvx512Vnni() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+         __builtin_cpu_supports("avx512vnni") && DetectAvx2();
+}
+
+Isa DetectBest() {
+  Isa best = DetectAvx512Vnni() ? Isa::kAvx512Vnni : DetectAvx2() ? Isa::kAvx2 : Isa::kPortable;
+  if (const char* cap = std::getenv("FEDGE_ISA")) {
+    for (Isa isa : {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni}) {
+      if (std::strcmp(cap, IsaName(isa)) == 0 && isa < best) best = isa;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
+bool CpuSupports(Isa isa) {
+  switch (isa) {
+    case Isa::kRef:
+    case Isa::kPortable:
+      return true;
+    case Isa::kAvx2:
+      return DetectAvx2();
+    case Isa::kAvx512Vnni:
+      return DetectAvx512Vnni();
+  }
+  return false;
+}
+
+Isa BestIsa() {
+  static const Isa best = DetectBest();
+  return best;
+}
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kRef:
+      return "ref";
+    case Isa::kPortable:
+      return "portable";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512Vnni:
+      return "avx512vnni";
+  }
+  return "unknown";
+}
+
+}  // namespace fedge::kernels

@@ -1,0 +1,31 @@
+// CPU feature detection and the instruction-set variants of fedge's kernels.
+//
+// Every quantized kernel exists as a scalar reference (`*_ref`, always built, never clever),
+// a portable version (plain C++, any CPU), and per-ISA variants built from files that alone
+// carry the ISA's compiler flags. The variant is picked at run time by BestIsa(); the
+// FEDGE_ISA environment variable (ref, portable, avx2, avx512vnni) caps it, for testing and
+// for comparing variants on one machine.
+#ifndef FEDGE_KERNELS_CPU_H_
+#define FEDGE_KERNELS_CPU_H_
+
+namespace fedge::kernels {
+
+enum class Isa {
+  kRef = 0,         // scalar reference
+  kPortable = 1,    // plain C++ written for the compiler's auto-vectorizer; any CPU
+  kAvx2 = 2,        // AVX2 + FMA (Haswell, Zen 1 and later)
+  kAvx512Vnni = 3,  // AVX-512 F/BW/VL + VNNI (Cascade Lake, Ice Lake, Zen 4 and later)
+};
+
+// True when this CPU (and OS, for the wider registers) can run code built for `isa`.
+bool CpuSupports(Isa isa);
+
+// The best variant this CPU supports, capped by FEDGE_ISA when that is set.
+Isa BestIsa();
+
+// "ref", "portable", "avx2", "avx512vnni".
+const char* IsaName(Isa isa);
+
+}  // namespace fedge::kernels
+
+#endif  // FEDGE_KERNELS_CPU_H_
