@@ -1,0 +1,268 @@
+#include "data/shard.h"
+
+#include <zlib.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "base/rng.h"
+#include "data/partition.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::data {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+Dataset RandomDataset(int n, std::vector<int> shape, int num_classes, uint64_t seed) {
+  base::Rng rng(seed);
+  Dataset d;
+  d.num_examples = n;
+  d.shape = std::move(shape);
+  d.num_classes = num_classes;
+  d.features.resize(n * d.feature_size());
+  for (float& x : d.features) x = static_cast<float>(rng.Normal());
+  for (int i = 0; i < n; ++i) d.labels.push_back(static_cast<int32_t>(rng.UniformInt(num_classes)));
+  return d;
+}
+
+void ExpectSameDataset(const Dataset& a, const Dataset& b) {
+  EXPECT_EQ(a.num_examples, b.num_examples);
+  EXPECT_EQ(a.shape, b.shape);
+  EXPECT_EQ(a.num_classes, b.num_classes);
+  EXPECT_EQ(a.labels, b.labels);
+  EXPECT_EQ(a.features, b.features);  // bit-exact
+}
+
+std::string TempDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/shard_test_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+}
+
+void PutLe32(std::string& s, size_t offset, uint32_t v) {
+  for (int i = 0; i < 4; ++i) s[offset + i] = static_cast<char>(v >> (8 * i));
+}
+
+// Recomputes the trailing CRC so that a content edit passes the checksum.
+void FixCrc(std::string& s) {
+  const uLong crc = crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(s.data()),
+                          static_cast<uInt>(s.size() - 4));
+  PutLe32(s, s.size() - 4, static_cast<uint32_t>(crc));
+}
+
+TEST(ShardTest, RoundTrip) {
+  const std::string path = TempDir("roundtrip") + "/a.shard";
+  const Dataset d = RandomDataset(7, {1, 3, 2}, 5, 1);
+  ASSERT_THAT(WriteShard(path, d), IsOk());
+  auto back = ReadShard(path);
+  ASSERT_THAT(back, IsOk());
+  ExpectSameDataset(*back, d);
+  // 24 header + 3 dims + 7 labels + 42 features + CRC, 4 bytes each.
+  EXPECT_EQ(std::filesystem::file_size(path), 24u + 4 * (3 + 7 + 42 + 1));
+  EXPECT_EQ(ReadBytes(path).substr(0, 8), "FEDGESHD");
+}
+
+TEST(ShardTest, RoundTripEmptyAndScalar) {
+  const std::string dir = TempDir("empty");
+  Dataset empty = RandomDataset(0, {28, 28}, 10, 2);
+  ASSERT_THAT(WriteShard(dir + "/empty.shard", empty), IsOk());
+  auto back = ReadShard(dir + "/empty.shard");
+  ASSERT_THAT(back, IsOk());
+  ExpectSameDataset(*back, empty);
+  Dataset scalar = RandomDataset(4, {}, 2, 3);  // rank 0: one value per example
+  ASSERT_THAT(WriteShard(dir + "/scalar.shard", scalar), IsOk());
+  back = ReadShard(dir + "/scalar.shard");
+  ASSERT_THAT(back, IsOk());
+  ExpectSameDataset(*back, scalar);
+}
+
+TEST(ShardTest, OverwriteLeavesNoTemporaryFiles) {
+  const std::string dir = TempDir("overwrite");
+  const std::string path = dir + "/x.shard";
+  ASSERT_THAT(WriteShard(path, RandomDataset(5, {2}, 3, 1)), IsOk());
+  const Dataset second = RandomDataset(9, {4}, 3, 2);
+  ASSERT_THAT(WriteShard(path, second), IsOk());
+  auto back = ReadShard(path);
+  ASSERT_THAT(back, IsOk());
+  ExpectSameDataset(*back, second);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    ++files;
+    EXPECT_EQ(e.path().filename(), "x.shard");
+  }
+  EXPECT_EQ(files, 1);
+}
+
+TEST(ShardTest, MissingFileIsNotFound) {
+  const std::string path = TempDir("missing") + "/nope.shard";
+  EXPECT_THAT(ReadShard(path), StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
+}
+
+TEST(ShardTest, WriteIntoMissingDirectoryFails) {
+  const std::string path = TempDir("nodir") + "/no/such/dir/x.shard";
+  EXPECT_THAT(WriteShard(path, RandomDataset(2, {2}, 2, 1)),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr(path)));
+}
+
+TEST(ShardTest, WriteRejectsInvalidDataset) {
+  const std::string path = TempDir("invalid") + "/x.shard";
+  Dataset d = RandomDataset(3, {2}, 2, 1);
+  d.labels[1] = 2;
+  EXPECT_THAT(WriteShard(path, d), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            AllOf(HasSubstr(path), HasSubstr("label"))));
+  d = RandomDataset(3, {2}, 2, 1);
+  d.features[4] = std::nanf("");
+  EXPECT_THAT(WriteShard(path, d), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            AllOf(HasSubstr(path), HasSubstr("not finite"))));
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(ShardTest, EveryTruncationIsDataLoss) {
+  const std::string dir = TempDir("truncate");
+  const std::string good = dir + "/good.shard";
+  ASSERT_THAT(WriteShard(good, RandomDataset(3, {2, 2}, 4, 5)), IsOk());
+  const std::string bytes = ReadBytes(good);
+  const std::string path = dir + "/cut.shard";
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    WriteBytes(path, bytes.substr(0, len));
+    EXPECT_THAT(ReadShard(path), StatusIs(absl::StatusCode::kDataLoss,
+                                          AllOf(HasSubstr(path), HasSubstr("truncated"))))
+        << "length " << len;
+  }
+  WriteBytes(path, bytes + "x");
+  EXPECT_THAT(ReadShard(path), StatusIs(absl::StatusCode::kDataLoss,
+                                        AllOf(HasSubstr(path), HasSubstr("trailing bytes"))));
+}
+
+TEST(ShardTest, EveryFlippedByteIsAnError) {
+  const std::string dir = TempDir("flip");
+  const std::string good = dir + "/good.shard";
+  ASSERT_THAT(WriteShard(good, RandomDataset(3, {2, 2}, 4, 6)), IsOk());
+  const std::string bytes = ReadBytes(good);
+  const std::string path = dir + "/flipped.shard";
+  const size_t payload_start = 24 + 2 * 4;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    std::string b = bytes;
+    b[i] = static_cast<char>(b[i] ^ 0x10);
+    WriteBytes(path, b);
+    auto r = ReadShard(path);
+    EXPECT_THAT(r, Not(IsOk())) << "byte " << i;
+    EXPECT_THAT(r.status().message(), HasSubstr(path)) << "byte " << i;
+    if (i >= payload_start) {
+      EXPECT_THAT(r, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("CRC mismatch")))
+          << "byte " << i;
+    }
+  }
+}
+
+TEST(ShardTest, BadMagicAndVersion) {
+  const std::string dir = TempDir("magic");
+  ASSERT_THAT(WriteShard(dir + "/good.shard", RandomDataset(2, {3}, 2, 1)), IsOk());
+  std::string b = ReadBytes(dir + "/good.shard");
+  std::string bad = b;
+  bad.replace(0, 8, "FEDGEXXX");
+  WriteBytes(dir + "/magic.shard", bad);
+  EXPECT_THAT(ReadShard(dir + "/magic.shard"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(dir + "/magic.shard"), HasSubstr("bad magic"))));
+  bad = b;
+  PutLe32(bad, 8, 2);
+  FixCrc(bad);
+  WriteBytes(dir + "/version.shard", bad);
+  EXPECT_THAT(ReadShard(dir + "/version.shard"),
+              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("unsupported version 2")));
+}
+
+TEST(ShardTest, HugeDeclaredSizesAreRejectedBeforeAllocating) {
+  const std::string dir = TempDir("huge");
+  ASSERT_THAT(WriteShard(dir + "/good.shard", RandomDataset(2, {3}, 2, 1)), IsOk());
+  const std::string b = ReadBytes(dir + "/good.shard");
+  const std::string path = dir + "/huge.shard";
+  struct Case {
+    size_t offset;
+    uint32_t value;
+    absl::StatusCode code;
+    const char* message;
+  };
+  const Case cases[] = {
+      {12, 0xFFFFFFFFu, absl::StatusCode::kInvalidArgument, "4294967295 examples"},
+      {12, 9000000, absl::StatusCode::kDataLoss, "truncated"},
+      {16, 0, absl::StatusCode::kInvalidArgument, "num_classes is 0"},
+      {16, 0x7FFFFFFF, absl::StatusCode::kInvalidArgument, "num_classes is 2147483647"},
+      {20, 1000, absl::StatusCode::kInvalidArgument, "rank is 1000"},
+      {24, 0xFFFFFFFFu, absl::StatusCode::kInvalidArgument, "dimension 0 is 4294967295"},
+      {24, 0, absl::StatusCode::kInvalidArgument, "dimension 0 is 0"},
+      {24, 1 << 24, absl::StatusCode::kDataLoss, "truncated"},
+  };
+  for (const Case& c : cases) {
+    std::string bad = b;
+    PutLe32(bad, c.offset, c.value);
+    WriteBytes(path, bad);
+    EXPECT_THAT(ReadShard(path), StatusIs(c.code, AllOf(HasSubstr(path), HasSubstr(c.message))))
+        << "offset " << c.offset << " value " << c.value;
+  }
+}
+
+TEST(ShardTest, LabelOutOfRangeWithValidCrcIsRejected) {
+  const std::string dir = TempDir("label");
+  ASSERT_THAT(WriteShard(dir + "/good.shard", RandomDataset(2, {3}, 2, 1)), IsOk());
+  std::string b = ReadBytes(dir + "/good.shard");
+  PutLe32(b, 28, 7);  // label of example 0 (after 24 header bytes + 1 dim)
+  FixCrc(b);
+  WriteBytes(dir + "/bad.shard", b);
+  EXPECT_THAT(ReadShard(dir + "/bad.shard"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("label of example 0 is 7")));
+  b = ReadBytes(dir + "/good.shard");
+  PutLe32(b, 36, 0x7FC00000u);  // feature 0 := NaN
+  FixCrc(b);
+  WriteBytes(dir + "/nan.shard", b);
+  EXPECT_THAT(ReadShard(dir + "/nan.shard"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not finite")));
+}
+
+TEST(ShardTest, WritePartitionWritesOneShardPerClient) {
+  const std::string dir = TempDir("partition") + "/clients";  // created by WritePartition
+  const Dataset d = RandomDataset(50, {1, 2, 2}, 3, 9);
+  auto parts = Iid(50, 4, 1);
+  ASSERT_THAT(parts, IsOk());
+  ASSERT_THAT(WritePartition(dir, d, *parts), IsOk());
+  EXPECT_EQ(ShardPath(dir, 3), dir + "/client-00003.shard");
+  for (int c = 0; c < 4; ++c) {
+    auto shard = ReadShard(ShardPath(dir, c));
+    ASSERT_THAT(shard, IsOk());
+    ExpectSameDataset(*shard, Subset(d, (*parts)[c]));
+  }
+  EXPECT_FALSE(std::filesystem::exists(ShardPath(dir, 4)));
+}
+
+TEST(ShardTest, WritePartitionRejectsBadIndex) {
+  const std::string dir = TempDir("badpartition");
+  EXPECT_THAT(
+      WritePartition(dir, RandomDataset(5, {2}, 2, 1), {{0, 1}, {5}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("Shard: client 1 holds example 5")));
+}
+
+}  // namespace
+}  // namespace fedge::data
