@@ -50,6 +50,9 @@ struct PackedWeightsQ4 {
 };
 
 void QuantizeWeightsQ4(const float* w, int n, int k, int ldw, PackedWeightsQ4* out);
+// Rebuilds w->packed and w->scales from w->n, w->k, w->k_padded and w->blocks (e.g. after
+// receiving the blocks over the wire). QuantizeWeightsQ4 calls it.
+void PackQ4(PackedWeightsQ4* w);
 void DequantizeWeightsQ4(const PackedWeightsQ4& w, float* out, int ldo);
 
 // y (x.m × w.n, row stride ldy) = the formula above. REQUIRES x.k == w.k.

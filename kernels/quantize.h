@@ -6,6 +6,7 @@
 #ifndef FEDGE_KERNELS_QUANTIZE_H_
 #define FEDGE_KERNELS_QUANTIZE_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 

@@ -1,0 +1,126 @@
+// int8 GEMM: the scalar reference, the portable variant and the dispatcher. The AVX2 and
+// AVX-512 VNNI variants are in qgemm_avx2.cc and qgemm_avx512vnni.cc.
+#include "kernels/qgemm.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/qkernels_isa.h"
+
+namespace fedge::kernels {
+namespace {
+
+// The float epilogue every variant reproduces: one fma, then relu as (y > 0 ? y : 0), which is
+// what vmaxps(y, 0) computes (it maps -0 and NaN to +0).
+inline float EpilogueValue(int32_t acc, float scale, float bias, bool relu) {
+  const float y = std::fma(static_cast<float>(acc), scale, bias);
+  return relu ? (y > 0.0f ? y : 0.0f) : y;
+}
+
+}  // namespace
+
+void QGemmS8Int32_ref(const QuantizedActivations& x, const PackedWeightsS8& w, int32_t* acc,
+                      int ldacc) {
+  assert(x.k == w.k);
+  for (int i = 0; i < x.m; ++i) {
+    const int8_t* xr = x.row(i);
+    for (int j = 0; j < w.n; ++j) {
+      int32_t s = 0;
+      for (int kk = 0; kk < x.k; ++kk) s += static_cast<int32_t>(xr[kk]) * w.at(j, kk);
+      acc[static_cast<size_t>(i) * ldacc + j] = s;
+    }
+  }
+}
+
+void QGemmS8_ref(const QuantizedActivations& x, const PackedWeightsS8& w, const Epilogue& epi,
+                 float* y, int ldy) {
+  assert(x.k == w.k);
+  for (int i = 0; i < x.m; ++i) {
+    const int8_t* xr = x.row(i);
+    for (int j = 0; j < w.n; ++j) {
+      int32_t s = 0;
+      for (int kk = 0; kk < x.k; ++kk) s += static_cast<int32_t>(xr[kk]) * w.at(j, kk);
+      y[static_cast<size_t>(i) * ldy + j] = EpilogueValue(
+          s, x.scale * w.scales[j], epi.bias != nullptr ? epi.bias[j] : 0.0f, epi.relu);
+    }
+  }
+}
+
+namespace qdetail {
+
+// Portable: 4 rows × one 16-channel panel of int32 accumulators, K in steps of 4 over the
+// packed layout; the inner channel loop is left to the auto-vectorizer.
+void QGemmS8_portable(const QuantizedActivations& x, const PackedWeightsS8& w,
+                      const Epilogue* epi, float* y, int32_t* acc, int ld) {
+  constexpr int kMr = 4, kP = PackedWeightsS8::kPanel;
+  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
+  const size_t panel_bytes = static_cast<size_t>(w.k_padded) * kP;
+  for (int i0 = 0; i0 < m; i0 += kMr) {
+    const int mr = std::min(kMr, m - i0);
+    for (int p = 0; p < w.n_padded / kP; ++p) {
+      const int8_t* wp = w.packed.data() + p * panel_bytes;
+      int32_t a[kMr][kP] = {};
+      for (int r = 0; r < mr; ++r) {
+        const int8_t* xr = x.row(i0 + r);
+        for (int k4 = 0; k4 < k4n; ++k4) {
+          const int8_t* wk = wp + k4 * kP * 4;
+          const int32_t x0 = xr[4 * k4], x1 = xr[4 * k4 + 1], x2 = xr[4 * k4 + 2],
+                        x3 = xr[4 * k4 + 3];
+          for (int c = 0; c < kP; ++c) {
+            a[r][c] += x0 * wk[4 * c] + x1 * wk[4 * c + 1] + x2 * wk[4 * c + 2] +
+                       x3 * wk[4 * c + 3];
+          }
+        }
+      }
+      const int j0 = p * kP, nc = std::min(kP, n - j0);
+      for (int r = 0; r < mr; ++r) {
+        const size_t o = static_cast<size_t>(i0 + r) * ld + j0;
+        if (acc != nullptr) {
+          std::memcpy(acc + o, a[r], sizeof(int32_t) * nc);
+        } else {
+          for (int c = 0; c < nc; ++c) {
+            const int j = j0 + c;
+            y[o + c] = EpilogueValue(a[r][c], x.scale * w.scales[j],
+                                     epi->bias != nullptr ? epi->bias[j] : 0.0f, epi->relu);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace qdetail
+
+void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32_t* acc,
+                  int ldacc, Isa isa) {
+  assert(x.k == w.k);
+  switch (qdetail::UsableIsa(isa)) {
+    case Isa::kRef:
+      return QGemmS8Int32_ref(x, w, acc, ldacc);
+    case Isa::kPortable:
+      return qdetail::QGemmS8_portable(x, w, nullptr, nullptr, acc, ldacc);
+    case Isa::kAvx2:
+      return qdetail::QGemmS8_avx2(x, w, nullptr, nullptr, acc, ldacc);
+    case Isa::kAvx512Vnni:
+      return qdetail::QGemmS8_avx512vnni(x, w, nullptr, nullptr, acc, ldacc);
+  }
+}
+
+void QGemmS8(const QuantizedActivations& x, const PackedWeightsS8& w, const Epilogue& epi,
+             float* y, int ldy, Isa isa) {
+  assert(x.k == w.k);
+  switch (qdetail::UsableIsa(isa)) {
+    case Isa::kRef:
+      return QGemmS8_ref(x, w, epi, y, ldy);
+    case Isa::kPortable:
+      return qdetail::QGemmS8_portable(x, w, &epi, y, nullptr, ldy);
+    case Isa::kAvx2:
+      return qdetail::QGemmS8_avx2(x, w, &epi, y, nullptr, ldy);
+    case Isa::kAvx512Vnni:
+      return qdetail::QGemmS8_avx512vnni(x, w, &epi, y, nullptr, ldy);
+  }
+}
+
+}  // namespace fedge::kernels

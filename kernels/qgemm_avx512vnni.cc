@@ -1,0 +1,321 @@
+// int8 GEMM for AVX-512 VNNI (built with FEDGE_AVX512_FLAGS only).
+//
+// vpdpbusd multiplies u8 × s8, so each block of kMr activation rows is copied once, xor 0x80
+// (u = x + 128), into a small L1-resident buffer, and the accumulators start at
+// -128 · row_sums[j]: Σ (x + 128)·w - 128·Σ w = Σ x·w, exact in wrapping int32 arithmetic.
+//
+// Microkernel: kMr = 6 rows × NP ≤ 4 panels of 16 channels = up to 24 zmm accumulators. Per k4
+// (4 consecutive k): NP 64-byte weight loads, kMr 4-byte activation broadcasts, kMr·NP
+// vpdpbusd; K is the innermost loop and the epilogue runs once per tile. Only ceil(k/4) k4
+// steps run (the padding is zero in both operands). Panels are split into tiles of at most 4,
+// balanced (13 panels → 4+3+3+3), since a 1-panel tile is load-bound.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/qkernels_isa.h"
+
+namespace fedge::kernels::qdetail {
+namespace {
+
+constexpr int kMr = 6;
+constexpr int kMaxNp = 4;
+constexpr int kP = PackedWeightsS8::kPanel;
+
+struct TileOut {
+  float* y;          // float output at (row 0, first channel of the tile), or null
+  int32_t* acc;      // int32 output, or null
+  int ld;
+  const float* scales;  // w.scales + j0 (n_padded entries, always readable)
+  const float* bias;    // epi bias + j0, or null (only n - j0 entries readable)
+  float x_scale;
+  bool relu;
+  int valid;            // real channels in the tile (≤ 16·NP)
+};
+
+inline __mmask16 PanelMask(int valid, int p) {
+  const int v = valid - 16 * p;
+  return v >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << v) - 1);
+}
+
+inline __m512i BroadcastU32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+template <int MR, int NP>
+void KernelS8(const uint8_t* xs, int ldxs, const int8_t* w, size_t pstride, int k4n,
+              const int32_t* row_sums, const TileOut& o) {
+  __m512i acc[MR][NP];
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    const __m512i c = _mm512_sub_epi32(
+        _mm512_setzero_si512(), _mm512_slli_epi32(_mm512_loadu_si512(row_sums + 16 * p), 7));
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) acc[r][p] = c;
+  }
+  for (int k4 = 0; k4 < k4n; ++k4) {
+    __m512i wv[NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) wv[p] = _mm512_loadu_si512(w + p * pstride + k4 * 64);
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      const __m512i b = BroadcastU32(xs + r * ldxs + 4 * k4);
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b, wv[p]);
+    }
+  }
+  if (o.acc != nullptr) {
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) {
+        _mm512_mask_storeu_epi32(o.acc + static_cast<size_t>(r) * o.ld + 16 * p,
+                                 PanelMask(o.valid, p), acc[r][p]);
+      }
+    }
+    return;
+  }
+  const __m512 xscale = _mm512_set1_ps(o.x_scale);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    const __mmask16 mask = PanelMask(o.valid, p);
+    const __m512 s = _mm512_mul_ps(xscale, _mm512_loadu_ps(o.scales + 16 * p));
+    const __m512 b = o.bias != nullptr ? _mm512_maskz_loadu_ps(mask, o.bias + 16 * p) : zero;
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; ++r) {
+      __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][p]), s, b);
+      if (o.relu) v = _mm512_max_ps(v, zero);  // v > 0 ? v : 0, as the reference
+      _mm512_mask_storeu_ps(o.y + static_cast<size_t>(r) * o.ld + 16 * p, mask, v);
+    }
+  }
+}
+
+using KernelFn = void (*)(const uint8_t*, int, const int8_t*, size_t, int, const int32_t*,
+                          const TileOut&);
+
+template <int MR>
+constexpr KernelFn KernelFor(int np) {
+  return np == 1 ? KernelS8<MR, 1> : np == 2 ? KernelS8<MR, 2> : np == 3 ? KernelS8<MR, 3>
+                                                                          : KernelS8<MR, 4>;
+}
+
+KernelFn PickKernel(int mr, int np) {
+  static const KernelFn table[kMr][kMaxNp] = {
+      {KernelFor<1>(1), KernelFor<1>(2), KernelFor<1>(3), KernelFor<1>(4)},
+      {KernelFor<2>(1), KernelFor<2>(2), KernelFor<2>(3), KernelFor<2>(4)},
+      {KernelFor<3>(1), KernelFor<3>(2), KernelFor<3>(3), KernelFor<3>(4)},
+      {KernelFor<4>(1), KernelFor<4>(2), KernelFor<4>(3), KernelFor<4>(4)},
+      {KernelFor<5>(1), KernelFor<5>(2), KernelFor<5>(3), KernelFor<5>(4)},
+      {KernelFor<6>(1), KernelFor<6>(2), KernelFor<6>(3), KernelFor<6>(4)},
+  };
+  return table[mr - 1][np - 1];
+}
+
+
+// int4 weights, unpacked to s8 (q - 8): the same inner loop as KernelS8, with accumulators
+// started at the (panel, block) correction -128·Σ(q - 8) and closed every 8 k4 steps (one
+// 32-value block) into float accumulators by one fma with the block scale, as q4.h orders.
+// int and float accumulators both live in registers: MR·NP ≤ 12.
+constexpr int kMrQ4 = 4;
+constexpr int kMaxNpQ4 = 3;
+
+template <int MR, int NP>
+void KernelQ4(const uint8_t* xs, int ldxs, const int8_t* w, size_t pstride, int k4n,
+              const int32_t* corr, size_t cstride, const float* scales, size_t sstride,
+              const TileOut& o) {
+  __m512 facc[MR][NP];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) facc[r][p] = _mm512_setzero_ps();
+  }
+  for (int b0 = 0, blk = 0; b0 < k4n; b0 += 8, ++blk) {
+    __m512i acc[MR][NP];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) {
+      const __m512i c = _mm512_load_si512(corr + p * cstride + blk * 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) acc[r][p] = c;
+    }
+    const int kend = std::min(k4n, b0 + 8);
+#pragma GCC unroll 8
+    for (int k4 = b0; k4 < kend; ++k4) {
+      __m512i wv[NP];
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) wv[p] = _mm512_load_si512(w + p * pstride + k4 * 64);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        const __m512i b = BroadcastU32(xs + r * ldxs + 4 * k4);
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b, wv[p]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; ++p) {
+      const __m512 d = _mm512_loadu_ps(scales + p * sstride + blk * 16);
+#pragma GCC unroll 4
+      for (int r = 0; r < MR; ++r) {
+        facc[r][p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[r][p]), d, facc[r][p]);
+      }
+    }
+  }
+  const __m512 xscale = _mm512_set1_ps(o.x_scale);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p) {
+    const __mmask16 mask = PanelMask(o.valid, p);
+    const __m512 b = o.bias != nullptr ? _mm512_maskz_loadu_ps(mask, o.bias + 16 * p) : zero;
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      __m512 v = _mm512_fmadd_ps(facc[r][p], xscale, b);
+      if (o.relu) v = _mm512_max_ps(v, zero);
+      _mm512_mask_storeu_ps(o.y + static_cast<size_t>(r) * o.ld + 16 * p, mask, v);
+    }
+  }
+}
+
+using KernelQ4Fn = void (*)(const uint8_t*, int, const int8_t*, size_t, int, const int32_t*,
+                            size_t, const float*, size_t, const TileOut&);
+
+template <int MR>
+constexpr KernelQ4Fn KernelQ4For(int np) {
+  return np == 1 ? KernelQ4<MR, 1> : np == 2 ? KernelQ4<MR, 2> : KernelQ4<MR, 3>;
+}
+
+KernelQ4Fn PickKernelQ4(int mr, int np) {
+  static const KernelQ4Fn table[kMrQ4][kMaxNpQ4] = {
+      {KernelQ4For<1>(1), KernelQ4For<1>(2), KernelQ4For<1>(3)},
+      {KernelQ4For<2>(1), KernelQ4For<2>(2), KernelQ4For<2>(3)},
+      {KernelQ4For<3>(1), KernelQ4For<3>(2), KernelQ4For<3>(3)},
+      {KernelQ4For<4>(1), KernelQ4For<4>(2), KernelQ4For<4>(3)},
+  };
+  return table[mr - 1][np - 1];
+}
+
+// xor-0x80 copy of rows [i0, i0 + mr) of x into xs (row stride ldxs, a multiple of 64).
+void FlipRows(const QuantizedActivations& x, int i0, int mr, uint8_t* xs, int ldxs) {
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  for (int r = 0; r < mr; ++r) {
+    const int8_t* src = x.row(i0 + r);
+    uint8_t* dst = xs + r * ldxs;
+    for (int c = 0; c < ldxs && c < x.k_padded; c += 64) {
+      _mm512_store_si512(dst + c, _mm512_xor_si512(_mm512_loadu_si512(src + c), flip));
+    }
+  }
+}
+
+}  // namespace
+
+void QGemmS8_avx512vnni(const QuantizedActivations& x, const PackedWeightsS8& w,
+                        const Epilogue* epi, float* y, int32_t* acc, int ld) {
+  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
+  if (m == 0 || n == 0) return;
+  const int panels = w.n_padded / kP;
+  const size_t pstride = static_cast<size_t>(w.k_padded) * kP;
+  // xor-0x80 copy of kMr rows, whole 64-byte chunks (rows are zero-padded to k_padded).
+  const int ldxs = std::max(64, (4 * k4n + 63) / 64 * 64);
+  static thread_local Scratch scratch;
+  uint8_t* xs = static_cast<uint8_t*>(scratch.Get(static_cast<size_t>(kMr) * ldxs));
+  const int tiles = (panels + kMaxNp - 1) / kMaxNp;
+
+  for (int i0 = 0; i0 < m; i0 += kMr) {
+    const int mr = std::min(kMr, m - i0);
+    FlipRows(x, i0, mr, xs, ldxs);
+    int p0 = 0;
+    for (int t = 0; t < tiles; ++t) {
+      // Balanced split: the first (panels % tiles) tiles get one more panel.
+      const int np = panels / tiles + (t < panels % tiles ? 1 : 0);
+      const int j0 = p0 * kP;
+      TileOut o;
+      o.y = y != nullptr ? y + static_cast<size_t>(i0) * ld + j0 : nullptr;
+      o.acc = acc != nullptr ? acc + static_cast<size_t>(i0) * ld + j0 : nullptr;
+      o.ld = ld;
+      o.scales = w.scales.data() + j0;
+      o.bias = epi != nullptr && epi->bias != nullptr ? epi->bias + j0 : nullptr;
+      o.x_scale = x.scale;
+      o.relu = epi != nullptr && epi->relu;
+      o.valid = std::min(np * kP, n - j0);
+      PickKernel(mr, np)(xs, ldxs, w.packed.data() + p0 * pstride, pstride, k4n,
+                         w.row_sums.data() + j0, o);
+      p0 += np;
+    }
+  }
+}
+
+void UnpackQ4_avx512vnni(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr) {
+  const int panels = (w.n + kQ4Panel - 1) / kQ4Panel;
+  const int nbu = (k4n + 7) / 8;
+  const size_t panel_bytes = Q4PanelBytes(w.k_padded);
+  const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int p = 0; p < panels; ++p) {
+    const uint8_t* src = w.packed.data() + p * panel_bytes;
+    int8_t* dst = out + static_cast<size_t>(p) * k4n * 64;
+    for (int b = 0; b < nbu; ++b) {
+      __m512i sum = _mm512_setzero_si512();
+      for (int k4 = 8 * b; k4 < std::min(k4n, 8 * b + 8); k4 += 2) {
+        const __m512i v = _mm512_loadu_si512(src + (k4 / 2) * 64);
+        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, low), eight);
+        _mm512_storeu_si512(dst + k4 * 64, lo);
+        sum = _mm512_dpbusd_epi32(sum, ones, lo);
+        if (k4 + 1 < k4n) {
+          const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), eight);
+          _mm512_storeu_si512(dst + (k4 + 1) * 64, hi);
+          sum = _mm512_dpbusd_epi32(sum, ones, hi);
+        }
+      }
+      if (corr != nullptr) {
+        _mm512_storeu_si512(corr + (static_cast<size_t>(p) * nbu + b) * 16,
+                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
+      }
+    }
+  }
+}
+
+void QGemmQ4_avx512vnni(const QuantizedActivations& x, const PackedWeightsQ4& w,
+                        const Epilogue& epi, float* y, int ldy) {
+  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
+  if (m == 0 || n == 0) return;
+  const int panels = (n + kQ4Panel - 1) / kQ4Panel;
+  const int nb = w.blocks_per_row(), nbu = (k4n + 7) / 8;
+  const size_t pstride = static_cast<size_t>(k4n) * 64;
+  const size_t cstride = static_cast<size_t>(nbu) * 16, sstride = static_cast<size_t>(nb) * 16;
+  const int ldxs = std::max(64, (4 * k4n + 63) / 64 * 64);
+  const size_t wbytes = panels * pstride;
+  const size_t cbytes = (panels * cstride * sizeof(int32_t) + 63) / 64 * 64;
+  static thread_local Scratch scratch;
+  char* base = static_cast<char*>(
+      scratch.Get(wbytes + cbytes + static_cast<size_t>(kMrQ4) * ldxs));
+  int8_t* wq = reinterpret_cast<int8_t*>(base);
+  int32_t* corr = reinterpret_cast<int32_t*>(base + wbytes);
+  uint8_t* xs = reinterpret_cast<uint8_t*>(base + wbytes + cbytes);
+  UnpackQ4_avx512vnni(w, k4n, wq, corr);
+  const int tiles = (panels + kMaxNpQ4 - 1) / kMaxNpQ4;
+  for (int i0 = 0; i0 < m; i0 += kMrQ4) {
+    const int mr = std::min(kMrQ4, m - i0);
+    FlipRows(x, i0, mr, xs, ldxs);
+    int p0 = 0;
+    for (int t = 0; t < tiles; ++t) {
+      const int np = panels / tiles + (t < panels % tiles ? 1 : 0);
+      const int j0 = p0 * kQ4Panel;
+      TileOut o;
+      o.y = y + static_cast<size_t>(i0) * ldy + j0;
+      o.acc = nullptr;
+      o.ld = ldy;
+      o.scales = nullptr;
+      o.bias = epi.bias != nullptr ? epi.bias + j0 : nullptr;
+      o.x_scale = x.scale;
+      o.relu = epi.relu;
+      o.valid = std::min(np * kQ4Panel, n - j0);
+      PickKernelQ4(mr, np)(xs, ldxs, wq + p0 * pstride, pstride, k4n, corr + p0 * cstride,
+                           cstride, w.scales.data() + p0 * sstride, sstride, o);
+      p0 += np;
+    }
+  }
+}
+
+}  // namespace fedge::kernels::qdetail

@@ -1,0 +1,91 @@
+// Internal to kernels/: the per-ISA variants of the quantized kernels behind the dispatchers
+// in quantize.cc, qgemm.cc and q4.cc. The *_avx2 functions live in files built with
+// FEDGE_AVX2_FLAGS, the *_avx512vnni ones in files built with FEDGE_AVX512_FLAGS; call a
+// variant only when CpuSupports() says the CPU can run it (UsableIsa does that).
+#ifndef FEDGE_KERNELS_QKERNELS_ISA_H_
+#define FEDGE_KERNELS_QKERNELS_ISA_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu.h"
+#include "kernels/q4.h"
+#include "kernels/qgemm.h"
+#include "kernels/quantize.h"
+
+namespace fedge::kernels::qdetail {
+
+// `isa`, or the best variant below it that this CPU can run.
+inline Isa UsableIsa(Isa isa) {
+  while (isa > Isa::kPortable && !CpuSupports(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+  return isa;
+}
+
+// A grow-only, 64-byte-aligned buffer; each kernel keeps one per thread (thread_local), so
+// steady-state calls allocate nothing.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch();
+  void* Get(size_t bytes);
+
+ private:
+  void* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// The scalar definition of one quantized value (quantize.h): t = v / scale clamped to
+// [-127, 127] (written so that NaN maps to -127 exactly as vmaxps/vminps do), then rounded
+// half to even. Every variant must reproduce this bit for bit.
+inline float ClampQ8(float t) {
+  t = t > -127.0f ? t : -127.0f;
+  return t < 127.0f ? t : 127.0f;
+}
+
+// max |x| over an m × k matrix (row stride ldx), NaNs ignored.
+float MaxAbs_avx2(const float* x, int m, int k, int ldx);
+float MaxAbs_avx512vnni(const float* x, int m, int k, int ldx);
+// q[i·ldq + j] = nearbyint(ClampQ8(x[i·ldx + j] / scale)) for j < k, 0 for k ≤ j < kpad.
+void QuantizeRows_avx2(const float* x, int m, int k, int ldx, float scale, int8_t* q, int ldq,
+                       int kpad);
+void QuantizeRows_avx512vnni(const float* x, int m, int k, int ldx, float scale, int8_t* q,
+                             int ldq, int kpad);
+
+// int8 GEMM. Exactly one of y (float epilogue `*epi`) and acc (raw int32) is non-null; ld is
+// its row stride.
+void QGemmS8_portable(const QuantizedActivations& x, const PackedWeightsS8& w,
+                      const Epilogue* epi, float* y, int32_t* acc, int ld);
+void QGemmS8_avx2(const QuantizedActivations& x, const PackedWeightsS8& w, const Epilogue* epi,
+                  float* y, int32_t* acc, int ld);
+void QGemmS8_avx512vnni(const QuantizedActivations& x, const PackedWeightsS8& w,
+                        const Epilogue* epi, float* y, int32_t* acc, int ld);
+
+// int4 GEMM helpers. The GEMM form of PackedWeightsQ4 (written by QuantizeWeightsQ4):
+//   packed: panels of 16 output channels (n padded to a multiple of 16 with zero channels,
+//     whose nibbles are 8); inside a panel, for each group of 8 consecutive k (k8), 64 bytes:
+//     byte k8·64 + c·4 + t holds q[c][8·k8 + t] in its low nibble and q[c][8·k8 + 4 + t] in
+//     its high nibble, so one 64-byte load gives two vpdpbusd operands (k4 = 2·k8, 2·k8 + 1).
+//   scales: float(d) per (panel, block, channel): scales[(panel·blocks_per_row + b)·16 + c]
+//     (0 for padding channels).
+inline constexpr int kQ4Panel = 16;
+inline size_t Q4PanelBytes(int k_padded) { return static_cast<size_t>(k_padded) / 8 * 64; }
+
+// Unpacks panels [0, n_padded/16) of w into s8 values q - 8 in the PackedWeightsS8 order
+// (panel·k4n·64 + k4·64 + c·4 + t) for k4 < k4n, and, when `corr` is non-null, the per
+// (panel, block) channel sums corr[(panel·nbu + b)·16 + c] = -128 · Σ_{k in block b} (q - 8)
+// (nbu = ceil(k4n / 8)), the correction for u8 = s8 + 128 activations.
+void UnpackQ4_portable(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
+void UnpackQ4_avx512vnni(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
+
+void QGemmQ4_portable(const QuantizedActivations& x, const PackedWeightsQ4& w,
+                      const Epilogue& epi, float* y, int ldy);
+void QGemmQ4_avx2(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epilogue& epi,
+                  float* y, int ldy);
+void QGemmQ4_avx512vnni(const QuantizedActivations& x, const PackedWeightsQ4& w,
+                        const Epilogue& epi, float* y, int ldy);
+
+}  // namespace fedge::kernels::qdetail
+
+#endif  // FEDGE_KERNELS_QKERNELS_ISA_H_

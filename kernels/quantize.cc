@@ -1,0 +1,141 @@
+#include "kernels/quantize.h"
+
+#include <cassert>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/qkernels_isa.h"
+
+namespace fedge::kernels {
+namespace qdetail {
+
+Scratch::~Scratch() { std::free(p_); }
+
+void* Scratch::Get(size_t bytes) {
+  if (bytes > cap_) {
+    std::free(p_);
+    cap_ = (bytes + 4095) / 4096 * 4096;
+    p_ = std::aligned_alloc(64, cap_);
+    if (p_ == nullptr) std::abort();
+  }
+  return p_;
+}
+
+}  // namespace qdetail
+
+namespace {
+
+using qdetail::ClampQ8;
+
+float MaxAbsScalar(const float* x, int m, int k, int ldx) {
+  float mx = 0.0f;
+  for (int i = 0; i < m; ++i) {
+    const float* r = x + static_cast<size_t>(i) * ldx;
+    for (int j = 0; j < k; ++j) {
+      const float a = std::fabs(r[j]);
+      mx = a > mx ? a : mx;
+    }
+  }
+  return mx;
+}
+
+void QuantizeRowsScalar(const float* x, int m, int k, int ldx, float scale, int8_t* q, int ldq,
+                        int kpad) {
+  for (int i = 0; i < m; ++i) {
+    const float* r = x + static_cast<size_t>(i) * ldx;
+    int8_t* o = q + static_cast<size_t>(i) * ldq;
+    for (int j = 0; j < k; ++j) {
+      o[j] = static_cast<int8_t>(std::nearbyint(ClampQ8(r[j] / scale)));
+    }
+    if (kpad > k) std::memset(o + k, 0, kpad - k);
+  }
+}
+
+float MaxAbs(const float* x, int m, int k, int ldx, Isa isa) {
+  switch (qdetail::UsableIsa(isa)) {
+    case Isa::kAvx512Vnni:
+      return qdetail::MaxAbs_avx512vnni(x, m, k, ldx);
+    case Isa::kAvx2:
+      return qdetail::MaxAbs_avx2(x, m, k, ldx);
+    default:
+      return MaxAbsScalar(x, m, k, ldx);
+  }
+}
+
+void QuantizeRows(const float* x, int m, int k, int ldx, float scale, int8_t* q, int ldq,
+                  int kpad, Isa isa) {
+  switch (qdetail::UsableIsa(isa)) {
+    case Isa::kAvx512Vnni:
+      return qdetail::QuantizeRows_avx512vnni(x, m, k, ldx, scale, q, ldq, kpad);
+    case Isa::kAvx2:
+      return qdetail::QuantizeRows_avx2(x, m, k, ldx, scale, q, ldq, kpad);
+    default:
+      return QuantizeRowsScalar(x, m, k, ldx, scale, q, ldq, kpad);
+  }
+}
+
+float ScaleFor(float max_abs) { return max_abs > 0.0f ? max_abs / 127.0f : 1.0f; }
+
+}  // namespace
+
+void QuantizeActivations(const float* x, int m, int k, int ldx, QuantizedActivations* out,
+                         Isa isa) {
+  assert(m >= 0 && k >= 0 && (m == 0 || ldx >= k));
+  out->m = m;
+  out->k = k;
+  out->k_padded = PadK(k);
+  const size_t size = static_cast<size_t>(m) * out->k_padded;
+  if (out->data.size() != size) out->data.resize(size);
+  out->scale = ScaleFor(MaxAbs(x, m, k, ldx, isa));
+  QuantizeRows(x, m, k, ldx, out->scale, out->data.data(), out->k_padded, out->k_padded, isa);
+}
+
+void DequantizeActivations(const QuantizedActivations& q, float* out, int ldy) {
+  for (int i = 0; i < q.m; ++i) {
+    const int8_t* r = q.row(i);
+    float* o = out + static_cast<size_t>(i) * ldy;
+    for (int j = 0; j < q.k; ++j) o[j] = static_cast<float>(r[j]) * q.scale;
+  }
+}
+
+void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out) {
+  assert(n >= 0 && k >= 0 && (n == 0 || ldw >= k));
+  constexpr int kPanel = PackedWeightsS8::kPanel;
+  out->n = n;
+  out->k = k;
+  out->k_padded = PadK(k);
+  out->n_padded = (n + kPanel - 1) / kPanel * kPanel;
+  const int kp = out->k_padded;
+  const size_t bytes = static_cast<size_t>(out->n_padded) * kp;
+  out->packed.assign(bytes, 0);
+  out->scales.assign(out->n_padded, 1.0f);
+  out->row_sums.assign(out->n_padded, 0);
+  const Isa isa = BestIsa();
+  static thread_local qdetail::Scratch scratch;
+  int8_t* row = static_cast<int8_t*>(scratch.Get(static_cast<size_t>(kp)));
+  for (int j = 0; j < n; ++j) {
+    const float* src = w + static_cast<size_t>(j) * ldw;
+    const float scale = ScaleFor(MaxAbs(src, 1, k, k, isa));
+    QuantizeRows(src, 1, k, k, scale, row, kp, kp, isa);
+    out->scales[j] = scale;
+    int8_t* dst = out->packed.data() + static_cast<size_t>(j / kPanel) * kp * kPanel +
+                  (j % kPanel) * 4;
+    int32_t sum = 0;
+    for (int k4 = 0; k4 < kp / 4; ++k4) {
+      std::memcpy(dst + static_cast<size_t>(k4) * kPanel * 4, row + 4 * k4, 4);
+    }
+    for (int kk = 0; kk < k; ++kk) sum += row[kk];
+    out->row_sums[j] = sum;
+  }
+}
+
+void DequantizeWeightsS8(const PackedWeightsS8& w, float* out, int ldo) {
+  for (int j = 0; j < w.n; ++j) {
+    float* o = out + static_cast<size_t>(j) * ldo;
+    const float s = w.scales[j];
+    for (int kk = 0; kk < w.k; ++kk) o[kk] = static_cast<float>(w.at(j, kk)) * s;
+  }
+}
+
+}  // namespace fedge::kernels
