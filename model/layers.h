@@ -1,0 +1,123 @@
+// The layer kinds of fedge's sequential networks. See layer.h for layouts and compute modes.
+#ifndef FEDGE_MODEL_LAYERS_H_
+#define FEDGE_MODEL_LAYERS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/q4.h"
+#include "kernels/quantize.h"
+#include "model/layer.h"
+
+namespace fedge::model {
+
+// y[rows × out] = a[rows × in] · Wᵀ + b, the product shared by Dense and Conv2d (after
+// im2col). Owns W [out × in] and b [out] and the quantized copies of W.
+class LinearProduct {
+ public:
+  LinearProduct(const std::string& layer_name, std::vector<int> weight_shape, int in, int out,
+                bool has_bias);
+
+  void Forward(const float* a, int rows, float* y, ComputeMode mode, bool training);
+  // Adds dW, db; writes da = dy · W (da may be null). Uses the fake-quantized operands when
+  // the last forward ran in int8.
+  void Backward(const float* a, const float* dy, int rows, float* da);
+
+  Parameter& weight() { return weight_; }
+  Parameter& bias() { return bias_; }
+  bool has_bias() const { return has_bias_; }
+  int in() const { return in_; }
+  int out() const { return out_; }
+
+ private:
+  int in_, out_;
+  bool has_bias_;
+  Parameter weight_;
+  Parameter bias_;
+  // int8: re-quantized whenever weight_.version changes (every training step).
+  kernels::PackedWeightsS8 w8_;
+  uint64_t w8_version_ = UINT64_MAX;
+  kernels::PackedWeightsQ4 w4_;
+  uint64_t w4_version_ = UINT64_MAX;
+  kernels::QuantizedActivations qa_;
+  // Straight-through estimator operands of the last int8 training forward.
+  bool last_forward_int8_ = false;
+  std::vector<float> a_fq_;
+  std::vector<float> w_fq_;
+};
+
+class Dense final : public Layer {
+ public:
+  Dense(std::string name, int in_features, int out_features, bool has_bias);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  std::vector<Parameter*> parameters() override;
+  LinearProduct& product() { return product_; }
+
+ private:
+  LinearProduct product_;
+};
+
+// NHWC convolution: input [H, W, Cin], output [OH, OW, Cout]; W is [Cout, K, K, Cin].
+class Conv2d final : public Layer {
+ public:
+  Conv2d(std::string name, int height, int width, int in_channels, int out_channels,
+         int kernel, int stride, int padding);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  std::vector<Parameter*> parameters() override;
+
+ private:
+  void Im2Col(const float* x, int batch, float* cols) const;
+  void Col2Im(const float* cols, int batch, float* dx) const;
+
+  int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
+  LinearProduct product_;
+  std::vector<float> cols_;   // [batch·OH·OW, K·K·Cin]
+  std::vector<float> dcols_;
+};
+
+// NHWC max pooling; backward routes each gradient to the window's (first) maximum.
+class MaxPool2d final : public Layer {
+ public:
+  MaxPool2d(std::string name, int height, int width, int channels, int kernel, int stride);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+
+ private:
+  int h_, w_, c_, k_, stride_, oh_, ow_;
+  std::vector<int32_t> argmax_;  // per output element: input offset within the example
+};
+
+class Relu final : public Layer {
+ public:
+  Relu(std::string name, std::vector<int> shape);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+};
+
+class Flatten final : public Layer {
+ public:
+  Flatten(std::string name, std::vector<int> shape);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+};
+
+// Input: `count` integer ids per example (as floats, each in [0, num_embeddings));
+// output: [count, dim]. No gradient flows to the ids (dx, if asked for, is zero).
+class Embedding final : public Layer {
+ public:
+  Embedding(std::string name, int count, int num_embeddings, int dim);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  std::vector<Parameter*> parameters() override { return {&weight_}; }
+
+ private:
+  int count_, num_, dim_;
+  Parameter weight_;
+};
+
+}  // namespace fedge::model
+
+#endif  // FEDGE_MODEL_LAYERS_H_

@@ -1,0 +1,252 @@
+// Gradient checks: every layer's backward pass against central finite differences of
+// L = Σ r ⊙ f(x) for a fixed random r, in double-precision sums.
+#include "model/layers.h"
+
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "base/rng.h"
+#include "gtest/gtest.h"
+
+namespace fedge::model {
+namespace {
+
+double Dot(const float* a, const std::vector<float>& r) {
+  double s = 0;
+  for (size_t i = 0; i < r.size(); ++i) s += static_cast<double>(a[i]) * r[i];
+  return s;
+}
+
+// Fills with values of magnitude ≥ `gap` so that ReLU kinks and max-pool ties are farther
+// than the finite-difference step from any input.
+void FillAwayFromZero(std::vector<float>& v, base::Rng& rng, float gap) {
+  for (float& x : v) {
+    const float mag = gap + static_cast<float>(rng.Uniform());
+    x = rng.Uniform() < 0.5 ? -mag : mag;
+  }
+}
+
+struct GradCheckOptions {
+  float eps = 1e-2f;
+  double atol = 2e-3;
+  double rtol = 2e-2;
+  bool check_input = true;
+};
+
+void CheckGradients(Layer& layer, int batch, std::vector<float> x, base::Rng& rng,
+                    const GradCheckOptions& opt = {}) {
+  const size_t out_n = static_cast<size_t>(batch) * layer.output_size();
+  std::vector<float> y(out_n), r(out_n), dx(x.size());
+  for (float& v : r) v = static_cast<float>(rng.Normal());
+  for (Parameter* p : layer.parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+  layer.Forward(x.data(), batch, y.data(), ComputeMode::kFp32, /*training=*/true);
+  layer.Backward(x.data(), y.data(), r.data(), batch, opt.check_input ? dx.data() : nullptr);
+
+  auto loss_at = [&](const std::vector<float>& xin) {
+    std::vector<float> yy(out_n);
+    layer.Forward(xin.data(), batch, yy.data(), ComputeMode::kFp32, /*training=*/false);
+    return Dot(yy.data(), r);
+  };
+  auto expect_close = [&](double analytic, double numeric, const std::string& what) {
+    EXPECT_NEAR(analytic, numeric, opt.atol + opt.rtol * std::fabs(numeric)) << what;
+  };
+  if (opt.check_input) {
+    for (size_t i = 0; i < x.size(); ++i) {
+      std::vector<float> xp = x, xm = x;
+      xp[i] += opt.eps;
+      xm[i] -= opt.eps;
+      const double numeric = (loss_at(xp) - loss_at(xm)) / (2.0 * opt.eps);
+      expect_close(dx[i], numeric, layer.name() + " dx[" + std::to_string(i) + "]");
+    }
+  }
+  for (Parameter* p : layer.parameters()) {
+    const std::vector<float> grad = p->grad;
+    for (size_t i = 0; i < p->value.size(); ++i) {
+      const float saved = p->value[i];
+      p->value[i] = saved + opt.eps;
+      const double lp = loss_at(x);
+      p->value[i] = saved - opt.eps;
+      const double lm = loss_at(x);
+      p->value[i] = saved;
+      expect_close(grad[i], (lp - lm) / (2.0 * opt.eps), p->name + "[" + std::to_string(i) + "]");
+    }
+  }
+}
+
+void RandomizeParameters(Layer& layer, base::Rng& rng) {
+  for (Parameter* p : layer.parameters()) {
+    for (float& v : p->value) v = static_cast<float>(rng.Normal() * 0.5);
+    ++p->version;
+  }
+}
+
+TEST(LayerGradientTest, Dense) {
+  base::Rng rng(1);
+  for (bool bias : {true, false}) {
+    Dense layer("fc", 7, 5, bias);
+    RandomizeParameters(layer, rng);
+    std::vector<float> x(3 * 7);
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    CheckGradients(layer, 3, x, rng);
+  }
+}
+
+TEST(LayerGradientTest, Conv2dStride1NoPadding) {
+  base::Rng rng(2);
+  Conv2d layer("conv", 6, 5, 2, 3, 3, 1, 0);
+  RandomizeParameters(layer, rng);
+  std::vector<float> x(2 * 6 * 5 * 2);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, Conv2dStride2Padding1) {
+  base::Rng rng(3);
+  Conv2d layer("conv", 7, 6, 3, 4, 3, 2, 1);
+  RandomizeParameters(layer, rng);
+  std::vector<float> x(2 * 7 * 6 * 3);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, Conv2dSingleChannel5x5) {
+  base::Rng rng(4);
+  Conv2d layer("conv", 9, 9, 1, 2, 5, 1, 0);
+  RandomizeParameters(layer, rng);
+  std::vector<float> x(2 * 9 * 9);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, MaxPool2d) {
+  base::Rng rng(5);
+  MaxPool2d layer("pool", 6, 4, 3, 2, 2);
+  // Distinct values on a coarse grid: ties and near-ties are farther apart than eps.
+  std::vector<float> x(2 * 6 * 4 * 3);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i);
+  rng.Shuffle(x);
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, MaxPool2dOverlappingWindows) {
+  base::Rng rng(6);
+  MaxPool2d layer("pool", 5, 5, 2, 3, 1);
+  std::vector<float> x(1 * 5 * 5 * 2);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i);
+  rng.Shuffle(x);
+  CheckGradients(layer, 1, x, rng);
+}
+
+TEST(LayerGradientTest, Relu) {
+  base::Rng rng(7);
+  Relu layer("relu", {4, 3});
+  std::vector<float> x(3 * 12);
+  FillAwayFromZero(x, rng, 0.05f);
+  CheckGradients(layer, 3, x, rng);
+}
+
+TEST(LayerGradientTest, Flatten) {
+  base::Rng rng(8);
+  Flatten layer("flat", {2, 3, 2});
+  std::vector<float> x(2 * 12);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, EmbeddingParameterGradient) {
+  base::Rng rng(9);
+  Embedding layer("emb", 3, 5, 4);
+  RandomizeParameters(layer, rng);
+  std::vector<float> ids = {0, 4, 4, 2, 1, 0};  // 2 examples × 3 ids, with repeats
+  GradCheckOptions opt;
+  opt.check_input = false;
+  CheckGradients(layer, 2, ids, rng, opt);
+}
+
+TEST(LayerShapeTest, ConvAndPoolOutputShapes) {
+  Conv2d conv("c", 28, 28, 1, 6, 5, 1, 0);
+  EXPECT_EQ(conv.output_shape(), (std::vector<int>{24, 24, 6}));
+  Conv2d padded("c", 28, 28, 1, 6, 3, 2, 1);
+  EXPECT_EQ(padded.output_shape(), (std::vector<int>{14, 14, 6}));
+  MaxPool2d pool("p", 24, 24, 6, 2, 2);
+  EXPECT_EQ(pool.output_shape(), (std::vector<int>{12, 12, 6}));
+}
+
+// Quantized forward passes approximate fp32 closely.
+TEST(QuantizedLayerTest, DenseInt8AndInt4CloseToFp32) {
+  base::Rng rng(10);
+  Dense layer("fc", 256, 64, true);
+  RandomizeParameters(layer, rng);
+  const int batch = 8;
+  std::vector<float> x(batch * 256), y32(batch * 64), y8(batch * 64), y4(batch * 64);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  layer.Forward(x.data(), batch, y32.data(), ComputeMode::kFp32, false);
+  layer.Forward(x.data(), batch, y8.data(), ComputeMode::kInt8, false);
+  layer.Forward(x.data(), batch, y4.data(), ComputeMode::kInt4, false);
+  double err8 = 0, err4 = 0, norm = 0;
+  for (size_t i = 0; i < y32.size(); ++i) {
+    norm += y32[i] * y32[i];
+    err8 += (y8[i] - y32[i]) * (y8[i] - y32[i]);
+    err4 += (y4[i] - y32[i]) * (y4[i] - y32[i]);
+  }
+  EXPECT_LT(std::sqrt(err8 / norm), 0.02);  // int8: ~1% relative error
+  EXPECT_LT(std::sqrt(err4 / norm), 0.15);  // int4: ~10%
+  EXPECT_GT(std::sqrt(err4 / norm), std::sqrt(err8 / norm));
+}
+
+TEST(QuantizedLayerTest, Conv2dInt8CloseToFp32) {
+  base::Rng rng(11);
+  Conv2d layer("conv", 12, 12, 3, 8, 5, 1, 2);
+  RandomizeParameters(layer, rng);
+  const int batch = 2;
+  std::vector<float> x(batch * layer.input_size()), y32(batch * layer.output_size()),
+      y8(y32.size());
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  layer.Forward(x.data(), batch, y32.data(), ComputeMode::kFp32, false);
+  layer.Forward(x.data(), batch, y8.data(), ComputeMode::kInt8, false);
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < y32.size(); ++i) {
+    norm += y32[i] * y32[i];
+    err += (y8[i] - y32[i]) * (y8[i] - y32[i]);
+  }
+  EXPECT_LT(std::sqrt(err / norm), 0.02);
+}
+
+// Straight-through estimator: the int8 backward equals the fp32 backward evaluated at the
+// fake-quantized weights and inputs.
+TEST(QuantizedLayerTest, Int8BackwardIsStraightThroughAtFakeQuantizedOperands) {
+  base::Rng rng(12);
+  const int in = 40, out = 24, batch = 5;
+  Dense q("fc", in, out, true), ref("fc", in, out, true);
+  RandomizeParameters(q, rng);
+  std::vector<float> x(batch * in), dy(batch * out), y(batch * out);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  for (float& v : dy) v = static_cast<float>(rng.Normal());
+
+  // Fake-quantize by hand with the kernels' quantizers.
+  kernels::PackedWeightsS8 w8;
+  kernels::QuantizeWeightsS8(q.parameters()[0]->value.data(), out, in, in, &w8);
+  kernels::DequantizeWeightsS8(w8, ref.parameters()[0]->value.data(), in);
+  ref.parameters()[1]->value = q.parameters()[1]->value;
+  kernels::QuantizedActivations qa;
+  kernels::QuantizeActivations(x.data(), batch, in, in, &qa);
+  std::vector<float> x_fq(x.size());
+  kernels::DequantizeActivations(qa, x_fq.data(), in);
+
+  std::vector<float> dx_q(x.size()), dx_ref(x.size());
+  q.Forward(x.data(), batch, y.data(), ComputeMode::kInt8, true);
+  q.Backward(x.data(), y.data(), dy.data(), batch, dx_q.data());
+  ref.Forward(x_fq.data(), batch, y.data(), ComputeMode::kFp32, true);
+  ref.Backward(x_fq.data(), y.data(), dy.data(), batch, dx_ref.data());
+  for (size_t i = 0; i < dx_q.size(); ++i) EXPECT_NEAR(dx_q[i], dx_ref[i], 1e-5);
+  for (int p = 0; p < 2; ++p) {
+    const auto& gq = q.parameters()[p]->grad;
+    const auto& gr = ref.parameters()[p]->grad;
+    for (size_t i = 0; i < gq.size(); ++i) EXPECT_NEAR(gq[i], gr[i], 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace fedge::model

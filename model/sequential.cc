@@ -1,0 +1,325 @@
+#include "model/sequential.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "model/layers.h"
+
+namespace fedge::model {
+namespace {
+
+constexpr int kMaxDim = 1 << 20;
+
+absl::Status Invalid(const std::string& layer, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("ModelSpec: layer '", layer, "': ", what));
+}
+
+std::string ShapeString(const std::vector<int>& s) {
+  return absl::StrCat("[", absl::StrJoin(s, ", "), "]");
+}
+
+bool Positive(int v) { return v > 0 && v <= kMaxDim; }
+
+// Builds one layer whose input has per-example shape `in`, or says why it can't.
+absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
+                                                  const std::vector<int>& in) {
+  const std::string& name = ls.name();
+  int64_t in_size = 1;
+  for (int d : in) in_size *= d;
+  switch (ls.kind_case()) {
+    case v1::LayerSpec::kDense: {
+      const auto& d = ls.dense();
+      if (!Positive(d.in_features()) || !Positive(d.out_features())) {
+        return Invalid(name, "dense in_features and out_features must be in [1, 2^20]");
+      }
+      if (in.size() != 1 || in[0] != d.in_features()) {
+        return Invalid(name, absl::StrCat("dense expects input [", d.in_features(), "], got ",
+                                          ShapeString(in)));
+      }
+      return std::unique_ptr<Layer>(
+          new Dense(name, d.in_features(), d.out_features(), !d.no_bias()));
+    }
+    case v1::LayerSpec::kConv2D: {
+      const auto& c = ls.conv2d();
+      const int stride = c.stride() == 0 ? 1 : c.stride();
+      if (in.size() != 3) {
+        return Invalid(name, absl::StrCat("conv2d expects input [H, W, C], got ",
+                                          ShapeString(in)));
+      }
+      if (!Positive(c.in_channels()) || !Positive(c.out_channels()) ||
+          !Positive(c.kernel_size()) || !Positive(stride) || c.padding() < 0 ||
+          c.padding() > 64) {
+        return Invalid(name, "conv2d channels, kernel_size and stride must be positive, "
+                             "padding in [0, 64]");
+      }
+      if (in[2] != c.in_channels()) {
+        return Invalid(name, absl::StrCat("conv2d in_channels ", c.in_channels(),
+                                          " but input has ", in[2], " channels"));
+      }
+      if (c.kernel_size() > in[0] + 2 * c.padding() ||
+          c.kernel_size() > in[1] + 2 * c.padding()) {
+        return Invalid(name, absl::StrCat("conv2d kernel ", c.kernel_size(),
+                                          " larger than the padded input ", ShapeString(in)));
+      }
+      return std::unique_ptr<Layer>(new Conv2d(name, in[0], in[1], in[2], c.out_channels(),
+                                               c.kernel_size(), stride, c.padding()));
+    }
+    case v1::LayerSpec::kMaxPool2D: {
+      const auto& p = ls.max_pool2d();
+      const int stride = p.stride() == 0 ? p.kernel_size() : p.stride();
+      if (in.size() != 3) {
+        return Invalid(name, absl::StrCat("max_pool2d expects input [H, W, C], got ",
+                                          ShapeString(in)));
+      }
+      if (!Positive(p.kernel_size()) || !Positive(stride) || p.kernel_size() > in[0] ||
+          p.kernel_size() > in[1]) {
+        return Invalid(name, "max_pool2d kernel_size must be in [1, input size], stride > 0");
+      }
+      return std::unique_ptr<Layer>(
+          new MaxPool2d(name, in[0], in[1], in[2], p.kernel_size(), stride));
+    }
+    case v1::LayerSpec::kRelu:
+      return std::unique_ptr<Layer>(new Relu(name, in));
+    case v1::LayerSpec::kFlatten:
+      return std::unique_ptr<Layer>(new Flatten(name, in));
+    case v1::LayerSpec::kEmbedding: {
+      const auto& e = ls.embedding();
+      if (!Positive(e.num_embeddings()) || !Positive(e.dim())) {
+        return Invalid(name, "embedding num_embeddings and dim must be in [1, 2^20]");
+      }
+      if (in.size() != 1) {
+        return Invalid(name, absl::StrCat("embedding expects input [count], got ",
+                                          ShapeString(in)));
+      }
+      return std::unique_ptr<Layer>(
+          new Embedding(name, in[0], e.num_embeddings(), e.dim()));
+    }
+    case v1::LayerSpec::KIND_NOT_SET:
+      break;
+  }
+  return Invalid(name, "no layer kind set");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSpec& spec) {
+  if (spec.layers_size() == 0) return absl::InvalidArgumentError("ModelSpec: no layers");
+  if (spec.layers_size() > kMaxLayers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ModelSpec: ", spec.layers_size(), " layers, at most ", kMaxLayers));
+  }
+  if (spec.input_shape_size() < 1 || spec.input_shape_size() > 3) {
+    return absl::InvalidArgumentError("ModelSpec: input_shape must have 1 to 3 dimensions");
+  }
+  std::vector<int> shape(spec.input_shape().begin(), spec.input_shape().end());
+  for (int d : shape) {
+    if (!Positive(d)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ModelSpec: input_shape ", ShapeString(shape), " has a bad dimension"));
+    }
+  }
+  std::unique_ptr<Sequential> net(new Sequential);
+  net->spec_ = spec;
+  absl::flat_hash_set<std::string> names;
+  int64_t total_params = 0;
+  int64_t in_size = 1;
+  for (int d : shape) in_size *= d;
+  if (in_size > kMaxActivationsPerExample) {
+    return absl::InvalidArgumentError("ModelSpec: input too large");
+  }
+  net->input_size_ = static_cast<int>(in_size);
+  int64_t max_act = in_size;
+  for (int i = 0; i < spec.layers_size(); ++i) {
+    v1::LayerSpec ls = spec.layers(i);
+    if (ls.name().empty()) ls.set_name(absl::StrCat("layer", i));
+    net->spec_.mutable_layers(i)->set_name(ls.name());
+    if (!names.insert(ls.name()).second) {
+      return Invalid(ls.name(), "duplicate layer name");
+    }
+    // Check the parameter count before allocating anything.
+    int64_t layer_params = 0;
+    if (ls.has_dense()) {
+      layer_params = int64_t{ls.dense().in_features()} * ls.dense().out_features();
+    } else if (ls.has_conv2d()) {
+      layer_params = int64_t{ls.conv2d().in_channels()} * ls.conv2d().out_channels() *
+                     ls.conv2d().kernel_size() * ls.conv2d().kernel_size();
+    } else if (ls.has_embedding()) {
+      layer_params = int64_t{ls.embedding().num_embeddings()} * ls.embedding().dim();
+    }
+    total_params += layer_params;
+    if (layer_params < 0 || total_params > kMaxParameters) {
+      return Invalid(ls.name(), absl::StrCat("model exceeds ", kMaxParameters, " parameters"));
+    }
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Layer> layer, BuildLayer(ls, shape));
+    int64_t out_size = 1;
+    for (int d : layer->output_shape()) {
+      if (d <= 0) return Invalid(ls.name(), "output shape collapses to zero");
+      out_size *= d;
+    }
+    if (out_size > kMaxActivationsPerExample) {
+      return Invalid(ls.name(), "activation too large");
+    }
+    max_act = std::max(max_act, out_size);
+    shape = layer->output_shape();
+    for (Parameter* p : layer->parameters()) net->params_.push_back(p);
+    net->layers_.push_back(std::move(layer));
+  }
+  net->output_size_ = net->layers_.back()->output_size();
+  net->max_activation_ = static_cast<int>(max_act);
+  return net;
+}
+
+absl::StatusOr<std::unique_ptr<Sequential>> Sequential::FromProto(
+    const v1::ModelProto& proto) {
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Sequential> net, Create(proto.spec()));
+  FEDGE_RETURN_IF_ERROR(net->SetParameters(proto));
+  return net;
+}
+
+void Sequential::InitParameters(uint64_t seed) {
+  base::Rng rng(seed);
+  for (auto& layer : layers_) {
+    std::vector<Parameter*> ps = layer->parameters();
+    if (ps.empty()) continue;
+    const bool embedding = dynamic_cast<Embedding*>(layer.get()) != nullptr;
+    // fan_in = weight size / output units (first dimension).
+    const Parameter* w = ps[0];
+    const double fan_in = static_cast<double>(w->size()) / w->shape[0];
+    const double bound = 1.0 / std::sqrt(fan_in);
+    for (Parameter* p : ps) {
+      for (float& v : p->value) {
+        v = embedding ? static_cast<float>(rng.Normal())
+                      : static_cast<float>((2.0 * rng.Uniform() - 1.0) * bound);
+      }
+      ++p->version;
+    }
+  }
+}
+
+absl::Status Sequential::SetParameters(const v1::ModelProto& proto) {
+  absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
+  for (const v1::TensorProto& t : proto.parameters()) {
+    if (!by_name.emplace(t.name(), &t).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Model: parameter '", t.name(), "' appears twice"));
+    }
+  }
+  // Validate everything before changing anything.
+  for (Parameter* p : params_) {
+    auto it = by_name.find(p->name);
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' missing"));
+    }
+    const v1::TensorProto& t = *it->second;
+    std::vector<int> shape(t.shape().begin(), t.shape().end());
+    if (t.shape_size() != static_cast<int>(p->shape.size()) ||
+        !std::equal(p->shape.begin(), p->shape.end(), t.shape().begin())) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has shape ",
+                                                     ShapeString(shape), ", expected ",
+                                                     ShapeString(p->shape)));
+    }
+    if (t.values_size() != p->size()) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has ",
+                                                     t.values_size(), " values, expected ",
+                                                     p->size()));
+    }
+    for (float v : t.values()) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Model: parameter '", p->name, "' has a non-finite value"));
+      }
+    }
+  }
+  if (by_name.size() != params_.size()) {
+    for (const auto& [name, t] : by_name) {
+      if (FindParameter(name) == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Model: unknown parameter '", name, "'"));
+      }
+    }
+  }
+  for (Parameter* p : params_) {
+    const v1::TensorProto& t = *by_name[p->name];
+    std::copy(t.values().begin(), t.values().end(), p->value.begin());
+    ++p->version;
+  }
+  return absl::OkStatus();
+}
+
+v1::ModelProto Sequential::ToProto() const {
+  v1::ModelProto proto;
+  *proto.mutable_spec() = spec_;
+  for (const Parameter* p : params_) {
+    v1::TensorProto* t = proto.add_parameters();
+    t->set_name(p->name);
+    for (int d : p->shape) t->add_shape(d);
+    t->mutable_values()->Assign(p->value.begin(), p->value.end());
+  }
+  return proto;
+}
+
+void Sequential::EnsureBuffers(int batch) {
+  if (batch <= buffer_batch_) return;
+  acts_.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    acts_[i].resize(static_cast<size_t>(batch) * layers_[i]->output_size());
+  }
+  grad_a_.resize(static_cast<size_t>(batch) * max_activation_);
+  grad_b_.resize(static_cast<size_t>(batch) * max_activation_);
+  buffer_batch_ = batch;
+}
+
+const float* Sequential::Forward(const float* x, int batch, ComputeMode mode, bool training) {
+  FEDGE_CHECK(batch > 0);
+  EnsureBuffers(batch);
+  const float* in = x;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->Forward(in, batch, acts_[i].data(), mode, training);
+    in = acts_[i].data();
+  }
+  last_batch_ = batch;
+  last_input_ = training ? x : nullptr;
+  return in;
+}
+
+void Sequential::Backward(const float* doutput, float* dinput) {
+  FEDGE_CHECK(last_input_ != nullptr);
+  const int batch = last_batch_;
+  const float* dy = doutput;
+  for (int i = static_cast<int>(layers_.size()) - 1; i >= 0; --i) {
+    const float* x = i == 0 ? last_input_ : acts_[i - 1].data();
+    // The first layer's input gradient is computed only when asked for.
+    float* dx = i == 0 ? dinput : (dy == grad_a_.data() ? grad_b_.data() : grad_a_.data());
+    layers_[i]->Backward(x, acts_[i].data(), dy, batch, dx);
+    dy = dx;
+  }
+}
+
+void Sequential::ZeroGrad() {
+  for (Parameter* p : params_) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+}
+
+std::vector<Parameter*> Sequential::parameters() { return params_; }
+
+Parameter* Sequential::FindParameter(const std::string& name) {
+  for (Parameter* p : params_) {
+    if (p->name == name) return p;
+  }
+  return nullptr;
+}
+
+int64_t Sequential::num_parameters() const {
+  int64_t n = 0;
+  for (const Parameter* p : params_) n += p->size();
+  return n;
+}
+
+}  // namespace fedge::model

@@ -1,0 +1,23 @@
+// Model files: one binary-serialized ModelProto, written atomically (temp file + rename).
+#ifndef FEDGE_MODEL_SERIALIZE_H_
+#define FEDGE_MODEL_SERIALIZE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "proto/model.pb.h"
+
+namespace fedge::model {
+
+inline constexpr int64_t kMaxModelFileBytes = int64_t{1} << 31;  // protobuf's 2 GiB ceiling
+
+absl::Status SaveModel(const std::string& path, const v1::ModelProto& model);
+
+// Reads and parses; a missing, oversized or unparsable file is an error naming the file.
+// The architecture and parameters are validated by Sequential::FromProto, not here.
+absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path);
+
+}  // namespace fedge::model
+
+#endif  // FEDGE_MODEL_SERIALIZE_H_

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian packages fedge needs (only those missing), then configures and builds
+# a Release tree in build/. Safe to run again: a second run installs nothing and rebuilds
+# only what changed.
+#
+#   scripts/setup.sh            # install + build everything
+#   FEDGE_BUILD_DIR=out scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  cmake make g++ ccache pkg-config
+  libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+  libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  dataset-fashion-mnist
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+else
+  echo "setup: all ${#PACKAGES[@]} packages present"
+fi
+
+BUILD_DIR="${FEDGE_BUILD_DIR:-build}"
+JOBS="${FEDGE_JOBS:-$(nproc)}"
+cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+echo "setup: building in $BUILD_DIR with -j$JOBS"
+cmake --build "$BUILD_DIR" -j "$JOBS"
