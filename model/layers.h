@@ -24,6 +24,18 @@ class LinearProduct {
   // the last forward ran in int8.
   void Backward(const float* a, const float* dy, int rows, float* da);
 
+  // The pieces, for layers that run the product in chunks (Conv2d):
+  // int8 weights for this step (re-quantized when the weights changed, or always in
+  // training, when the fake-quantized copy for the backward pass is refreshed too).
+  const kernels::PackedWeightsS8& Int8Weights(bool training);
+  // The weights the backward pass multiplies by: fake-quantized after an int8 training
+  // forward (see set_backward_int8), else the fp32 weights.
+  const float* BackwardWeights() const;
+  void set_backward_int8(bool int8) { last_forward_int8_ = int8; }
+  bool backward_int8() const { return last_forward_int8_; }
+  // dW += dyᵀ · a, db += Σ rows of dy.
+  void AccumulateGradients(const float* a, const float* dy, int rows);
+
   Parameter& weight() { return weight_; }
   Parameter& bias() { return bias_; }
   bool has_bias() const { return has_bias_; }
@@ -60,6 +72,9 @@ class Dense final : public Layer {
 };
 
 // NHWC convolution: input [H, W, Cin], output [OH, OW, Cout]; W is [Cout, K, K, Cin].
+// Runs as im2col + GEMM over chunks of a few examples, so that each chunk's im2col matrix
+// stays in cache; the backward pass rebuilds it per chunk instead of storing it. In int8
+// the input is quantized once per tensor and im2col copies int8 values.
 class Conv2d final : public Layer {
  public:
   Conv2d(std::string name, int height, int width, int in_channels, int out_channels,
@@ -69,16 +84,23 @@ class Conv2d final : public Layer {
   std::vector<Parameter*> parameters() override;
 
  private:
-  void Im2Col(const float* x, int batch, float* cols) const;
+  // Writes the im2col rows of `batch` examples starting at x (example stride `ldx`
+  // elements) into cols (row stride `ldc`). T is float or int8_t; padding is zero.
+  template <typename T>
+  void Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const;
   void Col2Im(const float* cols, int batch, float* dx) const;
+  int ChunkExamples() const;
 
   int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
   LinearProduct product_;
-  std::vector<float> cols_;   // [batch·OH·OW, K·K·Cin]
+  std::vector<float> cols_;   // one chunk: [chunk·OH·OW, K·K·Cin]
   std::vector<float> dcols_;
+  kernels::QuantizedActivations qx_;     // int8: the whole input
+  kernels::QuantizedActivations qcols_;  // int8: one chunk of im2col rows
+  std::vector<float> x_fq_;              // int8 training: fake-quantized input
 };
 
-// NHWC max pooling; backward routes each gradient to the window's (first) maximum.
+// NHWC max pooling; backward routes each gradient to the window's first maximum.
 class MaxPool2d final : public Layer {
  public:
   MaxPool2d(std::string name, int height, int width, int channels, int kernel, int stride);
@@ -87,7 +109,6 @@ class MaxPool2d final : public Layer {
 
  private:
   int h_, w_, c_, k_, stride_, oh_, ow_;
-  std::vector<int32_t> argmax_;  // per output element: input offset within the example
 };
 
 class Relu final : public Layer {
