@@ -205,33 +205,34 @@ void UnpackQ4_portable(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* 
   }
 }
 
-// Portable: one row × one 16-channel panel, per block an int32 sum per channel, then the
-// block's fma, in the order of q4.h.
+// Portable: unpacked and transposed weights (see QGemmS8_portable), one row × one panel, per
+// block an int32 sum per channel, then the block's fma, in the order of q4.h.
 void QGemmQ4_portable(const QuantizedActivations& x, const PackedWeightsQ4& w,
                       const Epilogue& epi, float* y, int ldy) {
-  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4, nb = w.blocks_per_row();
+  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4, kk = 4 * k4n, nb = w.blocks_per_row();
   const int panels = (n + kQ4Panel - 1) / kQ4Panel;
   static thread_local Scratch scratch;
-  int8_t* wq = static_cast<int8_t*>(scratch.Get(static_cast<size_t>(panels) * k4n * 64 + 64));
+  const size_t wq_bytes = (static_cast<size_t>(panels) * k4n * 64 + 63) / 64 * 64;
+  char* base = static_cast<char*>(
+      scratch.Get(wq_bytes + sizeof(int16_t) * static_cast<size_t>(panels) * kk * 16));
+  int8_t* wq = reinterpret_cast<int8_t*>(base);
+  int16_t* wt = reinterpret_cast<int16_t*>(base + wq_bytes);
   UnpackQ4_portable(w, k4n, wq, nullptr);
+  TransposePanelsS16(wq, static_cast<size_t>(k4n) * 64, panels, k4n, wt);
   for (int p = 0; p < panels; ++p) {
-    const int8_t* wp = wq + static_cast<size_t>(p) * k4n * 64;
+    const int16_t* wp = wt + static_cast<size_t>(p) * kk * 16;
     const float* sp = w.scales.data() + static_cast<size_t>(p) * nb * 16;
     const int j0 = p * 16, nc = std::min(16, n - j0);
     for (int i = 0; i < m; ++i) {
       const int8_t* xr = x.row(i);
       float facc[16] = {};
-      for (int b0 = 0; b0 < k4n; b0 += 8) {
+      for (int k0 = 0; k0 < kk; k0 += kQ4Block) {
         int32_t a[16] = {};
-        for (int k4 = b0; k4 < std::min(k4n, b0 + 8); ++k4) {
-          const int8_t* wk = wp + k4 * 64;
-          const int32_t x0 = xr[4 * k4], x1 = xr[4 * k4 + 1], x2 = xr[4 * k4 + 2],
-                        x3 = xr[4 * k4 + 3];
-          for (int c = 0; c < 16; ++c) {
-            a[c] += x0 * wk[4 * c] + x1 * wk[4 * c + 1] + x2 * wk[4 * c + 2] + x3 * wk[4 * c + 3];
-          }
+        for (int k = k0; k < std::min(kk, k0 + kQ4Block); ++k) {
+          const int32_t xv = xr[k];
+          for (int c = 0; c < 16; ++c) a[c] += xv * wp[k * 16 + c];
         }
-        const float* d = sp + (b0 / 8) * 16;
+        const float* d = sp + (k0 / kQ4Block) * 16;
         for (int c = 0; c < 16; ++c) facc[c] = std::fma(static_cast<float>(a[c]), d[c], facc[c]);
       }
       float* yr = y + static_cast<size_t>(i) * ldy + j0;

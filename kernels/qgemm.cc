@@ -50,28 +50,43 @@ void QGemmS8_ref(const QuantizedActivations& x, const PackedWeightsS8& w, const 
 
 namespace qdetail {
 
-// Portable: 4 rows × one 16-channel panel of int32 accumulators, K in steps of 4 over the
-// packed layout; the inner channel loop is left to the auto-vectorizer.
+void TransposePanelsS16(const int8_t* src, size_t pstride, int panels, int k4n, int16_t* dst) {
+  for (int p = 0; p < panels; ++p) {
+    const int8_t* s = src + p * pstride;
+    int16_t* d = dst + static_cast<size_t>(p) * k4n * 64;
+    for (int k4 = 0; k4 < k4n; ++k4) {
+      for (int c = 0; c < 16; ++c) {
+        for (int t = 0; t < 4; ++t) d[(4 * k4 + t) * 16 + c] = s[k4 * 64 + c * 4 + t];
+      }
+    }
+  }
+}
+
+// Portable: the weights are first transposed to s16 [panel][k][16 channels] (one O(N·K) pass
+// per call) so that the inner loop is a broadcast-multiply-add over 16 contiguous channels,
+// which compilers vectorize for any SIMD width; 2 rows × one panel of int32 accumulators.
 void QGemmS8_portable(const QuantizedActivations& x, const PackedWeightsS8& w,
                       const Epilogue* epi, float* y, int32_t* acc, int ld) {
-  constexpr int kMr = 4, kP = PackedWeightsS8::kPanel;
-  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
-  const size_t panel_bytes = static_cast<size_t>(w.k_padded) * kP;
+  constexpr int kMr = 2, kP = PackedWeightsS8::kPanel;
+  const int m = x.m, n = w.n, k4n = (x.k + 3) / 4, kk = 4 * k4n;
+  const int panels = w.n_padded / kP;
+  static thread_local Scratch scratch;
+  int16_t* wt = static_cast<int16_t*>(
+      scratch.Get(sizeof(int16_t) * static_cast<size_t>(panels) * kk * kP + 64));
+  TransposePanelsS16(w.packed.data(), static_cast<size_t>(w.k_padded) * kP, panels, k4n, wt);
   for (int i0 = 0; i0 < m; i0 += kMr) {
     const int mr = std::min(kMr, m - i0);
-    for (int p = 0; p < w.n_padded / kP; ++p) {
-      const int8_t* wp = w.packed.data() + p * panel_bytes;
+    const int8_t* x0 = x.row(i0);
+    const int8_t* x1 = x.row(i0 + mr - 1);  // row i0 again when mr == 1
+    for (int p = 0; p < panels; ++p) {
+      const int16_t* wp = wt + static_cast<size_t>(p) * kk * kP;
       int32_t a[kMr][kP] = {};
-      for (int r = 0; r < mr; ++r) {
-        const int8_t* xr = x.row(i0 + r);
-        for (int k4 = 0; k4 < k4n; ++k4) {
-          const int8_t* wk = wp + k4 * kP * 4;
-          const int32_t x0 = xr[4 * k4], x1 = xr[4 * k4 + 1], x2 = xr[4 * k4 + 2],
-                        x3 = xr[4 * k4 + 3];
-          for (int c = 0; c < kP; ++c) {
-            a[r][c] += x0 * wk[4 * c] + x1 * wk[4 * c + 1] + x2 * wk[4 * c + 2] +
-                       x3 * wk[4 * c + 3];
-          }
+      for (int k = 0; k < kk; ++k) {
+        const int16_t* wk = wp + k * kP;
+        const int32_t xa = x0[k], xb = x1[k];
+        for (int c = 0; c < kP; ++c) {
+          a[0][c] += xa * wk[c];
+          a[1][c] += xb * wk[c];
         }
       }
       const int j0 = p * kP, nc = std::min(kP, n - j0);

@@ -79,6 +79,10 @@ inline size_t Q4PanelBytes(int k_padded) { return static_cast<size_t>(k_padded) 
 void UnpackQ4_portable(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
 void UnpackQ4_avx512vnni(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
 
+// Transposes `panels` panels in the PackedWeightsS8 order (panel p at src + p·pstride, k4 < k4n)
+// to s16 dst[(p·4·k4n + k)·16 + c], for the portable kernels.
+void TransposePanelsS16(const int8_t* src, size_t pstride, int panels, int k4n, int16_t* dst);
+
 void QGemmQ4_portable(const QuantizedActivations& x, const PackedWeightsQ4& w,
                       const Epilogue& epi, float* y, int ldy);
 void QGemmQ4_avx2(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epilogue& epi,
