@@ -99,7 +99,8 @@ void DequantizeActivations(const QuantizedActivations& q, float* out, int ldy) {
   }
 }
 
-void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out) {
+void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out,
+                       float* dequantized, int ldd) {
   assert(n >= 0 && k >= 0 && (n == 0 || ldw >= k));
   constexpr int kPanel = PackedWeightsS8::kPanel;
   out->n = n;
@@ -127,14 +128,27 @@ void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* o
     }
     for (int kk = 0; kk < k; ++kk) sum += row[kk];
     out->row_sums[j] = sum;
+    if (dequantized != nullptr) {
+      float* __restrict d = dequantized + static_cast<size_t>(j) * ldd;
+      for (int kk = 0; kk < k; ++kk) d[kk] = static_cast<float>(row[kk]) * scale;
+    }
   }
 }
 
 void DequantizeWeightsS8(const PackedWeightsS8& w, float* out, int ldo) {
+  constexpr int kPanel = PackedWeightsS8::kPanel;
   for (int j = 0; j < w.n; ++j) {
-    float* o = out + static_cast<size_t>(j) * ldo;
+    float* __restrict o = out + static_cast<size_t>(j) * ldo;
     const float s = w.scales[j];
-    for (int kk = 0; kk < w.k; ++kk) o[kk] = static_cast<float>(w.at(j, kk)) * s;
+    // Walk the row's 4-byte groups in the packed layout (64 bytes apart).
+    const int8_t* src = w.packed.data() + static_cast<size_t>(j / kPanel) * w.k_padded * kPanel +
+                        (j % kPanel) * 4;
+    const int full = w.k / 4;
+    for (int k4 = 0; k4 < full; ++k4) {
+      const int8_t* g = src + static_cast<size_t>(k4) * kPanel * 4;
+      for (int b = 0; b < 4; ++b) o[4 * k4 + b] = static_cast<float>(g[b]) * s;
+    }
+    for (int kk = 4 * full; kk < w.k; ++kk) o[kk] = static_cast<float>(w.at(j, kk)) * s;
   }
 }
 

@@ -60,7 +60,10 @@ struct PackedWeightsS8 {
 };
 
 // Quantizes and packs w (n × k, row stride ldw ≥ k). Reuses out's storage when it can.
-void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out);
+// When `dequantized` is not null it also receives q · scale (n × k, row stride ldd): the
+// fake-quantized weights of quantization-aware training, without a second pass.
+void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out,
+                       float* dequantized = nullptr, int ldd = 0);
 
 // out[j·ldo + kk] = q[j][kk] · scales[j] (the fake-quantized weights of QAT).
 void DequantizeWeightsS8(const PackedWeightsS8& w, float* out, int ldo);

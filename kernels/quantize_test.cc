@@ -185,6 +185,18 @@ TEST(QuantizeWeightsS8Test, DequantizeMatchesAt) {
   }
 }
 
+TEST(QuantizeWeightsS8Test, FusedDequantizedOutputMatchesDequantize) {
+  base::Rng rng(16);
+  const int n = 19, k = 70;
+  std::vector<float> w = RandomMatrix(rng, n, k, k, 2.0f);
+  PackedWeightsS8 p;
+  const int ldd = k + 3;
+  std::vector<float> fused(n * ldd, -1.0f), separate(n * ldd, -1.0f);
+  QuantizeWeightsS8(w.data(), n, k, k, &p, fused.data(), ldd);
+  DequantizeWeightsS8(p, separate.data(), ldd);
+  EXPECT_EQ(fused, separate);
+}
+
 TEST(QuantizeWeightsS8Test, RequantizingIntoReusedOutputGivesTheSameResult) {
   base::Rng rng(7);
   std::vector<float> a = RandomMatrix(rng, 40, 100, 100, 1.0f);

@@ -105,12 +105,10 @@ void LinearProduct::Forward(const float* a, int rows, float* y, ComputeMode mode
 
 const kernels::PackedWeightsS8& LinearProduct::Int8Weights(bool training) {
   if (w8_version_ != weight_.version || training) {
-    kernels::QuantizeWeightsS8(weight_.value.data(), out_, in_, in_, &w8_);
+    if (training) w_fq_.resize(weight_.value.size());
+    kernels::QuantizeWeightsS8(weight_.value.data(), out_, in_, in_, &w8_,
+                               training ? w_fq_.data() : nullptr, in_);
     w8_version_ = weight_.version;
-    if (training) {
-      w_fq_.resize(weight_.value.size());
-      kernels::DequantizeWeightsS8(w8_, w_fq_.data(), in_);
-    }
   }
   return w8_;
 }
@@ -291,12 +289,31 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
   const int in_size = input_size(), out_size = output_size();
   product_.set_backward_int8(false);
   if (mode == ComputeMode::kFp32) {
+    // One chunk's im2col rows at a time, consumed while in cache; the backward pass
+    // rebuilds them (measured: faster than keeping the whole batch's for it).
     cols_.resize(static_cast<size_t>(chunk) * rows_per_example * kdim);
+    const float* w = product_.weight().value.data();
+    const float* bias = product_.bias().value.data();
     for (int b0 = 0; b0 < batch; b0 += chunk) {
       const int nb = std::min(chunk, batch - b0);
-      Im2Col(x + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kdim);
-      product_.Forward(cols_.data(), nb * rows_per_example,
-                       y + static_cast<size_t>(b0) * out_size, mode, false);
+      const int rows = nb * rows_per_example;
+      float* cols = cols_.data();
+      float* yc = y + static_cast<size_t>(b0) * out_size;
+      Im2Col(x + static_cast<size_t>(b0) * in_size, nb, in_size, cols, kdim);
+      if (cout_ >= 32) {
+        product_.Forward(cols, rows, yc, mode, false);
+        continue;
+      }
+      // Few output channels: Eigen vectorizes along the first dimension of its
+      // column-major result, so compute yᵀ [Cout × rows] = W · colsᵀ (rows along the
+      // vectors) and transpose it into NHWC with the bias.
+      yt_.resize(static_cast<size_t>(cout_) * rows);
+      kernels::Sgemm(Trans::kNo, Trans::kYes, cout_, rows, kdim, 1.0f, w, kdim, cols, kdim,
+                     0.0f, yt_.data(), rows);
+      for (int r = 0; r < rows; ++r) {
+        float* __restrict yr = yc + static_cast<size_t>(r) * cout_;
+        for (int c = 0; c < cout_; ++c) yr[c] = yt_[static_cast<size_t>(c) * rows + r] + bias[c];
+      }
     }
     return;
   }
@@ -339,8 +356,9 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
   const int rows_per_example = oh_ * ow_;
   const int kdim = product_.in();
   const int in_size = input_size(), out_size = output_size();
-  cols_.resize(static_cast<size_t>(chunk) * rows_per_example * kdim);
-  if (dx != nullptr) dcols_.resize(cols_.size());
+  const size_t chunk_floats = static_cast<size_t>(chunk) * rows_per_example * kdim;
+  cols_.resize(chunk_floats);
+  if (dx != nullptr) dcols_.resize(chunk_floats);
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     const int rows = nb * rows_per_example;
@@ -427,15 +445,17 @@ void MaxPool2d::Backward(const float* x, const float* y, const float* dy, int ba
           float* __restrict d10 = d00 + row;
           float* __restrict d11 = d10 + c_;
           for (int c = 0; c < c_; ++c) {
+            // 0/1 arithmetic instead of branches: the comparisons are data-dependent and
+            // mispredict half the time.
             const float m = yb[o + c], g = gb[o + c];
-            const bool h00 = x00[c] == m;
-            const bool h01 = !h00 && x01[c] == m;
-            const bool h10 = !h00 && !h01 && x10[c] == m;
-            const bool h11 = !h00 && !h01 && !h10;
-            d00[c] = h00 ? g : 0.0f;
-            d01[c] = h01 ? g : 0.0f;
-            d10[c] = h10 ? g : 0.0f;
-            d11[c] = h11 ? g : 0.0f;
+            const int e00 = x00[c] == m, e01 = x01[c] == m, e10 = x10[c] == m;
+            const int h01 = e01 & ~e00;
+            const int h10 = e10 & ~(e00 | e01);
+            const int h11 = ~(e00 | e01 | e10) & 1;
+            d00[c] = g * static_cast<float>(e00);
+            d01[c] = g * static_cast<float>(h01);
+            d10[c] = g * static_cast<float>(h10);
+            d11[c] = g * static_cast<float>(h11);
           }
         }
       }

@@ -94,6 +94,7 @@ class Conv2d final : public Layer {
   int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
   LinearProduct product_;
   std::vector<float> cols_;   // one chunk: [chunk·OH·OW, K·K·Cin]
+  std::vector<float> yt_;     // one chunk's output, transposed
   std::vector<float> dcols_;
   kernels::QuantizedActivations qx_;     // int8: the whole input
   kernels::QuantizedActivations qcols_;  // int8: one chunk of im2col rows
