@@ -63,4 +63,10 @@ std::vector<int> AllIndices(const Dataset& data) {
   return v;
 }
 
+void Standardize(Dataset& data, float mean, float stddev) {
+  FEDGE_CHECK(stddev > 0.0f);
+  const float inv = 1.0f / stddev;
+  for (float& v : data.features) v = (v - mean) * inv;
+}
+
 }  // namespace fedge::data

@@ -57,6 +57,9 @@ Dataset Subset(const Dataset& data, const std::vector<int>& indices);
 // {0, 1, ..., data.num_examples - 1}: the index list covering the whole dataset.
 std::vector<int> AllIndices(const Dataset& data);
 
+// features ← (features − mean) / stddev, in place. REQUIRES: stddev > 0.
+void Standardize(Dataset& data, float mean, float stddev);
+
 }  // namespace fedge::data
 
 #endif  // FEDGE_DATA_DATASET_H_

@@ -44,6 +44,10 @@ struct FashionMnist {
 };
 
 inline constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
+// Pixel mean and standard deviation of the Fashion-MNIST training set (pixels in [0, 1]),
+// for data::Standardize.
+inline constexpr float kFashionMnistMean = 0.2860f;
+inline constexpr float kFashionMnistStd = 0.3530f;
 
 // Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian's dataset-fashion-mnist).
 absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir = kFashionMnistDir);

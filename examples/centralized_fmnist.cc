@@ -8,7 +8,6 @@
 // seconds (training time of the epoch), samples_per_second, and mode/model.
 // Defaults are the schedule that meets the foundation's accuracy bar: SGD with Nesterov
 // momentum 0.9, batch 64, a one-epoch linear warm-up to --lr then cosine decay to zero.
-#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -20,15 +19,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
-#include "data/batcher.h"
 #include "data/idx_reader.h"
 #include "kernels/cpu.h"
-#include "model/lr_schedule.h"
-#include "model/optimizer.h"
-#include "model/sequential.h"
+#include "model/centralized.h"
 #include "model/serialize.h"
 #include "model/trainer.h"
-#include "model/zoo.h"
 
 ABSL_FLAG(std::string, model, "mlp", "architecture: mlp (784-200-200-10) or cnn (SimpleCNN)");
 ABSL_FLAG(std::string, mode, "fp32", "local compute: fp32, or int8 (quantization-aware)");
@@ -46,14 +41,6 @@ ABSL_FLAG(std::string, save, "", "save the trained model (ModelProto) to this fi
 namespace fedge {
 namespace {
 
-// Fashion-MNIST pixel statistics (training set, pixels in [0, 1]).
-constexpr float kMean = 0.2860f;
-constexpr float kStd = 0.3530f;
-
-void Normalize(data::Dataset& d) {
-  for (float& v : d.features) v = (v - kMean) / kStd;
-}
-
 absl::StatusOr<model::ComputeMode> ParseMode(const std::string& s) {
   if (s == "fp32") return model::ComputeMode::kFp32;
   if (s == "int8") return model::ComputeMode::kInt8;
@@ -62,13 +49,16 @@ absl::StatusOr<model::ComputeMode> ParseMode(const std::string& s) {
 }
 
 absl::Status Run() {
-  const int epochs = absl::GetFlag(FLAGS_epochs), batch = absl::GetFlag(FLAGS_batch);
-  if (epochs < 1 || batch < 1 || batch > 65536) {
-    return absl::InvalidArgumentError("--epochs must be ≥ 1 and --batch in [1, 65536]");
-  }
-  FEDGE_ASSIGN_OR_RETURN(model::ComputeMode mode, ParseMode(absl::GetFlag(FLAGS_mode)));
-  FEDGE_ASSIGN_OR_RETURN(v1::ModelSpec spec,
-                         model::ArchitectureByName(absl::GetFlag(FLAGS_model)));
+  model::CentralizedOptions options;
+  options.architecture = absl::GetFlag(FLAGS_model);
+  FEDGE_ASSIGN_OR_RETURN(options.mode, ParseMode(absl::GetFlag(FLAGS_mode)));
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.batch_size = absl::GetFlag(FLAGS_batch);
+  options.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
+  options.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
+  options.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
+  options.seed = absl::GetFlag(FLAGS_seed);
+
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm,
                          data::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
   if (const int n = absl::GetFlag(FLAGS_train_examples); n > 0 && n < fm.train.num_examples) {
@@ -76,67 +66,45 @@ absl::Status Run() {
     for (int i = 0; i < n; ++i) first[i] = i;
     fm.train = data::Subset(fm.train, first);
   }
-  Normalize(fm.train);
-  Normalize(fm.test);
-
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net, model::Sequential::Create(spec));
-  const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  net->InitParameters(seed);
-  model::SgdOptions sgd_options;
-  sgd_options.learning_rate = static_cast<float>(absl::GetFlag(FLAGS_lr));
-  sgd_options.momentum = static_cast<float>(absl::GetFlag(FLAGS_momentum));
-  sgd_options.weight_decay = static_cast<float>(absl::GetFlag(FLAGS_weight_decay));
-  sgd_options.nesterov = sgd_options.momentum > 0;
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sgd> sgd, model::Sgd::Create(sgd_options));
-
-  data::Batcher batcher(fm.train, data::AllIndices(fm.train), batch, /*shuffle=*/true, seed);
-  const int64_t steps_per_epoch = batcher.num_batches();
-  const int64_t total_steps = steps_per_epoch * epochs;
-  const int64_t warmup = std::min<int64_t>(steps_per_epoch, total_steps / 4);
-  model::TrainEpochOptions train_options;
-  train_options.mode = mode;
-  train_options.learning_rate =
-      model::WarmupCosineSchedule(sgd_options.learning_rate, warmup, total_steps);
+  data::Standardize(fm.train, data::kFashionMnistMean, data::kFashionMnistStd);
+  data::Standardize(fm.test, data::kFashionMnistMean, data::kFashionMnistStd);
 
   std::ofstream metrics;
   if (const std::string path = absl::GetFlag(FLAGS_metrics_out); !path.empty()) {
     metrics.open(path, std::ios::trunc);
     if (!metrics) return absl::UnavailableError("cannot write --metrics_out file " + path);
   }
-  const std::string model_name = absl::GetFlag(FLAGS_model);
-  std::printf("centralized_fmnist: %s (%lld parameters), %s, %d epochs of %d examples, batch %d, "
-              "kernels %s\n",
-              model_name.c_str(), static_cast<long long>(net->num_parameters()),
-              std::string(model::ComputeModeName(mode)).c_str(), epochs,
-              fm.train.num_examples, batch, kernels::IsaName(kernels::BestIsa()));
-  int64_t step = 0;
-  model::EvalResult test;
-  for (int epoch = 1; epoch <= epochs; ++epoch) {
-    const float lr = train_options.learning_rate(step);
-    const model::TrainEpochResult tr = model::TrainEpoch(*net, *sgd, batcher, train_options, &step);
-    test = model::Evaluate(*net, fm.test, mode);
-    const double sps = tr.examples / tr.seconds;
+  const std::string mode_name(model::ComputeModeName(options.mode));
+  std::printf("centralized_fmnist: %s, %s, %d epochs of %d examples, batch %d, kernels %s\n",
+              options.architecture.c_str(), mode_name.c_str(), options.epochs,
+              fm.train.num_examples, options.batch_size,
+              kernels::IsaName(kernels::BestIsa()));
+  auto on_epoch = [&](const model::CentralizedEpoch& e) {
+    const double sps = e.train.examples / e.train.seconds;
     std::printf("epoch %2d/%d  train loss %.4f acc %.4f  test loss %.4f acc %.4f  %.1fs "
                 "(%.0f samples/s)\n",
-                epoch, epochs, tr.loss, tr.accuracy, test.loss, test.accuracy, tr.seconds, sps);
+                e.epoch, options.epochs, e.train.loss, e.train.accuracy, e.test.loss,
+                e.test.accuracy, e.train.seconds, sps);
     std::fflush(stdout);
     if (metrics.is_open()) {
       metrics << absl::StrFormat(
           "{\"epoch\":%d,\"model\":\"%s\",\"mode\":\"%s\",\"train_loss\":%.6f,"
           "\"train_accuracy\":%.6f,\"test_loss\":%.6f,\"test_accuracy\":%.6f,"
           "\"learning_rate\":%.6g,\"seconds\":%.3f,\"samples_per_second\":%.1f}\n",
-          epoch, model_name, model::ComputeModeName(mode), tr.loss, tr.accuracy, test.loss,
-          test.accuracy, lr, tr.seconds, sps);
+          e.epoch, options.architecture, mode_name, e.train.loss, e.train.accuracy, e.test.loss,
+          e.test.accuracy, e.learning_rate, e.train.seconds, sps);
       metrics.flush();
     }
-  }
-  // The same weights through int8 and int4 inference, for reference.
+  };
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                         model::TrainCentralized(options, fm.train, fm.test, on_epoch));
+  // The same weights through every inference mode, for reference.
+  const model::EvalResult fp32 = model::Evaluate(*net, fm.test, model::ComputeMode::kFp32);
   const model::EvalResult int8 = model::Evaluate(*net, fm.test, model::ComputeMode::kInt8);
   const model::EvalResult int4 = model::Evaluate(*net, fm.test, model::ComputeMode::kInt4);
-  std::printf("final test accuracy %.4f (%s training); same weights in int8 inference %.4f, "
-              "int4-weight inference %.4f\n",
-              test.accuracy, std::string(model::ComputeModeName(mode)).c_str(), int8.accuracy,
-              int4.accuracy);
+  std::printf("final test accuracy of the %s-trained weights: fp32 %.4f, int8 %.4f, "
+              "int4-weight %.4f inference\n",
+              mode_name.c_str(), fp32.accuracy, int8.accuracy, int4.accuracy);
   if (const std::string path = absl::GetFlag(FLAGS_save); !path.empty()) {
     FEDGE_RETURN_IF_ERROR(model::SaveModel(path, net->ToProto()));
     std::printf("saved model to %s\n", path.c_str());

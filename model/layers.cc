@@ -29,6 +29,32 @@ Parameter MakeParameter(std::string name, std::vector<int> shape) {
   return p;
 }
 
+// sums[j] += Σ_r m[r·cols + j]. Few columns (a conv with 6 channels) would leave the
+// inner loop too short to vectorize, so rows are summed in groups whose width is a multiple
+// of 16 floats, then folded.
+void AddColumnSums(const float* m, int rows, int cols, float* sums) {
+  int group = 1;
+  while ((group * cols) % 16 != 0 && group < 16) group *= 2;
+  const int width = group * cols;
+  if (group == 1 || width > 1024 || rows < 2 * group) {
+    for (int r = 0; r < rows; ++r) {
+      const float* __restrict mr = m + static_cast<size_t>(r) * cols;
+      for (int j = 0; j < cols; ++j) sums[j] += mr[j];
+    }
+    return;
+  }
+  float acc[1024] = {};
+  const int full = rows / group;
+  for (int g = 0; g < full; ++g) {
+    const float* __restrict mg = m + static_cast<size_t>(g) * width;
+    for (int i = 0; i < width; ++i) acc[i] += mg[i];
+  }
+  for (int i = 0; i < width; ++i) sums[i % cols] += acc[i];
+  for (int r = full * group; r < rows; ++r) {
+    for (int j = 0; j < cols; ++j) sums[j] += m[static_cast<size_t>(r) * cols + j];
+  }
+}
+
 }  // namespace
 
 absl::string_view ComputeModeName(ComputeMode mode) {
@@ -121,13 +147,7 @@ void LinearProduct::AccumulateGradients(const float* a, const float* dy, int row
   // dW[out × in] += dyᵀ · a
   kernels::Sgemm(Trans::kYes, Trans::kNo, out_, in_, rows, 1.0f, dy, out_, a, in_, 1.0f,
                  weight_.grad.data(), in_);
-  if (has_bias_) {
-    float* __restrict db = bias_.grad.data();
-    for (int r = 0; r < rows; ++r) {
-      const float* __restrict dyr = dy + static_cast<size_t>(r) * out_;
-      for (int j = 0; j < out_; ++j) db[j] += dyr[j];
-    }
-  }
+  if (has_bias_) AddColumnSums(dy, rows, out_, bias_.grad.data());
 }
 
 void LinearProduct::Backward(const float* a, const float* dy, int rows, float* da) {
@@ -310,9 +330,10 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
       yt_.resize(static_cast<size_t>(cout_) * rows);
       kernels::Sgemm(Trans::kNo, Trans::kYes, cout_, rows, kdim, 1.0f, w, kdim, cols, kdim,
                      0.0f, yt_.data(), rows);
-      for (int r = 0; r < rows; ++r) {
-        float* __restrict yr = yc + static_cast<size_t>(r) * cout_;
-        for (int c = 0; c < cout_; ++c) yr[c] = yt_[static_cast<size_t>(c) * rows + r] + bias[c];
+      for (int c = 0; c < cout_; ++c) {
+        const float* __restrict ytc = yt_.data() + static_cast<size_t>(c) * rows;
+        const float bc = bias[c];
+        for (int r = 0; r < rows; ++r) yc[static_cast<size_t>(r) * cout_ + c] = ytc[r] + bc;
       }
     }
     return;

@@ -139,6 +139,15 @@ TEST(LayerGradientTest, MaxPool2dOverlappingWindows) {
   CheckGradients(layer, 1, x, rng);
 }
 
+TEST(LayerGradientTest, MaxPool2dWindowsThatDoNotCoverTheInput) {
+  base::Rng rng(13);
+  MaxPool2d layer("pool", 5, 7, 2, 2, 2);  // the last row and column belong to no window
+  std::vector<float> x(2 * 5 * 7 * 2);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i);
+  rng.Shuffle(x);
+  CheckGradients(layer, 2, x, rng);
+}
+
 TEST(LayerGradientTest, Relu) {
   base::Rng rng(7);
   Relu layer("relu", {4, 3});
@@ -245,6 +254,44 @@ TEST(QuantizedLayerTest, Int8BackwardIsStraightThroughAtFakeQuantizedOperands) {
     const auto& gq = q.parameters()[p]->grad;
     const auto& gr = ref.parameters()[p]->grad;
     for (size_t i = 0; i < gq.size(); ++i) EXPECT_NEAR(gq[i], gr[i], 1e-5);
+  }
+}
+
+// The same for Conv2d, whose int8 path quantizes the whole input once and im2cols int8
+// values chunk by chunk (batch large enough for several chunks).
+TEST(QuantizedLayerTest, Conv2dInt8BackwardIsStraightThroughAtFakeQuantizedOperands) {
+  base::Rng rng(14);
+  const int batch = 9;
+  Conv2d q("conv", 10, 10, 3, 5, 3, 1, 1), ref("conv", 10, 10, 3, 5, 3, 1, 1);
+  RandomizeParameters(q, rng);
+  const int in = q.input_size(), out = q.output_size();
+  std::vector<float> x(batch * in), dy(batch * out), y(batch * out), y_ref(batch * out);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  for (float& v : dy) v = static_cast<float>(rng.Normal());
+
+  kernels::PackedWeightsS8 w8;
+  const int kdim = 3 * 3 * 3;
+  kernels::QuantizeWeightsS8(q.parameters()[0]->value.data(), 5, kdim, kdim, &w8);
+  kernels::DequantizeWeightsS8(w8, ref.parameters()[0]->value.data(), kdim);
+  ref.parameters()[1]->value = q.parameters()[1]->value;
+  kernels::QuantizedActivations qa;
+  kernels::QuantizeActivations(x.data(), batch, in, in, &qa);
+  std::vector<float> x_fq(x.size());
+  kernels::DequantizeActivations(qa, x_fq.data(), in);
+
+  std::vector<float> dx_q(x.size()), dx_ref(x.size());
+  q.Forward(x.data(), batch, y.data(), ComputeMode::kInt8, true);
+  q.Backward(x.data(), y.data(), dy.data(), batch, dx_q.data());
+  ref.Forward(x_fq.data(), batch, y_ref.data(), ComputeMode::kFp32, true);
+  ref.Backward(x_fq.data(), y_ref.data(), dy.data(), batch, dx_ref.data());
+  // The int8 forward equals the fp32 forward of the fake-quantized operands up to fp32
+  // rounding (the int8 GEMM sums exactly).
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], y_ref[i], 1e-4 * (1 + std::fabs(y_ref[i])));
+  for (size_t i = 0; i < dx_q.size(); ++i) EXPECT_NEAR(dx_q[i], dx_ref[i], 1e-4);
+  for (int p = 0; p < 2; ++p) {
+    const auto& gq = q.parameters()[p]->grad;
+    const auto& gr = ref.parameters()[p]->grad;
+    for (size_t i = 0; i < gq.size(); ++i) EXPECT_NEAR(gq[i], gr[i], 1e-3 * (1 + std::fabs(gr[i])));
   }
 }
 
