@@ -9,6 +9,15 @@
 #include "kernels/qgemm.h"
 #include "kernels/sgemm.h"
 
+// Memory-bound loops (im2col, pooling, ReLU, reductions) are cloned per ISA by the compiler
+// and picked at load time (GCC function multiversioning): the build still targets any
+// x86-64, and wider vectors halve these loops where the CPU has them.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FEDGE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FEDGE_SIMD_CLONES
+#endif
+
 namespace fedge::model {
 namespace {
 
@@ -32,7 +41,7 @@ Parameter MakeParameter(std::string name, std::vector<int> shape) {
 // sums[j] += Σ_r m[r·cols + j]. Few columns (a conv with 6 channels) would leave the
 // inner loop too short to vectorize, so rows are summed in groups whose width is a multiple
 // of 16 floats, then folded.
-void AddColumnSums(const float* m, int rows, int cols, float* sums) {
+FEDGE_SIMD_CLONES void AddColumnSums(const float* m, int rows, int cols, float* sums) {
   int group = 1;
   while ((group * cols) % 16 != 0 && group < 16) group *= 2;
   const int width = group * cols;
@@ -52,6 +61,139 @@ void AddColumnSums(const float* m, int rows, int cols, float* sums) {
   for (int i = 0; i < width; ++i) sums[i % cols] += acc[i];
   for (int r = full * group; r < rows; ++r) {
     for (int j = 0; j < cols; ++j) sums[j] += m[static_cast<size_t>(r) * cols + j];
+  }
+}
+
+FEDGE_SIMD_CLONES void ReluForward(const float* x, size_t n, float* y) {
+  const float* __restrict in = x;
+  float* __restrict out = y;
+  for (size_t i = 0; i < n; ++i) out[i] = std::max(in[i], 0.0f);
+}
+
+// Branch-free so that it vectorizes: a mispredicted branch per element costs more than the
+// whole pass.
+FEDGE_SIMD_CLONES void ReluBackward(const float* y, const float* dy, size_t n, float* dx) {
+  const float* __restrict out = y;
+  const float* __restrict g = dy;
+  float* __restrict d = dx;
+  for (size_t i = 0; i < n; ++i) {
+    const float gi = g[i];  // loaded unconditionally so that GCC emits a blend
+    d[i] = out[i] > 0.0f ? gi : 0.0f;
+  }
+}
+
+struct PoolGeometry {
+  int h, w, c, k, stride, oh, ow;
+};
+
+FEDGE_SIMD_CLONES void MaxPoolForward(const PoolGeometry& g, const float* x, int batch,
+                                      float* y) {
+  const int h_ = g.h, w_ = g.w, c_ = g.c, k_ = g.k, stride_ = g.stride, oh_ = g.oh, ow_ = g.ow;
+  (void)h_;
+  // Max only (no arg-max bookkeeping), so the channel loop is branch-free; Backward finds
+  // each window's first maximum again from x and y.
+  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * in_size;
+    float* yb = y + static_cast<size_t>(b) * out_size;
+    for (int oh = 0; oh < oh_; ++oh) {
+      for (int ow = 0; ow < ow_; ++ow) {
+        float* __restrict yo = yb + (oh * ow_ + ow) * c_;
+        const float* x0 = xb + ((oh * stride_) * w_ + ow * stride_) * c_;
+        for (int c = 0; c < c_; ++c) yo[c] = x0[c];
+        for (int kh = 0; kh < k_; ++kh) {
+          for (int kw = 0; kw < k_; ++kw) {
+            const float* __restrict xi = x0 + (kh * w_ + kw) * c_;
+            for (int c = 0; c < c_; ++c) yo[c] = std::max(yo[c], xi[c]);
+          }
+        }
+      }
+    }
+  }
+}
+
+FEDGE_SIMD_CLONES void MaxPoolBackward(const PoolGeometry& g, const float* x, const float* y,
+                                       const float* dy, int batch, float* dx) {
+  const int h_ = g.h, w_ = g.w, c_ = g.c, k_ = g.k, stride_ = g.stride, oh_ = g.oh, ow_ = g.ow;
+  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
+  // When the windows tile the input exactly, every dx element is written once below;
+  // otherwise (overlaps, or rows/columns no window covers) start from zero and accumulate.
+  const bool tiles = stride_ == k_ && oh_ * k_ == h_ && ow_ * k_ == w_;
+  if (tiles && k_ == 2) {
+    // The common 2×2 / stride 2 case, straight-line: the first of the four window
+    // positions that holds the maximum gets the gradient, the others zero.
+    const int row = w_ * c_;
+    for (int b = 0; b < batch; ++b) {
+      const float* xb = x + static_cast<size_t>(b) * in_size;
+      float* dxb = dx + static_cast<size_t>(b) * in_size;
+      const float* yb = y + static_cast<size_t>(b) * out_size;
+      const float* gb = dy + static_cast<size_t>(b) * out_size;
+      for (int oh = 0; oh < oh_; ++oh) {
+        for (int ow = 0; ow < ow_; ++ow) {
+          const int o = (oh * ow_ + ow) * c_;
+          const int p = (2 * oh * w_ + 2 * ow) * c_;
+          const float* __restrict x00 = xb + p;
+          const float* __restrict x01 = x00 + c_;
+          const float* __restrict x10 = x00 + row;
+          float* __restrict d00 = dxb + p;
+          float* __restrict d01 = d00 + c_;
+          float* __restrict d10 = d00 + row;
+          float* __restrict d11 = d10 + c_;
+          for (int c = 0; c < c_; ++c) {
+            // 0/1 arithmetic instead of branches: the comparisons are data-dependent and
+            // mispredict half the time.
+            const float m = yb[o + c], g = gb[o + c];
+            const int e00 = x00[c] == m, e01 = x01[c] == m, e10 = x10[c] == m;
+            const int h01 = e01 & ~e00;
+            const int h10 = e10 & ~(e00 | e01);
+            const int h11 = ~(e00 | e01 | e10) & 1;
+            d00[c] = g * static_cast<float>(e00);
+            d01[c] = g * static_cast<float>(h01);
+            d10[c] = g * static_cast<float>(h10);
+            d11[c] = g * static_cast<float>(h11);
+          }
+        }
+      }
+    }
+    return;
+  }
+  if (!tiles) std::fill(dx, dx + static_cast<size_t>(batch) * in_size, 0.0f);
+  std::vector<uint8_t> done(c_);
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * in_size;
+    float* dxb = dx + static_cast<size_t>(b) * in_size;
+    const float* yb = y + static_cast<size_t>(b) * out_size;
+    const float* dyb = dy + static_cast<size_t>(b) * out_size;
+    for (int oh = 0; oh < oh_; ++oh) {
+      for (int ow = 0; ow < ow_; ++ow) {
+        const float* yo = yb + (oh * ow_ + ow) * c_;
+        const float* go = dyb + (oh * ow_ + ow) * c_;
+        const int base = ((oh * stride_) * w_ + ow * stride_) * c_;
+        std::fill(done.begin(), done.end(), 0);
+        for (int kh = 0; kh < k_; ++kh) {
+          for (int kw = 0; kw < k_; ++kw) {
+            const int off = base + (kh * w_ + kw) * c_;
+            float* __restrict d = dxb + off;
+            const float* __restrict xi = xb + off;
+            if (tiles) {
+              for (int c = 0; c < c_; ++c) {
+                const float g = go[c];
+                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
+                done[c] |= hit;
+                d[c] = hit ? g : 0.0f;
+              }
+            } else {
+              for (int c = 0; c < c_; ++c) {
+                const float g = go[c];
+                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
+                done[c] |= hit;
+                d[c] += hit ? g : 0.0f;
+              }
+            }
+          }
+        }
+      }
+    }
   }
 }
 
@@ -204,11 +346,12 @@ Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out
       pad_(padding),
       oh_(ConvOut(height, kernel, stride, padding)),
       ow_(ConvOut(width, kernel, stride, padding)),
+      kpad_((kernel * kernel * in_channels + 15) / 16 * 16),
       product_(name, {out_channels, kernel, kernel, in_channels},
                kernel * kernel * in_channels, out_channels, true) {}
 
 template <typename T>
-void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
+FEDGE_SIMD_CLONES void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
   const int span = k_ * cin_;  // one kernel row: contiguous in NHWC when fully inside
   constexpr int kBlock = 32 / sizeof(T);
   const int copy_span = (span + kBlock - 1) / kBlock * kBlock;
@@ -243,8 +386,9 @@ void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
           continue;
         }
         const T* xrow = xb + static_cast<size_t>(ih) * w_ * cin_;
-        // The last span of a row would spill into the next row, already written.
-        const bool spill_ok = kh + 1 < k_;
+        // A span may spill into later spans of its row (written after it) and into the
+        // row's padding columns [K, ldc), never into the next row.
+        const bool spill_ok = kh * span + copy_span <= ldc;
         for (int ow = 0; ow < ow_lo; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
         for (int ow = ow_lo; ow < ow_hi; ++ow) {
           const T* src = xrow + (ow * stride_ - pad_) * cin_;
@@ -264,14 +408,13 @@ void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
   }
 }
 
-void Conv2d::Col2Im(const float* cols, int batch, float* dx) const {
-  const int kdim = k_ * k_ * cin_;
+FEDGE_SIMD_CLONES void Conv2d::Col2Im(const float* cols, int batch, int ldc, float* dx) const {
   std::fill(dx, dx + static_cast<size_t>(batch) * h_ * w_ * cin_, 0.0f);
   for (int b = 0; b < batch; ++b) {
     float* xb = dx + static_cast<size_t>(b) * h_ * w_ * cin_;
     for (int oh = 0; oh < oh_; ++oh) {
       for (int ow = 0; ow < ow_; ++ow) {
-        const float* row = cols + (static_cast<size_t>(b * oh_ + oh) * ow_ + ow) * kdim;
+        const float* row = cols + (static_cast<size_t>(b * oh_ + oh) * ow_ + ow) * ldc;
         for (int kh = 0; kh < k_; ++kh) {
           const int ih = oh * stride_ - pad_ + kh;
           if (ih < 0 || ih >= h_) continue;
@@ -298,7 +441,7 @@ void Conv2d::Col2Im(const float* cols, int batch, float* dx) const {
 int Conv2d::ChunkExamples() const {
   // About 256 KiB of fp32 im2col rows per chunk: resident in L2 while the GEMMs run.
   constexpr int64_t kChunkFloats = 64 * 1024;
-  const int64_t per_example = static_cast<int64_t>(oh_) * ow_ * product_.in();
+  const int64_t per_example = static_cast<int64_t>(oh_) * ow_ * kpad_;
   return static_cast<int>(std::max<int64_t>(1, kChunkFloats / per_example));
 }
 
@@ -311,24 +454,29 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
   if (mode == ComputeMode::kFp32) {
     // One chunk's im2col rows at a time, consumed while in cache; the backward pass
     // rebuilds them (measured: faster than keeping the whole batch's for it).
-    cols_.resize(static_cast<size_t>(chunk) * rows_per_example * kdim);
+    cols_.resize(static_cast<size_t>(chunk) * rows_per_example * kpad_);
     const float* w = product_.weight().value.data();
     const float* bias = product_.bias().value.data();
     for (int b0 = 0; b0 < batch; b0 += chunk) {
       const int nb = std::min(chunk, batch - b0);
       const int rows = nb * rows_per_example;
-      float* cols = cols_.data();
+      const float* cols = cols_.data();
       float* yc = y + static_cast<size_t>(b0) * out_size;
-      Im2Col(x + static_cast<size_t>(b0) * in_size, nb, in_size, cols, kdim);
+      Im2Col(x + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kpad_);
       if (cout_ >= 32) {
-        product_.Forward(cols, rows, yc, mode, false);
+        kernels::Sgemm(Trans::kNo, Trans::kYes, rows, cout_, kdim, 1.0f, cols, kpad_, w, kdim,
+                       0.0f, yc, cout_);
+        for (int r = 0; r < rows; ++r) {
+          float* __restrict yr = yc + static_cast<size_t>(r) * cout_;
+          for (int c = 0; c < cout_; ++c) yr[c] += bias[c];
+        }
         continue;
       }
       // Few output channels: Eigen vectorizes along the first dimension of its
       // column-major result, so compute yᵀ [Cout × rows] = W · colsᵀ (rows along the
       // vectors) and transpose it into NHWC with the bias.
       yt_.resize(static_cast<size_t>(cout_) * rows);
-      kernels::Sgemm(Trans::kNo, Trans::kYes, cout_, rows, kdim, 1.0f, w, kdim, cols, kdim,
+      kernels::Sgemm(Trans::kNo, Trans::kYes, cout_, rows, kdim, 1.0f, w, kdim, cols, kpad_,
                      0.0f, yt_.data(), rows);
       for (int c = 0; c < cout_; ++c) {
         const float* __restrict ytc = yt_.data() + static_cast<size_t>(c) * rows;
@@ -361,8 +509,10 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     qcols_.m = nb * rows_per_example;
-    // Zero-filled so that the K padding is zero.
-    qcols_.data.assign(static_cast<size_t>(qcols_.m) * qcols_.k_padded, 0);
+    // The K padding may hold spilled values (see Im2Col); the packed weights are zero
+    // there, so they add nothing.
+    qcols_.data.resize(std::max(qcols_.data.size(),
+                                static_cast<size_t>(qcols_.m) * qcols_.k_padded));
     Im2Col(qx_.row(b0), nb, qx_.k_padded, qcols_.data.data(), qcols_.k_padded);
     kernels::QGemmS8(qcols_, w8, kernels::Epilogue{bias, false},
                      y + static_cast<size_t>(b0) * out_size, cout_);
@@ -377,21 +527,30 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
   const int rows_per_example = oh_ * ow_;
   const int kdim = product_.in();
   const int in_size = input_size(), out_size = output_size();
-  const size_t chunk_floats = static_cast<size_t>(chunk) * rows_per_example * kdim;
+  const size_t chunk_floats = static_cast<size_t>(chunk) * rows_per_example * kpad_;
   cols_.resize(chunk_floats);
   if (dx != nullptr) dcols_.resize(chunk_floats);
+  // dW over the padded K (Eigen runs much faster on a multiple of 16 there); the padding
+  // columns, computed from scratch values, are dropped when adding into the gradient.
+  dw_pad_.assign(static_cast<size_t>(cout_) * kpad_, 0.0f);
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     const int rows = nb * rows_per_example;
     const float* dyc = dy + static_cast<size_t>(b0) * out_size;
-    Im2Col(xin + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kdim);
-    product_.AccumulateGradients(cols_.data(), dyc, rows);
+    Im2Col(xin + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kpad_);
+    kernels::Sgemm(Trans::kYes, Trans::kNo, cout_, kpad_, rows, 1.0f, dyc, cout_, cols_.data(),
+                   kpad_, 1.0f, dw_pad_.data(), kpad_);
+    AddColumnSums(dyc, rows, cout_, product_.bias().grad.data());
     if (dx != nullptr) {
       // dcols[rows × K] = dy · W
       kernels::Sgemm(Trans::kNo, Trans::kNo, rows, kdim, cout_, 1.0f, dyc, cout_, w, kdim,
-                     0.0f, dcols_.data(), kdim);
-      Col2Im(dcols_.data(), nb, dx + static_cast<size_t>(b0) * in_size);
+                     0.0f, dcols_.data(), kpad_);
+      Col2Im(dcols_.data(), nb, kpad_, dx + static_cast<size_t>(b0) * in_size);
     }
+  }
+  float* grad = product_.weight().grad.data();
+  for (int c = 0; c < cout_; ++c) {
+    for (int k = 0; k < kdim; ++k) grad[c * kdim + k] += dw_pad_[static_cast<size_t>(c) * kpad_ + k];
   }
 }
 
@@ -415,112 +574,13 @@ MaxPool2d::MaxPool2d(std::string name, int height, int width, int channels, int 
       ow_((width - kernel) / stride + 1) {}
 
 void MaxPool2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  // Max only (no arg-max bookkeeping), so the channel loop is branch-free; Backward finds
-  // each window's first maximum again from x and y.
-  const int in_size = input_size(), out_size = output_size();
-  for (int b = 0; b < batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * in_size;
-    float* yb = y + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        float* __restrict yo = yb + (oh * ow_ + ow) * c_;
-        const float* x0 = xb + ((oh * stride_) * w_ + ow * stride_) * c_;
-        for (int c = 0; c < c_; ++c) yo[c] = x0[c];
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            const float* __restrict xi = x0 + (kh * w_ + kw) * c_;
-            for (int c = 0; c < c_; ++c) yo[c] = std::max(yo[c], xi[c]);
-          }
-        }
-      }
-    }
-  }
+  MaxPoolForward(PoolGeometry{h_, w_, c_, k_, stride_, oh_, ow_}, x, batch, y);
 }
 
 void MaxPool2d::Backward(const float* x, const float* y, const float* dy, int batch,
                          float* dx) {
   if (dx == nullptr) return;
-  const int in_size = input_size(), out_size = output_size();
-  // When the windows tile the input exactly, every dx element is written once below;
-  // otherwise (overlaps, or rows/columns no window covers) start from zero and accumulate.
-  const bool tiles = stride_ == k_ && oh_ * k_ == h_ && ow_ * k_ == w_;
-  if (tiles && k_ == 2) {
-    // The common 2×2 / stride 2 case, straight-line: the first of the four window
-    // positions that holds the maximum gets the gradient, the others zero.
-    const int row = w_ * c_;
-    for (int b = 0; b < batch; ++b) {
-      const float* xb = x + static_cast<size_t>(b) * in_size;
-      float* dxb = dx + static_cast<size_t>(b) * in_size;
-      const float* yb = y + static_cast<size_t>(b) * out_size;
-      const float* gb = dy + static_cast<size_t>(b) * out_size;
-      for (int oh = 0; oh < oh_; ++oh) {
-        for (int ow = 0; ow < ow_; ++ow) {
-          const int o = (oh * ow_ + ow) * c_;
-          const int p = (2 * oh * w_ + 2 * ow) * c_;
-          const float* __restrict x00 = xb + p;
-          const float* __restrict x01 = x00 + c_;
-          const float* __restrict x10 = x00 + row;
-          const float* __restrict x11 = x10 + c_;
-          float* __restrict d00 = dxb + p;
-          float* __restrict d01 = d00 + c_;
-          float* __restrict d10 = d00 + row;
-          float* __restrict d11 = d10 + c_;
-          for (int c = 0; c < c_; ++c) {
-            // 0/1 arithmetic instead of branches: the comparisons are data-dependent and
-            // mispredict half the time.
-            const float m = yb[o + c], g = gb[o + c];
-            const int e00 = x00[c] == m, e01 = x01[c] == m, e10 = x10[c] == m;
-            const int h01 = e01 & ~e00;
-            const int h10 = e10 & ~(e00 | e01);
-            const int h11 = ~(e00 | e01 | e10) & 1;
-            d00[c] = g * static_cast<float>(e00);
-            d01[c] = g * static_cast<float>(h01);
-            d10[c] = g * static_cast<float>(h10);
-            d11[c] = g * static_cast<float>(h11);
-          }
-        }
-      }
-    }
-    return;
-  }
-  if (!tiles) std::fill(dx, dx + static_cast<size_t>(batch) * in_size, 0.0f);
-  std::vector<uint8_t> done(c_);
-  for (int b = 0; b < batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * in_size;
-    float* dxb = dx + static_cast<size_t>(b) * in_size;
-    const float* yb = y + static_cast<size_t>(b) * out_size;
-    const float* dyb = dy + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        const float* yo = yb + (oh * ow_ + ow) * c_;
-        const float* go = dyb + (oh * ow_ + ow) * c_;
-        const int base = ((oh * stride_) * w_ + ow * stride_) * c_;
-        std::fill(done.begin(), done.end(), 0);
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            const int off = base + (kh * w_ + kw) * c_;
-            float* __restrict d = dxb + off;
-            const float* __restrict xi = xb + off;
-            if (tiles) {
-              for (int c = 0; c < c_; ++c) {
-                const float g = go[c];
-                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
-                done[c] |= hit;
-                d[c] = hit ? g : 0.0f;
-              }
-            } else {
-              for (int c = 0; c < c_; ++c) {
-                const float g = go[c];
-                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
-                done[c] |= hit;
-                d[c] += hit ? g : 0.0f;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
+  MaxPoolBackward(PoolGeometry{h_, w_, c_, k_, stride_, oh_, ow_}, x, y, dy, batch, dx);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -529,24 +589,11 @@ void MaxPool2d::Backward(const float* x, const float* y, const float* dy, int ba
 Relu::Relu(std::string name, std::vector<int> shape) : Layer(std::move(name), shape, shape) {}
 
 void Relu::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  const float* __restrict in = x;
-  float* __restrict out = y;
-  for (size_t i = 0; i < n; ++i) out[i] = std::max(in[i], 0.0f);
+  ReluForward(x, static_cast<size_t>(batch) * input_size(), y);
 }
 
 void Relu::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
-  if (dx == nullptr) return;
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  // Branch-free so that it vectorizes: a mispredicted branch per element costs more than
-  // the whole pass.
-  const float* __restrict out = y;
-  const float* __restrict g = dy;
-  float* __restrict d = dx;
-  for (size_t i = 0; i < n; ++i) {
-    const float gi = g[i];  // loaded unconditionally so that GCC emits a blend
-    d[i] = out[i] > 0.0f ? gi : 0.0f;
-  }
+  if (dx != nullptr) ReluBackward(y, dy, static_cast<size_t>(batch) * input_size(), dx);
 }
 
 Flatten::Flatten(std::string name, std::vector<int> shape)

@@ -88,12 +88,16 @@ class Conv2d final : public Layer {
   // elements) into cols (row stride `ldc`). T is float or int8_t; padding is zero.
   template <typename T>
   void Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const;
-  void Col2Im(const float* cols, int batch, float* dx) const;
+  void Col2Im(const float* cols, int batch, int ldc, float* dx) const;
   int ChunkExamples() const;
 
   int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
+  int kpad_;  // row stride of the fp32 im2col matrix: K·K·Cin rounded up to 16
   LinearProduct product_;
-  std::vector<float> cols_;   // one chunk: [chunk·OH·OW, K·K·Cin]
+  // One chunk of im2col rows [chunk·OH·OW, kpad_]; columns past K·K·Cin are scratch (they
+  // may hold spilled values) and only meet zero weights or discarded outputs.
+  std::vector<float> cols_;
+  std::vector<float> dw_pad_;  // [Cout, kpad_]
   std::vector<float> yt_;     // one chunk's output, transposed
   std::vector<float> dcols_;
   kernels::QuantizedActivations qx_;     // int8: the whole input
