@@ -352,57 +352,62 @@ Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out
 
 template <typename T>
 FEDGE_SIMD_CLONES void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
-  const int span = k_ * cin_;  // one kernel row: contiguous in NHWC when fully inside
+  // Members are copied to locals: the memcpys below may alias anything, and would otherwise
+  // make the compiler reload every member on every span.
+  const int h = h_, w = w_, cin = cin_, k = k_, stride = stride_, pad = pad_, oh_n = oh_,
+            ow_n = ow_;
+  const int span = k * cin;  // one kernel row: contiguous in NHWC when fully inside
   constexpr int kBlock = 32 / sizeof(T);
   const int copy_span = (span + kBlock - 1) / kBlock * kBlock;
-  const T* x_end = x + static_cast<size_t>(batch - 1) * ldx + h_ * w_ * cin_;
+  const T* x_end = x + static_cast<size_t>(batch - 1) * ldx + h * w * cin;
   // Output columns whose window lies fully inside the input: [ow_lo, ow_hi).
   int ow_lo = 0;
-  while (ow_lo < ow_ && ow_lo * stride_ - pad_ < 0) ++ow_lo;
-  int ow_hi = ow_;
-  while (ow_hi > ow_lo && (ow_hi - 1) * stride_ - pad_ + k_ > w_) --ow_hi;
+  while (ow_lo < ow_n && ow_lo * stride - pad < 0) ++ow_lo;
+  int ow_hi = ow_n;
+  while (ow_hi > ow_lo && (ow_hi - 1) * stride - pad + k > w) --ow_hi;
   // One span with per-element bounds checks, for windows that cross the left/right edge.
   auto edge_span = [&](const T* xrow, int ow, T* dst) {
-    const int iw0 = ow * stride_ - pad_;
-    for (int kw = 0; kw < k_; ++kw) {
+    const int iw0 = ow * stride - pad;
+    for (int kw = 0; kw < k; ++kw) {
       const int iw = iw0 + kw;
-      for (int c = 0; c < cin_; ++c) {
-        dst[kw * cin_ + c] = (iw < 0 || iw >= w_) ? T(0) : xrow[iw * cin_ + c];
+      for (int c = 0; c < cin; ++c) {
+        dst[kw * cin + c] = (iw < 0 || iw >= w) ? T(0) : xrow[iw * cin + c];
       }
     }
   };
+  const size_t src_step = static_cast<size_t>(stride) * cin;
   for (int b = 0; b < batch; ++b) {
     const T* xb = x + static_cast<size_t>(b) * ldx;
-    for (int oh = 0; oh < oh_; ++oh) {
-      T* row0 = cols + static_cast<size_t>((b * oh_ + oh) * ow_) * ldc;
-      for (int kh = 0; kh < k_; ++kh) {
-        const int ih = oh * stride_ - pad_ + kh;
+    for (int oh = 0; oh < oh_n; ++oh) {
+      T* row0 = cols + static_cast<size_t>((b * oh_n + oh) * ow_n) * ldc;
+      for (int kh = 0; kh < k; ++kh) {
+        const int ih = oh * stride - pad + kh;
         T* dst0 = row0 + kh * span;
-        if (ih < 0 || ih >= h_) {
-          for (int ow = 0; ow < ow_; ++ow) {
+        if (ih < 0 || ih >= h) {
+          for (int ow = 0; ow < ow_n; ++ow) {
             T* __restrict dst = dst0 + static_cast<size_t>(ow) * ldc;
             for (int i = 0; i < span; ++i) dst[i] = T(0);
           }
           continue;
         }
-        const T* xrow = xb + static_cast<size_t>(ih) * w_ * cin_;
-        // A span may spill into later spans of its row (written after it) and into the
-        // row's padding columns [K, ldc), never into the next row.
-        const bool spill_ok = kh * span + copy_span <= ldc;
+        const T* xrow = xb + static_cast<size_t>(ih) * w * cin;
         for (int ow = 0; ow < ow_lo; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
-        for (int ow = ow_lo; ow < ow_hi; ++ow) {
-          const T* src = xrow + (ow * stride_ - pad_) * cin_;
-          T* dst = dst0 + static_cast<size_t>(ow) * ldc;
-          if (spill_ok && src + copy_span <= x_end) {
-            // Whole 32-byte blocks, running past the span into the next span's slot (that
-            // slot is written after this one): fixed-size memcpys become vector moves,
-            // where a 5-float span would otherwise cost a library call.
+        const T* src = xrow + static_cast<size_t>(ow_lo * stride - pad) * cin;
+        T* dst = dst0 + static_cast<size_t>(ow_lo) * ldc;
+        int ow = ow_lo;
+        // A span may spill into later spans of its row (written after it) and into the row's
+        // padding columns [K, ldc), never into the next row; and it may not read past x.
+        if (kh * span + copy_span <= ldc) {
+          for (; ow < ow_hi && src + copy_span <= x_end; ++ow, src += src_step, dst += ldc) {
+            // Whole 32-byte blocks: fixed-size memcpys become vector moves, where a 5-float
+            // span would otherwise cost a library call.
             for (int i = 0; i < span; i += kBlock) std::memcpy(dst + i, src + i, 32);
-          } else {
-            for (int i = 0; i < span; ++i) dst[i] = src[i];
           }
         }
-        for (int ow = ow_hi; ow < ow_; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
+        for (; ow < ow_hi; ++ow, src += src_step, dst += ldc) {
+          for (int i = 0; i < span; ++i) dst[i] = src[i];
+        }
+        for (ow = ow_hi; ow < ow_n; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
       }
     }
   }
