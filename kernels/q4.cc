@@ -112,21 +112,23 @@ void PackQ4(PackedWeightsQ4* w) {
   const int nb = w->blocks_per_row();
   const int panels = (w->n + qdetail::kQ4Panel - 1) / qdetail::kQ4Panel;
   const size_t panel_bytes = qdetail::Q4PanelBytes(w->k_padded);
-  w->packed.assign(panels * panel_bytes, 0x88);  // padding channels: q = 8, i.e. zero
+  w->packed.assign(panels * panel_bytes, 0);  // padding channels: q - 8 = 0
   w->scales.assign(static_cast<size_t>(panels) * nb * 16, 0.0f);
+  w->sums.assign(static_cast<size_t>(panels) * nb * 16, 0);
   for (int j = 0; j < w->n; ++j) {
     const int panel = j / 16, c = j % 16;
-    uint8_t* dst = w->packed.data() + panel * panel_bytes + c * 4;
+    int8_t* dst = w->packed.data() + panel * panel_bytes + c * 4;
     const BlockQ4* row = w->blocks.data() + static_cast<size_t>(j) * nb;
-    for (int k8 = 0; k8 < w->k_padded / 8; ++k8) {
-      const BlockQ4& blk = row[k8 / 4];
-      const int t0 = (k8 % 4) * 8;
-      for (int t = 0; t < 4; ++t) {
-        dst[k8 * 64 + t] = static_cast<uint8_t>(Q4At(blk, t0 + t) | (Q4At(blk, t0 + 4 + t) << 4));
-      }
-    }
     for (int b = 0; b < nb; ++b) {
-      w->scales[(static_cast<size_t>(panel) * nb + b) * 16 + c] = HalfToFloat(row[b].d);
+      int32_t sum = 0;
+      for (int t = 0; t < kQ4Block; ++t) {
+        const int k = b * kQ4Block + t, v = Q4At(row[b], t) - 8;
+        dst[(k / 4) * 64 + k % 4] = static_cast<int8_t>(v);
+        sum += v;
+      }
+      const size_t o = (static_cast<size_t>(panel) * nb + b) * 16 + c;
+      w->scales[o] = HalfToFloat(row[b].d);
+      w->sums[o] = -128 * sum;
     }
   }
 }
@@ -178,47 +180,16 @@ void QGemmQ4_ref(const QuantizedActivations& x, const PackedWeightsQ4& w, const 
 
 namespace qdetail {
 
-void UnpackQ4_portable(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr) {
-  const int panels = (w.n + kQ4Panel - 1) / kQ4Panel;
-  const int nbu = (k4n + 7) / 8;
-  const size_t panel_bytes = Q4PanelBytes(w.k_padded);
-  for (int p = 0; p < panels; ++p) {
-    const uint8_t* src = w.packed.data() + p * panel_bytes;
-    int8_t* dst = out + static_cast<size_t>(p) * k4n * 64;
-    for (int k4 = 0; k4 < k4n; ++k4) {
-      const uint8_t* s = src + (k4 / 2) * 64;
-      const int shift = (k4 % 2) * 4;
-      for (int i = 0; i < 64; ++i) dst[k4 * 64 + i] = static_cast<int8_t>(((s[i] >> shift) & 15) - 8);
-    }
-    if (corr != nullptr) {
-      for (int b = 0; b < nbu; ++b) {
-        int32_t* cs = corr + (static_cast<size_t>(p) * nbu + b) * 16;
-        for (int c = 0; c < 16; ++c) {
-          int32_t s = 0;
-          for (int k4 = 8 * b; k4 < std::min(k4n, 8 * b + 8); ++k4) {
-            for (int t = 0; t < 4; ++t) s += dst[k4 * 64 + c * 4 + t];
-          }
-          cs[c] = -128 * s;
-        }
-      }
-    }
-  }
-}
-
-// Portable: unpacked and transposed weights (see QGemmS8_portable), one row × one panel, per
+// Portable: the s8 weights transposed to s16 (see QGemmS8_portable), one row × one panel, per
 // block an int32 sum per channel, then the block's fma, in the order of q4.h.
 void QGemmQ4_portable(const QuantizedActivations& x, const PackedWeightsQ4& w,
                       const Epilogue& epi, float* y, int ldy) {
   const int m = x.m, n = w.n, k4n = (x.k + 3) / 4, kk = 4 * k4n, nb = w.blocks_per_row();
   const int panels = (n + kQ4Panel - 1) / kQ4Panel;
   static thread_local Scratch scratch;
-  const size_t wq_bytes = (static_cast<size_t>(panels) * k4n * 64 + 63) / 64 * 64;
-  char* base = static_cast<char*>(
-      scratch.Get(wq_bytes + sizeof(int16_t) * static_cast<size_t>(panels) * kk * 16));
-  int8_t* wq = reinterpret_cast<int8_t*>(base);
-  int16_t* wt = reinterpret_cast<int16_t*>(base + wq_bytes);
-  UnpackQ4_portable(w, k4n, wq, nullptr);
-  TransposePanelsS16(wq, static_cast<size_t>(k4n) * 64, panels, k4n, wt);
+  int16_t* wt = static_cast<int16_t*>(
+      scratch.Get(sizeof(int16_t) * static_cast<size_t>(panels) * kk * 16));
+  TransposePanelsS16(w.packed.data(), Q4PanelBytes(w.k_padded), panels, k4n, wt);
   for (int p = 0; p < panels; ++p) {
     const int16_t* wp = wt + static_cast<size_t>(p) * kk * 16;
     const float* sp = w.scales.data() + static_cast<size_t>(p) * nb * 16;

@@ -13,7 +13,9 @@
 #ifndef FEDGE_KERNELS_Q4_H_
 #define FEDGE_KERNELS_Q4_H_
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -21,6 +23,22 @@
 #include "kernels/quantize.h"
 
 namespace fedge::kernels {
+
+// A std::allocator that returns 64-byte-aligned memory (one cache line: a vector's 64-byte
+// SIMD loads then never straddle two lines).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  friend bool operator==(const CacheLineAllocator&, const CacheLineAllocator&) { return true; }
+  friend bool operator!=(const CacheLineAllocator&, const CacheLineAllocator&) { return false; }
+};
 
 struct BlockQ4 {
   uint16_t d;        // fp16 scale (IEEE binary16 bits)
@@ -37,15 +55,19 @@ void QuantizeRowQ4(const float* x, int count, BlockQ4* out);
 void DequantizeRowQ4(const BlockQ4* blocks, int count, float* out);
 
 // Weights W (n × k) in int4 blocks along k (k zero-padded to PadK(k)), packed for the GEMM.
-// The storage and transfer form is `blocks` (n rows × k_padded/32 blocks, row-major); the
-// variants may also read `packed`, a layout of the same bits chosen by the implementation.
+// The storage and transfer form is `blocks` (n rows × k_padded/32 blocks, row-major, 4.5
+// bits/weight). The GEMM form (`packed`, `scales`, `sums`) is derived from it by PackQ4 in a
+// layout chosen by the implementation; it trades memory for speed: `packed` holds each weight
+// as one byte (q - 8), so the GEMM reads 8 bits/weight and does no nibble unpacking per call.
 struct PackedWeightsQ4 {
   int n = 0;
   int k = 0;
   int k_padded = 0;
   std::vector<BlockQ4> blocks;   // n × (k_padded / 32)
-  std::vector<uint8_t> packed;   // implementation-defined GEMM layout of the nibbles
+  // implementation-defined GEMM layout of q - 8, one byte each, 64-byte aligned
+  std::vector<int8_t, CacheLineAllocator<int8_t>> packed;
   std::vector<float> scales;     // implementation-defined GEMM layout of the block scales
+  std::vector<int32_t> sums;     // implementation-defined per-block sums of q - 8
   int blocks_per_row() const { return k_padded / kQ4Block; }
 };
 

@@ -178,15 +178,11 @@ void QGemmQ4_avx2(const QuantizedActivations& x, const PackedWeightsQ4& w, const
                   float* y, int ldy) {
   const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
   if (m == 0 || n == 0) return;
-  const int panels = (n + kQ4Panel - 1) / kQ4Panel;
   const int ldxs = 4 * k4n + 16;
-  const size_t pstride = static_cast<size_t>(k4n) * 64;
+  const size_t pstride = Q4PanelBytes(w.k_padded);
   static thread_local Scratch scratch;
-  const size_t wbytes = (panels * pstride + 63) / 64 * 64;
-  char* base = static_cast<char*>(scratch.Get(wbytes + sizeof(int16_t) * kMr * ldxs));
-  int8_t* wq = reinterpret_cast<int8_t*>(base);
-  int16_t* xs = reinterpret_cast<int16_t*>(base + wbytes);
-  UnpackQ4_portable(w, k4n, wq, nullptr);
+  int16_t* xs = static_cast<int16_t*>(scratch.Get(sizeof(int16_t) * kMr * ldxs));
+  const int8_t* wq = w.packed.data();
   const int nb = w.blocks_per_row();
   for (int i0 = 0; i0 < m; i0 += kMr) {
     const int mr = std::min(kMr, m - i0);

@@ -10,9 +10,9 @@
 // steps run (the padding is zero in both operands). Panels are split into tiles of at most 4,
 // balanced (13 panels → 4+3+3+3), since a 1-panel tile is load-bound.
 //
-// int4-weight GEMM: one pass per call unpacks the nibbles to s8 (q - 8) in the int8 panel
-// layout (an O(N·K) pass, L2-resident) together with each (panel, block)'s correction
-// -128·Σ(q - 8); then the int8 inner loop runs with a float fma per 32-k block (KernelQ4).
+// int4-weight GEMM: PackQ4 stores the weights as s8 (q - 8) in the int8 panel layout
+// (64-byte aligned) with each (panel, block)'s correction -128·Σ(q - 8), so there is no
+// per-call unpack pass; the int8 inner loop runs with a float fma per 32-k block (KernelQ4).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -127,7 +127,7 @@ KernelFn PickKernel(int mr, int np) {
   return table[mr - 1][np - 1];
 }
 
-// int4 weights, unpacked to s8 (q - 8): the same inner loop as KernelS8, with accumulators
+// int4 weights as s8 (q - 8): the same inner loop as KernelS8, with accumulators
 // started at the (panel, block) correction -128·Σ(q - 8) and closed every 8 k4 steps (one
 // 32-value block) into float accumulators by one fma with the block scale, as q4.h orders.
 // int and float accumulators both live in registers: 6 rows × 2 panels = 12 + 12 zmm (of
@@ -151,14 +151,14 @@ void KernelQ4(const uint8_t* xs, int ldxs, const int8_t* w, size_t pstride, int 
     __m512i acc[MR][NP];
 #pragma GCC unroll 4
     for (int p = 0; p < NP; ++p) {
-      const __m512i c = _mm512_load_si512(corr + p * cstride + blk * 16);
+      const __m512i c = _mm512_loadu_si512(corr + p * cstride + blk * 16);
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r) acc[r][p] = c;
     }
     auto step = [&](int k4) __attribute__((always_inline)) {
       __m512i wv[NP];
 #pragma GCC unroll 4
-      for (int p = 0; p < NP; ++p) wv[p] = _mm512_load_si512(w + p * pstride + k4 * 64);
+      for (int p = 0; p < NP; ++p) wv[p] = _mm512_loadu_si512(w + p * pstride + k4 * 64);
 #pragma GCC unroll 6
       for (int r = 0; r < MR; ++r) {
         const __m512i b = BroadcastU32(xs + r * ldxs + 4 * k4);
@@ -261,54 +261,18 @@ void QGemmS8_avx512vnni(const QuantizedActivations& x, const PackedWeightsS8& w,
   }
 }
 
-void UnpackQ4_avx512vnni(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr) {
-  const int panels = (w.n + kQ4Panel - 1) / kQ4Panel;
-  const int nbu = (k4n + 7) / 8;
-  const size_t panel_bytes = Q4PanelBytes(w.k_padded);
-  const __m512i low = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
-  const __m512i ones = _mm512_set1_epi8(1);
-  for (int p = 0; p < panels; ++p) {
-    const uint8_t* src = w.packed.data() + p * panel_bytes;
-    int8_t* dst = out + static_cast<size_t>(p) * k4n * 64;
-    for (int b = 0; b < nbu; ++b) {
-      __m512i sum = _mm512_setzero_si512();
-      for (int k4 = 8 * b; k4 < std::min(k4n, 8 * b + 8); k4 += 2) {
-        const __m512i v = _mm512_loadu_si512(src + (k4 / 2) * 64);
-        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, low), eight);
-        _mm512_storeu_si512(dst + k4 * 64, lo);
-        sum = _mm512_dpbusd_epi32(sum, ones, lo);
-        if (k4 + 1 < k4n) {
-          const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), low), eight);
-          _mm512_storeu_si512(dst + (k4 + 1) * 64, hi);
-          sum = _mm512_dpbusd_epi32(sum, ones, hi);
-        }
-      }
-      if (corr != nullptr) {
-        _mm512_storeu_si512(corr + (static_cast<size_t>(p) * nbu + b) * 16,
-                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
-      }
-    }
-  }
-}
-
 void QGemmQ4_avx512vnni(const QuantizedActivations& x, const PackedWeightsQ4& w,
                         const Epilogue& epi, float* y, int ldy) {
   const int m = x.m, n = w.n, k4n = (x.k + 3) / 4;
   if (m == 0 || n == 0) return;
   const int panels = (n + kQ4Panel - 1) / kQ4Panel;
-  const int nb = w.blocks_per_row(), nbu = (k4n + 7) / 8;
-  const size_t pstride = static_cast<size_t>(k4n) * 64;
-  const size_t cstride = static_cast<size_t>(nbu) * 16, sstride = static_cast<size_t>(nb) * 16;
+  const size_t pstride = Q4PanelBytes(w.k_padded);
+  const size_t sstride = static_cast<size_t>(w.blocks_per_row()) * 16;
   const int ldxs = std::max(64, (4 * k4n + 63) / 64 * 64);
-  const size_t wbytes = panels * pstride;
-  const size_t cbytes = (panels * cstride * sizeof(int32_t) + 63) / 64 * 64;
   static thread_local Scratch scratch;
-  char* base = static_cast<char*>(
-      scratch.Get(wbytes + cbytes + static_cast<size_t>(kMrQ4) * ldxs));
-  int8_t* wq = reinterpret_cast<int8_t*>(base);
-  int32_t* corr = reinterpret_cast<int32_t*>(base + wbytes);
-  uint8_t* xs = reinterpret_cast<uint8_t*>(base + wbytes + cbytes);
-  UnpackQ4_avx512vnni(w, k4n, wq, corr);
+  uint8_t* xs = static_cast<uint8_t*>(scratch.Get(static_cast<size_t>(kMrQ4) * ldxs));
+  const int8_t* wq = w.packed.data();
+  const int32_t* corr = w.sums.data();
   const int tiles = (panels + kMaxNpQ4 - 1) / kMaxNpQ4;
   for (int i0 = 0; i0 < m; i0 += kMrQ4) {
     const int mr = std::min(kMrQ4, m - i0);
@@ -326,8 +290,8 @@ void QGemmQ4_avx512vnni(const QuantizedActivations& x, const PackedWeightsQ4& w,
       o.x_scale = x.scale;
       o.relu = epi.relu;
       o.valid = std::min(np * kQ4Panel, n - j0);
-      PickKernelQ4(mr, np)(xs, ldxs, wq + p0 * pstride, pstride, k4n, corr + p0 * cstride,
-                           cstride, w.scales.data() + p0 * sstride, sstride, o);
+      PickKernelQ4(mr, np)(xs, ldxs, wq + p0 * pstride, pstride, k4n, corr + p0 * sstride,
+                           sstride, w.scales.data() + p0 * sstride, sstride, o);
       p0 += np;
     }
   }

@@ -62,22 +62,16 @@ void QGemmS8_avx2(const QuantizedActivations& x, const PackedWeightsS8& w, const
 void QGemmS8_avx512vnni(const QuantizedActivations& x, const PackedWeightsS8& w,
                         const Epilogue* epi, float* y, int32_t* acc, int ld);
 
-// int4 GEMM helpers. The GEMM form of PackedWeightsQ4 (written by QuantizeWeightsQ4):
-//   packed: panels of 16 output channels (n padded to a multiple of 16 with zero channels,
-//     whose nibbles are 8); inside a panel, for each group of 8 consecutive k (k8), 64 bytes:
-//     byte k8·64 + c·4 + t holds q[c][8·k8 + t] in its low nibble and q[c][8·k8 + 4 + t] in
-//     its high nibble, so one 64-byte load gives two vpdpbusd operands (k4 = 2·k8, 2·k8 + 1).
+// int4 GEMM helpers. The GEMM form of PackedWeightsQ4 (written by PackQ4):
+//   packed: q - 8 as s8 in the PackedWeightsS8 order: panels of 16 output channels (n padded
+//     to a multiple of 16 with zero channels), byte panel·Q4PanelBytes + k4·64 + c·4 + t
+//     holds channel 16·panel + c at k = 4·k4 + t (k < k_padded; padding k holds 0).
 //   scales: float(d) per (panel, block, channel): scales[(panel·blocks_per_row + b)·16 + c]
 //     (0 for padding channels).
+//   sums: -128 · Σ_{k in block b} (q - 8) per (panel, block, channel), in the order of
+//     scales: the correction for the u8 = s8 + 128 activations of vpdpbusd.
 inline constexpr int kQ4Panel = 16;
-inline size_t Q4PanelBytes(int k_padded) { return static_cast<size_t>(k_padded) / 8 * 64; }
-
-// Unpacks panels [0, n_padded/16) of w into s8 values q - 8 in the PackedWeightsS8 order
-// (panel·k4n·64 + k4·64 + c·4 + t) for k4 < k4n, and, when `corr` is non-null, the per
-// (panel, block) channel sums corr[(panel·nbu + b)·16 + c] = -128 · Σ_{k in block b} (q - 8)
-// (nbu = ceil(k4n / 8)), the correction for u8 = s8 + 128 activations.
-void UnpackQ4_portable(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
-void UnpackQ4_avx512vnni(const PackedWeightsQ4& w, int k4n, int8_t* out, int32_t* corr);
+inline size_t Q4PanelBytes(int k_padded) { return static_cast<size_t>(k_padded) * kQ4Panel; }
 
 // Transposes `panels` panels in the PackedWeightsS8 order (panel p at src + p·pstride, k4 < k4n)
 // to s16 dst[(p·4·k4n + k)·16 + c], for the portable kernels.
