@@ -86,6 +86,76 @@ struct PoolGeometry {
   int h, w, c, k, stride, oh, ow;
 };
 
+// 2×2 / stride-2 pooling of one output row, channels innermost. kC > 0 fixes the channel
+// count at compile time (so the channel loop unrolls into whole vectors); kC == 0 reads it
+// from `c`.
+template <int kC>
+FEDGE_SIMD_CLONES void Pool2x2ForwardRow(const float* __restrict x0, const float* __restrict x1,
+                                         int ow_n, int c, float* __restrict y) {
+  const int cc = kC > 0 ? kC : c;
+  for (int ow = 0; ow < ow_n; ++ow) {
+    const float* a = x0 + 2 * ow * cc;
+    const float* b = x1 + 2 * ow * cc;
+    float* yo = y + ow * cc;
+    for (int i = 0; i < cc; ++i) {
+      yo[i] = std::max(std::max(a[i], a[i + cc]), std::max(b[i], b[i + cc]));
+    }
+  }
+}
+
+// The backward of the row above: the first of the four positions holding the maximum
+// (row-major order) gets the gradient, the others zero. 0/1 float arithmetic instead of
+// branches: the comparisons are data-dependent and would mispredict half the time.
+template <int kC>
+FEDGE_SIMD_CLONES void Pool2x2BackwardRow(const float* __restrict x0, const float* __restrict x1,
+                                          const float* __restrict y, const float* __restrict dy,
+                                          int ow_n, int c, float* __restrict d0,
+                                          float* __restrict d1) {
+  const int cc = kC > 0 ? kC : c;
+  for (int ow = 0; ow < ow_n; ++ow) {
+    const int p = 2 * ow * cc, o = ow * cc;
+    for (int i = 0; i < cc; ++i) {
+      const float m = y[o + i], g = dy[o + i];
+      const float e00 = x0[p + i] == m ? 1.0f : 0.0f;
+      const float e01 = x0[p + cc + i] == m ? 1.0f : 0.0f;
+      const float e10 = x1[p + i] == m ? 1.0f : 0.0f;
+      const float n00 = 1.0f - e00;
+      const float h01 = e01 * n00;
+      const float n01 = n00 * (1.0f - e01);
+      const float h10 = e10 * n01;
+      const float h11 = n01 * (1.0f - e10);
+      d0[p + i] = g * e00;
+      d0[p + cc + i] = g * h01;
+      d1[p + i] = g * h10;
+      d1[p + cc + i] = g * h11;
+    }
+  }
+}
+
+using Pool2x2Forward = void (*)(const float*, const float*, int, int, float*);
+using Pool2x2Backward = void (*)(const float*, const float*, const float*, const float*, int,
+                                 int, float*, float*);
+
+Pool2x2Forward PickPool2x2Forward(int c) {
+  switch (c) {
+    case 6: return Pool2x2ForwardRow<6>;
+    case 16: return Pool2x2ForwardRow<16>;
+    case 32: return Pool2x2ForwardRow<32>;
+    case 64: return Pool2x2ForwardRow<64>;
+    default: return Pool2x2ForwardRow<0>;
+  }
+}
+
+Pool2x2Backward PickPool2x2Backward(int c) {
+  switch (c) {
+    case 6: return Pool2x2BackwardRow<6>;
+    case 16: return Pool2x2BackwardRow<16>;
+    case 32: return Pool2x2BackwardRow<32>;
+    case 64: return Pool2x2BackwardRow<64>;
+    default: return Pool2x2BackwardRow<0>;
+  }
+}
+
 FEDGE_SIMD_CLONES void MaxPoolForward(const PoolGeometry& g, const float* x, int batch,
                                       float* y) {
   const int h_ = g.h, w_ = g.w, c_ = g.c, k_ = g.k, stride_ = g.stride, oh_ = g.oh, ow_ = g.ow;
@@ -93,6 +163,16 @@ FEDGE_SIMD_CLONES void MaxPoolForward(const PoolGeometry& g, const float* x, int
   // Max only (no arg-max bookkeeping), so the channel loop is branch-free; Backward finds
   // each window's first maximum again from x and y.
   const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
+  if (k_ == 2 && stride_ == 2) {
+    const Pool2x2Forward row = PickPool2x2Forward(c_);
+    for (int b = 0; b < batch; ++b) {
+      for (int oh = 0; oh < oh_; ++oh) {
+        const float* x0 = x + static_cast<size_t>(b) * in_size + 2 * oh * w_ * c_;
+        row(x0, x0 + w_ * c_, ow_, c_, y + static_cast<size_t>(b) * out_size + oh * ow_ * c_);
+      }
+    }
+    return;
+  }
   for (int b = 0; b < batch; ++b) {
     const float* xb = x + static_cast<size_t>(b) * in_size;
     float* yb = y + static_cast<size_t>(b) * out_size;
@@ -120,39 +200,13 @@ FEDGE_SIMD_CLONES void MaxPoolBackward(const PoolGeometry& g, const float* x, co
   // otherwise (overlaps, or rows/columns no window covers) start from zero and accumulate.
   const bool tiles = stride_ == k_ && oh_ * k_ == h_ && ow_ * k_ == w_;
   if (tiles && k_ == 2) {
-    // The common 2×2 / stride 2 case, straight-line: the first of the four window
-    // positions that holds the maximum gets the gradient, the others zero.
-    const int row = w_ * c_;
+    const Pool2x2Backward row = PickPool2x2Backward(c_);
     for (int b = 0; b < batch; ++b) {
-      const float* xb = x + static_cast<size_t>(b) * in_size;
-      float* dxb = dx + static_cast<size_t>(b) * in_size;
-      const float* yb = y + static_cast<size_t>(b) * out_size;
-      const float* gb = dy + static_cast<size_t>(b) * out_size;
       for (int oh = 0; oh < oh_; ++oh) {
-        for (int ow = 0; ow < ow_; ++ow) {
-          const int o = (oh * ow_ + ow) * c_;
-          const int p = (2 * oh * w_ + 2 * ow) * c_;
-          const float* __restrict x00 = xb + p;
-          const float* __restrict x01 = x00 + c_;
-          const float* __restrict x10 = x00 + row;
-          float* __restrict d00 = dxb + p;
-          float* __restrict d01 = d00 + c_;
-          float* __restrict d10 = d00 + row;
-          float* __restrict d11 = d10 + c_;
-          for (int c = 0; c < c_; ++c) {
-            // 0/1 arithmetic instead of branches: the comparisons are data-dependent and
-            // mispredict half the time.
-            const float m = yb[o + c], g = gb[o + c];
-            const int e00 = x00[c] == m, e01 = x01[c] == m, e10 = x10[c] == m;
-            const int h01 = e01 & ~e00;
-            const int h10 = e10 & ~(e00 | e01);
-            const int h11 = ~(e00 | e01 | e10) & 1;
-            d00[c] = g * static_cast<float>(e00);
-            d01[c] = g * static_cast<float>(h01);
-            d10[c] = g * static_cast<float>(h10);
-            d11[c] = g * static_cast<float>(h11);
-          }
-        }
+        const size_t in_off = static_cast<size_t>(b) * in_size + 2 * oh * w_ * c_;
+        const size_t out_off = static_cast<size_t>(b) * out_size + oh * ow_ * c_;
+        row(x + in_off, x + in_off + w_ * c_, y + out_off, dy + out_off, ow_, c_, dx + in_off,
+            dx + in_off + w_ * c_);
       }
     }
     return;
