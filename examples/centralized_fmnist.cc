@@ -18,6 +18,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
+#include "base/flags.h"
 #include "base/status_macros.h"
 #include "data/idx_reader.h"
 #include "kernels/cpu.h"
@@ -35,7 +36,8 @@ ABSL_FLAG(double, weight_decay, 5e-4, "L2 weight decay");
 ABSL_FLAG(uint64_t, seed, 1, "seed for initialization and shuffling");
 ABSL_FLAG(int, train_examples, 0, "use only the first N training examples (0: all 60000)");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
-ABSL_FLAG(std::string, metrics_out, "", "write one JSON object per epoch to this file");
+ABSL_FLAG(std::string, metrics_out, "",
+          "write one JSON object per epoch to this file (--metrics-out works too)");
 ABSL_FLAG(std::string, save, "", "save the trained model (ModelProto) to this file");
 
 namespace fedge {
@@ -116,7 +118,10 @@ absl::Status Run() {
 }  // namespace fedge
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Trains an mlp or cnn on Fashion-MNIST on one machine.");
+  absl::SetProgramUsageMessage(
+      "Trains an mlp or cnn on Fashion-MNIST on one machine.\n"
+      "  centralized_fmnist --model cnn --mode int8 --epochs 15 --metrics-out m.jsonl");
+  fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = fedge::Run();
   if (!status.ok()) {
