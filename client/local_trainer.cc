@@ -1,0 +1,129 @@
+#include "client/local_trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <memory>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "data/batcher.h"
+#include "model/loss.h"
+#include "model/optimizer.h"
+#include "model/sequential.h"
+
+namespace fedge::client {
+namespace {
+
+absl::Status ValidateOptions(const LocalTrainingOptions& o) {
+  if (o.epochs < 1 || o.epochs > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LocalTrainer: epochs must be in [1, 1000], got ", o.epochs));
+  }
+  if (o.batch_size < 1 || o.batch_size > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LocalTrainer: batch_size must be in [1, 65536], got ", o.batch_size));
+  }
+  if (!(o.proximal_mu >= 0.0f) || !std::isfinite(o.proximal_mu)) {
+    return absl::InvalidArgumentError("LocalTrainer: proximal_mu must be finite and ≥ 0");
+  }
+  if (o.mode == model::ComputeMode::kInt4) {
+    return absl::InvalidArgumentError("LocalTrainer: int4 is for inference only");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeOptimizer(const LocalTrainingOptions& o) {
+  if (o.optimizer == LocalTrainingOptions::Optimizer::kAdam) {
+    model::AdamOptions a;
+    a.learning_rate = o.learning_rate;
+    a.weight_decay = o.weight_decay;
+    FEDGE_ASSIGN_OR_RETURN(auto adam, model::Adam::Create(a));
+    return std::unique_ptr<model::Optimizer>(std::move(adam));
+  }
+  model::SgdOptions s;
+  s.learning_rate = o.learning_rate;
+  s.momentum = o.momentum;
+  s.weight_decay = o.weight_decay;
+  FEDGE_ASSIGN_OR_RETURN(auto sgd, model::Sgd::Create(s));
+  return std::unique_ptr<model::Optimizer>(std::move(sgd));
+}
+
+}  // namespace
+
+absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
+                                         const data::Dataset& data,
+                                         const LocalTrainingOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  FEDGE_RETURN_IF_ERROR(ValidateOptions(options));
+  FEDGE_RETURN_IF_ERROR(data::ValidateDataset(data));
+  if (data.num_examples == 0) return absl::FailedPreconditionError("LocalTrainer: no local data");
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                         model::Sequential::FromProto(received));
+  if (static_cast<int>(data.feature_size()) != net->input_size() ||
+      data.num_classes != net->output_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LocalTrainer: local data has ", data.feature_size(), " features and ",
+        data.num_classes, " classes; the model takes ", net->input_size(), " and ",
+        net->output_size()));
+  }
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Optimizer> optimizer, MakeOptimizer(options));
+  const std::vector<model::Parameter*> params = net->parameters();
+  // w_received, for the proximal term and the delta.
+  std::vector<std::vector<float>> initial;
+  initial.reserve(params.size());
+  for (const model::Parameter* p : params) initial.push_back(p->value);
+
+  data::Batcher batcher(data, data::AllIndices(data), options.batch_size, /*shuffle=*/true,
+                        options.seed);
+  const int classes = net->output_size();
+  data::Batch batch;
+  std::vector<float> dlogits;
+  LocalUpdate update;
+  for (int epoch = 0; epoch < options.epochs; ++epoch) {
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    while (batcher.Next(&batch)) {
+      dlogits.resize(static_cast<size_t>(batch.size) * classes);
+      net->ZeroGrad();
+      const float* logits = net->Forward(batch.features.data(), batch.size, options.mode, true);
+      const float loss = model::SoftmaxCrossEntropy(logits, batch.labels.data(), batch.size,
+                                                    classes, dlogits.data());
+      correct += model::CountCorrect(logits, batch.labels.data(), batch.size, classes);
+      net->Backward(dlogits.data());
+      if (options.proximal_mu > 0.0f) {
+        for (size_t i = 0; i < params.size(); ++i) {
+          float* g = params[i]->grad.data();
+          const float* w = params[i]->value.data();
+          const float* w0 = initial[i].data();
+          for (int64_t j = 0; j < params[i]->size(); ++j) g[j] += options.proximal_mu * (w[j] - w0[j]);
+        }
+      }
+      optimizer->Step(params);
+      loss_sum += static_cast<double>(loss) * batch.size;
+      seen += batch.size;
+      ++update.steps;
+    }
+    batcher.NextEpoch();
+    update.train_loss = loss_sum / seen;
+    update.train_accuracy = static_cast<double>(correct) / seen;
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    float* w = params[i]->value.data();
+    for (int64_t j = 0; j < params[i]->size(); ++j) w[j] -= initial[i][j];
+    if (!std::all_of(params[i]->value.begin(), params[i]->value.end(),
+                     [](float v) { return std::isfinite(v); })) {
+      return absl::InternalError(absl::StrCat("LocalTrainer: training diverged: '",
+                                              params[i]->name, "' has non-finite values"));
+    }
+  }
+  update.delta = net->ToProto();
+  update.num_examples = data.num_examples;
+  update.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return update;
+}
+
+}  // namespace fedge::client

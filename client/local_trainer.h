@@ -1,0 +1,49 @@
+// The device-side training step of a round, transport-free: take the model the coordinator
+// sent, fine-tune it on local data, and return the update Δ = w_local − w_received with the
+// example count it is weighted by. The gRPC runtime (client/grpc/) and the simulator call it
+// the same way.
+#ifndef FEDGE_CLIENT_LOCAL_TRAINER_H_
+#define FEDGE_CLIENT_LOCAL_TRAINER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "data/dataset.h"
+#include "model/layer.h"
+#include "proto/model.pb.h"
+
+namespace fedge::client {
+
+struct LocalTrainingOptions {
+  int epochs = 1;
+  int batch_size = 64;
+  enum class Optimizer { kSgd, kAdam } optimizer = Optimizer::kSgd;
+  float learning_rate = 0.01f;
+  float momentum = 0.9f;        // SGD only (plain heavy-ball, as torch.optim.SGD)
+  float weight_decay = 0.0f;
+  // FedProx (Li et al. 2020): adds μ/2 · ‖w − w_received‖² to the local loss.
+  float proximal_mu = 0.0f;
+  model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
+  uint64_t seed = 0;            // shuffling; vary it per client and round
+};
+
+struct LocalUpdate {
+  v1::ModelProto delta;         // same tensors as the received model: w_local − w_received
+  int64_t num_examples = 0;     // the FedAvg weight
+  double train_loss = 0;        // mean over the last epoch
+  double train_accuracy = 0;
+  int64_t steps = 0;
+  double seconds = 0;
+};
+
+// Trains a copy of `received` on `data` (all of it, shuffled per epoch).
+// Errors: an invalid model (architecture or parameters), data that does not fit the model
+// (feature size or classes), empty data, bad options.
+absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
+                                         const data::Dataset& data,
+                                         const LocalTrainingOptions& options);
+
+}  // namespace fedge::client
+
+#endif  // FEDGE_CLIENT_LOCAL_TRAINER_H_

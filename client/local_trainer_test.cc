@@ -1,0 +1,145 @@
+#include "client/local_trainer.h"
+
+#include <cmath>
+
+#include "base/rng.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/sequential.h"
+#include "model/zoo.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::client {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+// A separable 3-class problem with 8 features.
+data::Dataset MakeData(int n, uint64_t seed) {
+  base::Rng rng(seed);
+  data::Dataset d;
+  d.num_examples = n;
+  d.shape = {8};
+  d.num_classes = 3;
+  d.features.resize(n * 8);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.labels[i] = i % 3;
+    for (int j = 0; j < 8; ++j) {
+      d.features[i * 8 + j] =
+          static_cast<float>(rng.Normal() * 0.5 + (j % 3 == d.labels[i] ? 1.5 : 0.0));
+    }
+  }
+  return d;
+}
+
+v1::ModelProto MakeModel() {
+  auto net = std::move(model::Sequential::Create(model::MlpSpec({8, 16, 3}))).value();
+  net->InitParameters(3);
+  return net->ToProto();
+}
+
+double Accuracy(const v1::ModelProto& m, const data::Dataset& d) {
+  auto net = std::move(model::Sequential::FromProto(m)).value();
+  const float* logits = net->Forward(d.features.data(), d.num_examples, model::ComputeMode::kFp32, false);
+  int correct = 0;
+  for (int i = 0; i < d.num_examples; ++i) {
+    const float* r = logits + i * 3;
+    correct += static_cast<int>(std::max_element(r, r + 3) - r) == d.labels[i];
+  }
+  return static_cast<double>(correct) / d.num_examples;
+}
+
+v1::ModelProto Apply(const v1::ModelProto& base, const v1::ModelProto& delta) {
+  v1::ModelProto out = base;
+  for (int t = 0; t < out.parameters_size(); ++t) {
+    for (int i = 0; i < out.parameters(t).values_size(); ++i) {
+      out.mutable_parameters(t)->set_values(
+          i, out.parameters(t).values(i) + delta.parameters(t).values(i));
+    }
+  }
+  return out;
+}
+
+TEST(LocalTrainerTest, DeltaImprovesTheReceivedModel) {
+  const data::Dataset d = MakeData(300, 1);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.epochs = 3;
+  o.batch_size = 32;
+  o.learning_rate = 0.05f;
+  for (model::ComputeMode mode : {model::ComputeMode::kFp32, model::ComputeMode::kInt8}) {
+    o.mode = mode;
+    auto update = TrainLocally(received, d, o);
+    ASSERT_THAT(update, IsOk());
+    EXPECT_EQ(update->num_examples, 300);
+    EXPECT_EQ(update->steps, 3 * 10);
+    EXPECT_EQ(update->delta.parameters_size(), received.parameters_size());
+    EXPECT_GT(Accuracy(Apply(received, update->delta), d), 0.9);
+    EXPECT_LT(Accuracy(received, d), 0.8);
+  }
+}
+
+TEST(LocalTrainerTest, SameSeedSameDelta) {
+  const data::Dataset d = MakeData(100, 2);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.seed = 7;
+  auto a = TrainLocally(received, d, o), b = TrainLocally(received, d, o);
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_EQ(a->delta.SerializeAsString(), b->delta.SerializeAsString());
+  o.seed = 8;
+  auto c = TrainLocally(received, d, o);
+  EXPECT_NE(a->delta.SerializeAsString(), c->delta.SerializeAsString());
+}
+
+// FedProx's proximal term pulls the local model towards the received one: the update is
+// smaller with μ > 0.
+TEST(LocalTrainerTest, ProximalTermShrinksTheUpdate) {
+  const data::Dataset d = MakeData(300, 3);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.epochs = 5;
+  o.learning_rate = 0.05f;
+  auto norm = [](const v1::ModelProto& m) {
+    double s = 0;
+    for (const auto& t : m.parameters()) for (float v : t.values()) s += v * v;
+    return std::sqrt(s);
+  };
+  auto plain = TrainLocally(received, d, o);
+  o.proximal_mu = 1.0f;
+  auto prox = TrainLocally(received, d, o);
+  ASSERT_THAT(plain, IsOk());
+  ASSERT_THAT(prox, IsOk());
+  EXPECT_LT(norm(prox->delta), 0.8 * norm(plain->delta));
+}
+
+TEST(LocalTrainerTest, RejectsBadInputs) {
+  const data::Dataset d = MakeData(30, 4);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.epochs = 0;
+  EXPECT_THAT(TrainLocally(received, d, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("epochs")));
+  o = {};
+  o.mode = model::ComputeMode::kInt4;
+  EXPECT_THAT(TrainLocally(received, d, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("int4")));
+  o = {};
+  data::Dataset wrong = d;
+  wrong.shape = {4};
+  wrong.features.resize(30 * 4);
+  EXPECT_THAT(TrainLocally(received, wrong, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("features")));
+  v1::ModelProto broken = received;
+  broken.mutable_parameters(0)->set_values(0, NAN);
+  EXPECT_THAT(TrainLocally(broken, d, o), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-finite")));
+  data::Dataset empty = d;
+  empty.num_examples = 0;
+  empty.features.clear();
+  empty.labels.clear();
+  EXPECT_THAT(TrainLocally(received, empty, o), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no local data")));
+}
+
+}  // namespace
+}  // namespace fedge::client
