@@ -93,31 +93,20 @@ TEST(LayerGradientTest, Dense) {
   }
 }
 
-TEST(LayerGradientTest, Conv2dStride1NoPadding) {
+// Conv2d over (height, width, in, out, kernel, stride, padding) cases: plain, strided with
+// padding (windows that cross the border), and one input channel with a 5×5 kernel.
+TEST(LayerGradientTest, Conv2d) {
+  const int cases[][7] = {{6, 5, 2, 3, 3, 1, 0}, {7, 6, 3, 4, 3, 2, 1}, {9, 9, 1, 2, 5, 1, 0}};
   base::Rng rng(2);
-  Conv2d layer("conv", 6, 5, 2, 3, 3, 1, 0);
-  RandomizeParameters(layer, rng);
-  std::vector<float> x(2 * 6 * 5 * 2);
-  for (float& v : x) v = static_cast<float>(rng.Normal());
-  CheckGradients(layer, 2, x, rng);
-}
-
-TEST(LayerGradientTest, Conv2dStride2Padding1) {
-  base::Rng rng(3);
-  Conv2d layer("conv", 7, 6, 3, 4, 3, 2, 1);
-  RandomizeParameters(layer, rng);
-  std::vector<float> x(2 * 7 * 6 * 3);
-  for (float& v : x) v = static_cast<float>(rng.Normal());
-  CheckGradients(layer, 2, x, rng);
-}
-
-TEST(LayerGradientTest, Conv2dSingleChannel5x5) {
-  base::Rng rng(4);
-  Conv2d layer("conv", 9, 9, 1, 2, 5, 1, 0);
-  RandomizeParameters(layer, rng);
-  std::vector<float> x(2 * 9 * 9);
-  for (float& v : x) v = static_cast<float>(rng.Normal());
-  CheckGradients(layer, 2, x, rng);
+  for (const auto& c : cases) {
+    Conv2d layer("conv", c[0], c[1], c[2], c[3], c[4], c[5], c[6]);
+    RandomizeParameters(layer, rng);
+    std::vector<float> x(2 * layer.input_size());
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    SCOPED_TRACE(::testing::Message() << "conv " << c[0] << "x" << c[1] << "x" << c[2] << " -> "
+                                      << c[3] << " k" << c[4] << " s" << c[5] << " p" << c[6]);
+    CheckGradients(layer, 2, x, rng);
+  }
 }
 
 TEST(LayerGradientTest, MaxPool2d) {
