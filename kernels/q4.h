@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <vector>
 
 #include "kernels/cpu.h"
@@ -23,22 +22,6 @@
 #include "kernels/quantize.h"
 
 namespace fedge::kernels {
-
-// A std::allocator that returns 64-byte-aligned memory (one cache line: a vector's 64-byte
-// SIMD loads then never straddle two lines).
-template <class T>
-struct CacheLineAllocator {
-  using value_type = T;
-  CacheLineAllocator() = default;
-  template <class U>
-  CacheLineAllocator(const CacheLineAllocator<U>&) {}
-  T* allocate(size_t n) {
-    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
-  }
-  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
-  friend bool operator==(const CacheLineAllocator&, const CacheLineAllocator&) { return true; }
-  friend bool operator!=(const CacheLineAllocator&, const CacheLineAllocator&) { return false; }
-};
 
 struct BlockQ4 {
   uint16_t d;        // fp16 scale (IEEE binary16 bits)

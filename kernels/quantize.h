@@ -8,11 +8,28 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "kernels/cpu.h"
 
 namespace fedge::kernels {
+
+// A std::allocator that returns 64-byte-aligned memory (one cache line: a vector's 64-byte
+// SIMD loads then never straddle two lines).
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  friend bool operator==(const CacheLineAllocator&, const CacheLineAllocator&) { return true; }
+  friend bool operator!=(const CacheLineAllocator&, const CacheLineAllocator&) { return false; }
+};
 
 // K is padded to a multiple of this in every quantized operand (zeros in the padding), so
 // that every variant can run whole 64-byte steps along K.
@@ -49,7 +66,8 @@ struct PackedWeightsS8 {
   int k = 0;
   int k_padded = 0;              // PadK(k)
   int n_padded = 0;              // n rounded up to kPanel
-  std::vector<int8_t> packed;    // n_padded × k_padded bytes in the layout above
+  // n_padded × k_padded bytes in the layout above, 64-byte aligned
+  std::vector<int8_t, CacheLineAllocator<int8_t>> packed;
   std::vector<float> scales;     // n_padded; W[j][·] ≈ q[j][·] · scales[j] (1 in padding)
   std::vector<int32_t> row_sums; // n_padded; Σ_k q[j][k] (for the u8 = s8 + 128 correction)
 
