@@ -1,0 +1,360 @@
+#include "server/job_config.h"
+
+#include <cmath>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "model/sequential.h"
+#include "model/zoo.h"
+
+namespace fedge::server {
+namespace {
+
+// Collects the text-format parser's errors with 1-based positions.
+class CollectingErrorCollector final : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit CollectingErrorCollector(std::string source) : source_(std::move(source)) {}
+
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    errors_.push_back(absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
+  }
+  void AddWarning(int line, google::protobuf::io::ColumnNumber column,
+                  const std::string& message) override {}
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::string source_;
+  std::vector<std::string> errors_;
+};
+
+// Accumulates "field: problem" lines so that one pass reports every bad field.
+class Problems {
+ public:
+  void Add(absl::string_view field, absl::string_view problem) {
+    list_.push_back(absl::StrCat(field, " ", problem));
+  }
+  void Add(std::string line) { list_.push_back(std::move(line)); }
+  bool empty() const { return list_.empty(); }
+  absl::Status ToStatus() const {
+    return absl::InvalidArgumentError(
+        absl::StrCat("JobConfig: invalid job: ", absl::StrJoin(list_, "; ")));
+  }
+
+  // Range checks; each names the field and the offending value.
+  void Positive(absl::string_view field, double v) {
+    if (!std::isfinite(v) || !(v > 0)) Add(field, absl::StrCat("must be > 0 and finite, got ", v));
+  }
+  void NonNegative(absl::string_view field, double v) {
+    if (!std::isfinite(v) || v < 0) Add(field, absl::StrCat("must be >= 0 and finite, got ", v));
+  }
+  void HalfOpenUnit(absl::string_view field, double v) {  // [0, 1)
+    if (!std::isfinite(v) || v < 0 || v >= 1) Add(field, absl::StrCat("must be in [0, 1), got ", v));
+  }
+  void IntRange(absl::string_view field, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) Add(field, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
+  }
+
+ private:
+  std::vector<std::string> list_;
+};
+
+bool ValidJobName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '.' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void CheckModel(v1::JobConfig& job, Problems& p) {
+  const bool has_arch = !job.architecture().empty();
+  const bool has_spec = job.has_model_spec();
+  if (!has_arch && !has_spec) {
+    p.Add("architecture", "or model_spec is required");
+    return;
+  }
+  if (has_arch) {
+    absl::StatusOr<v1::ModelSpec> named = model::ArchitectureByName(job.architecture());
+    if (!named.ok()) {
+      p.Add("architecture", absl::StrCat("names no known model: '", job.architecture(),
+                                         "' (expected mlp or cnn)"));
+      return;
+    }
+    if (has_spec && !google::protobuf::util::MessageDifferencer::Equals(*named, job.model_spec())) {
+      p.Add("model_spec", absl::StrCat("differs from architecture '", job.architecture(),
+                                       "': give one of them"));
+      return;
+    }
+    *job.mutable_model_spec() = *std::move(named);
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<model::Sequential>> net =
+      model::Sequential::Create(job.model_spec());
+  if (!net.ok()) p.Add("model_spec", absl::StrCat("is not a valid model: ", net.status().message()));
+}
+
+void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
+  double default_lr = 1.0;
+  switch (s.kind_case()) {
+    case v1::StrategyConfig::KIND_NOT_SET:
+      s.mutable_fed_avg();
+      [[fallthrough]];
+    case v1::StrategyConfig::kFedAvg:
+      p.HalfOpenUnit("strategy.fed_avg.server_momentum", s.fed_avg().server_momentum());
+      break;
+    case v1::StrategyConfig::kFedProx: {
+      v1::FedProxParams& f = *s.mutable_fed_prox();
+      if (!f.has_mu()) f.set_mu(0.01);
+      p.NonNegative("strategy.fed_prox.mu", f.mu());
+      break;
+    }
+    case v1::StrategyConfig::kFedAdam:
+    case v1::StrategyConfig::kFedYogi: {
+      const bool adam = s.kind_case() == v1::StrategyConfig::kFedAdam;
+      const std::string prefix = adam ? "strategy.fed_adam." : "strategy.fed_yogi.";
+      v1::AdaptiveServerOptimizerParams& a = adam ? *s.mutable_fed_adam() : *s.mutable_fed_yogi();
+      if (!a.has_beta1()) a.set_beta1(0.9);
+      if (!a.has_beta2()) a.set_beta2(0.99);
+      if (!a.has_tau()) a.set_tau(1e-3);
+      p.HalfOpenUnit(prefix + "beta1", a.beta1());
+      p.HalfOpenUnit(prefix + "beta2", a.beta2());
+      p.Positive(prefix + "tau", a.tau());
+      default_lr = 0.01;
+      break;
+    }
+  }
+  if (!s.has_server_learning_rate()) s.set_server_learning_rate(default_lr);
+  p.Positive("strategy.server_learning_rate", s.server_learning_rate());
+}
+
+void CheckRounds(v1::JobConfig& job, Problems& p) {
+  p.IntRange("rounds", job.rounds(), 1, kMaxRounds);
+
+  v1::ClientSelection& sel = *job.mutable_selection();
+  switch (sel.size_case()) {
+    case v1::ClientSelection::SIZE_NOT_SET:
+      sel.set_clients_per_round(kDefaultClientsPerRound);
+      break;
+    case v1::ClientSelection::kClientsPerRound:
+      p.IntRange("selection.clients_per_round", sel.clients_per_round(), 1, kMaxClientsPerRound);
+      break;
+    case v1::ClientSelection::kFraction:
+      if (!std::isfinite(sel.fraction()) || !(sel.fraction() > 0) || sel.fraction() > 1) {
+        p.Add("selection.fraction", absl::StrCat("must be in (0, 1], got ", sel.fraction()));
+      }
+      break;
+  }
+  p.IntRange("selection.min_registered", sel.min_registered(), 0, kMaxClientsPerRound);
+
+  v1::RoundPolicy& rp = *job.mutable_round_policy();
+  const bool count_known = sel.has_clients_per_round();
+  if (rp.has_quorum()) {
+    p.IntRange("round_policy.quorum", rp.quorum(), 1, kMaxClientsPerRound);
+    if (count_known && rp.quorum() > sel.clients_per_round()) {
+      p.Add("round_policy.quorum", absl::StrCat("(", rp.quorum(),
+                                                ") must be <= selection.clients_per_round (",
+                                                sel.clients_per_round(), ")"));
+    }
+  } else if (count_known) {
+    rp.set_quorum(sel.clients_per_round());
+  }
+  if (!rp.has_deadline_seconds()) rp.set_deadline_seconds(kDefaultDeadlineSeconds);
+  if (!std::isfinite(rp.deadline_seconds()) || rp.deadline_seconds() < 0 ||
+      rp.deadline_seconds() > kMaxDeadlineSeconds) {
+    p.Add("round_policy.deadline_seconds",
+          absl::StrCat("must be in [0, ", kMaxDeadlineSeconds, "], got ", rp.deadline_seconds()));
+  }
+}
+
+void CheckLocalTraining(v1::LocalTraining& t, Problems& p) {
+  if (!t.has_epochs()) t.set_epochs(1);
+  if (!t.has_batch_size()) t.set_batch_size(64);
+  if (!t.has_learning_rate()) t.set_learning_rate(0.01);
+  if (!t.has_adam_beta1()) t.set_adam_beta1(0.9);
+  if (!t.has_adam_beta2()) t.set_adam_beta2(0.999);
+  if (!t.has_adam_epsilon()) t.set_adam_epsilon(1e-8);
+  if (t.optimizer() == v1::OPTIMIZER_KIND_UNSPECIFIED) t.set_optimizer(v1::OPTIMIZER_KIND_SGD);
+  if (t.compute_mode() == v1::COMPUTE_MODE_UNSPECIFIED) t.set_compute_mode(v1::COMPUTE_MODE_FP32);
+
+  p.IntRange("local_training.epochs", t.epochs(), 1, kMaxLocalEpochs);
+  p.IntRange("local_training.batch_size", t.batch_size(), 1, kMaxBatchSize);
+  p.Positive("local_training.learning_rate", t.learning_rate());
+  p.HalfOpenUnit("local_training.momentum", t.momentum());
+  p.NonNegative("local_training.weight_decay", t.weight_decay());
+  p.HalfOpenUnit("local_training.adam_beta1", t.adam_beta1());
+  p.HalfOpenUnit("local_training.adam_beta2", t.adam_beta2());
+  p.Positive("local_training.adam_epsilon", t.adam_epsilon());
+  p.IntRange("local_training.max_steps", t.max_steps(), 0, int64_t{1} << 30);
+  if (t.nesterov() && !(t.optimizer() == v1::OPTIMIZER_KIND_SGD && t.momentum() > 0)) {
+    p.Add("local_training.nesterov", "requires optimizer SGD with momentum > 0");
+  }
+  if (t.optimizer() == v1::OPTIMIZER_KIND_ADAM && t.momentum() != 0) {
+    p.Add("local_training.momentum", "applies to SGD only (Adam uses adam_beta1)");
+  }
+  if (t.compute_mode() == v1::COMPUTE_MODE_INT4) {
+    p.Add("local_training.compute_mode", "must be FP32 or INT8 (INT4 is for inference only)");
+  }
+}
+
+void CheckPreprocessing(v1::Preprocessing& pre, Problems& p) {
+  if (pre.kind() == v1::Preprocessing::KIND_UNSPECIFIED) {
+    pre.set_kind(v1::Preprocessing::KIND_UNIT_RANGE);
+  }
+  if (pre.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
+    if (!pre.has_mean()) pre.set_mean(0.2860);
+    if (!pre.has_std()) pre.set_std(0.3530);
+    if (!std::isfinite(pre.mean())) p.Add("preprocessing.mean", "must be finite");
+    p.Positive("preprocessing.std", pre.std());
+  } else if (pre.has_mean() || pre.has_std()) {
+    p.Add("preprocessing.mean", "and std apply to kind STANDARDIZE only");
+  }
+}
+
+void CheckDistillation(v1::DistillationConfig& d, Problems& p) {
+  if (!d.has_temperature()) d.set_temperature(2.0);
+  if (d.teacher() == v1::DistillationConfig::TEACHER_UNSPECIFIED) {
+    d.set_teacher(v1::DistillationConfig::TEACHER_CENTRAL_MODEL);
+  }
+  if (d.teacher_compute_mode() == v1::COMPUTE_MODE_UNSPECIFIED) {
+    d.set_teacher_compute_mode(v1::COMPUTE_MODE_INT8);
+  }
+  if (!std::isfinite(d.weight()) || d.weight() < 0 || d.weight() > 1) {
+    p.Add("distillation.weight", absl::StrCat("(lambda) must be in [0, 1], got ", d.weight()));
+  }
+  p.Positive("distillation.temperature", d.temperature());
+}
+
+void CheckSubModels(v1::SubModelConfig& s, Problems& p) {
+  if (s.extraction() == v1::SubModelConfig::EXTRACTION_UNSPECIFIED) {
+    s.set_extraction(v1::SubModelConfig::EXTRACTION_LEADING);
+  }
+  std::set<std::string> names;
+  for (int i = 0; i < s.tiers_size(); ++i) {
+    const v1::SubModelTier& tier = s.tiers(i);
+    const std::string field = absl::StrCat("sub_models.tiers[", i, "]");
+    if (tier.name().empty()) p.Add(field + ".name", "must not be empty");
+    if (!names.insert(tier.name()).second) {
+      p.Add(field + ".name", absl::StrCat("'", tier.name(), "' is used twice"));
+    }
+    const double r = tier.width_ratio();
+    if (!std::isfinite(r) || !(r > 0) || r > 1) {
+      p.Add(field + ".width_ratio", absl::StrCat("must be in (0, 1], got ", r));
+    }
+  }
+  for (int i = 0; i < s.rules_size(); ++i) {
+    const v1::TierRule& rule = s.rules(i);
+    const std::string field = absl::StrCat("sub_models.rules[", i, "]");
+    if (names.count(rule.tier()) == 0) {
+      p.Add(field + ".tier", absl::StrCat("'", rule.tier(), "' names no tier"));
+    }
+    if (rule.min_memory_budget_bytes() < 0) {
+      p.Add(field + ".min_memory_budget_bytes", "must be >= 0");
+    }
+  }
+  if (!s.default_tier().empty() && names.count(s.default_tier()) == 0) {
+    p.Add("sub_models.default_tier", absl::StrCat("'", s.default_tier(), "' names no tier"));
+  }
+}
+
+void CheckPrivacy(v1::JobConfig& job, Problems& p) {
+  v1::PrivacyConfig& pr = *job.mutable_privacy();
+  if (!pr.has_delta()) pr.set_delta(1e-5);
+  p.NonNegative("privacy.clip_norm", pr.clip_norm());
+  p.NonNegative("privacy.noise_multiplier", pr.noise_multiplier());
+  if (pr.noise_multiplier() > 0 && !(pr.clip_norm() > 0)) {
+    p.Add("privacy.noise_multiplier", "> 0 requires privacy.clip_norm > 0");
+  }
+  if (!std::isfinite(pr.delta()) || !(pr.delta() > 0) || !(pr.delta() < 1)) {
+    p.Add("privacy.delta", absl::StrCat("must be in (0, 1), got ", pr.delta()));
+  }
+  const int t = pr.secure_aggregation_threshold();
+  if (t != 0) {
+    if (t < 2) {
+      p.Add("privacy.secure_aggregation_threshold",
+            absl::StrCat("must be 0 (off) or >= 2, got ", t));
+    } else if (job.round_policy().has_quorum() && t > job.round_policy().quorum()) {
+      p.Add("privacy.secure_aggregation_threshold",
+            absl::StrCat("(", t, ") must be <= round_policy.quorum (", job.round_policy().quorum(),
+                         ")"));
+    }
+  }
+}
+
+void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {
+  if (e.data_path().empty()) {
+    if (e.dataset().empty()) e.set_dataset(kDefaultEvaluationDataset);
+    if (e.dataset() != kDefaultEvaluationDataset) {
+      p.Add("evaluation.dataset",
+            absl::StrCat("'", e.dataset(), "' is unknown (expected fashion-mnist or a data_path)"));
+    }
+  }
+  if (!e.has_batch_size()) e.set_batch_size(256);
+  if (!e.has_every_rounds()) e.set_every_rounds(1);
+  p.IntRange("evaluation.batch_size", e.batch_size(), 1, kMaxBatchSize);
+  p.IntRange("evaluation.max_examples", e.max_examples(), 0, int64_t{1} << 31);
+  p.IntRange("evaluation.every_rounds", e.every_rounds(), 1, kMaxRounds);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobConfig> ParseJobConfig(absl::string_view text, absl::string_view source) {
+  if (text.size() > kMaxJobConfigTextBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("JobConfig: ", source, " has ", text.size(),
+                                                   " bytes, more than the limit of ",
+                                                   kMaxJobConfigTextBytes));
+  }
+  CollectingErrorCollector errors{std::string(source)};
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  // Unknown fields and extensions stay errors (the parser's default).
+  v1::JobConfig job;
+  if (!parser.ParseFromString(std::string(text), &job)) {
+    if (errors.errors().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("JobConfig: cannot parse ", source));
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("JobConfig: ", absl::StrJoin(errors.errors(), "; ")));
+  }
+  return job;
+}
+
+absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
+  v1::JobConfig job = config;
+  Problems p;
+  if (!ValidJobName(job.name())) {
+    p.Add("name", absl::StrCat("must be 1-64 characters from [A-Za-z0-9_.-], got '", job.name(),
+                               "'"));
+  }
+  CheckModel(job, p);
+  CheckStrategy(*job.mutable_strategy(), p);
+  CheckRounds(job, p);
+  CheckLocalTraining(*job.mutable_local_training(), p);
+  CheckPreprocessing(*job.mutable_preprocessing(), p);
+  CheckDistillation(*job.mutable_distillation(), p);
+  CheckSubModels(*job.mutable_sub_models(), p);
+  CheckPrivacy(job, p);
+  CheckEvaluation(*job.mutable_evaluation(), p);
+  if (!job.has_keep_checkpoints()) job.set_keep_checkpoints(kDefaultKeepCheckpoints);
+  p.IntRange("keep_checkpoints", job.keep_checkpoints(), 1, kMaxKeepCheckpoints);
+  if (!p.empty()) return p.ToStatus();
+  return job;
+}
+
+absl::StatusOr<v1::JobConfig> LoadJobConfig(absl::string_view text, absl::string_view source) {
+  absl::StatusOr<v1::JobConfig> parsed = ParseJobConfig(text, source);
+  if (!parsed.ok()) return parsed.status();
+  return ValidateJobConfig(*parsed);
+}
+
+}  // namespace fedge::server

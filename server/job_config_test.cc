@@ -1,0 +1,294 @@
+#include "server/job_config.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "model/zoo.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::server {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+constexpr char kFullJob[] = R"pb(
+  # The issue-3 acceptance job, with every section written out.
+  name: "fmnist-cnn-fedprox"
+  architecture: "cnn"
+  init_seed: 7
+  strategy { fed_prox { mu: 0.1 } server_learning_rate: 1.0 }
+  rounds: 20
+  selection { clients_per_round: 10 seed: 3 }
+  round_policy { quorum: 8 deadline_seconds: 120 }
+  local_training {
+    epochs: 5
+    batch_size: 64
+    optimizer: OPTIMIZER_KIND_SGD
+    learning_rate: 0.01
+    momentum: 0.9
+    weight_decay: 1e-5
+    compute_mode: COMPUTE_MODE_INT8
+  }
+  preprocessing { kind: KIND_UNIT_RANGE }
+  distillation { weight: 0.5 temperature: 3 }
+  sub_models {
+    tiers { name: "full" width_ratio: 1 }
+    tiers { name: "half" width_ratio: 0.5 }
+    rules { tier: "full" min_memory_budget_bytes: 100000000 }
+    default_tier: "half"
+  }
+  privacy { clip_norm: 1.0 noise_multiplier: 0.8 delta: 1e-5 secure_aggregation_threshold: 5 }
+  evaluation { dataset: "fashion-mnist" batch_size: 500 }
+  keep_checkpoints: 5
+)pb";
+
+constexpr char kMinimalJob[] = R"pb(
+  name: "minimal"
+  architecture: "mlp"
+  rounds: 3
+)pb";
+
+TEST(JobConfigTest, FullJobParsesAndValidates) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(kFullJob, "full.textproto");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->name(), "fmnist-cnn-fedprox");
+  EXPECT_EQ(job->rounds(), 20);
+  ASSERT_TRUE(job->strategy().has_fed_prox());
+  EXPECT_DOUBLE_EQ(job->strategy().fed_prox().mu(), 0.1);
+  EXPECT_EQ(job->selection().clients_per_round(), 10);
+  EXPECT_EQ(job->selection().seed(), 3u);
+  EXPECT_EQ(job->round_policy().quorum(), 8);
+  EXPECT_DOUBLE_EQ(job->round_policy().deadline_seconds(), 120);
+  EXPECT_EQ(job->local_training().epochs(), 5);
+  EXPECT_EQ(job->local_training().compute_mode(), v1::COMPUTE_MODE_INT8);
+  EXPECT_DOUBLE_EQ(job->local_training().momentum(), 0.9);
+  EXPECT_DOUBLE_EQ(job->distillation().weight(), 0.5);
+  EXPECT_EQ(job->sub_models().tiers_size(), 2);
+  EXPECT_EQ(job->privacy().secure_aggregation_threshold(), 5);
+  EXPECT_EQ(job->evaluation().batch_size(), 500);
+  EXPECT_EQ(job->keep_checkpoints(), 5);
+  // The architecture name is resolved into a self-contained spec.
+  absl::StatusOr<v1::ModelSpec> cnn = model::ArchitectureByName("cnn");
+  ASSERT_THAT(cnn, IsOk());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(job->model_spec(), *cnn));
+}
+
+TEST(JobConfigTest, MinimalJobGetsDocumentedDefaults) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(kMinimalJob);
+  ASSERT_THAT(job, IsOk());
+  EXPECT_TRUE(job->strategy().has_fed_avg());
+  EXPECT_DOUBLE_EQ(job->strategy().server_learning_rate(), 1.0);
+  EXPECT_EQ(job->selection().clients_per_round(), kDefaultClientsPerRound);
+  EXPECT_EQ(job->round_policy().quorum(), kDefaultClientsPerRound);
+  EXPECT_DOUBLE_EQ(job->round_policy().deadline_seconds(), kDefaultDeadlineSeconds);
+  EXPECT_EQ(job->local_training().epochs(), 1);
+  EXPECT_EQ(job->local_training().batch_size(), 64);
+  EXPECT_DOUBLE_EQ(job->local_training().learning_rate(), 0.01);
+  EXPECT_EQ(job->local_training().optimizer(), v1::OPTIMIZER_KIND_SGD);
+  EXPECT_EQ(job->local_training().compute_mode(), v1::COMPUTE_MODE_FP32);
+  EXPECT_EQ(job->preprocessing().kind(), v1::Preprocessing::KIND_UNIT_RANGE);
+  EXPECT_DOUBLE_EQ(job->distillation().weight(), 0.0);
+  EXPECT_DOUBLE_EQ(job->distillation().temperature(), 2.0);
+  EXPECT_DOUBLE_EQ(job->privacy().delta(), 1e-5);
+  EXPECT_EQ(job->evaluation().dataset(), "fashion-mnist");
+  EXPECT_EQ(job->evaluation().batch_size(), 256);
+  EXPECT_EQ(job->keep_checkpoints(), kDefaultKeepCheckpoints);
+  EXPECT_EQ(job->model_spec().name(), "mlp");
+}
+
+TEST(JobConfigTest, AdaptiveStrategiesDefaultToSmallServerLearningRate) {
+  absl::StatusOr<v1::JobConfig> job =
+      LoadJobConfig(std::string(kMinimalJob) + "strategy { fed_yogi { beta1: 0.8 } }");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_DOUBLE_EQ(job->strategy().server_learning_rate(), 0.01);
+  EXPECT_DOUBLE_EQ(job->strategy().fed_yogi().beta1(), 0.8);
+  EXPECT_DOUBLE_EQ(job->strategy().fed_yogi().beta2(), 0.99);
+  EXPECT_DOUBLE_EQ(job->strategy().fed_yogi().tau(), 1e-3);
+}
+
+TEST(JobConfigTest, ValidationIsIdempotent) {
+  absl::StatusOr<v1::JobConfig> once = LoadJobConfig(kFullJob);
+  ASSERT_THAT(once, IsOk());
+  absl::StatusOr<v1::JobConfig> twice = ValidateJobConfig(*once);
+  ASSERT_THAT(twice, IsOk());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*once, *twice));
+}
+
+TEST(JobConfigTest, ExplicitModelSpecIsAccepted) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(R"pb(
+    name: "custom"
+    rounds: 1
+    model_spec {
+      name: "tiny"
+      input_shape: 4
+      layers { name: "fc1" dense { in_features: 4 out_features: 3 } }
+    }
+  )pb");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->model_spec().layers_size(), 1);
+}
+
+TEST(JobConfigTest, UnknownTopLevelFieldIsRejectedWithItsNameAndLine) {
+  absl::StatusOr<v1::JobConfig> job =
+      ParseJobConfig("name: \"x\"\nrounds: 3\nbogus_field: 1\n", "job.textproto");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("JobConfig: "), HasSubstr("bogus_field"),
+                                  HasSubstr("job.textproto:3:"))));
+}
+
+TEST(JobConfigTest, UnknownNestedFieldIsRejectedWithItsName) {
+  absl::StatusOr<v1::JobConfig> job =
+      ParseJobConfig(std::string(kMinimalJob) + "local_training { batch: 32 }");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("\"batch\""), HasSubstr("LocalTraining"))));
+}
+
+TEST(JobConfigTest, UnknownEnumValueIsRejected) {
+  absl::StatusOr<v1::JobConfig> job = ParseJobConfig(
+      std::string(kMinimalJob) + "local_training { optimizer: OPTIMIZER_KIND_LION }");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            HasSubstr("OPTIMIZER_KIND_LION")));
+}
+
+TEST(JobConfigTest, SyntaxErrorHasLineAndColumn) {
+  absl::StatusOr<v1::JobConfig> job = ParseJobConfig("name: \"x\"\nrounds: {\n", "bad.txt");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad.txt:2:")));
+}
+
+TEST(JobConfigTest, OversizedTextIsRejected) {
+  std::string text(kMaxJobConfigTextBytes + 1, ' ');
+  EXPECT_THAT(ParseJobConfig(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("more than the limit")));
+}
+
+// Each invalid job names the offending field.
+struct InvalidCase {
+  const char* what;
+  std::string text;
+  const char* field;
+};
+
+std::string Minimal(const std::string& extra) { return std::string(kMinimalJob) + extra; }
+
+class JobConfigInvalidTest : public ::testing::TestWithParam<InvalidCase> {};
+
+TEST_P(JobConfigInvalidTest, NamesTheField) {
+  const InvalidCase& c = GetParam();
+  absl::StatusOr<v1::JobConfig> parsed = ParseJobConfig(c.text);
+  ASSERT_THAT(parsed, IsOk()) << c.what;
+  EXPECT_THAT(ValidateJobConfig(*parsed),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("JobConfig: "), HasSubstr(c.field))))
+      << c.what;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllCases, JobConfigInvalidTest,
+    ::testing::Values(
+        InvalidCase{"zero rounds", "name: \"x\" architecture: \"mlp\" rounds: 0", "rounds"},
+        InvalidCase{"negative rounds", "name: \"x\" architecture: \"mlp\" rounds: -4", "rounds"},
+        InvalidCase{"missing name", "architecture: \"mlp\" rounds: 1", "name"},
+        InvalidCase{"bad name", "name: \"a b\" architecture: \"mlp\" rounds: 1", "name"},
+        InvalidCase{"no model", "name: \"x\" rounds: 1", "architecture"},
+        InvalidCase{"unknown architecture", "name: \"x\" architecture: \"resnet\" rounds: 1",
+                    "architecture"},
+        InvalidCase{"broken model_spec",
+                    "name: \"x\" rounds: 1 model_spec { name: \"m\" input_shape: 4 layers { "
+                    "name: \"fc\" dense { in_features: 5 out_features: 2 } } }",
+                    "model_spec"},
+        InvalidCase{"spec disagrees with architecture",
+                    "name: \"x\" architecture: \"mlp\" rounds: 1 model_spec { name: \"m\" }",
+                    "model_spec"},
+        InvalidCase{"fraction zero", Minimal("selection { fraction: 0 }"), "selection.fraction"},
+        InvalidCase{"fraction above one", Minimal("selection { fraction: 1.5 }"),
+                    "selection.fraction"},
+        InvalidCase{"zero clients per round", Minimal("selection { clients_per_round: 0 }"),
+                    "selection.clients_per_round"},
+        InvalidCase{"quorum above clients per round",
+                    Minimal("selection { clients_per_round: 5 } round_policy { quorum: 6 }"),
+                    "round_policy.quorum"},
+        InvalidCase{"zero quorum", Minimal("round_policy { quorum: 0 }"), "round_policy.quorum"},
+        InvalidCase{"negative deadline", Minimal("round_policy { deadline_seconds: -1 }"),
+                    "round_policy.deadline_seconds"},
+        InvalidCase{"infinite deadline", Minimal("round_policy { deadline_seconds: inf }"),
+                    "round_policy.deadline_seconds"},
+        InvalidCase{"zero batch", Minimal("local_training { batch_size: 0 }"),
+                    "local_training.batch_size"},
+        InvalidCase{"zero epochs", Minimal("local_training { epochs: 0 }"),
+                    "local_training.epochs"},
+        InvalidCase{"zero lr", Minimal("local_training { learning_rate: 0 }"),
+                    "local_training.learning_rate"},
+        InvalidCase{"negative lr", Minimal("local_training { learning_rate: -0.1 }"),
+                    "local_training.learning_rate"},
+        InvalidCase{"nan lr", Minimal("local_training { learning_rate: nan }"),
+                    "local_training.learning_rate"},
+        InvalidCase{"momentum one", Minimal("local_training { momentum: 1 }"),
+                    "local_training.momentum"},
+        InvalidCase{"negative weight decay", Minimal("local_training { weight_decay: -1 }"),
+                    "local_training.weight_decay"},
+        InvalidCase{"nesterov without momentum", Minimal("local_training { nesterov: true }"),
+                    "local_training.nesterov"},
+        InvalidCase{"int4 training",
+                    Minimal("local_training { compute_mode: COMPUTE_MODE_INT4 }"),
+                    "local_training.compute_mode"},
+        InvalidCase{"zero temperature", Minimal("distillation { temperature: 0 }"),
+                    "distillation.temperature"},
+        InvalidCase{"lambda above one", Minimal("distillation { weight: 1.5 }"),
+                    "distillation.weight"},
+        InvalidCase{"negative lambda", Minimal("distillation { weight: -0.1 }"),
+                    "distillation.weight"},
+        InvalidCase{"zero server lr", Minimal("strategy { fed_avg {} server_learning_rate: 0 }"),
+                    "strategy.server_learning_rate"},
+        InvalidCase{"negative mu", Minimal("strategy { fed_prox { mu: -1 } }"),
+                    "strategy.fed_prox.mu"},
+        InvalidCase{"adam beta2 one", Minimal("strategy { fed_adam { beta2: 1 } }"),
+                    "strategy.fed_adam.beta2"},
+        InvalidCase{"yogi zero tau", Minimal("strategy { fed_yogi { tau: 0 } }"),
+                    "strategy.fed_yogi.tau"},
+        InvalidCase{"tier ratio zero", Minimal("sub_models { tiers { name: \"t\" width_ratio: 0 } }"),
+                    "sub_models.tiers[0].width_ratio"},
+        InvalidCase{"rule names no tier",
+                    Minimal("sub_models { tiers { name: \"t\" width_ratio: 1 } rules { tier: \"u\" } }"),
+                    "sub_models.rules[0].tier"},
+        InvalidCase{"noise without clipping", Minimal("privacy { noise_multiplier: 1 }"),
+                    "privacy.noise_multiplier"},
+        InvalidCase{"delta one", Minimal("privacy { delta: 1 }"), "privacy.delta"},
+        InvalidCase{"secagg threshold above quorum",
+                    Minimal("round_policy { quorum: 3 } privacy { secure_aggregation_threshold: 4 }"),
+                    "privacy.secure_aggregation_threshold"},
+        InvalidCase{"unknown dataset", Minimal("evaluation { dataset: \"imagenet\" }"),
+                    "evaluation.dataset"},
+        InvalidCase{"zero eval batch", Minimal("evaluation { batch_size: 0 }"),
+                    "evaluation.batch_size"},
+        InvalidCase{"zero checkpoints", Minimal("keep_checkpoints: 0"), "keep_checkpoints"}));
+
+TEST(JobConfigTest, EveryBadFieldIsReportedAtOnce) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(
+      "name: \"x\" architecture: \"mlp\" rounds: 0 local_training { batch_size: -1 }");
+  EXPECT_THAT(job, StatusIs(absl::StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("rounds"), HasSubstr("local_training.batch_size"))));
+}
+
+TEST(JobConfigTest, FractionLeavesQuorumToTheRound) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(Minimal("selection { fraction: 0.5 }"));
+  ASSERT_THAT(job, IsOk());
+  EXPECT_FALSE(job->round_policy().has_quorum());
+  EXPECT_DOUBLE_EQ(job->selection().fraction(), 0.5);
+  EXPECT_THAT(ValidateJobConfig(*job), IsOk());
+}
+
+TEST(JobConfigTest, ValidDefaultsAreNotErrors) {
+  // A sanity check that the invalid cases above fail for their field, not for the base job.
+  EXPECT_THAT(LoadJobConfig(kMinimalJob), IsOk());
+  EXPECT_THAT(LoadJobConfig(Minimal("round_policy { deadline_seconds: 0 }")), IsOk());
+  EXPECT_THAT(LoadJobConfig(Minimal("local_training { momentum: 0.9 nesterov: true }")), IsOk());
+  EXPECT_THAT(LoadJobConfig(Minimal("evaluation { data_path: \"/tmp/x\" }")), IsOk());
+}
+
+}  // namespace
+}  // namespace fedge::server

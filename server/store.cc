@@ -1,0 +1,968 @@
+#include "server/store.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "base/status_macros.h"
+#include "server/session_token.h"
+
+namespace fedge::server {
+namespace {
+
+constexpr size_t kMaxIdBytes = 128;
+
+// Schema migrations: kMigrations[v] turns a version v−1 database into version v.
+// Append a new entry (and bump Store::kSchemaVersion) to change the schema; never edit a
+// released entry.
+constexpr const char* kMigrations[] = {
+    nullptr,
+    // v1: jobs, rounds, clients, checkpoints.
+    R"sql(
+CREATE TABLE jobs (
+  id          TEXT PRIMARY KEY,
+  config      BLOB NOT NULL,                -- serialized fedge.v1.JobConfig
+  state       TEXT NOT NULL CHECK (state IN ('running', 'stopped', 'finished', 'failed')),
+  message     TEXT NOT NULL DEFAULT '',
+  created_ms  INTEGER NOT NULL,
+  updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE rounds (
+  job_id      TEXT NOT NULL REFERENCES jobs(id),
+  round       INTEGER NOT NULL CHECK (round > 0),
+  state       TEXT NOT NULL CHECK (state IN ('open', 'completed', 'failed', 'abandoned')),
+  started_ms  INTEGER NOT NULL,
+  closed_ms   INTEGER,
+  metrics     BLOB,                         -- serialized fedge.v1.RoundMetrics
+  PRIMARY KEY (job_id, round)
+);
+CREATE TABLE clients (
+  id                  TEXT PRIMARY KEY,
+  profile             BLOB NOT NULL,        -- serialized fedge.v1.DeviceProfile
+  token_hash          BLOB NOT NULL CHECK (length(token_hash) = 32),  -- SHA-256
+  state               TEXT NOT NULL CHECK (state IN ('active', 'left', 'expired')),
+  tier                TEXT NOT NULL DEFAULT '',
+  enrolled_ms         INTEGER NOT NULL,
+  last_seen_ms        INTEGER NOT NULL,
+  rounds_participated INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE checkpoints (
+  job_id      TEXT NOT NULL,
+  round       INTEGER NOT NULL,
+  model       BLOB NOT NULL,                -- serialized fedge.v1.ModelProto
+  created_ms  INTEGER NOT NULL,
+  PRIMARY KEY (job_id, round),
+  FOREIGN KEY (job_id, round) REFERENCES rounds(job_id, round)
+);
+)sql",
+};
+static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Store::kSchemaVersion + 1,
+              "one migration per schema version");
+
+const char* JobStateName(v1::JobState s) {
+  switch (s) {
+    case v1::JOB_STATE_RUNNING: return "running";
+    case v1::JOB_STATE_STOPPED: return "stopped";
+    case v1::JOB_STATE_FINISHED: return "finished";
+    case v1::JOB_STATE_FAILED: return "failed";
+    default: return nullptr;
+  }
+}
+v1::JobState ParseJobState(const std::string& s) {
+  if (s == "running") return v1::JOB_STATE_RUNNING;
+  if (s == "stopped") return v1::JOB_STATE_STOPPED;
+  if (s == "finished") return v1::JOB_STATE_FINISHED;
+  if (s == "failed") return v1::JOB_STATE_FAILED;
+  return v1::JOB_STATE_UNSPECIFIED;
+}
+const char* RoundStateName(v1::RoundState s) {
+  switch (s) {
+    case v1::ROUND_STATE_OPEN: return "open";
+    case v1::ROUND_STATE_COMPLETED: return "completed";
+    case v1::ROUND_STATE_FAILED: return "failed";
+    case v1::ROUND_STATE_ABANDONED: return "abandoned";
+    default: return nullptr;
+  }
+}
+v1::RoundState ParseRoundState(const std::string& s) {
+  if (s == "open") return v1::ROUND_STATE_OPEN;
+  if (s == "completed") return v1::ROUND_STATE_COMPLETED;
+  if (s == "failed") return v1::ROUND_STATE_FAILED;
+  if (s == "abandoned") return v1::ROUND_STATE_ABANDONED;
+  return v1::ROUND_STATE_UNSPECIFIED;
+}
+const char* ClientStateName(v1::ClientState s) {
+  switch (s) {
+    case v1::CLIENT_STATE_ACTIVE: return "active";
+    case v1::CLIENT_STATE_LEFT: return "left";
+    case v1::CLIENT_STATE_EXPIRED: return "expired";
+    default: return nullptr;
+  }
+}
+v1::ClientState ParseClientState(const std::string& s) {
+  if (s == "active") return v1::CLIENT_STATE_ACTIVE;
+  if (s == "left") return v1::CLIENT_STATE_LEFT;
+  if (s == "expired") return v1::CLIENT_STATE_EXPIRED;
+  return v1::CLIENT_STATE_UNSPECIFIED;
+}
+
+absl::Status CheckId(absl::string_view kind, absl::string_view id) {
+  if (id.empty() || id.size() > kMaxIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: ", kind, " id must have 1-", kMaxIdBytes, " bytes, got ", id.size()));
+  }
+  return absl::OkStatus();
+}
+
+// Serializes a small message (config, metrics, profile), bounded by kMaxSmallBlobBytes.
+absl::StatusOr<std::string> SerializeSmall(const google::protobuf::Message& m,
+                                           absl::string_view what) {
+  const size_t size = m.ByteSizeLong();
+  if (size > static_cast<size_t>(kMaxSmallBlobBytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: ", what, " has ", size,
+                                                   " bytes, more than the limit of ",
+                                                   kMaxSmallBlobBytes));
+  }
+  std::string out;
+  if (!m.SerializeToString(&out)) {
+    return absl::InternalError(absl::StrCat("Store: cannot serialize ", what));
+  }
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Statement: one prepared statement, finalized on destruction.
+// ---------------------------------------------------------------------------------------
+
+class Store::Statement {
+ public:
+  Statement(Store* store, sqlite3_stmt* stmt) : store_(store), stmt_(stmt) {}
+  Statement(Statement&& o) noexcept
+      : store_(o.store_), stmt_(std::exchange(o.stmt_, nullptr)), bind_rc_(o.bind_rc_) {}
+  Statement& operator=(Statement&&) = delete;
+  ~Statement() {
+    if (stmt_ != nullptr) sqlite3_finalize(stmt_);
+  }
+
+  Statement& Bind(int i, int64_t v) {
+    Keep(sqlite3_bind_int64(stmt_, i, v));
+    return *this;
+  }
+  Statement& BindText(int i, absl::string_view v) {
+    Keep(sqlite3_bind_text64(stmt_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    return *this;
+  }
+  // The blob must stay alive until the statement has run (no copy: models are large).
+  Statement& BindBlob(int i, absl::string_view v) {
+    Keep(sqlite3_bind_blob64(stmt_, i, v.data(), v.size(), SQLITE_STATIC));
+    return *this;
+  }
+  Statement& BindNull(int i) {
+    Keep(sqlite3_bind_null(stmt_, i));
+    return *this;
+  }
+
+  // Steps once: true when a row is available, false when done.
+  absl::StatusOr<bool> Next(absl::string_view what) {
+    if (bind_rc_ != SQLITE_OK) return store_->SqliteError(bind_rc_, what);
+    const int rc = sqlite3_step(stmt_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return store_->SqliteError(rc, what);
+  }
+  // Runs a statement that returns no rows.
+  absl::Status Run(absl::string_view what) {
+    absl::StatusOr<bool> row = Next(what);
+    if (!row.ok()) return row.status();
+    return absl::OkStatus();
+  }
+  // Makes the statement runnable again with new bindings.
+  Statement& Reset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+    bind_rc_ = SQLITE_OK;
+    return *this;
+  }
+  int changes() const { return sqlite3_changes(sqlite3_db_handle(stmt_)); }
+
+  bool IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+  int64_t Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+  std::string Text(int col) const {
+    const unsigned char* p = sqlite3_column_text(stmt_, col);
+    return p == nullptr ? std::string()
+                        : std::string(reinterpret_cast<const char*>(p),
+                                      static_cast<size_t>(sqlite3_column_bytes(stmt_, col)));
+  }
+  absl::string_view Blob(int col) const {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    const int n = sqlite3_column_bytes(stmt_, col);
+    return p == nullptr ? absl::string_view() : absl::string_view(static_cast<const char*>(p), n);
+  }
+
+ private:
+  void Keep(int rc) {
+    if (bind_rc_ == SQLITE_OK) bind_rc_ = rc;
+  }
+
+  Store* store_;
+  sqlite3_stmt* stmt_;
+  int bind_rc_ = SQLITE_OK;
+};
+
+// BEGIN IMMEDIATE (takes the write lock up front, so a transaction never fails half way on
+// a lock upgrade); rolls back unless Commit succeeded.
+class Store::Transaction {
+ public:
+  explicit Transaction(Store* store) : store_(store) {}
+  ~Transaction() {
+    if (began_ && !committed_ && !sqlite3_get_autocommit(store_->db_)) {
+      sqlite3_exec(store_->db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+  }
+  absl::Status Begin() {
+    FEDGE_RETURN_IF_ERROR(store_->Exec("BEGIN IMMEDIATE", "begin transaction"));
+    began_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status Commit() {
+    FEDGE_RETURN_IF_ERROR(store_->Exec("COMMIT", "commit"));
+    committed_ = true;
+    return absl::OkStatus();
+  }
+
+ private:
+  Store* store_;
+  bool began_ = false;
+  bool committed_ = false;
+};
+
+// ---------------------------------------------------------------------------------------
+// Open, configure, migrate
+// ---------------------------------------------------------------------------------------
+
+Store::Store(std::string path, int lock_fd, sqlite3* db, StoreOptions options)
+    : path_(std::move(path)), lock_fd_(lock_fd), options_(std::move(options)), db_(db) {}
+
+Store::~Store() {
+  sqlite3_close_v2(db_);  // checkpoints the WAL into the main file when last to close
+  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir,
+                                                   StoreOptions options) {
+  if (options.max_model_bytes <= 0 || options.max_model_bytes > kDefaultMaxModelBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: max_model_bytes must be in [1, ",
+                                                   kDefaultMaxModelBytes, "], got ",
+                                                   options.max_model_bytes));
+  }
+  if (state_dir.empty()) return absl::InvalidArgumentError("Store: empty state dir");
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: cannot create state dir ", state_dir, ": ", ec.message()));
+  }
+  const std::string path = (std::filesystem::path(state_dir) / kDatabaseFileName).string();
+  const std::string lock_path = path + ".lock";
+
+  const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: cannot open lock file ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    close(fd);
+    if (err == EWOULDBLOCK) {
+      return absl::UnavailableError(absl::StrCat("Store: state dir ", state_dir,
+                                                 " is in use by another process (", lock_path,
+                                                 " is locked)"));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: cannot lock ", lock_path, ": ", std::strerror(err)));
+  }
+
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    close(fd);
+    return absl::FailedPreconditionError(absl::StrCat("Store: cannot open ", path, ": ", msg));
+  }
+  sqlite3_extended_result_codes(db, 1);
+  std::unique_ptr<Store> store(new Store(path, fd, db, std::move(options)));
+  {
+    absl::MutexLock lock(&store->mu_);
+    FEDGE_RETURN_IF_ERROR(store->Configure());
+    FEDGE_RETURN_IF_ERROR(store->Migrate());
+    if (store->options_.verify_on_open) {
+      FEDGE_RETURN_IF_ERROR(store->CheckIntegrityLocked("PRAGMA quick_check"));
+    }
+  }
+  return store;
+}
+
+absl::Status Store::Configure() {
+  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
+  if (sqlite3_limit(db_, SQLITE_LIMIT_LENGTH, -1) < options_.max_model_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Store: max_model_bytes ", options_.max_model_bytes, " exceeds SQLite's blob limit ",
+        sqlite3_limit(db_, SQLITE_LIMIT_LENGTH, -1)));
+  }
+  // The first statement reads the file header: a non-SQLite file fails here.
+  FEDGE_ASSIGN_OR_RETURN(Statement wal, Prepare("PRAGMA journal_mode=WAL"));
+  FEDGE_ASSIGN_OR_RETURN(bool row, wal.Next("enable WAL"));
+  if (!row || wal.Text(0) != "wal") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: cannot switch ", path_, " to WAL mode (journal_mode is '",
+                     row ? wal.Text(0) : std::string(), "')"));
+  }
+  FEDGE_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL", "set synchronous=FULL"));
+  FEDGE_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON", "enable foreign keys"));
+  return absl::OkStatus();
+}
+
+absl::Status Store::Migrate() {
+  Transaction tx(this);
+  FEDGE_RETURN_IF_ERROR(tx.Begin());
+  FEDGE_RETURN_IF_ERROR(Exec(
+      "CREATE TABLE IF NOT EXISTS schema_version ("
+      "  id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+      "create schema_version"));
+  int64_t version = 0;
+  {
+    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT version FROM schema_version WHERE id = 1"));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("read schema version"));
+    if (row) version = q.Int(0);
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: ", path_, " has schema version ", version,
+                     ", newer than this coordinator's ", kSchemaVersion));
+  }
+  if (version == kSchemaVersion) return tx.Commit();
+  for (int64_t v = version + 1; v <= kSchemaVersion; ++v) {
+    FEDGE_RETURN_IF_ERROR(Exec(kMigrations[v], absl::StrCat("migrate schema to version ", v)));
+  }
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement set,
+      Prepare("INSERT INTO schema_version (id, version) VALUES (1, ?1) "
+              "ON CONFLICT (id) DO UPDATE SET version = excluded.version"));
+  FEDGE_RETURN_IF_ERROR(set.Bind(1, kSchemaVersion).Run("write schema version"));
+  return tx.Commit();
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+absl::Status Store::SqliteError(int rc, absl::string_view what) {
+  const int primary = rc & 0xff;
+  const std::string detail =
+      sqlite3_extended_errcode(db_) == rc ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+  switch (primary) {
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return absl::DataLossError(absl::StrCat("Store: ", path_,
+                                              " is not a valid SQLite database or is corrupt (",
+                                              what, ": ", detail, ")"));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(
+          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
+    case SQLITE_TOOBIG:
+      return absl::InvalidArgumentError(
+          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
+    case SQLITE_CONSTRAINT:
+      return absl::FailedPreconditionError(
+          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
+    default:
+      return absl::InternalError(absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
+  }
+}
+
+absl::StatusOr<Store::Statement> Store::Prepare(const char* sql) {
+  sqlite3_stmt* stmt = nullptr;
+  const int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    sqlite3_finalize(stmt);
+    return SqliteError(rc, absl::StrCat("prepare \"", sql, "\""));
+  }
+  return Statement(this, stmt);
+}
+
+absl::Status Store::Exec(const char* sql, absl::string_view what) {
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return SqliteError(rc, what);
+  return absl::OkStatus();
+}
+
+absl::Status Store::Fault(absl::string_view point) {
+  if (!options_.fault_hook_for_testing) return absl::OkStatus();
+  return options_.fault_hook_for_testing(point);
+}
+
+int64_t Store::Now() const {
+  return options_.now_unix_ms ? options_.now_unix_ms() : absl::ToUnixMillis(absl::Now());
+}
+
+absl::Status Store::RequireJob(const std::string& job_id) {
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("look up job"));
+  if (!row) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Store::LastCompletedRound(const std::string& job_id) {
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = ?1 AND state = 'completed'"));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("find last completed round"));
+  return row ? q.Int(0) : 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------------------
+
+absl::Status Store::CreateJob(const std::string& job_id, const v1::JobConfig& config) {
+  FEDGE_RETURN_IF_ERROR(CheckId("job", job_id));
+  FEDGE_ASSIGN_OR_RETURN(std::string blob, SerializeSmall(config, "job config"));
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(bool exists, q.BindText(1, job_id).Next("look up job"));
+  if (exists) return absl::AlreadyExistsError(absl::StrCat("Store: job '", job_id, "' exists"));
+  const int64_t now = Now();
+  FEDGE_ASSIGN_OR_RETURN(Statement ins,
+                         Prepare("INSERT INTO jobs (id, config, state, created_ms, updated_ms) "
+                                 "VALUES (?1, ?2, 'running', ?3, ?3)"));
+  return ins.BindText(1, job_id).BindBlob(2, blob).Bind(3, now).Run("insert job");
+}
+
+absl::Status Store::SetJobState(const std::string& job_id, v1::JobState state,
+                                absl::string_view message) {
+  const char* name = JobStateName(state);
+  if (name == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: invalid job state ", v1::JobState_Name(state)));
+  }
+  if (message.size() > 4096) message = message.substr(0, 4096);
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q, Prepare("UPDATE jobs SET state = ?2, message = ?3, updated_ms = ?4 WHERE id = ?1"));
+  FEDGE_RETURN_IF_ERROR(
+      q.BindText(1, job_id).BindText(2, name).BindText(3, message).Bind(4, Now()).Run("update job"));
+  if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JobStatus> Store::GetJobLocked(const std::string& job_id) {
+  v1::JobStatus job;
+  {
+    FEDGE_ASSIGN_OR_RETURN(
+        Statement q,
+        Prepare("SELECT config, state, message, created_ms, updated_ms FROM jobs WHERE id = ?1"));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read job"));
+    if (!row) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
+    job.set_job_id(job_id);
+    const absl::string_view config = q.Blob(0);
+    if (!job.mutable_config()->ParseFromArray(config.data(), static_cast<int>(config.size()))) {
+      return absl::DataLossError(
+          absl::StrCat("Store: config of job '", job_id, "' does not parse (", path_, ")"));
+    }
+    job.set_state(ParseJobState(q.Text(1)));
+    job.set_message(q.Text(2));
+    job.set_created_unix_ms(q.Int(3));
+    job.set_updated_unix_ms(q.Int(4));
+  }
+  {
+    FEDGE_ASSIGN_OR_RETURN(Statement q,
+                           Prepare("SELECT round, metrics FROM rounds WHERE job_id = ?1 AND "
+                                   "state = 'completed' ORDER BY round DESC LIMIT 1"));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read last round"));
+    if (row) {
+      job.set_completed_rounds(q.Int(0));
+      const absl::string_view m = q.Blob(1);
+      if (!job.mutable_latest_metrics()->ParseFromArray(m.data(), static_cast<int>(m.size()))) {
+        return absl::DataLossError(absl::StrCat("Store: metrics of job '", job_id, "' round ",
+                                                q.Int(0), " do not parse (", path_, ")"));
+      }
+    }
+  }
+  {
+    FEDGE_ASSIGN_OR_RETURN(
+        Statement q,
+        Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = ?1 AND state = 'open'"));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read open round"));
+    if (row) job.set_current_round(q.Int(0));
+  }
+  return job;
+}
+
+absl::StatusOr<v1::JobStatus> Store::GetJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  return GetJobLocked(job_id);
+}
+
+absl::StatusOr<std::vector<v1::JobStatus>> Store::ListJobs() {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> ids;
+  {
+    FEDGE_ASSIGN_OR_RETURN(Statement q,
+                           Prepare("SELECT id FROM jobs ORDER BY created_ms DESC, rowid DESC"));
+    while (true) {
+      FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list jobs"));
+      if (!row) break;
+      ids.push_back(q.Text(0));
+    }
+  }
+  std::vector<v1::JobStatus> jobs;
+  for (const std::string& id : ids) {
+    FEDGE_ASSIGN_OR_RETURN(v1::JobStatus job, GetJobLocked(id));
+    jobs.push_back(std::move(job));
+  }
+  return jobs;
+}
+
+// ---------------------------------------------------------------------------------------
+// Rounds
+// ---------------------------------------------------------------------------------------
+
+absl::Status Store::OpenRound(const std::string& job_id, int64_t round, int64_t started_unix_ms) {
+  if (round < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: round must be >= 1, got ", round));
+  }
+  absl::MutexLock lock(&mu_);
+  Transaction tx(this);
+  FEDGE_RETURN_IF_ERROR(tx.Begin());
+  FEDGE_RETURN_IF_ERROR(RequireJob(job_id));
+  FEDGE_ASSIGN_OR_RETURN(int64_t last, LastCompletedRound(job_id));
+  if (round <= last) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Store: cannot open round ", round, " of job '", job_id,
+                     "': round ", last, " is already completed"));
+  }
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare("INSERT INTO rounds (job_id, round, state, started_ms) VALUES (?1, ?2, 'open', ?3) "
+              "ON CONFLICT (job_id, round) DO UPDATE SET state = 'open', "
+              "started_ms = excluded.started_ms, closed_ms = NULL, metrics = NULL"));
+  FEDGE_RETURN_IF_ERROR(
+      q.BindText(1, job_id).Bind(2, round).Bind(3, started_unix_ms).Run("open round"));
+  return tx.Commit();
+}
+
+absl::Status Store::CloseRound(const std::string& job_id, int64_t round, v1::RoundState state,
+                               int64_t closed_unix_ms) {
+  if (state != v1::ROUND_STATE_FAILED && state != v1::ROUND_STATE_ABANDONED) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Store: CloseRound takes FAILED or ABANDONED (use CommitRound to complete a round), got ",
+        v1::RoundState_Name(state)));
+  }
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("UPDATE rounds SET state = ?3, closed_ms = ?4 "
+                                 "WHERE job_id = ?1 AND round = ?2 AND state != 'completed'"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
+                            .Bind(2, round)
+                            .BindText(3, RoundStateName(state))
+                            .Bind(4, closed_unix_ms)
+                            .Run("close round"));
+  if (q.changes() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Store: round ", round, " of job '", job_id, "' does not exist or is already completed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Store::AbandonOpenRounds(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("UPDATE rounds SET state = 'abandoned', closed_ms = ?2 "
+                                 "WHERE job_id = ?1 AND state = 'open'"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id).Bind(2, Now()).Run("abandon open rounds"));
+  return q.changes();
+}
+
+absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
+                                const v1::RoundMetrics& metrics, const v1::ModelProto& model,
+                                int keep_checkpoints,
+                                const std::vector<std::string>& participants) {
+  if (round < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: round must be >= 1, got ", round));
+  }
+  if (keep_checkpoints < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: keep_checkpoints must be >= 1, got ", keep_checkpoints));
+  }
+  if (metrics.round() != 0 && metrics.round() != round) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: metrics are for round ", metrics.round(),
+                                                   ", committing round ", round));
+  }
+  const size_t model_bytes = model.ByteSizeLong();
+  if (model_bytes > static_cast<size_t>(options_.max_model_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Store: checkpoint of job '", job_id, "' round ", round, " has ", model_bytes,
+        " bytes, more than the limit of ", options_.max_model_bytes));
+  }
+  v1::RoundMetrics m = metrics;
+  m.set_round(round);
+  FEDGE_ASSIGN_OR_RETURN(std::string metrics_blob, SerializeSmall(m, "round metrics"));
+  std::string model_blob;
+  if (!model.SerializeToString(&model_blob)) {
+    return absl::InternalError(absl::StrCat("Store: cannot serialize the model of round ", round));
+  }
+
+  absl::MutexLock lock(&mu_);
+  Transaction tx(this);
+  FEDGE_RETURN_IF_ERROR(tx.Begin());
+  FEDGE_RETURN_IF_ERROR(RequireJob(job_id));
+  FEDGE_ASSIGN_OR_RETURN(int64_t last, LastCompletedRound(job_id));
+  if (round == last) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("Store: round ", round, " of job '", job_id, "' is already completed"));
+  }
+  if (round < last) {
+    return absl::FailedPreconditionError(absl::StrCat("Store: cannot commit round ", round,
+                                                      " of job '", job_id, "' after round ", last));
+  }
+  const int64_t now = Now();
+  {
+    FEDGE_ASSIGN_OR_RETURN(
+        Statement q,
+        Prepare("INSERT INTO rounds (job_id, round, state, started_ms, closed_ms, metrics) "
+                "VALUES (?1, ?2, 'completed', ?3, ?4, ?5) "
+                "ON CONFLICT (job_id, round) DO UPDATE SET state = 'completed', "
+                "started_ms = CASE WHEN excluded.started_ms > 0 THEN excluded.started_ms "
+                "                  ELSE rounds.started_ms END, "
+                "closed_ms = excluded.closed_ms, metrics = excluded.metrics"));
+    FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
+                              .Bind(2, round)
+                              .Bind(3, m.started_unix_ms())
+                              .Bind(4, m.closed_unix_ms() > 0 ? m.closed_unix_ms() : now)
+                              .BindBlob(5, metrics_blob)
+                              .Run("write round record"));
+  }
+  FEDGE_RETURN_IF_ERROR(Fault("after_round"));
+  {
+    FEDGE_ASSIGN_OR_RETURN(Statement q,
+                           Prepare("INSERT INTO checkpoints (job_id, round, model, created_ms) "
+                                   "VALUES (?1, ?2, ?3, ?4)"));
+    FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
+                              .Bind(2, round)
+                              .BindBlob(3, model_blob)
+                              .Bind(4, now)
+                              .Run("write checkpoint"));
+  }
+  FEDGE_RETURN_IF_ERROR(Fault("after_checkpoint"));
+  {
+    FEDGE_ASSIGN_OR_RETURN(
+        Statement q,
+        Prepare("DELETE FROM checkpoints WHERE job_id = ?1 AND round NOT IN ("
+                "  SELECT round FROM checkpoints WHERE job_id = ?1 ORDER BY round DESC LIMIT ?2)"));
+    FEDGE_RETURN_IF_ERROR(
+        q.BindText(1, job_id).Bind(2, keep_checkpoints).Run("prune old checkpoints"));
+  }
+  if (!participants.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(
+        Statement q,
+        Prepare("UPDATE clients SET rounds_participated = rounds_participated + 1 WHERE id = ?1"));
+    for (const std::string& id : participants) {
+      FEDGE_RETURN_IF_ERROR(q.Reset().BindText(1, id).Run("count participation"));
+    }
+  }
+  {
+    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE jobs SET updated_ms = ?2 WHERE id = ?1"));
+    FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id).Bind(2, now).Run("touch job"));
+  }
+  FEDGE_RETURN_IF_ERROR(Fault("after_prune"));
+  return tx.Commit();
+}
+
+namespace {
+
+absl::Status ParseRoundRow(const std::string& job_id, int64_t round, const std::string& state,
+                           int64_t started, bool closed_null, int64_t closed,
+                           absl::string_view metrics, const std::string& path,
+                           v1::RoundRecord* out) {
+  out->set_job_id(job_id);
+  out->set_round(round);
+  out->set_state(ParseRoundState(state));
+  out->set_started_unix_ms(started);
+  if (!closed_null) out->set_closed_unix_ms(closed);
+  if (!metrics.empty() &&
+      !out->mutable_metrics()->ParseFromArray(metrics.data(), static_cast<int>(metrics.size()))) {
+    return absl::DataLossError(absl::StrCat("Store: metrics of job '", job_id, "' round ", round,
+                                            " do not parse (", path, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::RoundRecord> Store::GetRound(const std::string& job_id, int64_t round) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("SELECT state, started_ms, closed_ms, metrics FROM rounds "
+                                 "WHERE job_id = ?1 AND round = ?2"));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Bind(2, round).Next("read round"));
+  if (!row) {
+    return absl::NotFoundError(
+        absl::StrCat("Store: no round ", round, " in job '", job_id, "'"));
+  }
+  v1::RoundRecord record;
+  FEDGE_RETURN_IF_ERROR(ParseRoundRow(job_id, round, q.Text(0), q.Int(1), q.IsNull(2), q.Int(2),
+                                      q.Blob(3), path_, &record));
+  return record;
+}
+
+absl::StatusOr<std::vector<v1::RoundRecord>> Store::ListRounds(const std::string& job_id,
+                                                               int64_t from_round, int limit) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("SELECT round, state, started_ms, closed_ms, metrics FROM rounds "
+                                 "WHERE job_id = ?1 AND round >= ?2 ORDER BY round LIMIT ?3"));
+  q.BindText(1, job_id).Bind(2, from_round).Bind(3, limit < 0 ? 0 : limit);
+  std::vector<v1::RoundRecord> rounds;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list rounds"));
+    if (!row) break;
+    v1::RoundRecord record;
+    FEDGE_RETURN_IF_ERROR(ParseRoundRow(job_id, q.Int(0), q.Text(1), q.Int(2), q.IsNull(3),
+                                        q.Int(3), q.Blob(4), path_, &record));
+    rounds.push_back(std::move(record));
+  }
+  return rounds;
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------
+
+absl::StatusOr<Checkpoint> Store::ReadCheckpoint(const std::string& job_id, int64_t round,
+                                                 bool latest) {
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare(latest ? "SELECT round, model, created_ms FROM checkpoints WHERE job_id = ?1 "
+                       "ORDER BY round DESC LIMIT 1"
+                     : "SELECT round, model, created_ms FROM checkpoints WHERE job_id = ?1 "
+                       "AND round = ?2"));
+  q.BindText(1, job_id);
+  if (!latest) q.Bind(2, round);
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("read checkpoint"));
+  if (!row) {
+    return absl::NotFoundError(
+        latest ? absl::StrCat("Store: job '", job_id, "' has no checkpoint")
+               : absl::StrCat("Store: job '", job_id, "' has no checkpoint of round ", round));
+  }
+  Checkpoint cp;
+  cp.round = q.Int(0);
+  cp.created_unix_ms = q.Int(2);
+  const absl::string_view blob = q.Blob(1);
+  if (!cp.model.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
+    return absl::DataLossError(absl::StrCat("Store: checkpoint of job '", job_id, "' round ",
+                                            cp.round, " does not parse (", path_, ")"));
+  }
+  return cp;
+}
+
+absl::StatusOr<Checkpoint> Store::LatestCheckpoint(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  return ReadCheckpoint(job_id, 0, /*latest=*/true);
+}
+
+absl::StatusOr<Checkpoint> Store::GetCheckpoint(const std::string& job_id, int64_t round) {
+  absl::MutexLock lock(&mu_);
+  return ReadCheckpoint(job_id, round, /*latest=*/false);
+}
+
+absl::StatusOr<std::vector<int64_t>> Store::ListCheckpointRounds(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q, Prepare("SELECT round FROM checkpoints WHERE job_id = ?1 ORDER BY round"));
+  q.BindText(1, job_id);
+  std::vector<int64_t> rounds;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list checkpoints"));
+    if (!row) break;
+    rounds.push_back(q.Int(0));
+  }
+  return rounds;
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------
+
+absl::Status Store::PutClient(const v1::ClientRecord& record,
+                              absl::string_view session_token_hash) {
+  FEDGE_RETURN_IF_ERROR(CheckId("client", record.client_id()));
+  if (session_token_hash.size() != kSessionTokenHashBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: session token hash of client '", record.client_id(), "' has ",
+                     session_token_hash.size(), " bytes, expected ", kSessionTokenHashBytes));
+  }
+  if (record.tier().size() > kMaxIdBytes) {
+    return absl::InvalidArgumentError("Store: client tier name too long");
+  }
+  const char* state = ClientStateName(record.state());
+  if (state == nullptr) state = "active";
+  FEDGE_ASSIGN_OR_RETURN(std::string profile, SerializeSmall(record.profile(), "device profile"));
+  absl::MutexLock lock(&mu_);
+  const int64_t now = Now();
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare("INSERT INTO clients (id, profile, token_hash, state, tier, enrolled_ms, "
+              "                     last_seen_ms, rounds_participated) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+              "ON CONFLICT (id) DO UPDATE SET profile = excluded.profile, "
+              "token_hash = excluded.token_hash, state = excluded.state, tier = excluded.tier, "
+              "last_seen_ms = excluded.last_seen_ms"));
+  return q.BindText(1, record.client_id())
+      .BindBlob(2, profile)
+      .BindBlob(3, session_token_hash)
+      .BindText(4, state)
+      .BindText(5, record.tier())
+      .Bind(6, record.enrolled_unix_ms() > 0 ? record.enrolled_unix_ms() : now)
+      .Bind(7, record.last_seen_unix_ms() > 0 ? record.last_seen_unix_ms() : now)
+      .Bind(8, record.rounds_participated())
+      .Run("write client");
+}
+
+absl::StatusOr<v1::ClientRecord> Store::GetClient(const std::string& client_id) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare("SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, rounds_participated "
+              "FROM clients WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read client"));
+  if (!row) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
+  v1::ClientRecord c;
+  c.set_client_id(q.Text(0));
+  const absl::string_view profile = q.Blob(1);
+  if (!c.mutable_profile()->ParseFromArray(profile.data(), static_cast<int>(profile.size()))) {
+    return absl::DataLossError(
+        absl::StrCat("Store: profile of client '", client_id, "' does not parse (", path_, ")"));
+  }
+  c.set_state(ParseClientState(q.Text(2)));
+  c.set_tier(q.Text(3));
+  c.set_enrolled_unix_ms(q.Int(4));
+  c.set_last_seen_unix_ms(q.Int(5));
+  c.set_rounds_participated(q.Int(6));
+  return c;
+}
+
+absl::StatusOr<std::vector<v1::ClientRecord>> Store::ListClients(bool include_inactive) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q,
+      Prepare(include_inactive
+                  ? "SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, "
+                    "rounds_participated FROM clients ORDER BY id"
+                  : "SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, "
+                    "rounds_participated FROM clients WHERE state = 'active' ORDER BY id"));
+  std::vector<v1::ClientRecord> clients;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list clients"));
+    if (!row) break;
+    v1::ClientRecord c;
+    c.set_client_id(q.Text(0));
+    const absl::string_view profile = q.Blob(1);
+    if (!c.mutable_profile()->ParseFromArray(profile.data(), static_cast<int>(profile.size()))) {
+      return absl::DataLossError(absl::StrCat("Store: profile of client '", c.client_id(),
+                                              "' does not parse (", path_, ")"));
+    }
+    c.set_state(ParseClientState(q.Text(2)));
+    c.set_tier(q.Text(3));
+    c.set_enrolled_unix_ms(q.Int(4));
+    c.set_last_seen_unix_ms(q.Int(5));
+    c.set_rounds_participated(q.Int(6));
+    clients.push_back(std::move(c));
+  }
+  return clients;
+}
+
+absl::Status Store::SetClientState(const std::string& client_id, v1::ClientState state) {
+  const char* name = ClientStateName(state);
+  if (name == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: invalid client state ", v1::ClientState_Name(state)));
+  }
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE clients SET state = ?2 WHERE id = ?1"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, client_id).BindText(2, name).Run("update client state"));
+  if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
+  return absl::OkStatus();
+}
+
+absl::Status Store::TouchClients(const std::vector<std::string>& client_ids) {
+  if (client_ids.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  Transaction tx(this);
+  FEDGE_RETURN_IF_ERROR(tx.Begin());
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("UPDATE clients SET last_seen_ms = ?2 WHERE id = ?1"));
+  const int64_t now = Now();
+  for (const std::string& id : client_ids) {
+    FEDGE_RETURN_IF_ERROR(q.Reset().BindText(1, id).Bind(2, now).Run("touch client"));
+  }
+  return tx.Commit();
+}
+
+absl::Status Store::VerifySessionToken(const std::string& client_id,
+                                       absl::string_view session_token) {
+  const std::string presented = HashSessionToken(session_token);
+  std::string stored;
+  {
+    absl::MutexLock lock(&mu_);
+    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT token_hash FROM clients WHERE id = ?1"));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read session token hash"));
+    if (row) stored = std::string(q.Blob(0));
+  }
+  if (stored.empty() || !SessionTokenHashesEqual(stored, presented)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("Store: unknown client '", client_id, "' or wrong session token"));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Maintenance
+// ---------------------------------------------------------------------------------------
+
+absl::Status Store::CheckIntegrityLocked(const char* pragma) {
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(pragma));
+  std::vector<std::string> problems;
+  while (problems.size() < 10) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("check integrity"));
+    if (!row) break;
+    problems.push_back(q.Text(0));
+  }
+  if (problems.size() == 1 && problems[0] == "ok") return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("Store: ", path_, " failed ", pragma, ": ",
+                                          absl::StrJoin(problems, "; ")));
+}
+
+absl::Status Store::CheckIntegrity() {
+  absl::MutexLock lock(&mu_);
+  return CheckIntegrityLocked("PRAGMA integrity_check");
+}
+
+}  // namespace fedge::server

@@ -1,0 +1,206 @@
+// The coordinator's durable state: one SQLite database, <state_dir>/coordinator.db, holding
+// jobs, rounds (with their metrics), the client registry and the model checkpoints of the
+// last K completed rounds of each job.
+//
+// Durability. The database runs in WAL mode with synchronous=FULL: every commit fsyncs the
+// WAL before it returns, so a round that CommitRound reported as committed survives not
+// only kill -9 of the coordinator (which NORMAL would also survive) but a power cut or
+// kernel crash (which NORMAL may roll back). The coordinator commits a few times per round
+// (seconds to minutes apart), so the extra fsync costs nothing that matters; losing a
+// completed round would cost a round of every client's work. A round's record, its metrics
+// and its model checkpoint commit in ONE transaction (CommitRound), so after any crash the
+// latest checkpoint is the model of the last completed round, and a restart resumes there.
+//
+// Exclusivity. Open takes an advisory lock (flock) on <state_dir>/coordinator.db.lock, so a
+// second coordinator on the same state dir fails fast with a clear error instead of
+// interleaving rounds. The kernel drops the lock when the process dies, even by SIGKILL.
+// Read-only inspection with the sqlite3 shell stays possible while a coordinator runs.
+//
+// Schema. A one-row table schema_version holds the version; Open applies the migrations
+// from the stored version up to kSchemaVersion in one transaction (version 0 = empty file),
+// and refuses a database written by a newer fedge.
+//
+// Secrets. The clients table keeps SHA-256 hashes of session tokens, never the tokens.
+//
+// Errors. Every method returns absl::Status / StatusOr whose message starts with "Store: ".
+// NOT_FOUND for a missing job, round, client or checkpoint; ALREADY_EXISTS for a duplicate
+// job or a round committed twice; FAILED_PRECONDITION for out-of-order rounds and a schema
+// from a newer fedge; INVALID_ARGUMENT for oversized inputs; DATA_LOSS for a corrupt file
+// or a row that does not parse; UNAVAILABLE when the state dir is locked by another
+// process; INTERNAL for other SQLite errors.
+//
+// Thread safety: all methods are thread-safe (one connection, serialized by a mutex).
+// Values are bound to prepared statements; no SQL is built from values.
+#ifndef FEDGE_SERVER_STORE_H_
+#define FEDGE_SERVER_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "proto/job.pb.h"
+#include "proto/model.pb.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace fedge::server {
+
+// SQLite's default SQLITE_MAX_LENGTH (10^9 bytes): the largest blob it stores.
+inline constexpr int64_t kDefaultMaxModelBytes = 1000 * 1000 * 1000;
+// Job configs, metrics and device profiles are small; anything larger is a bug or an attack.
+inline constexpr int64_t kMaxSmallBlobBytes = 16 << 20;
+
+struct StoreOptions {
+  // A checkpoint whose serialized ModelProto exceeds this is refused (INVALID_ARGUMENT).
+  // At most kDefaultMaxModelBytes.
+  int64_t max_model_bytes = kDefaultMaxModelBytes;
+  // How long a statement waits for a lock held by a reader (e.g. the sqlite3 shell).
+  int busy_timeout_ms = 5000;
+  // Run PRAGMA quick_check at open (reads the whole file: slow for big checkpoints).
+  bool verify_on_open = false;
+  // Wall clock for created/updated/last-seen times, in Unix milliseconds. Default: now.
+  std::function<int64_t()> now_unix_ms;
+  // Testing only: called inside CommitRound's transaction at "after_round",
+  // "after_checkpoint" and "after_prune"; a non-OK status aborts the commit there, as an
+  // SQLite error at that point would.
+  std::function<absl::Status(absl::string_view point)> fault_hook_for_testing;
+};
+
+// A stored model checkpoint.
+struct Checkpoint {
+  int64_t round = 0;
+  v1::ModelProto model;
+  int64_t created_unix_ms = 0;
+};
+
+class Store final {
+ public:
+  static constexpr char kDatabaseFileName[] = "coordinator.db";
+  static constexpr int kSchemaVersion = 1;
+
+  // Opens (creating if needed) the database under `state_dir` (created if missing),
+  // migrates its schema, and locks the state dir for this process.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& state_dir,
+                                                     StoreOptions options = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Path of the database file.
+  const std::string& path() const { return path_; }
+
+  // ---- jobs ----
+
+  // A new job in state RUNNING. ALREADY_EXISTS when the id is taken.
+  absl::Status CreateJob(const std::string& job_id, const v1::JobConfig& config);
+  // RUNNING, STOPPED, FINISHED or FAILED, with a reason (may be empty).
+  absl::Status SetJobState(const std::string& job_id, v1::JobState state,
+                           absl::string_view message);
+  // The job with completed_rounds and latest_metrics filled from its rounds;
+  // current_round is the round OPEN in the store, if any.
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
+  // Every job, most recently created first.
+  absl::StatusOr<std::vector<v1::JobStatus>> ListJobs();
+
+  // ---- rounds ----
+
+  // Records that `round` of `job_id` is in flight (state OPEN). `round` must be greater than
+  // the job's last completed round (FAILED_PRECONDITION otherwise). Reopening a round that
+  // is OPEN, FAILED or ABANDONED (a retry) resets it.
+  absl::Status OpenRound(const std::string& job_id, int64_t round, int64_t started_unix_ms);
+  // Closes a round that did not complete: state FAILED or ABANDONED.
+  absl::Status CloseRound(const std::string& job_id, int64_t round, v1::RoundState state,
+                          int64_t closed_unix_ms);
+  // Marks every OPEN round of the job ABANDONED (after a restart); returns how many.
+  absl::StatusOr<int> AbandonOpenRounds(const std::string& job_id);
+
+  // In ONE transaction: marks `round` COMPLETED with `metrics` (its started/closed times
+  // come from metrics.started_unix_ms / closed_unix_ms), stores `model` as the round's
+  // checkpoint, deletes the job's checkpoints older than the newest `keep_checkpoints`,
+  // and adds one to rounds_participated of each registered client in `participants`.
+  // Either all of it is visible afterwards or none of it. `round` must exceed the last
+  // completed round (ALREADY_EXISTS when it is that round, FAILED_PRECONDITION when older);
+  // metrics.round must be 0 or `round`.
+  absl::Status CommitRound(const std::string& job_id, int64_t round,
+                           const v1::RoundMetrics& metrics, const v1::ModelProto& model,
+                           int keep_checkpoints,
+                           const std::vector<std::string>& participants = {});
+
+  absl::StatusOr<v1::RoundRecord> GetRound(const std::string& job_id, int64_t round);
+  // Rounds in increasing order, starting at `from_round`, at most `limit`.
+  absl::StatusOr<std::vector<v1::RoundRecord>> ListRounds(const std::string& job_id,
+                                                          int64_t from_round = 1,
+                                                          int limit = 1000);
+
+  // ---- checkpoints ----
+
+  // The checkpoint of the job's highest checkpointed round (= its last completed round).
+  // NOT_FOUND when the job has none.
+  absl::StatusOr<Checkpoint> LatestCheckpoint(const std::string& job_id);
+  absl::StatusOr<Checkpoint> GetCheckpoint(const std::string& job_id, int64_t round);
+  // Rounds that have a checkpoint, increasing.
+  absl::StatusOr<std::vector<int64_t>> ListCheckpointRounds(const std::string& job_id);
+
+  // ---- clients ----
+
+  // Inserts the client, or replaces the profile, state, tier and token hash of an existing
+  // one (re-registration keeps its enrollment time and participation count).
+  // `session_token_hash` is HashSessionToken(token) (session_token.h): 32 bytes.
+  // enrolled_unix_ms / last_seen_unix_ms of 0 mean now.
+  absl::Status PutClient(const v1::ClientRecord& record, absl::string_view session_token_hash);
+  absl::StatusOr<v1::ClientRecord> GetClient(const std::string& client_id);
+  // Clients ordered by id; only ACTIVE ones unless `include_inactive`.
+  absl::StatusOr<std::vector<v1::ClientRecord>> ListClients(bool include_inactive = true);
+  absl::Status SetClientState(const std::string& client_id, v1::ClientState state);
+  // Sets last_seen to now for each client, in one transaction (a registry flushes its
+  // in-memory liveness this way rather than once per call). Unknown ids are ignored.
+  absl::Status TouchClients(const std::vector<std::string>& client_ids);
+  // OK when `session_token` hashes to the stored hash of `client_id`; UNAUTHENTICATED
+  // otherwise, with the same message for an unknown client and a wrong token.
+  absl::Status VerifySessionToken(const std::string& client_id, absl::string_view session_token);
+
+  // ---- maintenance ----
+
+  // PRAGMA integrity_check; DATA_LOSS listing the problems when it fails.
+  absl::Status CheckIntegrity();
+
+ private:
+  class Statement;
+  class Transaction;
+
+  Store(std::string path, int lock_fd, sqlite3* db, StoreOptions options);
+
+  absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Exec(const char* sql, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckIntegrityLocked(const char* pragma) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Statement> Prepare(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SqliteError(int rc, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Fault(absl::string_view point);
+  int64_t Now() const;
+
+  absl::StatusOr<int64_t> LastCompletedRound(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RequireJob(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::JobStatus> GetJobLocked(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& job_id, int64_t round,
+                                            bool latest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const std::string path_;
+  const int lock_fd_;
+  const StoreOptions options_;
+  absl::Mutex mu_;
+  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+};
+
+}  // namespace fedge::server
+
+#endif  // FEDGE_SERVER_STORE_H_
