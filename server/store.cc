@@ -420,7 +420,8 @@ absl::Status Store::Fault(absl::string_view point) {
 }
 
 int64_t Store::Now() const {
-  return options_.now_unix_ms ? options_.now_unix_ms() : absl::ToUnixMillis(absl::Now());
+  const base::Clock& clock = options_.clock != nullptr ? *options_.clock : base::RealClock();
+  return absl::ToUnixMillis(clock.Now());
 }
 
 absl::Status Store::RequireJob(const std::string& job_id) {

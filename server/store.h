@@ -44,6 +44,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "base/clock.h"
 #include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
@@ -65,8 +66,9 @@ struct StoreOptions {
   int busy_timeout_ms = 5000;
   // Run PRAGMA quick_check at open (reads the whole file: slow for big checkpoints).
   bool verify_on_open = false;
-  // Wall clock for created/updated/last-seen times, in Unix milliseconds. Default: now.
-  std::function<int64_t()> now_unix_ms;
+  // Clock of created/updated/last-seen times (stored as Unix milliseconds). Not owned; must
+  // outlive the Store. Default: base::RealClock().
+  const base::Clock* clock = nullptr;
   // Testing only: called inside CommitRound's transaction at "after_round",
   // "after_checkpoint" and "after_prune"; a non-OK status aborts the commit there, as an
   // SQLite error at that point would.

@@ -86,16 +86,16 @@ std::unique_ptr<Store> OpenOrDie(const std::string& dir, StoreOptions options = 
 
 TEST(StoreTest, JobsRoundTrip) {
   TempDir dir;
-  int64_t now = 5000;
+  base::ManualClock clock(absl::FromUnixMillis(5000));
   StoreOptions options;
-  options.now_unix_ms = [&now] { return now; };
+  options.clock = &clock;
   std::unique_ptr<Store> store = OpenOrDie(dir.path(), options);
   ASSERT_NE(store, nullptr);
 
   ASSERT_THAT(store->CreateJob("j1", Job("first")), IsOk());
   EXPECT_THAT(store->CreateJob("j1", Job("again")),
               StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("Store: job 'j1'")));
-  now = 6000;
+  clock.Advance(absl::Seconds(1));
   ASSERT_THAT(store->CreateJob("j2", Job("second")), IsOk());
 
   absl::StatusOr<v1::JobStatus> j1 = store->GetJob("j1");
@@ -107,7 +107,7 @@ TEST(StoreTest, JobsRoundTrip) {
   EXPECT_EQ(j1->created_unix_ms(), 5000);
   EXPECT_EQ(j1->completed_rounds(), 0);
 
-  now = 7000;
+  clock.Advance(absl::Seconds(1));
   ASSERT_THAT(store->SetJobState("j1", v1::JOB_STATE_STOPPED, "operator asked"), IsOk());
   j1 = store->GetJob("j1");
   ASSERT_THAT(j1, IsOk());
@@ -198,9 +198,9 @@ TEST(StoreTest, RoundsRoundTrip) {
 
 TEST(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
   TempDir dir;
-  int64_t now = 1000;
+  base::ManualClock clock(absl::FromUnixMillis(1000));
   StoreOptions options;
-  options.now_unix_ms = [&now] { return now; };
+  options.clock = &clock;
   std::unique_ptr<Store> store = OpenOrDie(dir.path(), options);
   ASSERT_NE(store, nullptr);
 
@@ -241,7 +241,7 @@ TEST(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
   ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
   ASSERT_THAT(store->CommitRound("j", 1, Metrics(1, 0.1), ModelWithValue(1), 2, {"c1", "ghost"}),
               IsOk());
-  now = 2000;
+  clock.Advance(absl::Seconds(1));
   ASSERT_THAT(store->TouchClients({"c2", "ghost"}), IsOk());
   EXPECT_EQ(store->GetClient("c1")->rounds_participated(), 1);
   EXPECT_EQ(store->GetClient("c2")->rounds_participated(), 0);
