@@ -1,0 +1,513 @@
+#include "aggregation/weighted_mean.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
+#include "kernels/accumulate.h"
+
+namespace fedge::aggregation {
+namespace {
+
+constexpr int64_t kTile = 8192;             // coordinates per tile (32 KB of the sum)
+constexpr int64_t kMinShardSize = 1 << 16;  // smaller tensors are not split over threads
+constexpr char kMagic[8] = {'F', 'E', 'D', 'G', 'E', 'W', 'M', '1'};
+constexpr uint32_t kVersion = 1;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+std::string Who(const Update& u, int position) {
+  const std::string client = u.client_id.empty() ? "(no client id)" : u.client_id;
+  if (position < 0) return absl::StrCat("update from client ", client);
+  return absl::StrCat("update ", position, " of the batch (client ", client, ")");
+}
+
+// One thread's share of one tensor: coordinates [begin, end); `done` is how far its tiles
+// have been saved to the undo copy (and possibly changed).
+struct Range {
+  int slot;
+  int64_t begin;
+  int64_t end;
+  int64_t done;
+};
+
+// Little-endian byte writer / bounded reader for the state.
+class Writer {
+ public:
+  template <typename T>
+  void Put(const T& v) {
+    out_.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  }
+  void PutBytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
+  std::string& out() { return out_; }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  explicit Reader(absl::string_view in) : in_(in) {}
+  template <typename T>
+  bool Get(T* v) {
+    return GetBytes(v, sizeof(T));
+  }
+  bool GetBytes(void* p, size_t n) {
+    if (in_.size() - pos_ < n) return false;
+    std::memcpy(p, in_.data() + pos_, n);
+    pos_ += n;
+    return true;
+  }
+  size_t remaining() const { return in_.size() - pos_; }
+
+ private:
+  absl::string_view in_;
+  size_t pos_ = 0;
+};
+
+absl::Status Truncated() {
+  return absl::DataLossError("WeightedMean: serialized state is truncated");
+}
+
+}  // namespace
+
+WeightedMean::WeightedMean(std::vector<TensorSpec> specs) : specs_(std::move(specs)) {
+  slots_.resize(specs_.size());
+  for (size_t s = 0; s < specs_.size(); ++s) {
+    index_[specs_[s].name] = static_cast<int>(s);
+    slots_[s].sum.assign(static_cast<size_t>(specs_[s].size()), 0.0f);
+    // Allocated (and touched) here, not in the first Accumulate.
+    slots_[s].undo_sum.assign(slots_[s].sum.size(), 0.0f);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Create(
+    std::vector<TensorSpec> specs) {
+  absl::flat_hash_map<std::string, int> seen;
+  for (const TensorSpec& spec : specs) {
+    if (spec.name.empty()) {
+      return absl::InvalidArgumentError("WeightedMean: a tensor spec has an empty name");
+    }
+    if (!seen.emplace(spec.name, 0).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WeightedMean: tensor ", spec.name, " is listed twice"));
+    }
+    int64_t size = 1;
+    for (int64_t d : spec.shape) {
+      if (d < 0 || (d > 0 && size > (int64_t{1} << 40) / d)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "WeightedMean: tensor ", spec.name, " has an impossible shape ",
+            ShapeString(spec.shape)));
+      }
+      size *= d;
+    }
+  }
+  return std::unique_ptr<WeightedMean>(new WeightedMean(std::move(specs)));
+}
+
+absl::Status WeightedMean::CheckStructure(const Update& update, int position,
+                                          std::vector<int>* order) const {
+  if (!(update.weight > 0.0) || !std::isfinite(update.weight) ||
+      !std::isfinite(static_cast<float>(update.weight))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WeightedMean: ", Who(update, position), " has weight ", update.weight,
+                     "; expected a positive, finite example count"));
+  }
+  order->assign(specs_.size(), -1);
+  for (size_t t = 0; t < update.tensors.size(); ++t) {
+    const Tensor& tensor = update.tensors[t];
+    auto it = index_.find(tensor.name);
+    if (it == index_.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": unknown tensor ", tensor.name));
+    }
+    const int s = it->second;
+    if ((*order)[s] >= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " appears twice"));
+    }
+    const TensorSpec& spec = specs_[s];
+    if (tensor.shape != spec.shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " has shape ",
+          ShapeString(tensor.shape), ", expected ", ShapeString(spec.shape)));
+    }
+    if (static_cast<int64_t>(tensor.values.size()) != spec.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " has ",
+          tensor.values.size(), " values, its shape ", ShapeString(spec.shape), " needs ",
+          spec.size()));
+    }
+    if (tensor.held.has_value() &&
+        (tensor.held->size() != spec.size() ||
+         tensor.held->words().size() != static_cast<size_t>((spec.size() + 63) / 64))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name,
+          " has a held-coordinate mask over ", tensor.held->size(), " coordinates, expected ",
+          spec.size()));
+    }
+    (*order)[s] = static_cast<int>(t);
+  }
+  for (size_t s = 0; s < specs_.size(); ++s) {
+    if ((*order)[s] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", Who(update, position), ": missing tensor ", specs_[s].name));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMean::FindNonFinite(const Update& update, int position) const {
+  for (const Tensor& tensor : update.tensors) {
+    for (size_t i = 0; i < tensor.values.size(); ++i) {
+      const bool held = !tensor.held.has_value() || tensor.held->held(static_cast<int64_t>(i));
+      if (held && !std::isfinite(tensor.values[i])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "WeightedMean: ", Who(update, position), ": tensor ", tensor.name,
+            " has a non-finite value (", tensor.values[i], ") at coordinate ", i));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMean::Validate(const Update& update) const {
+  std::vector<int> order;
+  FEDGE_RETURN_IF_ERROR(CheckStructure(update, -1, &order));
+  return FindNonFinite(update, -1);
+}
+
+absl::Status WeightedMean::Accumulate(const Update& update) {
+  const Update* one[] = {&update};
+  return AccumulateBatch(one, AccumulateOptions{});
+}
+
+absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updates,
+                                           const AccumulateOptions& options) {
+  if (updates.empty()) return absl::OkStatus();
+  if (options.threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WeightedMean: AccumulateOptions.threads is ", options.threads,
+                     "; expected at least 1"));
+  }
+  const int nb = static_cast<int>(updates.size());
+  const bool lone = nb == 1;
+  // 1. Structure (cheap): names, shapes, masks, weights.
+  std::vector<std::vector<int>> order(nb);
+  for (int b = 0; b < nb; ++b) {
+    FEDGE_RETURN_IF_ERROR(CheckStructure(*updates[b], lone ? -1 : b, &order[b]));
+  }
+  // 2. Terms per tensor, in batch order; weight-sum arrays where masks appear.
+  const size_t ns = specs_.size();
+  std::vector<std::vector<kernels::AccumulateTerm>> terms(ns);
+  for (size_t s = 0; s < ns; ++s) {
+    Slot& slot = slots_[s];
+    const size_t size = slot.sum.size();
+    bool masked = false;
+    for (int b = 0; b < nb; ++b) {
+      const Tensor& t = updates[b]->tensors[order[b][s]];
+      kernels::AccumulateTerm term;
+      term.values = t.values.data();
+      term.held = t.held.has_value() ? t.held->words().data() : nullptr;
+      term.weight = static_cast<float>(updates[b]->weight);
+      masked |= term.held != nullptr;
+      terms[s].push_back(term);
+    }
+    // Allocating a zero weight sum does not change the state's meaning (and is kept if the
+    // batch is rejected).
+    if (masked && slot.cover.empty()) slot.cover.assign(size, 0.0f);
+    if (slot.undo_sum.size() != size) slot.undo_sum.resize(size);
+    if (!slot.cover.empty() && slot.undo_cover.size() != size) slot.undo_cover.resize(size);
+  }
+  // 3. Ranges per thread: big tensors split in `threads` 64-aligned parts, small ones whole
+  // on the calling thread.
+  const int nt = options.threads;
+  std::vector<std::vector<Range>> ranges(nt);
+  for (size_t s = 0; s < ns; ++s) {
+    const int64_t size = static_cast<int64_t>(slots_[s].sum.size());
+    if (size == 0) continue;
+    if (nt == 1 || size < kMinShardSize) {
+      ranges[0].push_back({static_cast<int>(s), 0, size, 0});
+      continue;
+    }
+    for (int t = 0; t < nt; ++t) {
+      const int64_t lo = t == 0 ? 0 : (size * t / nt) & ~int64_t{63};
+      const int64_t hi = t == nt - 1 ? size : (size * (t + 1) / nt) & ~int64_t{63};
+      if (hi > lo) ranges[t].push_back({static_cast<int>(s), lo, hi, lo});
+    }
+  }
+  for (auto& rs : ranges) {
+    for (Range& r : rs) r.done = r.begin;
+  }
+  // 4. Check and add, tile by tile, stopping everywhere at the first non-finite value.
+  std::atomic<bool> failed{false};
+  auto work = [&](int t) {
+    for (Range& r : ranges[t]) {
+      Slot& slot = slots_[r.slot];
+      const std::vector<kernels::AccumulateTerm>& ts = terms[r.slot];
+      float* cover = slot.cover.empty() ? nullptr : slot.cover.data();
+      for (int64_t lo = r.begin; lo < r.end; lo += kTile) {
+        if (failed.load(std::memory_order_relaxed)) return;
+        const int64_t hi = std::min(r.end, lo + kTile);
+        const size_t bytes = static_cast<size_t>(hi - lo) * sizeof(float);
+        std::memcpy(slot.undo_sum.data() + lo, slot.sum.data() + lo, bytes);
+        if (cover != nullptr) std::memcpy(slot.undo_cover.data() + lo, cover + lo, bytes);
+        r.done = hi;
+        for (int g = 0; g < nb; g += kernels::kMaxAccumulateTerms) {
+          const int k = std::min(nb - g, kernels::kMaxAccumulateTerms);
+          kernels::WeightedAccumulate(&ts[g], k, lo, hi, slot.sum.data(), cover);
+        }
+        // The finite check, on the sum while its tile is in cache: w·u is NaN/Inf for a
+        // NaN/Inf u (w is positive and finite), and nothing finite added to NaN/Inf makes
+        // it finite again, so a finite tile proves every added value was finite. (A finite
+        // sum overflowing to Inf is caught too.)
+        if (!kernels::AllFinite(slot.sum.data(), lo, hi)) {
+          failed.store(true, std::memory_order_relaxed);
+          return;
+        }
+      }
+    }
+  };
+  {
+    std::vector<std::thread> threads;
+    for (int t = 1; t < nt; ++t) threads.emplace_back(work, t);
+    work(0);
+    for (std::thread& th : threads) th.join();
+  }
+  if (failed.load()) {
+    // Restore every tile touched, then name the first bad update (batch order).
+    for (const auto& rs : ranges) {
+      for (const Range& r : rs) {
+        Slot& slot = slots_[r.slot];
+        const size_t bytes = static_cast<size_t>(r.done - r.begin) * sizeof(float);
+        std::memcpy(slot.sum.data() + r.begin, slot.undo_sum.data() + r.begin, bytes);
+        if (!slot.cover.empty()) {
+          std::memcpy(slot.cover.data() + r.begin, slot.undo_cover.data() + r.begin, bytes);
+        }
+      }
+    }
+    for (int b = 0; b < nb; ++b) {
+      FEDGE_RETURN_IF_ERROR(FindNonFinite(*updates[b], lone ? -1 : b));
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WeightedMean: ", lone ? Who(*updates[0], -1) : "batch",
+        ": the weighted sum overflows float (values too large for their weights)"));
+  }
+  // 5. Weights and counters.
+  for (size_t s = 0; s < ns; ++s) {
+    for (const kernels::AccumulateTerm& term : terms[s]) {
+      if (term.held == nullptr) slots_[s].dense_weight += term.weight;
+    }
+  }
+  for (int b = 0; b < nb; ++b) total_weight_ += static_cast<float>(updates[b]->weight);
+  num_updates_ += nb;
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMean::MergeWith(Aggregator&& other) {
+  auto* o = dynamic_cast<WeightedMean*>(&other);
+  if (o == nullptr) {
+    return absl::InvalidArgumentError("WeightedMean: can only merge another WeightedMean");
+  }
+  if (o == this) return absl::InvalidArgumentError("WeightedMean: cannot merge with itself");
+  if (o->specs_ != specs_) {
+    return absl::InvalidArgumentError(
+        "WeightedMean: cannot merge aggregates over different tensor specs");
+  }
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    Slot& mine = slots_[s];
+    Slot& theirs = o->slots_[s];
+    const int64_t size = static_cast<int64_t>(mine.sum.size());
+    if (size == 0) continue;
+    // sum += 1 · other.sum (1·x is exact, so this is a plain elementwise add).
+    const kernels::AccumulateTerm add_sum{theirs.sum.data(), nullptr, 1.0f};
+    kernels::WeightedAccumulate(&add_sum, 1, 0, size, mine.sum.data(), nullptr);
+    if (!theirs.cover.empty()) {
+      if (mine.cover.empty()) mine.cover.assign(size, 0.0f);
+      const kernels::AccumulateTerm add_cover{theirs.cover.data(), nullptr, 1.0f};
+      kernels::WeightedAccumulate(&add_cover, 1, 0, size, mine.cover.data(), nullptr);
+    }
+    mine.dense_weight += theirs.dense_weight;
+  }
+  num_updates_ += o->num_updates_;
+  total_weight_ += o->total_weight_;
+  // Leave `other` empty: its state now lives here.
+  for (Slot& slot : o->slots_) {
+    std::fill(slot.sum.begin(), slot.sum.end(), 0.0f);
+    slot.cover.clear();
+    slot.dense_weight = 0.0;
+  }
+  o->num_updates_ = 0;
+  o->total_weight_ = 0.0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ModelDelta> WeightedMean::Report() && {
+  if (num_updates_ == 0) {
+    return absl::FailedPreconditionError(
+        "WeightedMean: Report with no accumulated updates (the round has no survivors)");
+  }
+  ModelDelta delta;
+  delta.total_weight = total_weight_;
+  delta.num_updates = num_updates_;
+  delta.tensors.reserve(specs_.size());
+  for (size_t s = 0; s < specs_.size(); ++s) {
+    Slot& slot = slots_[s];
+    Tensor out;
+    out.name = specs_[s].name;
+    out.shape = specs_[s].shape;
+    const int64_t size = static_cast<int64_t>(slot.sum.size());
+    out.values = std::move(slot.sum);  // divided in place
+    float* v = out.values.data();
+    if (slot.cover.empty()) {
+      if (slot.dense_weight > 0.0) {
+        const double w = slot.dense_weight;
+        for (int64_t i = 0; i < size; ++i) v[i] = static_cast<float>(v[i] / w);
+      } else {
+        out.held = CoordinateMask(size);  // nobody held anything (cannot happen today)
+      }
+    } else {
+      const double dw = slot.dense_weight;
+      const float* c = slot.cover.data();
+      for (int64_t i = 0; i < size; ++i) {
+        const double w = dw + c[i];
+        v[i] = w > 0.0 ? static_cast<float>(v[i] / w) : 0.0f;
+      }
+      if (dw <= 0.0) {
+        CoordinateMask held(size);
+        for (int64_t i = 0; i < size; ++i) {
+          if (c[i] > 0.0f) held.Set(i);
+        }
+        out.held = std::move(held);
+      }
+    }
+    delta.tensors.push_back(std::move(out));
+  }
+  slots_.clear();
+  num_updates_ = 0;
+  return delta;
+}
+
+absl::StatusOr<std::string> WeightedMean::Serialize() const {
+  Writer w;
+  w.PutBytes(kMagic, sizeof(kMagic));
+  w.Put<uint32_t>(kVersion);
+  w.Put<int64_t>(num_updates_);
+  w.Put<double>(total_weight_);
+  w.Put<uint32_t>(static_cast<uint32_t>(specs_.size()));
+  for (size_t s = 0; s < specs_.size(); ++s) {
+    const TensorSpec& spec = specs_[s];
+    const Slot& slot = slots_[s];
+    w.Put<uint32_t>(static_cast<uint32_t>(spec.name.size()));
+    w.PutBytes(spec.name.data(), spec.name.size());
+    w.Put<uint32_t>(static_cast<uint32_t>(spec.shape.size()));
+    for (int64_t d : spec.shape) w.Put<int64_t>(d);
+    w.Put<double>(slot.dense_weight);
+    w.Put<uint8_t>(slot.cover.empty() ? 0 : 1);
+    w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
+    if (!slot.cover.empty()) w.PutBytes(slot.cover.data(), slot.cover.size() * sizeof(float));
+  }
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32_z(0, reinterpret_cast<const Bytef*>(w.out().data()), w.out().size()));
+  w.Put<uint32_t>(crc);
+  return std::move(w.out());
+}
+
+absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
+    absl::string_view state) {
+  if (state.size() < sizeof(kMagic) + sizeof(uint32_t) ||
+      std::memcmp(state.data(), kMagic, sizeof(kMagic)) != 0) {
+    return absl::DataLossError("WeightedMean: serialized state has no FEDGEWM1 header");
+  }
+  const absl::string_view body = state.substr(0, state.size() - sizeof(uint32_t));
+  uint32_t want_crc;
+  std::memcpy(&want_crc, state.data() + body.size(), sizeof(want_crc));
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32_z(0, reinterpret_cast<const Bytef*>(body.data()), body.size()));
+  if (crc != want_crc) {
+    return absl::DataLossError("WeightedMean: serialized state fails its CRC-32 check");
+  }
+  Reader r(body.substr(sizeof(kMagic)));
+  uint32_t version, num_tensors;
+  int64_t num_updates;
+  double total_weight;
+  if (!r.Get(&version)) return Truncated();
+  if (version != kVersion) {
+    return absl::DataLossError(
+        absl::StrCat("WeightedMean: serialized state has version ", version, ", expected ",
+                     kVersion));
+  }
+  if (!r.Get(&num_updates) || !r.Get(&total_weight) || !r.Get(&num_tensors)) {
+    return Truncated();
+  }
+  // Each tensor needs at least its fixed-size header, so a huge count is a truncation.
+  if (num_tensors > r.remaining() / 17) return Truncated();
+  std::vector<TensorSpec> specs;
+  std::vector<double> dense(num_tensors);
+  struct Loaded {
+    std::vector<float> sum, cover;
+  };
+  std::vector<Loaded> loaded(num_tensors);
+  for (uint32_t s = 0; s < num_tensors; ++s) {
+    TensorSpec spec;
+    uint32_t name_len, rank;
+    if (!r.Get(&name_len) || name_len > r.remaining()) return Truncated();
+    spec.name.resize(name_len);
+    if (!r.GetBytes(spec.name.data(), name_len) || !r.Get(&rank)) return Truncated();
+    if (rank > 16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: serialized tensor ", spec.name, " has rank ", rank));
+    }
+    spec.shape.resize(rank);
+    for (uint32_t d = 0; d < rank; ++d) {
+      if (!r.Get(&spec.shape[d])) return Truncated();
+    }
+    uint8_t has_cover;
+    if (!r.Get(&dense[s]) || !r.Get(&has_cover)) return Truncated();
+    int64_t size = 1;
+    for (int64_t d : spec.shape) {
+      if (d < 0 || (d > 0 && size > static_cast<int64_t>(r.remaining()) / d)) {
+        return Truncated();
+      }
+      size *= d;
+    }
+    if (static_cast<size_t>(size) * sizeof(float) * (has_cover ? 2 : 1) > r.remaining()) {
+      return Truncated();
+    }
+    loaded[s].sum.resize(static_cast<size_t>(size));
+    r.GetBytes(loaded[s].sum.data(), loaded[s].sum.size() * sizeof(float));
+    if (has_cover) {
+      loaded[s].cover.resize(static_cast<size_t>(size));
+      r.GetBytes(loaded[s].cover.data(), loaded[s].cover.size() * sizeof(float));
+    }
+    specs.push_back(std::move(spec));
+  }
+  if (r.remaining() != 0) {
+    return absl::DataLossError("WeightedMean: serialized state has trailing bytes");
+  }
+  if (num_updates < 0 || !(total_weight >= 0.0)) {
+    return absl::InvalidArgumentError("WeightedMean: serialized counters are negative");
+  }
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<WeightedMean> agg, Create(std::move(specs)));
+  for (uint32_t s = 0; s < num_tensors; ++s) {
+    agg->slots_[s].sum = std::move(loaded[s].sum);
+    agg->slots_[s].cover = std::move(loaded[s].cover);
+    agg->slots_[s].dense_weight = dense[s];
+  }
+  agg->num_updates_ = num_updates;
+  agg->total_weight_ = total_weight;
+  return agg;
+}
+
+}  // namespace fedge::aggregation
