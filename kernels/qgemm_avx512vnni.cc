@@ -134,6 +134,16 @@ KernelFn PickKernel(int mr, int np) {
 // 6×2, 4×3, 3×4 and 6×4 with float accumulators in L1, 6×2 measured fastest on Zen 4;
 // unpacking the nibbles inside the loop instead of in a pass before it was slower: the
 // extra and/shift/sub ops compete with vpdpbusd).
+//
+// Zen 5 measurements (thread CPU time, best of 9-21; 2026-11): vpdpbusd alone peaks at ~898
+// GOP/s and fma shares its two pipes, so the 12 fma per 96 vpdpbusd cap this kernel at 96/108
+// = 0.889 of that (a synthetic asm loop: dp+fma 0.88-0.89, dp+cvt+fma 0.86-0.87, ~775 GOP/s),
+// while the int8 GEMM (aligned panels) runs at ~0.98 (~870-880 GOP/s): int4/int8 ≤ ~0.89-0.91
+// even for a perfect int4 kernel. This template runs a tile from L1 at ~755-785 GOP/s, the
+// synthetic loop's level; a hand-written inline-asm 6×2 (fixed registers, no index
+// recomputation) measured the same, as did a weight-stationary loop order and replacing
+// vcvtdq2ps by a magic-number vsubps. Swapping the operand roles to use vpdpbusd's {1to16}
+// broadcast form (u8 weights, s8 activations from memory) was ~6% slower in the synthetic loop.
 constexpr int kMrQ4 = 6;
 constexpr int kMaxNpQ4 = 2;
 
@@ -199,131 +209,6 @@ void KernelQ4(const uint8_t* xs, int ldxs, const int8_t* w, size_t pstride, int 
   }
 }
 
-// KernelQ4<6, 2> as one inline-asm block with fixed registers (zmm0-11 the int32
-// accumulators of row r, panel p in zmm(2r + p); zmm12-23 the float accumulators in the same
-// order; zmm24/25 the step's weights; zmm26 the activation broadcast; zmm27/28 the block's
-// corrections, then its scales; zmm29-31 cvt temporaries). GCC's code for the template kept
-// pointers in xmm registers and recomputed indices in the hot loop; this one runs a block as
-// 2 weight loads + 6 broadcasts + 12 vpdpbusd per k4 step, 8 steps, then 12 cvt + 12 fma.
-// vpbroadcastd + register vpdpbusd rather than the {1to16} memory form: the broadcast operand
-// of vpdpbusd is the s8 one (the weights here), and a synthetic loop with the operands swapped
-// (u8 weights, {1to16} s8 activations) ran ~6% slower on Zen 5 than this form.
-#define FQ_ROW(addr, a, b)                    \
-  "vpbroadcastd " addr ", %%zmm26\n\t"        \
-  "vpdpbusd %%zmm24, %%zmm26, %%zmm" #a "\n\t" \
-  "vpdpbusd %%zmm25, %%zmm26, %%zmm" #b "\n\t"
-#define FQ_STEP(k)                                    \
-  "vmovdqu64 " #k "*64(%[w]), %%zmm24\n\t"            \
-  "vmovdqu64 " #k "*64(%[w],%[ps]), %%zmm25\n\t"      \
-  FQ_ROW(#k "*4(%[x0])", 0, 1)                        \
-  FQ_ROW(#k "*4(%[x0],%[l],1)", 2, 3)                 \
-  FQ_ROW(#k "*4(%[x0],%[l],2)", 4, 5)                 \
-  FQ_ROW(#k "*4(%[x3])", 6, 7)                        \
-  FQ_ROW(#k "*4(%[x3],%[l],1)", 8, 9)                 \
-  FQ_ROW(#k "*4(%[x3],%[l],2)", 10, 11)
-// acc = the block's correction (zmm27 for panel 0, zmm28 for panel 1).
-#define FQ_INIT                                                                      \
-  "vmovdqu32 (%[c]), %%zmm27\n\t"                                                    \
-  "vmovdqu32 (%[c],%[cs]), %%zmm28\n\t"                                              \
-  "vmovdqa64 %%zmm27, %%zmm0\n\t" "vmovdqa64 %%zmm28, %%zmm1\n\t"                    \
-  "vmovdqa64 %%zmm27, %%zmm2\n\t" "vmovdqa64 %%zmm28, %%zmm3\n\t"                    \
-  "vmovdqa64 %%zmm27, %%zmm4\n\t" "vmovdqa64 %%zmm28, %%zmm5\n\t"                    \
-  "vmovdqa64 %%zmm27, %%zmm6\n\t" "vmovdqa64 %%zmm28, %%zmm7\n\t"                    \
-  "vmovdqa64 %%zmm27, %%zmm8\n\t" "vmovdqa64 %%zmm28, %%zmm9\n\t"                    \
-  "vmovdqa64 %%zmm27, %%zmm10\n\t" "vmovdqa64 %%zmm28, %%zmm11\n\t"
-#define FQ_CF(a, t, f, d)                       \
-  "vcvtdq2ps %%zmm" #a ", %%zmm" #t "\n\t"      \
-  "vfmadd231ps %%zmm" #d ", %%zmm" #t ", %%zmm" #f "\n\t"
-// facc = fma(float(acc), d, facc) with the block's scales (zmm27 / zmm28).
-#define FQ_CLOSE                                                                      \
-  "vmovups (%[s]), %%zmm27\n\t"                                                       \
-  "vmovups (%[s],%[cs]), %%zmm28\n\t"                                                 \
-  FQ_CF(0, 29, 12, 27) FQ_CF(1, 30, 13, 28) FQ_CF(2, 31, 14, 27) FQ_CF(3, 29, 15, 28) \
-  FQ_CF(4, 30, 16, 27) FQ_CF(5, 31, 17, 28) FQ_CF(6, 29, 18, 27) FQ_CF(7, 30, 19, 28) \
-  FQ_CF(8, 31, 20, 27) FQ_CF(9, 29, 21, 28) FQ_CF(10, 30, 22, 27) FQ_CF(11, 31, 23, 28)
-
-void KernelQ4_6x2(const uint8_t* xs, int ldxs, const int8_t* w, size_t pstride, int k4n,
-                  const int32_t* corr, size_t cstride, const float* scales, size_t sstride,
-                  const TileOut& o) {
-  alignas(64) float facc[kMrQ4 * 2 * 16];
-  const uint8_t* x0 = xs;
-  const uint8_t* x3 = xs + 3 * static_cast<size_t>(ldxs);
-  const size_t l = static_cast<size_t>(ldxs);
-  const size_t ps = pstride;
-  // corr and scales share one stride (both hold 16 entries per (panel, block)).
-  const size_t cs = cstride * sizeof(int32_t);
-  (void)sstride;
-  size_t nb = static_cast<size_t>(k4n / 8), rem = static_cast<size_t>(k4n % 8);
-  float* out = facc;
-  asm volatile(
-      "vpxord %%zmm12, %%zmm12, %%zmm12\n\t" "vpxord %%zmm13, %%zmm13, %%zmm13\n\t"
-      "vpxord %%zmm14, %%zmm14, %%zmm14\n\t" "vpxord %%zmm15, %%zmm15, %%zmm15\n\t"
-      "vpxord %%zmm16, %%zmm16, %%zmm16\n\t" "vpxord %%zmm17, %%zmm17, %%zmm17\n\t"
-      "vpxord %%zmm18, %%zmm18, %%zmm18\n\t" "vpxord %%zmm19, %%zmm19, %%zmm19\n\t"
-      "vpxord %%zmm20, %%zmm20, %%zmm20\n\t" "vpxord %%zmm21, %%zmm21, %%zmm21\n\t"
-      "vpxord %%zmm22, %%zmm22, %%zmm22\n\t" "vpxord %%zmm23, %%zmm23, %%zmm23\n\t"
-      "test %[nb], %[nb]\n\t"
-      "jz 2f\n\t"
-      ".p2align 5\n"
-      "1:\n\t"
-      FQ_INIT
-      FQ_STEP(0) FQ_STEP(1) FQ_STEP(2) FQ_STEP(3)
-      FQ_STEP(4) FQ_STEP(5) FQ_STEP(6) FQ_STEP(7)
-      FQ_CLOSE
-      "add $512, %[w]\n\t"
-      "add $32, %[x0]\n\t"
-      "add $32, %[x3]\n\t"
-      "add $64, %[c]\n\t"
-      "add $64, %[s]\n\t"
-      "dec %[nb]\n\t"
-      "jnz 1b\n"
-      "2:\n\t"
-      // The last, partial block (rem < 8 steps), one step per iteration.
-      "test %[rem], %[rem]\n\t"
-      "jz 4f\n\t"
-      FQ_INIT
-      "3:\n\t"
-      FQ_STEP(0)
-      "add $64, %[w]\n\t"
-      "add $4, %[x0]\n\t"
-      "add $4, %[x3]\n\t"
-      "dec %[rem]\n\t"
-      "jnz 3b\n\t"
-      FQ_CLOSE
-      "4:\n\t"
-      "vmovaps %%zmm12, 0*64(%[out])\n\t" "vmovaps %%zmm13, 1*64(%[out])\n\t"
-      "vmovaps %%zmm14, 2*64(%[out])\n\t" "vmovaps %%zmm15, 3*64(%[out])\n\t"
-      "vmovaps %%zmm16, 4*64(%[out])\n\t" "vmovaps %%zmm17, 5*64(%[out])\n\t"
-      "vmovaps %%zmm18, 6*64(%[out])\n\t" "vmovaps %%zmm19, 7*64(%[out])\n\t"
-      "vmovaps %%zmm20, 8*64(%[out])\n\t" "vmovaps %%zmm21, 9*64(%[out])\n\t"
-      "vmovaps %%zmm22, 10*64(%[out])\n\t" "vmovaps %%zmm23, 11*64(%[out])\n\t"
-      : [w] "+r"(w), [x0] "+r"(x0), [x3] "+r"(x3), [c] "+r"(corr), [s] "+r"(scales),
-        [nb] "+r"(nb), [rem] "+r"(rem)
-      : [ps] "r"(ps), [l] "r"(l), [cs] "r"(cs), [out] "r"(out)
-      : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
-        "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "xmm16", "xmm17", "xmm18",
-        "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "xmm26", "xmm27", "xmm28",
-        "xmm29", "xmm30", "xmm31");
-  const __m512 xscale = _mm512_set1_ps(o.x_scale);
-  const __m512 zero = _mm512_setzero_ps();
-#pragma GCC unroll 2
-  for (int p = 0; p < 2; ++p) {
-    const __mmask16 mask = PanelMask(o.valid, p);
-    const __m512 b = o.bias != nullptr ? _mm512_maskz_loadu_ps(mask, o.bias + 16 * p) : zero;
-#pragma GCC unroll 6
-    for (int r = 0; r < kMrQ4; ++r) {
-      __m512 v = _mm512_fmadd_ps(_mm512_load_ps(facc + (2 * r + p) * 16), xscale, b);
-      if (o.relu) v = _mm512_max_ps(v, zero);
-      _mm512_mask_storeu_ps(o.y + static_cast<size_t>(r) * o.ld + 16 * p, mask, v);
-    }
-  }
-}
-#undef FQ_ROW
-#undef FQ_STEP
-#undef FQ_INIT
-#undef FQ_CF
-#undef FQ_CLOSE
-
 using KernelQ4Fn = void (*)(const uint8_t*, int, const int8_t*, size_t, int, const int32_t*,
                             size_t, const float*, size_t, const TileOut&);
 
@@ -331,7 +216,7 @@ KernelQ4Fn PickKernelQ4(int mr, int np) {
   static const KernelQ4Fn table[kMrQ4][kMaxNpQ4] = {
       {KernelQ4<1, 1>, KernelQ4<1, 2>}, {KernelQ4<2, 1>, KernelQ4<2, 2>},
       {KernelQ4<3, 1>, KernelQ4<3, 2>}, {KernelQ4<4, 1>, KernelQ4<4, 2>},
-      {KernelQ4<5, 1>, KernelQ4<5, 2>}, {KernelQ4<6, 1>, KernelQ4_6x2},
+      {KernelQ4<5, 1>, KernelQ4<5, 2>}, {KernelQ4<6, 1>, KernelQ4<6, 2>},
   };
   return table[mr - 1][np - 1];
 }
