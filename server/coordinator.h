@@ -1,0 +1,186 @@
+// The round coordinator, transport-free (DESIGN.md, "The round"): registry, jobs, client
+// sampling, tasks, update validation and aggregation, quorum and deadline, evaluation,
+// metrics and durable checkpoints. The gRPC services (server/grpc/) and the simulator call
+// this same class; it never touches a socket.
+//
+//   auto coordinator = Coordinator::Create(options, store);   // resumes a running job
+//   coordinator->StartJob(config);                            // operators
+//   coordinator->Register(request) / FetchTask / SubmitUpdate / Leave   // devices
+//   coordinator->Tick();   // call periodically: opens and closes rounds
+//
+// Rounds. Tick opens round r when enough live clients are registered: it samples
+// min(selection size, live) of them with Rng(selection.seed, r·1000 + attempt) and hands
+// each a task on its next FetchTask. An update is accepted only from a sampled client, for
+// the open round and task, once; a bad update (wrong shapes, NaN/Inf, bad weight) drops that
+// client from the round, never the round. The round closes when every sampled client has
+// answered or been dropped, or at its deadline; with at least `quorum` accepted updates it
+// completes (strategy step, evaluation, and the round's metrics and model committed in one
+// store transaction), otherwise it fails and is retried with a new sample.
+//
+// Durability. With a Store, a restart (after a crash at any moment) resumes the running job
+// from its last completed round: the round in flight is abandoned and rerun. Server
+// optimizer state (FedAdam/FedYogi moments) is not yet checkpointed: it restarts from zero.
+//
+// Thread safety: every method is thread-safe (one mutex; aggregation and evaluation run
+// under it inside Tick).
+#ifndef FEDGE_SERVER_COORDINATOR_H_
+#define FEDGE_SERVER_COORDINATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "aggregation/strategy.h"
+#include "aggregation/update.h"
+#include "base/clock.h"
+#include "data/dataset.h"
+#include "model/sequential.h"
+#include "proto/coordinator.pb.h"
+#include "proto/job.pb.h"
+#include "server/store.h"
+
+namespace fedge::server {
+
+struct CoordinatorOptions {
+  base::Clock* clock = nullptr;  // default: the system clock
+  // The deployment's shared secret that devices present to Register. Required.
+  std::string enrollment_token;
+  // A client that has not called FetchTask for this long is not sampled, and a sampled
+  // client that goes quiet this long is dropped from the round.
+  absl::Duration liveness_timeout = absl::Seconds(60);
+  int aggregation_threads = 1;
+  // Evaluation data, already preprocessed. When null, StartJob loads the job's
+  // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
+  std::shared_ptr<const data::Dataset> evaluation_data;
+  // Bounds on what a device may claim.
+  int64_t max_examples_per_client = int64_t{1} << 30;
+};
+
+// What a sampled client receives: the header (job, round, task id, deadline, architecture,
+// training configuration, preprocessing, FedProx μ) and the round's model, shared by every
+// task of the round. The transport serializes the model into the payload and fills the
+// header's manifest and byte count.
+struct TaskAssignment {
+  v1::TaskHeader header;
+  std::shared_ptr<const v1::ModelProto> model;
+};
+
+class Coordinator {
+ public:
+  // `store` may be null (state in memory only); otherwise it must outlive the coordinator.
+  // With a store, resumes the most recent RUNNING job.
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options,
+                                                             Store* store);
+
+  // ---- devices ----
+  // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for an impossible profile.
+  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
+  // The client's task for the open round, if it was sampled and has not answered yet (a
+  // client that lost its task may fetch it again); nullopt when there is nothing to do.
+  // Marks the client live.
+  absl::StatusOr<std::optional<TaskAssignment>> FetchTask(const std::string& client_id,
+                                                          const std::string& session_token);
+  // An update for the open round. `header` carries the client's credentials, job, round,
+  // task id, example count and metrics; `update` the tensors (already reassembled by the
+  // transport) and `payload_bytes` their size on the wire.
+  absl::Status SubmitUpdate(const v1::UpdateHeader& header, const aggregation::Update& update,
+                            int64_t payload_bytes);
+  absl::Status Leave(const std::string& client_id, const std::string& session_token);
+
+  // ---- operators ----
+  // Validates the config (ValidateJobConfig) and starts it; returns the job id.
+  // FAILED_PRECONDITION when a job is already running.
+  absl::StatusOr<std::string> StartJob(const v1::JobConfig& config);
+  absl::Status StopJob(const std::string& job_id);
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
+  absl::StatusOr<std::vector<v1::RoundRecord>> ListRounds(const std::string& job_id,
+                                                          int64_t from_round = 1);
+  absl::StatusOr<std::vector<v1::ClientRecord>> ListClients();
+  // The job's current central model.
+  absl::StatusOr<v1::ModelProto> ExportModel(const std::string& job_id);
+  // The id of the running job, if any.
+  std::optional<std::string> running_job() const;
+
+  // ---- driving ----
+  // Expires silent clients, opens a round when one can start, closes the open round when
+  // everyone answered or its deadline passed. Errors are the store's (the coordinator stays
+  // usable; the round is retried).
+  absl::Status Tick();
+
+ private:
+  struct ClientInfo {
+    v1::ClientRecord record;
+    absl::Time last_seen;
+  };
+  struct Round {
+    int64_t number = 0;
+    int attempt = 0;
+    absl::Time opened;
+    absl::Time deadline = absl::InfiniteFuture();
+    std::vector<std::string> sampled;
+    absl::flat_hash_set<std::string> waiting;    // sampled, not yet answered or dropped
+    absl::flat_hash_set<std::string> accepted;
+    absl::flat_hash_set<std::string> tasks_sent;
+    std::shared_ptr<const v1::ModelProto> model;
+    int64_t model_bytes = 0;
+    std::unique_ptr<aggregation::Aggregator> aggregator;
+    std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
+    v1::RoundMetrics metrics;
+    double train_loss_sum = 0;
+    double client_seconds_sum = 0;
+  };
+  struct Job {
+    std::string id;
+    v1::JobConfig config;  // validated, defaults filled
+    std::unique_ptr<aggregation::Strategy> strategy;
+    aggregation::ModelWeights weights;
+    int64_t completed_rounds = 0;
+    std::shared_ptr<const data::Dataset> evaluation_data;
+    std::unique_ptr<model::Sequential> eval_net;
+    std::optional<Round> round;
+    int failed_attempts = 0;
+    v1::RoundMetrics latest_metrics;
+  };
+
+  Coordinator(CoordinatorOptions options, Store* store);
+  absl::Status Resume() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::unique_ptr<Job>> MakeJob(const std::string& id,
+                                               const v1::JobConfig& config)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Authenticate(const std::string& client_id, const std::string& session_token)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Live(const ClientInfo& c, absl::Time now) const;
+  absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const CoordinatorOptions options_;
+  base::Clock& clock_;
+  Store* const store_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, ClientInfo> clients_ ABSL_GUARDED_BY(mu_);
+  // Session-token hashes when running without a store.
+  absl::flat_hash_map<std::string, std::string> token_hashes_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
+  // Finished or stopped jobs without a store: their last status.
+  absl::flat_hash_map<std::string, v1::JobStatus> past_jobs_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, v1::ModelProto> past_models_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::RoundRecord> rounds_without_store_ ABSL_GUARDED_BY(mu_);
+  int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace fedge::server
+
+#endif  // FEDGE_SERVER_COORDINATOR_H_

@@ -1,0 +1,336 @@
+#include "server/coordinator.h"
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "base/clock.h"
+#include "base/rng.h"
+#include "client/local_trainer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/sequential.h"
+#include "model/trainer.h"
+#include "model/zoo.h"
+#include "server/model_weights.h"
+#include "server/store.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::server {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "enroll-me";
+
+// A separable 3-class problem with 8 features.
+data::Dataset MakeData(int n, uint64_t seed) {
+  base::Rng rng(seed);
+  data::Dataset d;
+  d.num_examples = n;
+  d.shape = {8};
+  d.num_classes = 3;
+  d.features.resize(n * 8);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.labels[i] = static_cast<int32_t>(rng.UniformInt(3));
+    for (int j = 0; j < 8; ++j) {
+      d.features[i * 8 + j] =
+          static_cast<float>(rng.Normal() * 0.7 + (j % 3 == d.labels[i] ? 1.0 : 0.0));
+    }
+  }
+  return d;
+}
+
+v1::JobConfig MakeJob(int rounds, int per_round, int quorum, double deadline_s) {
+  v1::JobConfig job;
+  job.set_name("test");
+  *job.mutable_model_spec() = model::MlpSpec({8, 16, 3}, "tiny");
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(per_round);
+  job.mutable_round_policy()->set_quorum(quorum);
+  job.mutable_round_policy()->set_deadline_seconds(deadline_s);
+  job.mutable_local_training()->set_epochs(2);
+  job.mutable_local_training()->set_batch_size(16);
+  job.mutable_local_training()->set_learning_rate(0.1);
+  return job;
+}
+
+struct Device {
+  std::string id, token;
+  data::Dataset data;
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override { eval_ = std::make_shared<const data::Dataset>(MakeData(600, 99)); }
+
+  std::unique_ptr<Coordinator> Make(Store* store = nullptr) {
+    CoordinatorOptions o;
+    o.clock = &clock_;
+    o.enrollment_token = kToken;
+    o.evaluation_data = eval_;
+    auto c = Coordinator::Create(o, store);
+    EXPECT_THAT(c, IsOk());
+    return std::move(c).value();
+  }
+
+  std::vector<Device> Enroll(Coordinator& c, int n) {
+    std::vector<Device> devices;
+    for (int i = 0; i < n; ++i) {
+      v1::RegisterRequest r;
+      r.set_enrollment_token(kToken);
+      r.mutable_profile()->set_num_examples(100);
+      auto resp = c.Register(r);
+      EXPECT_THAT(resp, IsOk());
+      devices.push_back({resp->client_id(), resp->session_token(), MakeData(100, 1000 + i)});
+    }
+    return devices;
+  }
+
+  // The device's side of a round: fetch, train, upload. Returns the upload's status, or
+  // NotFound when it had no task.
+  absl::Status Work(Coordinator& c, const Device& d) {
+    auto task = c.FetchTask(d.id, d.token);
+    if (!task.ok()) return task.status();
+    if (!task->has_value()) return absl::NotFoundError("no task");
+    const TaskAssignment& t = **task;
+    client::LocalTrainingOptions o;
+    o.epochs = t.header.training().epochs();
+    o.batch_size = t.header.training().batch_size();
+    o.learning_rate = static_cast<float>(t.header.training().learning_rate());
+    o.momentum = 0;
+    auto update = client::TrainLocally(*t.model, d.data, o);
+    if (!update.ok()) return update.status();
+    v1::UpdateHeader h;
+    h.set_client_id(d.id);
+    h.set_session_token(d.token);
+    h.set_job_id(t.header.job_id());
+    h.set_round(t.header.round());
+    h.set_task_id(t.header.task_id());
+    h.set_num_examples(update->num_examples);
+    h.mutable_metrics()->set_train_loss(update->train_loss);
+    return c.SubmitUpdate(h, UpdateFromDeltaProto(d.id, update->num_examples, update->delta),
+                          static_cast<int64_t>(update->delta.ByteSizeLong()));
+  }
+
+  double Accuracy(const v1::ModelProto& m) {
+    auto net = std::move(model::Sequential::FromProto(m)).value();
+    return model::Evaluate(*net, *eval_, model::ComputeMode::kFp32).accuracy;
+  }
+
+  base::ManualClock clock_;
+  std::shared_ptr<const data::Dataset> eval_;
+};
+
+TEST_F(CoordinatorTest, FedAvgRunsEveryRoundAndLearns) {
+  auto c = Make();
+  std::vector<Device> devices = Enroll(*c, 6);
+  auto job = c->StartJob(MakeJob(/*rounds=*/5, /*per_round=*/3, /*quorum=*/3, 600));
+  ASSERT_THAT(job, IsOk());
+  const double before = Accuracy(*c->ExportModel(*job));
+  for (int step = 0; step < 50 && c->running_job().has_value(); ++step) {
+    ASSERT_THAT(c->Tick(), IsOk());
+    for (const Device& d : devices) {
+      absl::Status s = Work(*c, d);
+      ASSERT_TRUE(s.ok() || absl::IsNotFound(s)) << s;
+    }
+    ASSERT_THAT(c->Tick(), IsOk());
+  }
+  EXPECT_FALSE(c->running_job().has_value());
+  auto status = c->GetJob(*job);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->state(), v1::JOB_STATE_FINISHED);
+  EXPECT_EQ(status->completed_rounds(), 5);
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 5u);
+  for (int r = 0; r < 5; ++r) {
+    const v1::RoundMetrics& m = (*rounds)[r].metrics();
+    EXPECT_EQ(m.round(), r + 1);
+    EXPECT_EQ(m.sampled(), 3);
+    EXPECT_EQ(m.participants(), 3);
+    EXPECT_EQ(m.examples(), 300);
+    EXPECT_TRUE(m.evaluated());
+    EXPECT_GT(m.bytes_up(), 0);
+    EXPECT_GT(m.bytes_down(), 0);
+  }
+  EXPECT_LT(before, 0.6);
+  EXPECT_GT((*rounds)[4].metrics().test_accuracy(), 0.85);
+  EXPECT_NEAR(Accuracy(*c->ExportModel(*job)), (*rounds)[4].metrics().test_accuracy(), 1e-9);
+}
+
+TEST_F(CoordinatorTest, BadInputDropsTheClientNotTheRound) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 4);
+  auto job = c->StartJob(MakeJob(1, 4, 2, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+
+  // Wrong enrollment and session tokens.
+  v1::RegisterRequest bad;
+  bad.set_enrollment_token("guess");
+  EXPECT_THAT(c->Register(bad), StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("enrollment")));
+  EXPECT_THAT(c->FetchTask(d[0].id, "wrong"), StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("token")));
+
+  auto task = c->FetchTask(d[0].id, d[0].token);
+  ASSERT_THAT(task, IsOk());
+  ASSERT_TRUE(task->has_value());
+  const v1::TaskHeader header = (*task)->header;
+  auto make_header = [&](const Device& dev) {
+    v1::UpdateHeader h;
+    h.set_client_id(dev.id);
+    h.set_session_token(dev.token);
+    h.set_job_id(header.job_id());
+    h.set_round(header.round());
+    h.set_task_id(absl::StrCat(header.job_id(), "/", header.round(), "/0/", dev.id));
+    h.set_num_examples(100);
+    return h;
+  };
+  aggregation::Update good = UpdateFromDeltaProto(d[0].id, 100, *(*task)->model);
+  for (auto& t : good.tensors) std::fill(t.values.begin(), t.values.end(), 0.0f);
+
+  // Another round.
+  v1::UpdateHeader h = make_header(d[0]);
+  h.set_round(7);
+  EXPECT_THAT(c->SubmitUpdate(h, good, 10), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("round 7")));
+  // Wrong shapes: client 1 is dropped from the round.
+  aggregation::Update misshapen = good;
+  misshapen.client_id = d[1].id;
+  misshapen.tensors[0].shape = {3, 3};
+  misshapen.tensors[0].values.resize(9);
+  EXPECT_THAT(c->SubmitUpdate(make_header(d[1]), misshapen, 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(misshapen.tensors[0].name)));
+  EXPECT_THAT(c->SubmitUpdate(make_header(d[1]), good, 10),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not (or no longer)")));
+  // NaN: client 2 is dropped.
+  aggregation::Update nan = good;
+  nan.tensors[1].values[0] = NAN;
+  EXPECT_THAT(c->SubmitUpdate(make_header(d[2]), nan, 10), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
+  // A weight that disagrees with the header, or an absurd example count.
+  v1::UpdateHeader lying = make_header(d[3]);
+  lying.set_num_examples(-5);
+  EXPECT_THAT(c->SubmitUpdate(lying, good, 10), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("examples")));
+  // Client 0's good update, then a second one.
+  EXPECT_THAT(c->SubmitUpdate(make_header(d[0]), good, 10), IsOk());
+  EXPECT_THAT(c->SubmitUpdate(make_header(d[0]), good, 10), StatusIs(absl::StatusCode::kAlreadyExists, ::testing::_));
+  // Three clients were dropped and one accepted: every sampled client has answered, below
+  // quorum 2, so the round fails, and the next Tick retries it with a new sample.
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto status = c->GetJob(*job);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->completed_rounds(), 0);
+  EXPECT_EQ(status->current_round(), 0);
+  ASSERT_THAT(c->Tick(), IsOk());
+  status = c->GetJob(*job);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->current_round(), 1);
+  // The coordinator is unharmed: the retried round completes.
+  for (const Device& dev : d) {
+    absl::Status s = Work(*c, dev);
+    ASSERT_TRUE(s.ok() || absl::IsNotFound(s)) << s;
+  }
+  ASSERT_THAT(c->Tick(), IsOk());
+  EXPECT_FALSE(c->running_job().has_value());
+}
+
+TEST_F(CoordinatorTest, DeadlineClosesTheRoundWithWhatItHas) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 4);
+  auto job = c->StartJob(MakeJob(1, 4, 2, 30));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  ASSERT_THAT(Work(*c, d[0]), IsOk());
+  ASSERT_THAT(Work(*c, d[1]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  EXPECT_TRUE(c->running_job().has_value());  // two clients still training
+  clock_.Advance(absl::Seconds(31));
+  // The slow two are still live, but the deadline passed.
+  ASSERT_THAT(c->Tick(), IsOk());
+  EXPECT_FALSE(c->running_job().has_value());
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 1u);
+  EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
+  EXPECT_EQ((*rounds)[0].metrics().dropped(), 2);
+  // A late update is refused.
+  EXPECT_FALSE(Work(*c, d[2]).ok());
+}
+
+TEST_F(CoordinatorTest, SilentClientsAreNotSampled) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 4);
+  clock_.Advance(absl::Seconds(61));  // all four go silent...
+  ASSERT_THAT(c->FetchTask(d[0].id, d[0].token), IsOk());  // ...but two come back
+  ASSERT_THAT(c->FetchTask(d[1].id, d[1].token), IsOk());
+  auto job = c->StartJob(MakeJob(1, 4, 2, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto status = c->GetJob(*job);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->current_round(), 1);
+  EXPECT_THAT(Work(*c, d[2]), StatusIs(absl::StatusCode::kNotFound, ::testing::_));  // not sampled
+  EXPECT_THAT(Work(*c, d[0]), IsOk());
+  EXPECT_THAT(Work(*c, d[1]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  EXPECT_FALSE(c->running_job().has_value());
+}
+
+TEST_F(CoordinatorTest, RestartResumesFromTheLastCompletedRound) {
+  const std::string dir = ::testing::TempDir() + "/coordinator_restart";
+  std::filesystem::remove_all(dir);
+  std::string job_id;
+  std::vector<Device> devices;
+  {
+    auto store = Store::Open(dir);
+    ASSERT_THAT(store, IsOk());
+    auto c = Make(store->get());
+    devices = Enroll(*c, 3);
+    auto job = c->StartJob(MakeJob(4, 3, 3, 600));
+    ASSERT_THAT(job, IsOk());
+    job_id = *job;
+    for (int r = 0; r < 2; ++r) {
+      ASSERT_THAT(c->Tick(), IsOk());
+      for (const Device& d : devices) ASSERT_THAT(Work(*c, d), IsOk());
+      ASSERT_THAT(c->Tick(), IsOk());
+    }
+    ASSERT_THAT(c->Tick(), IsOk());  // round 3 opens...
+    ASSERT_THAT(Work(*c, devices[0]), IsOk());  // ...and gets one update before the "crash"
+  }
+  auto store = Store::Open(dir);
+  ASSERT_THAT(store, IsOk());
+  auto c = Make(store->get());
+  ASSERT_EQ(c->running_job(), job_id);
+  auto status = c->GetJob(job_id);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->completed_rounds(), 2);
+  for (int step = 0; step < 20 && c->running_job().has_value(); ++step) {
+    ASSERT_THAT(c->Tick(), IsOk());
+    for (const Device& d : devices) {
+      absl::Status s = Work(*c, d);  // sessions survive the restart
+      ASSERT_TRUE(s.ok() || absl::IsNotFound(s)) << s;
+    }
+  }
+  EXPECT_FALSE(c->running_job().has_value());
+  auto rounds = c->ListRounds(job_id);
+  ASSERT_THAT(rounds, IsOk());
+  std::vector<int64_t> completed;
+  for (const auto& r : *rounds) {
+    if (r.state() == v1::ROUND_STATE_COMPLETED) completed.push_back(r.round());
+  }
+  EXPECT_EQ(completed, (std::vector<int64_t>{1, 2, 3, 4}));
+}
+
+TEST_F(CoordinatorTest, RejectsASecondJobAndInvalidConfigs) {
+  auto c = Make();
+  v1::JobConfig bad = MakeJob(0, 3, 3, 600);
+  EXPECT_THAT(c->StartJob(bad), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rounds")));
+  ASSERT_THAT(c->StartJob(MakeJob(1, 3, 3, 600)), IsOk());
+  EXPECT_THAT(c->StartJob(MakeJob(1, 3, 3, 600)), StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+}
+
+}  // namespace
+}  // namespace fedge::server
