@@ -11,6 +11,7 @@ namespace fedge::kernels {
 void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
                                float* acc, float* cover) {
   constexpr int64_t kBlock = 64;  // one mask word, four zmm registers
+  constexpr int64_t kPrefetch = 512;  // floats ahead (2 KB) per stream
   const int64_t head_end = std::min<int64_t>(end, (begin + kBlock - 1) / kBlock * kBlock);
   WeightedAccumulate_ref(terms, k, begin, head_end, acc, cover);
   int64_t i = head_end;
@@ -27,6 +28,11 @@ void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin
       for (int j = 0; j < k; ++j) {
         const __m512 w = _mm512_set1_ps(terms[j].weight);
         const float* u = terms[j].values + i;
+        // With up to 16 input streams plus the sum, the hardware prefetchers fall behind;
+        // fetch each stream's block kPrefetch floats ahead (a hint: never faults).
+        for (int line = 0; line < 4; ++line) {
+          _mm_prefetch(reinterpret_cast<const char*>(u + kPrefetch + 16 * line), _MM_HINT_T0);
+        }
         a0 = _mm512_add_ps(a0, _mm512_mul_ps(w, _mm512_loadu_ps(u)));
         a1 = _mm512_add_ps(a1, _mm512_mul_ps(w, _mm512_loadu_ps(u + 16)));
         a2 = _mm512_add_ps(a2, _mm512_mul_ps(w, _mm512_loadu_ps(u + 32)));
