@@ -47,11 +47,44 @@ absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeOptimizer(const LocalTrain
   s.learning_rate = o.learning_rate;
   s.momentum = o.momentum;
   s.weight_decay = o.weight_decay;
+  s.nesterov = o.nesterov;
   FEDGE_ASSIGN_OR_RETURN(auto sgd, model::Sgd::Create(s));
   return std::unique_ptr<model::Optimizer>(std::move(sgd));
 }
 
 }  // namespace
+
+absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
+                                                     uint64_t seed) {
+  const v1::LocalTraining& t = task.training();
+  LocalTrainingOptions o;
+  if (t.has_epochs()) o.epochs = t.epochs();
+  if (t.has_batch_size()) o.batch_size = t.batch_size();
+  o.optimizer = t.optimizer() == v1::OPTIMIZER_KIND_ADAM ? LocalTrainingOptions::Optimizer::kAdam
+                                                          : LocalTrainingOptions::Optimizer::kSgd;
+  if (t.has_learning_rate()) o.learning_rate = static_cast<float>(t.learning_rate());
+  o.momentum = static_cast<float>(t.momentum());
+  o.nesterov = t.nesterov();
+  o.weight_decay = static_cast<float>(t.weight_decay());
+  o.max_steps = t.max_steps();
+  o.proximal_mu = static_cast<float>(task.fedprox_mu());
+  switch (t.compute_mode()) {
+    case v1::COMPUTE_MODE_UNSPECIFIED:
+    case v1::COMPUTE_MODE_FP32:
+      o.mode = model::ComputeMode::kFp32;
+      break;
+    case v1::COMPUTE_MODE_INT8:
+      o.mode = model::ComputeMode::kInt8;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LocalTrainer: task asks for compute mode ", v1::ComputeMode_Name(t.compute_mode()),
+          ", which cannot train"));
+  }
+  o.seed = seed;
+  FEDGE_RETURN_IF_ERROR(ValidateOptions(o));
+  return o;
+}
 
 absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                                          const data::Dataset& data,
@@ -82,10 +115,15 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
   data::Batch batch;
   std::vector<float> dlogits;
   LocalUpdate update;
-  for (int epoch = 0; epoch < options.epochs; ++epoch) {
+  bool step_limit_reached = false;
+  for (int epoch = 0; epoch < options.epochs && !step_limit_reached; ++epoch) {
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     while (batcher.Next(&batch)) {
+      if (options.max_steps > 0 && update.steps >= options.max_steps) {
+        step_limit_reached = true;
+        break;
+      }
       dlogits.resize(static_cast<size_t>(batch.size) * classes);
       net->ZeroGrad();
       const float* logits = net->Forward(batch.features.data(), batch.size, options.mode, true);
@@ -107,8 +145,10 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
       ++update.steps;
     }
     batcher.NextEpoch();
-    update.train_loss = loss_sum / seen;
-    update.train_accuracy = static_cast<double>(correct) / seen;
+    if (seen > 0) {
+      update.train_loss = loss_sum / seen;
+      update.train_accuracy = static_cast<double>(correct) / seen;
+    }
   }
   for (size_t i = 0; i < params.size(); ++i) {
     float* w = params[i]->value.data();

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
 #include "model/layer.h"
+#include "proto/coordinator.pb.h"
 #include "proto/model.pb.h"
 
 namespace fedge::client {
@@ -20,8 +21,10 @@ struct LocalTrainingOptions {
   int batch_size = 64;
   enum class Optimizer { kSgd, kAdam } optimizer = Optimizer::kSgd;
   float learning_rate = 0.01f;
-  float momentum = 0.9f;        // SGD only (plain heavy-ball, as torch.optim.SGD)
+  float momentum = 0.9f;        // SGD only (heavy-ball, as torch.optim.SGD)
+  bool nesterov = false;        // SGD only, needs momentum > 0
   float weight_decay = 0.0f;
+  int64_t max_steps = 0;        // stop after this many optimizer steps (0: epochs decide)
   // FedProx (Li et al. 2020): adds μ/2 · ‖w − w_received‖² to the local loss.
   float proximal_mu = 0.0f;
   model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
@@ -36,6 +39,10 @@ struct LocalUpdate {
   int64_t steps = 0;
   double seconds = 0;
 };
+
+// The options a task asks for (training config, FedProx μ), with the client's shuffling
+// `seed`. INVALID_ARGUMENT for a compute mode the client cannot train in (int4).
+absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task, uint64_t seed);
 
 // Trains a copy of `received` on `data` (all of it, shuffled per epoch).
 // Errors: an invalid model (architecture or parameters), data that does not fit the model

@@ -143,3 +143,37 @@ TEST(LocalTrainerTest, RejectsBadInputs) {
 
 }  // namespace
 }  // namespace fedge::client
+
+namespace fedge::client {
+namespace {
+
+TEST(LocalTrainerTest, OptionsFromTaskAndStepLimit) {
+  v1::TaskHeader task;
+  task.mutable_training()->set_epochs(3);
+  task.mutable_training()->set_batch_size(10);
+  task.mutable_training()->set_learning_rate(0.2);
+  task.mutable_training()->set_momentum(0.5);
+  task.mutable_training()->set_nesterov(true);
+  task.mutable_training()->set_max_steps(4);
+  task.mutable_training()->set_compute_mode(v1::COMPUTE_MODE_INT8);
+  task.set_fedprox_mu(0.1);
+  auto o = OptionsFromTask(task, 9);
+  ASSERT_THAT(o, fedge::testing::IsOk());
+  EXPECT_EQ(o->epochs, 3);
+  EXPECT_EQ(o->batch_size, 10);
+  EXPECT_FLOAT_EQ(o->learning_rate, 0.2f);
+  EXPECT_TRUE(o->nesterov);
+  EXPECT_EQ(o->mode, model::ComputeMode::kInt8);
+  EXPECT_FLOAT_EQ(o->proximal_mu, 0.1f);
+  EXPECT_EQ(o->seed, 9u);
+  auto update = TrainLocally(MakeModel(), MakeData(100, 5), *o);
+  ASSERT_THAT(update, fedge::testing::IsOk());
+  EXPECT_EQ(update->steps, 4);  // max_steps stops the 3 × 10 steps early
+
+  task.mutable_training()->set_compute_mode(v1::COMPUTE_MODE_INT4);
+  EXPECT_THAT(OptionsFromTask(task, 0),
+              fedge::testing::StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("INT4")));
+}
+
+}  // namespace
+}  // namespace fedge::client
