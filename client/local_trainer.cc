@@ -120,6 +120,10 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
     double loss_sum = 0;
     int64_t correct = 0, seen = 0;
     while (batcher.Next(&batch)) {
+      if (options.cancelled && options.cancelled()) {
+        return absl::CancelledError(
+            absl::StrCat("LocalTrainer: cancelled after ", update.steps, " steps"));
+      }
       if (options.max_steps > 0 && update.steps >= options.max_steps) {
         step_limit_reached = true;
         break;

@@ -6,6 +6,7 @@
 #define FEDGE_CLIENT_LOCAL_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -29,6 +30,9 @@ struct LocalTrainingOptions {
   float proximal_mu = 0.0f;
   model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
   uint64_t seed = 0;            // shuffling; vary it per client and round
+  // Polled before every optimizer step; when it returns true, TrainLocally stops and
+  // returns CANCELLED (a device shutting down or a task past its deadline). May be empty.
+  std::function<bool()> cancelled;
 };
 
 struct LocalUpdate {
@@ -46,7 +50,8 @@ absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
 
 // Trains a copy of `received` on `data` (all of it, shuffled per epoch).
 // Errors: an invalid model (architecture or parameters), data that does not fit the model
-// (feature size or classes), empty data, bad options.
+// (feature size or classes), empty data, bad options; CANCELLED when options.cancelled
+// said so.
 absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                                          const data::Dataset& data,
                                          const LocalTrainingOptions& options);

@@ -177,3 +177,20 @@ TEST(LocalTrainerTest, OptionsFromTaskAndStepLimit) {
 
 }  // namespace
 }  // namespace fedge::client
+
+namespace fedge::client {
+namespace {
+
+TEST(LocalTrainerTest, CancelledStopsTraining) {
+  LocalTrainingOptions o;
+  o.epochs = 5;
+  o.batch_size = 8;
+  int polls = 0;
+  o.cancelled = [&polls] { return ++polls > 3; };
+  EXPECT_THAT(TrainLocally(MakeModel(), MakeData(64, 1), o),
+              fedge::testing::StatusIs(absl::StatusCode::kCancelled,
+                                       ::testing::HasSubstr("after 3 steps")));
+}
+
+}  // namespace
+}  // namespace fedge::client
