@@ -1,0 +1,114 @@
+#include "client/grpc/device_state.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+
+namespace fedge::client {
+namespace {
+
+constexpr size_t kMaxStateBytes = 1 << 16;
+constexpr size_t kMaxClientIdBytes = 256;
+
+absl::Status Io(const std::string& path, const std::string& what) {
+  return absl::UnavailableError(
+      absl::StrCat("DeviceState: ", path, ": ", what, ": ", std::strerror(errno)));
+}
+
+bool ValidClientId(absl::string_view id) {
+  if (id.empty() || id.size() > kMaxClientIdBytes) return false;
+  for (char c : id) {
+    if (!absl::ascii_isgraph(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("DeviceState: ", path, ": no such file"));
+    return Io(path, "stat");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "DeviceState: %s: mode %04o lets other users read or write it; expected 0600", path,
+        st.st_mode & 0777));
+  }
+  if (static_cast<size_t>(st.st_size) > kMaxStateBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": file too large"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Io(path, "open");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  DeviceState state;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(buf.str(), '\n')) {
+    ++line_number;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(line, absl::MaxSplits(' ', 1));
+    if (kv.first == "client_id") {
+      const absl::string_view id = absl::StripAsciiWhitespace(kv.second);
+      if (!ValidClientId(id)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("DeviceState: ", path, ":", line_number, ": bad client_id"));
+      }
+      state.client_id = std::string(id);
+    }
+  }
+  if (state.client_id.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": no client_id"));
+  }
+  return state;
+}
+
+absl::Status SaveDeviceState(const std::string& path, const DeviceState& state) {
+  if (!ValidClientId(state.client_id)) {
+    return absl::InvalidArgumentError("DeviceState: client_id must be 1-256 printable characters");
+  }
+  const std::string text = absl::StrCat("# fedge device state, version 1\nclient_id ",
+                                        state.client_id, "\n");
+  const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Io(tmp, "create");
+  // The umask cannot widen 0600, but a stale temporary file could have another mode.
+  bool ok = ::fchmod(fd, 0600) == 0;
+  size_t written = 0;
+  while (ok && written < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + written, text.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) written += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const int saved_errno = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    if (ok) {
+      const absl::Status s = Io(path, "rename");
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    errno = saved_errno;
+    const absl::Status s = Io(tmp, "write");
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::client

@@ -1,0 +1,34 @@
+// The device's identity on disk: the client id the coordinator assigned, so that a device
+// that restarts asks for the same id again (RegisterRequest.previous_client_id) instead of
+// enrolling as a new client. The session token is not stored: a restarted device always
+// re-registers with the enrollment token and gets a fresh session.
+//
+// File format: text lines "key value"; version 1 knows "client_id". Unknown keys are
+// ignored so that later versions (keys, private model parts: issue 8) can add lines.
+// Writes are atomic (temporary file in the same directory, fsync, rename) and the file is
+// created with permissions 0600; Load refuses a file that other users can read or write.
+#ifndef FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
+#define FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace fedge::client {
+
+struct DeviceState {
+  std::string client_id;
+};
+
+// NOT_FOUND when the file does not exist (a new device); PERMISSION_DENIED when it is
+// readable or writable by group or others; INVALID_ARGUMENT ("DeviceState: <path>: ...")
+// for a malformed file; UNAVAILABLE for I/O errors.
+absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path);
+
+// Writes `state` to `path` atomically with mode 0600. Creates no directories.
+absl::Status SaveDeviceState(const std::string& path, const DeviceState& state);
+
+}  // namespace fedge::client
+
+#endif  // FEDGE_CLIENT_GRPC_DEVICE_STATE_H_

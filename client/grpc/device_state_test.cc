@@ -1,0 +1,76 @@
+#include "client/grpc/device_state.h"
+
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::client {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+std::string TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "device_state_XXXXXX").string();
+  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
+  return tmpl;
+}
+
+TEST(DeviceStateTest, SavesWithMode0600AndReloads) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/client.state";
+  const mode_t old = ::umask(0);  // even a permissive umask must not widen the mode
+  ASSERT_THAT(SaveDeviceState(path, {"client-000123"}), IsOk());
+  ::umask(old);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loaded = LoadDeviceState(path);
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ(loaded->client_id, "client-000123");
+  // Overwrite keeps the mode and replaces the id.
+  ASSERT_THAT(SaveDeviceState(path, {"client-9"}), IsOk());
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(LoadDeviceState(path)->client_id, "client-9");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DeviceStateTest, MissingFileIsNotFound) {
+  const std::string dir = TempDir();
+  EXPECT_THAT(LoadDeviceState(dir + "/none"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("none")));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DeviceStateTest, RefusesAFileOthersCanRead) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/client.state";
+  ASSERT_THAT(SaveDeviceState(path, {"c1"}), IsOk());
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  EXPECT_THAT(LoadDeviceState(path),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("0644")));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DeviceStateTest, RejectsMalformedFilesAndIds) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/client.state";
+  {
+    std::ofstream(path) << "something else\n";
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_THAT(LoadDeviceState(path), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no client_id")));
+  EXPECT_THAT(SaveDeviceState(path, {""}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
+  EXPECT_THAT(SaveDeviceState(path, {"has space"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
+  EXPECT_THAT(SaveDeviceState(dir + "/no/such/dir/f", {"c"}), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no/such")));
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fedge::client
