@@ -1,0 +1,523 @@
+#include "client/grpc/client_runtime.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "base/log.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "client/grpc/device_state.h"
+#include "client/grpc/preprocessing.h"
+#include "client/local_trainer.h"
+#include "model/payload.h"
+#include "model/sequential.h"
+#include "proto/coordinator.grpc.pb.h"
+
+namespace fedge::client {
+namespace {
+
+// The one grpc::Status → absl::Status adapter of the client (the codes are the same enum
+// values in both libraries).
+absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat("ClientRuntime: ", what, ": ", s.error_message()));
+}
+
+// Errors a later attempt may not see: the coordinator is away, restarting or overloaded.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kCancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
+uint64_t Fnv1a(absl::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+std::chrono::system_clock::time_point Deadline(absl::Duration d) {
+  return absl::ToChronoTime(absl::Now() + d);
+}
+
+// A downloaded task: its header and the model to train.
+struct Task {
+  v1::TaskHeader header;
+  v1::ModelProto model;
+  absl::Time received;
+};
+
+}  // namespace
+
+struct ClientRuntime::Impl {
+  ClientRuntimeOptions options;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::Coordinator::Stub> stub;
+  LocalDataCache data{nullptr};
+  Backoff backoff;
+
+  mutable absl::Mutex mu;
+  std::string client_id ABSL_GUARDED_BY(mu);
+  ClientRuntimeStats stats ABSL_GUARDED_BY(mu);
+  // The call that `stop` cancels (the long-poll), if one is in flight.
+  grpc::ClientContext* cancellable ABSL_GUARDED_BY(mu) = nullptr;
+
+  std::string session_token;  // Run's thread only
+  int64_t chunk_bytes = model::kDefaultChunkBytes;
+
+  explicit Impl(ClientRuntimeOptions o)
+      : options(std::move(o)), backoff(options.backoff, options.seed) {}
+
+  std::string id() const {
+    absl::MutexLock lock(&mu);
+    return client_id;
+  }
+  void Count(int64_t ClientRuntimeStats::*field) {
+    absl::MutexLock lock(&mu);
+    ++(stats.*field);
+  }
+
+  // Sleeps `d`, waking early when `stop` is set. False when stopped.
+  static bool SleepUnlessStopped(absl::Duration d, const std::atomic<bool>& stop) {
+    const absl::Time end = absl::Now() + d;
+    while (!stop.load()) {
+      const absl::Duration left = end - absl::Now();
+      if (left <= absl::ZeroDuration()) return true;
+      absl::SleepFor(std::min(left, absl::Milliseconds(50)));
+    }
+    return false;
+  }
+
+  absl::Status Register();
+  // One long-poll and, when it brings a task, the whole round. OK also when idle.
+  absl::Status FetchAndRun(const std::atomic<bool>& stop);
+  absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
+  absl::Status Upload(const Task& task, const LocalUpdate& update, const std::string& payload,
+                      const v1::TensorManifest& manifest, const std::atomic<bool>& stop);
+  void Leave();
+};
+
+absl::Status ClientRuntime::Impl::Register() {
+  v1::RegisterRequest req;
+  req.set_enrollment_token(options.enrollment_token);
+  *req.mutable_profile() = options.profile;
+  req.mutable_profile()->set_num_examples(data.raw().num_examples);
+  req.set_previous_client_id(id());
+  v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(absl::Seconds(30)));
+  FEDGE_RETURN_IF_ERROR(FromGrpc(stub->Register(&ctx, req, &resp), "Register"));
+  if (resp.client_id().empty() || resp.session_token().empty()) {
+    return absl::InternalError("ClientRuntime: Register returned no client id or session");
+  }
+  const std::string previous = id();
+  {
+    absl::MutexLock lock(&mu);
+    client_id = resp.client_id();
+    ++stats.registrations;
+  }
+  session_token = resp.session_token();
+  chunk_bytes = model::kMaxChunkBytes;
+  if (resp.chunk_bytes() > 0) chunk_bytes = std::min<int64_t>(chunk_bytes, resp.chunk_bytes());
+  if (resp.max_message_bytes() > 0) {
+    // Leave room for the message framing around a chunk.
+    chunk_bytes = std::max<int64_t>(1, std::min<int64_t>(chunk_bytes, resp.max_message_bytes() / 2));
+  }
+  if (!options.state_path.empty() && resp.client_id() != previous) {
+    FEDGE_RETURN_IF_ERROR(SaveDeviceState(options.state_path, {resp.client_id()}));
+  }
+  FEDGE_LOG(INFO) << "registered as " << resp.client_id()
+                  << (previous.empty() ? "" : (previous == resp.client_id() ? " (same id)" : " (new id)"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic<bool>& stop) {
+  v1::FetchTaskRequest req;
+  req.set_client_id(id());
+  req.set_session_token(session_token);
+  req.set_wait_seconds(options.fetch_wait_seconds);
+  grpc::ClientContext ctx;
+  // The long-poll plus time to download a large model.
+  ctx.set_deadline(Deadline(absl::Seconds(options.fetch_wait_seconds) + absl::Minutes(10)));
+  {
+    absl::MutexLock lock(&mu);
+    cancellable = &ctx;
+  }
+  struct Uncancellable {
+    Impl* impl;
+    ~Uncancellable() {
+      absl::MutexLock lock(&impl->mu);
+      impl->cancellable = nullptr;
+    }
+  } uncancellable{this};
+  if (stop.load()) return std::optional<Task>();  // raced with a stop before registering ctx
+
+  std::unique_ptr<grpc::ClientReader<v1::TaskChunk>> reader = stub->FetchTask(&ctx, req);
+  v1::TaskChunk chunk;
+  // Reads the rest of the stream and returns its status (after an early error, cancels).
+  auto finish = [&](absl::Status error) -> absl::Status {
+    if (!error.ok()) {
+      ctx.TryCancel();
+      reader->Finish().IgnoreError();
+      return error;
+    }
+    while (reader->Read(&chunk)) {
+    }
+    return FromGrpc(reader->Finish(), "FetchTask");
+  };
+  if (!reader->Read(&chunk)) {
+    absl::Status s = FromGrpc(reader->Finish(), "FetchTask");
+    if (stop.load()) return std::optional<Task>();
+    if (s.ok()) s = absl::UnavailableError("ClientRuntime: FetchTask ended without a message");
+    return s;
+  }
+  if (chunk.has_idle()) {
+    const v1::TaskIdle idle = chunk.idle();
+    absl::Status s = finish(absl::OkStatus());
+    if (stop.load()) return std::optional<Task>();
+    FEDGE_RETURN_IF_ERROR(s);
+    const int64_t retry_ms = std::clamp<int64_t>(idle.retry_after_ms(), 0, 30000);
+    if (retry_ms > 0) SleepUnlessStopped(absl::Milliseconds(retry_ms), stop);
+    return std::optional<Task>();
+  }
+  if (!chunk.has_header()) {
+    return finish(absl::InvalidArgumentError(
+        "ClientRuntime: FetchTask: the stream did not start with a header or idle"));
+  }
+  Task task;
+  task.received = absl::Now();
+  task.header = chunk.header();
+  // The model to fill: the task's architecture with its parameter names and shapes; the
+  // payload must match it exactly.
+  auto net = model::Sequential::Create(task.header.model_spec());
+  if (!net.ok()) return finish(net.status());
+  task.model = (*net)->ToProto();
+  net->reset();
+  auto expected_bytes = model::Float32PayloadBytes(model::ParameterSpecs(task.model));
+  if (!expected_bytes.ok()) return finish(expected_bytes.status());
+  if (task.header.total_bytes() != *expected_bytes) {
+    return finish(absl::InvalidArgumentError(absl::StrCat(
+        "ClientRuntime: task announces ", task.header.total_bytes(),
+        " payload bytes; its model_spec has ", *expected_bytes)));
+  }
+  auto assembler = model::PayloadAssembler::Create(task.header.total_bytes(),
+                                                   std::min(*expected_bytes, options.max_task_bytes));
+  if (!assembler.ok()) return finish(assembler.status());
+  std::optional<std::string> payload;
+  while (reader->Read(&chunk)) {
+    if (chunk.has_data()) {
+      absl::Status s = assembler->Add(chunk.data());
+      if (!s.ok()) return finish(s);
+    } else if (chunk.has_trailer()) {
+      auto bytes = assembler->Finish(chunk.trailer());
+      if (!bytes.ok()) return finish(bytes.status());
+      payload = std::move(bytes).value();
+      break;
+    } else {
+      return finish(absl::InvalidArgumentError(
+          "ClientRuntime: FetchTask: unexpected message in the task payload"));
+    }
+  }
+  absl::Status s = finish(absl::OkStatus());
+  if (!payload.has_value()) {
+    if (stop.load()) return std::optional<Task>();
+    FEDGE_RETURN_IF_ERROR(s);
+    return absl::UnavailableError("ClientRuntime: FetchTask: the task stream ended early");
+  }
+  FEDGE_RETURN_IF_ERROR(
+      model::DecodeModelParameters(task.header.manifest(), *payload, &task.model));
+  return std::optional<Task>(std::move(task));
+}
+
+absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& update,
+                                         const std::string& payload,
+                                         const v1::TensorManifest& manifest,
+                                         const std::atomic<bool>& stop) {
+  const v1::TaskHeader& t = task.header;
+  v1::UpdateChunk header;
+  v1::UpdateHeader* h = header.mutable_header();
+  h->set_client_id(id());
+  h->set_session_token(session_token);
+  h->set_job_id(t.job_id());
+  h->set_round(t.round());
+  h->set_task_id(t.task_id());
+  *h->mutable_manifest() = manifest;
+  h->set_total_bytes(static_cast<int64_t>(payload.size()));
+  h->set_num_examples(update.num_examples);
+  h->mutable_metrics()->set_train_loss(update.train_loss);
+  h->mutable_metrics()->set_train_accuracy(update.train_accuracy);
+  h->mutable_metrics()->set_steps(update.steps);
+  h->mutable_metrics()->set_train_seconds(update.seconds);
+
+  grpc::ClientContext ctx;
+  // Not cancelled by `stop`: a started upload is finished.
+  absl::Duration limit = absl::Minutes(10);
+  if (t.deadline_unix_ms() > 0) {
+    limit = std::max(absl::Seconds(5),
+                     absl::FromUnixMillis(t.deadline_unix_ms()) - absl::Now() + absl::Seconds(5));
+  }
+  ctx.set_deadline(Deadline(limit));
+  v1::UploadUpdateResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub->UploadUpdate(&ctx, &resp);
+  bool ok = writer->Write(header);
+  if (ok) {
+    v1::UpdateChunk c;
+    ok = model::ForEachChunk(payload, chunk_bytes, [&](const v1::DataChunk& d) {
+      *c.mutable_data() = d;
+      return writer->Write(c);
+    });
+  }
+  if (ok) {
+    v1::UpdateChunk trailer;
+    *trailer.mutable_trailer() = model::MakeTrailer(payload);
+    ok = writer->Write(trailer);
+  }
+  if (ok) writer->WritesDone();
+  return FromGrpc(writer->Finish(), "UploadUpdate");
+}
+
+absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
+  FEDGE_ASSIGN_OR_RETURN(std::optional<Task> task, Fetch(stop));
+  if (!task.has_value() || stop.load()) return absl::OkStatus();
+  const v1::TaskHeader& t = task->header;
+  const std::string where = absl::StrCat("job ", t.job_id(), " round ", t.round());
+  const absl::Time deadline =
+      t.deadline_unix_ms() > 0 ? absl::FromUnixMillis(t.deadline_unix_ms()) : absl::InfiniteFuture();
+  auto abandon = [&](const absl::Status& why) {
+    Count(&ClientRuntimeStats::tasks_abandoned);
+    FEDGE_LOG(WARNING) << where << ": task abandoned: " << why.message();
+    return absl::OkStatus();
+  };
+
+  if (options.data_source) {
+    auto fresh = options.data_source();
+    if (!fresh.ok()) return abandon(fresh.status());
+    if (*fresh == nullptr) return abandon(absl::FailedPreconditionError("data source gave no data"));
+    data.Reset(std::move(fresh).value());
+  }
+  auto local = data.Get(t.preprocessing());
+  if (!local.ok()) return abandon(local.status());
+
+  base::Rng seed_rng(t.training().shuffle_seed() ^ Fnv1a(id()), static_cast<uint64_t>(t.round()));
+  auto train_options = OptionsFromTask(t, seed_rng.NextU64());
+  if (!train_options.ok()) return abandon(train_options.status());
+  train_options->cancelled = [&stop, deadline] {
+    return stop.load() || absl::Now() > deadline;
+  };
+  auto update = TrainLocally(task->model, **local, *train_options);
+  if (!update.ok()) {
+    if (absl::IsCancelled(update.status()) && stop.load()) {
+      Count(&ClientRuntimeStats::tasks_abandoned);
+      FEDGE_LOG(INFO) << where << ": training abandoned (stopping)";
+      return absl::OkStatus();
+    }
+    if (absl::IsCancelled(update.status())) {
+      return abandon(absl::DeadlineExceededError("the round's deadline passed during training"));
+    }
+    return abandon(update.status());
+  }
+  if (absl::Now() > deadline) {
+    return abandon(absl::DeadlineExceededError("the round's deadline passed"));
+  }
+  auto encoded = model::EncodeModelParameters(update->delta);
+  if (!encoded.ok()) return abandon(encoded.status());
+
+  // Upload; a broken connection restarts the upload while the deadline allows.
+  Backoff retry(options.backoff, options.seed ^ 0x5eed);
+  for (;;) {
+    absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, stop);
+    if (s.ok() || absl::IsAlreadyExists(s)) break;
+    if (absl::IsUnauthenticated(s)) return s;  // re-register; the task is lost
+    if (!Retryable(s) || stop.load()) return abandon(s);
+    const absl::Duration wait = retry.NextDelay();
+    if (absl::Now() + wait > deadline) return abandon(s);
+    FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
+                       << absl::FormatDuration(wait);
+    Count(&ClientRuntimeStats::connection_failures);
+    SleepUnlessStopped(wait, stop);
+  }
+  RoundReport r;
+  r.job_id = t.job_id();
+  r.round = t.round();
+  r.task_id = t.task_id();
+  r.num_examples = update->num_examples;
+  r.train_loss = update->train_loss;
+  r.train_accuracy = update->train_accuracy;
+  r.steps = update->steps;
+  r.train_seconds = update->seconds;
+  r.total_seconds = absl::ToDoubleSeconds(absl::Now() - task->received);
+  r.bytes_down = t.total_bytes();
+  r.bytes_up = static_cast<int64_t>(encoded->bytes.size());
+  Count(&ClientRuntimeStats::rounds_completed);
+  if (options.on_round) options.on_round(r);
+  return absl::OkStatus();
+}
+
+void ClientRuntime::Impl::Leave() {
+  v1::LeaveRequest req;
+  req.set_client_id(id());
+  req.set_session_token(session_token);
+  req.set_reason("client stopped with --leave");
+  v1::LeaveResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(absl::Seconds(5)));
+  const absl::Status s = FromGrpc(stub->Leave(&ctx, req, &resp), "Leave");
+  if (!s.ok()) {
+    FEDGE_LOG(WARNING) << s.message();
+  }
+}
+
+ClientRuntime::ClientRuntime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ClientRuntime::~ClientRuntime() = default;
+
+absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
+    ClientRuntimeOptions options) {
+  if (options.target.empty()) return absl::InvalidArgumentError("ClientRuntime: no target");
+  if (options.enrollment_token.empty()) {
+    return absl::InvalidArgumentError("ClientRuntime: no enrollment token");
+  }
+  if (options.tls_cert_chain_pem.empty() != options.tls_private_key_pem.empty()) {
+    return absl::InvalidArgumentError(
+        "ClientRuntime: mutual TLS needs both a certificate chain and a private key");
+  }
+  if (options.insecure && (!options.tls_root_ca_pem.empty() || !options.tls_cert_chain_pem.empty())) {
+    return absl::InvalidArgumentError("ClientRuntime: insecure and TLS material are exclusive");
+  }
+  if (options.fetch_wait_seconds < 0 || options.fetch_wait_seconds > 3600) {
+    return absl::InvalidArgumentError("ClientRuntime: fetch_wait_seconds must be in [0, 3600]");
+  }
+  FEDGE_RETURN_IF_ERROR(ValidateBackoffOptions(options.backoff));
+  std::shared_ptr<const data::Dataset> initial = options.data;
+  if (initial == nullptr && options.data_source) {
+    FEDGE_ASSIGN_OR_RETURN(initial, options.data_source());
+  }
+  if (initial == nullptr) {
+    return absl::InvalidArgumentError("ClientRuntime: no local data (data or data_source)");
+  }
+  FEDGE_RETURN_IF_ERROR(data::ValidateDataset(*initial));
+
+  auto impl = std::make_unique<Impl>(std::move(options));
+  impl->data.Reset(std::move(initial));
+  if (!impl->options.state_path.empty()) {
+    auto state = LoadDeviceState(impl->options.state_path);
+    if (state.ok()) {
+      absl::MutexLock lock(&impl->mu);
+      impl->client_id = state->client_id;
+    } else if (!absl::IsNotFound(state.status())) {
+      return state.status();
+    }
+  }
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (impl->options.insecure) {
+    creds = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = impl->options.tls_root_ca_pem;
+    ssl.pem_cert_chain = impl->options.tls_cert_chain_pem;
+    ssl.pem_private_key = impl->options.tls_private_key_pem;
+    creds = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(impl->options.max_receive_message_bytes);
+  args.SetMaxSendMessageSize(4 << 20);
+  // gRPC's own reconnect backoff (default up to 120 s) would hide a coordinator that is
+  // back; keep it no longer than ours.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(impl->options.backoff.initial)));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(impl->options.backoff.initial)));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(impl->options.backoff.max)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 60000);
+  if (!impl->options.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(impl->options.tls_server_name);
+  }
+  impl->channel = grpc::CreateCustomChannel(impl->options.target, creds, args);
+  impl->stub = v1::Coordinator::NewStub(impl->channel);
+  return std::unique_ptr<ClientRuntime>(new ClientRuntime(std::move(impl)));
+}
+
+absl::Status ClientRuntime::Run(const std::atomic<bool>& stop) {
+  Impl& m = *impl_;
+  // Cancels the long-poll in flight as soon as `stop` is set.
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done.load()) {
+      if (stop.load()) {
+        absl::MutexLock lock(&m.mu);
+        if (m.cancellable != nullptr) m.cancellable->TryCancel();
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  });
+  struct Join {
+    std::atomic<bool>& done;
+    std::thread& t;
+    ~Join() {
+      done = true;
+      t.join();
+    }
+  } join{done, watcher};
+
+  bool registered = false;
+  while (!stop.load()) {
+    absl::Status s;
+    if (!registered) {
+      s = m.Register();
+      if (s.ok()) {
+        registered = true;
+        m.backoff.Reset();
+        continue;
+      }
+      if (!Retryable(s)) return s;  // wrong enrollment token, impossible profile, state file
+    } else {
+      s = m.FetchAndRun(stop);
+      if (s.ok()) {
+        m.backoff.Reset();
+        continue;
+      }
+      if (absl::IsUnauthenticated(s)) {
+        FEDGE_LOG(WARNING) << s.message() << "; registering again";
+        registered = false;
+      }
+    }
+    if (stop.load()) break;
+    m.Count(&ClientRuntimeStats::connection_failures);
+    const absl::Duration wait = m.backoff.NextDelay();
+    FEDGE_LOG(WARNING) << s.message() << "; retrying in " << absl::FormatDuration(wait);
+    Impl::SleepUnlessStopped(wait, stop);
+  }
+  if (registered && m.options.leave_on_stop) m.Leave();
+  return absl::OkStatus();
+}
+
+std::string ClientRuntime::client_id() const { return impl_->id(); }
+
+ClientRuntimeStats ClientRuntime::stats() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace fedge::client

@@ -1,0 +1,147 @@
+// The device runtime: registers with the coordinator, long-polls for tasks, trains each one
+// with client::TrainLocally on the device's local data and uploads the update, over gRPC.
+// This header carries no gRPC types (the channel and stubs live in client_runtime.cc), so a
+// device app can include it without gRPC's headers.
+//
+//   ClientRuntimeOptions o;
+//   o.target = "coordinator.example:7070";
+//   o.enrollment_token = token;              // from the deployer
+//   o.tls_root_ca_pem = ReadFile("ca.pem");  // TLS by default; o.insecure only when asked
+//   o.data = std::make_shared<const data::Dataset>(*data::ReadShard("client.shard"));
+//   o.state_path = "/var/lib/fedge/client.state";
+//   FEDGE_ASSIGN_OR_RETURN(auto runtime, ClientRuntime::Create(std::move(o)));
+//   std::atomic<bool> stop{false};            // set from a SIGTERM handler
+//   absl::Status s = runtime->Run(stop);
+//
+// What Run does:
+//   Register (with the client id of the state file, so a restarted device keeps its id;
+//   the new id is written back, mode 0600) → loop { FetchTask long-poll (wait_seconds);
+//   on a task: receive header + chunks (model::PayloadAssembler), decode the parameters
+//   into the header's model_spec, preprocess a copy of the local data once per distinct
+//   Preprocessing, train (OptionsFromTask), encode Δ and upload it in chunks (header with
+//   example count and metrics, data ≤ 1 MiB, trailer with CRC-32) }.
+// Failures:
+//   - coordinator unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, ...): retry after a jittered
+//     exponential backoff (0.5 s doubling to 30 s, ±50%), forever, until `stop`;
+//   - UNAUTHENTICATED on a session call: the session is gone (e.g. the coordinator lost
+//     it): register again with the same id;
+//   - a task whose deadline passes during training is abandoned (nothing uploaded);
+//   - an upload cut by a broken connection is retried from the start while the task's
+//     deadline allows; ALREADY_EXISTS (the first attempt did arrive) counts as done;
+//   - a bad task (undecodable payload, model that does not fit the data) is logged and
+//     skipped; the coordinator drops the client from that round.
+//   Run returns an error only for what retrying cannot fix: a wrong enrollment token
+//   (UNAUTHENTICATED from Register), an impossible profile (INVALID_ARGUMENT), bad TLS
+//   material.
+// Stopping: when `stop` becomes true, a long-poll in flight is cancelled, training in
+// progress is abandoned, an upload in progress is finished; then Run returns OK. Leave is
+// called only with leave_on_stop (the device may come back: it keeps its id).
+//
+// Thread safety: Run is called once, from one thread; stats() and client_id() may be
+// called from any thread.
+#ifndef FEDGE_CLIENT_GRPC_CLIENT_RUNTIME_H_
+#define FEDGE_CLIENT_GRPC_CLIENT_RUNTIME_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/grpc/backoff.h"
+#include "data/dataset.h"
+#include "proto/job.pb.h"
+
+namespace fedge::client {
+
+// One round as the device saw it (for logs and callbacks).
+struct RoundReport {
+  std::string job_id;
+  int64_t round = 0;
+  std::string task_id;
+  int64_t num_examples = 0;
+  double train_loss = 0;
+  double train_accuracy = 0;
+  int64_t steps = 0;
+  double train_seconds = 0;  // TrainLocally
+  double total_seconds = 0;  // task received → upload acknowledged
+  int64_t bytes_down = 0;    // task payload
+  int64_t bytes_up = 0;      // update payload
+};
+
+struct ClientRuntimeOptions {
+  // host:port of the coordinator's Coordinator service.
+  std::string target;
+  // The deployment's enrollment token (shared secret).
+  std::string enrollment_token;
+
+  // Channel security. TLS unless `insecure` (plaintext, for tests and loopback only).
+  bool insecure = false;
+  std::string tls_root_ca_pem;       // CA of the coordinator's certificate; empty = system roots
+  std::string tls_cert_chain_pem;    // mutual TLS: the device's certificate chain ...
+  std::string tls_private_key_pem;   // ... and its key (both or neither)
+  std::string tls_server_name;       // overrides the name checked in the certificate
+
+  // Profile sent to Register; num_examples is filled from the data.
+  v1::DeviceProfile profile;
+
+  // Local data with pixels in [0, 1] (a shard from data::ReadShard), or a callback that
+  // produces it (called at Create and again before every task, so an app can hand over
+  // fresh data; an error skips that task). One of the two is required.
+  std::shared_ptr<const data::Dataset> data;
+  std::function<absl::StatusOr<std::shared_ptr<const data::Dataset>>()> data_source;
+
+  // File keeping the client id across restarts (device_state.h). Empty: not kept.
+  std::string state_path;
+
+  // Long-poll length asked of FetchTask, in seconds (the server caps it).
+  int fetch_wait_seconds = 20;
+  BackoffOptions backoff;
+  // Seeds the backoff jitter. Shuffling follows the task (LocalTraining.shuffle_seed).
+  uint64_t seed = 0;
+  // Call Leave when stopped (the coordinator then forgets the session).
+  bool leave_on_stop = false;
+  // Largest gRPC message accepted from the coordinator (chunks are ≤ 1 MiB).
+  int max_receive_message_bytes = 8 << 20;
+  // Largest task payload accepted, in bytes (a bound on memory; the exact size also
+  // follows from the task's model_spec).
+  int64_t max_task_bytes = int64_t{1} << 31;
+
+  // Called after every uploaded update (from Run's thread).
+  std::function<void(const RoundReport&)> on_round;
+};
+
+struct ClientRuntimeStats {
+  int64_t rounds_completed = 0;   // updates uploaded and acknowledged
+  int64_t tasks_abandoned = 0;    // deadline passed, stop, or a bad task
+  int64_t registrations = 0;
+  int64_t connection_failures = 0;
+};
+
+class ClientRuntime {
+ public:
+  // INVALID_ARGUMENT for missing target/token/data, half a client certificate, bad backoff
+  // options; the state file is read here (PERMISSION_DENIED when others can read it).
+  static absl::StatusOr<std::unique_ptr<ClientRuntime>> Create(ClientRuntimeOptions options);
+  ~ClientRuntime();
+  ClientRuntime(const ClientRuntime&) = delete;
+  ClientRuntime& operator=(const ClientRuntime&) = delete;
+
+  // Runs until `stop` is true (then OK) or a permanent error (see above).
+  absl::Status Run(const std::atomic<bool>& stop);
+
+  // The id the coordinator assigned ("" before the first Register).
+  std::string client_id() const;
+  ClientRuntimeStats stats() const;
+
+ private:
+  struct Impl;
+  explicit ClientRuntime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fedge::client
+
+#endif  // FEDGE_CLIENT_GRPC_CLIENT_RUNTIME_H_
