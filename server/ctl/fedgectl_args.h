@@ -1,0 +1,57 @@
+// fedgectl's command line, parsed without touching the network (so it can be tested).
+//
+//   fedgectl [connection flags] COMMAND [ARGS] [command flags]
+//   Commands:
+//     job start FILE | job start --config FILE [--dry-run]
+//     status [JOB]              watch [JOB] [--replay]       clients [--all]
+//     rounds [JOB]              export [JOB] --out FILE [--round N]
+//     stop JOB [--reason TEXT]  help
+//   Connection: --coordinator HOST:PORT (default $FEDGE_COORDINATOR, else 127.0.0.1:7070),
+//     TLS by default: --tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME],
+//     or --insecure (plaintext; loopback and tests only); --timeout SECONDS for one call.
+// Flags may come anywhere, as --flag VALUE or --flag=VALUE, with dashes or underscores.
+#ifndef FEDGE_SERVER_CTL_FEDGECTL_ARGS_H_
+#define FEDGE_SERVER_CTL_FEDGECTL_ARGS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace fedge::ctl {
+
+inline constexpr char kDefaultCoordinator[] = "127.0.0.1:7070";
+
+struct CtlConnection {
+  std::string target = kDefaultCoordinator;
+  bool insecure = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;  // file paths / name
+  double timeout_seconds = 30;
+};
+
+struct CtlCommand {
+  enum class Kind { kHelp, kJobStart, kStatus, kWatch, kClients, kRounds, kExport, kStop };
+  Kind kind = Kind::kHelp;
+  CtlConnection connection;
+  std::string job_id;       // status, watch, rounds, export (optional), stop (required)
+  std::string config_path;  // job start
+  bool dry_run = false;     // job start
+  bool replay = false;      // watch: first the completed rounds
+  bool include_inactive = false;  // clients --all
+  std::string out_path;     // export
+  int64_t round = 0;        // export; 0 = latest checkpoint
+  std::string reason;       // stop
+};
+
+// `args` excludes the program name. `env_coordinator` is $FEDGE_COORDINATOR (may be empty).
+// INVALID_ARGUMENT with a message for the user on a usage error (exit code 2).
+absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
+                                        const std::string& env_coordinator = "");
+
+// The usage text.
+const char* CtlUsage();
+
+}  // namespace fedge::ctl
+
+#endif  // FEDGE_SERVER_CTL_FEDGECTL_ARGS_H_

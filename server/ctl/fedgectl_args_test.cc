@@ -1,0 +1,102 @@
+#include "server/ctl/fedgectl_args.h"
+
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::ctl {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+using Kind = CtlCommand::Kind;
+
+TEST(FedgectlArgsTest, JobStartWithPositionalFileOrConfigFlag) {
+  auto c = ParseCtlArgs({"--coordinator", "coord:7000", "--insecure", "job", "start", "j.txt"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kJobStart);
+  EXPECT_EQ(c->config_path, "j.txt");
+  EXPECT_EQ(c->connection.target, "coord:7000");
+  EXPECT_TRUE(c->connection.insecure);
+  EXPECT_FALSE(c->dry_run);
+
+  c = ParseCtlArgs({"job", "start", "--config=j2.txt", "--dry-run"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->config_path, "j2.txt");
+  EXPECT_TRUE(c->dry_run);
+  EXPECT_FALSE(c->connection.insecure);  // TLS unless asked
+  EXPECT_EQ(c->connection.target, kDefaultCoordinator);
+}
+
+TEST(FedgectlArgsTest, EnvironmentGivesTheDefaultCoordinatorAndTheFlagWins) {
+  EXPECT_EQ(ParseCtlArgs({"status"}, "env:1")->connection.target, "env:1");
+  EXPECT_EQ(ParseCtlArgs({"status", "--coordinator=flag:2"}, "env:1")->connection.target, "flag:2");
+}
+
+TEST(FedgectlArgsTest, JobArgumentsAreOptionalExceptForStop) {
+  auto c = ParseCtlArgs({"status"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kStatus);
+  EXPECT_EQ(c->job_id, "");
+  c = ParseCtlArgs({"watch", "job-3", "--replay"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kWatch);
+  EXPECT_EQ(c->job_id, "job-3");
+  EXPECT_TRUE(c->replay);
+  c = ParseCtlArgs({"rounds", "job-3"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kRounds);
+  c = ParseCtlArgs({"clients", "--all"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_TRUE(c->include_inactive);
+  c = ParseCtlArgs({"stop", "job-3", "--reason", "maintenance"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kStop);
+  EXPECT_EQ(c->reason, "maintenance");
+  EXPECT_THAT(ParseCtlArgs({"stop"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("stop JOB")));
+}
+
+TEST(FedgectlArgsTest, ExportNeedsOut) {
+  auto c = ParseCtlArgs({"export", "--out", "m.fedge", "--round=4", "--tls-ca", "ca.pem"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kExport);
+  EXPECT_EQ(c->out_path, "m.fedge");
+  EXPECT_EQ(c->round, 4);
+  EXPECT_EQ(c->connection.tls_ca, "ca.pem");
+  EXPECT_THAT(ParseCtlArgs({"export"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--out")));
+  EXPECT_THAT(ParseCtlArgs({"export", "--out", "f", "--round", "-1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--round")));
+}
+
+TEST(FedgectlArgsTest, UsageErrorsNameTheProblem) {
+  EXPECT_THAT(ParseCtlArgs({}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no command")));
+  EXPECT_THAT(ParseCtlArgs({"frobnicate"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("frobnicate")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--bogus"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--bogus")));
+  EXPECT_THAT(ParseCtlArgs({"status", "a", "b"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most one")));
+  EXPECT_THAT(ParseCtlArgs({"job"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job start")));
+  EXPECT_THAT(ParseCtlArgs({"job", "start"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one job file")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--coordinator"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs a value")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--out", "x"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not apply")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--insecure", "--tls-ca", "ca"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--insecure")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--tls-cert", "c"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--tls-key")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--timeout", "0"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--timeout")));
+}
+
+TEST(FedgectlArgsTest, HelpAndUnderscoreSpellings) {
+  EXPECT_EQ(ParseCtlArgs({"--help"})->kind, Kind::kHelp);
+  EXPECT_EQ(ParseCtlArgs({"help"})->kind, Kind::kHelp);
+  auto c = ParseCtlArgs({"job", "start", "f", "--dry_run", "--tls_server_name", "coord"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_TRUE(c->dry_run);
+  EXPECT_EQ(c->connection.tls_server_name, "coord");
+  // "--" ends flags: a job file named like a flag.
+  c = ParseCtlArgs({"job", "start", "--", "--weird.txt"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->config_path, "--weird.txt");
+}
+
+}  // namespace
+}  // namespace fedge::ctl
