@@ -29,7 +29,7 @@ const char* CtlUsage() {
          "  export [JOB] --out FILE [--round N]  write the model (a model file) to FILE\n"
          "  stop JOB [--reason TEXT]       stop a running job\n"
          "JOB defaults to the running (or most recent) job. --coordinator defaults to\n"
-         "$FEDGE_COORDINATOR, else 127.0.0.1:7070. --timeout SECONDS bounds each call (30).\n";
+         "$FEDGE_COORDINATOR, else 127.0.0.1:50051. --timeout SECONDS bounds each call (30).\n";
 }
 
 absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,

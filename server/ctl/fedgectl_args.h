@@ -6,7 +6,7 @@
 //     status [JOB]              watch [JOB] [--replay]       clients [--all]
 //     rounds [JOB]              export [JOB] --out FILE [--round N]
 //     stop JOB [--reason TEXT]  help
-//   Connection: --coordinator HOST:PORT (default $FEDGE_COORDINATOR, else 127.0.0.1:7070),
+//   Connection: --coordinator HOST:PORT (default $FEDGE_COORDINATOR, else 127.0.0.1:50051),
 //     TLS by default: --tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME],
 //     or --insecure (plaintext; loopback and tests only); --timeout SECONDS for one call.
 // Flags may come anywhere, as --flag VALUE or --flag=VALUE, with dashes or underscores.
@@ -21,7 +21,7 @@
 
 namespace fedge::ctl {
 
-inline constexpr char kDefaultCoordinator[] = "127.0.0.1:7070";
+inline constexpr char kDefaultCoordinator[] = "127.0.0.1:50051";
 
 struct CtlConnection {
   std::string target = kDefaultCoordinator;
