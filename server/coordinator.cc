@@ -249,10 +249,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   return std::optional<TaskAssignment>(std::move(task));
 }
 
-absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
-                                       const aggregation::Update& update,
-                                       int64_t payload_bytes) {
-  absl::MutexLock lock(&mu_);
+absl::Status Coordinator::CheckUpdateHeader(const v1::UpdateHeader& header) {
   const std::string& id = header.client_id();
   FEDGE_RETURN_IF_ERROR(Authenticate(id, header.session_token()));
   clients_[id].last_seen = clock_.Now();
@@ -282,6 +279,29 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
         absl::StrCat("Coordinator: update names task '", header.task_id(), "', expected '",
                      expected_task, "'"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
+                                       const absl::Status& reason) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
+  Round& round = *job_->round;
+  round.waiting.erase(header.client_id());
+  round.metrics.set_rejected(round.metrics.rejected() + 1);
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
+                     << ": rejected the update of client " << header.client_id() << ": "
+                     << reason.message();
+  return reason.ok() ? absl::InvalidArgumentError("Coordinator: update rejected") : reason;
+}
+
+absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
+                                       const aggregation::Update& update,
+                                       int64_t payload_bytes) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
+  const std::string& id = header.client_id();
+  Round& round = *job_->round;
   absl::Status status;
   if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
     status = absl::InvalidArgumentError(absl::StrCat(

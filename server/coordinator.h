@@ -94,6 +94,12 @@ class Coordinator {
   // transport) and `payload_bytes` their size on the wire.
   absl::Status SubmitUpdate(const v1::UpdateHeader& header, const aggregation::Update& update,
                             int64_t payload_bytes);
+  // A transport found the update itself malformed (manifest or shapes that differ from the
+  // task, non-finite values, a wrong byte count): when `header` names the client's open
+  // task (same checks and errors as SubmitUpdate), drops the client from the round,
+  // counts the update as rejected, and returns `reason`; otherwise returns the
+  // SubmitUpdate-style error (UNAUTHENTICATED, FAILED_PRECONDITION, ALREADY_EXISTS).
+  absl::Status RejectUpdate(const v1::UpdateHeader& header, const absl::Status& reason);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
 
   // ---- operators ----
@@ -163,6 +169,9 @@ class Coordinator {
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Credentials, job, open round, not yet answered, sampled, task id.
+  absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

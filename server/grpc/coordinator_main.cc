@@ -1,0 +1,215 @@
+// fedge-coordinator: the round coordinator as a gRPC server (DESIGN.md, "The round").
+//
+//   fedge-coordinator --state-dir /var/lib/fedge --enrollment-token-file /etc/fedge/token
+//       --tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]
+//       [--listen 0.0.0.0:50051] [--tick-ms 200]
+//
+// State (jobs, rounds, registry, checkpoints) lives in <state-dir>/coordinator.db; a
+// restart resumes the running job from its last completed round. The enrollment token
+// file must be non-empty and not readable by others (chmod 600). TLS is on when given a
+// certificate and key (mutual TLS with --tls-client-ca); plaintext needs --insecure.
+// SIGTERM / SIGINT: stop ticking, end long polls, let calls in flight finish for
+// --shutdown-grace-seconds, then exit.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <grpcpp/security/server_credentials.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "base/flags.h"
+#include "base/log.h"
+#include "server/coordinator.h"
+#include "server/grpc/grpc_server.h"
+#include "server/store.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to serve gRPC on (host:port).");
+ABSL_FLAG(std::string, state_dir, "", "Directory of the coordinator's SQLite state. Required.");
+ABSL_FLAG(std::string, enrollment_token_file, "",
+          "File holding the deployment's enrollment token (mode 600). Required.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).");
+ABSL_FLAG(bool, insecure, false, "Serve plaintext without TLS (testing on loopback only).");
+ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
+ABSL_FLAG(int, liveness_seconds, 60, "A client silent this long is not sampled / is dropped.");
+ABSL_FLAG(int, max_wait_seconds, 30, "Longest a FetchTask long poll is held.");
+ABSL_FLAG(int, max_message_mb, 8, "Largest gRPC message accepted (MiB).");
+ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
+
+namespace fedge {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("fedge-coordinator: cannot read ", what, " ", path));
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (s.str().size() > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("fedge-coordinator: ", what, " ", path, " is over 1 MiB"));
+  }
+  return s.str();
+}
+
+absl::StatusOr<std::string> ReadEnrollmentToken(const std::string& path) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("fedge-coordinator: --enrollment-token-file is required");
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("fedge-coordinator: enrollment token file ", path, " does not exist"));
+  }
+  if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "fedge-coordinator: enrollment token file ", path,
+        " is readable or writable by others; chmod 600 it"));
+  }
+  absl::StatusOr<std::string> token = ReadFile(path, "enrollment token file");
+  if (!token.ok()) return token.status();
+  std::string t(absl::StripAsciiWhitespace(*token));
+  if (t.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("fedge-coordinator: enrollment token file ", path, " is empty"));
+  }
+  return t;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("fedge-coordinator: --tls-cert and --tls-key go together");
+  }
+  if (cert.empty()) {
+    if (!ca.empty()) {
+      return absl::InvalidArgumentError("fedge-coordinator: --tls-client-ca needs --tls-cert and --tls-key");
+    }
+    if (!absl::GetFlag(FLAGS_insecure)) {
+      return absl::InvalidArgumentError(
+          "fedge-coordinator: no TLS certificate; give --tls-cert and --tls-key, or --insecure "
+          "to serve plaintext (loopback testing only)");
+    }
+    FEDGE_LOG(WARNING) << "**************************************************************";
+    FEDGE_LOG(WARNING) << "fedge-coordinator: --insecure: serving PLAINTEXT gRPC. Tokens and";
+    FEDGE_LOG(WARNING) << "model updates travel unencrypted. Use only on a trusted loopback.";
+    FEDGE_LOG(WARNING) << "**************************************************************";
+    return grpc::InsecureServerCredentials();
+  }
+  if (absl::GetFlag(FLAGS_insecure)) {
+    return absl::InvalidArgumentError("fedge-coordinator: --insecure contradicts --tls-cert");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  absl::StatusOr<std::string> c = ReadFile(cert, "TLS certificate");
+  if (!c.ok()) return c.status();
+  absl::StatusOr<std::string> k = ReadFile(key, "TLS key");
+  if (!k.ok()) return k.status();
+  pair.cert_chain = *c;
+  pair.private_key = *k;
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!ca.empty()) {
+    absl::StatusOr<std::string> roots = ReadFile(ca, "TLS client CA");
+    if (!roots.ok()) return roots.status();
+    ssl.pem_root_certs = *roots;
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    FEDGE_LOG(INFO) << "fedge-coordinator: mutual TLS (clients need a certificate signed by " << ca << ")";
+  } else {
+    FEDGE_LOG(INFO) << "fedge-coordinator: TLS";
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+int Run() {
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  if (state_dir.empty()) {
+    std::fprintf(stderr, "fedge-coordinator: --state-dir is required\n");
+    return 2;
+  }
+  absl::StatusOr<std::string> token = ReadEnrollmentToken(absl::GetFlag(FLAGS_enrollment_token_file));
+  if (!token.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(token.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeCredentials();
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_tick_ms) < 1 || absl::GetFlag(FLAGS_liveness_seconds) < 1 ||
+      absl::GetFlag(FLAGS_max_wait_seconds) < 0 || absl::GetFlag(FLAGS_max_message_mb) < 2 ||
+      absl::GetFlag(FLAGS_max_message_mb) > 1024) {
+    std::fprintf(stderr,
+                 "fedge-coordinator: --tick-ms and --liveness-seconds must be ≥ 1, "
+                 "--max-wait-seconds ≥ 0, --max-message-mb in [2, 1024]\n");
+    return 2;
+  }
+
+  // Signals are taken synchronously by this thread (sigwait); every thread started from
+  // here on inherits the blocked mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<server::Store>> store = server::Store::Open(state_dir);
+  if (!store.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", store.status().ToString().c_str());
+    return 1;
+  }
+  server::CoordinatorOptions co;
+  co.enrollment_token = *token;
+  co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
+  absl::StatusOr<std::unique_ptr<server::Coordinator>> coordinator =
+      server::Coordinator::Create(co, store->get());
+  if (!coordinator.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", coordinator.status().ToString().c_str());
+    return 1;
+  }
+  server::GrpcServerOptions so;
+  so.listen_address = absl::GetFlag(FLAGS_listen);
+  so.credentials = *credentials;
+  so.tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
+  so.limits.liveness_timeout = co.liveness_timeout;
+  so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
+  so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+  absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
+      server::GrpcCoordinatorServer::Start(so, coordinator->get(), store->get());
+  if (!server.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  const std::optional<std::string> running = (*coordinator)->running_job();
+  FEDGE_LOG(INFO) << "fedge-coordinator: serving on " << so.listen_address << " (port "
+                  << (*server)->port() << "), state in " << (*store)->path()
+                  << (running ? absl::StrCat(", resuming job ", *running) : std::string(", no job running"));
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  FEDGE_LOG(INFO) << "fedge-coordinator: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
+                  << ", shutting down (grace " << absl::GetFlag(FLAGS_shutdown_grace_seconds) << " s)";
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  FEDGE_LOG(INFO) << "fedge-coordinator: stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace fedge
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "fedge-coordinator --state-dir DIR --enrollment-token-file FILE "
+      "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] | --insecure) [--listen HOST:PORT]");
+  fedge::base::AcceptDashedFlags(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  return fedge::Run();
+}

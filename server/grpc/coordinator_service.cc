@@ -1,0 +1,251 @@
+#include "server/grpc/coordinator_service.h"
+
+#include <algorithm>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "base/status_macros.h"
+#include "model/payload.h"
+#include "server/grpc/status.h"
+
+namespace fedge::server {
+namespace {
+
+using grpc_adapter::ToGrpcStatus;
+
+absl::Status CheckString(absl::string_view field, const std::string& value, size_t max) {
+  if (value.size() > max) {
+    return absl::InvalidArgumentError(absl::StrCat("CoordinatorService: ", field, " has ",
+                                                   value.size(), " bytes, at most ", max));
+  }
+  return absl::OkStatus();
+}
+
+// Decoded tensors as an aggregation update (the vectors move, nothing is copied).
+aggregation::Update UpdateFromDecoded(const std::string& client_id, double num_examples,
+                                      std::vector<model::DecodedTensor> tensors) {
+  aggregation::Update update;
+  update.client_id = client_id;
+  update.weight = num_examples;
+  update.tensors.reserve(tensors.size());
+  for (model::DecodedTensor& t : tensors) {
+    aggregation::Tensor out;
+    out.name = std::move(t.name);
+    out.shape = std::move(t.shape);
+    out.values = std::move(t.values);
+    update.tensors.push_back(std::move(out));
+  }
+  return update;
+}
+
+}  // namespace
+
+CoordinatorServiceImpl::CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits)
+    : coordinator_(coordinator), limits_(limits) {}
+
+grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
+                                              const v1::RegisterRequest* request,
+                                              v1::RegisterResponse* response) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"enrollment_token", &request->enrollment_token()},
+        {"previous_client_id", &request->previous_client_id()},
+        {"profile.platform", &request->profile().platform()},
+        {"profile.client_version", &request->profile().client_version()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  absl::StatusOr<v1::RegisterResponse> r = coordinator_->Register(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = std::move(r).value();
+  response->set_max_message_bytes(limits_.max_message_bytes);
+  response->set_chunk_bytes(limits_.chunk_bytes);
+  FEDGE_LOG(INFO) << "CoordinatorService: registered client " << response->client_id()
+                  << " from " << context->peer();
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<const CoordinatorServiceImpl::EncodedModel>>
+CoordinatorServiceImpl::Encode(const std::shared_ptr<const v1::ModelProto>& model) {
+  {
+    absl::MutexLock lock(&cache_mu_);
+    if (cache_ != nullptr && cache_->model == model) return cache_;
+  }
+  // Encoded outside the lock; two concurrent first downloads may both encode (harmless).
+  FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload p, model::EncodeModelParameters(*model));
+  auto e = std::make_shared<EncodedModel>();
+  e->model = model;
+  e->manifest = std::move(p.manifest);
+  e->bytes = std::move(p.bytes);
+  e->crc32 = model::PayloadCrc32(e->bytes);
+  absl::MutexLock lock(&cache_mu_);
+  cache_ = e;
+  return std::shared_ptr<const EncodedModel>(std::move(e));
+}
+
+grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
+                                               const v1::FetchTaskRequest* request,
+                                               grpc::ServerWriter<v1::TaskChunk>* writer) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"client_id", &request->client_id()},
+        {"session_token", &request->session_token()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  const absl::Duration wait =
+      std::min(absl::Seconds(std::max(0, request->wait_seconds())), limits_.max_wait);
+  const absl::Time until = absl::Now() + wait;
+  std::optional<TaskAssignment> task;
+  while (true) {
+    absl::StatusOr<std::optional<TaskAssignment>> t =
+        coordinator_->FetchTask(request->client_id(), request->session_token());
+    if (!t.ok()) return ToGrpcStatus(t.status());
+    if (t->has_value()) {
+      task = std::move(*t);
+      break;
+    }
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    if (stopping_.load() || absl::Now() >= until) {
+      v1::TaskChunk idle;
+      idle.mutable_idle()->set_retry_after_ms(limits_.retry_after_ms);
+      idle.mutable_idle()->set_no_job(!coordinator_->running_job().has_value());
+      writer->Write(idle);
+      return grpc::Status::OK;
+    }
+    absl::SleepFor(std::min(limits_.poll_interval, until - absl::Now()));
+  }
+
+  absl::StatusOr<std::shared_ptr<const EncodedModel>> encoded = Encode(task->model);
+  if (!encoded.ok()) return ToGrpcStatus(encoded.status());
+  const EncodedModel& e = **encoded;
+  v1::TaskChunk msg;
+  *msg.mutable_header() = std::move(task->header);
+  *msg.mutable_header()->mutable_manifest() = e.manifest;
+  msg.mutable_header()->set_total_bytes(static_cast<int64_t>(e.bytes.size()));
+  if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  const size_t chunk = static_cast<size_t>(
+      std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes));
+  for (size_t offset = 0; offset < e.bytes.size(); offset += chunk) {
+    msg.Clear();
+    v1::DataChunk* d = msg.mutable_data();
+    d->set_offset(static_cast<int64_t>(offset));
+    const absl::string_view piece = absl::string_view(e.bytes).substr(offset, chunk);
+    d->mutable_data()->assign(piece.data(), piece.size());
+    if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  }
+  msg.Clear();
+  msg.mutable_trailer()->set_crc32(e.crc32);
+  if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  return grpc::Status::OK;
+}
+
+grpc::Status CoordinatorServiceImpl::UploadUpdate(grpc::ServerContext* context,
+                                                  grpc::ServerReader<v1::UpdateChunk>* reader,
+                                                  v1::UploadUpdateResponse* response) {
+  absl::Status s = UploadUpdateImpl(context, reader, response);
+  if (!s.ok()) {
+    FEDGE_LOG(WARNING) << "CoordinatorService: upload from " << context->peer()
+                       << " refused: " << s;
+  }
+  return ToGrpcStatus(s);
+}
+
+absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* context,
+                                                      grpc::ServerReader<v1::UpdateChunk>* reader,
+                                                      v1::UploadUpdateResponse* response) {
+  v1::UpdateChunk msg;
+  if (!reader->Read(&msg)) {
+    return absl::InvalidArgumentError("CoordinatorService: upload stream ended before its header");
+  }
+  if (!msg.has_header()) {
+    return absl::InvalidArgumentError("CoordinatorService: an upload starts with its header");
+  }
+  const v1::UpdateHeader header = std::move(*msg.mutable_header());
+  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"client_id", &header.client_id()},
+                                    {"session_token", &header.session_token()},
+                                    {"job_id", &header.job_id()},
+                                    {"task_id", &header.task_id()}}) {
+    FEDGE_RETURN_IF_ERROR(CheckString(name, *value, limits_.max_string_bytes));
+  }
+  // Credentials and the client's task, before any payload byte.
+  FEDGE_ASSIGN_OR_RETURN(std::optional<TaskAssignment> task,
+                         coordinator_->FetchTask(header.client_id(), header.session_token()));
+  if (!task.has_value() || task->header.task_id() != header.task_id() ||
+      task->header.round() != header.round() || task->header.job_id() != header.job_id()) {
+    // The Coordinator names what is wrong (round, task, duplicate) without reading the update.
+    absl::Status s = coordinator_->SubmitUpdate(header, aggregation::Update{}, 0);
+    return s.ok() ? absl::InternalError("CoordinatorService: update accepted without a task") : s;
+  }
+  const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(*task->model);
+  FEDGE_ASSIGN_OR_RETURN(const int64_t expected_bytes, model::Float32PayloadBytes(specs));
+  if (header.total_bytes() != expected_bytes || header.total_bytes() > limits_.max_payload_bytes) {
+    return coordinator_->RejectUpdate(
+        header, absl::InvalidArgumentError(absl::StrCat(
+                    "CoordinatorService: update announces ", header.total_bytes(),
+                    " bytes; the task's model takes ", expected_bytes, " (limit ",
+                    limits_.max_payload_bytes, ")")));
+  }
+  FEDGE_ASSIGN_OR_RETURN(model::PayloadAssembler assembler,
+                         model::PayloadAssembler::Create(header.total_bytes(), limits_.max_payload_bytes));
+  std::optional<std::string> payload;
+  while (reader->Read(&msg)) {
+    if (payload.has_value()) {
+      return absl::InvalidArgumentError("CoordinatorService: message after the upload's trailer");
+    }
+    switch (msg.kind_case()) {
+      case v1::UpdateChunk::kData:
+        FEDGE_RETURN_IF_ERROR(assembler.Add(msg.data()));
+        break;
+      case v1::UpdateChunk::kTrailer: {
+        FEDGE_ASSIGN_OR_RETURN(std::string bytes, assembler.Finish(msg.trailer()));
+        payload = std::move(bytes);
+        break;
+      }
+      default:
+        return absl::InvalidArgumentError(
+            "CoordinatorService: expected a data chunk or the trailer after the header");
+    }
+  }
+  if (context->IsCancelled()) return absl::CancelledError("CoordinatorService: upload cancelled");
+  if (!payload.has_value()) {
+    return absl::DataLossError(absl::StrCat("CoordinatorService: upload stream ended after ",
+                                            assembler.bytes_received(), " of ",
+                                            assembler.total_bytes(),
+                                            " bytes without its trailer; discarded"));
+  }
+  absl::StatusOr<std::vector<model::DecodedTensor>> tensors =
+      model::DecodeFloat32Tensors(header.manifest(), *payload, specs);
+  if (!tensors.ok()) return coordinator_->RejectUpdate(header, tensors.status());
+  const int64_t bytes = static_cast<int64_t>(payload->size());
+  payload.reset();
+  FEDGE_RETURN_IF_ERROR(coordinator_->SubmitUpdate(
+      header,
+      UpdateFromDecoded(header.client_id(), static_cast<double>(header.num_examples()),
+                        std::move(tensors).value()),
+      bytes));
+  response->set_round(header.round());
+  response->set_bytes_received(bytes);
+  return absl::OkStatus();
+}
+
+grpc::Status CoordinatorServiceImpl::Leave(grpc::ServerContext* context,
+                                           const v1::LeaveRequest* request,
+                                           v1::LeaveResponse* response) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"client_id", &request->client_id()},
+        {"session_token", &request->session_token()},
+        {"reason", &request->reason()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  absl::Status s = coordinator_->Leave(request->client_id(), request->session_token());
+  if (s.ok()) {
+    FEDGE_LOG(INFO) << "CoordinatorService: client " << request->client_id() << " left ("
+                    << request->reason() << ")";
+  }
+  return ToGrpcStatus(s);
+}
+
+}  // namespace fedge::server

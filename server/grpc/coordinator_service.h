@@ -1,0 +1,101 @@
+// gRPC services over the transport-free server::Coordinator (DESIGN.md, Layers):
+// CoordinatorServiceImpl for devices (proto/coordinator.proto) and, in admin_service.h,
+// AdminServiceImpl for operators (proto/admin.proto). Synchronous gRPC API: one server
+// thread per call in flight.
+//
+// Bounds on every network input (ServiceLimits): the server's maximum message size (the
+// builder in grpc_server.h sets it), string fields, the long-poll wait, and an upload's
+// total_bytes, which must equal exactly the bytes of the task's tensors (FLOAT32).
+//
+// What a bad upload costs the client:
+//  - Transfer faults (a chunk at the wrong offset, overflow, no trailer, CRC mismatch, a
+//    message out of order): the upload is discarded and the client KEEPS its task; it may
+//    upload again (these are what a broken connection or a flaky link produce). The call
+//    fails with INVALID_ARGUMENT (protocol) or DATA_LOSS (short payload, CRC).
+//  - A malformed update (total_bytes or manifest that differ from the task, shapes, NaN or
+//    Inf, example count): Coordinator::RejectUpdate / SubmitUpdate drop the client from the
+//    round (never the round) and the call fails with INVALID_ARGUMENT.
+//  - Credentials, round, task and duplicates: the Coordinator's codes (UNAUTHENTICATED,
+//    FAILED_PRECONDITION, ALREADY_EXISTS), checked before any payload byte is read.
+//
+// Thread safety: the services are thread-safe (the Coordinator is).
+#ifndef FEDGE_SERVER_GRPC_COORDINATOR_SERVICE_H_
+#define FEDGE_SERVER_GRPC_COORDINATOR_SERVICE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "proto/coordinator.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace fedge::server {
+
+struct ServiceLimits {
+  // Largest gRPC message accepted (and sent); chunks are ≤ 1 MiB, so 8 MiB leaves room
+  // for headers with big manifests.
+  int64_t max_message_bytes = int64_t{8} << 20;
+  // Largest payload announced in an upload (the exact expected size is enforced too).
+  int64_t max_payload_bytes = int64_t{1} << 30;
+  // Preferred chunk size, told to clients at Register and used for downloads.
+  int32_t chunk_bytes = 1 << 20;
+  // Longest a FetchTask call is held before answering `idle`.
+  absl::Duration max_wait = absl::Seconds(30);
+  // How often a held FetchTask asks the coordinator again.
+  absl::Duration poll_interval = absl::Milliseconds(100);
+  // What `idle` tells the client to wait before calling again.
+  int64_t retry_after_ms = 1000;
+  // How often WatchJob polls the job.
+  absl::Duration watch_interval = absl::Milliseconds(200);
+  // Strings from the network (ids, tokens, reasons) longer than this are INVALID_ARGUMENT.
+  size_t max_string_bytes = 1024;
+  // Liveness timeout of the Coordinator (for RegisterResponse and ListClients).
+  absl::Duration liveness_timeout = absl::Seconds(60);
+};
+
+class CoordinatorServiceImpl final : public v1::Coordinator::Service {
+ public:
+  // `coordinator` must outlive the service.
+  CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits);
+
+  // Held FetchTask calls answer `idle` at once from now on (graceful shutdown).
+  void BeginShutdown() { stopping_.store(true); }
+
+  grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
+                        v1::RegisterResponse* response) override;
+  grpc::Status FetchTask(grpc::ServerContext* context, const v1::FetchTaskRequest* request,
+                         grpc::ServerWriter<v1::TaskChunk>* writer) override;
+  grpc::Status UploadUpdate(grpc::ServerContext* context,
+                            grpc::ServerReader<v1::UpdateChunk>* reader,
+                            v1::UploadUpdateResponse* response) override;
+  grpc::Status Leave(grpc::ServerContext* context, const v1::LeaveRequest* request,
+                     v1::LeaveResponse* response) override;
+
+ private:
+  // The round's model encoded once and shared by every download of the round.
+  struct EncodedModel {
+    std::shared_ptr<const v1::ModelProto> model;  // keeps the cache key alive
+    v1::TensorManifest manifest;
+    std::string bytes;
+    uint32_t crc32 = 0;
+  };
+  absl::StatusOr<std::shared_ptr<const EncodedModel>> Encode(
+      const std::shared_ptr<const v1::ModelProto>& model);
+  absl::Status UploadUpdateImpl(grpc::ServerContext* context,
+                                grpc::ServerReader<v1::UpdateChunk>* reader,
+                                v1::UploadUpdateResponse* response);
+
+  Coordinator* const coordinator_;
+  const ServiceLimits limits_;
+  std::atomic<bool> stopping_{false};
+  absl::Mutex cache_mu_;
+  std::shared_ptr<const EncodedModel> cache_ ABSL_GUARDED_BY(cache_mu_);
+};
+
+}  // namespace fedge::server
+
+#endif  // FEDGE_SERVER_GRPC_COORDINATOR_SERVICE_H_

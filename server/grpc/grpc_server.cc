@@ -1,0 +1,77 @@
+#include "server/grpc/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_builder.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+
+namespace fedge::server {
+
+GrpcCoordinatorServer::GrpcCoordinatorServer(Coordinator* coordinator, Store* store,
+                                             const GrpcServerOptions& o)
+    : coordinator_(coordinator),
+      coordinator_service_(coordinator, o.limits),
+      admin_service_(coordinator, store, o.limits) {}
+
+absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::Start(
+    const GrpcServerOptions& options, Coordinator* coordinator, Store* store) {
+  if (coordinator == nullptr || options.credentials == nullptr) {
+    return absl::InvalidArgumentError("GrpcCoordinatorServer: needs a coordinator and credentials");
+  }
+  std::unique_ptr<GrpcCoordinatorServer> s(new GrpcCoordinatorServer(coordinator, store, options));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen_address, options.credentials, &s->port_);
+  const int max_message = static_cast<int>(
+      std::min<int64_t>(options.limits.max_message_bytes, std::numeric_limits<int>::max()));
+  builder.SetMaxReceiveMessageSize(max_message);
+  builder.SetMaxSendMessageSize(max_message);
+  builder.RegisterService(&s->coordinator_service_);
+  builder.RegisterService(&s->admin_service_);
+  s->server_ = builder.BuildAndStart();
+  if (s->server_ == nullptr || s->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("GrpcCoordinatorServer: cannot listen on ", options.listen_address));
+  }
+  if (auto* health = s->server_->GetHealthCheckService()) health->SetServingStatus(true);
+  if (options.tick_interval > absl::ZeroDuration()) {
+    GrpcCoordinatorServer* raw = s.get();
+    const absl::Duration interval = options.tick_interval;
+    s->ticker_ = std::thread([raw, interval] { raw->TickLoop(interval); });
+  }
+  return s;
+}
+
+void GrpcCoordinatorServer::TickLoop(absl::Duration interval) {
+  std::string last_error;
+  while (!stop_ticking_.WaitForNotificationWithTimeout(interval)) {
+    absl::Status s = coordinator_->Tick();
+    if (!s.ok() && std::string(s.message()) != last_error) {
+      FEDGE_LOG(ERROR) << "GrpcCoordinatorServer: tick failed (will retry): " << s;
+    }
+    last_error = s.ok() ? std::string() : std::string(s.message());
+  }
+}
+
+void GrpcCoordinatorServer::Shutdown(absl::Duration deadline) {
+  if (shut_down_.exchange(true)) return;
+  if (!stop_ticking_.HasBeenNotified()) stop_ticking_.Notify();
+  if (ticker_.joinable()) ticker_.join();
+  coordinator_service_.BeginShutdown();
+  admin_service_.BeginShutdown();
+  if (server_ != nullptr) {
+    if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(absl::ToInt64Milliseconds(deadline)));
+    server_->Wait();
+  }
+}
+
+GrpcCoordinatorServer::~GrpcCoordinatorServer() { Shutdown(absl::ZeroDuration()); }
+
+}  // namespace fedge::server
