@@ -1,0 +1,604 @@
+// The coordinator over real gRPC on 127.0.0.1 (an ephemeral port), in-process: devices
+// written against the generated stubs register, long-poll tasks, train with
+// client::TrainLocally, upload in chunks; operators use the Admin stub. Covers a model far
+// over gRPC's 4 MB default and every kind of bad input, each with a clear error and an
+// unharmed coordinator.
+#include <grpcpp/grpcpp.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "base/rng.h"
+#include "client/local_trainer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/payload.h"
+#include "model/sequential.h"
+#include "model/zoo.h"
+#include "proto/admin.grpc.pb.h"
+#include "proto/coordinator.grpc.pb.h"
+#include "server/coordinator.h"
+#include "server/grpc/grpc_server.h"
+#include "server/store.h"
+#include "tests/status_matchers.h"
+
+namespace fedge {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "enroll-me";
+
+// A separable problem: class c lifts the features j with j % classes == c.
+data::Dataset MakeData(int n, int features, int classes, uint64_t seed) {
+  base::Rng rng(seed);
+  data::Dataset d;
+  d.num_examples = n;
+  d.shape = {features};
+  d.num_classes = classes;
+  d.features.resize(static_cast<size_t>(n) * features);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.labels[i] = static_cast<int32_t>(rng.UniformInt(classes));
+    for (int j = 0; j < features; ++j) {
+      d.features[static_cast<size_t>(i) * features + j] =
+          static_cast<float>(rng.Normal() * 0.7 + (j % classes == d.labels[i] ? 1.0 : 0.0));
+    }
+  }
+  return d;
+}
+
+struct Device {
+  std::string id, token;
+  data::Dataset data;
+};
+
+struct FetchedTask {
+  grpc::Status status;
+  bool idle = false;
+  v1::TaskHeader header;
+  std::string payload;
+  v1::ModelProto model;  // spec + decoded parameters
+};
+
+class GrpcCoordinatorTest : public ::testing::Test {
+ protected:
+  void Start(int features, int classes) {
+    dir_ = ::testing::TempDir() + "/grpc_coordinator_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    auto store = server::Store::Open(dir_);
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(store).value();
+    server::CoordinatorOptions o;
+    o.enrollment_token = kToken;
+    o.evaluation_data = std::make_shared<const data::Dataset>(MakeData(200, features, classes, 99));
+    auto c = server::Coordinator::Create(o, store_.get());
+    ASSERT_THAT(c, IsOk());
+    coordinator_ = std::move(c).value();
+    server::GrpcServerOptions so;
+    so.listen_address = "127.0.0.1:0";
+    so.credentials = grpc::InsecureServerCredentials();
+    so.tick_interval = absl::Milliseconds(20);
+    so.limits.poll_interval = absl::Milliseconds(20);
+    so.limits.watch_interval = absl::Milliseconds(50);
+    so.limits.max_wait = absl::Seconds(5);
+    auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
+    ASSERT_THAT(s, IsOk());
+    server_ = std::move(s).value();
+    ASSERT_GT(server_->port(), 0);
+    // A default channel: gRPC's 4 MB receive limit stays in force on the client.
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    devices_stub_ = v1::Coordinator::NewStub(channel_);
+    admin_ = v1::Admin::NewStub(channel_);
+    features_ = features;
+    classes_ = classes;
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::Seconds(1));
+  }
+
+  static void SetDeadline(grpc::ClientContext& ctx, int seconds = 60) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+  }
+
+  Device Enroll(uint64_t seed, int examples = 100) {
+    v1::RegisterRequest r;
+    r.set_enrollment_token(kToken);
+    r.mutable_profile()->set_num_examples(examples);
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = devices_stub_->Register(&ctx, r, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.max_message_bytes(), int64_t{8} << 20);
+    EXPECT_EQ(resp.chunk_bytes(), 1 << 20);
+    return Device{resp.client_id(), resp.session_token(),
+                  MakeData(examples, features_, classes_, seed)};
+  }
+
+  std::string StartJob(const std::string& text) {
+    v1::StartJobRequest req;
+    req.set_config_text(text);
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = admin_->StartJob(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.job_id();
+  }
+
+  std::string JobText(const std::string& model, int rounds, int per_round, int quorum,
+                      double deadline_seconds = 60) {
+    return absl::StrCat("name: \"grpc-test\"\n", model, "\nrounds: ", rounds,
+                        "\nselection { clients_per_round: ", per_round,
+                        " }\nround_policy { quorum: ", quorum, " deadline_seconds: ",
+                        deadline_seconds, " }\n"
+                        "local_training { epochs: 1 batch_size: 16 learning_rate: 0.1 }\n");
+  }
+
+  // Long-polls for a task; reassembles and decodes the model like a device would.
+  FetchedTask Fetch(const Device& d, int wait_seconds = 5) {
+    FetchedTask out;
+    v1::FetchTaskRequest req;
+    req.set_client_id(d.id);
+    req.set_session_token(d.token);
+    req.set_wait_seconds(wait_seconds);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    auto reader = devices_stub_->FetchTask(&ctx, req);
+    v1::TaskChunk msg;
+    std::optional<model::PayloadAssembler> assembler;
+    while (reader->Read(&msg)) {
+      if (msg.has_idle()) {
+        out.idle = true;
+      } else if (msg.has_header()) {
+        out.header = msg.header();
+        auto a = model::PayloadAssembler::Create(msg.header().total_bytes(), int64_t{1} << 30);
+        EXPECT_THAT(a, IsOk());
+        assembler.emplace(std::move(a).value());
+      } else if (msg.has_data()) {
+        EXPECT_THAT(assembler->Add(msg.data()), IsOk());
+      } else if (msg.has_trailer()) {
+        auto bytes = assembler->Finish(msg.trailer());
+        EXPECT_THAT(bytes, IsOk());
+        if (bytes.ok()) out.payload = std::move(bytes).value();
+      }
+    }
+    out.status = reader->Finish();
+    if (out.status.ok() && !out.idle) {
+      auto net = model::Sequential::Create(out.header.model_spec());
+      EXPECT_THAT(net, IsOk());
+      out.model = (*net)->ToProto();
+      EXPECT_THAT(model::DecodeModelParameters(out.header.manifest(), out.payload, &out.model),
+                  IsOk());
+    }
+    return out;
+  }
+
+  // Polls until the task arrives (the tick thread opens rounds asynchronously).
+  FetchedTask FetchUntilTask(const Device& d) {
+    for (int i = 0; i < 10; ++i) {
+      FetchedTask t = Fetch(d);
+      EXPECT_TRUE(t.status.ok()) << t.status.error_message();
+      if (!t.status.ok() || !t.idle) return t;
+    }
+    ADD_FAILURE() << "no task for " << d.id;
+    return {};
+  }
+
+  static v1::UpdateHeader HeaderFor(const Device& d, const FetchedTask& t) {
+    v1::UpdateHeader h;
+    h.set_client_id(d.id);
+    h.set_session_token(d.token);
+    h.set_job_id(t.header.job_id());
+    h.set_round(t.header.round());
+    h.set_task_id(t.header.task_id());
+    h.set_num_examples(d.data.num_examples);
+    return h;
+  }
+
+  // The update's messages: header (with manifest and total), data chunks, trailer.
+  static std::vector<v1::UpdateChunk> UploadMessages(v1::UpdateHeader header,
+                                                     const model::EncodedPayload& p,
+                                                     int64_t chunk_bytes = 1 << 20) {
+    std::vector<v1::UpdateChunk> msgs(1);
+    if (!header.has_manifest()) *header.mutable_manifest() = p.manifest;
+    if (header.total_bytes() == 0) header.set_total_bytes(static_cast<int64_t>(p.bytes.size()));
+    *msgs[0].mutable_header() = std::move(header);
+    model::ForEachChunk(p.bytes, chunk_bytes, [&](const v1::DataChunk& c) {
+      msgs.emplace_back();
+      *msgs.back().mutable_data() = c;
+      return true;
+    });
+    msgs.emplace_back();
+    *msgs.back().mutable_trailer() = model::MakeTrailer(p.bytes);
+    return msgs;
+  }
+
+  grpc::Status Send(const std::vector<v1::UpdateChunk>& msgs,
+                    v1::UploadUpdateResponse* response = nullptr) {
+    v1::UploadUpdateResponse ignored;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    auto writer = devices_stub_->UploadUpdate(&ctx, response ? response : &ignored);
+    for (const v1::UpdateChunk& m : msgs) {
+      if (!writer->Write(m)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  }
+
+  // Trains on the task and returns the encoded Δ.
+  model::EncodedPayload Train(const Device& d, const FetchedTask& t) {
+    auto options = client::OptionsFromTask(t.header, /*seed=*/1);
+    EXPECT_THAT(options, IsOk());
+    auto update = client::TrainLocally(t.model, d.data, *options);
+    EXPECT_THAT(update, IsOk());
+    auto p = model::EncodeModelParameters(update->delta);
+    EXPECT_THAT(p, IsOk());
+    return std::move(p).value();
+  }
+
+  grpc::Status Work(const Device& d) {
+    FetchedTask t = FetchUntilTask(d);
+    if (!t.status.ok()) return t.status;
+    return Send(UploadMessages(HeaderFor(d, t), Train(d, t)));
+  }
+
+  v1::JobStatus GetJob(const std::string& id) {
+    v1::GetJobRequest req;
+    req.set_job_id(id);
+    v1::JobStatus status;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = admin_->GetJob(&ctx, req, &status);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return status;
+  }
+
+  v1::JobStatus WaitForRounds(const std::string& id, int64_t rounds) {
+    v1::JobStatus status;
+    const absl::Time until = absl::Now() + absl::Seconds(30);
+    while (absl::Now() < until) {
+      status = GetJob(id);
+      if (status.completed_rounds() >= rounds) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return status;
+  }
+
+  std::vector<v1::RoundRecord> ListRounds(const std::string& id) {
+    v1::ListRoundsRequest req;
+    req.set_job_id(id);
+    v1::ListRoundsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = admin_->ListRounds(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return {resp.rounds().begin(), resp.rounds().end()};
+  }
+
+  std::string ExportModel(const std::string& id, v1::ExportHeader* header) {
+    v1::ExportModelRequest req;
+    req.set_job_id(id);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    auto reader = admin_->ExportModel(&ctx, req);
+    v1::ExportChunk msg;
+    std::optional<model::PayloadAssembler> a;
+    std::string bytes;
+    while (reader->Read(&msg)) {
+      if (msg.has_header()) {
+        *header = msg.header();
+        a.emplace(std::move(model::PayloadAssembler::Create(header->total_bytes(), 1 << 30)).value());
+      } else if (msg.has_data()) {
+        EXPECT_THAT(a->Add(msg.data()), IsOk());
+      } else if (msg.has_trailer()) {
+        auto b = a->Finish(msg.trailer());
+        EXPECT_THAT(b, IsOk());
+        if (b.ok()) bytes = std::move(b).value();
+      }
+    }
+    grpc::Status s = reader->Finish();
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return bytes;
+  }
+
+  std::string dir_;
+  int features_ = 0, classes_ = 0;
+  std::unique_ptr<server::Store> store_;
+  std::unique_ptr<server::Coordinator> coordinator_;
+  std::unique_ptr<server::GrpcCoordinatorServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Coordinator::Stub> devices_stub_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+};
+
+const char kTinyMlp[] =
+    "model_spec { name: \"tiny\" input_shape: 8 "
+    "layers { name: \"fc1\" dense { in_features: 8 out_features: 16 } } "
+    "layers { name: \"relu1\" relu {} } "
+    "layers { name: \"fc2\" dense { in_features: 16 out_features: 3 } } }";
+
+TEST_F(GrpcCoordinatorTest, DevicesCompleteRoundsOverGrpc) {
+  Start(8, 3);
+  std::vector<Device> devices;
+  for (int i = 0; i < 3; ++i) devices.push_back(Enroll(1000 + i));
+  // Nothing to do yet: the long poll answers idle after the wait.
+  FetchedTask idle = Fetch(devices[0], 0);
+  ASSERT_TRUE(idle.status.ok()) << idle.status.error_message();
+  EXPECT_TRUE(idle.idle);
+
+  const std::string job = StartJob(JobText(kTinyMlp, 3, 3, 3));
+  ASSERT_FALSE(job.empty());
+  for (int round = 1; round <= 3; ++round) {
+    for (const Device& d : devices) {
+      v1::UploadUpdateResponse resp;
+      FetchedTask t = FetchUntilTask(d);
+      ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+      EXPECT_EQ(t.header.round(), round);
+      EXPECT_EQ(t.header.training().batch_size(), 16);
+      // Small chunks: many per upload.
+      grpc::Status s = Send(UploadMessages(HeaderFor(d, t), Train(d, t), 100), &resp);
+      ASSERT_TRUE(s.ok()) << s.error_message();
+      EXPECT_EQ(resp.round(), round);
+      EXPECT_EQ(resp.bytes_received(), 4 * (8 * 16 + 16 + 16 * 3 + 3));
+    }
+    EXPECT_EQ(WaitForRounds(job, round).completed_rounds(), round);
+  }
+  const v1::JobStatus status = GetJob(job);
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED);
+  EXPECT_EQ(GetJob("").job_id(), job);  // empty = the most recent job
+  const std::vector<v1::RoundRecord> rounds = ListRounds(job);
+  ASSERT_EQ(rounds.size(), 3u);
+  for (const v1::RoundRecord& r : rounds) {
+    EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
+    EXPECT_EQ(r.metrics().participants(), 3);
+    EXPECT_EQ(r.metrics().examples(), 300);
+    EXPECT_TRUE(r.metrics().evaluated());
+  }
+  EXPECT_GT(rounds[2].metrics().test_accuracy(), 0.8);
+
+  // WatchJob with history: three round_closed events, then the job's end.
+  {
+    v1::WatchJobRequest req;
+    req.set_job_id(job);
+    req.set_replay_history(true);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 10);
+    auto reader = admin_->WatchJob(&ctx, req);
+    v1::JobEvent e;
+    std::vector<int64_t> closed;
+    v1::JobState final_state = v1::JOB_STATE_UNSPECIFIED;
+    while (reader->Read(&e)) {
+      if (e.has_round_closed()) closed.push_back(e.round_closed().round());
+      if (e.has_job_changed()) final_state = e.job_changed().state();
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(closed, (std::vector<int64_t>{1, 2, 3}));
+    EXPECT_EQ(final_state, v1::JOB_STATE_FINISHED);
+  }
+
+  // ExportModel: a ModelProto that model/ loads, equal to the central model.
+  v1::ExportHeader header;
+  const std::string bytes = ExportModel(job, &header);
+  EXPECT_EQ(header.round(), 3);
+  v1::ModelProto exported;
+  ASSERT_TRUE(exported.ParseFromString(bytes));
+  EXPECT_THAT(model::Sequential::FromProto(exported), IsOk());
+  EXPECT_EQ(exported.SerializeAsString(), coordinator_->ExportModel(job)->SerializeAsString());
+
+  // ListClients, then one device leaves.
+  {
+    v1::ListClientsRequest req;
+    v1::ListClientsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(admin_->ListClients(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.clients_size(), 3);
+    EXPECT_EQ(resp.clients(0).rounds_participated(), 3);
+  }
+  {
+    v1::LeaveRequest req;
+    req.set_client_id(devices[2].id);
+    req.set_session_token(devices[2].token);
+    req.set_reason("test over");
+    v1::LeaveResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(devices_stub_->Leave(&ctx, req, &resp).ok());
+    FetchedTask after = Fetch(devices[2], 0);
+    EXPECT_EQ(after.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    v1::ListClientsRequest req;
+    v1::ListClientsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(admin_->ListClients(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.clients_size(), 2);
+  }
+}
+
+TEST_F(GrpcCoordinatorTest, ModelOverGrpcDefaultMessageLimitRoundTrips) {
+  Start(784, 10);
+  const Device d = Enroll(7, 32);
+  // mlp 784-2048-2048-10: 5.8M floats, 23 MB — far over gRPC's 4 MB default.
+  const std::string job = StartJob(absl::StrCat(
+      "name: \"big\"\n", "model_spec { name: \"big\" input_shape: 784 ",
+      "layers { name: \"fc1\" dense { in_features: 784 out_features: 2048 } } ",
+      "layers { name: \"r1\" relu {} } ",
+      "layers { name: \"fc2\" dense { in_features: 2048 out_features: 2048 } } ",
+      "layers { name: \"r2\" relu {} } ",
+      "layers { name: \"fc3\" dense { in_features: 2048 out_features: 10 } } }\n",
+      "rounds: 1\nselection { clients_per_round: 1 }\nround_policy { quorum: 1 }\n",
+      "local_training { epochs: 1 batch_size: 32 learning_rate: 0.01 }\n"));
+  ASSERT_FALSE(job.empty());
+  FetchedTask t = FetchUntilTask(d);
+  ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+  constexpr int64_t kParams = 784 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 10 + 10;
+  EXPECT_EQ(t.header.total_bytes(), 4 * kParams);
+  EXPECT_EQ(static_cast<int64_t>(t.payload.size()), 4 * kParams);
+  const model::EncodedPayload update = Train(d, t);
+  v1::UploadUpdateResponse resp;
+  grpc::Status s = Send(UploadMessages(HeaderFor(d, t), update), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.bytes_received(), 4 * kParams);
+  const v1::JobStatus status = WaitForRounds(job, 1);
+  EXPECT_EQ(status.completed_rounds(), 1);
+  EXPECT_EQ(status.latest_metrics().bytes_up(), 4 * kParams);
+  v1::ExportHeader header;
+  const std::string bytes = ExportModel(job, &header);
+  EXPECT_GT(bytes.size(), static_cast<size_t>(4 * kParams));
+  v1::ModelProto exported;
+  ASSERT_TRUE(exported.ParseFromString(bytes));
+  EXPECT_THAT(model::Sequential::FromProto(exported), IsOk());
+}
+
+TEST_F(GrpcCoordinatorTest, BadInputGetsAClearErrorAndLeavesTheCoordinatorUnharmed) {
+  Start(8, 3);
+  // Enrollment: wrong or missing token.
+  for (const std::string& token : {std::string("guess"), std::string()}) {
+    v1::RegisterRequest r;
+    r.set_enrollment_token(token);
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = devices_stub_->Register(&ctx, r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(s.error_message(), HasSubstr("enrollment token"));
+  }
+  std::vector<Device> d;
+  // Five devices; the fifth is sampled but never answers, so the round stays open (until
+  // its 3 s deadline) while the first four misbehave.
+  for (int i = 0; i < 5; ++i) d.push_back(Enroll(2000 + i));
+  // Session: wrong or missing token.
+  for (const std::string& token : {std::string("wrong"), std::string()}) {
+    Device bad = d[0];
+    bad.token = token;
+    FetchedTask t = Fetch(bad, 0);
+    EXPECT_EQ(t.status.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+    EXPECT_THAT(t.status.error_message(), HasSubstr("session token"));
+  }
+  // A job text with an unknown field, and one with an impossible value.
+  {
+    v1::StartJobRequest req;
+    req.set_config_text(JobText(kTinyMlp, 1, 4, 1) + "learning_rate_typo: 3\n");
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = admin_->StartJob(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("learning_rate_typo"));
+  }
+  {
+    v1::StartJobRequest req;
+    req.set_config_text(JobText(kTinyMlp, 0, 4, 1));
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    grpc::Status s = admin_->StartJob(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("rounds"));
+  }
+  // One round, all five sampled, quorum 1.
+  const std::string job = StartJob(JobText(kTinyMlp, 1, 5, 1, /*deadline_seconds=*/3));
+  std::vector<FetchedTask> tasks;
+  for (int i = 0; i < 4; ++i) tasks.push_back(FetchUntilTask(d[i]));
+  for (const FetchedTask& t : tasks) ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+  const model::EncodedPayload good = Train(d[0], tasks[0]);
+
+  auto expect = [&](const grpc::Status& s, grpc::StatusCode code, const std::string& text) {
+    EXPECT_EQ(s.error_code(), code) << s.error_message();
+    EXPECT_THAT(s.error_message(), HasSubstr(text));
+  };
+  // Client 0: faults that discard the upload but keep the task.
+  {
+    v1::UpdateHeader h = HeaderFor(d[0], tasks[0]);
+    h.set_session_token("wrong");
+    expect(Send(UploadMessages(h, good)), grpc::StatusCode::UNAUTHENTICATED, "session token");
+    h = HeaderFor(d[0], tasks[0]);
+    h.set_round(7);
+    expect(Send(UploadMessages(h, good)), grpc::StatusCode::FAILED_PRECONDITION, "round 7");
+  }
+  {
+    std::vector<v1::UpdateChunk> msgs = UploadMessages(HeaderFor(d[0], tasks[0]), good, 64);
+    msgs.resize(msgs.size() - 2);  // truncated: the last chunk and the trailer never come
+    expect(Send(msgs), grpc::StatusCode::DATA_LOSS, "without its trailer");
+  }
+  {
+    std::vector<v1::UpdateChunk> msgs = UploadMessages(HeaderFor(d[0], tasks[0]), good, 64);
+    msgs.back().mutable_trailer()->set_crc32(msgs.back().trailer().crc32() ^ 1u);
+    expect(Send(msgs), grpc::StatusCode::DATA_LOSS, "CRC-32");
+  }
+  {
+    std::vector<v1::UpdateChunk> msgs = UploadMessages(HeaderFor(d[0], tasks[0]), good, 64);
+    std::swap(msgs[1], msgs[2]);  // chunks out of order
+    expect(Send(msgs), grpc::StatusCode::INVALID_ARGUMENT, "offset 64, expected offset 0");
+  }
+  {
+    // One message over the server's 8 MiB limit.
+    std::vector<v1::UpdateChunk> msgs = UploadMessages(HeaderFor(d[0], tasks[0]), good);
+    msgs[1].mutable_data()->mutable_data()->append(9 << 20, 'x');
+    EXPECT_EQ(Send(msgs).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  // Malformed updates drop their client from the round (never the round).
+  {
+    v1::UpdateHeader h = HeaderFor(d[1], tasks[1]);
+    h.set_total_bytes(int64_t{1} << 40);
+    expect(Send(UploadMessages(h, good)), grpc::StatusCode::INVALID_ARGUMENT,
+           "announces 1099511627776 bytes");
+    // Dropped: even a good update is refused now.
+    expect(Send(UploadMessages(HeaderFor(d[1], tasks[1]), good)),
+           grpc::StatusCode::FAILED_PRECONDITION, "not (or no longer) part of round 1");
+  }
+  {
+    // Tensor shapes that differ from the task (same byte count: 16x8 read as 8x16).
+    model::EncodedPayload misshapen = good;
+    misshapen.manifest.mutable_tensors(0)->set_shape(0, 8);
+    misshapen.manifest.mutable_tensors(0)->set_shape(1, 16);
+    expect(Send(UploadMessages(HeaderFor(d[2], tasks[2]), misshapen)),
+           grpc::StatusCode::INVALID_ARGUMENT, "'fc1.weight' has shape [8, 16], expected [16, 8]");
+  }
+  {
+    // NaN in a value.
+    model::EncodedPayload nan = good;
+    const float bad = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(nan.bytes.data() + 8, &bad, 4);
+    expect(Send(UploadMessages(HeaderFor(d[3], tasks[3]), nan)),
+           grpc::StatusCode::INVALID_ARGUMENT, "'fc1.weight' has a non-finite value");
+  }
+  // The coordinator is unharmed: client 0's valid update is accepted...
+  v1::UploadUpdateResponse resp;
+  grpc::Status ok = Send(UploadMessages(HeaderFor(d[0], tasks[0]), good), &resp);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  // ...once.
+  expect(Send(UploadMessages(HeaderFor(d[0], tasks[0]), good)), grpc::StatusCode::ALREADY_EXISTS,
+         "already sent");
+  // At the deadline the round completes with one participant and three rejections.
+  const v1::JobStatus status = WaitForRounds(job, 1);
+  EXPECT_EQ(status.completed_rounds(), 1);
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED);
+  const std::vector<v1::RoundRecord> rounds = ListRounds(job);
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].metrics().participants(), 1);
+  EXPECT_EQ(rounds[0].metrics().rejected(), 3);
+  EXPECT_EQ(rounds[0].metrics().dropped(), 1);
+  // An update for a job that is over.
+  expect(Send(UploadMessages(HeaderFor(d[1], tasks[1]), good)), grpc::StatusCode::FAILED_PRECONDITION,
+         "not running");
+}
+
+}  // namespace
+}  // namespace fedge
