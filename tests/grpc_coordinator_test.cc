@@ -3,6 +3,7 @@
 // client::TrainLocally, upload in chunks; operators use the Admin stub. Covers a model far
 // over gRPC's 4 MB default and every kind of bad input, each with a clear error and an
 // unharmed coordinator.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
@@ -598,6 +599,70 @@ TEST_F(GrpcCoordinatorTest, BadInputGetsAClearErrorAndLeavesTheCoordinatorUnharm
   // An update for a job that is over.
   expect(Send(UploadMessages(HeaderFor(d[1], tasks[1]), good)), grpc::StatusCode::FAILED_PRECONDITION,
          "not running");
+}
+
+// Health checking and server reflection, spoken with the generic stub (their messages are
+// tiny hand-encoded protos: no generated code needed).
+TEST_F(GrpcCoordinatorTest, HealthCheckingAndReflectionAreOn) {
+  Start(8, 3);
+  grpc::GenericStub generic(channel_);
+  grpc::CompletionQueue cq;
+  auto wait = [&cq](void* tag) {
+    void* got = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&got, &ok));
+    EXPECT_EQ(got, tag);
+    return ok;
+  };
+  auto bytes_of = [](const grpc::ByteBuffer& b) {
+    std::vector<grpc::Slice> slices;
+    EXPECT_TRUE(b.Dump(&slices).ok());
+    std::string out;
+    for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    return out;
+  };
+  {
+    // grpc.health.v1.Health/Check with service "" → status SERVING (field 1 = 1).
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 10);
+    grpc::Slice empty("");
+    grpc::ByteBuffer request(&empty, 1), response;
+    auto call = generic.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", request, &cq);
+    call->StartCall();
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    wait(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(bytes_of(response), std::string("\x08\x01", 2));
+  }
+  {
+    // grpc.reflection.v1alpha.ServerReflection: list_services (field 7) lists ours.
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 10);
+    auto call = generic.PrepareCall(
+        &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(wait(reinterpret_cast<void*>(1)));
+    grpc::Slice list("\x3a\x01*", 3);
+    grpc::ByteBuffer request(&list, 1), response;
+    call->Write(request, reinterpret_cast<void*>(2));
+    ASSERT_TRUE(wait(reinterpret_cast<void*>(2)));
+    call->Read(&response, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(wait(reinterpret_cast<void*>(3)));
+    const std::string listed = bytes_of(response);
+    EXPECT_THAT(listed, HasSubstr("fedge.v1.Coordinator"));
+    EXPECT_THAT(listed, HasSubstr("fedge.v1.Admin"));
+    call->WritesDone(reinterpret_cast<void*>(4));
+    wait(reinterpret_cast<void*>(4));
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(5));
+    wait(reinterpret_cast<void*>(5));
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 }  // namespace
