@@ -85,6 +85,7 @@ struct ClientRuntime::Impl {
   grpc::ClientContext* cancellable ABSL_GUARDED_BY(mu) = nullptr;
 
   std::string session_token;  // Run's thread only
+  std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
 
   explicit Impl(ClientRuntimeOptions o)
@@ -146,7 +147,10 @@ absl::Status ClientRuntime::Impl::Register() {
     chunk_bytes = std::max<int64_t>(1, std::min<int64_t>(chunk_bytes, resp.max_message_bytes() / 2));
   }
   if (!options.state_path.empty() && resp.client_id() != previous) {
-    FEDGE_RETURN_IF_ERROR(SaveDeviceState(options.state_path, {resp.client_id()}));
+    // Not retryable: a device that cannot keep its id would enroll anew on every start.
+    if (absl::Status saved = SaveDeviceState(options.state_path, {resp.client_id()}); !saved.ok()) {
+      return absl::FailedPreconditionError(saved.message());
+    }
   }
   FEDGE_LOG(INFO) << "registered as " << resp.client_id()
                   << (previous.empty() ? "" : (previous == resp.client_id() ? " (same id)" : " (new id)"));
@@ -206,19 +210,32 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     return finish(absl::InvalidArgumentError(
         "ClientRuntime: FetchTask: the stream did not start with a header or idle"));
   }
+  if (!abandoned_task_id.empty() && chunk.header().task_id() == abandoned_task_id) {
+    // The coordinator hands a task out again until the round drops us; do not download
+    // and fail it again: ask again later.
+    finish(absl::CancelledError("task already abandoned")).IgnoreError();
+    SleepUnlessStopped(absl::Seconds(2), stop);
+    return std::optional<Task>();
+  }
   Task task;
   task.received = absl::Now();
   task.header = chunk.header();
   // The model to fill: the task's architecture with its parameter names and shapes; the
   // payload must match it exactly.
+  // A task this client cannot take (bad spec or manifest) is not fetched again.
+  auto bad_task = [&](const absl::Status& why) {
+    abandoned_task_id = task.header.task_id();
+    Count(&ClientRuntimeStats::tasks_abandoned);
+    return finish(why);
+  };
   auto net = model::Sequential::Create(task.header.model_spec());
-  if (!net.ok()) return finish(net.status());
+  if (!net.ok()) return bad_task(net.status());
   task.model = (*net)->ToProto();
   net->reset();
   auto expected_bytes = model::Float32PayloadBytes(model::ParameterSpecs(task.model));
-  if (!expected_bytes.ok()) return finish(expected_bytes.status());
+  if (!expected_bytes.ok()) return bad_task(expected_bytes.status());
   if (task.header.total_bytes() != *expected_bytes) {
-    return finish(absl::InvalidArgumentError(absl::StrCat(
+    return bad_task(absl::InvalidArgumentError(absl::StrCat(
         "ClientRuntime: task announces ", task.header.total_bytes(),
         " payload bytes; its model_spec has ", *expected_bytes)));
   }
@@ -246,8 +263,13 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     FEDGE_RETURN_IF_ERROR(s);
     return absl::UnavailableError("ClientRuntime: FetchTask: the task stream ended early");
   }
-  FEDGE_RETURN_IF_ERROR(
-      model::DecodeModelParameters(task.header.manifest(), *payload, &task.model));
+  if (absl::Status decoded =
+          model::DecodeModelParameters(task.header.manifest(), *payload, &task.model);
+      !decoded.ok()) {
+    abandoned_task_id = task.header.task_id();
+    Count(&ClientRuntimeStats::tasks_abandoned);
+    return decoded;
+  }
   return std::optional<Task>(std::move(task));
 }
 
@@ -306,6 +328,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   const absl::Time deadline =
       t.deadline_unix_ms() > 0 ? absl::FromUnixMillis(t.deadline_unix_ms()) : absl::InfiniteFuture();
   auto abandon = [&](const absl::Status& why) {
+    abandoned_task_id = t.task_id();
     Count(&ClientRuntimeStats::tasks_abandoned);
     FEDGE_LOG(WARNING) << where << ": task abandoned: " << why.message();
     return absl::OkStatus();
@@ -346,10 +369,19 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
 
   // Upload; a broken connection restarts the upload while the deadline allows.
   Backoff retry(options.backoff, options.seed ^ 0x5eed);
+  bool reregistered = false;
   for (;;) {
     absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, stop);
     if (s.ok() || absl::IsAlreadyExists(s)) break;
-    if (absl::IsUnauthenticated(s)) return s;  // re-register; the task is lost
+    if (absl::IsUnauthenticated(s) && !reregistered) {
+      // The session is gone (e.g. the coordinator lost it): register again (same id) and
+      // send the update with the new session.
+      reregistered = true;
+      FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
+      if (absl::Status r = Register(); !r.ok()) return r;
+      continue;
+    }
+    if (absl::IsUnauthenticated(s)) return s;
     if (!Retryable(s) || stop.load()) return abandon(s);
     const absl::Duration wait = retry.NextDelay();
     if (absl::Now() + wait > deadline) return abandon(s);

@@ -24,15 +24,18 @@
 //   - coordinator unavailable (UNAVAILABLE, DEADLINE_EXCEEDED, ...): retry after a jittered
 //     exponential backoff (0.5 s doubling to 30 s, ±50%), forever, until `stop`;
 //   - UNAUTHENTICATED on a session call: the session is gone (e.g. the coordinator lost
-//     it): register again with the same id;
+//     it): register again with the same id (during an upload, then resend the update once);
 //   - a task whose deadline passes during training is abandoned (nothing uploaded);
 //   - an upload cut by a broken connection is retried from the start while the task's
 //     deadline allows; ALREADY_EXISTS (the first attempt did arrive) counts as done;
 //   - a bad task (undecodable payload, model that does not fit the data) is logged and
-//     skipped; the coordinator drops the client from that round.
+//     skipped, and not downloaded again when the coordinator offers it again; the
+//     coordinator drops the client from that round at its deadline or liveness timeout.
+//   - the deadline is compared with this device's clock (deadline_unix_ms): a device whose
+//     clock runs ahead abandons early.
 //   Run returns an error only for what retrying cannot fix: a wrong enrollment token
-//   (UNAUTHENTICATED from Register), an impossible profile (INVALID_ARGUMENT), bad TLS
-//   material.
+//   (UNAUTHENTICATED from Register), an impossible profile (INVALID_ARGUMENT), a state
+//   file that cannot be written (FAILED_PRECONDITION).
 // Stopping: when `stop` becomes true, a long-poll in flight is cancelled, training in
 // progress is abandoned, an upload in progress is finished; then Run returns OK. Leave is
 // called only with leave_on_stop (the device may come back: it keeps its id).
