@@ -1,0 +1,451 @@
+// The device runtime (client/grpc/) against the real gRPC services (server/grpc/) on
+// loopback: a coordinator with a SQLite store in a temp dir, ClientRuntime instances on
+// threads with small synthetic data, jobs started through the Admin stub. Lives here
+// because it uses both client/ and server/, which never include each other.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "base/rng.h"
+#include "client/grpc/client_runtime.h"
+#include "client/grpc/device_state.h"
+#include "data/shard.h"
+#include "fedge/client.h"
+#include "google/protobuf/text_format.h"
+#include "model/sequential.h"
+#include "model/serialize.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/zoo.h"
+#include "proto/admin.grpc.pb.h"
+#include "server/coordinator.h"
+#include "server/grpc/grpc_server.h"
+#include "server/store.h"
+#include "tests/status_matchers.h"
+
+namespace fedge {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "integration-enrollment";
+
+// A separable 3-class problem with 8 features (as in coordinator_test.cc).
+data::Dataset MakeData(int n, uint64_t seed) {
+  base::Rng rng(seed);
+  data::Dataset d;
+  d.num_examples = n;
+  d.shape = {8};
+  d.num_classes = 3;
+  d.features.resize(n * 8);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.labels[i] = static_cast<int32_t>(rng.UniformInt(3));
+    for (int j = 0; j < 8; ++j) {
+      d.features[i * 8 + j] =
+          static_cast<float>(rng.Normal() * 0.7 + (j % 3 == d.labels[i] ? 1.0 : 0.0));
+    }
+  }
+  return d;
+}
+
+v1::JobConfig MakeJob(int rounds, int per_round) {
+  v1::JobConfig job;
+  job.set_name("grpc-integration");
+  *job.mutable_model_spec() = model::MlpSpec({8, 16, 3}, "tiny");
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(per_round);
+  job.mutable_round_policy()->set_quorum(per_round);
+  job.mutable_round_policy()->set_deadline_seconds(60);
+  job.mutable_local_training()->set_epochs(2);
+  job.mutable_local_training()->set_batch_size(16);
+  job.mutable_local_training()->set_learning_rate(0.1);
+  return job;
+}
+
+// A loopback port that was free a moment ago.
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class ClientGrpcIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "client_grpc_it_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    StopClients();
+    if (server_) server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+    coordinator_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void StartServer(const std::string& address) {
+    auto store = server::Store::Open(dir_ + "/coordinator");
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(store).value();
+    server::CoordinatorOptions o;
+    o.enrollment_token = kToken;
+    o.evaluation_data = std::make_shared<const data::Dataset>(MakeData(300, 99));
+    auto c = server::Coordinator::Create(o, store_.get());
+    ASSERT_THAT(c, IsOk());
+    coordinator_ = std::move(c).value();
+    server::GrpcServerOptions so;
+    so.listen_address = address;
+    so.credentials = grpc::InsecureServerCredentials();
+    so.tick_interval = absl::Milliseconds(50);
+    so.limits.max_wait = absl::Seconds(2);
+    so.limits.retry_after_ms = 100;
+    auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
+    ASSERT_THAT(s, IsOk());
+    server_ = std::move(s).value();
+    admin_ = v1::Admin::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  }
+
+  // Starts a device on its own thread.
+  void StartClient(int port, int index) {
+    client::ClientRuntimeOptions o;
+    o.target = "127.0.0.1:" + std::to_string(port);
+    o.enrollment_token = kToken;
+    o.insecure = true;
+    o.data = std::make_shared<const data::Dataset>(MakeData(100, 1000 + index));
+    o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
+    o.fetch_wait_seconds = 1;
+    o.backoff.initial = absl::Milliseconds(100);
+    o.backoff.max = absl::Seconds(1);
+    o.seed = static_cast<uint64_t>(index) + 1;
+    auto r = client::ClientRuntime::Create(std::move(o));
+    ASSERT_THAT(r, IsOk());
+    runtimes_.push_back(std::move(r).value());
+    client::ClientRuntime* runtime = runtimes_.back().get();
+    results_.push_back(std::make_unique<absl::Status>());
+    absl::Status* result = results_.back().get();
+    threads_.emplace_back([this, runtime, result] { *result = runtime->Run(stop_); });
+  }
+
+  void StopClients() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  absl::StatusOr<std::string> StartJob(const v1::JobConfig& job) {
+    v1::StartJobRequest req;
+    *req.mutable_config() = job;
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status s = admin_->StartJob(&ctx, req, &resp);
+    if (!s.ok()) return absl::UnknownError(s.error_message());
+    return resp.job_id();
+  }
+
+  // Polls GetJob until the job is no longer running (or `limit` passes).
+  v1::JobStatus WaitForJob(const std::string& job_id, absl::Duration limit) {
+    const absl::Time end = absl::Now() + limit;
+    v1::JobStatus status;
+    while (absl::Now() < end) {
+      v1::GetJobRequest req;
+      req.set_job_id(job_id);
+      grpc::ClientContext ctx;
+      const grpc::Status s = admin_->GetJob(&ctx, req, &status);
+      if (s.ok() && status.state() != v1::JOB_STATE_RUNNING) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return status;
+  }
+
+  std::string dir_;
+  std::unique_ptr<server::Store> store_;
+  std::unique_ptr<server::Coordinator> coordinator_;
+  std::unique_ptr<server::GrpcCoordinatorServer> server_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
+  std::vector<std::unique_ptr<absl::Status>> results_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
+  StartServer("127.0.0.1:0");
+  for (int i = 0; i < 3; ++i) StartClient(server_->port(), i);
+  // Wait until all three registered so that round 1 samples them all.
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto job = StartJob(MakeJob(/*rounds=*/2, /*per_round=*/3));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(90));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(status.completed_rounds(), 2);
+  auto rounds = coordinator_->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  int completed = 0;
+  for (const v1::RoundRecord& r : *rounds) {
+    if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
+    ++completed;
+    EXPECT_EQ(r.metrics().participants(), 3);
+    EXPECT_EQ(r.metrics().examples(), 300);
+    EXPECT_GT(r.metrics().bytes_up(), 0);
+  }
+  EXPECT_EQ(completed, 2);
+  StopClients();
+  int64_t uploaded = 0;
+  for (size_t i = 0; i < runtimes_.size(); ++i) {
+    EXPECT_THAT(*results_[i], IsOk());
+    uploaded += runtimes_[i]->stats().rounds_completed;
+    // The id is kept for the next start, readable by the owner only.
+    auto state = client::LoadDeviceState(dir_ + "/device-" + std::to_string(i) + ".state");
+    ASSERT_THAT(state, IsOk());
+    EXPECT_EQ(state->client_id, runtimes_[i]->client_id());
+  }
+  EXPECT_EQ(uploaded, 6);
+}
+
+TEST_F(ClientGrpcIntegrationTest, ClientStartedBeforeTheServerConnectsWhenItComesUp) {
+  const int port = FreePort();
+  StartClient(port, 0);
+  absl::SleepFor(absl::Milliseconds(800));  // a few failed attempts
+  StartServer("127.0.0.1:" + std::to_string(port));
+  auto job = StartJob(MakeJob(/*rounds=*/1, /*per_round=*/1));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(60));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(status.completed_rounds(), 1);
+  StopClients();
+  EXPECT_THAT(*results_[0], IsOk());
+  EXPECT_GE(runtimes_[0]->stats().connection_failures, 1);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 1);
+}
+
+TEST_F(ClientGrpcIntegrationTest, RestartedDeviceKeepsItsIdAndWrongTokenIsPermanent) {
+  StartServer("127.0.0.1:0");
+  StartClient(server_->port(), 0);
+  for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const std::string first = runtimes_[0]->client_id();
+  ASSERT_FALSE(first.empty());
+  StopClients();
+  stop_ = false;
+  StartClient(server_->port(), 0);  // same state file
+  for (int i = 0; i < 100 && runtimes_[1]->client_id().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(runtimes_[1]->client_id(), first);
+  StopClients();
+
+  client::ClientRuntimeOptions o;
+  o.target = "127.0.0.1:" + std::to_string(server_->port());
+  o.enrollment_token = "wrong";
+  o.insecure = true;
+  o.data = std::make_shared<const data::Dataset>(MakeData(10, 1));
+  auto r = client::ClientRuntime::Create(std::move(o));
+  ASSERT_THAT(r, IsOk());
+  std::atomic<bool> never{false};
+  EXPECT_THAT((*r)->Run(never), ::fedge::testing::StatusIs(absl::StatusCode::kUnauthenticated,
+                                                          ::testing::HasSubstr("Register")));
+}
+
+TEST_F(ClientGrpcIntegrationTest, EmbeddedLibraryTrainsWithItsDataSource) {
+  StartServer("127.0.0.1:0");
+  ClientConfig config;
+  config.coordinator = "127.0.0.1:" + std::to_string(server_->port());
+  config.enrollment_token = kToken;
+  config.insecure = true;
+  std::atomic<int> data_calls{0};
+  config.data_source = [&data_calls](LocalData* d, std::string*) {
+    ++data_calls;
+    const data::Dataset ds = MakeData(80, 7);
+    d->shape = ds.shape;
+    d->num_classes = ds.num_classes;
+    d->features = ds.features;
+    d->labels = ds.labels;
+    return true;
+  };
+  std::vector<RoundSummary> rounds;
+  config.on_round = [&rounds](const RoundSummary& r) { rounds.push_back(r); };
+  std::string error;
+  std::unique_ptr<Client> client = Client::Create(config, &error);
+  ASSERT_NE(client, nullptr) << error;
+  bool ok = false;
+  threads_.emplace_back([&] { ok = client->Run(stop_, &error); });
+  auto job = StartJob(MakeJob(/*rounds=*/2, /*per_round=*/1));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(60));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  StopClients();
+  EXPECT_TRUE(ok) << error;
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_EQ(rounds[0].round, 1);
+  EXPECT_EQ(rounds[1].round, 2);
+  EXPECT_EQ(rounds[0].num_examples, 80);
+  EXPECT_GT(rounds[0].bytes_up, 0);
+  EXPECT_GT(rounds[0].bytes_down, 0);
+  EXPECT_EQ(data_calls.load(), 3);  // at Create and before each task
+}
+
+// ---- the binaries: fedge-client processes and fedgectl --------------------------------
+
+struct Output {
+  int exit_code = -1;
+  std::string text;  // stdout and stderr
+};
+
+// Runs `argv` to completion, capturing its output.
+Output RunProgram(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t pid;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  Output out;
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) return out;
+  posix_spawn_file_actions_destroy(&actions);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  out.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(log);
+  std::stringstream s;
+  s << in.rdbuf();
+  out.text = s.str();
+  return out;
+}
+
+pid_t SpawnProgram(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t pid = -1;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  if (posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&actions);
+  return pid;
+}
+
+TEST_F(ClientGrpcIntegrationTest, FedgeClientProcessesAndFedgectlRunAJob) {
+  StartServer("127.0.0.1:0");
+  const std::string target = "127.0.0.1:" + std::to_string(server_->port());
+  {
+    std::ofstream(dir_ + "/token") << kToken << "\n";
+  }
+  std::vector<pid_t> clients;
+  for (int i = 0; i < 2; ++i) {
+    const std::string shard = dir_ + "/client-" + std::to_string(i) + ".shard";
+    ASSERT_THAT(data::WriteShard(shard, MakeData(100, 2000 + i)), IsOk());
+    clients.push_back(SpawnProgram(
+        {FEDGE_CLIENT_PATH, "--coordinator", target, "--insecure", "--enrollment-token-file",
+         dir_ + "/token", "--shard", shard, "--state-dir", dir_ + "/device-" + std::to_string(i),
+         "--fetch-wait-seconds", "1", "--compute-class", "medium", "--memory-budget-mb", "64"},
+        dir_ + "/client-" + std::to_string(i) + ".log"));
+    ASSERT_GT(clients.back(), 0);
+  }
+  const std::vector<std::string> ctl = {FEDGECTL_PATH, "--coordinator", target, "--insecure"};
+  auto fedgectl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = ctl;
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProgram(argv, dir_ + "/fedgectl.log");
+  };
+
+  // A job file with an unknown field: refused locally, naming the field.
+  {
+    std::ofstream(dir_ + "/bad.textproto") << "name: \"x\"\narchitecture: \"mlp\"\nrounds: 2\nroundz: 3\n";
+  }
+  Output bad = fedgectl({"job", "start", dir_ + "/bad.textproto"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_THAT(bad.text, HasSubstr("roundz"));
+  EXPECT_EQ(fedgectl({"job", "start"}).exit_code, 2);
+  EXPECT_EQ(fedgectl({"stop", "no-such-job"}).exit_code, 1);
+
+  // Both devices registered, then the job.
+  for (int i = 0; i < 200 && coordinator_->ListClients()->size() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  std::string text;
+  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(MakeJob(2, 2), &text));
+  {
+    std::ofstream(dir_ + "/job.textproto") << text;
+  }
+  Output start = fedgectl({"job", "start", dir_ + "/job.textproto"});
+  ASSERT_EQ(start.exit_code, 0) << start.text;
+  EXPECT_THAT(start.text, HasSubstr("started job"));
+  Output watch = fedgectl({"watch", "--replay"});
+  EXPECT_EQ(watch.exit_code, 0) << watch.text;
+  EXPECT_THAT(watch.text, HasSubstr("round    1"));
+  EXPECT_THAT(watch.text, HasSubstr("round    2"));
+  EXPECT_THAT(watch.text, HasSubstr("finished after 2 rounds"));
+  Output status = fedgectl({"status"});
+  EXPECT_EQ(status.exit_code, 0) << status.text;
+  EXPECT_THAT(status.text, HasSubstr("finished"));
+  EXPECT_THAT(status.text, HasSubstr("2 of 2 completed"));
+  Output rounds = fedgectl({"rounds"});
+  EXPECT_EQ(rounds.exit_code, 0) << rounds.text;
+  EXPECT_THAT(rounds.text, HasSubstr("clients 2/2"));
+  Output clients_out = fedgectl({"clients"});
+  EXPECT_EQ(clients_out.exit_code, 0) << clients_out.text;
+  EXPECT_THAT(clients_out.text, HasSubstr("2 client(s)"));
+  EXPECT_THAT(clients_out.text, HasSubstr("medium"));
+  Output exported = fedgectl({"export", "--out", dir_ + "/model.fedge"});
+  EXPECT_EQ(exported.exit_code, 0) << exported.text;
+  auto model = model::LoadModel(dir_ + "/model.fedge");
+  ASSERT_THAT(model, IsOk());
+  EXPECT_THAT(model::Sequential::FromProto(*model), IsOk());
+
+  // SIGTERM: each client exits 0 after logging its rounds.
+  for (size_t i = 0; i < clients.size(); ++i) {
+    ::kill(clients[i], SIGTERM);
+    int st = 0;
+    ::waitpid(clients[i], &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "client " << i << " status " << st;
+    std::ifstream in(dir_ + "/client-" + std::to_string(i) + ".log");
+    std::stringstream log;
+    log << in.rdbuf();
+    EXPECT_THAT(log.str(), HasSubstr("round 1 "));
+    EXPECT_THAT(log.str(), HasSubstr("round 2 "));
+    struct stat sb;
+    ASSERT_EQ(::stat((dir_ + "/device-" + std::to_string(i) + "/client.state").c_str(), &sb), 0);
+    EXPECT_EQ(sb.st_mode & 0777, 0600u);
+  }
+}
+
+}  // namespace
+}  // namespace fedge
