@@ -136,13 +136,20 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
         "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
   }
 
+  void StopServer() {
+    server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+    coordinator_.reset();
+    store_.reset();
+  }
+
   // Starts a device on its own thread.
   void StartClient(int port, int index) {
     client::ClientRuntimeOptions o;
     o.target = "127.0.0.1:" + std::to_string(port);
     o.enrollment_token = kToken;
     o.insecure = true;
-    o.data = std::make_shared<const data::Dataset>(MakeData(100, 1000 + index));
+    o.data = std::make_shared<const data::Dataset>(MakeData(client_examples_, 1000 + index));
     o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
     o.fetch_wait_seconds = 1;
     o.backoff.initial = absl::Milliseconds(100);
@@ -194,6 +201,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::atomic<bool> stop_{false};
+  int client_examples_ = 100;
   std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
   std::vector<std::unique_ptr<absl::Status>> results_;
   std::vector<std::thread> threads_;
@@ -316,6 +324,82 @@ TEST_F(ClientGrpcIntegrationTest, EmbeddedLibraryTrainsWithItsDataSource) {
   EXPECT_GT(rounds[0].bytes_up, 0);
   EXPECT_GT(rounds[0].bytes_down, 0);
   EXPECT_EQ(data_calls.load(), 3);  // at Create and before each task
+}
+
+TEST_F(ClientGrpcIntegrationTest, DevicesReconnectAfterTheCoordinatorRestarts) {
+  const int port = FreePort();
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  StartServer(address);
+  for (int i = 0; i < 2; ++i) StartClient(port, i);
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  const std::string id0 = runtimes_[0]->client_id();
+  // The coordinator goes away (its state stays in the store) and comes back.
+  StopServer();
+  absl::SleepFor(absl::Milliseconds(500));
+  StartServer(address);
+  auto job = StartJob(MakeJob(/*rounds=*/2, /*per_round=*/2));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(60));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(status.completed_rounds(), 2);
+  StopClients();
+  EXPECT_EQ(runtimes_[0]->client_id(), id0);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 2);
+  EXPECT_EQ(runtimes_[1]->stats().rounds_completed, 2);
+}
+
+// A round long enough to interrupt: 1000 epochs (the trainer's maximum) of batch 1 over
+// 2000 examples, minutes of training.
+v1::JobConfig LongJob(double deadline_seconds) {
+  v1::JobConfig job = MakeJob(/*rounds=*/1, /*per_round=*/1);
+  job.mutable_local_training()->set_epochs(1000);
+  job.mutable_local_training()->set_batch_size(1);
+  job.mutable_round_policy()->set_deadline_seconds(deadline_seconds);
+  return job;
+}
+
+TEST_F(ClientGrpcIntegrationTest, StopAbandonsTrainingPromptly) {
+  StartServer("127.0.0.1:0");
+  client_examples_ = 2000;
+  StartClient(server_->port(), 0);
+  for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto job = StartJob(LongJob(600));
+  ASSERT_THAT(job, IsOk());
+  // Wait until the device has its task (the round is open and it fetched), then stop it.
+  for (int i = 0; i < 200; ++i) {
+    auto rounds = coordinator_->ListRounds(*job);
+    if (rounds.ok() && !rounds->empty()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  const absl::Time stop_at = absl::Now();
+  StopClients();
+  EXPECT_LT(absl::Now() - stop_at, absl::Seconds(3));
+  EXPECT_THAT(*results_[0], IsOk());
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
+  EXPECT_EQ(runtimes_[0]->stats().tasks_abandoned, 1);
+}
+
+TEST_F(ClientGrpcIntegrationTest, TaskPastItsDeadlineIsAbandoned) {
+  StartServer("127.0.0.1:0");
+  client_examples_ = 2000;
+  StartClient(server_->port(), 0);
+  for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto job = StartJob(LongJob(/*deadline_seconds=*/1));
+  ASSERT_THAT(job, IsOk());
+  for (int i = 0; i < 200 && runtimes_[0]->stats().tasks_abandoned < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_GE(runtimes_[0]->stats().tasks_abandoned, 1);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
+  StopClients();
+  EXPECT_THAT(*results_[0], IsOk());
 }
 
 // ---- the binaries: fedge-client processes and fedgectl --------------------------------
