@@ -435,20 +435,22 @@ TEST_F(GrpcCoordinatorTest, DevicesCompleteRoundsOverGrpc) {
 TEST_F(GrpcCoordinatorTest, ModelOverGrpcDefaultMessageLimitRoundTrips) {
   Start(784, 10);
   const Device d = Enroll(7, 32);
-  // mlp 784-2048-2048-10: 5.8M floats, 23 MB — far over gRPC's 4 MB default.
+  // mlp 784-3300-3300-10: 13.5M floats, 54 MB — far over gRPC's 4 MB default (and over
+  // issue 3's 50 MB bar).
   const std::string job = StartJob(absl::StrCat(
       "name: \"big\"\n", "model_spec { name: \"big\" input_shape: 784 ",
-      "layers { name: \"fc1\" dense { in_features: 784 out_features: 2048 } } ",
+      "layers { name: \"fc1\" dense { in_features: 784 out_features: 3300 } } ",
       "layers { name: \"r1\" relu {} } ",
-      "layers { name: \"fc2\" dense { in_features: 2048 out_features: 2048 } } ",
+      "layers { name: \"fc2\" dense { in_features: 3300 out_features: 3300 } } ",
       "layers { name: \"r2\" relu {} } ",
-      "layers { name: \"fc3\" dense { in_features: 2048 out_features: 10 } } }\n",
+      "layers { name: \"fc3\" dense { in_features: 3300 out_features: 10 } } }\n",
       "rounds: 1\nselection { clients_per_round: 1 }\nround_policy { quorum: 1 }\n",
       "local_training { epochs: 1 batch_size: 32 learning_rate: 0.01 }\n"));
   ASSERT_FALSE(job.empty());
   FetchedTask t = FetchUntilTask(d);
   ASSERT_TRUE(t.status.ok()) << t.status.error_message();
-  constexpr int64_t kParams = 784 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 10 + 10;
+  constexpr int64_t kParams = 784 * 3300 + 3300 + 3300 * 3300 + 3300 + 3300 * 10 + 10;
+  static_assert(4 * kParams > 50'000'000);
   EXPECT_EQ(t.header.total_bytes(), 4 * kParams);
   EXPECT_EQ(static_cast<int64_t>(t.payload.size()), 4 * kParams);
   const model::EncodedPayload update = Train(d, t);
