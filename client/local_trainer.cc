@@ -17,10 +17,14 @@
 namespace fedge::client {
 namespace {
 
+constexpr int kMaxEpochs = 10000;
+
 absl::Status ValidateOptions(const LocalTrainingOptions& o) {
-  if (o.epochs < 1 || o.epochs > 1000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LocalTrainer: epochs must be in [1, 1000], got ", o.epochs));
+  // The same bound as a job's local_training.epochs (server::kMaxLocalEpochs): every job
+  // the coordinator accepts must be trainable here.
+  if (o.epochs < 1 || o.epochs > kMaxEpochs) {
+    return absl::InvalidArgumentError(absl::StrCat("LocalTrainer: epochs must be in [1, ",
+                                                   kMaxEpochs, "], got ", o.epochs));
   }
   if (o.batch_size < 1 || o.batch_size > 65536) {
     return absl::InvalidArgumentError(

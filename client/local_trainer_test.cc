@@ -181,6 +181,15 @@ TEST(LocalTrainerTest, OptionsFromTaskAndStepLimit) {
 namespace fedge::client {
 namespace {
 
+TEST(LocalTrainerTest, AcceptsEveryEpochCountAJobMayAskFor) {
+  v1::TaskHeader task;
+  task.mutable_training()->set_epochs(10000);  // server::kMaxLocalEpochs
+  EXPECT_THAT(OptionsFromTask(task, 0), fedge::testing::IsOk());
+  task.mutable_training()->set_epochs(10001);
+  EXPECT_THAT(OptionsFromTask(task, 0), fedge::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                                                 ::testing::HasSubstr("epochs")));
+}
+
 TEST(LocalTrainerTest, CancelledStopsTraining) {
   LocalTrainingOptions o;
   o.epochs = 5;
