@@ -152,6 +152,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     o.data = std::make_shared<const data::Dataset>(MakeData(client_examples_, 1000 + index));
     o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
     o.fetch_wait_seconds = 1;
+    o.profile.set_memory_budget_bytes(client_budget_bytes_);
     o.backoff.initial = absl::Milliseconds(100);
     o.backoff.max = absl::Seconds(1);
     o.seed = static_cast<uint64_t>(index) + 1;
@@ -202,6 +203,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::atomic<bool> stop_{false};
   int client_examples_ = 100;
+  int64_t client_budget_bytes_ = 0;
   std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
   std::vector<std::unique_ptr<absl::Status>> results_;
   std::vector<std::thread> threads_;
@@ -397,6 +399,27 @@ TEST_F(ClientGrpcIntegrationTest, TaskPastItsDeadlineIsAbandoned) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_GE(runtimes_[0]->stats().tasks_abandoned, 1);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
+  StopClients();
+  EXPECT_THAT(*results_[0], IsOk());
+}
+
+TEST_F(ClientGrpcIntegrationTest, TaskOverTheMemoryBudgetIsRefusedBeforeDownload) {
+  StartServer("127.0.0.1:0");
+  client_budget_bytes_ = 4096;  // a round of the 8-16-3 mlp needs ~13 kB
+  StartClient(server_->port(), 0);
+  for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  v1::JobConfig job = MakeJob(/*rounds=*/1, /*per_round=*/1);
+  job.mutable_round_policy()->set_deadline_seconds(2);
+  ASSERT_THAT(StartJob(job), IsOk());
+  for (int i = 0; i < 100 && runtimes_[0]->stats().tasks_abandoned < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  // Offered again, it is not downloaded and refused again.
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_EQ(runtimes_[0]->stats().tasks_abandoned, 1);
   EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
   StopClients();
   EXPECT_THAT(*results_[0], IsOk());

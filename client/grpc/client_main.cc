@@ -44,7 +44,9 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificate of the coordinator (empty
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate chain for mutual TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM client private key for mutual TLS");
 ABSL_FLAG(std::string, tls_server_name, "", "expected name in the coordinator's certificate");
-ABSL_FLAG(int64_t, memory_budget_mb, 0, "memory the device lets training use (profile)");
+ABSL_FLAG(int64_t, memory_budget_mb, 0,
+          "memory the device lets training use (sent in the profile; tasks estimated to need "
+          "more are refused); 0 = no budget");
 ABSL_FLAG(std::string, compute_class, "", "device compute class: low, medium or high");
 ABSL_FLAG(int, fetch_wait_seconds, 20, "long-poll length asked of the coordinator");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the reconnect jitter (0: from the clock)");
@@ -149,10 +151,11 @@ absl::StatusOr<client::ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
   o.profile.set_client_version("fedge-client 0.1.0");
   o.on_round = [](const client::RoundReport& r) {
     std::printf("round %lld  job %s  examples %lld  train loss %.4f acc %.4f  %.2fs (train %.2fs)  "
-                "down %.2f MB up %.2f MB\n",
+                "down %.2f MB up %.2f MB  peak RSS %.1f MB\n",
                 static_cast<long long>(r.round), r.job_id.c_str(),
                 static_cast<long long>(r.num_examples), r.train_loss, r.train_accuracy,
-                r.total_seconds, r.train_seconds, r.bytes_down / 1e6, r.bytes_up / 1e6);
+                r.total_seconds, r.train_seconds, r.bytes_down / 1e6, r.bytes_up / 1e6,
+                r.peak_rss_bytes / 1e6);
     std::fflush(stdout);
   };
   return o;

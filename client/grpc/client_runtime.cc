@@ -16,6 +16,7 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "client/grpc/device_state.h"
+#include "client/grpc/memory_budget.h"
 #include "client/grpc/preprocessing.h"
 #include "client/local_trainer.h"
 #include "model/payload.h"
@@ -230,6 +231,21 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   };
   auto net = model::Sequential::Create(task.header.model_spec());
   if (!net.ok()) return bad_task(net.status());
+  {
+    // Refuse, before downloading it, a task that would not fit the memory budget.
+    auto train_options = OptionsFromTask(task.header, 0);
+    if (!train_options.ok()) return bad_task(train_options.status());
+    auto pre = ResolvePreprocessing(task.header.preprocessing());
+    if (!pre.ok()) return bad_task(pre.status());
+    const int64_t copy_floats =
+        pre->kind() == v1::Preprocessing::KIND_UNIT_RANGE
+            ? 0
+            : static_cast<int64_t>(data.raw().num_examples) *
+                  static_cast<int64_t>(data.raw().feature_size());
+    const absl::Status fits = CheckMemoryBudget(
+        EstimateTaskMemory(**net, *train_options, copy_floats), options.profile.memory_budget_bytes());
+    if (!fits.ok()) return bad_task(fits);
+  }
   task.model = (*net)->ToProto();
   net->reset();
   auto expected_bytes = model::Float32PayloadBytes(model::ParameterSpecs(task.model));
@@ -402,6 +418,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   r.total_seconds = absl::ToDoubleSeconds(absl::Now() - task->received);
   r.bytes_down = t.total_bytes();
   r.bytes_up = static_cast<int64_t>(encoded->bytes.size());
+  r.peak_rss_bytes = PeakRssBytes();
   Count(&ClientRuntimeStats::rounds_completed);
   if (options.on_round) options.on_round(r);
   return absl::OkStatus();

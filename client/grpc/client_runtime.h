@@ -28,6 +28,8 @@
 //   - a task whose deadline passes during training is abandoned (nothing uploaded);
 //   - an upload cut by a broken connection is retried from the start while the task's
 //     deadline allows; ALREADY_EXISTS (the first attempt did arrive) counts as done;
+//   - a task whose estimated training memory exceeds profile.memory_budget_bytes
+//     (memory_budget.h) is refused before its model is downloaded;
 //   - a bad task (undecodable payload, model that does not fit the data) is logged and
 //     skipped, and not downloaded again when the coordinator offers it again; the
 //     coordinator drops the client from that round at its deadline or liveness timeout.
@@ -72,6 +74,7 @@ struct RoundReport {
   double total_seconds = 0;  // task received → upload acknowledged
   int64_t bytes_down = 0;    // task payload
   int64_t bytes_up = 0;      // update payload
+  int64_t peak_rss_bytes = 0;  // the process's peak resident set size so far
 };
 
 struct ClientRuntimeOptions {

@@ -75,6 +75,7 @@ std::unique_ptr<Client> Client::Create(ClientConfig config, std::string* error) 
       s.seconds = r.total_seconds;
       s.bytes_down = r.bytes_down;
       s.bytes_up = r.bytes_up;
+      s.peak_rss_bytes = r.peak_rss_bytes;
       cb(s);
     };
   }

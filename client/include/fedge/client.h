@@ -59,6 +59,7 @@ struct RoundSummary {
   double seconds = 0;       // task received → update acknowledged
   int64_t bytes_down = 0;   // model received
   int64_t bytes_up = 0;     // update sent
+  int64_t peak_rss_bytes = 0;  // the process's peak resident memory so far
 };
 
 struct ClientConfig {
@@ -72,7 +73,7 @@ struct ClientConfig {
   std::string shard_path;
   DataSource data_source;
   std::string state_path;         // keeps the client id across restarts; empty: not kept
-  int64_t memory_budget_bytes = 0;
+  int64_t memory_budget_bytes = 0;  // tasks estimated to need more are refused; 0 = none
   ComputeClass compute_class = ComputeClass::kUnspecified;
   std::string platform;           // e.g. "android-arm64"
   bool leave_on_stop = false;     // leave the population when stopped
