@@ -113,7 +113,8 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void StartServer(const std::string& address) {
+  void StartServer(const std::string& address,
+                   std::shared_ptr<grpc::ServerCredentials> credentials = nullptr) {
     auto store = server::Store::Open(dir_ + "/coordinator");
     ASSERT_THAT(store, IsOk());
     store_ = std::move(store).value();
@@ -125,7 +126,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     coordinator_ = std::move(c).value();
     server::GrpcServerOptions so;
     so.listen_address = address;
-    so.credentials = grpc::InsecureServerCredentials();
+    so.credentials = credentials ? credentials : grpc::InsecureServerCredentials();
     so.tick_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(2);
     so.limits.retry_after_ms = 100;
@@ -133,7 +134,8 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
     admin_ = v1::Admin::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+        "127.0.0.1:" + std::to_string(server_->port()),
+        credentials ? admin_credentials_ : grpc::InsecureChannelCredentials()));
   }
 
   void StopServer() {
@@ -143,12 +145,13 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     store_.reset();
   }
 
-  // Starts a device on its own thread.
-  void StartClient(int port, int index) {
+  // Starts a device on its own thread (`tls`: TLS options instead of plaintext).
+  void StartClient(int port, int index, const client::ClientRuntimeOptions* tls = nullptr) {
     client::ClientRuntimeOptions o;
+    if (tls != nullptr) o = *tls;
     o.target = "127.0.0.1:" + std::to_string(port);
     o.enrollment_token = kToken;
-    o.insecure = true;
+    o.insecure = tls == nullptr;
     o.data = std::make_shared<const data::Dataset>(MakeData(client_examples_, 1000 + index));
     o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
     o.fetch_wait_seconds = 1;
@@ -201,6 +204,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   std::unique_ptr<server::Coordinator> coordinator_;
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
   std::unique_ptr<v1::Admin::Stub> admin_;
+  std::shared_ptr<grpc::ChannelCredentials> admin_credentials_;
   std::atomic<bool> stop_{false};
   int client_examples_ = 100;
   int64_t client_budget_bytes_ = 0;
@@ -423,6 +427,77 @@ TEST_F(ClientGrpcIntegrationTest, TaskOverTheMemoryBudgetIsRefusedBeforeDownload
   EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
   StopClients();
   EXPECT_THAT(*results_[0], IsOk());
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// A CA, a server certificate for 127.0.0.1 and a device certificate, made with openssl.
+bool MakeCertificates(const std::string& d) {
+  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  {
+    std::ofstream(d + "/server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  }
+  const std::vector<std::string> commands = {
+      "openssl req -x509 " + ec + " -subj /CN=fedge-test-ca -days 1 -keyout " + d +
+          "/ca.key -out " + d + "/ca.crt",
+      "openssl req " + ec + " -subj /CN=localhost -keyout " + d + "/server.key -out " + d +
+          "/server.csr",
+      "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.crt -CAkey " + d +
+          "/ca.key -CAcreateserial -days 1 -extfile " + d + "/server.ext -out " + d + "/server.crt",
+      "openssl req " + ec + " -subj /CN=device-1 -keyout " + d + "/client.key -out " + d +
+          "/client.csr",
+      "openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.crt -CAkey " + d +
+          "/ca.key -CAcreateserial -days 1 -out " + d + "/client.crt",
+  };
+  for (const std::string& c : commands) {
+    if (std::system((c + " > " + d + "/openssl.log 2>&1").c_str()) != 0) {
+      ADD_FAILURE() << c << ": " << ReadText(d + "/openssl.log");
+      return false;
+    }
+  }
+  return true;
+}
+
+TEST_F(ClientGrpcIntegrationTest, MutualTlsDeviceTrainsAndADeviceWithoutACertificateCannot) {
+  ASSERT_TRUE(MakeCertificates(dir_));
+  const std::string ca = ReadText(dir_ + "/ca.crt");
+  grpc::SslServerCredentialsOptions server_tls(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  server_tls.pem_root_certs = ca;
+  server_tls.pem_key_cert_pairs.push_back(
+      {ReadText(dir_ + "/server.key"), ReadText(dir_ + "/server.crt")});
+  grpc::SslCredentialsOptions admin_tls;
+  admin_tls.pem_root_certs = ca;
+  admin_tls.pem_private_key = ReadText(dir_ + "/client.key");
+  admin_tls.pem_cert_chain = ReadText(dir_ + "/client.crt");
+  admin_credentials_ = grpc::SslCredentials(admin_tls);
+  StartServer("127.0.0.1:0", grpc::SslServerCredentials(server_tls));
+
+  client::ClientRuntimeOptions mtls;
+  mtls.tls_root_ca_pem = ca;
+  mtls.tls_cert_chain_pem = ReadText(dir_ + "/client.crt");
+  mtls.tls_private_key_pem = ReadText(dir_ + "/client.key");
+  StartClient(server_->port(), 0, &mtls);
+  client::ClientRuntimeOptions no_cert;
+  no_cert.tls_root_ca_pem = ca;
+  StartClient(server_->port(), 1, &no_cert);
+
+  auto job = StartJob(MakeJob(/*rounds=*/1, /*per_round=*/1));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(60));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  StopClients();
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 1);
+  EXPECT_FALSE(runtimes_[0]->client_id().empty());
+  // The device without a certificate never got in, and kept retrying.
+  EXPECT_EQ(runtimes_[1]->client_id(), "");
+  EXPECT_GE(runtimes_[1]->stats().connection_failures, 1);
+  EXPECT_THAT(*results_[1], IsOk());
 }
 
 // ---- the binaries: fedge-client processes and fedgectl --------------------------------
