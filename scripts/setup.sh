@@ -14,6 +14,7 @@ PACKAGES=(
   libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  openssl  # certificates for TLS in tests and example scripts
 )
 
 missing=()
