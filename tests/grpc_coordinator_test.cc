@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -343,6 +344,24 @@ TEST_F(GrpcCoordinatorTest, DevicesCompleteRoundsOverGrpc) {
 
   const std::string job = StartJob(JobText(kTinyMlp, 3, 3, 3));
   ASSERT_FALSE(job.empty());
+  // A live watcher: every round's close, then the job's end (replay_history makes the
+  // result independent of when the watcher's first poll happens).
+  std::vector<int64_t> watched_closed;
+  v1::JobState watched_state = v1::JOB_STATE_UNSPECIFIED;
+  grpc::Status watch_status;
+  std::thread watcher([&] {
+    v1::WatchJobRequest req;  // empty job id: the running job
+    req.set_replay_history(true);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 60);
+    auto reader = admin_->WatchJob(&ctx, req);
+    v1::JobEvent e;
+    while (reader->Read(&e)) {
+      if (e.has_round_closed()) watched_closed.push_back(e.round_closed().round());
+      if (e.has_job_changed()) watched_state = e.job_changed().state();
+    }
+    watch_status = reader->Finish();
+  });
   for (int round = 1; round <= 3; ++round) {
     for (const Device& d : devices) {
       v1::UploadUpdateResponse resp;
@@ -360,6 +379,10 @@ TEST_F(GrpcCoordinatorTest, DevicesCompleteRoundsOverGrpc) {
   }
   const v1::JobStatus status = GetJob(job);
   EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED);
+  watcher.join();
+  EXPECT_TRUE(watch_status.ok()) << watch_status.error_message();
+  EXPECT_EQ(watched_closed, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(watched_state, v1::JOB_STATE_FINISHED);
   EXPECT_EQ(GetJob("").job_id(), job);  // empty = the most recent job
   const std::vector<v1::RoundRecord> rounds = ListRounds(job);
   ASSERT_EQ(rounds.size(), 3u);
