@@ -356,8 +356,8 @@ TEST_F(ClientGrpcIntegrationTest, DevicesReconnectAfterTheCoordinatorRestarts) {
   EXPECT_EQ(runtimes_[1]->stats().rounds_completed, 2);
 }
 
-// A round long enough to interrupt: 1000 epochs (the trainer's maximum) of batch 1 over
-// 2000 examples, minutes of training.
+// A round long enough to interrupt: 1000 epochs of batch 1 over 20000 examples, 20M steps
+// (tens of seconds at least).
 v1::JobConfig LongJob(double deadline_seconds) {
   v1::JobConfig job = MakeJob(/*rounds=*/1, /*per_round=*/1);
   job.mutable_local_training()->set_epochs(1000);
@@ -368,7 +368,7 @@ v1::JobConfig LongJob(double deadline_seconds) {
 
 TEST_F(ClientGrpcIntegrationTest, StopAbandonsTrainingPromptly) {
   StartServer("127.0.0.1:0");
-  client_examples_ = 2000;
+  client_examples_ = 20000;
   StartClient(server_->port(), 0);
   for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
     absl::SleepFor(absl::Milliseconds(50));
@@ -392,7 +392,7 @@ TEST_F(ClientGrpcIntegrationTest, StopAbandonsTrainingPromptly) {
 
 TEST_F(ClientGrpcIntegrationTest, TaskPastItsDeadlineIsAbandoned) {
   StartServer("127.0.0.1:0");
-  client_examples_ = 2000;
+  client_examples_ = 20000;
   StartClient(server_->port(), 0);
   for (int i = 0; i < 100 && runtimes_[0]->client_id().empty(); ++i) {
     absl::SleepFor(absl::Milliseconds(50));
