@@ -123,7 +123,7 @@ struct ClientRuntimeStats {
   int64_t rounds_completed = 0;   // updates uploaded and acknowledged
   int64_t tasks_abandoned = 0;    // deadline passed, stop, or a bad task
   int64_t registrations = 0;
-  int64_t connection_failures = 0;
+  int64_t connection_failures = 0;  // failed calls, each retried after a backoff
 };
 
 class ClientRuntime {
