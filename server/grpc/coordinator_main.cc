@@ -45,6 +45,9 @@ ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
 ABSL_FLAG(int, liveness_seconds, 60, "A client silent this long is not sampled / is dropped.");
 ABSL_FLAG(int, max_wait_seconds, 30, "Longest a FetchTask long poll is held.");
 ABSL_FLAG(int, max_message_mb, 8, "Largest gRPC message accepted (MiB).");
+ABSL_FLAG(int, max_threads, 1024,
+          "Most gRPC calls served at once (one thread each, long polls included); beyond it "
+          "calls fail with RESOURCE_EXHAUSTED and clients back off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
 
 namespace fedge {
@@ -146,10 +149,10 @@ int Run() {
   }
   if (absl::GetFlag(FLAGS_tick_ms) < 1 || absl::GetFlag(FLAGS_liveness_seconds) < 1 ||
       absl::GetFlag(FLAGS_max_wait_seconds) < 0 || absl::GetFlag(FLAGS_max_message_mb) < 2 ||
-      absl::GetFlag(FLAGS_max_message_mb) > 1024) {
+      absl::GetFlag(FLAGS_max_message_mb) > 1024 || absl::GetFlag(FLAGS_max_threads) < 8) {
     std::fprintf(stderr,
                  "fedge-coordinator: --tick-ms and --liveness-seconds must be ≥ 1, "
-                 "--max-wait-seconds ≥ 0, --max-message-mb in [2, 1024]\n");
+                 "--max-wait-seconds ≥ 0, --max-message-mb in [2, 1024], --max-threads ≥ 8\n");
     return 2;
   }
 
@@ -182,6 +185,7 @@ int Run() {
   so.limits.liveness_timeout = co.liveness_timeout;
   so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
   so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+  so.max_threads = absl::GetFlag(FLAGS_max_threads);
   absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
       server::GrpcCoordinatorServer::Start(so, coordinator->get(), store->get());
   if (!server.ok()) {

@@ -33,6 +33,10 @@ struct GrpcServerOptions {
   // when the operator asked for it explicitly.
   std::shared_ptr<grpc::ServerCredentials> credentials;
   ServiceLimits limits;
+  // The synchronous server holds one thread per call in flight (a long poll included);
+  // past this many, new calls fail with RESOURCE_EXHAUSTED and clients back off. Bounds the
+  // memory a crowd of connections can take. 0 = gRPC's default (unbounded).
+  int max_threads = 1024;
   // How often the tick thread calls Coordinator::Tick; zero = no tick thread (the caller
   // drives the coordinator).
   absl::Duration tick_interval = absl::Milliseconds(200);
