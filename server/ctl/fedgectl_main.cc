@@ -200,7 +200,9 @@ absl::Status Watch(v1::Admin::Stub& stub, const CtlCommand& cmd) {
                ? absl::AbortedError(absl::StrCat("job ", last->job_id(), " failed"))
                : absl::OkStatus();
   }
-  return FromGrpc(s, "WatchJob");
+  FEDGE_RETURN_IF_ERROR(FromGrpc(s, "WatchJob"));
+  // The stream ended before the job did (e.g. the coordinator is shutting down).
+  return absl::UnavailableError("WatchJob: the coordinator closed the stream before the job ended");
 }
 
 absl::Status Clients(v1::Admin::Stub& stub, const CtlCommand& cmd) {
