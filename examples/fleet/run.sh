@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# A federated fleet on one machine: fedge-coordinator (SQLite state, TLS), N fedge-client
+# processes on loopback each holding a Fashion-MNIST shard, and the operator's fedgectl.
+#
+#   examples/fleet/run.sh                       # cnn, 10 devices, 20 rounds of 1 local epoch
+#   ROUNDS=5 CLIENTS=4 MODEL=mlp examples/fleet/run.sh
+#
+# Knobs (environment): CLIENTS (10), ROUNDS (20), LOCAL_EPOCHS (1), MODEL (cnn | mlp),
+# OUT (out/fleet), PORT (chosen from the pid), FLEET_INSECURE=1 (plaintext gRPC instead of
+# mutual TLS), FEDGE_BUILD_DIR (build). The split is label-Dirichlet α=0.5, seed 0; the job is
+# examples/fleet/job.textproto with those knobs written in.
+#
+# What it does: makes a throwaway CA with server, device and operator certificates (openssl)
+# and a private enrollment token in a temporary directory; starts fedge-coordinator on
+# 127.0.0.1 with a fresh state dir OUT/state; partitions with partition_fmnist into
+# OUT/shards; starts the devices (state in OUT/devices/client-NNNNN); starts the job with
+# `fedgectl job start`; follows it with `fedgectl watch`; exports the final model to
+# OUT/model.fedge; prints a summary (accuracy, seconds per round, peak RSS read from
+# /proc/<pid>/status VmHWM before stopping); stops everything with SIGTERM. Logs: OUT/logs/.
+# Whatever way the script ends (an error, Ctrl-C), the trap stops every process it started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CLIENTS="${CLIENTS:-10}"
+ROUNDS="${ROUNDS:-20}"
+LOCAL_EPOCHS="${LOCAL_EPOCHS:-1}"
+MODEL="${MODEL:-cnn}"
+OUT="${OUT:-out/fleet}"
+PORT="${PORT:-$((20000 + $$ % 20000))}"
+BIN="${FEDGE_BUILD_DIR:-build}/bin"
+ADDR="127.0.0.1:$PORT"
+
+for b in fedge-coordinator fedge-client fedgectl partition_fmnist; do
+  if [ ! -x "$BIN/$b" ]; then
+    echo "fleet: $BIN/$b is missing; build first (scripts/setup.sh)" >&2
+    exit 1
+  fi
+done
+if ! [[ "$CLIENTS" =~ ^[1-9][0-9]*$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LOCAL_EPOCHS" =~ ^[1-9][0-9]*$ ]]; then
+  echo "fleet: CLIENTS, ROUNDS and LOCAL_EPOCHS must be positive integers" >&2
+  exit 2
+fi
+
+# ---- processes, and the trap that stops them ----
+COORD_PID=""
+WATCH_PID=""
+TAIL_PID=""
+CLIENT_PIDS=()
+TMP="$(mktemp -d -t fedge-fleet.XXXXXX)"
+cleanup() {
+  local pids=()
+  for p in ${WATCH_PID:+"$WATCH_PID"} ${TAIL_PID:+"$TAIL_PID"} ${COORD_PID:+"$COORD_PID"} "${CLIENT_PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then pids+=("$p"); fi
+  done
+  if ((${#pids[@]})); then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 50); do  # up to 5 s, then SIGKILL
+      local alive=0
+      for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+      ((alive)) || break
+      sleep 0.1
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'echo; echo "fleet: interrupted"; exit 130' INT TERM
+
+rm -rf "$OUT/state" "$OUT/devices" "$OUT/shards" "$OUT/logs"
+mkdir -p "$OUT/logs" "$OUT/devices"
+
+# ---- secrets: enrollment token and certificates ----
+(umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$TMP/token")
+CTL=("$BIN/fedgectl" --coordinator "$ADDR")
+COORD_TLS=()
+if [ "${FLEET_INSECURE:-0}" = "1" ]; then
+  echo "fleet: FLEET_INSECURE=1: plaintext gRPC on loopback"
+  COORD_TLS=(--insecure)
+  CTL+=(--insecure)
+else
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1)
+  {
+    openssl req -x509 "${ec[@]}" -subj /CN=fedge-fleet-ca -keyout "$TMP/ca.key" -out "$TMP/ca.crt"
+    echo "subjectAltName=DNS:localhost,IP:127.0.0.1" > "$TMP/server.ext"
+    openssl req "${ec[@]}" -subj /CN=localhost -keyout "$TMP/server.key" -out "$TMP/server.csr"
+    openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+      -CAcreateserial -days 1 -extfile "$TMP/server.ext" -out "$TMP/server.crt"
+    for who in devices operator; do  # one certificate for every device, one for fedgectl
+      openssl req "${ec[@]}" -subj "/CN=fleet-$who" -keyout "$TMP/$who.key" -out "$TMP/$who.csr"
+      openssl x509 -req -in "$TMP/$who.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+        -CAcreateserial -days 1 -out "$TMP/$who.crt"
+    done
+  } > "$OUT/logs/openssl.log" 2>&1
+  COORD_TLS=(--tls-cert "$TMP/server.crt" --tls-key "$TMP/server.key" --tls-client-ca "$TMP/ca.crt")
+  CTL+=(--tls-ca "$TMP/ca.crt" --tls-cert "$TMP/operator.crt" --tls-key "$TMP/operator.key")
+fi
+
+# ---- coordinator ----
+echo "=== fleet: $MODEL, $CLIENTS devices, label-Dirichlet α=0.5, $ROUNDS rounds of $LOCAL_EPOCHS local epoch(s); coordinator on $ADDR ==="
+"$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$OUT/state" \
+  --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" > "$OUT/logs/coordinator.log" 2>&1 &
+COORD_PID=$!
+for _ in $(seq 100); do
+  grep -q "serving on" "$OUT/logs/coordinator.log" && break
+  if ! kill -0 "$COORD_PID" 2>/dev/null; then
+    echo "fleet: fedge-coordinator exited:" >&2
+    cat "$OUT/logs/coordinator.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+
+# ---- data and devices ----
+"$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 \
+  --out "$OUT/shards" | tee "$OUT/logs/partition.log"
+for ((i = 0; i < CLIENTS; i++)); do
+  name="$(printf 'client-%05d' "$i")"
+  tls=(--insecure)
+  if [ "${FLEET_INSECURE:-0}" != "1" ]; then
+    tls=(--tls-ca "$TMP/ca.crt" --tls-cert "$TMP/devices.crt" --tls-key "$TMP/devices.key")
+  fi
+  "$BIN/fedge-client" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
+    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" \
+    > "$OUT/logs/$name.log" 2>&1 &
+  CLIENT_PIDS+=($!)
+done
+registered=0
+echo "fleet: $CLIENTS devices started; waiting for them to register"
+for _ in $(seq 300); do
+  registered=$("${CTL[@]}" clients 2>/dev/null | sed -n 's/^\([0-9]*\) client(s)$/\1/p')
+  [ "${registered:-0}" -ge "$CLIENTS" ] && break
+  sleep 0.2
+done
+if [ "${registered:-0}" -lt "$CLIENTS" ]; then
+  echo "fleet: only ${registered:-0} of $CLIENTS devices registered; see $OUT/logs/" >&2
+  exit 1
+fi
+
+# ---- the job ----
+quorum=$(((CLIENTS * 8 + 9) / 10))
+sed -e "s/^architecture: .*/architecture: \"$MODEL\"/" -e "s/^rounds: .*/rounds: $ROUNDS/" \
+  -e "s/^  clients_per_round: .*/  clients_per_round: $CLIENTS/" \
+  -e "s/^  quorum: [0-9]*/  quorum: $quorum/" -e "s/^  epochs: .*/  epochs: $LOCAL_EPOCHS/" \
+  examples/fleet/job.textproto > "$OUT/job.textproto"
+start_out=$("${CTL[@]}" job start "$OUT/job.textproto")
+echo "$start_out"
+JOB=$(echo "$start_out" | sed -n 's/^started job \([^ ]*\) .*/\1/p')
+t0=$(date +%s.%N)
+# fedgectl watch in the background (its lines followed with tail), so that a signal reaches
+# the trap at once.
+"${CTL[@]}" watch "$JOB" --replay > "$OUT/logs/watch.log" 2>&1 &
+WATCH_PID=$!
+tail -n +1 -f --pid="$WATCH_PID" "$OUT/logs/watch.log" &
+TAIL_PID=$!
+wait "$WATCH_PID" || echo "fleet: fedgectl watch ended early (exit $?); see $OUT/logs/" >&2
+wait "$TAIL_PID" || true
+WATCH_PID=""
+TAIL_PID=""
+t1=$(date +%s.%N)
+
+# ---- summary (peak RSS first, while every process is alive) ----
+vmhwm_kb() {
+  local v
+  v=$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$1/status" 2>/dev/null || true)
+  echo "${v:-0}"
+}
+coord_kb=$(vmhwm_kb "$COORD_PID")
+clients_kb=0
+for p in "${CLIENT_PIDS[@]}"; do clients_kb=$((clients_kb + $(vmhwm_kb "$p"))); done
+"${CTL[@]}" rounds "$JOB" > "$OUT/rounds.txt"
+"${CTL[@]}" export "$JOB" --out "$OUT/model.fedge" > /dev/null
+completed=$(grep -c " completed " "$OUT/rounds.txt" || true)
+acc_at() { sed -n "s/^round *$1  completed .* acc \([0-9.]*\) .*/\1/p" "$OUT/rounds.txt" | tail -n 1; }
+final_acc=$(acc_at "$completed")
+mean_round=$(sed -n 's/.* \([0-9.]*\)s  up .*/\1/p' "$OUT/rounds.txt" |
+  awk '{ s += $1; n++ } END { if (n) printf "%.2f", s / n; else print "-" }')
+
+# ---- stop ----
+kill -TERM "${CLIENT_PIDS[@]}" 2>/dev/null || true
+wait "${CLIENT_PIDS[@]}" 2>/dev/null || true
+kill -TERM "$COORD_PID" 2>/dev/null || true
+wait "$COORD_PID" 2>/dev/null || true
+
+echo
+echo "=== fleet summary ==="
+printf '  job                 %s (%s, %s devices, %s local epoch(s))\n' "$JOB" "$MODEL" "$CLIENTS" "$LOCAL_EPOCHS"
+printf '  rounds completed    %s of %s\n' "$completed" "$ROUNDS"
+for r in 10 20; do
+  if [ "$r" -le "$completed" ]; then printf '  accuracy @ round %-2s %s\n' "$r" "$(acc_at "$r")"; fi
+done
+printf '  final accuracy      %s (round %s)\n' "${final_acc:--}" "$completed"
+awk -v a="$t0" -v b="$t1" -v n="$completed" -v m="$mean_round" 'BEGIN {
+  printf "  seconds per round   %.2f wall clock (job %.1f s), %s mean round time\n", (b - a) / (n ? n : 1), b - a, m }'
+awk -v c="$coord_kb" -v d="$clients_kb" -v n="$CLIENTS" 'BEGIN {
+  printf "  peak RSS            coordinator %.1f MB, %s devices together %.1f MB (VmHWM)\n", c / 1024, n, d / 1024 }'
+echo "  files               $OUT/rounds.txt, $OUT/model.fedge, state $OUT/state/coordinator.db, logs $OUT/logs/"
