@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Fault tests of the multi-process fleet (issue 3, acceptance 2 and 3): a real
+# fedge-coordinator, real fedge-client processes and fedgectl, on loopback, plaintext
+# (--insecure; TLS is covered by coordinator_binary_test and examples/fleet/run.sh).
+#
+#   tests/fleet_faults_test.sh BIN_DIR coordinator-crash
+#     4 devices, a 6-round mlp job; SIGKILL the coordinator while a round is in flight after
+#     ≥ 2 completed, restart it on the same state dir and port. Expected: the job finishes,
+#     rounds 1..6 are each completed exactly once, the same 4 clients (same ids, same
+#     processes, none restarted) take part after the restart.
+#   tests/fleet_faults_test.sh BIN_DIR client-loss
+#     10 devices, quorum 7; SIGKILL 3 devices while a round is in flight. Expected: that
+#     round (or the next, if they had already uploaded) closes with the survivors, the job
+#     finishes, and the rounds after it sample only the 7 live devices.
+#
+# Data: a small iid slice of Fashion-MNIST (partition_fmnist --train-examples). Every process
+# started is killed on any exit; the port is chosen from the pid and checked free. On failure
+# the logs are printed and kept.
+set -euo pipefail
+BIN="$1"
+CASE="$2"
+DIR="$(mktemp -d -t fedge-fleet-test.XXXXXX)"
+COORD_PID=""
+WATCH_PID=""
+CLIENT_PIDS=()
+OK=0
+
+cleanup() {
+  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if ((OK)); then
+    rm -rf "$DIR"
+  else
+    for f in "$DIR"/*.log; do
+      [ -f "$f" ] || continue
+      echo "----- $f (last 15 lines)"
+      tail -n 15 "$f"
+    done
+    echo "(files kept in $DIR)"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# A loopback port nobody listens on.
+PORT=$((20000 + ($$ * 7 + RANDOM) % 30000))
+for _ in $(seq 50); do
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
+  PORT=$((PORT + 1))
+done
+ADDR="127.0.0.1:$PORT"
+CTL=("$BIN/fedgectl" --coordinator "$ADDR" --insecure --timeout 10)
+(umask 077; echo "fleet-test-token-$$" > "$DIR/token")
+
+start_coordinator() {  # $1: log name
+  "$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$DIR/state" --insecure \
+    --enrollment-token-file "$DIR/token" --tick-ms 100 --liveness-seconds "$LIVENESS" \
+    --max-wait-seconds 2 > "$DIR/$1.log" 2>&1 &
+  COORD_PID=$!
+  for _ in $(seq 100); do
+    grep -q "serving on" "$DIR/$1.log" && return 0
+    kill -0 "$COORD_PID" 2>/dev/null || fail "fedge-coordinator exited: $(cat "$DIR/$1.log")"
+    sleep 0.1
+  done
+  fail "fedge-coordinator did not start"
+}
+
+start_clients() {  # $1: count
+  for ((i = 0; i < $1; i++)); do
+    local name
+    name="$(printf 'client-%05d' "$i")"
+    "$BIN/fedge-client" --coordinator "$ADDR" --insecure --enrollment-token-file "$DIR/token" \
+      --shard "$DIR/shards/$name.shard" --state-dir "$DIR/$name" --fetch-wait-seconds 1 \
+      --seed $((i + 1)) > "$DIR/$name.log" 2>&1 &
+    CLIENT_PIDS+=($!)
+  done
+  local n=0
+  for _ in $(seq 200); do
+    n=$("${CTL[@]}" clients 2>/dev/null | sed -n 's/^\([0-9]*\) client(s)$/\1/p')
+    [ "${n:-0}" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  fail "only ${n:-0} of $1 clients registered"
+}
+
+write_job() {  # $1 rounds, $2 clients per round, $3 quorum, $4 deadline, $5 local epochs
+  cat > "$DIR/job.textproto" <<EOF
+name: "fleet-fault-test"
+architecture: "mlp"
+rounds: $1
+selection { clients_per_round: $2 }
+round_policy { quorum: $3 deadline_seconds: $4 }
+local_training { epochs: $5 batch_size: 32 learning_rate: 0.05 momentum: 0.9 }
+evaluation { max_examples: 1000 }
+EOF
+}
+
+start_job() {
+  local out
+  out=$("${CTL[@]}" job start "$DIR/job.textproto") || fail "job start: $out"
+  JOB=$(echo "$out" | sed -n 's/^started job \([^ ]*\) .*/\1/p')
+  [ -n "$JOB" ] || fail "no job id in: $out"
+}
+
+# Polls `fedgectl status` until ≥ $1 rounds are completed and a round is in flight.
+wait_mid_round() {
+  local s
+  for _ in $(seq 600); do
+    s=$("${CTL[@]}" status "$JOB" 2>/dev/null || true)
+    local done_rounds
+    done_rounds=$(echo "$s" | sed -n 's/^  rounds *\([0-9]*\) of.*/\1/p')
+    if [ "${done_rounds:-0}" -ge "$1" ] && echo "$s" | grep -q "in flight"; then
+      echo "$s" | grep "rounds"
+      return 0
+    fi
+    echo "$s" | grep -q "finished" && fail "the job finished before the fault was injected"
+    sleep 0.05
+  done
+  fail "no round in flight after $1 completed: $s"
+}
+
+wait_finished() {  # $1 rounds
+  # fedgectl watch runs in the background so that a signal reaches the trap at once.
+  "${CTL[@]}" watch "$JOB" --replay > "$DIR/watch.log" 2>&1 &
+  WATCH_PID=$!
+  for _ in $(seq 1200); do
+    kill -0 "$WATCH_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$WATCH_PID" 2>/dev/null && fail "the job did not end within 120 s"
+  wait "$WATCH_PID" 2>/dev/null || true
+  WATCH_PID=""
+  "${CTL[@]}" status "$JOB" > "$DIR/status.log" 2>&1 || fail "status: $(cat "$DIR/status.log")"
+  grep -q "finished" "$DIR/status.log" || fail "job did not finish: $(cat "$DIR/status.log")"
+  grep -q "$1 of $1 completed" "$DIR/status.log" || fail "not all rounds: $(cat "$DIR/status.log")"
+  "${CTL[@]}" rounds "$JOB" > "$DIR/rounds.log" 2>&1 || fail "rounds failed"
+  cat "$DIR/rounds.log"
+}
+
+client_ids() { "${CTL[@]}" clients --all | awk 'NR > 1 && $1 != "" && $0 !~ /client\(s\)$/ { print $1 }' | sort; }
+
+case "$CASE" in
+  coordinator-crash)
+    LIVENESS=30
+    ROUNDS=6
+    "$BIN/partition_fmnist" --clients 4 --scheme iid --train-examples 8000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_coordinator coordinator-1
+    start_clients 4
+    ids_before=$(client_ids)
+    [ "$(echo "$ids_before" | grep -c .)" -eq 4 ] || fail "expected 4 client ids, got [$ids_before]"
+    write_job "$ROUNDS" 4 4 60 2
+    start_job
+    wait_mid_round 2
+    kill -KILL "$COORD_PID"
+    wait "$COORD_PID" 2>/dev/null || true
+    echo "SIGKILLed the coordinator; restarting it on the same state dir and port"
+    start_coordinator coordinator-2
+    grep -q "resuming job $JOB" "$DIR/coordinator-2.log" || fail "the restarted coordinator did not resume $JOB"
+    wait_finished "$ROUNDS"
+    for ((r = 1; r <= ROUNDS; r++)); do
+      n=$(grep -c "^round *$r  completed " "$DIR/rounds.log" || true)
+      [ "$n" -eq 1 ] || fail "round $r completed $n times"
+    done
+    n=$(grep -c " completed " "$DIR/rounds.log" || true)
+    [ "$n" -eq "$ROUNDS" ] || fail "$n completed rounds, expected $ROUNDS"
+    grep -q "^round *$ROUNDS  completed  clients 4/4" "$DIR/rounds.log" ||
+      fail "the last round did not have all 4 clients (they did not reconnect)"
+    for p in "${CLIENT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || fail "client process $p died"; done
+    ids_after=$(client_ids)
+    [ "$ids_before" = "$ids_after" ] || fail "client ids changed: [$ids_before] -> [$ids_after]"
+    for ((i = 0; i < 4; i++)); do
+      grep -q "^round $ROUNDS " "$DIR/$(printf 'client-%05d' "$i").log" ||
+        fail "client $i did not train round $ROUNDS"
+    done
+    ;;
+  client-loss)
+    LIVENESS=4
+    ROUNDS=6
+    "$BIN/partition_fmnist" --clients 10 --scheme iid --train-examples 10000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_coordinator coordinator
+    start_clients 10
+    write_job "$ROUNDS" 10 7 60 4
+    start_job
+    wait_mid_round 1
+    kill -KILL "${CLIENT_PIDS[@]:0:3}"
+    echo "SIGKILLed clients ${CLIENT_PIDS[*]:0:3}"
+    wait_finished "$ROUNDS"
+    # Liveness is by silence: a device killed mid-training is dropped from its round once it
+    # has been silent for --liveness-seconds, and the round closes with the survivors (≥
+    # quorum). A device killed just after uploading looks alive until then, so the round
+    # right after may still sample it (and close without it); from then on only the 7 live
+    # devices are sampled.
+    sed -n 's/^round *\([0-9]*\)  completed  clients \([0-9]*\)\/\([0-9]*\) .*/\1 \2 \3/p' \
+      "$DIR/rounds.log" > "$DIR/participation.txt"
+    [ "$(wc -l < "$DIR/participation.txt")" -eq "$ROUNDS" ] || fail "not every round completed"
+    awk '$2 < 7 { exit 1 }' "$DIR/participation.txt" || fail "a round closed below quorum 7"
+    first=$(awk '$2 < $3 { print $1; exit }' "$DIR/participation.txt")
+    [ -n "$first" ] || fail "no round closed with dropped clients"
+    awk -v f="$first" '$1 > f && $2 != 7 { exit 1 }' "$DIR/participation.txt" ||
+      fail "a round after $first had other than the 7 live participants"
+    settled=$(awk '$2 == 7 && $3 == 7 { print $1; exit }' "$DIR/participation.txt")
+    [ -n "$settled" ] && [ "$settled" -le $((first + 2)) ] ||
+      fail "sampling did not settle on the 7 live clients by round $((first + 2))"
+    awk -v s="$settled" '$1 >= s && !($2 == 7 && $3 == 7) { exit 1 }' "$DIR/participation.txt" ||
+      fail "a round after $settled sampled other than the 7 live clients"
+    ;;
+  *)
+    fail "unknown case $CASE"
+    ;;
+esac
+OK=1
+echo "PASS: $CASE"
