@@ -12,6 +12,7 @@ PACKAGES=(
   cmake make g++ ccache pkg-config
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
+  libcpp-httplib-dev  # fedge-coordinator --metrics-listen (Prometheus over HTTP)
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   openssl  # certificates for TLS in tests and example scripts

@@ -1,6 +1,6 @@
 // The fedge-coordinator process: refuses unsafe setups with a clear message, serves TLS and
-// mutual TLS (certificates made with the openssl command line at test time), and exits 0
-// on SIGTERM. FEDGE_COORDINATOR_PATH is the binary under test.
+// mutual TLS (certificates made with the openssl command line at test time), serves
+// Prometheus metrics over HTTP with --metrics-listen, and exits 0 on SIGTERM. FEDGE_COORDINATOR_PATH is the binary under test.
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -219,6 +219,42 @@ TEST_F(CoordinatorBinaryTest, InsecureSaysSoLoudlyAndStopsOnSigterm) {
   const std::string log = ReadFile(dir_ + "/log");
   EXPECT_THAT(log, HasSubstr("PLAINTEXT"));
   EXPECT_THAT(log, HasSubstr("SIGTERM, shutting down"));
+}
+
+// GET `path` from 127.0.0.1:`port` over HTTP/1.0; the whole response ("" if no connection).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  std::string out;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if (send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+      std::array<char, 4096> buf;
+      ssize_t n;
+      while ((n = recv(fd, buf.data(), buf.size(), 0)) > 0) out.append(buf.data(), n);
+    }
+  }
+  close(fd);
+  return out;
+}
+
+TEST_F(CoordinatorBinaryTest, ServesPrometheusMetrics) {
+  const int metrics_port = FreePort();
+  Spawn({"--insecure", absl::StrCat("--metrics-listen=127.0.0.1:", metrics_port)});
+  std::string response;
+  for (int i = 0; i < 100 && response.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    response = HttpGet(metrics_port, "/metrics");
+  }
+  EXPECT_THAT(response, HasSubstr("HTTP/1.1 200"));
+  EXPECT_THAT(response, HasSubstr("text/plain; version=0.0.4"));
+  EXPECT_THAT(response, HasSubstr("\n# TYPE fedge_job_running gauge\nfedge_job_running 0\n"));
+  EXPECT_THAT(HttpGet(metrics_port, "/"), HasSubstr("HTTP/1.1 404"));
+  EXPECT_EQ(Terminate(), 0);
+  EXPECT_THAT(ReadFile(dir_ + "/log"), HasSubstr("Prometheus metrics at"));
 }
 
 TEST_F(CoordinatorBinaryTest, ServesTls) {

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/rng.h"
 #include "client/local_trainer.h"
@@ -13,6 +14,7 @@
 #include "model/sequential.h"
 #include "model/trainer.h"
 #include "model/zoo.h"
+#include "server/metrics_exporter.h"
 #include "server/model_weights.h"
 #include "server/store.h"
 #include "tests/status_matchers.h"
@@ -161,6 +163,47 @@ TEST_F(CoordinatorTest, FedAvgRunsEveryRoundAndLearns) {
   EXPECT_LT(before, 0.6);
   EXPECT_GT((*rounds)[4].metrics().test_accuracy(), 0.85);
   EXPECT_NEAR(Accuracy(*c->ExportModel(*job)), (*rounds)[4].metrics().test_accuracy(), 1e-9);
+}
+
+// The Prometheus exporter over real rounds: the running job's latest round, the finished
+// job still shown as the most recent one, and the rounds counter across two jobs.
+TEST_F(CoordinatorTest, MetricsExporterFollowsRoundsAndJobs) {
+  auto c = Make();
+  std::vector<Device> devices = Enroll(*c, 3);
+  MetricsExporter exporter(c.get());
+  auto run = [&](const std::string& job) {
+    for (int step = 0; step < 50 && c->running_job().has_value(); ++step) {
+      ASSERT_THAT(c->Tick(), IsOk());
+      for (const Device& d : devices) {
+        absl::Status s = Work(*c, d);
+        ASSERT_TRUE(s.ok() || absl::IsNotFound(s)) << s;
+      }
+      ASSERT_THAT(c->Tick(), IsOk());
+      if (step == 0) {
+        const std::string text = exporter.Render();
+        EXPECT_THAT(text, HasSubstr("\nfedge_job_running 1\n"));
+        EXPECT_THAT(text, HasSubstr("fedge_clients{state=\"active\"} 3\n"));
+        EXPECT_THAT(text, HasSubstr(absl::StrCat("fedge_job_completed_rounds{job=\"", job, "\"} 1\n")));
+        EXPECT_THAT(text, HasSubstr(absl::StrCat("fedge_round_participants{job=\"", job,
+                                                 "\",round=\"1\"} 3\n")));
+      }
+    }
+  };
+  auto first = c->StartJob(MakeJob(/*rounds=*/2, 3, 3, 600));
+  ASSERT_THAT(first, IsOk());
+  run(*first);
+  std::string text = exporter.Render();
+  EXPECT_THAT(text, HasSubstr("\nfedge_job_running 0\n"));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("fedge_job_completed_rounds{job=\"", *first, "\"} 2\n")));
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("fedge_round_participants{job=\"", *first,
+                                           "\",round=\"2\"} 3\n")));
+  EXPECT_THAT(text, HasSubstr("\nfedge_rounds_completed_total 2\n"));
+  auto second = c->StartJob(MakeJob(/*rounds=*/3, 3, 3, 600));
+  ASSERT_THAT(second, IsOk());
+  run(*second);
+  text = exporter.Render();
+  EXPECT_THAT(text, HasSubstr(absl::StrCat("fedge_job_completed_rounds{job=\"", *second, "\"} 3\n")));
+  EXPECT_THAT(text, HasSubstr("\nfedge_rounds_completed_total 5\n"));
 }
 
 TEST_F(CoordinatorTest, BadInputDropsTheClientNotTheRound) {

@@ -2,7 +2,7 @@
 //
 //   fedge-coordinator --state-dir /var/lib/fedge --enrollment-token-file /etc/fedge/token
 //       --tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]
-//       [--listen 0.0.0.0:50051] [--tick-ms 200]
+//       [--listen 0.0.0.0:50051] [--tick-ms 200] [--metrics-listen 127.0.0.1:9464]
 //
 // State (jobs, rounds, registry, checkpoints) lives in <state-dir>/coordinator.db; a
 // restart resumes the running job from its last completed round. The enrollment token
@@ -10,6 +10,8 @@
 // certificate and key (mutual TLS with --tls-client-ca); plaintext needs --insecure.
 // SIGTERM / SIGINT: stop ticking, end long polls, let calls in flight finish for
 // --shutdown-grace-seconds, then exit.
+// --metrics-listen serves Prometheus text metrics at GET /metrics over plain HTTP (no
+// TLS, no auth: bind it to loopback or a monitoring network).
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -30,6 +32,8 @@
 #include "base/log.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
+#include "server/grpc/metrics_http.h"
+#include "server/metrics_exporter.h"
 #include "server/store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to serve gRPC on (host:port).");
@@ -48,6 +52,8 @@ ABSL_FLAG(int, max_message_mb, 8, "Largest gRPC message accepted (MiB).");
 ABSL_FLAG(int, max_threads, 1024,
           "Most gRPC calls served at once (one thread each, long polls included); beyond it "
           "calls fail with RESOURCE_EXHAUSTED and clients back off.");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
 
 namespace fedge {
@@ -192,6 +198,21 @@ int Run() {
     std::fprintf(stderr, "fedge-coordinator: %s\n", server.status().ToString().c_str());
     return 1;
   }
+  std::unique_ptr<server::MetricsExporter> exporter;
+  std::unique_ptr<server::MetricsHttpServer> metrics;
+  if (const std::string m = absl::GetFlag(FLAGS_metrics_listen); !m.empty()) {
+    exporter = std::make_unique<server::MetricsExporter>(coordinator->get());
+    absl::StatusOr<std::unique_ptr<server::MetricsHttpServer>> started =
+        server::MetricsHttpServer::Start(m, exporter.get());
+    if (!started.ok()) {
+      std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+    metrics = *std::move(started);
+    FEDGE_LOG(INFO) << "fedge-coordinator: Prometheus metrics at http://" << m << "/metrics (port "
+                    << metrics->port() << ")";
+  }
   const std::optional<std::string> running = (*coordinator)->running_job();
   FEDGE_LOG(INFO) << "fedge-coordinator: serving on " << so.listen_address << " (port "
                   << (*server)->port() << "), state in " << (*store)->path()
@@ -201,6 +222,7 @@ int Run() {
   sigwait(&signals, &signal);
   FEDGE_LOG(INFO) << "fedge-coordinator: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", shutting down (grace " << absl::GetFlag(FLAGS_shutdown_grace_seconds) << " s)";
+  if (metrics != nullptr) metrics->Stop();
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   FEDGE_LOG(INFO) << "fedge-coordinator: stopped";
   return 0;
@@ -212,7 +234,8 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "fedge-coordinator --state-dir DIR --enrollment-token-file FILE "
-      "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] | --insecure) [--listen HOST:PORT]");
+      "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] | --insecure) [--listen HOST:PORT] "
+      "[--metrics-listen HOST:PORT]");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return fedge::Run();
