@@ -7,12 +7,16 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregation/state_codec.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
 
 namespace fedge::aggregation {
 namespace {
+
+using internal::StateReader;
+using internal::StateWriter;
 
 // For each delta tensor, the model tensor of the same name and shape; checked before any
 // change so that a mismatch leaves the model untouched.
@@ -47,43 +51,7 @@ inline bool Held(const Tensor& d, size_t i) {
   return !d.held.has_value() || d.held->held(static_cast<int64_t>(i));
 }
 
-class Writer {
- public:
-  template <typename T>
-  void Put(const T& v) {
-    out_.append(reinterpret_cast<const char*>(&v), sizeof(T));
-  }
-  void PutBytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  std::string Finish() {
-    const uint32_t crc = static_cast<uint32_t>(
-        crc32_z(0, reinterpret_cast<const Bytef*>(out_.data()), out_.size()));
-    Put(crc);
-    return std::move(out_);
-  }
 
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(absl::string_view in) : in_(in) {}
-  template <typename T>
-  bool Get(T* v) {
-    return GetBytes(v, sizeof(T));
-  }
-  bool GetBytes(void* p, size_t n) {
-    if (in_.size() - pos_ < n) return false;
-    std::memcpy(p, in_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  size_t remaining() const { return in_.size() - pos_; }
-
- private:
-  absl::string_view in_;
-  size_t pos_ = 0;
-};
 
 // Checks magic and CRC-32; returns the body after the magic.
 absl::StatusOr<absl::string_view> OpenState(absl::string_view who, absl::string_view magic,
@@ -132,7 +100,7 @@ absl::Status FedAvg::Apply(const ModelDelta& delta, ModelWeights* model) {
 }
 
 absl::StatusOr<std::string> FedAvg::SerializeState() const {
-  Writer w;
+  StateWriter w;
   w.PutBytes(kFedAvgMagic.data(), kFedAvgMagic.size());
   return w.Finish();
 }
@@ -221,7 +189,7 @@ const std::vector<double>* AdaptiveServerOptimizer::second_moment(
 }
 
 absl::StatusOr<std::string> AdaptiveServerOptimizer::SerializeState() const {
-  Writer w;
+  StateWriter w;
   w.PutBytes(kAdaptiveMagic.data(), kAdaptiveMagic.size());
   w.Put<uint8_t>(rule_ == Rule::kAdam ? 0 : 1);
   w.Put<int64_t>(steps_);
@@ -244,7 +212,7 @@ absl::StatusOr<std::string> AdaptiveServerOptimizer::SerializeState() const {
 absl::Status AdaptiveServerOptimizer::RestoreState(absl::string_view state) {
   const std::string who(rule_ == Rule::kAdam ? "FedAdam" : "FedYogi");
   FEDGE_ASSIGN_OR_RETURN(absl::string_view body, OpenState(who, kAdaptiveMagic, state));
-  Reader r(body);
+  StateReader r(body);
   uint8_t rule;
   int64_t steps;
   uint32_t count;

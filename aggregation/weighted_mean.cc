@@ -10,6 +10,7 @@
 #include <thread>
 #include <utility>
 
+#include "aggregation/state_codec.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/status_macros.h"
@@ -17,6 +18,9 @@
 
 namespace fedge::aggregation {
 namespace {
+
+using internal::StateReader;
+using internal::StateWriter;
 
 constexpr int64_t kTile = 8192;             // coordinates per tile (32 KB of the sum)
 constexpr int64_t kMinShardSize = 1 << 16;  // smaller tensors are not split over threads
@@ -42,39 +46,7 @@ struct Range {
   int64_t done;
 };
 
-// Little-endian byte writer / bounded reader for the state.
-class Writer {
- public:
-  template <typename T>
-  void Put(const T& v) {
-    out_.append(reinterpret_cast<const char*>(&v), sizeof(T));
-  }
-  void PutBytes(const void* p, size_t n) { out_.append(static_cast<const char*>(p), n); }
-  std::string& out() { return out_; }
 
- private:
-  std::string out_;
-};
-
-class Reader {
- public:
-  explicit Reader(absl::string_view in) : in_(in) {}
-  template <typename T>
-  bool Get(T* v) {
-    return GetBytes(v, sizeof(T));
-  }
-  bool GetBytes(void* p, size_t n) {
-    if (in_.size() - pos_ < n) return false;
-    std::memcpy(p, in_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  size_t remaining() const { return in_.size() - pos_; }
-
- private:
-  absl::string_view in_;
-  size_t pos_ = 0;
-};
 
 absl::Status Truncated() {
   return absl::DataLossError("WeightedMean: serialized state is truncated");
@@ -400,7 +372,7 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
 }
 
 absl::StatusOr<std::string> WeightedMean::Serialize() const {
-  Writer w;
+  StateWriter w;
   w.PutBytes(kMagic, sizeof(kMagic));
   w.Put<uint32_t>(kVersion);
   w.Put<int64_t>(num_updates_);
@@ -418,10 +390,7 @@ absl::StatusOr<std::string> WeightedMean::Serialize() const {
     w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
     if (!slot.cover.empty()) w.PutBytes(slot.cover.data(), slot.cover.size() * sizeof(float));
   }
-  const uint32_t crc = static_cast<uint32_t>(
-      crc32_z(0, reinterpret_cast<const Bytef*>(w.out().data()), w.out().size()));
-  w.Put<uint32_t>(crc);
-  return std::move(w.out());
+  return w.Finish();
 }
 
 absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
@@ -438,7 +407,7 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   if (crc != want_crc) {
     return absl::DataLossError("WeightedMean: serialized state fails its CRC-32 check");
   }
-  Reader r(body.substr(sizeof(kMagic)));
+  StateReader r(body.substr(sizeof(kMagic)));
   uint32_t version, num_tensors;
   int64_t num_updates;
   double total_weight;
