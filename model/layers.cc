@@ -1,6 +1,7 @@
 #include "model/layers.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -640,6 +641,97 @@ void MaxPool2d::Backward(const float* x, const float* y, const float* dy, int ba
                          float* dx) {
   if (dx == nullptr) return;
   MaxPoolBackward(PoolGeometry{h_, w_, c_, k_, stride_, oh_, ow_}, x, y, dy, batch, dx);
+}
+
+// ---------------------------------------------------------------------------------------
+// AvgPool2d, Sigmoid, LeakyRelu
+
+AvgPool2d::AvgPool2d(std::string name, int height, int width, int channels, int kernel,
+                     int stride)
+    : Layer(std::move(name), {height, width, channels},
+            {(height - kernel) / stride + 1, (width - kernel) / stride + 1, channels}),
+      h_(height),
+      w_(width),
+      c_(channels),
+      k_(kernel),
+      stride_(stride),
+      oh_((height - kernel) / stride + 1),
+      ow_((width - kernel) / stride + 1) {}
+
+void AvgPool2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
+  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
+  const float inv = 1.0f / static_cast<float>(k_ * k_);
+  for (int b = 0; b < batch; ++b) {
+    const float* xb = x + static_cast<size_t>(b) * in_size;
+    float* yb = y + static_cast<size_t>(b) * out_size;
+    for (int oh = 0; oh < oh_; ++oh) {
+      for (int ow = 0; ow < ow_; ++ow) {
+        float* __restrict yo = yb + (oh * ow_ + ow) * c_;
+        std::fill(yo, yo + c_, 0.0f);
+        const float* x0 = xb + ((oh * stride_) * w_ + ow * stride_) * c_;
+        for (int kh = 0; kh < k_; ++kh) {
+          for (int kw = 0; kw < k_; ++kw) {
+            const float* __restrict xi = x0 + (kh * w_ + kw) * c_;
+            for (int c = 0; c < c_; ++c) yo[c] += xi[c];
+          }
+        }
+        for (int c = 0; c < c_; ++c) yo[c] *= inv;
+      }
+    }
+  }
+}
+
+void AvgPool2d::Backward(const float* x, const float* y, const float* dy, int batch,
+                         float* dx) {
+  if (dx == nullptr) return;
+  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
+  const float inv = 1.0f / static_cast<float>(k_ * k_);
+  std::fill(dx, dx + static_cast<size_t>(batch) * in_size, 0.0f);
+  for (int b = 0; b < batch; ++b) {
+    float* dxb = dx + static_cast<size_t>(b) * in_size;
+    const float* dyb = dy + static_cast<size_t>(b) * out_size;
+    for (int oh = 0; oh < oh_; ++oh) {
+      for (int ow = 0; ow < ow_; ++ow) {
+        const float* __restrict go = dyb + (oh * ow_ + ow) * c_;
+        float* d0 = dxb + ((oh * stride_) * w_ + ow * stride_) * c_;
+        for (int kh = 0; kh < k_; ++kh) {
+          for (int kw = 0; kw < k_; ++kw) {
+            float* __restrict d = d0 + (kh * w_ + kw) * c_;
+            for (int c = 0; c < c_; ++c) d[c] += go[c] * inv;
+          }
+        }
+      }
+    }
+  }
+}
+
+Sigmoid::Sigmoid(std::string name, std::vector<int> shape)
+    : Layer(std::move(name), shape, shape) {}
+
+void Sigmoid::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+}
+
+void Sigmoid::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
+  if (dx == nullptr) return;
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}
+
+LeakyRelu::LeakyRelu(std::string name, std::vector<int> shape, float negative_slope)
+    : Layer(std::move(name), shape, shape), slope_(negative_slope) {}
+
+void LeakyRelu::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : slope_ * x[i];
+}
+
+void LeakyRelu::Backward(const float* x, const float* y, const float* dy, int batch,
+                         float* dx) {
+  if (dx == nullptr) return;
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : slope_ * dy[i];
 }
 
 // ---------------------------------------------------------------------------------------

@@ -116,6 +116,38 @@ class MaxPool2d final : public Layer {
   int h_, w_, c_, k_, stride_, oh_, ow_;
 };
 
+// NHWC average pooling over kernel × kernel windows (no padding; rows and columns that no
+// window reaches get zero gradient); backward spreads dy / k² over each window.
+class AvgPool2d final : public Layer {
+ public:
+  AvgPool2d(std::string name, int height, int width, int channels, int kernel, int stride);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+
+ private:
+  int h_, w_, c_, k_, stride_, oh_, ow_;
+};
+
+// y = 1 / (1 + e^−x); backward from y: dx = dy · y · (1 − y).
+class Sigmoid final : public Layer {
+ public:
+  Sigmoid(std::string name, std::vector<int> shape);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+};
+
+// y = x (x > 0), slope · x otherwise.
+class LeakyRelu final : public Layer {
+ public:
+  LeakyRelu(std::string name, std::vector<int> shape, float negative_slope);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  float negative_slope() const { return slope_; }
+
+ private:
+  float slope_;
+};
+
 class Relu final : public Layer {
  public:
   Relu(std::string name, std::vector<int> shape);

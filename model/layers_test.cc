@@ -163,6 +163,61 @@ TEST(LayerGradientTest, EmbeddingParameterGradient) {
   CheckGradients(layer, 2, ids, rng, opt);
 }
 
+TEST(LayerGradientTest, AvgPool2d) {
+  base::Rng rng(21);
+  AvgPool2d layer("avg", 6, 4, 3, 2, 2);
+  std::vector<float> x(2 * layer.input_size());
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+TEST(LayerGradientTest, AvgPool2dOverlappingAndUncoveredWindows) {
+  base::Rng rng(22);
+  for (const auto& c : {std::vector<int>{5, 5, 2, 3, 1}, std::vector<int>{5, 7, 2, 2, 2}}) {
+    AvgPool2d layer("avg", c[0], c[1], c[2], c[3], c[4]);
+    std::vector<float> x(2 * layer.input_size());
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    CheckGradients(layer, 2, x, rng);
+  }
+}
+
+TEST(LayerValueTest, AvgPool2dAveragesEachWindowPerChannel) {
+  AvgPool2d layer("avg", 2, 2, 2, 2, 2);  // one window, two channels
+  const std::vector<float> x = {1, 10, 2, 20, 3, 30, 6, 60};
+  std::vector<float> y(2);
+  layer.Forward(x.data(), 1, y.data(), ComputeMode::kFp32, false);
+  EXPECT_FLOAT_EQ(y[0], 3.0f);
+  EXPECT_FLOAT_EQ(y[1], 30.0f);
+  EXPECT_EQ(layer.output_shape(), (std::vector<int>{1, 1, 2}));
+}
+
+TEST(LayerGradientTest, Sigmoid) {
+  base::Rng rng(23);
+  Sigmoid layer("sig", {3, 4});
+  std::vector<float> x(2 * 12);
+  for (float& v : x) v = static_cast<float>(2.0 * rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+  std::vector<float> y(1);
+  Sigmoid one("s", {1});
+  const float zero = 0.0f;
+  one.Forward(&zero, 1, y.data(), ComputeMode::kFp32, false);
+  EXPECT_FLOAT_EQ(y[0], 0.5f);
+}
+
+TEST(LayerGradientTest, LeakyRelu) {
+  base::Rng rng(24);
+  LeakyRelu layer("lrelu", {4, 3}, 0.2f);
+  std::vector<float> x(3 * 12);
+  FillAwayFromZero(x, rng, 0.05f);
+  CheckGradients(layer, 3, x, rng);
+  const float in[2] = {-2.0f, 3.0f};
+  float out[2];
+  LeakyRelu pair("p", {2}, 0.2f);
+  pair.Forward(in, 1, out, ComputeMode::kFp32, false);
+  EXPECT_FLOAT_EQ(out[0], -0.4f);
+  EXPECT_FLOAT_EQ(out[1], 3.0f);
+}
+
 TEST(LayerShapeTest, ConvAndPoolOutputShapes) {
   Conv2d conv("c", 28, 28, 1, 6, 5, 1, 0);
   EXPECT_EQ(conv.output_shape(), (std::vector<int>{24, 24, 6}));

@@ -77,6 +77,21 @@ float MeanSquaredError(const float* pred, const float* target, int64_t n, float*
   return static_cast<float>(total * inv_n);
 }
 
+float BinaryCrossEntropyWithLogits(const float* logits, const float* targets, int64_t n,
+                                   float* grad) {
+  double total = 0;
+  const double inv_n = 1.0 / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double x = logits[i], t = targets[i];
+    total += std::max(x, 0.0) - x * t + std::log1p(std::exp(-std::fabs(x)));
+    if (grad != nullptr) {
+      const double s = x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x));
+      grad[i] = static_cast<float>((s - t) * inv_n);
+    }
+  }
+  return static_cast<float>(total * inv_n);
+}
+
 int CountCorrect(const float* logits, const int32_t* labels, int batch, int classes) {
   int correct = 0;
   for (int i = 0; i < batch; ++i) {

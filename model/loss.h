@@ -21,6 +21,13 @@ float DistillationLoss(const float* student, const float* teacher, const int32_t
 // Mean over all n elements of (pred − target)².
 float MeanSquaredError(const float* pred, const float* target, int64_t n, float* grad);
 
+// Binary cross-entropy on logits, mean over all n elements of
+//   −[t·log σ(x) + (1 − t)·log(1 − σ(x))]
+// for targets t in [0, 1], computed stably as max(x, 0) − x·t + log(1 + e^−|x|)
+// (PyTorch's BCEWithLogitsLoss). The gradient is (σ(x) − t) / n.
+float BinaryCrossEntropyWithLogits(const float* logits, const float* targets, int64_t n,
+                                   float* grad);
+
 // Number of rows whose arg-max equals the label.
 int CountCorrect(const float* logits, const int32_t* labels, int batch, int classes);
 

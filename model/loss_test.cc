@@ -26,6 +26,28 @@ void CheckAgainstFiniteDifferences(std::vector<float> x, const std::vector<float
   }
 }
 
+TEST(LossTest, BinaryCrossEntropyWithLogitsValueGradientAndLargeLogits) {
+  const std::vector<float> logits = {0.3f, -1.5f, 2.0f, 0.0f};
+  const std::vector<float> targets = {1.0f, 0.0f, 0.0f, 0.5f};
+  std::vector<float> grad(4);
+  const float loss =
+      BinaryCrossEntropyWithLogits(logits.data(), targets.data(), 4, grad.data());
+  double expected = 0;
+  for (int i = 0; i < 4; ++i) {
+    const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(logits[i])));
+    expected -= targets[i] * std::log(s) + (1 - targets[i]) * std::log(1 - s);
+  }
+  EXPECT_NEAR(loss, expected / 4, 1e-6);
+  CheckAgainstFiniteDifferences(logits, grad, [&](const std::vector<float>& x) {
+    return BinaryCrossEntropyWithLogits(x.data(), targets.data(), 4, nullptr);
+  });
+  // No overflow for confident logits: −log σ(−100) = 100.
+  const float big = 100.0f, zero = 0.0f;
+  float g = 0;
+  EXPECT_NEAR(BinaryCrossEntropyWithLogits(&big, &zero, 1, &g), 100.0f, 1e-3);
+  EXPECT_NEAR(g, 1.0f, 1e-6);
+}
+
 TEST(LossTest, CrossEntropyValueAndGradient) {
   const std::vector<float> logits = {1.0f, 2.0f, 0.5f, -1.0f, 0.0f, 3.0f};
   const std::vector<int32_t> labels = {1, 2};

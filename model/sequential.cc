@@ -86,6 +86,28 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
       return std::unique_ptr<Layer>(
           new MaxPool2d(name, in[0], in[1], in[2], p.kernel_size(), stride));
     }
+    case v1::LayerSpec::kAvgPool2D: {
+      const auto& p = ls.avg_pool2d();
+      const int stride = p.stride() == 0 ? p.kernel_size() : p.stride();
+      if (in.size() != 3) {
+        return Invalid(name, absl::StrCat("avg_pool2d expects input [H, W, C], got ",
+                                          ShapeString(in)));
+      }
+      if (!Positive(p.kernel_size()) || !Positive(stride) || p.kernel_size() > in[0] ||
+          p.kernel_size() > in[1]) {
+        return Invalid(name, "avg_pool2d kernel_size must be in [1, input size], stride > 0");
+      }
+      return std::unique_ptr<Layer>(
+          new AvgPool2d(name, in[0], in[1], in[2], p.kernel_size(), stride));
+    }
+    case v1::LayerSpec::kSigmoid:
+      return std::unique_ptr<Layer>(new Sigmoid(name, in));
+    case v1::LayerSpec::kLeakyRelu: {
+      const float slope =
+          ls.leaky_relu().negative_slope() == 0.0f ? 0.01f : ls.leaky_relu().negative_slope();
+      if (!std::isfinite(slope)) return Invalid(name, "leaky_relu negative_slope not finite");
+      return std::unique_ptr<Layer>(new LeakyRelu(name, in, slope));
+    }
     case v1::LayerSpec::kRelu:
       return std::unique_ptr<Layer>(new Relu(name, in));
     case v1::LayerSpec::kFlatten:
