@@ -1,0 +1,70 @@
+#include "privacy/sodium.h"
+
+#include <sodium.h>
+
+#include <cstring>
+
+namespace fedge::privacy {
+
+absl::Status EnsureSodium() {
+  static const int rc = sodium_init();  // 0 first time, 1 if already initialised, -1 error
+  if (rc < 0) return absl::InternalError("sodium: sodium_init failed");
+  return absl::OkStatus();
+}
+
+Seed RandomSeed() {
+  Seed s;
+  randombytes_buf(s.data(), s.size());
+  return s;
+}
+
+ChaChaStream::ChaChaStream(const Seed& seed, uint64_t nonce) : key_(seed) {
+  static_assert(crypto_stream_chacha20_KEYBYTES == 32, "ChaCha20 key is 32 bytes");
+  static_assert(crypto_stream_chacha20_NONCEBYTES == 8, "ChaCha20 nonce is 8 bytes");
+  for (int i = 0; i < 8; ++i) nonce_[i] = static_cast<uint8_t>(nonce >> (8 * i));
+}
+
+ChaChaStream::~ChaChaStream() {
+  sodium_memzero(key_.data(), key_.size());
+  sodium_memzero(buf_.data(), buf_.size());
+}
+
+void ChaChaStream::Refill() {
+  std::memset(buf_.data(), 0, buf_.size());
+  crypto_stream_chacha20_xor_ic(buf_.data(), buf_.data(), buf_.size(), nonce_.data(),
+                                next_block_, key_.data());
+  next_block_ += buf_.size() / 64;
+  pos_ = 0;
+}
+
+void ChaChaStream::Fill(absl::Span<uint8_t> out) {
+  size_t done = 0;
+  while (done < out.size()) {
+    if (pos_ == buf_.size()) Refill();
+    const size_t n = std::min(out.size() - done, buf_.size() - pos_);
+    std::memcpy(out.data() + done, buf_.data() + pos_, n);
+    pos_ += n;
+    done += n;
+  }
+}
+
+uint64_t ChaChaStream::NextU64() {
+  uint8_t b[8];
+  Fill(absl::MakeSpan(b, 8));
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | b[i];
+  return v;
+}
+
+uint32_t ChaChaStream::NextU32() {
+  uint8_t b[4];
+  Fill(absl::MakeSpan(b, 4));
+  return static_cast<uint32_t>(b[0]) | static_cast<uint32_t>(b[1]) << 8 |
+         static_cast<uint32_t>(b[2]) << 16 | static_cast<uint32_t>(b[3]) << 24;
+}
+
+double ChaChaStream::UniformOpenClosed() {
+  return static_cast<double>((NextU64() >> 11) + 1) * 0x1.0p-53;
+}
+
+}  // namespace fedge::privacy
