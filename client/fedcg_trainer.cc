@@ -1,0 +1,285 @@
+#include "client/fedcg_trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "model/loss.h"
+
+namespace fedge::client {
+namespace {
+
+std::vector<model::Parameter*> Concat(std::vector<model::Parameter*> a,
+                                      const std::vector<model::Parameter*>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+void FillNormal(base::Rng& rng, std::vector<float>& v) {
+  for (float& x : v) x = static_cast<float>(rng.Normal());
+}
+
+void AddTensor(const model::Parameter& p, v1::ModelProto& proto) {
+  v1::TensorProto* t = proto.add_parameters();
+  t->set_name(p.name);
+  for (int d : p.shape) t->add_shape(d);
+  t->mutable_values()->Assign(p.value.begin(), p.value.end());
+}
+
+}  // namespace
+
+float FedCgGamma(int round, int ramp_rounds) {
+  const double p =
+      ramp_rounds <= 0 ? 1.0 : std::min(static_cast<double>(round) / ramp_rounds, 1.0);
+  return static_cast<float>(2.0 / (1.0 + std::exp(-10.0 * p)) - 1.0);
+}
+
+absl::Status SetParametersByName(const std::vector<model::Parameter*>& params,
+                                 const v1::ModelProto& proto, bool exact) {
+  absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
+  for (const v1::TensorProto& t : proto.parameters()) {
+    if (!by_name.emplace(t.name(), &t).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FedCG: tensor '", t.name(), "' appears twice"));
+    }
+  }
+  if (exact && by_name.size() != params.size()) {
+    for (const auto& [name, t] : by_name) {
+      bool known = false;
+      for (const model::Parameter* p : params) known |= p->name == name;
+      if (!known) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("FedCG: unexpected tensor '", name, "'"));
+      }
+    }
+  }
+  for (model::Parameter* p : params) {
+    auto it = by_name.find(p->name);
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("FedCG: tensor '", p->name, "' missing"));
+    }
+    const v1::TensorProto& t = *it->second;
+    bool same_shape = t.shape_size() == static_cast<int>(p->shape.size());
+    for (int i = 0; same_shape && i < t.shape_size(); ++i) same_shape = t.shape(i) == p->shape[i];
+    if (!same_shape || t.values_size() != p->size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FedCG: tensor '", p->name, "' has the wrong shape or size"));
+    }
+    for (float v : t.values()) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("FedCG: tensor '", p->name, "' has a non-finite value"));
+      }
+    }
+  }
+  for (model::Parameter* p : params) {
+    const v1::TensorProto& t = *by_name[p->name];
+    std::copy(t.values().begin(), t.values().end(), p->value.begin());
+    ++p->version;
+  }
+  return absl::OkStatus();
+}
+
+v1::ModelProto SharedParametersProto(model::Sequential& classifier,
+                                     model::ConditionalNet& generator) {
+  v1::ModelProto proto;
+  for (const model::Parameter* p : classifier.parameters()) AddTensor(*p, proto);
+  for (const model::Parameter* p : generator.parameters()) AddTensor(*p, proto);
+  return proto;
+}
+
+absl::StatusOr<std::unique_ptr<FedCgClient>> FedCgClient::Create(
+    const model::FedCgShape& shape, const FedCgClientOptions& options, uint64_t seed) {
+  if (options.local_epochs < 0 || options.gan_epochs < 0 || options.batch_size < 1 ||
+      options.local_epochs > 10000 || options.gan_epochs > 10000 ||
+      options.batch_size > 65536 || !(options.learning_rate > 0) ||
+      !(options.gan_learning_rate > 0) || !(options.weight_decay >= 0)) {
+    return absl::InvalidArgumentError(
+        "FedCG: epochs must be in [0, 10000], batch_size in [1, 65536], learning rates > 0, "
+        "weight_decay >= 0");
+  }
+  std::unique_ptr<FedCgClient> c(new FedCgClient);
+  c->shape_ = shape;
+  c->options_ = options;
+  c->seed_ = seed;
+  FEDGE_ASSIGN_OR_RETURN(c->extractor_, model::CreateFedCgExtractor(shape));
+  FEDGE_ASSIGN_OR_RETURN(c->classifier_, model::CreateFedCgClassifier(shape));
+  FEDGE_ASSIGN_OR_RETURN(c->generator_, model::CreateFedCgGenerator(shape));
+  FEDGE_ASSIGN_OR_RETURN(c->discriminator_, model::CreateFedCgDiscriminator(shape));
+  c->extractor_->InitParameters(seed * 4 + 1);
+  c->discriminator_->InitParameters(seed * 4 + 2);
+  model::AdamOptions ec;
+  ec.learning_rate = options.learning_rate;
+  ec.weight_decay = options.weight_decay;
+  FEDGE_ASSIGN_OR_RETURN(c->opt_ec_, model::Adam::Create(ec));
+  model::AdamOptions gan;
+  gan.learning_rate = options.gan_learning_rate;
+  gan.beta1 = options.gan_beta1;
+  gan.beta2 = options.gan_beta2;
+  FEDGE_ASSIGN_OR_RETURN(c->opt_d_, model::Adam::Create(gan));
+  FEDGE_ASSIGN_OR_RETURN(c->opt_g_, model::Adam::Create(gan));
+  return c;
+}
+
+absl::Status FedCgClient::CheckData(const data::Dataset& data) const {
+  FEDGE_RETURN_IF_ERROR(data::ValidateDataset(data));
+  const size_t want =
+      static_cast<size_t>(shape_.channels) * shape_.image_size * shape_.image_size;
+  if (data.feature_size() != want) {
+    return absl::InvalidArgumentError(absl::StrCat("FedCG: examples have ", data.feature_size(),
+                                                   " floats, the extractor takes ", want));
+  }
+  if (data.num_classes > shape_.num_classes) {
+    return absl::InvalidArgumentError(absl::StrCat("FedCG: data has ", data.num_classes,
+                                                   " classes, the model ", shape_.num_classes));
+  }
+  if (data.num_examples == 0) return absl::InvalidArgumentError("FedCG: no local examples");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FedCgUpdate> FedCgClient::TrainRound(const v1::ModelProto& global,
+                                                    const data::Dataset& data, int round) {
+  const auto start = std::chrono::steady_clock::now();
+  FEDGE_RETURN_IF_ERROR(CheckData(data));
+  const std::vector<model::Parameter*> c_params = classifier_->parameters();
+  const std::vector<model::Parameter*> g_params = generator_->parameters();
+  FEDGE_RETURN_IF_ERROR(SetParametersByName(Concat(c_params, g_params), global, true));
+  const v1::ModelProto received = SharedParametersProto(*classifier_, *generator_);
+
+  const int n = data.num_examples, in = static_cast<int>(data.feature_size());
+  const int feat = shape_.feature_size(), nz = shape_.noise_dim, k = shape_.num_classes;
+  const int bs = options_.batch_size;
+  base::Rng rng(seed_, static_cast<uint64_t>(round) + 1);
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::vector<float> x(static_cast<size_t>(bs) * in), z(static_cast<size_t>(bs) * nz);
+  std::vector<int32_t> y(bs);
+  std::vector<float> dlogits(static_cast<size_t>(bs) * k), df(static_cast<size_t>(bs) * feat);
+  std::vector<float> target(static_cast<size_t>(bs) * feat), dmse(df.size());
+  std::vector<float> real(static_cast<size_t>(bs) * feat), fake(real.size());
+  std::vector<float> ones(bs, 1.0f), zeros(bs, 0.0f), dd(bs), dfake(real.size());
+  auto load = [&](int begin, int b) {
+    for (int i = 0; i < b; ++i) {
+      const int e = order[begin + i];
+      std::copy(data.example(e), data.example(e) + in, x.begin() + static_cast<size_t>(i) * in);
+      y[i] = data.label(e);
+    }
+  };
+  FedCgUpdate out;
+  out.num_examples = n;
+  out.gamma = FedCgGamma(round, options_.gamma_ramp_rounds);
+  const float gamma = static_cast<float>(out.gamma);
+
+  // Step 1: E and C with CE + γ·MSE(E(x), G_global(z, y)); G_global is frozen.
+  const std::vector<model::Parameter*> ec_params =
+      Concat(extractor_->parameters(), c_params);
+  for (int epoch = 0; epoch < options_.local_epochs; ++epoch) {
+    rng.Shuffle(order);
+    double ce_sum = 0, mse_sum = 0;
+    int64_t correct = 0, batches = 0;
+    for (int begin = 0; begin < n; begin += bs) {
+      const int b = std::min(bs, n - begin);
+      load(begin, b);
+      if (gamma > 0) {
+        z.resize(static_cast<size_t>(b) * nz);
+        FillNormal(rng, z);
+        const float* g = generator_->Forward(z.data(), y.data(), b, /*training=*/false);
+        std::copy(g, g + static_cast<size_t>(b) * feat, target.begin());
+      }
+      extractor_->ZeroGrad();
+      classifier_->ZeroGrad();
+      const float* f = extractor_->Forward(x.data(), b, model::ComputeMode::kFp32, true);
+      const float* logits = classifier_->Forward(f, b, model::ComputeMode::kFp32, true);
+      ce_sum += model::SoftmaxCrossEntropy(logits, y.data(), b, k, dlogits.data());
+      correct += model::CountCorrect(logits, y.data(), b, k);
+      classifier_->Backward(dlogits.data(), df.data());
+      if (gamma > 0) {
+        const int64_t m = static_cast<int64_t>(b) * feat;
+        mse_sum += model::MeanSquaredError(f, target.data(), m, dmse.data());
+        for (int64_t i = 0; i < m; ++i) df[i] += gamma * dmse[i];
+      }
+      extractor_->Backward(df.data());
+      opt_ec_->Step(ec_params);
+      ++batches;
+      ++out.steps;
+    }
+    out.classifier_loss = ce_sum / std::max<int64_t>(batches, 1);
+    out.distance_loss = mse_sum / std::max<int64_t>(batches, 1);
+    out.train_accuracy = static_cast<double>(correct) / n;
+  }
+
+  // Step 2: the conditional GAN, E frozen: D tells E(x) from G(z, y); G learns to fool D.
+  const std::vector<model::Parameter*> d_params = discriminator_->parameters();
+  for (int epoch = 0; epoch < options_.gan_epochs; ++epoch) {
+    rng.Shuffle(order);
+    double d_sum = 0, g_sum = 0;
+    int64_t batches = 0;
+    for (int begin = 0; begin < n; begin += bs) {
+      const int b = std::min(bs, n - begin);
+      load(begin, b);
+      const int64_t m = static_cast<int64_t>(b) * feat;
+      const float* f = extractor_->Forward(x.data(), b, model::ComputeMode::kFp32, false);
+      std::copy(f, f + m, real.begin());
+      z.resize(static_cast<size_t>(b) * nz);
+      FillNormal(rng, z);
+      const float* g = generator_->Forward(z.data(), y.data(), b, /*training=*/true);
+      std::copy(g, g + m, fake.begin());
+      // D step: real → 1, fake (detached) → 0.
+      discriminator_->ZeroGrad();
+      const float* dr = discriminator_->Forward(real.data(), y.data(), b, true);
+      d_sum += model::BinaryCrossEntropyWithLogits(dr, ones.data(), b, dd.data());
+      discriminator_->Backward(dd.data());
+      const float* df_logit = discriminator_->Forward(fake.data(), y.data(), b, true);
+      d_sum += model::BinaryCrossEntropyWithLogits(df_logit, zeros.data(), b, dd.data());
+      discriminator_->Backward(dd.data());
+      opt_d_->Step(d_params);
+      // G step: D(G(z, y)) → 1, through the updated D.
+      generator_->ZeroGrad();
+      const float* dg = discriminator_->Forward(fake.data(), y.data(), b, true);
+      g_sum += model::BinaryCrossEntropyWithLogits(dg, ones.data(), b, dd.data());
+      discriminator_->Backward(dd.data(), dfake.data());
+      generator_->Backward(dfake.data());
+      opt_g_->Step(g_params);
+      ++batches;
+      out.steps += 2;
+    }
+    out.d_loss = d_sum / std::max<int64_t>(batches, 1);
+    out.g_loss = g_sum / std::max<int64_t>(batches, 1);
+  }
+
+  // Upload: Δ for C and G only.
+  out.delta = SharedParametersProto(*classifier_, *generator_);
+  for (int i = 0; i < out.delta.parameters_size(); ++i) {
+    v1::TensorProto* t = out.delta.mutable_parameters(i);
+    const v1::TensorProto& r = received.parameters(i);
+    for (int j = 0; j < t->values_size(); ++j) t->set_values(j, t->values(j) - r.values(j));
+  }
+  out.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+absl::StatusOr<double> FedCgClient::Evaluate(const v1::ModelProto& global,
+                                             const data::Dataset& data) {
+  FEDGE_RETURN_IF_ERROR(CheckData(data));
+  FEDGE_RETURN_IF_ERROR(SetParametersByName(classifier_->parameters(), global, false));
+  const int in = static_cast<int>(data.feature_size());
+  int64_t correct = 0;
+  constexpr int kChunk = 256;
+  for (int begin = 0; begin < data.num_examples; begin += kChunk) {
+    const int b = std::min(kChunk, data.num_examples - begin);
+    const float* f = extractor_->Forward(data.features.data() + static_cast<size_t>(begin) * in,
+                                         b, model::ComputeMode::kFp32, false);
+    const float* logits = classifier_->Forward(f, b, model::ComputeMode::kFp32, false);
+    correct += model::CountCorrect(logits, data.labels.data() + begin, b, shape_.num_classes);
+  }
+  return static_cast<double>(correct) / data.num_examples;
+}
+
+}  // namespace fedge::client
