@@ -1,0 +1,291 @@
+#include "aggregation/fed_cg.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "aggregation/state_codec.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "model/conditional_net.h"
+#include "model/loss.h"
+#include "model/optimizer.h"
+#include "model/sequential.h"
+
+namespace fedge::aggregation {
+namespace {
+
+constexpr absl::string_view kMagic = "FEDGECG1";
+
+// One C∘G pair as networks.
+struct Pair {
+  std::unique_ptr<model::Sequential> c;
+  std::unique_ptr<model::ConditionalNet> g;
+
+  std::vector<model::Parameter*> parameters() {
+    std::vector<model::Parameter*> ps = c->parameters();
+    for (model::Parameter* p : g->parameters()) ps.push_back(p);
+    return ps;
+  }
+  // logits [b × classes] of C(G(z, y)).
+  const float* Forward(const float* z, const int32_t* y, int b, bool training) {
+    const float* f = g->Forward(z, y, b, training);
+    return c->Forward(f, b, model::ComputeMode::kFp32, training);
+  }
+};
+
+absl::StatusOr<Pair> MakePair(const model::FedCgShape& shape) {
+  Pair p;
+  FEDGE_ASSIGN_OR_RETURN(p.c, model::CreateFedCgClassifier(shape));
+  FEDGE_ASSIGN_OR_RETURN(p.g, model::CreateFedCgGenerator(shape));
+  return p;
+}
+
+absl::flat_hash_map<std::string, const Tensor*> ByName(const std::vector<Tensor>& ts) {
+  absl::flat_hash_map<std::string, const Tensor*> m;
+  for (const Tensor& t : ts) m.emplace(t.name, &t);
+  return m;
+}
+
+// Sets every parameter of `pair` from base[name] (+ delta[name] when delta is given).
+absl::Status Load(Pair& pair, const ModelWeights& base, const std::vector<Tensor>* delta,
+                  absl::string_view who) {
+  const auto b = ByName(base);
+  absl::flat_hash_map<std::string, const Tensor*> d;
+  if (delta != nullptr) d = ByName(*delta);
+  for (model::Parameter* p : pair.parameters()) {
+    auto it = b.find(p->name);
+    if (it == b.end() || static_cast<int64_t>(it->second->values.size()) != p->size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FedCG: model tensor ", p->name, " missing or misshapen"));
+    }
+    std::copy(it->second->values.begin(), it->second->values.end(), p->value.begin());
+    if (delta != nullptr) {
+      auto jt = d.find(p->name);
+      if (jt == d.end() || jt->second->values.size() != it->second->values.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("FedCG: update from ", who, " lacks tensor ", p->name,
+                         " or has it misshapen"));
+      }
+      if (jt->second->held.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "FedCG: update from ", who, " is a sub-model update (", p->name,
+            " has a held mask); FedCG distills whole classifier/generator pairs"));
+      }
+      const float* dv = jt->second->values.data();
+      for (int64_t i = 0; i < p->size(); ++i) p->value[i] += dv[i];
+    }
+    ++p->version;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store(Pair& pair, ModelWeights* model) {
+  absl::flat_hash_map<std::string, Tensor*> m;
+  for (Tensor& t : *model) m.emplace(t.name, &t);
+  for (model::Parameter* p : pair.parameters()) {
+    auto it = m.find(p->name);
+    if (it == m.end()) return absl::InternalError("FedCG: model lost a tensor");
+    it->second->values.assign(p->value.begin(), p->value.end());
+  }
+  return absl::OkStatus();
+}
+
+struct Teachers {
+  std::vector<Pair> pairs;
+  std::vector<float> weights;  // n_i / Σ n
+};
+
+absl::StatusOr<Teachers> MakeTeachers(const model::FedCgShape& shape,
+                                      absl::Span<const Update* const> updates,
+                                      const ModelWeights& broadcast) {
+  if (updates.empty()) return absl::InvalidArgumentError("FedCG: no client updates to distill");
+  Teachers t;
+  double total = 0;
+  for (const Update* u : updates) {
+    if (!(u->weight > 0) || !std::isfinite(u->weight)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("FedCG: update from ", u->client_id, " has weight ", u->weight));
+    }
+    total += u->weight;
+  }
+  for (const Update* u : updates) {
+    FEDGE_ASSIGN_OR_RETURN(Pair p, MakePair(shape));
+    FEDGE_RETURN_IF_ERROR(Load(p, broadcast, &u->tensors, u->client_id));
+    t.pairs.push_back(std::move(p));
+    t.weights.push_back(static_cast<float>(u->weight / total));
+  }
+  return t;
+}
+
+// Example-weighted mean of the teachers' logits.
+void TeacherLogits(Teachers& t, const float* z, const int32_t* y, int b, int classes,
+                   float* out) {
+  std::fill(out, out + static_cast<size_t>(b) * classes, 0.0f);
+  for (size_t i = 0; i < t.pairs.size(); ++i) {
+    const float* l = t.pairs[i].Forward(z, y, b, false);
+    for (int j = 0; j < b * classes; ++j) out[j] += t.weights[i] * l[j];
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<FedCg>> FedCg::Create(const FedCgOptions& options) {
+  if (options.distill_steps < 0 || options.distill_steps > 10'000'000 ||
+      options.distill_batch < 1 || options.distill_batch > 65536 ||
+      !(options.learning_rate > 0) || !std::isfinite(options.learning_rate) ||
+      !(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
+    return absl::InvalidArgumentError(
+        "FedCG: distill_steps must be in [0, 1e7], distill_batch in [1, 65536], "
+        "learning_rate > 0, weight_decay >= 0");
+  }
+  std::unique_ptr<FedCg> s(new FedCg(options));
+  FEDGE_ASSIGN_OR_RETURN(s->fedavg_, FedAvg::Create());
+  return s;
+}
+
+absl::StatusOr<ModelWeights> FedCg::InitialModel(const model::FedCgShape& shape,
+                                                 uint64_t seed) {
+  FEDGE_ASSIGN_OR_RETURN(Pair p, MakePair(shape));
+  p.c->InitParameters(seed * 2 + 1);
+  p.g->InitParameters(seed * 2 + 2);
+  ModelWeights w;
+  for (model::Parameter* q : p.parameters()) {
+    Tensor t;
+    t.name = q->name;
+    t.shape.assign(q->shape.begin(), q->shape.end());
+    t.values = q->value;
+    w.push_back(std::move(t));
+  }
+  return w;
+}
+
+absl::Status FedCg::Apply(const ModelDelta& delta, ModelWeights* model) {
+  ModelWeights before = *model;
+  FEDGE_RETURN_IF_ERROR(fedavg_->Apply(delta, model));
+  broadcast_ = std::move(before);
+  have_broadcast_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> FedCg::DistillationLoss(absl::Span<const Update* const> client_updates,
+                                               const ModelWeights& model,
+                                               const std::vector<int32_t>& y,
+                                               const std::vector<float>& z) {
+  if (!have_broadcast_) {
+    return absl::FailedPreconditionError("FedCG: no Apply before the distillation");
+  }
+  const model::FedCgShape& shape = options_.shape;
+  const int b = static_cast<int>(y.size());
+  if (b == 0 || z.size() != static_cast<size_t>(b) * shape.noise_dim) {
+    return absl::InvalidArgumentError("FedCG: z must be [batch × noise_dim], batch > 0");
+  }
+  for (int32_t v : y) {
+    if (v < 0 || v >= shape.num_classes) return absl::InvalidArgumentError("FedCG: bad label");
+  }
+  FEDGE_ASSIGN_OR_RETURN(Teachers teachers, MakeTeachers(shape, client_updates, broadcast_));
+  FEDGE_ASSIGN_OR_RETURN(Pair student, MakePair(shape));
+  FEDGE_RETURN_IF_ERROR(Load(student, model, nullptr, "server"));
+  std::vector<float> t(static_cast<size_t>(b) * shape.num_classes);
+  TeacherLogits(teachers, z.data(), y.data(), b, shape.num_classes, t.data());
+  const float* s = student.Forward(z.data(), y.data(), b, false);
+  return model::DistillationLoss(s, t.data(), y.data(), b, shape.num_classes, 1.0f, 1.0f,
+                                 nullptr);
+}
+
+absl::Status FedCg::ServerTrainingStep(absl::Span<const Update* const> client_updates,
+                                       ModelWeights* model) {
+  const auto start = std::chrono::steady_clock::now();
+  if (!have_broadcast_) {
+    return absl::FailedPreconditionError("FedCG: ServerTrainingStep without an Apply first");
+  }
+  const model::FedCgShape& shape = options_.shape;
+  FEDGE_ASSIGN_OR_RETURN(Teachers teachers, MakeTeachers(shape, client_updates, broadcast_));
+  FEDGE_ASSIGN_OR_RETURN(Pair student, MakePair(shape));
+  FEDGE_RETURN_IF_ERROR(Load(student, *model, nullptr, "server"));
+  model::AdamOptions ao;
+  ao.learning_rate = options_.learning_rate;
+  ao.weight_decay = options_.weight_decay;
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Adam> adam, model::Adam::Create(ao));
+  const std::vector<model::Parameter*> params = student.parameters();
+
+  const int b = options_.distill_batch, k = shape.num_classes, nz = shape.noise_dim;
+  const int feat = shape.feature_size();
+  base::Rng rng(options_.seed, 1000 + static_cast<uint64_t>(rounds_));
+  std::vector<int32_t> y(b);
+  std::vector<float> z(static_cast<size_t>(b) * nz), t(static_cast<size_t>(b) * k);
+  std::vector<float> dlogits(t.size()), dfeat(static_cast<size_t>(b) * feat);
+  FedCgDistillReport report;
+  double tail_sum = 0;
+  int tail = 0;
+  const int tail_from = std::max(0, options_.distill_steps - 100);
+  for (int step = 0; step < options_.distill_steps; ++step) {
+    for (int32_t& v : y) v = static_cast<int32_t>(rng.UniformInt(k));
+    for (float& v : z) v = static_cast<float>(rng.Normal());
+    TeacherLogits(teachers, z.data(), y.data(), b, k, t.data());
+    student.c->ZeroGrad();
+    student.g->ZeroGrad();
+    const float* s = student.Forward(z.data(), y.data(), b, true);
+    const double kl =
+        model::DistillationLoss(s, t.data(), y.data(), b, k, 1.0f, 1.0f, dlogits.data());
+    if (step == 0) report.first_kl = kl;
+    if (step >= tail_from) {
+      tail_sum += kl;
+      ++tail;
+    }
+    student.c->Backward(dlogits.data(), dfeat.data());
+    student.g->Backward(dfeat.data());
+    adam->Step(params);
+  }
+  report.steps = options_.distill_steps;
+  report.last_kl = tail > 0 ? tail_sum / tail : 0.0;
+  // Health signal: does C_g classify G_g's features as their labels?
+  constexpr int kProbe = 1000;
+  std::vector<int32_t> py(kProbe);
+  std::vector<float> pz(static_cast<size_t>(kProbe) * nz);
+  for (int32_t& v : py) v = static_cast<int32_t>(rng.UniformInt(k));
+  for (float& v : pz) v = static_cast<float>(rng.Normal());
+  const float* logits = student.Forward(pz.data(), py.data(), kProbe, false);
+  report.synthetic_accuracy =
+      static_cast<double>(model::CountCorrect(logits, py.data(), kProbe, k)) / kProbe;
+  FEDGE_RETURN_IF_ERROR(Store(student, model));
+  ++rounds_;
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report_ = report;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> FedCg::SerializeState() const {
+  internal::StateWriter w;
+  w.PutBytes(kMagic.data(), kMagic.size());
+  w.Put(rounds_);
+  return w.Finish();
+}
+
+absl::Status FedCg::RestoreState(absl::string_view state) {
+  if (state.size() != kMagic.size() + sizeof(int64_t) + 4 ||
+      state.substr(0, kMagic.size()) != kMagic) {
+    return absl::DataLossError("FedCG: state is not a FEDGECG1 state");
+  }
+  const absl::string_view body = state.substr(0, state.size() - 4);
+  uint32_t want;
+  std::memcpy(&want, state.data() + body.size(), 4);
+  if (static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(body.data()),
+                                    body.size())) != want) {
+    return absl::DataLossError("FedCG: state fails its CRC-32 check");
+  }
+  internal::StateReader r(body.substr(kMagic.size()));
+  int64_t rounds = 0;
+  if (!r.Get(&rounds) || rounds < 0) return absl::DataLossError("FedCG: bad state");
+  rounds_ = rounds;
+  return absl::OkStatus();
+}
+
+}  // namespace fedge::aggregation

@@ -1,0 +1,142 @@
+#include "aggregation/fed_cg.h"
+
+#include <cmath>
+#include <vector>
+
+#include "base/rng.h"
+#include "gtest/gtest.h"
+
+namespace fedge::aggregation {
+namespace {
+
+Update RandomUpdate(const ModelWeights& model, const std::string& id, double weight,
+                    uint64_t seed, double scale) {
+  base::Rng rng(seed);
+  Update u;
+  u.client_id = id;
+  u.weight = weight;
+  for (const Tensor& t : model) {
+    Tensor d;
+    d.name = t.name;
+    d.shape = t.shape;
+    d.values.resize(t.values.size());
+    for (float& v : d.values) v = static_cast<float>(rng.Normal() * scale);
+    u.tensors.push_back(std::move(d));
+  }
+  return u;
+}
+
+ModelDelta WeightedMeanOf(const std::vector<const Update*>& us) {
+  ModelDelta d;
+  for (const Update* u : us) d.total_weight += u->weight;
+  for (size_t t = 0; t < us[0]->tensors.size(); ++t) {
+    Tensor m = us[0]->tensors[t];
+    std::fill(m.values.begin(), m.values.end(), 0.0f);
+    for (const Update* u : us) {
+      for (size_t i = 0; i < m.values.size(); ++i) {
+        m.values[i] += static_cast<float>(u->weight / d.total_weight) * u->tensors[t].values[i];
+      }
+    }
+    d.tensors.push_back(std::move(m));
+  }
+  d.num_updates = static_cast<int64_t>(us.size());
+  return d;
+}
+
+struct Batch {
+  std::vector<int32_t> y;
+  std::vector<float> z;
+};
+
+Batch FixedBatch(int b, int nz, uint64_t seed) {
+  base::Rng rng(seed);
+  Batch out;
+  for (int i = 0; i < b; ++i) out.y.push_back(static_cast<int32_t>(rng.UniformInt(10)));
+  for (int i = 0; i < b * nz; ++i) out.z.push_back(static_cast<float>(rng.Normal()));
+  return out;
+}
+
+FedCgOptions SmallOptions(int steps) {
+  FedCgOptions o;
+  o.distill_steps = steps;
+  o.distill_batch = 8;
+  o.learning_rate = 1e-3f;
+  o.seed = 5;
+  return o;
+}
+
+TEST(FedCgTest, DistillationReducesItsKlOnAFixedBatch) {
+  auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
+  const Update a = RandomUpdate(model, "a", 100, 2, 0.3);
+  const Update b = RandomUpdate(model, "b", 300, 3, 0.3);
+  const std::vector<const Update*> us = {&a, &b};
+  auto fedcg = FedCg::Create(SmallOptions(300)).value();
+  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf(us), &model).ok());
+  const Batch batch = FixedBatch(8, 100, 9);
+  const double before = fedcg->DistillationLoss(us, model, batch.y, batch.z).value();
+  EXPECT_GT(before, 1e-3);  // the average of two pairs is not their ensemble
+  const ModelWeights averaged = model;
+  ASSERT_TRUE(fedcg->ServerTrainingStep(us, &model).ok());
+  const double after = fedcg->DistillationLoss(us, model, batch.y, batch.z).value();
+  EXPECT_LT(after, 0.5 * before) << "before " << before;
+  EXPECT_LT(fedcg->last_report().last_kl, fedcg->last_report().first_kl);
+  EXPECT_EQ(fedcg->last_report().steps, 300);
+  EXPECT_NE(model[0].values, averaged[0].values);
+  EXPECT_EQ(fedcg->rounds(), 1);
+}
+
+TEST(FedCgTest, OneClientTeacherIsTheAveragedModelSoKlStartsAtZero) {
+  auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
+  const Update a = RandomUpdate(model, "a", 50, 2, 0.3);
+  auto fedcg = FedCg::Create(SmallOptions(0)).value();
+  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf({&a}), &model).ok());
+  const Batch batch = FixedBatch(16, 100, 4);
+  const std::vector<const Update*> us = {&a};
+  EXPECT_NEAR(fedcg->DistillationLoss(us, model, batch.y, batch.z).value(), 0.0, 1e-5);
+}
+
+TEST(FedCgTest, RefusesWithoutApplyMissingTensorsAndSubModelUpdates) {
+  auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
+  auto fedcg = FedCg::Create(SmallOptions(5)).value();
+  Update a = RandomUpdate(model, "a", 10, 2, 0.1);
+  const std::vector<const Update*> us = {&a};
+  EXPECT_EQ(fedcg->ServerTrainingStep(us, &model).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf(us), &model).ok());
+  const ModelWeights saved = model;
+  Update missing = a;
+  missing.tensors.pop_back();
+  const std::vector<const Update*> um = {&missing};
+  EXPECT_EQ(fedcg->ServerTrainingStep(um, &model).code(), absl::StatusCode::kInvalidArgument);
+  Update masked = a;
+  masked.tensors[0].held = CoordinateMask(static_cast<int64_t>(a.tensors[0].values.size()), true);
+  const std::vector<const Update*> uk = {&masked};
+  EXPECT_EQ(fedcg->ServerTrainingStep(uk, &model).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fedcg->ServerTrainingStep({}, &model).code(), absl::StatusCode::kInvalidArgument);
+  Update zero = a;
+  zero.weight = 0;
+  const std::vector<const Update*> uz = {&zero};
+  EXPECT_EQ(fedcg->ServerTrainingStep(uz, &model).code(), absl::StatusCode::kInvalidArgument);
+  for (size_t i = 0; i < model.size(); ++i) EXPECT_EQ(model[i].values, saved[i].values);
+  EXPECT_FALSE(FedCg::Create(SmallOptions(-1)).ok());
+}
+
+TEST(FedCgTest, StateRoundTripsAndRejectsGarbage) {
+  auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
+  auto fedcg = FedCg::Create(SmallOptions(2)).value();
+  const Update a = RandomUpdate(model, "a", 10, 2, 0.1);
+  const std::vector<const Update*> us = {&a};
+  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf(us), &model).ok());
+  ASSERT_TRUE(fedcg->ServerTrainingStep(us, &model).ok());
+  const std::string state = fedcg->SerializeState().value();
+  auto restored = FedCg::Create(SmallOptions(2)).value();
+  ASSERT_TRUE(restored->RestoreState(state).ok());
+  EXPECT_EQ(restored->rounds(), 1);
+  std::string bad = state;
+  bad[9] ^= 1;
+  EXPECT_EQ(restored->RestoreState(bad).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(restored->RestoreState("FEDGEAV1xxxx").code(), absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace fedge::aggregation
