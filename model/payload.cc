@@ -10,6 +10,9 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "kernels/q4.h"
 
 namespace fedge::model {
 namespace {
@@ -62,9 +65,222 @@ void ByteSwap32(char* p, int64_t n) {
   }
 }
 
+std::string EncodingName(v1::TensorEncoding e) {
+  const std::string& name = v1::TensorEncoding_Name(e);
+  return name.empty() ? absl::StrCat(static_cast<int>(e)) : name;
+}
+
+// ---- quantized layouts (proto/transfer.proto) ----
+
+constexpr int64_t kStochasticChunk = 256;
+constexpr float kMaxQ4Abs = 8.0f * 65504.0f / 1.001f;  // d = max/8 must fit fp16
+constexpr int64_t kQ4BlockBytes = 18;  // sizeof(kernels::BlockQ4): fp16 d + 16 nibble bytes
+static_assert(sizeof(kernels::BlockQ4) == kQ4BlockBytes, "BlockQ4 layout");
+
+int64_t NumChunks(int64_t n) { return (n + kStochasticChunk - 1) / kStochasticChunk; }
+
+// INT8_PER_CHANNEL: one scale per shape[0] row (a scalar has one).
+template <typename Container>
+int64_t PerChannelRows(const Container& shape) {
+  return shape.size() == 0 ? 1 : static_cast<int64_t>(*shape.begin());
+}
+
+// INT4_BLOCK32: shape[0] rows for rank ≥ 2, else one row; each row padded to 32s.
+struct Q4Rows {
+  int64_t rows = 0;
+  int64_t row_len = 0;
+  int64_t blocks_per_row = 0;
+};
+template <typename Container>
+Q4Rows Q4RowsOf(const Container& shape, int64_t n) {
+  Q4Rows r;
+  r.rows = shape.size() >= 2 ? static_cast<int64_t>(*shape.begin()) : 1;
+  r.row_len = r.rows > 0 ? n / r.rows : 0;
+  r.blocks_per_row = (r.row_len + kernels::kQ4Block - 1) / kernels::kQ4Block;
+  return r;
+}
+
+void PutFloat(float v, char* p) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  for (int k = 0; k < 4; ++k) p[k] = static_cast<char>((u >> (8 * k)) & 0xff);
+}
+
+float GetFloat(const char* p) {
+  uint32_t u = 0;
+  for (int k = 0; k < 4; ++k) u |= uint32_t{static_cast<unsigned char>(p[k])} << (8 * k);
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+float MaxAbs(const float* x, int64_t n) {
+  float m = 0.0f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(x[i]));
+  return m;
+}
+
+void EncodeInt8PerChannel(const FloatTensorView& t, char* p) {
+  const int64_t rows = PerChannelRows(t.shape);
+  const int64_t n = static_cast<int64_t>(t.values.size());
+  const int64_t len = rows > 0 ? n / rows : 0;
+  char* q = p + 4 * rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = t.values.data() + r * len;
+    const float s = MaxAbs(x, len) / 127.0f;
+    PutFloat(s, p + 4 * r);
+    for (int64_t j = 0; j < len; ++j) {
+      const double v = s > 0.0f ? std::round(static_cast<double>(x[j]) / s) : 0.0;
+      q[r * len + j] = static_cast<char>(static_cast<int8_t>(std::clamp(v, -127.0, 127.0)));
+    }
+  }
+}
+
+void EncodeInt8Stochastic(const FloatTensorView& t, base::Rng rng, char* p) {
+  const int64_t n = static_cast<int64_t>(t.values.size());
+  const int64_t chunks = NumChunks(n);
+  char* q = p + 4 * chunks;
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t begin = c * kStochasticChunk;
+    const int64_t len = std::min(kStochasticChunk, n - begin);
+    const float* x = t.values.data() + begin;
+    const float s = MaxAbs(x, len) / 127.0f;
+    PutFloat(s, p + 4 * c);
+    for (int64_t j = 0; j < len; ++j) {
+      double v = 0.0;
+      // floor(x/s + u), u ~ U[0, 1): rounds up with probability frac(x/s), so E[q] = x/s.
+      if (s > 0.0f) v = std::floor(static_cast<double>(x[j]) / s + rng.Uniform());
+      q[begin + j] = static_cast<char>(static_cast<int8_t>(std::clamp(v, -127.0, 127.0)));
+    }
+  }
+}
+
+void EncodeInt4Block32(const FloatTensorView& t, char* p) {
+  const Q4Rows r = Q4RowsOf(t.shape, static_cast<int64_t>(t.values.size()));
+  const int64_t padded = r.blocks_per_row * kernels::kQ4Block;
+  std::vector<float> row(static_cast<size_t>(padded), 0.0f);
+  std::vector<kernels::BlockQ4> blocks(static_cast<size_t>(r.blocks_per_row));
+  for (int64_t i = 0; i < r.rows; ++i) {
+    if (r.row_len > 0) {
+      std::copy_n(t.values.data() + i * r.row_len, r.row_len, row.begin());
+    }
+    kernels::QuantizeRowQ4(row.data(), static_cast<int>(padded), blocks.data());
+    for (const kernels::BlockQ4& b : blocks) {
+      p[0] = static_cast<char>(b.d & 0xff);
+      p[1] = static_cast<char>(b.d >> 8);
+      std::memcpy(p + 2, b.qs, sizeof(b.qs));
+      p += kQ4BlockBytes;
+    }
+  }
+}
+
+absl::Status BadScale(const std::string& tensor, absl::string_view unit, int64_t index,
+                      float scale) {
+  return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(tensor), " ", unit,
+                                                 " ", index, " has scale ", scale));
+}
+
+bool GoodScale(float s) { return std::isfinite(s) && s >= 0.0f; }
+
+absl::Status DecodeInt8PerChannel(const char* p, DecodedTensor* t) {
+  const int64_t rows = PerChannelRows(t->shape);
+  const int64_t n = static_cast<int64_t>(t->values.size());
+  const int64_t len = rows > 0 ? n / rows : 0;
+  const int8_t* q = reinterpret_cast<const int8_t*>(p + 4 * rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = GetFloat(p + 4 * r);
+    if (!GoodScale(s)) return BadScale(t->name, "row", r, s);
+    for (int64_t j = 0; j < len; ++j) t->values[r * len + j] = q[r * len + j] * s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeInt8Stochastic(const char* p, DecodedTensor* t) {
+  const int64_t n = static_cast<int64_t>(t->values.size());
+  const int64_t chunks = NumChunks(n);
+  const int8_t* q = reinterpret_cast<const int8_t*>(p + 4 * chunks);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const float s = GetFloat(p + 4 * c);
+    if (!GoodScale(s)) return BadScale(t->name, "chunk", c, s);
+    const int64_t begin = c * kStochasticChunk;
+    const int64_t end = std::min(n, begin + kStochasticChunk);
+    for (int64_t j = begin; j < end; ++j) t->values[j] = q[j] * s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeInt4Block32(const char* p, DecodedTensor* t) {
+  const Q4Rows r = Q4RowsOf(t->shape, static_cast<int64_t>(t->values.size()));
+  const int64_t padded = r.blocks_per_row * kernels::kQ4Block;
+  std::vector<kernels::BlockQ4> blocks(static_cast<size_t>(r.blocks_per_row));
+  std::vector<float> row(static_cast<size_t>(padded));
+  for (int64_t i = 0; i < r.rows; ++i) {
+    for (int64_t b = 0; b < r.blocks_per_row; ++b, p += kQ4BlockBytes) {
+      kernels::BlockQ4& block = blocks[b];
+      block.d = static_cast<uint16_t>(static_cast<unsigned char>(p[0]) |
+                                      (static_cast<unsigned char>(p[1]) << 8));
+      std::memcpy(block.qs, p + 2, sizeof(block.qs));
+      const float d = kernels::HalfToFloat(block.d);
+      if (!std::isfinite(d)) {
+        return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(t->name),
+                                                       " row ", i, " block ", b,
+                                                       " has scale ", d));
+      }
+    }
+    if (padded == 0) continue;
+    kernels::DequantizeRowQ4(blocks.data(), static_cast<int>(padded), row.data());
+    std::copy_n(row.begin(), r.row_len, t->values.begin() + i * r.row_len);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<EncodedPayload> EncodeFloat32Tensors(absl::Span<const FloatTensorView> tensors) {
+const std::vector<v1::TensorEncoding>& DecodableEncodings() {
+  static const auto* const kEncodings = new std::vector<v1::TensorEncoding>{
+      v1::TENSOR_ENCODING_FLOAT32, v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+      v1::TENSOR_ENCODING_INT4_BLOCK32, v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED};
+  return *kEncodings;
+}
+
+int64_t EncodedBytes(const PayloadTensorSpec& spec, v1::TensorEncoding encoding) {
+  if (static_cast<int64_t>(spec.shape.size()) > kMaxTensorRank) return -1;
+  const int64_t n = NumElements(spec.shape, kMaxTotalBytes / 8);
+  if (n < 0) return -1;
+  switch (encoding) {
+    case v1::TENSOR_ENCODING_FLOAT32:
+      return 4 * n;
+    case v1::TENSOR_ENCODING_INT8_PER_CHANNEL:
+      return 4 * PerChannelRows(spec.shape) + n;
+    case v1::TENSOR_ENCODING_INT4_BLOCK32: {
+      const Q4Rows r = Q4RowsOf(spec.shape, n);
+      return r.rows * r.blocks_per_row * kQ4BlockBytes;
+    }
+    case v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED:
+      return 4 * NumChunks(n) + n;
+    default:
+      return -1;
+  }
+}
+
+int64_t EncodedPayloadBytes(absl::Span<const PayloadTensorSpec> specs,
+                            v1::TensorEncoding encoding) {
+  int64_t total = 0;
+  for (const PayloadTensorSpec& s : specs) {
+    const int64_t b = EncodedBytes(s, encoding);
+    if (b < 0 || total > kMaxTotalBytes - b) return -1;
+    total += b;
+  }
+  return total;
+}
+
+absl::StatusOr<EncodedPayload> EncodeTensors(absl::Span<const FloatTensorView> tensors,
+                                             v1::TensorEncoding encoding, uint64_t seed) {
+  const std::vector<v1::TensorEncoding>& known = DecodableEncodings();
+  if (std::find(known.begin(), known.end(), encoding) == known.end()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Payload: cannot encode as ", EncodingName(encoding)));
+  }
   if (tensors.size() > static_cast<size_t>(kMaxPayloadTensors)) {
     return absl::InvalidArgumentError(absl::StrCat("Payload: ", tensors.size(),
                                                    " tensors, at most ", kMaxPayloadTensors));
@@ -83,33 +299,75 @@ absl::StatusOr<EncodedPayload> EncodeFloat32Tensors(absl::Span<const FloatTensor
                                                      " has rank ", t.shape.size(), ", at most ",
                                                      kMaxTensorRank));
     }
-    const int64_t n = NumElements(t.shape, kMaxTotalBytes / 4);
+    const int64_t n = NumElements(t.shape, kMaxTotalBytes / 8);
     if (n < 0 || n != static_cast<int64_t>(t.values.size())) {
       return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(t.name), " of shape ",
                                                      ShapeString(t.shape), " has ",
                                                      t.values.size(), " values"));
     }
+    if (encoding != v1::TENSOR_ENCODING_FLOAT32) {
+      for (int64_t j = 0; j < n; ++j) {
+        if (!std::isfinite(t.values[j])) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "Payload: tensor ", Quote(t.name), " has a non-finite value (", t.values[j],
+              ") at index ", j, "; ", EncodingName(encoding), " needs finite values"));
+        }
+        // int4's block scale is fp16: |x|/8 must stay below fp16's largest finite value.
+        if (encoding == v1::TENSOR_ENCODING_INT4_BLOCK32 && std::abs(t.values[j]) > kMaxQ4Abs) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "Payload: tensor ", Quote(t.name), " has value ", t.values[j], " at index ", j,
+              ", beyond TENSOR_ENCODING_INT4_BLOCK32's range ±", kMaxQ4Abs));
+        }
+      }
+    }
+    const int64_t bytes =
+        EncodedBytes(PayloadTensorSpec{std::string(t.name), {t.shape.begin(), t.shape.end()}},
+                     encoding);
     v1::TensorInfo* info = out.manifest.add_tensors();
     info->set_name(std::string(t.name));
     for (int64_t d : t.shape) info->add_shape(d);
-    info->set_encoding(v1::TENSOR_ENCODING_FLOAT32);
+    info->set_encoding(encoding);
     info->set_offset(offset);
-    info->set_byte_size(4 * n);
-    offset += 4 * n;
-    if (offset > kMaxTotalBytes) return absl::InvalidArgumentError("Payload: tensors too large");
+    info->set_byte_size(bytes);
+    if (bytes < 0 || offset > kMaxTotalBytes - bytes) {
+      return absl::InvalidArgumentError("Payload: tensors too large");
+    }
+    offset += bytes;
   }
   out.bytes.resize(static_cast<size_t>(offset));
   char* p = out.bytes.data();
-  for (const FloatTensorView& t : tensors) {
-    const size_t size = t.values.size() * sizeof(float);
-    if (size > 0) std::memcpy(p, t.values.data(), size);
-    if (!HostIsLittleEndian()) ByteSwap32(p, static_cast<int64_t>(t.values.size()));
-    p += size;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const FloatTensorView& t = tensors[i];
+    const int64_t bytes = out.manifest.tensors(static_cast<int>(i)).byte_size();
+    switch (encoding) {
+      case v1::TENSOR_ENCODING_FLOAT32:
+        if (bytes > 0) std::memcpy(p, t.values.data(), static_cast<size_t>(bytes));
+        if (!HostIsLittleEndian()) ByteSwap32(p, static_cast<int64_t>(t.values.size()));
+        break;
+      case v1::TENSOR_ENCODING_INT8_PER_CHANNEL:
+        EncodeInt8PerChannel(t, p);
+        break;
+      case v1::TENSOR_ENCODING_INT4_BLOCK32:
+        EncodeInt4Block32(t, p);
+        break;
+      case v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED:
+        EncodeInt8Stochastic(t, base::Rng(seed, i), p);
+        break;
+      default:
+        FEDGE_CHECK(false);
+    }
+    p += bytes;
   }
   return out;
 }
 
-absl::StatusOr<EncodedPayload> EncodeModelParameters(const v1::ModelProto& model) {
+absl::StatusOr<EncodedPayload> EncodeFloat32Tensors(absl::Span<const FloatTensorView> tensors) {
+  return EncodeTensors(tensors, v1::TENSOR_ENCODING_FLOAT32);
+}
+
+absl::StatusOr<EncodedPayload> EncodeModelParameters(const v1::ModelProto& model,
+                                                     v1::TensorEncoding encoding,
+                                                     uint64_t seed) {
   std::vector<FloatTensorView> views;
   views.reserve(model.parameters_size());
   for (const v1::TensorProto& t : model.parameters()) {
@@ -118,7 +376,7 @@ absl::StatusOr<EncodedPayload> EncodeModelParameters(const v1::ModelProto& model
         absl::MakeConstSpan(reinterpret_cast<const int64_t*>(t.shape().data()), t.shape_size()),
         absl::MakeConstSpan(t.values().data(), t.values_size())});
   }
-  return EncodeFloat32Tensors(views);
+  return EncodeTensors(views, encoding, seed);
 }
 
 std::vector<PayloadTensorSpec> ParameterSpecs(const v1::ModelProto& model) {
@@ -144,14 +402,16 @@ absl::StatusOr<int64_t> Float32PayloadBytes(absl::Span<const PayloadTensorSpec> 
   return total;
 }
 
-absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
+absl::StatusOr<std::vector<DecodedTensor>> DecodeTensors(
     const v1::TensorManifest& manifest, absl::string_view payload,
-    absl::Span<const PayloadTensorSpec> expected) {
+    absl::Span<const PayloadTensorSpec> expected,
+    const std::vector<v1::TensorEncoding>& allowed) {
   if (manifest.tensors_size() != static_cast<int>(expected.size())) {
     return absl::InvalidArgumentError(absl::StrCat("Payload: the manifest lists ",
                                                    manifest.tensors_size(), " tensors, expected ",
                                                    expected.size()));
   }
+  const std::vector<v1::TensorEncoding>& known = DecodableEncodings();
   // Validate the whole manifest before touching the bytes.
   int64_t offset = 0;
   for (int i = 0; i < manifest.tensors_size(); ++i) {
@@ -168,16 +428,21 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
                                                      " has shape ", ShapeString(info.shape()),
                                                      ", expected ", ShapeString(want.shape)));
     }
-    if (info.encoding() != v1::TENSOR_ENCODING_FLOAT32) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Payload: tensor ", Quote(want.name), " has encoding ",
-                       v1::TensorEncoding_Name(info.encoding()).empty()
-                           ? absl::StrCat(static_cast<int>(info.encoding()))
-                           : v1::TensorEncoding_Name(info.encoding()),
-                       ", expected TENSOR_ENCODING_FLOAT32"));
+    const v1::TensorEncoding e = info.encoding();
+    if (std::find(allowed.begin(), allowed.end(), e) == allowed.end() ||
+        std::find(known.begin(), known.end(), e) == known.end()) {
+      std::vector<std::string> names;
+      for (v1::TensorEncoding a : allowed) {
+        if (std::find(known.begin(), known.end(), a) != known.end()) {
+          names.push_back(EncodingName(a));
+        }
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Payload: tensor ", Quote(want.name), " has encoding ", EncodingName(e), ", expected ",
+          names.size() == 1 ? "" : "one of ", names.empty() ? "(none)" : absl::StrJoin(names, ", ")));
     }
-    const int64_t n = NumElements(want.shape, kMaxTotalBytes / 4);
-    if (n < 0) {
+    const int64_t bytes = EncodedBytes(want, e);
+    if (bytes < 0) {
       return absl::InvalidArgumentError(absl::StrCat("Payload: expected tensor ", Quote(want.name),
                                                      " has an impossible shape"));
     }
@@ -187,15 +452,16 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
                                                      ", expected ", offset,
                                                      " (tensors are back to back)"));
     }
-    if (info.byte_size() != 4 * n) {
-      return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(want.name), " has ",
-                                                     info.byte_size(), " bytes, expected ",
-                                                     4 * n, " (", n, " float32 values)"));
+    if (info.byte_size() != bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Payload: tensor ", Quote(want.name), " has ", info.byte_size(), " bytes, expected ",
+          bytes, " (", NumElements(want.shape, kMaxTotalBytes), " values as ", EncodingName(e),
+          ")"));
     }
-    if (offset > kMaxTotalBytes - 4 * n) {
+    if (offset > kMaxTotalBytes - bytes) {
       return absl::InvalidArgumentError("Payload: tensors too large");
     }
-    offset += 4 * n;
+    offset += bytes;
   }
   if (static_cast<int64_t>(payload.size()) != offset) {
     return absl::InvalidArgumentError(absl::StrCat("Payload: ", payload.size(),
@@ -204,14 +470,30 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
   std::vector<DecodedTensor> out(expected.size());
   const char* p = payload.data();
   for (size_t i = 0; i < expected.size(); ++i) {
+    const v1::TensorInfo& info = manifest.tensors(static_cast<int>(i));
     DecodedTensor& t = out[i];
     t.name = expected[i].name;
     t.shape = expected[i].shape;
-    const int64_t n = manifest.tensors(static_cast<int>(i)).byte_size() / 4;
+    const int64_t n = NumElements(t.shape, kMaxTotalBytes);
     t.values.resize(static_cast<size_t>(n));
-    if (n > 0) std::memcpy(t.values.data(), p, static_cast<size_t>(4 * n));
-    if (!HostIsLittleEndian()) ByteSwap32(reinterpret_cast<char*>(t.values.data()), n);
-    p += 4 * n;
+    switch (info.encoding()) {
+      case v1::TENSOR_ENCODING_FLOAT32:
+        if (n > 0) std::memcpy(t.values.data(), p, static_cast<size_t>(4 * n));
+        if (!HostIsLittleEndian()) ByteSwap32(reinterpret_cast<char*>(t.values.data()), n);
+        break;
+      case v1::TENSOR_ENCODING_INT8_PER_CHANNEL:
+        FEDGE_RETURN_IF_ERROR(DecodeInt8PerChannel(p, &t));
+        break;
+      case v1::TENSOR_ENCODING_INT4_BLOCK32:
+        FEDGE_RETURN_IF_ERROR(DecodeInt4Block32(p, &t));
+        break;
+      case v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED:
+        FEDGE_RETURN_IF_ERROR(DecodeInt8Stochastic(p, &t));
+        break;
+      default:
+        FEDGE_CHECK(false);
+    }
+    p += info.byte_size();
     for (int64_t j = 0; j < n; ++j) {
       if (!std::isfinite(t.values[j])) {
         return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(t.name),
@@ -223,10 +505,17 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
   return out;
 }
 
+absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
+    const v1::TensorManifest& manifest, absl::string_view payload,
+    absl::Span<const PayloadTensorSpec> expected) {
+  return DecodeTensors(manifest, payload, expected, {v1::TENSOR_ENCODING_FLOAT32});
+}
+
 absl::Status DecodeModelParameters(const v1::TensorManifest& manifest,
-                                   absl::string_view payload, v1::ModelProto* model) {
+                                   absl::string_view payload, v1::ModelProto* model,
+                                   const std::vector<v1::TensorEncoding>& allowed) {
   absl::StatusOr<std::vector<DecodedTensor>> tensors =
-      DecodeFloat32Tensors(manifest, payload, ParameterSpecs(*model));
+      DecodeTensors(manifest, payload, ParameterSpecs(*model), allowed);
   if (!tensors.ok()) return tensors.status();
   for (int i = 0; i < model->parameters_size(); ++i) {
     const std::vector<float>& v = (*tensors)[i].values;

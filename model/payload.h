@@ -17,8 +17,28 @@
 //      // (e.g. Sequential::Create(spec)->ToProto()): DecodeModelParameters(manifest, bytes, &m)
 //
 //    Layout: tensors back to back in manifest order, no padding; tensor i has
-//    offset = Σ_{j<i} byte_size_j and byte_size = 4·numel; values are little-endian IEEE
-//    float32, row-major over the shape; the payload is exactly Σ byte_size bytes.
+//    offset = Σ_{j<i} byte_size_j and byte_size = EncodedBytes(its shape, its encoding);
+//    the payload is exactly Σ byte_size bytes. Every number is little-endian.
+//
+//    Compressed encodings (issue 4; EncodeTensors / DecodeTensors; layouts in
+//    proto/transfer.proto): the receiver dequantizes to float32.
+//      FLOAT32                  4·n bytes: IEEE float32, row-major.
+//      INT8_PER_CHANNEL         R float32 scales s_r = max|row r|/127, then n int8 values
+//                               q = clamp(round(x/s_r), −127, 127); R = shape[0] (1 for a
+//                               scalar); x̂ = q·s_r, |x − x̂| ≤ s_r/2. 4·R + n bytes.
+//      INT4_BLOCK32             per row (R = shape[0] rows for rank ≥ 2, else one row of n),
+//                               the row zero-padded to a multiple of 32 and stored as
+//                               kernels::BlockQ4 blocks (18 bytes: fp16 d, 16 bytes of
+//                               nibbles; kernels/q4.h); x̂ = (q − 8)·d, |x − x̂| ≤ |d|.
+//                               18·R·⌈(n/R)/32⌉ bytes (~0.14× float32).
+//      INT8_STOCHASTIC_CHUNKED  the row-major values in chunks of 256: ⌈n/256⌉ float32 scales
+//                               s = max|chunk|/127, then n int8 values q = clamp(floor(x/s +
+//                               u), −127, 127), u ~ U[0,1) from base::Rng(seed, tensor index):
+//                               E[q·s] = x (unbiased), Var ≤ s²/4, |x − x̂| < s.
+//                               4·⌈n/256⌉ + n bytes (~0.254× float32).
+//    A scale that is not finite or is negative (an int4 d that is not finite) or a value
+//    that dequantizes to a non-finite float is refused, naming the tensor and the row,
+//    chunk or block: "Payload: tensor 'fc1.weight' chunk 3 has scale nan".
 //
 // 2. The chunk protocol (header → DataChunks in offset order → PayloadTrailer with CRC-32):
 //
@@ -93,6 +113,34 @@ struct EncodedPayload {
 
 // ---- tensors ⇄ payload ----
 
+// The encodings EncodeTensors writes and DecodeTensors reads: FLOAT32, INT8_PER_CHANNEL,
+// INT4_BLOCK32, INT8_STOCHASTIC_CHUNKED.
+const std::vector<v1::TensorEncoding>& DecodableEncodings();
+
+// Bytes of one tensor of this shape in this encoding (the layouts above); -1 for a
+// negative dimension, a size over 2^62, or an encoding not in DecodableEncodings().
+int64_t EncodedBytes(const PayloadTensorSpec& spec, v1::TensorEncoding encoding);
+// Σ EncodedBytes over the tensors (-1 when any is -1).
+int64_t EncodedPayloadBytes(absl::Span<const PayloadTensorSpec> specs,
+                            v1::TensorEncoding encoding);
+
+// Encodes the tensors, in order, all in `encoding` (one of DecodableEncodings()); `seed`
+// drives the stochastic rounding of INT8_STOCHASTIC_CHUNKED (the same seed gives the same
+// bytes) and is unused otherwise. INVALID_ARGUMENT as EncodeFloat32Tensors, for another
+// encoding, and for a non-finite value under a quantized encoding.
+absl::StatusOr<EncodedPayload> EncodeTensors(absl::Span<const FloatTensorView> tensors,
+                                             v1::TensorEncoding encoding, uint64_t seed = 0);
+
+// Decodes `payload` described by `manifest`, validating it fully against `expected` (the
+// same checks as DecodeFloat32Tensors) where each tensor may use any encoding in `allowed`
+// (its manifest entry says which; byte_size must be EncodedBytes for that encoding and
+// shape). Scales must be finite and ≥ 0 (int4: d finite), and every dequantized value
+// finite. Returns float32 tensors in order.
+absl::StatusOr<std::vector<DecodedTensor>> DecodeTensors(
+    const v1::TensorManifest& manifest, absl::string_view payload,
+    absl::Span<const PayloadTensorSpec> expected,
+    const std::vector<v1::TensorEncoding>& allowed = DecodableEncodings());
+
 // Encodes the tensors, in order, as FLOAT32. INVALID_ARGUMENT when a shape has a negative
 // dimension or rank over kMaxTensorRank, the values do not match the shape, a name is
 // empty or repeated, or there are more than kMaxPayloadTensors tensors. Values are not
@@ -100,8 +148,10 @@ struct EncodedPayload {
 absl::StatusOr<EncodedPayload> EncodeFloat32Tensors(absl::Span<const FloatTensorView> tensors);
 
 // The parameters of `model` (e.g. a task's model, or an update's Δ as client::TrainLocally
-// returns it in LocalUpdate::delta), in order.
-absl::StatusOr<EncodedPayload> EncodeModelParameters(const v1::ModelProto& model);
+// returns it in LocalUpdate::delta), in order, in `encoding` (see EncodeTensors).
+absl::StatusOr<EncodedPayload> EncodeModelParameters(
+    const v1::ModelProto& model, v1::TensorEncoding encoding = v1::TENSOR_ENCODING_FLOAT32,
+    uint64_t seed = 0);
 
 // Names and shapes of `model`'s parameters, in order.
 std::vector<PayloadTensorSpec> ParameterSpecs(const v1::ModelProto& model);
@@ -113,15 +163,17 @@ absl::StatusOr<int64_t> Float32PayloadBytes(absl::Span<const PayloadTensorSpec> 
 // Decodes `payload` described by `manifest`, validating it fully against `expected`: the
 // same number of tensors with the same names and shapes in the same order, every tensor
 // FLOAT32, offsets contiguous from 0, byte_size = 4·numel, payload size = the sum, every
-// value finite. Returns the tensors in order.
+// value finite. Returns the tensors in order. (DecodeTensors with allowed = {FLOAT32}.)
 absl::StatusOr<std::vector<DecodedTensor>> DecodeFloat32Tensors(
     const v1::TensorManifest& manifest, absl::string_view payload,
     absl::Span<const PayloadTensorSpec> expected);
 
-// DecodeFloat32Tensors with `model`'s parameters as the expected names and shapes; on
-// success replaces their values with the payload's (on error `model` is unchanged).
-absl::Status DecodeModelParameters(const v1::TensorManifest& manifest,
-                                   absl::string_view payload, v1::ModelProto* model);
+// DecodeTensors with `model`'s parameters as the expected names and shapes and `allowed`
+// encodings (FLOAT32 only unless given); on success replaces their values with the
+// payload's (on error `model` is unchanged).
+absl::Status DecodeModelParameters(
+    const v1::TensorManifest& manifest, absl::string_view payload, v1::ModelProto* model,
+    const std::vector<v1::TensorEncoding>& allowed = {v1::TENSOR_ENCODING_FLOAT32});
 
 // ---- chunk protocol ----
 
