@@ -36,6 +36,14 @@ absl::Status ValidateOptions(const LocalTrainingOptions& o) {
   if (o.mode == model::ComputeMode::kInt4) {
     return absl::InvalidArgumentError("LocalTrainer: int4 is for inference only");
   }
+  if (!(o.kd_weight >= 0.0f && o.kd_weight <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("LocalTrainer: kd_weight must be in [0, 1], got ", o.kd_weight));
+  }
+  if (!(o.kd_temperature > 0.0f) || !std::isfinite(o.kd_temperature)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LocalTrainer: kd_temperature must be finite and > 0, got ", o.kd_temperature));
+  }
   return absl::OkStatus();
 }
 
@@ -85,6 +93,25 @@ absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
           "LocalTrainer: task asks for compute mode ", v1::ComputeMode_Name(t.compute_mode()),
           ", which cannot train"));
   }
+  const v1::DistillationConfig& kd = task.distillation();
+  o.kd_weight = static_cast<float>(kd.weight());
+  if (kd.has_temperature()) o.kd_temperature = static_cast<float>(kd.temperature());
+  switch (kd.teacher_compute_mode()) {
+    case v1::COMPUTE_MODE_UNSPECIFIED:  // job.proto: the teacher runs in int8 by default
+    case v1::COMPUTE_MODE_INT8:
+      o.teacher_mode = model::ComputeMode::kInt8;
+      break;
+    case v1::COMPUTE_MODE_FP32:
+      o.teacher_mode = model::ComputeMode::kFp32;
+      break;
+    case v1::COMPUTE_MODE_INT4:
+      o.teacher_mode = model::ComputeMode::kInt4;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("LocalTrainer: task asks for teacher compute mode ",
+                       static_cast<int>(kd.teacher_compute_mode())));
+  }
   o.seed = seed;
   FEDGE_RETURN_IF_ERROR(ValidateOptions(o));
   return o;
@@ -105,6 +132,24 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
         "LocalTrainer: local data has ", data.feature_size(), " features and ",
         data.num_classes, " classes; the model takes ", net->input_size(), " and ",
         net->output_size()));
+  }
+  // The teacher, built once and run for inference only.
+  std::unique_ptr<model::Sequential> teacher;
+  if (options.teacher != nullptr && options.kd_weight > 0.0f) {
+    absl::StatusOr<std::unique_ptr<model::Sequential>> t =
+        model::Sequential::FromProto(*options.teacher);
+    if (!t.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LocalTrainer: the teacher is invalid: ", t.status().message()));
+    }
+    teacher = std::move(t).value();
+    if (teacher->input_size() != net->input_size() ||
+        teacher->output_size() != net->output_size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LocalTrainer: the teacher takes ", teacher->input_size(), " inputs and gives ",
+          teacher->output_size(), " outputs; the model takes ", net->input_size(),
+          " and gives ", net->output_size()));
+    }
   }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Optimizer> optimizer, MakeOptimizer(options));
   const std::vector<model::Parameter*> params = net->parameters();
@@ -135,8 +180,17 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
       dlogits.resize(static_cast<size_t>(batch.size) * classes);
       net->ZeroGrad();
       const float* logits = net->Forward(batch.features.data(), batch.size, options.mode, true);
-      const float loss = model::SoftmaxCrossEntropy(logits, batch.labels.data(), batch.size,
-                                                    classes, dlogits.data());
+      float loss;
+      if (teacher != nullptr) {
+        const float* soft = teacher->Forward(batch.features.data(), batch.size,
+                                             options.teacher_mode, /*training=*/false);
+        loss = model::DistillationLoss(logits, soft, batch.labels.data(), batch.size, classes,
+                                       options.kd_weight, options.kd_temperature,
+                                       dlogits.data());
+      } else {
+        loss = model::SoftmaxCrossEntropy(logits, batch.labels.data(), batch.size, classes,
+                                          dlogits.data());
+      }
       correct += model::CountCorrect(logits, batch.labels.data(), batch.size, classes);
       net->Backward(dlogits.data());
       if (options.proximal_mu > 0.0f) {

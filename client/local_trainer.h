@@ -30,6 +30,17 @@ struct LocalTrainingOptions {
   float proximal_mu = 0.0f;
   model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
   uint64_t seed = 0;            // shuffling; vary it per client and round
+  // Knowledge distillation (Hinton et al. 2015; DESIGN.md, Algorithms): when `teacher` is
+  // set and kd_weight > 0 the loss is (1 − λ)·CE + λ·T²·KL(softmax(t/T) ‖ softmax(s/T))
+  // (model::DistillationLoss) with λ = kd_weight ∈ [0, 1], T = kd_temperature > 0, and t the
+  // logits of `teacher` run for inference (training = false) in teacher_mode (fp32, int8 or
+  // int4) on the same batch. The teacher (e.g. the central model or a larger tier) must take
+  // the same input and give the same number of outputs as the trained model. Borrowed: must
+  // outlive TrainLocally. Unused when kd_weight is 0.
+  const v1::ModelProto* teacher = nullptr;
+  model::ComputeMode teacher_mode = model::ComputeMode::kInt8;
+  float kd_weight = 0.0f;
+  float kd_temperature = 2.0f;
   // Polled before every optimizer step; when it returns true, TrainLocally stops and
   // returns CANCELLED (a device shutting down or a task past its deadline). May be empty.
   std::function<bool()> cancelled;
@@ -38,20 +49,22 @@ struct LocalTrainingOptions {
 struct LocalUpdate {
   v1::ModelProto delta;         // same tensors as the received model: w_local − w_received
   int64_t num_examples = 0;     // the FedAvg weight
-  double train_loss = 0;        // mean over the last epoch
+  double train_loss = 0;        // mean over the last epoch (the distillation loss when distilling)
   double train_accuracy = 0;
   int64_t steps = 0;
   double seconds = 0;
 };
 
-// The options a task asks for (training config, FedProx μ), with the client's shuffling
-// `seed`. INVALID_ARGUMENT for a compute mode the client cannot train in (int4).
+// The options a task asks for (training config, FedProx μ, distillation λ, T and the
+// teacher's compute mode; the teacher's weights are the caller's to set in `teacher`), with
+// the client's shuffling `seed`. INVALID_ARGUMENT for a compute mode the client cannot
+// train in (int4), λ outside [0, 1] or T not finite and > 0.
 absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task, uint64_t seed);
 
 // Trains a copy of `received` on `data` (all of it, shuffled per epoch).
 // Errors: an invalid model (architecture or parameters), data that does not fit the model
-// (feature size or classes), empty data, bad options; CANCELLED when options.cancelled
-// said so.
+// (feature size or classes), empty data, bad options, an invalid teacher or one whose input
+// or output size differs from the model's; CANCELLED when options.cancelled said so.
 absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                                          const data::Dataset& data,
                                          const LocalTrainingOptions& options);

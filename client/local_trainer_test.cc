@@ -203,3 +203,141 @@ TEST(LocalTrainerTest, CancelledStopsTraining) {
 
 }  // namespace
 }  // namespace fedge::client
+
+namespace fedge::client {
+namespace {
+
+double Norm(const v1::ModelProto& m) {
+  double s = 0;
+  for (const auto& t : m.parameters()) {
+    for (float v : t.values()) s += static_cast<double>(v) * v;
+  }
+  return std::sqrt(s);
+}
+
+// With λ = 1 the loss is T²·KL(teacher ‖ student) only: a student that is its own teacher
+// (same weights, fp32 both) has zero gradient at every step and does not move, while the
+// same student trained on the labels does. An int8 teacher differs a little.
+TEST(LocalTrainerTest, DistillingFromItselfInFp32LeavesTheModelUnchanged) {
+  const data::Dataset d = MakeData(96, 6);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.epochs = 2;
+  o.batch_size = 32;
+  o.learning_rate = 0.1f;
+  auto plain = TrainLocally(received, d, o);
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_GT(Norm(plain->delta), 0.1);
+
+  o.teacher = &received;
+  o.kd_weight = 1.0f;
+  o.kd_temperature = 3.0f;
+  o.teacher_mode = model::ComputeMode::kFp32;
+  auto self = TrainLocally(received, d, o);
+  ASSERT_THAT(self, IsOk());
+  EXPECT_EQ(self->steps, plain->steps);
+  EXPECT_EQ(Norm(self->delta), 0.0);
+  EXPECT_NEAR(self->train_loss, 0.0, 1e-6);
+
+  o.teacher_mode = model::ComputeMode::kInt8;
+  auto int8 = TrainLocally(received, d, o);
+  ASSERT_THAT(int8, IsOk());
+  EXPECT_GT(Norm(int8->delta), 0.0);  // the teacher really ran in int8...
+  EXPECT_LT(Norm(int8->delta), 0.2 * Norm(plain->delta));  // ...close to the fp32 model
+}
+
+// λ = 1 ignores the labels: a student trained on scrambled labels still learns the task
+// from an accurate teacher (run in int4), and does not without it.
+TEST(LocalTrainerTest, DistillationTeachesTheTeachersFunctionWithoutLabels) {
+  const data::Dataset d = MakeData(300, 7);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions t;
+  t.epochs = 5;
+  t.learning_rate = 0.05f;
+  auto teacher_update = TrainLocally(received, d, t);
+  ASSERT_THAT(teacher_update, IsOk());
+  const v1::ModelProto teacher = Apply(received, teacher_update->delta);
+  ASSERT_GT(Accuracy(teacher, d), 0.9);
+
+  data::Dataset scrambled = d;
+  for (int i = 0; i < scrambled.num_examples; ++i) scrambled.labels[i] = (d.labels[i] + 1) % 3;
+  LocalTrainingOptions o;
+  o.epochs = 5;
+  o.learning_rate = 0.05f;
+  auto wrong = TrainLocally(received, scrambled, o);
+  ASSERT_THAT(wrong, IsOk());
+  EXPECT_LT(Accuracy(Apply(received, wrong->delta), d), 0.2);
+
+  o.teacher = &teacher;
+  o.teacher_mode = model::ComputeMode::kInt4;
+  o.kd_weight = 1.0f;
+  o.kd_temperature = 2.0f;
+  auto kd = TrainLocally(received, scrambled, o);
+  ASSERT_THAT(kd, IsOk());
+  EXPECT_GT(Accuracy(Apply(received, kd->delta), d), 0.85);
+  // λ = 0 turns the teacher off: the same as no teacher at all.
+  o.kd_weight = 0.0f;
+  auto off = TrainLocally(received, scrambled, o);
+  ASSERT_THAT(off, IsOk());
+  EXPECT_EQ(off->delta.SerializeAsString(), wrong->delta.SerializeAsString());
+}
+
+TEST(LocalTrainerTest, RejectsATeacherThatDoesNotFitAndBadDistillationOptions) {
+  const data::Dataset d = MakeData(30, 8);
+  const v1::ModelProto received = MakeModel();
+  auto other = std::move(model::Sequential::Create(model::MlpSpec({8, 16, 4}))).value();
+  other->InitParameters(1);
+  const v1::ModelProto four_classes = other->ToProto();
+  LocalTrainingOptions o;
+  o.teacher = &four_classes;
+  o.kd_weight = 0.5f;
+  EXPECT_THAT(TrainLocally(received, d, o),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("teacher takes 8 inputs and gives 4 outputs; the model takes 8 "
+                                 "and gives 3")));
+  v1::ModelProto broken = received;
+  broken.mutable_parameters(1)->set_values(0, NAN);
+  o.teacher = &broken;
+  EXPECT_THAT(TrainLocally(received, d, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("teacher is invalid")));
+  o.teacher = &received;
+  o.kd_weight = 1.5f;
+  EXPECT_THAT(TrainLocally(received, d, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kd_weight")));
+  o.kd_weight = 0.5f;
+  o.kd_temperature = 0.0f;
+  EXPECT_THAT(TrainLocally(received, d, o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kd_temperature")));
+}
+
+TEST(LocalTrainerTest, OptionsFromTaskReadsDistillation) {
+  v1::TaskHeader task;
+  auto plain = OptionsFromTask(task, 0);
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_EQ(plain->kd_weight, 0.0f);
+  EXPECT_EQ(plain->kd_temperature, 2.0f);
+  EXPECT_EQ(plain->teacher_mode, model::ComputeMode::kInt8);
+  EXPECT_EQ(plain->teacher, nullptr);
+
+  task.mutable_distillation()->set_weight(0.3);
+  task.mutable_distillation()->set_temperature(4);
+  task.mutable_distillation()->set_teacher_compute_mode(v1::COMPUTE_MODE_INT4);
+  auto o = OptionsFromTask(task, 0);
+  ASSERT_THAT(o, IsOk());
+  EXPECT_FLOAT_EQ(o->kd_weight, 0.3f);
+  EXPECT_FLOAT_EQ(o->kd_temperature, 4.0f);
+  EXPECT_EQ(o->teacher_mode, model::ComputeMode::kInt4);
+  task.mutable_distillation()->set_teacher_compute_mode(v1::COMPUTE_MODE_FP32);
+  EXPECT_EQ(OptionsFromTask(task, 0)->teacher_mode, model::ComputeMode::kFp32);
+
+  task.mutable_distillation()->set_weight(2);
+  EXPECT_THAT(OptionsFromTask(task, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kd_weight")));
+  task.mutable_distillation()->set_weight(0.5);
+  task.mutable_distillation()->set_temperature(-1);
+  EXPECT_THAT(OptionsFromTask(task, 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("kd_temperature")));
+}
+
+}  // namespace
+}  // namespace fedge::client
