@@ -143,10 +143,12 @@ absl::StatusOr<std::vector<ShamirShare>> ShamirSplit(absl::Span<const uint64_t> 
   return shares;
 }
 
-absl::StatusOr<ShamirReconstructor> ShamirReconstructor::Create(absl::Span<const uint64_t> xs) {
+absl::StatusOr<ShamirReconstructor> ShamirReconstructor::Create(absl::Span<const uint64_t> xs,
+                                                                uint64_t at) {
   if (xs.empty()) return absl::InvalidArgumentError("Shamir: no shares");
+  if (at >= kP) return absl::InvalidArgumentError("Shamir: evaluation point outside the field");
   FEDGE_RETURN_IF_ERROR(CheckPoints(xs));
-  return ShamirReconstructor(std::vector<uint64_t>(xs.begin(), xs.end()), LagrangeAt(xs, 0));
+  return ShamirReconstructor(std::vector<uint64_t>(xs.begin(), xs.end()), LagrangeAt(xs, at));
 }
 
 absl::StatusOr<std::vector<uint64_t>> ShamirReconstructor::Reconstruct(

@@ -43,14 +43,16 @@ absl::StatusOr<std::vector<ShamirShare>> ShamirSplit(absl::Span<const uint64_t> 
                                                      int threshold,
                                                      absl::Span<const uint64_t> xs);
 
-// Lagrange interpolation at 0 for a fixed set of t points; reuse it for many secrets shared
-// over the same holders (the SecAgg server does, for every client with the same survivors).
+// Lagrange interpolation at `at` (0: the secret) for a fixed set of t points; reuse it for
+// many secrets shared over the same holders (the SecAgg server does, for every client with the
+// same survivors).
 class ShamirReconstructor final {
  public:
-  // INVALID_ARGUMENT for a point 0, ≥ p or repeated, or an empty set.
-  static absl::StatusOr<ShamirReconstructor> Create(absl::Span<const uint64_t> xs);
+  // INVALID_ARGUMENT for a point 0, ≥ p or repeated, or an empty set, or at ≥ p.
+  static absl::StatusOr<ShamirReconstructor> Create(absl::Span<const uint64_t> xs,
+                                                    uint64_t at = 0);
 
-  // The secret from shares whose x are exactly xs() in order.
+  // f(at) from shares whose x are exactly xs() in order (the secret when at = 0).
   // INVALID_ARGUMENT on x mismatch, ragged lengths or a value ≥ p.
   absl::StatusOr<std::vector<uint64_t>> Reconstruct(absl::Span<const ShamirShare> shares) const;
 
