@@ -62,6 +62,7 @@ absl::Status RunDevice(server::Coordinator& c, const Device& d, uint64_t seed) {
   if (!task.has_value()) return absl::OkStatus();
   FEDGE_ASSIGN_OR_RETURN(client::LocalTrainingOptions options,
                          client::OptionsFromTask(task->header, seed));
+  options.teacher = task->teacher.get();  // in-process: the teacher in fp32, unencoded
   FEDGE_ASSIGN_OR_RETURN(client::LocalUpdate update,
                          client::TrainLocally(*task->model, d.data, options));
   v1::UpdateHeader h;

@@ -5,12 +5,15 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "aggregation/fed_opt.h"
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "data/idx_reader.h"
+#include "model/payload.h"
 #include "model/trainer.h"
 #include "server/job_config.h"
 #include "server/model_weights.h"
@@ -87,7 +90,47 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 
+uint64_t Fnv1a(absl::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
+  switch (mode) {
+    case v1::COMPUTE_MODE_FP32:
+      return v1::TENSOR_ENCODING_FLOAT32;
+    case v1::COMPUTE_MODE_INT4:
+      return v1::TENSOR_ENCODING_INT4_BLOCK32;
+    default:
+      return v1::TENSOR_ENCODING_INT8_PER_CHANNEL;
+  }
+}
+
+// Memory a device needs to run `spec` as a teacher: its weights in the teacher's encoding
+// and one batch of fp32 activations (input and every layer's output; inference keeps two
+// alive at a time, counted generously as all of them).
+absl::StatusOr<int64_t> TeacherMemoryBytes(const v1::ModelSpec& spec, v1::ComputeMode mode,
+                                           int batch_size) {
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net, model::Sequential::Create(spec));
+  int64_t activations = net->input_size();
+  for (int i = 0; i < net->num_layers(); ++i) activations += net->layer(i).output_size();
+  return EncodedModelBytes(net->ToProto(), TeacherEncoding(mode)) +
+         activations * int64_t{batch_size} * 4;
+}
+
 }  // namespace
+
+int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding) {
+  int64_t total = 0;
+  for (const model::PayloadTensorSpec& spec : model::ParameterSpecs(model)) {
+    total += model::EncodedBytes(spec, encoding);
+  }
+  return total;
+}
 
 Coordinator::Coordinator(CoordinatorOptions options, Store* store)
     : options_(std::move(options)),
@@ -150,6 +193,30 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   FEDGE_ASSIGN_OR_RETURN(job->eval_net, model::Sequential::Create(config.model_spec()));
   job->eval_net->InitParameters(config.init_seed());
   job->weights = WeightsFromProto(job->eval_net->ToProto());
+  const v1::SubModelConfig& sub = config.sub_models();
+  const v1::LocalTraining& training = config.local_training();
+  for (const v1::SubModelTier& t : sub.tiers()) {
+    TierPlan plan;
+    plan.name = t.name();
+    plan.width_ratio = t.width_ratio();
+    plan.compute_mode = t.compute_mode() != v1::COMPUTE_MODE_UNSPECIFIED ? t.compute_mode()
+                                                                         : training.compute_mode();
+    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
+                           model::SubModelSlicer::Create(config.model_spec(), t.width_ratio(),
+                                                         model::SubModelExtraction::kLeading, 0));
+    plan.spec = slicer.sub_spec();
+    plan.training_bytes = model::EstimateTrainingMemoryBytes(
+        plan.spec, training.batch_size(), training.optimizer() == v1::OPTIMIZER_KIND_ADAM);
+    FEDGE_ASSIGN_OR_RETURN(plan.teacher_bytes,
+                           TeacherMemoryBytes(plan.spec, config.distillation().teacher_compute_mode(),
+                                              training.batch_size()));
+    std::unique_ptr<model::Sequential> net;
+    if (t.width_ratio() < 1) {
+      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(plan.spec));
+    }
+    job->tier_eval_nets.push_back(std::move(net));
+    job->tiers.push_back(std::move(plan));
+  }
   if (options_.evaluation_data != nullptr) {
     job->evaluation_data = options_.evaluation_data;
   } else {
@@ -236,15 +303,37 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   h.set_round(round.number);
   h.set_task_id(absl::StrCat(job_->id, "/", round.number, "/", round.attempt, "/", client_id));
   if (round.deadline != absl::InfiniteFuture()) h.set_deadline_unix_ms(UnixMs(round.deadline));
-  *h.mutable_model_spec() = job_->config.model_spec();
-  *h.mutable_training() = job_->config.local_training();
-  *h.mutable_preprocessing() = job_->config.preprocessing();
-  if (job_->config.strategy().has_fed_prox()) h.set_fedprox_mu(job_->config.strategy().fed_prox().mu());
-  *h.mutable_distillation() = job_->config.distillation();
-  *h.mutable_privacy() = job_->config.privacy();
-  task.model = round.model;
-  if (round.tasks_sent.insert(client_id).second) {
-    round.metrics.set_bytes_down(round.metrics.bytes_down() + round.model_bytes);
+  const v1::JobConfig& cfg = job_->config;
+  ClientTask& ct = round.tasks[client_id];
+  *h.mutable_model_spec() = ct.model->spec();
+  *h.mutable_training() = cfg.local_training();
+  *h.mutable_preprocessing() = cfg.preprocessing();
+  if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
+  *h.mutable_privacy() = cfg.privacy();
+  h.set_update_encoding(cfg.transfer().update_encoding());
+  if (ct.tier >= 0) {
+    const TierPlan& tier = job_->tiers[ct.tier];
+    h.set_tier(tier.name);
+    h.set_width_ratio(tier.width_ratio);
+    h.mutable_training()->set_compute_mode(tier.compute_mode);
+  } else {
+    h.set_width_ratio(1.0);
+  }
+  task.model = ct.model;
+  task.model_encoding = cfg.transfer().task_encoding();
+  if (ct.teacher != nullptr) {
+    *h.mutable_distillation() = cfg.distillation();
+    *h.mutable_teacher_spec() = ct.teacher->spec();
+    if (ct.teacher_tier >= 0) h.set_teacher_tier(job_->tiers[ct.teacher_tier].name);
+    task.teacher = ct.teacher;
+    task.teacher_encoding = TeacherEncoding(cfg.distillation().teacher_compute_mode());
+  }
+  if (!ct.fetched) {
+    ct.fetched = true;
+    ct.bytes_down = EncodedModelBytes(*task.model, task.model_encoding);
+    if (task.teacher != nullptr) ct.bytes_down += EncodedModelBytes(*task.teacher, task.teacher_encoding);
+    ct.metrics.set_bytes_down(ct.bytes_down);
+    round.metrics.set_bytes_down(round.metrics.bytes_down() + ct.bytes_down);
   }
   return std::optional<TaskAssignment>(std::move(task));
 }
@@ -289,6 +378,7 @@ absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
   Round& round = *job_->round;
   round.waiting.erase(header.client_id());
   round.metrics.set_rejected(round.metrics.rejected() + 1);
+  round.tasks[header.client_id()].metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
   FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
                      << ": rejected the update of client " << header.client_id() << ": "
                      << reason.message();
@@ -309,16 +399,32 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   } else if (update.weight != static_cast<double>(header.num_examples())) {
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
-  } else {
-    status = round.aggregator->Accumulate(update);
   }
+  ClientTask& ct = round.tasks[id];
+  std::optional<aggregation::Update> expanded;
+  if (status.ok() && ct.slicer != nullptr) {
+    absl::StatusOr<aggregation::Update> e = ExpandUpdate(ct, update);
+    if (e.ok()) {
+      expanded = std::move(e).value();
+    } else {
+      status = e.status();
+    }
+  }
+  const aggregation::Update& full = expanded.has_value() ? *expanded : update;
+  if (status.ok()) status = round.aggregator->Accumulate(full);
   if (!status.ok()) {
     // A bad update drops this client from the round, never the round.
     round.waiting.erase(id);
     round.metrics.set_rejected(round.metrics.rejected() + 1);
+    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
     return status;
   }
-  if (job_->strategy->KeepsClientUpdates()) round.kept.push_back(update);
+  if (job_->strategy->KeepsClientUpdates()) round.kept.push_back(full);
+  ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+  ct.metrics.set_bytes_up(payload_bytes);
+  ct.metrics.set_num_examples(header.num_examples());
+  ct.metrics.set_train_loss(header.metrics().train_loss());
+  ct.metrics.set_train_seconds(header.metrics().train_seconds());
   round.waiting.erase(id);
   round.accepted.insert(id);
   v1::RoundMetrics& m = round.metrics;
@@ -507,9 +613,12 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   round.opened = now;
   const double deadline = cfg.round_policy().deadline_seconds();
   if (deadline > 0) round.deadline = now + absl::Seconds(deadline);
-  auto model = std::make_shared<v1::ModelProto>(ProtoFromWeights(cfg.model_spec(), job.weights));
-  round.model_bytes = static_cast<int64_t>(model->ByteSizeLong());
-  round.model = std::move(model);
+  round.model = std::make_shared<v1::ModelProto>(ProtoFromWeights(cfg.model_spec(), job.weights));
+  round.tier_models.resize(job.tiers.size());
+  for (const std::string& id : round.sampled) {
+    FEDGE_ASSIGN_OR_RETURN(ClientTask task, MakeClientTask(job, round, id));
+    round.tasks[id] = std::move(task);
+  }
   FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
   round.metrics.set_round(round.number);
   round.metrics.set_sampled(static_cast<int32_t>(round.sampled.size()));
@@ -519,6 +628,169 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
                   << round.sampled.size() << " clients sampled of " << clients_.size();
   job.round = std::move(round);
   return absl::OkStatus();
+}
+
+int Coordinator::AssignTier(const Job& job, const v1::DeviceProfile& profile) const {
+  if (job.tiers.empty()) return -1;
+  const v1::SubModelConfig& sub = job.config.sub_models();
+  auto index_of = [&](const std::string& name) {
+    for (size_t i = 0; i < job.tiers.size(); ++i) {
+      if (job.tiers[i].name == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  if (sub.assignment() == v1::SubModelConfig::ASSIGNMENT_LARGEST_FITTING) {
+    int best = -1;
+    if (profile.memory_budget_bytes() > 0) {
+      for (size_t i = 0; i < job.tiers.size(); ++i) {
+        if (job.tiers[i].training_bytes > profile.memory_budget_bytes()) continue;
+        if (best < 0 || job.tiers[i].width_ratio > job.tiers[best].width_ratio) best = static_cast<int>(i);
+      }
+    }
+    if (best >= 0) return best;
+  } else {
+    for (const v1::TierRule& rule : sub.rules()) {
+      if (profile.memory_budget_bytes() < rule.min_memory_budget_bytes()) continue;
+      if (rule.min_compute_class() != v1::COMPUTE_CLASS_UNSPECIFIED &&
+          profile.compute_class() < rule.min_compute_class()) {
+        continue;
+      }
+      if (!absl::StartsWith(profile.platform(), rule.platform_prefix())) continue;
+      return index_of(rule.tier());
+    }
+  }
+  if (!sub.default_tier().empty()) return index_of(sub.default_tier());
+  int smallest = 0;
+  for (size_t i = 1; i < job.tiers.size(); ++i) {
+    if (job.tiers[i].width_ratio < job.tiers[smallest].width_ratio) smallest = static_cast<int>(i);
+  }
+  return smallest;
+}
+
+absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Round& round,
+                                                                    const std::string& client_id) {
+  ClientTask task;
+  task.metrics.set_client_id(client_id);
+  task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
+  ClientInfo& info = clients_[client_id];
+  task.tier = AssignTier(job, info.record.profile());
+  task.model = round.model;
+  if (task.tier < 0) return task;
+  const TierPlan& tier = job.tiers[task.tier];
+  info.record.set_tier(tier.name);
+  task.metrics.set_tier(tier.name);
+  const v1::SubModelConfig& sub = job.config.sub_models();
+  if (tier.width_ratio < 1 || sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
+    const bool random = sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET;
+    const uint64_t seed =
+        random ? base::Rng(sub.seed() ^ Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64()
+               : 0;
+    FEDGE_ASSIGN_OR_RETURN(
+        model::SubModelSlicer slicer,
+        model::SubModelSlicer::Create(job.config.model_spec(), tier.width_ratio,
+                                      random ? model::SubModelExtraction::kRandomSubset
+                                             : model::SubModelExtraction::kLeading,
+                                      seed));
+    auto shared = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
+    if (random) {
+      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, shared->Slice(*round.model));
+      task.model = std::make_shared<const v1::ModelProto>(std::move(m));
+    } else {
+      if (round.tier_models[task.tier] == nullptr) {
+        FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, shared->Slice(*round.model));
+        round.tier_models[task.tier] = std::make_shared<const v1::ModelProto>(std::move(m));
+      }
+      task.model = round.tier_models[task.tier];
+    }
+    task.slicer = std::move(shared);
+  }
+  // The teacher: for a client smaller than the full model, the full model when it fits
+  // beside the client's own training (or the budget is unknown), else the largest tier
+  // that does (never one smaller than the client's own).
+  const v1::DistillationConfig& kd = job.config.distillation();
+  if (kd.weight() <= 0 || tier.width_ratio >= 1) return task;
+  const int64_t budget = info.record.profile().memory_budget_bytes();
+  const int64_t free_bytes = budget > 0 ? budget - tier.training_bytes : INT64_MAX;
+  auto fits = [&](int64_t teacher_bytes) { return teacher_bytes <= free_bytes; };
+  // Candidates: -1 = the full model, then tiers larger than the client's, largest first.
+  int64_t full_teacher_bytes = INT64_MAX;
+  for (const TierPlan& t : job.tiers) {
+    if (t.width_ratio >= 1) full_teacher_bytes = std::min(full_teacher_bytes, t.teacher_bytes);
+  }
+  if (full_teacher_bytes == INT64_MAX) {
+    FEDGE_ASSIGN_OR_RETURN(full_teacher_bytes,
+                           TeacherMemoryBytes(job.config.model_spec(), kd.teacher_compute_mode(),
+                                              job.config.local_training().batch_size()));
+  }
+  const bool central_first = kd.teacher() != v1::DistillationConfig::TEACHER_LARGEST_FITTING_TIER;
+  if (central_first && fits(full_teacher_bytes)) {
+    task.teacher = round.model;
+    return task;
+  }
+  int best = -1;
+  for (size_t i = 0; i < job.tiers.size(); ++i) {
+    const TierPlan& t = job.tiers[i];
+    if (t.width_ratio <= tier.width_ratio || !fits(t.teacher_bytes)) continue;
+    if (best < 0 || t.width_ratio > job.tiers[best].width_ratio) best = static_cast<int>(i);
+  }
+  if (best < 0) return task;  // nothing larger fits: train without a teacher
+  if (job.tiers[best].width_ratio >= 1) {
+    task.teacher = round.model;
+    return task;
+  }
+  if (round.tier_models[best] == nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
+                           model::SubModelSlicer::Create(job.config.model_spec(),
+                                                         job.tiers[best].width_ratio,
+                                                         model::SubModelExtraction::kLeading, 0));
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, slicer.Slice(*round.model));
+    round.tier_models[best] = std::make_shared<const v1::ModelProto>(std::move(m));
+  }
+  task.teacher = round.tier_models[best];
+  task.teacher_tier = best;
+  return task;
+}
+
+absl::StatusOr<aggregation::Update> Coordinator::ExpandUpdate(
+    const ClientTask& task, const aggregation::Update& update) const {
+  const model::SubModelSlicer& slicer = *task.slicer;
+  const std::vector<model::TensorSlice>& slices = slicer.slices();
+  const std::string who = absl::StrCat(
+      "Coordinator: client ", update.client_id, " (tier '", job_->tiers[task.tier].name,
+      "', width ", job_->tiers[task.tier].width_ratio, ")");
+  if (update.tensors.size() != slices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(who, " sent ", update.tensors.size(),
+                                                   " tensors; its sub-model has ", slices.size()));
+  }
+  aggregation::Update out;
+  out.client_id = update.client_id;
+  out.weight = update.weight;
+  out.tensors.reserve(slices.size());
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const model::TensorSlice& slice = slices[i];
+    const aggregation::Tensor& t = update.tensors[i];
+    const std::vector<int64_t> sub_shape = slice.sub_shape();
+    if (t.name != slice.name || t.shape != sub_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          who, ": tensor '", t.name.substr(0, 64), "' has shape [", absl::StrJoin(t.shape, ","),
+          "]; its sub-model's '", slice.name, "' is [", absl::StrJoin(sub_shape, ","), "]"));
+    }
+    aggregation::Tensor full;
+    full.name = slice.name;
+    full.shape = slice.full_shape;
+    int64_t n = 1;
+    for (int64_t d : full.shape) n *= d;
+    full.values.assign(static_cast<size_t>(n), 0.0f);
+    FEDGE_RETURN_IF_ERROR(slicer.Unslice(slice, t.values, absl::MakeSpan(full.values)));
+    if (slice.leading()) {
+      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::Prefix(full.shape, sub_shape));
+    } else {
+      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::FromIndices(
+                                            n, model::SubModelSlicer::HeldIndices(slice)));
+    }
+    out.tensors.push_back(std::move(full));
+  }
+  return out;
 }
 
 absl::Status Coordinator::CloseRound(absl::Time now) {
@@ -557,6 +829,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   m.set_aggregation_seconds(Seconds(t0));
 
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
+  std::vector<std::optional<model::EvalResult>> tier_eval(job.tiers.size());
   const int every = std::max(1, job.config.evaluation().every_rounds());
   if (round.number % every == 0 || round.number == job.config.rounds()) {
     t0 = std::chrono::steady_clock::now();
@@ -567,7 +840,45 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     m.set_evaluated(true);
     m.set_test_accuracy(r.accuracy);
     m.set_test_loss(r.loss);
+    // Each smaller tier's sub-model, cut from the new central model, on its own.
+    for (size_t i = 0; i < job.tiers.size(); ++i) {
+      if (job.tier_eval_nets[i] == nullptr) continue;
+      FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
+                             model::SubModelSlicer::Create(job.config.model_spec(),
+                                                           job.tiers[i].width_ratio,
+                                                           model::SubModelExtraction::kLeading, 0));
+      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, slicer.Slice(model));
+      FEDGE_RETURN_IF_ERROR(job.tier_eval_nets[i]->SetParameters(sub));
+      tier_eval[i] = model::Evaluate(*job.tier_eval_nets[i], *job.evaluation_data,
+                                     model::ComputeMode::kFp32, batch);
+    }
     m.set_evaluation_seconds(Seconds(t0));
+  }
+  // Per client (sampled, in id order) and per tier.
+  std::vector<std::string> sampled = round.sampled;
+  std::sort(sampled.begin(), sampled.end());
+  for (size_t i = 0; i < job.tiers.size(); ++i) {
+    v1::TierRoundMetrics* t = m.add_tiers();
+    t->set_tier(job.tiers[i].name);
+    t->set_width_ratio(job.tiers[i].width_ratio);
+    if (m.evaluated()) {
+      t->set_evaluated(true);
+      const bool own = tier_eval[i].has_value();
+      t->set_test_accuracy(own ? tier_eval[i]->accuracy : m.test_accuracy());
+      t->set_test_loss(own ? tier_eval[i]->loss : m.test_loss());
+    }
+  }
+  for (const std::string& id : sampled) {
+    const ClientTask& ct = round.tasks[id];
+    *m.add_clients() = ct.metrics;
+    if (ct.tier < 0) continue;
+    v1::TierRoundMetrics* t = m.mutable_tiers(ct.tier);
+    t->set_sampled(t->sampled() + 1);
+    t->set_bytes_down(t->bytes_down() + ct.metrics.bytes_down());
+    if (ct.metrics.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED) {
+      t->set_participants(t->participants() + 1);
+      t->set_bytes_up(t->bytes_up() + ct.metrics.bytes_up());
+    }
   }
   m.set_closed_unix_ms(UnixMs(now));
   m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));

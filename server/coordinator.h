@@ -17,6 +17,19 @@
 // completes (strategy step, evaluation, and the round's metrics and model committed in one
 // store transaction), otherwise it fails and is retried with a new sample.
 //
+// Sub-models (issue 4; DESIGN.md, Sub-models). With tiers in the job, each sampled client
+// gets a tier when the round opens (SubModelConfig rules, or the largest tier whose
+// estimated training memory fits its budget) and a task holding that tier's sub-model
+// (leading extraction: one model per tier and round; random subsets: one per client,
+// seeded by (sub_models.seed, client, round)). Its update arrives in the sub-model's
+// shapes; SubmitUpdate checks them against the client's tier, scatters them back into the
+// full shapes with a CoordinateMask, and the aggregator averages every coordinate over the
+// clients that held it. With distillation on, a client whose sub-model is smaller than the
+// full model also gets a teacher: the full central model when its budget holds it beside
+// its own training (or the budget is unknown), else the largest tier that fits; clients
+// holding the full model get none. Each round's metrics list every sampled client (tier,
+// outcome, bytes each way) and every tier (its sub-model evaluated on its own).
+//
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
 // from its last completed round: the round in flight is abandoned and rerun. Server
 // optimizer state (FedAdam/FedYogi moments) is not yet checkpointed: it restarts from zero.
@@ -44,6 +57,7 @@
 #include "base/clock.h"
 #include "data/dataset.h"
 #include "model/sequential.h"
+#include "model/submodel_slicer.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "server/store.h"
@@ -72,7 +86,16 @@ struct CoordinatorOptions {
 struct TaskAssignment {
   v1::TaskHeader header;
   std::shared_ptr<const v1::ModelProto> model;
+  // How the transport encodes `model` (JobConfig.transfer.task_encoding).
+  v1::TensorEncoding model_encoding = v1::TENSOR_ENCODING_FLOAT32;
+  // The distillation teacher (header.teacher_spec), or null; encoded as `teacher_encoding`
+  // in a second section of the payload.
+  std::shared_ptr<const v1::ModelProto> teacher;
+  v1::TensorEncoding teacher_encoding = v1::TENSOR_ENCODING_INT8_PER_CHANNEL;
 };
+
+// Payload bytes of `model`'s parameters in `encoding` (model/payload.h's layouts).
+int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding);
 
 class Coordinator {
  public:
@@ -127,6 +150,26 @@ class Coordinator {
     v1::ClientRecord record;
     absl::Time last_seen;
   };
+  // A sub-model tier of the job, with what the coordinator estimated for it.
+  struct TierPlan {
+    std::string name;
+    double width_ratio = 1;
+    v1::ComputeMode compute_mode = v1::COMPUTE_MODE_FP32;  // local training
+    v1::ModelSpec spec;              // leading-extraction sub-model
+    int64_t training_bytes = 0;      // EstimateTrainingMemoryBytes at the job's batch
+    int64_t teacher_bytes = 0;       // as a teacher: weights in the teacher's mode + a batch
+  };
+  // One sampled client's task in the open round.
+  struct ClientTask {
+    int tier = -1;  // index into Job::tiers; -1 = the full model (no tiers)
+    std::shared_ptr<const model::SubModelSlicer> slicer;  // null = the full model
+    std::shared_ptr<const v1::ModelProto> model;
+    std::shared_ptr<const v1::ModelProto> teacher;
+    int teacher_tier = -1;  // -1 = the full model
+    int64_t bytes_down = 0;
+    bool fetched = false;
+    v1::ClientRoundMetrics metrics;
+  };
   struct Round {
     int64_t number = 0;
     int attempt = 0;
@@ -135,9 +178,9 @@ class Coordinator {
     std::vector<std::string> sampled;
     absl::flat_hash_set<std::string> waiting;    // sampled, not yet answered or dropped
     absl::flat_hash_set<std::string> accepted;
-    absl::flat_hash_set<std::string> tasks_sent;
-    std::shared_ptr<const v1::ModelProto> model;
-    int64_t model_bytes = 0;
+    std::shared_ptr<const v1::ModelProto> model;  // the full central model
+    absl::flat_hash_map<std::string, ClientTask> tasks;  // per sampled client
+    std::vector<std::shared_ptr<const v1::ModelProto>> tier_models;  // leading, per tier
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
     v1::RoundMetrics metrics;
@@ -152,6 +195,8 @@ class Coordinator {
     int64_t completed_rounds = 0;
     std::shared_ptr<const data::Dataset> evaluation_data;
     std::unique_ptr<model::Sequential> eval_net;
+    std::vector<TierPlan> tiers;  // empty: everyone trains the full model
+    std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
     v1::RoundMetrics latest_metrics;
@@ -169,6 +214,14 @@ class Coordinator {
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The tier (index into job.tiers, -1 without tiers) for a device profile.
+  int AssignTier(const Job& job, const v1::DeviceProfile& profile) const;
+  // Builds `client_id`'s task for the round being opened.
+  absl::StatusOr<ClientTask> MakeClientTask(Job& job, Round& round, const std::string& client_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The update in full shapes with coverage masks, from one in the client's sub-model shapes.
+  absl::StatusOr<aggregation::Update> ExpandUpdate(const ClientTask& task,
+                                                   const aggregation::Update& update) const;
   // Credentials, job, open round, not yet answered, sampled, task id.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

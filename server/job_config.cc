@@ -251,6 +251,18 @@ void CheckSubModels(v1::SubModelConfig& s, Problems& p) {
     if (!std::isfinite(r) || !(r > 0) || r > 1) {
       p.Add(field + ".width_ratio", absl::StrCat("must be in (0, 1], got ", r));
     }
+    if (tier.compute_mode() == v1::COMPUTE_MODE_INT4) {
+      p.Add(field + ".compute_mode", "must be FP32 or INT8 (INT4 is for inference only)");
+    }
+  }
+  if (s.assignment() == v1::SubModelConfig::ASSIGNMENT_UNSPECIFIED) {
+    s.set_assignment(v1::SubModelConfig::ASSIGNMENT_RULES);
+  }
+  if (s.assignment() == v1::SubModelConfig::ASSIGNMENT_LARGEST_FITTING && s.rules_size() > 0) {
+    p.Add("sub_models.rules", "must be empty with assignment LARGEST_FITTING");
+  }
+  if (s.tiers_size() == 0 && (s.rules_size() > 0 || !s.default_tier().empty())) {
+    p.Add("sub_models.tiers", "must not be empty when rules or default_tier are given");
   }
   for (int i = 0; i < s.rules_size(); ++i) {
     const v1::TierRule& rule = s.rules(i);
@@ -264,6 +276,31 @@ void CheckSubModels(v1::SubModelConfig& s, Problems& p) {
   }
   if (!s.default_tier().empty() && names.count(s.default_tier()) == 0) {
     p.Add("sub_models.default_tier", absl::StrCat("'", s.default_tier(), "' names no tier"));
+  }
+}
+
+void CheckTransfer(v1::TransferConfig& t, Problems& p) {
+  if (t.task_encoding() == v1::TENSOR_ENCODING_UNSPECIFIED) {
+    t.set_task_encoding(v1::TENSOR_ENCODING_FLOAT32);
+  }
+  if (t.update_encoding() == v1::TENSOR_ENCODING_UNSPECIFIED) {
+    t.set_update_encoding(v1::TENSOR_ENCODING_FLOAT32);
+  }
+  switch (t.task_encoding()) {
+    case v1::TENSOR_ENCODING_FLOAT32:
+    case v1::TENSOR_ENCODING_INT8_PER_CHANNEL:
+    case v1::TENSOR_ENCODING_INT4_BLOCK32:
+      break;
+    default:
+      p.Add("transfer.task_encoding",
+            absl::StrCat("must be FLOAT32, INT8_PER_CHANNEL or INT4_BLOCK32, got ",
+                         v1::TensorEncoding_Name(t.task_encoding())));
+  }
+  if (t.update_encoding() != v1::TENSOR_ENCODING_FLOAT32 &&
+      t.update_encoding() != v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED) {
+    p.Add("transfer.update_encoding",
+          absl::StrCat("must be FLOAT32 or INT8_STOCHASTIC_CHUNKED, got ",
+                       v1::TensorEncoding_Name(t.update_encoding())));
   }
 }
 
@@ -343,6 +380,7 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
   CheckPreprocessing(*job.mutable_preprocessing(), p);
   CheckDistillation(*job.mutable_distillation(), p);
   CheckSubModels(*job.mutable_sub_models(), p);
+  CheckTransfer(*job.mutable_transfer(), p);
   CheckPrivacy(job, p);
   CheckEvaluation(*job.mutable_evaluation(), p);
   if (!job.has_keep_checkpoints()) job.set_keep_checkpoints(kDefaultKeepCheckpoints);

@@ -6,11 +6,13 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,7 +71,23 @@ struct FetchedTask {
   v1::TaskHeader header;
   std::string payload;
   v1::ModelProto model;  // spec + decoded parameters
+  std::optional<v1::ModelProto> teacher;  // when the task has one
 };
+
+// Decodes one section of a task's payload (any task encoding) into `m`'s parameters.
+absl::Status DecodeSection(const v1::TensorManifest& manifest, absl::string_view bytes,
+                           v1::ModelProto* m) {
+  return model::DecodeModelParameters(manifest, bytes, m,
+                                      {v1::TENSOR_ENCODING_FLOAT32,
+                                       v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+                                       v1::TENSOR_ENCODING_INT4_BLOCK32});
+}
+
+int64_t SectionBytes(const v1::TensorManifest& manifest) {
+  int64_t n = 0;
+  for (const v1::TensorInfo& t : manifest.tensors()) n += t.byte_size();
+  return n;
+}
 
 class GrpcCoordinatorTest : public ::testing::Test {
  protected:
@@ -114,10 +132,11 @@ class GrpcCoordinatorTest : public ::testing::Test {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
   }
 
-  Device Enroll(uint64_t seed, int examples = 100) {
+  Device Enroll(uint64_t seed, int examples = 100, int64_t memory_budget_bytes = 0) {
     v1::RegisterRequest r;
     r.set_enrollment_token(kToken);
     r.mutable_profile()->set_num_examples(examples);
+    r.mutable_profile()->set_memory_budget_bytes(memory_budget_bytes);
     v1::RegisterResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(ctx);
@@ -182,8 +201,19 @@ class GrpcCoordinatorTest : public ::testing::Test {
       auto net = model::Sequential::Create(out.header.model_spec());
       EXPECT_THAT(net, IsOk());
       out.model = (*net)->ToProto();
-      EXPECT_THAT(model::DecodeModelParameters(out.header.manifest(), out.payload, &out.model),
+      const int64_t model_bytes = SectionBytes(out.header.manifest());
+      EXPECT_THAT(DecodeSection(out.header.manifest(),
+                                absl::string_view(out.payload).substr(0, model_bytes), &out.model),
                   IsOk());
+      if (out.header.has_teacher_spec()) {
+        auto teacher = model::Sequential::Create(out.header.teacher_spec());
+        EXPECT_THAT(teacher, IsOk());
+        out.teacher = (*teacher)->ToProto();
+        EXPECT_THAT(DecodeSection(out.header.teacher_manifest(),
+                                  absl::string_view(out.payload).substr(model_bytes),
+                                  &*out.teacher),
+                    IsOk());
+      }
     }
     return out;
   }
@@ -241,13 +271,14 @@ class GrpcCoordinatorTest : public ::testing::Test {
     return writer->Finish();
   }
 
-  // Trains on the task and returns the encoded Δ.
+  // Trains on the task (with its teacher, if any) and returns the Δ encoded as the task asks.
   model::EncodedPayload Train(const Device& d, const FetchedTask& t) {
     auto options = client::OptionsFromTask(t.header, /*seed=*/1);
     EXPECT_THAT(options, IsOk());
+    if (t.teacher.has_value()) options->teacher = &*t.teacher;
     auto update = client::TrainLocally(t.model, d.data, *options);
     EXPECT_THAT(update, IsOk());
-    auto p = model::EncodeModelParameters(update->delta);
+    auto p = model::EncodeModelParameters(update->delta, t.header.update_encoding(), /*seed=*/7);
     EXPECT_THAT(p, IsOk());
     return std::move(p).value();
   }
@@ -628,6 +659,128 @@ TEST_F(GrpcCoordinatorTest, BadInputGetsAClearErrorAndLeavesTheCoordinatorUnharm
 
 // Health checking and server reflection, spoken with the generic stub (their messages are
 // tiny hand-encoded protos: no generated code needed).
+// Issue 4 over gRPC: tiers by memory budget, int8 task weights, an int4 teacher for the
+// small tier, int8 stochastic-rounded updates; an update in the full model's shapes from a
+// small-tier device and an int8 update with a corrupt scale are refused with clear errors
+// while the round completes with the good update.
+TEST_F(GrpcCoordinatorTest, TiersQuantizedTransferAndTeacherOverGrpc) {
+  Start(8, 3);
+  const int64_t kMiB = int64_t{1} << 20;
+  Device big = Enroll(1, 100, 128 * kMiB);
+  Device corrupt = Enroll(2, 100, 128 * kMiB);
+  Device small = Enroll(3, 100, 1 * kMiB);
+  const std::string kTwoHidden =
+      "model_spec { name: \"tiny2\" input_shape: 8 "
+      "layers { name: \"fc1\" dense { in_features: 8 out_features: 64 } } "
+      "layers { name: \"relu1\" relu {} } "
+      "layers { name: \"fc2\" dense { in_features: 64 out_features: 64 } } "
+      "layers { name: \"relu2\" relu {} } "
+      "layers { name: \"fc3\" dense { in_features: 64 out_features: 3 } } }";
+  const std::string job = StartJob(absl::StrCat(
+      JobText(kTwoHidden, 1, 3, 1),
+      "sub_models { tiers { name: \"full\" width_ratio: 1 } tiers { name: \"quarter\" "
+      "width_ratio: 0.25 } rules { tier: \"full\" min_memory_budget_bytes: 67108864 } "
+      "default_tier: \"quarter\" }\n"
+      "distillation { weight: 0.5 teacher_compute_mode: COMPUTE_MODE_INT4 }\n"
+      "transfer { task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL "
+      "update_encoding: TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED }\n"));
+  ASSERT_FALSE(job.empty());
+  const int64_t full_floats = 8 * 64 + 64 + 64 * 64 + 64 + 64 * 3 + 3;
+  const int64_t quarter_floats = 8 * 16 + 16 + 16 * 16 + 16 + 16 * 3 + 3;
+
+  FetchedTask tb = FetchUntilTask(big);
+  ASSERT_TRUE(tb.status.ok()) << tb.status.error_message();
+  EXPECT_EQ(tb.header.tier(), "full");
+  EXPECT_FALSE(tb.teacher.has_value());  // the full model has nothing larger to learn from
+  for (const v1::TensorInfo& t : tb.header.manifest().tensors()) {
+    EXPECT_EQ(t.encoding(), v1::TENSOR_ENCODING_INT8_PER_CHANNEL) << t.name();
+  }
+  const auto specs = [](const v1::ModelProto& m) { return model::ParameterSpecs(m); };
+  EXPECT_EQ(tb.header.total_bytes(),
+            model::EncodedPayloadBytes(specs(tb.model), v1::TENSOR_ENCODING_INT8_PER_CHANNEL));
+  EXPECT_LT(tb.header.total_bytes(), full_floats * 4 * 35 / 100);  // int8 + row scales
+
+  FetchedTask ts = FetchUntilTask(small);
+  ASSERT_TRUE(ts.status.ok()) << ts.status.error_message();
+  EXPECT_EQ(ts.header.tier(), "quarter");
+  EXPECT_DOUBLE_EQ(ts.header.width_ratio(), 0.25);
+  EXPECT_EQ(ts.model.parameters(0).shape(0), 16);
+  ASSERT_TRUE(ts.teacher.has_value());
+  EXPECT_EQ(ts.teacher->parameters(0).shape(0), 64);  // the full central model...
+  for (const v1::TensorInfo& t : ts.header.teacher_manifest().tensors()) {
+    EXPECT_EQ(t.encoding(), v1::TENSOR_ENCODING_INT4_BLOCK32) << t.name();  // ...as int4
+  }
+  // Both sections dequantize to (about) the central model the coordinator keeps.
+  auto central = coordinator_->ExportModel(job);
+  ASSERT_THAT(central, IsOk());
+  for (int i = 0; i < central->parameters_size(); ++i) {
+    const auto& want = central->parameters(i).values();
+    const auto& got = ts.teacher->parameters(i).values();
+    ASSERT_EQ(want.size(), got.size());
+    float max_abs = 0, max_err = 0;
+    for (int k = 0; k < want.size(); ++k) {
+      max_abs = std::max(max_abs, std::abs(want[k]));
+      max_err = std::max(max_err, std::abs(want[k] - got[k]));
+    }
+    EXPECT_LE(max_err, max_abs / 7.0f) << central->parameters(i).name();  // int4: 1/16 steps
+  }
+
+  FetchedTask tc = FetchUntilTask(corrupt);
+  ASSERT_TRUE(tc.status.ok()) << tc.status.error_message();
+
+  // The small device sends Δ in the full model's shapes: refused, naming its tier.
+  {
+    v1::ModelProto full_delta = tb.model;
+    auto p = model::EncodeModelParameters(full_delta, v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED, 1);
+    ASSERT_THAT(p, IsOk());
+    grpc::Status s = Send(UploadMessages(HeaderFor(small, ts), *p));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("tier 'quarter'"));
+  }
+  // An int8 update whose first chunk scale is NaN: refused, naming the scale.
+  {
+    model::EncodedPayload p = Train(corrupt, tc);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(&p.bytes[p.manifest.tensors(0).offset()], &nan, sizeof nan);
+    grpc::Status s = Send(UploadMessages(HeaderFor(corrupt, tc), p));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("scale"));
+  }
+  // The good device's int8 update is taken; the round completes with it.
+  model::EncodedPayload good = Train(big, tb);
+  for (const v1::TensorInfo& t : good.manifest.tensors()) {
+    EXPECT_EQ(t.encoding(), v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  }
+  EXPECT_LE(static_cast<double>(good.bytes.size()), 0.27 * full_floats * 4);
+  v1::UploadUpdateResponse resp;
+  grpc::Status s = Send(UploadMessages(HeaderFor(big, tb), good), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(WaitForRounds(job, 1).completed_rounds(), 1);
+  const std::vector<v1::RoundRecord> rounds = ListRounds(job);
+  ASSERT_EQ(rounds.size(), 1u);
+  const v1::RoundMetrics& m = rounds[0].metrics();
+  EXPECT_EQ(m.participants(), 1);
+  EXPECT_EQ(m.rejected(), 2);
+  ASSERT_EQ(m.clients_size(), 3);
+  for (const v1::ClientRoundMetrics& c : m.clients()) {
+    if (c.client_id() == big.id) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+      EXPECT_EQ(c.bytes_up(), static_cast<int64_t>(good.bytes.size()));
+      EXPECT_EQ(c.bytes_down(), tb.header.total_bytes());
+    } else {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_REJECTED);
+    }
+    if (c.client_id() == small.id) {
+      EXPECT_EQ(c.tier(), "quarter");
+      EXPECT_EQ(c.bytes_down(), ts.header.total_bytes());  // sub-model + int4 teacher
+      EXPECT_EQ(c.bytes_down(),
+                model::EncodedPayloadBytes(specs(ts.model), v1::TENSOR_ENCODING_INT8_PER_CHANNEL) +
+                    model::EncodedPayloadBytes(specs(*ts.teacher), v1::TENSOR_ENCODING_INT4_BLOCK32));
+      EXPECT_LT(c.bytes_down(), (quarter_floats + full_floats) * 4 / 4);
+    }
+  }
+}
+
 TEST_F(GrpcCoordinatorTest, HealthCheckingAndReflectionAreOn) {
   Start(8, 3);
   grpc::GenericStub generic(channel_);

@@ -67,8 +67,45 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
 struct Task {
   v1::TaskHeader header;
   v1::ModelProto model;
+  std::optional<v1::ModelProto> teacher;  // distillation teacher, when the task has one
   absl::Time received;
 };
+
+// Encodings a task's model and teacher may arrive in (JobConfig.transfer, distillation).
+constexpr v1::TensorEncoding kTaskEncodings[] = {v1::TENSOR_ENCODING_FLOAT32,
+                                                 v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+                                                 v1::TENSOR_ENCODING_INT4_BLOCK32};
+
+// Payload bytes a section described by `manifest` must have for `model`'s parameters: the
+// exact size of each tensor in the encoding the manifest names for it.
+absl::StatusOr<int64_t> SectionBytes(const v1::TensorManifest& manifest,
+                                     const v1::ModelProto& model, absl::string_view what) {
+  const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(model);
+  if (manifest.tensors_size() != static_cast<int>(specs.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("ClientRuntime: the task's ", what,
+                                                   " manifest lists ", manifest.tensors_size(),
+                                                   " tensors; its spec has ", specs.size()));
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const v1::TensorEncoding e = manifest.tensors(static_cast<int>(i)).encoding();
+    if (std::find(std::begin(kTaskEncodings), std::end(kTaskEncodings), e) ==
+        std::end(kTaskEncodings)) {
+      return absl::InvalidArgumentError(absl::StrCat("ClientRuntime: the task's ", what,
+                                                     " tensor ", i, " has encoding ",
+                                                     v1::TensorEncoding_Name(e)));
+    }
+    total += model::EncodedBytes(specs[i], e);
+  }
+  return total;
+}
+
+// Replaces `model`'s parameter values with the section's (dequantized) tensors.
+absl::Status DecodeSection(const v1::TensorManifest& manifest, absl::string_view bytes,
+                           v1::ModelProto* model) {
+  return model::DecodeModelParameters(manifest, bytes, model,
+                                      {std::begin(kTaskEncodings), std::end(kTaskEncodings)});
+}
 
 }  // namespace
 
@@ -242,21 +279,40 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
             ? 0
             : static_cast<int64_t>(data.raw().num_examples) *
                   static_cast<int64_t>(data.raw().feature_size());
-    const absl::Status fits = CheckMemoryBudget(
-        EstimateTaskMemory(**net, *train_options, copy_floats), options.profile.memory_budget_bytes());
+    TaskMemoryEstimate estimate = EstimateTaskMemory(**net, *train_options, copy_floats);
+    if (task.header.has_teacher_spec()) {
+      // The teacher: its received and fp32 weights, its quantized copy, a batch of outputs.
+      auto teacher = model::Sequential::Create(task.header.teacher_spec());
+      if (!teacher.ok()) return bad_task(teacher.status());
+      estimate.parameter_bytes += (*teacher)->num_parameters() * 9;
+      int64_t acts = (*teacher)->input_size();
+      for (int i = 0; i < (*teacher)->num_layers(); ++i) acts += (*teacher)->layer(i).output_size();
+      estimate.activation_bytes += acts * train_options->batch_size * 4;
+    }
+    const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
     if (!fits.ok()) return bad_task(fits);
   }
   task.model = (*net)->ToProto();
   net->reset();
-  auto expected_bytes = model::Float32PayloadBytes(model::ParameterSpecs(task.model));
-  if (!expected_bytes.ok()) return bad_task(expected_bytes.status());
-  if (task.header.total_bytes() != *expected_bytes) {
+  auto model_bytes = SectionBytes(task.header.manifest(), task.model, "model");
+  if (!model_bytes.ok()) return bad_task(model_bytes.status());
+  int64_t teacher_bytes = 0;
+  if (task.header.has_teacher_spec()) {
+    auto teacher = model::Sequential::Create(task.header.teacher_spec());
+    if (!teacher.ok()) return bad_task(teacher.status());
+    task.teacher = (*teacher)->ToProto();
+    auto t = SectionBytes(task.header.teacher_manifest(), *task.teacher, "teacher");
+    if (!t.ok()) return bad_task(t.status());
+    teacher_bytes = *t;
+  }
+  const int64_t expected_bytes = *model_bytes + teacher_bytes;
+  if (task.header.total_bytes() != expected_bytes) {
     return bad_task(absl::InvalidArgumentError(absl::StrCat(
         "ClientRuntime: task announces ", task.header.total_bytes(),
-        " payload bytes; its model_spec has ", *expected_bytes)));
+        " payload bytes; its model and teacher take ", expected_bytes)));
   }
   auto assembler = model::PayloadAssembler::Create(task.header.total_bytes(),
-                                                   std::min(*expected_bytes, options.max_task_bytes));
+                                                   std::min(expected_bytes, options.max_task_bytes));
   if (!assembler.ok()) return finish(assembler.status());
   std::optional<std::string> payload;
   while (reader->Read(&chunk)) {
@@ -279,9 +335,14 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     FEDGE_RETURN_IF_ERROR(s);
     return absl::UnavailableError("ClientRuntime: FetchTask: the task stream ended early");
   }
-  if (absl::Status decoded =
-          model::DecodeModelParameters(task.header.manifest(), *payload, &task.model);
-      !decoded.ok()) {
+  absl::Status decoded = DecodeSection(task.header.manifest(),
+                                       absl::string_view(*payload).substr(0, *model_bytes),
+                                       &task.model);
+  if (decoded.ok() && task.teacher.has_value()) {
+    decoded = DecodeSection(task.header.teacher_manifest(),
+                            absl::string_view(*payload).substr(*model_bytes), &*task.teacher);
+  }
+  if (!decoded.ok()) {
     abandoned_task_id = task.header.task_id();
     Count(&ClientRuntimeStats::tasks_abandoned);
     return decoded;
@@ -365,6 +426,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   train_options->cancelled = [&stop, deadline] {
     return stop.load() || absl::Now() > deadline;
   };
+  if (task->teacher.has_value()) train_options->teacher = &*task->teacher;
   auto update = TrainLocally(task->model, **local, *train_options);
   if (!update.ok()) {
     if (absl::IsCancelled(update.status()) && stop.load()) {
@@ -380,7 +442,9 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   if (absl::Now() > deadline) {
     return abandon(absl::DeadlineExceededError("the round's deadline passed"));
   }
-  auto encoded = model::EncodeModelParameters(update->delta);
+  // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
+  auto encoded = model::EncodeModelParameters(update->delta, t.update_encoding(),
+                                              seed_rng.NextU64());
   if (!encoded.ok()) return abandon(encoded.status());
 
   // Upload; a broken connection restarts the upload while the deadline allows.

@@ -7,8 +7,11 @@
 #
 # Knobs (environment): CLIENTS (10), ROUNDS (20), LOCAL_EPOCHS (1), MODEL (cnn | mlp),
 # OUT (out/fleet), PORT (chosen from the pid), FLEET_INSECURE=1 (plaintext gRPC instead of
-# mutual TLS), FEDGE_BUILD_DIR (build). The split is label-Dirichlet α=0.5, seed 0; the job is
-# examples/fleet/job.textproto with those knobs written in.
+# mutual TLS), FEDGE_BUILD_DIR (build), JOB_TEMPLATE (examples/fleet/job.textproto),
+# CLIENT_BUDGETS_MB (memory budgets of the devices in order, e.g. "512 512 128 32"; device i
+# takes entry i mod the list's length; empty: no budget), MODEL="" to keep the template's
+# model. The split is label-Dirichlet α=0.5, seed 0; the job is JOB_TEMPLATE with those
+# knobs written in.
 #
 # What it does: makes a throwaway CA with server, device and operator certificates (openssl)
 # and a private enrollment token in a temporary directory; starts fedge-coordinator on
@@ -24,7 +27,9 @@ cd "$(dirname "$0")/../.."
 CLIENTS="${CLIENTS:-10}"
 ROUNDS="${ROUNDS:-20}"
 LOCAL_EPOCHS="${LOCAL_EPOCHS:-1}"
-MODEL="${MODEL:-cnn}"
+MODEL="${MODEL-cnn}"
+JOB_TEMPLATE="${JOB_TEMPLATE:-examples/fleet/job.textproto}"
+read -r -a BUDGETS <<< "${CLIENT_BUDGETS_MB:-}"
 OUT="${OUT:-out/fleet}"
 PORT="${PORT:-$((20000 + $$ % 20000))}"
 BIN="${FEDGE_BUILD_DIR:-build}/bin"
@@ -98,7 +103,7 @@ else
 fi
 
 # ---- coordinator ----
-echo "=== fleet: $MODEL, $CLIENTS devices, label-Dirichlet α=0.5, $ROUNDS rounds of $LOCAL_EPOCHS local epoch(s); coordinator on $ADDR ==="
+echo "=== fleet: ${MODEL:-$JOB_TEMPLATE}, $CLIENTS devices, label-Dirichlet α=0.5, $ROUNDS rounds of $LOCAL_EPOCHS local epoch(s); coordinator on $ADDR ==="
 "$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$OUT/state" \
   --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" > "$OUT/logs/coordinator.log" 2>&1 &
 COORD_PID=$!
@@ -121,8 +126,10 @@ for ((i = 0; i < CLIENTS; i++)); do
   if [ "${FLEET_INSECURE:-0}" != "1" ]; then
     tls=(--tls-ca "$TMP/ca.crt" --tls-cert "$TMP/devices.crt" --tls-key "$TMP/devices.key")
   fi
+  budget=()
+  if ((${#BUDGETS[@]})); then budget=(--memory-budget-mb "${BUDGETS[$((i % ${#BUDGETS[@]}))]}"); fi
   "$BIN/fedge-client" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
-    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" \
+    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" "${budget[@]}" \
     > "$OUT/logs/$name.log" 2>&1 &
   CLIENT_PIDS+=($!)
 done
@@ -140,10 +147,12 @@ fi
 
 # ---- the job ----
 quorum=$(((CLIENTS * 8 + 9) / 10))
-sed -e "s/^architecture: .*/architecture: \"$MODEL\"/" -e "s/^rounds: .*/rounds: $ROUNDS/" \
+model_edit=()
+if [ -n "$MODEL" ]; then model_edit=(-e "s/^architecture: .*/architecture: \"$MODEL\"/"); fi
+sed "${model_edit[@]}" -e "s/^rounds: .*/rounds: $ROUNDS/" \
   -e "s/^  clients_per_round: .*/  clients_per_round: $CLIENTS/" \
   -e "s/^  quorum: [0-9]*/  quorum: $quorum/" -e "s/^  epochs: .*/  epochs: $LOCAL_EPOCHS/" \
-  examples/fleet/job.textproto > "$OUT/job.textproto"
+  "$JOB_TEMPLATE" > "$OUT/job.textproto"
 start_out=$("${CTL[@]}" job start "$OUT/job.textproto")
 echo "$start_out"
 JOB=$(echo "$start_out" | sed -n 's/^started job \([^ ]*\) .*/\1/p')

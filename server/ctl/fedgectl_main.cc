@@ -106,10 +106,21 @@ std::string RoundLine(const v1::RoundRecord& r) {
   const v1::RoundMetrics& m = r.metrics();
   std::string acc = m.evaluated() ? absl::StrFormat("acc %.4f  loss %.4f", m.test_accuracy(), m.test_loss())
                                   : std::string("acc -       loss -     ");
-  return absl::StrFormat(
+  std::string line = absl::StrFormat(
       "round %4d  %-9s  clients %d/%d  %s  train loss %.4f  %6.1fs  up %.2f MB  down %.2f MB",
       r.round(), RoundStateName(r.state()), m.participants(), m.sampled(), acc, m.train_loss(),
       m.round_seconds(), m.bytes_up() / 1e6, m.bytes_down() / 1e6);
+  // Per tier: its sub-model's own accuracy and the bytes each of its clients moved.
+  for (const v1::TierRoundMetrics& t : m.tiers()) {
+    const std::string tier_acc =
+        t.evaluated() ? absl::StrFormat("acc %.4f", t.test_accuracy()) : std::string("acc -     ");
+    absl::StrAppendFormat(
+        &line, "\n      tier %-10s r=%-6g clients %d/%d  %s  per client: down %.3f MB  up %.3f MB",
+        t.tier(), t.width_ratio(), t.participants(), t.sampled(), tier_acc,
+        t.sampled() > 0 ? t.bytes_down() / 1e6 / t.sampled() : 0.0,
+        t.participants() > 0 ? t.bytes_up() / 1e6 / t.participants() : 0.0);
+  }
+  return line;
 }
 
 void PrintStatus(const v1::JobStatus& s) {

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "zlib.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "model/payload.h"
@@ -68,20 +70,25 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
 }
 
 absl::StatusOr<std::shared_ptr<const CoordinatorServiceImpl::EncodedModel>>
-CoordinatorServiceImpl::Encode(const std::shared_ptr<const v1::ModelProto>& model) {
+CoordinatorServiceImpl::Encode(const std::shared_ptr<const v1::ModelProto>& model,
+                               v1::TensorEncoding encoding) {
   {
     absl::MutexLock lock(&cache_mu_);
-    if (cache_ != nullptr && cache_->model == model) return cache_;
+    for (const auto& e : cache_) {
+      if (e->model == model && e->encoding == encoding) return e;
+    }
   }
   // Encoded outside the lock; two concurrent first downloads may both encode (harmless).
-  FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload p, model::EncodeModelParameters(*model));
+  FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload p, model::EncodeModelParameters(*model, encoding));
   auto e = std::make_shared<EncodedModel>();
   e->model = model;
+  e->encoding = encoding;
   e->manifest = std::move(p.manifest);
   e->bytes = std::move(p.bytes);
   e->crc32 = model::PayloadCrc32(e->bytes);
   absl::MutexLock lock(&cache_mu_);
-  cache_ = e;
+  if (cache_.size() >= kMaxCachedModels) cache_.erase(cache_.begin());
+  cache_.push_back(e);
   return std::shared_ptr<const EncodedModel>(std::move(e));
 }
 
@@ -117,26 +124,56 @@ grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
     absl::SleepFor(std::min(limits_.poll_interval, until - absl::Now()));
   }
 
-  absl::StatusOr<std::shared_ptr<const EncodedModel>> encoded = Encode(task->model);
+  // The payload: the model's section, then the teacher's (if any).
+  absl::StatusOr<std::shared_ptr<const EncodedModel>> encoded =
+      Encode(task->model, task->model_encoding);
   if (!encoded.ok()) return ToGrpcStatus(encoded.status());
+  std::shared_ptr<const EncodedModel> teacher;
+  if (task->teacher != nullptr) {
+    absl::StatusOr<std::shared_ptr<const EncodedModel>> t =
+        Encode(task->teacher, task->teacher_encoding);
+    if (!t.ok()) return ToGrpcStatus(t.status());
+    teacher = *std::move(t);
+  }
   const EncodedModel& e = **encoded;
+  std::vector<absl::string_view> sections = {e.bytes};
+  uint32_t crc = e.crc32;
   v1::TaskChunk msg;
   *msg.mutable_header() = std::move(task->header);
   *msg.mutable_header()->mutable_manifest() = e.manifest;
-  msg.mutable_header()->set_total_bytes(static_cast<int64_t>(e.bytes.size()));
+  if (teacher != nullptr) {
+    *msg.mutable_header()->mutable_teacher_manifest() = teacher->manifest;
+    sections.push_back(teacher->bytes);
+    crc = static_cast<uint32_t>(
+        crc32_combine(crc, teacher->crc32, static_cast<z_off_t>(teacher->bytes.size())));
+  }
+  size_t total = 0;
+  for (absl::string_view s : sections) total += s.size();
+  msg.mutable_header()->set_total_bytes(static_cast<int64_t>(total));
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   const size_t chunk = static_cast<size_t>(
       std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes));
-  for (size_t offset = 0; offset < e.bytes.size(); offset += chunk) {
+  size_t section = 0, in_section = 0;
+  for (size_t offset = 0; offset < total;) {
     msg.Clear();
     v1::DataChunk* d = msg.mutable_data();
     d->set_offset(static_cast<int64_t>(offset));
-    const absl::string_view piece = absl::string_view(e.bytes).substr(offset, chunk);
-    d->mutable_data()->assign(piece.data(), piece.size());
+    std::string* data = d->mutable_data();
+    while (data->size() < chunk && section < sections.size()) {
+      const absl::string_view piece =
+          sections[section].substr(in_section, chunk - data->size());
+      data->append(piece.data(), piece.size());
+      in_section += piece.size();
+      if (in_section == sections[section].size()) {
+        ++section;
+        in_section = 0;
+      }
+    }
+    offset += data->size();
     if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   }
   msg.Clear();
-  msg.mutable_trailer()->set_crc32(e.crc32);
+  msg.mutable_trailer()->set_crc32(crc);
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   return grpc::Status::OK;
 }
@@ -179,13 +216,25 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
     return s.ok() ? absl::InternalError("CoordinatorService: update accepted without a task") : s;
   }
   const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(*task->model);
-  FEDGE_ASSIGN_OR_RETURN(const int64_t expected_bytes, model::Float32PayloadBytes(specs));
+  const v1::TensorEncoding encoding = task->header.update_encoding();
+  int64_t expected_bytes = 0;
+  for (const model::PayloadTensorSpec& spec : specs) {
+    expected_bytes += model::EncodedBytes(spec, encoding);
+  }
+  // "the task's model (tier 'quarter', width 0.25)": updates are checked against the client's
+  // sub-model, not the full model.
+  const std::string what =
+      task->header.tier().empty()
+          ? std::string("the task's model")
+          : absl::StrFormat("the task's sub-model (tier '%s', width %g)", task->header.tier(),
+                            task->header.width_ratio());
   if (header.total_bytes() != expected_bytes || header.total_bytes() > limits_.max_payload_bytes) {
     return coordinator_->RejectUpdate(
         header, absl::InvalidArgumentError(absl::StrCat(
                     "CoordinatorService: update announces ", header.total_bytes(),
-                    " bytes; the task's model takes ", expected_bytes, " (limit ",
-                    limits_.max_payload_bytes, ")")));
+                    " bytes; ", what, " takes ", expected_bytes, " as ",
+                    v1::TensorEncoding_Name(encoding), " (limit ", limits_.max_payload_bytes,
+                    ")")));
   }
   FEDGE_ASSIGN_OR_RETURN(model::PayloadAssembler assembler,
                          model::PayloadAssembler::Create(header.total_bytes(), limits_.max_payload_bytes));
@@ -216,8 +265,13 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
                                             " bytes without its trailer; discarded"));
   }
   absl::StatusOr<std::vector<model::DecodedTensor>> tensors =
-      model::DecodeFloat32Tensors(header.manifest(), *payload, specs);
-  if (!tensors.ok()) return coordinator_->RejectUpdate(header, tensors.status());
+      model::DecodeTensors(header.manifest(), *payload, specs, {encoding});
+  if (!tensors.ok()) {
+    return coordinator_->RejectUpdate(
+        header, absl::Status(tensors.status().code(),
+                             absl::StrCat("CoordinatorService: the update does not fit ", what,
+                                          ": ", tensors.status().message())));
+  }
   const int64_t bytes = static_cast<int64_t>(payload->size());
   payload.reset();
   FEDGE_RETURN_IF_ERROR(coordinator_->SubmitUpdate(

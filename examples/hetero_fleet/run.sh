@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# A heterogeneous fleet on one machine (issue 4): 10 fedge-client processes on loopback with
+# different memory budgets, so the coordinator hands each a sub-model tier of the mlp
+# 784-400-400-10 in examples/hetero_fleet/job.textproto (3 devices full width, 3 half,
+# 4 quarter), each variant run through examples/fleet/run.sh (coordinator with SQLite state,
+# TLS, fedgectl), then one table comparing them.
+#
+#   examples/hetero_fleet/run.sh                   # every variant, 30 rounds each
+#   ROUNDS=5 examples/hetero_fleet/run.sh mixed kd # some variants, shorter
+#
+# Variants:
+#   full        every device holds the full model (budgets 512 MiB), fp32
+#   mixed       3 full, 3 half, 4 quarter, fp32, no distillation
+#   kd          mixed, with distillation from the central model (λ 0.5, T 2, int8 teacher)
+#   full-int8   full, int8 quantization-aware local training
+#   compressed  kd with an int4 teacher, int8 task weights and int8 stochastic-rounded updates
+# Output: out/hetero/<variant>/ (rounds.txt has per-tier lines: the tier's sub-model
+# evaluated on its own, bytes per client) and out/hetero/summary.txt.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+ROUNDS="${ROUNDS:-30}"
+OUT_ROOT="${OUT:-out/hetero}"
+VARIANTS=("$@")
+if ((${#VARIANTS[@]} == 0)); then VARIANTS=(full mixed kd full-int8 compressed); fi
+MIXED_MB="512 512 512 128 128 128 32 32 32 32"
+mkdir -p "$OUT_ROOT"
+
+run_variant() {
+  local v="$1" budgets="$MIXED_MB" edits=()
+  case "$v" in
+    full) budgets="512" ;;
+    mixed) ;;
+    kd) edits=(-e 's/^  weight: 0$/  weight: 0.5/') ;;
+    full-int8) budgets="512"; edits=(-e 's/COMPUTE_MODE_FP32/COMPUTE_MODE_INT8/') ;;
+    compressed)
+      edits=(-e 's/^  weight: 0$/  weight: 0.5/'
+             -e 's/teacher_compute_mode: .*/teacher_compute_mode: COMPUTE_MODE_INT4/'
+             -e 's/task_encoding: .*/task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL/'
+             -e 's/update_encoding: .*/update_encoding: TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED/') ;;
+    *) echo "hetero_fleet: unknown variant '$v' (full, mixed, kd, full-int8, compressed)" >&2
+       exit 2 ;;
+  esac
+  mkdir -p "$OUT_ROOT/$v"
+  sed "${edits[@]}" -e "s/^name: .*/name: \"hetero-$v\"/" examples/hetero_fleet/job.textproto \
+    > "$OUT_ROOT/$v/job-template.textproto"
+  echo "=== hetero_fleet: variant $v ==="
+  JOB_TEMPLATE="$OUT_ROOT/$v/job-template.textproto" MODEL="" CLIENTS=10 ROUNDS="$ROUNDS" \
+    CLIENT_BUDGETS_MB="$budgets" OUT="$OUT_ROOT/$v" examples/fleet/run.sh
+}
+
+for v in "${VARIANTS[@]}"; do run_variant "$v"; done
+
+# ---- the table: last round's central accuracy, each tier's own accuracy and bytes ----
+{
+  printf '%-11s %-8s %-8s  %s\n' variant rounds acc "per tier: acc, MB down / up per client"
+  for v in "${VARIANTS[@]}"; do
+    f="$OUT_ROOT/$v/rounds.txt"
+    [ -f "$f" ] || continue
+    last=$(grep -n " completed " "$f" | tail -n 1)
+    n=$(echo "$last" | sed -n 's/^[0-9]*:round *\([0-9]*\) .*/\1/p')
+    acc=$(echo "$last" | sed -n 's/.* acc \([0-9.]*\) .*/\1/p')
+    line=${last%%:*}
+    tiers=$(tail -n +"$((line + 1))" "$f" | grep '^      tier ' |
+      sed -n 's/^ *tier \([a-z]*\) *r=\([0-9.]*\) .* acc \([0-9.-]*\) .* down \([0-9.]*\) MB  up \([0-9.]*\) MB/\1(r=\2) \3, \4\/\5;/p' |
+      tr '\n' ' ')
+    printf '%-11s %-8s %-8s  %s\n' "$v" "${n:--}" "${acc:--}" "$tiers"
+  done
+} | tee "$OUT_ROOT/summary.txt"
