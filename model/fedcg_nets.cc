@@ -68,9 +68,7 @@ v1::ModelSpec FedCgGeneratorBodySpec(const FedCgShape& shape) {
   spec.add_input_shape(shape.noise_dim + shape.embed_dim);
   AddDense(spec, "G.fc1", shape.noise_dim + shape.embed_dim, 256);
   AddLeakyRelu(spec, "G.act1");
-  AddDense(spec, "G.fc2", 256, 512);
-  AddLeakyRelu(spec, "G.act2");
-  AddDense(spec, "G.fc3", 512, shape.feature_size());
+  AddDense(spec, "G.fc2", 256, shape.feature_size());
   Add(spec, "G.sig")->mutable_sigmoid();
   return spec;
 }
@@ -79,11 +77,9 @@ v1::ModelSpec FedCgDiscriminatorBodySpec(const FedCgShape& shape) {
   v1::ModelSpec spec;
   spec.set_name("fedcg_discriminator");
   spec.add_input_shape(shape.feature_size() + shape.embed_dim);
-  AddDense(spec, "D.fc1", shape.feature_size() + shape.embed_dim, 512);
+  AddDense(spec, "D.fc1", shape.feature_size() + shape.embed_dim, 256);
   AddLeakyRelu(spec, "D.act1");
-  AddDense(spec, "D.fc2", 512, 256);
-  AddLeakyRelu(spec, "D.act2");
-  AddDense(spec, "D.fc3", 256, 1);
+  AddDense(spec, "D.fc2", 256, 1);
   return spec;
 }
 

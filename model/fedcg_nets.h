@@ -4,16 +4,18 @@
 //   E  extractor (private)  conv 6@5×5 → avg-pool 2 → sigmoid → conv 16@5×5 → avg-pool 2 →
 //                           sigmoid → flatten: a 16×5×5 feature (400 floats, NHWC order)
 //   C  classifier (shared)  400 → 120 → sigmoid → 84 → sigmoid → 10 logits
-//   G  generator (shared)   [z ∈ R^100 ‖ embed(y) ∈ R^10] → 256 → LeakyReLU(0.2) → 512 →
-//                           LeakyReLU(0.2) → 400 → sigmoid (a feature like E's)
-//   D  discriminator (private) [feature ‖ embed(y)] → 512 → LeakyReLU(0.2) → 256 →
-//                           LeakyReLU(0.2) → 1 logit (real/fake; BCE with logits)
+//   G  generator (shared)   [z ∈ R^100 ‖ embed(y) ∈ R^10] → 256 → LeakyReLU(0.2) → 400 →
+//                           sigmoid (a feature like E's)
+//   D  discriminator (private) [feature ‖ embed(y)] → 256 → LeakyReLU(0.2) → 1 logit
+//                           (real/fake; BCE with logits)
 //
 // Deviation from the paper's code, on purpose: its G and D are small transposed/plain
 // convolution stacks with batch norm over a 1×1 → 5×5 spatial map; fedge has neither
 // transposed convolution nor batch norm, so G and D are dense networks of similar width
 // with the same inputs and outputs (and D returns a logit instead of a sigmoid, with the
-// BCE applied on logits: the same loss, computed stably).
+// BCE applied on logits: the same loss, computed stably). They have one hidden layer of
+// 256 so that the paper's 20 GAN epochs per round stay affordable on a 2-core CPU (the
+// GAN step dominated a round with two hidden layers of 512/256).
 //
 // Parameter names carry the part as a prefix ("E.conv1.weight", "C.fc1.bias",
 // "G.embed.weight", "D.fc2.weight"), so that what a client uploads can be checked by name.
