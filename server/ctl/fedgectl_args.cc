@@ -28,6 +28,10 @@ const char* CtlUsage() {
          "  rounds [JOB]                   every round of a job with its metrics\n"
          "  export [JOB] --out FILE [--round N]  write the model (a model file) to FILE\n"
          "  stop JOB [--reason TEXT]       stop a running job\n"
+         "  privacy --sampling-rate Q --rounds R --delta D --noise-multiplier Z\n"
+         "                                 epsilon of R DP-FedAvg rounds (RDP accountant) and\n"
+         "                                 its order; --target-epsilon E instead of\n"
+         "                                 --noise-multiplier prints the Z that reaches E\n"
          "JOB defaults to the running (or most recent) job. --coordinator defaults to\n"
          "$FEDGE_COORDINATOR, else 127.0.0.1:50051. --timeout SECONDS bounds each call (30).\n";
 }
@@ -38,16 +42,19 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   if (!env_coordinator.empty()) cmd.connection.target = env_coordinator;
   // Flags that take a value, and boolean flags.
   enum class F { kCoordinator, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
-                 kOut, kRound, kReason, kInsecure, kDryRun, kReplay, kAll, kHelp };
+                 kOut, kRound, kReason, kSamplingRate, kNoiseMultiplier, kRounds, kDelta,
+                 kTargetEpsilon, kInsecure, kDryRun, kReplay, kAll, kHelp };
   static const std::map<std::string, F>* const kFlags = new std::map<std::string, F>{
       {"coordinator", F::kCoordinator}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
       {"tls_key", F::kTlsKey}, {"tls_server_name", F::kTlsServerName},
       {"timeout", F::kTimeout}, {"config", F::kConfig}, {"out", F::kOut},
       {"round", F::kRound}, {"reason", F::kReason}, {"insecure", F::kInsecure},
-      {"dry_run", F::kDryRun}, {"replay", F::kReplay}, {"all", F::kAll}, {"help", F::kHelp}};
+      {"dry_run", F::kDryRun}, {"replay", F::kReplay}, {"all", F::kAll}, {"help", F::kHelp},
+      {"sampling_rate", F::kSamplingRate}, {"noise_multiplier", F::kNoiseMultiplier},
+      {"rounds", F::kRounds}, {"delta", F::kDelta}, {"target_epsilon", F::kTargetEpsilon}};
   std::vector<std::string> positional;
   bool seen_round = false, seen_out = false, seen_dry_run = false, seen_replay = false,
-       seen_all = false, seen_reason = false;
+       seen_all = false, seen_reason = false, seen_privacy = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--") {
@@ -119,6 +126,27 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
         seen_round = true;
         break;
       case F::kReason: cmd.reason = value; seen_reason = true; break;
+      case F::kSamplingRate:
+      case F::kNoiseMultiplier:
+      case F::kDelta:
+      case F::kTargetEpsilon: {
+        double v = 0;
+        if (!absl::SimpleAtod(value, &v) || !std::isfinite(v)) {
+          return Usage(absl::StrCat("--", name, " must be a number, got '", value, "'"));
+        }
+        (f == F::kSamplingRate      ? cmd.sampling_rate
+         : f == F::kNoiseMultiplier ? cmd.noise_multiplier
+         : f == F::kDelta           ? cmd.delta
+                                    : cmd.target_epsilon) = v;
+        seen_privacy = true;
+        break;
+      }
+      case F::kRounds:
+        if (!absl::SimpleAtoi(value, &cmd.rounds) || cmd.rounds < 1) {
+          return Usage(absl::StrCat("--rounds must be an integer ≥ 1, got '", value, "'"));
+        }
+        seen_privacy = true;
+        break;
       default: break;
     }
   }
@@ -164,6 +192,12 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   if (verb != "stop") {
     if (auto s = reject(seen_reason, "reason"); !s.ok()) return s;
   }
+  if (verb != "privacy") {
+    if (auto s = reject(seen_privacy, "sampling-rate/--noise-multiplier/--rounds/--delta/--target-epsilon");
+        !s.ok()) {
+      return s;
+    }
+  }
 
   if (verb == "help") {
     cmd.kind = CtlCommand::Kind::kHelp;
@@ -202,6 +236,20 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
     cmd.kind = CtlCommand::Kind::kStop;
     if (rest.size() != 1) return Usage("stop takes the job id: stop JOB");
     cmd.job_id = rest[0];
+  } else if (verb == "privacy") {
+    cmd.kind = CtlCommand::Kind::kPrivacy;
+    if (!rest.empty()) return Usage("'privacy' takes only flags");
+    if (!(cmd.sampling_rate > 0 && cmd.sampling_rate <= 1)) {
+      return Usage("privacy needs --sampling-rate Q with 0 < Q <= 1");
+    }
+    if (cmd.rounds < 1) return Usage("privacy needs --rounds R >= 1");
+    if (!(cmd.delta > 0 && cmd.delta < 1)) return Usage("privacy needs --delta D with 0 < D < 1");
+    const bool has_z = cmd.noise_multiplier != 0, has_eps = cmd.target_epsilon != 0;
+    if (has_z == has_eps) {
+      return Usage("privacy needs exactly one of --noise-multiplier Z and --target-epsilon E");
+    }
+    if (has_z && !(cmd.noise_multiplier > 0)) return Usage("--noise-multiplier must be > 0");
+    if (has_eps && !(cmd.target_epsilon > 0)) return Usage("--target-epsilon must be > 0");
   } else {
     return Usage(absl::StrCat("unknown command '", verb, "'"));
   }

@@ -6,6 +6,9 @@
 //     status [JOB]              watch [JOB] [--replay]       clients [--all]
 //     rounds [JOB]              export [JOB] --out FILE [--round N]
 //     stop JOB [--reason TEXT]  help
+//     privacy --sampling-rate Q --rounds R --delta D (--noise-multiplier Z | --target-epsilon E)
+//       offline: ε (and the RDP order attaining it) of R rounds of DP-FedAvg, or the noise
+//       multiplier that reaches ε = E; no coordinator needed.
 //   Connection: --coordinator HOST:PORT (default $FEDGE_COORDINATOR, else 127.0.0.1:50051),
 //     TLS by default: --tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME],
 //     or --insecure (plaintext; loopback and tests only); --timeout SECONDS for one call.
@@ -31,7 +34,8 @@ struct CtlConnection {
 };
 
 struct CtlCommand {
-  enum class Kind { kHelp, kJobStart, kStatus, kWatch, kClients, kRounds, kExport, kStop };
+  enum class Kind { kHelp, kJobStart, kStatus, kWatch, kClients, kRounds, kExport, kStop,
+                    kPrivacy };
   Kind kind = Kind::kHelp;
   CtlConnection connection;
   std::string job_id;       // status, watch, rounds, export (optional), stop (required)
@@ -42,6 +46,9 @@ struct CtlCommand {
   std::string out_path;     // export
   int64_t round = 0;        // export; 0 = latest checkpoint
   std::string reason;       // stop
+  // privacy: q, z (0 when --target-epsilon is given), R, δ, target ε (0 = compute ε).
+  double sampling_rate = 0, noise_multiplier = 0, delta = 0, target_epsilon = 0;
+  int64_t rounds = 0;
 };
 
 // `args` excludes the program name. `env_coordinator` is $FEDGE_COORDINATOR (may be empty).

@@ -1,5 +1,7 @@
 #include "server/ctl/fedgectl_args.h"
 
+#include "server/ctl/privacy_plan.h"
+
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
 
@@ -96,6 +98,41 @@ TEST(FedgectlArgsTest, HelpAndUnderscoreSpellings) {
   c = ParseCtlArgs({"job", "start", "--", "--weird.txt"});
   ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->config_path, "--weird.txt");
+}
+
+TEST(FedgectlArgsTest, PrivacyPlansOfflineWithEitherNoiseOrTargetEpsilon) {
+  auto c = ParseCtlArgs({"privacy", "--sampling-rate", "0.04", "--noise-multiplier=1.5",
+                         "--rounds", "2250", "--delta", "1e-5"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, Kind::kPrivacy);
+  EXPECT_EQ(c->sampling_rate, 0.04);
+  EXPECT_EQ(c->noise_multiplier, 1.5);
+  EXPECT_EQ(c->rounds, 2250);
+  EXPECT_EQ(c->delta, 1e-5);
+  // Opacus's published case (accountants_test.py): epsilon 7.32911117143.
+  auto report = PrivacyPlanReport(*c);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_THAT(*report, HasSubstr("epsilon 7.3291 at RDP order"));
+
+  c = ParseCtlArgs({"privacy", "--sampling-rate=0.04", "--target-epsilon=8", "--rounds=2250",
+                    "--delta=1e-5"});
+  ASSERT_THAT(c, IsOk());
+  report = PrivacyPlanReport(*c);
+  ASSERT_THAT(report, IsOk());
+  // Opacus publishes 1.425307617 (bisection to eps tolerance 0.01); ours is 0.7% lower.
+  EXPECT_THAT(*report, HasSubstr("noise multiplier 1.41"));
+  EXPECT_THAT(*report, HasSubstr("reaches epsilon <= 8"));
+
+  EXPECT_THAT(ParseCtlArgs({"privacy", "--sampling-rate=0.04", "--rounds=10", "--delta=1e-5"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exactly one of")));
+  EXPECT_THAT(ParseCtlArgs({"privacy", "--sampling-rate=1.5", "--noise-multiplier=1",
+                            "--rounds=10", "--delta=1e-5"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--sampling-rate")));
+  EXPECT_THAT(ParseCtlArgs({"privacy", "--sampling-rate=0.1", "--noise-multiplier=1",
+                            "--rounds=0", "--delta=1e-5"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--rounds")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--delta=1e-5"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not apply")));
 }
 
 }  // namespace

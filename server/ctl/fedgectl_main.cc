@@ -26,6 +26,7 @@
 #include "model/serialize.h"
 #include "proto/admin.grpc.pb.h"
 #include "server/ctl/fedgectl_args.h"
+#include "server/ctl/privacy_plan.h"
 #include "server/job_config.h"
 
 namespace fedge::ctl {
@@ -357,6 +358,15 @@ int Main(int argc, char** argv) {
     std::printf("%s", CtlUsage());
     return 0;
   }
+  if (cmd->kind == CtlCommand::Kind::kPrivacy) {  // offline: no coordinator
+    auto report = PrivacyPlanReport(*cmd);
+    if (!report.ok()) {
+      std::fprintf(stderr, "fedgectl: %s\n", std::string(report.status().message()).c_str());
+      return 1;
+    }
+    std::printf("%s", report->c_str());
+    return 0;
+  }
   absl::Status s;
   auto stub = Connect(cmd->connection);
   if (!stub.ok()) {
@@ -370,7 +380,8 @@ int Main(int argc, char** argv) {
       case CtlCommand::Kind::kRounds: s = Rounds(**stub, *cmd); break;
       case CtlCommand::Kind::kExport: s = Export(**stub, *cmd); break;
       case CtlCommand::Kind::kStop: s = Stop(**stub, *cmd); break;
-      case CtlCommand::Kind::kHelp: break;
+      case CtlCommand::Kind::kHelp:
+      case CtlCommand::Kind::kPrivacy: break;
     }
   }
   if (!s.ok()) {
