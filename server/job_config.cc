@@ -119,6 +119,21 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       p.NonNegative("strategy.fed_prox.mu", f.mu());
       break;
     }
+    case v1::StrategyConfig::kFedCg: {
+      v1::FedCgParams& f = *s.mutable_fed_cg();
+      if (!f.has_distill_steps()) f.set_distill_steps(2000);
+      if (!f.has_distill_batch()) f.set_distill_batch(8);
+      if (!f.has_distill_learning_rate()) f.set_distill_learning_rate(3e-4);
+      if (!f.has_noise_dim()) f.set_noise_dim(100);
+      p.IntRange("strategy.fed_cg.distill_steps", f.distill_steps(), 0, 1000000);
+      p.IntRange("strategy.fed_cg.distill_batch", f.distill_batch(), 1, 4096);
+      p.Positive("strategy.fed_cg.distill_learning_rate", f.distill_learning_rate());
+      p.IntRange("strategy.fed_cg.noise_dim", f.noise_dim(), 1, 4096);
+      p.Add("strategy.fed_cg",
+            "FedCG is not wired to the coordinator yet (aggregation::FedCg, "
+            "client::FedCgClient); run it with examples/fedcg_inprocess");
+      break;
+    }
     case v1::StrategyConfig::kFedAdam:
     case v1::StrategyConfig::kFedYogi: {
       const bool adam = s.kind_case() == v1::StrategyConfig::kFedAdam;
@@ -316,6 +331,12 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
     p.Add("privacy.delta", absl::StrCat("must be in (0, 1), got ", pr.delta()));
   }
   const int t = pr.secure_aggregation_threshold();
+  if (t != 0 && job.strategy().has_fed_cg()) {
+    p.Add("strategy.fed_cg",
+          "FedCG's server distillation needs each client's classifier and generator, which "
+          "secure aggregation (privacy.secure_aggregation_threshold) hides from the server: "
+          "turn one of them off");
+  }
   if (t != 0) {
     if (t < 2) {
       p.Add("privacy.secure_aggregation_threshold",

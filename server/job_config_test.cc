@@ -111,6 +111,27 @@ TEST(JobConfigTest, AdaptiveStrategiesDefaultToSmallServerLearningRate) {
   EXPECT_DOUBLE_EQ(job->strategy().fed_yogi().tau(), 1e-3);
 }
 
+TEST(JobConfigTest, FedCgIsRefusedUntilWiredAndAlwaysWithSecureAggregation) {
+  absl::StatusOr<v1::JobConfig> plain = ParseJobConfig(
+      std::string(kMinimalJob) + "strategy { fed_cg { distill_steps: 100 } }");
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*plain),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg"), HasSubstr("not wired"))));
+  absl::StatusOr<v1::JobConfig> secagg = ParseJobConfig(
+      std::string(kMinimalJob) +
+      "strategy { fed_cg {} } privacy { secure_aggregation_threshold: 2 }");
+  ASSERT_THAT(secagg, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*secagg),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg"), HasSubstr("secure aggregation"))));
+  absl::StatusOr<v1::JobConfig> bad = ParseJobConfig(
+      std::string(kMinimalJob) + "strategy { fed_cg { distill_batch: 0 } }");
+  ASSERT_THAT(bad, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                HasSubstr("strategy.fed_cg.distill_batch")));
+}
+
 TEST(JobConfigTest, ValidationIsIdempotent) {
   absl::StatusOr<v1::JobConfig> once = LoadJobConfig(kFullJob);
   ASSERT_THAT(once, IsOk());
