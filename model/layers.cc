@@ -734,6 +734,20 @@ void LeakyRelu::Backward(const float* x, const float* y, const float* dy, int ba
   for (size_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : slope_ * dy[i];
 }
 
+Scaler::Scaler(std::string name, std::vector<int> shape, float rate)
+    : Layer(std::move(name), shape, shape), inv_rate_(1.0f / rate) {}
+
+void Scaler::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) y[i] = x[i] * inv_rate_;
+}
+
+void Scaler::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
+  if (dx == nullptr) return;
+  const size_t n = static_cast<size_t>(batch) * input_size();
+  for (size_t i = 0; i < n; ++i) dx[i] = dy[i] * inv_rate_;
+}
+
 // ---------------------------------------------------------------------------------------
 // Relu, Flatten
 

@@ -136,6 +136,17 @@ class Sigmoid final : public Layer {
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
 };
 
+// HeteroFL's scaler: y = x / rate (model.proto ScalerSpec).
+class Scaler final : public Layer {
+ public:
+  Scaler(std::string name, std::vector<int> shape, float rate);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+
+ private:
+  float inv_rate_;
+};
+
 // y = x (x > 0), slope · x otherwise.
 class LeakyRelu final : public Layer {
  public:

@@ -204,6 +204,30 @@ TEST(LayerGradientTest, Sigmoid) {
   EXPECT_FLOAT_EQ(y[0], 0.5f);
 }
 
+// The scaler divides by its rate (in training and inference alike).
+TEST(LayerGradientTest, Scaler) {
+  base::Rng rng(25);
+  Scaler layer("scale", {2, 3}, 0.25f);
+  std::vector<float> x(2 * 6), y(2 * 6), infer(2 * 6), dy(2 * 6), dx(2 * 6);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  for (float& v : dy) v = static_cast<float>(rng.Normal());
+  layer.Forward(x.data(), 2, infer.data(), ComputeMode::kFp32, /*training=*/false);
+  layer.Forward(x.data(), 2, y.data(), ComputeMode::kFp32, /*training=*/true);
+  layer.Backward(x.data(), y.data(), dy.data(), 2, dx.data());
+  const float eps = 1e-2f;
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_FLOAT_EQ(infer[i], x[i] * 4.0f);
+    EXPECT_FLOAT_EQ(y[i], x[i] * 4.0f);
+    std::vector<float> xp = x, xm = x, yp(x.size()), ym(x.size());
+    xp[i] += eps;
+    xm[i] -= eps;
+    layer.Forward(xp.data(), 2, yp.data(), ComputeMode::kFp32, true);
+    layer.Forward(xm.data(), 2, ym.data(), ComputeMode::kFp32, true);
+    const double numeric = (Dot(yp.data(), dy) - Dot(ym.data(), dy)) / (2.0 * eps);
+    EXPECT_NEAR(dx[i], numeric, 1e-3 + 1e-3 * std::fabs(numeric)) << i;
+  }
+}
+
 TEST(LayerGradientTest, LeakyRelu) {
   base::Rng rng(24);
   LeakyRelu layer("lrelu", {4, 3}, 0.2f);

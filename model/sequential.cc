@@ -102,6 +102,13 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
     }
     case v1::LayerSpec::kSigmoid:
       return std::unique_ptr<Layer>(new Sigmoid(name, in));
+    case v1::LayerSpec::kScaler: {
+      const float rate = ls.scaler().rate();
+      if (!std::isfinite(rate) || !(rate > 0.0f) || rate > 1.0f) {
+        return Invalid(name, absl::StrCat("scaler rate must be in (0, 1], got ", rate));
+      }
+      return std::unique_ptr<Layer>(new Scaler(name, in, rate));
+    }
     case v1::LayerSpec::kLeakyRelu: {
       const float slope =
           ls.leaky_relu().negative_slope() == 0.0f ? 0.01f : ls.leaky_relu().negative_slope();

@@ -148,6 +148,7 @@ absl::StatusOr<std::vector<LayerShape>> WalkSpec(const v1::ModelSpec& spec) {
       case v1::LayerSpec::kRelu:
       case v1::LayerSpec::kSigmoid:
       case v1::LayerSpec::kLeakyRelu:
+      case v1::LayerSpec::kScaler:
         l.out = in;
         break;
       case v1::LayerSpec::kFlatten:
@@ -347,6 +348,19 @@ absl::StatusOr<SubModelSlicer> SubModelSlicer::Create(const v1::ModelSpec& full,
       kept = Iota(e.dim());
     }
     // Relu, Sigmoid, LeakyRelu, MaxPool2d and AvgPool2d keep the channel subset as it is.
+  }
+  s.scaled_sub_spec_ = s.sub_spec_;
+  if (width_ratio < 1) {
+    s.scaled_sub_spec_.clear_layers();
+    for (int i = 0; i < s.sub_spec_.layers_size(); ++i) {
+      const v1::LayerSpec& l = s.sub_spec_.layers(i);
+      *s.scaled_sub_spec_.add_layers() = l;
+      if (i != output_layer && (l.has_dense() || l.has_conv2d())) {
+        v1::LayerSpec* scaler = s.scaled_sub_spec_.add_layers();
+        scaler->set_name(absl::StrCat(l.name(), "_scaler"));
+        scaler->mutable_scaler()->set_rate(static_cast<float>(width_ratio));
+      }
+    }
   }
   return s;
 }

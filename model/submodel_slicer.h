@@ -63,6 +63,11 @@ class SubModelSlicer final {
   // The sub-model's architecture (valid for Sequential::Create): same layers and names,
   // narrower Dense/Conv2d.
   const v1::ModelSpec& sub_spec() const { return sub_spec_; }
+  // sub_spec() with HeteroFL's scaler (model.proto ScalerSpec, rate = width_ratio) after
+  // every sliced hidden Dense/Conv2d, named "<layer>_scaler": a sub-model trained with it
+  // feeds its next layer activations of the full model's magnitude. The same parameters as
+  // sub_spec(); equal to sub_spec() when r = 1. (The full model has no scalers.)
+  const v1::ModelSpec& scaled_sub_spec() const { return scaled_sub_spec_; }
   // One per parameter, in the model's parameter order (Sequential::parameters()).
   const std::vector<TensorSlice>& slices() const { return slices_; }
   double width_ratio() const { return width_ratio_; }
@@ -88,6 +93,7 @@ class SubModelSlicer final {
 
   v1::ModelSpec full_spec_;
   v1::ModelSpec sub_spec_;
+  v1::ModelSpec scaled_sub_spec_;
   std::vector<TensorSlice> slices_;
   double width_ratio_ = 1.0;
 };

@@ -112,6 +112,50 @@ TEST(SubModelSlicerTest, LeadingMlpHalvesEveryHiddenLayerAndKeepsInputAndOutput)
   for (const TensorSlice& t : s->slices()) EXPECT_TRUE(t.leading()) << t.name;
 }
 
+// HeteroFL's scalers follow every sliced hidden layer (not the output layer); the scaled
+// sub-model has the same parameters and runs with hidden activations ×1/r.
+TEST(SubModelSlicerTest, ScaledSubSpecPutsAScalerAfterEveryHiddenLayer) {
+  auto s = SubModelSlicer::Create(MlpSpec({20, 8, 6, 3}), 0.5, SubModelExtraction::kLeading, 0);
+  ASSERT_THAT(s, IsOk());
+  const v1::ModelSpec& scaled = s->scaled_sub_spec();
+  ASSERT_EQ(scaled.layers_size(), s->sub_spec().layers_size() + 2);
+  EXPECT_EQ(scaled.layers(1).name(), "fc1_scaler");
+  EXPECT_FLOAT_EQ(scaled.layers(1).scaler().rate(), 0.5f);
+  EXPECT_EQ(scaled.layers(4).name(), "fc2_scaler");
+  EXPECT_TRUE(scaled.layers(scaled.layers_size() - 1).has_dense());  // fc3: no scaler
+  auto plain = Sequential::Create(s->sub_spec());
+  auto with = Sequential::Create(scaled);
+  ASSERT_THAT(plain, IsOk());
+  ASSERT_THAT(with, IsOk());
+  (*plain)->InitParameters(3);
+  ASSERT_THAT((*with)->SetParameters((*plain)->ToProto()), IsOk());
+  std::vector<float> x(2 * 20);
+  base::Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  const float* a = (*plain)->Forward(x.data(), 2, ComputeMode::kFp32, false);
+  std::vector<float> ya(a, a + 6);
+  // Scaling a layer's output by 2 is the same as doubling its weights and bias: the plain
+  // sub-model with fc1 and fc2 doubled computes what the scaled one computes.
+  v1::ModelProto doubled = (*plain)->ToProto();
+  for (v1::TensorProto& t : *doubled.mutable_parameters()) {
+    if (t.name().rfind("fc3.", 0) == 0) continue;
+    for (float& v : *t.mutable_values()) v *= 2.0f;
+  }
+  ASSERT_THAT((*plain)->SetParameters(doubled), IsOk());
+  const float* want = (*plain)->Forward(x.data(), 2, ComputeMode::kFp32, false);
+  std::vector<float> y_want(want, want + 6);
+  const float* got = (*with)->Forward(x.data(), 2, ComputeMode::kFp32, false);
+  double diff = 0;
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_NEAR(got[i], y_want[i], 1e-5f * (1 + std::fabs(y_want[i])));
+    diff += std::fabs(got[i] - ya[i]);
+  }
+  EXPECT_GT(diff, 1e-3);  // and differs from the unscaled sub-model
+  auto full = SubModelSlicer::Create(MlpSpec({20, 8, 6, 3}), 1.0, SubModelExtraction::kLeading, 0);
+  ASSERT_THAT(full, IsOk());
+  EXPECT_EQ(full->scaled_sub_spec().layers_size(), full->sub_spec().layers_size());
+}
+
 TEST(SubModelSlicerTest, KeptCountIsTheCeilingWithoutFloatingPointCreep) {
   // 0.1 · 30 = 3.0000000000000004 in double: still 3 units.
   auto a = SubModelSlicer::Create(MlpSpec({5, 30, 2}), 0.1, SubModelExtraction::kLeading, 0);

@@ -692,13 +692,18 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
                                              : model::SubModelExtraction::kLeading,
                                       seed));
     auto shared = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
-    if (random) {
+    // The sub-model trains with HeteroFL's scalers unless the job turned them off (they
+    // are identity in inference, so the same model also serves as a teacher).
+    auto sliced = [&]() -> absl::StatusOr<std::shared_ptr<const v1::ModelProto>> {
       FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, shared->Slice(*round.model));
-      task.model = std::make_shared<const v1::ModelProto>(std::move(m));
+      if (sub.scaler()) *m.mutable_spec() = shared->scaled_sub_spec();
+      return std::make_shared<const v1::ModelProto>(std::move(m));
+    };
+    if (random) {
+      FEDGE_ASSIGN_OR_RETURN(task.model, sliced());
     } else {
       if (round.tier_models[task.tier] == nullptr) {
-        FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, shared->Slice(*round.model));
-        round.tier_models[task.tier] = std::make_shared<const v1::ModelProto>(std::move(m));
+        FEDGE_ASSIGN_OR_RETURN(round.tier_models[task.tier], sliced());
       }
       task.model = round.tier_models[task.tier];
     }
@@ -744,6 +749,7 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
                                                          job.tiers[best].width_ratio,
                                                          model::SubModelExtraction::kLeading, 0));
     FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, slicer.Slice(*round.model));
+    if (sub.scaler()) *m.mutable_spec() = slicer.scaled_sub_spec();  // as its own tier's tasks
     round.tier_models[best] = std::make_shared<const v1::ModelProto>(std::move(m));
   }
   task.teacher = round.tier_models[best];

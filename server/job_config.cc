@@ -273,6 +273,7 @@ void CheckSubModels(v1::SubModelConfig& s, Problems& p) {
   if (s.assignment() == v1::SubModelConfig::ASSIGNMENT_UNSPECIFIED) {
     s.set_assignment(v1::SubModelConfig::ASSIGNMENT_RULES);
   }
+  if (!s.has_scaler()) s.set_scaler(true);
   if (s.assignment() == v1::SubModelConfig::ASSIGNMENT_LARGEST_FITTING && s.rules_size() > 0) {
     p.Add("sub_models.rules", "must be empty with assignment LARGEST_FITTING");
   }

@@ -12,6 +12,7 @@
 #   full        every device holds the full model (budgets 512 MiB), fp32
 #   mixed       3 full, 3 half, 4 quarter, fp32, no distillation
 #   kd          mixed, with distillation from the central model (λ 0.5, T 2, int8 teacher)
+#   random      mixed with Federated Dropout's random subsets instead of leading slices
 #   full-int8   full, int8 quantization-aware local training
 #   compressed  kd with an int4 teacher, int8 task weights and int8 stochastic-rounded updates
 # Output: out/hetero/<variant>/ (rounds.txt has per-tier lines: the tier's sub-model
@@ -32,13 +33,14 @@ run_variant() {
     full) budgets="512" ;;
     mixed) ;;
     kd) edits=(-e 's/^  weight: 0$/  weight: 0.5/') ;;
+    random) edits=(-e 's/EXTRACTION_LEADING/EXTRACTION_RANDOM_SUBSET/') ;;
     full-int8) budgets="512"; edits=(-e 's/COMPUTE_MODE_FP32/COMPUTE_MODE_INT8/') ;;
     compressed)
       edits=(-e 's/^  weight: 0$/  weight: 0.5/'
              -e 's/teacher_compute_mode: .*/teacher_compute_mode: COMPUTE_MODE_INT4/'
              -e 's/task_encoding: .*/task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL/'
              -e 's/update_encoding: .*/update_encoding: TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED/') ;;
-    *) echo "hetero_fleet: unknown variant '$v' (full, mixed, kd, full-int8, compressed)" >&2
+    *) echo "hetero_fleet: unknown variant '$v' (full, mixed, kd, random, full-int8, compressed)" >&2
        exit 2 ;;
   esac
   mkdir -p "$OUT_ROOT/$v"
