@@ -1,0 +1,167 @@
+#include "sim/client_data.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "data/idx_reader.h"
+#include "data/partition.h"
+#include "sim/device_model.h"
+
+namespace fedge::sim {
+namespace {
+
+constexpr uint64_t kCentreStream = 0x73796e7468000001ULL;
+constexpr uint64_t kClientStream = 0x73796e7468000002ULL;
+constexpr uint64_t kTestStream = 0x73796e7468000003ULL;
+
+void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
+  if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
+    data::Standardize(d, static_cast<float>(p.mean()), static_cast<float>(p.std()));
+  }
+}
+
+class FashionMnistSource final : public ClientDataSource {
+ public:
+  FashionMnistSource(data::Dataset train, std::shared_ptr<const data::Dataset> test,
+                     data::ClientIndices shards)
+      : train_(std::move(train)), test_(std::move(test)), shards_(std::move(shards)) {}
+
+  data::Dataset ClientData(int64_t client) const override {
+    return data::Subset(train_, shards_[static_cast<size_t>(client % Shards())]);
+  }
+  int64_t NumExamples(int64_t client) const override {
+    return static_cast<int64_t>(shards_[static_cast<size_t>(client % Shards())].size());
+  }
+  std::shared_ptr<const data::Dataset> TestData() const override { return test_; }
+
+ private:
+  int64_t Shards() const { return static_cast<int64_t>(shards_.size()); }
+  const data::Dataset train_;
+  const std::shared_ptr<const data::Dataset> test_;
+  const data::ClientIndices shards_;
+};
+
+class SyntheticSource final : public ClientDataSource {
+ public:
+  explicit SyntheticSource(const v1::SyntheticData& c) : c_(c) {
+    const int f = c_.features();
+    centres_.resize(static_cast<size_t>(c_.classes()) * f);
+    base::Rng rng(MixSeed(c_.seed(), kCentreStream));
+    const double scale = c_.separation() / std::sqrt(static_cast<double>(f));
+    for (float& v : centres_) v = static_cast<float>(scale * rng.Normal());
+    base::Rng test_rng(MixSeed(c_.seed(), kTestStream));
+    test_ = std::make_shared<const data::Dataset>(Generate(c_.test_examples(), {}, test_rng));
+  }
+
+  data::Dataset ClientData(int64_t client) const override {
+    base::Rng rng(MixSeed(c_.seed(), kClientStream), static_cast<uint64_t>(client));
+    std::vector<double> mix;
+    if (c_.label_alpha() > 0) mix = rng.Dirichlet(c_.label_alpha(), c_.classes());
+    return Generate(c_.examples_per_client(), mix, rng);
+  }
+  int64_t NumExamples(int64_t) const override { return c_.examples_per_client(); }
+  std::shared_ptr<const data::Dataset> TestData() const override { return test_; }
+
+ private:
+  // n examples with labels uniform (empty `mix`) or drawn from `mix`.
+  data::Dataset Generate(int n, const std::vector<double>& mix, base::Rng& rng) const {
+    const int f = c_.features();
+    data::Dataset d;
+    d.num_examples = n;
+    d.shape = {f};
+    d.num_classes = c_.classes();
+    d.features.resize(static_cast<size_t>(n) * f);
+    d.labels.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      int y = 0;
+      if (mix.empty()) {
+        y = static_cast<int>(rng.UniformInt(static_cast<uint64_t>(c_.classes())));
+      } else {
+        double u = rng.Uniform();
+        y = c_.classes() - 1;
+        for (int k = 0; k < c_.classes(); ++k) {
+          u -= mix[static_cast<size_t>(k)];
+          if (u < 0) {
+            y = k;
+            break;
+          }
+        }
+      }
+      d.labels[static_cast<size_t>(i)] = y;
+      const float* centre = centres_.data() + static_cast<size_t>(y) * f;
+      float* x = d.mutable_example(i);
+      for (int j = 0; j < f; ++j) x[j] = centre[j] + static_cast<float>(rng.Normal());
+    }
+    return d;
+  }
+
+  const v1::SyntheticData c_;
+  std::vector<float> centres_;  // classes × features
+  std::shared_ptr<const data::Dataset> test_;
+};
+
+absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::SimConfig& config) {
+  const v1::FashionMnistData& f = config.data().fashion_mnist();
+  FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist(f.dir()));
+  Preprocess(config.job().preprocessing(), fm.train);
+  Preprocess(config.job().preprocessing(), fm.test);
+  if (f.test_examples() > 0 && f.test_examples() < fm.test.num_examples) {
+    std::vector<int> first(static_cast<size_t>(f.test_examples()));
+    for (int i = 0; i < f.test_examples(); ++i) first[static_cast<size_t>(i)] = i;
+    fm.test = data::Subset(fm.test, first);
+  }
+  const int parts = f.partitions();
+  data::ClientIndices shards;
+  switch (f.partition_case()) {
+    case v1::FashionMnistData::kDirichlet: {
+      FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichlet(fm.train.labels, fm.train.num_classes,
+                                                          parts, f.dirichlet().alpha(), f.seed(),
+                                                          f.min_examples()));
+      break;
+    }
+    case v1::FashionMnistData::kKClasses: {
+      FEDGE_ASSIGN_OR_RETURN(shards, data::KClassesPerClient(fm.train.labels, fm.train.num_classes,
+                                                             parts, f.k_classes().k(), f.seed()));
+      break;
+    }
+    case v1::FashionMnistData::kQuantitySkew: {
+      FEDGE_ASSIGN_OR_RETURN(shards, data::QuantitySkew(fm.train.num_examples, parts,
+                                                        f.quantity_skew().alpha(), f.seed(),
+                                                        f.min_examples()));
+      break;
+    }
+    default: {
+      FEDGE_ASSIGN_OR_RETURN(shards, data::Iid(fm.train.num_examples, parts, f.seed()));
+      break;
+    }
+  }
+  for (size_t i = 0; i < shards.size(); ++i) {
+    if (shards[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Simulator: data.fashion_mnist: shard ", i, " of ", shards.size(),
+          " is empty (k_classes with fewer shards than classes, or too many partitions)"));
+    }
+    shards[i].shrink_to_fit();
+  }
+  auto test = std::make_shared<const data::Dataset>(std::move(fm.test));
+  return std::unique_ptr<ClientDataSource>(
+      new FashionMnistSource(std::move(fm.train), std::move(test), std::move(shards)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeClientDataSource(const v1::SimConfig& config) {
+  if (config.data().has_synthetic()) {
+    return std::unique_ptr<ClientDataSource>(new SyntheticSource(config.data().synthetic()));
+  }
+  if (config.data().has_fashion_mnist()) return MakeFashionMnist(config);
+  return absl::InvalidArgumentError("Simulator: data: a dataset is required");
+}
+
+}  // namespace fedge::sim

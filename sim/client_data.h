@@ -1,0 +1,40 @@
+// Where virtual clients' examples come from (issue 6). A client's Dataset is built only
+// when it trains and dropped afterwards, so memory is bounded by the clients training at
+// once, not by the population:
+//   - Fashion-MNIST: the train split is loaded once and cut into `partitions` disjoint
+//     shards (data/partition.h); client c holds shard c mod partitions and its Dataset is
+//     a copy of those examples. Shards are index lists (60,000 ints in all, whatever N).
+//   - synthetic: Gaussian clusters (proto/sim.proto, SyntheticData); client c's examples
+//     are generated from (seed, c) on demand and never stored.
+// Preprocessing (the job's UNIT_RANGE or STANDARDIZE) is applied to the loaded data.
+#ifndef FEDGE_SIM_CLIENT_DATA_H_
+#define FEDGE_SIM_CLIENT_DATA_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "data/dataset.h"
+#include "proto/sim.pb.h"
+
+namespace fedge::sim {
+
+// Thread-safe: every method is const and may be called from training threads at once.
+class ClientDataSource {
+ public:
+  virtual ~ClientDataSource() = default;
+  // Client `client`'s examples (a fresh copy). REQUIRES: 0 <= client < population.
+  virtual data::Dataset ClientData(int64_t client) const = 0;
+  // How many examples ClientData(client) holds, without building it.
+  virtual int64_t NumExamples(int64_t client) const = 0;
+  // The evaluation set the coordinator scores the central model on.
+  virtual std::shared_ptr<const data::Dataset> TestData() const = 0;
+};
+
+// The source `config.data` describes. REQUIRES: `config` validated (ValidateSimConfig).
+// Errors: the dataset cannot be read, or the partitioner refuses its arguments.
+absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeClientDataSource(const v1::SimConfig& config);
+
+}  // namespace fedge::sim
+
+#endif  // FEDGE_SIM_CLIENT_DATA_H_

@@ -1,0 +1,154 @@
+// fedge-sim's engine (issue 6; DESIGN.md: "The simulator runs the same round logic
+// in-process, with a virtual clock and simulated devices and links"). Transport-free: it
+// drives the same server::Coordinator the gRPC service drives, and trains clients with the
+// same client::TrainLocally the device runtime calls.
+//
+//   FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, LoadSimConfigFile(path));
+//   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Simulator> sim, Simulator::Create(config, {}));
+//   FEDGE_RETURN_IF_ERROR(sim->Run([](const RoundReport& r) { ... }));
+//
+// Population. Create registers N virtual clients with the coordinator (in memory, no store).
+// The coordinator names clients at random; the simulator sorts the names and gives the i-th
+// smallest to virtual client i, then registers that client's device profile (memory budget,
+// example count) under it, so that which virtual client the coordinator's seeded sample
+// picks depends only on the seeds. Per client the simulator keeps its name and session
+// token (a few dozen bytes); devices (sim/device_model.h) and data (sim/client_data.h) are
+// recomputed when a client is sampled. What grows with N beyond that is the coordinator's
+// registry.
+//
+// A round, on a virtual clock (base::ManualClock) starting at 0:
+//   1. Tick opens the round at virtual time T0: the coordinator samples K clients.
+//   2. Every client that is online this round (probability = its device's availability,
+//      drawn from (seed, client, round, attempt)) polls FetchTask; those sampled get their
+//      task. A sampled client that is offline never fetches and is dropped at the deadline.
+//   3. For each task: bytes down (model + teacher as encoded), bytes up (the update as
+//      encoded), examples trained (epochs × its examples, capped by max_steps × batch) give
+//      its virtual finish time T0 + VirtualRoundSeconds. A client drops out with its device's
+//      dropout probability (drawn from (seed, client, round, attempt)); a client finishing at
+//      or after the job's deadline is a straggler. Neither trains nor submits.
+//   4. The rest train on a thread pool (their shuffling seed depends only on (seed, client,
+//      round)); their updates are submitted in order of finish time (ties by client index),
+//      the clock advanced to each finish time first. The submission order is thus fixed by
+//      the seeds, so the aggregate and every metric are identical whatever the thread count.
+//   5. The clock moves to the last finish time and Tick closes the round when everyone
+//      sampled answered; otherwise to the deadline, where Tick closes it with what it has, as
+//      the real coordinator does. Below quorum the coordinator fails the round and the next
+//      Tick retries it with a new sample (attempt + 1).
+// Memory per round: the datasets and models of the clients training at once, and the
+// updates finished but not yet submitted (bounded by K); not N.
+//
+// Not thread-safe: one thread drives a Simulator.
+#ifndef FEDGE_SIM_SIMULATOR_H_
+#define FEDGE_SIM_SIMULATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "base/clock.h"
+#include "proto/sim.pb.h"
+#include "server/coordinator.h"
+#include "sim/client_data.h"
+
+namespace fedge::sim {
+
+struct TrainedUpdate;  // simulator.cc
+
+struct SimulatorOptions {
+  // Training threads; > 0 overrides config.threads (0 there = the machine's cores).
+  int threads = 0;
+};
+
+// One completed round, as fedge-sim writes it (sim/report.h).
+struct RoundReport {
+  int64_t round = 0;
+  int attempts = 1;             // rounds opened for this number (failed ones were retried)
+  double virtual_time_s = 0;    // virtual clock at the round's close, from the start
+  double round_virtual_s = 0;   // open → close of the completed attempt
+  double wall_time_s = 0;       // real seconds since the first round opened
+  bool evaluated = false;
+  double test_accuracy = 0;
+  double test_loss = 0;
+  double train_loss = 0;        // participants' mean local loss, weighted by examples
+  int sampled = 0;
+  int participants = 0;
+  int dropped = 0;              // sampled − participants (offline, dropouts, stragglers)
+  int offline = 0;              // sampled but never fetched its task
+  int dropouts = 0;             // fetched, dropped out before uploading
+  int stragglers = 0;           // would have finished at or after the deadline
+  int64_t examples = 0;
+  int64_t bytes_up = 0;         // accepted update payload bytes
+  int64_t bytes_down = 0;       // task payload bytes fetched
+  double epsilon = 0;           // DP ε after this round (0 without DP)
+};
+
+class Simulator {
+ public:
+  // Loads the data, starts a coordinator on a virtual clock, registers the population and
+  // starts the job. REQUIRES: `config` validated (ValidateSimConfig). Errors: the data
+  // (MakeClientDataSource) and the coordinator's (Register, StartJob).
+  static absl::StatusOr<std::unique_ptr<Simulator>> Create(const v1::SimConfig& config,
+                                                           SimulatorOptions options = {});
+
+  // Runs rounds until the job has run all of them, calling `on_round` (may be empty) after
+  // each completed round. Errors: training errors, the coordinator's errors, and
+  // FAILED_PRECONDITION when 100 attempts in a row fail (quorum out of reach).
+  absl::Status Run(const std::function<void(const RoundReport&)>& on_round);
+
+  // Runs attempts until one round completes and returns it; nullopt when the job is over.
+  absl::StatusOr<std::optional<RoundReport>> RunRound();
+
+  int threads() const { return threads_; }
+  int64_t rounds() const { return config_.job().rounds(); }
+  const v1::SimConfig& config() const { return config_; }
+  // The job's final central model (after Run).
+  absl::StatusOr<v1::ModelProto> ExportModel() { return coordinator_->ExportModel(job_id_); }
+
+ private:
+  // A sampled client that fetched its task, and what the round made of it.
+  struct ClientRun {
+    int64_t client = 0;
+    server::TaskAssignment task;
+    double finish_s = 0;  // virtual seconds after the round opened
+    bool dropout = false;
+    bool straggler = false;
+  };
+  struct Attempt {
+    bool completed = false;
+    RoundReport report;
+  };
+
+  Simulator(v1::SimConfig config, int threads);
+  absl::Status RegisterPopulation();
+  absl::StatusOr<Attempt> RunAttempt(int attempt);
+  // Trains `runs` (those that neither drop out nor straggle) on the pool and submits them in
+  // order, advancing the clock to each finish time.
+  absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
+  absl::Status Submit(const ClientRun& run, const TrainedUpdate& update);
+  std::string_view ClientId(int64_t client) const;
+  std::string_view Token(int64_t client) const;
+  void AdvanceTo(absl::Time t);
+
+  const v1::SimConfig config_;
+  const int threads_;
+  std::unique_ptr<ClientDataSource> data_;
+  base::ManualClock clock_;
+  absl::Time start_;
+  std::unique_ptr<server::Coordinator> coordinator_;
+  std::string job_id_;
+  // Names and session tokens of every client, packed: client i's name is
+  // names_[name_offsets_[i] .. name_offsets_[i + 1]), same for tokens.
+  std::string names_, tokens_;
+  std::vector<uint32_t> name_offsets_, token_offsets_;
+  int64_t wall_start_ns_ = -1;
+};
+
+}  // namespace fedge::sim
+
+#endif  // FEDGE_SIM_SIMULATOR_H_

@@ -1,0 +1,156 @@
+#include "sim/simulator.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/zoo.h"
+#include "sim/report.h"
+#include "sim/sim_config.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::sim {
+namespace {
+
+using ::fedge::testing::IsOk;
+
+// A small synthetic scenario: 16 features, 4 classes, a 16-32-4 MLP.
+v1::SimConfig Scenario(int64_t population, int per_round, int rounds, double deadline_s) {
+  v1::SimConfig c;
+  v1::JobConfig& job = *c.mutable_job();
+  job.set_name("sim-test");
+  *job.mutable_model_spec() = model::MlpSpec({16, 32, 4});
+  job.set_init_seed(3);
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(per_round);
+  job.mutable_selection()->set_seed(5);
+  job.mutable_round_policy()->set_quorum(1);
+  job.mutable_round_policy()->set_deadline_seconds(deadline_s);
+  job.mutable_local_training()->set_batch_size(8);
+  job.mutable_local_training()->set_learning_rate(0.05);
+  job.mutable_local_training()->set_momentum(0.5);
+  c.set_population(population);
+  v1::SyntheticData& s = *c.mutable_data()->mutable_synthetic();
+  s.set_features(16);
+  s.set_classes(4);
+  s.set_examples_per_client(24);
+  s.set_label_alpha(0.5);
+  s.set_test_examples(400);
+  s.set_seed(11);
+  c.set_seed(17);
+  return c;
+}
+
+absl::StatusOr<std::vector<RoundReport>> RunAll(const v1::SimConfig& raw, int threads) {
+  absl::StatusOr<v1::SimConfig> config = ValidateSimConfig(raw);
+  if (!config.ok()) return config.status();
+  SimulatorOptions options;
+  options.threads = threads;
+  absl::StatusOr<std::unique_ptr<Simulator>> sim = Simulator::Create(*config, options);
+  if (!sim.ok()) return sim.status();
+  std::vector<RoundReport> rounds;
+  absl::Status s = (*sim)->Run([&](const RoundReport& r) { rounds.push_back(r); });
+  if (!s.ok()) return s;
+  return rounds;
+}
+
+std::vector<std::string> Lines(const std::vector<RoundReport>& rounds) {
+  std::vector<std::string> lines;
+  for (const RoundReport& r : rounds) lines.push_back(MetricsJsonLine(r, /*wall_time=*/false));
+  return lines;
+}
+
+TEST(SimulatorTest, OneAndTwoThreadsGiveIdenticalMetrics) {
+  v1::SimConfig c = Scenario(60, 12, 4, 600);
+  // Heterogeneous devices, offline clients and dropouts exercise every random draw.
+  c.mutable_devices()->mutable_compute_speed()->mutable_lognormal()->set_median(50);
+  c.mutable_devices()->mutable_compute_speed()->mutable_lognormal()->set_sigma(0.7);
+  c.mutable_devices()->mutable_availability()->mutable_uniform()->set_min(0.6);
+  c.mutable_devices()->mutable_availability()->mutable_uniform()->set_max(1.0);
+  c.mutable_devices()->mutable_dropout()->set_constant(0.1);
+  absl::StatusOr<std::vector<RoundReport>> one = RunAll(c, 1);
+  absl::StatusOr<std::vector<RoundReport>> two = RunAll(c, 2);
+  ASSERT_THAT(one, IsOk());
+  ASSERT_THAT(two, IsOk());
+  ASSERT_EQ(one->size(), 4u);
+  EXPECT_EQ(Lines(*one), Lines(*two));
+  // And the model learnt something: better than chance (0.25) on 4 classes.
+  EXPECT_GT(one->back().test_accuracy, 0.5);
+  // A different seed gives a different run (the seed reaches the draws).
+  c.set_seed(18);
+  absl::StatusOr<std::vector<RoundReport>> other = RunAll(c, 2);
+  ASSERT_THAT(other, IsOk());
+  EXPECT_NE(Lines(*one), Lines(*other));
+}
+
+TEST(SimulatorTest, StragglersPastTheDeadlineAreDropped) {
+  // Half the devices train 24 examples at 1 example/s (24 s + links > the 10 s deadline),
+  // half at 10,000 examples/s.
+  v1::SimConfig c = Scenario(40, 10, 3, 10);
+  v1::DiscreteDistribution& speed = *c.mutable_devices()->mutable_compute_speed()->mutable_choices();
+  speed.add_values(1);
+  speed.add_values(10000);
+  absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 3u);
+  int stragglers = 0;
+  for (const RoundReport& r : *rounds) {
+    EXPECT_EQ(r.sampled, 10);
+    EXPECT_EQ(r.offline, 0);
+    EXPECT_EQ(r.dropouts, 0);
+    EXPECT_EQ(r.participants + r.stragglers, r.sampled) << "round " << r.round;
+    EXPECT_EQ(r.dropped, r.stragglers);
+    if (r.stragglers > 0) {
+      // The coordinator waited for them until the deadline, then closed the round.
+      EXPECT_DOUBLE_EQ(r.round_virtual_s, 10.0);
+    } else {
+      EXPECT_LT(r.round_virtual_s, 10.0);
+    }
+    stragglers += r.stragglers;
+  }
+  EXPECT_GT(stragglers, 0);
+}
+
+TEST(SimulatorTest, FastFleetFinishesBeforeTheDeadline) {
+  v1::SimConfig c = Scenario(20, 5, 2, 600);
+  absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 2u);
+  for (const RoundReport& r : *rounds) {
+    EXPECT_EQ(r.participants, 5);
+    EXPECT_EQ(r.dropped, 0);
+    // 24 examples at 1000/s, 50 ms latency, and the model's bytes over 20/5 Mbit/s.
+    EXPECT_GT(r.round_virtual_s, 0.024 + 0.05);
+    EXPECT_LT(r.round_virtual_s, 1.0);
+    EXPECT_GT(r.bytes_down, 0);
+    EXPECT_GT(r.bytes_up, 0);
+  }
+  EXPECT_DOUBLE_EQ((*rounds)[1].virtual_time_s,
+                   (*rounds)[0].round_virtual_s + (*rounds)[1].round_virtual_s);
+}
+
+TEST(SimulatorTest, OfflineClientsNeverFetch) {
+  v1::SimConfig c = Scenario(50, 20, 2, 30);
+  c.mutable_devices()->mutable_availability()->set_constant(0.5);
+  absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
+  ASSERT_THAT(rounds, IsOk());
+  int offline = 0;
+  for (const RoundReport& r : *rounds) {
+    EXPECT_EQ(r.participants + r.offline, r.sampled);
+    offline += r.offline;
+  }
+  EXPECT_GT(offline, 0);
+}
+
+TEST(SimulatorTest, HundredThousandClientsRegisterAndRun) {
+  v1::SimConfig c = Scenario(100000, 20, 2, 600);
+  absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 2u);
+  EXPECT_EQ((*rounds)[1].sampled, 20);
+  EXPECT_EQ((*rounds)[1].participants, 20);
+}
+
+}  // namespace
+}  // namespace fedge::sim
