@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <utility>
 
@@ -772,55 +773,61 @@ absl::StatusOr<std::vector<uint32_t>> SecAggServer::Finish() {
   }
   const int ts = plan_.share_threshold();
   const int64_t m = plan_.config().vector_length;
-  // Reconstructor cache: owners whose first t_s holders coincide share Lagrange coefficients.
-  std::map<std::vector<uint64_t>, std::pair<ShamirReconstructor, std::optional<ShamirReconstructor>>>
-      cache;
-  auto reconstruct = [&](uint32_t owner, const char* what) -> absl::StatusOr<Key32> {
-    const auto& by_holder = revealed_[owner];
-    if (static_cast<int>(by_holder.size()) < ts) {
+  // Reconstructor cache: owners whose chosen t_s holders coincide share Lagrange coefficients.
+  std::map<std::vector<uint64_t>, ShamirReconstructor> cache;
+  // Reconstructs owner's secret from t_s revealed shares and checks it with `verify` (the hash
+  // commitment of b_u, or the advertised public key of s_u). If that fails and spare shares
+  // exist, finds the one holder whose share is bad (the reconstruction verifies without it),
+  // records it in bad_holders_ and skips it from then on. Two bad shares among the t_s tried
+  // for one owner, or none to spare, fail cleanly.
+  auto reconstruct = [&](uint32_t owner, const char* what,
+                         const std::function<bool(const Key32&)>& verify)
+      -> absl::StatusOr<Key32> {
+    std::vector<ShamirShare> avail;
+    for (const auto& [holder, y] : revealed_[owner]) {
+      if (!bad_holders_.count(holder)) avail.push_back(ShamirShare{uint64_t{holder} + 1, y});
+    }
+    if (static_cast<int>(avail.size()) < ts) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "SecAgg: only ", by_holder.size(), " shares of client ", owner, "'s ", what,
+          "SecAgg: only ", avail.size(), " usable shares of client ", owner, "'s ", what,
           " arrived, ", ts, " needed"));
     }
-    std::vector<ShamirShare> shares;
-    std::vector<uint64_t> xs;
-    for (const auto& [holder, y] : by_holder) {
-      if (static_cast<int>(shares.size()) == ts + 1) break;
-      shares.push_back(ShamirShare{uint64_t{holder} + 1, y});
-      if (static_cast<int>(xs.size()) < ts) xs.push_back(uint64_t{holder} + 1);
-    }
-    std::vector<uint64_t> key = xs;
-    if (static_cast<int>(shares.size()) > ts) key.push_back(shares[ts].x);
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      FEDGE_ASSIGN_OR_RETURN(ShamirReconstructor at0, ShamirReconstructor::Create(xs));
-      std::optional<ShamirReconstructor> check;
-      if (static_cast<int>(shares.size()) > ts) {
-        FEDGE_ASSIGN_OR_RETURN(ShamirReconstructor c,
-                               ShamirReconstructor::Create(xs, shares[ts].x));
-        check = std::move(c);
+    auto attempt = [&](int skip) -> absl::StatusOr<std::optional<Key32>> {
+      std::vector<ShamirShare> pick;
+      std::vector<uint64_t> xs;
+      for (int i = 0; i < static_cast<int>(avail.size()) && static_cast<int>(pick.size()) < ts;
+           ++i) {
+        if (i == skip) continue;
+        pick.push_back(avail[i]);
+        xs.push_back(avail[i].x);
       }
-      it = cache.emplace(key, std::make_pair(std::move(at0), std::move(check))).first;
-    }
-    auto first = absl::MakeConstSpan(shares).subspan(0, ts);
-    FEDGE_ASSIGN_OR_RETURN(std::vector<uint64_t> secret, it->second.first.Reconstruct(first));
-    if (it->second.second.has_value()) {
-      FEDGE_ASSIGN_OR_RETURN(std::vector<uint64_t> predicted,
-                             it->second.second->Reconstruct(first));
-      if (predicted != shares[ts].y) {
-        return absl::DataLossError(absl::StrCat("SecAgg: the shares of client ", owner, "'s ",
-                                                what, " are inconsistent (tampered shares)"));
+      auto it = cache.find(xs);
+      if (it == cache.end()) {
+        FEDGE_ASSIGN_OR_RETURN(ShamirReconstructor r, ShamirReconstructor::Create(xs));
+        it = cache.emplace(xs, std::move(r)).first;
+      }
+      FEDGE_ASSIGN_OR_RETURN(std::vector<uint64_t> secret, it->second.Reconstruct(pick));
+      auto bytes = FieldElementsToBytes(secret, 32);
+      if (!bytes.ok()) return std::optional<Key32>();
+      Key32 out;
+      std::memcpy(out.data(), bytes->data(), 32);
+      sodium_memzero(bytes->data(), bytes->size());
+      if (!verify(out)) return std::optional<Key32>();
+      return std::optional<Key32>(out);
+    };
+    FEDGE_ASSIGN_OR_RETURN(std::optional<Key32> first, attempt(-1));
+    if (first.has_value()) return *first;
+    if (static_cast<int>(avail.size()) > ts) {
+      for (int i = 0; i < ts; ++i) {
+        FEDGE_ASSIGN_OR_RETURN(std::optional<Key32> k, attempt(i));
+        if (k.has_value()) {
+          bad_holders_.insert(static_cast<uint32_t>(avail[i].x - 1));
+          return *k;
+        }
       }
     }
-    auto bytes = FieldElementsToBytes(secret, 32);
-    if (!bytes.ok()) {
-      return absl::DataLossError(absl::StrCat("SecAgg: the shares of client ", owner, "'s ",
-                                              what, " do not reconstruct"));
-    }
-    Key32 out;
-    std::memcpy(out.data(), bytes->data(), 32);
-    sodium_memzero(bytes->data(), bytes->size());
-    return out;
+    return absl::DataLossError(absl::StrCat("SecAgg: the shares of client ", owner, "'s ", what,
+                                            " do not reconstruct it (tampered shares)"));
   };
 
   std::vector<uint32_t> sum(m, 0);
@@ -828,26 +835,24 @@ absl::StatusOr<std::vector<uint32_t>> SecAggServer::Finish() {
     for (int64_t i = 0; i < m; ++i) sum[i] += y[i];
   }
   std::vector<uint32_t> scratch;
+  const uint64_t session = plan_.config().session_id;
   for (uint32_t u : u3_) {
-    auto b = reconstruct(u, "self-mask seed");
+    auto b = reconstruct(u, "self-mask seed", [&](const Key32& k) {
+      return Commitment(session, u, ToSeed(k)) == commitments_[u];
+    });
     if (!b.ok()) return Fail(b.status());
-    if (Commitment(plan_.config().session_id, u, ToSeed(*b)) != commitments_[u]) {
-      return Fail(absl::DataLossError(absl::StrCat(
-          "SecAgg: the shares of client ", u, "'s self-mask seed do not reconstruct it")));
-    }
     ApplyPrg(ToSeed(*b), absl::MakeSpan(sum), /*subtract=*/true, scratch);
   }
   for (uint32_t u : dropped_) {
-    auto sk = reconstruct(u, "mask key");
-    if (!sk.ok()) return Fail(sk.status());
-    Key32 pk;
-    crypto_scalarmult_base(pk.data(), sk->data());
     auto adv = ParseKey(keys_[u].s_public_key, u, "s");
     if (!adv.ok()) return Fail(adv.status());
-    if (pk != *adv) {
-      return Fail(absl::DataLossError(absl::StrCat(
-          "SecAgg: the shares of client ", u, "'s mask key do not reconstruct it")));
-    }
+    auto sk = reconstruct(u, "mask key", [&](const Key32& k) {
+      Key32 pk;
+      crypto_scalarmult_base(pk.data(), k.data());
+      return pk == *adv;
+    });
+    if (!sk.ok()) return Fail(sk.status());
+    const Key32& pk = *adv;
     for (uint32_t w : u3_) {
       if (!plan_.AreNeighbors(u, w)) continue;
       auto w_pk = ParseKey(keys_[w].s_public_key, w, "s");

@@ -52,7 +52,9 @@
 // round. A client that cannot decrypt a share (DATA_LOSS) or sees an inconsistent set aborts.
 // The server's Close*/Finish steps return FAILED_PRECONDITION when fewer than t clients (or
 // fewer than t_s holders of some secret) remain, after which the session is failed and
-// releases nothing.
+// releases nothing. Every reconstructed secret is verified (b_u against u's commitment,
+// s_u^SK against its public key); a bad revealed share is found with a spare share and its
+// sender excluded (misbehaving_clients()); without a spare, Finish fails with DATA_LOSS.
 #ifndef FEDGE_PRIVACY_SECAGG_H_
 #define FEDGE_PRIVACY_SECAGG_H_
 
@@ -250,6 +252,9 @@ class SecAggServer final {
 
   // The clients whose inputs are in the sum (U3), valid after CloseMaskedInput.
   const std::vector<uint32_t>& survivors() const { return u3_; }
+  // Clients found revealing a bad share during Finish (the caller should drop them from later
+  // rounds). Finish tolerates one bad share per secret when a spare share exists.
+  const std::set<uint32_t>& misbehaving_clients() const { return bad_holders_; }
   bool failed() const { return step_ == Step::kFailed; }
 
  private:
@@ -270,6 +275,7 @@ class SecAggServer final {
   // owner → (holder → share) for b (survivor owners) and s (dropped owners).
   std::map<uint32_t, std::map<uint32_t, std::vector<uint64_t>>> revealed_;
   std::set<uint32_t> responders_;
+  std::set<uint32_t> bad_holders_;
 };
 
 }  // namespace fedge::privacy

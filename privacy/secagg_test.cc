@@ -214,7 +214,8 @@ TEST(SecAggTest, FailedSessionRefusesEverythingAfterwards) {
 
 // What the server holds for one client is indistinguishable from uniform: a chi-square test
 // over the 256 byte values of one masked input (400 kB). 255 degrees of freedom: the 0.1%
-// critical value is 330.5. The clear input (small fixed-point values) fails it grossly.
+// critical value is 330.5, the 1e-6 one 377 (used, so that the test flakes once in 10^6
+// runs). The clear input (small fixed-point values) fails it grossly.
 TEST(SecAggTest, MaskedInputBytesLookUniformAndDifferFromTheClearInput) {
   const SecAggConfig c = Config(5, 3, 100000);
   const auto inputs = Inputs(c, 6);
@@ -242,7 +243,7 @@ TEST(SecAggTest, MaskedInputBytesLookUniformAndDifferFromTheClearInput) {
     for (double k : count) x += (k - e) * (k - e) / e;
     return x;
   };
-  EXPECT_LT(chi2(mi->masked), 330.5);
+  EXPECT_LT(chi2(mi->masked), 377.0);
   EXPECT_GT(chi2(inputs[2]), 10000.0);
   int64_t equal = 0;
   for (int64_t i = 0; i < c.vector_length; ++i) equal += mi->masked[i] == inputs[2][i];
@@ -448,7 +449,7 @@ TEST(SecAggTest, SharesThatDoNotReconstructFailCleanly) {
       if (v == 1) {
         for (auto& s : r->shares) {
           const bool is_dropped = s.owner == 5;
-          if (is_dropped == tamper_dropped) s.y[0] = FieldAdd(s.y[0], 1);
+          if (is_dropped == tamper_dropped) s.y[2] = FieldAdd(s.y[2], 1);  // not a clamped key bit
         }
       }
       ASSERT_THAT(server.ReceiveUnmaskingResponse(*r), IsOk());
@@ -460,8 +461,8 @@ TEST(SecAggTest, SharesThatDoNotReconstructFailCleanly) {
   }
 }
 
-// With a spare share the tampering is caught by the consistency check as well.
-TEST(SecAggTest, InconsistentSharesAreCaughtWithASpareShare) {
+// With spare shares, a bad revealed share is found, its sender excluded, and the sum exact.
+TEST(SecAggTest, ABadRevealedShareIsExcludedWhenSpareSharesExist) {
   const SecAggConfig c = Config(6, 3, 8);
   const auto inputs = Inputs(c, 10);
   auto server_or = SecAggServer::Create(c);
@@ -476,17 +477,22 @@ TEST(SecAggTest, InconsistentSharesAreCaughtWithASpareShare) {
     ASSERT_THAT(server.ReceiveShareKeys(*clients[u]->ShareKeys(*keys)), IsOk());
   }
   auto routed = server.CloseShareKeys();
-  for (int v = 0; v < 6; ++v) {
+  for (int v = 0; v < 5; ++v) {  // 5 drops before masked input
     ASSERT_THAT(server.ReceiveMaskedInput(*clients[v]->MaskedInput(routed->at(v), inputs[v])),
                 IsOk());
   }
   auto req = server.CloseMaskedInput();
-  for (int v = 0; v < 6; ++v) {
+  for (int v = 0; v < 5; ++v) {
     auto r = clients[v]->Unmask(*req);
-    if (v == 0) r->shares[3].y[2] = FieldAdd(r->shares[3].y[2], 5);
+    if (v == 1) {  // client 1 corrupts every share it reveals (b shares and 5's key share)
+      for (auto& s : r->shares) s.y[2] = FieldAdd(s.y[2], 5);
+    }
     ASSERT_THAT(server.ReceiveUnmaskingResponse(*r), IsOk());
   }
-  EXPECT_THAT(server.Finish(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("inconsistent")));
+  auto sum = server.Finish();
+  ASSERT_THAT(sum, IsOk());
+  EXPECT_EQ(*sum, PlainSum(inputs, {0, 1, 2, 3, 4}));
+  EXPECT_EQ(server.misbehaving_clients(), (std::set<uint32_t>{1}));
 }
 
 TEST(SecAggTest, ClientRefusesInconsistentUnmaskingRequests) {
