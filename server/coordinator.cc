@@ -210,9 +210,12 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     FEDGE_ASSIGN_OR_RETURN(plan.teacher_bytes,
                            TeacherMemoryBytes(plan.spec, config.distillation().teacher_compute_mode(),
                                               training.batch_size()));
+    // Each smaller tier's leading sub-model is evaluated on its own every round (random
+    // subsets have no fixed sub-model to evaluate).
     std::unique_ptr<model::Sequential> net;
-    if (t.width_ratio() < 1) {
-      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(plan.spec));
+    if (t.width_ratio() < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
+      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(sub.scaler() ? slicer.scaled_sub_spec()
+                                                                         : plan.spec));
     }
     job->tier_eval_nets.push_back(std::move(net));
     job->tiers.push_back(std::move(plan));
@@ -867,7 +870,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     v1::TierRoundMetrics* t = m.add_tiers();
     t->set_tier(job.tiers[i].name);
     t->set_width_ratio(job.tiers[i].width_ratio);
-    if (m.evaluated()) {
+    if (m.evaluated() && (tier_eval[i].has_value() || job.tiers[i].width_ratio >= 1)) {
       t->set_evaluated(true);
       const bool own = tier_eval[i].has_value();
       t->set_test_accuracy(own ? tier_eval[i]->accuracy : m.test_accuracy());

@@ -15,6 +15,7 @@
 #   random      mixed with Federated Dropout's random subsets instead of leading slices
 #   full-int8   full, int8 quantization-aware local training
 #   compressed  kd with an int4 teacher, int8 task weights and int8 stochastic-rounded updates
+# SCALER=0 turns off HeteroFL's scaler (SubModelConfig.scaler) in every variant.
 # Output: out/hetero/<variant>/ (rounds.txt has per-tier lines: the tier's sub-model
 # evaluated on its own, bytes per client) and out/hetero/summary.txt.
 set -euo pipefail
@@ -43,6 +44,7 @@ run_variant() {
     *) echo "hetero_fleet: unknown variant '$v' (full, mixed, kd, random, full-int8, compressed)" >&2
        exit 2 ;;
   esac
+  if [ "${SCALER:-1}" = "0" ]; then edits+=(-e 's/^  scaler: true/  scaler: false/'); fi
   mkdir -p "$OUT_ROOT/$v"
   sed "${edits[@]}" -e "s/^name: .*/name: \"hetero-$v\"/" examples/hetero_fleet/job.textproto \
     > "$OUT_ROOT/$v/job-template.textproto"
@@ -51,21 +53,33 @@ run_variant() {
     CLIENT_BUDGETS_MB="$budgets" OUT="$OUT_ROOT/$v" examples/fleet/run.sh
 }
 
-for v in "${VARIANTS[@]}"; do run_variant "$v"; done
+if [ "${SUMMARY_ONLY:-0}" != "1" ]; then  # SUMMARY_ONLY=1: only the table of earlier runs
+  for v in "${VARIANTS[@]}"; do run_variant "$v"; done
+fi
 
-# ---- the table: last round's central accuracy, each tier's own accuracy and bytes ----
+# ---- the table: the central model's accuracy (last round, and the mean of the last 5:
+# one round's figure moves by about a point), each smaller tier's leading sub-model on its
+# own (mean of the last 5 rounds; '-' for random subsets), bytes per client in the last round
 {
-  printf '%-11s %-8s %-8s  %s\n' variant rounds acc "per tier: acc, MB down / up per client"
+  printf '%-11s %-6s %-7s %-7s  %s\n' variant rounds acc last5 \
+    "per tier: own acc (last 5), MB down / up per client"
   for v in "${VARIANTS[@]}"; do
     f="$OUT_ROOT/$v/rounds.txt"
     [ -f "$f" ] || continue
     last=$(grep -n " completed " "$f" | tail -n 1)
     n=$(echo "$last" | sed -n 's/^[0-9]*:round *\([0-9]*\) .*/\1/p')
     acc=$(echo "$last" | sed -n 's/.* acc \([0-9.]*\) .*/\1/p')
+    last5=$(grep " completed " "$f" | sed -n 's/.* acc \([0-9.]*\) .*/\1/p' | tail -n 5 |
+      awk '{ s += $1; n++ } END { if (n) printf "%.4f", s / n }')
     line=${last%%:*}
-    tiers=$(tail -n +"$((line + 1))" "$f" | grep '^      tier ' |
-      sed -n 's/^ *tier \([a-z]*\) *r=\([0-9.]*\) .* acc \([0-9.-]*\) .* down \([0-9.]*\) MB  up \([0-9.]*\) MB/\1(r=\2) \3, \4\/\5;/p' |
-      tr '\n' ' ')
-    printf '%-11s %-8s %-8s  %s\n' "$v" "${n:--}" "${acc:--}" "$tiers"
+    tiers=""
+    for t in $(tail -n +"$((line + 1))" "$f" | sed -n 's/^      tier \([A-Za-z0-9_.-]*\) .*/\1/p'); do
+      own=$(grep "^      tier $t " "$f" | sed -n 's/.* acc \([0-9.]*\) .*/\1/p' | tail -n 5 |
+        awk '{ s += $1; n++ } END { if (n) printf "%.4f", s / n; else print "-" }')
+      bytes=$(tail -n +"$((line + 1))" "$f" | grep "^      tier $t " |
+        sed -n 's/.*r=\([0-9.]*\) .* down \([0-9.]*\) MB  up \([0-9.]*\) MB/r=\1 \2\/\3/p')
+      tiers+="$t($bytes) $own; "
+    done
+    printf '%-11s %-6s %-7s %-7s  %s\n' "$v" "${n:--}" "${acc:--}" "${last5:--}" "$tiers"
   done
 } | tee "$OUT_ROOT/summary.txt"
