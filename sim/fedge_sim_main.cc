@@ -35,6 +35,8 @@ ABSL_FLAG(int, threads, 0, "training threads (0: the config's threads, else the 
 ABSL_FLAG(std::string, progress, "auto", "progress bar on stderr: auto (when a TTY), always, never");
 ABSL_FLAG(bool, wall_time, true, "record wall_time_s in the metrics (false: 0, for diffs)");
 ABSL_FLAG(bool, verbose, false, "log the coordinator's round messages");
+ABSL_FLAG(std::string, replot, "",
+          "instead of simulating, write --report DIR from this metrics file (--metrics-out)");
 
 namespace fedge {
 namespace {
@@ -70,7 +72,32 @@ void DrawProgress(const sim::RoundReport& r, int64_t rounds, double wall) {
   std::fflush(stderr);
 }
 
+// --replot: the report of an earlier run, from its metrics file.
+absl::Status Replot(const std::string& metrics_path, const std::string& dir) {
+  if (dir.empty()) return absl::InvalidArgumentError("--replot needs --report DIR");
+  std::ifstream in(metrics_path);
+  if (!in) return absl::NotFoundError("cannot read --replot " + metrics_path);
+  std::vector<sim::RoundReport> rounds;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    absl::StatusOr<sim::RoundReport> r = sim::ParseMetricsJsonLine(line);
+    if (!r.ok()) return absl::InvalidArgumentError(absl::StrCat(metrics_path, ":", n, ": ", r.status().message()));
+    rounds.push_back(*r);
+  }
+  sim::ReportSummary summary;
+  summary.title = metrics_path;
+  summary.config = "replotted from " + metrics_path;
+  summary.wall_seconds = rounds.empty() ? 0 : rounds.back().wall_time_s;
+  FEDGE_RETURN_IF_ERROR(sim::WriteReport(dir, rounds, summary));
+  std::printf("report: %s/index.html\n", dir.c_str());
+  return absl::OkStatus();
+}
+
 absl::Status Run() {
+  if (const std::string replot = absl::GetFlag(FLAGS_replot); !replot.empty()) {
+    return Replot(replot, absl::GetFlag(FLAGS_report));
+  }
   const std::string path = absl::GetFlag(FLAGS_config);
   if (path.empty()) return absl::InvalidArgumentError("--config is required");
   const std::string progress_flag = absl::GetFlag(FLAGS_progress);

@@ -54,8 +54,13 @@ std::vector<double> NiceTicks(double lo, double hi, int target, double* step_out
   const double f = raw / mag;
   const double step = (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
   std::vector<double> ticks;
-  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) {
+  // From the last tick at or below lo to the first at or above hi, so the data never
+  // touches the frame between ticks.
+  const double first = std::floor(lo / step + 1e-9) * step;
+  for (int i = 0;; ++i) {
+    const double t = first + i * step;
     ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+    if (t >= hi - step * 1e-9) break;
   }
   *step_out = step;
   return ticks;
@@ -142,7 +147,7 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
 
 std::string SvgLineChart(const std::string& title, const std::string& x_label,
                          const std::string& y_label, const std::vector<ChartSeries>& series) {
-  constexpr double kW = 640, kH = 400, kLeft = 72, kRight = 20, kTop = 44, kBottom = 56;
+  constexpr double kW = 640, kH = 420, kLeft = 72, kRight = 20, kTop = 64, kBottom = 56;
   const double pw = kW - kLeft - kRight, ph = kH - kTop - kBottom;
   double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin;
   double ymin = xmin, ymax = -xmin;
@@ -162,9 +167,10 @@ std::string SvgLineChart(const std::string& title, const std::string& x_label,
   if (ymax - ymin < 1e-12) ymin -= 0.5, ymax += 0.5;
   double xstep = 1, ystep = 1;
   std::vector<double> xt = NiceTicks(xmin, xmax, 8, &xstep);
-  std::vector<double> yt = NiceTicks(ymin, ymax, 6, &ystep);
-  xmin = std::min(xmin, xt.front()), xmax = std::max(xmax, xt.back());
-  ymin = std::min(ymin, yt.front()), ymax = std::max(ymax, yt.back());
+  // 3% headroom above the data, so a flat line at the maximum stays off the frame.
+  std::vector<double> yt = NiceTicks(ymin, ymax + 0.03 * (ymax - ymin), 6, &ystep);
+  xmin = xt.front(), xmax = xt.back();
+  ymin = yt.front(), ymax = yt.back();
   auto X = [&](double x) { return kLeft + (x - xmin) / (xmax - xmin) * pw; };
   auto Y = [&](double y) { return kTop + ph - (y - ymin) / (ymax - ymin) * ph; };
 
@@ -196,7 +202,7 @@ std::string SvgLineChart(const std::string& title, const std::string& x_label,
     absl::StrAppendFormat(&svg, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n",
                           kLeft + pw / 2, kTop + ph / 2);
   }
-  int legend_row = 0;
+  double legend_x = kLeft;  // the legend: one row between the title and the plot
   for (const ChartSeries& s : series) {
     std::string points;
     int count = 0;
@@ -206,24 +212,24 @@ std::string SvgLineChart(const std::string& title, const std::string& x_label,
       ++count;
     }
     const std::string color = s.color.empty() ? "#1f77b4" : s.color;
+    const char* dash = s.dashed ? " stroke-dasharray=\"8 5\"" : "";
+    const double width = s.dashed ? 3 : 2;
     if (count > 0) {
       absl::StrAppendFormat(&svg,
-                            "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n",
-                            color, points);
+                            "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%g\"%s points=\"%s\"/>\n",
+                            color, width, dash, points);
     }
     if (count == 1) {
       absl::StrAppendFormat(&svg, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
                             X(s.x[0]), Y(s.y[0]), color);
     }
-    // Legend, top right inside the plot.
-    const double ly = kTop + 14 + 18 * legend_row++;
-    const double lx = kLeft + pw - 150;
+    const double ly = kTop - 14;
     absl::StrAppendFormat(&svg,
-                          "<rect x=\"%g\" y=\"%g\" width=\"144\" height=\"18\" fill=\"white\" fill-opacity=\"0.8\"/>"
-                          "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" stroke-width=\"3\"/>"
+                          "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"%s\" stroke-width=\"3\"%s/>"
                           "<text x=\"%g\" y=\"%g\">%s</text>\n",
-                          lx - 4, ly - 13, lx, ly - 4, lx + 22, ly - 4, color, lx + 28, ly,
+                          legend_x, ly - 4, legend_x + 22, ly - 4, color, dash, legend_x + 28, ly,
                           Escape(s.name));
+    legend_x += 28 + 7.0 * static_cast<double>(s.name.size()) + 24;
   }
   svg += "</svg>\n";
   return svg;
@@ -280,7 +286,7 @@ absl::Status WriteReport(const std::string& dir, const std::vector<RoundReport>&
       {"bytes.svg", "Traffic per round", "round", "MB",
        {{"down (tasks)", round, down, "#2ca02c"}, {"up (updates)", round, up, "#9467bd"}}},
       {"participation.svg", "Participation per round", "round", "clients",
-       {{"sampled", round, sampled, "#7f7f7f"}, {"participants", round, part, "#1f77b4"},
+       {{"sampled", round, sampled, "#7f7f7f", true}, {"participants", round, part, "#1f77b4"},
         {"dropped", round, dropped, "#d62728"}}},
   };
   for (const Plot& p : plots) {

@@ -40,6 +40,7 @@ struct ChartSeries {
   std::string name;  // the legend
   std::vector<double> x, y;
   std::string color;  // CSS colour
+  bool dashed = false;
 };
 
 // An SVG line chart with a title, labelled axes with round-number ticks, and a legend.
