@@ -590,31 +590,5 @@ TEST(SecAggPlanTest, DerivedSecAggPlusRunsExactlyAt200Clients) {
   EXPECT_EQ(*o.sum, PlainSum(inputs, o.survivors));
 }
 
-TEST(FixedPointTest, ScaleKeepsTheSumFromWrapping) {
-  auto enc = FixedPointEncoder::Create(0.5, 1000);
-  ASSERT_THAT(enc, IsOk());
-  std::vector<float> worst(1, 0.5f), neg(1, -7.0f);  // -7 is clamped to -0.5
-  std::vector<uint32_t> q(1), qn(1);
-  ASSERT_THAT(enc->Encode(worst, absl::MakeSpan(q)), IsOk());
-  auto clamped = enc->Encode(neg, absl::MakeSpan(qn));
-  ASSERT_THAT(clamped, IsOk());
-  EXPECT_EQ(*clamped, 1);
-  std::vector<uint32_t> sum(1, 0), nsum(1, 0);
-  for (int i = 0; i < 1000; ++i) {
-    FixedPointEncoder::AddInPlace(absl::MakeSpan(sum), q);
-    FixedPointEncoder::AddInPlace(absl::MakeSpan(nsum), qn);
-  }
-  std::vector<float> out(1);
-  enc->Decode(sum, absl::MakeSpan(out));
-  EXPECT_NEAR(out[0], 500.0f, 1e-3);
-  enc->Decode(nsum, absl::MakeSpan(out));
-  EXPECT_NEAR(out[0], -500.0f, 1e-3);
-  EXPECT_GT(static_cast<int32_t>(sum[0]), 0);  // did not wrap
-  std::vector<float> nan(1, NAN);
-  EXPECT_THAT(enc->Encode(nan, absl::MakeSpan(q)),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-finite")));
-  EXPECT_THAT(FixedPointEncoder::Create(1.0, 0), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
-}
-
 }  // namespace
 }  // namespace fedge::privacy
