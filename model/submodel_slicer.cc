@@ -473,4 +473,43 @@ int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, b
   return param_bytes + act_bytes + 4 * scratch_floats + weights;
 }
 
+namespace {
+
+// Parameters and per-example activation floats (input + every layer's output) of a spec.
+bool CountSpec(const v1::ModelSpec& spec, int64_t* params, int64_t* act_floats) {
+  absl::StatusOr<std::vector<LayerShape>> layers = WalkSpec(spec);
+  if (!layers.ok()) return false;
+  *params = 0;
+  *act_floats = Product((*layers)[0].in);
+  for (const LayerShape& l : *layers) {
+    *act_floats += Product(l.out);
+    if (l.spec->has_dense()) {
+      const auto& d = l.spec->dense();
+      *params += int64_t{d.in_features()} * d.out_features() + (d.no_bias() ? 0 : d.out_features());
+    } else if (l.spec->has_conv2d()) {
+      const auto& c = l.spec->conv2d();
+      *params += int64_t{c.kernel_size()} * c.kernel_size() * c.in_channels() * c.out_channels() +
+                 c.out_channels();
+    } else if (l.spec->has_embedding()) {
+      *params += int64_t{l.spec->embedding().num_embeddings()} * l.spec->embedding().dim();
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int64_t EstimateDeviceRoundMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam) {
+  const int64_t training = EstimateTrainingMemoryBytes(spec, batch_size, adam);
+  int64_t params = 0, act_floats = 0;
+  if (training < 0 || !CountSpec(spec, &params, &act_floats)) return -1;
+  return training + 3 * 4 * params;
+}
+
+int64_t EstimateTeacherMemoryBytes(const v1::ModelSpec& spec, int batch_size) {
+  int64_t params = 0, act_floats = 0;
+  if (batch_size < 1 || !CountSpec(spec, &params, &act_floats)) return -1;
+  return 9 * params + 4 * int64_t{batch_size} * act_floats;
+}
+
 }  // namespace fedge::model

@@ -112,6 +112,19 @@ class SubModelSlicer final {
 // batch_size < 1.
 int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam);
 
+// What one device round holds at its peak: EstimateTrainingMemoryBytes plus the round's
+// three further copies of the parameters (the received model, the update Δ and its encoded
+// payload). The coordinator picks tiers by it (SubModelConfig.ASSIGNMENT_LARGEST_FITTING)
+// and the device checks its budget against it (client/grpc/memory_budget.h), so the two
+// agree. -1 as EstimateTrainingMemoryBytes.
+int64_t EstimateDeviceRoundMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam);
+
+// Memory of running `spec` as a distillation teacher at a batch size: 9 bytes per parameter
+// (the received payload counted as float32, the fp32 weights, their int8 or int4 copy) and
+// one batch of fp32 activations (input and every layer's output). -1 for a spec
+// Sequential::Create would refuse, or batch_size < 1.
+int64_t EstimateTeacherMemoryBytes(const v1::ModelSpec& spec, int batch_size);
+
 }  // namespace fedge::model
 
 #endif  // FEDGE_MODEL_SUBMODEL_SLICER_H_

@@ -110,18 +110,6 @@ v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
   }
 }
 
-// Memory a device needs to run `spec` as a teacher: its weights in the teacher's encoding
-// and one batch of fp32 activations (input and every layer's output; inference keeps two
-// alive at a time, counted generously as all of them).
-absl::StatusOr<int64_t> TeacherMemoryBytes(const v1::ModelSpec& spec, v1::ComputeMode mode,
-                                           int batch_size) {
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net, model::Sequential::Create(spec));
-  int64_t activations = net->input_size();
-  for (int i = 0; i < net->num_layers(); ++i) activations += net->layer(i).output_size();
-  return EncodedModelBytes(net->ToProto(), TeacherEncoding(mode)) +
-         activations * int64_t{batch_size} * 4;
-}
-
 }  // namespace
 
 int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding) {
@@ -205,11 +193,10 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
                            model::SubModelSlicer::Create(config.model_spec(), t.width_ratio(),
                                                          model::SubModelExtraction::kLeading, 0));
     plan.spec = slicer.sub_spec();
-    plan.training_bytes = model::EstimateTrainingMemoryBytes(
+    // The device checks its budget against the same estimates (client/grpc/memory_budget.h).
+    plan.training_bytes = model::EstimateDeviceRoundMemoryBytes(
         plan.spec, training.batch_size(), training.optimizer() == v1::OPTIMIZER_KIND_ADAM);
-    FEDGE_ASSIGN_OR_RETURN(plan.teacher_bytes,
-                           TeacherMemoryBytes(plan.spec, config.distillation().teacher_compute_mode(),
-                                              training.batch_size()));
+    plan.teacher_bytes = model::EstimateTeacherMemoryBytes(plan.spec, training.batch_size());
     // Each smaller tier's leading sub-model is evaluated on its own every round (random
     // subsets have no fixed sub-model to evaluate).
     std::unique_ptr<model::Sequential> net;
@@ -726,9 +713,8 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
     if (t.width_ratio >= 1) full_teacher_bytes = std::min(full_teacher_bytes, t.teacher_bytes);
   }
   if (full_teacher_bytes == INT64_MAX) {
-    FEDGE_ASSIGN_OR_RETURN(full_teacher_bytes,
-                           TeacherMemoryBytes(job.config.model_spec(), kd.teacher_compute_mode(),
-                                              job.config.local_training().batch_size()));
+    full_teacher_bytes = model::EstimateTeacherMemoryBytes(
+        job.config.model_spec(), job.config.local_training().batch_size());
   }
   const bool central_first = kd.teacher() != v1::DistillationConfig::TEACHER_LARGEST_FITTING_TIER;
   if (central_first && fits(full_teacher_bytes)) {

@@ -156,7 +156,7 @@ class Coordinator {
     double width_ratio = 1;
     v1::ComputeMode compute_mode = v1::COMPUTE_MODE_FP32;  // local training
     v1::ModelSpec spec;              // leading-extraction sub-model
-    int64_t training_bytes = 0;      // EstimateTrainingMemoryBytes at the job's batch
+    int64_t training_bytes = 0;      // EstimateDeviceRoundMemoryBytes at the job's batch
     int64_t teacher_bytes = 0;       // as a teacher: weights in the teacher's mode + a batch
   };
   // One sampled client's task in the open round.

@@ -305,7 +305,7 @@ TEST_F(CoordinatorSubModelTest, LargestFittingTierFollowsTheTrainingMemoryEstima
   const auto bytes = [&](double r) {
     auto s = model::SubModelSlicer::Create(cfg.model_spec(), r, model::SubModelExtraction::kLeading, 0);
     EXPECT_THAT(s, IsOk());
-    return model::EstimateTrainingMemoryBytes(s->sub_spec(), 16, false);
+    return model::EstimateDeviceRoundMemoryBytes(s->sub_spec(), 16, false);
   };
   const int64_t full = bytes(1.0), half = bytes(0.5);
   ASSERT_GT(full, half);

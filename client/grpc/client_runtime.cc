@@ -279,16 +279,10 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
             ? 0
             : static_cast<int64_t>(data.raw().num_examples) *
                   static_cast<int64_t>(data.raw().feature_size());
-    TaskMemoryEstimate estimate = EstimateTaskMemory(**net, *train_options, copy_floats);
-    if (task.header.has_teacher_spec()) {
-      // The teacher: its received and fp32 weights, its quantized copy, a batch of outputs.
-      auto teacher = model::Sequential::Create(task.header.teacher_spec());
-      if (!teacher.ok()) return bad_task(teacher.status());
-      estimate.parameter_bytes += (*teacher)->num_parameters() * 9;
-      int64_t acts = (*teacher)->input_size();
-      for (int i = 0; i < (*teacher)->num_layers(); ++i) acts += (*teacher)->layer(i).output_size();
-      estimate.activation_bytes += acts * train_options->batch_size * 4;
-    }
+    const TaskMemoryEstimate estimate = EstimateTaskMemory(
+        task.header.model_spec(),
+        task.header.has_teacher_spec() ? &task.header.teacher_spec() : nullptr, *train_options,
+        copy_floats);
     const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
     if (!fits.ok()) return bad_task(fits);
   }

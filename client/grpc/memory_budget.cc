@@ -4,19 +4,23 @@
 
 #include <string>
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
+#include "model/submodel_slicer.h"
 
 namespace fedge::client {
 
-TaskMemoryEstimate EstimateTaskMemory(model::Sequential& net, const LocalTrainingOptions& options,
+TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::ModelSpec* teacher,
+                                      const LocalTrainingOptions& options,
                                       int64_t data_copy_floats) {
-  const int64_t slots =
-      options.optimizer == LocalTrainingOptions::Optimizer::kAdam ? 2 : (options.momentum > 0 ? 1 : 0);
   TaskMemoryEstimate e;
-  e.parameter_bytes = 4 * net.num_parameters() * (6 + slots);
-  int64_t per_example = net.input_size();
-  for (int i = 0; i < net.num_layers(); ++i) per_example += net.layer(i).output_size();
-  e.activation_bytes = 4 * 3 * per_example * static_cast<int64_t>(options.batch_size);
+  e.round_bytes = std::max<int64_t>(
+      0, model::EstimateDeviceRoundMemoryBytes(
+             spec, options.batch_size, options.optimizer == LocalTrainingOptions::Optimizer::kAdam));
+  if (teacher != nullptr) {
+    e.teacher_bytes = std::max<int64_t>(0, model::EstimateTeacherMemoryBytes(*teacher, options.batch_size));
+  }
   e.data_copy_bytes = 4 * data_copy_floats;
   return e;
 }
@@ -33,10 +37,10 @@ std::string Bytes(int64_t b) {
 absl::Status CheckMemoryBudget(const TaskMemoryEstimate& e, int64_t budget_bytes) {
   if (budget_bytes <= 0 || e.total() <= budget_bytes) return absl::OkStatus();
   return absl::ResourceExhaustedError(absl::StrFormat(
-      "MemoryBudget: the task needs about %s (parameters %s, activations %s, data copy %s), "
+      "MemoryBudget: the task needs about %s (training round %s, teacher %s, data copy %s), "
       "over the device's budget of %s",
-      Bytes(e.total()), Bytes(e.parameter_bytes), Bytes(e.activation_bytes),
-      Bytes(e.data_copy_bytes), Bytes(budget_bytes)));
+      Bytes(e.total()), Bytes(e.round_bytes), Bytes(e.teacher_bytes), Bytes(e.data_copy_bytes),
+      Bytes(budget_bytes)));
 }
 
 int64_t PeakRssBytes() {

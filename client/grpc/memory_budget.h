@@ -1,12 +1,13 @@
 // Whether a task fits the device's memory budget (DeviceProfile.memory_budget_bytes), judged
 // before its model is downloaded, and the process's peak RSS for reports.
 //
-// The estimate counts what one round of client::TrainLocally holds at its peak, in fp32:
-//   parameters ×(received model + weights + gradients + initial copy + delta + encoded
-//   update + optimizer slots: SGD with momentum 1, Adam 2) + a batch's activations and their
-//   gradients (input and every layer's output, ×3 for layers' saved state) + the
-//   preprocessed copy of the local data when the task's preprocessing makes one.
-// It leaves out the runtime's fixed cost (code, gRPC), which the budget does not cover.
+// The estimate is the one the coordinator picks tiers by (model/submodel_slicer.h), so that a
+// device never refuses the tier it was given: what one round holds at its peak
+// (EstimateDeviceRoundMemoryBytes: weights, gradients, optimizer slots, the received model,
+// Δ and its encoding, a batch's activations and gradients, conv scratch), the distillation
+// teacher when the task has one (EstimateTeacherMemoryBytes), and the preprocessed copy of
+// the local data when the task's preprocessing makes one. It leaves out the runtime's fixed
+// cost (code, gRPC), which the budget does not cover.
 #ifndef FEDGE_CLIENT_GRPC_MEMORY_BUDGET_H_
 #define FEDGE_CLIENT_GRPC_MEMORY_BUDGET_H_
 
@@ -19,15 +20,16 @@
 namespace fedge::client {
 
 struct TaskMemoryEstimate {
-  int64_t parameter_bytes = 0;
-  int64_t activation_bytes = 0;
+  int64_t round_bytes = 0;    // the model's training round
+  int64_t teacher_bytes = 0;  // the distillation teacher
   int64_t data_copy_bytes = 0;
-  int64_t total() const { return parameter_bytes + activation_bytes + data_copy_bytes; }
+  int64_t total() const { return round_bytes + teacher_bytes + data_copy_bytes; }
 };
 
-// `data_copy_floats`: floats of the preprocessed copy of the local data (0 when the task
-// trains on the raw data).
-TaskMemoryEstimate EstimateTaskMemory(model::Sequential& net, const LocalTrainingOptions& options,
+// `teacher` may be null (no distillation). `data_copy_floats`: floats of the preprocessed
+// copy of the local data (0 when the task trains on the raw data).
+TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::ModelSpec* teacher,
+                                      const LocalTrainingOptions& options,
                                       int64_t data_copy_floats);
 
 // OK when `budget_bytes` is 0 (no budget) or the estimate fits; else RESOURCE_EXHAUSTED

@@ -1,6 +1,7 @@
 #include "client/grpc/memory_budget.h"
 
 #include "gtest/gtest.h"
+#include "model/submodel_slicer.h"
 #include "model/zoo.h"
 #include "tests/status_matchers.h"
 
@@ -11,28 +12,37 @@ using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
 using ::testing::HasSubstr;
 
-TEST(MemoryBudgetTest, EstimateCountsParametersActivationsAndTheDataCopy) {
-  auto net = std::move(model::Sequential::Create(model::MlpSpec({8, 16, 3}))).value();
+// The device's estimate is the coordinator's (so a device never refuses the tier it was
+// given), plus the teacher and the data copy.
+TEST(MemoryBudgetTest, EstimateIsTheCoordinatorsPlusTeacherAndDataCopy) {
+  const v1::ModelSpec spec = model::MlpSpec({8, 16, 3});
+  const v1::ModelSpec teacher = model::MlpSpec({8, 64, 3});
   LocalTrainingOptions o;
   o.batch_size = 10;
   o.momentum = 0.9f;
   const int64_t params = 8 * 16 + 16 + 16 * 3 + 3;
-  ASSERT_EQ(net->num_parameters(), params);
-  TaskMemoryEstimate e = EstimateTaskMemory(*net, o, 1000);
-  EXPECT_EQ(e.parameter_bytes, 4 * params * 7);
-  EXPECT_GE(e.activation_bytes, 4 * 3 * (8 + 16 + 3) * 10);
+  TaskMemoryEstimate e = EstimateTaskMemory(spec, nullptr, o, 1000);
+  EXPECT_EQ(e.round_bytes, model::EstimateDeviceRoundMemoryBytes(spec, 10, false));
+  EXPECT_GE(e.round_bytes, 4 * params * 7 + 4 * (8 + 16 + 16 + 3) * 10);
+  EXPECT_EQ(e.teacher_bytes, 0);
   EXPECT_EQ(e.data_copy_bytes, 4000);
   o.optimizer = LocalTrainingOptions::Optimizer::kAdam;
-  EXPECT_EQ(EstimateTaskMemory(*net, o, 0).parameter_bytes, 4 * params * 8);
+  EXPECT_EQ(EstimateTaskMemory(spec, nullptr, o, 0).round_bytes,
+            e.round_bytes + 4 * params);  // one more optimizer slot
+  // A teacher: 9 bytes per parameter and a batch of its activations.
+  const TaskMemoryEstimate t = EstimateTaskMemory(spec, &teacher, o, 0);
+  EXPECT_EQ(t.teacher_bytes, 9 * (8 * 64 + 64 + 64 * 3 + 3) + 4 * 10 * (8 + 64 + 64 + 3));
   // Activations grow with the batch.
   o.batch_size = 20;
-  EXPECT_GT(EstimateTaskMemory(*net, o, 0).activation_bytes, e.activation_bytes);
+  EXPECT_GT(EstimateTaskMemory(spec, nullptr, o, 0).round_bytes,
+            EstimateTaskMemory(spec, nullptr, [&] { auto p = o; p.batch_size = 10; return p; }(), 0)
+                .round_bytes);
 }
 
 TEST(MemoryBudgetTest, CheckRefusesOnlyOverTheBudget) {
   TaskMemoryEstimate e;
-  e.parameter_bytes = 30'000'000;
-  e.activation_bytes = 5'000'000;
+  e.round_bytes = 30'000'000;
+  e.teacher_bytes = 5'000'000;
   EXPECT_THAT(CheckMemoryBudget(e, 0), IsOk());  // no budget
   EXPECT_THAT(CheckMemoryBudget(e, 35'000'000), IsOk());
   EXPECT_THAT(CheckMemoryBudget(e, 16'000'000),
