@@ -19,6 +19,7 @@ namespace {
 constexpr uint64_t kCentreStream = 0x73796e7468000001ULL;
 constexpr uint64_t kClientStream = 0x73796e7468000002ULL;
 constexpr uint64_t kTestStream = 0x73796e7468000003ULL;
+constexpr int kMaxDirichletGroups = 100;
 
 void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
   if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
@@ -106,6 +107,24 @@ class SyntheticSource final : public ClientDataSource {
   std::shared_ptr<const data::Dataset> test_;
 };
 
+// Shard s of `parts` takes its even share of group s mod groups (groups = group_lists.size()).
+data::ClientIndices SplitGroups(data::ClientIndices group_lists, int parts) {
+  const int groups = static_cast<int>(group_lists.size());
+  if (groups == parts) return group_lists;
+  data::ClientIndices shards(static_cast<size_t>(parts));
+  for (int g = 0; g < groups; ++g) {
+    const std::vector<int>& all = group_lists[static_cast<size_t>(g)];
+    const int members = (parts - g + groups - 1) / groups;  // shards g, g + groups, ...
+    for (int m = 0; m < members; ++m) {
+      const size_t begin = all.size() * static_cast<size_t>(m) / static_cast<size_t>(members);
+      const size_t end = all.size() * static_cast<size_t>(m + 1) / static_cast<size_t>(members);
+      shards[static_cast<size_t>(g + m * groups)].assign(all.begin() + static_cast<long>(begin),
+                                                         all.begin() + static_cast<long>(end));
+    }
+  }
+  return shards;
+}
+
 absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::SimConfig& config) {
   const v1::FashionMnistData& f = config.data().fashion_mnist();
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist(f.dir()));
@@ -117,12 +136,20 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
     fm.test = data::Subset(fm.test, first);
   }
   const int parts = f.partitions();
+  // NIID-Bench's Dirichlet partitioners redraw until every client holds min_size examples,
+  // which never happens for thousands of clients of a few examples each. Above
+  // kMaxDirichletGroups shards they run over groups instead, each group's examples then
+  // split evenly among its shards (shard s in group s mod groups): shards of a group share
+  // its label (or size) skew. The groups' min_size guarantees min_examples per shard.
+  const int groups = std::min(parts, kMaxDirichletGroups);
+  const int per_group = (parts + groups - 1) / groups;
   data::ClientIndices shards;
   switch (f.partition_case()) {
     case v1::FashionMnistData::kDirichlet: {
       FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichlet(fm.train.labels, fm.train.num_classes,
-                                                          parts, f.dirichlet().alpha(), f.seed(),
-                                                          f.min_examples()));
+                                                          groups, f.dirichlet().alpha(), f.seed(),
+                                                          per_group * f.min_examples()));
+      shards = SplitGroups(std::move(shards), parts);
       break;
     }
     case v1::FashionMnistData::kKClasses: {
@@ -131,9 +158,10 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
       break;
     }
     case v1::FashionMnistData::kQuantitySkew: {
-      FEDGE_ASSIGN_OR_RETURN(shards, data::QuantitySkew(fm.train.num_examples, parts,
+      FEDGE_ASSIGN_OR_RETURN(shards, data::QuantitySkew(fm.train.num_examples, groups,
                                                         f.quantity_skew().alpha(), f.seed(),
-                                                        f.min_examples()));
+                                                        per_group * f.min_examples()));
+      shards = SplitGroups(std::move(shards), parts);
       break;
     }
     default: {

@@ -4,6 +4,8 @@
 //   - Fashion-MNIST: the train split is loaded once and cut into `partitions` disjoint
 //     shards (data/partition.h); client c holds shard c mod partitions and its Dataset is
 //     a copy of those examples. Shards are index lists (60,000 ints in all, whatever N).
+//     Over more than 100 shards the Dirichlet partitioners (label or quantity skew) cut
+//     100 groups, then each group is split evenly among its shards (s mod 100 = group).
 //   - synthetic: Gaussian clusters (proto/sim.proto, SyntheticData); client c's examples
 //     are generated from (seed, c) on demand and never stored.
 // Preprocessing (the job's UNIT_RANGE or STANDARDIZE) is applied to the loaded data.

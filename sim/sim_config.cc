@@ -168,7 +168,9 @@ void CheckData(v1::SimConfig& c, Problems& p) {
               absl::StrCat("(", f.partitions(), ") exceeds population (", c.population(), ")"));
       }
       if (!f.has_min_examples() && f.partitions() > 0) {
-        f.set_min_examples(std::min(10, kFashionMnistTrainExamples / (2 * f.partitions())));
+        // NIID-Bench's 10 for up to 100 shards; beyond, the partitioners run over 100 groups
+        // (sim/client_data.h) whose min size is shards per group × this.
+        f.set_min_examples(f.partitions() <= 100 ? 10 : 2);
       }
       if (f.has_min_examples() && f.partitions() > 0) {
         p.IntRange("data.fashion_mnist.min_examples", f.min_examples(), 1,

@@ -143,7 +143,7 @@ TEST(SimConfigTest, FashionMnistPartitionsAreBoundedAndDefaulted) {
   absl::StatusOr<v1::SimConfig> c = ValidateSimConfig(*parsed);
   ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->data().fashion_mnist().partitions(), kMaxFashionMnistPartitions);
-  EXPECT_EQ(c->data().fashion_mnist().min_examples(), 5);  // 60000 / (2 · 6000)
+  EXPECT_EQ(c->data().fashion_mnist().min_examples(), 2);  // more than 100 shards
   parsed->mutable_data()->mutable_fashion_mnist()->set_partitions(7000);
   parsed->mutable_data()->mutable_fashion_mnist()->mutable_dirichlet()->set_alpha(0);
   EXPECT_THAT(ValidateSimConfig(*parsed),
