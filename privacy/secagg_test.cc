@@ -9,6 +9,7 @@
 #include "base/rng.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "privacy/dp.h"
 #include "privacy/fixed_point.h"
 #include "tests/status_matchers.h"
 
@@ -524,6 +525,52 @@ TEST(SecAggTest, ClientRefusesInconsistentUnmaskingRequests) {
   EXPECT_EQ(ok->shares.size(), 4u);  // own b, b of 0 and 1, s of 2
   EXPECT_THAT(clients[3]->Unmask({{0, 1, 3}, {2}}),
               StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
+}
+
+// The device pipeline end to end: clip to S, add the distributed-DP share N(0, (zS)²/t),
+// encode with B = S + 6σ, mask; the server unmasks the survivors' sum. The decoded sum minus
+// the clipped clear sum is the noise: std z·S·sqrt(m/t) for m survivors (= z·S at m = t).
+TEST(SecAggTest, DistributedDpNoiseSurvivesSecureAggregation) {
+  const int n = 10, t = 7;
+  const int64_t len = 20000;
+  const double z = 1.0, S = 0.5;
+  const SecAggConfig c = Config(n, t, len);
+  auto sigma = DistributedNoiseStddev(z, S, t);
+  ASSERT_THAT(sigma, IsOk());
+  auto enc = FixedPointEncoder::Create(S + 6 * *sigma, n);
+  ASSERT_THAT(enc, IsOk());
+  base::Rng rng(12);
+  std::vector<std::vector<float>> clipped(n, std::vector<float>(len));
+  std::vector<std::vector<uint32_t>> encoded(n, std::vector<uint32_t>(len));
+  for (int u = 0; u < n; ++u) {
+    for (auto& v : clipped[u]) v = static_cast<float>(rng.Normal());
+    std::vector<absl::Span<float>> tensors = {absl::MakeSpan(clipped[u])};
+    ASSERT_THAT(ClipToL2Norm(tensors, S), IsOk());
+    std::vector<float> noised = clipped[u];
+    Seed seed;
+    seed.fill(static_cast<uint8_t>(40 + u));
+    NoiseGenerator::CreateFromSeed(seed)->AddGaussianNoise(absl::MakeSpan(noised), *sigma);
+    auto clamped = enc->Encode(noised, absl::MakeSpan(encoded[u]));
+    ASSERT_THAT(clamped, IsOk());
+    EXPECT_EQ(*clamped, 0);
+  }
+  for (const int drops : {0, 3}) {
+    Drops d;
+    for (int u = 0; u < drops; ++u) d.before_masked_input.insert(u);
+    Outcome o = RunWithDrops(c, encoded, d);
+    ASSERT_THAT(o.sum, IsOk());
+    const int m = n - drops;
+    std::vector<float> dec(len);
+    enc->Decode(*o.sum, absl::MakeSpan(dec));
+    double sq = 0;
+    for (int64_t i = 0; i < len; ++i) {
+      double clear = 0;
+      for (uint32_t u : o.survivors) clear += clipped[u][i];
+      sq += (dec[i] - clear) * (dec[i] - clear);
+    }
+    const double want = z * S * std::sqrt(static_cast<double>(m) / t);
+    EXPECT_NEAR(std::sqrt(sq / len), want, 0.03 * want) << m << " survivors";
+  }
 }
 
 TEST(SecAggPlanTest, HararyGraphIsSymmetricRegularAndSharedBySeed) {
