@@ -15,7 +15,8 @@
 #   random      mixed with Federated Dropout's random subsets instead of leading slices
 #   full-int8   full, int8 quantization-aware local training
 #   compressed  kd with an int4 teacher, int8 task weights and int8 stochastic-rounded updates
-# SCALER=0 turns off HeteroFL's scaler (SubModelConfig.scaler) in every variant.
+# SCALER=0 turns off HeteroFL's scaler (SubModelConfig.scaler) in every variant;
+# TEMPLATE=examples/hetero_fleet/job_cnn.textproto runs a wide cnn instead of the mlp.
 # Output: out/hetero/<variant>/ (rounds.txt has per-tier lines: the tier's sub-model
 # evaluated on its own, bytes per client) and out/hetero/summary.txt.
 set -euo pipefail
@@ -24,7 +25,8 @@ cd "$(dirname "$0")/../.."
 ROUNDS="${ROUNDS:-30}"
 OUT_ROOT="${OUT:-out/hetero}"
 VARIANTS=("$@")
-if ((${#VARIANTS[@]} == 0)); then VARIANTS=(full mixed kd full-int8 compressed); fi
+if ((${#VARIANTS[@]} == 0)); then VARIANTS=(full mixed random kd full-int8 compressed); fi
+TEMPLATE="${TEMPLATE:-examples/hetero_fleet/job.textproto}"
 MIXED_MB="512 512 512 128 128 128 32 32 32 32"
 mkdir -p "$OUT_ROOT"
 
@@ -46,7 +48,7 @@ run_variant() {
   esac
   if [ "${SCALER:-1}" = "0" ]; then edits+=(-e 's/^  scaler: true/  scaler: false/'); fi
   mkdir -p "$OUT_ROOT/$v"
-  sed "${edits[@]}" -e "s/^name: .*/name: \"hetero-$v\"/" examples/hetero_fleet/job.textproto \
+  sed "${edits[@]}" -e "s/^name: .*/name: \"hetero-$v\"/" "$TEMPLATE" \
     > "$OUT_ROOT/$v/job-template.textproto"
   echo "=== hetero_fleet: variant $v ==="
   JOB_TEMPLATE="$OUT_ROOT/$v/job-template.textproto" MODEL="" CLIENTS=10 ROUNDS="$ROUNDS" \
