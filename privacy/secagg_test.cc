@@ -573,6 +573,84 @@ TEST(SecAggTest, DistributedDpNoiseSurvivesSecureAggregation) {
   }
 }
 
+// The server is unharmed by junk: random malformed messages at every step are refused and
+// change nothing; the honest session then completes with the exact sum.
+TEST(SecAggTest, RandomJunkMessagesAreRefusedAndChangeNothing) {
+  const SecAggConfig c = Config(6, 4, 32);
+  const auto inputs = Inputs(c, 13);
+  auto server_or = SecAggServer::Create(c);
+  SecAggServer& server = **server_or;
+  base::Rng rng(99);
+  auto junk_bytes = [&](size_t max_len) {
+    std::string s(rng.UniformInt(max_len + 1), '\0');
+    for (char& ch : s) ch = static_cast<char>(rng.UniformInt(256));
+    return s;
+  };
+  auto junk_id = [&] { return static_cast<uint32_t>(rng.UniformInt(9)); };  // some unknown
+  std::vector<std::unique_ptr<SecAggClient>> clients;
+  for (int u = 0; u < 6; ++u) {
+    clients.push_back(std::move(*SecAggClient::Create(c, u)));
+    ASSERT_THAT(server.ReceiveAdvertiseKeys(*clients[u]->AdvertiseKeys()), IsOk());
+  }
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_FALSE(server.ReceiveAdvertiseKeys({junk_id(), junk_bytes(40), junk_bytes(40)}).ok());
+  }
+  auto keys = server.CloseAdvertiseKeys();
+  ASSERT_THAT(keys, IsOk());
+  EXPECT_EQ(keys->clients.size(), 6u);
+  std::vector<SecAggShareKeys> sk;
+  for (int u = 0; u < 6; ++u) sk.push_back(*clients[u]->ShareKeys(*keys));
+  for (int i = 0; i < 200; ++i) {
+    SecAggShareKeys bad = sk[rng.UniformInt(6)];
+    switch (rng.UniformInt(4)) {
+      case 0: bad.shares[rng.UniformInt(bad.shares.size())].to = bad.client; break;
+      case 1: {
+        // A junk ciphertext of the right length looks like any other to the server; only its
+        // recipient can tell (ReplayedRedirectedOrAlteredSharesFailAuthentication).
+        std::string& ct = bad.shares[rng.UniformInt(bad.shares.size())].ciphertext;
+        ct = junk_bytes(200);
+        if (ct.size() == 128) ct.push_back('x');
+        break;
+      }
+      case 2: bad.shares.pop_back(); break;
+      default: bad.self_mask_commitment = junk_bytes(31); break;
+    }
+    EXPECT_FALSE(server.ReceiveShareKeys(bad).ok());
+  }
+  for (int u = 0; u < 6; ++u) ASSERT_THAT(server.ReceiveShareKeys(sk[u]), IsOk());
+  auto routed = server.CloseShareKeys();
+  ASSERT_THAT(routed, IsOk());
+  for (int i = 0; i < 200; ++i) {
+    SecAggMaskedInput bad{junk_id(), std::vector<uint32_t>(rng.UniformInt(64))};
+    if (bad.client < 6 && bad.masked.size() == 32) bad.masked.push_back(0);
+    EXPECT_FALSE(server.ReceiveMaskedInput(bad).ok());
+  }
+  for (int v = 0; v < 6; ++v) {
+    ASSERT_THAT(server.ReceiveMaskedInput(*clients[v]->MaskedInput(routed->at(v), inputs[v])),
+                IsOk());
+  }
+  auto req = server.CloseMaskedInput();
+  ASSERT_THAT(req, IsOk());
+  std::vector<SecAggUnmaskingResponse> resp;
+  for (int v = 0; v < 6; ++v) resp.push_back(*clients[v]->Unmask(*req));
+  for (int i = 0; i < 200; ++i) {
+    SecAggUnmaskingResponse bad = resp[rng.UniformInt(6)];
+    SecAggRevealedShare& s = bad.shares[rng.UniformInt(bad.shares.size())];
+    switch (rng.UniformInt(4)) {
+      case 0: s.owner = 6 + static_cast<uint32_t>(rng.UniformInt(3)); break;
+      case 1: s.kind = SecAggRevealedShare::Kind::kMaskSecretKey; break;
+      case 2: s.y.resize(rng.UniformInt(5)); break;
+      default: s.y[0] = kShamirPrime + rng.UniformInt(100); break;
+    }
+    EXPECT_FALSE(server.ReceiveUnmaskingResponse(bad).ok());
+  }
+  for (int v = 0; v < 6; ++v) ASSERT_THAT(server.ReceiveUnmaskingResponse(resp[v]), IsOk());
+  auto sum = server.Finish();
+  ASSERT_THAT(sum, IsOk());
+  EXPECT_EQ(*sum, PlainSum(inputs, {0, 1, 2, 3, 4, 5}));
+  EXPECT_TRUE(server.misbehaving_clients().empty());
+}
+
 TEST(SecAggPlanTest, HararyGraphIsSymmetricRegularAndSharedBySeed) {
   SecAggConfig c = Config(50, 30, 1, true);
   c.num_neighbors = 8;
