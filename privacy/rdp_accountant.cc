@@ -257,9 +257,19 @@ absl::StatusOr<RdpAccountant> RdpAccountant::Restore(std::vector<double> orders,
 }
 
 absl::Status RdpAccountant::Compose(double q, double noise_multiplier, int64_t steps) {
-  FEDGE_ASSIGN_OR_RETURN(std::vector<double> add,
-                         ComputeRdp(q, noise_multiplier, steps, orders_));
-  for (size_t k = 0; k < rdp_.size(); ++k) rdp_[k] += add[k];
+  if (steps < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RdpAccountant: steps must be >= 0, got ", steps));
+  }
+  if (q != last_q_ || noise_multiplier != last_z_) {
+    FEDGE_ASSIGN_OR_RETURN(last_step_rdp_, ComputeRdp(q, noise_multiplier, 1, orders_));
+    last_q_ = q;
+    last_z_ = noise_multiplier;
+  }
+  if (steps == 0) return absl::OkStatus();
+  for (size_t k = 0; k < rdp_.size(); ++k) {
+    rdp_[k] += last_step_rdp_[k] * static_cast<double>(steps);
+  }
   steps_ += steps;
   return absl::OkStatus();
 }

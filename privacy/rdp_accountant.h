@@ -101,6 +101,9 @@ class RdpAccountant final {
   std::vector<double> orders_;
   std::vector<double> rdp_;
   int64_t steps_ = 0;
+  // Per-step RDP of the last (q, z) composed: rounds usually repeat them.
+  double last_q_ = -1, last_z_ = -1;
+  std::vector<double> last_step_rdp_;
 };
 
 }  // namespace fedge::privacy
