@@ -365,6 +365,21 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
       client_secs += u.seconds;
       updates.push_back(ToUpdate(absl::StrCat("client-", c), u));
     }
+    // Also each client's E_i with its own C_i right after its local steps (before the
+    // server replaces C): how much averaging + distillation gains or loses.
+    std::vector<double> own_val, own_test;
+    for (int c = 0; c < k; ++c) {
+      v1::ModelProto own = broadcast;
+      for (int i = 0; i < own.parameters_size(); ++i) {
+        auto* t = own.mutable_parameters(i);
+        const aggregation::Tensor& d = updates[c].tensors[i];
+        for (int j = 0; j < t->values_size(); ++j) t->set_values(j, t->values(j) + d.values[j]);
+      }
+      FEDGE_ASSIGN_OR_RETURN(double v, devices[c]->Evaluate(own, clients[c].val));
+      FEDGE_ASSIGN_OR_RETURN(double t, devices[c]->Evaluate(own, clients[c].test));
+      own_val.push_back(v);
+      own_test.push_back(t);
+    }
     FEDGE_ASSIGN_OR_RETURN(auto agg, server->CreateAggregator(aggregation::SpecsOf(global)));
     for (const aggregation::Update& u : updates) FEDGE_RETURN_IF_ERROR(agg->Accumulate(u));
     FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*agg).Report());
@@ -386,11 +401,11 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
         std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
     out.Line(absl::StrFormat(
         "{\"algorithm\":\"fedcg\",\"seed\":%d,\"round\":%d,\"val_acc\":%.4f,\"test_acc\":%.4f,"
-        "\"client_test_acc\":%s,\"gamma\":%.4f,\"ce\":%.4f,\"mse\":%.5f,\"d_loss\":%.4f,"
+        "\"client_test_acc\":%s,\"own_c_val_acc\":%.4f,\"own_c_test_acc\":%.4f,\"gamma\":%.4f,\"ce\":%.4f,\"mse\":%.5f,\"d_loss\":%.4f,"
         "\"g_loss\":%.4f,\"distill_first_kl\":%.4f,\"distill_last_kl\":%.4f,"
         "\"synthetic_acc\":%.4f,\"client_seconds\":%.1f,\"server_seconds\":%.1f,"
         "\"seconds\":%.1f}",
-        seed, r + 1, Mean(val), Mean(test), JsonList(test), gamma, Mean(ce), Mean(mse),
+        seed, r + 1, Mean(val), Mean(test), JsonList(test), Mean(own_val), Mean(own_test), gamma, Mean(ce), Mean(mse),
         Mean(dl), Mean(gl), rep.first_kl, rep.last_kl, rep.synthetic_accuracy, client_secs,
         rep.seconds, secs));
   }
