@@ -13,6 +13,7 @@
 #include "model/loss.h"
 #include "model/optimizer.h"
 #include "model/sequential.h"
+#include "privacy/dp.h"
 
 namespace fedge::client {
 namespace {
@@ -32,6 +33,9 @@ absl::Status ValidateOptions(const LocalTrainingOptions& o) {
   }
   if (!(o.proximal_mu >= 0.0f) || !std::isfinite(o.proximal_mu)) {
     return absl::InvalidArgumentError("LocalTrainer: proximal_mu must be finite and ≥ 0");
+  }
+  if (!(o.clip_norm >= 0.0) || !std::isfinite(o.clip_norm)) {
+    return absl::InvalidArgumentError("LocalTrainer: clip_norm must be finite and ≥ 0");
   }
   if (o.mode == model::ComputeMode::kInt4) {
     return absl::InvalidArgumentError("LocalTrainer: int4 is for inference only");
@@ -80,6 +84,7 @@ absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
   o.weight_decay = static_cast<float>(t.weight_decay());
   o.max_steps = t.max_steps();
   o.proximal_mu = static_cast<float>(task.fedprox_mu());
+  o.clip_norm = task.privacy().clip_norm();
   switch (t.compute_mode()) {
     case v1::COMPUTE_MODE_UNSPECIFIED:
     case v1::COMPUTE_MODE_FP32:
@@ -219,6 +224,15 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                      [](float v) { return std::isfinite(v); })) {
       return absl::InternalError(absl::StrCat("LocalTrainer: training diverged: '",
                                               params[i]->name, "' has non-finite values"));
+    }
+  }
+  {
+    std::vector<absl::Span<float>> spans;
+    for (model::Parameter* p : params) spans.push_back(absl::MakeSpan(p->value));
+    if (options.clip_norm > 0) {
+      FEDGE_ASSIGN_OR_RETURN(update.delta_norm, privacy::ClipToL2Norm(spans, options.clip_norm));
+    } else {
+      update.delta_norm = privacy::GlobalL2Norm(spans);
     }
   }
   update.delta = net->ToProto();

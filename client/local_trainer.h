@@ -28,6 +28,9 @@ struct LocalTrainingOptions {
   int64_t max_steps = 0;        // stop after this many optimizer steps (0: epochs decide)
   // FedProx (Li et al. 2020): adds μ/2 · ‖w − w_received‖² to the local loss.
   float proximal_mu = 0.0f;
+  // DP-FedAvg (McMahan et al. 2018): Δ is scaled to L2 norm ≤ clip_norm before it leaves
+  // the device (0 = no clipping). LocalUpdate::delta_norm reports the norm before clipping.
+  double clip_norm = 0.0;
   model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
   uint64_t seed = 0;            // shuffling; vary it per client and round
   // Knowledge distillation (Hinton et al. 2015; DESIGN.md, Algorithms): when `teacher` is
@@ -53,6 +56,7 @@ struct LocalUpdate {
   double train_accuracy = 0;
   int64_t steps = 0;
   double seconds = 0;
+  double delta_norm = 0;        // L2 norm of Δ over all tensors, before any clipping
 };
 
 // The options a task asks for (training config, FedProx μ, distillation λ, T and the

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "aggregation/fed_opt.h"
 #include "base/log.h"
@@ -163,6 +164,17 @@ absl::Status Coordinator::Resume() {
       return checkpoint.status();
     }
     job->latest_metrics = status.latest_metrics();
+    if (job->accountant.has_value()) {
+      // ε continues from the completed rounds' (q, z).
+      FEDGE_ASSIGN_OR_RETURN(std::vector<v1::RoundRecord> rounds, store_->ListRounds(status.job_id(), 1));
+      for (const v1::RoundRecord& r : rounds) {
+        if (r.state() != v1::ROUND_STATE_COMPLETED || r.round() > job->completed_rounds) continue;
+        const v1::RoundMetrics& m = r.metrics();
+        if (m.dp_noise_multiplier() > 0) {
+          FEDGE_RETURN_IF_ERROR(job->accountant->Compose(m.dp_sampling_rate(), m.dp_noise_multiplier()));
+        }
+      }
+    }
     FEDGE_ASSIGN_OR_RETURN(int abandoned, store_->AbandonOpenRounds(status.job_id()));
     FEDGE_LOG(INFO) << "Coordinator: resuming job " << status.job_id() << " after round "
                     << job->completed_rounds << " (" << abandoned << " round(s) abandoned)";
@@ -206,6 +218,10 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     }
     job->tier_eval_nets.push_back(std::move(net));
     job->tiers.push_back(std::move(plan));
+  }
+  if (config.privacy().noise_multiplier() > 0) {
+    job->accountant.emplace();
+    FEDGE_ASSIGN_OR_RETURN(job->noise, privacy::NoiseGenerator::Create());
   }
   if (options_.evaluation_data != nullptr) {
     job->evaluation_data = options_.evaluation_data;
@@ -389,6 +405,17 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   } else if (update.weight != static_cast<double>(header.num_examples())) {
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
+  } else if (const double clip = job_->config.privacy().clip_norm(); clip > 0) {
+    // Devices clip to S before uploading; an update over S would break the DP guarantee.
+    double sq = 0;
+    for (const aggregation::Tensor& t : update.tensors) {
+      for (float v : t.values) sq += static_cast<double>(v) * v;
+    }
+    if (!(std::sqrt(sq) <= clip * (1 + 1e-4))) {
+      status = absl::InvalidArgumentError(absl::StrFormat(
+          "Coordinator: client %s sent an update of L2 norm %.6g, over privacy.clip_norm %.6g",
+          id, std::sqrt(sq), clip));
+    }
   }
   ClientTask& ct = round.tasks[id];
   std::optional<aggregation::Update> expanded;
@@ -399,6 +426,11 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     } else {
       status = e.status();
     }
+  }
+  if (status.ok() && job_->accountant.has_value()) {
+    // Central DP: every participant counts once, whatever its example count.
+    expanded = update;
+    expanded->weight = 1.0;
   }
   const aggregation::Update& full = expanded.has_value() ? *expanded : update;
   if (status.ok()) status = round.aggregator->Accumulate(full);
@@ -443,6 +475,16 @@ void Coordinator::DropFromRound(const std::string& client_id) {
 
 absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
   FEDGE_ASSIGN_OR_RETURN(v1::JobConfig validated, ValidateJobConfig(config));
+  if (validated.privacy().secure_aggregation_threshold() > 0) {
+    return absl::UnimplementedError(
+        "Coordinator: secure aggregation (privacy.secure_aggregation_threshold) is not wired "
+        "into the coordinator yet; use central DP (clip_norm, noise_multiplier) without it");
+  }
+  if (validated.privacy().noise_multiplier() > 0 && validated.sub_models().tiers_size() > 0) {
+    return absl::UnimplementedError(
+        "Coordinator: differential privacy with sub_models tiers is not supported yet (a "
+        "coordinate's sensitivity depends on who held it)");
+  }
   absl::MutexLock lock(&mu_);
   if (job_ != nullptr) {
     return absl::FailedPreconditionError(
@@ -595,6 +637,23 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   Round round;
   round.number = job.completed_rounds + 1;
   round.attempt = job.failed_attempts;
+  const v1::PrivacyConfig& privacy = cfg.privacy();
+  if (job.accountant.has_value()) {
+    const size_t sampled = std::min(live.size(), static_cast<size_t>(std::max(want, quorum)));
+    round.dp_sampling_rate = static_cast<double>(sampled) / static_cast<double>(live.size());
+    if (privacy.epsilon_budget() > 0) {
+      privacy::RdpAccountant next = *job.accountant;
+      FEDGE_RETURN_IF_ERROR(next.Compose(round.dp_sampling_rate, privacy.noise_multiplier()));
+      FEDGE_ASSIGN_OR_RETURN(privacy::EpsilonAndOrder e, next.Epsilon(privacy.delta()));
+      if (e.epsilon > privacy.epsilon_budget()) {
+        return FinishJob(absl::StrFormat(
+            "privacy budget: round %d would bring epsilon to %.4g, over the budget %.4g "
+            "(delta %g); stopped after %d rounds",
+            round.number, e.epsilon, privacy.epsilon_budget(), privacy.delta(),
+            job.completed_rounds));
+      }
+    }
+  }
   base::Rng rng(sel.seed(), static_cast<uint64_t>(round.number) * 1000 + round.attempt);
   rng.Shuffle(live);
   live.resize(std::min<size_t>(live.size(), static_cast<size_t>(std::max(want, quorum))));
@@ -814,6 +873,21 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
 
   auto t0 = std::chrono::steady_clock::now();
   FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.aggregator).Report());
+  if (job.accountant.has_value()) {
+    // N(0, (z·S)²) on the sum is N(0, (z·S/m)²) on the mean of the m participants.
+    const v1::PrivacyConfig& privacy = job.config.privacy();
+    FEDGE_ASSIGN_OR_RETURN(const double stddev, privacy::CentralNoiseStddev(
+                                                    privacy.noise_multiplier(), privacy.clip_norm()));
+    const double participants = std::max<double>(1.0, delta.total_weight);
+    for (aggregation::Tensor& t : delta.tensors) {
+      job.noise->AddGaussianNoise(absl::MakeSpan(t.values), stddev / participants);
+    }
+    FEDGE_RETURN_IF_ERROR(job.accountant->Compose(round.dp_sampling_rate, privacy.noise_multiplier()));
+    FEDGE_ASSIGN_OR_RETURN(privacy::EpsilonAndOrder e, job.accountant->Epsilon(privacy.delta()));
+    m.set_epsilon(e.epsilon);
+    m.set_dp_sampling_rate(round.dp_sampling_rate);
+    m.set_dp_noise_multiplier(privacy.noise_multiplier());
+  }
   aggregation::ModelWeights next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
   if (job.strategy->KeepsClientUpdates()) {
@@ -904,18 +978,24 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   job.latest_metrics = m;
   job.failed_attempts = 0;
   job.round.reset();
-  if (job.completed_rounds >= job.config.rounds()) {
-    if (store_ != nullptr) {
-      FEDGE_RETURN_IF_ERROR(store_->SetJobState(job.id, v1::JOB_STATE_FINISHED, ""));
-    } else {
-      FEDGE_ASSIGN_OR_RETURN(v1::JobStatus s, StatusOf(job.id));
-      s.set_state(v1::JOB_STATE_FINISHED);
-      past_jobs_[job.id] = s;
-      past_models_[job.id] = model;
-    }
-    FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " finished";
-    job_.reset();
+  if (job.completed_rounds >= job.config.rounds()) return FinishJob("");
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::FinishJob(const std::string& message) {
+  Job& job = *job_;
+  if (store_ != nullptr) {
+    FEDGE_RETURN_IF_ERROR(store_->SetJobState(job.id, v1::JOB_STATE_FINISHED, message));
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(v1::JobStatus s, StatusOf(job.id));
+    s.set_state(v1::JOB_STATE_FINISHED);
+    s.set_message(message);
+    past_jobs_[job.id] = s;
+    past_models_[job.id] = ProtoFromWeights(job.config.model_spec(), job.weights);
   }
+  FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " finished"
+                  << (message.empty() ? "" : ": ") << message;
+  job_.reset();
   return absl::OkStatus();
 }
 

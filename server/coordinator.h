@@ -30,6 +30,15 @@
 // holding the full model get none. Each round's metrics list every sampled client (tier,
 // outcome, bytes each way) and every tier (its sub-model evaluated on its own).
 //
+// Differential privacy (DP-FedAvg, McMahan et al. 2018; issue 5), central mode: with
+// privacy.clip_norm S the coordinator refuses updates whose L2 norm exceeds S (devices clip
+// before uploading); with privacy.noise_multiplier z every participant has weight 1, the
+// aggregate gets N(0, (z·S)²) on the sum (z·S/m on the mean of m), and an RdpAccountant
+// composes the round (q = sampled / live registered clients) and records ε at privacy.delta
+// in the round's metrics. A job with privacy.epsilon_budget ends (FINISHED, saying why)
+// before a round whose ε would exceed it. Secure aggregation and DP with sub-model tiers are
+// not wired in yet: StartJob refuses them (UNIMPLEMENTED).
+//
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
 // from its last completed round: the round in flight is abandoned and rerun. Server
 // optimizer state (FedAdam/FedYogi moments) is not yet checkpointed: it restarts from zero.
@@ -58,6 +67,8 @@
 #include "data/dataset.h"
 #include "model/sequential.h"
 #include "model/submodel_slicer.h"
+#include "privacy/dp.h"
+#include "privacy/rdp_accountant.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "server/store.h"
@@ -183,6 +194,7 @@ class Coordinator {
     std::vector<std::shared_ptr<const v1::ModelProto>> tier_models;  // leading, per tier
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
+    double dp_sampling_rate = 0;  // q of this round (sampled / live registered)
     v1::RoundMetrics metrics;
     double train_loss_sum = 0;
     double client_seconds_sum = 0;
@@ -196,6 +208,10 @@ class Coordinator {
     std::shared_ptr<const data::Dataset> evaluation_data;
     std::unique_ptr<model::Sequential> eval_net;
     std::vector<TierPlan> tiers;  // empty: everyone trains the full model
+    // Central DP (privacy.noise_multiplier > 0): the accountant over the completed rounds and
+    // the noise source.
+    std::optional<privacy::RdpAccountant> accountant;
+    std::unique_ptr<privacy::NoiseGenerator> noise;
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
@@ -213,6 +229,8 @@ class Coordinator {
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
+  absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The tier (index into job.tiers, -1 without tiers) for a device profile.
   int AssignTier(const Job& job, const v1::DeviceProfile& profile) const;

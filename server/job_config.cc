@@ -331,6 +331,10 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
   if (!std::isfinite(pr.delta()) || !(pr.delta() > 0) || !(pr.delta() < 1)) {
     p.Add("privacy.delta", absl::StrCat("must be in (0, 1), got ", pr.delta()));
   }
+  p.NonNegative("privacy.epsilon_budget", pr.epsilon_budget());
+  if (pr.epsilon_budget() > 0 && !(pr.noise_multiplier() > 0)) {
+    p.Add("privacy.epsilon_budget", "> 0 requires privacy.noise_multiplier > 0");
+  }
   const int t = pr.secure_aggregation_threshold();
   if (t != 0 && job.strategy().has_fed_cg()) {
     p.Add("strategy.fed_cg",

@@ -111,6 +111,7 @@ std::string RoundLine(const v1::RoundRecord& r) {
       "round %4d  %-9s  clients %d/%d  %s  train loss %.4f  %6.1fs  up %.2f MB  down %.2f MB",
       r.round(), RoundStateName(r.state()), m.participants(), m.sampled(), acc, m.train_loss(),
       m.round_seconds(), m.bytes_up() / 1e6, m.bytes_down() / 1e6);
+  if (m.epsilon() > 0) absl::StrAppendFormat(&line, "  ε %.4g", m.epsilon());  // at the job's δ
   // Per tier: its sub-model's own accuracy and the bytes each of its clients moved.
   for (const v1::TierRoundMetrics& t : m.tiers()) {
     const std::string tier_acc =
