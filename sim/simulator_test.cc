@@ -143,6 +143,30 @@ TEST(SimulatorTest, OfflineClientsNeverFetch) {
   EXPECT_GT(offline, 0);
 }
 
+TEST(SimulatorTest, DropoutsNeverSubmit) {
+  v1::SimConfig c = Scenario(40, 10, 3, 30);
+  c.mutable_devices()->mutable_dropout()->set_constant(0.3);
+  absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
+  ASSERT_THAT(rounds, IsOk());
+  int dropouts = 0;
+  for (const RoundReport& r : *rounds) {
+    EXPECT_EQ(r.participants + r.dropouts, r.sampled);
+    if (r.dropouts > 0) {
+      EXPECT_DOUBLE_EQ(r.round_virtual_s, 30.0);  // the coordinator waited for them
+    }
+    dropouts += r.dropouts;
+  }
+  EXPECT_GT(dropouts, 0);
+}
+
+TEST(SimulatorTest, QuorumOutOfReachFailsClearly) {
+  v1::SimConfig c = Scenario(40, 10, 3, 30);
+  c.mutable_devices()->mutable_dropout()->set_constant(1.0);  // nobody ever uploads
+  EXPECT_THAT(RunAll(c, 2).status(),
+              ::fedge::testing::StatusIs(absl::StatusCode::kFailedPrecondition,
+                                         ::testing::HasSubstr("attempts in a row")));
+}
+
 TEST(SimulatorTest, HundredThousandClientsRegisterAndRun) {
   v1::SimConfig c = Scenario(100000, 20, 2, 600);
   absl::StatusOr<std::vector<RoundReport>> rounds = RunAll(c, 2);
