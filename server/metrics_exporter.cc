@@ -92,6 +92,8 @@ std::string RenderPrometheusMetrics(const MetricsSnapshot& s) {
        absl::StrCat(m.bytes_down())},
       {"fedge_round_seconds", "Duration of the latest completed round, open to closed.",
        Number(m.round_seconds())},
+      {"fedge_round_epsilon", "DP epsilon (at the job's delta) after the latest completed round; 0 without DP.",
+       Number(m.epsilon())},
   };
   const std::string labels =
       absl::StrCat("{job=\"", EscapeLabelValue(s.job->job_id()), "\",round=\"", m.round(), "\"}");

@@ -37,6 +37,7 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
   m->set_bytes_up(123456789012);
   m->set_bytes_down(2048);
   m->set_round_seconds(2.75);
+  m->set_epsilon(1.5);
   s.job = job;
   EXPECT_EQ(RenderPrometheusMetrics(s),
             "# HELP fedge_clients Registered clients by state.\n"
@@ -73,7 +74,10 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
             "fedge_round_bytes_down{job=\"job-1\",round=\"3\"} 2048\n"
             "# HELP fedge_round_seconds Duration of the latest completed round, open to closed.\n"
             "# TYPE fedge_round_seconds gauge\n"
-            "fedge_round_seconds{job=\"job-1\",round=\"3\"} 2.75\n");
+            "fedge_round_seconds{job=\"job-1\",round=\"3\"} 2.75\n"
+            "# HELP fedge_round_epsilon DP epsilon (at the job's delta) after the latest completed round; 0 without DP.\n"
+            "# TYPE fedge_round_epsilon gauge\n"
+            "fedge_round_epsilon{job=\"job-1\",round=\"3\"} 1.5\n");
 }
 
 TEST(MetricsExporterTest, NoRoundGaugesBeforeTheFirstCompletedRound) {
