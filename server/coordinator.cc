@@ -160,6 +160,9 @@ absl::Status Coordinator::Resume() {
     if (checkpoint.ok()) {
       job->weights = WeightsFromProto(checkpoint->model);
       job->completed_rounds = checkpoint->round;
+      if (!checkpoint->strategy_state.empty()) {
+        FEDGE_RETURN_IF_ERROR(job->strategy->RestoreState(checkpoint->strategy_state));
+      }
     } else if (!absl::IsNotFound(checkpoint.status())) {
       return checkpoint.status();
     }
@@ -954,8 +957,10 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   if (store_ != nullptr) {
     std::vector<std::string> participants(round.accepted.begin(), round.accepted.end());
     std::sort(participants.begin(), participants.end());
+    FEDGE_ASSIGN_OR_RETURN(const std::string strategy_state, job.strategy->SerializeState());
     FEDGE_RETURN_IF_ERROR(store_->CommitRound(job.id, round.number, m, model,
-                                              job.config.keep_checkpoints(), participants));
+                                              job.config.keep_checkpoints(), participants,
+                                              strategy_state));
   } else {
     v1::RoundRecord r;
     r.set_job_id(job.id);

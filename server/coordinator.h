@@ -40,8 +40,8 @@
 // not wired in yet: StartJob refuses them (UNIMPLEMENTED).
 //
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
-// from its last completed round: the round in flight is abandoned and rerun. Server
-// optimizer state (FedAdam/FedYogi moments) is not yet checkpointed: it restarts from zero.
+// from its last completed round: the round in flight is abandoned and rerun, and the server
+// optimizer's state (FedAdam/FedYogi moments) is restored from the same checkpoint.
 //
 // Thread safety: every method is thread-safe (one mutex; aggregation and evaluation run
 // under it inside Tick).

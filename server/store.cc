@@ -65,6 +65,10 @@ CREATE TABLE checkpoints (
   FOREIGN KEY (job_id, round) REFERENCES rounds(job_id, round)
 );
 )sql",
+    // v2: the server optimizer's state (FedAdam/FedYogi moments) beside each checkpoint.
+    R"sql(
+ALTER TABLE checkpoints ADD COLUMN strategy_state BLOB;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Store::kSchemaVersion + 1,
               "one migration per schema version");
@@ -605,7 +609,8 @@ absl::StatusOr<int> Store::AbandonOpenRounds(const std::string& job_id) {
 absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
                                 const v1::RoundMetrics& metrics, const v1::ModelProto& model,
                                 int keep_checkpoints,
-                                const std::vector<std::string>& participants) {
+                                const std::vector<std::string>& participants,
+                                absl::string_view strategy_state) {
   if (round < 1) {
     return absl::InvalidArgumentError(absl::StrCat("Store: round must be >= 1, got ", round));
   }
@@ -664,12 +669,13 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
   FEDGE_RETURN_IF_ERROR(Fault("after_round"));
   {
     FEDGE_ASSIGN_OR_RETURN(Statement q,
-                           Prepare("INSERT INTO checkpoints (job_id, round, model, created_ms) "
-                                   "VALUES (?1, ?2, ?3, ?4)"));
+                           Prepare("INSERT INTO checkpoints (job_id, round, model, created_ms, "
+                                   "strategy_state) VALUES (?1, ?2, ?3, ?4, ?5)"));
     FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
                               .Bind(2, round)
                               .BindBlob(3, model_blob)
                               .Bind(4, now)
+                              .BindBlob(5, strategy_state)
                               .Run("write checkpoint"));
   }
   FEDGE_RETURN_IF_ERROR(Fault("after_checkpoint"));
@@ -761,10 +767,10 @@ absl::StatusOr<Checkpoint> Store::ReadCheckpoint(const std::string& job_id, int6
                                                  bool latest) {
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
-      Prepare(latest ? "SELECT round, model, created_ms FROM checkpoints WHERE job_id = ?1 "
-                       "ORDER BY round DESC LIMIT 1"
-                     : "SELECT round, model, created_ms FROM checkpoints WHERE job_id = ?1 "
-                       "AND round = ?2"));
+      Prepare(latest ? "SELECT round, model, created_ms, strategy_state FROM checkpoints "
+                       "WHERE job_id = ?1 ORDER BY round DESC LIMIT 1"
+                     : "SELECT round, model, created_ms, strategy_state FROM checkpoints "
+                       "WHERE job_id = ?1 AND round = ?2"));
   q.BindText(1, job_id);
   if (!latest) q.Bind(2, round);
   FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("read checkpoint"));
@@ -776,6 +782,7 @@ absl::StatusOr<Checkpoint> Store::ReadCheckpoint(const std::string& job_id, int6
   Checkpoint cp;
   cp.round = q.Int(0);
   cp.created_unix_ms = q.Int(2);
+  cp.strategy_state = std::string(q.Blob(3));
   const absl::string_view blob = q.Blob(1);
   if (!cp.model.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
     return absl::DataLossError(absl::StrCat("Store: checkpoint of job '", job_id, "' round ",

@@ -80,12 +80,15 @@ struct Checkpoint {
   int64_t round = 0;
   v1::ModelProto model;
   int64_t created_unix_ms = 0;
+  // The strategy's SerializeState() after this round (empty: none stored, e.g. a
+  // checkpoint written before schema version 2).
+  std::string strategy_state;
 };
 
 class Store final {
  public:
   static constexpr char kDatabaseFileName[] = "coordinator.db";
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating if needed) the database under `state_dir` (created if missing),
   // migrates its schema, and locks the state dir for this process.
@@ -133,7 +136,8 @@ class Store final {
   absl::Status CommitRound(const std::string& job_id, int64_t round,
                            const v1::RoundMetrics& metrics, const v1::ModelProto& model,
                            int keep_checkpoints,
-                           const std::vector<std::string>& participants = {});
+                           const std::vector<std::string>& participants = {},
+                           absl::string_view strategy_state = {});
 
   absl::StatusOr<v1::RoundRecord> GetRound(const std::string& job_id, int64_t round);
   // Rounds in increasing order, starting at `from_round`, at most `limit`.

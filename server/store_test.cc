@@ -492,6 +492,63 @@ TEST(StoreTest, CorruptDatabaseGivesAClearErrorNamingThePath) {
               StatusIs(absl::StatusCode::kDataLoss, AllOf(HasSubstr("Store: "), HasSubstr(db))));
 }
 
+// The strategy's state (FedAdam/FedYogi moments) commits with the round's checkpoint and
+// comes back with it; a checkpoint without one reads back empty.
+TEST(StoreTest, StrategyStateRoundTripsWithTheCheckpoint) {
+  TempDir dir;
+  std::unique_ptr<Store> store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
+  ASSERT_THAT(store->OpenRound("j", 1, 100), IsOk());
+  ASSERT_THAT(store->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 3, {}), IsOk());
+  auto c1 = store->LatestCheckpoint("j");
+  ASSERT_THAT(c1, IsOk());
+  EXPECT_EQ(c1->strategy_state, "");
+  const std::string state("moments\0\x01\xff", 10);
+  ASSERT_THAT(store->OpenRound("j", 2, 200), IsOk());
+  ASSERT_THAT(store->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 3, {}, state), IsOk());
+  store.reset();
+  store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  auto c2 = store->LatestCheckpoint("j");
+  ASSERT_THAT(c2, IsOk());
+  EXPECT_EQ(c2->round, 2);
+  EXPECT_EQ(c2->strategy_state, state);
+}
+
+// A version-1 database (before strategy states) opens and migrates; its checkpoints read
+// back with an empty state.
+TEST(StoreTest, VersionOneDatabaseMigrates) {
+  TempDir dir;
+  std::string db;
+  {
+    std::unique_ptr<Store> store = OpenOrDie(dir.path());
+    ASSERT_NE(store, nullptr);
+    db = store->path();
+    ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
+    ASSERT_THAT(store->OpenRound("j", 1, 100), IsOk());
+    ASSERT_THAT(store->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 3), IsOk());
+  }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "ALTER TABLE checkpoints DROP COLUMN strategy_state; "
+                         "UPDATE schema_version SET version = 1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(raw);
+  sqlite3_close(raw);
+  std::unique_ptr<Store> store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  auto c = store->LatestCheckpoint("j");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->round, 1);
+  EXPECT_EQ(c->strategy_state, "");
+  ASSERT_THAT(store->OpenRound("j", 2, 200), IsOk());
+  EXPECT_THAT(store->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 3, {}, "s"), IsOk());
+  EXPECT_EQ(store->LatestCheckpoint("j")->strategy_state, "s");
+}
+
 TEST(StoreTest, DatabaseFromANewerFedgeIsRefused) {
   TempDir dir;
   std::string db;

@@ -367,6 +367,55 @@ TEST_F(CoordinatorTest, RestartResumesFromTheLastCompletedRound) {
   EXPECT_EQ(completed, (std::vector<int64_t>{1, 2, 3, 4}));
 }
 
+// FedAdam's moments are checkpointed with the model: a coordinator restarted after round 2
+// ends with exactly the model of an uninterrupted run (it would differ if the moments
+// restarted from zero).
+TEST_F(CoordinatorTest, RestartRestoresTheServerOptimizerState) {
+  v1::JobConfig cfg = MakeJob(4, 3, 3, 600);
+  cfg.mutable_strategy()->mutable_fed_adam();
+  cfg.mutable_strategy()->set_server_learning_rate(0.05);
+  auto run = [&](const std::string& dir, bool crash) -> v1::ModelProto {
+    std::filesystem::remove_all(dir);
+    std::string job_id;
+    std::vector<Device> devices;
+    {
+      auto store = Store::Open(dir);
+      EXPECT_THAT(store, IsOk());
+      auto c = Make(store->get());
+      devices = Enroll(*c, 3);
+      auto job = c->StartJob(cfg);
+      EXPECT_THAT(job, IsOk());
+      job_id = *job;
+      for (int r = 0; r < (crash ? 2 : 4); ++r) {
+        EXPECT_THAT(c->Tick(), IsOk());
+        for (const Device& d : devices) EXPECT_THAT(Work(*c, d), IsOk());
+        EXPECT_THAT(c->Tick(), IsOk());
+      }
+      if (!crash) return *c->ExportModel(job_id);
+    }
+    auto store = Store::Open(dir);
+    EXPECT_THAT(store, IsOk());
+    auto c = Make(store->get());
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_THAT(c->Tick(), IsOk());
+      for (const Device& d : devices) EXPECT_THAT(Work(*c, d), IsOk());
+      EXPECT_THAT(c->Tick(), IsOk());
+    }
+    EXPECT_FALSE(c->running_job().has_value());
+    return *c->ExportModel(job_id);
+  };
+  const v1::ModelProto straight = run(::testing::TempDir() + "/fedadam_straight", false);
+  const v1::ModelProto restarted = run(::testing::TempDir() + "/fedadam_restarted", true);
+  ASSERT_EQ(straight.parameters_size(), restarted.parameters_size());
+  for (int i = 0; i < straight.parameters_size(); ++i) {
+    ASSERT_EQ(straight.parameters(i).values_size(), restarted.parameters(i).values_size());
+    for (int k = 0; k < straight.parameters(i).values_size(); ++k) {
+      ASSERT_EQ(straight.parameters(i).values(k), restarted.parameters(i).values(k))
+          << straight.parameters(i).name() << "[" << k << "]";
+    }
+  }
+}
+
 TEST_F(CoordinatorTest, RejectsASecondJobAndInvalidConfigs) {
   auto c = Make();
   v1::JobConfig bad = MakeJob(0, 3, 3, 600);
