@@ -9,7 +9,20 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/string_view.h"
+
 namespace fedge::base {
+
+// FNV-1a (64-bit) of a string: a hash that is the same on every build and platform, for
+// deriving seeds from names (e.g. a client id: Rng(seed ^ Fnv1a(id), round)).
+inline uint64_t Fnv1a(absl::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
 
 class Rng {
  public:

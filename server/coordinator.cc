@@ -5,6 +5,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -89,15 +90,6 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   }
   Preprocess(config.preprocessing(), test);
   return std::make_shared<const data::Dataset>(std::move(test));
-}
-
-uint64_t Fnv1a(absl::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
@@ -224,7 +216,14 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   }
   if (config.privacy().noise_multiplier() > 0) {
     job->accountant.emplace();
-    FEDGE_ASSIGN_OR_RETURN(job->noise, privacy::NoiseGenerator::Create());
+    if (options_.dp_noise_seed.has_value()) {
+      privacy::Seed seed;
+      base::Rng rng(*options_.dp_noise_seed, base::Fnv1a(id));
+      for (uint8_t& b : seed) b = static_cast<uint8_t>(rng.NextU64());
+      job->noise = privacy::NoiseGenerator::CreateFromSeed(seed);
+    } else {
+      FEDGE_ASSIGN_OR_RETURN(job->noise, privacy::NoiseGenerator::Create());
+    }
   }
   if (options_.evaluation_data != nullptr) {
     job->evaluation_data = options_.evaluation_data;
@@ -259,7 +258,14 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
   }
   absl::MutexLock lock(&mu_);
   std::string id = request.previous_client_id();
-  if (id.empty() || !clients_.contains(id)) id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
+  const bool named = options_.accept_requested_client_ids && !id.empty() &&
+                     std::all_of(id.begin(), id.end(), [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ||
+                              c == '.' || c == '-';
+                     });
+  if (!named && (id.empty() || !clients_.contains(id))) {
+    id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
+  }
   const std::string token = GenerateSessionToken();
   const absl::Time now = clock_.Now();
   ClientInfo& info = clients_[id];
@@ -735,7 +741,7 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   if (tier.width_ratio < 1 || sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
     const bool random = sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET;
     const uint64_t seed =
-        random ? base::Rng(sub.seed() ^ Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64()
+        random ? base::Rng(sub.seed() ^ base::Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64()
                : 0;
     FEDGE_ASSIGN_OR_RETURN(
         model::SubModelSlicer slicer,

@@ -88,6 +88,12 @@ struct CoordinatorOptions {
   std::shared_ptr<const data::Dataset> evaluation_data;
   // Bounds on what a device may claim.
   int64_t max_examples_per_client = int64_t{1} << 30;
+  // Trusted in-process callers that name their clients (the simulator): Register gives a
+  // new client the id it asks for in previous_client_id (1-128 characters from
+  // [A-Za-z0-9_.-]) instead of a random one. Never for a network-facing coordinator.
+  bool accept_requested_client_ids = false;
+  // Seeds the DP noise, for reproducible simulations only; unset: libsodium's CSPRNG.
+  std::optional<uint64_t> dp_noise_seed;
 };
 
 // What a sampled client receives: the header (job, round, task id, deadline, architecture,

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
@@ -80,6 +81,8 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
   copts.liveness_timeout = absl::Hours(24 * 365 * 10);
   copts.aggregation_threads = 1;
   copts.evaluation_data = sim->data_->TestData();
+  copts.accept_requested_client_ids = true;       // "v00000042": see RegisterPopulation
+  copts.dp_noise_seed = sim->config_.seed();      // DP noise reproducible from the seed
   FEDGE_ASSIGN_OR_RETURN(sim->coordinator_, server::Coordinator::Create(copts, nullptr));
   FEDGE_RETURN_IF_ERROR(sim->RegisterPopulation());
   FEDGE_ASSIGN_OR_RETURN(sim->job_id_, sim->coordinator_->StartJob(sim->config_.job()));
@@ -88,42 +91,25 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
 
 absl::Status Simulator::RegisterPopulation() {
   const int64_t n = config_.population();
-  // Pass 1: names. The coordinator draws them at random; sorting them fixes which virtual
-  // client gets which, so the coordinator's sample maps to the same clients in every run.
-  // Names are packed into one string (no per-name allocation: this runs for 100,000).
-  std::string pass1;
-  std::vector<uint32_t> offsets;
-  offsets.reserve(static_cast<size_t>(n) + 1);
-  offsets.push_back(0);
-  for (int64_t i = 0; i < n; ++i) {
-    v1::RegisterRequest r;
-    r.set_enrollment_token(kEnrollmentToken);
-    FEDGE_ASSIGN_OR_RETURN(v1::RegisterResponse resp, coordinator_->Register(r));
-    if (i == 0) pass1.reserve(static_cast<size_t>(n) * resp.client_id().size());
-    pass1 += resp.client_id();
-    offsets.push_back(static_cast<uint32_t>(pass1.size()));
-  }
-  auto name = [&](uint32_t k) {
-    return std::string_view(pass1).substr(offsets[k], offsets[k + 1] - offsets[k]);
-  };
-  std::vector<uint32_t> order(static_cast<size_t>(n));
-  for (uint32_t k = 0; k < order.size(); ++k) order[k] = k;
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return name(a) < name(b); });
-  // Pass 2: client i re-registers under the i-th name with its own profile.
-  names_.reserve(pass1.size());
+  // Virtual client i is "v00000042" (CoordinatorOptions.accept_requested_client_ids): the
+  // coordinator's sample (over sorted ids) maps to the same virtual clients in every run, and
+  // per-client seeds derived from the id (random-subset sub-models) are reproducible.
+  // Names and tokens are packed into two strings (no per-client allocation: this runs for
+  // 100,000).
+  names_.reserve(static_cast<size_t>(n) * 9);
   name_offsets_.reserve(static_cast<size_t>(n) + 1);
   token_offsets_.reserve(static_cast<size_t>(n) + 1);
   name_offsets_.push_back(0);
   token_offsets_.push_back(0);
   for (int64_t i = 0; i < n; ++i) {
-    const std::string id(name(order[static_cast<size_t>(i)]));
+    const std::string id = absl::StrFormat("v%08d", i);
     v1::RegisterRequest r;
     r.set_enrollment_token(kEnrollmentToken);
     r.set_previous_client_id(id);
     *r.mutable_profile() = ProfileOf(DrawDevice(config_, i), data_->NumExamples(i));
     FEDGE_ASSIGN_OR_RETURN(v1::RegisterResponse resp, coordinator_->Register(r));
     if (resp.client_id() != id) {
-      return absl::InternalError(absl::StrCat("Simulator: client ", i, " re-registered as ",
+      return absl::InternalError(absl::StrCat("Simulator: client ", i, " registered as ",
                                               resp.client_id(), ", not ", id));
     }
     if (i == 0) tokens_.reserve(static_cast<size_t>(n) * resp.session_token().size());

@@ -7,11 +7,12 @@
 //   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Simulator> sim, Simulator::Create(config, {}));
 //   FEDGE_RETURN_IF_ERROR(sim->Run([](const RoundReport& r) { ... }));
 //
-// Population. Create registers N virtual clients with the coordinator (in memory, no store).
-// The coordinator names clients at random; the simulator sorts the names and gives the i-th
-// smallest to virtual client i, then registers that client's device profile (memory budget,
-// example count) under it, so that which virtual client the coordinator's seeded sample
-// picks depends only on the seeds. Per client the simulator keeps its name and session
+// Population. Create registers N virtual clients with the coordinator (in memory, no store)
+// under the ids "v00000000".."v<N-1>" (CoordinatorOptions.accept_requested_client_ids) with
+// their device profiles (memory budget, example count), so that which virtual client the
+// coordinator's seeded sample picks, and every per-client seed derived from an id (random
+// sub-model subsets), depend only on the seeds; DP noise is seeded from the config's seed
+// too (CoordinatorOptions.dp_noise_seed). Per client the simulator keeps its name and session
 // token (a few dozen bytes); devices (sim/device_model.h) and data (sim/client_data.h) are
 // recomputed when a client is sampled. What grows with N beyond that is the coordinator's
 // registry.

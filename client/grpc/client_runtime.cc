@@ -50,15 +50,6 @@ bool Retryable(const absl::Status& s) {
   }
 }
 
-uint64_t Fnv1a(absl::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::chrono::system_clock::time_point Deadline(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
@@ -414,7 +405,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   auto local = data.Get(t.preprocessing());
   if (!local.ok()) return abandon(local.status());
 
-  base::Rng seed_rng(t.training().shuffle_seed() ^ Fnv1a(id()), static_cast<uint64_t>(t.round()));
+  base::Rng seed_rng(t.training().shuffle_seed() ^ base::Fnv1a(id()), static_cast<uint64_t>(t.round()));
   auto train_options = OptionsFromTask(t, seed_rng.NextU64());
   if (!train_options.ok()) return abandon(train_options.status());
   train_options->cancelled = [&stop, deadline] {
