@@ -234,6 +234,14 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
     EXPECT_EQ(r.metrics().participants(), 3);
     EXPECT_EQ(r.metrics().examples(), 300);
     EXPECT_GT(r.metrics().bytes_up(), 0);
+    // Each device reports its peak RSS with its update; the round keeps it per client.
+    ASSERT_EQ(r.metrics().clients_size(), 3);
+    for (const v1::ClientRoundMetrics& c : r.metrics().clients()) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+      EXPECT_GT(c.peak_rss_bytes(), 1 << 20) << c.client_id();
+      EXPECT_GT(c.bytes_up(), 0);
+      EXPECT_GT(c.bytes_down(), 0);
+    }
   }
   EXPECT_EQ(completed, 2);
   StopClients();

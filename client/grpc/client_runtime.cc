@@ -354,6 +354,8 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   h->mutable_metrics()->set_train_accuracy(update.train_accuracy);
   h->mutable_metrics()->set_steps(update.steps);
   h->mutable_metrics()->set_train_seconds(update.seconds);
+  h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
+  h->mutable_metrics()->set_update_norm(update.delta_norm);
 
   grpc::ClientContext ctx;
   // Not cancelled by `stop`: a started upload is finished.
