@@ -16,6 +16,7 @@
 #include "server/coordinator.h"
 #include "server/model_weights.h"
 #include "tests/status_matchers.h"
+#include "tests/synthetic_data.h"
 
 namespace fedge::server {
 namespace {
@@ -26,22 +27,9 @@ using ::testing::HasSubstr;
 
 constexpr char kToken[] = "enroll-me";
 
+// The tests' separable synthetic problem (tests/synthetic_data.h).
 data::Dataset MakeData(int n, int features, uint64_t seed) {
-  base::Rng rng(seed);
-  data::Dataset d;
-  d.num_examples = n;
-  d.shape = {features};
-  d.num_classes = 3;
-  d.features.resize(static_cast<size_t>(n) * features);
-  d.labels.resize(n);
-  for (int i = 0; i < n; ++i) {
-    d.labels[i] = static_cast<int32_t>(rng.UniformInt(3));
-    for (int j = 0; j < features; ++j) {
-      d.features[static_cast<size_t>(i) * features + j] =
-          static_cast<float>(rng.Normal() * 0.7 + (j % 3 == d.labels[i] ? 1.0 : 0.0));
-    }
-  }
-  return d;
+  return ::fedge::testing::SeparableData(n, features, 3, seed);
 }
 
 v1::JobConfig DpJob(int rounds, int per_round, double clip, double z) {

@@ -18,6 +18,7 @@
 #include "server/model_weights.h"
 #include "server/store.h"
 #include "tests/status_matchers.h"
+#include "tests/synthetic_data.h"
 
 namespace fedge::server {
 namespace {
@@ -28,23 +29,9 @@ using ::testing::HasSubstr;
 
 constexpr char kToken[] = "enroll-me";
 
-// A separable 3-class problem with 8 features.
+// The tests' separable synthetic problem (tests/synthetic_data.h).
 data::Dataset MakeData(int n, uint64_t seed) {
-  base::Rng rng(seed);
-  data::Dataset d;
-  d.num_examples = n;
-  d.shape = {8};
-  d.num_classes = 3;
-  d.features.resize(n * 8);
-  d.labels.resize(n);
-  for (int i = 0; i < n; ++i) {
-    d.labels[i] = static_cast<int32_t>(rng.UniformInt(3));
-    for (int j = 0; j < 8; ++j) {
-      d.features[i * 8 + j] =
-          static_cast<float>(rng.Normal() * 0.7 + (j % 3 == d.labels[i] ? 1.0 : 0.0));
-    }
-  }
-  return d;
+  return ::fedge::testing::SeparableData(n, 8, 3, seed);
 }
 
 v1::JobConfig MakeJob(int rounds, int per_round, int quorum, double deadline_s) {

@@ -32,6 +32,7 @@
 #include "server/grpc/grpc_server.h"
 #include "server/store.h"
 #include "tests/status_matchers.h"
+#include "tests/synthetic_data.h"
 
 namespace fedge {
 namespace {
@@ -41,23 +42,9 @@ using ::testing::HasSubstr;
 
 constexpr char kToken[] = "enroll-me";
 
-// A separable problem: class c lifts the features j with j % classes == c.
+// The tests' separable synthetic problem (tests/synthetic_data.h).
 data::Dataset MakeData(int n, int features, int classes, uint64_t seed) {
-  base::Rng rng(seed);
-  data::Dataset d;
-  d.num_examples = n;
-  d.shape = {features};
-  d.num_classes = classes;
-  d.features.resize(static_cast<size_t>(n) * features);
-  d.labels.resize(n);
-  for (int i = 0; i < n; ++i) {
-    d.labels[i] = static_cast<int32_t>(rng.UniformInt(classes));
-    for (int j = 0; j < features; ++j) {
-      d.features[static_cast<size_t>(i) * features + j] =
-          static_cast<float>(rng.Normal() * 0.7 + (j % classes == d.labels[i] ? 1.0 : 0.0));
-    }
-  }
-  return d;
+  return ::fedge::testing::SeparableData(n, features, classes, seed);
 }
 
 struct Device {

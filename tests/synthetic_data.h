@@ -1,0 +1,34 @@
+// Small generated data for coordinator and client tests (DESIGN.md: unit tests use small
+// generated data): a separable problem where class c lifts the features j with
+// j % classes == c, plus N(0, 0.7²) noise. Deterministic for a seed.
+#ifndef FEDGE_TESTS_SYNTHETIC_DATA_H_
+#define FEDGE_TESTS_SYNTHETIC_DATA_H_
+
+#include <cstdint>
+
+#include "base/rng.h"
+#include "data/dataset.h"
+
+namespace fedge::testing {
+
+inline data::Dataset SeparableData(int n, int features, int classes, uint64_t seed) {
+  base::Rng rng(seed);
+  data::Dataset d;
+  d.num_examples = n;
+  d.shape = {features};
+  d.num_classes = classes;
+  d.features.resize(static_cast<size_t>(n) * features);
+  d.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    d.labels[i] = static_cast<int32_t>(rng.UniformInt(static_cast<uint64_t>(classes)));
+    for (int j = 0; j < features; ++j) {
+      d.features[static_cast<size_t>(i) * features + j] =
+          static_cast<float>(rng.Normal() * 0.7 + (j % classes == d.labels[i] ? 1.0 : 0.0));
+    }
+  }
+  return d;
+}
+
+}  // namespace fedge::testing
+
+#endif  // FEDGE_TESTS_SYNTHETIC_DATA_H_
