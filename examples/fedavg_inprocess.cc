@@ -1,9 +1,9 @@
 // A real federated training run on Fashion-MNIST in one process: the transport-free
 // Coordinator with its SQLite store, and N devices that each hold a label-Dirichlet shard and
 // train with client::TrainLocally. It runs exactly the round logic the gRPC services will
-// call, without sockets (the multi-process fleet over gRPC is the next slice of issue 3).
+// call, without sockets (examples/fleet/run.sh runs the same job as processes over gRPC).
 //
-//   build/bin/fedavg_inprocess --model cnn --clients 10 --alpha 0.5 --rounds 20 \
+//   build/bin/fedavg_inprocess --model cnn --clients 10 --alpha 0.5 --rounds 20
 //       --local-epochs 1 --state-dir out/fedavg --metrics-out out/fedavg/metrics.jsonl
 //
 // Devices train two at a time (one per core). A second run on the same --state-dir resumes

@@ -18,7 +18,7 @@
 // summary line per algorithm: the final round's test accuracy and the test accuracy at the
 // round of best mean validation accuracy.
 //
-//   fedcg_inprocess --algorithms fedcg,fedavg,local --rounds 10 --seed 0 \
+//   fedcg_inprocess --algorithms fedcg,fedavg,local --rounds 10 --seed 0
 //       --metrics-out out/fedcg/seed0.jsonl
 #include <algorithm>
 #include <atomic>
