@@ -272,6 +272,8 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
   info.record.set_client_id(id);
   *info.record.mutable_profile() = p;
   info.record.set_state(v1::CLIENT_STATE_ACTIVE);
+  info.record.clear_declined_reason();
+  if (job_ != nullptr) job_->declined.erase(id);  // its profile may have changed
   if (info.record.enrolled_unix_ms() == 0) info.record.set_enrolled_unix_ms(UnixMs(now));
   info.record.set_last_seen_unix_ms(UnixMs(now));
   info.last_seen = now;
@@ -394,6 +396,7 @@ absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
   round.waiting.erase(header.client_id());
   round.metrics.set_rejected(round.metrics.rejected() + 1);
   round.tasks[header.client_id()].metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+  round.tasks[header.client_id()].metrics.set_reason(std::string(reason.message().substr(0, 256)));
   FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
                      << ": rejected the update of client " << header.client_id() << ": "
                      << reason.message();
@@ -448,6 +451,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     round.waiting.erase(id);
     round.metrics.set_rejected(round.metrics.rejected() + 1);
     ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+    ct.metrics.set_reason(std::string(status.message().substr(0, 256)));
     return status;
   }
   if (job_->strategy->KeepsClientUpdates()) round.kept.push_back(full);
@@ -464,6 +468,27 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   m.set_examples(m.examples() + header.num_examples());
   round.train_loss_sum += header.metrics().train_loss() * header.num_examples();
   round.client_seconds_sum += header.metrics().train_seconds();
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
+  const std::string& reason = header.refusal();
+  if (reason.empty() || reason.size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: a refusal needs a reason of 1-256 bytes, got ", reason.size()));
+  }
+  absl::MutexLock lock(&mu_);
+  FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
+  Round& round = *job_->round;
+  round.waiting.erase(header.client_id());
+  v1::ClientRoundMetrics& m = round.tasks[header.client_id()].metrics;
+  m.set_outcome(v1::ClientRoundMetrics::OUTCOME_DECLINED);
+  m.set_reason(reason);
+  m.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
+  job_->declined.insert(header.client_id());
+  clients_[header.client_id()].record.set_declined_reason(reason);
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
+                     << ": client " << header.client_id() << " declined its task: " << reason;
   return absl::OkStatus();
 }
 
@@ -634,7 +659,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   const v1::JobConfig& cfg = job.config;
   std::vector<std::string> live;
   for (const auto& [id, info] : clients_) {
-    if (Live(info, now)) live.push_back(id);
+    if (Live(info, now) && !job.declined.contains(id)) live.push_back(id);
   }
   std::sort(live.begin(), live.end());  // the sample depends only on (seed, round, set)
   const v1::ClientSelection& sel = cfg.selection();

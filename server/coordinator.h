@@ -140,6 +140,10 @@ class Coordinator {
   // counts the update as rejected, and returns `reason`; otherwise returns the
   // SubmitUpdate-style error (UNAUTHENTICATED, FAILED_PRECONDITION, ALREADY_EXISTS).
   absl::Status RejectUpdate(const v1::UpdateHeader& header, const absl::Status& reason);
+  // The device declines its task (UpdateHeader.refusal, e.g. over its memory budget): same
+  // checks and errors as SubmitUpdate; the client leaves the round and the reason is kept
+  // in the round's metrics. INVALID_ARGUMENT for an empty reason or one over 256 bytes.
+  absl::Status DeclineTask(const v1::UpdateHeader& header);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
 
   // ---- operators ----
@@ -221,6 +225,8 @@ class Coordinator {
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
+    // Clients that declined a task of this job: not sampled again until they re-register.
+    absl::flat_hash_set<std::string> declined;
     v1::RoundMetrics latest_metrics;
   };
 

@@ -416,10 +416,15 @@ TEST_F(ClientGrpcIntegrationTest, TaskOverTheMemoryBudgetIsRefusedBeforeDownload
   for (int i = 0; i < 100 && runtimes_[0]->stats().tasks_abandoned < 1; ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
-  // Offered again, it is not downloaded and refused again.
+  // The device told the coordinator why (UpdateHeader.refusal): the coordinator recorded
+  // it and does not offer this job's tasks to it again.
   absl::SleepFor(absl::Milliseconds(500));
   EXPECT_EQ(runtimes_[0]->stats().tasks_abandoned, 1);
   EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 0);
+  auto clients = coordinator_->ListClients();
+  ASSERT_THAT(clients, IsOk());
+  ASSERT_EQ(clients->size(), 1u);
+  EXPECT_THAT(clients->front().declined_reason(), HasSubstr("budget"));
   StopClients();
   EXPECT_THAT(*results_[0], IsOk());
 }

@@ -403,6 +403,55 @@ TEST_F(CoordinatorTest, RestartRestoresTheServerOptimizerState) {
   }
 }
 
+// A device that declines its task (e.g. over its memory budget) leaves the round at once,
+// its reason is kept in the round's metrics and the registry, and it is not sampled again in
+// that job until it registers again.
+TEST_F(CoordinatorTest, DeclinedTasksAreRecordedAndNotOfferedAgain) {
+  auto c = Make();
+  std::vector<Device> devices = Enroll(*c, 2);
+  auto job = c->StartJob(MakeJob(/*rounds=*/2, /*per_round=*/2, /*quorum=*/1, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto task = c->FetchTask(devices[0].id, devices[0].token);
+  ASSERT_THAT(task, IsOk());
+  ASSERT_TRUE(task->has_value());
+  v1::UpdateHeader h;
+  h.set_client_id(devices[0].id);
+  h.set_session_token(devices[0].token);
+  h.set_job_id((*task)->header.job_id());
+  h.set_round((*task)->header.round());
+  h.set_task_id((*task)->header.task_id());
+  EXPECT_THAT(c->DeclineTask(h), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason")));
+  h.set_refusal("MemoryBudget: the task needs about 13 kB, over the device's budget of 4 kB");
+  ASSERT_THAT(c->DeclineTask(h), IsOk());
+  EXPECT_THAT(c->DeclineTask(h), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not (or no longer) part")));
+  ASSERT_THAT(Work(*c, devices[1]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());  // everyone answered: the round closes with one update
+  ASSERT_THAT(c->Tick(), IsOk());  // round 2 opens without the device that declined
+  EXPECT_THAT(Work(*c, devices[0]), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no task")));
+  ASSERT_THAT(Work(*c, devices[1]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 2u);
+  const v1::RoundMetrics& m1 = (*rounds)[0].metrics();
+  ASSERT_EQ(m1.clients_size(), 2);
+  bool seen = false;
+  for (const v1::ClientRoundMetrics& cm : m1.clients()) {
+    if (cm.client_id() != devices[0].id) continue;
+    seen = true;
+    EXPECT_EQ(cm.outcome(), v1::ClientRoundMetrics::OUTCOME_DECLINED);
+    EXPECT_THAT(cm.reason(), HasSubstr("budget of 4 kB"));
+  }
+  EXPECT_TRUE(seen);
+  EXPECT_EQ((*rounds)[1].metrics().sampled(), 1);
+  auto clients = c->ListClients();
+  ASSERT_THAT(clients, IsOk());
+  for (const v1::ClientRecord& r : *clients) {
+    EXPECT_EQ(r.declined_reason().empty(), r.client_id() != devices[0].id);
+  }
+}
+
 TEST_F(CoordinatorTest, RejectsASecondJobAndInvalidConfigs) {
   auto c = Make();
   v1::JobConfig bad = MakeJob(0, 3, 3, 600);

@@ -146,6 +146,9 @@ struct ClientRuntime::Impl {
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
   absl::Status Upload(const Task& task, const LocalUpdate& update, const std::string& payload,
                       const v1::TensorManifest& manifest, const std::atomic<bool>& stop);
+  // Tells the coordinator this device declines the task (UpdateHeader.refusal), so that the
+  // round stops waiting for it and records why. Best effort: a failure is only logged.
+  void Decline(const v1::TaskHeader& task, const std::string& reason);
   void Leave();
 };
 
@@ -275,7 +278,10 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
         task.header.has_teacher_spec() ? &task.header.teacher_spec() : nullptr, *train_options,
         copy_floats);
     const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
-    if (!fits.ok()) return bad_task(fits);
+    if (!fits.ok()) {
+      Decline(task.header, std::string(fits.message()));
+      return bad_task(fits);
+    }
   }
   task.model = (*net)->ToProto();
   net->reset();
@@ -382,6 +388,25 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   }
   if (ok) writer->WritesDone();
   return FromGrpc(writer->Finish(), "UploadUpdate");
+}
+
+void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& reason) {
+  v1::UpdateChunk msg;
+  v1::UpdateHeader* h = msg.mutable_header();
+  h->set_client_id(id());
+  h->set_session_token(session_token);
+  h->set_job_id(t.job_id());
+  h->set_round(t.round());
+  h->set_task_id(t.task_id());
+  h->set_refusal(reason.substr(0, 256));
+  h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(absl::Seconds(10)));
+  v1::UploadUpdateResponse resp;
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub->UploadUpdate(&ctx, &resp);
+  if (writer->Write(msg)) writer->WritesDone();
+  const absl::Status s = FromGrpc(writer->Finish(), "UploadUpdate (declining the task)");
+  if (!s.ok()) FEDGE_LOG(WARNING) << s.message();
 }
 
 absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {

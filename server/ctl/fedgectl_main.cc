@@ -241,6 +241,8 @@ absl::Status Clients(v1::Admin::Stub& stub, const CtlCommand& cmd) {
                 static_cast<long long>(c.rounds_participated()),
                 c.profile().platform().empty() ? "-" : c.profile().platform().c_str(),
                 FormatTime(c.last_seen_unix_ms()).c_str());
+    if (!c.tier().empty()) std::printf("    tier %s\n", c.tier().c_str());
+    if (!c.declined_reason().empty()) std::printf("    declined: %s\n", c.declined_reason().c_str());
   }
   std::printf("%d client(s)\n", resp.clients_size());
   return absl::OkStatus();

@@ -206,6 +206,12 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
                                     {"task_id", &header.task_id()}}) {
     FEDGE_RETURN_IF_ERROR(CheckString(name, *value, limits_.max_string_bytes));
   }
+  if (!header.refusal().empty()) {
+    // The device declines its task: a header-only stream.
+    FEDGE_RETURN_IF_ERROR(coordinator_->DeclineTask(header));
+    response->set_round(header.round());
+    return absl::OkStatus();
+  }
   // Credentials and the client's task, before any payload byte.
   FEDGE_ASSIGN_OR_RETURN(std::optional<TaskAssignment> task,
                          coordinator_->FetchTask(header.client_id(), header.session_token()));
