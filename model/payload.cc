@@ -79,10 +79,11 @@ static_assert(sizeof(kernels::BlockQ4) == kQ4BlockBytes, "BlockQ4 layout");
 
 int64_t NumChunks(int64_t n) { return (n + kStochasticChunk - 1) / kStochasticChunk; }
 
-// INT8_PER_CHANNEL: one scale per shape[0] row (a scalar has one).
+// INT8_PER_CHANNEL: one scale per shape[0] row for rank ≥ 2; a vector (a bias) or a scalar is
+// one row with one scale.
 template <typename Container>
 int64_t PerChannelRows(const Container& shape) {
-  return shape.size() == 0 ? 1 : static_cast<int64_t>(*shape.begin());
+  return shape.size() < 2 ? 1 : static_cast<int64_t>(*shape.begin());
 }
 
 // INT4_BLOCK32: shape[0] rows for rank ≥ 2, else one row; each row padded to 32s.
