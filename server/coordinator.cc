@@ -199,7 +199,9 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
                            model::SubModelSlicer::Create(config.model_spec(), t.width_ratio(),
                                                          model::SubModelExtraction::kLeading, 0));
-    plan.spec = slicer.sub_spec();
+    plan.leading = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
+    const model::SubModelSlicer& leading = *plan.leading;
+    plan.spec = leading.sub_spec();
     // The device checks its budget against the same estimates (client/grpc/memory_budget.h).
     plan.training_bytes = model::EstimateDeviceRoundMemoryBytes(
         plan.spec, training.batch_size(), training.optimizer() == v1::OPTIMIZER_KIND_ADAM);
@@ -208,8 +210,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     // subsets have no fixed sub-model to evaluate).
     std::unique_ptr<model::Sequential> net;
     if (t.width_ratio() < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
-      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(sub.scaler() ? slicer.scaled_sub_spec()
-                                                                         : plan.spec));
+      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(sub.scaler() ? leading.scaled_sub_spec()
+                                                                          : plan.spec));
     }
     job->tier_eval_nets.push_back(std::move(net));
     job->tiers.push_back(std::move(plan));
@@ -764,34 +766,21 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   info.record.set_tier(tier.name);
   task.metrics.set_tier(tier.name);
   const v1::SubModelConfig& sub = job.config.sub_models();
-  if (tier.width_ratio < 1 || sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
-    const bool random = sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET;
+  if (sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
+    // Federated Dropout: this client's own subset, drawn from (seed, client, round).
     const uint64_t seed =
-        random ? base::Rng(sub.seed() ^ base::Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64()
-               : 0;
-    FEDGE_ASSIGN_OR_RETURN(
-        model::SubModelSlicer slicer,
-        model::SubModelSlicer::Create(job.config.model_spec(), tier.width_ratio,
-                                      random ? model::SubModelExtraction::kRandomSubset
-                                             : model::SubModelExtraction::kLeading,
-                                      seed));
-    auto shared = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
-    // The sub-model trains with HeteroFL's scalers unless the job turned them off (they
-    // are identity in inference, so the same model also serves as a teacher).
-    auto sliced = [&]() -> absl::StatusOr<std::shared_ptr<const v1::ModelProto>> {
-      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, shared->Slice(*round.model));
-      if (sub.scaler()) *m.mutable_spec() = shared->scaled_sub_spec();
-      return std::make_shared<const v1::ModelProto>(std::move(m));
-    };
-    if (random) {
-      FEDGE_ASSIGN_OR_RETURN(task.model, sliced());
-    } else {
-      if (round.tier_models[task.tier] == nullptr) {
-        FEDGE_ASSIGN_OR_RETURN(round.tier_models[task.tier], sliced());
-      }
-      task.model = round.tier_models[task.tier];
-    }
-    task.slicer = std::move(shared);
+        base::Rng(sub.seed() ^ base::Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64();
+    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
+                           model::SubModelSlicer::Create(job.config.model_spec(), tier.width_ratio,
+                                                         model::SubModelExtraction::kRandomSubset,
+                                                         seed));
+    task.slicer = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, task.slicer->Slice(*round.model));
+    if (sub.scaler()) *m.mutable_spec() = task.slicer->scaled_sub_spec();
+    task.model = std::make_shared<const v1::ModelProto>(std::move(m));
+  } else if (tier.width_ratio < 1) {
+    task.slicer = tier.leading;
+    FEDGE_ASSIGN_OR_RETURN(task.model, TierModel(job, round, task.tier));
   }
   // The teacher: for a client smaller than the full model, the full model when it fits
   // beside the client's own training (or the budget is unknown), else the largest tier
@@ -826,18 +815,24 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
     task.teacher = round.model;
     return task;
   }
-  if (round.tier_models[best] == nullptr) {
-    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
-                           model::SubModelSlicer::Create(job.config.model_spec(),
-                                                         job.tiers[best].width_ratio,
-                                                         model::SubModelExtraction::kLeading, 0));
-    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, slicer.Slice(*round.model));
-    if (sub.scaler()) *m.mutable_spec() = slicer.scaled_sub_spec();  // as its own tier's tasks
-    round.tier_models[best] = std::make_shared<const v1::ModelProto>(std::move(m));
-  }
-  task.teacher = round.tier_models[best];
+  FEDGE_ASSIGN_OR_RETURN(task.teacher, TierModel(job, round, best));
   task.teacher_tier = best;
   return task;
+}
+
+absl::StatusOr<std::shared_ptr<const v1::ModelProto>> Coordinator::TierModel(const Job& job,
+                                                                             Round& round,
+                                                                             int tier) const {
+  std::shared_ptr<const v1::ModelProto>& cached = round.tier_models[tier];
+  if (cached == nullptr) {
+    const model::SubModelSlicer& slicer = *job.tiers[tier].leading;
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, slicer.Slice(*round.model));
+    // With the job's scalers (they scale in inference too, so the same model serves the
+    // tier's own tasks and, as a teacher, smaller tiers).
+    if (job.config.sub_models().scaler()) *m.mutable_spec() = slicer.scaled_sub_spec();
+    cached = std::make_shared<const v1::ModelProto>(std::move(m));
+  }
+  return cached;
 }
 
 absl::StatusOr<aggregation::Update> Coordinator::ExpandUpdate(
@@ -867,8 +862,7 @@ absl::StatusOr<aggregation::Update> Coordinator::ExpandUpdate(
     aggregation::Tensor full;
     full.name = slice.name;
     full.shape = slice.full_shape;
-    int64_t n = 1;
-    for (int64_t d : full.shape) n *= d;
+    const int64_t n = slice.full_size();
     full.values.assign(static_cast<size_t>(n), 0.0f);
     FEDGE_RETURN_IF_ERROR(slicer.Unslice(slice, t.values, absl::MakeSpan(full.values)));
     if (slice.leading()) {
@@ -947,11 +941,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     // Each smaller tier's sub-model, cut from the new central model, on its own.
     for (size_t i = 0; i < job.tiers.size(); ++i) {
       if (job.tier_eval_nets[i] == nullptr) continue;
-      FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
-                             model::SubModelSlicer::Create(job.config.model_spec(),
-                                                           job.tiers[i].width_ratio,
-                                                           model::SubModelExtraction::kLeading, 0));
-      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, slicer.Slice(model));
+      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, job.tiers[i].leading->Slice(model));
       FEDGE_RETURN_IF_ERROR(job.tier_eval_nets[i]->SetParameters(sub));
       tier_eval[i] = model::Evaluate(*job.tier_eval_nets[i], *job.evaluation_data,
                                      model::ComputeMode::kFp32, batch);

@@ -177,6 +177,7 @@ class Coordinator {
     double width_ratio = 1;
     v1::ComputeMode compute_mode = v1::COMPUTE_MODE_FP32;  // local training
     v1::ModelSpec spec;              // leading-extraction sub-model
+    std::shared_ptr<const model::SubModelSlicer> leading;  // its slicer, built once per job
     int64_t training_bytes = 0;      // EstimateDeviceRoundMemoryBytes at the job's batch
     int64_t teacher_bytes = 0;       // as a teacher: weights in the teacher's mode + a batch
   };
@@ -249,6 +250,10 @@ class Coordinator {
   // Builds `client_id`'s task for the round being opened.
   absl::StatusOr<ClientTask> MakeClientTask(Job& job, Round& round, const std::string& client_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Tier `tier`'s leading sub-model of the round's model (with its scalers when the job has
+  // them), cut once per round and shared by its tasks and as a teacher.
+  absl::StatusOr<std::shared_ptr<const v1::ModelProto>> TierModel(const Job& job, Round& round,
+                                                                  int tier) const;
   // The update in full shapes with coverage masks, from one in the client's sub-model shapes.
   absl::StatusOr<aggregation::Update> ExpandUpdate(const ClientTask& task,
                                                    const aggregation::Update& update) const;

@@ -17,6 +17,7 @@
 #include "server/model_weights.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/update_header.h"
 
 namespace fedge::server {
 namespace {
@@ -80,14 +81,7 @@ class CoordinatorPrivacyTest : public ::testing::Test {
   }
 
   static v1::UpdateHeader HeaderFor(const Device& d, const TaskAssignment& t, int64_t n) {
-    v1::UpdateHeader h;
-    h.set_client_id(d.id);
-    h.set_session_token(d.token);
-    h.set_job_id(t.header.job_id());
-    h.set_round(t.header.round());
-    h.set_task_id(t.header.task_id());
-    h.set_num_examples(n);
-    return h;
+    return ::fedge::testing::UpdateHeaderFor(d.id, d.token, t.header, n);
   }
 
   // Δ = `value` in every coordinate.

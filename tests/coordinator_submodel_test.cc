@@ -20,6 +20,7 @@
 #include "server/model_weights.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/update_header.h"
 
 namespace fedge::server {
 namespace {
@@ -94,14 +95,7 @@ class CoordinatorSubModelTest : public ::testing::Test {
   }
 
   v1::UpdateHeader HeaderFor(const Device& d, const TaskAssignment& t, int64_t n) {
-    v1::UpdateHeader h;
-    h.set_client_id(d.id);
-    h.set_session_token(d.token);
-    h.set_job_id(t.header.job_id());
-    h.set_round(t.header.round());
-    h.set_task_id(t.header.task_id());
-    h.set_num_examples(n);
-    return h;
+    return ::fedge::testing::UpdateHeaderFor(d.id, d.token, t.header, n);
   }
 
   absl::Status Train(Coordinator& c, const Device& d, const TaskAssignment& t) {
@@ -163,7 +157,9 @@ TEST_F(CoordinatorSubModelTest, MixedTiersTrainAndReportPerClientAndPerTier) {
     for (const Device& dev : d) {
       auto task = c->FetchTask(dev.id, dev.token);
       ASSERT_THAT(task, IsOk());
-      if (task->has_value()) ASSERT_THAT(Train(*c, dev, **task), IsOk());
+      if (task->has_value()) {
+        ASSERT_THAT(Train(*c, dev, **task), IsOk());
+      }
     }
   }
   auto rounds = c->ListRounds(*job);

@@ -19,6 +19,7 @@
 #include "server/store.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/update_header.h"
 
 namespace fedge::server {
 namespace {
@@ -415,13 +416,11 @@ TEST_F(CoordinatorTest, DeclinedTasksAreRecordedAndNotOfferedAgain) {
   auto task = c->FetchTask(devices[0].id, devices[0].token);
   ASSERT_THAT(task, IsOk());
   ASSERT_TRUE(task->has_value());
-  v1::UpdateHeader h;
-  h.set_client_id(devices[0].id);
-  h.set_session_token(devices[0].token);
-  h.set_job_id((*task)->header.job_id());
-  h.set_round((*task)->header.round());
-  h.set_task_id((*task)->header.task_id());
+  v1::UpdateHeader h = ::fedge::testing::UpdateHeaderFor(devices[0].id, devices[0].token,
+                                                         (*task)->header, 0);
   EXPECT_THAT(c->DeclineTask(h), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reason")));
+  h.set_refusal(std::string(300, 'x'));  // over 256 bytes: refused, the task still stands
+  EXPECT_THAT(c->DeclineTask(h), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("300")));
   h.set_refusal("MemoryBudget: the task needs about 13 kB, over the device's budget of 4 kB");
   ASSERT_THAT(c->DeclineTask(h), IsOk());
   EXPECT_THAT(c->DeclineTask(h), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not (or no longer) part")));
