@@ -8,11 +8,20 @@
 // --metrics-out: one JSON object per round (sim/report.h). --report DIR: SVG plots and
 // index.html. --nowall_time writes wall_time_s as 0, so that metrics files of runs with the
 // same config compare byte for byte whatever the thread count.
+//
+// Under MPI (built in when CMake finds MPI; sim/simulator.h, "Over several processes"):
+//   mpirun -np 2 fedge-sim --config ... --metrics-out ...
+// rank 0 reads the config, broadcasts it, runs the coordinator and writes every output;
+// the other ranks train their share of each round's clients and print nothing. --threads
+// is per rank (default: the cores shared among the ranks on each machine). Without mpirun
+// fedge-sim never initialises MPI.
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,9 +33,13 @@
 #include "base/flags.h"
 #include "base/log.h"
 #include "base/status_macros.h"
+#include "sim/cluster.h"
 #include "sim/report.h"
 #include "sim/sim_config.h"
 #include "sim/simulator.h"
+#ifdef FEDGE_SIM_HAVE_MPI
+#include "sim/mpi_cluster.h"
+#endif
 
 ABSL_FLAG(std::string, config, "", "the simulation, a fedge.v1.SimConfig in text format");
 ABSL_FLAG(std::string, metrics_out, "", "write one JSON object per round to this file");
@@ -94,44 +107,83 @@ absl::Status Replot(const std::string& metrics_path, const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::Status Run() {
+// A rank other than 0: the config from rank 0 (empty: rank 0 failed before starting), then
+// its share of the training.
+absl::Status RunWorker(sim::Cluster& cluster) {
+  std::string bytes;
+  FEDGE_RETURN_IF_ERROR(cluster.Broadcast(bytes));
+  if (bytes.empty()) return absl::OkStatus();
+  v1::SimConfig config;
+  if (!config.ParseFromString(bytes)) {
+    return absl::InternalError("a malformed config from rank 0");
+  }
+  base::SetMinLogLevel(base::LogLevel::WARNING);
+  sim::SimulatorOptions options;
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.cluster = &cluster;
+  return sim::RunTrainingWorker(config, options);
+}
+
+// Rank 0: hands `config` to the other ranks, or tells them to stop when it is null.
+absl::Status ShareConfig(sim::Cluster* cluster, const v1::SimConfig* config) {
+  if (cluster == nullptr) return absl::OkStatus();
+  std::string bytes = config != nullptr ? config->SerializeAsString() : std::string();
+  return cluster->Broadcast(bytes);
+}
+
+// `started` turns true once other ranks train for this one: an error after that must end
+// them too (main).
+absl::Status Run(sim::Cluster* cluster, bool& started) {
+  if (cluster != nullptr && cluster->rank() != 0) return RunWorker(*cluster);
   if (const std::string replot = absl::GetFlag(FLAGS_replot); !replot.empty()) {
+    FEDGE_RETURN_IF_ERROR(ShareConfig(cluster, nullptr));
     return Replot(replot, absl::GetFlag(FLAGS_report));
   }
-  const std::string path = absl::GetFlag(FLAGS_config);
-  if (path.empty()) return absl::InvalidArgumentError("--config is required");
-  const std::string progress_flag = absl::GetFlag(FLAGS_progress);
-  if (progress_flag != "auto" && progress_flag != "always" && progress_flag != "never") {
-    return absl::InvalidArgumentError("--progress must be auto, always or never");
-  }
-  const bool progress =
-      progress_flag == "always" || (progress_flag == "auto" && isatty(STDERR_FILENO));
+  // Everything that can fail before the other ranks start, so they can stop cleanly.
+  std::ofstream metrics;
+  bool progress = false;
+  absl::StatusOr<v1::SimConfig> loaded = [&]() -> absl::StatusOr<v1::SimConfig> {
+    const std::string path = absl::GetFlag(FLAGS_config);
+    if (path.empty()) return absl::InvalidArgumentError("--config is required");
+    const std::string progress_flag = absl::GetFlag(FLAGS_progress);
+    if (progress_flag != "auto" && progress_flag != "always" && progress_flag != "never") {
+      return absl::InvalidArgumentError("--progress must be auto, always or never");
+    }
+    progress = progress_flag == "always" || (progress_flag == "auto" && isatty(STDERR_FILENO));
+    FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, sim::LoadSimConfigFile(path));
+    if (const std::string out = absl::GetFlag(FLAGS_metrics_out); !out.empty()) {
+      metrics.open(out, std::ios::trunc);
+      if (!metrics) return absl::UnavailableError("cannot write --metrics-out " + out);
+    }
+    return config;
+  }();
+  FEDGE_RETURN_IF_ERROR(ShareConfig(cluster, loaded.ok() ? &*loaded : nullptr));
+  if (!loaded.ok()) return loaded.status();
+  started = cluster != nullptr;
+  const v1::SimConfig& config = *loaded;
   if (!absl::GetFlag(FLAGS_verbose)) base::SetMinLogLevel(base::LogLevel::WARNING);
 
-  FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, sim::LoadSimConfigFile(path));
-  std::ofstream metrics;
-  if (const std::string out = absl::GetFlag(FLAGS_metrics_out); !out.empty()) {
-    metrics.open(out, std::ios::trunc);
-    if (!metrics) return absl::UnavailableError("cannot write --metrics-out " + out);
-  }
   const auto t0 = std::chrono::steady_clock::now();
   auto wall = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
   sim::SimulatorOptions options;
   options.threads = absl::GetFlag(FLAGS_threads);
+  options.cluster = cluster;
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<sim::Simulator> simulator,
                          sim::Simulator::Create(config, options));
   const double setup_s = wall();
   const v1::JobConfig& job = config.job();
   const std::string scenario = absl::StrFormat(
       "%s: %d clients registered, %s per round, %s, %d rounds, %d local epoch(s), seed %d, "
-      "%d thread(s)",
+      "%d thread(s)%s",
       job.name(), config.population(),
       job.selection().has_fraction() ? absl::StrCat(job.selection().fraction() * 100, "%")
                                      : absl::StrCat(job.selection().clients_per_round()),
       job.architecture().empty() ? job.model_spec().name() : job.architecture(), job.rounds(),
-      job.local_training().epochs(), config.seed(), simulator->threads());
+      job.local_training().epochs(), config.seed(), simulator->threads(),
+      simulator->ranks() > 1 ? absl::StrFormat(" per rank, %d MPI ranks", simulator->ranks())
+                             : "");
   std::printf("fedge-sim %s (setup %.1f s, peak RSS %.0f MB)\n", scenario.c_str(), setup_s,
               PeakRssMb());
   std::fflush(stdout);
@@ -179,12 +231,36 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "fedge-sim --config sim.textproto [--metrics-out FILE] [--report DIR] [--threads T]");
+      "fedge-sim --config sim.textproto [--metrics-out FILE] [--report DIR] [--threads T]\n"
+      "  under MPI: mpirun -np P fedge-sim ...");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  const absl::Status status = fedge::Run();
+  std::unique_ptr<fedge::sim::Cluster> cluster;
+#ifdef FEDGE_SIM_HAVE_MPI
+  if (fedge::sim::LaunchedByMpirun()) {
+    absl::StatusOr<std::unique_ptr<fedge::sim::MpiCluster>> mpi = fedge::sim::MpiCluster::Create();
+    if (!mpi.ok()) {
+      std::fprintf(stderr, "fedge-sim: %s\n", mpi.status().ToString().c_str());
+      return 1;
+    }
+    cluster = *std::move(mpi);
+  }
+#else
+  if (const char* size = std::getenv("OMPI_COMM_WORLD_SIZE"); size != nullptr && std::atoi(size) > 1) {
+    std::fprintf(stderr, "fedge-sim: started by mpirun, but built without MPI (install "
+                         "libopenmpi-dev and configure again)\n");
+    return 1;
+  }
+#endif
+  bool started = false;
+  const absl::Status status = fedge::Run(cluster.get(), started);
   if (!status.ok()) {
+    if (cluster != nullptr && cluster->rank() != 0) {
+      std::fprintf(stderr, "fedge-sim rank %d: %s\n", cluster->rank(), status.ToString().c_str());
+      cluster->Abort(1);
+    }
     std::fprintf(stderr, "fedge-sim: %s\n", status.ToString().c_str());
+    if (started) cluster->Abort(1);
     return 1;
   }
   return 0;

@@ -4,8 +4,14 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -13,16 +19,11 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "client/local_trainer.h"
+#include "google/protobuf/message_lite.h"
 #include "server/model_weights.h"
 #include "sim/device_model.h"
 
 namespace fedge::sim {
-
-// A trained client's result, handed from a training thread to the submitting thread.
-struct TrainedUpdate {
-  absl::StatusOr<client::LocalUpdate> update = absl::UnknownError("not trained");
-  bool ready = false;
-};
 
 namespace {
 
@@ -61,18 +62,329 @@ int64_t ExamplesTrained(const v1::TaskHeader& task, int64_t num_examples) {
   return examples;
 }
 
+
+// One client's training: what TrainLocally needs. The pointers outlive the job.
+struct TrainingJob {
+  int64_t client = 0;
+  const v1::TaskHeader* header = nullptr;
+  const v1::ModelProto* model = nullptr;
+  const v1::ModelProto* teacher = nullptr;  // or null
+  uint64_t seed = 0;                        // the client's shuffling seed
+};
+
+absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDataSource& data) {
+  const data::Dataset d = data.ClientData(job.client);
+  FEDGE_ASSIGN_OR_RETURN(client::LocalTrainingOptions options,
+                         client::OptionsFromTask(*job.header, job.seed));
+  options.teacher = job.teacher;  // in-process: fp32 and unencoded
+  return client::TrainLocally(*job.model, d, options);
+}
+
+// Trains `jobs` on `threads` threads and hands each result to `consume` on the calling
+// thread, in the order of `jobs`. A thread stays at most 4 × threads jobs ahead of
+// `consume`, so the finished updates waiting for their turn are bounded by the window, not
+// by the number of jobs. Stops at the first error `consume` returns, and returns it.
+absl::Status TrainInOrder(
+    const std::vector<TrainingJob>& jobs, const ClientDataSource& data, int threads,
+    const std::function<absl::Status(size_t, absl::StatusOr<client::LocalUpdate>)>& consume) {
+  struct Result {
+    absl::StatusOr<client::LocalUpdate> update = absl::UnknownError("not trained");
+    bool ready = false;
+  };
+  const size_t n = jobs.size();
+  if (n == 0) return absl::OkStatus();
+  std::vector<Result> results(n);
+  absl::Mutex mu;
+  std::atomic<size_t> next{0};
+  std::atomic<bool> stop{false};
+  const size_t window = static_cast<size_t>(4 * threads);
+  size_t consumed = 0;  // guarded by mu
+  auto work = [&] {
+    while (!stop.load()) {
+      const size_t i = next.fetch_add(1);
+      if (i >= n) return;
+      {
+        absl::MutexLock lock(&mu);
+        auto in_window = [&] { return stop.load() || i < consumed + window; };
+        mu.Await(absl::Condition(&in_window));
+      }
+      if (stop.load()) return;
+      absl::StatusOr<client::LocalUpdate> update = Train(jobs[i], data);
+      absl::MutexLock lock(&mu);
+      results[i].update = std::move(update);
+      results[i].ready = true;
+    }
+  };
+  std::vector<std::thread> pool;
+  const size_t pool_size = std::min(n, static_cast<size_t>(std::max(1, threads)));
+  for (size_t t = 0; t < pool_size; ++t) pool.emplace_back(work);
+  absl::Status status;
+  for (size_t i = 0; i < n && status.ok(); ++i) {
+    Result ready;
+    {
+      absl::MutexLock lock(&mu);
+      mu.Await(absl::Condition(&results[i].ready));
+      ready = std::move(results[i]);
+      results[i] = Result{};
+    }
+    status = consume(i, std::move(ready.update));
+    absl::MutexLock lock(&mu);
+    consumed = i + 1;
+  }
+  if (!status.ok()) {
+    absl::MutexLock lock(&mu);
+    stop.store(true);
+  }
+  for (std::thread& t : pool) t.join();
+  return status;
+}
+
+// ---- messages between ranks (simulator.h, "Over several processes") ----
+// Fixed-width little-endian integers and IEEE doubles (the ranks run the same binary on the
+// same architecture) and length-prefixed byte strings.
+constexpr char kShareMessage = 'J';  // rank 0 → rank r: a round's share of training jobs
+constexpr char kStopMessage = 'S';   // rank 0 → rank r: the run is over
+
+class MessageWriter {
+ public:
+  explicit MessageWriter(char kind) { out_.push_back(kind); }
+  void U64(uint64_t v) { out_.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void F64(double v) {
+    uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    U64(bits);
+  }
+  void Bytes(std::string_view b) {
+    U64(b.size());
+    out_.append(b.data(), b.size());
+  }
+  void Proto(const google::protobuf::MessageLite& m) {
+    U64(m.ByteSizeLong());
+    m.AppendToString(&out_);
+  }
+  std::string Take() && { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+// Reads what MessageWriter wrote; any read past the end or bad proto sets !ok() and yields 0s.
+class MessageReader {
+ public:
+  explicit MessageReader(std::string_view in) : in_(in) {}
+  char Kind() {
+    if (in_.empty()) {
+      Fail();
+      return '\0';
+    }
+    const char k = in_[0];
+    in_.remove_prefix(1);
+    return k;
+  }
+  uint64_t U64() {
+    uint64_t v = 0;
+    if (in_.size() < sizeof v) {
+      Fail();
+      return 0;
+    }
+    std::memcpy(&v, in_.data(), sizeof v);
+    in_.remove_prefix(sizeof v);
+    return v;
+  }
+  int64_t I64() { return static_cast<int64_t>(U64()); }
+  double F64() {
+    const uint64_t bits = U64();
+    double v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+  }
+  std::string_view Bytes() {
+    const uint64_t n = U64();
+    if (in_.size() < n) {
+      Fail();
+      return {};
+    }
+    std::string_view b = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return b;
+  }
+  void Proto(google::protobuf::MessageLite* m) {
+    const std::string_view b = Bytes();
+    if (ok_ && !m->ParseFromArray(b.data(), static_cast<int>(b.size()))) Fail();
+  }
+  bool ok() const { return ok_; }
+  bool done() const { return in_.empty(); }
+
+ private:
+  void Fail() {
+    ok_ = false;
+    in_ = {};
+  }
+  std::string_view in_;
+  bool ok_ = true;
+};
+
+// A round's share for one rank: every distinct model and teacher once, then the jobs.
+std::string EncodeShare(const std::vector<TrainingJob>& jobs) {
+  std::map<const v1::ModelProto*, uint64_t> index;  // model → its position in the message
+  std::vector<const v1::ModelProto*> models;
+  auto add = [&](const v1::ModelProto* m) {
+    if (m != nullptr && index.emplace(m, models.size()).second) models.push_back(m);
+  };
+  for (const TrainingJob& j : jobs) {
+    add(j.model);
+    add(j.teacher);
+  }
+  MessageWriter w(kShareMessage);
+  w.U64(models.size());
+  for (const v1::ModelProto* m : models) w.Proto(*m);
+  w.U64(jobs.size());
+  for (const TrainingJob& j : jobs) {
+    w.I64(j.client);
+    w.Proto(*j.header);
+    w.U64(index.at(j.model));
+    w.U64(j.teacher != nullptr ? index.at(j.teacher) + 1 : 0);  // 0: no teacher
+    w.U64(j.seed);
+  }
+  return std::move(w).Take();
+}
+
+// What a worker rank holds of a decoded share: the models and headers its jobs point into.
+struct Share {
+  std::vector<v1::ModelProto> models;
+  std::vector<v1::TaskHeader> headers;
+  std::vector<TrainingJob> jobs;
+};
+
+absl::Status DecodeShare(MessageReader& r, int64_t population, Share& share) {
+  const absl::Status malformed =
+      absl::InternalError("Simulator: a malformed training share from rank 0");
+  const uint64_t num_models = r.U64();
+  if (!r.ok() || num_models > (1u << 20)) return malformed;
+  share.models.resize(num_models);
+  for (v1::ModelProto& m : share.models) r.Proto(&m);
+  const uint64_t num_jobs = r.U64();
+  if (!r.ok() || num_jobs > (1u << 24)) return malformed;
+  share.headers.resize(num_jobs);
+  share.jobs.resize(num_jobs);
+  for (uint64_t i = 0; i < num_jobs; ++i) {
+    TrainingJob& j = share.jobs[i];
+    j.client = r.I64();
+    r.Proto(&share.headers[i]);
+    j.header = &share.headers[i];
+    const uint64_t model = r.U64(), teacher = r.U64();
+    j.seed = r.U64();
+    if (!r.ok() || j.client < 0 || j.client >= population || model >= num_models ||
+        teacher > num_models) {
+      return malformed;
+    }
+    j.model = &share.models[model];
+    j.teacher = teacher > 0 ? &share.models[teacher - 1] : nullptr;
+  }
+  if (!r.done()) return malformed;
+  return absl::OkStatus();
+}
+
+// One trained update (or its error), rank r → rank 0.
+std::string EncodeResult(const absl::StatusOr<client::LocalUpdate>& u) {
+  MessageWriter w('U');
+  w.U64(static_cast<uint64_t>(u.status().code()));
+  if (!u.ok()) {
+    const absl::string_view message = u.status().message();
+    w.Bytes(std::string_view(message.data(), message.size()));
+    return std::move(w).Take();
+  }
+  w.I64(u->num_examples);
+  w.F64(u->train_loss);
+  w.F64(u->train_accuracy);
+  w.I64(u->steps);
+  w.F64(u->seconds);
+  w.F64(u->delta_norm);
+  w.Proto(u->delta);
+  return std::move(w).Take();
+}
+
+absl::StatusOr<client::LocalUpdate> DecodeResult(std::string_view bytes, int from) {
+  MessageReader r(bytes);
+  const char kind = r.Kind();
+  const auto code = static_cast<absl::StatusCode>(r.U64());
+  client::LocalUpdate u;
+  if (r.ok() && kind == 'U' && code != absl::StatusCode::kOk) {
+    const std::string_view message = r.Bytes();
+    if (r.ok() && r.done()) {
+      return absl::Status(code, absl::string_view(message.data(), message.size()));
+    }
+  } else if (r.ok() && kind == 'U') {
+    u.num_examples = r.I64();
+    u.train_loss = r.F64();
+    u.train_accuracy = r.F64();
+    u.steps = r.I64();
+    u.seconds = r.F64();
+    u.delta_norm = r.F64();
+    r.Proto(&u.delta);
+    if (r.ok() && r.done()) return u;
+  }
+  return absl::InternalError(absl::StrCat("Simulator: a malformed update from rank ", from));
+}
+
 }  // namespace
 
-Simulator::Simulator(v1::SimConfig config, int threads)
-    : config_(std::move(config)), threads_(threads), clock_(absl::FromUnixSeconds(1700000000)) {
+int TrainingThreads(const v1::SimConfig& config, const SimulatorOptions& options) {
+  if (options.threads > 0) return options.threads;
+  if (config.threads() > 0) return config.threads();
+  const int ranks_here = options.cluster != nullptr ? std::max(1, options.cluster->local_size()) : 1;
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks_here);
+}
+
+absl::Status RunTrainingWorker(const v1::SimConfig& config, const SimulatorOptions& options) {
+  Cluster* cluster = options.cluster;
+  if (cluster == nullptr || cluster->rank() == 0) {
+    return absl::InvalidArgumentError("RunTrainingWorker: needs a cluster rank other than 0");
+  }
+  const int threads = TrainingThreads(config, options);
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<ClientDataSource> data, MakeClientDataSource(config));
+  while (true) {
+    const absl::StatusOr<std::string> message = cluster->Receive(0);
+    if (!message.ok()) return message.status();
+    MessageReader r(*message);
+    const char kind = r.Kind();
+    if (kind == kStopMessage) return absl::OkStatus();
+    if (kind != kShareMessage) {
+      return absl::InternalError("Simulator: an unknown message from rank 0");
+    }
+    Share share;
+    FEDGE_RETURN_IF_ERROR(DecodeShare(r, config.population(), share));
+    FEDGE_RETURN_IF_ERROR(TrainInOrder(
+        share.jobs, *data, threads,
+        [&](size_t, absl::StatusOr<client::LocalUpdate> u) {
+          return cluster->Send(0, EncodeResult(u));
+        }));
+  }
+}
+
+Simulator::Simulator(v1::SimConfig config, int threads, Cluster* cluster)
+    : config_(std::move(config)),
+      threads_(threads),
+      cluster_(cluster),
+      clock_(absl::FromUnixSeconds(1700000000)) {
   start_ = clock_.Now();
+}
+
+Simulator::~Simulator() {
+  if (cluster_ == nullptr) return;
+  const std::string stop(1, kStopMessage);
+  for (int r = 1; r < cluster_->size(); ++r) cluster_->Send(r, stop).IgnoreError();
 }
 
 absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig& config,
                                                              SimulatorOptions options) {
-  int threads = options.threads > 0 ? options.threads : config.threads();
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
-  std::unique_ptr<Simulator> sim(new Simulator(config, threads));
+  if (options.cluster != nullptr && options.cluster->rank() != 0) {
+    return absl::InvalidArgumentError(
+        "Simulator: runs on rank 0; other ranks run RunTrainingWorker");
+  }
+  std::unique_ptr<Simulator> sim(
+      new Simulator(config, TrainingThreads(config, options), options.cluster));
   FEDGE_ASSIGN_OR_RETURN(sim->data_, MakeClientDataSource(sim->config_));
   server::CoordinatorOptions copts;
   copts.clock = &sim->clock_;
@@ -272,74 +584,59 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
 absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened) {
   const size_t n = runs.size();
   if (n == 0) return absl::OkStatus();
-  std::vector<TrainedUpdate> results(n);
-  absl::Mutex mu;
-  std::atomic<size_t> next{0};
-  std::atomic<bool> stop{false};
-  // Finished updates wait in `results` until their turn; a worker stays at most this far
-  // ahead of the submitter, so memory is bounded by the window, not by K.
-  const size_t window = static_cast<size_t>(4 * threads_);
-  size_t submitted = 0;  // guarded by mu
   const int64_t round = runs.front()->task.header.round();
-  auto work = [&] {
-    while (!stop.load()) {
-      const size_t i = next.fetch_add(1);
-      if (i >= n) return;
-      {
-        absl::MutexLock lock(&mu);
-        auto in_window = [&] { return stop.load() || i < submitted + window; };
-        mu.Await(absl::Condition(&in_window));
-      }
-      if (stop.load()) return;
-      const ClientRun& run = *runs[i];
-      absl::StatusOr<client::LocalUpdate> update = [&]() -> absl::StatusOr<client::LocalUpdate> {
-        const data::Dataset d = data_->ClientData(run.client);
-        FEDGE_ASSIGN_OR_RETURN(
-            client::LocalTrainingOptions options,
-            client::OptionsFromTask(run.task.header,
-                                    MixSeed(config_.seed(), kShuffleStream,
-                                            static_cast<uint64_t>(run.client),
-                                            static_cast<uint64_t>(round))));
-        options.teacher = run.task.teacher.get();  // in-process: fp32 and unencoded
-        return client::TrainLocally(*run.task.model, d, options);
-      }();
-      absl::MutexLock lock(&mu);
-      results[i].update = std::move(update);
-      results[i].ready = true;
+  const size_t ranks = static_cast<size_t>(this->ranks());
+  std::vector<std::vector<TrainingJob>> shares(ranks);  // update i is trained by rank i mod P
+  for (size_t i = 0; i < n; ++i) {
+    const ClientRun& run = *runs[i];
+    TrainingJob job;
+    job.client = run.client;
+    job.header = &run.task.header;
+    job.model = run.task.model.get();
+    job.teacher = run.task.teacher.get();
+    job.seed = MixSeed(config_.seed(), kShuffleStream, static_cast<uint64_t>(run.client),
+                       static_cast<uint64_t>(round));
+    shares[i % ranks].push_back(job);
+  }
+  for (size_t r = 1; r < ranks; ++r) {
+    if (!shares[r].empty()) {
+      FEDGE_RETURN_IF_ERROR(cluster_->Send(static_cast<int>(r), EncodeShare(shares[r])));
     }
+  }
+  auto submit = [&](size_t i, absl::StatusOr<client::LocalUpdate> update) -> absl::Status {
+    if (!update.ok()) {
+      return absl::Status(update.status().code(),
+                          absl::StrCat("Simulator: client ", runs[i]->client, ": ",
+                                       update.status().message()));
+    }
+    AdvanceTo(opened + absl::Seconds(runs[i]->finish_s));
+    return Submit(*runs[i], *update);
   };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads_; ++t) pool.emplace_back(work);
-  absl::Status status;
-  for (size_t i = 0; i < n && status.ok(); ++i) {
-    TrainedUpdate ready;
-    {
-      absl::MutexLock lock(&mu);
-      mu.Await(absl::Condition(&results[i].ready));
-      ready = std::move(results[i]);
-      results[i] = TrainedUpdate{};
+  // Updates next .. end-1 all belong to other ranks: take them in order.
+  size_t next = 0;
+  auto submit_remote_until = [&](size_t end) -> absl::Status {
+    for (; next < end; ++next) {
+      const int from = static_cast<int>(next % ranks);
+      const absl::StatusOr<std::string> message = cluster_->Receive(from);
+      if (!message.ok()) return message.status();
+      FEDGE_RETURN_IF_ERROR(submit(next, DecodeResult(*message, from)));
     }
-    if (!ready.update.ok()) {
-      status = absl::Status(ready.update.status().code(),
-                            absl::StrCat("Simulator: client ", runs[i]->client, ": ",
-                                         ready.update.status().message()));
-    } else {
-      AdvanceTo(opened + absl::Seconds(runs[i]->finish_s));
-      status = Submit(*runs[i], ready);
-    }
-    absl::MutexLock lock(&mu);
-    submitted = i + 1;
-  }
-  if (!status.ok()) {
-    absl::MutexLock lock(&mu);
-    stop.store(true);
-  }
-  for (std::thread& t : pool) t.join();
-  return status;
+    return absl::OkStatus();
+  };
+  // This rank's share (all of it in one process) on the pool; the others' in between.
+  FEDGE_RETURN_IF_ERROR(TrainInOrder(
+      shares[0], *data_, threads_,
+      [&](size_t k, absl::StatusOr<client::LocalUpdate> update) -> absl::Status {
+        const size_t i = k * ranks;
+        FEDGE_RETURN_IF_ERROR(submit_remote_until(i));
+        FEDGE_RETURN_IF_ERROR(submit(i, std::move(update)));
+        next = i + 1;
+        return absl::OkStatus();
+      }));
+  return submit_remote_until(n);
 }
 
-absl::Status Simulator::Submit(const ClientRun& run, const TrainedUpdate& trained) {
-  const client::LocalUpdate& update = *trained.update;
+absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& update) {
   const v1::TaskHeader& task = run.task.header;
   const std::string id(ClientId(run.client));
   v1::UpdateHeader h;

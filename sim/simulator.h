@@ -38,6 +38,18 @@
 // Memory per round: the datasets and models of the clients training at once, and the
 // updates finished but not yet submitted (bounded by K); not N.
 //
+// Over several processes (SimulatorOptions.cluster, sim/cluster.h; fedge-sim under mpirun):
+// rank 0 runs everything above, the coordinator included; only step 4's training is shared.
+// The i-th update of step 4's fixed submission order is trained by rank i mod P. Rank 0
+// sends each other rank its share (one message per round: every distinct task model and
+// teacher once, then per client its index, task header and shuffling seed); each rank
+// loads the same data (MakeClientDataSource of the same config) and runs RunTrainingWorker,
+// which trains its share on its own thread pool with the same TrainLocally and sends the
+// updates back one message each, in order. Rank 0 submits every update in the same order
+// as a single process would, so the metrics are identical whatever the ranks and threads:
+// what is random (sampling, availability, dropouts, virtual times, DP noise) is drawn on
+// rank 0 from the seeds, and training is a pure function of (model, data, seed).
+//
 // Not thread-safe: one thread drives a Simulator.
 #ifndef FEDGE_SIM_SIMULATOR_H_
 #define FEDGE_SIM_SIMULATOR_H_
@@ -53,18 +65,33 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/clock.h"
+#include "client/local_trainer.h"
 #include "proto/sim.pb.h"
 #include "server/coordinator.h"
 #include "sim/client_data.h"
+#include "sim/cluster.h"
 
 namespace fedge::sim {
 
-struct TrainedUpdate;  // simulator.cc
-
 struct SimulatorOptions {
-  // Training threads; > 0 overrides config.threads (0 there = the machine's cores).
+  // Training threads; > 0 overrides config.threads (0 there = the machine's cores shared
+  // among the cluster's ranks on this machine).
   int threads = 0;
+  // The processes the run is spread over, or null for this process alone. Not owned; must
+  // outlive the Simulator. A Simulator lives on rank 0; every other rank runs
+  // RunTrainingWorker with the same config.
+  Cluster* cluster = nullptr;
 };
+
+// The training threads `options` and `config` ask for (see SimulatorOptions.threads).
+int TrainingThreads(const v1::SimConfig& config, const SimulatorOptions& options);
+
+// A rank other than 0 (simulator.h, "Over several processes"): loads the data of `config`,
+// then trains the shares rank 0 sends until rank 0 says stop (when its Simulator is
+// destroyed). Errors: the data (MakeClientDataSource), the cluster's, and a malformed
+// message; a client's training error is sent to rank 0, which fails the run with it.
+// REQUIRES: `config` validated and the same as rank 0's; options.cluster set, rank > 0.
+absl::Status RunTrainingWorker(const v1::SimConfig& config, const SimulatorOptions& options);
 
 // One completed round, as fedge-sim writes it (sim/report.h).
 struct RoundReport {
@@ -96,6 +123,8 @@ class Simulator {
   // (MakeClientDataSource) and the coordinator's (Register, StartJob).
   static absl::StatusOr<std::unique_ptr<Simulator>> Create(const v1::SimConfig& config,
                                                            SimulatorOptions options = {});
+  // With a cluster, tells the other ranks to stop.
+  ~Simulator();
 
   // Runs rounds until the job has run all of them, calling `on_round` (may be empty) after
   // each completed round. Errors: training errors, the coordinator's errors, and
@@ -106,6 +135,7 @@ class Simulator {
   absl::StatusOr<std::optional<RoundReport>> RunRound();
 
   int threads() const { return threads_; }
+  int ranks() const { return cluster_ != nullptr ? cluster_->size() : 1; }
   int64_t rounds() const { return config_.job().rounds(); }
   const v1::SimConfig& config() const { return config_; }
   // The job's final central model (after Run).
@@ -125,19 +155,20 @@ class Simulator {
     RoundReport report;
   };
 
-  Simulator(v1::SimConfig config, int threads);
+  Simulator(v1::SimConfig config, int threads, Cluster* cluster);
   absl::Status RegisterPopulation();
   absl::StatusOr<Attempt> RunAttempt(int attempt);
-  // Trains `runs` (those that neither drop out nor straggle) on the pool and submits them in
-  // order, advancing the clock to each finish time.
+  // Trains `runs` (those that neither drop out nor straggle) on the pool, and on the other
+  // ranks, and submits them in order, advancing the clock to each finish time.
   absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
-  absl::Status Submit(const ClientRun& run, const TrainedUpdate& update);
+  absl::Status Submit(const ClientRun& run, const client::LocalUpdate& update);
   std::string_view ClientId(int64_t client) const;
   std::string_view Token(int64_t client) const;
   void AdvanceTo(absl::Time t);
 
   const v1::SimConfig config_;
   const int threads_;
+  Cluster* const cluster_;  // null: this process alone
   std::unique_ptr<ClientDataSource> data_;
   base::ManualClock clock_;
   absl::Time start_;
