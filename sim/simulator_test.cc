@@ -1,10 +1,15 @@
 #include "sim/simulator.h"
 
+#include <cstdlib>
+#include <deque>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/synchronization/mutex.h"
 #include "model/zoo.h"
 #include "sim/report.h"
 #include "sim/sim_config.h"
@@ -110,6 +115,128 @@ TEST(SimulatorTest, DpNoiseAndRandomSubsetsAreReproducible) {
   ASSERT_THAT(x, IsOk());
   ASSERT_THAT(y, IsOk());
   EXPECT_EQ(Lines(*x), Lines(*y));
+}
+
+// Ranks as threads of this process (sim/cluster.h without MPI): ordered byte queues.
+class ThreadCluster {
+ public:
+  explicit ThreadCluster(int size) : size_(size), queues_(static_cast<size_t>(size * size)) {}
+
+  class Rank final : public Cluster {
+   public:
+    Rank(ThreadCluster* cluster, int rank) : cluster_(cluster), rank_(rank) {}
+    int rank() const override { return rank_; }
+    int size() const override { return cluster_->size_; }
+    int local_size() const override { return cluster_->size_; }
+    absl::Status Send(int to, std::string_view bytes) override {
+      Queue& q = cluster_->queue(rank_, to);
+      absl::MutexLock lock(&q.mu);
+      q.messages.emplace_back(bytes);
+      return absl::OkStatus();
+    }
+    absl::StatusOr<std::string> Receive(int from) override {
+      Queue& q = cluster_->queue(from, rank_);
+      absl::MutexLock lock(&q.mu);
+      q.mu.Await(absl::Condition(
+          +[](std::deque<std::string>* m) { return !m->empty(); }, &q.messages));
+      std::string bytes = std::move(q.messages.front());
+      q.messages.pop_front();
+      return bytes;
+    }
+    absl::Status Broadcast(std::string&) override {
+      return absl::UnimplementedError("ThreadCluster: no broadcast");
+    }
+    void Abort(int) override { std::abort(); }
+
+   private:
+    ThreadCluster* const cluster_;
+    const int rank_;
+  };
+
+ private:
+  struct Queue {
+    absl::Mutex mu;
+    std::deque<std::string> messages;
+  };
+  Queue& queue(int from, int to) { return queues_[static_cast<size_t>(from * size_ + to)]; }
+  const int size_;
+  std::vector<Queue> queues_;
+};
+
+// Rank 0's Simulator with `ranks` - 1 training workers on threads.
+absl::StatusOr<std::vector<RoundReport>> RunOnRanks(const v1::SimConfig& raw, int ranks) {
+  absl::StatusOr<v1::SimConfig> config = ValidateSimConfig(raw);
+  if (!config.ok()) return config.status();
+  ThreadCluster cluster(ranks);
+  std::vector<std::unique_ptr<ThreadCluster::Rank>> members;
+  for (int r = 0; r < ranks; ++r) members.push_back(std::make_unique<ThreadCluster::Rank>(&cluster, r));
+  std::vector<absl::Status> worker_status(static_cast<size_t>(ranks));
+  std::vector<std::thread> workers;
+  for (int r = 1; r < ranks; ++r) {
+    workers.emplace_back([&, r] {
+      SimulatorOptions options;
+      options.threads = 1;
+      options.cluster = members[static_cast<size_t>(r)].get();
+      worker_status[static_cast<size_t>(r)] = RunTrainingWorker(*config, options);
+    });
+  }
+  absl::Status status;
+  std::vector<RoundReport> rounds;
+  {
+    SimulatorOptions options;
+    options.threads = 1;
+    options.cluster = members[0].get();
+    absl::StatusOr<std::unique_ptr<Simulator>> sim = Simulator::Create(*config, options);
+    status = sim.ok() ? (*sim)->Run([&](const RoundReport& r) { rounds.push_back(r); })
+                      : sim.status();
+  }  // ~Simulator stops the workers
+  for (std::thread& t : workers) t.join();
+  for (const absl::Status& s : worker_status) {
+    if (status.ok()) status = s;
+  }
+  if (!status.ok()) return status;
+  return rounds;
+}
+
+// The split of simulator.h's "Over several processes", without MPI: rank 0 and two
+// training ranks give the metrics of one process, with two sub-model tiers (two task
+// models per round), a distillation teacher, offline clients, dropouts and stragglers.
+TEST(SimulatorTest, ThreeRanksGiveTheMetricsOfOneProcess) {
+  v1::SimConfig c = Scenario(80, 14, 4, 1.0);
+  c.mutable_devices()->mutable_compute_speed()->mutable_lognormal()->set_median(60);
+  c.mutable_devices()->mutable_compute_speed()->mutable_lognormal()->set_sigma(0.8);
+  c.mutable_devices()->mutable_availability()->mutable_uniform()->set_min(0.7);
+  c.mutable_devices()->mutable_availability()->mutable_uniform()->set_max(1.0);
+  c.mutable_devices()->mutable_dropout()->set_constant(0.1);
+  v1::DiscreteDistribution& memory = *c.mutable_devices()->mutable_memory_budget_mb()->mutable_choices();
+  memory.add_values(128);
+  memory.add_values(1024);
+  v1::SubModelConfig& sub = *c.mutable_job()->mutable_sub_models();
+  v1::SubModelTier* full = sub.add_tiers();
+  full->set_name("full");
+  full->set_width_ratio(1);
+  v1::SubModelTier* half = sub.add_tiers();
+  half->set_name("half");
+  half->set_width_ratio(0.5);
+  v1::TierRule* rule = sub.add_rules();
+  rule->set_tier("full");
+  rule->set_min_memory_budget_bytes(256 << 20);
+  sub.set_default_tier("half");
+  c.mutable_job()->mutable_distillation()->set_weight(0.3);
+  c.mutable_job()->mutable_distillation()->set_teacher_compute_mode(v1::COMPUTE_MODE_FP32);
+  absl::StatusOr<std::vector<RoundReport>> one = RunAll(c, 1);
+  absl::StatusOr<std::vector<RoundReport>> three = RunOnRanks(c, 3);
+  ASSERT_THAT(one, IsOk());
+  ASSERT_THAT(three, IsOk());
+  ASSERT_EQ(one->size(), 4u);
+  EXPECT_EQ(Lines(*one), Lines(*three));
+  int participants = 0, lost = 0;
+  for (const RoundReport& r : *one) {
+    participants += r.participants;
+    lost += r.offline + r.dropouts + r.stragglers;
+  }
+  EXPECT_GT(participants, 12);  // every rank had updates to train
+  EXPECT_GT(lost, 0);
 }
 
 TEST(SimulatorTest, StragglersPastTheDeadlineAreDropped) {
