@@ -92,6 +92,9 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 
+// 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
+constexpr int64_t kMaxSecureAggregationParameters = 2'000'000;
+
 v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
   switch (mode) {
     case v1::COMPUTE_MODE_FP32:
@@ -188,6 +191,13 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   FEDGE_ASSIGN_OR_RETURN(job->eval_net, model::Sequential::Create(config.model_spec()));
   job->eval_net->InitParameters(config.init_seed());
   job->weights = WeightsFromProto(job->eval_net->ToProto());
+  if (config.privacy().secure_aggregation_threshold() > 0 &&
+      job->eval_net->num_parameters() > kMaxSecureAggregationParameters) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: secure aggregation sends the masked update in one message: at most ",
+        kMaxSecureAggregationParameters, " parameters, the model has ",
+        job->eval_net->num_parameters()));
+  }
   const v1::SubModelConfig& sub = config.sub_models();
   const v1::LocalTraining& training = config.local_training();
   for (const v1::SubModelTier& t : sub.tiers()) {
@@ -330,6 +340,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
   *h.mutable_privacy() = cfg.privacy();
   h.set_update_encoding(cfg.transfer().update_encoding());
+  if (round.secure != nullptr) *h.mutable_secure_aggregation() = round.secure->SessionFor(client_id);
   if (ct.tier >= 0) {
     const TierPlan& tier = job_->tiers[ct.tier];
     h.set_tier(tier.name);
@@ -412,6 +423,11 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
   const std::string& id = header.client_id();
   Round& round = *job_->round;
+  if (round.secure != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Coordinator: round ", round.number, " uses secure aggregation: client ", id,
+        " must send its update masked, through SecureAggregationStep"));
+  }
   absl::Status status;
   if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
     status = absl::InvalidArgumentError(absl::StrCat(
@@ -507,15 +523,138 @@ void Coordinator::DropFromRound(const std::string& client_id) {
   if (job_ != nullptr && job_->round.has_value()) job_->round->waiting.erase(client_id);
 }
 
+absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
+    const v1::SecAggStepRequest& request) {
+  absl::MutexLock lock(&mu_);
+  v1::UpdateHeader header;
+  header.set_client_id(request.client_id());
+  header.set_session_token(request.session_token());
+  header.set_job_id(request.job_id());
+  header.set_round(request.round());
+  header.set_task_id(request.task_id());
+  FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
+  Round& round = *job_->round;
+  const std::string& id = request.client_id();
+  if (round.secure == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Coordinator: round ", round.number, " does not use secure aggregation"));
+  }
+  v1::SecAggStepResponse response;
+  if (request.step_case() == v1::SecAggStepRequest::kPoll) {
+    return round.secure->Poll(id, request.poll());
+  }
+  ClientTask& ct = round.tasks[id];
+  if (absl::Status s = round.secure->Receive(id, request); !s.ok()) {
+    // A repeat of a message already taken (a device retrying after a lost answer, or a
+    // replay) changes nothing; the first one counts.
+    if (absl::IsAlreadyExists(s)) return s;
+    // A bad message drops this client (the protocol treats it as a dropout), never the round.
+    round.waiting.erase(id);
+    round.metrics.set_rejected(round.metrics.rejected() + 1);
+    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+    ct.metrics.set_reason(std::string(s.message().substr(0, 256)));
+    FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
+                       << ": dropped client " << id << " from secure aggregation: " << s.message();
+    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(clock_.Now()));
+    return s;
+  }
+  if (request.has_masked_input()) {
+    const v1::SecAggMaskedInput& in = request.masked_input();
+    ct.metrics.set_bytes_up(static_cast<int64_t>(in.masked().size()));
+    ct.metrics.set_num_examples(std::clamp<int64_t>(in.num_examples(), 0, options_.max_examples_per_client));
+    ct.metrics.set_train_loss(in.metrics().train_loss());
+    ct.metrics.set_train_seconds(in.metrics().train_seconds());
+    ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, in.metrics().peak_rss_bytes()));
+  }
+  if (request.has_unmasking()) {
+    response.set_done(true);
+  } else {
+    response.set_retry_after_ms(0);  // poll for the phase's result
+  }
+  FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(clock_.Now()));
+  return response;
+}
+
+absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
+  if (job_ == nullptr || !job_->round.has_value() || job_->round->secure == nullptr) {
+    return absl::OkStatus();
+  }
+  Job& job = *job_;
+  Round& round = *job.round;
+  SecureRound& secure = *round.secure;
+  while (secure.phase() < SecureRound::kFinished) {
+    if (!secure.PhaseComplete(round.waiting) && now < round.phase_deadline) break;
+    absl::StatusOr<std::vector<std::string>> next = secure.ClosePhase();
+    if (!next.ok()) {
+      FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number
+                         << ": secure aggregation released nothing: " << next.status().message();
+      round.waiting.clear();
+      return absl::OkStatus();
+    }
+    // Clients that missed the phase are out of the protocol (dropouts).
+    const absl::flat_hash_set<std::string> in_next(next->begin(), next->end());
+    for (auto it = round.waiting.begin(); it != round.waiting.end();) {
+      if (in_next.contains(*it)) {
+        ++it;
+      } else {
+        round.waiting.erase(it++);
+      }
+    }
+    round.phase_deadline = std::max(now, round.phase_deadline == absl::InfiniteFuture()
+                                             ? now
+                                             : round.phase_deadline) +
+                           options_.liveness_timeout;
+  }
+  if (secure.phase() != SecureRound::kFinished || !round.accepted.empty()) return absl::OkStatus();
+  // The released sum of the survivors' clipped (and noised) updates → their mean, aggregated
+  // as one update of weight |U3|.
+  const std::vector<std::string> survivors = secure.Survivors();
+  const std::vector<float> sum = secure.DecodedSum();
+  aggregation::Update mean;
+  mean.client_id = "secure-aggregation";
+  mean.weight = static_cast<double>(survivors.size());
+  size_t offset = 0;
+  for (const aggregation::Tensor& w : job.weights) {
+    aggregation::Tensor t;
+    t.name = w.name;
+    t.shape = w.shape;
+    t.values.resize(w.values.size());
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      t.values[i] = static_cast<float>(sum[offset + i] / mean.weight);
+    }
+    offset += w.values.size();
+    mean.tensors.push_back(std::move(t));
+  }
+  FEDGE_RETURN_IF_ERROR(round.aggregator->Accumulate(mean));
+  v1::RoundMetrics& m = round.metrics;
+  for (const std::string& id : survivors) {
+    round.accepted.insert(id);
+    ClientTask& ct = round.tasks[id];
+    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+    m.set_bytes_up(m.bytes_up() + ct.metrics.bytes_up());
+    m.set_examples(m.examples() + ct.metrics.num_examples());
+    round.train_loss_sum += ct.metrics.train_loss() * ct.metrics.num_examples();
+    round.client_seconds_sum += ct.metrics.train_seconds();
+  }
+  for (const std::string& id : secure.Misbehaving()) {
+    FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number << ": client "
+                       << id << " revealed a bad secret share";
+  }
+  round.waiting.clear();
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------------------
 // Operators
 
 absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
   FEDGE_ASSIGN_OR_RETURN(v1::JobConfig validated, ValidateJobConfig(config));
   if (validated.privacy().secure_aggregation_threshold() > 0) {
-    return absl::UnimplementedError(
-        "Coordinator: secure aggregation (privacy.secure_aggregation_threshold) is not wired "
-        "into the coordinator yet; use central DP (clip_norm, noise_multiplier) without it");
+    if (validated.sub_models().tiers_size() > 0) {
+      return absl::UnimplementedError(
+          "Coordinator: secure aggregation with sub_models tiers is not supported (the masked "
+          "vectors of one session must have one length)");
+    }
   }
   if (validated.privacy().noise_multiplier() > 0 && validated.sub_models().tiers_size() > 0) {
     return absl::UnimplementedError(
@@ -652,6 +791,11 @@ absl::Status Coordinator::Tick() {
       ++it;
     }
   }
+  if (round.secure != nullptr) {
+    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now));
+    if (job_->round.has_value() && job_->round->waiting.empty()) return CloseRound(now);
+    return absl::OkStatus();
+  }
   if (round.waiting.empty() || now >= round.deadline) return CloseRound(now);
   return absl::OkStatus();
 }
@@ -669,7 +813,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
                        ? static_cast<int>(std::ceil(sel.fraction() * static_cast<double>(live.size())))
                        : sel.clients_per_round();
   const int quorum = cfg.round_policy().quorum();
-  const int needed = std::max({sel.min_registered(), quorum, 1});
+  const int needed = std::max({sel.min_registered(), quorum, cfg.privacy().secure_aggregation_threshold(), 1});
   if (static_cast<int>(live.size()) < needed) return absl::OkStatus();
   Round round;
   round.number = job.completed_rounds + 1;
@@ -706,6 +850,18 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
     round.tasks[id] = std::move(task);
   }
   FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
+  if (privacy.secure_aggregation_threshold() > 0) {
+    double noise_stddev = 0;
+    if (privacy.noise_multiplier() > 0) {
+      FEDGE_ASSIGN_OR_RETURN(noise_stddev, privacy::DistributedNoiseStddev(
+                                               privacy.noise_multiplier(), privacy.clip_norm(),
+                                               privacy.secure_aggregation_threshold()));
+    }
+    FEDGE_ASSIGN_OR_RETURN(round.secure,
+                           SecureRound::Create(privacy, round.sampled,
+                                               job.eval_net->num_parameters(), noise_stddev));
+    round.phase_deadline = round.deadline;
+  }
   round.metrics.set_round(round.number);
   round.metrics.set_sampled(static_cast<int32_t>(round.sampled.size()));
   round.metrics.set_started_unix_ms(UnixMs(now));
@@ -908,8 +1064,11 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     FEDGE_ASSIGN_OR_RETURN(const double stddev, privacy::CentralNoiseStddev(
                                                     privacy.noise_multiplier(), privacy.clip_norm()));
     const double participants = std::max<double>(1.0, delta.total_weight);
-    for (aggregation::Tensor& t : delta.tensors) {
-      job.noise->AddGaussianNoise(absl::MakeSpan(t.values), stddev / participants);
+    // Under secure aggregation the devices added the noise (distributed DP).
+    if (round.secure == nullptr) {
+      for (aggregation::Tensor& t : delta.tensors) {
+        job.noise->AddGaussianNoise(absl::MakeSpan(t.values), stddev / participants);
+      }
     }
     FEDGE_RETURN_IF_ERROR(job.accountant->Compose(round.dp_sampling_rate, privacy.noise_multiplier()));
     FEDGE_ASSIGN_OR_RETURN(privacy::EpsilonAndOrder e, job.accountant->Epsilon(privacy.delta()));
@@ -974,6 +1133,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
       t->set_bytes_up(t->bytes_up() + ct.metrics.bytes_up());
     }
   }
+  if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
   m.set_closed_unix_ms(UnixMs(now));
   m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
   if (store_ != nullptr) {

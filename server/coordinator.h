@@ -36,8 +36,21 @@
 // aggregate gets N(0, (z·S)²) on the sum (z·S/m on the mean of m), and an RdpAccountant
 // composes the round (q = sampled / live registered clients) and records ε at privacy.delta
 // in the round's metrics. A job with privacy.epsilon_budget ends (FINISHED, saying why)
-// before a round whose ε would exceed it. Secure aggregation and DP with sub-model tiers are
-// not wired in yet: StartJob refuses them (UNIMPLEMENTED).
+// before a round whose ε would exceed it. DP with sub-model tiers is not supported yet:
+// StartJob refuses it (UNIMPLEMENTED).
+//
+// Secure aggregation (privacy.secure_aggregation_threshold t > 0; Bonawitz et al. 2017, with
+// SecAgg+ as an option): a round's sampled clients get a SecAgg session in their task
+// header and answer with SecureAggregationStep (keys, shares, masked update, unmasking
+// shares) instead of SubmitUpdate; the coordinator holds only masked vectors and releases
+// their sum (server/secure_round.h). Each phase closes when every client still in the round
+// sent its message; a client silent for the liveness timeout is dropped and counts as a
+// dropout; the training phase also closes at the round's deadline, and each later phase at
+// the liveness timeout after the previous one. Every participant counts once (the mean of
+// the survivors' clipped updates); with noise_multiplier z the devices add the noise
+// (distributed DP) and the accountant composes z as in central mode. Fewer than t clients at
+// any phase fail the round: nothing is released, and the round is retried with a new sample.
+// Not with sub-model tiers (the masked vectors must have one length): refused.
 //
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
 // from its last completed round: the round in flight is abandoned and rerun, and the server
@@ -71,6 +84,7 @@
 #include "privacy/rdp_accountant.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
+#include "server/secure_round.h"
 #include "server/store.h"
 
 namespace fedge::server {
@@ -145,6 +159,9 @@ class Coordinator {
   // in the round's metrics. INVALID_ARGUMENT for an empty reason or one over 256 bytes.
   absl::Status DeclineTask(const v1::UpdateHeader& header);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
+  // One secure-aggregation message or poll (coordinator.proto, SecureAggregationStep). A bad
+  // message drops the client from the round and returns the reason; the round goes on.
+  absl::StatusOr<v1::SecAggStepResponse> SecureAggregationStep(const v1::SecAggStepRequest& request);
 
   // ---- operators ----
   // Validates the config (ValidateJobConfig) and starts it; returns the job id.
@@ -206,6 +223,9 @@ class Coordinator {
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
     double dp_sampling_rate = 0;  // q of this round (sampled / live registered)
+    // Secure aggregation: the protocol's state and when its current phase times out.
+    std::unique_ptr<SecureRound> secure;
+    absl::Time phase_deadline = absl::InfiniteFuture();
     v1::RoundMetrics metrics;
     double train_loss_sum = 0;
     double client_seconds_sum = 0;
@@ -245,6 +265,9 @@ class Coordinator {
   // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
   absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Closes every secure-aggregation phase that is complete or timed out; when the protocol
+  // finishes, the released sum becomes the round's one aggregated update.
+  absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The tier (index into job.tiers, -1 without tiers) for a device profile.
   int AssignTier(const Job& job, const v1::DeviceProfile& profile) const;
   // Builds `client_id`'s task for the round being opened.

@@ -351,6 +351,25 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
             absl::StrCat("(", t, ") must be <= round_policy.quorum (", job.round_policy().quorum(),
                          ")"));
     }
+    if (!(pr.clip_norm() > 0)) {
+      p.Add("privacy.secure_aggregation_threshold",
+            "> 0 requires privacy.clip_norm > 0 (it bounds the fixed-point encoding of updates)");
+    }
+  }
+  const int k = pr.secure_aggregation_neighbors(), ts = pr.secure_aggregation_share_threshold();
+  if ((k != 0 || ts != 0 || pr.secure_aggregation_plus()) && t == 0) {
+    p.Add("privacy.secure_aggregation_plus", "needs privacy.secure_aggregation_threshold > 0");
+  }
+  if ((k != 0 || ts != 0) && !pr.secure_aggregation_plus()) {
+    p.Add("privacy.secure_aggregation_neighbors",
+          "neighbours and share threshold apply to SecAgg+ (privacy.secure_aggregation_plus)");
+  }
+  if (k < 0 || k % 2 != 0) {
+    p.Add("privacy.secure_aggregation_neighbors", absl::StrCat("must be even and >= 0, got ", k));
+  }
+  if (ts < 0 || (ts > 0 && k > 0 && ts > k + 1) || ts == 1) {
+    p.Add("privacy.secure_aggregation_share_threshold",
+          absl::StrCat("must be 0 (derived) or in [2, neighbours + 1], got ", ts));
   }
 }
 

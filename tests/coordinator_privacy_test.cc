@@ -245,13 +245,17 @@ TEST_F(CoordinatorPrivacyTest, JobStopsCleanlyBeforeTheRoundThatWouldExceedTheBu
   EXPECT_NEAR(rounds->back().metrics().epsilon(), eps[1], 1e-9);
 }
 
-TEST_F(CoordinatorPrivacyTest, SecureAggregationAndDpWithTiersAreRefusedForNow) {
+TEST_F(CoordinatorPrivacyTest, SecureAggregationOrDpWithTiersAreRefusedForNow) {
   auto c = Make();
   v1::JobConfig secagg = DpJob(1, 4, 1.0, 1.0);
   secagg.mutable_round_policy()->set_quorum(2);
   secagg.mutable_privacy()->set_secure_aggregation_threshold(2);
+  secagg.mutable_privacy()->set_noise_multiplier(0);
+  v1::SubModelTier* half = secagg.mutable_sub_models()->add_tiers();
+  half->set_name("half");
+  half->set_width_ratio(0.5);
   EXPECT_THAT(c->StartJob(secagg), StatusIs(absl::StatusCode::kUnimplemented,
-                                            HasSubstr("secure aggregation")));
+                                            HasSubstr("secure aggregation with sub_models tiers")));
   v1::JobConfig tiers = DpJob(1, 4, 1.0, 1.0);
   v1::SubModelTier* t = tiers.mutable_sub_models()->add_tiers();
   t->set_name("half");

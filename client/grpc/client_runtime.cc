@@ -21,6 +21,10 @@
 #include "client/local_trainer.h"
 #include "model/payload.h"
 #include "model/sequential.h"
+#include "privacy/dp.h"
+#include "privacy/fixed_point.h"
+#include "privacy/secagg.h"
+#include "privacy/secagg_wire.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace fedge::client {
@@ -146,6 +150,21 @@ struct ClientRuntime::Impl {
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
   absl::Status Upload(const Task& task, const LocalUpdate& update, const std::string& payload,
                       const v1::TensorManifest& manifest, const std::atomic<bool>& stop);
+  // Sends the update through the task's secure-aggregation session (coordinator.proto,
+  // SecureAggregationStep): adds the distributed-DP noise share, encodes it in fixed point,
+  // masks it, and takes part in unmasking. Returns the bytes sent. Errors: a session this
+  // device must not join, an update of the wrong length, the coordinator's refusal or the
+  // round's failure.
+  absl::StatusOr<int64_t> SecureAggregate(const Task& task, const LocalUpdate& update,
+                                          const std::atomic<bool>& stop);
+  // One SecureAggregationStep call with this device's credentials; a lost connection is
+  // retried a few times.
+  absl::StatusOr<v1::SecAggStepResponse> SecAggCall(const v1::TaskHeader& t,
+                                                    v1::SecAggStepRequest request,
+                                                    const std::atomic<bool>& stop);
+  // Polls `phase` until the coordinator answers with its result.
+  absl::StatusOr<v1::SecAggStepResponse> SecAggAwait(const v1::TaskHeader& t, int phase,
+                                                     const std::atomic<bool>& stop);
   // Tells the coordinator this device declines the task (UpdateHeader.refusal), so that the
   // round stops waiting for it and records why. Best effort: a failure is only logged.
   void Decline(const v1::TaskHeader& task, const std::string& reason);
@@ -390,6 +409,128 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   return FromGrpc(writer->Finish(), "UploadUpdate");
 }
 
+absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecAggCall(
+    const v1::TaskHeader& t, v1::SecAggStepRequest request, const std::atomic<bool>& stop) {
+  request.set_client_id(id());
+  request.set_session_token(session_token);
+  request.set_job_id(t.job_id());
+  request.set_round(t.round());
+  request.set_task_id(t.task_id());
+  Backoff retry(options.backoff, options.seed ^ 0x5ec);
+  for (int attempt = 0;; ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(absl::Seconds(60)));
+    v1::SecAggStepResponse response;
+    const absl::Status s =
+        FromGrpc(stub->SecureAggregationStep(&ctx, request, &response), "SecureAggregationStep");
+    if (s.ok()) return response;
+    // The coordinator already has this message (an earlier attempt arrived; its answer was
+    // lost): go on as if it had been answered.
+    if (absl::IsAlreadyExists(s) && attempt > 0) return v1::SecAggStepResponse();
+    if (!absl::IsUnavailable(s) || attempt >= 4 || stop.load()) return s;
+    Count(&ClientRuntimeStats::connection_failures);
+    SleepUnlessStopped(retry.NextDelay(), stop);
+  }
+}
+
+absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecAggAwait(
+    const v1::TaskHeader& t, int phase, const std::atomic<bool>& stop) {
+  v1::SecAggStepRequest poll;
+  poll.set_poll(phase);
+  for (;;) {
+    if (stop.load()) return absl::CancelledError("ClientRuntime: stopping");
+    FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse r, SecAggCall(t, poll, stop));
+    if (r.result_case() != v1::SecAggStepResponse::kRetryAfterMs) return r;
+    SleepUnlessStopped(absl::Milliseconds(std::clamp<int64_t>(r.retry_after_ms(), 20, 5000)), stop);
+  }
+}
+
+absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
+                                                            const LocalUpdate& update,
+                                                            const std::atomic<bool>& stop) {
+  const v1::TaskHeader& t = task.header;
+  const v1::SecureAggregationSession& session = t.secure_aggregation();
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggConfig config, privacy::ConfigFromSession(session));
+  // The clipped Δ, flattened in the task model's parameter order.
+  std::vector<float> x;
+  x.reserve(static_cast<size_t>(config.vector_length));
+  for (const v1::TensorProto& p : update.delta.parameters()) x.insert(x.end(), p.values().begin(), p.values().end());
+  if (static_cast<int64_t>(x.size()) != config.vector_length) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "ClientRuntime: the update has ", x.size(), " values, the secure-aggregation session ",
+        config.vector_length));
+  }
+  if (session.noise_stddev() > 0) {
+    // Distributed DP: this device's share of the noise, from the OS CSPRNG.
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
+                           privacy::NoiseGenerator::Create());
+    noise->AddGaussianNoise(absl::MakeSpan(x), session.noise_stddev());
+  }
+  FEDGE_ASSIGN_OR_RETURN(const privacy::FixedPointEncoder encoder,
+                         privacy::FixedPointEncoder::Create(session.max_abs_value(),
+                                                            session.max_summands()));
+  std::vector<uint32_t> encoded(x.size());
+  FEDGE_ASSIGN_OR_RETURN(const int64_t clamped, encoder.Encode(x, absl::MakeSpan(encoded)));
+  if (clamped > 0) {
+    FEDGE_LOG(WARNING) << "job " << t.job_id() << " round " << t.round() << ": " << clamped
+                       << " update values clamped to the fixed-point bound";
+  }
+  x.clear();
+  x.shrink_to_fit();
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::SecAggClient> client,
+                         privacy::SecAggClient::Create(
+                             config, static_cast<uint32_t>(session.client_index())));
+  const int n = config.num_clients;
+  int64_t sent = 0;
+  auto send = [&](v1::SecAggStepRequest r) -> absl::Status {
+    sent += static_cast<int64_t>(r.ByteSizeLong());
+    return SecAggCall(t, std::move(r), stop).status();
+  };
+  // Phase 0: keys.
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggAdvertiseKeys keys, client->AdvertiseKeys());
+  v1::SecAggStepRequest r0;
+  *r0.mutable_advertise_keys() = privacy::KeysToWire(keys);
+  FEDGE_RETURN_IF_ERROR(send(std::move(r0)));
+  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a0, SecAggAwait(t, 0, stop));
+  if (!a0.has_keys()) return absl::InternalError("ClientRuntime: SecAgg: expected the key list");
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggKeysBroadcast list,
+                         privacy::KeyListFromWire(a0.keys(), n));
+  // Phase 1: encrypted shares of the self-mask seed and the mask key.
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggShareKeys shares, client->ShareKeys(list));
+  v1::SecAggStepRequest r1;
+  *r1.mutable_share_keys() = privacy::ShareKeysToWire(shares);
+  FEDGE_RETURN_IF_ERROR(send(std::move(r1)));
+  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a1, SecAggAwait(t, 1, stop));
+  if (!a1.has_shares()) return absl::InternalError("ClientRuntime: SecAgg: expected shares");
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggSharesForClient mine,
+                         privacy::ShareListFromWire(a1.shares(), n));
+  // Phase 2: the masked update.
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggMaskedInput masked,
+                         client->MaskedInput(mine, encoded));
+  v1::SecAggStepRequest r2;
+  v1::SecAggMaskedInput* m = r2.mutable_masked_input();
+  m->set_masked(privacy::PackMasked(masked.masked));
+  m->set_num_examples(update.num_examples);
+  m->mutable_metrics()->set_train_loss(update.train_loss);
+  m->mutable_metrics()->set_train_accuracy(update.train_accuracy);
+  m->mutable_metrics()->set_steps(update.steps);
+  m->mutable_metrics()->set_train_seconds(update.seconds);
+  m->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
+  FEDGE_RETURN_IF_ERROR(send(std::move(r2)));
+  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a2, SecAggAwait(t, 2, stop));
+  if (!a2.has_unmasking_request()) {
+    return absl::InternalError("ClientRuntime: SecAgg: expected the unmasking request");
+  }
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggUnmaskingRequest request,
+                         privacy::UnmaskingRequestFromWire(a2.unmasking_request(), n));
+  // Phase 3: reveal the shares the coordinator needs to remove the masks.
+  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggUnmaskingResponse reveal, client->Unmask(request));
+  v1::SecAggStepRequest r3;
+  *r3.mutable_unmasking() = privacy::UnmaskingToWire(reveal);
+  FEDGE_RETURN_IF_ERROR(send(std::move(r3)));
+  return sent;
+}
+
 void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& reason) {
   v1::UpdateChunk msg;
   v1::UpdateHeader* h = msg.mutable_header();
@@ -454,33 +595,44 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   if (absl::Now() > deadline) {
     return abandon(absl::DeadlineExceededError("the round's deadline passed"));
   }
-  // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
-  auto encoded = model::EncodeModelParameters(update->delta, t.update_encoding(),
-                                              seed_rng.NextU64());
-  if (!encoded.ok()) return abandon(encoded.status());
-
-  // Upload; a broken connection restarts the upload while the deadline allows.
-  Backoff retry(options.backoff, options.seed ^ 0x5eed);
-  bool reregistered = false;
-  for (;;) {
-    absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, stop);
-    if (s.ok() || absl::IsAlreadyExists(s)) break;
-    if (absl::IsUnauthenticated(s) && !reregistered) {
-      // The session is gone (e.g. the coordinator lost it): register again (same id) and
-      // send the update with the new session.
-      reregistered = true;
-      FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
-      if (absl::Status r = Register(); !r.ok()) return r;
-      continue;
+  int64_t bytes_up = 0;
+  if (t.secure_aggregation().num_participants() > 0) {
+    absl::StatusOr<int64_t> sent = SecureAggregate(*task, *update, stop);
+    if (!sent.ok()) {
+      if (absl::IsUnauthenticated(sent.status())) return sent.status();
+      return abandon(sent.status());
     }
-    if (absl::IsUnauthenticated(s)) return s;
-    if (!Retryable(s) || stop.load()) return abandon(s);
-    const absl::Duration wait = retry.NextDelay();
-    if (absl::Now() + wait > deadline) return abandon(s);
-    FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
-                       << absl::FormatDuration(wait);
-    Count(&ClientRuntimeStats::connection_failures);
-    SleepUnlessStopped(wait, stop);
+    bytes_up = *sent;
+  } else {
+    // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
+    auto encoded = model::EncodeModelParameters(update->delta, t.update_encoding(),
+                                                seed_rng.NextU64());
+    if (!encoded.ok()) return abandon(encoded.status());
+    bytes_up = static_cast<int64_t>(encoded->bytes.size());
+
+    // Upload; a broken connection restarts the upload while the deadline allows.
+    Backoff retry(options.backoff, options.seed ^ 0x5eed);
+    bool reregistered = false;
+    for (;;) {
+      absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, stop);
+      if (s.ok() || absl::IsAlreadyExists(s)) break;
+      if (absl::IsUnauthenticated(s) && !reregistered) {
+        // The session is gone (e.g. the coordinator lost it): register again (same id) and
+        // send the update with the new session.
+        reregistered = true;
+        FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
+        if (absl::Status r = Register(); !r.ok()) return r;
+        continue;
+      }
+      if (absl::IsUnauthenticated(s)) return s;
+      if (!Retryable(s) || stop.load()) return abandon(s);
+      const absl::Duration wait = retry.NextDelay();
+      if (absl::Now() + wait > deadline) return abandon(s);
+      FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
+                         << absl::FormatDuration(wait);
+      Count(&ClientRuntimeStats::connection_failures);
+      SleepUnlessStopped(wait, stop);
+    }
   }
   RoundReport r;
   r.job_id = t.job_id();
@@ -493,7 +645,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   r.train_seconds = update->seconds;
   r.total_seconds = absl::ToDoubleSeconds(absl::Now() - task->received);
   r.bytes_down = t.total_bytes();
-  r.bytes_up = static_cast<int64_t>(encoded->bytes.size());
+  r.bytes_up = bytes_up;
   r.peak_rss_bytes = PeakRssBytes();
   Count(&ClientRuntimeStats::rounds_completed);
   if (options.on_round) options.on_round(r);

@@ -308,4 +308,23 @@ grpc::Status CoordinatorServiceImpl::Leave(grpc::ServerContext* context,
   return ToGrpcStatus(s);
 }
 
+grpc::Status CoordinatorServiceImpl::SecureAggregationStep(grpc::ServerContext* context,
+                                                           const v1::SecAggStepRequest* request,
+                                                           v1::SecAggStepResponse* response) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"client_id", &request->client_id()},
+        {"session_token", &request->session_token()},
+        {"job_id", &request->job_id()},
+        {"task_id", &request->task_id()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  // Sizes are bounded by the server's message limit; SecureRound checks every count and
+  // length against the session before copying anything.
+  absl::StatusOr<v1::SecAggStepResponse> r = coordinator_->SecureAggregationStep(*request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = std::move(r).value();
+  return grpc::Status::OK;
+}
+
 }  // namespace fedge::server

@@ -74,6 +74,9 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
                             v1::UploadUpdateResponse* response) override;
   grpc::Status Leave(grpc::ServerContext* context, const v1::LeaveRequest* request,
                      v1::LeaveResponse* response) override;
+  grpc::Status SecureAggregationStep(grpc::ServerContext* context,
+                                     const v1::SecAggStepRequest* request,
+                                     v1::SecAggStepResponse* response) override;
 
  private:
   // A model (a round's central model, a tier's sub-model, a teacher) encoded once and
