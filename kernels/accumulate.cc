@@ -104,16 +104,17 @@ bool AllFinite(const float* x, int64_t begin, int64_t end, Isa isa) {
     usable = static_cast<Isa>(static_cast<int>(usable) - 1);
   }
   switch (usable) {
+#if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return AllFinite_avx512(x, begin, end);
     case Isa::kAvx2:
       return AllFinite_avx2(x, begin, end);
-    case Isa::kPortable:
-      return AllFinite_portable(x, begin, end);
+#endif
     case Isa::kRef:
-      break;
+      return AllFinite_ref(x, begin, end);
+    default:  // kPortable
+      return AllFinite_portable(x, begin, end);
   }
-  return AllFinite_ref(x, begin, end);
 }
 
 void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
@@ -124,14 +125,16 @@ void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64
     usable = static_cast<Isa>(static_cast<int>(usable) - 1);
   }
   switch (usable) {
+#if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return WeightedAccumulate_avx512(terms, k, begin, end, acc, cover);
     case Isa::kAvx2:
       return WeightedAccumulate_avx2(terms, k, begin, end, acc, cover);
-    case Isa::kPortable:
-      return WeightedAccumulate_portable(terms, k, begin, end, acc, cover);
+#endif
     case Isa::kRef:
       return WeightedAccumulate_ref(terms, k, begin, end, acc, cover);
+    default:  // kPortable
+      return WeightedAccumulate_portable(terms, k, begin, end, acc, cover);
   }
 }
 

@@ -7,6 +7,7 @@
 namespace fedge::kernels {
 namespace {
 
+#if FEDGE_KERNELS_X86
 bool DetectAvx2() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -18,6 +19,11 @@ bool DetectAvx512Vnni() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512vnni") && DetectAvx2();
 }
+#else
+// Not built for x86-64: the x86 variants are not in the binary.
+bool DetectAvx2() { return false; }
+bool DetectAvx512Vnni() { return false; }
+#endif
 
 Isa DetectBest() {
   Isa best = DetectAvx512Vnni() ? Isa::kAvx512Vnni : DetectAvx2() ? Isa::kAvx2 : Isa::kPortable;

@@ -5,8 +5,19 @@
 // carry the ISA's compiler flags. The variant is picked at run time by BestIsa(); the
 // FEDGE_ISA environment variable (ref, portable, avx2, avx512vnni) caps it, for testing and
 // for comparing variants on one machine.
+//
+// The AVX2 and AVX-512 variants exist only in x86-64 builds (FEDGE_KERNELS_X86 == 1; the
+// build leaves their files out elsewhere, kernels/CMakeLists.txt). On other CPUs (aarch64)
+// CpuSupports() is false for them and BestIsa() is kPortable: the portable kernels are
+// plain C++ the compiler vectorizes for the target (NEON on aarch64).
 #ifndef FEDGE_KERNELS_CPU_H_
 #define FEDGE_KERNELS_CPU_H_
+
+#if defined(__x86_64__)
+#define FEDGE_KERNELS_X86 1
+#else
+#define FEDGE_KERNELS_X86 0
+#endif
 
 namespace fedge::kernels {
 

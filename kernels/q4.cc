@@ -224,12 +224,14 @@ void QGemmQ4(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epil
   switch (qdetail::UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmQ4_ref(x, w, epi, y, ldy);
-    case Isa::kPortable:
-      return qdetail::QGemmQ4_portable(x, w, epi, y, ldy);
+#if FEDGE_KERNELS_X86
     case Isa::kAvx2:
       return qdetail::QGemmQ4_avx2(x, w, epi, y, ldy);
     case Isa::kAvx512Vnni:
       return qdetail::QGemmQ4_avx512vnni(x, w, epi, y, ldy);
+#endif
+    default:  // kPortable
+      return qdetail::QGemmQ4_portable(x, w, epi, y, ldy);
   }
 }
 

@@ -114,12 +114,14 @@ void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32
   switch (qdetail::UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmS8Int32_ref(x, w, acc, ldacc);
-    case Isa::kPortable:
-      return qdetail::QGemmS8_portable(x, w, nullptr, nullptr, acc, ldacc);
+#if FEDGE_KERNELS_X86
     case Isa::kAvx2:
       return qdetail::QGemmS8_avx2(x, w, nullptr, nullptr, acc, ldacc);
     case Isa::kAvx512Vnni:
       return qdetail::QGemmS8_avx512vnni(x, w, nullptr, nullptr, acc, ldacc);
+#endif
+    default:  // kPortable (the only variant above it on a CPU without x86 variants)
+      return qdetail::QGemmS8_portable(x, w, nullptr, nullptr, acc, ldacc);
   }
 }
 
@@ -129,12 +131,14 @@ void QGemmS8(const QuantizedActivations& x, const PackedWeightsS8& w, const Epil
   switch (qdetail::UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmS8_ref(x, w, epi, y, ldy);
-    case Isa::kPortable:
-      return qdetail::QGemmS8_portable(x, w, &epi, y, nullptr, ldy);
+#if FEDGE_KERNELS_X86
     case Isa::kAvx2:
       return qdetail::QGemmS8_avx2(x, w, &epi, y, nullptr, ldy);
     case Isa::kAvx512Vnni:
       return qdetail::QGemmS8_avx512vnni(x, w, &epi, y, nullptr, ldy);
+#endif
+    default:  // kPortable
+      return qdetail::QGemmS8_portable(x, w, &epi, y, nullptr, ldy);
   }
 }
 

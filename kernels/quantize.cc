@@ -54,10 +54,12 @@ void QuantizeRowsScalar(const float* x, int m, int k, int ldx, float scale, int8
 
 float MaxAbs(const float* x, int m, int k, int ldx, Isa isa) {
   switch (qdetail::UsableIsa(isa)) {
+#if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return qdetail::MaxAbs_avx512vnni(x, m, k, ldx);
     case Isa::kAvx2:
       return qdetail::MaxAbs_avx2(x, m, k, ldx);
+#endif
     default:
       return MaxAbsScalar(x, m, k, ldx);
   }
@@ -66,10 +68,12 @@ float MaxAbs(const float* x, int m, int k, int ldx, Isa isa) {
 void QuantizeRows(const float* x, int m, int k, int ldx, float scale, int8_t* q, int ldq,
                   int kpad, Isa isa) {
   switch (qdetail::UsableIsa(isa)) {
+#if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return qdetail::QuantizeRows_avx512vnni(x, m, k, ldx, scale, q, ldq, kpad);
     case Isa::kAvx2:
       return qdetail::QuantizeRows_avx2(x, m, k, ldx, scale, q, ldq, kpad);
+#endif
     default:
       return QuantizeRowsScalar(x, m, k, ldx, scale, q, ldq, kpad);
   }

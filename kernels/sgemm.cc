@@ -6,9 +6,12 @@ namespace fedge::kernels {
 namespace {
 
 sgemm_detail::SgemmFn Pick() {
+#if FEDGE_KERNELS_X86
   const Isa isa = BestIsa();
   if (isa >= Isa::kAvx512Vnni) return sgemm_detail::Sgemm_avx512;
   if (isa >= Isa::kAvx2) return sgemm_detail::Sgemm_avx2;
+#endif
+  // The baseline copy: SSE2 on x86-64; elsewhere the target's own SIMD (NEON on aarch64).
   return sgemm_detail::Sgemm_sse2;
 }
 
