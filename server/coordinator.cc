@@ -326,6 +326,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   if (job_ == nullptr || !job_->round.has_value()) return std::nullopt;
   Round& round = *job_->round;
   if (!round.waiting.contains(client_id)) return std::nullopt;
+  if (round.secure != nullptr && round.secure->Joined(client_id)) return std::nullopt;
   TaskAssignment task;
   v1::TaskHeader& h = task.header;
   h.set_job_id(job_->id);

@@ -182,6 +182,11 @@ absl::StatusOr<v1::SecAggStepResponse> SecureRound::Poll(const std::string& clie
   return r;
 }
 
+bool SecureRound::Joined(const std::string& client_id) const {
+  const auto it = index_.find(client_id);
+  return it != index_.end() && in_phase_[0].count(it->second) > 0;
+}
+
 bool SecureRound::PhaseComplete(const absl::flat_hash_set<std::string>& remaining) const {
   if (phase_ >= kFinished) return false;
   for (const std::string& id : remaining) {

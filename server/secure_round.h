@@ -45,6 +45,9 @@ class SecureRound final {
   // The session for `client_id`'s task header. REQUIRES a participant.
   v1::SecureAggregationSession SessionFor(const std::string& client_id) const;
   bool IsParticipant(const std::string& client_id) const { return index_.contains(client_id); }
+  // Whether the client has sent its keys: it is inside the protocol, and its task is not
+  // handed out again (a device that lost its protocol state cannot rejoin the session).
+  bool Joined(const std::string& client_id) const;
 
   int phase() const { return phase_; }
   // One device's message for the current phase (keys, shares, masked input or unmasking

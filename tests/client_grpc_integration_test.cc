@@ -244,6 +244,58 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
   EXPECT_EQ(uploaded, 6);
 }
 
+// fedge-client's runtime with secure aggregation (SecAgg+ option) and distributed DP: every
+// device clips, adds its noise share, masks and helps unmask; the coordinator releases only
+// the sum, aggregates the survivors' mean and accounts ε.
+TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistributedDp) {
+  StartServer("127.0.0.1:0");
+  for (int i = 0; i < 4; ++i) StartClient(server_->port(), i);
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 4; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  v1::JobConfig config = MakeJob(/*rounds=*/2, /*per_round=*/4);
+  config.mutable_privacy()->set_clip_norm(1.0);
+  config.mutable_privacy()->set_noise_multiplier(0.5);
+  config.mutable_privacy()->set_secure_aggregation_threshold(3);
+  config.mutable_privacy()->set_secure_aggregation_plus(true);
+  config.mutable_round_policy()->set_quorum(3);
+  auto job = StartJob(config);
+  ASSERT_THAT(job, IsOk());
+  auto before = coordinator_->ExportModel(*job);
+  ASSERT_THAT(before, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(90));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(status.completed_rounds(), 2);
+  auto rounds = coordinator_->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  double epsilon = 0;
+  for (const v1::RoundRecord& r : *rounds) {
+    if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
+    const v1::RoundMetrics& m = r.metrics();
+    EXPECT_EQ(m.participants(), 4);
+    EXPECT_EQ(m.secure_aggregation().masked(), 4);
+    EXPECT_EQ(m.secure_aggregation().unmasked_by(), 4);
+    EXPECT_EQ(m.secure_aggregation().sum_digest().size(), 32u);
+    EXPECT_GT(m.secure_aggregation().protocol_bytes(), 0);
+    EXPECT_GT(m.epsilon(), epsilon);  // ε grows round by round
+    epsilon = m.epsilon();
+    EXPECT_EQ(m.dp_noise_multiplier(), 0.5);
+    for (const v1::ClientRoundMetrics& c : m.clients()) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+      EXPECT_EQ(c.bytes_up(), 4 * (8 * 16 + 16 + 16 * 3 + 3));  // the masked vector
+    }
+  }
+  auto after = coordinator_->ExportModel(*job);
+  ASSERT_THAT(after, IsOk());
+  EXPECT_NE(after->SerializeAsString(), before->SerializeAsString());
+  StopClients();
+  for (size_t i = 0; i < runtimes_.size(); ++i) {
+    EXPECT_THAT(*results_[i], IsOk());
+    EXPECT_EQ(runtimes_[i]->stats().rounds_completed, 2);
+    EXPECT_EQ(runtimes_[i]->stats().tasks_abandoned, 0);  // never handed its task twice
+  }
+}
+
 TEST_F(ClientGrpcIntegrationTest, ClientStartedBeforeTheServerConnectsWhenItComesUp) {
   const int port = FreePort();
   StartClient(port, 0);
