@@ -23,7 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # links; all are Multi-Arch: same, so they install beside the amd64 ones.
 HOST_PACKAGES=(
   g++-aarch64-linux-gnu binutils-aarch64-linux-gnu qemu-user-static
-  cmake make pkg-config ccache
+  cmake make pkg-config ccache file
   protobuf-compiler protobuf-compiler-grpc libeigen3-dev
 )
 ARM64_PACKAGES=(
