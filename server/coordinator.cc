@@ -480,6 +480,9 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   ct.metrics.set_train_loss(header.metrics().train_loss());
   ct.metrics.set_train_seconds(header.metrics().train_seconds());
   ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
+  if (std::isfinite(header.metrics().update_norm()) && header.metrics().update_norm() >= 0) {
+    ct.metrics.set_update_norm(header.metrics().update_norm());
+  }
   round.waiting.erase(id);
   round.accepted.insert(id);
   v1::RoundMetrics& m = round.metrics;

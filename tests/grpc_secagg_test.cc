@@ -62,6 +62,7 @@ struct DeviceResult {
   absl::Status client_error;      // its own SecAggClient's refusal, if any
   int sent_phases = 0;            // phases whose message the coordinator accepted
   std::vector<uint32_t> encoded;  // its fixed-point input (empty if it never encoded)
+  std::string masked_bytes;       // its masked input as the coordinator received it
   v1::TaskHeader header;
 };
 
@@ -235,7 +236,8 @@ class GrpcSecAggTest : public ::testing::Test {
     if (!masked.ok()) return refused(masked.status());
     out.encoded = encoded;
     v1::SecAggStepRequest r2;
-    r2.mutable_masked_input()->set_masked(privacy::PackMasked(masked->masked));
+    out.masked_bytes = privacy::PackMasked(masked->masked);
+    r2.mutable_masked_input()->set_masked(out.masked_bytes);
     r2.mutable_masked_input()->set_num_examples(50);
     if (grpc::Status s = Call(id, token, *t, r2, &resp); !s.ok()) return fail(s);
     out.sent_phases = 3;
@@ -313,6 +315,20 @@ class GrpcSecAggTest : public ::testing::Test {
     return {};
   }
 
+  // Pearson's chi-square statistic of the bytes' 4-bit halves against the uniform
+  // distribution over 16 values (15 degrees of freedom).
+  static double NibbleChiSquare(const std::string& bytes) {
+    std::vector<double> counts(16, 0);
+    for (unsigned char c : bytes) {
+      ++counts[c & 15];
+      ++counts[c >> 4];
+    }
+    const double expected = 2.0 * static_cast<double>(bytes.size()) / 16;
+    double chi = 0;
+    for (double c : counts) chi += (c - expected) * (c - expected) / expected;
+    return chi;
+  }
+
   static std::string PlainSumDigest(const std::vector<DeviceResult>& results,
                                     const std::vector<size_t>& members) {
     std::vector<uint32_t> sum(results[members[0]].encoded.size(), 0);
@@ -353,6 +369,16 @@ TEST_F(GrpcSecAggTest, ReleasedSumIsThePlainFixedPointSumAndMovesTheModelByTheMe
   EXPECT_EQ(sa.num_neighbors(), 4);
   EXPECT_EQ(m.participants(), 5);
   EXPECT_EQ(sa.sum_digest(), PlainSumDigest(r, {0, 1, 2, 3, 4}));
+  // What the coordinator holds for one device looks uniform (chi-square under 57.4, the
+  // critical value at p = 1e-6 of 15 degrees of freedom, so that the test is not flaky) and
+  // is not its clear update, whose fixed-point bytes are far from uniform.
+  for (const DeviceResult& d : r) {
+    ASSERT_EQ(d.masked_bytes.size(), 4 * d.encoded.size());
+    EXPECT_LT(NibbleChiSquare(d.masked_bytes), 57.4);
+    const std::string clear = privacy::PackMasked(d.encoded);
+    EXPECT_NE(d.masked_bytes, clear);
+    EXPECT_GT(NibbleChiSquare(clear), 200);
+  }
   // The released mean is the mean of the inputs to within the fixed-point resolution.
   auto after = coordinator_->ExportModel(job);
   ASSERT_THAT(after, IsOk());

@@ -112,6 +112,14 @@ std::string RoundLine(const v1::RoundRecord& r) {
       r.round(), RoundStateName(r.state()), m.participants(), m.sampled(), acc, m.train_loss(),
       m.round_seconds(), m.bytes_up() / 1e6, m.bytes_down() / 1e6);
   if (m.epsilon() > 0) absl::StrAppendFormat(&line, "  ε %.4g", m.epsilon());  // at the job's δ
+  if (const v1::SecureAggregationRoundMetrics& sa = m.secure_aggregation(); sa.advertised() > 0) {
+    absl::StrAppendFormat(&line,
+                          "\n      %s (k=%d): keys %d, shares %d, masked %d, unmasked by %d, "
+                          "unmasking %.3fs, protocol %.1f kB",
+                          sa.plus() ? "SecAgg+" : "SecAgg", sa.num_neighbors(), sa.advertised(),
+                          sa.shared(), sa.masked(), sa.unmasked_by(), sa.unmask_seconds(),
+                          sa.protocol_bytes() / 1e3);
+  }
   // Per tier: its sub-model's own accuracy and the bytes each of its clients moved.
   for (const v1::TierRoundMetrics& t : m.tiers()) {
     const std::string tier_acc =
