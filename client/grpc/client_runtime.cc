@@ -148,8 +148,12 @@ struct ClientRuntime::Impl {
   // One long-poll and, when it brings a task, the whole round. OK also when idle.
   absl::Status FetchAndRun(const std::atomic<bool>& stop);
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
+  // One upload stream of `payload` from byte `offset` (> 0: resuming an interrupted upload).
   absl::Status Upload(const Task& task, const LocalUpdate& update, const std::string& payload,
-                      const v1::TensorManifest& manifest, const std::atomic<bool>& stop);
+                      const v1::TensorManifest& manifest, int64_t offset,
+                      const std::atomic<bool>& stop);
+  // How many bytes of the task's interrupted upload the coordinator kept (0: start over).
+  int64_t KeptUploadBytes(const v1::TaskHeader& task);
   // Sends the update through the task's secure-aggregation session (coordinator.proto,
   // SecureAggregationStep): adds the distributed-DP noise share, encodes it in fixed point,
   // masks it, and takes part in unmasking. Returns the bytes sent. Errors: a session this
@@ -360,9 +364,22 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   return std::optional<Task>(std::move(task));
 }
 
+int64_t ClientRuntime::Impl::KeptUploadBytes(const v1::TaskHeader& t) {
+  v1::UploadStatusRequest req;
+  req.set_client_id(id());
+  req.set_session_token(session_token);
+  req.set_task_id(t.task_id());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(absl::Seconds(10)));
+  v1::UploadStatusResponse resp;
+  const absl::Status s = FromGrpc(stub->UploadStatus(&ctx, req, &resp), "UploadStatus");
+  if (!s.ok()) return 0;  // the upload starts over; the stream reports what is wrong
+  return std::max<int64_t>(0, resp.bytes_received());
+}
+
 absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& update,
                                          const std::string& payload,
-                                         const v1::TensorManifest& manifest,
+                                         const v1::TensorManifest& manifest, int64_t offset,
                                          const std::atomic<bool>& stop) {
   const v1::TaskHeader& t = task.header;
   v1::UpdateChunk header;
@@ -381,6 +398,7 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   h->mutable_metrics()->set_train_seconds(update.seconds);
   h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
   h->mutable_metrics()->set_update_norm(update.delta_norm);
+  h->set_resume_offset(offset);
 
   grpc::ClientContext ctx;
   // Not cancelled by `stop`: a started upload is finished.
@@ -395,8 +413,14 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   bool ok = writer->Write(header);
   if (ok) {
     v1::UpdateChunk c;
-    ok = model::ForEachChunk(payload, chunk_bytes, [&](const v1::DataChunk& d) {
+    const absl::string_view rest = absl::string_view(payload).substr(static_cast<size_t>(offset));
+    ok = model::ForEachChunk(rest, chunk_bytes, [&](const v1::DataChunk& d) {
       *c.mutable_data() = d;
+      c.mutable_data()->set_offset(d.offset() + offset);
+      {
+        absl::MutexLock lock(&mu);
+        stats.upload_bytes_sent += static_cast<int64_t>(d.data().size());
+      }
       return writer->Write(c);
     });
   }
@@ -613,8 +637,14 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
     // Upload; a broken connection restarts the upload while the deadline allows.
     Backoff retry(options.backoff, options.seed ^ 0x5eed);
     bool reregistered = false;
+    int64_t offset = 0;
     for (;;) {
-      absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, stop);
+      absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, offset, stop);
+      if (absl::IsFailedPrecondition(s) && offset > 0) {
+        // The coordinator no longer holds what it had kept: send everything again.
+        offset = 0;
+        continue;
+      }
       if (s.ok() || absl::IsAlreadyExists(s)) break;
       if (absl::IsUnauthenticated(s) && !reregistered) {
         // The session is gone (e.g. the coordinator lost it): register again (same id) and
@@ -632,6 +662,13 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
                          << absl::FormatDuration(wait);
       Count(&ClientRuntimeStats::connection_failures);
       SleepUnlessStopped(wait, stop);
+      // Resume from what the coordinator kept of this upload, if anything.
+      offset = std::min<int64_t>(KeptUploadBytes(t), static_cast<int64_t>(encoded->bytes.size()));
+      if (offset > 0) {
+        Count(&ClientRuntimeStats::uploads_resumed);
+        FEDGE_LOG(INFO) << where << ": resuming the upload at byte " << offset << " of "
+                        << encoded->bytes.size();
+      }
     }
   }
   RoundReport r;

@@ -124,6 +124,10 @@ struct ClientRuntimeStats {
   int64_t tasks_abandoned = 0;    // deadline passed, stop, or a bad task
   int64_t registrations = 0;
   int64_t connection_failures = 0;  // failed calls, each retried after a backoff
+  // Update payload bytes written to upload streams, resends included, and how many uploads
+  // resumed after a broken connection (from the coordinator's UploadStatus count).
+  int64_t upload_bytes_sent = 0;
+  int64_t uploads_resumed = 0;
 };
 
 class ClientRuntime {

@@ -43,6 +43,21 @@ aggregation::Update UpdateFromDecoded(const std::string& client_id, double num_e
   return update;
 }
 
+// What must match between an interrupted upload and its resume: the task, the payload's
+// layout and size, and the example count (not the credentials, the offset, or the metrics
+// the device measures again at each attempt).
+std::string KeptHeader(const v1::UpdateHeader& h) {
+  v1::UpdateHeader k;
+  k.set_client_id(h.client_id());
+  k.set_job_id(h.job_id());
+  k.set_round(h.round());
+  k.set_task_id(h.task_id());
+  *k.mutable_manifest() = h.manifest();
+  k.set_total_bytes(h.total_bytes());
+  k.set_num_examples(h.num_examples());
+  return k.SerializeAsString();
+}
+
 }  // namespace
 
 CoordinatorServiceImpl::CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits)
@@ -242,8 +257,34 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
                     v1::TensorEncoding_Name(encoding), " (limit ", limits_.max_payload_bytes,
                     ")")));
   }
-  FEDGE_ASSIGN_OR_RETURN(model::PayloadAssembler assembler,
-                         model::PayloadAssembler::Create(header.total_bytes(), limits_.max_payload_bytes));
+  // A resumed upload continues the kept assembler; any other upload starts afresh (and
+  // discards what a broken earlier attempt left).
+  std::optional<PartialUpload> kept = TakePartial(header.task_id());
+  std::optional<model::PayloadAssembler> resumed;
+  if (header.resume_offset() != 0) {
+    if (!kept.has_value() || kept->header.client_id() != header.client_id() ||
+        KeptHeader(kept->header) != KeptHeader(header) ||
+        kept->assembler.bytes_received() != header.resume_offset()) {
+      const int64_t have = kept.has_value() && kept->header.client_id() == header.client_id()
+                               ? kept->assembler.bytes_received()
+                               : 0;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CoordinatorService: cannot resume the upload of task ", header.task_id(),
+          " at byte ", header.resume_offset(), ": the coordinator kept ", have,
+          " bytes of an upload with this header; upload again from byte 0"));
+    }
+    resumed.emplace(std::move(kept->assembler));
+    FEDGE_LOG(INFO) << "CoordinatorService: client " << header.client_id() << " resumes task "
+                    << header.task_id() << " at byte " << header.resume_offset() << " of "
+                    << header.total_bytes();
+  }
+  if (!resumed.has_value()) {
+    FEDGE_ASSIGN_OR_RETURN(model::PayloadAssembler fresh,
+                           model::PayloadAssembler::Create(header.total_bytes(),
+                                                           limits_.max_payload_bytes));
+    resumed.emplace(std::move(fresh));
+  }
+  model::PayloadAssembler& assembler = *resumed;
   std::optional<std::string> payload;
   while (reader->Read(&msg)) {
     if (payload.has_value()) {
@@ -262,6 +303,18 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
         return absl::InvalidArgumentError(
             "CoordinatorService: expected a data chunk or the trailer after the header");
     }
+  }
+  if (context->IsCancelled() && !payload.has_value() && assembler.bytes_received() > 0 &&
+      !assembler.complete()) {
+    // The connection broke (not a stream the device ended without its trailer): keep what
+    // arrived, whole chunks only, for a resume.
+    const int64_t received = assembler.bytes_received();
+    v1::UpdateHeader h = header;
+    h.clear_session_token();
+    KeepPartial(header.task_id(), PartialUpload{std::move(h), std::move(assembler), absl::Now()});
+    return absl::UnavailableError(absl::StrCat(
+        "CoordinatorService: upload of task ", header.task_id(), " broke off after ", received,
+        " of ", header.total_bytes(), " bytes; kept for a resume"));
   }
   if (context->IsCancelled()) return absl::CancelledError("CoordinatorService: upload cancelled");
   if (!payload.has_value()) {
@@ -324,6 +377,60 @@ grpc::Status CoordinatorServiceImpl::SecureAggregationStep(grpc::ServerContext* 
   absl::StatusOr<v1::SecAggStepResponse> r = coordinator_->SecureAggregationStep(*request);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *response = std::move(r).value();
+  return grpc::Status::OK;
+}
+
+void CoordinatorServiceImpl::KeepPartial(std::string task_id, PartialUpload partial) {
+  absl::MutexLock lock(&partial_mu_);
+  const absl::Time now = absl::Now();
+  for (auto it = partial_.begin(); it != partial_.end();) {
+    if (now - it->second.kept > kPartialUploadLifetime) {
+      partial_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+  if (partial_.size() >= kMaxPartialUploads) {
+    auto oldest = partial_.begin();
+    for (auto it = partial_.begin(); it != partial_.end(); ++it) {
+      if (it->second.kept < oldest->second.kept) oldest = it;
+    }
+    partial_.erase(oldest);
+  }
+  partial_.insert_or_assign(std::move(task_id), std::move(partial));
+}
+
+std::optional<CoordinatorServiceImpl::PartialUpload> CoordinatorServiceImpl::TakePartial(
+    const std::string& task_id) {
+  absl::MutexLock lock(&partial_mu_);
+  auto it = partial_.find(task_id);
+  if (it == partial_.end()) return std::nullopt;
+  std::optional<PartialUpload> out(std::move(it->second));
+  partial_.erase(it);
+  if (absl::Now() - out->kept > kPartialUploadLifetime) return std::nullopt;
+  return out;
+}
+
+grpc::Status CoordinatorServiceImpl::UploadStatus(grpc::ServerContext* context,
+                                                  const v1::UploadStatusRequest* request,
+                                                  v1::UploadStatusResponse* response) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"client_id", &request->client_id()},
+        {"session_token", &request->session_token()},
+        {"task_id", &request->task_id()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  // Credentials (and liveness), like a fetch.
+  absl::StatusOr<std::optional<TaskAssignment>> task =
+      coordinator_->FetchTask(request->client_id(), request->session_token());
+  if (!task.ok()) return ToGrpcStatus(task.status());
+  absl::MutexLock lock(&partial_mu_);
+  auto it = partial_.find(request->task_id());
+  if (it != partial_.end() && it->second.header.client_id() == request->client_id() &&
+      absl::Now() - it->second.kept <= kPartialUploadLifetime) {
+    response->set_bytes_received(it->second.assembler.bytes_received());
+  }
   return grpc::Status::OK;
 }
 
