@@ -142,9 +142,16 @@ absl::Status Coordinator::Resume() {
   // The registry: clients count as live from now (they reconnect by themselves).
   FEDGE_ASSIGN_OR_RETURN(std::vector<v1::ClientRecord> clients, store_->ListClients(false));
   const absl::Time now = clock_.Now();
-  for (v1::ClientRecord& r : clients) {
-    const std::string id = r.client_id();  // (the assignment's right side runs first)
-    clients_[id] = ClientInfo{std::move(r), now};
+  for (const v1::ClientRecord& r : clients) {
+    ClientInfo& info = clients_[r.client_id()];
+    info = ClientInfo{};
+    info.last_seen = now;
+    info.enrolled_unix_ms = r.enrolled_unix_ms();
+    info.rounds_participated = r.rounds_participated();
+    SetProfile(info, r.profile());
+    info.tier = strings_.Intern(r.tier());
+    info.state = static_cast<uint8_t>(r.state());
+    if (!r.declined_reason().empty()) declined_reasons_[r.client_id()] = r.declined_reason();
   }
   FEDGE_ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, store_->ListJobs());
   next_job_number_ = static_cast<int64_t>(jobs.size()) + 1;
@@ -281,18 +288,19 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
   const std::string token = GenerateSessionToken();
   const absl::Time now = clock_.Now();
   ClientInfo& info = clients_[id];
-  info.record.set_client_id(id);
-  *info.record.mutable_profile() = p;
-  info.record.set_state(v1::CLIENT_STATE_ACTIVE);
-  info.record.clear_declined_reason();
+  SetProfile(info, p);
+  info.state = v1::CLIENT_STATE_ACTIVE;
+  declined_reasons_.erase(id);
   if (job_ != nullptr) job_->declined.erase(id);  // its profile may have changed
-  if (info.record.enrolled_unix_ms() == 0) info.record.set_enrolled_unix_ms(UnixMs(now));
-  info.record.set_last_seen_unix_ms(UnixMs(now));
+  if (info.enrolled_unix_ms == 0) info.enrolled_unix_ms = UnixMs(now);
   info.last_seen = now;
+  const std::string token_hash = HashSessionToken(token);
   if (store_ != nullptr) {
-    FEDGE_RETURN_IF_ERROR(store_->PutClient(info.record, HashSessionToken(token)));
+    FEDGE_RETURN_IF_ERROR(store_->PutClient(RecordOf(id, info), token_hash));
   } else {
-    token_hashes_[id] = HashSessionToken(token);
+    FEDGE_CHECK(token_hash.size() == info.token_hash.size());
+    std::copy(token_hash.begin(), token_hash.end(), info.token_hash.begin());
+    info.has_token_hash = true;
   }
   v1::RegisterResponse response;
   response.set_client_id(id);
@@ -301,16 +309,22 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
   return response;
 }
 
+void Coordinator::ReserveClients(size_t clients) {
+  absl::MutexLock lock(&mu_);
+  clients_.reserve(clients);
+}
+
 absl::Status Coordinator::Authenticate(const std::string& client_id,
                                        const std::string& session_token) {
   auto it = clients_.find(client_id);
-  if (it == clients_.end() || it->second.record.state() == v1::CLIENT_STATE_LEFT) {
+  if (it == clients_.end() || it->second.state == v1::CLIENT_STATE_LEFT) {
     return absl::UnauthenticatedError("Coordinator: unknown client or wrong session token");
   }
   if (store_ != nullptr) return store_->VerifySessionToken(client_id, session_token);
-  auto t = token_hashes_.find(client_id);
-  if (t == token_hashes_.end() ||
-      !SessionTokenHashesEqual(t->second, HashSessionToken(session_token))) {
+  const ClientInfo& info = it->second;
+  if (!info.has_token_hash ||
+      !SessionTokenHashesEqual(absl::string_view(info.token_hash.data(), info.token_hash.size()),
+                               HashSessionToken(session_token))) {
     return absl::UnauthenticatedError("Coordinator: unknown client or wrong session token");
   }
   return absl::OkStatus();
@@ -322,7 +336,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   FEDGE_RETURN_IF_ERROR(Authenticate(client_id, session_token));
   ClientInfo& info = clients_[client_id];
   info.last_seen = clock_.Now();
-  info.record.set_state(v1::CLIENT_STATE_ACTIVE);
+  info.state = v1::CLIENT_STATE_ACTIVE;
   if (job_ == nullptr || !job_->round.has_value()) return std::nullopt;
   Round& round = *job_->round;
   if (!round.waiting.contains(client_id)) return std::nullopt;
@@ -508,7 +522,7 @@ absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
   m.set_reason(reason);
   m.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
   job_->declined.insert(header.client_id());
-  clients_[header.client_id()].record.set_declined_reason(reason);
+  declined_reasons_[header.client_id()] = reason;
   FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
                      << ": client " << header.client_id() << " declined its task: " << reason;
   return absl::OkStatus();
@@ -517,7 +531,7 @@ absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
 absl::Status Coordinator::Leave(const std::string& client_id, const std::string& session_token) {
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(Authenticate(client_id, session_token));
-  clients_[client_id].record.set_state(v1::CLIENT_STATE_LEFT);
+  clients_[client_id].state = v1::CLIENT_STATE_LEFT;
   DropFromRound(client_id);
   if (store_ != nullptr) return store_->SetClientState(client_id, v1::CLIENT_STATE_LEFT);
   return absl::OkStatus();
@@ -742,11 +756,8 @@ absl::StatusOr<std::vector<v1::RoundRecord>> Coordinator::ListRounds(const std::
 absl::StatusOr<std::vector<v1::ClientRecord>> Coordinator::ListClients() {
   absl::MutexLock lock(&mu_);
   std::vector<v1::ClientRecord> out;
-  for (const auto& [id, info] : clients_) {
-    v1::ClientRecord r = info.record;
-    r.set_last_seen_unix_ms(UnixMs(info.last_seen));
-    out.push_back(std::move(r));
-  }
+  out.reserve(clients_.size());
+  for (const auto& [id, info] : clients_) out.push_back(RecordOf(id, info));
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
     return a.client_id() < b.client_id();
   });
@@ -776,8 +787,46 @@ std::optional<std::string> Coordinator::running_job() const {
 // Rounds
 
 bool Coordinator::Live(const ClientInfo& c, absl::Time now) const {
-  return c.record.state() == v1::CLIENT_STATE_ACTIVE &&
-         now - c.last_seen <= options_.liveness_timeout;
+  return c.state == v1::CLIENT_STATE_ACTIVE && now - c.last_seen <= options_.liveness_timeout;
+}
+
+uint32_t Coordinator::StringPool::Intern(const std::string& s) {
+  auto [it, inserted] = index_.try_emplace(s, static_cast<uint32_t>(strings_.size()));
+  if (inserted) strings_.push_back(s);
+  return it->second;
+}
+
+void Coordinator::SetProfile(ClientInfo& info, const v1::DeviceProfile& profile) {
+  info.memory_budget_bytes = profile.memory_budget_bytes();
+  info.num_examples = profile.num_examples();
+  info.compute_class = profile.compute_class();
+  info.platform = strings_.Intern(profile.platform());
+  info.client_version = strings_.Intern(profile.client_version());
+}
+
+v1::DeviceProfile Coordinator::ProfileOf(const ClientInfo& info) const {
+  v1::DeviceProfile p;
+  p.set_memory_budget_bytes(info.memory_budget_bytes);
+  p.set_compute_class(static_cast<v1::ComputeClass>(info.compute_class));
+  p.set_num_examples(info.num_examples);
+  p.set_platform(strings_.Get(info.platform));
+  p.set_client_version(strings_.Get(info.client_version));
+  return p;
+}
+
+v1::ClientRecord Coordinator::RecordOf(const std::string& client_id, const ClientInfo& info) const {
+  v1::ClientRecord r;
+  r.set_client_id(client_id);
+  *r.mutable_profile() = ProfileOf(info);
+  r.set_state(static_cast<v1::ClientState>(info.state));
+  r.set_enrolled_unix_ms(info.enrolled_unix_ms);
+  r.set_last_seen_unix_ms(UnixMs(info.last_seen));
+  r.set_rounds_participated(info.rounds_participated);
+  r.set_tier(strings_.Get(info.tier));
+  if (auto it = declined_reasons_.find(client_id); it != declined_reasons_.end()) {
+    r.set_declined_reason(it->second);
+  }
+  return r;
 }
 
 absl::Status Coordinator::Tick() {
@@ -807,11 +856,16 @@ absl::Status Coordinator::Tick() {
 absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   Job& job = *job_;
   const v1::JobConfig& cfg = job.config;
-  std::vector<std::string> live;
+  // The live clients' ids, pointing into clients_ (nothing is registered until they are
+  // copied into round.sampled): 8 bytes each, not a copy of every id each round.
+  std::vector<const std::string*> live;
+  live.reserve(clients_.size());
   for (const auto& [id, info] : clients_) {
-    if (Live(info, now) && !job.declined.contains(id)) live.push_back(id);
+    if (Live(info, now) && !job.declined.contains(id)) live.push_back(&id);
   }
-  std::sort(live.begin(), live.end());  // the sample depends only on (seed, round, set)
+  // The sample depends only on (seed, round, set).
+  std::sort(live.begin(), live.end(),
+            [](const std::string* a, const std::string* b) { return *a < *b; });
   const v1::ClientSelection& sel = cfg.selection();
   const int want = sel.has_fraction()
                        ? static_cast<int>(std::ceil(sel.fraction() * static_cast<double>(live.size())))
@@ -842,8 +896,9 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   base::Rng rng(sel.seed(), static_cast<uint64_t>(round.number) * 1000 + round.attempt);
   rng.Shuffle(live);
   live.resize(std::min<size_t>(live.size(), static_cast<size_t>(std::max(want, quorum))));
-  round.sampled = live;
-  round.waiting.insert(live.begin(), live.end());
+  round.sampled.reserve(live.size());
+  for (const std::string* id : live) round.sampled.push_back(*id);
+  round.waiting.insert(round.sampled.begin(), round.sampled.end());
   round.opened = now;
   const double deadline = cfg.round_policy().deadline_seconds();
   if (deadline > 0) round.deadline = now + absl::Seconds(deadline);
@@ -919,11 +974,11 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   task.metrics.set_client_id(client_id);
   task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
   ClientInfo& info = clients_[client_id];
-  task.tier = AssignTier(job, info.record.profile());
+  task.tier = AssignTier(job, ProfileOf(info));
   task.model = round.model;
   if (task.tier < 0) return task;
   const TierPlan& tier = job.tiers[task.tier];
-  info.record.set_tier(tier.name);
+  info.tier = strings_.Intern(tier.name);
   task.metrics.set_tier(tier.name);
   const v1::SubModelConfig& sub = job.config.sub_models();
   if (sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
@@ -947,7 +1002,7 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   // that does (never one smaller than the client's own).
   const v1::DistillationConfig& kd = job.config.distillation();
   if (kd.weight() <= 0 || tier.width_ratio >= 1) return task;
-  const int64_t budget = info.record.profile().memory_budget_bytes();
+  const int64_t budget = info.memory_budget_bytes;
   const int64_t free_bytes = budget > 0 ? budget - tier.training_bytes : INT64_MAX;
   auto fits = [&](int64_t teacher_bytes) { return teacher_bytes <= free_bytes; };
   // Candidates: -1 = the full model, then tiers larger than the client's, largest first.
@@ -1159,7 +1214,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   }
   for (const std::string& id : round.accepted) {
     auto c = clients_.find(id);
-    if (c != clients_.end()) c->second.record.set_rounds_participated(c->second.record.rounds_participated() + 1);
+    if (c != clients_.end()) ++c->second.rounds_participated;
   }
   FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
                   << m.participants() << "/" << m.sampled() << " clients, test accuracy "

@@ -61,6 +61,7 @@
 #ifndef FEDGE_SERVER_COORDINATOR_H_
 #define FEDGE_SERVER_COORDINATOR_H_
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -85,6 +86,7 @@
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "server/secure_round.h"
+#include "server/session_token.h"
 #include "server/store.h"
 
 namespace fedge::server {
@@ -138,6 +140,10 @@ class Coordinator {
   // ---- devices ----
   // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for an impossible profile.
   absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
+  // Makes room in the registry for `clients` clients in all, for a caller that registers a
+  // known population at once (the simulator): the table is sized once instead of doubling
+  // (each doubling leaves the old table's memory in the heap).
+  void ReserveClients(size_t clients);
   // The client's task for the open round, if it was sampled and has not answered yet (a
   // client that lost its task may fetch it again); nullopt when there is nothing to do.
   // Marks the client live.
@@ -184,9 +190,35 @@ class Coordinator {
   absl::Status Tick();
 
  private:
+  // One registered client, compact (the simulator registers 100,000 of them; issue 6): the
+  // fields of its v1::ClientRecord, with the profile's and the tier's strings interned in
+  // strings_. RecordOf builds the record for ListClients and the store.
   struct ClientInfo {
-    v1::ClientRecord record;
     absl::Time last_seen;
+    int64_t enrolled_unix_ms = 0;
+    int64_t rounds_participated = 0;
+    int64_t memory_budget_bytes = 0;  // DeviceProfile
+    int64_t num_examples = 0;         // DeviceProfile
+    int32_t compute_class = 0;        // DeviceProfile, a v1::ComputeClass
+    uint32_t platform = 0;            // DeviceProfile, index into strings_
+    uint32_t client_version = 0;      // DeviceProfile, index into strings_
+    uint32_t tier = 0;                // index into strings_ ("" = the full model)
+    uint8_t state = v1::CLIENT_STATE_UNSPECIFIED;  // a v1::ClientState
+    // Without a store: SHA-256 of the session token (the store keeps it otherwise).
+    bool has_token_hash = false;
+    std::array<char, kSessionTokenHashBytes> token_hash{};
+  };
+  // Interned strings of the registry (platforms, client versions, tier names; a fleet has a
+  // handful of each). Index 0 is "". Never shrinks.
+  class StringPool {
+   public:
+    uint32_t Intern(const std::string& s);
+    // Valid until the next Intern.
+    const std::string& Get(uint32_t index) const { return strings_[index]; }
+
+   private:
+    std::vector<std::string> strings_{std::string()};
+    absl::flat_hash_map<std::string, uint32_t> index_{{std::string(), 0}};
   };
   // A sub-model tier of the job, with what the coordinator estimated for it.
   struct TierPlan {
@@ -259,6 +291,12 @@ class Coordinator {
   absl::Status Authenticate(const std::string& client_id, const std::string& session_token)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Live(const ClientInfo& c, absl::Time now) const;
+  // The registry entry <-> its record and profile.
+  void SetProfile(ClientInfo& info, const v1::DeviceProfile& profile)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::DeviceProfile ProfileOf(const ClientInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  v1::ClientRecord RecordOf(const std::string& client_id, const ClientInfo& info) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -291,8 +329,9 @@ class Coordinator {
   Store* const store_;
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, ClientInfo> clients_ ABSL_GUARDED_BY(mu_);
-  // Session-token hashes when running without a store.
-  absl::flat_hash_map<std::string, std::string> token_hashes_ ABSL_GUARDED_BY(mu_);
+  StringPool strings_ ABSL_GUARDED_BY(mu_);
+  // ClientRecord.declined_reason of the clients that have one (few).
+  absl::flat_hash_map<std::string, std::string> declined_reasons_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
   // Finished or stopped jobs without a store: their last status.
   absl::flat_hash_map<std::string, v1::JobStatus> past_jobs_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -406,15 +407,12 @@ absl::Status Simulator::RegisterPopulation() {
   // Virtual client i is "v00000042" (CoordinatorOptions.accept_requested_client_ids): the
   // coordinator's sample (over sorted ids) maps to the same virtual clients in every run, and
   // per-client seeds derived from the id (random-subset sub-models) are reproducible.
-  // Names and tokens are packed into two strings (no per-client allocation: this runs for
-  // 100,000).
-  names_.reserve(static_cast<size_t>(n) * 9);
-  name_offsets_.reserve(static_cast<size_t>(n) + 1);
-  token_offsets_.reserve(static_cast<size_t>(n) + 1);
-  name_offsets_.push_back(0);
-  token_offsets_.push_back(0);
+  // Ids are not stored (ClientId rebuilds them); tokens are packed into one string, 32 raw
+  // bytes each (no per-client allocation: this runs for 100,000).
+  tokens_.reserve(static_cast<size_t>(n) * kTokenBytes);
+  coordinator_->ReserveClients(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    const std::string id = absl::StrFormat("v%08d", i);
+    const std::string id = ClientId(i);
     v1::RegisterRequest r;
     r.set_enrollment_token(kEnrollmentToken);
     r.set_previous_client_id(id);
@@ -424,24 +422,22 @@ absl::Status Simulator::RegisterPopulation() {
       return absl::InternalError(absl::StrCat("Simulator: client ", i, " registered as ",
                                               resp.client_id(), ", not ", id));
     }
-    if (i == 0) tokens_.reserve(static_cast<size_t>(n) * resp.session_token().size());
-    names_ += id;
-    tokens_ += resp.session_token();
-    name_offsets_.push_back(static_cast<uint32_t>(names_.size()));
-    token_offsets_.push_back(static_cast<uint32_t>(tokens_.size()));
+    const std::string raw = absl::HexStringToBytes(resp.session_token());
+    if (raw.size() != kTokenBytes || absl::BytesToHexString(raw) != resp.session_token()) {
+      return absl::InternalError(absl::StrCat("Simulator: client ", i,
+                                              "'s session token is not ", 2 * kTokenBytes,
+                                              " lowercase hex characters"));
+    }
+    tokens_ += raw;
   }
   return absl::OkStatus();
 }
 
-std::string_view Simulator::ClientId(int64_t client) const {
-  const size_t i = static_cast<size_t>(client);
-  return std::string_view(names_).substr(name_offsets_[i], name_offsets_[i + 1] - name_offsets_[i]);
-}
+std::string Simulator::ClientId(int64_t client) { return absl::StrFormat("v%08d", client); }
 
-std::string_view Simulator::Token(int64_t client) const {
-  const size_t i = static_cast<size_t>(client);
-  return std::string_view(tokens_).substr(token_offsets_[i],
-                                          token_offsets_[i + 1] - token_offsets_[i]);
+std::string Simulator::Token(int64_t client) const {
+  return absl::BytesToHexString(
+      absl::string_view(tokens_).substr(static_cast<size_t>(client) * kTokenBytes, kTokenBytes));
 }
 
 void Simulator::AdvanceTo(absl::Time t) {
@@ -501,7 +497,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
       if (!(base::Rng(online_seed, static_cast<uint64_t>(c)).Uniform() < p)) continue;
     }
     FEDGE_ASSIGN_OR_RETURN(std::optional<server::TaskAssignment> task,
-                           coordinator_->FetchTask(std::string(ClientId(c)), std::string(Token(c))));
+                           coordinator_->FetchTask(ClientId(c), Token(c)));
     if (!task.has_value()) continue;
     ClientRun run;
     run.client = c;
@@ -638,10 +634,10 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
 
 absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& update) {
   const v1::TaskHeader& task = run.task.header;
-  const std::string id(ClientId(run.client));
+  const std::string id = ClientId(run.client);
   v1::UpdateHeader h;
   h.set_client_id(id);
-  h.set_session_token(std::string(Token(run.client)));
+  h.set_session_token(Token(run.client));
   h.set_job_id(task.job_id());
   h.set_round(task.round());
   h.set_task_id(task.task_id());

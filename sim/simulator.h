@@ -12,10 +12,10 @@
 // their device profiles (memory budget, example count), so that which virtual client the
 // coordinator's seeded sample picks, and every per-client seed derived from an id (random
 // sub-model subsets), depend only on the seeds; DP noise is seeded from the config's seed
-// too (CoordinatorOptions.dp_noise_seed). Per client the simulator keeps its name and session
-// token (a few dozen bytes); devices (sim/device_model.h) and data (sim/client_data.h) are
-// recomputed when a client is sampled. What grows with N beyond that is the coordinator's
-// registry.
+// too (CoordinatorOptions.dp_noise_seed). Per client the simulator keeps only its session
+// token (32 bytes; the id is rebuilt from the index); devices (sim/device_model.h) and data
+// (sim/client_data.h) are recomputed when a client is sampled. What grows with N beyond that
+// is the coordinator's registry (about 140 bytes a client).
 //
 // A round, on a virtual clock (base::ManualClock) starting at 0:
 //   1. Tick opens the round at virtual time T0: the coordinator samples K clients.
@@ -59,7 +59,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -162,8 +161,9 @@ class Simulator {
   // ranks, and submits them in order, advancing the clock to each finish time.
   absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
   absl::Status Submit(const ClientRun& run, const client::LocalUpdate& update);
-  std::string_view ClientId(int64_t client) const;
-  std::string_view Token(int64_t client) const;
+  // Virtual client `client`'s id ("v00000042") and session token (64 hex characters).
+  static std::string ClientId(int64_t client);
+  std::string Token(int64_t client) const;
   void AdvanceTo(absl::Time t);
 
   const v1::SimConfig config_;
@@ -174,10 +174,10 @@ class Simulator {
   absl::Time start_;
   std::unique_ptr<server::Coordinator> coordinator_;
   std::string job_id_;
-  // Names and session tokens of every client, packed: client i's name is
-  // names_[name_offsets_[i] .. name_offsets_[i + 1]), same for tokens.
-  std::string names_, tokens_;
-  std::vector<uint32_t> name_offsets_, token_offsets_;
+  // The coordinator's session tokens are 32 random bytes, as 64 hex characters.
+  static constexpr size_t kTokenBytes = 32;
+  // Every client's session token, raw: client i's is tokens_[32 i .. 32 i + 32).
+  std::string tokens_;
   int64_t wall_start_ns_ = -1;
 };
 
