@@ -118,9 +118,19 @@ absl::StatusOr<double> AdaptiveClipping::Update(int64_t num_unclipped, int64_t n
     return absl::InvalidArgumentError(absl::StrCat("DP: adaptive clipping got ", num_unclipped,
                                                    " unclipped of ", num_clients, " clients"));
   }
-  const double noised = static_cast<double>(num_unclipped) +
-                        options_.clipped_count_stddev * noise.StandardNormal();
-  const double b_bar = noised / static_cast<double>(num_clients);
+  return UpdateFromNoisedCount(static_cast<double>(num_unclipped) +
+                                   options_.clipped_count_stddev * noise.StandardNormal(),
+                               num_clients);
+}
+
+absl::StatusOr<double> AdaptiveClipping::UpdateFromNoisedCount(double noised_unclipped,
+                                                               int64_t num_clients) {
+  if (num_clients <= 0 || !std::isfinite(noised_unclipped)) {
+    return absl::InvalidArgumentError(absl::StrCat("DP: adaptive clipping got a count of ",
+                                                   noised_unclipped, " of ", num_clients,
+                                                   " clients"));
+  }
+  const double b_bar = noised_unclipped / static_cast<double>(num_clients);
   clip_norm_ *= std::exp(-options_.learning_rate * (b_bar - options_.target_quantile));
   return b_bar;
 }

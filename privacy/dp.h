@@ -96,6 +96,10 @@ class AdaptiveClipping final {
   // num_unclipped ∉ [0, num_clients] (C unchanged). Returns the noised fraction b̄.
   absl::StatusOr<double> Update(int64_t num_unclipped, int64_t num_clients,
                                 NoiseGenerator& noise);
+  // The same step from a count that is already noised (distributed mode: the devices added
+  // the noise under secure aggregation). INVALID_ARGUMENT if num_clients ≤ 0 or the count is
+  // not finite (C unchanged).
+  absl::StatusOr<double> UpdateFromNoisedCount(double noised_unclipped, int64_t num_clients);
 
   // z_Δ for the update sum so that (z_Δ, σ_b) together cost what z alone would.
   // FAILED_PRECONDITION when σ_b is too small for the budget, z⁻² ≤ (2σ_b)⁻² (σ_b = 0

@@ -178,6 +178,16 @@ absl::Status Coordinator::Resume() {
         if (m.dp_noise_multiplier() > 0) {
           FEDGE_RETURN_IF_ERROR(job->accountant->Compose(m.dp_sampling_rate(), m.dp_noise_multiplier()));
         }
+        if (job->clipper != nullptr && m.dp_next_clip_norm() > 0) {
+          // Adaptive clipping continues from the clip norm the last round chose.
+          const v1::AdaptiveClippingConfig& ac = status.config().privacy().adaptive_clipping();
+          privacy::AdaptiveClipping::Options o;
+          o.initial_clip_norm = m.dp_next_clip_norm();
+          o.target_quantile = ac.target_quantile();
+          o.learning_rate = ac.learning_rate();
+          o.clipped_count_stddev = ac.count_noise_stddev();
+          FEDGE_ASSIGN_OR_RETURN(job->clipper, privacy::AdaptiveClipping::Create(o));
+        }
       }
     }
     FEDGE_ASSIGN_OR_RETURN(int abandoned, store_->AbandonOpenRounds(status.job_id()));
@@ -232,6 +242,19 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     }
     job->tier_eval_nets.push_back(std::move(net));
     job->tiers.push_back(std::move(plan));
+  }
+  if (config.privacy().has_adaptive_clipping()) {
+    const v1::AdaptiveClippingConfig& ac = config.privacy().adaptive_clipping();
+    privacy::AdaptiveClipping::Options o;
+    o.initial_clip_norm = config.privacy().clip_norm();
+    o.target_quantile = ac.target_quantile();
+    o.learning_rate = ac.learning_rate();
+    o.clipped_count_stddev = ac.count_noise_stddev();
+    FEDGE_ASSIGN_OR_RETURN(job->clipper, privacy::AdaptiveClipping::Create(o));
+    FEDGE_ASSIGN_OR_RETURN(job->update_noise_multiplier,
+                           job->clipper->UpdateNoiseMultiplier(config.privacy().noise_multiplier()));
+  } else {
+    job->update_noise_multiplier = config.privacy().noise_multiplier();
   }
   if (config.privacy().noise_multiplier() > 0) {
     job->accountant.emplace();
@@ -354,6 +377,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   *h.mutable_preprocessing() = cfg.preprocessing();
   if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
   *h.mutable_privacy() = cfg.privacy();
+  if (round.clip_norm > 0) h.mutable_privacy()->set_clip_norm(round.clip_norm);
   h.set_update_encoding(cfg.transfer().update_encoding());
   if (round.secure != nullptr) *h.mutable_secure_aggregation() = round.secure->SessionFor(client_id);
   if (ct.tier >= 0) {
@@ -450,7 +474,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   } else if (update.weight != static_cast<double>(header.num_examples())) {
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
-  } else if (const double clip = job_->config.privacy().clip_norm(); clip > 0) {
+  } else if (const double clip = round.clip_norm; clip > 0) {
     // Devices clip to S before uploading; an update over S would break the DP guarantee.
     double sq = 0;
     for (const aggregation::Tensor& t : update.tensors) {
@@ -496,6 +520,8 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
   if (std::isfinite(header.metrics().update_norm()) && header.metrics().update_norm() >= 0) {
     ct.metrics.set_update_norm(header.metrics().update_norm());
+    // Adaptive clipping counts the updates that were within C (as the device reports).
+    if (header.metrics().update_norm() <= round.clip_norm) ++round.unclipped;
   }
   round.waiting.erase(id);
   round.accepted.insert(id);
@@ -642,6 +668,9 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
     }
     offset += w.values.size();
     mean.tensors.push_back(std::move(t));
+  }
+  if (job.clipper != nullptr && offset < sum.size()) {
+    round.noised_unclipped = sum[offset] / round.clip_norm;
   }
   FEDGE_RETURN_IF_ERROR(round.aggregator->Accumulate(mean));
   v1::RoundMetrics& m = round.metrics;
@@ -909,16 +938,25 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
     round.tasks[id] = std::move(task);
   }
   FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
+  round.clip_norm = job.clipper != nullptr ? job.clipper->clip_norm() : privacy.clip_norm();
   if (privacy.secure_aggregation_threshold() > 0) {
-    double noise_stddev = 0;
+    SecureRound::Encoding e;
+    e.clip_norm = round.clip_norm;
+    const int t = privacy.secure_aggregation_threshold();
     if (privacy.noise_multiplier() > 0) {
-      FEDGE_ASSIGN_OR_RETURN(noise_stddev, privacy::DistributedNoiseStddev(
-                                               privacy.noise_multiplier(), privacy.clip_norm(),
-                                               privacy.secure_aggregation_threshold()));
+      FEDGE_ASSIGN_OR_RETURN(e.noise_stddev, privacy::DistributedNoiseStddev(
+                                                 job.update_noise_multiplier, round.clip_norm, t));
     }
-    FEDGE_ASSIGN_OR_RETURN(round.secure,
-                           SecureRound::Create(privacy, round.sampled,
-                                               job.eval_net->num_parameters(), noise_stddev));
+    if (job.clipper != nullptr) {
+      // The count coordinate is clip_norm per unclipped device: its noise scales with C too.
+      e.clipped_count = true;
+      e.count_noise_stddev = privacy.adaptive_clipping().count_noise_stddev() * round.clip_norm /
+                             std::sqrt(static_cast<double>(t));
+    }
+    FEDGE_ASSIGN_OR_RETURN(
+        round.secure,
+        SecureRound::Create(privacy, round.sampled,
+                            job.eval_net->num_parameters() + (e.clipped_count ? 1 : 0), e));
     round.phase_deadline = round.deadline;
   }
   round.metrics.set_round(round.number);
@@ -1120,8 +1158,8 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   if (job.accountant.has_value()) {
     // N(0, (z·S)²) on the sum is N(0, (z·S/m)²) on the mean of the m participants.
     const v1::PrivacyConfig& privacy = job.config.privacy();
-    FEDGE_ASSIGN_OR_RETURN(const double stddev, privacy::CentralNoiseStddev(
-                                                    privacy.noise_multiplier(), privacy.clip_norm()));
+    FEDGE_ASSIGN_OR_RETURN(const double stddev,
+                           privacy::CentralNoiseStddev(job.update_noise_multiplier, round.clip_norm));
     const double participants = std::max<double>(1.0, delta.total_weight);
     // Under secure aggregation the devices added the noise (distributed DP).
     if (round.secure == nullptr) {
@@ -1134,6 +1172,16 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     m.set_epsilon(e.epsilon);
     m.set_dp_sampling_rate(round.dp_sampling_rate);
     m.set_dp_noise_multiplier(privacy.noise_multiplier());
+    m.set_dp_clip_norm(round.clip_norm);
+    if (job.clipper != nullptr) {
+      const int64_t n = std::max<int64_t>(1, static_cast<int64_t>(round.accepted.size()));
+      absl::StatusOr<double> b_bar =
+          round.secure != nullptr ? job.clipper->UpdateFromNoisedCount(round.noised_unclipped, n)
+                                  : job.clipper->Update(round.unclipped, n, *job.noise);
+      FEDGE_RETURN_IF_ERROR(b_bar.status());
+      m.set_dp_unclipped_fraction(*b_bar);
+      m.set_dp_next_clip_norm(job.clipper->clip_norm());
+    }
   }
   aggregation::ModelWeights next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));

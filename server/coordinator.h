@@ -255,6 +255,9 @@ class Coordinator {
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
     double dp_sampling_rate = 0;  // q of this round (sampled / live registered)
+    double clip_norm = 0;         // C the round's devices clip to (privacy.clip_norm or adaptive)
+    int64_t unclipped = 0;        // accepted updates whose reported norm was ≤ C (central mode)
+    double noised_unclipped = 0;  // the same count, noised by the devices (secure aggregation)
     // Secure aggregation: the protocol's state and when its current phase times out.
     std::unique_ptr<SecureRound> secure;
     absl::Time phase_deadline = absl::InfiniteFuture();
@@ -275,6 +278,10 @@ class Coordinator {
     // the noise source.
     std::optional<privacy::RdpAccountant> accountant;
     std::unique_ptr<privacy::NoiseGenerator> noise;
+    // Adaptive clipping (privacy.adaptive_clipping): the clip norm for the next round, and
+    // the multiplier the update sum gets beside the noised count (z_Δ; z without it).
+    std::unique_ptr<privacy::AdaptiveClipping> clipper;
+    double update_noise_multiplier = 0;
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;

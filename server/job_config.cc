@@ -335,6 +335,33 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
   if (pr.epsilon_budget() > 0 && !(pr.noise_multiplier() > 0)) {
     p.Add("privacy.epsilon_budget", "> 0 requires privacy.noise_multiplier > 0");
   }
+  if (pr.has_adaptive_clipping()) {
+    v1::AdaptiveClippingConfig& ac = *pr.mutable_adaptive_clipping();
+    if (!ac.has_target_quantile()) ac.set_target_quantile(0.5);
+    if (!ac.has_learning_rate()) ac.set_learning_rate(0.2);
+    const double z = pr.noise_multiplier();
+    if (!(z > 0)) {
+      p.Add("privacy.adaptive_clipping", "needs privacy.noise_multiplier > 0 (DP-FedAvg)");
+    }
+    if (!(ac.target_quantile() > 0 && ac.target_quantile() < 1)) {
+      p.Add("privacy.adaptive_clipping.target_quantile",
+            absl::StrCat("must be in (0, 1), got ", ac.target_quantile()));
+    }
+    if (!(ac.learning_rate() > 0) || !std::isfinite(ac.learning_rate())) {
+      p.Add("privacy.adaptive_clipping.learning_rate",
+            absl::StrCat("must be finite and > 0, got ", ac.learning_rate()));
+    }
+    if (ac.count_noise_stddev() == 0 && z > 0) {
+      // The paper's m/20, kept above z/2 so that the count leaves budget for the update.
+      const double m = std::max(1, job.selection().clients_per_round());
+      ac.set_count_noise_stddev(std::max(m / 20, z / 2 + 0.05));
+    }
+    if (z > 0 && !(2 * ac.count_noise_stddev() > z)) {
+      p.Add("privacy.adaptive_clipping.count_noise_stddev",
+            absl::StrCat("must be > noise_multiplier / 2 = ", z / 2, ", got ",
+                         ac.count_noise_stddev()));
+    }
+  }
   const int t = pr.secure_aggregation_threshold();
   if (t != 0 && job.strategy().has_fed_cg()) {
     p.Add("strategy.fed_cg",

@@ -39,7 +39,7 @@ int PhaseOf(const v1::SecAggStepRequest& r) {
 
 absl::StatusOr<std::unique_ptr<SecureRound>> SecureRound::Create(
     const v1::PrivacyConfig& privacy, const std::vector<std::string>& participants,
-    int64_t vector_length, double noise_stddev) {
+    int64_t vector_length, const Encoding& encoding) {
   FEDGE_RETURN_IF_ERROR(privacy::EnsureSodium());
   privacy::SecAggConfig c;
   c.num_clients = static_cast<int>(participants.size());
@@ -51,16 +51,18 @@ absl::StatusOr<std::unique_ptr<SecureRound>> SecureRound::Create(
   const privacy::Seed session = privacy::RandomSeed();
   for (int i = 0; i < 8; ++i) c.session_id |= uint64_t{session[i]} << (8 * i);
   if (c.secagg_plus) c.graph_seed = privacy::RandomSeed();
-  // Every coordinate of a clipped update lies in [−S, S]; distributed noise adds N(0, σ²),
-  // clamped at 6σ (privacy/fixed_point.h).
+  // Every coordinate of a clipped update lies in [−S, S] (the count coordinate in [0, S]);
+  // distributed noise adds N(0, σ²), clamped at 6σ (privacy/fixed_point.h).
+  const double sigma = std::max(encoding.noise_stddev,
+                                encoding.clipped_count ? encoding.count_noise_stddev : 0.0);
   FEDGE_ASSIGN_OR_RETURN(privacy::FixedPointEncoder encoder,
-                         privacy::FixedPointEncoder::Create(
-                             privacy.clip_norm() + 6 * noise_stddev, c.num_clients));
+                         privacy::FixedPointEncoder::Create(encoding.clip_norm + 6 * sigma,
+                                                            c.num_clients));
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::SecAggServer> server,
                          privacy::SecAggServer::Create(c));
   FEDGE_ASSIGN_OR_RETURN(privacy::SecAggPlan plan, privacy::SecAggPlan::Create(c));
   auto round = std::unique_ptr<SecureRound>(
-      new SecureRound(c, encoder, std::move(server), noise_stddev));
+      new SecureRound(c, encoder, std::move(server), encoding));
   round->participants_ = participants;
   for (size_t i = 0; i < participants.size(); ++i) {
     round->index_[participants[i]] = static_cast<uint32_t>(i);
@@ -75,7 +77,9 @@ v1::SecureAggregationSession SecureRound::SessionFor(const std::string& client_i
   s.set_client_index(static_cast<int32_t>(index_.at(client_id)));
   s.set_max_abs_value(encoder_.max_abs_value());
   s.set_max_summands(static_cast<int32_t>(encoder_.max_summands()));
-  s.set_noise_stddev(noise_stddev_);
+  s.set_noise_stddev(encoding_.noise_stddev);
+  s.set_clipped_count(encoding_.clipped_count);
+  s.set_count_noise_stddev(encoding_.count_noise_stddev);
   return s;
 }
 

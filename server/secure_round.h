@@ -35,12 +35,22 @@ class SecureRound final {
   static constexpr int kFinished = 4;
   static constexpr int kFailed = 5;
 
-  // `participants`: the round's sampled clients; index i is participants[i]. The update is
-  // `vector_length` values clipped to privacy.clip_norm (plus distributed noise of
-  // `noise_stddev` per device). INVALID_ARGUMENT / FAILED_PRECONDITION from the SecAgg plan.
+  // What each device sends: its update clipped to clip_norm plus distributed noise of
+  // noise_stddev per coordinate, and with adaptive clipping one more coordinate (clip_norm
+  // if its update was within it, else 0, plus noise of count_noise_stddev).
+  struct Encoding {
+    double clip_norm = 0;
+    double noise_stddev = 0;
+    bool clipped_count = false;
+    double count_noise_stddev = 0;
+  };
+
+  // `participants`: the round's sampled clients; index i is participants[i]. The masked
+  // vectors have `vector_length` values (the count included). INVALID_ARGUMENT /
+  // FAILED_PRECONDITION from the SecAgg plan.
   static absl::StatusOr<std::unique_ptr<SecureRound>> Create(
       const v1::PrivacyConfig& privacy, const std::vector<std::string>& participants,
-      int64_t vector_length, double noise_stddev);
+      int64_t vector_length, const Encoding& encoding);
 
   // The session for `client_id`'s task header. REQUIRES a participant.
   v1::SecureAggregationSession SessionFor(const std::string& client_id) const;
@@ -77,17 +87,17 @@ class SecureRound final {
 
  private:
   SecureRound(privacy::SecAggConfig config, privacy::FixedPointEncoder encoder,
-              std::unique_ptr<privacy::SecAggServer> server, double noise_stddev)
+              std::unique_ptr<privacy::SecAggServer> server, const Encoding& encoding)
       : config_(std::move(config)),
         encoder_(encoder),
         server_(std::move(server)),
-        noise_stddev_(noise_stddev) {}
+        encoding_(encoding) {}
   std::vector<std::string> Names(const std::vector<uint32_t>& indices) const;
 
   privacy::SecAggConfig config_;
   privacy::FixedPointEncoder encoder_;
   std::unique_ptr<privacy::SecAggServer> server_;
-  double noise_stddev_;
+  Encoding encoding_;
   std::vector<std::string> participants_;
   absl::flat_hash_map<std::string, uint32_t> index_;
   int phase_ = 0;

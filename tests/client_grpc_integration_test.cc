@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -245,9 +246,10 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
   EXPECT_EQ(uploaded, 6);
 }
 
-// fedge-client's runtime with secure aggregation (SecAgg+ option) and distributed DP: every
-// device clips, adds its noise share, masks and helps unmask; the coordinator releases only
-// the sum, aggregates the survivors' mean and accounts ε.
+// fedge-client's runtime with secure aggregation (SecAgg+ option), distributed DP and adaptive
+// clipping: every device clips, adds its noise share, appends its (noised) unclipped count,
+// masks and helps unmask; the coordinator releases only the sum, aggregates the survivors'
+// mean, moves the clip norm and accounts ε.
 TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistributedDp) {
   StartServer("127.0.0.1:0");
   for (int i = 0; i < 4; ++i) StartClient(server_->port(), i);
@@ -259,6 +261,7 @@ TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistribute
   config.mutable_privacy()->set_noise_multiplier(0.5);
   config.mutable_privacy()->set_secure_aggregation_threshold(3);
   config.mutable_privacy()->set_secure_aggregation_plus(true);
+  config.mutable_privacy()->mutable_adaptive_clipping();  // defaults: γ 0.5, η 0.2, σ_b 0.3
   config.mutable_round_policy()->set_quorum(3);
   auto job = StartJob(config);
   ASSERT_THAT(job, IsOk());
@@ -270,6 +273,7 @@ TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistribute
   auto rounds = coordinator_->ListRounds(*job);
   ASSERT_THAT(rounds, IsOk());
   double epsilon = 0;
+  double clip = 1.0;
   for (const v1::RoundRecord& r : *rounds) {
     if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
     const v1::RoundMetrics& m = r.metrics();
@@ -281,9 +285,14 @@ TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistribute
     EXPECT_GT(m.epsilon(), epsilon);  // ε grows round by round
     epsilon = m.epsilon();
     EXPECT_EQ(m.dp_noise_multiplier(), 0.5);
+    // The round ran at the clip norm the previous one chose, and chose the next.
+    EXPECT_DOUBLE_EQ(m.dp_clip_norm(), clip);
+    EXPECT_TRUE(std::isfinite(m.dp_unclipped_fraction()));
+    EXPECT_DOUBLE_EQ(m.dp_next_clip_norm(), clip * std::exp(-0.2 * (m.dp_unclipped_fraction() - 0.5)));
+    clip = m.dp_next_clip_norm();
     for (const v1::ClientRoundMetrics& c : m.clients()) {
       EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
-      EXPECT_EQ(c.bytes_up(), 4 * (8 * 16 + 16 + 16 * 3 + 3));  // the masked vector
+      EXPECT_EQ(c.bytes_up(), 4 * (8 * 16 + 16 + 16 * 3 + 3 + 1));  // masked Δ and count
     }
   }
   auto after = coordinator_->ExportModel(*job);
@@ -426,10 +435,16 @@ TEST_F(ClientGrpcIntegrationTest, DevicesReconnectAfterTheCoordinatorRestarts) {
   const std::string address = "127.0.0.1:" + std::to_string(port);
   StartServer(address);
   for (int i = 0; i < 2; ++i) StartClient(port, i);
-  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 2; ++i) {
+  // Both registered, as the devices themselves know it (the coordinator lists a device a
+  // moment before the device has read its answer).
+  for (int i = 0; i < 100 && (coordinator_->ListClients()->size() < 2 ||
+                              runtimes_[0]->client_id().empty() ||
+                              runtimes_[1]->client_id().empty());
+       ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   const std::string id0 = runtimes_[0]->client_id();
+  ASSERT_FALSE(id0.empty());
   // The coordinator goes away (its state stays in the store) and comes back.
   StopServer();
   absl::SleepFor(absl::Milliseconds(500));

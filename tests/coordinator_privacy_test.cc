@@ -263,5 +263,72 @@ TEST_F(CoordinatorPrivacyTest, SecureAggregationOrDpWithTiersAreRefusedForNow) {
   EXPECT_THAT(c->StartJob(tiers), StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("tiers")));
 }
 
+// Adaptive clipping (Andrew et al. 2021), central mode: the clip norm moves by
+// exp(−η·(b̄ − γ)) after every round, b̄ the noised fraction of unclipped updates; the next
+// round's tasks carry it and updates over it are refused.
+TEST_F(CoordinatorPrivacyTest, AdaptiveClippingMovesTheClipNormTowardTheQuantile) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 4);
+  v1::JobConfig config = DpJob(2, 4, /*clip=*/1.0, /*z=*/0.5);
+  config.mutable_privacy()->mutable_adaptive_clipping()->set_count_noise_stddev(0.3);
+  auto job = c->StartJob(config);
+  ASSERT_THAT(job, IsOk());
+  auto run_round = [&](double reported_norm, float value, int expect_accepted) {
+    ASSERT_THAT(c->Tick(), IsOk());
+    int accepted = 0;
+    for (const Device& dev : d) {
+      auto t = c->FetchTask(dev.id, dev.token);
+      ASSERT_THAT(t, IsOk());
+      if (!t->has_value()) continue;  // dropped from the round already
+      v1::UpdateHeader h = HeaderFor(dev, **t, 64);
+      h.mutable_metrics()->set_update_norm(reported_norm);
+      if (c->SubmitUpdate(h, Constant(dev, **t, 64, value), 10).ok()) ++accepted;
+    }
+    EXPECT_EQ(accepted, expect_accepted);
+    ASSERT_THAT(c->Tick(), IsOk());
+  };
+  // Round 1: every update is within C = 1 (b̄ ≈ 1 > γ = 0.5): C shrinks.
+  run_round(0.1, 0.0f, 4);
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 1u);
+  const v1::RoundMetrics m1 = rounds->back().metrics();
+  EXPECT_DOUBLE_EQ(m1.dp_clip_norm(), 1.0);
+  EXPECT_NEAR(m1.dp_unclipped_fraction(), 1.0, 5 * 0.3 / 4);  // σ_b / m, 5 standard errors
+  const double c2 = std::exp(-0.2 * (m1.dp_unclipped_fraction() - 0.5));
+  EXPECT_DOUBLE_EQ(m1.dp_next_clip_norm(), c2);
+  EXPECT_LT(c2, 0.96);
+  // Round 2 runs at C = c2: an update of norm 0.97 (over c2, under the initial 1) is refused;
+  // the task says c2.
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto t = c->FetchTask(d[0].id, d[0].token);
+  ASSERT_THAT(t, IsOk());
+  ASSERT_TRUE(t->has_value());
+  EXPECT_DOUBLE_EQ((*t)->header.privacy().clip_norm(), c2);
+  const float over = static_cast<float>(0.97 / std::sqrt(32 * 64 + 64 + 64 * 3 + 3));
+  EXPECT_THAT(c->SubmitUpdate(HeaderFor(d[0], **t, 64), Constant(d[0], **t, 64, over), 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("clip_norm")));
+  // The other three all report norms far over C (b̄ ≈ 0 < γ): C grows again.
+  run_round(100.0, 0.0f, 3);
+  rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  const v1::RoundMetrics m2 = rounds->back().metrics();
+  EXPECT_DOUBLE_EQ(m2.dp_clip_norm(), c2);
+  EXPECT_NEAR(m2.dp_unclipped_fraction(), 0.0, 5 * 0.3 / 3);
+  EXPECT_DOUBLE_EQ(m2.dp_next_clip_norm(), c2 * std::exp(-0.2 * (m2.dp_unclipped_fraction() - 0.5)));
+  EXPECT_GT(m2.dp_next_clip_norm(), c2);
+}
+
+TEST_F(CoordinatorPrivacyTest, AdaptiveClippingNeedsACountNoiseOverHalfZ) {
+  auto c = Make();
+  v1::JobConfig config = DpJob(1, 4, 1.0, 1.0);
+  config.mutable_privacy()->mutable_adaptive_clipping()->set_count_noise_stddev(0.4);
+  EXPECT_THAT(c->StartJob(config), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("count_noise_stddev")));
+  config.mutable_privacy()->set_noise_multiplier(0);
+  EXPECT_THAT(c->StartJob(config), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            HasSubstr("noise_multiplier")));
+}
+
 }  // namespace
 }  // namespace fedge::server

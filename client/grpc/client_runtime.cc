@@ -479,6 +479,12 @@ absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
   std::vector<float> x;
   x.reserve(static_cast<size_t>(config.vector_length));
   for (const v1::TensorProto& p : update.delta.parameters()) x.insert(x.end(), p.values().begin(), p.values().end());
+  const size_t num_params = x.size();
+  if (session.clipped_count()) {
+    // Adaptive clipping: whether this update was within the clip norm, as one more summand.
+    const double clip = t.privacy().clip_norm();
+    x.push_back(update.delta_norm <= clip ? static_cast<float>(clip) : 0.0f);
+  }
   if (static_cast<int64_t>(x.size()) != config.vector_length) {
     return absl::FailedPreconditionError(absl::StrCat(
         "ClientRuntime: the update has ", x.size(), " values, the secure-aggregation session ",
@@ -488,7 +494,12 @@ absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
     // Distributed DP: this device's share of the noise, from the OS CSPRNG.
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
                            privacy::NoiseGenerator::Create());
-    noise->AddGaussianNoise(absl::MakeSpan(x), session.noise_stddev());
+    noise->AddGaussianNoise(absl::MakeSpan(x).subspan(0, num_params), session.noise_stddev());
+  }
+  if (session.clipped_count() && session.count_noise_stddev() > 0) {
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
+                           privacy::NoiseGenerator::Create());
+    noise->AddGaussianNoise(absl::MakeSpan(x).subspan(num_params), session.count_noise_stddev());
   }
   FEDGE_ASSIGN_OR_RETURN(const privacy::FixedPointEncoder encoder,
                          privacy::FixedPointEncoder::Create(session.max_abs_value(),
