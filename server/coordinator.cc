@@ -684,6 +684,7 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
     round.client_seconds_sum += ct.metrics.train_seconds();
   }
   for (const std::string& id : secure.Misbehaving()) {
+    secure.metrics().add_misbehaving_clients(id);
     FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number << ": client "
                        << id << " revealed a bad secret share";
   }

@@ -55,6 +55,7 @@ struct Behaviour {
   bool short_keys = false;       // 31-byte public keys
   bool tamper_share_to = false;  // flip a byte of the first share it sends
   bool masked_twice = false;     // send the masked input a second time
+  bool corrupt_reveal = false;   // reveal a share that does not reconstruct
 };
 
 struct DeviceResult {
@@ -114,9 +115,10 @@ class GrpcSecAggTest : public ::testing::Test {
 
   std::string JobText(int per_round, int threshold, const std::string& extra_privacy = "",
                       int rounds = 1) {
+    // min_registered: a round (or its retry) opens only once `per_round` devices are live.
     return absl::StrCat("name: \"secagg\"\n", kTinyMlp, "\nrounds: ", rounds,
-                        "\nselection { clients_per_round: ", per_round,
-                        " }\nround_policy { quorum: ", threshold,
+                        "\nselection { clients_per_round: ", per_round, " min_registered: ",
+                        per_round, " }\nround_policy { quorum: ", threshold,
                         " deadline_seconds: 60 }\n"
                         "local_training { epochs: 1 batch_size: 16 learning_rate: 0.1 }\n"
                         "privacy { clip_norm: ", kClip, " secure_aggregation_threshold: ",
@@ -253,6 +255,9 @@ class GrpcSecAggTest : public ::testing::Test {
     // Phase 3.
     auto reveal = (*client)->Unmask(*request);
     if (!reveal.ok()) return refused(reveal.status());
+    if (b.corrupt_reveal) {
+      for (privacy::SecAggRevealedShare& s : reveal->shares) s.y[0] ^= 1;
+    }
     v1::SecAggStepRequest r3;
     *r3.mutable_unmasking() = privacy::UnmaskingToWire(*reveal);
     if (grpc::Status s = Call(id, token, *t, r3, &resp); !s.ok()) return fail(s);
@@ -521,6 +526,25 @@ TEST_F(GrpcSecAggTest, BadMessagesGiveClearErrorsAndTheSumIsStillExact) {
   EXPECT_GE(in_sum2.size(), 5u);
   ASSERT_EQ(WaitRounds(job, 2).completed_rounds(), 2);
   EXPECT_EQ(LastRound(job).secure_aggregation().sum_digest(), PlainSumDigest(r2, in_sum2));
+}
+
+// A device reveals shares that do not reconstruct: the coordinator checks every reconstructed
+// secret against its commitment or public key, and when a bad share was among those it used,
+// finds it with a spare and names the device; either way the sum is exact.
+TEST_F(GrpcSecAggTest, AShareThatDoesNotReconstructIsFoundAndTheSumIsStillExact) {
+  Start();
+  std::vector<std::pair<std::string, std::string>> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Enroll());
+  const std::string job = StartJob(JobText(5, 3));
+  std::vector<Behaviour> b(5);
+  b[2].corrupt_reveal = true;  // every share it reveals
+  std::vector<DeviceResult> r = RunRound(ids, Inputs(5, kParams, 19), b);
+  for (const DeviceResult& d : r) EXPECT_TRUE(d.last.ok()) << d.last.error_message();
+  ASSERT_EQ(WaitRounds(job, 1).completed_rounds(), 1);
+  const v1::SecureAggregationRoundMetrics sa = LastRound(job).secure_aggregation();
+  EXPECT_EQ(sa.sum_digest(), PlainSumDigest(r, {0, 1, 2, 3, 4}));
+  ASSERT_LE(sa.misbehaving_clients_size(), 1);
+  if (sa.misbehaving_clients_size() == 1) EXPECT_EQ(sa.misbehaving_clients(0), ids[2].first);
 }
 
 TEST_F(GrpcSecAggTest, PlainUploadsAndUnsupportedCombinationsAreRefused) {
