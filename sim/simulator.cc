@@ -31,7 +31,6 @@ namespace {
 constexpr char kEnrollmentToken[] = "fedge-sim";
 constexpr uint64_t kAvailabilityStream = 0x6176616900000001ULL;
 constexpr uint64_t kDropoutStream = 0x64726f7000000001ULL;
-constexpr uint64_t kShuffleStream = 0x7368756600000001ULL;
 constexpr int kMaxFailedAttempts = 100;
 
 int64_t NowNs() {
@@ -590,8 +589,12 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
     job.header = &run.task.header;
     job.model = run.task.model.get();
     job.teacher = run.task.teacher.get();
-    job.seed = MixSeed(config_.seed(), kShuffleStream, static_cast<uint64_t>(run.client),
-                       static_cast<uint64_t>(round));
+    // The shuffling seed a device derives (client/grpc/client_runtime.cc): from the task's
+    // shuffle_seed, its id and the round, so a fleet whose devices carry the sim's ids
+    // (fedge-client --client-id) trains on the same batches.
+    job.seed = base::Rng(run.task.header.training().shuffle_seed() ^ base::Fnv1a(ClientId(run.client)),
+                         static_cast<uint64_t>(round))
+                   .NextU64();
     shares[i % ranks].push_back(job);
   }
   for (size_t r = 1; r < ranks; ++r) {

@@ -51,6 +51,9 @@ ABSL_FLAG(std::string, compute_class, "", "device compute class: low, medium or 
 ABSL_FLAG(int, fetch_wait_seconds, 20, "long-poll length asked of the coordinator");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the reconnect jitter (0: from the clock)");
 ABSL_FLAG(bool, leave, false, "leave the job's population when stopped");
+ABSL_FLAG(std::string, client_id, "",
+          "id to ask for at the first registration (granted only by a coordinator run with "
+          "--accept-requested-client-ids; for reproducible experiments)");
 ABSL_FLAG(std::string, log_level, "info", "info, warning or error");
 
 namespace fedge {
@@ -136,6 +139,7 @@ absl::StatusOr<client::ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
     }
     o.state_path = dir + "/client.state";
   }
+  o.requested_client_id = absl::GetFlag(FLAGS_client_id);
   o.seed = absl::GetFlag(FLAGS_seed);
   if (o.seed == 0) o.seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
   o.leave_on_stop = absl::GetFlag(FLAGS_leave);

@@ -582,7 +582,9 @@ void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& re
   std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub->UploadUpdate(&ctx, &resp);
   if (writer->Write(msg)) writer->WritesDone();
   const absl::Status s = FromGrpc(writer->Finish(), "UploadUpdate (declining the task)");
-  if (!s.ok()) FEDGE_LOG(WARNING) << s.message();
+  if (!s.ok()) {
+    FEDGE_LOG(WARNING) << s.message();
+  }
 }
 
 absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
@@ -745,6 +747,10 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
 
   auto impl = std::make_unique<Impl>(std::move(options));
   impl->data.Reset(std::move(initial));
+  if (!impl->options.requested_client_id.empty()) {
+    absl::MutexLock lock(&impl->mu);
+    impl->client_id = impl->options.requested_client_id;
+  }
   if (!impl->options.state_path.empty()) {
     auto state = LoadDeviceState(impl->options.state_path);
     if (state.ok()) {

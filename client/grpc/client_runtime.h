@@ -101,6 +101,11 @@ struct ClientRuntimeOptions {
 
   // File keeping the client id across restarts (device_state.h). Empty: not kept.
   std::string state_path;
+  // The id this device asks for at its first registration (when the state file has none).
+  // Granted only by a coordinator started with --accept-requested-client-ids (reproducible
+  // experiments that name their devices, e.g. to compare a fleet with fedge-sim); others
+  // assign a random id. Empty: none asked.
+  std::string requested_client_id;
 
   // Long-poll length asked of FetchTask, in seconds (the server caps it).
   int fetch_wait_seconds = 20;

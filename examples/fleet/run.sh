@@ -11,7 +11,9 @@
 # CLIENT_BUDGETS_MB (memory budgets of the devices in order, e.g. "512 512 128 32"; device i
 # takes entry i mod the list's length; empty: no budget), MODEL="" to keep the template's
 # model. The split is label-Dirichlet α=0.5, seed 0; the job is JOB_TEMPLATE with those
-# knobs written in.
+# knobs written in. SIM_IDS=1: device i asks for fedge-sim's id of client i (v0000000i) and
+# the coordinator grants it (--accept-requested-client-ids), so that the devices shuffle their
+# batches exactly as examples/sim_fleet.textproto's clients do (compare the two curves).
 #
 # What it does: makes a throwaway CA with server, device and operator certificates (openssl)
 # and a private enrollment token in a temporary directory; starts fedge-coordinator on
@@ -104,8 +106,11 @@ fi
 
 # ---- coordinator ----
 echo "=== fleet: ${MODEL:-$JOB_TEMPLATE}, $CLIENTS devices, label-Dirichlet α=0.5, $ROUNDS rounds of $LOCAL_EPOCHS local epoch(s); coordinator on $ADDR ==="
+COORD_IDS=()
+if [ "${SIM_IDS:-0}" = "1" ]; then COORD_IDS=(--accept-requested-client-ids); fi
 "$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$OUT/state" \
-  --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" > "$OUT/logs/coordinator.log" 2>&1 &
+  --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" "${COORD_IDS[@]}" \
+  > "$OUT/logs/coordinator.log" 2>&1 &
 COORD_PID=$!
 for _ in $(seq 100); do
   grep -q "serving on" "$OUT/logs/coordinator.log" && break
@@ -128,8 +133,10 @@ for ((i = 0; i < CLIENTS; i++)); do
   fi
   budget=()
   if ((${#BUDGETS[@]})); then budget=(--memory-budget-mb "${BUDGETS[$((i % ${#BUDGETS[@]}))]}"); fi
+  ids=()
+  if [ "${SIM_IDS:-0}" = "1" ]; then ids=(--client-id "$(printf 'v%08d' "$i")"); fi
   "$BIN/fedge-client" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
-    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" "${budget[@]}" \
+    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" "${budget[@]}" "${ids[@]}" \
     > "$OUT/logs/$name.log" 2>&1 &
   CLIENT_PIDS+=($!)
 done

@@ -46,6 +46,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(bool, insecure, false, "Serve plaintext without TLS (testing on loopback only).");
 ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
+ABSL_FLAG(bool, accept_requested_client_ids, false,
+          "Give a new device the id it asks for (fedge-client --client-id) instead of a random "
+          "one: reproducible experiments only (e.g. a fleet compared with fedge-sim).");
 ABSL_FLAG(int, liveness_seconds, 60, "A client silent this long is not sampled / is dropped.");
 ABSL_FLAG(int, max_wait_seconds, 30, "Longest a FetchTask long poll is held.");
 ABSL_FLAG(int, max_message_mb, 8, "Largest gRPC message accepted (MiB).");
@@ -178,6 +181,7 @@ int Run() {
   server::CoordinatorOptions co;
   co.enrollment_token = *token;
   co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
+  co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
   absl::StatusOr<std::unique_ptr<server::Coordinator>> coordinator =
       server::Coordinator::Create(co, store->get());
   if (!coordinator.ok()) {
