@@ -92,6 +92,19 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 
+// The job's adaptive clipping, starting from `initial_clip_norm` (the configured one, or the
+// one the last completed round chose when a job resumes).
+absl::StatusOr<std::unique_ptr<privacy::AdaptiveClipping>> MakeClipper(
+    const v1::PrivacyConfig& privacy, double initial_clip_norm) {
+  const v1::AdaptiveClippingConfig& ac = privacy.adaptive_clipping();
+  privacy::AdaptiveClipping::Options o;
+  o.initial_clip_norm = initial_clip_norm;
+  o.target_quantile = ac.target_quantile();
+  o.learning_rate = ac.learning_rate();
+  o.clipped_count_stddev = ac.count_noise_stddev();
+  return privacy::AdaptiveClipping::Create(o);
+}
+
 // 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
 constexpr int64_t kMaxSecureAggregationParameters = 2'000'000;
 
@@ -180,13 +193,8 @@ absl::Status Coordinator::Resume() {
         }
         if (job->clipper != nullptr && m.dp_next_clip_norm() > 0) {
           // Adaptive clipping continues from the clip norm the last round chose.
-          const v1::AdaptiveClippingConfig& ac = status.config().privacy().adaptive_clipping();
-          privacy::AdaptiveClipping::Options o;
-          o.initial_clip_norm = m.dp_next_clip_norm();
-          o.target_quantile = ac.target_quantile();
-          o.learning_rate = ac.learning_rate();
-          o.clipped_count_stddev = ac.count_noise_stddev();
-          FEDGE_ASSIGN_OR_RETURN(job->clipper, privacy::AdaptiveClipping::Create(o));
+          FEDGE_ASSIGN_OR_RETURN(job->clipper,
+                                 MakeClipper(status.config().privacy(), m.dp_next_clip_norm()));
         }
       }
     }
@@ -244,13 +252,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     job->tiers.push_back(std::move(plan));
   }
   if (config.privacy().has_adaptive_clipping()) {
-    const v1::AdaptiveClippingConfig& ac = config.privacy().adaptive_clipping();
-    privacy::AdaptiveClipping::Options o;
-    o.initial_clip_norm = config.privacy().clip_norm();
-    o.target_quantile = ac.target_quantile();
-    o.learning_rate = ac.learning_rate();
-    o.clipped_count_stddev = ac.count_noise_stddev();
-    FEDGE_ASSIGN_OR_RETURN(job->clipper, privacy::AdaptiveClipping::Create(o));
+    FEDGE_ASSIGN_OR_RETURN(job->clipper,
+                           MakeClipper(config.privacy(), config.privacy().clip_norm()));
     FEDGE_ASSIGN_OR_RETURN(job->update_noise_multiplier,
                            job->clipper->UpdateNoiseMultiplier(config.privacy().noise_multiplier()));
   } else {

@@ -592,6 +592,34 @@ TEST_F(GrpcCoordinatorTest, BadInputGetsAClearErrorAndLeavesTheCoordinatorUnharm
     expect(Send(msgs), grpc::StatusCode::INVALID_ARGUMENT, "offset 64, expected offset 0");
   }
   {
+    // Resuming an upload the coordinator never kept (a stream the device ended itself is not
+    // kept), and asking what it kept with a wrong session token.
+    v1::UpdateHeader h = HeaderFor(d[0], tasks[0]);
+    h.set_resume_offset(64);
+    expect(Send(UploadMessages(h, good, 64)), grpc::StatusCode::FAILED_PRECONDITION,
+           "cannot resume the upload");
+    v1::UploadStatusRequest req;
+    req.set_client_id(d[0].id);
+    req.set_session_token("wrong");
+    req.set_task_id(tasks[0].header.task_id());
+    v1::UploadStatusResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    expect(devices_stub_->UploadStatus(&ctx, req, &resp), grpc::StatusCode::UNAUTHENTICATED,
+           "session token");
+    req.set_session_token(d[0].token);
+    req.set_task_id(std::string(100000, 't'));  // over the string limit
+    grpc::ClientContext ctx2;
+    SetDeadline(ctx2);
+    EXPECT_EQ(devices_stub_->UploadStatus(&ctx2, req, &resp).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+    req.set_task_id(tasks[0].header.task_id());
+    grpc::ClientContext ctx3;
+    SetDeadline(ctx3);
+    ASSERT_TRUE(devices_stub_->UploadStatus(&ctx3, req, &resp).ok());
+    EXPECT_EQ(resp.bytes_received(), 0);
+  }
+  {
     // One message over the server's 8 MiB limit.
     std::vector<v1::UpdateChunk> msgs = UploadMessages(HeaderFor(d[0], tasks[0]), good);
     msgs[1].mutable_data()->mutable_data()->append(9 << 20, 'x');
