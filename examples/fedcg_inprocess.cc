@@ -11,7 +11,13 @@
 //           server: aggregation::FedCg (FedAvg of C and G, then distillation).
 //           A client's model is its own E with the global C.
 //   fedavg  the whole E∘C shared: client::TrainLocally (Adam) + example-weighted FedAvg.
+//   fedprox fedavg with the proximal term μ/2·‖w − w_global‖² in the clients' loss (--mu).
 //   local   each client trains E∘C on its own data only, for as many epochs.
+//
+// --partition dirichlet (issue 7's non-IID run): the pool of clients × train_per_client
+// training examples is split by label-Dirichlet(--alpha) (data::LabelDirichlet, at least
+// 10 per client); each client's validation and test sets are drawn from the test set with
+// its training label mix (about 10k / clients examples, halved).
 //
 // Evaluation (as the paper): each client's model on its own validation and test halves;
 // the mean over clients per round. One JSON line per round and per algorithm, and a
@@ -48,15 +54,24 @@
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "data/idx_reader.h"
+#include "data/partition.h"
 #include "model/fedcg_nets.h"
 #include "model/loss.h"
 #include "model/sequential.h"
 
-ABSL_FLAG(std::string, algorithms, "fedcg,fedavg,local", "comma-separated: fedcg, fedavg, local");
+ABSL_FLAG(std::string, algorithms, "fedcg,fedavg,local",
+          "comma-separated: fedcg, fedavg, fedprox, local");
 ABSL_FLAG(int, rounds, 10, "federated rounds");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the split, the initial models, shuffling and noise");
 ABSL_FLAG(int, clients, 4, "number of clients");
-ABSL_FLAG(int, train_per_client, 2000, "training examples per client (IID, disjoint)");
+ABSL_FLAG(int, train_per_client, 2000,
+          "training examples per client (iid); with --partition dirichlet, the pool of "
+          "clients × this examples is split by label-Dirichlet");
+ABSL_FLAG(std::string, partition, "iid",
+          "iid (the paper's setting) or dirichlet (label-Dirichlet(--alpha) of the pool; each "
+          "client's validation and test sets follow its training label mix)");
+ABSL_FLAG(double, alpha, 0.5, "label-Dirichlet concentration (--partition dirichlet)");
+ABSL_FLAG(double, mu, 0.01, "FedProx: proximal term μ (algorithm fedprox)");
 ABSL_FLAG(int, local_epochs, 20, "local epochs per round (E+C)");
 ABSL_FLAG(int, gan_epochs, 20, "FedCG: local GAN epochs per round");
 ABSL_FLAG(int, batch, 8, "local batch size");
@@ -109,6 +124,28 @@ struct ClientData {
   data::Dataset train, val, test;
 };
 
+// Each client's validation and test examples: `count` test-set examples whose labels follow
+// the client's training label mix (drawn per class without replacement from that class's
+// examples; clients may share test examples, never training ones), split in halves.
+void LabelMatchedEvalSets(const data::Dataset& test, const data::Dataset& train, int count,
+                          base::Rng& rng, ClientData& out) {
+  std::vector<std::vector<int>> by_class(test.num_classes);
+  for (int i = 0; i < test.num_examples; ++i) by_class[test.labels[i]].push_back(i);
+  std::vector<int> per_class(test.num_classes, 0);
+  for (int32_t y : train.labels) ++per_class[y];
+  std::vector<int> val, tst;
+  for (int k = 0; k < test.num_classes; ++k) {
+    const int want = std::min<int>(
+        static_cast<int>(by_class[k].size()),
+        static_cast<int>(std::lround(static_cast<double>(count) * per_class[k] /
+                                     train.num_examples)));
+    rng.Shuffle(by_class[k]);
+    for (int i = 0; i < want; ++i) (i % 2 == 0 ? val : tst).push_back(by_class[k][i]);
+  }
+  out.val = Resize32(data::Subset(test, val));
+  out.test = Resize32(data::Subset(test, tst));
+}
+
 absl::StatusOr<std::vector<ClientData>> Split(uint64_t seed) {
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm,
                          data::LoadFashionMnist(absl::GetFlag(FLAGS_data_dir)));
@@ -116,12 +153,31 @@ absl::StatusOr<std::vector<ClientData>> Split(uint64_t seed) {
   if (k < 1 || per < 1 || static_cast<int64_t>(k) * per > fm.train.num_examples) {
     return absl::InvalidArgumentError("fedcg_inprocess: clients × train_per_client too large");
   }
+  const std::string partition = absl::GetFlag(FLAGS_partition);
+  if (partition != "iid" && partition != "dirichlet") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "fedcg_inprocess: --partition is '", partition, "', expected iid or dirichlet"));
+  }
   base::Rng rng(seed, 77);
   std::vector<int> tr = data::AllIndices(fm.train), te = data::AllIndices(fm.test);
   rng.Shuffle(tr);
   rng.Shuffle(te);
   const int part = fm.test.num_examples / k;
   std::vector<ClientData> out(k);
+  if (partition == "dirichlet") {
+    const data::Dataset pool =
+        data::Subset(fm.train, std::vector<int>(tr.begin(), tr.begin() + k * per));
+    FEDGE_ASSIGN_OR_RETURN(
+        data::ClientIndices parts,
+        data::LabelDirichlet(pool.labels, pool.num_classes, k, absl::GetFlag(FLAGS_alpha),
+                             seed, /*min_size=*/10));
+    for (int c = 0; c < k; ++c) {
+      const data::Dataset train = data::Subset(pool, parts[c]);
+      LabelMatchedEvalSets(fm.test, train, part, rng, out[c]);
+      out[c].train = Resize32(train);
+    }
+    return out;
+  }
   for (int c = 0; c < k; ++c) {
     out[c].train = Resize32(data::Subset(
         fm.train, std::vector<int>(tr.begin() + c * per, tr.begin() + (c + 1) * per)));
@@ -234,10 +290,12 @@ client::LocalTrainingOptions PlainOptions(uint64_t seed) {
   return o;
 }
 
-// fedavg (shared = true) or local (shared = false).
-absl::Status RunPlain(const std::vector<ClientData>& clients, bool shared, uint64_t seed,
-                      Output& out) {
-  const std::string algo = shared ? "fedavg" : "local";
+// fedavg / fedprox (shared = true; fedprox adds the proximal term --mu) or local
+// (shared = false).
+absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string& algo,
+                      uint64_t seed, Output& out) {
+  const bool shared = algo != "local";
+  const float mu = algo == "fedprox" ? static_cast<float>(absl::GetFlag(FLAGS_mu)) : 0.0f;
   const auto start = std::chrono::steady_clock::now();
   const model::FedCgShape shape;
   FEDGE_ASSIGN_OR_RETURN(auto init, model::Sequential::Create(WholeSpec(shape)));
@@ -252,8 +310,9 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, bool shared, uint6
     std::vector<double> weights, losses;
     std::vector<absl::StatusOr<client::LocalUpdate>> results(k);
     ParallelFor(k, [&](int c) {
-      results[c] = client::TrainLocally(models[shared ? 0 : c], clients[c].train,
-                                        PlainOptions(seed * 1000003 + r * 101 + c));
+      client::LocalTrainingOptions o = PlainOptions(seed * 1000003 + r * 101 + c);
+      o.proximal_mu = mu;
+      results[c] = client::TrainLocally(models[shared ? 0 : c], clients[c].train, o);
     });
     for (int c = 0; c < k; ++c) {
       FEDGE_ASSIGN_OR_RETURN(client::LocalUpdate u, std::move(results[c]));
@@ -422,10 +481,8 @@ absl::Status Run() {
   for (absl::string_view algo : absl::StrSplit(absl::GetFlag(FLAGS_algorithms), ',')) {
     if (algo == "fedcg") {
       FEDGE_RETURN_IF_ERROR(RunFedCg(clients, seed, out));
-    } else if (algo == "fedavg") {
-      FEDGE_RETURN_IF_ERROR(RunPlain(clients, true, seed, out));
-    } else if (algo == "local") {
-      FEDGE_RETURN_IF_ERROR(RunPlain(clients, false, seed, out));
+    } else if (algo == "fedavg" || algo == "fedprox" || algo == "local") {
+      FEDGE_RETURN_IF_ERROR(RunPlain(clients, std::string(algo), seed, out));
     } else {
       return absl::InvalidArgumentError(
           absl::StrCat("fedcg_inprocess: unknown algorithm '", algo, "'"));
