@@ -21,8 +21,10 @@
 //
 // Evaluation (as the paper): each client's model on its own validation and test halves;
 // the mean over clients per round. One JSON line per round and per algorithm, and a
-// summary line per algorithm: the final round's test accuracy and the test accuracy at the
-// round of best mean validation accuracy.
+// summary line per algorithm: the final round's test accuracy, the test accuracy at the
+// round of best mean validation accuracy, and the paper's protocol (its code's evaluate()):
+// each client's test accuracy at the round of its own best validation accuracy, averaged
+// over clients (per_client_best_val_test_acc).
 //
 //   fedcg_inprocess --algorithms fedcg,fedavg,local --rounds 10 --seed 0
 //       --metrics-out out/fedcg/seed0.jsonl
@@ -230,13 +232,26 @@ class Output {
 struct Tracker {
   double best_val = -1, test_at_best_val = 0, last_test = 0;
   int best_round = -1;
-  void Add(int round, double val, double test) {
-    if (val > best_val) {
-      best_val = val;
-      test_at_best_val = test;
+  // The paper's protocol (its code's evaluate()): each client keeps the test accuracy of the
+  // round where its own validation accuracy was best (first such round); the mean over
+  // clients of those.
+  std::vector<double> client_best_val, client_test_at_best;
+  void Add(int round, const std::vector<double>& val, const std::vector<double>& test) {
+    const double v = Mean(val), t = Mean(test);
+    if (v > best_val) {
+      best_val = v;
+      test_at_best_val = t;
       best_round = round;
     }
-    last_test = test;
+    last_test = t;
+    client_best_val.resize(val.size(), -1.0);
+    client_test_at_best.resize(val.size(), 0.0);
+    for (size_t c = 0; c < val.size(); ++c) {
+      if (val[c] > client_best_val[c]) {
+        client_best_val[c] = val[c];
+        client_test_at_best[c] = test[c];
+      }
+    }
   }
 };
 
@@ -245,8 +260,10 @@ std::string Summary(const std::string& algo, uint64_t seed, int rounds, const Tr
   return absl::StrFormat(
       "{\"summary\":true,\"algorithm\":\"%s\",\"seed\":%d,\"rounds\":%d,"
       "\"final_test_acc\":%.4f,\"best_val_round\":%d,\"best_val_acc\":%.4f,"
-      "\"test_acc_at_best_val\":%.4f,\"seconds\":%.1f}",
-      algo, seed, rounds, t.last_test, t.best_round, t.best_val, t.test_at_best_val, seconds);
+      "\"test_acc_at_best_val\":%.4f,\"per_client_best_val_test_acc\":%.4f,"
+      "\"seconds\":%.1f}",
+      algo, seed, rounds, t.last_test, t.best_round, t.best_val, t.test_at_best_val,
+      Mean(t.client_test_at_best), seconds);
 }
 
 double Accuracy(model::Sequential& net, const data::Dataset& d) {
@@ -336,13 +353,14 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string&
       val.push_back(Accuracy(*net, clients[c].val));
       test.push_back(Accuracy(*net, clients[c].test));
     }
-    tracker.Add(r + 1, Mean(val), Mean(test));
+    tracker.Add(r + 1, val, test);
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
     out.Line(absl::StrFormat(
         "{\"algorithm\":\"%s\",\"seed\":%d,\"round\":%d,\"val_acc\":%.4f,\"test_acc\":%.4f,"
-        "\"client_test_acc\":%s,\"train_loss\":%.4f,\"seconds\":%.1f}",
-        algo, seed, r + 1, Mean(val), Mean(test), JsonList(test), Mean(losses), secs));
+        "\"client_val_acc\":%s,\"client_test_acc\":%s,\"train_loss\":%.4f,\"seconds\":%.1f}",
+        algo, seed, r + 1, Mean(val), Mean(test), JsonList(val), JsonList(test), Mean(losses),
+        secs));
   }
   out.Line(Summary(algo, seed, rounds, tracker,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
@@ -454,17 +472,17 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
       val.push_back(v);
       test.push_back(t);
     }
-    tracker.Add(r + 1, Mean(val), Mean(test));
+    tracker.Add(r + 1, val, test);
     const auto& rep = server->last_report();
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - round_start).count();
     out.Line(absl::StrFormat(
         "{\"algorithm\":\"fedcg\",\"seed\":%d,\"round\":%d,\"val_acc\":%.4f,\"test_acc\":%.4f,"
-        "\"client_test_acc\":%s,\"own_c_val_acc\":%.4f,\"own_c_test_acc\":%.4f,\"gamma\":%.4f,\"ce\":%.4f,\"mse\":%.5f,\"d_loss\":%.4f,"
+        "\"client_val_acc\":%s,\"client_test_acc\":%s,\"own_c_val_acc\":%.4f,\"own_c_test_acc\":%.4f,\"gamma\":%.4f,\"ce\":%.4f,\"mse\":%.5f,\"d_loss\":%.4f,"
         "\"g_loss\":%.4f,\"distill_first_kl\":%.4f,\"distill_last_kl\":%.4f,"
         "\"synthetic_acc\":%.4f,\"client_seconds\":%.1f,\"server_seconds\":%.1f,"
         "\"seconds\":%.1f}",
-        seed, r + 1, Mean(val), Mean(test), JsonList(test), Mean(own_val), Mean(own_test), gamma, Mean(ce), Mean(mse),
+        seed, r + 1, Mean(val), Mean(test), JsonList(val), JsonList(test), Mean(own_val), Mean(own_test), gamma, Mean(ce), Mean(mse),
         Mean(dl), Mean(gl), rep.first_kl, rep.last_kl, rep.synthetic_accuracy, client_secs,
         rep.seconds, secs));
   }
