@@ -8,8 +8,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "data/image_transform.h"
 #include "model/loss.h"
 
 namespace fedge::client {
@@ -144,7 +146,8 @@ absl::Status FedCgClient::CheckData(const data::Dataset& data) const {
 }
 
 absl::StatusOr<FedCgUpdate> FedCgClient::TrainRound(const v1::ModelProto& global,
-                                                    const data::Dataset& data, int round) {
+                                                    const data::Dataset& data, int round,
+                                                    const std::function<bool()>& cancelled) {
   const auto start = std::chrono::steady_clock::now();
   FEDGE_RETURN_IF_ERROR(CheckData(data));
   const std::vector<model::Parameter*> c_params = classifier_->parameters();
@@ -184,6 +187,7 @@ absl::StatusOr<FedCgUpdate> FedCgClient::TrainRound(const v1::ModelProto& global
     double ce_sum = 0, mse_sum = 0;
     int64_t correct = 0, batches = 0;
     for (int begin = 0; begin < n; begin += bs) {
+      if (cancelled && cancelled()) return absl::CancelledError("FedCG: training cancelled");
       const int b = std::min(bs, n - begin);
       load(begin, b);
       if (gamma > 0) {
@@ -221,6 +225,7 @@ absl::StatusOr<FedCgUpdate> FedCgClient::TrainRound(const v1::ModelProto& global
     double d_sum = 0, g_sum = 0;
     int64_t batches = 0;
     for (int begin = 0; begin < n; begin += bs) {
+      if (cancelled && cancelled()) return absl::CancelledError("FedCG: training cancelled");
       const int b = std::min(bs, n - begin);
       load(begin, b);
       const int64_t m = static_cast<int64_t>(b) * feat;
@@ -280,6 +285,95 @@ absl::StatusOr<double> FedCgClient::Evaluate(const v1::ModelProto& global,
     correct += model::CountCorrect(logits, data.labels.data() + begin, b, shape_.num_classes);
   }
   return static_cast<double>(correct) / data.num_examples;
+}
+
+FedCgClientOptions FedCgOptionsFromTask(const v1::TaskHeader& task) {
+  FedCgClientOptions o;
+  const v1::LocalTraining& t = task.training();
+  const v1::FedCgParams& p = task.fed_cg();
+  if (t.has_epochs()) o.local_epochs = t.epochs();
+  if (t.has_batch_size()) o.batch_size = t.batch_size();
+  if (t.has_learning_rate()) o.learning_rate = static_cast<float>(t.learning_rate());
+  o.weight_decay = static_cast<float>(t.weight_decay());
+  if (p.has_gan_epochs()) o.gan_epochs = p.gan_epochs();
+  if (p.has_gan_learning_rate()) o.gan_learning_rate = static_cast<float>(p.gan_learning_rate());
+  if (p.has_gamma_ramp_rounds()) o.gamma_ramp_rounds = p.gamma_ramp_rounds();
+  return o;
+}
+
+absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape) {
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> c, model::CreateFedCgClassifier(shape));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::ConditionalNet> g,
+                         model::CreateFedCgGenerator(shape));
+  return SharedParametersProto(*c, *g);
+}
+
+absl::StatusOr<data::Dataset> FedCgInputs(const data::Dataset& raw,
+                                          const model::FedCgShape& shape) {
+  if (raw.shape.size() == 1 && shape.channels == 1) {
+    // Flat square grey images (e.g. [784]) are [1, side, side].
+    const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(raw.shape[0]))));
+    if (side > 0 && side * side == raw.shape[0]) {
+      data::Dataset square = raw;
+      square.shape = {1, side, side};
+      return FedCgInputs(square, shape);
+    }
+  }
+  if (raw.shape.size() != 3 || raw.shape[0] != shape.channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "FedCG: local examples must be images [", shape.channels,
+        ", rows, cols] (channels first, pixels in [0, 1]); got [", absl::StrJoin(raw.shape, ", "),
+        "]"));
+  }
+  FEDGE_ASSIGN_OR_RETURN(data::Dataset out, data::ResizeImages(raw, shape.image_size));
+  data::ScaleToSymmetricRange(out);
+  FEDGE_RETURN_IF_ERROR(data::ToChannelsLast(out));
+  return out;
+}
+
+FedCgDeviceData FedCgHoldOut(data::Dataset inputs, double fraction, uint64_t seed) {
+  FedCgDeviceData out;
+  const int n = inputs.num_examples;
+  const int held = fraction > 0 && n > 1
+                       ? std::min(n - 1, static_cast<int>(std::ceil(fraction * n)))
+                       : 0;
+  if (held == 0) {
+    out.train = std::move(inputs);
+    return out;
+  }
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  base::Rng rng(seed, 0x686f6c64);  // "hold"
+  rng.Shuffle(order);
+  std::vector<int> train(order.begin(), order.end() - held), eval(order.end() - held, order.end());
+  std::sort(train.begin(), train.end());
+  std::sort(eval.begin(), eval.end());
+  out.train = data::Subset(inputs, train);
+  out.eval = data::Subset(inputs, eval);
+  return out;
+}
+
+absl::StatusOr<LocalUpdate> FedCgDeviceRound(FedCgClient& client, const v1::ModelProto& global,
+                                             const FedCgDeviceData& data, int round,
+                                             const std::function<bool()>& cancelled) {
+  LocalUpdate u;
+  if (data.eval.num_examples > 0) {
+    FEDGE_ASSIGN_OR_RETURN(u.eval_accuracy, client.Evaluate(global, data.eval));
+    u.eval_examples = data.eval.num_examples;
+  }
+  FEDGE_ASSIGN_OR_RETURN(FedCgUpdate r, client.TrainRound(global, data.train, round, cancelled));
+  u.delta = std::move(r.delta);
+  u.num_examples = r.num_examples;
+  u.train_loss = r.classifier_loss;
+  u.train_accuracy = r.train_accuracy;
+  u.steps = r.steps;
+  u.seconds = r.seconds;
+  double sq = 0;
+  for (const v1::TensorProto& p : u.delta.parameters()) {
+    for (float v : p.values()) sq += static_cast<double>(v) * v;
+  }
+  u.delta_norm = std::sqrt(sq);
+  return u;
 }
 
 }  // namespace fedge::client

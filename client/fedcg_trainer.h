@@ -19,17 +19,21 @@
 #define FEDGE_CLIENT_FEDCG_TRAINER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "client/local_trainer.h"
 #include "data/dataset.h"
 #include "model/conditional_net.h"
 #include "model/fedcg_nets.h"
 #include "model/optimizer.h"
 #include "model/sequential.h"
+#include "proto/coordinator.pb.h"
+#include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
 namespace fedge::client {
@@ -75,8 +79,11 @@ class FedCgClient {
   // the same in NCHW and NHWC) with labels in [0, num_classes). Local shuffling and noise
   // come from (seed, round).
   // Errors: kInvalidArgument for a bad `global` or data that does not fit.
+  // `cancelled` (may be empty) is asked before every batch: when it says true, TrainRound
+  // returns kCancelled (E, D and the optimizers keep what the finished batches did).
   absl::StatusOr<FedCgUpdate> TrainRound(const v1::ModelProto& global,
-                                         const data::Dataset& data, int round);
+                                         const data::Dataset& data, int round,
+                                         const std::function<bool()>& cancelled = nullptr);
 
   // Accuracy of the client's model as the paper evaluates it: the private E with the
   // classifier in `global` (C.* tensors; other tensors are ignored) on `data`.
@@ -109,6 +116,43 @@ absl::Status SetParametersByName(const std::vector<model::Parameter*>& params,
 // The C.* and G.* parameters as a ModelProto (no spec), in network order.
 v1::ModelProto SharedParametersProto(model::Sequential& classifier,
                                      model::ConditionalNet& generator);
+
+// ---- what a FedCG job's task means on a device (proto/job.proto, FedCgParams; the
+// networks' shape is model::FedCgShapeFromParams) ----
+
+// The client options of a FedCG task: E+C from task.training (epochs, batch_size,
+// learning_rate, weight_decay), the GAN step and γ ramp from task.fed_cg.
+FedCgClientOptions FedCgOptionsFromTask(const v1::TaskHeader& task);
+
+// The shared C.* and G.* tensors of `shape` (names and shapes; values PyTorch-initialized
+// from seed 0): what a FedCG task's payload decodes into.
+absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape);
+
+// A device's raw examples (images [channels, rows, cols], pixels in [0, 1], as shards hold
+// them; flat square grey images [side²] are taken as [1, side, side]) as FedCG's networks
+// take them: resized to image_size × image_size
+// (data::ResizeImages, bilinear), scaled to [−1, 1], channels last. Errors:
+// kInvalidArgument when the examples are not images with shape.channels channels.
+absl::StatusOr<data::Dataset> FedCgInputs(const data::Dataset& raw,
+                                          const model::FedCgShape& shape);
+
+// A device's examples split into what it trains on and what it holds out for evaluation:
+// the last min(n − 1, ceil(fraction · n)) examples of an order shuffled with `seed` (none for
+// fraction ≤ 0 or n < 2), each part in the original order.
+struct FedCgDeviceData {
+  data::Dataset train;
+  data::Dataset eval;  // empty (num_examples 0) when nothing is held out
+};
+FedCgDeviceData FedCgHoldOut(data::Dataset inputs, double fraction, uint64_t seed);
+
+// One FedCG task on a device (the gRPC runtime and fedge-sim's virtual clients): first the
+// paper's evaluation, `client`'s private E with `global`'s C on data.eval (when it holds
+// examples; LocalUpdate.eval_accuracy / eval_examples), then TrainRound on data.train with
+// round index `round` (the task's round − 1). The update is Δ of C.* and G.* with the
+// example count, the last epoch's classifier loss and accuracy, steps, seconds and Δ's norm.
+absl::StatusOr<LocalUpdate> FedCgDeviceRound(FedCgClient& client, const v1::ModelProto& global,
+                                             const FedCgDeviceData& data, int round,
+                                             const std::function<bool()>& cancelled = nullptr);
 
 }  // namespace fedge::client
 

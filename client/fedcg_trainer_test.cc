@@ -135,5 +135,85 @@ TEST(FedCgTrainerTest, GammaFollowsThePapersRamp) {
   EXPECT_LT(FedCgGamma(5, 50), FedCgGamma(10, 50));
 }
 
+// ---- what a FedCG task means on a device ----
+
+TEST(FedCgDeviceTest, InputsAreResizedToTheShapeAndMappedToSymmetricRange) {
+  data::Dataset raw;
+  raw.num_examples = 2;
+  raw.shape = {1, 28, 28};
+  raw.num_classes = 10;
+  raw.labels = {3, 4};
+  raw.features.assign(2 * 784, 1.0f);
+  model::FedCgShape shape;
+  auto in = FedCgInputs(raw, shape);
+  ASSERT_TRUE(in.ok()) << in.status();
+  EXPECT_EQ(in->shape, (std::vector<int>{32, 32, 1}));
+  EXPECT_EQ(in->labels, raw.labels);
+  for (float x : in->features) ASSERT_FLOAT_EQ(x, 1.0f);  // 1 in [0, 1] is 1 in [−1, 1]
+  raw.shape = {784};  // flat square images are accepted
+  EXPECT_TRUE(FedCgInputs(raw, shape).ok());
+  raw.shape = {4, 14, 14};  // not one channel
+  EXPECT_EQ(FedCgInputs(raw, shape).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FedCgDeviceTest, HoldOutIsSeededDisjointAndLeavesTrainingExamples) {
+  data::Dataset d = MakeImages(40, 3);
+  for (int i = 0; i < 40; ++i) d.features[static_cast<size_t>(i) * 1024] = static_cast<float>(i);
+  const FedCgDeviceData a = FedCgHoldOut(d, 0.25, 7), b = FedCgHoldOut(d, 0.25, 7);
+  ASSERT_EQ(a.eval.num_examples, 10);
+  ASSERT_EQ(a.train.num_examples, 30);
+  EXPECT_EQ(a.eval.features, b.eval.features);
+  std::vector<int> seen(40, 0);
+  for (const data::Dataset* part : {&a.train, &a.eval}) {
+    for (int i = 0; i < part->num_examples; ++i) ++seen[static_cast<int>(part->example(i)[0])];
+  }
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(seen[i], 1) << i;
+  EXPECT_NE(FedCgHoldOut(d, 0.25, 8).eval.features, a.eval.features);
+  EXPECT_EQ(FedCgHoldOut(d, 0, 7).eval.num_examples, 0);
+  EXPECT_EQ(FedCgHoldOut(MakeImages(1, 3), 0.5, 7).train.num_examples, 1);
+}
+
+TEST(FedCgDeviceTest, DeviceRoundEvaluatesFirstAndCanBeCancelled) {
+  model::FedCgShape shape;
+  auto client = std::move(FedCgClient::Create(shape, SmallOptions(), 1)).value();
+  const v1::ModelProto global = InitialGlobal(shape);
+  FedCgDeviceData data = FedCgHoldOut(MakeImages(40, 5), 0.25, 1);
+  const double before = client->Evaluate(global, data.eval).value();
+  auto u = FedCgDeviceRound(*client, global, data, 0);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->eval_examples, 10);
+  EXPECT_DOUBLE_EQ(u->eval_accuracy, before);  // measured before training
+  EXPECT_EQ(u->num_examples, 30);
+  EXPECT_GT(u->delta_norm, 0);
+  auto cancelled = FedCgDeviceRound(*client, global, data, 1, [] { return true; });
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(FedCgDeviceTest, OptionsComeFromTheTask) {
+  v1::TaskHeader t;
+  t.mutable_training()->set_epochs(3);
+  t.mutable_training()->set_batch_size(16);
+  t.mutable_training()->set_learning_rate(0.001);
+  t.mutable_training()->set_weight_decay(0.01);
+  t.mutable_fed_cg()->set_gan_epochs(2);
+  t.mutable_fed_cg()->set_gan_learning_rate(0.0005);
+  t.mutable_fed_cg()->set_gamma_ramp_rounds(7);
+  const FedCgClientOptions o = FedCgOptionsFromTask(t);
+  EXPECT_EQ(o.local_epochs, 3);
+  EXPECT_EQ(o.batch_size, 16);
+  EXPECT_FLOAT_EQ(o.learning_rate, 0.001f);
+  EXPECT_FLOAT_EQ(o.weight_decay, 0.01f);
+  EXPECT_EQ(o.gan_epochs, 2);
+  EXPECT_FLOAT_EQ(o.gan_learning_rate, 0.0005f);
+  EXPECT_EQ(o.gamma_ramp_rounds, 7);
+  t.mutable_fed_cg()->set_image_size(16);
+  EXPECT_EQ(model::FedCgShapeFromParams(t.fed_cg()).image_size, 16);
+  auto shared = FedCgSharedModel(model::FedCgShapeFromParams(t.fed_cg()));
+  ASSERT_TRUE(shared.ok());
+  for (const v1::TensorProto& p : shared->parameters()) {
+    EXPECT_TRUE(p.name().rfind("C.", 0) == 0 || p.name().rfind("G.", 0) == 0) << p.name();
+  }
+}
+
 }  // namespace
 }  // namespace fedge::client

@@ -57,6 +57,10 @@ struct LocalUpdate {
   int64_t steps = 0;
   double seconds = 0;
   double delta_norm = 0;        // L2 norm of Δ over all tensors, before any clipping
+  // FedCG (set by the FedCG device paths, never by TrainLocally): the device's private E
+  // with the task's global C on its held-out examples, before training; 0 examples = none.
+  double eval_accuracy = 0;
+  int64_t eval_examples = 0;
 };
 
 // The options a task asks for (training config, FedProx μ, distillation λ, T and the

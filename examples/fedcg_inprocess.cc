@@ -56,6 +56,7 @@
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "data/idx_reader.h"
+#include "data/image_transform.h"
 #include "data/partition.h"
 #include "model/fedcg_nets.h"
 #include "model/loss.h"
@@ -92,34 +93,13 @@ namespace {
 
 constexpr int kSize = 32;
 
-// [n, 1, 28, 28] in [0, 1] → [n, 1, 32, 32] in [−1, 1].
+// [n, 1, 28, 28] in [0, 1] → [n, 1, 32, 32] in [−1, 1] (data/image_transform.h, as FedCG
+// devices and fedge-sim prepare their examples: client::FedCgInputs).
 data::Dataset Resize32(const data::Dataset& in) {
-  const int h = in.shape[1], w = in.shape[2];
-  data::Dataset out;
-  out.num_examples = in.num_examples;
-  out.shape = {1, kSize, kSize};
-  out.num_classes = in.num_classes;
-  out.labels = in.labels;
-  out.features.resize(static_cast<size_t>(in.num_examples) * kSize * kSize);
-  const float sy = static_cast<float>(h) / kSize, sx = static_cast<float>(w) / kSize;
-  for (int e = 0; e < in.num_examples; ++e) {
-    const float* src = in.example(e);
-    float* dst = out.mutable_example(e);
-    for (int oy = 0; oy < kSize; ++oy) {
-      const float fy = std::clamp((oy + 0.5f) * sy - 0.5f, 0.0f, static_cast<float>(h - 1));
-      const int y0 = static_cast<int>(fy), y1 = std::min(y0 + 1, h - 1);
-      const float wy = fy - y0;
-      for (int ox = 0; ox < kSize; ++ox) {
-        const float fx = std::clamp((ox + 0.5f) * sx - 0.5f, 0.0f, static_cast<float>(w - 1));
-        const int x0 = static_cast<int>(fx), x1 = std::min(x0 + 1, w - 1);
-        const float wx = fx - x0;
-        const float v = (1 - wy) * ((1 - wx) * src[y0 * w + x0] + wx * src[y0 * w + x1]) +
-                        wy * ((1 - wx) * src[y1 * w + x0] + wx * src[y1 * w + x1]);
-        dst[oy * kSize + ox] = (v - 0.5f) / 0.5f;
-      }
-    }
-  }
-  return out;
+  absl::StatusOr<data::Dataset> out = data::ResizeImages(in, kSize);
+  FEDGE_CHECK(out.ok());  // IDX images are [1, 28, 28]
+  data::ScaleToSymmetricRange(*out);
+  return *std::move(out);
 }
 
 struct ClientData {

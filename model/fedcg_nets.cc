@@ -23,6 +23,16 @@ void AddLeakyRelu(v1::ModelSpec& spec, const std::string& name) {
 
 }  // namespace
 
+FedCgShape FedCgShapeFromParams(const v1::FedCgParams& p) {
+  FedCgShape shape;
+  if (p.has_image_size()) shape.image_size = p.image_size();
+  if (p.has_channels()) shape.channels = p.channels();
+  if (p.has_num_classes()) shape.num_classes = p.num_classes();
+  if (p.has_noise_dim()) shape.noise_dim = p.noise_dim();
+  if (p.has_embed_dim()) shape.embed_dim = p.embed_dim();
+  return shape;
+}
+
 int FedCgShape::feature_size() const {
   const int s = ((image_size - 4) / 2 - 4) / 2;
   return 16 * s * s;

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "model/conditional_net.h"
 #include "model/sequential.h"
+#include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
 namespace fedge::model {
@@ -40,6 +41,9 @@ struct FedCgShape {
   int embed_dim = 10;
   int feature_size() const;  // 16 × s × s for s = ((image_size − 4) / 2 − 4) / 2
 };
+
+// The shape a FedCG job's strategy.fed_cg describes (unset fields: FedCgShape's defaults).
+FedCgShape FedCgShapeFromParams(const v1::FedCgParams& params);
 
 v1::ModelSpec FedCgExtractorSpec(const FedCgShape& shape);
 v1::ModelSpec FedCgClassifierSpec(const FedCgShape& shape);

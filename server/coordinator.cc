@@ -15,6 +15,7 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "data/idx_reader.h"
+#include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/trainer.h"
 #include "server/job_config.h"
@@ -119,6 +120,23 @@ v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
   }
 }
 
+// FedCG devices upload Δ of the shared C.* and G.* tensors only; the extractor E and the
+// discriminator D never leave the device, so an update naming one of theirs is refused.
+absl::Status CheckFedCgUpdateNames(const std::string& client_id,
+                                   const aggregation::Update& update) {
+  for (const aggregation::Tensor& t : update.tensors) {
+    if (absl::StartsWith(t.name, "C.") || absl::StartsWith(t.name, "G.")) continue;
+    const bool private_part = absl::StartsWith(t.name, "E.") || absl::StartsWith(t.name, "D.");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: client ", client_id, "'s FedCG update carries tensor '",
+        t.name.substr(0, 64), "'",
+        private_part ? ", a parameter of its private extractor E or discriminator D, which "
+                       "never leave the device: refused"
+                     : ": FedCG updates hold the C.* and G.* tensors only"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding) {
@@ -212,6 +230,24 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   auto job = std::make_unique<Job>();
   job->id = id;
   job->config = config;
+  if (config.strategy().has_fed_cg()) {
+    // FedCG: the central model is C and G only; no central evaluation (no extractor), and
+    // job validation refused what FedCG cannot run with (tiers, DP, secure aggregation).
+    const v1::FedCgParams& f = config.strategy().fed_cg();
+    aggregation::FedCgOptions o;
+    o.shape = model::FedCgShapeFromParams(f);
+    o.distill_steps = f.distill_steps();
+    o.distill_batch = f.distill_batch();
+    o.learning_rate = static_cast<float>(f.distill_learning_rate());
+    o.weight_decay = static_cast<float>(config.local_training().weight_decay());
+    o.seed = config.init_seed();
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::FedCg> fed_cg, aggregation::FedCg::Create(o));
+    job->fed_cg = fed_cg.get();
+    job->strategy = std::move(fed_cg);
+    FEDGE_ASSIGN_OR_RETURN(job->weights,
+                           aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
+    return job;
+  }
   FEDGE_ASSIGN_OR_RETURN(job->strategy, MakeStrategy(config.strategy()));
   FEDGE_ASSIGN_OR_RETURN(job->eval_net, model::Sequential::Create(config.model_spec()));
   job->eval_net->InitParameters(config.init_seed());
@@ -379,6 +415,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   *h.mutable_training() = cfg.local_training();
   *h.mutable_preprocessing() = cfg.preprocessing();
   if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
+  if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
   *h.mutable_privacy() = cfg.privacy();
   if (round.clip_norm > 0) h.mutable_privacy()->set_clip_norm(round.clip_norm);
   h.set_update_encoding(cfg.transfer().update_encoding());
@@ -471,7 +508,10 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
         " must send its update masked, through SecureAggregationStep"));
   }
   absl::Status status;
-  if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
+  if (job_->fed_cg != nullptr) status = CheckFedCgUpdateNames(id, update);
+  if (!status.ok()) {
+    // Refused below, as every bad update.
+  } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
     status = absl::InvalidArgumentError(absl::StrCat(
         "Coordinator: client ", id, " reports ", header.num_examples(), " examples"));
   } else if (update.weight != static_cast<double>(header.num_examples())) {
@@ -533,6 +573,18 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   m.set_examples(m.examples() + header.num_examples());
   round.train_loss_sum += header.metrics().train_loss() * header.num_examples();
   round.client_seconds_sum += header.metrics().train_seconds();
+  const double eval_accuracy = header.metrics().eval_accuracy();
+  const int64_t eval_examples = header.metrics().eval_examples();
+  if (job_->fed_cg != nullptr && eval_examples > 0 &&
+      eval_examples <= options_.max_examples_per_client && std::isfinite(eval_accuracy) &&
+      eval_accuracy >= 0 && eval_accuracy <= 1) {
+    // FedCG: the device's private E with the task's global C on its held-out examples.
+    ct.metrics.set_eval_accuracy(eval_accuracy);
+    ct.metrics.set_eval_examples(eval_examples);
+    round.eval_correct_sum += eval_accuracy * static_cast<double>(eval_examples);
+    round.eval_examples += eval_examples;
+    ++round.clients_evaluated;
+  }
   return absl::OkStatus();
 }
 
@@ -1195,11 +1247,27 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
   }
   m.set_aggregation_seconds(Seconds(t0));
+  if (job.fed_cg != nullptr) {
+    const aggregation::FedCgDistillReport& d = job.fed_cg->last_report();
+    v1::FedCgRoundMetrics& f = *m.mutable_fed_cg();
+    f.set_distill_steps(d.steps);
+    f.set_first_kl(d.first_kl);
+    f.set_last_kl(d.last_kl);
+    f.set_synthetic_accuracy(d.synthetic_accuracy);
+    f.set_distill_seconds(d.seconds);
+    f.set_clients_evaluated(round.clients_evaluated);
+    f.set_eval_examples(round.eval_examples);
+    if (round.eval_examples > 0) {
+      f.set_client_accuracy(round.eval_correct_sum / static_cast<double>(round.eval_examples));
+    }
+    f.set_evaluated_model_round(round.number - 1);
+  }
 
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
   std::vector<std::optional<model::EvalResult>> tier_eval(job.tiers.size());
   const int every = std::max(1, job.config.evaluation().every_rounds());
-  if (round.number % every == 0 || round.number == job.config.rounds()) {
+  // FedCG has no central evaluation (no extractor on the coordinator): RoundMetrics.fed_cg.
+  if (job.eval_net != nullptr && (round.number % every == 0 || round.number == job.config.rounds())) {
     t0 = std::chrono::steady_clock::now();
     FEDGE_RETURN_IF_ERROR(job.eval_net->SetParameters(model));
     const int batch = std::max(1, job.config.evaluation().batch_size());
@@ -1268,9 +1336,18 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     auto c = clients_.find(id);
     if (c != clients_.end()) ++c->second.rounds_participated;
   }
-  FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
-                  << m.participants() << "/" << m.sampled() << " clients, test accuracy "
-                  << m.test_accuracy() << ", loss " << m.test_loss();
+  if (job.fed_cg != nullptr) {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
+                    << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()
+                    << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
+                    << m.fed_cg().last_kl() << ", synthetic accuracy "
+                    << m.fed_cg().synthetic_accuracy();
+  } else {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, test accuracy "
+                    << m.test_accuracy() << ", loss " << m.test_loss();
+  }
   job.weights = std::move(next);
   job.completed_rounds = round.number;
   job.latest_metrics = m;

@@ -52,6 +52,18 @@
 // any phase fail the round: nothing is released, and the round is retried with a new sample.
 // Not with sub-model tiers (the masked vectors must have one length): refused.
 //
+// FedCG (strategy.fed_cg; Wu et al. 2022, issue 7): the central model holds only the shared
+// classifier and generator (C.* and G.*, aggregation::FedCg::InitialModel); tasks carry the
+// job's FedCgParams, and devices train with client::FedCgClient, keeping their extractor E
+// and discriminator D. An update must hold exactly the C.* and G.* tensors: one carrying an
+// E.* or D.* tensor is refused, naming it. Each round runs FedCg's Apply (FedAvg) and then
+// its ServerTrainingStep (distillation of the round's kept C_i, G_i). Without an extractor
+// the coordinator cannot evaluate centrally: RoundMetrics.fed_cg records the distillation's
+// report and the example-weighted mean of the accuracies the devices report (their private
+// E with the task's global C on their held-out examples, measured when the task arrived, so
+// of the previous round's model). Job validation refuses FedCG with secure aggregation, DP,
+// tiers and teacher distillation (proto/job.proto, FedCgParams).
+//
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
 // from its last completed round: the round in flight is abandoned and rerun, and the server
 // optimizer's state (FedAdam/FedYogi moments) is restored from the same checkpoint.
@@ -75,6 +87,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "aggregation/fed_cg.h"
 #include "aggregation/strategy.h"
 #include "aggregation/update.h"
 #include "base/clock.h"
@@ -264,15 +277,21 @@ class Coordinator {
     v1::RoundMetrics metrics;
     double train_loss_sum = 0;
     double client_seconds_sum = 0;
+    // FedCG: the accepted devices' evaluation reports (Σ accuracy·examples, Σ examples).
+    double eval_correct_sum = 0;
+    int64_t eval_examples = 0;
+    int32_t clients_evaluated = 0;
   };
   struct Job {
     std::string id;
     v1::JobConfig config;  // validated, defaults filled
     std::unique_ptr<aggregation::Strategy> strategy;
+    // strategy.fed_cg: the strategy as FedCg (for its distillation report), else null.
+    aggregation::FedCg* fed_cg = nullptr;
     aggregation::ModelWeights weights;
     int64_t completed_rounds = 0;
-    std::shared_ptr<const data::Dataset> evaluation_data;
-    std::unique_ptr<model::Sequential> eval_net;
+    std::shared_ptr<const data::Dataset> evaluation_data;  // null for FedCG
+    std::unique_ptr<model::Sequential> eval_net;           // null for FedCG
     std::vector<TierPlan> tiers;  // empty: everyone trains the full model
     // Central DP (privacy.noise_multiplier > 0): the accountant over the completed rounds and
     // the noise source.

@@ -125,13 +125,30 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       if (!f.has_distill_batch()) f.set_distill_batch(8);
       if (!f.has_distill_learning_rate()) f.set_distill_learning_rate(3e-4);
       if (!f.has_noise_dim()) f.set_noise_dim(100);
+      if (!f.has_image_size()) f.set_image_size(32);
+      if (!f.has_channels()) f.set_channels(1);
+      if (!f.has_num_classes()) f.set_num_classes(10);
+      if (!f.has_embed_dim()) f.set_embed_dim(10);
+      if (!f.has_gan_epochs()) f.set_gan_epochs(20);
+      if (!f.has_gan_learning_rate()) f.set_gan_learning_rate(2e-4);
+      if (!f.has_gamma_ramp_rounds()) f.set_gamma_ramp_rounds(50);
+      if (!f.has_eval_holdout_fraction()) f.set_eval_holdout_fraction(0.1);
       p.IntRange("strategy.fed_cg.distill_steps", f.distill_steps(), 0, 1000000);
       p.IntRange("strategy.fed_cg.distill_batch", f.distill_batch(), 1, 4096);
       p.Positive("strategy.fed_cg.distill_learning_rate", f.distill_learning_rate());
       p.IntRange("strategy.fed_cg.noise_dim", f.noise_dim(), 1, 4096);
-      p.Add("strategy.fed_cg",
-            "FedCG is not wired to the coordinator yet (aggregation::FedCg, "
-            "client::FedCgClient); run it with examples/fedcg_inprocess");
+      p.IntRange("strategy.fed_cg.image_size", f.image_size(), 16, 256);
+      p.IntRange("strategy.fed_cg.channels", f.channels(), 1, 4);
+      p.IntRange("strategy.fed_cg.num_classes", f.num_classes(), 2, 1000);
+      p.IntRange("strategy.fed_cg.embed_dim", f.embed_dim(), 1, 4096);
+      p.IntRange("strategy.fed_cg.gan_epochs", f.gan_epochs(), 0, kMaxLocalEpochs);
+      p.Positive("strategy.fed_cg.gan_learning_rate", f.gan_learning_rate());
+      p.IntRange("strategy.fed_cg.gamma_ramp_rounds", f.gamma_ramp_rounds(), 0, kMaxRounds);
+      if (!std::isfinite(f.eval_holdout_fraction()) || f.eval_holdout_fraction() < 0 ||
+          f.eval_holdout_fraction() > 0.5) {
+        p.Add("strategy.fed_cg.eval_holdout_fraction",
+              absl::StrCat("must be in [0, 0.5], got ", f.eval_holdout_fraction()));
+      }
       break;
     }
     case v1::StrategyConfig::kFedAdam:
@@ -415,6 +432,86 @@ void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {
   p.IntRange("evaluation.every_rounds", e.every_rounds(), 1, kMaxRounds);
 }
 
+// FedCG's local training defaults (the paper's: 20 epochs, batch 8, Adam 3e-4), filled
+// before CheckLocalTraining fills the generic ones.
+void FillFedCgTrainingDefaults(v1::LocalTraining& t) {
+  if (!t.has_epochs()) t.set_epochs(20);
+  if (!t.has_batch_size()) t.set_batch_size(8);
+  if (!t.has_learning_rate()) t.set_learning_rate(3e-4);
+  if (t.optimizer() == v1::OPTIMIZER_KIND_UNSPECIFIED) t.set_optimizer(v1::OPTIMIZER_KIND_ADAM);
+}
+
+// The model FedCG jobs carry (proto/job.proto, FedCgParams): a spec that names the shape.
+v1::ModelSpec FedCgModelSpec(const v1::FedCgParams& f) {
+  v1::ModelSpec spec;
+  spec.set_name("fedcg");
+  spec.add_input_shape(f.image_size());
+  spec.add_input_shape(f.image_size());
+  spec.add_input_shape(f.channels());
+  return spec;
+}
+
+// What a FedCG job cannot have, each refusal naming the field and why (proto/job.proto,
+// FedCgParams). Secure aggregation is refused in CheckPrivacy.
+void CheckFedCg(v1::JobConfig& job, Problems& p) {
+  const v1::FedCgParams& f = job.strategy().fed_cg();
+  if (!job.architecture().empty()) {
+    p.Add("architecture", "must be omitted with strategy.fed_cg (FedCG's networks are "
+                          "model/fedcg_nets.h's for strategy.fed_cg's shape)");
+  } else if (job.has_model_spec() &&
+             !google::protobuf::util::MessageDifferencer::Equals(job.model_spec(),
+                                                                 FedCgModelSpec(f))) {
+    p.Add("model_spec", "must be omitted with strategy.fed_cg (FedCG's networks are "
+                        "model/fedcg_nets.h's for strategy.fed_cg's shape)");
+  } else {
+    *job.mutable_model_spec() = FedCgModelSpec(f);
+  }
+  if (job.strategy().server_learning_rate() != 1.0) {
+    p.Add("strategy.server_learning_rate",
+          absl::StrCat("must be 1 with strategy.fed_cg (FedCG averages C and G, then distills), "
+                       "got ", job.strategy().server_learning_rate()));
+  }
+  const v1::LocalTraining& t = job.local_training();
+  if (t.optimizer() != v1::OPTIMIZER_KIND_ADAM) {
+    p.Add("local_training.optimizer", "must be ADAM with strategy.fed_cg (FedCG's devices "
+                                      "train E and C with Adam)");
+  }
+  if (t.compute_mode() != v1::COMPUTE_MODE_FP32) {
+    p.Add("local_training.compute_mode",
+          "must be FP32 with strategy.fed_cg (FedCG's devices train in fp32 only)");
+  }
+  if (t.max_steps() != 0) {
+    p.Add("local_training.max_steps",
+          "must be 0 with strategy.fed_cg (FedCG's devices run whole epochs)");
+  }
+  if (job.preprocessing().kind() != v1::Preprocessing::KIND_UNIT_RANGE) {
+    p.Add("preprocessing.kind",
+          "must be left at UNIT_RANGE with strategy.fed_cg (FedCG's devices resize their "
+          "images and map them to [-1, 1] themselves)");
+  }
+  if (job.distillation().weight() != 0) {
+    p.Add("distillation.weight",
+          "must be 0 with strategy.fed_cg (FedCG distills on the server; the teacher "
+          "distillation of sub-models does not apply)");
+  }
+  if (job.sub_models().tiers_size() > 0) {
+    p.Add("sub_models.tiers", "must be empty with strategy.fed_cg (E, C, G and D are fixed "
+                              "networks; FedCG has no sub-models)");
+  }
+  const v1::PrivacyConfig& pr = job.privacy();
+  if (pr.noise_multiplier() != 0) {
+    p.Add("privacy.noise_multiplier",
+          "must be 0 with strategy.fed_cg: FedCG's server distillation uses each client's "
+          "individual, unnoised classifier and generator (C_i, G_i), which the DP guarantee "
+          "(central or distributed) would not cover");
+  }
+  if (pr.clip_norm() != 0) {
+    p.Add("privacy.clip_norm",
+          "must be 0 with strategy.fed_cg: FedCG's server distillation uses each client's "
+          "unclipped C_i, G_i (clipping belongs to DP, which FedCG cannot offer)");
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<v1::JobConfig> ParseJobConfig(absl::string_view text, absl::string_view source) {
@@ -445,9 +542,11 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
     p.Add("name", absl::StrCat("must be 1-64 characters from [A-Za-z0-9_.-], got '", job.name(),
                                "'"));
   }
-  CheckModel(job, p);
+  const bool fed_cg = job.strategy().has_fed_cg();
+  if (!fed_cg) CheckModel(job, p);  // FedCG's model is checked in CheckFedCg
   CheckStrategy(*job.mutable_strategy(), p);
   CheckRounds(job, p);
+  if (fed_cg) FillFedCgTrainingDefaults(*job.mutable_local_training());
   CheckLocalTraining(*job.mutable_local_training(), p);
   CheckPreprocessing(*job.mutable_preprocessing(), p);
   CheckDistillation(*job.mutable_distillation(), p);
@@ -455,6 +554,7 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
   CheckTransfer(*job.mutable_transfer(), p);
   CheckPrivacy(job, p);
   CheckEvaluation(*job.mutable_evaluation(), p);
+  if (fed_cg) CheckFedCg(job, p);
   if (!job.has_keep_checkpoints()) job.set_keep_checkpoints(kDefaultKeepCheckpoints);
   p.IntRange("keep_checkpoints", job.keep_checkpoints(), 1, kMaxKeepCheckpoints);
   if (!p.empty()) return p.ToStatus();

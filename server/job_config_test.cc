@@ -111,25 +111,87 @@ TEST(JobConfigTest, AdaptiveStrategiesDefaultToSmallServerLearningRate) {
   EXPECT_DOUBLE_EQ(job->strategy().fed_yogi().tau(), 1e-3);
 }
 
-TEST(JobConfigTest, FedCgIsRefusedUntilWiredAndAlwaysWithSecureAggregation) {
-  absl::StatusOr<v1::JobConfig> plain = ParseJobConfig(
-      std::string(kMinimalJob) + "strategy { fed_cg { distill_steps: 100 } }");
-  ASSERT_THAT(plain, IsOk());
-  EXPECT_THAT(ValidateJobConfig(*plain),
+constexpr char kFedCgJob[] = R"pb(
+  name: "fedcg"
+  rounds: 3
+  strategy { fed_cg { distill_steps: 100 } }
+)pb";
+
+absl::Status ValidateFedCg(const std::string& extra) {
+  absl::StatusOr<v1::JobConfig> parsed = ParseJobConfig(std::string(kFedCgJob) + extra);
+  if (!parsed.ok()) return parsed.status();
+  return ValidateJobConfig(*parsed).status();
+}
+
+TEST(JobConfigTest, FedCgJobGetsThePapersDefaultsAndAShapeSpec) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(kFedCgJob);
+  ASSERT_THAT(job, IsOk());
+  const v1::FedCgParams& f = job->strategy().fed_cg();
+  EXPECT_EQ(f.distill_steps(), 100);
+  EXPECT_EQ(f.distill_batch(), 8);
+  EXPECT_EQ(f.image_size(), 32);
+  EXPECT_EQ(f.channels(), 1);
+  EXPECT_EQ(f.num_classes(), 10);
+  EXPECT_EQ(f.noise_dim(), 100);
+  EXPECT_EQ(f.embed_dim(), 10);
+  EXPECT_EQ(f.gan_epochs(), 20);
+  EXPECT_DOUBLE_EQ(f.gan_learning_rate(), 2e-4);
+  EXPECT_EQ(f.gamma_ramp_rounds(), 50);
+  EXPECT_DOUBLE_EQ(f.eval_holdout_fraction(), 0.1);
+  // E+C training: the paper's 20 epochs, batch 8, Adam 3e-4.
+  EXPECT_EQ(job->local_training().epochs(), 20);
+  EXPECT_EQ(job->local_training().batch_size(), 8);
+  EXPECT_DOUBLE_EQ(job->local_training().learning_rate(), 3e-4);
+  EXPECT_EQ(job->local_training().optimizer(), v1::OPTIMIZER_KIND_ADAM);
+  // The model spec names the shape only.
+  EXPECT_EQ(job->model_spec().name(), "fedcg");
+  EXPECT_THAT(job->model_spec().input_shape(), ::testing::ElementsAre(32, 32, 1));
+  EXPECT_EQ(job->model_spec().layers_size(), 0);
+  absl::StatusOr<v1::JobConfig> twice = ValidateJobConfig(*job);
+  ASSERT_THAT(twice, IsOk());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*job, *twice));
+}
+
+TEST(JobConfigTest, FedCgRefusesWhatItCannotDoNamingTheField) {
+  EXPECT_THAT(ValidateFedCg(""), IsOk());
+  auto refused = [](const std::string& extra, const std::string& field,
+                    const std::string& why) {
+    EXPECT_THAT(ValidateFedCg(extra), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               AllOf(HasSubstr(field), HasSubstr(why))))
+        << extra;
+  };
+  refused("privacy { secure_aggregation_threshold: 2 clip_norm: 1 }", "strategy.fed_cg",
+          "secure aggregation");
+  refused("privacy { clip_norm: 1 noise_multiplier: 1 }", "privacy.noise_multiplier",
+          "unnoised");
+  refused("privacy { clip_norm: 1 }", "privacy.clip_norm", "unclipped");
+  refused("sub_models { tiers { name: \"half\" width_ratio: 0.5 } }", "sub_models.tiers",
+          "no sub-models");
+  refused("architecture: \"mlp\"", "architecture", "must be omitted");
+  refused("local_training { optimizer: OPTIMIZER_KIND_SGD }", "local_training.optimizer",
+          "Adam");
+  refused("local_training { compute_mode: COMPUTE_MODE_INT8 }", "local_training.compute_mode",
+          "fp32");
+  refused("local_training { max_steps: 10 }", "local_training.max_steps", "whole epochs");
+  refused("preprocessing { kind: KIND_STANDARDIZE }", "preprocessing.kind", "[-1, 1]");
+  refused("distillation { weight: 0.5 }", "distillation.weight", "server");
+  absl::StatusOr<v1::JobConfig> eta = ParseJobConfig(
+      "name: \"x\" rounds: 1 strategy { fed_cg {} server_learning_rate: 0.5 }");
+  ASSERT_THAT(eta, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*eta),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("strategy.fed_cg"), HasSubstr("not wired"))));
-  absl::StatusOr<v1::JobConfig> secagg = ParseJobConfig(
-      std::string(kMinimalJob) +
-      "strategy { fed_cg {} } privacy { secure_aggregation_threshold: 2 }");
-  ASSERT_THAT(secagg, IsOk());
-  EXPECT_THAT(ValidateJobConfig(*secagg),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("strategy.fed_cg"), HasSubstr("secure aggregation"))));
+                       AllOf(HasSubstr("strategy.server_learning_rate"), HasSubstr("must be 1"))));
+  // Quantized transfer is supported.
+  EXPECT_THAT(ValidateFedCg("transfer { task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL "
+                            "update_encoding: TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED }"),
+              IsOk());
   absl::StatusOr<v1::JobConfig> bad = ParseJobConfig(
-      std::string(kMinimalJob) + "strategy { fed_cg { distill_batch: 0 } }");
+      std::string(kMinimalJob) + "strategy { fed_cg { distill_batch: 0 image_size: 8 } }");
   ASSERT_THAT(bad, IsOk());
-  EXPECT_THAT(ValidateJobConfig(*bad), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                HasSubstr("strategy.fed_cg.distill_batch")));
+  EXPECT_THAT(ValidateJobConfig(*bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg.distill_batch"),
+                             HasSubstr("strategy.fed_cg.image_size"))));
 }
 
 TEST(JobConfigTest, ValidationIsIdempotent) {

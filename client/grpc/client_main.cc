@@ -37,6 +37,10 @@ ABSL_FLAG(std::string, coordinator, "", "host:port of the coordinator (required)
 ABSL_FLAG(std::string, enrollment_token_file, "",
           "file holding the deployment's enrollment token (required)");
 ABSL_FLAG(std::string, shard, "", "the device's local data: a shard file (required)");
+ABSL_FLAG(std::string, eval_shard, "",
+          "FedCG jobs: the device's own test examples (a shard file) to evaluate its private "
+          "extractor with each round's global classifier on; empty: it holds out part of "
+          "--shard (the job's fed_cg.eval_holdout_fraction)");
 ABSL_FLAG(std::string, state_dir, "",
           "directory for the device state (client id, file mode 0600); empty: not kept");
 ABSL_FLAG(bool, insecure, false, "plaintext channel (no TLS): loopback and tests only");
@@ -133,6 +137,11 @@ absl::StatusOr<client::ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
   auto data = data::ReadShard(shard);
   if (!data.ok()) return data.status();
   o.data = std::make_shared<const data::Dataset>(std::move(data).value());
+  if (const std::string eval = absl::GetFlag(FLAGS_eval_shard); !eval.empty()) {
+    auto eval_data = data::ReadShard(eval);
+    if (!eval_data.ok()) return eval_data.status();
+    o.eval_data = std::make_shared<const data::Dataset>(std::move(eval_data).value());
+  }
   if (const std::string dir = absl::GetFlag(FLAGS_state_dir); !dir.empty()) {
     if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return absl::UnavailableError(absl::StrCat("--state-dir ", dir, ": ", std::strerror(errno)));
@@ -160,6 +169,11 @@ absl::StatusOr<client::ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
                 static_cast<long long>(r.num_examples), r.train_loss, r.train_accuracy,
                 r.total_seconds, r.train_seconds, r.bytes_down / 1e6, r.bytes_up / 1e6,
                 r.peak_rss_bytes / 1e6);
+    if (r.eval_examples > 0) {
+      // FedCG: the private extractor with the task's global classifier, before training.
+      std::printf("          FedCG: accuracy %.4f on %lld held-out examples (E + global C)\n",
+                  r.eval_accuracy, static_cast<long long>(r.eval_examples));
+    }
     std::fflush(stdout);
   };
   return o;

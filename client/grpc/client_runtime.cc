@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <optional>
 #include <thread>
@@ -18,7 +19,9 @@
 #include "client/grpc/device_state.h"
 #include "client/grpc/memory_budget.h"
 #include "client/grpc/preprocessing.h"
+#include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
+#include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/sequential.h"
 #include "privacy/dp.h"
@@ -102,6 +105,24 @@ absl::Status DecodeSection(const v1::TensorManifest& manifest, absl::string_view
                                       {std::begin(kTaskEncodings), std::end(kTaskEncodings)});
 }
 
+// The C.* and G.* tensors a FedCG task's payload holds, for its (bounded) shape.
+absl::StatusOr<v1::ModelProto> FedCgTaskModel(const v1::TaskHeader& t) {
+  const v1::FedCgParams& f = t.fed_cg();
+  const model::FedCgShape shape = model::FedCgShapeFromParams(f);
+  if (shape.image_size < 16 || shape.image_size > 256 || shape.channels < 1 ||
+      shape.channels > 4 || shape.num_classes < 2 || shape.num_classes > 1000 ||
+      shape.noise_dim < 1 || shape.noise_dim > 4096 || shape.embed_dim < 1 ||
+      shape.embed_dim > 4096) {
+    return absl::InvalidArgumentError(
+        "ClientRuntime: the FedCG task's shape is out of bounds (image_size [16, 256], channels "
+        "[1, 4], num_classes [2, 1000], noise_dim and embed_dim [1, 4096])");
+  }
+  if (t.has_teacher_spec()) {
+    return absl::InvalidArgumentError("ClientRuntime: a FedCG task carries no teacher");
+  }
+  return FedCgSharedModel(shape);
+}
+
 }  // namespace
 
 struct ClientRuntime::Impl {
@@ -120,6 +141,13 @@ struct ClientRuntime::Impl {
   std::string session_token;  // Run's thread only
   std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
+
+  // FedCG (Run's thread only): the job's client with its private E and D (in memory only),
+  // and the local data as FedCG takes it, prepared from `fedcg_data_of`.
+  std::unique_ptr<FedCgClient> fedcg;
+  std::string fedcg_job_id;
+  std::unique_ptr<FedCgDeviceData> fedcg_data;
+  const data::Dataset* fedcg_data_of = nullptr;
 
   explicit Impl(ClientRuntimeOptions o)
       : options(std::move(o)), backoff(options.backoff, options.seed) {}
@@ -145,6 +173,9 @@ struct ClientRuntime::Impl {
   }
 
   absl::Status Register();
+  // A FedCG task's round on this device (see client_runtime.h, FedCG tasks): evaluates, then
+  // trains the job's FedCgClient; the update holds Δ of C.* and G.* only.
+  absl::StatusOr<LocalUpdate> TrainFedCg(const Task& task, const std::function<bool()>& cancelled);
   // One long-poll and, when it brings a task, the whole round. OK also when idle.
   absl::Status FetchAndRun(const std::atomic<bool>& stop);
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
@@ -283,31 +314,38 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     Count(&ClientRuntimeStats::tasks_abandoned);
     return finish(why);
   };
-  auto net = model::Sequential::Create(task.header.model_spec());
-  if (!net.ok()) return bad_task(net.status());
-  {
-    // Refuse, before downloading it, a task that would not fit the memory budget.
-    auto train_options = OptionsFromTask(task.header, 0);
-    if (!train_options.ok()) return bad_task(train_options.status());
-    auto pre = ResolvePreprocessing(task.header.preprocessing());
-    if (!pre.ok()) return bad_task(pre.status());
-    const int64_t copy_floats =
-        pre->kind() == v1::Preprocessing::KIND_UNIT_RANGE
-            ? 0
-            : static_cast<int64_t>(data.raw().num_examples) *
-                  static_cast<int64_t>(data.raw().feature_size());
-    const TaskMemoryEstimate estimate = EstimateTaskMemory(
-        task.header.model_spec(),
-        task.header.has_teacher_spec() ? &task.header.teacher_spec() : nullptr, *train_options,
-        copy_floats);
-    const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
-    if (!fits.ok()) {
-      Decline(task.header, std::string(fits.message()));
-      return bad_task(fits);
+  if (task.header.has_fed_cg()) {
+    // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
+    auto shared = FedCgTaskModel(task.header);
+    if (!shared.ok()) return bad_task(shared.status());
+    task.model = *std::move(shared);
+  } else {
+    auto net = model::Sequential::Create(task.header.model_spec());
+    if (!net.ok()) return bad_task(net.status());
+    {
+      // Refuse, before downloading it, a task that would not fit the memory budget.
+      auto train_options = OptionsFromTask(task.header, 0);
+      if (!train_options.ok()) return bad_task(train_options.status());
+      auto pre = ResolvePreprocessing(task.header.preprocessing());
+      if (!pre.ok()) return bad_task(pre.status());
+      const int64_t copy_floats =
+          pre->kind() == v1::Preprocessing::KIND_UNIT_RANGE
+              ? 0
+              : static_cast<int64_t>(data.raw().num_examples) *
+                    static_cast<int64_t>(data.raw().feature_size());
+      const TaskMemoryEstimate estimate = EstimateTaskMemory(
+          task.header.model_spec(),
+          task.header.has_teacher_spec() ? &task.header.teacher_spec() : nullptr, *train_options,
+          copy_floats);
+      const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
+      if (!fits.ok()) {
+        Decline(task.header, std::string(fits.message()));
+        return bad_task(fits);
+      }
     }
+    task.model = (*net)->ToProto();
+    net->reset();
   }
-  task.model = (*net)->ToProto();
-  net->reset();
   auto model_bytes = SectionBytes(task.header.manifest(), task.model, "model");
   if (!model_bytes.ok()) return bad_task(model_bytes.status());
   int64_t teacher_bytes = 0;
@@ -398,6 +436,10 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& up
   h->mutable_metrics()->set_train_seconds(update.seconds);
   h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
   h->mutable_metrics()->set_update_norm(update.delta_norm);
+  if (update.eval_examples > 0) {
+    h->mutable_metrics()->set_eval_accuracy(update.eval_accuracy);
+    h->mutable_metrics()->set_eval_examples(update.eval_examples);
+  }
   h->set_resume_offset(offset);
 
   grpc::ClientContext ctx;
@@ -587,6 +629,45 @@ void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& re
   }
 }
 
+absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
+    const Task& task, const std::function<bool()>& cancelled) {
+  const v1::TaskHeader& t = task.header;
+  const model::FedCgShape shape = model::FedCgShapeFromParams(t.fed_cg());
+  // The same seed every round of the job: E, D and the held-out split stay this device's.
+  const uint64_t seed = t.training().shuffle_seed() ^ base::Fnv1a(id());
+  if (fedcg == nullptr || fedcg_job_id != t.job_id()) {
+    FEDGE_ASSIGN_OR_RETURN(fedcg, FedCgClient::Create(shape, FedCgOptionsFromTask(t), seed));
+    fedcg_job_id = t.job_id();
+    fedcg_data.reset();
+  }
+  if (fedcg_data == nullptr || fedcg_data_of != &data.raw()) {
+    FEDGE_ASSIGN_OR_RETURN(data::Dataset inputs, FedCgInputs(data.raw(), shape));
+    auto prepared = std::make_unique<FedCgDeviceData>();
+    if (options.eval_data != nullptr) {
+      prepared->train = std::move(inputs);
+      FEDGE_ASSIGN_OR_RETURN(prepared->eval, FedCgInputs(*options.eval_data, shape));
+    } else {
+      *prepared = FedCgHoldOut(std::move(inputs), t.fed_cg().eval_holdout_fraction(), seed);
+    }
+    fedcg_data = std::move(prepared);
+    fedcg_data_of = &data.raw();
+  }
+  FEDGE_ASSIGN_OR_RETURN(LocalUpdate u,
+                         FedCgDeviceRound(*fedcg, task.model, *fedcg_data,
+                                          static_cast<int>(t.round() - 1), cancelled));
+  if (options.testing_fedcg_upload_extractor) {
+    // A broken device for tests: E's values travel with the update.
+    for (const model::Parameter* p : fedcg->extractor().parameters()) {
+      v1::TensorProto* out = u.delta.add_parameters();
+      out->set_name(p->name);
+      for (int d : p->shape) out->add_shape(d);
+      out->mutable_values()->Assign(p->value.begin(), p->value.end());
+    }
+  }
+  if (options.on_fedcg_trained) options.on_fedcg_trained(*fedcg);
+  return u;
+}
+
 absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   FEDGE_ASSIGN_OR_RETURN(std::optional<Task> task, Fetch(stop));
   if (!task.has_value() || stop.load()) return absl::OkStatus();
@@ -607,17 +688,21 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
     if (*fresh == nullptr) return abandon(absl::FailedPreconditionError("data source gave no data"));
     data.Reset(std::move(fresh).value());
   }
-  auto local = data.Get(t.preprocessing());
-  if (!local.ok()) return abandon(local.status());
-
   base::Rng seed_rng(t.training().shuffle_seed() ^ base::Fnv1a(id()), static_cast<uint64_t>(t.round()));
-  auto train_options = OptionsFromTask(t, seed_rng.NextU64());
-  if (!train_options.ok()) return abandon(train_options.status());
-  train_options->cancelled = [&stop, deadline] {
-    return stop.load() || absl::Now() > deadline;
-  };
-  if (task->teacher.has_value()) train_options->teacher = &*task->teacher;
-  auto update = TrainLocally(task->model, **local, *train_options);
+  const uint64_t train_seed = seed_rng.NextU64();
+  auto cancelled = [&stop, deadline] { return stop.load() || absl::Now() > deadline; };
+  absl::StatusOr<LocalUpdate> update;
+  if (t.has_fed_cg()) {
+    update = TrainFedCg(*task, cancelled);
+  } else {
+    auto local = data.Get(t.preprocessing());
+    if (!local.ok()) return abandon(local.status());
+    auto train_options = OptionsFromTask(t, train_seed);
+    if (!train_options.ok()) return abandon(train_options.status());
+    train_options->cancelled = cancelled;
+    if (task->teacher.has_value()) train_options->teacher = &*task->teacher;
+    update = TrainLocally(task->model, **local, *train_options);
+  }
   if (!update.ok()) {
     if (absl::IsCancelled(update.status()) && stop.load()) {
       Count(&ClientRuntimeStats::tasks_abandoned);
@@ -697,6 +782,8 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   r.bytes_down = t.total_bytes();
   r.bytes_up = bytes_up;
   r.peak_rss_bytes = PeakRssBytes();
+  r.eval_accuracy = update->eval_accuracy;
+  r.eval_examples = update->eval_examples;
   Count(&ClientRuntimeStats::rounds_completed);
   if (options.on_round) options.on_round(r);
   return absl::OkStatus();
@@ -785,7 +872,12 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
   if (!impl->options.tls_server_name.empty()) {
     args.SetSslTargetNameOverride(impl->options.tls_server_name);
   }
-  impl->channel = grpc::CreateCustomChannel(impl->options.target, creds, args);
+  if (impl->options.interceptors) {
+    impl->channel = grpc::experimental::CreateCustomChannelWithInterceptors(
+        impl->options.target, creds, args, impl->options.interceptors());
+  } else {
+    impl->channel = grpc::CreateCustomChannel(impl->options.target, creds, args);
+  }
   impl->stub = v1::Coordinator::NewStub(impl->channel);
   return std::unique_ptr<ClientRuntime>(new ClientRuntime(std::move(impl)));
 }

@@ -38,6 +38,20 @@
 //   Run returns an error only for what retrying cannot fix: a wrong enrollment token
 //   (UNAUTHENTICATED from Register), an impossible profile (INVALID_ARGUMENT), a state
 //   file that cannot be written (FAILED_PRECONDITION).
+// FedCG tasks (TaskHeader.fed_cg; proto/job.proto FedCgParams): the runtime keeps one
+// client::FedCgClient per job, created at the job's first task with the seed
+// training.shuffle_seed ^ Fnv1a(client id), so its private extractor E and discriminator D
+// carry over from round to round. The shard's images are brought to FedCG's inputs once per
+// job (client::FedCgInputs: resized to image_size, [−1, 1]); the device holds out
+// fed_cg.eval_holdout_fraction of them (FedCgHoldOut, seeded the same way), or evaluates on
+// `eval_data` when given and trains on the whole shard. On each task it first evaluates its E
+// with the task's global C on the held-out examples (reported as
+// ClientTrainMetrics.eval_accuracy / eval_examples), then trains (FedCgClient::TrainRound,
+// round index = task round − 1) and uploads Δ of the C.* and G.* tensors only, through the
+// same chunked (optionally int8-encoded, resumable) upload as other tasks. E and D live in
+// memory only: they are never written to the state file or anywhere else, so a restarted
+// device (or one that gets a task of another job) starts a new extractor and discriminator.
+// FedCG tasks skip the memory-budget estimate (their networks take well under 1 MB).
 // Stopping: when `stop` becomes true, a long-poll in flight is cancelled, training in
 // progress is abandoned, an upload in progress is finished; then Run returns OK. Leave is
 // called only with leave_on_stop (the device may come back: it keeps its id).
@@ -52,6 +66,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -59,7 +74,13 @@
 #include "data/dataset.h"
 #include "proto/job.pb.h"
 
+namespace grpc::experimental {
+class ClientInterceptorFactoryInterface;
+}  // namespace grpc::experimental
+
 namespace fedge::client {
+
+class FedCgClient;  // client/fedcg_trainer.h
 
 // One round as the device saw it (for logs and callbacks).
 struct RoundReport {
@@ -75,6 +96,9 @@ struct RoundReport {
   int64_t bytes_down = 0;    // task payload
   int64_t bytes_up = 0;      // update payload
   int64_t peak_rss_bytes = 0;  // the process's peak resident set size so far
+  // FedCG: the device's private E with the task's global C on its held-out examples.
+  double eval_accuracy = 0;
+  int64_t eval_examples = 0;   // 0 = not evaluated (not FedCG, or nothing held out)
 };
 
 struct ClientRuntimeOptions {
@@ -99,6 +123,11 @@ struct ClientRuntimeOptions {
   std::shared_ptr<const data::Dataset> data;
   std::function<absl::StatusOr<std::shared_ptr<const data::Dataset>>()> data_source;
 
+  // FedCG tasks only: the device's own test examples (pixels in [0, 1], like `data`), on
+  // which it evaluates its private E with each task's global C; it then trains on all of
+  // `data`. Null: it holds out fed_cg.eval_holdout_fraction of `data` instead.
+  std::shared_ptr<const data::Dataset> eval_data;
+
   // File keeping the client id across restarts (device_state.h). Empty: not kept.
   std::string state_path;
   // The id this device asks for at its first registration (when the state file has none).
@@ -122,6 +151,19 @@ struct ClientRuntimeOptions {
 
   // Called after every uploaded update (from Run's thread).
   std::function<void(const RoundReport&)> on_round;
+
+  // ---- for tests ----
+  // Interceptors for the device's channel, made once at Create (e.g. to record every message
+  // the device sends; grpcpp/support/client_interceptor.h).
+  std::function<std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>()>
+      interceptors;
+  // Called on Run's thread after each FedCG training, with the device's FedCgClient (its
+  // private E and D as they now are).
+  std::function<void(FedCgClient&)> on_fedcg_trained;
+  // A deliberately broken FedCG device: appends its extractor's parameters (E.*, their
+  // values) to every update, so that tests can check the coordinator refuses it and that a
+  // message inspection would see it. Never set outside tests.
+  bool testing_fedcg_upload_extractor = false;
 };
 
 struct ClientRuntimeStats {

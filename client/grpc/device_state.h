@@ -5,6 +5,10 @@
 //
 // File format: text lines "key value"; version 1 knows "client_id". Unknown keys are
 // ignored so that later versions (keys, private model parts: issue 8) can add lines.
+// Not kept here, nor anywhere on disk: a FedCG device's private extractor E and
+// discriminator D (client_runtime.h, FedCG tasks) live in memory only, so a restarted
+// device rejoins a FedCG job with a new extractor and discriminator (its first rounds
+// after the restart then report a lower accuracy).
 // Writes are atomic (temporary file in the same directory, fsync, rename) and the file is
 // created with permissions 0600; Load refuses a file that other users can read or write.
 #ifndef FEDGE_CLIENT_GRPC_DEVICE_STATE_H_

@@ -120,6 +120,22 @@ std::string RoundLine(const v1::RoundRecord& r) {
                           sa.shared(), sa.masked(), sa.unmasked_by(), sa.unmask_seconds(),
                           sa.protocol_bytes() / 1e3);
   }
+  if (m.has_fed_cg()) {
+    // FedCG: no central accuracy; the devices' own (private E + global C of the previous
+    // round) and the server distillation's health.
+    const v1::FedCgRoundMetrics& f = m.fed_cg();
+    const std::string clients =
+        f.clients_evaluated() > 0
+            ? absl::StrFormat("client acc %.4f (%d devices, %d examples; model of round %d)",
+                              f.client_accuracy(), f.clients_evaluated(), f.eval_examples(),
+                              f.evaluated_model_round())
+            : std::string("client acc -");
+    absl::StrAppendFormat(&line,
+                          "\n      FedCG: %s  distill %d steps KL %.4f -> %.4f  synthetic acc "
+                          "%.4f  %.1fs",
+                          clients, f.distill_steps(), f.first_kl(), f.last_kl(),
+                          f.synthetic_accuracy(), f.distill_seconds());
+  }
   // Per tier: its sub-model's own accuracy and the bytes each of its clients moved.
   for (const v1::TierRoundMetrics& t : m.tiers()) {
     const std::string tier_acc =

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "zlib.h"
@@ -249,6 +250,20 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
           ? std::string("the task's model")
           : absl::StrFormat("the task's sub-model (tier '%s', width %g)", task->header.tier(),
                             task->header.width_ratio());
+  if (task->header.has_fed_cg()) {
+    // FedCG: the device's extractor E and discriminator D never leave it. An update that
+    // names one of their tensors is refused before a payload byte is read, naming it.
+    for (const v1::TensorInfo& t : header.manifest().tensors()) {
+      if (absl::StartsWith(t.name(), "E.") || absl::StartsWith(t.name(), "D.")) {
+        return coordinator_->RejectUpdate(
+            header, absl::InvalidArgumentError(absl::StrCat(
+                        "CoordinatorService: client ", header.client_id(),
+                        "'s FedCG update carries tensor '", t.name().substr(0, 64),
+                        "', a parameter of its private extractor E or discriminator D, which "
+                        "never leave the device: refused")));
+      }
+    }
+  }
   if (header.total_bytes() != expected_bytes || header.total_bytes() > limits_.max_payload_bytes) {
     return coordinator_->RejectUpdate(
         header, absl::InvalidArgumentError(absl::StrCat(

@@ -1,0 +1,385 @@
+// FedCG over the real transport (issue 7, acceptance 3): fedge-client's runtime
+// (client::ClientRuntime) trains FedCG tasks against the gRPC coordinator on loopback, and a
+// client-side interceptor records the serialized bytes of every message each device sends,
+// on every RPC (Register, FetchTask's request, every UploadUpdate chunk, UploadStatus, Leave).
+// The check: no tensor name of the device's extractor E or discriminator D, and no 16-byte
+// window of the float32 bytes of their parameters (as they are after the device's last
+// training), appears in any recorded message. A deliberately broken device that appends E to
+// its update shows the check catches a leak, and the coordinator refuses that update, naming
+// the tensor, while the round completes with the others.
+#include <stdlib.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_interceptor.h>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "client/fedcg_trainer.h"
+#include "client/grpc/client_runtime.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "proto/admin.grpc.pb.h"
+#include "server/coordinator.h"
+#include "server/grpc/grpc_server.h"
+#include "server/store.h"
+#include "tests/status_matchers.h"
+#include "tests/synthetic_data.h"
+
+namespace fedge {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "fedcg-enrollment";
+
+// Every message one device sent: (method, serialized bytes).
+class SentMessages {
+ public:
+  void Add(std::string method, std::string bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    messages_.emplace_back(std::move(method), std::move(bytes));
+  }
+  std::vector<std::pair<std::string, std::string>> Get() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return messages_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<std::pair<std::string, std::string>> messages_;
+};
+
+// Records the serialized form of every message the channel sends.
+class RecordingInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  RecordingInterceptor(grpc::experimental::ClientRpcInfo* info, SentMessages* sink)
+      : method_(info->method()), sink_(sink) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      grpc::ByteBuffer* buffer = methods->GetSerializedSendMessage();
+      std::string bytes;
+      if (buffer != nullptr) {
+        std::vector<grpc::Slice> slices;
+        if (buffer->Dump(&slices).ok()) {
+          for (const grpc::Slice& s : slices) {
+            bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+          }
+        }
+      }
+      sink_->Add(method_, std::move(bytes));
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::string method_;
+  SentMessages* sink_;
+};
+
+class RecordingFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit RecordingFactory(SentMessages* sink) : sink_(sink) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return new RecordingInterceptor(info, sink_);
+  }
+
+ private:
+  SentMessages* sink_;
+};
+
+// A device's private parameters as they are: name → float32 bytes (little-endian, as the
+// wire would carry them).
+struct PrivateTensors {
+  std::mutex mu;
+  std::vector<std::pair<std::string, std::string>> tensors;
+  int trainings = 0;
+};
+
+void Snapshot(client::FedCgClient& c, PrivateTensors* out) {
+  std::vector<std::pair<std::string, std::string>> t;
+  auto add = [&](const std::vector<model::Parameter*>& params) {
+    for (const model::Parameter* p : params) {
+      t.emplace_back(p->name, std::string(reinterpret_cast<const char*>(p->value.data()),
+                                          p->value.size() * sizeof(float)));
+    }
+  };
+  add(c.extractor().parameters());
+  add(c.discriminator().parameters());
+  std::lock_guard<std::mutex> lock(out->mu);
+  out->tensors = std::move(t);
+  ++out->trainings;
+}
+
+// What of `secret` appears in `sent`: each finding names the message and either a tensor name
+// or the tensor whose 16-byte window was found. Empty: nothing leaked.
+std::vector<std::string> FindLeaks(const std::vector<std::pair<std::string, std::string>>& sent,
+                                   const std::vector<std::pair<std::string, std::string>>& secret) {
+  absl::flat_hash_map<std::string, std::string> windows;  // 16 bytes → tensor name
+  for (const auto& [name, bytes] : secret) {
+    for (size_t i = 0; i + 16 <= bytes.size(); i += 4) windows.emplace(bytes.substr(i, 16), name);
+  }
+  std::vector<std::string> found;
+  for (size_t m = 0; m < sent.size(); ++m) {
+    const auto& [method, bytes] = sent[m];
+    for (const auto& [name, unused] : secret) {
+      if (absl::StrContains(bytes, name)) {
+        found.push_back(absl::StrCat("message ", m, " (", method, ") names ", name));
+      }
+    }
+    for (size_t i = 0; i + 16 <= bytes.size(); ++i) {
+      auto it = windows.find(absl::string_view(bytes.data() + i, 16));
+      if (it != windows.end()) {
+        found.push_back(absl::StrCat("message ", m, " (", method, ") holds bytes of ", it->second,
+                                     " at offset ", i));
+        break;  // one finding per message is enough
+      }
+    }
+  }
+  return found;
+}
+
+v1::JobConfig FedCgJob(int rounds, int per_round, int quorum) {
+  v1::JobConfig job;
+  job.set_name("fedcg-grpc");
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(per_round);
+  job.mutable_selection()->set_min_registered(per_round);
+  job.mutable_round_policy()->set_quorum(quorum);
+  job.mutable_round_policy()->set_deadline_seconds(60);
+  v1::LocalTraining& t = *job.mutable_local_training();
+  t.set_epochs(1);
+  t.set_batch_size(8);
+  t.set_learning_rate(1e-3);
+  t.set_shuffle_seed(5);
+  v1::FedCgParams& f = *job.mutable_strategy()->mutable_fed_cg();
+  f.set_gan_epochs(1);
+  f.set_distill_steps(10);
+  f.set_eval_holdout_fraction(0.25);
+  return job;
+}
+
+class GrpcFedCgTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "grpc_fedcg_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    auto store = server::Store::Open(dir_ + "/coordinator");
+    ASSERT_THAT(store, IsOk());
+    store_ = std::move(store).value();
+    server::CoordinatorOptions o;
+    o.enrollment_token = kToken;
+    auto c = server::Coordinator::Create(o, store_.get());
+    ASSERT_THAT(c, IsOk());
+    coordinator_ = std::move(c).value();
+    server::GrpcServerOptions so;
+    so.listen_address = "127.0.0.1:0";
+    so.credentials = grpc::InsecureServerCredentials();
+    so.tick_interval = absl::Milliseconds(50);
+    so.limits.max_wait = absl::Seconds(2);
+    so.limits.retry_after_ms = 100;
+    auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
+    ASSERT_THAT(s, IsOk());
+    server_ = std::move(s).value();
+    admin_ = v1::Admin::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    StopClients();
+    if (server_) server_->Shutdown(absl::Seconds(1));
+    server_.reset();
+    coordinator_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  // A device with 40 band images; every message it sends is recorded in sent_[index], its
+  // E and D after each training in private_[index].
+  void StartDevice(int index, bool leaks_extractor = false) {
+    sent_.push_back(std::make_unique<SentMessages>());
+    private_.push_back(std::make_unique<PrivateTensors>());
+    SentMessages* sent = sent_.back().get();
+    PrivateTensors* priv = private_.back().get();
+    client::ClientRuntimeOptions o;
+    o.target = "127.0.0.1:" + std::to_string(server_->port());
+    o.enrollment_token = kToken;
+    o.insecure = true;
+    o.data = std::make_shared<const data::Dataset>(::fedge::testing::BandImages(40, 3, 100 + index));
+    o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
+    o.fetch_wait_seconds = 1;
+    o.backoff.initial = absl::Milliseconds(100);
+    o.backoff.max = absl::Seconds(1);
+    o.seed = static_cast<uint64_t>(index) + 1;
+    o.leave_on_stop = true;  // one more RPC to inspect
+    o.interceptors = [sent] {
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> v;
+      v.push_back(std::make_unique<RecordingFactory>(sent));
+      return v;
+    };
+    o.on_fedcg_trained = [priv](client::FedCgClient& c) { Snapshot(c, priv); };
+    o.testing_fedcg_upload_extractor = leaks_extractor;
+    auto r = client::ClientRuntime::Create(std::move(o));
+    ASSERT_THAT(r, IsOk());
+    runtimes_.push_back(std::move(r).value());
+    client::ClientRuntime* runtime = runtimes_.back().get();
+    threads_.emplace_back([this, runtime] { EXPECT_THAT(runtime->Run(stop_), IsOk()); });
+  }
+
+  void StopClients() {
+    stop_ = true;
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  std::string StartJob(const v1::JobConfig& job) {
+    v1::StartJobRequest req;
+    *req.mutable_config() = job;
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    const grpc::Status s = admin_->StartJob(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.job_id();
+  }
+
+  v1::JobStatus WaitForJob(const std::string& job_id, absl::Duration limit) {
+    const absl::Time end = absl::Now() + limit;
+    v1::JobStatus status;
+    while (absl::Now() < end) {
+      v1::GetJobRequest req;
+      req.set_job_id(job_id);
+      grpc::ClientContext ctx;
+      if (admin_->GetJob(&ctx, req, &status).ok() && status.state() != v1::JOB_STATE_RUNNING) {
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    return status;
+  }
+
+  std::vector<v1::RoundRecord> CompletedRounds(const std::string& job_id) {
+    auto rounds = coordinator_->ListRounds(job_id);
+    EXPECT_THAT(rounds, IsOk());
+    std::vector<v1::RoundRecord> out;
+    for (const v1::RoundRecord& r : *rounds) {
+      if (r.state() == v1::ROUND_STATE_COMPLETED) out.push_back(r);
+    }
+    return out;
+  }
+
+  std::vector<std::pair<std::string, std::string>> Secret(int device) {
+    std::lock_guard<std::mutex> lock(private_[device]->mu);
+    return private_[device]->tensors;
+  }
+
+  std::string dir_;
+  std::unique_ptr<server::Store> store_;
+  std::unique_ptr<server::Coordinator> coordinator_;
+  std::unique_ptr<server::GrpcCoordinatorServer> server_;
+  std::unique_ptr<v1::Admin::Stub> admin_;
+  std::atomic<bool> stop_{false};
+  std::vector<std::unique_ptr<SentMessages>> sent_;
+  std::vector<std::unique_ptr<PrivateTensors>> private_;
+  std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
+  std::vector<std::thread> threads_;
+};
+
+TEST_F(GrpcFedCgTest, ExtractorAndDiscriminatorNeverLeaveTheDevice) {
+  for (int i = 0; i < 2; ++i) StartDevice(i);
+  const std::string job = StartJob(FedCgJob(/*rounds=*/2, /*per_round=*/2, /*quorum=*/2));
+  const v1::JobStatus status = WaitForJob(job, absl::Seconds(120));
+  ASSERT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  const std::vector<v1::RoundRecord> rounds = CompletedRounds(job);
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const v1::RoundRecord& r : rounds) {
+    const v1::RoundMetrics& m = r.metrics();
+    EXPECT_EQ(m.participants(), 2);
+    EXPECT_FALSE(m.evaluated());  // no central evaluation without an extractor
+    ASSERT_TRUE(m.has_fed_cg());
+    EXPECT_EQ(m.fed_cg().distill_steps(), 10);
+    EXPECT_GT(m.fed_cg().first_kl(), 0);
+    EXPECT_EQ(m.fed_cg().clients_evaluated(), 2);
+    EXPECT_EQ(m.fed_cg().eval_examples(), 20);  // 25% of 40, per device
+    EXPECT_GE(m.fed_cg().client_accuracy(), 0);
+    EXPECT_LE(m.fed_cg().client_accuracy(), 1);
+    EXPECT_EQ(m.fed_cg().evaluated_model_round(), r.round() - 1);
+    for (const v1::ClientRoundMetrics& c : m.clients()) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED) << c.reason();
+      EXPECT_EQ(c.eval_examples(), 10);
+    }
+  }
+  // The central model is C and G only.
+  auto model = coordinator_->ExportModel(job);
+  ASSERT_THAT(model, IsOk());
+  for (const v1::TensorProto& t : model->parameters()) {
+    EXPECT_TRUE(absl::StartsWith(t.name(), "C.") || absl::StartsWith(t.name(), "G.")) << t.name();
+  }
+  StopClients();
+  for (int d = 0; d < 2; ++d) {
+    EXPECT_EQ(private_[d]->trainings, 2) << "device " << d;
+    const auto secret = Secret(d);
+    ASSERT_FALSE(secret.empty());
+    const auto sent = sent_[d]->Get();
+    // The recording saw the uploads: the C and G tensors by name, in several chunks.
+    int uploads = 0;
+    bool names_c = false, names_g = false;
+    for (const auto& [method, bytes] : sent) {
+      uploads += absl::EndsWith(method, "/UploadUpdate");
+      names_c |= absl::StrContains(bytes, "C.fc1.weight");
+      names_g |= absl::StrContains(bytes, "G.embed.weight");
+    }
+    EXPECT_GE(uploads, 2 * 3) << "header, data and trailer of two uploads";
+    EXPECT_TRUE(names_c && names_g);
+    EXPECT_THAT(FindLeaks(sent, secret), ::testing::IsEmpty()) << "device " << d;
+  }
+}
+
+TEST_F(GrpcFedCgTest, AnUploadCarryingTheExtractorIsRefusedAndTheRoundCompletes) {
+  for (int i = 0; i < 2; ++i) StartDevice(i);
+  StartDevice(2, /*leaks_extractor=*/true);
+  const std::string job = StartJob(FedCgJob(/*rounds=*/1, /*per_round=*/3, /*quorum=*/2));
+  const v1::JobStatus status = WaitForJob(job, absl::Seconds(120));
+  ASSERT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  const std::vector<v1::RoundRecord> rounds = CompletedRounds(job);
+  ASSERT_EQ(rounds.size(), 1u);
+  const v1::RoundMetrics& m = rounds[0].metrics();
+  EXPECT_EQ(m.participants(), 2);
+  EXPECT_EQ(m.rejected(), 1);
+  const std::string leaky = runtimes_[2]->client_id();
+  bool seen = false;
+  for (const v1::ClientRoundMetrics& c : m.clients()) {
+    if (c.client_id() != leaky) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED) << c.reason();
+      continue;
+    }
+    seen = true;
+    EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_REJECTED);
+    EXPECT_THAT(c.reason(), HasSubstr("E.conv1.weight"));
+    EXPECT_THAT(c.reason(), HasSubstr("never leave the device"));
+  }
+  EXPECT_TRUE(seen);
+  StopClients();
+  // The inspection catches the broken device (by name and by bytes) and only it.
+  const std::vector<std::string> leaks = FindLeaks(sent_[2]->Get(), Secret(2));
+  EXPECT_THAT(leaks, ::testing::Contains(HasSubstr("names E.conv1.weight")));
+  EXPECT_THAT(leaks, ::testing::Contains(HasSubstr("holds bytes of E.")));
+  for (int d = 0; d < 2; ++d) {
+    EXPECT_THAT(FindLeaks(sent_[d]->Get(), Secret(d)), ::testing::IsEmpty()) << "device " << d;
+  }
+}
+
+}  // namespace
+}  // namespace fedge
