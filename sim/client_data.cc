@@ -40,12 +40,19 @@ class FashionMnistSource final : public ClientDataSource {
     return static_cast<int64_t>(shards_[static_cast<size_t>(client % Shards())].size());
   }
   std::shared_ptr<const data::Dataset> TestData() const override { return test_; }
+  data::Dataset ClientTestData(int64_t client) const override {
+    if (client_tests_.empty()) return data::Dataset();
+    return data::Subset(*test_, client_tests_[static_cast<size_t>(client % Shards())]);
+  }
+  // FashionMnistData.client_test_sets: per shard, its test-half indices into the test split.
+  void SetClientTests(data::ClientIndices tests) { client_tests_ = std::move(tests); }
 
  private:
   int64_t Shards() const { return static_cast<int64_t>(shards_.size()); }
   const data::Dataset train_;
   const std::shared_ptr<const data::Dataset> test_;
   const data::ClientIndices shards_;
+  data::ClientIndices client_tests_;
 };
 
 class SyntheticSource final : public ClientDataSource {
@@ -175,11 +182,30 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
           "Simulator: data.fashion_mnist: shard ", i, " of ", shards.size(),
           " is empty (k_classes with fewer shards than classes, or too many partitions)"));
     }
+    if (f.max_examples_per_partition() > 0 &&
+        static_cast<int>(shards[i].size()) > f.max_examples_per_partition()) {
+      shards[i].resize(static_cast<size_t>(f.max_examples_per_partition()));
+    }
     shards[i].shrink_to_fit();
   }
+  data::ClientIndices client_tests;
+  if (f.client_test_sets()) {
+    // FedCG's paper split: the test split shuffled, one part per shard, each halved into
+    // validation (unused) and test.
+    std::vector<int> order = data::AllIndices(fm.test);
+    base::Rng rng(f.seed(), 0x74657374);  // "test"
+    rng.Shuffle(order);
+    const size_t part = order.size() / static_cast<size_t>(parts);
+    for (int s = 0; s < parts; ++s) {
+      const auto begin = order.begin() + static_cast<long>(part * static_cast<size_t>(s));
+      client_tests.emplace_back(begin + static_cast<long>(part / 2), begin + static_cast<long>(part));
+    }
+  }
   auto test = std::make_shared<const data::Dataset>(std::move(fm.test));
-  return std::unique_ptr<ClientDataSource>(
-      new FashionMnistSource(std::move(fm.train), std::move(test), std::move(shards)));
+  auto source = std::make_unique<FashionMnistSource>(std::move(fm.train), std::move(test),
+                                                     std::move(shards));
+  source->SetClientTests(std::move(client_tests));
+  return std::unique_ptr<ClientDataSource>(std::move(source));
 }
 
 }  // namespace

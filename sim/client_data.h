@@ -31,6 +31,9 @@ class ClientDataSource {
   virtual int64_t NumExamples(int64_t client) const = 0;
   // The evaluation set the coordinator scores the central model on.
   virtual std::shared_ptr<const data::Dataset> TestData() const = 0;
+  // Client `client`'s own test examples (FashionMnistData.client_test_sets: the test half of
+  // its shard's part of the test split), or an empty dataset (num_examples 0) without them.
+  virtual data::Dataset ClientTestData(int64_t client) const { return data::Dataset(); }
 };
 
 // The source `config.data` describes. REQUIRES: `config` validated (ValidateSimConfig).

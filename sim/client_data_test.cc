@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -94,6 +95,45 @@ TEST(ClientDataTest, FashionMnistThousandsOfDirichletShards) {
   // Client 6000 + c shares shard c.
   EXPECT_EQ((*source)->ClientData(6003).labels, (*source)->ClientData(3).labels);
   EXPECT_EQ((*source)->TestData()->num_examples, 100);
+}
+
+// FedCG's paper split: shards capped at max_examples_per_partition, and per-client test sets
+// (the test half of each shard's part of the test split), disjoint between shards.
+TEST(ClientDataTest, FashionMnistCappedShardsAndClientTestSets) {
+  if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
+    GTEST_SKIP() << "Fashion-MNIST is not installed";
+  }
+  absl::StatusOr<v1::SimConfig> c = ParseSimConfig(R"pb(
+    job { name: "t" architecture: "mlp" rounds: 1 selection { clients_per_round: 4 } }
+    population: 8
+    data {
+      fashion_mnist {
+        partitions: 4
+        max_examples_per_partition: 50
+        test_examples: 100
+        client_test_sets: true
+      }
+    }
+  )pb");
+  ASSERT_THAT(c, IsOk());
+  absl::StatusOr<v1::SimConfig> v = ValidateSimConfig(*c);
+  ASSERT_THAT(v, IsOk());
+  absl::StatusOr<std::unique_ptr<ClientDataSource>> source = MakeClientDataSource(*v);
+  ASSERT_THAT(source, IsOk());
+  std::set<std::vector<float>> seen;
+  for (int s = 0; s < 4; ++s) {
+    EXPECT_EQ((*source)->NumExamples(s), 50);
+    EXPECT_EQ((*source)->ClientData(s).num_examples, 50);
+    const data::Dataset test = (*source)->ClientTestData(s);
+    EXPECT_EQ(test.num_examples, 13);  // parts of 25, halves of 12 (validation) and 13 (test)
+    for (int i = 0; i < test.num_examples; ++i) {
+      seen.insert(std::vector<float>(test.example(i), test.example(i) + test.feature_size()));
+    }
+  }
+  EXPECT_EQ(seen.size(), 4u * 13);  // disjoint
+  // Client 4 + s shares shard s, and its test set.
+  EXPECT_EQ((*source)->ClientTestData(5).labels, (*source)->ClientTestData(1).labels);
+  EXPECT_EQ((*source)->TestData()->num_examples, 100);  // the coordinator's is unchanged
 }
 
 }  // namespace

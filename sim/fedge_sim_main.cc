@@ -202,6 +202,13 @@ absl::Status Run(sim::Cluster* cluster, bool& started) {
                 "stragglers %d)  virtual %.1f s  wall %.1f s\n",
                 static_cast<long long>(r.round), r.test_accuracy, r.test_loss, r.participants,
                 r.sampled, r.offline, r.dropouts, r.stragglers, r.virtual_time_s, r.wall_time_s);
+    if (r.fed_cg) {
+      // acc above is the mean client accuracy (private E_i + the new global C).
+      std::printf("          FedCG: mean client accuracy %.4f (devices' reports, previous "
+                  "round's model: %.4f)  distill KL %.4f -> %.4f  synthetic acc %.4f\n",
+                  r.test_accuracy, r.fedcg_reported_accuracy, r.fedcg_first_kl, r.fedcg_last_kl,
+                  r.fedcg_synthetic_accuracy);
+    }
     std::fflush(stdout);
     if (progress) DrawProgress(r, simulator->rounds(), wall() - run_start);
   }));

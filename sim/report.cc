@@ -83,6 +83,13 @@ absl::Status WriteFile(const std::filesystem::path& path, const std::string& tex
 }  // namespace
 
 std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
+  // FedCG rounds carry their own figures (test_accuracy is the mean client accuracy).
+  const std::string fed_cg =
+      r.fed_cg ? absl::StrCat(",\"fed_cg\":true,\"fedcg_reported_accuracy\":",
+                              Num(r.fedcg_reported_accuracy), ",\"fedcg_first_kl\":",
+                              Num(r.fedcg_first_kl), ",\"fedcg_last_kl\":", Num(r.fedcg_last_kl),
+                              ",\"fedcg_synthetic_accuracy\":", Num(r.fedcg_synthetic_accuracy))
+               : std::string();
   return absl::StrCat(
       "{\"round\":", r.round, ",\"attempts\":", r.attempts,
       ",\"virtual_time_s\":", Num(r.virtual_time_s), ",\"round_virtual_s\":", Num(r.round_virtual_s),
@@ -93,7 +100,7 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
       ",\"participants\":", r.participants, ",\"dropped\":", r.dropped,
       ",\"offline\":", r.offline, ",\"dropouts\":", r.dropouts, ",\"stragglers\":", r.stragglers,
       ",\"examples\":", r.examples, ",\"bytes_up\":", r.bytes_up, ",\"bytes_down\":", r.bytes_down,
-      ",\"epsilon\":", Num(r.epsilon), "}");
+      ",\"epsilon\":", Num(r.epsilon), fed_cg, "}");
 }
 
 absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
@@ -138,6 +145,11 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "stragglers") r.stragglers = i32;
     else if (key == "examples") r.examples = i64;
     else if (key == "bytes_up") r.bytes_up = i64;
+    else if (key == "fed_cg") r.fed_cg = v != 0;
+    else if (key == "fedcg_reported_accuracy") r.fedcg_reported_accuracy = v;
+    else if (key == "fedcg_first_kl") r.fedcg_first_kl = v;
+    else if (key == "fedcg_last_kl") r.fedcg_last_kl = v;
+    else if (key == "fedcg_synthetic_accuracy") r.fedcg_synthetic_accuracy = v;
     else if (key == "bytes_down") r.bytes_down = i64;
     else if (key == "epsilon") r.epsilon = v;
   }

@@ -177,6 +177,16 @@ void CheckData(v1::SimConfig& c, Problems& p) {
                    kFashionMnistTrainExamples / f.partitions());
       }
       p.IntRange("data.fashion_mnist.test_examples", f.test_examples(), 0, 10000);
+      p.IntRange("data.fashion_mnist.max_examples_per_partition", f.max_examples_per_partition(),
+                 0, kFashionMnistTrainExamples);
+      if (f.client_test_sets() && f.partitions() > 0) {
+        const int test = f.test_examples() > 0 ? f.test_examples() : 10000;
+        if (test / f.partitions() < 2) {
+          p.Add("data.fashion_mnist.client_test_sets",
+                absl::StrCat("needs at least 2 test examples per partition; ", test,
+                             " test examples for ", f.partitions(), " partitions"));
+        }
+      }
       switch (f.partition_case()) {
         case v1::FashionMnistData::PARTITION_NOT_SET:
           f.mutable_iid();
@@ -290,6 +300,20 @@ absl::StatusOr<v1::SimConfig> ValidateSimConfig(const v1::SimConfig& config) {
           "devices.dropout > 0): without a deadline a round waits for every sampled client");
   }
 
+  if (p.empty() && c.job().strategy().has_fed_cg()) {
+    // FedCG: images for its networks (model_spec names the shape only).
+    const v1::FedCgParams& f = c.job().strategy().fed_cg();
+    if (!c.data().has_fashion_mnist()) {
+      p.Add("data", "must be fashion_mnist with job.strategy.fed_cg (FedCG's networks take "
+                    "images; synthetic data has none)");
+    } else if (f.channels() != 1 || f.num_classes() != 10) {
+      p.Add("job.strategy.fed_cg", absl::StrCat("has ", f.channels(), " channel(s) and ",
+                                                f.num_classes(), " classes; Fashion-MNIST has "
+                                                "1 and 10"));
+    }
+    if (!p.empty()) return p.ToStatus();
+    return c;
+  }
   // The model must fit the data.
   if (p.empty()) {
     absl::StatusOr<std::unique_ptr<model::Sequential>> net =

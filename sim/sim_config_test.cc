@@ -101,6 +101,42 @@ TEST(SimConfigTest, SecureAggregationIsRefusedAsNotSimulated) {
                              HasSubstr("not simulated"))));
 }
 
+constexpr char kFedCgJob[] = R"pb(
+  job { name: "fedcg" rounds: 2 strategy { fed_cg {} } selection { clients_per_round: 4 } }
+  population: 4
+)pb";
+
+TEST(SimConfigTest, FedCgNeedsImagesAndTheFashionMnistShape) {
+  absl::StatusOr<v1::SimConfig> ok = ParseSimConfig(
+      std::string(kFedCgJob) +
+      "data { fashion_mnist { partitions: 4 max_examples_per_partition: 2000 "
+      "client_test_sets: true } }");
+  ASSERT_THAT(ok, IsOk());
+  EXPECT_THAT(ValidateSimConfig(*ok), IsOk());
+  absl::StatusOr<v1::SimConfig> synthetic = ParseSimConfig(
+      std::string(kFedCgJob) + "data { synthetic { features: 16 classes: 4 examples_per_client: 10 } }");
+  ASSERT_THAT(synthetic, IsOk());
+  EXPECT_THAT(ValidateSimConfig(*synthetic),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("data"), HasSubstr("images"))));
+  absl::StatusOr<v1::SimConfig> few = ParseSimConfig(
+      std::string(kFedCgJob) +
+      "data { fashion_mnist { partitions: 4 test_examples: 4 client_test_sets: true } }");
+  ASSERT_THAT(few, IsOk());
+  EXPECT_THAT(ValidateSimConfig(*few),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("data.fashion_mnist.client_test_sets")));
+}
+
+TEST(SimConfigTest, ExampleFedCgConfigValidates) {
+  absl::StatusOr<v1::SimConfig> c = LoadSimConfigFile(
+      std::string(FEDGE_SOURCE_DIR) + "/examples/sim_fedcg.textproto");
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->population(), 4);
+  EXPECT_EQ(c->data().fashion_mnist().max_examples_per_partition(), 2000);
+  EXPECT_EQ(c->job().strategy().fed_cg().distill_steps(), 2000);
+}
+
 TEST(SimConfigTest, JobErrorsArePrefixed) {
   absl::StatusOr<v1::SimConfig> parsed = ParseSimConfig(std::string(kJob) + kSynthetic);
   ASSERT_THAT(parsed, IsOk());

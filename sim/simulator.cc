@@ -19,8 +19,10 @@
 #include "absl/synchronization/mutex.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "google/protobuf/message_lite.h"
+#include "model/fedcg_nets.h"
 #include "server/model_weights.h"
 #include "sim/device_model.h"
 
@@ -51,10 +53,12 @@ v1::DeviceProfile ProfileOf(const DeviceModel& device, int64_t examples) {
   return p;
 }
 
-// Examples a task trains on: epochs over the client's data, capped by max_steps batches.
+// Examples a task trains on: epochs over the client's data, capped by max_steps batches
+// (FedCG: its GAN epochs too).
 int64_t ExamplesTrained(const v1::TaskHeader& task, int64_t num_examples) {
   const v1::LocalTraining& t = task.training();
   int64_t examples = static_cast<int64_t>(std::max(1, t.epochs())) * num_examples;
+  if (task.has_fed_cg()) examples += static_cast<int64_t>(task.fed_cg().gan_epochs()) * num_examples;
   if (t.max_steps() > 0) {
     examples = std::min<int64_t>(examples, static_cast<int64_t>(t.max_steps()) *
                                                std::max(1, t.batch_size()));
@@ -70,9 +74,34 @@ struct TrainingJob {
   const v1::ModelProto* model = nullptr;
   const v1::ModelProto* teacher = nullptr;  // or null
   uint64_t seed = 0;                        // the client's shuffling seed
+  // FedCG tasks: the client's FedCgClient (this job trains it alone) and its per-job seed.
+  client::FedCgClient* fedcg = nullptr;
+  uint64_t fedcg_seed = 0;
 };
 
+// A FedCG client's examples as its networks take them, split into what it trains on and
+// what it evaluates on (its client_test_sets test half, else its held-out share).
+absl::StatusOr<client::FedCgDeviceData> FedCgClientData(int64_t client, const v1::TaskHeader& task,
+                                                        uint64_t seed, const ClientDataSource& data) {
+  const model::FedCgShape shape = model::FedCgShapeFromParams(task.fed_cg());
+  FEDGE_ASSIGN_OR_RETURN(data::Dataset inputs, client::FedCgInputs(data.ClientData(client), shape));
+  const data::Dataset test = data.ClientTestData(client);
+  if (test.num_examples == 0) {
+    return client::FedCgHoldOut(std::move(inputs), task.fed_cg().eval_holdout_fraction(), seed);
+  }
+  client::FedCgDeviceData d;
+  d.train = std::move(inputs);
+  FEDGE_ASSIGN_OR_RETURN(d.eval, client::FedCgInputs(test, shape));
+  return d;
+}
+
 absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDataSource& data) {
+  if (job.fedcg != nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(client::FedCgDeviceData d,
+                           FedCgClientData(job.client, *job.header, job.fedcg_seed, data));
+    return client::FedCgDeviceRound(*job.fedcg, *job.model, d,
+                                    static_cast<int>(job.header->round() - 1));
+  }
   const data::Dataset d = data.ClientData(job.client);
   FEDGE_ASSIGN_OR_RETURN(client::LocalTrainingOptions options,
                          client::OptionsFromTask(*job.header, job.seed));
@@ -342,6 +371,11 @@ absl::Status RunTrainingWorker(const v1::SimConfig& config, const SimulatorOptio
   if (cluster == nullptr || cluster->rank() == 0) {
     return absl::InvalidArgumentError("RunTrainingWorker: needs a cluster rank other than 0");
   }
+  if (config.job().strategy().has_fed_cg()) {
+    return absl::UnimplementedError(
+        "Simulator: FedCG jobs run in one process (each virtual client's private E and D live "
+        "on rank 0); run fedge-sim without mpirun");
+  }
   const int threads = TrainingThreads(config, options);
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<ClientDataSource> data, MakeClientDataSource(config));
   while (true) {
@@ -383,8 +417,17 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
     return absl::InvalidArgumentError(
         "Simulator: runs on rank 0; other ranks run RunTrainingWorker");
   }
+  if (config.job().strategy().has_fed_cg() && options.cluster != nullptr &&
+      options.cluster->size() > 1) {
+    return absl::UnimplementedError(
+        "Simulator: FedCG jobs run in one process (each virtual client's private E and D live "
+        "on rank 0); run fedge-sim without mpirun");
+  }
   std::unique_ptr<Simulator> sim(
       new Simulator(config, TrainingThreads(config, options), options.cluster));
+  if (config.job().strategy().has_fed_cg()) {
+    sim->fedcg_.resize(static_cast<size_t>(config.population()));
+  }
   FEDGE_ASSIGN_OR_RETURN(sim->data_, MakeClientDataSource(sim->config_));
   server::CoordinatorOptions copts;
   copts.clock = &sim->clock_;
@@ -572,8 +615,41 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.bytes_up = m.bytes_up();
     rep.bytes_down = m.bytes_down();
     rep.epsilon = m.epsilon();
+    if (m.has_fed_cg()) {
+      rep.fed_cg = true;
+      rep.fedcg_reported_accuracy = m.fed_cg().client_accuracy();
+      rep.fedcg_first_kl = m.fed_cg().first_kl();
+      rep.fedcg_last_kl = m.fed_cg().last_kl();
+      rep.fedcg_synthetic_accuracy = m.fed_cg().synthetic_accuracy();
+    }
+  }
+  if (result.completed && result.report.fed_cg) {
+    // The paper's figure of this round: the participants' E with the new global C.
+    FEDGE_ASSIGN_OR_RETURN(result.report.test_accuracy, FedCgClientAccuracy(training));
+    result.report.evaluated = true;
+    result.report.test_loss = 0;
   }
   return result;
+}
+
+absl::StatusOr<double> Simulator::FedCgClientAccuracy(const std::vector<ClientRun*>& runs) {
+  FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto global, coordinator_->ExportModel(job_id_));
+  double correct = 0;
+  int64_t examples = 0;
+  for (const ClientRun* run : runs) {
+    client::FedCgClient* c = fedcg_[static_cast<size_t>(run->client)].get();
+    if (c == nullptr) continue;
+    const v1::TaskHeader& h = run->task.header;
+    FEDGE_ASSIGN_OR_RETURN(
+        client::FedCgDeviceData d,
+        FedCgClientData(run->client, h,
+                        h.training().shuffle_seed() ^ base::Fnv1a(ClientId(run->client)), *data_));
+    if (d.eval.num_examples == 0) continue;
+    FEDGE_ASSIGN_OR_RETURN(const double accuracy, c->Evaluate(global, d.eval));
+    correct += accuracy * d.eval.num_examples;
+    examples += d.eval.num_examples;
+  }
+  return examples > 0 ? correct / static_cast<double>(examples) : 0.0;
 }
 
 absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened) {
@@ -595,6 +671,18 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
     job.seed = base::Rng(run.task.header.training().shuffle_seed() ^ base::Fnv1a(ClientId(run.client)),
                          static_cast<uint64_t>(round))
                    .NextU64();
+    if (run.task.header.has_fed_cg()) {
+      // The client's FedCgClient, created at its first task as a device creates it.
+      const v1::TaskHeader& h = run.task.header;
+      job.fedcg_seed = h.training().shuffle_seed() ^ base::Fnv1a(ClientId(run.client));
+      std::unique_ptr<client::FedCgClient>& c = fedcg_[static_cast<size_t>(run.client)];
+      if (c == nullptr) {
+        FEDGE_ASSIGN_OR_RETURN(c, client::FedCgClient::Create(model::FedCgShapeFromParams(h.fed_cg()),
+                                                              client::FedCgOptionsFromTask(h),
+                                                              job.fedcg_seed));
+      }
+      job.fedcg = c.get();
+    }
     shares[i % ranks].push_back(job);
   }
   for (size_t r = 1; r < ranks; ++r) {
@@ -650,6 +738,10 @@ absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& 
   h.mutable_metrics()->set_steps(update.steps);
   // The virtual training time, not the host's: metrics must not depend on the machine.
   h.mutable_metrics()->set_train_seconds(run.finish_s);
+  if (update.eval_examples > 0) {
+    h.mutable_metrics()->set_eval_accuracy(update.eval_accuracy);
+    h.mutable_metrics()->set_eval_examples(update.eval_examples);
+  }
   v1::TensorEncoding up_encoding = task.update_encoding();
   if (up_encoding == v1::TENSOR_ENCODING_UNSPECIFIED) up_encoding = v1::TENSOR_ENCODING_FLOAT32;
   return coordinator_->SubmitUpdate(

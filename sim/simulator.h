@@ -50,6 +50,14 @@
 // what is random (sampling, availability, dropouts, virtual times, DP noise) is drawn on
 // rank 0 from the seeds, and training is a pure function of (model, data, seed).
 //
+// FedCG jobs (strategy.fed_cg): each virtual client that takes part gets a
+// client::FedCgClient at its first task, kept for the run (its private E and D, as a device
+// keeps them; memory grows with the clients that trained, not with N), seeded as a device
+// seeds it (training.shuffle_seed ^ Fnv1a(id)). Its examples become FedCG's inputs
+// (client::FedCgInputs) and it evaluates on its FashionMnistData.client_test_sets test half,
+// or on the share it holds out (client::FedCgHoldOut) as a device does. Only in one process
+// (the clients' state lives on rank 0): Create refuses FedCG with a cluster of several ranks.
+//
 // Not thread-safe: one thread drives a Simulator.
 #ifndef FEDGE_SIM_SIMULATOR_H_
 #define FEDGE_SIM_SIMULATOR_H_
@@ -64,6 +72,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "base/clock.h"
+#include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "proto/sim.pb.h"
 #include "server/coordinator.h"
@@ -113,6 +122,15 @@ struct RoundReport {
   int64_t bytes_up = 0;         // accepted update payload bytes
   int64_t bytes_down = 0;       // task payload bytes fetched
   double epsilon = 0;           // DP ε after this round (0 without DP)
+  // FedCG jobs (strategy.fed_cg): test_accuracy is then the paper's mean client accuracy
+  // of this round, which the simulator measures itself after the round: each participant's
+  // private E with the new global C on its own test examples (client_test_sets, else its
+  // held-out share), weighted by their count. The coordinator's figures follow.
+  bool fed_cg = false;
+  double fedcg_reported_accuracy = 0;  // RoundMetrics.fed_cg.client_accuracy (round − 1's model)
+  double fedcg_first_kl = 0;           // the server distillation (RoundMetrics.fed_cg)
+  double fedcg_last_kl = 0;
+  double fedcg_synthetic_accuracy = 0;
 };
 
 class Simulator {
@@ -161,6 +179,9 @@ class Simulator {
   // ranks, and submits them in order, advancing the clock to each finish time.
   absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
   absl::Status Submit(const ClientRun& run, const client::LocalUpdate& update);
+  // FedCG: the mean accuracy of `runs`' clients (private E, the job's current global C) on
+  // their evaluation examples, weighted by their count; 0 when none has any.
+  absl::StatusOr<double> FedCgClientAccuracy(const std::vector<ClientRun*>& runs);
   // Virtual client `client`'s id ("v00000042") and session token (64 hex characters).
   static std::string ClientId(int64_t client);
   std::string Token(int64_t client) const;
@@ -179,6 +200,8 @@ class Simulator {
   // Every client's session token, raw: client i's is tokens_[32 i .. 32 i + 32).
   std::string tokens_;
   int64_t wall_start_ns_ = -1;
+  // FedCG: each virtual client's FedCgClient (null until its first task), by index.
+  std::vector<std::unique_ptr<client::FedCgClient>> fedcg_;
 };
 
 }  // namespace fedge::sim

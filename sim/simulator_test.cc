@@ -331,5 +331,65 @@ TEST(SimulatorTest, HundredThousandClientsRegisterAndRun) {
   EXPECT_EQ((*rounds)[1].participants, 20);
 }
 
+// FedCG (issue 7) in the simulator: a job of the real coordinator with virtual clients that
+// keep their FedCgClient across rounds, on Fashion-MNIST shards with per-client test sets.
+v1::SimConfig FedCgScenario() {
+  v1::SimConfig c;
+  v1::JobConfig& job = *c.mutable_job();
+  job.set_name("sim-fedcg-test");
+  job.set_rounds(2);
+  job.mutable_selection()->set_clients_per_round(3);
+  job.mutable_round_policy()->set_quorum(3);
+  job.mutable_round_policy()->set_deadline_seconds(0);
+  job.mutable_local_training()->set_epochs(1);
+  job.mutable_local_training()->set_batch_size(8);
+  job.mutable_local_training()->set_weight_decay(1e-4);
+  v1::FedCgParams& f = *job.mutable_strategy()->mutable_fed_cg();
+  f.set_image_size(16);
+  f.set_gan_epochs(1);
+  f.set_distill_steps(5);
+  c.set_population(3);
+  v1::FashionMnistData& d = *c.mutable_data()->mutable_fashion_mnist();
+  d.set_partitions(3);
+  d.set_max_examples_per_partition(32);
+  d.set_test_examples(60);
+  d.set_client_test_sets(true);
+  c.set_seed(4);
+  return c;
+}
+
+TEST(SimulatorTest, FedCgJobIsDeterministicAndReportsTheClientsAccuracy) {
+  const v1::SimConfig c = FedCgScenario();
+  absl::StatusOr<std::vector<RoundReport>> one = RunAll(c, 1);
+  absl::StatusOr<std::vector<RoundReport>> two = RunAll(c, 2);
+  ASSERT_THAT(one, IsOk());
+  ASSERT_THAT(two, IsOk());
+  ASSERT_EQ(one->size(), 2u);
+  EXPECT_EQ(Lines(*one), Lines(*two));
+  for (const RoundReport& r : *one) {
+    EXPECT_TRUE(r.fed_cg);
+    EXPECT_TRUE(r.evaluated);
+    EXPECT_EQ(r.participants, 3);
+    EXPECT_EQ(r.examples, 3 * 32);  // every example trains: the test sets are separate
+    EXPECT_GE(r.test_accuracy, 0);
+    EXPECT_LE(r.test_accuracy, 1);
+    EXPECT_GT(r.fedcg_first_kl, 0);
+  }
+  // Round 2's devices reported (on round 1's model) what the simulator measured after round 1.
+  EXPECT_NEAR((*one)[1].fedcg_reported_accuracy, (*one)[0].test_accuracy, 1e-12);
+  // The metrics line carries the FedCG figures and parses back.
+  const std::string line = MetricsJsonLine((*one)[1], false);
+  EXPECT_THAT(line, ::testing::HasSubstr("\"fed_cg\":true"));
+  absl::StatusOr<RoundReport> back = ParseMetricsJsonLine(line);
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(MetricsJsonLine(*back, false), line);
+}
+
+TEST(SimulatorTest, FedCgRefusesSeveralRanks) {
+  EXPECT_THAT(RunOnRanks(FedCgScenario(), 2).status(),
+              ::fedge::testing::StatusIs(absl::StatusCode::kUnimplemented,
+                                         ::testing::HasSubstr("one process")));
+}
+
 }  // namespace
 }  // namespace fedge::sim
