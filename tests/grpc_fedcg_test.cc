@@ -381,5 +381,35 @@ TEST_F(GrpcFedCgTest, AnUploadCarryingTheExtractorIsRefusedAndTheRoundCompletes)
   }
 }
 
+// Quantized transfer with FedCG: C and G travel to the devices as int8 per channel and the
+// updates come back int8 (stochastic rounding); the server rebuilds each C_i, G_i from its own
+// w_t plus the decoded Δ_i for the distillation.
+TEST_F(GrpcFedCgTest, QuantizedTransferRunsAndShrinksTheBytes) {
+  for (int i = 0; i < 2; ++i) StartDevice(i);
+  v1::JobConfig config = FedCgJob(/*rounds=*/1, /*per_round=*/2, /*quorum=*/2);
+  config.mutable_transfer()->set_task_encoding(v1::TENSOR_ENCODING_INT8_PER_CHANNEL);
+  config.mutable_transfer()->set_update_encoding(v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  const std::string job = StartJob(config);
+  const v1::JobStatus status = WaitForJob(job, absl::Seconds(120));
+  ASSERT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  const std::vector<v1::RoundRecord> rounds = CompletedRounds(job);
+  ASSERT_EQ(rounds.size(), 1u);
+  const v1::RoundMetrics& m = rounds[0].metrics();
+  EXPECT_EQ(m.participants(), 2);
+  EXPECT_EQ(m.fed_cg().distill_steps(), 10);
+  EXPECT_EQ(m.fed_cg().clients_evaluated(), 2);
+  // C and G as float32 are 4 bytes a value; int8 about 1 (plus a scale per row / 256 values).
+  auto model = coordinator_->ExportModel(job);
+  ASSERT_THAT(model, IsOk());
+  int64_t values = 0;
+  for (const v1::TensorProto& t : model->parameters()) values += t.values_size();
+  for (const v1::ClientRoundMetrics& c : m.clients()) {
+    EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED) << c.reason();
+    EXPECT_LT(c.bytes_up(), values * 2) << c.client_id();
+    EXPECT_LT(c.bytes_down(), values * 2) << c.client_id();
+    EXPECT_GT(c.bytes_up(), values) << c.client_id();
+  }
+}
+
 }  // namespace
 }  // namespace fedge
