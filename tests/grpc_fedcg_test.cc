@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/fedcg_trainer.h"
 #include "client/grpc/client_runtime.h"
+#include "client/grpc/device_state.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/admin.grpc.pb.h"
@@ -379,6 +380,61 @@ TEST_F(GrpcFedCgTest, AnUploadCarryingTheExtractorIsRefusedAndTheRoundCompletes)
   for (int d = 0; d < 2; ++d) {
     EXPECT_THAT(FindLeaks(sent_[d]->Get(), Secret(d)), ::testing::IsEmpty()) << "device " << d;
   }
+}
+
+// A device stopped after round 1 and started again (same state file) continues the job with
+// the extractor and discriminator it had: they were written, mode 0600 and with the job id,
+// to "<state file>.fedcg" after its training, and the restarted runtime loads them.
+TEST_F(GrpcFedCgTest, ARestartedDeviceContinuesWithItsExtractor) {
+  const std::string job = StartJob(FedCgJob(/*rounds=*/2, /*per_round=*/1, /*quorum=*/1));
+  const std::string state_path = dir_ + "/restarted.state";
+  auto options = [&](PrivateTensors* priv, std::atomic<bool>* stop_after_training) {
+    client::ClientRuntimeOptions o;
+    o.target = "127.0.0.1:" + std::to_string(server_->port());
+    o.enrollment_token = kToken;
+    o.insecure = true;
+    o.data = std::make_shared<const data::Dataset>(::fedge::testing::BandImages(40, 3, 7));
+    o.state_path = state_path;
+    o.fetch_wait_seconds = 1;
+    o.backoff.initial = absl::Milliseconds(100);
+    o.backoff.max = absl::Seconds(1);
+    o.on_fedcg_trained = [priv, stop_after_training](client::FedCgClient& c) {
+      Snapshot(c, priv);
+      if (stop_after_training != nullptr) *stop_after_training = true;
+    };
+    return o;
+  };
+  PrivateTensors first, second;
+  std::atomic<bool> stop_first{false};
+  auto a = client::ClientRuntime::Create(options(&first, &stop_first));
+  ASSERT_THAT(a, IsOk());
+  EXPECT_THAT((*a)->Run(stop_first), IsOk());  // returns after uploading round 1
+  EXPECT_EQ(first.trainings, 1);
+  auto saved = client::LoadFedCgPrivateState(state_path + ".fedcg");
+  ASSERT_THAT(saved, IsOk());
+  EXPECT_EQ(saved->spec().name(), job);
+  ASSERT_EQ(saved->parameters_size(), static_cast<int>(first.tensors.size()));
+  for (int i = 0; i < saved->parameters_size(); ++i) {
+    const v1::TensorProto& t = saved->parameters(i);
+    EXPECT_EQ(t.name(), first.tensors[i].first);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(t.values().data()),
+                          t.values_size() * sizeof(float)),
+              first.tensors[i].second)
+        << t.name();
+  }
+
+  std::atomic<bool> stop_second{false};
+  auto b = client::ClientRuntime::Create(options(&second, nullptr));
+  ASSERT_THAT(b, IsOk());
+  std::thread runner([&] { EXPECT_THAT((*b)->Run(stop_second), IsOk()); });
+  const v1::JobStatus status = WaitForJob(job, absl::Seconds(120));
+  stop_second = true;
+  runner.join();
+  ASSERT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(CompletedRounds(job).size(), 2u);
+  EXPECT_EQ((*b)->client_id(), (*a)->client_id());
+  EXPECT_EQ((*b)->stats().fedcg_states_restored, 1);
+  EXPECT_EQ(second.trainings, 1);
 }
 
 // Quantized transfer with FedCG: C and G travel to the devices as int8 per channel and the

@@ -635,10 +635,30 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
   const model::FedCgShape shape = model::FedCgShapeFromParams(t.fed_cg());
   // The same seed every round of the job: E, D and the held-out split stay this device's.
   const uint64_t seed = t.training().shuffle_seed() ^ base::Fnv1a(id());
+  const std::string private_path =
+      options.state_path.empty() ? std::string() : options.state_path + ".fedcg";
+  std::vector<model::Parameter*> private_params;
   if (fedcg == nullptr || fedcg_job_id != t.job_id()) {
     FEDGE_ASSIGN_OR_RETURN(fedcg, FedCgClient::Create(shape, FedCgOptionsFromTask(t), seed));
     fedcg_job_id = t.job_id();
     fedcg_data.reset();
+    if (!private_path.empty()) {
+      // A restarted device continues the job with the E and D it had (not their moments).
+      absl::StatusOr<v1::ModelProto> saved = LoadFedCgPrivateState(private_path);
+      if (saved.ok() && saved->spec().name() == t.job_id()) {
+        private_params = fedcg->extractor().parameters();
+        for (model::Parameter* p : fedcg->discriminator().parameters()) private_params.push_back(p);
+        if (absl::Status s = SetParametersByName(private_params, *saved, /*exact=*/true); s.ok()) {
+          Count(&ClientRuntimeStats::fedcg_states_restored);
+          FEDGE_LOG(INFO) << "job " << t.job_id() << ": FedCG extractor and discriminator "
+                          << "restored from " << private_path;
+        } else {
+          FEDGE_LOG(WARNING) << private_path << ": " << s.message() << "; starting afresh";
+        }
+      } else if (!saved.ok() && !absl::IsNotFound(saved.status())) {
+        FEDGE_LOG(WARNING) << saved.status().message() << "; starting afresh";
+      }
+    }
   }
   if (fedcg_data == nullptr || fedcg_data_of != &data.raw()) {
     FEDGE_ASSIGN_OR_RETURN(data::Dataset inputs, FedCgInputs(data.raw(), shape));
@@ -655,6 +675,24 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
   FEDGE_ASSIGN_OR_RETURN(LocalUpdate u,
                          FedCgDeviceRound(*fedcg, task.model, *fedcg_data,
                                           static_cast<int>(t.round() - 1), cancelled));
+  if (!private_path.empty()) {
+    // E and D as they now are, for a restart (mode 0600 beside the state file).
+    v1::ModelProto state;
+    state.mutable_spec()->set_name(t.job_id());
+    auto add = [&](const std::vector<model::Parameter*>& params) {
+      for (const model::Parameter* p : params) {
+        v1::TensorProto* out = state.add_parameters();
+        out->set_name(p->name);
+        for (int d : p->shape) out->add_shape(d);
+        out->mutable_values()->Assign(p->value.begin(), p->value.end());
+      }
+    };
+    add(fedcg->extractor().parameters());
+    add(fedcg->discriminator().parameters());
+    if (absl::Status s = SaveFedCgPrivateState(private_path, state); !s.ok()) {
+      FEDGE_LOG(WARNING) << s.message() << " (a restart will start a new extractor)";
+    }
+  }
   if (options.testing_fedcg_upload_extractor) {
     // A broken device for tests: E's values travel with the update.
     for (const model::Parameter* p : fedcg->extractor().parameters()) {

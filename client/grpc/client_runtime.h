@@ -48,9 +48,11 @@
 // with the task's global C on the held-out examples (reported as
 // ClientTrainMetrics.eval_accuracy / eval_examples), then trains (FedCgClient::TrainRound,
 // round index = task round − 1) and uploads Δ of the C.* and G.* tensors only, through the
-// same chunked (optionally int8-encoded, resumable) upload as other tasks. E and D live in
-// memory only: they are never written to the state file or anywhere else, so a restarted
-// device (or one that gets a task of another job) starts a new extractor and discriminator.
+// same chunked (optionally int8-encoded, resumable) upload as other tasks. With a state_path,
+// E and D are written after every training to "<state_path>.fedcg" (mode 0600, device_state.h,
+// with the job id), and a restarted device continuing the same job loads them back (their
+// Adam moments start afresh); a task of another job starts a new extractor and discriminator.
+// Without a state_path they live in memory only.
 // FedCG tasks skip the memory-budget estimate (their networks take well under 1 MB).
 // Stopping: when `stop` becomes true, a long-poll in flight is cancelled, training in
 // progress is abandoned, an upload in progress is finished; then Run returns OK. Leave is
@@ -175,6 +177,8 @@ struct ClientRuntimeStats {
   // resumed after a broken connection (from the coordinator's UploadStatus count).
   int64_t upload_bytes_sent = 0;
   int64_t uploads_resumed = 0;
+  // FedCG: jobs whose private E and D were restored from "<state_path>.fedcg".
+  int64_t fedcg_states_restored = 0;
 };
 
 class ClientRuntime {

@@ -19,6 +19,7 @@ namespace {
 
 constexpr size_t kMaxStateBytes = 1 << 16;
 constexpr size_t kMaxClientIdBytes = 256;
+constexpr size_t kMaxFedCgStateBytes = size_t{256} << 20;
 
 absl::Status Io(const std::string& path, const std::string& what) {
   return absl::UnavailableError(
@@ -82,6 +83,55 @@ absl::Status SaveDeviceState(const std::string& path, const DeviceState& state) 
   }
   const std::string text = absl::StrCat("# fedge device state, version 1\nclient_id ",
                                         state.client_id, "\n");
+  return WriteOwnerOnly(path, text);
+}
+
+namespace {
+
+// Reads a file that only its owner may read or write (mode 0600 or stricter), at most
+// `max_bytes`.
+absl::StatusOr<std::string> ReadOwnerOnly(const std::string& path, size_t max_bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("DeviceState: ", path, ": no such file"));
+    return Io(path, "stat");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "DeviceState: %s: mode %04o lets other users read or write it; expected 0600", path,
+        st.st_mode & 0777));
+  }
+  if (static_cast<size_t>(st.st_size) > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": file too large"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Io(path, "open");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+}  // namespace
+
+absl::Status SaveFedCgPrivateState(const std::string& path, const v1::ModelProto& state) {
+  std::string bytes;
+  if (!state.SerializeToString(&bytes) || bytes.size() > kMaxFedCgStateBytes) {
+    return absl::InvalidArgumentError("DeviceState: the FedCG state does not serialize");
+  }
+  return WriteOwnerOnly(path, bytes);
+}
+
+absl::StatusOr<v1::ModelProto> LoadFedCgPrivateState(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadOwnerOnly(path, kMaxFedCgStateBytes);
+  if (!bytes.ok()) return bytes.status();
+  v1::ModelProto state;
+  if (!state.ParseFromString(*bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": not a FedCG state"));
+  }
+  return state;
+}
+
+absl::Status WriteOwnerOnly(const std::string& path, const std::string& text) {
   const std::string tmp = absl::StrCat(path, ".tmp.", ::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Io(tmp, "create");

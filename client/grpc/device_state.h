@@ -5,10 +5,9 @@
 //
 // File format: text lines "key value"; version 1 knows "client_id". Unknown keys are
 // ignored so that later versions (keys, private model parts: issue 8) can add lines.
-// Not kept here, nor anywhere on disk: a FedCG device's private extractor E and
-// discriminator D (client_runtime.h, FedCG tasks) live in memory only, so a restarted
-// device rejoins a FedCG job with a new extractor and discriminator (its first rounds
-// after the restart then report a lower accuracy).
+// A FedCG device's private extractor E and discriminator D (client_runtime.h, FedCG tasks)
+// are kept beside it, in "<state file>.fedcg" (SaveFedCgPrivateState): same rules (atomic,
+// mode 0600, refused when others can read it), binary, rewritten after every FedCG training.
 // Writes are atomic (temporary file in the same directory, fsync, rename) and the file is
 // created with permissions 0600; Load refuses a file that other users can read or write.
 #ifndef FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
@@ -18,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "proto/model.pb.h"
 
 namespace fedge::client {
 
@@ -32,6 +32,16 @@ absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path);
 
 // Writes `state` to `path` atomically with mode 0600. Creates no directories.
 absl::Status SaveDeviceState(const std::string& path, const DeviceState& state);
+
+// `bytes` to `path` atomically (temporary file, fsync, rename) with mode 0600.
+absl::Status WriteOwnerOnly(const std::string& path, const std::string& bytes);
+
+// FedCG: the private E and D of the device's current FedCG job, as a binary ModelProto whose
+// spec.name is the job id and whose parameters are the E.* and D.* tensors (their Adam moments
+// are not kept). Load: NOT_FOUND, PERMISSION_DENIED as LoadDeviceState; INVALID_ARGUMENT for
+// a file that does not parse or is over 256 MiB.
+absl::Status SaveFedCgPrivateState(const std::string& path, const v1::ModelProto& state);
+absl::StatusOr<v1::ModelProto> LoadFedCgPrivateState(const std::string& path);
 
 }  // namespace fedge::client
 

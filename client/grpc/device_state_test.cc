@@ -72,5 +72,32 @@ TEST(DeviceStateTest, RejectsMalformedFilesAndIds) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(DeviceStateTest, FedCgPrivateStateIsOwnerOnlyAndRoundTrips) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/client.state.fedcg";
+  v1::ModelProto state;
+  state.mutable_spec()->set_name("job-1");
+  v1::TensorProto* t = state.add_parameters();
+  t->set_name("E.conv1.weight");
+  t->add_shape(2);
+  t->add_values(0.25f);
+  t->add_values(-1.5f);
+  EXPECT_THAT(LoadFedCgPrivateState(path), StatusIs(absl::StatusCode::kNotFound, HasSubstr("fedcg")));
+  ASSERT_THAT(SaveFedCgPrivateState(path, state), IsOk());
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  auto loaded = LoadFedCgPrivateState(path);
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ(loaded->SerializeAsString(), state.SerializeAsString());
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  EXPECT_THAT(LoadFedCgPrivateState(path), StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("0640")));
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  std::ofstream(path, std::ios::trunc) << "not a model";
+  EXPECT_THAT(LoadFedCgPrivateState(path),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a FedCG state")));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace fedge::client
