@@ -41,6 +41,11 @@ class Aggregator {
  public:
   virtual ~Aggregator() = default;
 
+  // Checks `update` as Accumulate would (same errors) without changing the state, and
+  // bounds its magnitude: *max_abs (when not null) ≥ |value| at every coordinate the update
+  // holds. A caller that holds updates to accumulate them in batches validates each on
+  // arrival; with the bounds it can also rule out a float overflow of the sums in advance.
+  virtual absl::Status Validate(const Update& update, double* max_abs = nullptr) const = 0;
   virtual absl::Status Accumulate(const Update& update) = 0;
   virtual absl::Status AccumulateBatch(absl::Span<const Update* const> updates,
                                        const AccumulateOptions& options = {}) = 0;

@@ -43,8 +43,8 @@ TEST(FedAvgTest, EndToEndWithWeightedMeanFromTheDefaultAggregator) {
   auto fedavg = FedAvg::Create().value();
   ModelWeights model = Model({10.0f, 10.0f});
   auto agg = fedavg->CreateAggregator(SpecsOf(model)).value();
-  ASSERT_THAT(agg->Accumulate({"a", 1, {{"w", {2}, {1.0f, 2.0f}, {}}}}), IsOk());
-  ASSERT_THAT(agg->Accumulate({"b", 3, {{"w", {2}, {5.0f, 2.0f}, {}}}}), IsOk());
+  ASSERT_THAT(agg->Accumulate({"a", 1, {{"w", {2}, {1.0f, 2.0f}, {}}}, std::nullopt}), IsOk());
+  ASSERT_THAT(agg->Accumulate({"b", 3, {{"w", {2}, {5.0f, 2.0f}, {}}}, std::nullopt}), IsOk());
   auto delta = std::move(*agg).Report();
   ASSERT_THAT(delta, IsOk());
   ASSERT_THAT(fedavg->Apply(*delta, &model), IsOk());

@@ -82,6 +82,9 @@ struct Update {
   std::string client_id;  // for error messages and for strategies that keep updates
   double weight = 0.0;    // n_k > 0 and finite; used as float(n_k) in the sums
   std::vector<Tensor> tensors;
+  // Set by a decoder that read every value: each value is finite and |value| ≤ max_abs.
+  // Aggregator::Validate then skips its own read of the values (Accumulate still checks).
+  std::optional<double> max_abs;
 };
 
 // The aggregate of a round: the weighted mean delta per tensor, in the aggregator's spec

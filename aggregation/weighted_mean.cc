@@ -154,10 +154,30 @@ absl::Status WeightedMean::FindNonFinite(const Update& update, int position) con
   return absl::OkStatus();
 }
 
-absl::Status WeightedMean::Validate(const Update& update) const {
+absl::Status WeightedMean::Validate(const Update& update, double* max_abs) const {
   std::vector<int> order;
   FEDGE_RETURN_IF_ERROR(CheckStructure(update, -1, &order));
-  return FindNonFinite(update, -1);
+  if (update.max_abs.has_value() && *update.max_abs >= 0.0 && std::isfinite(*update.max_abs)) {
+    if (max_abs != nullptr) *max_abs = *update.max_abs;  // its decoder read every value
+    return absl::OkStatus();
+  }
+  double bound = 0.0;
+  for (const Tensor& tensor : update.tensors) {
+    const int64_t n = static_cast<int64_t>(tensor.values.size());
+    const float m = kernels::MaxAbs(tensor.values.data(), 0, n);
+    if (std::isfinite(m)) {
+      // Over every coordinate: for a masked tensor, a bound on the held ones.
+      bound = std::max<double>(bound, m);
+      continue;
+    }
+    // A NaN/Inf somewhere: an error if a held coordinate has it, else the held ones' max.
+    FEDGE_RETURN_IF_ERROR(FindNonFinite(update, -1));
+    for (int64_t i = 0; i < n; ++i) {
+      if (tensor.held->held(i)) bound = std::max<double>(bound, std::fabs(tensor.values[i]));
+    }
+  }
+  if (max_abs != nullptr) *max_abs = bound;
+  return absl::OkStatus();
 }
 
 absl::Status WeightedMean::Accumulate(const Update& update) {
@@ -233,12 +253,18 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
         if (failed.load(std::memory_order_relaxed)) return;
         const int64_t hi = std::min(r.end, lo + kTile);
         const size_t bytes = static_cast<size_t>(hi - lo) * sizeof(float);
-        std::memcpy(slot.undo_sum.data() + lo, slot.sum.data() + lo, bytes);
-        if (cover != nullptr) std::memcpy(slot.undo_cover.data() + lo, cover + lo, bytes);
+        if (!slot.zero) {
+          std::memcpy(slot.undo_sum.data() + lo, slot.sum.data() + lo, bytes);
+          if (cover != nullptr) std::memcpy(slot.undo_cover.data() + lo, cover + lo, bytes);
+        }
         r.done = hi;
         for (int g = 0; g < nb; g += kernels::kMaxAccumulateTerms) {
           const int k = std::min(nb - g, kernels::kMaxAccumulateTerms);
-          kernels::WeightedAccumulate(&ts[g], k, lo, hi, slot.sum.data(), cover);
+          if (g == 0 && slot.zero) {  // an empty sum: written, not read (nor saved)
+            kernels::WeightedSum(&ts[g], k, lo, hi, slot.sum.data(), cover);
+          } else {
+            kernels::WeightedAccumulate(&ts[g], k, lo, hi, slot.sum.data(), cover);
+          }
         }
         // The finite check, on the sum while its tile is in cache: w·u is NaN/Inf for a
         // NaN/Inf u (w is positive and finite), and nothing finite added to NaN/Inf makes
@@ -263,6 +289,11 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
       for (const Range& r : rs) {
         Slot& slot = slots_[r.slot];
         const size_t bytes = static_cast<size_t>(r.done - r.begin) * sizeof(float);
+        if (slot.zero) {
+          std::memset(slot.sum.data() + r.begin, 0, bytes);
+          if (!slot.cover.empty()) std::memset(slot.cover.data() + r.begin, 0, bytes);
+          continue;
+        }
         std::memcpy(slot.sum.data() + r.begin, slot.undo_sum.data() + r.begin, bytes);
         if (!slot.cover.empty()) {
           std::memcpy(slot.cover.data() + r.begin, slot.undo_cover.data() + r.begin, bytes);
@@ -278,6 +309,7 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   }
   // 5. Weights and counters.
   for (size_t s = 0; s < ns; ++s) {
+    slots_[s].zero = false;
     for (const kernels::AccumulateTerm& term : terms[s]) {
       if (term.held == nullptr) slots_[s].dense_weight += term.weight;
     }
@@ -311,6 +343,7 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
       kernels::WeightedAccumulate(&add_cover, 1, 0, size, mine.cover.data(), nullptr);
     }
     mine.dense_weight += theirs.dense_weight;
+    mine.zero = mine.zero && theirs.zero;
   }
   num_updates_ += o->num_updates_;
   total_weight_ += o->total_weight_;
@@ -319,6 +352,7 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
     std::fill(slot.sum.begin(), slot.sum.end(), 0.0f);
     slot.cover.clear();
     slot.dense_weight = 0.0;
+    slot.zero = true;
   }
   o->num_updates_ = 0;
   o->total_weight_ = 0.0;
@@ -473,6 +507,7 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
     agg->slots_[s].sum = std::move(loaded[s].sum);
     agg->slots_[s].cover = std::move(loaded[s].cover);
     agg->slots_[s].dense_weight = dense[s];
+    agg->slots_[s].zero = false;  // whatever it holds, it is read from now on
   }
   agg->num_updates_ = num_updates;
   agg->total_weight_ = total_weight;

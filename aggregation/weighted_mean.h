@@ -14,7 +14,9 @@
 //
 // Accumulation is tiled over 8192-coordinate tiles of the running sum: save the tile to the
 // undo copy, add the batch's updates (WeightedAccumulate, up to 16 per pass, so a batch reads
-// each update once and the running sum once), then check the tile of the sum for NaN/Inf
+// each update once and the running sum once; the first batch into an empty aggregate only
+// writes the sum (WeightedSum) and needs no undo copy: rejection zeroes it again), then
+// check the tile of the sum for NaN/Inf
 // while it is in cache. w·u is NaN/Inf for a NaN/Inf u (w > 0 finite) and nothing finite
 // added to NaN/Inf is finite again, so a finite tile proves every value added was finite:
 // the finite-value check costs no extra pass over the client data. On failure, every tile
@@ -52,10 +54,11 @@ class WeightedMean final : public Aggregator {
   // state (checksum, magic, version, sizes), kInvalidArgument for impossible values.
   static absl::StatusOr<std::unique_ptr<WeightedMean>> Deserialize(absl::string_view state);
 
-  // Checks names, shapes, mask sizes, weight and finite values without accumulating. The
-  // coordinator may call it on arrival; Accumulate checks again (the finite check is fused
-  // with the sum and costs no extra memory pass).
-  absl::Status Validate(const Update& update) const;
+  // Checks names, shapes, mask sizes, weight and finite values (at held coordinates)
+  // without accumulating, in one vectorized read of the values; *max_abs (when not null)
+  // receives a bound on |value| over the held coordinates. Accumulate checks again (fused
+  // with the sum: no extra memory pass).
+  absl::Status Validate(const Update& update, double* max_abs = nullptr) const override;
 
   absl::Status Accumulate(const Update& update) override;
   absl::Status AccumulateBatch(absl::Span<const Update* const> updates,
@@ -75,6 +78,7 @@ class WeightedMean final : public Aggregator {
     std::vector<float> sum;        // Σ float(n_k) · Δ_k[i]
     std::vector<float> cover;      // Σ float(n_k) over masked updates holding i; may be empty
     double dense_weight = 0.0;     // Σ float(n_k) over updates sent without a mask
+    bool zero = true;              // nothing added yet: sum and cover are all 0
     std::vector<float> undo_sum;   // scratch for exact rejection (not part of the state)
     std::vector<float> undo_cover;
   };

@@ -340,11 +340,14 @@ TEST(WeightedMeanBatchErrorTest, NanLateInABigTensorRestoresEveryTileExactly) {
   // have added many tiles, so the rejection must undo them.
   const std::vector<TensorSpec> specs = {{"big", {200003}}};
   auto mean = WeightedMean::Create(specs).value();
-  Update first{"first", 3, {{"big", {200003}, std::vector<float>(200003, 0.25f), std::nullopt}}};
+  Update first{"first", 3,
+      {{"big", {200003}, std::vector<float>(200003, 0.25f), std::nullopt}}, std::nullopt};
   ASSERT_THAT(mean->Accumulate(first), IsOk());
   const std::string before = mean->Serialize().value();
-  Update good{"ok", 1, {{"big", {200003}, std::vector<float>(200003, 1.5f), std::nullopt}}};
-  Update bad{"evil", 1, {{"big", {200003}, std::vector<float>(200003, 2.0f), std::nullopt}}};
+  Update good{"ok", 1,
+      {{"big", {200003}, std::vector<float>(200003, 1.5f), std::nullopt}}, std::nullopt};
+  Update bad{"evil", 1,
+      {{"big", {200003}, std::vector<float>(200003, 2.0f), std::nullopt}}, std::nullopt};
   bad.tensors[0].values[200000] = std::numeric_limits<float>::quiet_NaN();
   const Update* batch[] = {&good, &bad};
   EXPECT_THAT(mean->AccumulateBatch(batch, {/*threads=*/2}),
@@ -353,6 +356,65 @@ TEST(WeightedMeanBatchErrorTest, NanLateInABigTensorRestoresEveryTileExactly) {
                              HasSubstr("big"), HasSubstr("coordinate 200000"))));
   EXPECT_EQ(mean->Serialize().value(), before);
   EXPECT_EQ(mean->num_updates(), 1);
+}
+
+TEST(WeightedMeanBatchErrorTest, RejectedFirstBatchLeavesTheAggregateEmpty) {
+  // The first batch into an empty aggregate writes the sum without an undo copy; its
+  // rejection must zero every tile it wrote (the masked case zeroes the weight sums too),
+  // after which the aggregate behaves exactly as a new one.
+  const std::vector<TensorSpec> specs = {{"big", {200003}}};
+  const int64_t n = 200003;
+  for (bool masked : {false, true}) {
+    SCOPED_TRACE(masked ? "masked" : "dense");
+    auto mean = WeightedMean::Create(specs).value();
+    const std::string empty = mean->Serialize().value();
+    Update good{"ok", 2, {{"big", {n}, std::vector<float>(n, 1.5f), std::nullopt}}, std::nullopt};
+    if (masked) {
+      std::vector<int64_t> idx;
+      for (int64_t i = 0; i < n; i += 3) idx.push_back(i);
+      good.tensors[0].held = CoordinateMask::FromIndices(n, idx).value();
+    }
+    Update bad{"evil", 1, {{"big", {n}, std::vector<float>(n, 2.0f), std::nullopt}}, std::nullopt};
+    bad.tensors[0].values[199999] = std::numeric_limits<float>::infinity();
+    const Update* batch[] = {&good, &bad};
+    EXPECT_THAT(mean->AccumulateBatch(batch, {/*threads=*/2}),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("evil"), HasSubstr("coordinate 199999"))));
+    EXPECT_EQ(mean->num_updates(), 0);
+    // Byte-equal to a new aggregate, except that the weight sums, once allocated, stay
+    // (all zero, which means the same).
+    if (!masked) {
+      EXPECT_EQ(mean->Serialize().value(), empty);
+    }
+    ASSERT_THAT(mean->Accumulate(good), IsOk());
+    auto fresh = WeightedMean::Create(specs).value();
+    ASSERT_THAT(fresh->Accumulate(good), IsOk());
+    ExpectSameDelta(std::move(*mean).Report().value(), std::move(*fresh).Report().value(),
+                    /*bit_exact=*/true);
+  }
+}
+
+TEST_F(WeightedMeanErrorTest, ValidateBoundsTheHeldValuesAndRefusesAsAccumulateDoes) {
+  double max_abs = -1;
+  ASSERT_THAT(mean_->Validate(MakeUpdate("a", 2, {1, -9.5f, 3, 4, 5, 6}, {7, 8}), &max_abs),
+              IsOk());
+  EXPECT_EQ(max_abs, 9.5);
+  // A NaN where the mask does not hold is ignored, and so is its neighbour's size.
+  Update masked = MakeUpdate("m", 2, {1, 2, 3, 4, 5, 6}, {0.5f, 1e20f});
+  masked.tensors[1].held = CoordinateMask::FromIndices(2, {0}).value();
+  masked.tensors[0].values[4] = std::numeric_limits<float>::quiet_NaN();
+  masked.tensors[0].held = CoordinateMask::FromIndices(6, {0, 1, 2, 3, 5}).value();
+  ASSERT_THAT(mean_->Validate(masked, &max_abs), IsOk());
+  EXPECT_GE(max_abs, 6.0);  // an upper bound (here: 6 from fc1.weight, or the unheld 1e20)
+  Update nan = MakeUpdate("c9", 1, {1, 2, 3, 4, 5, 6}, {1, 2});
+  nan.tensors[1].values[1] = std::numeric_limits<float>::infinity();
+  EXPECT_THAT(mean_->Validate(nan, &max_abs),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c9"), HasSubstr("fc1.bias"), HasSubstr("coordinate 1"))));
+  Update wrong = MakeUpdate("c8", 1, {1, 2, 3}, {1, 2});
+  EXPECT_THAT(mean_->Validate(wrong), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               HasSubstr("c8")));
+  ExpectUnchanged();
 }
 
 TEST_F(WeightedMeanErrorTest, NegativeZeroOrNonFiniteWeight) {

@@ -1,8 +1,11 @@
 // FedAvg aggregation throughput (issue 3, acceptance 6): N client updates of P floats folded
 // into a WeightedMean, reported as GB/s of client data (N·P·4 bytes / seconds), for
 // N = 10, 100; P = 1M, 10M; 1 and 2 threads; and G updates per AccumulateBatch call (G = 1:
-// each update accumulated on arrival; G = 8, 16: the coordinator hands over the updates
-// that arrived meanwhile, so the running sum is read and written once per G updates).
+// each update accumulated on arrival; G = 8, 16: the running sum is read and written once
+// per G updates, and the first batch of a round only writes it). The coordinator holds 8 by
+// default (CoordinatorOptions.aggregation_batch, fedge-coordinator --aggregation_batch),
+// after checking each on arrival: over gRPC the payload decoder already read every value
+// (max |value|, fused with the copy), so the coordinator's path is the G = 8 cell.
 //
 // The timed region is the accumulation only (validation included: every value is checked
 // for NaN/Inf, fused with the sum); creating the aggregator (page faults of its buffers) and

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace fedge::kernels {
 namespace {
@@ -18,8 +19,12 @@ inline bool Held(const uint64_t* held, int64_t i) {
 }  // namespace
 
 void WeightedAccumulate_ref(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                            float* acc, float* cover) {
+                            float* acc, float* cover, bool from_zero) {
   for (int64_t i = begin; i < end; ++i) {
+    if (from_zero) {
+      acc[i] = 0.0f;
+      if (cover != nullptr) cover[i] = 0.0f;
+    }
     for (int j = 0; j < k; ++j) {
       const AccumulateTerm& t = terms[j];
       if (!Held(t.held, i)) continue;
@@ -31,17 +36,17 @@ void WeightedAccumulate_ref(const AccumulateTerm* terms, int k, int64_t begin, i
 }
 
 void WeightedAccumulate_portable(const AccumulateTerm* terms, int k, int64_t begin,
-                                 int64_t end, float* acc, float* cover) {
+                                 int64_t end, float* acc, float* cover, bool from_zero) {
   // Blocks of 64 coordinates aligned to the mask words; the block's partial sums stay in a
   // small local array (registers after vectorization) while the k terms stream through.
   constexpr int kBlock = 64;
   int64_t i = begin;
   const int64_t head_end = std::min<int64_t>(end, (begin + kBlock - 1) / kBlock * kBlock);
-  WeightedAccumulate_ref(terms, k, i, head_end, acc, cover);
+  WeightedAccumulate_ref(terms, k, i, head_end, acc, cover, from_zero);
   i = head_end;
   for (; i + kBlock <= end; i += kBlock) {
     float a[kBlock];
-    for (int t = 0; t < kBlock; ++t) a[t] = acc[i + t];
+    for (int t = 0; t < kBlock; ++t) a[t] = from_zero ? 0.0f : acc[i + t];
     bool any_mask = false;
     for (int j = 0; j < k; ++j) {
       const float w = terms[j].weight;
@@ -61,7 +66,7 @@ void WeightedAccumulate_portable(const AccumulateTerm* terms, int k, int64_t beg
     for (int t = 0; t < kBlock; ++t) acc[i + t] = a[t];
     if (any_mask) {
       float c[kBlock];
-      for (int t = 0; t < kBlock; ++t) c[t] = cover[i + t];
+      for (int t = 0; t < kBlock; ++t) c[t] = from_zero ? 0.0f : cover[i + t];
       for (int j = 0; j < k; ++j) {
         if (terms[j].held == nullptr) continue;
         const float w = terms[j].weight;
@@ -69,9 +74,11 @@ void WeightedAccumulate_portable(const AccumulateTerm* terms, int k, int64_t beg
         for (int t = 0; t < kBlock; ++t) c[t] = ((bits >> t) & 1u) ? c[t] + w : c[t];
       }
       for (int t = 0; t < kBlock; ++t) cover[i + t] = c[t];
+    } else if (from_zero && cover != nullptr) {
+      std::memset(cover + i, 0, kBlock * sizeof(float));
     }
   }
-  WeightedAccumulate_ref(terms, k, i, end, acc, cover);
+  WeightedAccumulate_ref(terms, k, i, end, acc, cover, from_zero);
 }
 
 bool AllFinite_ref(const float* x, int64_t begin, int64_t end) {
@@ -97,6 +104,59 @@ bool AllFinite_portable(const float* x, int64_t begin, int64_t end) {
   return AllFinite_ref(x, i, end);
 }
 
+float MaxAbs_ref(const float* x, int64_t begin, int64_t end) {
+  float m = 0.0f;
+  for (int64_t i = begin; i < end; ++i) {
+    if (!std::isfinite(x[i])) return std::numeric_limits<float>::infinity();
+    m = std::max(m, std::fabs(x[i]));
+  }
+  return m;
+}
+
+namespace {
+
+float MaxAbsFromBits(uint32_t bits) {
+  // Magnitude bits: ≥ 0x7f800000 is ±Inf or NaN; below, the order of the floats.
+  if (bits >= 0x7f800000u) return std::numeric_limits<float>::infinity();
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  return m;
+}
+
+}  // namespace
+
+float MaxAbs_portable(const float* x, int64_t begin, int64_t end) {
+  constexpr int kBlock = 64;
+  uint32_t m = 0;
+  int64_t i = begin;
+  for (; i + kBlock <= end; i += kBlock) {
+    uint32_t bits[kBlock];
+    std::memcpy(bits, x + i, sizeof(bits));
+    for (int t = 0; t < kBlock; ++t) m = std::max(m, bits[t] & 0x7fffffffu);
+  }
+  return std::max(MaxAbsFromBits(m), MaxAbs_ref(x, i, end));
+}
+
+float MaxAbs(const float* x, int64_t begin, int64_t end, Isa isa) {
+  assert(begin >= 0 && begin <= end);
+  Isa usable = isa;
+  while (usable > Isa::kPortable && !CpuSupports(usable)) {
+    usable = static_cast<Isa>(static_cast<int>(usable) - 1);
+  }
+  switch (usable) {
+#if FEDGE_KERNELS_X86
+    case Isa::kAvx512Vnni:
+      return MaxAbs_avx512(x, begin, end);
+    case Isa::kAvx2:
+      return MaxAbs_avx2(x, begin, end);
+#endif
+    case Isa::kRef:
+      return MaxAbs_ref(x, begin, end);
+    default:  // kPortable
+      return MaxAbs_portable(x, begin, end);
+  }
+}
+
 bool AllFinite(const float* x, int64_t begin, int64_t end, Isa isa) {
   assert(begin >= 0 && begin <= end);
   Isa usable = isa;
@@ -117,8 +177,10 @@ bool AllFinite(const float* x, int64_t begin, int64_t end, Isa isa) {
   }
 }
 
-void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                        float* acc, float* cover, Isa isa) {
+namespace {
+
+void Dispatch(const AccumulateTerm* terms, int k, int64_t begin, int64_t end, float* acc,
+              float* cover, bool from_zero, Isa isa) {
   assert(k > 0 && k <= kMaxAccumulateTerms && begin >= 0 && begin <= end);
   Isa usable = isa;
   while (usable > Isa::kPortable && !CpuSupports(usable)) {
@@ -127,15 +189,27 @@ void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64
   switch (usable) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
-      return WeightedAccumulate_avx512(terms, k, begin, end, acc, cover);
+      return WeightedAccumulate_avx512(terms, k, begin, end, acc, cover, from_zero);
     case Isa::kAvx2:
-      return WeightedAccumulate_avx2(terms, k, begin, end, acc, cover);
+      return WeightedAccumulate_avx2(terms, k, begin, end, acc, cover, from_zero);
 #endif
     case Isa::kRef:
-      return WeightedAccumulate_ref(terms, k, begin, end, acc, cover);
+      return WeightedAccumulate_ref(terms, k, begin, end, acc, cover, from_zero);
     default:  // kPortable
-      return WeightedAccumulate_portable(terms, k, begin, end, acc, cover);
+      return WeightedAccumulate_portable(terms, k, begin, end, acc, cover, from_zero);
   }
+}
+
+}  // namespace
+
+void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
+                        float* acc, float* cover, Isa isa) {
+  Dispatch(terms, k, begin, end, acc, cover, /*from_zero=*/false, isa);
+}
+
+void WeightedSum(const AccumulateTerm* terms, int k, int64_t begin, int64_t end, float* acc,
+                 float* cover, Isa isa) {
+  Dispatch(terms, k, begin, end, acc, cover, /*from_zero=*/true, isa);
 }
 
 }  // namespace fedge::kernels

@@ -13,6 +13,10 @@
 // memory-bound, so fma would buy nothing. Because the order per coordinate is fixed, calling
 // this once with terms {a, b} gives the same bits as calling it with {a} then {b}: callers
 // may group updates freely (to read acc once per group instead of once per update).
+//
+// WeightedSum is the same operation started from acc = cover = 0 without reading either
+// (a batch into an empty aggregate): bit for bit what WeightedAccumulate gives on zeroed
+// arrays, for one memory stream less, and the arrays may hold anything before the call.
 #ifndef FEDGE_KERNELS_ACCUMULATE_H_
 #define FEDGE_KERNELS_ACCUMULATE_H_
 
@@ -40,16 +44,21 @@ inline constexpr int kMaxAccumulateTerms = 16;
 // ranges of the same arrays may run concurrently on different threads.
 void WeightedAccumulate(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
                         float* acc, float* cover, Isa isa = BestIsa());
+// As WeightedAccumulate on acc[begin, end) = 0 and (when cover != nullptr) cover[begin, end)
+// = 0, writing both without reading them. Same REQUIRES.
+void WeightedSum(const AccumulateTerm* terms, int k, int64_t begin, int64_t end, float* acc,
+                 float* cover, Isa isa = BestIsa());
 
-// The variants, for tests and benchmarks. Call only those the CPU supports.
+// The variants, for tests and benchmarks (from_zero: WeightedSum). Call only those the CPU
+// supports.
 void WeightedAccumulate_ref(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                            float* acc, float* cover);
+                            float* acc, float* cover, bool from_zero = false);
 void WeightedAccumulate_portable(const AccumulateTerm* terms, int k, int64_t begin,
-                                 int64_t end, float* acc, float* cover);
+                                 int64_t end, float* acc, float* cover, bool from_zero = false);
 void WeightedAccumulate_avx2(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                             float* acc, float* cover);
+                             float* acc, float* cover, bool from_zero = false);
 void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                               float* acc, float* cover);
+                               float* acc, float* cover, bool from_zero = false);
 
 // True when no value of x[begin, end) is NaN or ±Inf (the check every client update passes
 // before it may enter a sum). Memory-bound like WeightedAccumulate; exact in every variant.
@@ -58,6 +67,15 @@ bool AllFinite_ref(const float* x, int64_t begin, int64_t end);
 bool AllFinite_portable(const float* x, int64_t begin, int64_t end);
 bool AllFinite_avx2(const float* x, int64_t begin, int64_t end);
 bool AllFinite_avx512(const float* x, int64_t begin, int64_t end);
+
+// The largest |x[i]| over [begin, end) (0 for an empty range), or +Inf when any value is NaN
+// or ±Inf: the finite check and the bound a sum of such values needs, in one read. Exact in
+// every variant (a max of magnitudes, compared as integers).
+float MaxAbs(const float* x, int64_t begin, int64_t end, Isa isa = BestIsa());
+float MaxAbs_ref(const float* x, int64_t begin, int64_t end);
+float MaxAbs_portable(const float* x, int64_t begin, int64_t end);
+float MaxAbs_avx2(const float* x, int64_t begin, int64_t end);
+float MaxAbs_avx512(const float* x, int64_t begin, int64_t end);
 
 }  // namespace fedge::kernels
 

@@ -3,11 +3,18 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 
 #include "kernels/accumulate.h"
 
 namespace fedge::kernels {
 namespace {
+
+// The running value a block starts from: the array's, or 0 for WeightedSum (not read).
+inline __m256 Start(bool from_zero, const float* p) {
+  return from_zero ? _mm256_setzero_ps() : _mm256_loadu_ps(p);
+}
 
 // Lane t of the result is all ones when bit t of `byte` is set.
 inline __m256 LaneMask(uint64_t byte) {
@@ -19,21 +26,25 @@ inline __m256 LaneMask(uint64_t byte) {
 }  // namespace
 
 void WeightedAccumulate_avx2(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                             float* acc, float* cover) {
+                             float* acc, float* cover, bool from_zero) {
   constexpr int64_t kBlock = 32;  // four ymm registers
   // Align to the mask words' 64 so that a block's 32 bits never straddle two words.
   const int64_t head_end = std::min<int64_t>(end, (begin + 63) / 64 * 64);
-  WeightedAccumulate_ref(terms, k, begin, head_end, acc, cover);
+  WeightedAccumulate_ref(terms, k, begin, head_end, acc, cover, from_zero);
   int64_t i = head_end;
   bool any_mask = false;
   for (int j = 0; j < k; ++j) any_mask |= terms[j].held != nullptr;
 
   if (!any_mask) {
+    if (from_zero && cover != nullptr) {  // no term counts here: the weight sums are 0
+      const int64_t blocks_end = i + (end - i) / kBlock * kBlock;
+      std::memset(cover + i, 0, static_cast<size_t>(blocks_end - i) * sizeof(float));
+    }
     for (; i + kBlock <= end; i += kBlock) {
-      __m256 a0 = _mm256_loadu_ps(acc + i);
-      __m256 a1 = _mm256_loadu_ps(acc + i + 8);
-      __m256 a2 = _mm256_loadu_ps(acc + i + 16);
-      __m256 a3 = _mm256_loadu_ps(acc + i + 24);
+      __m256 a0 = Start(from_zero, acc + i);
+      __m256 a1 = Start(from_zero, acc + i + 8);
+      __m256 a2 = Start(from_zero, acc + i + 16);
+      __m256 a3 = Start(from_zero, acc + i + 24);
       for (int j = 0; j < k; ++j) {
         const __m256 w = _mm256_set1_ps(terms[j].weight);
         const float* u = terms[j].values + i;
@@ -51,8 +62,8 @@ void WeightedAccumulate_avx2(const AccumulateTerm* terms, int k, int64_t begin, 
     for (; i + kBlock <= end; i += kBlock) {
       __m256 a[4], c[4];
       for (int r = 0; r < 4; ++r) {
-        a[r] = _mm256_loadu_ps(acc + i + 8 * r);
-        c[r] = _mm256_loadu_ps(cover + i + 8 * r);
+        a[r] = Start(from_zero, acc + i + 8 * r);
+        c[r] = Start(from_zero, cover + i + 8 * r);
       }
       for (int j = 0; j < k; ++j) {
         const __m256 w = _mm256_set1_ps(terms[j].weight);
@@ -77,7 +88,7 @@ void WeightedAccumulate_avx2(const AccumulateTerm* terms, int k, int64_t begin, 
       }
     }
   }
-  WeightedAccumulate_ref(terms, k, i, end, acc, cover);
+  WeightedAccumulate_ref(terms, k, i, end, acc, cover, from_zero);
 }
 
 bool AllFinite_avx2(const float* x, int64_t begin, int64_t end) {
@@ -95,6 +106,30 @@ bool AllFinite_avx2(const float* x, int64_t begin, int64_t end) {
     if (_mm256_movemask_epi8(_mm256_cmpeq_epi32(mx, exp_mask)) != 0) return false;
   }
   return AllFinite_ref(x, i, end);
+}
+
+float MaxAbs_avx2(const float* x, int64_t begin, int64_t end) {
+  // The largest magnitude bits (sign cleared), as unsigned integers: the order of the floats,
+  // with ±Inf and NaN above every finite value.
+  const __m256i magnitude = _mm256_set1_epi32(0x7fffffff);
+  __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;
+  int64_t i = begin;
+  for (; i + 32 <= end; i += 32) {
+    const __m256i* p = reinterpret_cast<const __m256i*>(x + i);
+    m0 = _mm256_max_epu32(m0, _mm256_and_si256(_mm256_loadu_si256(p), magnitude));
+    m1 = _mm256_max_epu32(m1, _mm256_and_si256(_mm256_loadu_si256(p + 1), magnitude));
+    m2 = _mm256_max_epu32(m2, _mm256_and_si256(_mm256_loadu_si256(p + 2), magnitude));
+    m3 = _mm256_max_epu32(m3, _mm256_and_si256(_mm256_loadu_si256(p + 3), magnitude));
+  }
+  m0 = _mm256_max_epu32(_mm256_max_epu32(m0, m1), _mm256_max_epu32(m2, m3));
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), m0);
+  uint32_t m = 0;
+  for (uint32_t v : lanes) m = std::max(m, v);
+  if (m >= 0x7f800000u) return std::numeric_limits<float>::infinity();
+  float block_max;
+  std::memcpy(&block_max, &m, sizeof(block_max));
+  return std::max(block_max, MaxAbs_ref(x, i, end));
 }
 
 }  // namespace fedge::kernels

@@ -3,28 +3,42 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
+#include <limits>
 
 #include "kernels/accumulate.h"
 
 namespace fedge::kernels {
+namespace {
+
+// The running value a block starts from: the array's, or 0 for WeightedSum (not read).
+inline __m512 Start(bool from_zero, const float* p) {
+  return from_zero ? _mm512_setzero_ps() : _mm512_loadu_ps(p);
+}
+
+}  // namespace
 
 void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
-                               float* acc, float* cover) {
+                               float* acc, float* cover, bool from_zero) {
   constexpr int64_t kBlock = 64;  // one mask word, four zmm registers
   constexpr int64_t kPrefetch = 512;  // floats ahead (2 KB) per stream
   const int64_t head_end = std::min<int64_t>(end, (begin + kBlock - 1) / kBlock * kBlock);
-  WeightedAccumulate_ref(terms, k, begin, head_end, acc, cover);
+  WeightedAccumulate_ref(terms, k, begin, head_end, acc, cover, from_zero);
   int64_t i = head_end;
   bool any_mask = false;
   for (int j = 0; j < k; ++j) any_mask |= terms[j].held != nullptr;
 
   if (!any_mask) {
+    if (from_zero && cover != nullptr) {  // no term counts here: the weight sums are 0
+      const int64_t blocks_end = i + (end - i) / kBlock * kBlock;
+      std::memset(cover + i, 0, static_cast<size_t>(blocks_end - i) * sizeof(float));
+    }
     // The dense path: the one the round's bulk of data takes.
     for (; i + kBlock <= end; i += kBlock) {
-      __m512 a0 = _mm512_loadu_ps(acc + i);
-      __m512 a1 = _mm512_loadu_ps(acc + i + 16);
-      __m512 a2 = _mm512_loadu_ps(acc + i + 32);
-      __m512 a3 = _mm512_loadu_ps(acc + i + 48);
+      __m512 a0 = Start(from_zero, acc + i);
+      __m512 a1 = Start(from_zero, acc + i + 16);
+      __m512 a2 = Start(from_zero, acc + i + 32);
+      __m512 a3 = Start(from_zero, acc + i + 48);
       for (int j = 0; j < k; ++j) {
         const __m512 w = _mm512_set1_ps(terms[j].weight);
         const float* u = terms[j].values + i;
@@ -45,14 +59,14 @@ void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin
     }
   } else {
     for (; i + kBlock <= end; i += kBlock) {
-      __m512 a0 = _mm512_loadu_ps(acc + i);
-      __m512 a1 = _mm512_loadu_ps(acc + i + 16);
-      __m512 a2 = _mm512_loadu_ps(acc + i + 32);
-      __m512 a3 = _mm512_loadu_ps(acc + i + 48);
-      __m512 c0 = _mm512_loadu_ps(cover + i);
-      __m512 c1 = _mm512_loadu_ps(cover + i + 16);
-      __m512 c2 = _mm512_loadu_ps(cover + i + 32);
-      __m512 c3 = _mm512_loadu_ps(cover + i + 48);
+      __m512 a0 = Start(from_zero, acc + i);
+      __m512 a1 = Start(from_zero, acc + i + 16);
+      __m512 a2 = Start(from_zero, acc + i + 32);
+      __m512 a3 = Start(from_zero, acc + i + 48);
+      __m512 c0 = Start(from_zero, cover + i);
+      __m512 c1 = Start(from_zero, cover + i + 16);
+      __m512 c2 = Start(from_zero, cover + i + 32);
+      __m512 c3 = Start(from_zero, cover + i + 48);
       for (int j = 0; j < k; ++j) {
         const __m512 w = _mm512_set1_ps(terms[j].weight);
         const float* u = terms[j].values + i;
@@ -91,7 +105,7 @@ void WeightedAccumulate_avx512(const AccumulateTerm* terms, int k, int64_t begin
       _mm512_storeu_ps(cover + i + 48, c3);
     }
   }
-  WeightedAccumulate_ref(terms, k, i, end, acc, cover);
+  WeightedAccumulate_ref(terms, k, i, end, acc, cover, from_zero);
 }
 
 bool AllFinite_avx512(const float* x, int64_t begin, int64_t end) {
@@ -111,6 +125,37 @@ bool AllFinite_avx512(const float* x, int64_t begin, int64_t end) {
     if (bad != 0) return false;
   }
   return AllFinite_ref(x, i, end);
+}
+
+float MaxAbs_avx512(const float* x, int64_t begin, int64_t end) {
+  // The largest magnitude bits (sign cleared), as unsigned integers: the order of the floats,
+  // with ±Inf and NaN above every finite value.
+  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+  __m512i m0 = _mm512_setzero_si512(), m1 = m0, m2 = m0, m3 = m0;
+  int64_t i = begin;
+  for (; i + 64 <= end; i += 64) {
+    // (The masked form with an explicit source: GCC 12 warns about the plain form's
+    // undefined passthrough.)
+    m0 = _mm512_mask_max_epu32(m0, 0xFFFF, m0,
+                               _mm512_and_si512(_mm512_loadu_si512(x + i), magnitude));
+    m1 = _mm512_mask_max_epu32(m1, 0xFFFF, m1,
+                               _mm512_and_si512(_mm512_loadu_si512(x + i + 16), magnitude));
+    m2 = _mm512_mask_max_epu32(m2, 0xFFFF, m2,
+                               _mm512_and_si512(_mm512_loadu_si512(x + i + 32), magnitude));
+    m3 = _mm512_mask_max_epu32(m3, 0xFFFF, m3,
+                               _mm512_and_si512(_mm512_loadu_si512(x + i + 48), magnitude));
+  }
+  m0 = _mm512_mask_max_epu32(m0, 0xFFFF, m0, m1);
+  m2 = _mm512_mask_max_epu32(m2, 0xFFFF, m2, m3);
+  m0 = _mm512_mask_max_epu32(m0, 0xFFFF, m0, m2);
+  alignas(64) uint32_t lanes[16];
+  _mm512_store_si512(lanes, m0);
+  uint32_t m = 0;
+  for (uint32_t v : lanes) m = std::max(m, v);
+  float block_max = 0.0f;
+  if (m >= 0x7f800000u) return std::numeric_limits<float>::infinity();
+  std::memcpy(&block_max, &m, sizeof(block_max));
+  return std::max(block_max, MaxAbs_ref(x, i, end));
 }
 
 }  // namespace fedge::kernels

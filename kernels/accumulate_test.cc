@@ -1,5 +1,6 @@
 #include "kernels/accumulate.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -13,7 +14,7 @@
 namespace fedge::kernels {
 namespace {
 
-using Fn = void (*)(const AccumulateTerm*, int, int64_t, int64_t, float*, float*);
+using Fn = void (*)(const AccumulateTerm*, int, int64_t, int64_t, float*, float*, bool);
 
 struct Variant {
   const char* name;
@@ -22,6 +23,7 @@ struct Variant {
 };
 
 const Variant kVariants[] = {
+    {"ref", Isa::kRef, WeightedAccumulate_ref},
     {"portable", Isa::kPortable, WeightedAccumulate_portable},
     {"avx2", Isa::kAvx2, WeightedAccumulate_avx2},
     {"avx512", Isa::kAvx512Vnni, WeightedAccumulate_avx512},
@@ -84,7 +86,7 @@ TEST(WeightedAccumulateTest, EveryVariantIsBitExactWithRef) {
             std::vector<float> acc_ref = acc0, cover_ref = cover0;
             std::vector<float> acc = acc0, cover = cover0;
             WeightedAccumulate_ref(terms.data(), k, lo, hi, acc_ref.data(), cover_ref.data());
-            v.fn(terms.data(), k, lo, hi, acc.data(), cover.data());
+            v.fn(terms.data(), k, lo, hi, acc.data(), cover.data(), false);
             int64_t where = -1;
             EXPECT_TRUE(SameBits(acc, acc_ref, &where))
                 << v.name << " n=" << n << " k=" << k << " masks=" << masks << " range [" << lo
@@ -92,6 +94,23 @@ TEST(WeightedAccumulateTest, EveryVariantIsBitExactWithRef) {
             EXPECT_TRUE(SameBits(cover, cover_ref, &where))
                 << v.name << " n=" << n << " k=" << k << " masks=" << masks << " range [" << lo
                 << "," << hi << ") cover differs at " << where;
+            // WeightedSum (from_zero): the result on zeroed arrays, without reading them
+            // (they start as NaN here, which would show through any read); nothing outside
+            // [lo, hi) is written.
+            const float nan = std::numeric_limits<float>::quiet_NaN();
+            std::vector<float> acc_zero(n, nan), cover_zero(n, nan);
+            std::vector<float> acc_expect(n, nan), cover_expect(n, nan);
+            std::fill(acc_expect.begin() + lo, acc_expect.begin() + hi, 0.0f);
+            std::fill(cover_expect.begin() + lo, cover_expect.begin() + hi, 0.0f);
+            WeightedAccumulate_ref(terms.data(), k, lo, hi, acc_expect.data(),
+                                   cover_expect.data());
+            v.fn(terms.data(), k, lo, hi, acc_zero.data(), cover_zero.data(), true);
+            EXPECT_TRUE(SameBits(acc_zero, acc_expect, &where))
+                << v.name << " WeightedSum n=" << n << " k=" << k << " masks=" << masks
+                << " range [" << lo << "," << hi << ") acc differs at " << where;
+            EXPECT_TRUE(SameBits(cover_zero, cover_expect, &where))
+                << v.name << " WeightedSum n=" << n << " k=" << k << " masks=" << masks
+                << " range [" << lo << "," << hi << ") cover differs at " << where;
           }
         }
       }
@@ -161,6 +180,42 @@ TEST(AllFiniteTest, EveryVariantFindsNanAndInfAnywhere) {
           if (pos == n - 1) {
             EXPECT_TRUE(fn(y.data(), 0, n - 1)) << IsaName(isa) << " n=" << n;
           }
+        }
+      }
+    }
+  }
+}
+
+TEST(MaxAbsTest, EveryVariantMatchesRefAndFlagsNanAndInfAnywhere) {
+  using MaxFn = float (*)(const float*, int64_t, int64_t);
+  const std::pair<Isa, MaxFn> variants[] = {{Isa::kRef, MaxAbs_ref},
+                                            {Isa::kPortable, MaxAbs_portable},
+                                            {Isa::kAvx2, MaxAbs_avx2},
+                                            {Isa::kAvx512Vnni, MaxAbs_avx512}};
+  const float inf = std::numeric_limits<float>::infinity();
+  base::Rng rng(11);
+  for (const auto& [isa, fn] : variants) {
+    if (!CpuSupports(isa)) continue;
+    EXPECT_EQ(fn(nullptr, 0, 0), 0.0f) << IsaName(isa);
+    for (int64_t n : {1, 31, 32, 33, 63, 64, 65, 200, 1000}) {
+      std::vector<float> x = RandomValues(rng, n);
+      x[0] = -0.0f;
+      // The largest magnitude, negative, at a varying place; a denormal somewhere.
+      const int64_t at = static_cast<int64_t>(rng.UniformInt(static_cast<int>(n)));
+      x[at] = -1e30f;
+      if (n > 2) x[n / 2] = 1e-41f;
+      EXPECT_EQ(fn(x.data(), 0, n), 1e30f) << IsaName(isa) << " n=" << n;
+      EXPECT_EQ(fn(x.data(), 0, n), MaxAbs_ref(x.data(), 0, n)) << IsaName(isa);
+      if (n > 3) {
+        // A sub-range that excludes the big value sees the next largest.
+        const int64_t lo = at + 1;
+        EXPECT_EQ(fn(x.data(), lo, n), MaxAbs_ref(x.data(), lo, n)) << IsaName(isa);
+      }
+      for (int64_t pos : {int64_t{0}, n / 2, n - 1}) {
+        for (float bad : {std::numeric_limits<float>::quiet_NaN(), inf, -inf}) {
+          std::vector<float> y = x;
+          y[pos] = bad;
+          EXPECT_EQ(fn(y.data(), 0, n), inf) << IsaName(isa) << " n=" << n << " pos=" << pos;
         }
       }
     }

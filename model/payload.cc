@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "base/rng.h"
+#include "kernels/accumulate.h"
 #include "base/status_macros.h"
 #include "kernels/q4.h"
 
@@ -18,6 +19,7 @@ namespace fedge::model {
 namespace {
 
 constexpr int64_t kMaxTotalBytes = int64_t{1} << 62;
+constexpr int64_t kCheckBlock = 16384;  // floats decoded and checked at a time (64 KB)
 
 // A name that came from the network, quoted and bounded for error messages.
 std::string Quote(absl::string_view name) {
@@ -479,8 +481,15 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeTensors(
     t.values.resize(static_cast<size_t>(n));
     switch (info.encoding()) {
       case v1::TENSOR_ENCODING_FLOAT32:
-        if (n > 0) std::memcpy(t.values.data(), p, static_cast<size_t>(4 * n));
-        if (!HostIsLittleEndian()) ByteSwap32(reinterpret_cast<char*>(t.values.data()), n);
+        // Copied and checked in 64 KB blocks, each checked while it is in cache.
+        for (int64_t lo = 0; lo < n; lo += kCheckBlock) {
+          const int64_t hi = std::min(n, lo + kCheckBlock);
+          std::memcpy(t.values.data() + lo, p + 4 * lo, static_cast<size_t>(4 * (hi - lo)));
+          if (!HostIsLittleEndian()) {
+            ByteSwap32(reinterpret_cast<char*>(t.values.data() + lo), hi - lo);
+          }
+          t.max_abs = std::max(t.max_abs, kernels::MaxAbs(t.values.data(), lo, hi));
+        }
         break;
       case v1::TENSOR_ENCODING_INT8_PER_CHANNEL:
         FEDGE_RETURN_IF_ERROR(DecodeInt8PerChannel(p, &t));
@@ -495,11 +504,16 @@ absl::StatusOr<std::vector<DecodedTensor>> DecodeTensors(
         FEDGE_CHECK(false);
     }
     p += info.byte_size();
-    for (int64_t j = 0; j < n; ++j) {
-      if (!std::isfinite(t.values[j])) {
-        return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(t.name),
-                                                       " has a non-finite value (",
-                                                       t.values[j], ") at index ", j));
+    if (info.encoding() != v1::TENSOR_ENCODING_FLOAT32) {
+      t.max_abs = kernels::MaxAbs(t.values.data(), 0, n);
+    }
+    if (!std::isfinite(t.max_abs)) {
+      for (int64_t j = 0; j < n; ++j) {
+        if (!std::isfinite(t.values[j])) {
+          return absl::InvalidArgumentError(absl::StrCat("Payload: tensor ", Quote(t.name),
+                                                         " has a non-finite value (",
+                                                         t.values[j], ") at index ", j));
+        }
       }
     }
   }

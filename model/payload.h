@@ -104,6 +104,7 @@ struct DecodedTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> values;
+  float max_abs = 0.0f;  // the largest |value| (decoding proves every value finite)
 };
 
 struct EncodedPayload {

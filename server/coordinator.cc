@@ -25,6 +25,9 @@
 namespace fedge::server {
 namespace {
 
+// |sum| stays below this (float max is 3.4e38): room for the rounding of a million additions.
+constexpr double kMaxSumBound = 1e38;
+
 int64_t UnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
 
 double Seconds(std::chrono::steady_clock::time_point since) {
@@ -157,9 +160,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
   if (options.enrollment_token.empty()) {
     return absl::InvalidArgumentError("Coordinator: an enrollment token is required");
   }
-  if (options.liveness_timeout <= absl::ZeroDuration() || options.aggregation_threads < 1) {
+  if (options.liveness_timeout <= absl::ZeroDuration() || options.aggregation_threads < 1 ||
+      options.aggregation_batch < 1 || options.aggregation_batch_bytes < 0) {
     return absl::InvalidArgumentError(
-        "Coordinator: liveness_timeout must be > 0 and aggregation_threads ≥ 1");
+        "Coordinator: liveness_timeout must be > 0, aggregation_threads and "
+        "aggregation_batch ≥ 1, aggregation_batch_bytes ≥ 0");
   }
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), store));
   if (store != nullptr) {
@@ -496,8 +501,7 @@ absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
 }
 
 absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
-                                       const aggregation::Update& update,
-                                       int64_t payload_bytes) {
+                                       aggregation::Update update, int64_t payload_bytes) {
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
   const std::string& id = header.client_id();
@@ -530,22 +534,29 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     }
   }
   ClientTask& ct = round.tasks[id];
-  std::optional<aggregation::Update> expanded;
   if (status.ok() && ct.slicer != nullptr) {
     absl::StatusOr<aggregation::Update> e = ExpandUpdate(ct, update);
     if (e.ok()) {
-      expanded = std::move(e).value();
+      e->max_abs = update.max_abs;  // the same values, and zeros
+      update = std::move(e).value();
     } else {
       status = e.status();
     }
   }
-  if (status.ok() && job_->accountant.has_value()) {
-    // Central DP: every participant counts once, whatever its example count.
-    expanded = update;
-    expanded->weight = 1.0;
+  // Central DP: every participant counts once, whatever its example count.
+  if (status.ok() && job_->accountant.has_value()) update.weight = 1.0;
+  // Checked now (names, shapes, finite values), accumulated later in a batch: the bound on
+  // the sum makes that batch unable to fail.
+  double max_abs = 0;
+  if (status.ok()) status = round.aggregator->Validate(update, &max_abs);
+  const double sum_bound =
+      round.sum_bound + static_cast<double>(static_cast<float>(update.weight)) * max_abs;
+  if (status.ok() && !(sum_bound <= kMaxSumBound)) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "Coordinator: client %s sent values up to %.6g (weight %.6g): the round's sum could "
+        "overflow float",
+        id, max_abs, update.weight));
   }
-  const aggregation::Update& full = expanded.has_value() ? *expanded : update;
-  if (status.ok()) status = round.aggregator->Accumulate(full);
   if (!status.ok()) {
     // A bad update drops this client from the round, never the round.
     round.waiting.erase(id);
@@ -554,7 +565,17 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     ct.metrics.set_reason(std::string(status.message().substr(0, 256)));
     return status;
   }
-  if (job_->strategy->KeepsClientUpdates()) round.kept.push_back(full);
+  round.sum_bound = sum_bound;
+  int64_t value_bytes = 0;
+  for (const aggregation::Tensor& t : update.tensors) {
+    value_bytes += static_cast<int64_t>(t.values.size() * sizeof(float));
+  }
+  round.pending.push_back(std::move(update));
+  round.pending_bytes += value_bytes;
+  if (static_cast<int>(round.pending.size()) >= options_.aggregation_batch ||
+      round.pending_bytes >= options_.aggregation_batch_bytes) {
+    FlushPending(round);
+  }
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
   ct.metrics.set_bytes_up(payload_bytes);
   ct.metrics.set_num_examples(header.num_examples());
@@ -1200,6 +1221,45 @@ absl::Status Coordinator::CloseRound(absl::Time now) {
   return absl::OkStatus();
 }
 
+void Coordinator::FlushPending(Round& round) {
+  if (round.pending.empty()) return;
+  std::vector<const aggregation::Update*> batch;
+  batch.reserve(round.pending.size());
+  for (const aggregation::Update& u : round.pending) batch.push_back(&u);
+  absl::Status status = round.aggregator->AccumulateBatch(
+      batch, aggregation::AccumulateOptions{options_.aggregation_threads});
+  std::vector<bool> dropped(round.pending.size(), false);
+  if (!status.ok()) {
+    // Not expected: each update passed Validate and the sum bound rules out an overflow.
+    // Should it happen anyway, every update that accumulates alone stays in; the others
+    // are counted as rejected (their clients' other figures stay in the round's metrics).
+    FEDGE_LOG(ERROR) << "Coordinator: job " << job_->id << " round " << round.number
+                     << ": batched accumulation failed (" << status.message()
+                     << "); accumulating one by one";
+    for (size_t i = 0; i < round.pending.size(); ++i) {
+      const aggregation::Update& u = round.pending[i];
+      absl::Status one = round.aggregator->Accumulate(u);
+      if (one.ok()) continue;
+      dropped[i] = true;
+      FEDGE_LOG(ERROR) << "Coordinator: job " << job_->id << " round " << round.number
+                       << ": dropped the update of client " << u.client_id << ": "
+                       << one.message();
+      round.accepted.erase(u.client_id);
+      round.metrics.set_rejected(round.metrics.rejected() + 1);
+      ClientTask& ct = round.tasks[u.client_id];
+      ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+      ct.metrics.set_reason(std::string(one.message().substr(0, 256)));
+    }
+  }
+  if (job_->strategy->KeepsClientUpdates()) {
+    for (size_t i = 0; i < round.pending.size(); ++i) {
+      if (!dropped[i]) round.kept.push_back(std::move(round.pending[i]));
+    }
+  }
+  round.pending.clear();
+  round.pending_bytes = 0;
+}
+
 absl::Status Coordinator::CompleteRound(absl::Time now) {
   Job& job = *job_;
   Round& round = *job.round;
@@ -1210,6 +1270,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   if (!round.accepted.empty()) m.set_mean_client_seconds(round.client_seconds_sum / round.accepted.size());
 
   auto t0 = std::chrono::steady_clock::now();
+  FlushPending(round);
   FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.aggregator).Report());
   if (job.accountant.has_value()) {
     // N(0, (z·S)²) on the sum is N(0, (z·S/m)²) on the mean of the m participants.

@@ -112,6 +112,12 @@ struct CoordinatorOptions {
   // client that goes quiet this long is dropped from the round.
   absl::Duration liveness_timeout = absl::Seconds(60);
   int aggregation_threads = 1;
+  // Accepted updates are validated on arrival and held until `aggregation_batch` of them
+  // (or `aggregation_batch_bytes` of their values) are there, then accumulated in one pass
+  // that reads the running sum once for all of them (WeightedMean::AccumulateBatch); the
+  // round's last ones when it closes. 1 = accumulate each on arrival.
+  int aggregation_batch = 8;
+  int64_t aggregation_batch_bytes = int64_t{256} << 20;
   // Evaluation data, already preprocessed. When null, StartJob loads the job's
   // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
   std::shared_ptr<const data::Dataset> evaluation_data;
@@ -165,7 +171,7 @@ class Coordinator {
   // An update for the open round. `header` carries the client's credentials, job, round,
   // task id, example count and metrics; `update` the tensors (already reassembled by the
   // transport) and `payload_bytes` their size on the wire.
-  absl::Status SubmitUpdate(const v1::UpdateHeader& header, const aggregation::Update& update,
+  absl::Status SubmitUpdate(const v1::UpdateHeader& header, aggregation::Update update,
                             int64_t payload_bytes);
   // A transport found the update itself malformed (manifest or shapes that differ from the
   // task, non-finite values, a wrong byte count): when `header` names the client's open
@@ -267,6 +273,12 @@ class Coordinator {
     std::vector<std::shared_ptr<const v1::ModelProto>> tier_models;  // leading, per tier
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
+    // Accepted and validated, not yet accumulated (see CoordinatorOptions.aggregation_batch).
+    std::vector<aggregation::Update> pending;
+    int64_t pending_bytes = 0;
+    // Σ float(n_k)·max|Δ_k| over the accepted updates: a bound on every |sum| coordinate,
+    // kept under kMaxSumBound so that the batched accumulation cannot overflow float.
+    double sum_bound = 0;
     double dp_sampling_rate = 0;  // q of this round (sampled / live registered)
     double clip_norm = 0;         // C the round's devices clip to (privacy.clip_norm or adaptive)
     int64_t unclipped = 0;        // accepted updates whose reported norm was ≤ C (central mode)
@@ -326,6 +338,9 @@ class Coordinator {
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Accumulates the round's pending updates in one batch (then keeps them, for strategies
+  // that keep client updates).
+  void FlushPending(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
   absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -58,8 +58,11 @@ class CoordinatorTest : public ::testing::Test {
  protected:
   void SetUp() override { eval_ = std::make_shared<const data::Dataset>(MakeData(600, 99)); }
 
-  std::unique_ptr<Coordinator> Make(Store* store = nullptr) {
+  std::unique_ptr<Coordinator> Make(Store* store = nullptr, int aggregation_batch = 8,
+                                    int aggregation_threads = 1) {
     CoordinatorOptions o;
+    o.aggregation_batch = aggregation_batch;
+    o.aggregation_threads = aggregation_threads;
     o.clock = &clock_;
     o.enrollment_token = kToken;
     o.evaluation_data = eval_;
@@ -151,6 +154,64 @@ TEST_F(CoordinatorTest, FedAvgRunsEveryRoundAndLearns) {
   EXPECT_LT(before, 0.6);
   EXPECT_GT((*rounds)[4].metrics().test_accuracy(), 0.85);
   EXPECT_NEAR(Accuracy(*c->ExportModel(*job)), (*rounds)[4].metrics().test_accuracy(), 1e-9);
+}
+
+// Updates held and accumulated in batches (3 + 3 + 1 of 7, two threads) give the model bits
+// that accumulating each on arrival gives; an update whose size could overflow the round's
+// float sum is refused on arrival, and the round completes without it.
+TEST_F(CoordinatorTest, BatchedAccumulationMatchesOneByOneAndRefusesOverflow) {
+  std::string models[2];
+  for (int variant = 0; variant < 2; ++variant) {
+    auto c = variant == 0 ? Make(nullptr, /*aggregation_batch=*/1)
+                          : Make(nullptr, /*aggregation_batch=*/3, /*aggregation_threads=*/2);
+    std::vector<Device> devices = Enroll(*c, 7);
+    auto job = c->StartJob(MakeJob(/*rounds=*/2, /*per_round=*/7, /*quorum=*/7, 600));
+    ASSERT_THAT(job, IsOk());
+    for (int step = 0; step < 20 && c->running_job().has_value(); ++step) {
+      ASSERT_THAT(c->Tick(), IsOk());
+      for (const Device& d : devices) {
+        absl::Status s = Work(*c, d);
+        ASSERT_TRUE(s.ok() || absl::IsNotFound(s)) << s;
+      }
+      ASSERT_THAT(c->Tick(), IsOk());
+    }
+    auto status = c->GetJob(*job);
+    ASSERT_THAT(status, IsOk());
+    ASSERT_EQ(status->completed_rounds(), 2);
+    auto model = c->ExportModel(*job);
+    ASSERT_THAT(model, IsOk());
+    models[variant] = model->SerializeAsString();
+  }
+  EXPECT_EQ(models[0], models[1]) << "batched accumulation changed the model";
+
+  auto c = Make(nullptr, /*aggregation_batch=*/4);
+  std::vector<Device> d = Enroll(*c, 3);
+  auto job = c->StartJob(MakeJob(1, 3, 2, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto task = c->FetchTask(d[0].id, d[0].token);
+  ASSERT_THAT(task, IsOk());
+  ASSERT_TRUE(task->has_value());
+  const v1::TaskHeader header = (*task)->header;
+  v1::UpdateHeader h;
+  h.set_client_id(d[0].id);
+  h.set_session_token(d[0].token);
+  h.set_job_id(header.job_id());
+  h.set_round(header.round());
+  h.set_task_id(header.task_id());
+  h.set_num_examples(100);
+  aggregation::Update huge = UpdateFromDeltaProto(d[0].id, 100, *(*task)->model);
+  for (auto& t : huge.tensors) std::fill(t.values.begin(), t.values.end(), 1e37f);
+  EXPECT_THAT(c->SubmitUpdate(h, huge, 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("overflow")));
+  for (int i = 1; i < 3; ++i) ASSERT_THAT(Work(*c, d[i]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 1u);
+  EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
+  EXPECT_EQ((*rounds)[0].metrics().rejected(), 1);
+  EXPECT_TRUE((*rounds)[0].metrics().evaluated());
 }
 
 // The Prometheus exporter over real rounds: the running job's latest round, the finished

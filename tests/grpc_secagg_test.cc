@@ -544,7 +544,9 @@ TEST_F(GrpcSecAggTest, AShareThatDoesNotReconstructIsFoundAndTheSumIsStillExact)
   const v1::SecureAggregationRoundMetrics sa = LastRound(job).secure_aggregation();
   EXPECT_EQ(sa.sum_digest(), PlainSumDigest(r, {0, 1, 2, 3, 4}));
   ASSERT_LE(sa.misbehaving_clients_size(), 1);
-  if (sa.misbehaving_clients_size() == 1) EXPECT_EQ(sa.misbehaving_clients(0), ids[2].first);
+  if (sa.misbehaving_clients_size() == 1) {
+    EXPECT_EQ(sa.misbehaving_clients(0), ids[2].first);
+  }
 }
 
 TEST_F(GrpcSecAggTest, PlainUploadsAndUnsupportedCombinationsAreRefused) {

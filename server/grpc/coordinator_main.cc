@@ -52,6 +52,12 @@ ABSL_FLAG(bool, accept_requested_client_ids, false,
 ABSL_FLAG(int, liveness_seconds, 60, "A client silent this long is not sampled / is dropped.");
 ABSL_FLAG(int, max_wait_seconds, 30, "Longest a FetchTask long poll is held.");
 ABSL_FLAG(int, max_message_mb, 8, "Largest gRPC message accepted (MiB).");
+ABSL_FLAG(int, aggregation_batch, 8,
+          "Updates validated on arrival and held until this many are there, then averaged "
+          "in one pass over the running sum (1: each on arrival).");
+ABSL_FLAG(int, aggregation_batch_mb, 256,
+          "Flush the held updates earlier once their values take this many MiB.");
+ABSL_FLAG(int, aggregation_threads, 2, "Threads that share a batched accumulation.");
 ABSL_FLAG(int, max_threads, 1024,
           "Most gRPC calls served at once (one thread each, long polls included); beyond it "
           "calls fail with RESOURCE_EXHAUSTED and clients back off.");
@@ -182,6 +188,9 @@ int Run() {
   co.enrollment_token = *token;
   co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
   co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
+  co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
+  co.aggregation_batch_bytes = int64_t{absl::GetFlag(FLAGS_aggregation_batch_mb)} << 20;
+  co.aggregation_threads = absl::GetFlag(FLAGS_aggregation_threads);
   absl::StatusOr<std::unique_ptr<server::Coordinator>> coordinator =
       server::Coordinator::Create(co, store->get());
   if (!coordinator.ok()) {

@@ -34,7 +34,9 @@ aggregation::Update UpdateFromDecoded(const std::string& client_id, double num_e
   update.client_id = client_id;
   update.weight = num_examples;
   update.tensors.reserve(tensors.size());
+  update.max_abs = 0.0;
   for (model::DecodedTensor& t : tensors) {
+    update.max_abs = std::max<double>(*update.max_abs, t.max_abs);
     aggregation::Tensor out;
     out.name = std::move(t.name);
     out.shape = std::move(t.shape);
