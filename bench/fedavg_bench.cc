@@ -14,7 +14,11 @@
 // D ≥ 2 × the largest G and D·P·4 ≥ 160 MB (5× the 32 MB L3), used round-robin, so each call
 // reads updates that are not in any cache, and no benchmark runs on a pool just written.
 //
-//   build/bin/fedavg_bench [--benchmark_filter=...]
+// The heap is set up as fedge-coordinator's (base::KeepFreedMemoryForReuse: a round's buffers
+// reuse the last round's memory); --fresh_memory keeps glibc's defaults instead, where each
+// round's 40 MB sum (P = 10M) is a new mapping, which this VM writes at a third of the speed.
+//
+//   build/bin/fedavg_bench [--fresh_memory] [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -24,10 +28,12 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "aggregation/weighted_mean.h"
+#include "base/memory.h"
 #include "base/status_macros.h"
 #include "kernels/accumulate.h"
 #include "kernels/cpu.h"
@@ -186,6 +192,20 @@ void PrintSummary() {
 }  // namespace fedge::aggregation
 
 int main(int argc, char** argv) {
+  // As fedge-coordinator and fedge-sim, unless --fresh_memory: see base/memory.h. With it,
+  // every round's sum is a new mmap, as a process with glibc's defaults has it.
+  bool fresh = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--fresh_memory") {
+      fresh = true;
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      break;
+    }
+  }
+  const bool kept = !fresh && fedge::base::KeepFreedMemoryForReuse();
+  std::printf("heap: %s\n", kept ? "freed memory kept for reuse (as fedge-coordinator)"
+                                 : "glibc defaults (a new mmap per large buffer)");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   fedge::aggregation::PreparePools();

@@ -32,6 +32,7 @@
 #include "absl/strings/str_format.h"
 #include "base/flags.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "base/status_macros.h"
 #include "sim/cluster.h"
 #include "sim/report.h"
@@ -242,6 +243,7 @@ int main(int argc, char** argv) {
       "  under MPI: mpirun -np P fedge-sim ...");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  fedge::base::KeepFreedMemoryForReuse();
   std::unique_ptr<fedge::sim::Cluster> cluster;
 #ifdef FEDGE_SIM_HAVE_MPI
   if (fedge::sim::LaunchedByMpirun()) {

@@ -30,6 +30,7 @@
 #include "absl/strings/strip.h"
 #include "base/flags.h"
 #include "base/log.h"
+#include "base/memory.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/grpc/metrics_http.h"
@@ -251,5 +252,6 @@ int main(int argc, char** argv) {
       "[--metrics-listen HOST:PORT]");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
+  fedge::base::KeepFreedMemoryForReuse();
   return fedge::Run();
 }

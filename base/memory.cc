@@ -1,0 +1,22 @@
+#include "base/memory.h"
+
+#include <cstdlib>  // defines __GLIBC__ on glibc
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+namespace fedge::base {
+
+bool KeepFreedMemoryForReuse() {
+#if defined(__GLIBC__)
+  // Allocations below 1 GiB come from the heap (not mmap), and the heap's free top is
+  // returned to the system only beyond 1 GiB.
+  constexpr int kOneGiB = 1 << 30;
+  return mallopt(M_MMAP_THRESHOLD, kOneGiB) == 1 && mallopt(M_TRIM_THRESHOLD, kOneGiB) == 1;
+#else
+  return false;
+#endif
+}
+
+}  // namespace fedge::base
