@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 
 namespace fedge::client {
 namespace {
@@ -34,9 +35,9 @@ bool ValidClientId(absl::string_view id) {
   return true;
 }
 
-}  // namespace
-
-absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path) {
+// Reads a file that only its owner may read or write (mode 0600 or stricter), at most
+// `max_bytes`.
+absl::StatusOr<std::string> ReadOwnerOnly(const std::string& path, size_t max_bytes) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("DeviceState: ", path, ": no such file"));
@@ -47,16 +48,23 @@ absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path) {
         "DeviceState: %s: mode %04o lets other users read or write it; expected 0600", path,
         st.st_mode & 0777));
   }
-  if (static_cast<size_t>(st.st_size) > kMaxStateBytes) {
+  if (static_cast<size_t>(st.st_size) > max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": file too large"));
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Io(path, "open");
   std::stringstream buf;
   buf << in.rdbuf();
+  return buf.str();
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path) {
+  FEDGE_ASSIGN_OR_RETURN(const std::string text, ReadOwnerOnly(path, kMaxStateBytes));
   DeviceState state;
   int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(buf.str(), '\n')) {
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line[0] == '#') continue;
@@ -85,33 +93,6 @@ absl::Status SaveDeviceState(const std::string& path, const DeviceState& state) 
                                         state.client_id, "\n");
   return WriteOwnerOnly(path, text);
 }
-
-namespace {
-
-// Reads a file that only its owner may read or write (mode 0600 or stricter), at most
-// `max_bytes`.
-absl::StatusOr<std::string> ReadOwnerOnly(const std::string& path, size_t max_bytes) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) return absl::NotFoundError(absl::StrCat("DeviceState: ", path, ": no such file"));
-    return Io(path, "stat");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return absl::PermissionDeniedError(absl::StrFormat(
-        "DeviceState: %s: mode %04o lets other users read or write it; expected 0600", path,
-        st.st_mode & 0777));
-  }
-  if (static_cast<size_t>(st.st_size) > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("DeviceState: ", path, ": file too large"));
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Io(path, "open");
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return buf.str();
-}
-
-}  // namespace
 
 absl::Status SaveFedCgPrivateState(const std::string& path, const v1::ModelProto& state) {
   std::string bytes;
