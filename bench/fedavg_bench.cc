@@ -196,7 +196,8 @@ int main(int argc, char** argv) {
   // every round's sum is a new mmap, as a process with glibc's defaults has it.
   bool fresh = false;
   for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--fresh_memory") {
+    const std::string arg = argv[i];
+    if (arg == "--fresh_memory" || arg == "--fresh-memory") {
       fresh = true;
       for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
       --argc;
