@@ -532,16 +532,19 @@ absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
         "ClientRuntime: the update has ", x.size(), " values, the secure-aggregation session ",
         config.vector_length));
   }
-  if (session.noise_stddev() > 0) {
+  const bool noise_params = session.noise_stddev() > 0;
+  const bool noise_count = session.clipped_count() && session.count_noise_stddev() > 0;
+  if (noise_params || noise_count) {
     // Distributed DP: this device's share of the noise, from the OS CSPRNG.
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
                            privacy::NoiseGenerator::Create());
-    noise->AddGaussianNoise(absl::MakeSpan(x).subspan(0, num_params), session.noise_stddev());
-  }
-  if (session.clipped_count() && session.count_noise_stddev() > 0) {
-    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
-                           privacy::NoiseGenerator::Create());
-    noise->AddGaussianNoise(absl::MakeSpan(x).subspan(num_params), session.count_noise_stddev());
+    if (noise_params) {
+      noise->AddGaussianNoise(absl::MakeSpan(x).subspan(0, num_params), session.noise_stddev());
+    }
+    if (noise_count) {
+      noise->AddGaussianNoise(absl::MakeSpan(x).subspan(num_params),
+                              session.count_noise_stddev());
+    }
   }
   FEDGE_ASSIGN_OR_RETURN(const privacy::FixedPointEncoder encoder,
                          privacy::FixedPointEncoder::Create(session.max_abs_value(),
