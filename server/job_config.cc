@@ -8,63 +8,22 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "base/status_macros.h"
 #include "model/sequential.h"
 #include "model/zoo.h"
+#include "server/config_text.h"
 
 namespace fedge::server {
 namespace {
 
 // Collects the text-format parser's errors with 1-based positions.
-class CollectingErrorCollector final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit CollectingErrorCollector(std::string source) : source_(std::move(source)) {}
-
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    errors_.push_back(absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
-  }
-  void AddWarning(int line, google::protobuf::io::ColumnNumber column,
-                  const std::string& message) override {}
-
-  const std::vector<std::string>& errors() const { return errors_; }
-
- private:
-  std::string source_;
-  std::vector<std::string> errors_;
-};
 
 // Accumulates "field: problem" lines so that one pass reports every bad field.
-class Problems {
+// Every problem of a job, named by field.
+class Problems : public ConfigProblems {
  public:
-  void Add(absl::string_view field, absl::string_view problem) {
-    list_.push_back(absl::StrCat(field, " ", problem));
-  }
-  void Add(std::string line) { list_.push_back(std::move(line)); }
-  bool empty() const { return list_.empty(); }
-  absl::Status ToStatus() const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("JobConfig: invalid job: ", absl::StrJoin(list_, "; ")));
-  }
-
-  // Range checks; each names the field and the offending value.
-  void Positive(absl::string_view field, double v) {
-    if (!std::isfinite(v) || !(v > 0)) Add(field, absl::StrCat("must be > 0 and finite, got ", v));
-  }
-  void NonNegative(absl::string_view field, double v) {
-    if (!std::isfinite(v) || v < 0) Add(field, absl::StrCat("must be >= 0 and finite, got ", v));
-  }
-  void HalfOpenUnit(absl::string_view field, double v) {  // [0, 1)
-    if (!std::isfinite(v) || v < 0 || v >= 1) Add(field, absl::StrCat("must be in [0, 1), got ", v));
-  }
-  void IntRange(absl::string_view field, int64_t v, int64_t lo, int64_t hi) {
-    if (v < lo || v > hi) Add(field, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
-  }
-
- private:
-  std::vector<std::string> list_;
+  Problems() : ConfigProblems("JobConfig: invalid job") {}
 };
 
 bool ValidJobName(const std::string& name) {
@@ -520,18 +479,8 @@ absl::StatusOr<v1::JobConfig> ParseJobConfig(absl::string_view text, absl::strin
                                                    " bytes, more than the limit of ",
                                                    kMaxJobConfigTextBytes));
   }
-  CollectingErrorCollector errors{std::string(source)};
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  // Unknown fields and extensions stay errors (the parser's default).
   v1::JobConfig job;
-  if (!parser.ParseFromString(std::string(text), &job)) {
-    if (errors.errors().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("JobConfig: cannot parse ", source));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("JobConfig: ", absl::StrJoin(errors.errors(), "; ")));
-  }
+  FEDGE_RETURN_IF_ERROR(ParseTextProto(text, source, "JobConfig", &job));
   return job;
 }
 

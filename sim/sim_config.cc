@@ -12,9 +12,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
+#include "base/status_macros.h"
 #include "model/sequential.h"
+#include "server/config_text.h"
 #include "server/job_config.h"
 
 namespace fedge::sim {
@@ -22,41 +22,11 @@ namespace {
 
 inline constexpr size_t kMaxSimConfigTextBytes = 1 << 20;
 
-class CollectingErrorCollector final : public google::protobuf::io::ErrorCollector {
- public:
-  explicit CollectingErrorCollector(std::string source) : source_(std::move(source)) {}
-  void AddError(int line, google::protobuf::io::ColumnNumber column,
-                const std::string& message) override {
-    errors_.push_back(absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
-  }
-  void AddWarning(int, google::protobuf::io::ColumnNumber, const std::string&) override {}
-  const std::vector<std::string>& errors() const { return errors_; }
-
- private:
-  std::string source_;
-  std::vector<std::string> errors_;
-};
 
 // "field problem" lines, so that one pass reports every bad field.
-class Problems {
+class Problems : public server::ConfigProblems {
  public:
-  void Add(absl::string_view field, absl::string_view problem) {
-    list_.push_back(absl::StrCat(field, " ", problem));
-  }
-  bool empty() const { return list_.empty(); }
-  absl::Status ToStatus() const {
-    return absl::InvalidArgumentError(
-        absl::StrCat("SimConfig: invalid config: ", absl::StrJoin(list_, "; ")));
-  }
-  void IntRange(absl::string_view field, int64_t v, int64_t lo, int64_t hi) {
-    if (v < lo || v > hi) Add(field, absl::StrCat("must be in [", lo, ", ", hi, "], got ", v));
-  }
-  void Positive(absl::string_view field, double v) {
-    if (!std::isfinite(v) || !(v > 0)) Add(field, absl::StrCat("must be > 0 and finite, got ", v));
-  }
-
- private:
-  std::vector<std::string> list_;
+  Problems() : server::ConfigProblems("SimConfig: invalid config") {}
 };
 
 // Fills `d` with `constant` when unset; checks that every value it can produce lies in
@@ -230,17 +200,8 @@ absl::StatusOr<v1::SimConfig> ParseSimConfig(absl::string_view text, absl::strin
                                                    " bytes, more than the limit of ",
                                                    kMaxSimConfigTextBytes));
   }
-  CollectingErrorCollector errors{std::string(source)};
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);  // unknown fields stay errors (the parser's default)
   v1::SimConfig config;
-  if (!parser.ParseFromString(std::string(text), &config)) {
-    if (errors.errors().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat("SimConfig: cannot parse ", source));
-    }
-    return absl::InvalidArgumentError(
-        absl::StrCat("SimConfig: ", absl::StrJoin(errors.errors(), "; ")));
-  }
+  FEDGE_RETURN_IF_ERROR(server::ParseTextProto(text, source, "SimConfig", &config));
   return config;
 }
 
