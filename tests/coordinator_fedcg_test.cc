@@ -16,6 +16,7 @@
 #include "server/coordinator.h"
 #include "server/model_weights.h"
 #include "server/store.h"
+#include "tests/model_compare.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
 
@@ -221,14 +222,7 @@ TEST_F(CoordinatorFedCgTest, RestartedJobContinuesFromItsCheckpoint) {
   };
   const v1::ModelProto straight = run(::testing::TempDir() + "/fedcg_straight", false);
   const v1::ModelProto restarted = run(::testing::TempDir() + "/fedcg_restarted", true);
-  ASSERT_EQ(straight.parameters_size(), restarted.parameters_size());
-  for (int i = 0; i < straight.parameters_size(); ++i) {
-    ASSERT_EQ(straight.parameters(i).values_size(), restarted.parameters(i).values_size());
-    for (int k = 0; k < straight.parameters(i).values_size(); ++k) {
-      ASSERT_EQ(straight.parameters(i).values(k), restarted.parameters(i).values(k))
-          << straight.parameters(i).name() << "[" << k << "]";
-    }
-  }
+  ::fedge::testing::ExpectSameParameters(straight, restarted);
 }
 
 }  // namespace

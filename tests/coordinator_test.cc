@@ -17,6 +17,7 @@
 #include "server/metrics_exporter.h"
 #include "server/model_weights.h"
 #include "server/store.h"
+#include "tests/model_compare.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
 #include "tests/update_header.h"
@@ -160,7 +161,7 @@ TEST_F(CoordinatorTest, FedAvgRunsEveryRoundAndLearns) {
 // that accumulating each on arrival gives; an update whose size could overflow the round's
 // float sum is refused on arrival, and the round completes without it.
 TEST_F(CoordinatorTest, BatchedAccumulationMatchesOneByOneAndRefusesOverflow) {
-  std::string models[2];
+  v1::ModelProto models[2];
   for (int variant = 0; variant < 2; ++variant) {
     auto c = variant == 0 ? Make(nullptr, /*aggregation_batch=*/1)
                           : Make(nullptr, /*aggregation_batch=*/3, /*aggregation_threads=*/2);
@@ -180,9 +181,9 @@ TEST_F(CoordinatorTest, BatchedAccumulationMatchesOneByOneAndRefusesOverflow) {
     ASSERT_EQ(status->completed_rounds(), 2);
     auto model = c->ExportModel(*job);
     ASSERT_THAT(model, IsOk());
-    models[variant] = model->SerializeAsString();
+    models[variant] = *std::move(model);
   }
-  EXPECT_EQ(models[0], models[1]) << "batched accumulation changed the model";
+  ::fedge::testing::ExpectSameParameters(models[0], models[1]);  // batching changes no bit
 
   auto c = Make(nullptr, /*aggregation_batch=*/4);
   std::vector<Device> d = Enroll(*c, 3);
@@ -192,14 +193,8 @@ TEST_F(CoordinatorTest, BatchedAccumulationMatchesOneByOneAndRefusesOverflow) {
   auto task = c->FetchTask(d[0].id, d[0].token);
   ASSERT_THAT(task, IsOk());
   ASSERT_TRUE(task->has_value());
-  const v1::TaskHeader header = (*task)->header;
-  v1::UpdateHeader h;
-  h.set_client_id(d[0].id);
-  h.set_session_token(d[0].token);
-  h.set_job_id(header.job_id());
-  h.set_round(header.round());
-  h.set_task_id(header.task_id());
-  h.set_num_examples(100);
+  const v1::UpdateHeader h =
+      ::fedge::testing::UpdateHeaderFor(d[0].id, d[0].token, (*task)->header, 100);
   aggregation::Update huge = UpdateFromDeltaProto(d[0].id, 100, *(*task)->model);
   for (auto& t : huge.tensors) std::fill(t.values.begin(), t.values.end(), 1e37f);
   EXPECT_THAT(c->SubmitUpdate(h, huge, 10),
@@ -455,14 +450,7 @@ TEST_F(CoordinatorTest, RestartRestoresTheServerOptimizerState) {
   };
   const v1::ModelProto straight = run(::testing::TempDir() + "/fedadam_straight", false);
   const v1::ModelProto restarted = run(::testing::TempDir() + "/fedadam_restarted", true);
-  ASSERT_EQ(straight.parameters_size(), restarted.parameters_size());
-  for (int i = 0; i < straight.parameters_size(); ++i) {
-    ASSERT_EQ(straight.parameters(i).values_size(), restarted.parameters(i).values_size());
-    for (int k = 0; k < straight.parameters(i).values_size(); ++k) {
-      ASSERT_EQ(straight.parameters(i).values(k), restarted.parameters(i).values(k))
-          << straight.parameters(i).name() << "[" << k << "]";
-    }
-  }
+  ::fedge::testing::ExpectSameParameters(straight, restarted);
 }
 
 // A device that declines its task (e.g. over its memory budget) leaves the round at once,
