@@ -16,6 +16,14 @@ inline bool Held(const uint64_t* held, int64_t i) {
   return held == nullptr || ((held[i >> 6] >> (i & 63)) & 1u) != 0;
 }
 
+// The best variant at or below `isa` that this CPU runs (kPortable and kRef always run).
+Isa Usable(Isa isa) {
+  while (isa > Isa::kPortable && !CpuSupports(isa)) {
+    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+  }
+  return isa;
+}
+
 }  // namespace
 
 void WeightedAccumulate_ref(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
@@ -139,11 +147,7 @@ float MaxAbs_portable(const float* x, int64_t begin, int64_t end) {
 
 float MaxAbs(const float* x, int64_t begin, int64_t end, Isa isa) {
   assert(begin >= 0 && begin <= end);
-  Isa usable = isa;
-  while (usable > Isa::kPortable && !CpuSupports(usable)) {
-    usable = static_cast<Isa>(static_cast<int>(usable) - 1);
-  }
-  switch (usable) {
+  switch (Usable(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return MaxAbs_avx512(x, begin, end);
@@ -159,11 +163,7 @@ float MaxAbs(const float* x, int64_t begin, int64_t end, Isa isa) {
 
 bool AllFinite(const float* x, int64_t begin, int64_t end, Isa isa) {
   assert(begin >= 0 && begin <= end);
-  Isa usable = isa;
-  while (usable > Isa::kPortable && !CpuSupports(usable)) {
-    usable = static_cast<Isa>(static_cast<int>(usable) - 1);
-  }
-  switch (usable) {
+  switch (Usable(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return AllFinite_avx512(x, begin, end);
@@ -182,11 +182,7 @@ namespace {
 void Dispatch(const AccumulateTerm* terms, int k, int64_t begin, int64_t end, float* acc,
               float* cover, bool from_zero, Isa isa) {
   assert(k > 0 && k <= kMaxAccumulateTerms && begin >= 0 && begin <= end);
-  Isa usable = isa;
-  while (usable > Isa::kPortable && !CpuSupports(usable)) {
-    usable = static_cast<Isa>(static_cast<int>(usable) - 1);
-  }
-  switch (usable) {
+  switch (Usable(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return WeightedAccumulate_avx512(terms, k, begin, end, acc, cover, from_zero);

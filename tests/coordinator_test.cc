@@ -508,5 +508,21 @@ TEST_F(CoordinatorTest, RejectsASecondJobAndInvalidConfigs) {
   EXPECT_THAT(c->StartJob(MakeJob(1, 3, 3, 600)), StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::_));
 }
 
+// Impossible aggregation options (fedge-coordinator --aggregation-batch 0 and the like) are
+// refused when the coordinator is created, naming the option.
+TEST_F(CoordinatorTest, RejectsImpossibleAggregationOptions) {
+  for (int variant = 0; variant < 3; ++variant) {
+    CoordinatorOptions o;
+    o.enrollment_token = kToken;
+    o.evaluation_data = eval_;
+    if (variant == 0) o.aggregation_batch = 0;
+    if (variant == 1) o.aggregation_batch_bytes = -1;
+    if (variant == 2) o.aggregation_threads = 0;
+    EXPECT_THAT(Coordinator::Create(o, nullptr),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("aggregation_")))
+        << "variant " << variant;
+  }
+}
+
 }  // namespace
 }  // namespace fedge::server
