@@ -51,7 +51,10 @@ absl::Status ValidateOptions(const LocalTrainingOptions& o) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeOptimizer(const LocalTrainingOptions& o) {
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeLocalOptimizer(
+    const LocalTrainingOptions& o) {
   if (o.optimizer == LocalTrainingOptions::Optimizer::kAdam) {
     model::AdamOptions a;
     a.learning_rate = o.learning_rate;
@@ -67,8 +70,6 @@ absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeOptimizer(const LocalTrain
   FEDGE_ASSIGN_OR_RETURN(auto sgd, model::Sgd::Create(s));
   return std::unique_ptr<model::Optimizer>(std::move(sgd));
 }
-
-}  // namespace
 
 absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
                                                      uint64_t seed) {
@@ -156,7 +157,12 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
           " and gives ", net->output_size()));
     }
   }
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Optimizer> optimizer, MakeOptimizer(options));
+  std::unique_ptr<model::Optimizer> fresh;
+  model::Optimizer* optimizer = options.persistent_optimizer;
+  if (optimizer == nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(fresh, MakeLocalOptimizer(options));
+    optimizer = fresh.get();
+  }
   const std::vector<model::Parameter*> params = net->parameters();
   // w_received, for the proximal term and the delta.
   std::vector<std::vector<float>> initial;

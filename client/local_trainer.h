@@ -7,11 +7,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
 #include "model/layer.h"
+#include "model/optimizer.h"
 #include "proto/coordinator.pb.h"
 #include "proto/model.pb.h"
 
@@ -47,6 +49,13 @@ struct LocalTrainingOptions {
   // Polled before every optimizer step; when it returns true, TrainLocally stops and
   // returns CANCELLED (a device shutting down or a task past its deadline). May be empty.
   std::function<bool()> cancelled;
+  // When set, TrainLocally steps with this optimizer instead of a fresh one made from the
+  // fields above, so that its state (Adam's moments and step count, SGD's momentum) carries
+  // over from call to call, as in a PyTorch client that creates its optimizer once and
+  // loads each round's global weights into the same tensors. Its hyperparameters are its
+  // own (MakeLocalOptimizer builds one from these options). Borrowed; every call must train
+  // the same architecture (the state is matched to the parameters by position).
+  model::Optimizer* persistent_optimizer = nullptr;
 };
 
 struct LocalUpdate {
@@ -68,6 +77,11 @@ struct LocalUpdate {
 // the client's shuffling `seed`. INVALID_ARGUMENT for a compute mode the client cannot
 // train in (int4), λ outside [0, 1] or T not finite and > 0.
 absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task, uint64_t seed);
+
+// The optimizer `options` describe (SGD or Adam with their learning rate, momentum and
+// weight decay), for LocalTrainingOptions::persistent_optimizer.
+absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeLocalOptimizer(
+    const LocalTrainingOptions& options);
 
 // Trains a copy of `received` on `data` (all of it, shuffled per epoch).
 // Errors: an invalid model (architecture or parameters), data that does not fit the model

@@ -96,6 +96,49 @@ TEST(LocalTrainerTest, SameSeedSameDelta) {
   EXPECT_NE(a->delta.SerializeAsString(), c->delta.SerializeAsString());
 }
 
+// A persistent optimizer carries its state across calls: Adam for 3 full-batch steps, then
+// 3 more from where the first call ended, lands where one call of 6 steps does (up to the
+// rounding of w0 + Δ and of the shuffled batch's sum); with a fresh Adam in the second call
+// (bias correction restarted, moments lost) it lands elsewhere.
+TEST(LocalTrainerTest, PersistentOptimizerCarriesItsStateAcrossCalls) {
+  const data::Dataset d = MakeData(60, 9);
+  const v1::ModelProto received = MakeModel();
+  LocalTrainingOptions o;
+  o.optimizer = LocalTrainingOptions::Optimizer::kAdam;
+  o.learning_rate = 0.01f;
+  o.batch_size = 60;  // one step per epoch over all examples
+  o.epochs = 6;
+  auto whole = TrainLocally(received, d, o);
+  ASSERT_THAT(whole, IsOk());
+  const v1::ModelProto six = Apply(received, whole->delta);
+
+  auto two_calls = [&](bool persistent) {
+    auto adam = MakeLocalOptimizer(o);
+    EXPECT_THAT(adam, IsOk());
+    LocalTrainingOptions half = o;
+    half.epochs = 3;
+    if (persistent) half.persistent_optimizer = adam->get();
+    auto first = TrainLocally(received, d, half);
+    EXPECT_THAT(first, IsOk());
+    const v1::ModelProto mid = Apply(received, first->delta);
+    half.seed = 1;  // another shuffle: the full batch's gradient is the same
+    auto second = TrainLocally(mid, d, half);
+    EXPECT_THAT(second, IsOk());
+    return Apply(mid, second->delta);
+  };
+  auto max_diff = [&](const v1::ModelProto& a, const v1::ModelProto& b) {
+    float m = 0;
+    for (int t = 0; t < a.parameters_size(); ++t) {
+      for (int i = 0; i < a.parameters(t).values_size(); ++i) {
+        m = std::max(m, std::fabs(a.parameters(t).values(i) - b.parameters(t).values(i)));
+      }
+    }
+    return m;
+  };
+  EXPECT_LT(max_diff(two_calls(true), six), 1e-5f);
+  EXPECT_GT(max_diff(two_calls(false), six), 1e-3f);
+}
+
 // FedProx's proximal term pulls the local model towards the received one: the update is
 // smaller with μ > 0.
 TEST(LocalTrainerTest, ProximalTermShrinksTheUpdate) {

@@ -10,7 +10,9 @@
 //   fedcg   clients: client::FedCgClient (private E and D; upload Δ of C and G);
 //           server: aggregation::FedCg (FedAvg of C and G, then distillation).
 //           A client's model is its own E with the global C.
-//   fedavg  the whole E∘C shared: client::TrainLocally (Adam) + example-weighted FedAvg.
+//   fedavg  the whole E∘C shared: client::TrainLocally (Adam) + example-weighted FedAvg;
+//           a fresh Adam every round, or (--keep-optimizer) one per client kept across
+//           rounds, as FedCG's clients keep theirs.
 //   fedprox fedavg with the proximal term μ/2·‖w − w_global‖² in the clients' loss (--mu).
 //   local   each client trains E∘C on its own data only, for as many epochs.
 //
@@ -84,6 +86,11 @@ ABSL_FLAG(double, gan_lr, 2e-4, "FedCG: Adam learning rate of G and D (betas 0.5
 ABSL_FLAG(int, distill_steps, 2000, "FedCG: server distillation steps per round");
 ABSL_FLAG(int, distill_batch, 8, "FedCG: server distillation batch");
 ABSL_FLAG(int, gamma_ramp_rounds, 50, "FedCG: γ_t ramp, p = min(round / this, 1)");
+ABSL_FLAG(bool, keep_optimizer, false,
+          "fedavg/fedprox/local: each client keeps its Adam (moments, step count) across rounds, "
+          "as FedCG's clients and a PyTorch client that creates its optimizer once do; "
+          "false: a fresh Adam every round");
+ABSL_FLAG(bool, spectral_norm, false, "FedCG: spectral normalization in the discriminators");
 ABSL_FLAG(int, threads, 2, "clients training at the same time");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
 ABSL_FLAG(std::string, metrics_out, "", "JSON-lines output (appended); empty: stdout only");
@@ -299,6 +306,12 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string&
   init->InitParameters(seed * 7 + 3);
   const int k = static_cast<int>(clients.size());
   std::vector<v1::ModelProto> models(shared ? 1 : k, init->ToProto());
+  std::vector<std::unique_ptr<model::Optimizer>> optimizers(k);
+  if (absl::GetFlag(FLAGS_keep_optimizer)) {
+    for (int c = 0; c < k; ++c) {
+      FEDGE_ASSIGN_OR_RETURN(optimizers[c], client::MakeLocalOptimizer(PlainOptions(0)));
+    }
+  }
   Tracker tracker;
   const int rounds = absl::GetFlag(FLAGS_rounds);
   for (int r = 0; r < rounds; ++r) {
@@ -309,6 +322,7 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string&
     ParallelFor(k, [&](int c) {
       client::LocalTrainingOptions o = PlainOptions(seed * 1000003 + r * 101 + c);
       o.proximal_mu = mu;
+      o.persistent_optimizer = optimizers[c].get();
       results[c] = client::TrainLocally(models[shared ? 0 : c], clients[c].train, o);
     });
     for (int c = 0; c < k; ++c) {
@@ -375,7 +389,8 @@ aggregation::Update ToUpdate(const std::string& id, const client::FedCgUpdate& u
 
 absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Output& out) {
   const auto start = std::chrono::steady_clock::now();
-  const model::FedCgShape shape;
+  model::FedCgShape shape;
+  shape.discriminator_spectral_norm = absl::GetFlag(FLAGS_spectral_norm);
   client::FedCgClientOptions co;
   co.local_epochs = absl::GetFlag(FLAGS_local_epochs);
   co.gan_epochs = absl::GetFlag(FLAGS_gan_epochs);

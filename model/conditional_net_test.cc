@@ -128,5 +128,61 @@ TEST(FedCgNetsTest, ShapesChainAndNamesCarryThePart) {
   }
 }
 
+// discriminator_spectral_norm: D's dense layers are spectrally normalized, so D is
+// 1-Lipschitz in its feature input (LeakyReLU's slope is ≤ 1) and blind to the scale of its
+// dense weights; the parameter names stay those of the plain D (a device's saved D loads).
+TEST(FedCgNetsTest, SpectralNormDiscriminatorIsOneLipschitzAndScaleFree) {
+  v1::FedCgParams params;
+  params.set_discriminator_spectral_norm(true);
+  const FedCgShape shape = FedCgShapeFromParams(params);
+  ASSERT_TRUE(shape.discriminator_spectral_norm);
+  const v1::ModelSpec body = FedCgDiscriminatorBodySpec(shape);
+  for (const v1::LayerSpec& l : body.layers()) {
+    if (l.has_dense()) {
+      EXPECT_TRUE(l.dense().spectral_norm()) << l.name();
+    }
+  }
+  auto d = CreateFedCgDiscriminator(shape);
+  auto plain = CreateFedCgDiscriminator(FedCgShape{});
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  (*d)->InitParameters(5);
+  ASSERT_EQ((*d)->parameters().size(), (*plain)->parameters().size());
+  for (size_t i = 0; i < (*d)->parameters().size(); ++i) {
+    EXPECT_EQ((*d)->parameters()[i]->name, (*plain)->parameters()[i]->name);
+  }
+  base::Rng rng(6);
+  const int batch = 16, n = shape.feature_size();
+  std::vector<float> f(batch * n);
+  std::vector<int32_t> y(batch);
+  for (int b = 0; b < batch; ++b) y[b] = b % shape.num_classes;
+  for (float& v : f) v = static_cast<float>(rng.Uniform());
+  for (int step = 0; step < 30; ++step) (*d)->Forward(f.data(), y.data(), batch, true);
+  const float* of = (*d)->Forward(f.data(), y.data(), batch, false);
+  const std::vector<float> out(of, of + batch);
+  // Pairs of features with the same label: |D(f) − D(f')| ≤ ‖f − f'‖.
+  std::vector<float> g = f;
+  for (float& v : g) v += static_cast<float>(rng.Normal() * 0.2);
+  const float* og = (*d)->Forward(g.data(), y.data(), batch, false);
+  for (int b = 0; b < batch; ++b) {
+    double dist = 0;
+    for (int i = 0; i < n; ++i) {
+      const double e = g[b * n + i] - f[b * n + i];
+      dist += e * e;
+    }
+    EXPECT_LE(std::fabs(og[b] - out[b]), 1.01 * std::sqrt(dist)) << b;
+  }
+  // Dense weights ×10: the same outputs.
+  for (Parameter* p : (*d)->parameters()) {
+    if (p->name.find(".fc") == std::string::npos || p->name.find(".weight") == std::string::npos) {
+      continue;
+    }
+    for (float& v : p->value) v *= 10.0f;
+    ++p->version;
+  }
+  const float* scaled = (*d)->Forward(f.data(), y.data(), batch, false);
+  for (int b = 0; b < batch; ++b) EXPECT_NEAR(scaled[b], out[b], 1e-4f * (1 + std::fabs(out[b])));
+}
+
 }  // namespace
 }  // namespace fedge::model

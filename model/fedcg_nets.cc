@@ -30,6 +30,9 @@ FedCgShape FedCgShapeFromParams(const v1::FedCgParams& p) {
   if (p.has_num_classes()) shape.num_classes = p.num_classes();
   if (p.has_noise_dim()) shape.noise_dim = p.noise_dim();
   if (p.has_embed_dim()) shape.embed_dim = p.embed_dim();
+  if (p.has_discriminator_spectral_norm()) {
+    shape.discriminator_spectral_norm = p.discriminator_spectral_norm();
+  }
   return shape;
 }
 
@@ -90,6 +93,11 @@ v1::ModelSpec FedCgDiscriminatorBodySpec(const FedCgShape& shape) {
   AddDense(spec, "D.fc1", shape.feature_size() + shape.embed_dim, 256);
   AddLeakyRelu(spec, "D.act1");
   AddDense(spec, "D.fc2", 256, 1);
+  if (shape.discriminator_spectral_norm) {
+    for (v1::LayerSpec& l : *spec.mutable_layers()) {
+      if (l.has_dense()) l.mutable_dense()->set_spectral_norm(true);
+    }
+  }
   return spec;
 }
 

@@ -39,6 +39,8 @@ struct FedCgShape {
   int num_classes = 10;
   int noise_dim = 100;
   int embed_dim = 10;
+  // D's dense layers use spectral normalization (as the paper's code's D does).
+  bool discriminator_spectral_norm = false;
   int feature_size() const;  // 16 × s × s for s = ((image_size − 4) / 2 − 4) / 2
 };
 

@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "base/rng.h"
 #include "base/status_macros.h"
 #include "kernels/qgemm.h"
 #include "kernels/sgemm.h"
@@ -361,21 +362,107 @@ void LinearProduct::Backward(const float* a, const float* dy, int rows, float* d
 // ---------------------------------------------------------------------------------------
 // Dense
 
-Dense::Dense(std::string name, int in_features, int out_features, bool has_bias)
+Dense::Dense(std::string name, int in_features, int out_features, bool has_bias,
+             bool spectral_norm)
     : Layer(name, {in_features}, {out_features}),
-      product_(name, {out_features, in_features}, in_features, out_features, has_bias) {}
+      product_(name, {out_features, in_features}, in_features, out_features, has_bias),
+      spectral_norm_(spectral_norm) {
+  if (spectral_norm_) weight_ = MakeParameter(name + ".weight", {out_features, in_features});
+}
+
+// One power-iteration step on W: v ← Wᵀu/‖Wᵀu‖, u ← Wv/‖Wv‖ (in double, so that a step
+// is the same on every ISA).
+void Dense::PowerStep() {
+  const int out = product_.out(), in = product_.in();
+  const float* w = weight_.value.data();
+  std::vector<double> acc(in, 0.0);
+  for (int o = 0; o < out; ++o) {
+    const double uo = u_[o];
+    const float* row = w + static_cast<size_t>(o) * in;
+    for (int i = 0; i < in; ++i) acc[i] += uo * row[i];
+  }
+  double norm = 0;
+  for (double a : acc) norm += a * a;
+  norm = std::max(std::sqrt(norm), 1e-12);
+  for (int i = 0; i < in; ++i) v_[i] = static_cast<float>(acc[i] / norm);
+  std::vector<double> wv(out, 0.0);
+  norm = 0;
+  for (int o = 0; o < out; ++o) {
+    const float* row = w + static_cast<size_t>(o) * in;
+    double s = 0;
+    for (int i = 0; i < in; ++i) s += static_cast<double>(row[i]) * v_[i];
+    wv[o] = s;
+    norm += s * s;
+  }
+  norm = std::max(std::sqrt(norm), 1e-12);
+  for (int o = 0; o < out; ++o) u_[o] = static_cast<float>(wv[o] / norm);
+}
+
+// Writes W̄ = W / σ into the product's weight, σ = uᵀWv; in training after one power step.
+void Dense::NormalizeWeight(bool training) {
+  const int out = product_.out(), in = product_.in();
+  if (u_.empty()) {
+    u_.resize(out);
+    v_.resize(in);
+    base::Rng rng(base::Fnv1a(name()));
+    double norm = 0;
+    for (float& x : u_) {
+      x = static_cast<float>(rng.Normal());
+      norm += static_cast<double>(x) * x;
+    }
+    norm = std::max(std::sqrt(norm), 1e-12);
+    for (float& x : u_) x = static_cast<float>(x / norm);
+    for (int i = 0; i < 15; ++i) PowerStep();
+  } else if (training) {
+    PowerStep();
+  }
+  const float* w = weight_.value.data();
+  double sigma = 0;
+  for (int o = 0; o < out; ++o) {
+    const float* row = w + static_cast<size_t>(o) * in;
+    double s = 0;
+    for (int i = 0; i < in; ++i) s += static_cast<double>(row[i]) * v_[i];
+    sigma += s * u_[o];
+  }
+  // σ is ≥ 0 up to rounding after a power step; a degenerate W (all zeros) keeps W̄ = W.
+  sigma_ = sigma > 1e-12 ? static_cast<float>(sigma) : 1.0f;
+  const float inv = 1.0f / sigma_;
+  Parameter& wbar = product_.weight();
+  for (size_t i = 0; i < wbar.value.size(); ++i) wbar.value[i] = w[i] * inv;
+  ++wbar.version;
+}
 
 void Dense::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
+  if (spectral_norm_) NormalizeWeight(training);
   product_.Forward(x, batch, y, mode, training);
 }
 
 void Dense::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
+  if (!spectral_norm_) {
+    product_.Backward(x, dy, batch, dx);
+    return;
+  }
+  std::vector<float>& g = product_.weight().grad;  // dL/dW̄ of this call only
+  std::fill(g.begin(), g.end(), 0.0f);
   product_.Backward(x, dy, batch, dx);
+  const std::vector<float>& wbar = product_.weight().value;
+  double dot = 0;
+  for (size_t i = 0; i < g.size(); ++i) dot += static_cast<double>(g[i]) * wbar[i];
+  const int out = product_.out(), in = product_.in();
+  const float inv = 1.0f / sigma_;
+  const float c = static_cast<float>(dot);
+  for (int o = 0; o < out; ++o) {
+    const float cu = c * u_[o];
+    const float* go = g.data() + static_cast<size_t>(o) * in;
+    float* dw = weight_.grad.data() + static_cast<size_t>(o) * in;
+    for (int i = 0; i < in; ++i) dw[i] += (go[i] - cu * v_[i]) * inv;
+  }
 }
 
 std::vector<Parameter*> Dense::parameters() {
-  if (product_.has_bias()) return {&product_.weight(), &product_.bias()};
-  return {&product_.weight()};
+  Parameter* w = spectral_norm_ ? &weight_ : &product_.weight();
+  if (product_.has_bias()) return {w, &product_.bias()};
+  return {w};
 }
 
 // ---------------------------------------------------------------------------------------

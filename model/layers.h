@@ -59,16 +59,34 @@ class LinearProduct {
   std::vector<float> w_fq_;
 };
 
+// With `spectral_norm` (Miyato et al. 2018, as torch.nn.utils.spectral_norm): the product
+// uses W̄ = W / σ(W), σ the largest singular value of the trainable W, estimated by power
+// iteration with persistent vectors u [out], v [in]: each training forward runs one step
+// (v ← Wᵀu/‖Wᵀu‖, u ← Wv/‖Wv‖) and σ = uᵀWv; inference reuses u and v. The backward pass
+// treats u and v as constants: dL/dW = (G − ⟨G, W̄⟩ u vᵀ) / σ with G = dL/dW̄. u and v are
+// not parameters (they are never serialized): a new layer starts them from a fixed
+// pseudo-random u and 15 power steps. The bias is not normalized.
 class Dense final : public Layer {
  public:
-  Dense(std::string name, int in_features, int out_features, bool has_bias);
+  Dense(std::string name, int in_features, int out_features, bool has_bias,
+        bool spectral_norm = false);
   void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
   std::vector<Parameter*> parameters() override;
+  // The product; with spectral norm its weight is W̄ (the trainable W is parameters()[0]).
   LinearProduct& product() { return product_; }
+  bool spectral_norm() const { return spectral_norm_; }
+  float sigma() const { return sigma_; }  // σ of the last forward (spectral norm only)
 
  private:
+  void PowerStep();
+  void NormalizeWeight(bool training);
+
   LinearProduct product_;
+  bool spectral_norm_;
+  Parameter weight_;  // spectral norm: the trainable W [out, in]
+  std::vector<float> u_, v_;
+  float sigma_ = 1.0f;
 };
 
 // NHWC convolution: input [H, W, Cin], output [OH, OW, Cout]; W is [Cout, K, K, Cin].

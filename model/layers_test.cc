@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "Eigen/Dense"
 #include "base/rng.h"
 #include "gtest/gtest.h"
 
@@ -91,6 +92,61 @@ TEST(LayerGradientTest, Dense) {
     for (float& v : x) v = static_cast<float>(rng.Normal());
     CheckGradients(layer, 3, x, rng);
   }
+}
+
+// Spectral norm: the gradient of W (through W̄ = W / uᵀWv with u, v held) against finite
+// differences of inference forwards, which reuse the u, v of the training forward.
+TEST(LayerGradientTest, DenseWithSpectralNorm) {
+  base::Rng rng(11);
+  for (bool bias : {true, false}) {
+    Dense layer("sn", 7, 5, bias, /*spectral_norm=*/true);
+    RandomizeParameters(layer, rng);
+    std::vector<float> x(3 * 7);
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    GradCheckOptions opt;
+    opt.eps = 2e-3f;
+    CheckGradients(layer, 3, x, rng, opt);
+  }
+}
+
+// σ from the power iteration matches the largest singular value of W (from Eigen's SVD),
+// and the product then has spectral norm 1: ‖W̄ x‖ ≤ ‖x‖ with equality near v.
+TEST(LayerTest, SpectralNormFindsTheLargestSingularValue) {
+  base::Rng rng(12);
+  const int in = 40, out = 24;
+  Dense layer("sn", in, out, /*has_bias=*/false, /*spectral_norm=*/true);
+  RandomizeParameters(layer, rng);
+  Parameter& w = *layer.parameters()[0];
+  Eigen::MatrixXd m(out, in);
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) m(o, i) = w.value[static_cast<size_t>(o) * in + i];
+  }
+  const double s_max = Eigen::JacobiSVD<Eigen::MatrixXd>(m).singularValues()(0);
+  std::vector<float> x(in), y(out);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  for (int step = 0; step < 30; ++step) {
+    layer.Forward(x.data(), 1, y.data(), ComputeMode::kFp32, /*training=*/true);
+  }
+  EXPECT_NEAR(layer.sigma(), s_max, 1e-3 * s_max);
+  // Random inputs: ‖W̄ x‖ / ‖x‖ never exceeds 1 (up to the estimate's error).
+  double worst = 0;
+  for (int trial = 0; trial < 50; ++trial) {
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    layer.Forward(x.data(), 1, y.data(), ComputeMode::kFp32, /*training=*/false);
+    double nx = 0, ny = 0;
+    for (float v : x) nx += static_cast<double>(v) * v;
+    for (float v : y) ny += static_cast<double>(v) * v;
+    worst = std::max(worst, std::sqrt(ny / nx));
+  }
+  EXPECT_LE(worst, 1.0 + 1e-3);
+  EXPECT_GT(worst, 0.3);
+  // The plain layer with the same W is σ times larger.
+  Dense plain("plain", in, out, /*has_bias=*/false);
+  plain.parameters()[0]->value = w.value;
+  std::vector<float> yp(out);
+  plain.Forward(x.data(), 1, yp.data(), ComputeMode::kFp32, /*training=*/false);
+  layer.Forward(x.data(), 1, y.data(), ComputeMode::kFp32, /*training=*/false);
+  for (int o = 0; o < out; ++o) EXPECT_NEAR(y[o] * layer.sigma(), yp[o], 1e-4f) << o;
 }
 
 // Conv2d over (height, width, in, out, kernel, stride, padding) cases: plain, strided with

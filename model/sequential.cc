@@ -44,8 +44,8 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
         return Invalid(name, absl::StrCat("dense expects input [", d.in_features(), "], got ",
                                           ShapeString(in)));
       }
-      return std::unique_ptr<Layer>(
-          new Dense(name, d.in_features(), d.out_features(), !d.no_bias()));
+      return std::unique_ptr<Layer>(new Dense(name, d.in_features(), d.out_features(),
+                                              !d.no_bias(), d.spectral_norm()));
     }
     case v1::LayerSpec::kConv2D: {
       const auto& c = ls.conv2d();
