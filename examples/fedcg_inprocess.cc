@@ -90,7 +90,8 @@ ABSL_FLAG(bool, keep_optimizer, false,
           "fedavg/fedprox/local: each client keeps its Adam (moments, step count) across rounds, "
           "as FedCG's clients and a PyTorch client that creates its optimizer once do; "
           "false: a fresh Adam every round");
-ABSL_FLAG(bool, spectral_norm, false, "FedCG: spectral normalization in the discriminators");
+ABSL_FLAG(bool, spectral_norm, true,
+          "FedCG: spectral normalization in the discriminators (--nospectral_norm: plain D)");
 ABSL_FLAG(int, threads, 2, "clients training at the same time");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
 ABSL_FLAG(std::string, metrics_out, "", "JSON-lines output (appended); empty: stdout only");

@@ -132,10 +132,11 @@ TEST(FedCgNetsTest, ShapesChainAndNamesCarryThePart) {
 // 1-Lipschitz in its feature input (LeakyReLU's slope is ≤ 1) and blind to the scale of its
 // dense weights; the parameter names stay those of the plain D (a device's saved D loads).
 TEST(FedCgNetsTest, SpectralNormDiscriminatorIsOneLipschitzAndScaleFree) {
+  ASSERT_TRUE(FedCgShapeFromParams(v1::FedCgParams{}).discriminator_spectral_norm);
   v1::FedCgParams params;
-  params.set_discriminator_spectral_norm(true);
-  const FedCgShape shape = FedCgShapeFromParams(params);
-  ASSERT_TRUE(shape.discriminator_spectral_norm);
+  params.set_discriminator_spectral_norm(false);
+  ASSERT_FALSE(FedCgShapeFromParams(params).discriminator_spectral_norm);
+  const FedCgShape shape;
   const v1::ModelSpec body = FedCgDiscriminatorBodySpec(shape);
   for (const v1::LayerSpec& l : body.layers()) {
     if (l.has_dense()) {
@@ -143,7 +144,9 @@ TEST(FedCgNetsTest, SpectralNormDiscriminatorIsOneLipschitzAndScaleFree) {
     }
   }
   auto d = CreateFedCgDiscriminator(shape);
-  auto plain = CreateFedCgDiscriminator(FedCgShape{});
+  FedCgShape plain_shape;
+  plain_shape.discriminator_spectral_norm = false;
+  auto plain = CreateFedCgDiscriminator(plain_shape);
   ASSERT_TRUE(d.ok()) << d.status();
   ASSERT_TRUE(plain.ok()) << plain.status();
   (*d)->InitParameters(5);

@@ -7,7 +7,8 @@
 //   G  generator (shared)   [z ∈ R^100 ‖ embed(y) ∈ R^10] → 256 → LeakyReLU(0.2) → 400 →
 //                           sigmoid (a feature like E's)
 //   D  discriminator (private) [feature ‖ embed(y)] → 256 → LeakyReLU(0.2) → 1 logit
-//                           (real/fake; BCE with logits)
+//                           (real/fake; BCE with logits); both dense layers spectrally
+//                           normalized (FedCgShape::discriminator_spectral_norm)
 //
 // Deviation from the paper's code, on purpose: its G and D are small transposed/plain
 // convolution stacks with batch norm over a 1×1 → 5×5 spatial map; fedge has neither
@@ -15,7 +16,8 @@
 // with the same inputs and outputs (and D returns a logit instead of a sigmoid, with the
 // BCE applied on logits: the same loss, computed stably). They have one hidden layer of
 // 256 so that the paper's 20 GAN epochs per round stay affordable on a 2-core CPU (the
-// GAN step dominated a round with two hidden layers of 512/256).
+// GAN step dominated a round with two hidden layers of 512/256). Like the paper's D (whose
+// convolutions are spectrally normalized), fedge's D normalizes its dense layers.
 //
 // Parameter names carry the part as a prefix ("E.conv1.weight", "C.fc1.bias",
 // "G.embed.weight", "D.fc2.weight"), so that what a client uploads can be checked by name.
@@ -39,8 +41,9 @@ struct FedCgShape {
   int num_classes = 10;
   int noise_dim = 100;
   int embed_dim = 10;
-  // D's dense layers use spectral normalization (as the paper's code's D does).
-  bool discriminator_spectral_norm = false;
+  // D's dense layers use spectral normalization (as the paper's code's D does): without it
+  // D overpowers G after about 25 rounds of 20 GAN epochs and the global C degrades.
+  bool discriminator_spectral_norm = true;
   int feature_size() const;  // 16 × s × s for s = ((image_size − 4) / 2 − 4) / 2
 };
 

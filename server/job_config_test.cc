@@ -138,6 +138,7 @@ TEST(JobConfigTest, FedCgJobGetsThePapersDefaultsAndAShapeSpec) {
   EXPECT_DOUBLE_EQ(f.gan_learning_rate(), 2e-4);
   EXPECT_EQ(f.gamma_ramp_rounds(), 50);
   EXPECT_DOUBLE_EQ(f.eval_holdout_fraction(), 0.1);
+  EXPECT_TRUE(f.discriminator_spectral_norm());
   // E+C training: the paper's 20 epochs, batch 8, Adam 3e-4.
   EXPECT_EQ(job->local_training().epochs(), 20);
   EXPECT_EQ(job->local_training().batch_size(), 8);

@@ -108,12 +108,15 @@ start_job() {
 }
 
 # Polls `fedgectl status` until ≥ $1 rounds are completed and a round is in flight.
-wait_mid_round() {
+wait_mid_round() {  # $1: at least this many rounds completed; $2 (optional): at most
   local s
   for _ in $(seq 600); do
     s=$("${CTL[@]}" status "$JOB" 2>/dev/null || true)
     local done_rounds
     done_rounds=$(echo "$s" | sed -n 's/^  rounds *\([0-9]*\) of.*/\1/p')
+    if [ -n "${2:-}" ] && [ "${done_rounds:-0}" -gt "$2" ]; then
+      fail "round $((done_rounds + 1)) already running before the fault (wanted it by round $(($2 + 1))): too slow a machine for this test's timing"
+    fi
     if [ "${done_rounds:-0}" -ge "$1" ] && echo "$s" | grep -q "in flight"; then
       echo "$s" | grep "rounds"
       return 0
@@ -181,14 +184,15 @@ case "$CASE" in
     ;;
   client-loss)
     LIVENESS=4
-    ROUNDS=6
+    ROUNDS=10
     "$BIN/partition_fmnist" --clients 10 --scheme iid --train-examples 10000 --out "$DIR/shards" \
       > "$DIR/partition.log" || fail "partition_fmnist"
     start_coordinator coordinator
     start_clients 10
     write_job "$ROUNDS" 10 7 60 4
     start_job
-    wait_mid_round 1
+    # Killed by round 6 at the latest, so that rounds remain to see the sampling settle.
+    wait_mid_round 1 $((ROUNDS - 5))
     kill -KILL "${CLIENT_PIDS[@]:0:3}"
     echo "SIGKILLed clients ${CLIENT_PIDS[*]:0:3}"
     wait_finished "$ROUNDS"
