@@ -489,6 +489,10 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
 }
 
 absl::Status Run() {
+  if (absl::GetFlag(FLAGS_rounds) < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rounds must be at least 1, got ", absl::GetFlag(FLAGS_rounds)));
+  }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   FEDGE_ASSIGN_OR_RETURN(std::vector<ClientData> clients, Split(seed));
   Output out(absl::GetFlag(FLAGS_metrics_out));
