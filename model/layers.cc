@@ -370,32 +370,41 @@ Dense::Dense(std::string name, int in_features, int out_features, bool has_bias,
   if (spectral_norm_) weight_ = MakeParameter(name + ".weight", {out_features, in_features});
 }
 
-// One power-iteration step on W: v ← Wᵀu/‖Wᵀu‖, u ← Wv/‖Wv‖ (in double, so that a step
-// is the same on every ISA).
-void Dense::PowerStep() {
+namespace {
+// dst = src / ‖src‖ (a zero vector stays zero).
+void NormalizeInto(const std::vector<double>& src, std::vector<float>& dst) {
+  double norm = 0;
+  for (double a : src) norm += a * a;
+  norm = std::max(std::sqrt(norm), 1e-12);
+  for (size_t i = 0; i < src.size(); ++i) dst[i] = static_cast<float>(src[i] / norm);
+}
+}  // namespace
+
+// wv_ = W·v (double sums, so that the same on every ISA).
+void Dense::MultiplyV() {
   const int out = product_.out(), in = product_.in();
   const float* w = weight_.value.data();
-  std::vector<double> acc(in, 0.0);
-  for (int o = 0; o < out; ++o) {
-    const double uo = u_[o];
-    const float* row = w + static_cast<size_t>(o) * in;
-    for (int i = 0; i < in; ++i) acc[i] += uo * row[i];
-  }
-  double norm = 0;
-  for (double a : acc) norm += a * a;
-  norm = std::max(std::sqrt(norm), 1e-12);
-  for (int i = 0; i < in; ++i) v_[i] = static_cast<float>(acc[i] / norm);
-  std::vector<double> wv(out, 0.0);
-  norm = 0;
   for (int o = 0; o < out; ++o) {
     const float* row = w + static_cast<size_t>(o) * in;
     double s = 0;
     for (int i = 0; i < in; ++i) s += static_cast<double>(row[i]) * v_[i];
-    wv[o] = s;
-    norm += s * s;
+    wv_[o] = s;
   }
-  norm = std::max(std::sqrt(norm), 1e-12);
-  for (int o = 0; o < out; ++o) u_[o] = static_cast<float>(wv[o] / norm);
+}
+
+// One power-iteration step on W: v ← Wᵀu/‖Wᵀu‖, u ← Wv/‖Wv‖; leaves wv_ = W·v.
+void Dense::PowerStep() {
+  const int out = product_.out(), in = product_.in();
+  const float* w = weight_.value.data();
+  std::fill(wtu_.begin(), wtu_.end(), 0.0);
+  for (int o = 0; o < out; ++o) {
+    const double uo = u_[o];
+    const float* row = w + static_cast<size_t>(o) * in;
+    for (int i = 0; i < in; ++i) wtu_[i] += uo * row[i];
+  }
+  NormalizeInto(wtu_, v_);
+  MultiplyV();
+  NormalizeInto(wv_, u_);
 }
 
 // Writes W̄ = W / σ into the product's weight, σ = uᵀWv; in training after one power step.
@@ -404,29 +413,24 @@ void Dense::NormalizeWeight(bool training) {
   if (u_.empty()) {
     u_.resize(out);
     v_.resize(in);
+    wv_.resize(out);
+    wtu_.resize(in);
     base::Rng rng(base::Fnv1a(name()));
-    double norm = 0;
-    for (float& x : u_) {
-      x = static_cast<float>(rng.Normal());
-      norm += static_cast<double>(x) * x;
-    }
-    norm = std::max(std::sqrt(norm), 1e-12);
-    for (float& x : u_) x = static_cast<float>(x / norm);
+    std::vector<double> start(out);
+    for (double& x : start) x = static_cast<float>(rng.Normal());
+    NormalizeInto(start, u_);
     for (int i = 0; i < 15; ++i) PowerStep();
   } else if (training) {
     PowerStep();
+  } else {
+    MultiplyV();
   }
-  const float* w = weight_.value.data();
   double sigma = 0;
-  for (int o = 0; o < out; ++o) {
-    const float* row = w + static_cast<size_t>(o) * in;
-    double s = 0;
-    for (int i = 0; i < in; ++i) s += static_cast<double>(row[i]) * v_[i];
-    sigma += s * u_[o];
-  }
+  for (int o = 0; o < out; ++o) sigma += wv_[o] * u_[o];
   // σ is ≥ 0 up to rounding after a power step; a degenerate W (all zeros) keeps W̄ = W.
   sigma_ = sigma > 1e-12 ? static_cast<float>(sigma) : 1.0f;
   const float inv = 1.0f / sigma_;
+  const float* w = weight_.value.data();
   Parameter& wbar = product_.weight();
   for (size_t i = 0; i < wbar.value.size(); ++i) wbar.value[i] = w[i] * inv;
   ++wbar.version;

@@ -79,6 +79,7 @@ class Dense final : public Layer {
   float sigma() const { return sigma_; }  // σ of the last forward (spectral norm only)
 
  private:
+  void MultiplyV();
   void PowerStep();
   void NormalizeWeight(bool training);
 
@@ -86,6 +87,7 @@ class Dense final : public Layer {
   bool spectral_norm_;
   Parameter weight_;  // spectral norm: the trainable W [out, in]
   std::vector<float> u_, v_;
+  std::vector<double> wv_, wtu_;  // W·v [out] and Wᵀu [in], scratch of the power step
   float sigma_ = 1.0f;
 };
 
