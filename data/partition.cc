@@ -3,11 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "data/numpy_random.h"
 
 namespace fedge::data {
 namespace {
@@ -88,24 +90,37 @@ std::vector<size_t> CutPoints(const std::vector<double>& p, size_t n) {
   return cuts;
 }
 
-}  // namespace
-
-absl::StatusOr<ClientIndices> Iid(int num_examples, int num_clients, uint64_t seed) {
-  FEDGE_RETURN_IF_ERROR(CheckClients(num_examples, num_clients));
-  base::Rng rng(seed);
-  std::vector<int> perm(num_examples);
-  std::iota(perm.begin(), perm.end(), 0);
-  rng.Shuffle(perm);
-  ClientIndices parts(num_clients);
-  std::vector<int> targets(num_clients);
-  std::iota(targets.begin(), targets.end(), 0);
-  ArraySplitInto(perm, targets, parts);
-  return parts;
+// numpy's sum of float64 a[0, n) (pairwise_sum: eight running sums up to its block of 128,
+// halves above it), so that normalized proportions match the reference to the bit.
+double NumpySum(const double* a, size_t n) {
+  if (n < 8) {
+    double r = 0.0;
+    for (size_t i = 0; i < n; ++i) r += a[i];
+    return r;
+  }
+  if (n > 128) {
+    size_t half = n / 2;
+    half -= half % 8;
+    return NumpySum(a, half) + NumpySum(a + half, n - half);
+  }
+  double r[8];
+  for (int j = 0; j < 8; ++j) r[j] = a[j];
+  size_t i = 8;
+  for (; i < n - n % 8; i += 8) {
+    for (int j = 0; j < 8; ++j) r[j] += a[i + j];
+  }
+  double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+  for (; i < n; ++i) res += a[i];
+  return res;
 }
 
-absl::StatusOr<ClientIndices> LabelDirichlet(const std::vector<int32_t>& labels, int num_classes,
-                                             int num_clients, double alpha, uint64_t seed,
-                                             int min_size) {
+// LabelDirichlet's algorithm over either generator. With NumpyRandomState it follows the
+// reference's arithmetic too (numpy's pairwise sum; no guard for an all-zero draw).
+template <typename R>
+absl::StatusOr<ClientIndices> LabelDirichletWith(R& rng, const std::vector<int32_t>& labels,
+                                                 int num_classes, int num_clients, double alpha,
+                                                 int min_size) {
+  constexpr bool kNumpy = std::is_same_v<R, NumpyRandomState>;
   FEDGE_ASSIGN_OR_RETURN(std::vector<std::vector<int>> by_class,
                          IndicesByClass(labels, num_classes));
   const int n = static_cast<int>(labels.size());
@@ -113,7 +128,6 @@ absl::StatusOr<ClientIndices> LabelDirichlet(const std::vector<int32_t>& labels,
   FEDGE_RETURN_IF_ERROR(CheckAlpha(alpha));
   FEDGE_RETURN_IF_ERROR(CheckMinSize(min_size, n, num_clients));
 
-  base::Rng rng(seed);
   const double cap = static_cast<double>(n) / num_clients;  // the reference's N / n_parties
   ClientIndices parts;
   size_t smallest = 0;
@@ -126,10 +140,15 @@ absl::StatusOr<ClientIndices> LabelDirichlet(const std::vector<int32_t>& labels,
       double sum = 0.0;
       for (int j = 0; j < num_clients; ++j) {
         if (!(static_cast<double>(parts[j].size()) < cap)) p[j] = 0.0;
-        sum += p[j];
+        if constexpr (!kNumpy) sum += p[j];
       }
+      if constexpr (kNumpy) sum = NumpySum(p.data(), p.size());
       if (sum > 0.0) {
         for (double& x : p) x /= sum;
+      } else if constexpr (kNumpy) {
+        return Invalid(absl::StrCat(
+            "NIID-Bench's split is undefined here: every client below the balance cap drew 0 "
+            "for class ", k, " (the reference divides by zero); use a larger alpha"));
       } else {
         // Every client under the cap drew 0 (tiny alpha): give the class to one of them.
         // One exists: the clients hold fewer than n examples before class k is placed.
@@ -160,6 +179,45 @@ absl::StatusOr<ClientIndices> LabelDirichlet(const std::vector<int32_t>& labels,
       "LabelDirichlet gave up after ", kMaxPartitionAttempts, " draws: the smallest client got ",
       smallest, " examples, fewer than min_size ", min_size, " (alpha ", alpha, ", ", num_clients,
       " clients, ", n, " examples); use a larger alpha or a smaller min_size"));
+}
+
+template <typename R>
+absl::StatusOr<ClientIndices> IidWith(R& rng, int num_examples, int num_clients) {
+  FEDGE_RETURN_IF_ERROR(CheckClients(num_examples, num_clients));
+  std::vector<int> perm(num_examples);
+  std::iota(perm.begin(), perm.end(), 0);
+  rng.Shuffle(perm);
+  ClientIndices parts(num_clients);
+  std::vector<int> targets(num_clients);
+  std::iota(targets.begin(), targets.end(), 0);
+  ArraySplitInto(perm, targets, parts);
+  return parts;
+}
+
+}  // namespace
+
+absl::StatusOr<ClientIndices> Iid(int num_examples, int num_clients, uint64_t seed) {
+  base::Rng rng(seed);
+  return IidWith(rng, num_examples, num_clients);
+}
+
+absl::StatusOr<ClientIndices> LabelDirichlet(const std::vector<int32_t>& labels, int num_classes,
+                                             int num_clients, double alpha, uint64_t seed,
+                                             int min_size) {
+  base::Rng rng(seed);
+  return LabelDirichletWith(rng, labels, num_classes, num_clients, alpha, min_size);
+}
+
+absl::StatusOr<ClientIndices> NiidBenchIid(int num_examples, int num_clients, uint32_t seed) {
+  NumpyRandomState rng(seed);
+  return IidWith(rng, num_examples, num_clients);
+}
+
+absl::StatusOr<ClientIndices> NiidBenchLabelDirichlet(const std::vector<int32_t>& labels,
+                                                      int num_classes, int num_clients,
+                                                      double alpha, uint32_t seed, int min_size) {
+  NumpyRandomState rng(seed);
+  return LabelDirichletWith(rng, labels, num_classes, num_clients, alpha, min_size);
 }
 
 absl::StatusOr<ClientIndices> KClassesPerClient(const std::vector<int32_t>& labels, int num_classes,

@@ -66,6 +66,20 @@ absl::StatusOr<ClientIndices> KClassesPerClient(const std::vector<int32_t>& labe
 absl::StatusOr<ClientIndices> QuantitySkew(int num_examples, int num_clients, double alpha,
                                            uint64_t seed, int min_size = 10);
 
+// NIID-Bench's own splits, bit for bit: the reference's partition_data() run after
+// np.random.seed(seed), with numpy's generator (data/numpy_random.h), so that seed 0 gives the
+// very split of the NIID-Bench paper and of Python reproductions that seed numpy the same way
+// (Flower's and PyTorch's baselines for Fashion-MNIST label-Dirichlet α = 0.5, seed 0).
+// The algorithms are those of Iid and LabelDirichlet above; only the random stream differs.
+// Two departures, both where the reference would fail: the redraw loop gives up after
+// kMaxPartitionAttempts, and a class that no client below the balance cap can take (every
+// such p_j drew 0, where the reference divides by zero) is an error.
+absl::StatusOr<ClientIndices> NiidBenchIid(int num_examples, int num_clients, uint32_t seed);
+absl::StatusOr<ClientIndices> NiidBenchLabelDirichlet(const std::vector<int32_t>& labels,
+                                                      int num_classes, int num_clients,
+                                                      double alpha, uint32_t seed,
+                                                      int min_size = 10);
+
 // OK if every index is in [0, num_examples) and appears at most once over all clients.
 absl::Status ValidatePartition(const ClientIndices& parts, int num_examples);
 

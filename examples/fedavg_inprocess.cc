@@ -1,5 +1,6 @@
 // A real federated training run on Fashion-MNIST in one process: the transport-free
-// Coordinator with its SQLite store, and N devices that each hold a label-Dirichlet shard and
+// Coordinator with its SQLite store, and N devices that each hold a label-Dirichlet shard
+// (by default NIID-Bench's own split for the seed, --split-rng numpy) and
 // train with client::TrainLocally. It runs exactly the round logic the gRPC services will
 // call, without sockets (examples/fleet/run.sh runs the same job as processes over gRPC).
 //
@@ -42,6 +43,9 @@ ABSL_FLAG(double, momentum, 0.9, "local SGD momentum");
 ABSL_FLAG(double, weight_decay, 0.0, "local L2 weight decay");
 ABSL_FLAG(std::string, mode, "fp32", "local compute: fp32 or int8 (quantization-aware)");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the split, the initial model and the sampling");
+ABSL_FLAG(std::string, split_rng, "numpy",
+          "random stream of the split: numpy (np.random.seed(seed): NIID-Bench's split, which "
+          "Python baselines train on) or fedge (base::Rng)");
 ABSL_FLAG(int, threads, 2, "devices training at the same time");
 ABSL_FLAG(std::string, state_dir, "out/fedavg", "the coordinator's SQLite state directory");
 ABSL_FLAG(std::string, metrics_out, "",
@@ -86,6 +90,13 @@ absl::Status Run() {
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode != "fp32" && mode != "int8") return absl::InvalidArgumentError("--mode: fp32 or int8");
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const std::string split_rng = absl::GetFlag(FLAGS_split_rng);
+  if (split_rng != "numpy" && split_rng != "fedge") {
+    return absl::InvalidArgumentError("--split-rng: numpy or fedge");
+  }
+  if (split_rng == "numpy" && seed > 0xffffffffULL) {
+    return absl::InvalidArgumentError("--seed must be below 2^32 with --split-rng numpy");
+  }
 
   v1::JobConfig job;
   job.set_name(absl::StrFormat("fedavg-%s", absl::GetFlag(FLAGS_model)));
@@ -109,9 +120,13 @@ absl::Status Run() {
 
   // Data: pixels in [0, 1] (the job's UNIT_RANGE preprocessing), split by label-Dirichlet.
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
-  FEDGE_ASSIGN_OR_RETURN(data::ClientIndices parts,
-                         data::LabelDirichlet(fm.train.labels, fm.train.num_classes, n,
-                                              absl::GetFlag(FLAGS_alpha), seed));
+  FEDGE_ASSIGN_OR_RETURN(
+      data::ClientIndices parts,
+      split_rng == "numpy"
+          ? data::NiidBenchLabelDirichlet(fm.train.labels, fm.train.num_classes, n,
+                                          absl::GetFlag(FLAGS_alpha), static_cast<uint32_t>(seed))
+          : data::LabelDirichlet(fm.train.labels, fm.train.num_classes, n,
+                                 absl::GetFlag(FLAGS_alpha), seed));
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<server::Store> store,
                          server::Store::Open(absl::GetFlag(FLAGS_state_dir)));
   server::CoordinatorOptions options;
@@ -140,10 +155,10 @@ absl::Status Run() {
   } else {
     FEDGE_ASSIGN_OR_RETURN(job_id, c->StartJob(job));
   }
-  std::printf("fedavg_inprocess: %s, %d devices (label-Dirichlet α=%.2f, seed %llu), %d per "
-              "round, %d rounds, %d local epoch(s), %s, state in %s\n",
+  std::printf("fedavg_inprocess: %s, %d devices (label-Dirichlet α=%.2f, seed %llu, %s "
+              "stream), %d per round, %d rounds, %d local epoch(s), %s, state in %s\n",
               absl::GetFlag(FLAGS_model).c_str(), n, absl::GetFlag(FLAGS_alpha),
-              static_cast<unsigned long long>(seed), per_round, job.rounds(),
+              static_cast<unsigned long long>(seed), split_rng.c_str(), per_round, job.rounds(),
               job.local_training().epochs(), mode.c_str(), store->path().c_str());
   std::ofstream metrics;
   if (const std::string path = absl::GetFlag(FLAGS_metrics_out); !path.empty()) {

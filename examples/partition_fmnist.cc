@@ -7,6 +7,9 @@
 // Schemes (data/partition.h): iid; dirichlet (label skew, concentration --alpha); kclasses
 // (--k classes per client); quantity (sizes skewed by Dirichlet(--alpha), labels iid).
 // --train-examples N keeps the first N training examples only (small fleets in tests).
+// --rng numpy draws iid and dirichlet splits from numpy's generator after np.random.seed(seed),
+// giving NIID-Bench's (and Python baselines') very split for the same seed
+// (data::NiidBenchLabelDirichlet); the default, fedge, is base::Rng.
 // Pixels stay in [0, 1]; the job's preprocessing decides any normalization. Prints the
 // per-client class counts and a summary.
 #include <algorithm>
@@ -32,6 +35,9 @@ ABSL_FLAG(std::string, scheme, "dirichlet", "iid, dirichlet, kclasses or quantit
 ABSL_FLAG(double, alpha, 0.5, "Dirichlet concentration (dirichlet, quantity)");
 ABSL_FLAG(int, k, 2, "classes per client (kclasses)");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the split");
+ABSL_FLAG(std::string, rng, "fedge",
+          "random stream of the split: fedge (base::Rng) or numpy (np.random.seed(seed), "
+          "NIID-Bench's split; iid and dirichlet)");
 ABSL_FLAG(int, train_examples, 0, "use only the first N training examples (0: all 60000)");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
 ABSL_FLAG(std::string, out, "", "directory for client-00000.shard, ... (required)");
@@ -45,7 +51,22 @@ absl::Status Run() {
   const std::string out = absl::GetFlag(FLAGS_out);
   const double alpha = absl::GetFlag(FLAGS_alpha);
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const std::string rng = absl::GetFlag(FLAGS_rng);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");
+  if (rng != "fedge" && rng != "numpy") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rng must be fedge or numpy, got \"", rng, "\""));
+  }
+  const bool numpy = rng == "numpy";
+  if (numpy && scheme != "iid" && scheme != "dirichlet") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--rng numpy reproduces NIID-Bench's iid and dirichlet splits only, not --scheme ",
+        scheme));
+  }
+  if (numpy && seed > 0xffffffffULL) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rng numpy takes a seed in [0, 2^32) as numpy does, got ", seed));
+  }
   if (clients < 1) return absl::InvalidArgumentError("--clients must be ≥ 1");
   if (absl::GetFlag(FLAGS_train_examples) < 0) {
     return absl::InvalidArgumentError("--train-examples must be ≥ 0");
@@ -61,9 +82,12 @@ absl::Status Run() {
 
   absl::StatusOr<data::ClientIndices> parts;
   if (scheme == "iid") {
-    parts = data::Iid(train.num_examples, clients, seed);
+    parts = numpy ? data::NiidBenchIid(train.num_examples, clients, static_cast<uint32_t>(seed))
+                  : data::Iid(train.num_examples, clients, seed);
   } else if (scheme == "dirichlet") {
-    parts = data::LabelDirichlet(train.labels, train.num_classes, clients, alpha, seed);
+    parts = numpy ? data::NiidBenchLabelDirichlet(train.labels, train.num_classes, clients, alpha,
+                                                  static_cast<uint32_t>(seed))
+                  : data::LabelDirichlet(train.labels, train.num_classes, clients, alpha, seed);
   } else if (scheme == "kclasses") {
     parts = data::KClassesPerClient(train.labels, train.num_classes, clients, absl::GetFlag(FLAGS_k), seed);
   } else if (scheme == "quantity") {
@@ -87,9 +111,10 @@ absl::Status Run() {
   std::string params;
   if (scheme == "dirichlet" || scheme == "quantity") params = absl::StrCat(" alpha ", alpha);
   if (scheme == "kclasses") params = absl::StrCat(" k ", absl::GetFlag(FLAGS_k));
-  std::printf("partition_fmnist: %s%s seed %llu: %zu of %d examples to %d clients "
+  std::printf("partition_fmnist: %s%s seed %llu%s: %zu of %d examples to %d clients "
               "(%zu to %zu each), shards in %s/\n",
-              scheme.c_str(), params.c_str(), static_cast<unsigned long long>(seed), total,
+              scheme.c_str(), params.c_str(), static_cast<unsigned long long>(seed),
+              numpy ? " (numpy stream: NIID-Bench's split)" : "", total,
               train.num_examples, clients, smallest, largest, out.c_str());
   return absl::OkStatus();
 }
@@ -101,7 +126,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Partitions Fashion-MNIST's training set into one shard file per device:\n"
       "  partition_fmnist --clients N --scheme {iid,dirichlet,kclasses,quantity} [--alpha 0.5]\n"
-      "                   [--k 2] [--seed 0] [--train-examples N] --out DIR");
+      "                   [--k 2] [--seed 0] [--rng fedge|numpy] [--train-examples N] --out DIR");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = fedge::Run();

@@ -153,9 +153,17 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
   data::ClientIndices shards;
   switch (f.partition_case()) {
     case v1::FashionMnistData::kDirichlet: {
-      FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichlet(fm.train.labels, fm.train.num_classes,
-                                                          groups, f.dirichlet().alpha(), f.seed(),
-                                                          per_group * f.min_examples()));
+      if (f.numpy_stream()) {
+        FEDGE_ASSIGN_OR_RETURN(
+            shards, data::NiidBenchLabelDirichlet(fm.train.labels, fm.train.num_classes, groups,
+                                                  f.dirichlet().alpha(),
+                                                  static_cast<uint32_t>(f.seed()),
+                                                  per_group * f.min_examples()));
+      } else {
+        FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichlet(fm.train.labels, fm.train.num_classes,
+                                                            groups, f.dirichlet().alpha(),
+                                                            f.seed(), per_group * f.min_examples()));
+      }
       shards = SplitGroups(std::move(shards), parts);
       break;
     }
@@ -172,7 +180,10 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
       break;
     }
     default: {
-      FEDGE_ASSIGN_OR_RETURN(shards, data::Iid(fm.train.num_examples, parts, f.seed()));
+      FEDGE_ASSIGN_OR_RETURN(shards, f.numpy_stream()
+                                         ? data::NiidBenchIid(fm.train.num_examples, parts,
+                                                              static_cast<uint32_t>(f.seed()))
+                                         : data::Iid(fm.train.num_examples, parts, f.seed()));
       break;
     }
   }

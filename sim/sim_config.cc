@@ -157,6 +157,17 @@ void CheckData(v1::SimConfig& c, Problems& p) {
                              " test examples for ", f.partitions(), " partitions"));
         }
       }
+      if (f.numpy_stream()) {
+        if (f.partition_case() == v1::FashionMnistData::kKClasses ||
+            f.partition_case() == v1::FashionMnistData::kQuantitySkew) {
+          p.Add("data.fashion_mnist.numpy_stream",
+                "reproduces NIID-Bench's iid and dirichlet splits only");
+        }
+        if (f.seed() > 0xffffffffULL) {
+          p.Add("data.fashion_mnist.seed",
+                absl::StrCat("(", f.seed(), ") must be below 2^32 with numpy_stream, as numpy's"));
+        }
+      }
       switch (f.partition_case()) {
         case v1::FashionMnistData::PARTITION_NOT_SET:
           f.mutable_iid();

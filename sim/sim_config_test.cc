@@ -200,5 +200,22 @@ TEST(SimConfigTest, FashionMnistPartitionsAreBoundedAndDefaulted) {
                              HasSubstr("data.fashion_mnist.dirichlet.alpha"))));
 }
 
+TEST(SimConfigTest, NumpyStreamIsForIidAndDirichletWith32BitSeeds) {
+  absl::StatusOr<v1::SimConfig> parsed = ParseSimConfig(R"pb(
+    job { name: "f" architecture: "mlp" rounds: 1 selection { clients_per_round: 10 } }
+    population: 10
+    data { fashion_mnist { dirichlet { alpha: 0.5 } numpy_stream: true } }
+  )pb");
+  ASSERT_THAT(parsed, IsOk());
+  EXPECT_THAT(ValidateSimConfig(*parsed), IsOk());
+  parsed->mutable_data()->mutable_fashion_mnist()->mutable_k_classes()->set_k(2);
+  parsed->mutable_data()->mutable_fashion_mnist()->set_seed(1ULL << 32);
+  EXPECT_THAT(ValidateSimConfig(*parsed),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("data.fashion_mnist.numpy_stream reproduces NIID-Bench's "
+                                       "iid and dirichlet splits only"),
+                             HasSubstr("data.fashion_mnist.seed (4294967296) must be below 2^32"))));
+}
+
 }  // namespace
 }  // namespace fedge::sim

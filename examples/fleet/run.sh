@@ -10,7 +10,9 @@
 # mutual TLS), FEDGE_BUILD_DIR (build), JOB_TEMPLATE (examples/fleet/job.textproto),
 # CLIENT_BUDGETS_MB (memory budgets of the devices in order, e.g. "512 512 128 32"; device i
 # takes entry i mod the list's length; empty: no budget), MODEL="" to keep the template's
-# model. The split is label-Dirichlet α=0.5, seed 0; the job is JOB_TEMPLATE with those
+# model. The split is label-Dirichlet α=0.5, seed 0, drawn from numpy's stream: NIID-Bench's
+# own split, the one Python baselines seeded with np.random.seed(0) train on (SPLIT_RNG=fedge:
+# base::Rng's split, which runs before 2026-11-25 used); the job is JOB_TEMPLATE with those
 # knobs written in. SIM_IDS=1: device i asks for fedge-sim's id of client i (v0000000i) and
 # the coordinator grants it (--accept-requested-client-ids), so that the devices shuffle their
 # batches exactly as examples/sim_fleet.textproto's clients do (compare the two curves).
@@ -33,6 +35,7 @@ MODEL="${MODEL-cnn}"
 JOB_TEMPLATE="${JOB_TEMPLATE:-examples/fleet/job.textproto}"
 read -r -a BUDGETS <<< "${CLIENT_BUDGETS_MB:-}"
 OUT="${OUT:-out/fleet}"
+SPLIT_RNG="${SPLIT_RNG:-numpy}"
 PORT="${PORT:-$((20000 + $$ % 20000))}"
 BIN="${FEDGE_BUILD_DIR:-build}/bin"
 ADDR="127.0.0.1:$PORT"
@@ -123,7 +126,7 @@ for _ in $(seq 100); do
 done
 
 # ---- data and devices ----
-"$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 \
+"$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 --rng "$SPLIT_RNG" \
   --out "$OUT/shards" | tee "$OUT/logs/partition.log"
 for ((i = 0; i < CLIENTS; i++)); do
   name="$(printf 'client-%05d' "$i")"

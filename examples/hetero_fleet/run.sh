@@ -27,6 +27,9 @@ OUT_ROOT="${OUT:-out/hetero}"
 VARIANTS=("$@")
 if ((${#VARIANTS[@]} == 0)); then VARIANTS=(full mixed random kd full-int8 compressed); fi
 TEMPLATE="${TEMPLATE:-examples/hetero_fleet/job.textproto}"
+# base::Rng's split, on which the README's tier figures were measured (the fleet's default is
+# now NIID-Bench's numpy split: SPLIT_RNG=numpy here for that).
+SPLIT_RNG="${SPLIT_RNG:-fedge}"
 MIXED_MB="512 512 512 128 128 128 32 32 32 32"
 mkdir -p "$OUT_ROOT"
 
@@ -52,7 +55,7 @@ run_variant() {
     > "$OUT_ROOT/$v/job-template.textproto"
   echo "=== hetero_fleet: variant $v ==="
   JOB_TEMPLATE="$OUT_ROOT/$v/job-template.textproto" MODEL="" CLIENTS=10 ROUNDS="$ROUNDS" \
-    CLIENT_BUDGETS_MB="$budgets" OUT="$OUT_ROOT/$v" examples/fleet/run.sh
+    CLIENT_BUDGETS_MB="$budgets" OUT="$OUT_ROOT/$v" SPLIT_RNG="$SPLIT_RNG" examples/fleet/run.sh
 }
 
 if [ "${SUMMARY_ONLY:-0}" != "1" ]; then  # SUMMARY_ONLY=1: only the table of earlier runs
