@@ -21,7 +21,9 @@
 namespace fedge::aggregation {
 namespace {
 
-constexpr absl::string_view kMagic = "FEDGECG1";
+// FEDGECG1: rounds. FEDGECG2: rounds, then the distillation Adam's step count and moments.
+constexpr absl::string_view kMagicV1 = "FEDGECG1";
+constexpr absl::string_view kMagic = "FEDGECG2";
 
 // One C∘G pair as networks.
 struct Pair {
@@ -209,10 +211,10 @@ absl::Status FedCg::ServerTrainingStep(absl::Span<const Update* const> client_up
   FEDGE_ASSIGN_OR_RETURN(Teachers teachers, MakeTeachers(shape, client_updates, broadcast_));
   FEDGE_ASSIGN_OR_RETURN(Pair student, MakePair(shape));
   FEDGE_RETURN_IF_ERROR(Load(student, *model, nullptr, "server"));
-  model::AdamOptions ao;
-  ao.learning_rate = options_.learning_rate;
-  ao.weight_decay = options_.weight_decay;
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Adam> adam, model::Adam::Create(ao));
+  if (adam_ == nullptr || !options_.persistent_distill_optimizer) {
+    FEDGE_ASSIGN_OR_RETURN(adam_, CreateDistillOptimizer());
+  }
+  model::Adam* adam = adam_.get();
   const std::vector<model::Parameter*> params = student.parameters();
 
   const int b = options_.distill_batch, k = shape.num_classes, nz = shape.noise_dim;
@@ -262,29 +264,74 @@ absl::Status FedCg::ServerTrainingStep(absl::Span<const Update* const> client_up
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<model::Adam>> FedCg::CreateDistillOptimizer() const {
+  model::AdamOptions ao;
+  ao.learning_rate = options_.learning_rate;
+  ao.weight_decay = options_.weight_decay;
+  return model::Adam::Create(ao);
+}
+
 absl::StatusOr<std::string> FedCg::SerializeState() const {
   internal::StateWriter w;
   w.PutBytes(kMagic.data(), kMagic.size());
   w.Put(rounds_);
+  const model::Adam::State empty;
+  const model::Adam::State& a = adam_ ? adam_->state() : empty;
+  w.Put<int64_t>(a.step);
+  w.Put<uint32_t>(static_cast<uint32_t>(a.m.size()));
+  for (size_t i = 0; i < a.m.size(); ++i) {
+    w.Put<uint64_t>(a.m[i].size());
+    w.PutBytes(a.m[i].data(), a.m[i].size() * sizeof(float));
+    w.PutBytes(a.v[i].data(), a.v[i].size() * sizeof(float));
+  }
   return w.Finish();
 }
 
 absl::Status FedCg::RestoreState(absl::string_view state) {
-  if (state.size() != kMagic.size() + sizeof(int64_t) + 4 ||
-      state.substr(0, kMagic.size()) != kMagic) {
-    return absl::DataLossError("FedCG: state is not a FEDGECG1 state");
-  }
-  const absl::string_view body = state.substr(0, state.size() - 4);
-  uint32_t want;
-  std::memcpy(&want, state.data() + body.size(), 4);
-  if (static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(body.data()),
-                                    body.size())) != want) {
-    return absl::DataLossError("FedCG: state fails its CRC-32 check");
-  }
-  internal::StateReader r(body.substr(kMagic.size()));
+  auto bad = [](absl::string_view why) {
+    return absl::DataLossError(absl::StrCat("FedCG: bad state: ", why));
+  };
+  const bool v1 = state.substr(0, kMagicV1.size()) == kMagicV1;
+  FEDGE_ASSIGN_OR_RETURN(absl::string_view body,
+                         internal::OpenState("FedCG", v1 ? kMagicV1 : kMagic, state));
+  internal::StateReader r(body);
   int64_t rounds = 0;
-  if (!r.Get(&rounds) || rounds < 0) return absl::DataLossError("FedCG: bad state");
+  if (!r.Get(&rounds) || rounds < 0) return bad("no round count");
+  model::Adam::State a;
+  if (!v1) {
+    uint32_t count;
+    if (!r.Get(&a.step) || !r.Get(&count)) return bad("truncated");
+    // The moments must fit this server's C and G, parameter by parameter.
+    FEDGE_ASSIGN_OR_RETURN(Pair pair, MakePair(options_.shape));
+    const std::vector<model::Parameter*> params = pair.parameters();
+    if (count != 0 && count != params.size()) {
+      return bad(absl::StrCat(count, " optimizer tensors for ", params.size(), " parameters"));
+    }
+    a.m.resize(count);
+    a.v.resize(count);
+    for (uint32_t i = 0; i < count; ++i) {
+      uint64_t size;
+      if (!r.Get(&size)) return bad("truncated");
+      if (size != static_cast<uint64_t>(params[i]->size())) {
+        return bad(absl::StrCat("optimizer tensor ", i, " has ", size, " values, parameter ",
+                                params[i]->name, " ", params[i]->size()));
+      }
+      a.m[i].resize(size);
+      a.v[i].resize(size);
+      if (!r.GetBytes(a.m[i].data(), size * sizeof(float)) ||
+          !r.GetBytes(a.v[i].data(), size * sizeof(float))) {
+        return bad("truncated");
+      }
+    }
+  }
+  if (r.remaining() != 0) return bad("trailing bytes");
+  std::unique_ptr<model::Adam> adam;
+  if (a.step > 0) {
+    FEDGE_ASSIGN_OR_RETURN(adam, CreateDistillOptimizer());
+    if (const absl::Status s = adam->RestoreState(std::move(a)); !s.ok()) return bad(s.message());
+  }
   rounds_ = rounds;
+  adam_ = std::move(adam);
   return absl::OkStatus();
 }
 

@@ -16,7 +16,10 @@
 //                                    loss = KL(teacher ‖ softmax(student)), Adam on C_g, G_g.
 //
 // The paper's code distills for 2000 steps of batch 8 per round (global_epoch 20 ×
-// global_iter_per_epoch 100), Adam at the clients' learning rate and weight decay.
+// global_iter_per_epoch 100), Adam at the clients' learning rate and weight decay; its
+// server creates that Adam once, so the moments carry from round to round (here too, and
+// through SerializeState: a restarted coordinator continues with them), unless
+// persistent_distill_optimizer is false (a fresh Adam each round).
 // Individual updates are needed: FedCG cannot run behind secure aggregation (the server
 // sees only the sum there); sub-model updates (held masks) are refused as well.
 //
@@ -36,6 +39,7 @@
 #include "aggregation/fed_opt.h"
 #include "aggregation/strategy.h"
 #include "model/fedcg_nets.h"
+#include "model/optimizer.h"
 
 namespace fedge::aggregation {
 
@@ -46,6 +50,7 @@ struct FedCgOptions {
   float learning_rate = 3e-4f;
   float weight_decay = 1e-4f;
   uint64_t seed = 0;           // the server's noise and labels, varied per round
+  bool persistent_distill_optimizer = true;  // one Adam for all rounds (the paper's code)
 };
 
 // What the last ServerTrainingStep did.
@@ -86,15 +91,19 @@ class FedCg final : public Strategy {
 
   const FedCgDistillReport& last_report() const { return report_; }
   int64_t rounds() const { return rounds_; }
+  // Adam steps the distillation has taken with its current moments (0: none yet or fresh).
+  int64_t distill_optimizer_steps() const { return adam_ ? adam_->state().step : 0; }
 
  private:
   explicit FedCg(const FedCgOptions& options) : options_(options) {}
+  absl::StatusOr<std::unique_ptr<model::Adam>> CreateDistillOptimizer() const;
 
   FedCgOptions options_;
   std::unique_ptr<FedAvg> fedavg_;
   ModelWeights broadcast_;  // the model before the last Apply (w_t)
   bool have_broadcast_ = false;
   int64_t rounds_ = 0;      // ServerTrainingSteps run (seeds the round's noise)
+  std::unique_ptr<model::Adam> adam_;  // the distillation's, over C_g then G_g's parameters
   FedCgDistillReport report_;
 };
 

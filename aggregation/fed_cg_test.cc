@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "aggregation/state_codec.h"
 #include "base/rng.h"
 #include "gtest/gtest.h"
 
@@ -124,21 +125,70 @@ TEST(FedCgTest, RefusesWithoutApplyMissingTensorsAndSubModelUpdates) {
   EXPECT_FALSE(FedCg::Create(SmallOptions(-1)).ok());
 }
 
-TEST(FedCgTest, StateRoundTripsAndRejectsGarbage) {
-  auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
-  auto fedcg = FedCg::Create(SmallOptions(2)).value();
-  const Update a = RandomUpdate(model, "a", 10, 2, 0.1);
-  const std::vector<const Update*> us = {&a};
-  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf(us), &model).ok());
-  ASSERT_TRUE(fedcg->ServerTrainingStep(us, &model).ok());
+// Round 1 on `fedcg` (Apply + ServerTrainingStep with updates drawn from `seed`).
+void RunRound(FedCg& fedcg, ModelWeights& model, uint64_t seed) {
+  const Update a = RandomUpdate(model, "a", 10, seed, 0.1);
+  const Update b = RandomUpdate(model, "b", 30, seed + 1, 0.1);
+  const std::vector<const Update*> us = {&a, &b};
+  ASSERT_TRUE(fedcg.Apply(WeightedMeanOf(us), &model).ok());
+  ASSERT_TRUE(fedcg.ServerTrainingStep(us, &model).ok());
+}
+
+TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
+  const ModelWeights initial = FedCg::InitialModel(model::FedCgShape{}, 1).value();
+  ModelWeights model = initial;
+  auto fedcg = FedCg::Create(SmallOptions(3)).value();
+  RunRound(*fedcg, model, 2);
+  EXPECT_EQ(fedcg->distill_optimizer_steps(), 3);
   const std::string state = fedcg->SerializeState().value();
-  auto restored = FedCg::Create(SmallOptions(2)).value();
+  auto restored = FedCg::Create(SmallOptions(3)).value();
   ASSERT_TRUE(restored->RestoreState(state).ok());
   EXPECT_EQ(restored->rounds(), 1);
+  EXPECT_EQ(restored->distill_optimizer_steps(), 3);
+
+  // Round 2 on the uninterrupted server, on the restored one, and on one whose Adam starts
+  // afresh each round: the first two agree bit for bit, the third does not.
+  ModelWeights m_restored = model, m_fresh = model;
+  FedCgOptions fresh_options = SmallOptions(3);
+  fresh_options.persistent_distill_optimizer = false;
+  auto fresh = FedCg::Create(fresh_options).value();
+  ASSERT_TRUE(fresh->RestoreState(state).ok());
+  RunRound(*fedcg, model, 7);
+  RunRound(*restored, m_restored, 7);
+  RunRound(*fresh, m_fresh, 7);
+  EXPECT_EQ(fedcg->distill_optimizer_steps(), 6);
+  EXPECT_EQ(fresh->distill_optimizer_steps(), 3);
+  bool any_differs = false;
+  for (size_t i = 0; i < model.size(); ++i) {
+    EXPECT_EQ(model[i].values, m_restored[i].values) << model[i].name;
+    any_differs |= model[i].values != m_fresh[i].values;
+  }
+  EXPECT_TRUE(any_differs);
+
   std::string bad = state;
   bad[9] ^= 1;
   EXPECT_EQ(restored->RestoreState(bad).code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(restored->RestoreState("FEDGEAV1xxxx").code(), absl::StatusCode::kDataLoss);
+  // Moments for another network shape (a tensor of the wrong size) are refused, CRC intact.
+  model::FedCgShape other;
+  other.noise_dim = 50;
+  FedCgOptions other_options = SmallOptions(3);
+  other_options.shape = other;
+  auto other_server = FedCg::Create(other_options).value();
+  const absl::Status mismatch = other_server->RestoreState(state);
+  EXPECT_EQ(mismatch.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(mismatch.message().find("optimizer tensor"), std::string::npos) << mismatch;
+  EXPECT_EQ(other_server->rounds(), 0);
+
+  // A state written before the optimizer was checkpointed (FEDGECG1: the round count only)
+  // still restores; the distillation then starts a fresh Adam.
+  internal::StateWriter w;
+  w.PutBytes("FEDGECG1", 8);
+  w.Put<int64_t>(4);
+  auto old = FedCg::Create(SmallOptions(3)).value();
+  ASSERT_TRUE(old->RestoreState(w.Finish()).ok());
+  EXPECT_EQ(old->rounds(), 4);
+  EXPECT_EQ(old->distill_optimizer_steps(), 0);
 }
 
 }  // namespace

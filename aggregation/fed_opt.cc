@@ -15,6 +15,7 @@
 namespace fedge::aggregation {
 namespace {
 
+using internal::OpenState;
 using internal::StateReader;
 using internal::StateWriter;
 
@@ -49,24 +50,6 @@ absl::StatusOr<std::vector<Tensor*>> MatchTensors(absl::string_view who,
 
 inline bool Held(const Tensor& d, size_t i) {
   return !d.held.has_value() || d.held->held(static_cast<int64_t>(i));
-}
-
-
-
-// Checks magic and CRC-32; returns the body after the magic.
-absl::StatusOr<absl::string_view> OpenState(absl::string_view who, absl::string_view magic,
-                                            absl::string_view state) {
-  if (state.size() < magic.size() + 4 || state.substr(0, magic.size()) != magic) {
-    return absl::DataLossError(absl::StrCat(who, ": state has no ", magic, " header"));
-  }
-  const absl::string_view body = state.substr(0, state.size() - 4);
-  uint32_t want;
-  std::memcpy(&want, state.data() + body.size(), 4);
-  if (static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(body.data()),
-                                    body.size())) != want) {
-    return absl::DataLossError(absl::StrCat(who, ": state fails its CRC-32 check"));
-  }
-  return body.substr(magic.size());
 }
 
 constexpr absl::string_view kFedAvgMagic = "FEDGEAV1";

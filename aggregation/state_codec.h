@@ -10,6 +10,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
 namespace fedge::aggregation::internal {
@@ -52,6 +55,24 @@ class StateReader {
   absl::string_view in_;
   size_t pos_ = 0;
 };
+
+// The body of a state written as magic ‖ body ‖ CRC-32 (StateWriter::Finish), after
+// checking the magic and the CRC. Errors: kDataLoss naming `who`.
+inline absl::StatusOr<absl::string_view> OpenState(absl::string_view who,
+                                                   absl::string_view magic,
+                                                   absl::string_view state) {
+  if (state.size() < magic.size() + 4 || state.substr(0, magic.size()) != magic) {
+    return absl::DataLossError(absl::StrCat(who, ": state has no ", magic, " header"));
+  }
+  const absl::string_view body = state.substr(0, state.size() - 4);
+  uint32_t want;
+  std::memcpy(&want, state.data() + body.size(), 4);
+  if (static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(body.data()),
+                                    body.size())) != want) {
+    return absl::DataLossError(absl::StrCat(who, ": state fails its CRC-32 check"));
+  }
+  return body.substr(magic.size());
+}
 
 }  // namespace fedge::aggregation::internal
 

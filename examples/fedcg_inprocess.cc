@@ -90,6 +90,9 @@ ABSL_FLAG(bool, keep_optimizer, false,
           "fedavg/fedprox/local: each client keeps its Adam (moments, step count) across rounds, "
           "as FedCG's clients and a PyTorch client that creates its optimizer once do; "
           "false: a fresh Adam every round");
+ABSL_FLAG(bool, persistent_distill_optimizer, true,
+          "FedCG: the server's distillation Adam carries its moments across rounds (the paper's "
+          "code creates it once); false: a fresh Adam each round");
 ABSL_FLAG(bool, spectral_norm, true,
           "FedCG: spectral normalization in the discriminators (--nospectral_norm: plain D)");
 ABSL_FLAG(int, threads, 2, "clients training at the same time");
@@ -413,6 +416,7 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
   so.learning_rate = co.learning_rate;
   so.weight_decay = co.weight_decay;
   so.seed = seed;
+  so.persistent_distill_optimizer = absl::GetFlag(FLAGS_persistent_distill_optimizer);
   FEDGE_ASSIGN_OR_RETURN(auto server, aggregation::FedCg::Create(so));
   FEDGE_ASSIGN_OR_RETURN(aggregation::ModelWeights global,
                          aggregation::FedCg::InitialModel(shape, seed * 7 + 5));

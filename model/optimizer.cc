@@ -63,39 +63,53 @@ absl::StatusOr<std::unique_ptr<Adam>> Adam::Create(const AdamOptions& o) {
   return std::unique_ptr<Adam>(new Adam(o));
 }
 
-void Adam::Reset() {
-  step_ = 0;
-  m_.clear();
-  v_.clear();
+void Adam::Reset() { state_ = State(); }
+
+absl::Status Adam::RestoreState(State state) {
+  bool same_shape = state.m.size() == state.v.size();
+  for (size_t i = 0; same_shape && i < state.m.size(); ++i) {
+    same_shape = state.m[i].size() == state.v[i].size();
+  }
+  if (state.step < 0 || !same_shape || (state.step == 0) != state.m.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Adam: a state needs step ≥ 0, moments m and v of one shape, and moments exactly when "
+        "step > 0; got step ", state.step, ", ", state.m.size(), " and ", state.v.size(),
+        " moment tensors"));
+  }
+  state_ = std::move(state);
+  return absl::OkStatus();
 }
 
 void Adam::Step(const std::vector<Parameter*>& params) {
-  if (m_.size() != params.size()) {
-    m_.assign(params.size(), {});
-    v_.assign(params.size(), {});
+  std::vector<std::vector<float>>& ms = state_.m;
+  std::vector<std::vector<float>>& vs = state_.v;
+  if (ms.size() != params.size()) {  // first step (or other parameters): start afresh
+    state_.step = 0;
+    ms.assign(params.size(), {});
+    vs.assign(params.size(), {});
     for (size_t i = 0; i < params.size(); ++i) {
-      m_[i].assign(params[i]->size(), 0.0f);
-      v_[i].assign(params[i]->size(), 0.0f);
+      ms[i].assign(params[i]->size(), 0.0f);
+      vs[i].assign(params[i]->size(), 0.0f);
     }
   }
-  ++step_;
+  const int64_t step = ++state_.step;
   const float b1 = options_.beta1, b2 = options_.beta2, wd = options_.weight_decay;
-  const float bc1 = 1.0f - static_cast<float>(std::pow(b1, static_cast<double>(step_)));
-  const float bc2 = 1.0f - static_cast<float>(std::pow(b2, static_cast<double>(step_)));
+  const float bc1 = 1.0f - static_cast<float>(std::pow(b1, static_cast<double>(step)));
+  const float bc2 = 1.0f - static_cast<float>(std::pow(b2, static_cast<double>(step)));
   const float step_size = lr_ / bc1;
-  const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+  const float invssqrt_bc2 = 1.0f / std::sqrt(bc2);
   for (size_t i = 0; i < params.size(); ++i) {
     Parameter& p = *params[i];
-    FEDGE_CHECK(static_cast<int64_t>(m_[i].size()) == p.size());
+    FEDGE_CHECK(static_cast<int64_t>(ms[i].size()) == p.size());
     float* w = p.value.data();
     const float* g = p.grad.data();
-    float* m = m_[i].data();
-    float* v = v_[i].data();
+    float* m = ms[i].data();
+    float* v = vs[i].data();
     for (int64_t j = 0; j < p.size(); ++j) {
       const float d = g[j] + wd * w[j];
       m[j] = b1 * m[j] + (1.0f - b1) * d;
       v[j] = b2 * v[j] + (1.0f - b2) * d * d;
-      w[j] -= step_size * m[j] / (std::sqrt(v[j]) * inv_sqrt_bc2 + options_.epsilon);
+      w[j] -= step_size * m[j] / (std::sqrt(v[j]) * invssqrt_bc2 + options_.epsilon);
     }
     ++p.version;
   }

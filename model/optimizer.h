@@ -58,15 +58,28 @@ struct AdamOptions {
 
 class Adam final : public Optimizer {
  public:
+  // The running state, for checkpoints: the step count and the first and second moment
+  // estimates, one vector per parameter in the order Step is given them (empty before the
+  // first Step).
+  struct State {
+    int64_t step = 0;
+    std::vector<std::vector<float>> m, v;
+  };
+
   static absl::StatusOr<std::unique_ptr<Adam>> Create(const AdamOptions& options);
   void Step(const std::vector<Parameter*>& params) override;
   void Reset() override;
 
+  const State& state() const { return state_; }
+  // Resumes from a checkpointed state. Errors (kInvalidArgument, state unchanged): step < 0,
+  // m and v of different shapes, moments without a step or a step without moments. The next
+  // Step REQUIRES parameters of the moments' sizes (or, with empty moments, any).
+  absl::Status RestoreState(State state);
+
  private:
   explicit Adam(const AdamOptions& o) : Optimizer(o.learning_rate), options_(o) {}
   AdamOptions options_;
-  int64_t step_ = 0;
-  std::vector<std::vector<float>> m_, v_;
+  State state_;
 };
 
 }  // namespace fedge::model

@@ -9,6 +9,7 @@
 namespace fedge::model {
 namespace {
 
+using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
 using ::testing::HasSubstr;
 
@@ -53,6 +54,39 @@ TEST(AdamTest, FirstStepsMatchTheClosedForm) {
   // m = 0.9·0.2 + 0.1·(−1) = 0.08; v = 0.999·0.004 + 0.001·1 = 0.004996
   const double m_hat = 0.08 / (1 - 0.81), v_hat = 0.004996 / (1 - 0.998001);
   EXPECT_NEAR(p.value[0], 0.99 - 0.01 * m_hat / (std::sqrt(v_hat) + 1e-8), 1e-6);
+}
+
+TEST(AdamTest, RestoredStateContinuesExactlyAndBadStatesAreRefused) {
+  auto a = *Adam::Create({0.01f, 0.9f, 0.999f, 1e-8f, 1e-4f});
+  Parameter p = Scalar(1.0f, 0.5f);
+  std::vector<Parameter*> ps = {&p};
+  for (int i = 0; i < 3; ++i) a->Step(ps);
+  Parameter q = p;  // the weights at step 3, for the restored copy
+  std::vector<Parameter*> qs = {&q};
+  auto b = *Adam::Create({0.01f, 0.9f, 0.999f, 1e-8f, 1e-4f});
+  ASSERT_THAT(b->RestoreState(a->state()), IsOk());
+  auto fresh = *Adam::Create({0.01f, 0.9f, 0.999f, 1e-8f, 1e-4f});
+  Parameter r = p;
+  std::vector<Parameter*> rs = {&r};
+  for (int i = 0; i < 2; ++i) {
+    p.grad[0] = q.grad[0] = r.grad[0] = -0.25f * static_cast<float>(i + 1);
+    a->Step(ps);
+    b->Step(qs);
+    fresh->Step(rs);
+  }
+  EXPECT_EQ(p.value[0], q.value[0]);  // bit for bit: the moments and step count carried over
+  EXPECT_NE(p.value[0], r.value[0]);  // a fresh Adam (step 1 again) lands elsewhere
+  EXPECT_EQ(b->state().step, 5);
+
+  Adam::State bad = a->state();
+  bad.v[0].push_back(0.0f);
+  EXPECT_THAT(b->RestoreState(bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             HasSubstr("moments m and v of one shape")));
+  EXPECT_THAT(b->RestoreState({-1, {}, {}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("step -1")));
+  EXPECT_THAT(b->RestoreState({0, {{1.0f}}, {{1.0f}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("step 0, 1 and 1")));
+  EXPECT_EQ(b->state().step, 5);  // unchanged by the refusals
 }
 
 TEST(OptimizerTest, RejectsBadHyperParameters) {

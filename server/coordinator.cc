@@ -246,6 +246,7 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     o.learning_rate = static_cast<float>(f.distill_learning_rate());
     o.weight_decay = static_cast<float>(config.local_training().weight_decay());
     o.seed = config.init_seed();
+    o.persistent_distill_optimizer = f.persistent_distill_optimizer();
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::FedCg> fed_cg, aggregation::FedCg::Create(o));
     job->fed_cg = fed_cg.get();
     job->strategy = std::move(fed_cg);
