@@ -275,8 +275,10 @@ absl::StatusOr<std::string> FedCg::SerializeState() const {
   internal::StateWriter w;
   w.PutBytes(kMagic.data(), kMagic.size());
   w.Put(rounds_);
+  // A fresh Adam each round has nothing to carry: its moments are not written.
   const model::Adam::State empty;
-  const model::Adam::State& a = adam_ ? adam_->state() : empty;
+  const model::Adam::State& a =
+      adam_ && options_.persistent_distill_optimizer ? adam_->state() : empty;
   w.Put<int64_t>(a.step);
   w.Put<uint32_t>(static_cast<uint32_t>(a.m.size()));
   for (size_t i = 0; i < a.m.size(); ++i) {

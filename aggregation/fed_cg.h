@@ -17,9 +17,10 @@
 //
 // The paper's code distills for 2000 steps of batch 8 per round (global_epoch 20 ×
 // global_iter_per_epoch 100), Adam at the clients' learning rate and weight decay; its
-// server creates that Adam once, so the moments carry from round to round (here too, and
-// through SerializeState: a restarted coordinator continues with them), unless
-// persistent_distill_optimizer is false (a fresh Adam each round).
+// server creates that Adam once, so the moments carry from round to round. Here a fresh
+// Adam starts each round by default (measured 0.14 points better over 3 seeds, README);
+// persistent_distill_optimizer keeps one Adam as the paper's server does, checkpointed
+// through SerializeState so that a restarted coordinator continues with its moments.
 // Individual updates are needed: FedCG cannot run behind secure aggregation (the server
 // sees only the sum there); sub-model updates (held masks) are refused as well.
 //
@@ -50,7 +51,7 @@ struct FedCgOptions {
   float learning_rate = 3e-4f;
   float weight_decay = 1e-4f;
   uint64_t seed = 0;           // the server's noise and labels, varied per round
-  bool persistent_distill_optimizer = true;  // one Adam for all rounds (the paper's code)
+  bool persistent_distill_optimizer = false;  // true: one Adam for all rounds (the paper's code)
 };
 
 // What the last ServerTrainingStep did.

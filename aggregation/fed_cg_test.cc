@@ -137,11 +137,13 @@ void RunRound(FedCg& fedcg, ModelWeights& model, uint64_t seed) {
 TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
   const ModelWeights initial = FedCg::InitialModel(model::FedCgShape{}, 1).value();
   ModelWeights model = initial;
-  auto fedcg = FedCg::Create(SmallOptions(3)).value();
+  FedCgOptions options = SmallOptions(3);
+  options.persistent_distill_optimizer = true;
+  auto fedcg = FedCg::Create(options).value();
   RunRound(*fedcg, model, 2);
   EXPECT_EQ(fedcg->distill_optimizer_steps(), 3);
   const std::string state = fedcg->SerializeState().value();
-  auto restored = FedCg::Create(SmallOptions(3)).value();
+  auto restored = FedCg::Create(options).value();
   ASSERT_TRUE(restored->RestoreState(state).ok());
   EXPECT_EQ(restored->rounds(), 1);
   EXPECT_EQ(restored->distill_optimizer_steps(), 3);
@@ -149,8 +151,7 @@ TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
   // Round 2 on the uninterrupted server, on the restored one, and on one whose Adam starts
   // afresh each round: the first two agree bit for bit, the third does not.
   ModelWeights m_restored = model, m_fresh = model;
-  FedCgOptions fresh_options = SmallOptions(3);
-  fresh_options.persistent_distill_optimizer = false;
+  const FedCgOptions fresh_options = SmallOptions(3);  // the default: a fresh Adam each round
   auto fresh = FedCg::Create(fresh_options).value();
   ASSERT_TRUE(fresh->RestoreState(state).ok());
   RunRound(*fedcg, model, 7);
@@ -158,6 +159,11 @@ TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
   RunRound(*fresh, m_fresh, 7);
   EXPECT_EQ(fedcg->distill_optimizer_steps(), 6);
   EXPECT_EQ(fresh->distill_optimizer_steps(), 3);
+  // The fresh-Adam server checkpoints no moments (a restore gives it none).
+  auto fresh_restored = FedCg::Create(fresh_options).value();
+  ASSERT_TRUE(fresh_restored->RestoreState(fresh->SerializeState().value()).ok());
+  EXPECT_EQ(fresh_restored->distill_optimizer_steps(), 0);
+  EXPECT_EQ(fresh_restored->rounds(), 2);
   bool any_differs = false;
   for (size_t i = 0; i < model.size(); ++i) {
     EXPECT_EQ(model[i].values, m_restored[i].values) << model[i].name;

@@ -90,9 +90,9 @@ ABSL_FLAG(bool, keep_optimizer, false,
           "fedavg/fedprox/local: each client keeps its Adam (moments, step count) across rounds, "
           "as FedCG's clients and a PyTorch client that creates its optimizer once do; "
           "false: a fresh Adam every round");
-ABSL_FLAG(bool, persistent_distill_optimizer, true,
+ABSL_FLAG(bool, persistent_distill_optimizer, false,
           "FedCG: the server's distillation Adam carries its moments across rounds (the paper's "
-          "code creates it once); false: a fresh Adam each round");
+          "code creates it once); default: a fresh Adam each round");
 ABSL_FLAG(bool, spectral_norm, true,
           "FedCG: spectral normalization in the discriminators (--nospectral_norm: plain D)");
 ABSL_FLAG(int, threads, 2, "clients training at the same time");

@@ -93,7 +93,6 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       if (!f.has_gamma_ramp_rounds()) f.set_gamma_ramp_rounds(50);
       if (!f.has_eval_holdout_fraction()) f.set_eval_holdout_fraction(0.1);
       if (!f.has_discriminator_spectral_norm()) f.set_discriminator_spectral_norm(true);
-      if (!f.has_persistent_distill_optimizer()) f.set_persistent_distill_optimizer(true);
       p.IntRange("strategy.fed_cg.distill_steps", f.distill_steps(), 0, 1000000);
       p.IntRange("strategy.fed_cg.distill_batch", f.distill_batch(), 1, 4096);
       p.Positive("strategy.fed_cg.distill_learning_rate", f.distill_learning_rate());
