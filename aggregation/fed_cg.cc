@@ -211,6 +211,8 @@ absl::Status FedCg::ServerTrainingStep(absl::Span<const Update* const> client_up
   FEDGE_ASSIGN_OR_RETURN(Teachers teachers, MakeTeachers(shape, client_updates, broadcast_));
   FEDGE_ASSIGN_OR_RETURN(Pair student, MakePair(shape));
   FEDGE_RETURN_IF_ERROR(Load(student, *model, nullptr, "server"));
+  // Every check that can refuse the round comes before the first Adam step (Store, after the
+  // loop, fails only on an internal error), so a refused round leaves the moments unchanged.
   if (adam_ == nullptr || !options_.persistent_distill_optimizer) {
     FEDGE_ASSIGN_OR_RETURN(adam_, CreateDistillOptimizer());
   }
@@ -328,12 +330,13 @@ absl::Status FedCg::RestoreState(absl::string_view state) {
   }
   if (r.remaining() != 0) return bad("trailing bytes");
   std::unique_ptr<model::Adam> adam;
-  if (a.step > 0) {
+  if (a.step != 0 || !a.m.empty()) {  // Adam refuses a step without moments and the reverse
     FEDGE_ASSIGN_OR_RETURN(adam, CreateDistillOptimizer());
     if (const absl::Status s = adam->RestoreState(std::move(a)); !s.ok()) return bad(s.message());
   }
   rounds_ = rounds;
-  adam_ = std::move(adam);
+  // A server with a fresh Adam each round has no use for checkpointed moments.
+  adam_ = options_.persistent_distill_optimizer ? std::move(adam) : nullptr;
   return absl::OkStatus();
 }
 

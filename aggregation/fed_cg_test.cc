@@ -1,6 +1,7 @@
 #include "aggregation/fed_cg.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "aggregation/state_codec.h"
@@ -185,6 +186,13 @@ TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
   EXPECT_EQ(mismatch.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(mismatch.message().find("optimizer tensor"), std::string::npos) << mismatch;
   EXPECT_EQ(other_server->rounds(), 0);
+  // Moments with a step count of 0 (CRC recomputed, so only the content is wrong): refused.
+  std::string body = state.substr(0, state.size() - 4);
+  const int64_t zero = 0;
+  std::memcpy(body.data() + 16, &zero, sizeof(zero));  // after the magic and the round count
+  internal::StateWriter patched;
+  patched.PutBytes(body.data(), body.size());
+  EXPECT_EQ(restored->RestoreState(patched.Finish()).code(), absl::StatusCode::kDataLoss);
 
   // A state written before the optimizer was checkpointed (FEDGECG1: the round count only)
   // still restores; the distillation then starts a fresh Adam.

@@ -105,12 +105,16 @@ TEST(NumpyRandomStateTest, ShuffleMatchesNumpyForArraysAndLists) {
               ElementsAre(172, 273, 7, 84, 214, 296, 242, 133, 142, 114, 174, 91));
 }
 
-TEST(NumpyRandomStateTest, RandomIntervalStaysInRangeAcrossTheWordBoundary) {
+TEST(NumpyRandomStateTest, RandomIntervalMatchesNumpyOnBothWordSizes) {
+  // Legacy randint draws with the same masked rejection as shuffle's random_interval:
+  // rs = np.random.RandomState(1); rs.randint(0, 7, size=6, dtype=np.int64);
+  // rs.randint(0, 0x100000005, size=4, dtype=np.int64)   (the 64-bit path: max > 2^32 − 1)
   NumpyRandomState rs(1);
-  for (int i = 0; i < 1000; ++i) {
-    EXPECT_LE(rs.RandomInterval(6), 6u);
-    EXPECT_LE(rs.RandomInterval(0x1'0000'0004ULL), 0x1'0000'0004ULL);
-  }
+  std::vector<uint64_t> small, large;
+  for (int i = 0; i < 6; ++i) small.push_back(rs.RandomInterval(6));
+  for (int i = 0; i < 4; ++i) large.push_back(rs.RandomInterval(0x1'0000'0004ULL));
+  EXPECT_THAT(small, ElementsAre(5, 3, 4, 0, 1, 3));
+  EXPECT_THAT(large, ElementsAre(396591248, 1704103302, 1800426750, 878115723));
   EXPECT_EQ(rs.RandomInterval(0), 0u);
 }
 
