@@ -44,7 +44,7 @@ struct FedCgClientOptions {
   int batch_size = 8;            // paper: 8
   float learning_rate = 3e-4f;   // E and C (issue 7's setting: 3e-4)
   float weight_decay = 1e-4f;    // E and C, L2 as torch.optim.Adam
-  float gan_learning_rate = 2e-4f;  // G and D (DCGAN's 2e-4; betas below)
+  float gan_learning_rate = 3e-4f;  // G and D (the setting's 3e-4; DCGAN's is 2e-4; betas below)
   float gan_beta1 = 0.5f;
   float gan_beta2 = 0.999f;
   int gamma_ramp_rounds = 50;    // p = min(round / gamma_ramp_rounds, 1)

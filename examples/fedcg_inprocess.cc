@@ -82,7 +82,7 @@ ABSL_FLAG(int, gan_epochs, 20, "FedCG: local GAN epochs per round");
 ABSL_FLAG(int, batch, 8, "local batch size");
 ABSL_FLAG(double, lr, 3e-4, "Adam learning rate (clients' E+C, server distillation)");
 ABSL_FLAG(double, weight_decay, 1e-4, "Adam L2 weight decay");
-ABSL_FLAG(double, gan_lr, 2e-4, "FedCG: Adam learning rate of G and D (betas 0.5, 0.999)");
+ABSL_FLAG(double, gan_lr, 3e-4, "FedCG: Adam learning rate of G and D (betas 0.5, 0.999)");
 ABSL_FLAG(int, distill_steps, 2000, "FedCG: server distillation steps per round");
 ABSL_FLAG(int, distill_batch, 8, "FedCG: server distillation batch");
 ABSL_FLAG(int, gamma_ramp_rounds, 50, "FedCG: γ_t ramp, p = min(round / this, 1)");

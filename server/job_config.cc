@@ -89,7 +89,7 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       if (!f.has_num_classes()) f.set_num_classes(10);
       if (!f.has_embed_dim()) f.set_embed_dim(10);
       if (!f.has_gan_epochs()) f.set_gan_epochs(20);
-      if (!f.has_gan_learning_rate()) f.set_gan_learning_rate(2e-4);
+      if (!f.has_gan_learning_rate()) f.set_gan_learning_rate(3e-4);
       if (!f.has_gamma_ramp_rounds()) f.set_gamma_ramp_rounds(50);
       if (!f.has_eval_holdout_fraction()) f.set_eval_holdout_fraction(0.1);
       if (!f.has_discriminator_spectral_norm()) f.set_discriminator_spectral_norm(true);

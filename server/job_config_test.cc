@@ -135,7 +135,7 @@ TEST(JobConfigTest, FedCgJobGetsThePapersDefaultsAndAShapeSpec) {
   EXPECT_EQ(f.noise_dim(), 100);
   EXPECT_EQ(f.embed_dim(), 10);
   EXPECT_EQ(f.gan_epochs(), 20);
-  EXPECT_DOUBLE_EQ(f.gan_learning_rate(), 2e-4);
+  EXPECT_DOUBLE_EQ(f.gan_learning_rate(), 3e-4);
   EXPECT_EQ(f.gamma_ramp_rounds(), 50);
   EXPECT_DOUBLE_EQ(f.eval_holdout_fraction(), 0.1);
   EXPECT_TRUE(f.discriminator_spectral_norm());
