@@ -210,6 +210,30 @@ TEST(NiidBenchPartitionTest, FashionMnistSeedZeroIsNiidBenchsSplit) {
   }
 }
 
+TEST(NiidBenchPartitionTest, SplitStreamChoosesTheGeneratorAndBoundsNumpySeeds) {
+  EXPECT_THAT(ParseSplitStream("numpy"), IsOk());
+  EXPECT_EQ(*ParseSplitStream("numpy"), SplitStream::kNumpy);
+  EXPECT_EQ(*ParseSplitStream("fedge"), SplitStream::kFedge);
+  EXPECT_THAT(ParseSplitStream("mt19937"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("must be fedge or numpy, got \"mt19937\"")));
+  const std::vector<int32_t> y = SmallLabels();
+  EXPECT_EQ(*LabelDirichletFrom(SplitStream::kNumpy, y, 5, 4, 0.5, 3),
+            *NiidBenchLabelDirichlet(y, 5, 4, 0.5, 3));
+  EXPECT_EQ(*LabelDirichletFrom(SplitStream::kFedge, y, 5, 4, 0.5, 3),
+            *LabelDirichlet(y, 5, 4, 0.5, 3));
+  EXPECT_NE(*LabelDirichletFrom(SplitStream::kFedge, y, 5, 4, 0.5, 3),
+            *LabelDirichletFrom(SplitStream::kNumpy, y, 5, 4, 0.5, 3));
+  EXPECT_EQ(*IidFrom(SplitStream::kNumpy, 23, 4, 9), *NiidBenchIid(23, 4, 9));
+  EXPECT_EQ(*IidFrom(SplitStream::kFedge, 23, 4, 9), *Iid(23, 4, 9));
+  // numpy.random.seed refuses 2^32; so do the numpy streams (base::Rng takes any seed).
+  EXPECT_THAT(IidFrom(SplitStream::kNumpy, 23, 4, 1ULL << 32),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("[0, 2^32)")));
+  EXPECT_THAT(LabelDirichletFrom(SplitStream::kNumpy, y, 5, 4, 0.5, 1ULL << 32),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("[0, 2^32)")));
+  EXPECT_THAT(IidFrom(SplitStream::kFedge, 23, 4, 1ULL << 32), IsOk());
+}
+
 TEST(NiidBenchPartitionTest, RefusesWhatTheReferenceCannotSplit) {
   EXPECT_THAT(NiidBenchLabelDirichlet(SmallLabels(), 5, 4, 0.0, 0),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("alpha")));

@@ -181,6 +181,14 @@ absl::StatusOr<ClientIndices> LabelDirichletWith(R& rng, const std::vector<int32
       " clients, ", n, " examples); use a larger alpha or a smaller min_size"));
 }
 
+// numpy.random.seed takes integers in [0, 2^32).
+absl::Status CheckNumpySeed(uint64_t seed) {
+  if (seed > 0xffffffffULL) {
+    return Invalid(absl::StrCat("numpy's stream takes a seed in [0, 2^32), got ", seed));
+  }
+  return absl::OkStatus();
+}
+
 template <typename R>
 absl::StatusOr<ClientIndices> IidWith(R& rng, int num_examples, int num_clients) {
   FEDGE_RETURN_IF_ERROR(CheckClients(num_examples, num_clients));
@@ -218,6 +226,32 @@ absl::StatusOr<ClientIndices> NiidBenchLabelDirichlet(const std::vector<int32_t>
                                                       double alpha, uint32_t seed, int min_size) {
   NumpyRandomState rng(seed);
   return LabelDirichletWith(rng, labels, num_classes, num_clients, alpha, min_size);
+}
+
+absl::StatusOr<SplitStream> ParseSplitStream(absl::string_view name) {
+  if (name == "fedge") return SplitStream::kFedge;
+  if (name == "numpy") return SplitStream::kNumpy;
+  return Invalid(absl::StrCat("the split's random stream must be fedge or numpy, got \"", name,
+                              "\""));
+}
+
+absl::StatusOr<ClientIndices> IidFrom(SplitStream stream, int num_examples, int num_clients,
+                                      uint64_t seed) {
+  if (stream == SplitStream::kFedge) return Iid(num_examples, num_clients, seed);
+  FEDGE_RETURN_IF_ERROR(CheckNumpySeed(seed));
+  return NiidBenchIid(num_examples, num_clients, static_cast<uint32_t>(seed));
+}
+
+absl::StatusOr<ClientIndices> LabelDirichletFrom(SplitStream stream,
+                                                 const std::vector<int32_t>& labels,
+                                                 int num_classes, int num_clients, double alpha,
+                                                 uint64_t seed, int min_size) {
+  if (stream == SplitStream::kFedge) {
+    return LabelDirichlet(labels, num_classes, num_clients, alpha, seed, min_size);
+  }
+  FEDGE_RETURN_IF_ERROR(CheckNumpySeed(seed));
+  return NiidBenchLabelDirichlet(labels, num_classes, num_clients, alpha,
+                                 static_cast<uint32_t>(seed), min_size);
 }
 
 absl::StatusOr<ClientIndices> KClassesPerClient(const std::vector<int32_t>& labels, int num_classes,

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace fedge::data {
 
@@ -79,6 +80,22 @@ absl::StatusOr<ClientIndices> NiidBenchLabelDirichlet(const std::vector<int32_t>
                                                       int num_classes, int num_clients,
                                                       double alpha, uint32_t seed,
                                                       int min_size = 10);
+
+// Which random stream a split is drawn from: base::Rng (kFedge: Iid, LabelDirichlet) or
+// numpy's (kNumpy: NiidBenchIid, NiidBenchLabelDirichlet, NIID-Bench's very split).
+enum class SplitStream { kFedge, kNumpy };
+
+// "fedge" or "numpy"; anything else is kInvalidArgument naming both.
+absl::StatusOr<SplitStream> ParseSplitStream(absl::string_view name);
+
+// Iid / LabelDirichlet on `stream`. With kNumpy the seed must be below 2^32, numpy's range
+// (kInvalidArgument otherwise).
+absl::StatusOr<ClientIndices> IidFrom(SplitStream stream, int num_examples, int num_clients,
+                                      uint64_t seed);
+absl::StatusOr<ClientIndices> LabelDirichletFrom(SplitStream stream,
+                                                 const std::vector<int32_t>& labels,
+                                                 int num_classes, int num_clients, double alpha,
+                                                 uint64_t seed, int min_size = 10);
 
 // OK if every index is in [0, num_examples) and appears at most once over all clients.
 absl::Status ValidatePartition(const ClientIndices& parts, int num_examples);

@@ -91,12 +91,7 @@ absl::Status Run() {
   if (mode != "fp32" && mode != "int8") return absl::InvalidArgumentError("--mode: fp32 or int8");
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   const std::string split_rng = absl::GetFlag(FLAGS_split_rng);
-  if (split_rng != "numpy" && split_rng != "fedge") {
-    return absl::InvalidArgumentError("--split-rng: numpy or fedge");
-  }
-  if (split_rng == "numpy" && seed > 0xffffffffULL) {
-    return absl::InvalidArgumentError("--seed must be below 2^32 with --split-rng numpy");
-  }
+  FEDGE_ASSIGN_OR_RETURN(const data::SplitStream stream, data::ParseSplitStream(split_rng));
 
   v1::JobConfig job;
   job.set_name(absl::StrFormat("fedavg-%s", absl::GetFlag(FLAGS_model)));
@@ -120,13 +115,9 @@ absl::Status Run() {
 
   // Data: pixels in [0, 1] (the job's UNIT_RANGE preprocessing), split by label-Dirichlet.
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
-  FEDGE_ASSIGN_OR_RETURN(
-      data::ClientIndices parts,
-      split_rng == "numpy"
-          ? data::NiidBenchLabelDirichlet(fm.train.labels, fm.train.num_classes, n,
-                                          absl::GetFlag(FLAGS_alpha), static_cast<uint32_t>(seed))
-          : data::LabelDirichlet(fm.train.labels, fm.train.num_classes, n,
-                                 absl::GetFlag(FLAGS_alpha), seed));
+  FEDGE_ASSIGN_OR_RETURN(data::ClientIndices parts,
+                         data::LabelDirichletFrom(stream, fm.train.labels, fm.train.num_classes,
+                                                  n, absl::GetFlag(FLAGS_alpha), seed));
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<server::Store> store,
                          server::Store::Open(absl::GetFlag(FLAGS_state_dir)));
   server::CoordinatorOptions options;

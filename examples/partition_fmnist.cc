@@ -51,21 +51,14 @@ absl::Status Run() {
   const std::string out = absl::GetFlag(FLAGS_out);
   const double alpha = absl::GetFlag(FLAGS_alpha);
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
-  const std::string rng = absl::GetFlag(FLAGS_rng);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");
-  if (rng != "fedge" && rng != "numpy") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--rng must be fedge or numpy, got \"", rng, "\""));
-  }
-  const bool numpy = rng == "numpy";
+  FEDGE_ASSIGN_OR_RETURN(const data::SplitStream stream,
+                         data::ParseSplitStream(absl::GetFlag(FLAGS_rng)));
+  const bool numpy = stream == data::SplitStream::kNumpy;
   if (numpy && scheme != "iid" && scheme != "dirichlet") {
     return absl::InvalidArgumentError(absl::StrCat(
         "--rng numpy reproduces NIID-Bench's iid and dirichlet splits only, not --scheme ",
         scheme));
-  }
-  if (numpy && seed > 0xffffffffULL) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--rng numpy takes a seed in [0, 2^32) as numpy does, got ", seed));
   }
   if (clients < 1) return absl::InvalidArgumentError("--clients must be ≥ 1");
   if (absl::GetFlag(FLAGS_train_examples) < 0) {
@@ -82,12 +75,10 @@ absl::Status Run() {
 
   absl::StatusOr<data::ClientIndices> parts;
   if (scheme == "iid") {
-    parts = numpy ? data::NiidBenchIid(train.num_examples, clients, static_cast<uint32_t>(seed))
-                  : data::Iid(train.num_examples, clients, seed);
+    parts = data::IidFrom(stream, train.num_examples, clients, seed);
   } else if (scheme == "dirichlet") {
-    parts = numpy ? data::NiidBenchLabelDirichlet(train.labels, train.num_classes, clients, alpha,
-                                                  static_cast<uint32_t>(seed))
-                  : data::LabelDirichlet(train.labels, train.num_classes, clients, alpha, seed);
+    parts = data::LabelDirichletFrom(stream, train.labels, train.num_classes, clients, alpha,
+                                     seed);
   } else if (scheme == "kclasses") {
     parts = data::KClassesPerClient(train.labels, train.num_classes, clients, absl::GetFlag(FLAGS_k), seed);
   } else if (scheme == "quantity") {

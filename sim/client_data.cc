@@ -150,20 +150,15 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
   // its label (or size) skew. The groups' min_size guarantees min_examples per shard.
   const int groups = std::min(parts, kMaxDirichletGroups);
   const int per_group = (parts + groups - 1) / groups;
+  const data::SplitStream stream =
+      f.numpy_stream() ? data::SplitStream::kNumpy : data::SplitStream::kFedge;
   data::ClientIndices shards;
   switch (f.partition_case()) {
     case v1::FashionMnistData::kDirichlet: {
-      if (f.numpy_stream()) {
-        FEDGE_ASSIGN_OR_RETURN(
-            shards, data::NiidBenchLabelDirichlet(fm.train.labels, fm.train.num_classes, groups,
-                                                  f.dirichlet().alpha(),
-                                                  static_cast<uint32_t>(f.seed()),
-                                                  per_group * f.min_examples()));
-      } else {
-        FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichlet(fm.train.labels, fm.train.num_classes,
-                                                            groups, f.dirichlet().alpha(),
-                                                            f.seed(), per_group * f.min_examples()));
-      }
+      FEDGE_ASSIGN_OR_RETURN(shards, data::LabelDirichletFrom(stream, fm.train.labels,
+                                                              fm.train.num_classes, groups,
+                                                              f.dirichlet().alpha(), f.seed(),
+                                                              per_group * f.min_examples()));
       shards = SplitGroups(std::move(shards), parts);
       break;
     }
@@ -180,10 +175,8 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
       break;
     }
     default: {
-      FEDGE_ASSIGN_OR_RETURN(shards, f.numpy_stream()
-                                         ? data::NiidBenchIid(fm.train.num_examples, parts,
-                                                              static_cast<uint32_t>(f.seed()))
-                                         : data::Iid(fm.train.num_examples, parts, f.seed()));
+      FEDGE_ASSIGN_OR_RETURN(shards,
+                             data::IidFrom(stream, fm.train.num_examples, parts, f.seed()));
       break;
     }
   }
