@@ -26,7 +26,9 @@
 // summary line per algorithm: the final round's test accuracy, the test accuracy at the
 // round of best mean validation accuracy, and the paper's protocol (its code's evaluate()):
 // each client's test accuracy at the round of its own best validation accuracy, averaged
-// over clients (per_client_best_val_test_acc).
+// over clients (per_client_best_val_test_acc). --early-stop-rounds N ends an algorithm's
+// run once its mean validation accuracy has not improved for N rounds (the paper's code
+// runs until early_stop_rounds = 20 such rounds; --rounds is then the cap).
 //
 //   fedcg_inprocess --algorithms fedcg,fedavg,local --rounds 10 --seed 0
 //       --metrics-out out/fedcg/seed0.jsonl
@@ -66,7 +68,10 @@
 
 ABSL_FLAG(std::string, algorithms, "fedcg,fedavg,local",
           "comma-separated: fedcg, fedavg, fedprox, local");
-ABSL_FLAG(int, rounds, 10, "federated rounds");
+ABSL_FLAG(int, rounds, 10, "federated rounds (the most run, with --early-stop-rounds)");
+ABSL_FLAG(int, early_stop_rounds, 0,
+          "stop an algorithm once its mean validation accuracy has not improved for this many "
+          "rounds (the paper's code: early_stop_rounds 20); 0: run all --rounds");
 ABSL_FLAG(uint64_t, seed, 0, "seed of the split, the initial models, shuffling and noise");
 ABSL_FLAG(int, clients, 4, "number of clients");
 ABSL_FLAG(int, train_per_client, 2000,
@@ -227,6 +232,12 @@ struct Tracker {
   // round where its own validation accuracy was best (first such round); the mean over
   // clients of those.
   std::vector<double> client_best_val, client_test_at_best;
+  int rounds_run = 0;
+  // --early-stop-rounds: true once the mean validation accuracy has not improved for
+  // `patience` rounds (patience 0: never).
+  bool Stop(int patience) const {
+    return patience > 0 && best_round >= 0 && rounds_run - best_round >= patience;
+  }
   void Add(int round, const std::vector<double>& val, const std::vector<double>& test) {
     const double v = Mean(val), t = Mean(test);
     if (v > best_val) {
@@ -235,6 +246,7 @@ struct Tracker {
       best_round = round;
     }
     last_test = t;
+    rounds_run = round;
     client_best_val.resize(val.size(), -1.0);
     client_test_at_best.resize(val.size(), 0.0);
     for (size_t c = 0; c < val.size(); ++c) {
@@ -246,15 +258,20 @@ struct Tracker {
   }
 };
 
-std::string Summary(const std::string& algo, uint64_t seed, int rounds, const Tracker& t,
-                    double seconds) {
+// `rounds` is the number run; `stopped_early` says whether --early-stop-rounds ended the
+// run before --rounds.
+std::string Summary(const std::string& algo, uint64_t seed, const Tracker& t, double seconds) {
+  const int patience = absl::GetFlag(FLAGS_early_stop_rounds);
   return absl::StrFormat(
       "{\"summary\":true,\"algorithm\":\"%s\",\"seed\":%d,\"rounds\":%d,"
+      "\"early_stop_rounds\":%d,\"stopped_early\":%s,"
       "\"final_test_acc\":%.4f,\"best_val_round\":%d,\"best_val_acc\":%.4f,"
       "\"test_acc_at_best_val\":%.4f,\"per_client_best_val_test_acc\":%.4f,"
       "\"seconds\":%.1f}",
-      algo, seed, rounds, t.last_test, t.best_round, t.best_val, t.test_at_best_val,
-      Mean(t.client_test_at_best), seconds);
+      algo, seed, t.rounds_run, patience,
+      t.Stop(patience) && t.rounds_run < absl::GetFlag(FLAGS_rounds) ? "true" : "false",
+      t.last_test, t.best_round, t.best_val, t.test_at_best_val, Mean(t.client_test_at_best),
+      seconds);
 }
 
 double Accuracy(model::Sequential& net, const data::Dataset& d) {
@@ -318,7 +335,8 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string&
   }
   Tracker tracker;
   const int rounds = absl::GetFlag(FLAGS_rounds);
-  for (int r = 0; r < rounds; ++r) {
+  const int patience = absl::GetFlag(FLAGS_early_stop_rounds);
+  for (int r = 0; r < rounds && !tracker.Stop(patience); ++r) {
     const auto round_start = std::chrono::steady_clock::now();
     std::vector<v1::ModelProto> deltas;
     std::vector<double> weights, losses;
@@ -360,7 +378,7 @@ absl::Status RunPlain(const std::vector<ClientData>& clients, const std::string&
         algo, seed, r + 1, Mean(val), Mean(test), JsonList(val), JsonList(test), Mean(losses),
         secs));
   }
-  out.Line(Summary(algo, seed, rounds, tracker,
+  out.Line(Summary(algo, seed, tracker,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                        .count()));
   return absl::OkStatus();
@@ -422,7 +440,8 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
                          aggregation::FedCg::InitialModel(shape, seed * 7 + 5));
   Tracker tracker;
   const int rounds = absl::GetFlag(FLAGS_rounds);
-  for (int r = 0; r < rounds; ++r) {
+  const int patience = absl::GetFlag(FLAGS_early_stop_rounds);
+  for (int r = 0; r < rounds && !tracker.Stop(patience); ++r) {
     const auto round_start = std::chrono::steady_clock::now();
     const v1::ModelProto broadcast = ToProto(global);
     std::vector<aggregation::Update> updates;
@@ -486,7 +505,7 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
         Mean(dl), Mean(gl), rep.first_kl, rep.last_kl, rep.synthetic_accuracy, client_secs,
         rep.seconds, secs));
   }
-  out.Line(Summary("fedcg", seed, rounds, tracker,
+  out.Line(Summary("fedcg", seed, tracker,
                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                        .count()));
   return absl::OkStatus();
@@ -496,6 +515,11 @@ absl::Status Run() {
   if (absl::GetFlag(FLAGS_rounds) < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--rounds must be at least 1, got ", absl::GetFlag(FLAGS_rounds)));
+  }
+  if (absl::GetFlag(FLAGS_early_stop_rounds) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--early-stop-rounds must be 0 (off) or positive, got ",
+        absl::GetFlag(FLAGS_early_stop_rounds)));
   }
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
   FEDGE_ASSIGN_OR_RETURN(std::vector<ClientData> clients, Split(seed));
