@@ -90,6 +90,43 @@ TEST(FedCgTest, DistillationReducesItsKlOnAFixedBatch) {
   EXPECT_EQ(fedcg->rounds(), 1);
 }
 
+// The same with the paper's convolutional G (batch norm): the student trains on batch
+// statistics, the teachers and the KL measurement run on running statistics, and the
+// distillation still closes most of the gap; the running statistics are part of the model
+// and move with the student's training forwards.
+TEST(FedCgTest, DistillationReducesItsKlWithTheConvolutionalGenerator) {
+  model::FedCgShape shape;
+  shape.gan = model::FedCgGanArchitecture::kConvBatchNorm;
+  auto model = FedCg::InitialModel(shape, 1).value();
+  Update a = RandomUpdate(model, "a", 100, 2, 0.3);
+  Update b = RandomUpdate(model, "b", 300, 3, 0.3);
+  for (Update* u : {&a, &b}) {
+    for (Tensor& t : u->tensors) {
+      if (t.name.find("running_") != std::string::npos) {
+        for (float& v : t.values) v = std::fabs(v);  // variances stay positive
+      }
+    }
+  }
+  const std::vector<const Update*> us = {&a, &b};
+  FedCgOptions options = SmallOptions(200);
+  options.shape = shape;
+  options.learning_rate = 3e-3f;
+  auto fedcg = FedCg::Create(options).value();
+  ASSERT_TRUE(fedcg->Apply(WeightedMeanOf(us), &model).ok());
+  const Batch batch = FixedBatch(8, 100, 9);
+  const double before = fedcg->DistillationLoss(us, model, batch.y, batch.z).value();
+  EXPECT_GT(before, 1e-3);
+  const ModelWeights averaged = model;
+  ASSERT_TRUE(fedcg->ServerTrainingStep(us, &model).ok());
+  const double after = fedcg->DistillationLoss(us, model, batch.y, batch.z).value();
+  EXPECT_LT(after, 0.8 * before) << "before " << before;
+  bool running_moved = false;
+  for (size_t i = 0; i < model.size(); ++i) {
+    if (model[i].name == "G.bn1.running_mean") running_moved = model[i].values != averaged[i].values;
+  }
+  EXPECT_TRUE(running_moved);
+}
+
 TEST(FedCgTest, OneClientTeacherIsTheAveragedModelSoKlStartsAtZero) {
   auto model = FedCg::InitialModel(model::FedCgShape{}, 1).value();
   const Update a = RandomUpdate(model, "a", 50, 2, 0.3);

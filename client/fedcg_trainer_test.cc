@@ -79,6 +79,34 @@ TEST(FedCgTrainerTest, UploadHoldsOnlyClassifierAndGeneratorTensors) {
   EXPECT_GT(update->distance_loss, 0.0);
 }
 
+// The paper's convolutional G and D: the upload still holds only C.* and G.* (G's batch
+// norm running statistics among them, moved by the GAN step), and D's stay on the device.
+TEST(FedCgTrainerTest, ConvolutionalGanUploadsOnlyClassifierAndGenerator) {
+  model::FedCgShape shape;
+  shape.gan = model::FedCgGanArchitecture::kConvBatchNorm;
+  auto client = std::move(FedCgClient::Create(shape, SmallOptions(), 1)).value();
+  const v1::ModelProto global = InitialGlobal(shape);
+  auto update = client->TrainRound(global, MakeImages(48, 2), /*round=*/3);
+  ASSERT_TRUE(update.ok()) << update.status();
+  ASSERT_EQ(update->delta.parameters_size(), global.parameters_size());
+  bool running_moved = false;
+  for (const v1::TensorProto& t : update->delta.parameters()) {
+    EXPECT_TRUE(t.name().rfind("C.", 0) == 0 || t.name().rfind("G.", 0) == 0) << t.name();
+    if (t.name() == "G.bn2.running_var") {
+      for (float v : t.values()) running_moved |= v != 0.0f;
+    }
+  }
+  EXPECT_TRUE(running_moved);
+  bool d_has_bn = false;
+  for (model::Parameter* p : client->discriminator().parameters()) {
+    d_has_bn |= p->name == "D.bn3.running_mean";
+  }
+  EXPECT_TRUE(d_has_bn);
+  EXPECT_GT(update->distance_loss, 0.0);
+  EXPECT_TRUE(std::isfinite(update->d_loss));
+  EXPECT_TRUE(std::isfinite(update->g_loss));
+}
+
 TEST(FedCgTrainerTest, LearnsTheLocalTaskWithPrivateExtractorAndUploadedClassifier) {
   model::FedCgShape shape;
   FedCgClientOptions options = SmallOptions();

@@ -100,6 +100,9 @@ ABSL_FLAG(bool, persistent_distill_optimizer, false,
           "code creates it once); default: a fresh Adam each round");
 ABSL_FLAG(bool, spectral_norm, true,
           "FedCG: spectral normalization in the discriminators (--nospectral_norm: plain D)");
+ABSL_FLAG(std::string, gan_arch, "dense",
+          "FedCG: G and D architecture: dense (one hidden layer of 256) or conv (the paper's "
+          "code's transposed-conv/conv stacks with batch norm)");
 ABSL_FLAG(int, threads, 2, "clients training at the same time");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
 ABSL_FLAG(std::string, metrics_out, "", "JSON-lines output (appended); empty: stdout only");
@@ -413,6 +416,13 @@ absl::Status RunFedCg(const std::vector<ClientData>& clients, uint64_t seed, Out
   const auto start = std::chrono::steady_clock::now();
   model::FedCgShape shape;
   shape.discriminator_spectral_norm = absl::GetFlag(FLAGS_spectral_norm);
+  const std::string arch = absl::GetFlag(FLAGS_gan_arch);
+  if (arch == "conv") {
+    shape.gan = model::FedCgGanArchitecture::kConvBatchNorm;
+  } else if (arch != "dense") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fedcg_inprocess: --gan-arch must be dense or conv, got '", arch, "'"));
+  }
   client::FedCgClientOptions co;
   co.local_epochs = absl::GetFlag(FLAGS_local_epochs);
   co.gan_epochs = absl::GetFlag(FLAGS_gan_epochs);

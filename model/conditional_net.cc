@@ -21,13 +21,24 @@ absl::StatusOr<std::unique_ptr<ConditionalNet>> ConditionalNet::Create(
   }
   std::unique_ptr<ConditionalNet> net(new ConditionalNet);
   FEDGE_ASSIGN_OR_RETURN(net->body_, Sequential::Create(body));
-  if (net->body_->input_size() != input_size + embed_dim ||
-      body.input_shape_size() != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ConditionalNet '", name, "': body input must be [",
-                     input_size + embed_dim, "] (input ", input_size, " + embedding ",
-                     embed_dim, ")"));
+  // Body input [input_size + embed_dim] (one position), or [H, W, Cx + embed_dim] with
+  // H·W·Cx = input_size (the embedding repeated at each of the H·W positions).
+  const int dims = body.input_shape_size();
+  int positions = 1;
+  if (dims == 3) positions = body.input_shape(0) * body.input_shape(1);
+  const int in_channels = positions > 0 ? input_size / positions : 0;
+  const bool fits =
+      (dims == 1 && body.input_shape(0) == input_size + embed_dim) ||
+      (dims == 3 && positions > 0 && in_channels * positions == input_size &&
+       body.input_shape(2) == in_channels + embed_dim);
+  if (!fits) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ConditionalNet '", name, "': body input must be [", input_size + embed_dim,
+        "] (input ", input_size, " + embedding ", embed_dim,
+        ") or [H, W, C + ", embed_dim, "] with H·W·C = ", input_size));
   }
+  net->positions_ = positions;
+  net->in_channels_ = in_channels;
   net->input_size_ = input_size;
   net->num_classes_ = num_classes;
   net->embed_dim_ = embed_dim;
@@ -47,32 +58,35 @@ void ConditionalNet::InitParameters(uint64_t seed) {
 
 const float* ConditionalNet::Forward(const float* x, const int32_t* labels, int batch,
                                      bool training) {
-  const int width = input_size_ + embed_dim_;
-  concat_.resize(static_cast<size_t>(batch) * width);
+  const int cx = in_channels_, width = cx + embed_dim_;
+  concat_.resize(static_cast<size_t>(batch) * positions_ * width);
   labels_.assign(labels, labels + batch);
   for (int b = 0; b < batch; ++b) {
     FEDGE_CHECK(labels[b] >= 0 && labels[b] < num_classes_);
-    float* row = concat_.data() + static_cast<size_t>(b) * width;
-    std::memcpy(row, x + static_cast<size_t>(b) * input_size_, sizeof(float) * input_size_);
-    std::memcpy(row + input_size_,
-                embed_.value.data() + static_cast<size_t>(labels[b]) * embed_dim_,
-                sizeof(float) * embed_dim_);
+    const float* e = embed_.value.data() + static_cast<size_t>(labels[b]) * embed_dim_;
+    for (int p = 0; p < positions_; ++p) {
+      const size_t at = static_cast<size_t>(b) * positions_ + p;
+      float* row = concat_.data() + at * width;
+      std::memcpy(row, x + at * cx, sizeof(float) * cx);
+      std::memcpy(row + cx, e, sizeof(float) * embed_dim_);
+    }
   }
   last_batch_ = batch;
   return body_->Forward(concat_.data(), batch, ComputeMode::kFp32, training);
 }
 
 void ConditionalNet::Backward(const float* doutput, float* dx) {
-  const int width = input_size_ + embed_dim_;
-  dconcat_.resize(static_cast<size_t>(last_batch_) * width);
+  const int cx = in_channels_, width = cx + embed_dim_;
+  dconcat_.resize(static_cast<size_t>(last_batch_) * positions_ * width);
   body_->Backward(doutput, dconcat_.data());
   for (int b = 0; b < last_batch_; ++b) {
-    const float* d = dconcat_.data() + static_cast<size_t>(b) * width;
-    if (dx != nullptr) {
-      std::memcpy(dx + static_cast<size_t>(b) * input_size_, d, sizeof(float) * input_size_);
-    }
     float* g = embed_.grad.data() + static_cast<size_t>(labels_[b]) * embed_dim_;
-    for (int j = 0; j < embed_dim_; ++j) g[j] += d[input_size_ + j];
+    for (int p = 0; p < positions_; ++p) {
+      const size_t at = static_cast<size_t>(b) * positions_ + p;
+      const float* d = dconcat_.data() + at * width;
+      if (dx != nullptr) std::memcpy(dx + at * cx, d, sizeof(float) * cx);
+      for (int j = 0; j < embed_dim_; ++j) g[j] += d[cx + j];
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 // A network conditioned on a class label: out = body([x ‖ embed[y]]), the label's learned
-// embedding row concatenated after the input. FedCG (Wu et al., IJCAI 2022) uses it twice:
+// embedding row concatenated after the input; or, for a body taking [H, W, C + embed_dim],
+// after the C channels of each of x's H·W positions (x is [H, W, C], NHWC: the paper's
+// convolutional D sees the embedding as extra feature maps). FedCG (Wu et al., IJCAI 2022) uses it twice:
 // the conditional generator G(z, y) (noise → feature) and the discriminator D(f, y)
 // (feature → real/fake logit).
 //
@@ -24,7 +26,8 @@ namespace fedge::model {
 
 class ConditionalNet {
  public:
-  // `body` must take a 1-D input of input_size + embed_dim floats.
+  // `body` must take a 1-D input of input_size + embed_dim floats, or [H, W, C + embed_dim]
+  // with H·W·C = input_size.
   // Errors (kInvalidArgument): non-positive sizes, an invalid body spec, a body whose input
   // is not [input_size + embed_dim].
   static absl::StatusOr<std::unique_ptr<ConditionalNet>> Create(const std::string& name,
@@ -59,6 +62,7 @@ class ConditionalNet {
   ConditionalNet() = default;
 
   int input_size_ = 0, num_classes_ = 0, embed_dim_ = 0;
+  int positions_ = 1, in_channels_ = 0;  // x is [positions_, in_channels_]
   Parameter embed_;
   std::unique_ptr<Sequential> body_;
   int last_batch_ = 0;

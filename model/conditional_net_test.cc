@@ -89,6 +89,69 @@ TEST(ConditionalNetTest, GradientsMatchFiniteDifferences) {
   EXPECT_EQ(checked_embedding, 6);
 }
 
+// A body over [H, W, C + embed]: the embedding is repeated at every position (the paper's
+// convolutional D); its gradient sums over the positions, the input's passes through.
+TEST(ConditionalNetTest, SpatialBodyRepeatsTheEmbeddingAndMatchesFiniteDifferences) {
+  v1::ModelSpec body;
+  body.add_input_shape(3);
+  body.add_input_shape(3);
+  body.add_input_shape(2 + 3);
+  auto* c = body.add_layers();
+  c->set_name("conv");
+  c->mutable_conv2d()->set_in_channels(5);
+  c->mutable_conv2d()->set_out_channels(2);
+  c->mutable_conv2d()->set_kernel_size(2);
+  body.add_layers()->mutable_sigmoid();
+  body.mutable_layers(1)->set_name("sig");
+  body.add_layers()->mutable_flatten();
+  body.mutable_layers(2)->set_name("flat");
+  auto net_or = ConditionalNet::Create("D", 3 * 3 * 2, 4, 3, body);
+  ASSERT_TRUE(net_or.ok()) << net_or.status();
+  ConditionalNet& net = **net_or;
+  net.InitParameters(5);
+  base::Rng rng(6);
+  const int batch = 2;
+  std::vector<float> x(batch * 18);
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  const std::vector<int32_t> y = {3, 1};
+  // The first position of example 1 sees x's 2 channels, then label 1's embedding row.
+  net.Forward(x.data(), y.data(), batch, false);
+  std::vector<float> r(batch * net.output_size());
+  for (float& v : r) v = static_cast<float>(rng.Normal());
+  net.ZeroGrad();
+  net.Forward(x.data(), y.data(), batch, true);
+  std::vector<float> dx(x.size());
+  net.Backward(r.data(), dx.data());
+  auto loss_at = [&](const std::vector<float>& xin) {
+    return Dot(net.Forward(xin.data(), y.data(), batch, false), r);
+  };
+  const float eps = 1e-2f;
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<float> xp = x, xm = x;
+    xp[i] += eps;
+    xm[i] -= eps;
+    const double numeric = (loss_at(xp) - loss_at(xm)) / (2 * eps);
+    EXPECT_NEAR(dx[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "dx[" << i << "]";
+  }
+  Parameter& e = net.embedding();
+  for (size_t i = 0; i < e.value.size(); ++i) {
+    const float saved = e.value[i];
+    e.value[i] = saved + eps;
+    const double lp = loss_at(x);
+    e.value[i] = saved - eps;
+    const double lm = loss_at(x);
+    e.value[i] = saved;
+    const double numeric = (lp - lm) / (2 * eps);
+    EXPECT_NEAR(e.grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "embed[" << i << "]";
+    // Rows 0 and 2 were not used.
+    if (i / 3 == 0 || i / 3 == 2) EXPECT_EQ(e.grad[i], 0.0f);
+  }
+  // A body whose channels do not split the input is refused.
+  body.set_input_shape(2, 6);
+  EXPECT_EQ(ConditionalNet::Create("D", 18, 4, 3, body).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ConditionalNetTest, RejectsBodyOfTheWrongWidth) {
   auto net = ConditionalNet::Create("G", 4, 5, 3, SmallBody(8));
   EXPECT_EQ(net.status().code(), absl::StatusCode::kInvalidArgument);
@@ -185,6 +248,60 @@ TEST(FedCgNetsTest, SpectralNormDiscriminatorIsOneLipschitzAndScaleFree) {
   }
   const float* scaled = (*d)->Forward(f.data(), y.data(), batch, false);
   for (int b = 0; b < batch; ++b) EXPECT_NEAR(scaled[b], out[b], 1e-4f * (1 + std::fabs(out[b])));
+}
+
+// gan = kConvBatchNorm: the paper's code's G and D. Same inputs and outputs as the dense
+// ones, batch norm's running statistics are G's tensors (not trained), conv weights start
+// as DCGAN's N(0, 0.02²); a feature map other than 5 × 5 is refused.
+TEST(FedCgNetsTest, ConvBatchNormNetworksHaveThePapersShape) {
+  v1::FedCgParams params;
+  params.set_gan_architecture(v1::FEDCG_GAN_CONV_BATCHNORM);
+  const FedCgShape shape = FedCgShapeFromParams(params);
+  ASSERT_EQ(shape.gan, FedCgGanArchitecture::kConvBatchNorm);
+  auto g = CreateFedCgGenerator(shape);
+  auto d = CreateFedCgDiscriminator(shape);
+  ASSERT_TRUE(g.ok()) << g.status();
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ((*g)->input_size(), 100);
+  EXPECT_EQ((*g)->output_size(), 400);
+  EXPECT_EQ((*d)->input_size(), 400);
+  EXPECT_EQ((*d)->output_size(), 1);
+  int64_t g_params = 0, running = 0;
+  (*g)->InitParameters(7);
+  for (Parameter* p : (*g)->parameters()) {
+    EXPECT_EQ(p->name.rfind("G.", 0), 0u) << p->name;
+    g_params += p->size();
+    if (p->name.find("running_") != std::string::npos) {
+      EXPECT_FALSE(p->trainable) << p->name;
+      running += p->size();
+    }
+    if (p->name == "G.deconv2.weight") {
+      EXPECT_EQ(p->shape, (std::vector<int>{512, 2, 2, 256}));
+      double sq = 0;
+      for (float v : p->value) sq += static_cast<double>(v) * v;
+      EXPECT_NEAR(std::sqrt(sq / p->size()), 0.02, 0.001);
+    }
+  }
+  // embed 100 + convT 110·512·4 + 512·256·4 + 256·128·4 + 128·16·4 + BN 4·(512 + 256 + 128)
+  EXPECT_EQ(g_params, 100 + 225280 + 524288 + 131072 + 8192 + 4 * 896);
+  EXPECT_EQ(running, 2 * 896);
+  for (Parameter* p : (*d)->parameters()) EXPECT_EQ(p->name.rfind("D.", 0), 0u) << p->name;
+  // Features in (0, 1) in training (batch statistics) and inference (running ones).
+  std::vector<float> z(4 * 100);
+  base::Rng rng(8);
+  for (float& v : z) v = static_cast<float>(rng.Normal());
+  const std::vector<int32_t> y = {0, 9, 3, 3};
+  for (bool training : {true, false}) {
+    const float* f = (*g)->Forward(z.data(), y.data(), 4, training);
+    for (int i = 0; i < 1600; ++i) {
+      ASSERT_GT(f[i], 0.0f);
+      ASSERT_LT(f[i], 1.0f);
+    }
+  }
+  FedCgShape small = shape;
+  small.image_size = 28;
+  EXPECT_EQ(CreateFedCgGenerator(small).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateFedCgDiscriminator(small).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

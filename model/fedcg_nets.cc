@@ -2,6 +2,10 @@
 
 #include <string>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+
 namespace fedge::model {
 namespace {
 
@@ -21,6 +25,44 @@ void AddLeakyRelu(v1::ModelSpec& spec, const std::string& name) {
   Add(spec, name)->mutable_leaky_relu()->set_negative_slope(0.2f);
 }
 
+// The paper's code's G and D (fedcg_nets.h): 2×2 kernels, stride 1, DCGAN's init.
+constexpr float kDcganInitStd = 0.02f;
+
+void AddConvT(v1::ModelSpec& spec, const std::string& name, int in, int out) {
+  auto* c = Add(spec, name)->mutable_conv_transpose2d();
+  c->set_in_channels(in);
+  c->set_out_channels(out);
+  c->set_kernel_size(2);
+  c->set_no_bias(true);
+  c->set_init_std(kDcganInitStd);
+}
+
+void AddConv2x2(v1::ModelSpec& spec, const std::string& name, int in, int out) {
+  auto* c = Add(spec, name)->mutable_conv2d();
+  c->set_in_channels(in);
+  c->set_out_channels(out);
+  c->set_kernel_size(2);
+  c->set_no_bias(true);
+  c->set_init_std(kDcganInitStd);
+}
+
+void AddBnLeakyRelu(v1::ModelSpec& spec, const std::string& prefix, int i) {
+  Add(spec, absl::StrCat(prefix, ".bn", i))->mutable_batch_norm2d()->set_init_std(kDcganInitStd);
+  AddLeakyRelu(spec, absl::StrCat(prefix, ".act", i));
+}
+
+int FeatureSide(const FedCgShape& shape) { return ((shape.image_size - 4) / 2 - 4) / 2; }
+
+absl::Status CheckConvShape(const FedCgShape& shape) {
+  if (shape.gan == FedCgGanArchitecture::kConvBatchNorm && FeatureSide(shape) != 5) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "FedCG: the convolutional G and D (gan_architecture CONV_BATCHNORM) need a 5 x 5 "
+        "feature map (image_size 32); image_size ", shape.image_size, " gives ",
+        FeatureSide(shape), " x ", FeatureSide(shape)));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 FedCgShape FedCgShapeFromParams(const v1::FedCgParams& p) {
@@ -32,6 +74,9 @@ FedCgShape FedCgShapeFromParams(const v1::FedCgParams& p) {
   if (p.has_embed_dim()) shape.embed_dim = p.embed_dim();
   if (p.has_discriminator_spectral_norm()) {
     shape.discriminator_spectral_norm = p.discriminator_spectral_norm();
+  }
+  if (p.gan_architecture() == v1::FEDCG_GAN_CONV_BATCHNORM) {
+    shape.gan = FedCgGanArchitecture::kConvBatchNorm;
   }
   return shape;
 }
@@ -78,6 +123,21 @@ v1::ModelSpec FedCgClassifierSpec(const FedCgShape& shape) {
 v1::ModelSpec FedCgGeneratorBodySpec(const FedCgShape& shape) {
   v1::ModelSpec spec;
   spec.set_name("fedcg_generator");
+  if (shape.gan == FedCgGanArchitecture::kConvBatchNorm) {
+    spec.add_input_shape(1);
+    spec.add_input_shape(1);
+    spec.add_input_shape(shape.noise_dim + shape.embed_dim);
+    AddConvT(spec, "G.deconv1", shape.noise_dim + shape.embed_dim, 512);  // 2 × 2
+    AddBnLeakyRelu(spec, "G", 1);
+    AddConvT(spec, "G.deconv2", 512, 256);  // 3 × 3
+    AddBnLeakyRelu(spec, "G", 2);
+    AddConvT(spec, "G.deconv3", 256, 128);  // 4 × 4
+    AddBnLeakyRelu(spec, "G", 3);
+    AddConvT(spec, "G.deconv4", 128, 16);  // 5 × 5 × 16, E's feature map
+    Add(spec, "G.sig")->mutable_sigmoid();
+    Add(spec, "G.flatten")->mutable_flatten();
+    return spec;
+  }
   spec.add_input_shape(shape.noise_dim + shape.embed_dim);
   AddDense(spec, "G.fc1", shape.noise_dim + shape.embed_dim, 256);
   AddLeakyRelu(spec, "G.act1");
@@ -89,6 +149,21 @@ v1::ModelSpec FedCgGeneratorBodySpec(const FedCgShape& shape) {
 v1::ModelSpec FedCgDiscriminatorBodySpec(const FedCgShape& shape) {
   v1::ModelSpec spec;
   spec.set_name("fedcg_discriminator");
+  if (shape.gan == FedCgGanArchitecture::kConvBatchNorm) {
+    const int side = FeatureSide(shape);
+    spec.add_input_shape(side);
+    spec.add_input_shape(side);
+    spec.add_input_shape(16 + shape.embed_dim);
+    AddConv2x2(spec, "D.conv1", 16 + shape.embed_dim, 128);  // 4 × 4
+    AddBnLeakyRelu(spec, "D", 1);
+    AddConv2x2(spec, "D.conv2", 128, 256);  // 3 × 3
+    AddBnLeakyRelu(spec, "D", 2);
+    AddConv2x2(spec, "D.conv3", 256, 512);  // 2 × 2
+    AddBnLeakyRelu(spec, "D", 3);
+    AddConv2x2(spec, "D.conv4", 512, 1);  // 1 × 1: the logit
+    Add(spec, "D.flatten")->mutable_flatten();
+    return spec;
+  }
   spec.add_input_shape(shape.feature_size() + shape.embed_dim);
   AddDense(spec, "D.fc1", shape.feature_size() + shape.embed_dim, 256);
   AddLeakyRelu(spec, "D.act1");
@@ -110,12 +185,14 @@ absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgClassifier(const FedCgSha
 }
 
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgGenerator(const FedCgShape& shape) {
+  FEDGE_RETURN_IF_ERROR(CheckConvShape(shape));
   return ConditionalNet::Create("G", shape.noise_dim, shape.num_classes, shape.embed_dim,
                                 FedCgGeneratorBodySpec(shape));
 }
 
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgDiscriminator(
     const FedCgShape& shape) {
+  FEDGE_RETURN_IF_ERROR(CheckConvShape(shape));
   return ConditionalNet::Create("D", shape.feature_size(), shape.num_classes, shape.embed_dim,
                                 FedCgDiscriminatorBodySpec(shape));
 }

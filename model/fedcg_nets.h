@@ -10,15 +10,22 @@
 //                           (real/fake; BCE with logits); both dense layers spectrally
 //                           normalized (FedCgShape::discriminator_spectral_norm)
 //
-// Deviation from the paper's code, on purpose: its G and D are small transposed/plain
-// convolution stacks with batch norm over a 1×1 → 5×5 spatial map; fedge has neither
-// transposed convolution nor batch norm, so G and D are dense networks of similar width
-// with the same inputs and outputs (and D returns a logit instead of a sigmoid, with the
-// BCE applied on logits: the same loss, computed stably). They have one hidden layer of
-// 256 so that the paper's 20 GAN epochs per round stay affordable on a 2-core CPU (the
-// GAN step dominated a round with two hidden layers of 512/256). Like the paper's D (whose
-// convolutions are spectrally normalized), fedge's D normalizes its dense layers.
-//
+// Two architectures for G and D (FedCgShape::gan):
+//   kDense (default): the networks above, dense with one hidden layer of 256, so that the
+//     paper's 20 GAN epochs per round stay affordable on a 2-core CPU; D returns a logit
+//     (BCE on logits: the paper's sigmoid + BCE, computed stably), and like the D some
+//     versions of the paper's code use, its dense layers are spectrally normalized.
+//   kConvBatchNorm: the paper's code's networks over a 1×1 → 5×5 spatial map, with DCGAN's
+//     weights_init (conv weights N(0, 0.02²), batch norm γ ~ N(1, 0.02²)):
+//       G  [z ‖ embed(y)] as 1×1×110 → convT 2×2 512 → BN → LeakyReLU(0.2) → convT 256 (3×3)
+//          → BN → LReLU → convT 128 (4×4) → BN → LReLU → convT 16 (5×5) → sigmoid (no biases)
+//       D  [feature 5×5×16 ‖ embed(y) at every position] → conv 2×2 128 (4×4) → BN → LReLU →
+//          conv 256 (3×3) → BN → LReLU → conv 512 (2×2) → BN → LReLU → conv 1 (1×1) logit
+//     Batch norm's running statistics are tensors of G ("G.bn1.running_mean", ...), sent,
+//     averaged and distilled with it (in training forwards); G_global runs on them in the
+//     clients' E+C step and as the server's teachers, as PyTorch's eval() does. It needs a
+//     5 × 5 feature map (image_size 32).
+
 // Parameter names carry the part as a prefix ("E.conv1.weight", "C.fc1.bias",
 // "G.embed.weight", "D.fc2.weight"), so that what a client uploads can be checked by name.
 #ifndef FEDGE_MODEL_FEDCG_NETS_H_
@@ -35,6 +42,8 @@
 
 namespace fedge::model {
 
+enum class FedCgGanArchitecture { kDense, kConvBatchNorm };
+
 struct FedCgShape {
   int image_size = 32;   // square input, H = W
   int channels = 1;
@@ -43,7 +52,8 @@ struct FedCgShape {
   int embed_dim = 10;
   // D's dense layers use spectral normalization (as the paper's code's D does): without it
   // D overpowers G after about 25 rounds of 20 GAN epochs and the global C degrades.
-  bool discriminator_spectral_norm = true;
+  bool discriminator_spectral_norm = true;  // kDense only
+  FedCgGanArchitecture gan = FedCgGanArchitecture::kDense;
   int feature_size() const;  // 16 × s × s for s = ((image_size − 4) / 2 − 4) / 2
 };
 
@@ -57,6 +67,7 @@ v1::ModelSpec FedCgDiscriminatorBodySpec(const FedCgShape& shape);
 
 absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgExtractor(const FedCgShape& shape);
 absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgClassifier(const FedCgShape& shape);
+// Errors (kInvalidArgument): kConvBatchNorm with a feature map other than 5 × 5.
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgGenerator(const FedCgShape& shape);
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgDiscriminator(
     const FedCgShape& shape);

@@ -35,6 +35,10 @@ struct Parameter {
   std::vector<float> value;
   std::vector<float> grad;   // same size as value; accumulated by Backward
   uint64_t version = 0;
+  // false for state that is part of the model but not trained (batch norm's running
+  // statistics): optimizers leave it alone, its grad stays zero, and it is serialized,
+  // averaged and sent like any other tensor.
+  bool trainable = true;
 
   int64_t size() const { return static_cast<int64_t>(value.size()); }
 };

@@ -479,7 +479,7 @@ int ConvOut(int size, int kernel, int stride, int pad) {
 }  // namespace
 
 Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out_channels,
-               int kernel, int stride, int padding)
+               int kernel, int stride, int padding, bool has_bias)
     : Layer(name, {height, width, in_channels},
             {ConvOut(height, kernel, stride, padding), ConvOut(width, kernel, stride, padding),
              out_channels}),
@@ -494,7 +494,7 @@ Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out
       ow_(ConvOut(width, kernel, stride, padding)),
       kpad_((kernel * kernel * in_channels + 15) / 16 * 16),
       product_(name, {out_channels, kernel, kernel, in_channels},
-               kernel * kernel * in_channels, out_channels, true) {}
+               kernel * kernel * in_channels, out_channels, has_bias) {}
 
 template <typename T>
 FEDGE_SIMD_CLONES void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
@@ -607,6 +607,7 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
     // rebuilds them (measured: faster than keeping the whole batch's for it).
     cols_.resize(static_cast<size_t>(chunk) * rows_per_example * kpad_);
     const float* w = product_.weight().value.data();
+    const bool has_bias = product_.has_bias();
     const float* bias = product_.bias().value.data();
     for (int b0 = 0; b0 < batch; b0 += chunk) {
       const int nb = std::min(chunk, batch - b0);
@@ -617,6 +618,7 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
       if (cout_ >= 32) {
         kernels::Sgemm(Trans::kNo, Trans::kYes, rows, cout_, kdim, 1.0f, cols, kpad_, w, kdim,
                        0.0f, yc, cout_);
+        if (!has_bias) continue;
         for (int r = 0; r < rows; ++r) {
           float* __restrict yr = yc + static_cast<size_t>(r) * cout_;
           for (int c = 0; c < cout_; ++c) yr[c] += bias[c];
@@ -631,7 +633,7 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
                      0.0f, yt_.data(), rows);
       for (int c = 0; c < cout_; ++c) {
         const float* __restrict ytc = yt_.data() + static_cast<size_t>(c) * rows;
-        const float bc = bias[c];
+        const float bc = has_bias ? bias[c] : 0.0f;
         for (int r = 0; r < rows; ++r) yc[static_cast<size_t>(r) * cout_ + c] = ytc[r] + bc;
       }
     }
@@ -691,7 +693,7 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
     Im2Col(xin + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kpad_);
     kernels::Sgemm(Trans::kYes, Trans::kNo, cout_, kpad_, rows, 1.0f, dyc, cout_, cols_.data(),
                    kpad_, 1.0f, dw_pad_.data(), kpad_);
-    AddColumnSums(dyc, rows, cout_, product_.bias().grad.data());
+    if (product_.has_bias()) AddColumnSums(dyc, rows, cout_, product_.bias().grad.data());
     if (dx != nullptr) {
       // dcols[rows × K] = dy · W
       kernels::Sgemm(Trans::kNo, Trans::kNo, rows, kdim, cout_, 1.0f, dyc, cout_, w, kdim,
@@ -706,6 +708,7 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
 }
 
 std::vector<Parameter*> Conv2d::parameters() {
+  if (!product_.has_bias()) return {&product_.weight()};
   return {&product_.weight(), &product_.bias()};
 }
 
@@ -893,6 +896,233 @@ void Embedding::Backward(const float* x, const float* y, const float* dy, int ba
     for (int j = 0; j < dim_; ++j) g[j] += d[j];
   }
   if (dx != nullptr) std::fill(dx, dx + static_cast<size_t>(batch) * count_, 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------
+// ConvTranspose2d
+
+ConvTranspose2d::ConvTranspose2d(std::string name, int height, int width, int in_channels,
+                                 int out_channels, int kernel, int stride, int padding,
+                                 bool has_bias)
+    : Layer(name, {height, width, in_channels},
+            {(height - 1) * stride - 2 * padding + kernel,
+             (width - 1) * stride - 2 * padding + kernel, out_channels}),
+      h_(height),
+      w_(width),
+      cin_(in_channels),
+      cout_(out_channels),
+      k_(kernel),
+      stride_(stride),
+      pad_(padding),
+      oh_((height - 1) * stride - 2 * padding + kernel),
+      ow_((width - 1) * stride - 2 * padding + kernel),
+      has_bias_(has_bias),
+      weight_(MakeParameter(name + ".weight", {in_channels, kernel, kernel, out_channels})),
+      bias_(has_bias ? MakeParameter(name + ".bias", {out_channels}) : Parameter{}) {}
+
+void ConvTranspose2d::Scatter(const float* cols, int batch, float* y) const {
+  const int kkc = k_ * k_ * cout_;
+  for (int b = 0; b < batch; ++b) {
+    float* yb = y + static_cast<size_t>(b) * oh_ * ow_ * cout_;
+    for (int ih = 0; ih < h_; ++ih) {
+      for (int iw = 0; iw < w_; ++iw) {
+        const float* row = cols + (static_cast<size_t>(b * h_ + ih) * w_ + iw) * kkc;
+        for (int kh = 0; kh < k_; ++kh) {
+          const int oh = ih * stride_ - pad_ + kh;
+          if (oh < 0 || oh >= oh_) continue;
+          for (int kw = 0; kw < k_; ++kw) {
+            const int ow = iw * stride_ - pad_ + kw;
+            if (ow < 0 || ow >= ow_) continue;
+            float* __restrict dst = yb + (static_cast<size_t>(oh) * ow_ + ow) * cout_;
+            const float* __restrict src = row + (kh * k_ + kw) * cout_;
+            for (int c = 0; c < cout_; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+void ConvTranspose2d::Gather(const float* dy, int batch, float* dcols) const {
+  const int kkc = k_ * k_ * cout_;
+  for (int b = 0; b < batch; ++b) {
+    const float* dyb = dy + static_cast<size_t>(b) * oh_ * ow_ * cout_;
+    for (int ih = 0; ih < h_; ++ih) {
+      for (int iw = 0; iw < w_; ++iw) {
+        float* row = dcols + (static_cast<size_t>(b * h_ + ih) * w_ + iw) * kkc;
+        for (int kh = 0; kh < k_; ++kh) {
+          const int oh = ih * stride_ - pad_ + kh;
+          for (int kw = 0; kw < k_; ++kw) {
+            const int ow = iw * stride_ - pad_ + kw;
+            float* __restrict dst = row + (kh * k_ + kw) * cout_;
+            if (oh < 0 || oh >= oh_ || ow < 0 || ow >= ow_) {
+              std::fill(dst, dst + cout_, 0.0f);
+              continue;
+            }
+            const float* __restrict src = dyb + (static_cast<size_t>(oh) * ow_ + ow) * cout_;
+            std::copy(src, src + cout_, dst);
+          }
+        }
+      }
+    }
+  }
+}
+
+void ConvTranspose2d::Forward(const float* x, int batch, float* y, ComputeMode mode,
+                              bool training) {
+  (void)mode;
+  (void)training;
+  const int rows = batch * h_ * w_, kkc = k_ * k_ * cout_;
+  cols_.resize(static_cast<size_t>(rows) * kkc);
+  kernels::Sgemm(Trans::kNo, Trans::kNo, rows, kkc, cin_, 1.0f, x, cin_,
+                 weight_.value.data(), kkc, 0.0f, cols_.data(), kkc);
+  const size_t out_n = static_cast<size_t>(batch) * output_size();
+  std::fill(y, y + out_n, 0.0f);
+  Scatter(cols_.data(), batch, y);
+  if (!has_bias_) return;
+  for (size_t r = 0; r < out_n / cout_; ++r) {
+    float* yr = y + r * cout_;
+    for (int c = 0; c < cout_; ++c) yr[c] += bias_.value[c];
+  }
+}
+
+void ConvTranspose2d::Backward(const float* x, const float* y, const float* dy, int batch,
+                               float* dx) {
+  (void)y;
+  const int rows = batch * h_ * w_, kkc = k_ * k_ * cout_;
+  cols_.resize(static_cast<size_t>(rows) * kkc);
+  Gather(dy, batch, cols_.data());
+  // dW [Cin × KKC] += xᵀ · dcols; dx [rows × Cin] = dcols · Wᵀ
+  kernels::Sgemm(Trans::kYes, Trans::kNo, cin_, kkc, rows, 1.0f, x, cin_, cols_.data(), kkc,
+                 1.0f, weight_.grad.data(), kkc);
+  if (dx != nullptr) {
+    kernels::Sgemm(Trans::kNo, Trans::kYes, rows, cin_, kkc, 1.0f, cols_.data(), kkc,
+                   weight_.value.data(), kkc, 0.0f, dx, cin_);
+  }
+  if (has_bias_) AddColumnSums(dy, batch * oh_ * ow_, cout_, bias_.grad.data());
+}
+
+std::vector<Parameter*> ConvTranspose2d::parameters() {
+  if (!has_bias_) return {&weight_};
+  return {&weight_, &bias_};
+}
+
+// ---------------------------------------------------------------------------------------
+// BatchNorm2d
+
+BatchNorm2d::BatchNorm2d(std::string name, std::vector<int> shape, float momentum,
+                         float epsilon)
+    : Layer(name, shape, shape),
+      c_(shape.back()),
+      momentum_(momentum),
+      eps_(epsilon),
+      weight_(MakeParameter(name + ".weight", {shape.back()})),
+      bias_(MakeParameter(name + ".bias", {shape.back()})),
+      running_mean_(MakeParameter(name + ".running_mean", {shape.back()})),
+      running_var_(MakeParameter(name + ".running_var", {shape.back()})) {
+  std::fill(weight_.value.begin(), weight_.value.end(), 1.0f);
+  std::fill(running_var_.value.begin(), running_var_.value.end(), 1.0f);
+  running_mean_.trainable = false;
+  running_var_.trainable = false;
+}
+
+void BatchNorm2d::Forward(const float* x, int batch, float* y, ComputeMode mode,
+                          bool training) {
+  (void)mode;
+  const int c = c_;
+  const int64_t m = static_cast<int64_t>(batch) * (input_size() / c);  // values per channel
+  const float* g = weight_.value.data();
+  const float* beta = bias_.value.data();
+  last_training_ = training;
+  if (!training) {
+    std::vector<float> scale(c), shift(c);
+    for (int j = 0; j < c; ++j) {
+      // max(·, 0): a running variance rebuilt from a quantized update may dip below zero.
+      scale[j] = g[j] / std::sqrt(std::max(running_var_.value[j], 0.0f) + eps_);
+      shift[j] = beta[j] - running_mean_.value[j] * scale[j];
+    }
+    for (int64_t r = 0; r < m; ++r) {
+      const float* xr = x + r * c;
+      float* yr = y + r * c;
+      for (int j = 0; j < c; ++j) yr[j] = xr[j] * scale[j] + shift[j];
+    }
+    return;
+  }
+  std::vector<double> sum(c, 0.0), sq(c, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * c;
+    for (int j = 0; j < c; ++j) sum[j] += xr[j];
+  }
+  std::vector<float> mean(c);
+  for (int j = 0; j < c; ++j) mean[j] = static_cast<float>(sum[j] / static_cast<double>(m));
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * c;
+    for (int j = 0; j < c; ++j) {
+      const double d = static_cast<double>(xr[j]) - mean[j];
+      sq[j] += d * d;
+    }
+  }
+  invstd_.resize(c);
+  for (int j = 0; j < c; ++j) {
+    const double var = sq[j] / static_cast<double>(m);
+    invstd_[j] = static_cast<float>(1.0 / std::sqrt(var + eps_));
+    const double unbiased = m > 1 ? sq[j] / static_cast<double>(m - 1) : var;
+    running_mean_.value[j] = (1.0f - momentum_) * running_mean_.value[j] + momentum_ * mean[j];
+    running_var_.value[j] = static_cast<float>((1.0 - momentum_) * running_var_.value[j] +
+                                               momentum_ * unbiased);
+  }
+  ++running_mean_.version;
+  ++running_var_.version;
+  xhat_.resize(static_cast<size_t>(m) * c);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * c;
+    float* hr = xhat_.data() + r * c;
+    float* yr = y + r * c;
+    for (int j = 0; j < c; ++j) {
+      hr[j] = (xr[j] - mean[j]) * invstd_[j];
+      yr[j] = g[j] * hr[j] + beta[j];
+    }
+  }
+}
+
+void BatchNorm2d::Backward(const float* x, const float* y, const float* dy, int batch,
+                           float* dx) {
+  (void)x;
+  (void)y;
+  FEDGE_CHECK(last_training_);
+  const int c = c_;
+  const int64_t m = static_cast<int64_t>(batch) * (input_size() / c);
+  std::vector<double> sum_dy(c, 0.0), sum_dy_xhat(c, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* dr = dy + r * c;
+    const float* hr = xhat_.data() + r * c;
+    for (int j = 0; j < c; ++j) {
+      sum_dy[j] += dr[j];
+      sum_dy_xhat[j] += static_cast<double>(dr[j]) * hr[j];
+    }
+  }
+  for (int j = 0; j < c; ++j) {
+    bias_.grad[j] += static_cast<float>(sum_dy[j]);
+    weight_.grad[j] += static_cast<float>(sum_dy_xhat[j]);
+  }
+  if (dx == nullptr) return;
+  // dx = γ/(σ·m) · (m·dy − Σdy − x̂·Σ(dy·x̂))
+  std::vector<float> k(c), mean_dy(c), mean_dy_xhat(c);
+  for (int j = 0; j < c; ++j) {
+    k[j] = weight_.value[j] * invstd_[j];
+    mean_dy[j] = static_cast<float>(sum_dy[j] / static_cast<double>(m));
+    mean_dy_xhat[j] = static_cast<float>(sum_dy_xhat[j] / static_cast<double>(m));
+  }
+  for (int64_t r = 0; r < m; ++r) {
+    const float* dr = dy + r * c;
+    const float* hr = xhat_.data() + r * c;
+    float* out = dx + r * c;
+    for (int j = 0; j < c; ++j) out[j] = k[j] * (dr[j] - mean_dy[j] - hr[j] * mean_dy_xhat[j]);
+  }
+}
+
+std::vector<Parameter*> BatchNorm2d::parameters() {
+  return {&weight_, &bias_, &running_mean_, &running_var_};
 }
 
 }  // namespace fedge::model

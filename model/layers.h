@@ -98,7 +98,7 @@ class Dense final : public Layer {
 class Conv2d final : public Layer {
  public:
   Conv2d(std::string name, int height, int width, int in_channels, int out_channels,
-         int kernel, int stride, int padding);
+         int kernel, int stride, int padding, bool has_bias = true);
   void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
   std::vector<Parameter*> parameters() override;
@@ -123,6 +123,55 @@ class Conv2d final : public Layer {
   kernels::QuantizedActivations qx_;     // int8: the whole input
   kernels::QuantizedActivations qcols_;  // int8: one chunk of im2col rows
   std::vector<float> x_fq_;              // int8 training: fake-quantized input
+};
+
+// NHWC transposed convolution (the gradient of a convolution with respect to its input):
+// input [H, W, Cin], output [OH, OW, Cout] with OH = (H − 1)·stride − 2·padding + K (and
+// likewise OW); W is [Cin, K, K, Cout] and y[oh, ow] += x[ih, iw, ·] · W[·, kh, kw, ·] for
+// oh = ih·stride − padding + kh, ow = iw·stride − padding + kw. Runs as one GEMM
+// cols [B·H·W, K·K·Cout] = x · W and a scatter of cols into y; the backward pass gathers dy
+// into that layout for dW = xᵀ · dcols and dx = dcols · Wᵀ. fp32 in every compute mode (it
+// is a generator's layer, never quantized).
+class ConvTranspose2d final : public Layer {
+ public:
+  ConvTranspose2d(std::string name, int height, int width, int in_channels, int out_channels,
+                  int kernel, int stride, int padding, bool has_bias);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  std::vector<Parameter*> parameters() override;
+
+ private:
+  void Scatter(const float* cols, int batch, float* y) const;   // y += cols, placed
+  void Gather(const float* dy, int batch, float* dcols) const;  // dcols = dy, placed (0 outside)
+
+  int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
+  bool has_bias_;
+  Parameter weight_;  // [Cin, K, K, Cout]
+  Parameter bias_;    // [Cout]
+  std::vector<float> cols_;
+};
+
+// Batch normalization over the last dimension (channels of an NHWC tensor, or the features
+// of a vector), as torch.nn.BatchNorm2d: in training y = γ·x̂ + β with x̂ = (x − μ)/√(σ² + ε)
+// from the batch's mean μ and biased variance σ² over every other position, and the running
+// estimates move by `momentum` towards μ and the unbiased variance; in inference they stand
+// in for μ, σ². Parameters: weight γ, bias β, and running_mean / running_var (trainable =
+// false: no gradient, no optimizer step, but serialized and averaged with the model).
+class BatchNorm2d final : public Layer {
+ public:
+  BatchNorm2d(std::string name, std::vector<int> shape, float momentum, float epsilon);
+  void Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) override;
+  // REQUIRES: the last Forward was a training one (aborts otherwise).
+  void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
+  std::vector<Parameter*> parameters() override;
+
+ private:
+  int c_;
+  float momentum_, eps_;
+  Parameter weight_, bias_, running_mean_, running_var_;
+  bool last_training_ = false;
+  std::vector<float> xhat_;    // last training forward's x̂
+  std::vector<float> invstd_;  // [C], its 1/√(σ² + ε)
 };
 
 // NHWC max pooling; backward routes each gradient to the window's first maximum.

@@ -34,6 +34,9 @@ struct GradCheckOptions {
   double atol = 2e-3;
   double rtol = 2e-2;
   bool check_input = true;
+  // Finite differences of training forwards (batch norm: the batch statistics are part of
+  // the function being differentiated); otherwise of inference forwards.
+  bool numeric_training = false;
 };
 
 void CheckGradients(Layer& layer, int batch, std::vector<float> x, base::Rng& rng,
@@ -47,7 +50,7 @@ void CheckGradients(Layer& layer, int batch, std::vector<float> x, base::Rng& rn
 
   auto loss_at = [&](const std::vector<float>& xin) {
     std::vector<float> yy(out_n);
-    layer.Forward(xin.data(), batch, yy.data(), ComputeMode::kFp32, /*training=*/false);
+    layer.Forward(xin.data(), batch, yy.data(), ComputeMode::kFp32, opt.numeric_training);
     return Dot(yy.data(), r);
   };
   auto expect_close = [&](double analytic, double numeric, const std::string& what) {
@@ -63,6 +66,10 @@ void CheckGradients(Layer& layer, int batch, std::vector<float> x, base::Rng& rn
     }
   }
   for (Parameter* p : layer.parameters()) {
+    if (!p->trainable) {  // running statistics: no gradient, ever
+      for (float g : p->grad) EXPECT_EQ(g, 0.0f) << p->name;
+      continue;
+    }
     const std::vector<float> grad = p->grad;
     for (size_t i = 0; i < p->value.size(); ++i) {
       const float saved = p->value[i];
@@ -162,6 +169,145 @@ TEST(LayerGradientTest, Conv2d) {
     SCOPED_TRACE(::testing::Message() << "conv " << c[0] << "x" << c[1] << "x" << c[2] << " -> "
                                       << c[3] << " k" << c[4] << " s" << c[5] << " p" << c[6]);
     CheckGradients(layer, 2, x, rng);
+  }
+}
+
+TEST(LayerGradientTest, Conv2dWithoutBias) {
+  base::Rng rng(21);
+  Conv2d layer("conv", 5, 5, 3, 4, 2, 1, 0, /*has_bias=*/false);
+  ASSERT_EQ(layer.parameters().size(), 1u);
+  RandomizeParameters(layer, rng);
+  std::vector<float> x(2 * layer.input_size());
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  CheckGradients(layer, 2, x, rng);
+}
+
+// ConvTranspose2d over (height, width, in, out, kernel, stride, padding, bias) cases: the
+// paper's generator step (2×2, stride 1, from a 1×1 map), a strided one with cropping, and a
+// rectangular input.
+TEST(LayerGradientTest, ConvTranspose2d) {
+  const int cases[][8] = {{1, 1, 6, 4, 2, 1, 0, 0},
+                          {2, 2, 5, 3, 2, 1, 0, 1},
+                          {3, 2, 2, 4, 3, 2, 1, 1},
+                          {2, 3, 3, 2, 4, 2, 1, 0}};
+  base::Rng rng(22);
+  for (const auto& c : cases) {
+    ConvTranspose2d layer("deconv", c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7] != 0);
+    RandomizeParameters(layer, rng);
+    std::vector<float> x(2 * layer.input_size());
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    SCOPED_TRACE(::testing::Message() << "deconv " << c[0] << "x" << c[1] << "x" << c[2]
+                                      << " -> " << c[3] << " k" << c[4] << " s" << c[5]
+                                      << " p" << c[6] << " bias " << c[7]);
+    CheckGradients(layer, 2, x, rng);
+  }
+}
+
+// Against the definition, summed directly: y[oh, ow, o] = b[o] + Σ x[ih, iw, i] ·
+// W[i, kh, kw, o] over oh = ih·s − p + kh, ow = iw·s − p + kw; and the output size
+// (H − 1)·s − 2p + K.
+TEST(LayerValueTest, ConvTranspose2dMatchesTheDirectSum) {
+  const int h = 3, w = 4, cin = 3, cout = 5, k = 3, s = 2, p = 1, batch = 2;
+  ConvTranspose2d layer("deconv", h, w, cin, cout, k, s, p, true);
+  const int oh = (h - 1) * s - 2 * p + k, ow = (w - 1) * s - 2 * p + k;
+  ASSERT_EQ(layer.output_shape(), (std::vector<int>{oh, ow, cout}));
+  base::Rng rng(23);
+  RandomizeParameters(layer, rng);
+  const std::vector<float>& wt = layer.parameters()[0]->value;
+  const std::vector<float>& bias = layer.parameters()[1]->value;
+  std::vector<float> x(batch * layer.input_size()), y(batch * layer.output_size());
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  layer.Forward(x.data(), batch, y.data(), ComputeMode::kFp32, false);
+  std::vector<double> ref(y.size());
+  for (int b = 0; b < batch; ++b) {
+    for (int i = 0; i < oh * ow; ++i) {
+      for (int o = 0; o < cout; ++o) ref[(b * oh * ow + i) * cout + o] = bias[o];
+    }
+    for (int ih = 0; ih < h; ++ih) {
+      for (int iw = 0; iw < w; ++iw) {
+        for (int kh = 0; kh < k; ++kh) {
+          for (int kw = 0; kw < k; ++kw) {
+            const int y0 = ih * s - p + kh, x0 = iw * s - p + kw;
+            if (y0 < 0 || y0 >= oh || x0 < 0 || x0 >= ow) continue;
+            for (int i = 0; i < cin; ++i) {
+              for (int o = 0; o < cout; ++o) {
+                ref[((b * oh + y0) * ow + x0) * cout + o] +=
+                    static_cast<double>(x[((b * h + ih) * w + iw) * cin + i]) *
+                    wt[((i * k + kh) * k + kw) * cout + o];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4) << "y[" << i << "]";
+}
+
+// Batch norm in training: the gradient of the batch-normalized output (through the batch's
+// mean and variance) for NHWC maps and for plain vectors; no gradient reaches the running
+// statistics.
+TEST(LayerGradientTest, BatchNorm2d) {
+  base::Rng rng(24);
+  const std::vector<std::vector<int>> shapes = {{3, 2, 4}, {5}, {1, 1, 3}};
+  for (const std::vector<int>& shape : shapes) {
+    BatchNorm2d layer("bn", shape, 0.1f, 1e-5f);
+    for (int i = 0; i < 2; ++i) {
+      for (float& v : layer.parameters()[i]->value) v = static_cast<float>(rng.Normal());
+    }
+    const int batch = 4;
+    std::vector<float> x(batch * layer.input_size());
+    for (float& v : x) v = static_cast<float>(2.0 * rng.Normal() + 1.0);
+    GradCheckOptions opt;
+    opt.numeric_training = true;
+    opt.eps = 3e-3f;
+    SCOPED_TRACE(::testing::Message() << "shape size " << layer.input_size());
+    CheckGradients(layer, batch, x, rng, opt);
+  }
+}
+
+// A training forward normalizes each channel over the batch and every position (mean β,
+// variance γ²·σ²/(σ² + ε)) and moves the running estimates by the momentum (towards the
+// unbiased variance); an inference forward then uses those estimates.
+TEST(LayerValueTest, BatchNorm2dNormalizesAndTracksRunningStatistics) {
+  const int h = 2, w = 3, c = 2, batch = 5, m = batch * h * w;
+  BatchNorm2d layer("bn", {h, w, c}, 0.1f, 1e-5f);
+  std::vector<Parameter*> ps = layer.parameters();
+  ASSERT_EQ(ps.size(), 4u);
+  EXPECT_EQ(ps[2]->name, "bn.running_mean");
+  EXPECT_FALSE(ps[2]->trainable);
+  EXPECT_FALSE(ps[3]->trainable);
+  ps[0]->value = {2.0f, 0.5f};   // γ
+  ps[1]->value = {1.0f, -3.0f};  // β
+  base::Rng rng(25);
+  std::vector<float> x(batch * h * w * c), y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<float>((i % 2 == 0 ? 3.0 : 0.2) * rng.Normal() + (i % 2 == 0 ? 5 : -1));
+  }
+  layer.Forward(x.data(), batch, y.data(), ComputeMode::kFp32, true);
+  for (int j = 0; j < c; ++j) {
+    double mean = 0, var = 0, ymean = 0, yvar = 0;
+    for (int r = 0; r < m; ++r) mean += x[r * c + j];
+    mean /= m;
+    for (int r = 0; r < m; ++r) var += (x[r * c + j] - mean) * (x[r * c + j] - mean);
+    for (int r = 0; r < m; ++r) ymean += y[r * c + j];
+    ymean /= m;
+    for (int r = 0; r < m; ++r) yvar += (y[r * c + j] - ymean) * (y[r * c + j] - ymean);
+    const double g = ps[0]->value[j];
+    EXPECT_NEAR(ymean, ps[1]->value[j], 1e-5);
+    EXPECT_NEAR(yvar / m, g * g * (var / m) / (var / m + 1e-5), 1e-4);
+    EXPECT_NEAR(ps[2]->value[j], 0.1 * mean, 1e-5);
+    EXPECT_NEAR(ps[3]->value[j], 0.9 + 0.1 * var / (m - 1), 1e-4);
+  }
+  std::vector<float> ye(y.size());
+  layer.Forward(x.data(), batch, ye.data(), ComputeMode::kFp32, false);
+  for (int r = 0; r < m; ++r) {
+    for (int j = 0; j < c; ++j) {
+      const double want = ps[0]->value[j] * (x[r * c + j] - ps[2]->value[j]) /
+                              std::sqrt(ps[3]->value[j] + 1e-5) +
+                          ps[1]->value[j];
+      EXPECT_NEAR(ye[r * c + j], want, 1e-4);
+    }
   }
 }
 

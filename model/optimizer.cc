@@ -34,6 +34,7 @@ void Sgd::Step(const std::vector<Parameter*>& params) {
   }
   for (size_t i = 0; i < params.size(); ++i) {
     Parameter& p = *params[i];
+    if (!p.trainable) continue;
     float* w = p.value.data();
     const float* g = p.grad.data();
     const int64_t n = p.size();
@@ -101,6 +102,7 @@ void Adam::Step(const std::vector<Parameter*>& params) {
   for (size_t i = 0; i < params.size(); ++i) {
     Parameter& p = *params[i];
     FEDGE_CHECK(static_cast<int64_t>(ms[i].size()) == p.size());
+    if (!p.trainable) continue;
     float* w = p.value.data();
     const float* g = p.grad.data();
     float* m = ms[i].data();

@@ -1,6 +1,7 @@
 // Optimizers over a fixed list of parameters (the same list, in the same order, on every
 // Step). Update rules follow PyTorch's torch.optim.SGD and torch.optim.Adam so that
-// hyper-parameters carry over. Each Step bumps every parameter's version.
+// hyper-parameters carry over. Each Step bumps every trainable parameter's version and leaves
+// parameters with trainable == false (batch norm's running statistics) untouched.
 #ifndef FEDGE_MODEL_OPTIMIZER_H_
 #define FEDGE_MODEL_OPTIMIZER_H_
 

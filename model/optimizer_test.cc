@@ -56,6 +56,25 @@ TEST(AdamTest, FirstStepsMatchTheClosedForm) {
   EXPECT_NEAR(p.value[0], 0.99 - 0.01 * m_hat / (std::sqrt(v_hat) + 1e-8), 1e-6);
 }
 
+// Batch norm's running statistics (trainable = false) are left alone by every optimizer,
+// even with weight decay and a (stray) gradient, while the trainable parameter beside them
+// moves.
+TEST(OptimizerTest, LeavesNonTrainableParametersAlone) {
+  auto sgd = *Sgd::Create({0.1f, 0.9f, 0.01f, false});
+  auto adam = *Adam::Create({0.01f, 0.9f, 0.999f, 1e-8f, 0.01f});
+  for (Optimizer* opt : {static_cast<Optimizer*>(sgd.get()), static_cast<Optimizer*>(adam.get())}) {
+    Parameter w = Scalar(1.0f, 0.5f);
+    Parameter stat = Scalar(3.0f, 0.5f);
+    stat.trainable = false;
+    std::vector<Parameter*> ps = {&w, &stat};
+    opt->Step(ps);
+    opt->Step(ps);
+    EXPECT_NE(w.value[0], 1.0f);
+    EXPECT_EQ(stat.value[0], 3.0f);
+    EXPECT_EQ(stat.version, 0u);
+  }
+}
+
 TEST(AdamTest, RestoredStateContinuesExactlyAndBadStatesAreRefused) {
   auto a = *Adam::Create({0.01f, 0.9f, 0.999f, 1e-8f, 1e-4f});
   Parameter p = Scalar(1.0f, 0.5f);

@@ -69,8 +69,53 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
         return Invalid(name, absl::StrCat("conv2d kernel ", c.kernel_size(),
                                           " larger than the padded input ", ShapeString(in)));
       }
+      if (!std::isfinite(c.init_std()) || c.init_std() < 0.0f) {
+        return Invalid(name, "conv2d init_std must be finite and >= 0");
+      }
       return std::unique_ptr<Layer>(new Conv2d(name, in[0], in[1], in[2], c.out_channels(),
-                                               c.kernel_size(), stride, c.padding()));
+                                               c.kernel_size(), stride, c.padding(),
+                                               !c.no_bias()));
+    }
+    case v1::LayerSpec::kConvTranspose2D: {
+      const auto& c = ls.conv_transpose2d();
+      const int stride = c.stride() == 0 ? 1 : c.stride();
+      if (in.size() != 3) {
+        return Invalid(name, absl::StrCat("conv_transpose2d expects input [H, W, C], got ",
+                                          ShapeString(in)));
+      }
+      if (!Positive(c.in_channels()) || !Positive(c.out_channels()) ||
+          !Positive(c.kernel_size()) || c.kernel_size() > 64 || !Positive(stride) ||
+          stride > 64 || c.padding() < 0 || c.padding() > 64) {
+        return Invalid(name, "conv_transpose2d channels must be positive, kernel_size and "
+                             "stride in [1, 64], padding in [0, 64]");
+      }
+      if (in[2] != c.in_channels()) {
+        return Invalid(name, absl::StrCat("conv_transpose2d in_channels ", c.in_channels(),
+                                          " but input has ", in[2], " channels"));
+      }
+      const int64_t oh = int64_t{in[0] - 1} * stride - 2 * c.padding() + c.kernel_size();
+      const int64_t ow = int64_t{in[1] - 1} * stride - 2 * c.padding() + c.kernel_size();
+      if (oh < 1 || ow < 1 || oh > kMaxDim || ow > kMaxDim) {
+        return Invalid(name, absl::StrCat("conv_transpose2d output ", oh, " x ", ow,
+                                          " from input ", ShapeString(in)));
+      }
+      if (!std::isfinite(c.init_std()) || c.init_std() < 0.0f) {
+        return Invalid(name, "conv_transpose2d init_std must be finite and >= 0");
+      }
+      return std::unique_ptr<Layer>(new ConvTranspose2d(name, in[0], in[1], in[2],
+                                                        c.out_channels(), c.kernel_size(),
+                                                        stride, c.padding(), !c.no_bias()));
+    }
+    case v1::LayerSpec::kBatchNorm2D: {
+      const auto& b = ls.batch_norm2d();
+      const float momentum = b.momentum() == 0.0f ? 0.1f : b.momentum();
+      const float eps = b.epsilon() == 0.0f ? 1e-5f : b.epsilon();
+      if (!(momentum > 0.0f && momentum <= 1.0f) || !(eps > 0.0f && std::isfinite(eps)) ||
+          !std::isfinite(b.init_std()) || b.init_std() < 0.0f) {
+        return Invalid(name, "batch_norm2d momentum must be in (0, 1], epsilon > 0, "
+                             "init_std finite and >= 0");
+      }
+      return std::unique_ptr<Layer>(new BatchNorm2d(name, in, momentum, eps));
     }
     case v1::LayerSpec::kMaxPool2D: {
       const auto& p = ls.max_pool2d();
@@ -180,6 +225,10 @@ absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSp
     } else if (ls.has_conv2d()) {
       layer_params = int64_t{ls.conv2d().in_channels()} * ls.conv2d().out_channels() *
                      ls.conv2d().kernel_size() * ls.conv2d().kernel_size();
+    } else if (ls.has_conv_transpose2d()) {
+      const auto& c = ls.conv_transpose2d();
+      layer_params =
+          int64_t{c.in_channels()} * c.out_channels() * c.kernel_size() * c.kernel_size();
     } else if (ls.has_embedding()) {
       layer_params = int64_t{ls.embedding().num_embeddings()} * ls.embedding().dim();
     }
@@ -215,11 +264,36 @@ absl::StatusOr<std::unique_ptr<Sequential>> Sequential::FromProto(
 
 void Sequential::InitParameters(uint64_t seed) {
   base::Rng rng(seed);
-  for (auto& layer : layers_) {
-    std::vector<Parameter*> ps = layer->parameters();
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Layer& layer = *layers_[i];
+    std::vector<Parameter*> ps = layer.parameters();
     if (ps.empty()) continue;
-    const bool embedding = dynamic_cast<Embedding*>(layer.get()) != nullptr;
-    // fan_in = weight size / output units (first dimension).
+    const v1::LayerSpec& ls = spec_.layers(static_cast<int>(i));
+    if (ls.has_batch_norm2d()) {
+      // γ = 1 (or N(1, std²)), β = 0, running mean 0 and variance 1.
+      const double std = ls.batch_norm2d().init_std();
+      for (float& v : ps[0]->value) v = static_cast<float>(1.0 + std * (std > 0 ? rng.Normal() : 0.0));
+      std::fill(ps[1]->value.begin(), ps[1]->value.end(), 0.0f);
+      std::fill(ps[2]->value.begin(), ps[2]->value.end(), 0.0f);
+      std::fill(ps[3]->value.begin(), ps[3]->value.end(), 1.0f);
+      for (Parameter* p : ps) ++p->version;
+      continue;
+    }
+    const double init_std = ls.has_conv2d()             ? ls.conv2d().init_std()
+                            : ls.has_conv_transpose2d() ? ls.conv_transpose2d().init_std()
+                                                        : 0.0;
+    if (init_std > 0) {
+      // DCGAN's weights_init: W ~ N(0, std²), bias 0.
+      for (float& v : ps[0]->value) v = static_cast<float>(init_std * rng.Normal());
+      for (size_t j = 1; j < ps.size(); ++j) {
+        std::fill(ps[j]->value.begin(), ps[j]->value.end(), 0.0f);
+      }
+      for (Parameter* p : ps) ++p->version;
+      continue;
+    }
+    const bool embedding = dynamic_cast<Embedding*>(&layer) != nullptr;
+    // fan_in = weight size / first dimension (the output units; for a transposed
+    // convolution's [Cin, K, K, Cout] that is K·K·Cout, as PyTorch computes it there too).
     const Parameter* w = ps[0];
     const double fan_in = static_cast<double>(w->size()) / w->shape[0];
     const double bound = 1.0 / std::sqrt(fan_in);

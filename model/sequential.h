@@ -30,7 +30,9 @@ class Sequential {
   static absl::StatusOr<std::unique_ptr<Sequential>> FromProto(const v1::ModelProto& proto);
 
   // PyTorch's default initialization: weights and biases ~ U(−1/√fan_in, 1/√fan_in);
-  // embeddings ~ N(0, 1). Deterministic for a seed.
+  // embeddings ~ N(0, 1); batch norm γ = 1, β = 0, running mean 0, variance 1. A layer
+  // whose spec sets init_std > 0 takes DCGAN's weights_init instead (conv weights
+  // N(0, std²) and zero bias; batch norm γ ~ N(1, std²)). Deterministic for a seed.
   void InitParameters(uint64_t seed);
 
   // Copies parameter values from `proto`: every parameter of this model must be present

@@ -167,6 +167,11 @@ absl::StatusOr<std::vector<LayerShape>> WalkSpec(const v1::ModelSpec& spec) {
         l.out = {in[0], e.dim()};
         break;
       }
+      case v1::LayerSpec::kConvTranspose2D:
+      case v1::LayerSpec::kBatchNorm2D:
+        // FedCG's generator and discriminator layers: fixed networks, never sliced.
+        return Invalid(l.name, "conv_transpose2d and batch_norm2d layers cannot be sliced "
+                               "into sub-models");
       case v1::LayerSpec::KIND_NOT_SET:
         return Invalid(l.name, "no layer kind set");
     }

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "base/status_macros.h"
+#include "model/fedcg_nets.h"
 #include "model/sequential.h"
 #include "model/zoo.h"
 #include "server/config_text.h"
@@ -104,6 +105,17 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       p.IntRange("strategy.fed_cg.gan_epochs", f.gan_epochs(), 0, kMaxLocalEpochs);
       p.Positive("strategy.fed_cg.gan_learning_rate", f.gan_learning_rate());
       p.IntRange("strategy.fed_cg.gamma_ramp_rounds", f.gamma_ramp_rounds(), 0, kMaxRounds);
+      if (f.gan_architecture() != v1::FEDCG_GAN_DENSE &&
+          f.gan_architecture() != v1::FEDCG_GAN_CONV_BATCHNORM) {
+        p.Add("strategy.fed_cg.gan_architecture",
+              absl::StrCat("unknown architecture ", f.gan_architecture()));
+      } else if (f.gan_architecture() == v1::FEDCG_GAN_CONV_BATCHNORM &&
+                 f.image_size() >= 16 && f.image_size() <= 256 &&
+                 model::FedCgShapeFromParams(f).feature_size() != 16 * 5 * 5) {
+        p.Add("strategy.fed_cg.gan_architecture",
+              absl::StrCat("CONV_BATCHNORM needs a 5 x 5 feature map (image_size 32), "
+                           "image_size ", f.image_size(), " gives another"));
+      }
       if (!std::isfinite(f.eval_holdout_fraction()) || f.eval_holdout_fraction() < 0 ||
           f.eval_holdout_fraction() > 0.5) {
         p.Add("strategy.fed_cg.eval_holdout_fraction",

@@ -195,6 +195,29 @@ TEST(JobConfigTest, FedCgRefusesWhatItCannotDoNamingTheField) {
                              HasSubstr("strategy.fed_cg.image_size"))));
 }
 
+TEST(JobConfigTest, FedCgConvolutionalGanNeedsAFiveByFiveFeatureMap) {
+  auto validate = [](const std::string& fed_cg) {
+    absl::StatusOr<v1::JobConfig> job =
+        ParseJobConfig("name: \"x\" rounds: 1 strategy { fed_cg { " + fed_cg + " } }");
+    EXPECT_THAT(job, IsOk());
+    return ValidateJobConfig(*job).status();
+  };
+  EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM"), IsOk());
+  EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM image_size: 28"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg.gan_architecture"),
+                             HasSubstr("5 x 5"))));
+  absl::StatusOr<v1::JobConfig> unknown =
+      ParseJobConfig("name: \"x\" rounds: 1 strategy { fed_cg { } }");
+  ASSERT_THAT(unknown, IsOk());
+  unknown->mutable_strategy()->mutable_fed_cg()->set_gan_architecture(
+      static_cast<v1::FedCgGanArchitecture>(7));  // a binary config from a newer build
+  EXPECT_THAT(ValidateJobConfig(*unknown).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg.gan_architecture"),
+                             HasSubstr("unknown"))));
+}
+
 TEST(JobConfigTest, ValidationIsIdempotent) {
   absl::StatusOr<v1::JobConfig> once = LoadJobConfig(kFullJob);
   ASSERT_THAT(once, IsOk());
