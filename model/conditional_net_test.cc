@@ -114,8 +114,6 @@ TEST(ConditionalNetTest, SpatialBodyRepeatsTheEmbeddingAndMatchesFiniteDifferenc
   std::vector<float> x(batch * 18);
   for (float& v : x) v = static_cast<float>(rng.Normal());
   const std::vector<int32_t> y = {3, 1};
-  // The first position of example 1 sees x's 2 channels, then label 1's embedding row.
-  net.Forward(x.data(), y.data(), batch, false);
   std::vector<float> r(batch * net.output_size());
   for (float& v : r) v = static_cast<float>(rng.Normal());
   net.ZeroGrad();
@@ -145,6 +143,25 @@ TEST(ConditionalNetTest, SpatialBodyRepeatsTheEmbeddingAndMatchesFiniteDifferenc
     EXPECT_NEAR(e.grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "embed[" << i << "]";
     // Rows 0 and 2 were not used.
     if (i / 3 == 0 || i / 3 == 2) EXPECT_EQ(e.grad[i], 0.0f);
+  }
+  // The layout: a body that only flattens returns the concatenated input, each position's
+  // 2 channels of x followed by its label's 3 embedding values.
+  v1::ModelSpec flat;
+  flat.add_input_shape(3);
+  flat.add_input_shape(3);
+  flat.add_input_shape(5);
+  flat.add_layers()->mutable_flatten();
+  flat.mutable_layers(0)->set_name("flat");
+  auto id = std::move(ConditionalNet::Create("D", 18, 4, 3, flat)).value();
+  id->InitParameters(9);
+  const float* out = id->Forward(x.data(), y.data(), batch, false);
+  for (int b = 0; b < batch; ++b) {
+    for (int p = 0; p < 9; ++p) {
+      const float* row = out + (b * 9 + p) * 5;
+      EXPECT_EQ(row[0], x[(b * 9 + p) * 2]);
+      EXPECT_EQ(row[1], x[(b * 9 + p) * 2 + 1]);
+      for (int j = 0; j < 3; ++j) EXPECT_EQ(row[2 + j], id->embedding().value[y[b] * 3 + j]);
+    }
   }
   // A body whose channels do not split the input is refused.
   body.set_input_shape(2, 6);

@@ -1092,6 +1092,7 @@ void BatchNorm2d::Backward(const float* x, const float* y, const float* dy, int 
   FEDGE_CHECK(last_training_);
   const int c = c_;
   const int64_t m = static_cast<int64_t>(batch) * (input_size() / c);
+  FEDGE_CHECK(xhat_.size() == static_cast<size_t>(m) * c);  // the training forward's batch
   std::vector<double> sum_dy(c, 0.0), sum_dy_xhat(c, 0.0);
   for (int64_t r = 0; r < m; ++r) {
     const float* dr = dy + r * c;

@@ -174,12 +174,14 @@ TEST(LayerGradientTest, Conv2d) {
 
 TEST(LayerGradientTest, Conv2dWithoutBias) {
   base::Rng rng(21);
-  Conv2d layer("conv", 5, 5, 3, 4, 2, 1, 0, /*has_bias=*/false);
-  ASSERT_EQ(layer.parameters().size(), 1u);
-  RandomizeParameters(layer, rng);
-  std::vector<float> x(2 * layer.input_size());
-  for (float& v : x) v = static_cast<float>(rng.Normal());
-  CheckGradients(layer, 2, x, rng);
+  for (int cout : {4, 33}) {  // below and above the 32 channels where the forward GEMM turns
+    Conv2d layer("conv", 4, 4, 3, cout, 2, 1, 0, /*has_bias=*/false);
+    ASSERT_EQ(layer.parameters().size(), 1u);
+    RandomizeParameters(layer, rng);
+    std::vector<float> x(2 * layer.input_size());
+    for (float& v : x) v = static_cast<float>(rng.Normal());
+    CheckGradients(layer, 2, x, rng);
+  }
 }
 
 // ConvTranspose2d over (height, width, in, out, kernel, stride, padding, bias) cases: the

@@ -102,6 +102,11 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
       if (!std::isfinite(c.init_std()) || c.init_std() < 0.0f) {
         return Invalid(name, "conv_transpose2d init_std must be finite and >= 0");
       }
+      // Its scratch holds H·W·K²·Cout floats per example.
+      if (int64_t{in[0]} * in[1] * c.kernel_size() * c.kernel_size() * c.out_channels() >
+          kMaxActivationsPerExample) {
+        return Invalid(name, "conv_transpose2d scratch (H·W·K²·Cout) too large");
+      }
       return std::unique_ptr<Layer>(new ConvTranspose2d(name, in[0], in[1], in[2],
                                                         c.out_channels(), c.kernel_size(),
                                                         stride, c.padding(), !c.no_bias()));
@@ -229,6 +234,8 @@ absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSp
       const auto& c = ls.conv_transpose2d();
       layer_params =
           int64_t{c.in_channels()} * c.out_channels() * c.kernel_size() * c.kernel_size();
+    } else if (ls.has_batch_norm2d() && !shape.empty()) {
+      layer_params = 4 * int64_t{shape.back()};
     } else if (ls.has_embedding()) {
       layer_params = int64_t{ls.embedding().num_embeddings()} * ls.embedding().dim();
     }

@@ -328,7 +328,9 @@ absl::StatusOr<SubModelSlicer> SubModelSlicer::Create(const v1::ModelSpec& full,
           absl::StrCat(l.name, ".weight"),
           {out, c.kernel_size(), c.kernel_size(), c.in_channels()},
           {out_kept, Iota(c.kernel_size()), Iota(c.kernel_size()), kept}});
-      s.slices_.push_back(TensorSlice{absl::StrCat(l.name, ".bias"), {out}, {out_kept}});
+      if (!c.no_bias()) {
+        s.slices_.push_back(TensorSlice{absl::StrCat(l.name, ".bias"), {out}, {out_kept}});
+      }
       sub->mutable_conv2d()->set_in_channels(static_cast<int>(kept.size()));
       sub->mutable_conv2d()->set_out_channels(static_cast<int>(out_kept.size()));
       kept = std::move(out_kept);
@@ -461,7 +463,7 @@ int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, b
       const int64_t kpad = (kdim + 15) / 16 * 16;
       const int64_t w = kdim * c.out_channels();
       weights += w;
-      params += w + c.out_channels();
+      params += w + (c.no_bias() ? 0 : c.out_channels());
       // Conv2d's chunk holds about 64 Ki floats of im2col rows, or one example's when that
       // is more: chunk·OH·OW·kpad ≤ max(64 Ki, OH·OW·kpad), and never more than the batch.
       // cols, dcols and the output chunk counted at that bound; plus dW over the padded K.
@@ -494,7 +496,7 @@ bool CountSpec(const v1::ModelSpec& spec, int64_t* params, int64_t* act_floats) 
     } else if (l.spec->has_conv2d()) {
       const auto& c = l.spec->conv2d();
       *params += int64_t{c.kernel_size()} * c.kernel_size() * c.in_channels() * c.out_channels() +
-                 c.out_channels();
+                 (c.no_bias() ? 0 : c.out_channels());
     } else if (l.spec->has_embedding()) {
       *params += int64_t{l.spec->embedding().num_embeddings()} * l.spec->embedding().dim();
     }

@@ -220,6 +220,23 @@ TEST(SubModelSlicerTest, SlicedCnnComputesWhatTheFullCnnComputesWithoutDroppedUn
   }
 }
 
+// A convolution without bias slices to one without bias (and the masked full model still
+// equals its sub-model).
+TEST(SubModelSlicerTest, ConvolutionsWithoutBiasSlice) {
+  v1::ModelSpec spec = SimpleCnnSpec(20, 20, 2, 6, 8, {10, 7}, 4);
+  for (v1::LayerSpec& l : *spec.mutable_layers()) {
+    if (l.has_conv2d()) l.mutable_conv2d()->set_no_bias(true);
+  }
+  auto s = SubModelSlicer::Create(spec, 0.5, SubModelExtraction::kLeading, 42);
+  ASSERT_THAT(s, IsOk());
+  v1::ModelProto full = RandomModel(spec, 5);
+  ZeroOutgoingWeightsOfDroppedUnits(*s, &full);
+  auto sub = s->Slice(full);
+  ASSERT_THAT(sub, IsOk());
+  const std::vector<float> x = RandomInput(2 * 20 * 20 * 2, 9);
+  EXPECT_LT(MaxAbsDiff(Logits(full, x, 2), Logits(*sub, x, 2)), 1e-4f);
+}
+
 TEST(SubModelSlicerTest, SlicedMlpComputesWhatTheFullMlpComputesWithoutDroppedUnits) {
   const v1::ModelSpec spec = MlpSpec({12, 9, 7, 5});
   auto s = SubModelSlicer::Create(spec, 0.4, SubModelExtraction::kRandomSubset, 7);

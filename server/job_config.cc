@@ -62,6 +62,14 @@ void CheckModel(v1::JobConfig& job, Problems& p) {
   absl::StatusOr<std::unique_ptr<model::Sequential>> net =
       model::Sequential::Create(job.model_spec());
   if (!net.ok()) p.Add("model_spec", absl::StrCat("is not a valid model: ", net.status().message()));
+  for (const v1::LayerSpec& l : job.model_spec().layers()) {
+    // Batch norm's running statistics are not deltas that clipping, DP noise or a server
+    // optimizer may treat as gradients; FedCG's generator is their only user.
+    if (l.has_batch_norm2d() || l.has_conv_transpose2d()) {
+      p.Add("model_spec", absl::StrCat("layer '", l.name(), "': batch_norm2d and "
+                                       "conv_transpose2d are FedCG generator layers only"));
+    }
+  }
 }
 
 void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
@@ -481,6 +489,22 @@ void CheckFedCg(v1::JobConfig& job, Problems& p) {
     p.Add("privacy.clip_norm",
           "must be 0 with strategy.fed_cg: FedCG's server distillation uses each client's "
           "unclipped C_i, G_i (clipping belongs to DP, which FedCG cannot offer)");
+  }
+  if (f.gan_architecture() == v1::FEDCG_GAN_CONV_BATCHNORM) {
+    // One int8/int4 scale per tensor would round a batch norm's small running variances to
+    // zero (and a quantized delta could push them below it).
+    const v1::TransferConfig& tr = job.transfer();
+    auto quantized = [](v1::TensorEncoding e) {
+      return e != v1::TENSOR_ENCODING_UNSPECIFIED && e != v1::TENSOR_ENCODING_FLOAT32;
+    };
+    if (quantized(tr.task_encoding())) {
+      p.Add("transfer.task_encoding", "must be FLOAT32 with strategy.fed_cg.gan_architecture "
+                                      "CONV_BATCHNORM (G's batch norm running variances)");
+    }
+    if (quantized(tr.update_encoding())) {
+      p.Add("transfer.update_encoding", "must be FLOAT32 with strategy.fed_cg.gan_architecture "
+                                        "CONV_BATCHNORM (G's batch norm running variances)");
+    }
   }
 }
 

@@ -207,6 +207,24 @@ TEST(JobConfigTest, FedCgConvolutionalGanNeedsAFiveByFiveFeatureMap) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("strategy.fed_cg.gan_architecture"),
                              HasSubstr("5 x 5"))));
+  // Its running variances cannot travel quantized.
+  absl::StatusOr<v1::JobConfig> quantized = ParseJobConfig(
+      "name: \"x\" rounds: 1 strategy { fed_cg { gan_architecture: FEDCG_GAN_CONV_BATCHNORM } }"
+      " transfer { task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL "
+      "update_encoding: TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED }");
+  ASSERT_THAT(quantized, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*quantized).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("transfer.task_encoding"),
+                             HasSubstr("transfer.update_encoding"))));
+  // Batch norm and transposed convolutions are not for trained (non-FedCG) models.
+  absl::StatusOr<v1::JobConfig> bn = ParseJobConfig(
+      "name: \"x\" rounds: 1 model_spec { input_shape: [4] layers { name: \"fc\" dense { "
+      "in_features: 4 out_features: 3 } } layers { name: \"bn\" batch_norm2d {} } }");
+  ASSERT_THAT(bn, IsOk());
+  EXPECT_THAT(ValidateJobConfig(*bn).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("model_spec"), HasSubstr("'bn'"))));
   absl::StatusOr<v1::JobConfig> unknown =
       ParseJobConfig("name: \"x\" rounds: 1 strategy { fed_cg { } }");
   ASSERT_THAT(unknown, IsOk());

@@ -117,6 +117,12 @@ absl::StatusOr<v1::ModelProto> FedCgTaskModel(const v1::TaskHeader& t) {
         "ClientRuntime: the FedCG task's shape is out of bounds (image_size [16, 256], channels "
         "[1, 4], num_classes [2, 1000], noise_dim and embed_dim [1, 4096])");
   }
+  if (f.gan_architecture() != v1::FEDCG_GAN_DENSE &&
+      f.gan_architecture() != v1::FEDCG_GAN_CONV_BATCHNORM) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ClientRuntime: the FedCG task names an unknown gan_architecture ",
+        f.gan_architecture(), " (a newer coordinator?)"));
+  }
   if (t.has_teacher_spec()) {
     return absl::InvalidArgumentError("ClientRuntime: a FedCG task carries no teacher");
   }
