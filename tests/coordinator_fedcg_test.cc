@@ -125,6 +125,39 @@ class CoordinatorFedCgTest : public ::testing::Test {
     ASSERT_THAT(c.Tick(), IsOk());
   }
 
+  // Runs `job_config` (3 rounds, 2 devices) straight and with the coordinator restarted from
+  // its store after round 1; expects the same final model bit for bit and returns it.
+  v1::ModelProto RunStraightAndRestarted(const v1::JobConfig& job_config,
+                                         const std::string& name) {
+    auto run = [&](const std::string& dir, bool crash) -> v1::ModelProto {
+      std::filesystem::remove_all(dir);
+      std::string job_id;
+      std::vector<Device> devices;
+      {
+        auto store = Store::Open(dir);
+        EXPECT_THAT(store, IsOk());
+        auto c = Make(store->get());
+        devices = Enroll(*c, 2);
+        auto job = c->StartJob(job_config);
+        EXPECT_THAT(job, IsOk());
+        job_id = *job;
+        for (int r = 0; r < (crash ? 1 : 3); ++r) Round(*c, devices);
+        if (!crash) return *c->ExportModel(job_id);
+      }
+      auto store = Store::Open(dir);
+      EXPECT_THAT(store, IsOk());
+      auto c = Make(store->get());
+      EXPECT_EQ(c->running_job(), job_id);
+      for (int r = 0; r < 2; ++r) Round(*c, devices);
+      EXPECT_FALSE(c->running_job().has_value());
+      return *c->ExportModel(job_id);
+    };
+    const v1::ModelProto straight = run(::testing::TempDir() + "/" + name + "_straight", false);
+    const v1::ModelProto restarted = run(::testing::TempDir() + "/" + name + "_restarted", true);
+    ::fedge::testing::ExpectSameParameters(straight, restarted);
+    return straight;
+  }
+
   base::ManualClock clock_;
 };
 
@@ -197,32 +230,30 @@ TEST_F(CoordinatorFedCgTest, AnUpdateNamingAPrivateTensorIsRefusedAndTheRoundCom
 // the model: a coordinator restarted after round 1 ends with exactly the model of an
 // uninterrupted run.
 TEST_F(CoordinatorFedCgTest, RestartedJobContinuesFromItsCheckpoint) {
-  auto run = [&](const std::string& dir, bool crash) -> v1::ModelProto {
-    std::filesystem::remove_all(dir);
-    std::string job_id;
-    std::vector<Device> devices;
-    {
-      auto store = Store::Open(dir);
-      EXPECT_THAT(store, IsOk());
-      auto c = Make(store->get());
-      devices = Enroll(*c, 2);
-      auto job = c->StartJob(TinyFedCgJob(3, 2, 2));
-      EXPECT_THAT(job, IsOk());
-      job_id = *job;
-      for (int r = 0; r < (crash ? 1 : 3); ++r) Round(*c, devices);
-      if (!crash) return *c->ExportModel(job_id);
+  RunStraightAndRestarted(TinyFedCgJob(3, 2, 2), "fedcg");
+}
+
+// The paper's convolutional G (batch norm): its running statistics are tensors of the
+// central model, averaged and distilled with it (they move, variances stay positive), and
+// a restarted job still continues exactly.
+TEST_F(CoordinatorFedCgTest, ConvolutionalGanJobAveragesRunningStatisticsAndRestartsExactly) {
+  v1::JobConfig job = TinyFedCgJob(3, 2, 2);
+  job.mutable_strategy()->mutable_fed_cg()->set_image_size(32);
+  job.mutable_strategy()->mutable_fed_cg()->set_gan_architecture(v1::FEDCG_GAN_CONV_BATCHNORM);
+  const v1::ModelProto model = RunStraightAndRestarted(job, "fedcg_conv");
+  int running = 0;
+  for (const v1::TensorProto& t : model.parameters()) {
+    if (t.name() != "G.bn2.running_var" && t.name() != "G.bn2.running_mean") continue;
+    ++running;
+    const bool var = t.name() == "G.bn2.running_var";
+    bool moved = false;
+    for (float v : t.values()) {
+      moved |= v != (var ? 1.0f : 0.0f);
+      if (var) EXPECT_GT(v, 0.0f);
     }
-    auto store = Store::Open(dir);
-    EXPECT_THAT(store, IsOk());
-    auto c = Make(store->get());
-    EXPECT_EQ(c->running_job(), job_id);
-    for (int r = 0; r < 2; ++r) Round(*c, devices);
-    EXPECT_FALSE(c->running_job().has_value());
-    return *c->ExportModel(job_id);
-  };
-  const v1::ModelProto straight = run(::testing::TempDir() + "/fedcg_straight", false);
-  const v1::ModelProto restarted = run(::testing::TempDir() + "/fedcg_restarted", true);
-  ::fedge::testing::ExpectSameParameters(straight, restarted);
+    EXPECT_TRUE(moved) << t.name();
+  }
+  EXPECT_EQ(running, 2);
 }
 
 }  // namespace
