@@ -41,6 +41,19 @@ double Dot(const float* a, const std::vector<float>& r) {
   return s;
 }
 
+// dx against central differences of `loss_at` around x.
+template <typename LossAt>
+void ExpectInputGradient(LossAt& loss_at, const std::vector<float>& x,
+                         const std::vector<float>& dx, float eps) {
+  for (size_t i = 0; i < x.size(); ++i) {
+    std::vector<float> xp = x, xm = x;
+    xp[i] += eps;
+    xm[i] -= eps;
+    const double numeric = (loss_at(xp) - loss_at(xm)) / (2 * eps);
+    EXPECT_NEAR(dx[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "dx[" << i << "]";
+  }
+}
+
 TEST(ConditionalNetTest, GradientsMatchFiniteDifferences) {
   auto net_or = ConditionalNet::Create("G", 4, 5, 3, SmallBody(7));
   ASSERT_TRUE(net_or.ok()) << net_or.status();
@@ -63,13 +76,7 @@ TEST(ConditionalNetTest, GradientsMatchFiniteDifferences) {
     return Dot(net.Forward(xin.data(), y.data(), batch, false), r);
   };
   const float eps = 1e-2f;
-  for (size_t i = 0; i < x.size(); ++i) {
-    std::vector<float> xp = x, xm = x;
-    xp[i] += eps;
-    xm[i] -= eps;
-    const double numeric = (loss_at(xp) - loss_at(xm)) / (2 * eps);
-    EXPECT_NEAR(dx[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "dx[" << i << "]";
-  }
+  ExpectInputGradient(loss_at, x, dx, eps);
   int checked_embedding = 0;
   for (Parameter* p : net.parameters()) {
     for (size_t i = 0; i < p->value.size(); ++i) {
@@ -124,13 +131,7 @@ TEST(ConditionalNetTest, SpatialBodyRepeatsTheEmbeddingAndMatchesFiniteDifferenc
     return Dot(net.Forward(xin.data(), y.data(), batch, false), r);
   };
   const float eps = 1e-2f;
-  for (size_t i = 0; i < x.size(); ++i) {
-    std::vector<float> xp = x, xm = x;
-    xp[i] += eps;
-    xm[i] -= eps;
-    const double numeric = (loss_at(xp) - loss_at(xm)) / (2 * eps);
-    EXPECT_NEAR(dx[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "dx[" << i << "]";
-  }
+  ExpectInputGradient(loss_at, x, dx, eps);
   Parameter& e = net.embedding();
   for (size_t i = 0; i < e.value.size(); ++i) {
     const float saved = e.value[i];

@@ -28,8 +28,9 @@ void AddLeakyRelu(v1::ModelSpec& spec, const std::string& name) {
 // The paper's code's G and D (fedcg_nets.h): 2×2 kernels, stride 1, DCGAN's init.
 constexpr float kDcganInitStd = 0.02f;
 
-void AddConvT(v1::ModelSpec& spec, const std::string& name, int in, int out) {
-  auto* c = Add(spec, name)->mutable_conv_transpose2d();
+// Both spec messages have the same fields; one template fills either.
+template <typename ConvSpec>
+void SetDcganConv2x2(ConvSpec* c, int in, int out) {
   c->set_in_channels(in);
   c->set_out_channels(out);
   c->set_kernel_size(2);
@@ -37,13 +38,12 @@ void AddConvT(v1::ModelSpec& spec, const std::string& name, int in, int out) {
   c->set_init_std(kDcganInitStd);
 }
 
+void AddConvT(v1::ModelSpec& spec, const std::string& name, int in, int out) {
+  SetDcganConv2x2(Add(spec, name)->mutable_conv_transpose2d(), in, out);
+}
+
 void AddConv2x2(v1::ModelSpec& spec, const std::string& name, int in, int out) {
-  auto* c = Add(spec, name)->mutable_conv2d();
-  c->set_in_channels(in);
-  c->set_out_channels(out);
-  c->set_kernel_size(2);
-  c->set_no_bias(true);
-  c->set_init_std(kDcganInitStd);
+  SetDcganConv2x2(Add(spec, name)->mutable_conv2d(), in, out);
 }
 
 void AddBnLeakyRelu(v1::ModelSpec& spec, const std::string& prefix, int i) {
