@@ -53,7 +53,9 @@ void AddBnLeakyRelu(v1::ModelSpec& spec, const std::string& prefix, int i) {
 
 int FeatureSide(const FedCgShape& shape) { return ((shape.image_size - 4) / 2 - 4) / 2; }
 
-absl::Status CheckConvShape(const FedCgShape& shape) {
+}  // namespace
+
+absl::Status CheckFedCgGanShape(const FedCgShape& shape) {
   if (shape.gan == FedCgGanArchitecture::kConvBatchNorm && FeatureSide(shape) != 5) {
     return absl::InvalidArgumentError(absl::StrCat(
         "FedCG: the convolutional G and D (gan_architecture CONV_BATCHNORM) need a 5 x 5 "
@@ -62,8 +64,6 @@ absl::Status CheckConvShape(const FedCgShape& shape) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 FedCgShape FedCgShapeFromParams(const v1::FedCgParams& p) {
   FedCgShape shape;
@@ -185,14 +185,14 @@ absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgClassifier(const FedCgSha
 }
 
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgGenerator(const FedCgShape& shape) {
-  FEDGE_RETURN_IF_ERROR(CheckConvShape(shape));
+  FEDGE_RETURN_IF_ERROR(CheckFedCgGanShape(shape));
   return ConditionalNet::Create("G", shape.noise_dim, shape.num_classes, shape.embed_dim,
                                 FedCgGeneratorBodySpec(shape));
 }
 
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgDiscriminator(
     const FedCgShape& shape) {
-  FEDGE_RETURN_IF_ERROR(CheckConvShape(shape));
+  FEDGE_RETURN_IF_ERROR(CheckFedCgGanShape(shape));
   return ConditionalNet::Create("D", shape.feature_size(), shape.num_classes, shape.embed_dim,
                                 FedCgDiscriminatorBodySpec(shape));
 }

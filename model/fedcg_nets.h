@@ -67,7 +67,11 @@ v1::ModelSpec FedCgDiscriminatorBodySpec(const FedCgShape& shape);
 
 absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgExtractor(const FedCgShape& shape);
 absl::StatusOr<std::unique_ptr<Sequential>> CreateFedCgClassifier(const FedCgShape& shape);
-// Errors (kInvalidArgument): kConvBatchNorm with a feature map other than 5 × 5.
+// Whether `shape` can have its G and D: kInvalidArgument for kConvBatchNorm with a feature map
+// other than 5 × 5 (image_size 32). Job validation and the Create functions below share it.
+absl::Status CheckFedCgGanShape(const FedCgShape& shape);
+
+// Errors (kInvalidArgument): as CheckFedCgGanShape.
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgGenerator(const FedCgShape& shape);
 absl::StatusOr<std::unique_ptr<ConditionalNet>> CreateFedCgDiscriminator(
     const FedCgShape& shape);

@@ -1035,7 +1035,10 @@ void BatchNorm2d::Forward(const float* x, int batch, float* y, ComputeMode mode,
   const float* beta = bias_.value.data();
   last_training_ = training;
   if (!training) {
-    std::vector<float> scale(c), shift(c);
+    std::vector<float>& scale = scale_;
+    std::vector<float>& shift = shift_;
+    scale.resize(c);
+    shift.resize(c);
     for (int j = 0; j < c; ++j) {
       // max(·, 0): a running variance rebuilt from a quantized update may dip below zero.
       scale[j] = g[j] / std::sqrt(std::max(running_var_.value[j], 0.0f) + eps_);
@@ -1048,12 +1051,16 @@ void BatchNorm2d::Forward(const float* x, int batch, float* y, ComputeMode mode,
     }
     return;
   }
-  std::vector<double> sum(c, 0.0), sq(c, 0.0);
+  std::vector<double>& sum = sum_;
+  std::vector<double>& sq = sq_;
+  std::vector<float>& mean = mean_;
+  sum.assign(c, 0.0);
+  sq.assign(c, 0.0);
+  mean.resize(c);
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * c;
     for (int j = 0; j < c; ++j) sum[j] += xr[j];
   }
-  std::vector<float> mean(c);
   for (int j = 0; j < c; ++j) mean[j] = static_cast<float>(sum[j] / static_cast<double>(m));
   for (int64_t r = 0; r < m; ++r) {
     const float* xr = x + r * c;
@@ -1093,7 +1100,10 @@ void BatchNorm2d::Backward(const float* x, const float* y, const float* dy, int 
   const int c = c_;
   const int64_t m = static_cast<int64_t>(batch) * (input_size() / c);
   FEDGE_CHECK(xhat_.size() == static_cast<size_t>(m) * c);  // the training forward's batch
-  std::vector<double> sum_dy(c, 0.0), sum_dy_xhat(c, 0.0);
+  std::vector<double>& sum_dy = sum_;
+  std::vector<double>& sum_dy_xhat = sq_;
+  sum_dy.assign(c, 0.0);
+  sum_dy_xhat.assign(c, 0.0);
   for (int64_t r = 0; r < m; ++r) {
     const float* dr = dy + r * c;
     const float* hr = xhat_.data() + r * c;
@@ -1108,7 +1118,12 @@ void BatchNorm2d::Backward(const float* x, const float* y, const float* dy, int 
   }
   if (dx == nullptr) return;
   // dx = γ/(σ·m) · (m·dy − Σdy − x̂·Σ(dy·x̂))
-  std::vector<float> k(c), mean_dy(c), mean_dy_xhat(c);
+  std::vector<float>& k = scale_;
+  std::vector<float>& mean_dy = shift_;
+  std::vector<float>& mean_dy_xhat = mean_;
+  k.resize(c);
+  mean_dy.resize(c);
+  mean_dy_xhat.resize(c);
   for (int j = 0; j < c; ++j) {
     k[j] = weight_.value[j] * invstd_[j];
     mean_dy[j] = static_cast<float>(sum_dy[j] / static_cast<double>(m));

@@ -172,6 +172,8 @@ class BatchNorm2d final : public Layer {
   bool last_training_ = false;
   std::vector<float> xhat_;    // last training forward's x̂
   std::vector<float> invstd_;  // [C], its 1/√(σ² + ε)
+  std::vector<double> sum_, sq_;           // [C] scratch: per-channel sums
+  std::vector<float> scale_, shift_, mean_;  // [C] scratch
 };
 
 // NHWC max pooling; backward routes each gradient to the window's first maximum.

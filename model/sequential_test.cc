@@ -70,6 +70,49 @@ TEST(SequentialTest, RejectsBadSpecsWithTheLayerName) {
   empty.add_input_shape(3);
   EXPECT_THAT(Sequential::Create(empty), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no layers")));
 
+  // The new layer kinds: a transposed convolution on a vector, one whose channels do not
+  // match, one whose output collapses, one whose scratch would be huge, a bad batch norm.
+  auto single = [](int h, const std::string& text_name) {
+    v1::ModelSpec s;
+    s.add_input_shape(h);
+    s.add_input_shape(h);
+    s.add_input_shape(3);
+    s.add_layers()->set_name(text_name);
+    return s;
+  };
+  v1::ModelSpec convt = single(2, "up");
+  auto* ct = convt.mutable_layers(0)->mutable_conv_transpose2d();
+  ct->set_in_channels(3);
+  ct->set_out_channels(4);
+  ct->set_kernel_size(2);
+  EXPECT_THAT(Sequential::Create(convt), IsOk());
+  ct->set_in_channels(5);
+  EXPECT_THAT(Sequential::Create(convt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("in_channels 5")));
+  ct->set_in_channels(3);
+  ct->set_padding(3);  // (2 − 1)·1 − 6 + 2 < 1
+  EXPECT_THAT(Sequential::Create(convt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("output")));
+  ct->set_padding(0);
+  ct->set_init_std(-1);
+  EXPECT_THAT(Sequential::Create(convt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("init_std")));
+  v1::ModelSpec big = single(64, "up");
+  auto* bt = big.mutable_layers(0)->mutable_conv_transpose2d();
+  bt->set_in_channels(3);
+  bt->set_out_channels(1000);
+  bt->set_kernel_size(64);
+  EXPECT_THAT(Sequential::Create(big),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("too large")));
+  v1::ModelSpec bn = single(2, "norm");
+  bn.mutable_layers(0)->mutable_batch_norm2d()->set_momentum(1.5f);
+  EXPECT_THAT(Sequential::Create(bn),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("norm")));
+  bn.mutable_layers(0)->mutable_batch_norm2d()->set_momentum(0.1f);
+  bn.mutable_layers(0)->mutable_batch_norm2d()->set_epsilon(-1e-5f);
+  EXPECT_THAT(Sequential::Create(bn),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("epsilon")));
+
   v1::ModelSpec unset = MlpSpec({4, 4});
   unset.add_layers()->set_name("blank");
   EXPECT_THAT(Sequential::Create(unset),

@@ -117,12 +117,9 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
           f.gan_architecture() != v1::FEDCG_GAN_CONV_BATCHNORM) {
         p.Add("strategy.fed_cg.gan_architecture",
               absl::StrCat("unknown architecture ", f.gan_architecture()));
-      } else if (f.gan_architecture() == v1::FEDCG_GAN_CONV_BATCHNORM &&
-                 f.image_size() >= 16 && f.image_size() <= 256 &&
-                 model::FedCgShapeFromParams(f).feature_size() != 16 * 5 * 5) {
-        p.Add("strategy.fed_cg.gan_architecture",
-              absl::StrCat("CONV_BATCHNORM needs a 5 x 5 feature map (image_size 32), "
-                           "image_size ", f.image_size(), " gives another"));
+      } else if (f.image_size() >= 16 && f.image_size() <= 256) {
+        const absl::Status shape = model::CheckFedCgGanShape(model::FedCgShapeFromParams(f));
+        if (!shape.ok()) p.Add("strategy.fed_cg.gan_architecture", shape.message());
       }
       if (!std::isfinite(f.eval_holdout_fraction()) || f.eval_holdout_fraction() < 0 ||
           f.eval_holdout_fraction() > 0.5) {
