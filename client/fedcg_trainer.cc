@@ -13,6 +13,7 @@
 #include "base/status_macros.h"
 #include "data/image_transform.h"
 #include "model/loss.h"
+#include "model/submodel_slicer.h"
 
 namespace fedge::client {
 namespace {
@@ -306,6 +307,75 @@ absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape) 
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::ConditionalNet> g,
                          model::CreateFedCgGenerator(shape));
   return SharedParametersProto(*c, *g);
+}
+
+namespace {
+
+struct NetFootprint {
+  int64_t floats = 0;     // parameter values
+  int64_t trainable = 0;  // of which the optimizer steps (Adam: two moments each)
+  int64_t batch_floats = 0;
+};
+
+// What one of FedCG's networks holds in a training step at `batch` (see
+// EstimateFedCgRoundMemoryBytes); `conditioned_input`: a ConditionalNet's [x ‖ embed] width
+// (its body's input), which it keeps with its gradient.
+NetFootprint Footprint(model::Sequential& net, std::vector<model::Parameter*> params,
+                       int64_t batch, int64_t conditioned_input) {
+  NetFootprint f;
+  for (const model::Parameter* p : params) {
+    f.floats += p->size();
+    if (p->trainable) f.trainable += p->size();
+  }
+  int64_t acts = net.input_size(), widest = net.input_size(), scratch = 0;
+  const v1::ModelSpec& spec = net.spec();
+  for (int i = 0; i < net.num_layers(); ++i) {
+    const model::Layer& l = net.layer(i);
+    acts += l.output_size();
+    widest = std::max<int64_t>(widest, l.output_size());
+    if (i >= spec.layers_size()) continue;
+    const v1::LayerSpec& ls = spec.layers(i);
+    if (ls.has_conv2d()) {
+      const auto& c = ls.conv2d();
+      scratch += model::Conv2dScratchFloats(c.kernel_size(), c.in_channels(), c.out_channels(),
+                                            l.output_shape()[0], l.output_shape()[1], batch);
+    } else if (ls.has_conv_transpose2d()) {
+      const auto& c = ls.conv_transpose2d();
+      scratch += batch * l.input_shape()[0] * l.input_shape()[1] * c.kernel_size() *
+                 c.kernel_size() * c.out_channels();
+    } else if (ls.has_batch_norm2d()) {
+      scratch += batch * l.output_size();
+    }
+  }
+  f.batch_floats = batch * (acts + 2 * widest + 2 * conditioned_input) + scratch;
+  return f;
+}
+
+}  // namespace
+
+absl::StatusOr<int64_t> EstimateFedCgRoundMemoryBytes(const model::FedCgShape& shape,
+                                                      int batch_size) {
+  if (batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FedCG: batch_size must be >= 1, got ", batch_size));
+  }
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> e, model::CreateFedCgExtractor(shape));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> c, model::CreateFedCgClassifier(shape));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::ConditionalNet> g,
+                         model::CreateFedCgGenerator(shape));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::ConditionalNet> d,
+                         model::CreateFedCgDiscriminator(shape));
+  const int64_t b = batch_size;
+  const NetFootprint parts[] = {
+      Footprint(*e, e->parameters(), b, 0),
+      Footprint(*c, c->parameters(), b, 0),
+      Footprint(g->body(), g->parameters(), b, g->body().input_size()),
+      Footprint(d->body(), d->parameters(), b, d->body().input_size()),
+  };
+  int64_t floats = 0;
+  for (const NetFootprint& f : parts) floats += 2 * f.floats + 2 * f.trainable + f.batch_floats;
+  floats += 4 * (parts[1].floats + parts[2].floats);  // C and G: global, received, Δ, upload
+  return 4 * floats;
 }
 
 absl::StatusOr<data::Dataset> FedCgInputs(const data::Dataset& raw,

@@ -128,6 +128,25 @@ FedCgClientOptions FedCgOptionsFromTask(const v1::TaskHeader& task);
 // from seed 0): what a FedCG task's payload decodes into.
 absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape);
 
+// Memory (bytes) one FedCG round holds at its peak on a device at `batch_size`, as
+// FedCgClient and the runtime lay it out (the counterpart of model::EstimateDeviceRoundMemoryBytes
+// for FedCG tasks; client/grpc/memory_budget.h):
+//   parameters  every tensor of E, C, G and D with its gradient (8 bytes a float), Adam's two
+//               moments for the trained ones (8 more; batch norm's running statistics have none),
+//               and the shared C and G four more times (the task's global copy, the copy Δ is
+//               taken against, Δ, its encoded upload);
+//   activations one batch of each network (input, every layer's output, the two ping-pong
+//               gradient buffers, a conditional net's concatenated input and its gradient);
+//   scratch     Conv2d's im2col chunk, its gradient and output chunk and dW (the bound of
+//               model::EstimateTrainingMemoryBytes), a transposed convolution's column buffer
+//               for the whole batch, batch norm's normalized copy.
+// Not counted: the device's data (the caller adds FedCgInputs' copy), allocator overhead,
+// the process. It builds the four networks to measure them (their parameters, briefly).
+// Errors: kInvalidArgument for batch_size < 1 or a shape the networks refuse
+// (model::CheckFedCgGanShape).
+absl::StatusOr<int64_t> EstimateFedCgRoundMemoryBytes(const model::FedCgShape& shape,
+                                                      int batch_size);
+
 // A device's raw examples (images [channels, rows, cols], pixels in [0, 1], as shards hold
 // them; flat square grey images [side²] are taken as [1, side, side]) as FedCG's networks
 // take them: resized to image_size × image_size

@@ -217,6 +217,40 @@ TEST(FedCgDeviceTest, DeviceRoundEvaluatesFirstAndCanBeCancelled) {
   EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
 }
 
+// The device's memory estimate for a FedCG task, counted by hand for the dense networks:
+// E 2,572, C 59,134, G 131,316 and D 105,573 floats (spectral norm's u, v aside), each with
+// its gradient and two Adam moments, and C and G four more times (global, received, Δ,
+// upload); the rest is one batch's activations and the convolutions' scratch.
+TEST(FedCgDeviceTest, MemoryEstimateCountsEveryNetworkAndTheSharedCopies) {
+  const model::FedCgShape dense;
+  const int64_t e = 6 * 25 + 6 + 16 * 150 + 16;
+  const int64_t c = 400 * 120 + 120 + 120 * 84 + 84 + 84 * 10 + 10;
+  const int64_t g = 10 * 10 + 110 * 256 + 256 + 256 * 400 + 400;
+  const int64_t d = 10 * 10 + 410 * 256 + 256 + 256 + 1;
+  const int64_t param_bytes = 4 * (4 * (e + c + g + d) + 4 * (c + g));
+  const absl::StatusOr<int64_t> at8 = EstimateFedCgRoundMemoryBytes(dense, 8);
+  ASSERT_TRUE(at8.ok()) << at8.status();
+  EXPECT_GT(*at8, param_bytes);
+  EXPECT_LT(*at8, param_bytes + 3'000'000);  // E's two convolutions: 1.6 MB of scratch
+  const absl::StatusOr<int64_t> at64 = EstimateFedCgRoundMemoryBytes(dense, 64);
+  ASSERT_TRUE(at64.ok());
+  EXPECT_GT(*at64, *at8);  // activations grow with the batch
+  // The paper's convolutional G and D: about 0.89 M and 0.67 M floats instead of 0.13 M and
+  // 0.11 M, so about 1.3 M more floats at 16 to 32 bytes each (49.9 MB in all at batch 8).
+  model::FedCgShape conv;
+  conv.gan = model::FedCgGanArchitecture::kConvBatchNorm;
+  const absl::StatusOr<int64_t> conv8 = EstimateFedCgRoundMemoryBytes(conv, 8);
+  ASSERT_TRUE(conv8.ok());
+  EXPECT_GT(*conv8, *at8 + 16 * 1'300'000);
+  EXPECT_LT(*conv8, *at8 + 32 * 1'400'000 + 5'000'000);  // + D's convolution scratch
+  // What the networks refuse, the estimate refuses.
+  EXPECT_EQ(EstimateFedCgRoundMemoryBytes(dense, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  conv.image_size = 28;
+  EXPECT_EQ(EstimateFedCgRoundMemoryBytes(conv, 8).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(FedCgDeviceTest, OptionsComeFromTheTask) {
   v1::TaskHeader t;
   t.mutable_training()->set_epochs(3);

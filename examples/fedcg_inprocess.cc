@@ -99,7 +99,8 @@ ABSL_FLAG(bool, persistent_distill_optimizer, false,
           "FedCG: the server's distillation Adam carries its moments across rounds (the paper's "
           "code creates it once); default: a fresh Adam each round");
 ABSL_FLAG(bool, spectral_norm, true,
-          "FedCG: spectral normalization in the discriminators (--nospectral_norm: plain D)");
+          "FedCG: spectral normalization in the dense discriminators (--gan_arch dense; "
+          "--nospectral_norm: plain D)");
 ABSL_FLAG(std::string, gan_arch, "dense",
           "FedCG: G and D architecture: dense (one hidden layer of 256) or conv (the paper's "
           "code's transposed-conv/conv stacks with batch norm)");

@@ -143,7 +143,9 @@ TEST(ConditionalNetTest, SpatialBodyRepeatsTheEmbeddingAndMatchesFiniteDifferenc
     const double numeric = (lp - lm) / (2 * eps);
     EXPECT_NEAR(e.grad[i], numeric, 2e-3 + 2e-2 * std::fabs(numeric)) << "embed[" << i << "]";
     // Rows 0 and 2 were not used.
-    if (i / 3 == 0 || i / 3 == 2) EXPECT_EQ(e.grad[i], 0.0f);
+    if (i / 3 == 0 || i / 3 == 2) {
+      EXPECT_EQ(e.grad[i], 0.0f);
+    }
   }
   // The layout: a body that only flattens returns the concatenated input, each position's
   // 2 channels of x followed by its label's 3 embedding values.

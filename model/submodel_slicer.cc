@@ -440,6 +440,17 @@ std::vector<int64_t> SubModelSlicer::HeldIndices(const TensorSlice& slice) {
   return out;
 }
 
+int64_t Conv2dScratchFloats(int kernel_size, int in_channels, int out_channels, int out_height,
+                            int out_width, int64_t batch) {
+  const int64_t kpad = (int64_t{kernel_size} * kernel_size * in_channels + 15) / 16 * 16;
+  // Conv2d's chunk holds about 64 Ki floats of im2col rows, or one example's when that is
+  // more: chunk·OH·OW·kpad ≤ max(64 Ki, OH·OW·kpad), and never more than the batch. cols,
+  // dcols and the output chunk counted at that bound; plus dW over the padded K.
+  const int64_t per_example = int64_t{out_height} * out_width * kpad;
+  const int64_t cols = std::min(batch * per_example, std::max<int64_t>(64 * 1024, per_example));
+  return 3 * cols + int64_t{out_channels} * kpad;
+}
+
 int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam) {
   if (batch_size < 1) return -1;
   absl::StatusOr<std::vector<LayerShape>> layers = WalkSpec(spec);
@@ -459,17 +470,11 @@ int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, b
       params += w + (d.no_bias() ? 0 : d.out_features());
     } else if (l.spec->has_conv2d()) {
       const auto& c = l.spec->conv2d();
-      const int64_t kdim = int64_t{c.kernel_size()} * c.kernel_size() * c.in_channels();
-      const int64_t kpad = (kdim + 15) / 16 * 16;
-      const int64_t w = kdim * c.out_channels();
+      const int64_t w = int64_t{c.kernel_size()} * c.kernel_size() * c.in_channels() * c.out_channels();
       weights += w;
       params += w + (c.no_bias() ? 0 : c.out_channels());
-      // Conv2d's chunk holds about 64 Ki floats of im2col rows, or one example's when that
-      // is more: chunk·OH·OW·kpad ≤ max(64 Ki, OH·OW·kpad), and never more than the batch.
-      // cols, dcols and the output chunk counted at that bound; plus dW over the padded K.
-      const int64_t per_example = int64_t{l.out[0]} * l.out[1] * kpad;
-      const int64_t cols = std::min(batch * per_example, std::max<int64_t>(64 * 1024, per_example));
-      scratch_floats += 3 * cols + int64_t{c.out_channels()} * kpad;
+      scratch_floats += Conv2dScratchFloats(c.kernel_size(), c.in_channels(), c.out_channels(),
+                                            l.out[0], l.out[1], batch);
     } else if (l.spec->has_embedding()) {
       params += int64_t{l.spec->embedding().num_embeddings()} * l.spec->embedding().dim();
     }

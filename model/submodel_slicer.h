@@ -112,6 +112,12 @@ class SubModelSlicer final {
 // batch_size < 1.
 int64_t EstimateTrainingMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam);
 
+// Conv2d's own training scratch at a batch, in floats, as EstimateTrainingMemoryBytes counts
+// it: the im2col chunk, its gradient and the output chunk at Conv2d's chunking bound, and dW
+// over the padded K (K = kernel² · in_channels rounded up to 16).
+int64_t Conv2dScratchFloats(int kernel_size, int in_channels, int out_channels, int out_height,
+                            int out_width, int64_t batch);
+
 // What one device round holds at its peak: EstimateTrainingMemoryBytes plus the round's
 // three further copies of the parameters (the received model, the update Δ and its encoded
 // payload). The coordinator picks tiers by it (SubModelConfig.ASSIGNMENT_LARGEST_FITTING)

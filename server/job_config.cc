@@ -101,7 +101,6 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       if (!f.has_gan_learning_rate()) f.set_gan_learning_rate(3e-4);
       if (!f.has_gamma_ramp_rounds()) f.set_gamma_ramp_rounds(50);
       if (!f.has_eval_holdout_fraction()) f.set_eval_holdout_fraction(0.1);
-      if (!f.has_discriminator_spectral_norm()) f.set_discriminator_spectral_norm(true);
       p.IntRange("strategy.fed_cg.distill_steps", f.distill_steps(), 0, 1000000);
       p.IntRange("strategy.fed_cg.distill_batch", f.distill_batch(), 1, 4096);
       p.Positive("strategy.fed_cg.distill_learning_rate", f.distill_learning_rate());
@@ -120,6 +119,15 @@ void CheckStrategy(v1::StrategyConfig& s, Problems& p) {
       } else if (f.image_size() >= 16 && f.image_size() <= 256) {
         const absl::Status shape = model::CheckFedCgGanShape(model::FedCgShapeFromParams(f));
         if (!shape.ok()) p.Add("strategy.fed_cg.gan_architecture", shape.message());
+      }
+      // Spectral normalization is the dense D's; the convolutional D has batch norm instead.
+      const bool dense = f.gan_architecture() == v1::FEDCG_GAN_DENSE;
+      if (!f.has_discriminator_spectral_norm()) {
+        f.set_discriminator_spectral_norm(dense);
+      } else if (f.discriminator_spectral_norm() && !dense) {
+        p.Add("strategy.fed_cg.discriminator_spectral_norm",
+              "applies to the DENSE gan_architecture only (FEDCG_GAN_CONV_BATCHNORM's "
+              "discriminator uses batch norm); leave it unset or false");
       }
       if (!std::isfinite(f.eval_holdout_fraction()) || f.eval_holdout_fraction() < 0 ||
           f.eval_holdout_fraction() > 0.5) {

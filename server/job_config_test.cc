@@ -203,6 +203,21 @@ TEST(JobConfigTest, FedCgConvolutionalGanNeedsAFiveByFiveFeatureMap) {
     return ValidateJobConfig(*job).status();
   };
   EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM"), IsOk());
+  // Its D has batch norm, not the dense D's spectral normalization: unset means false, and
+  // asking for it is refused instead of being ignored.
+  absl::StatusOr<v1::JobConfig> conv = LoadJobConfig(
+      "name: \"x\" rounds: 1 strategy { fed_cg { gan_architecture: FEDCG_GAN_CONV_BATCHNORM } }");
+  ASSERT_THAT(conv, IsOk());
+  EXPECT_TRUE(conv->strategy().fed_cg().has_discriminator_spectral_norm());
+  EXPECT_FALSE(conv->strategy().fed_cg().discriminator_spectral_norm());
+  EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM "
+                       "discriminator_spectral_norm: false"),
+              IsOk());
+  EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM "
+                       "discriminator_spectral_norm: true"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("strategy.fed_cg.discriminator_spectral_norm"),
+                             HasSubstr("DENSE"))));
   EXPECT_THAT(validate("gan_architecture: FEDCG_GAN_CONV_BATCHNORM image_size: 28"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("strategy.fed_cg.gan_architecture"),

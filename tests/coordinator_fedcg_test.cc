@@ -249,7 +249,9 @@ TEST_F(CoordinatorFedCgTest, ConvolutionalGanJobAveragesRunningStatisticsAndRest
     bool moved = false;
     for (float v : t.values()) {
       moved |= v != (var ? 1.0f : 0.0f);
-      if (var) EXPECT_GT(v, 0.0f);
+      if (var) {
+        EXPECT_GT(v, 0.0f);
+      }
     }
     EXPECT_TRUE(moved) << t.name();
   }

@@ -39,6 +39,7 @@ namespace fedge {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "fedcg-enrollment";
@@ -210,7 +211,7 @@ class GrpcFedCgTest : public ::testing::Test {
 
   // A device with 40 band images; every message it sends is recorded in sent_[index], its
   // E and D after each training in private_[index].
-  void StartDevice(int index, bool leaks_extractor = false) {
+  void StartDevice(int index, bool leaks_extractor = false, int64_t memory_budget_bytes = 0) {
     sent_.push_back(std::make_unique<SentMessages>());
     private_.push_back(std::make_unique<PrivateTensors>());
     SentMessages* sent = sent_.back().get();
@@ -222,6 +223,7 @@ class GrpcFedCgTest : public ::testing::Test {
     o.data = std::make_shared<const data::Dataset>(::fedge::testing::BandImages(40, 3, 100 + index));
     o.state_path = dir_ + "/device-" + std::to_string(index) + ".state";
     o.fetch_wait_seconds = 1;
+    o.profile.set_memory_budget_bytes(memory_budget_bytes);
     o.backoff.initial = absl::Milliseconds(100);
     o.backoff.max = absl::Seconds(1);
     o.seed = static_cast<uint64_t>(index) + 1;
@@ -385,6 +387,37 @@ TEST_F(GrpcFedCgTest, AnUploadCarryingTheExtractorIsRefusedAndTheRoundCompletes)
 // A device stopped after round 1 and started again (same state file) continues the job with
 // the extractor and discriminator it had: they were written, mode 0600 and with the job id,
 // to "<state file>.fedcg" after its training, and the restarted runtime loads them.
+// A device whose memory budget cannot hold FedCG's four networks (about 8 MB for the dense
+// G and D) declines the task before downloading it, says why, and trains nothing; a device
+// with room for them takes the job's tasks.
+TEST_F(GrpcFedCgTest, ATaskOverTheDevicesMemoryBudgetIsDeclinedBeforeTraining) {
+  StartDevice(0, /*leaks_extractor=*/false, /*memory_budget_bytes=*/4'000'000);
+  v1::JobConfig config = FedCgJob(/*rounds=*/1, /*per_round=*/1, /*quorum=*/1);
+  config.mutable_selection()->set_min_registered(1);
+  config.mutable_round_policy()->set_deadline_seconds(2);
+  const std::string job = StartJob(config);
+  for (int i = 0; i < 200 && runtimes_[0]->stats().tasks_abandoned < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(runtimes_[0]->stats().tasks_abandoned, 1);
+  auto clients = coordinator_->ListClients();
+  ASSERT_THAT(clients, IsOk());
+  ASSERT_EQ(clients->size(), 1u);
+  EXPECT_THAT(clients->front().declined_reason(),
+              AllOf(HasSubstr("MemoryBudget"), HasSubstr("budget of 4.0 MB")));
+  // A second device with room takes the round.
+  StartDevice(1, /*leaks_extractor=*/false, /*memory_budget_bytes=*/64'000'000);
+  const v1::JobStatus status = WaitForJob(job, absl::Seconds(120));
+  ASSERT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  StopClients();
+  {
+    std::lock_guard<std::mutex> lock(private_[0]->mu);
+    EXPECT_EQ(private_[0]->trainings, 0);
+  }
+  std::lock_guard<std::mutex> lock(private_[1]->mu);
+  EXPECT_EQ(private_[1]->trainings, 1);
+}
+
 TEST_F(GrpcFedCgTest, ARestartedDeviceContinuesWithItsExtractor) {
   const std::string job = StartJob(FedCgJob(/*rounds=*/2, /*per_round=*/1, /*quorum=*/1));
   const std::string state_path = dir_ + "/restarted.state";

@@ -324,6 +324,21 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
     auto shared = FedCgTaskModel(task.header);
     if (!shared.ok()) return bad_task(shared.status());
+    if (options.profile.memory_budget_bytes() > 0) {
+      // Refuse, before downloading it, a task that would not fit the memory budget.
+      auto estimate =
+          EstimateFedCgTaskMemory(model::FedCgShapeFromParams(task.header.fed_cg()),
+                                  FedCgOptionsFromTask(task.header).batch_size,
+                                  data.raw().num_examples + (options.eval_data != nullptr
+                                                                 ? options.eval_data->num_examples
+                                                                 : 0));
+      if (!estimate.ok()) return bad_task(estimate.status());
+      const absl::Status fits = CheckMemoryBudget(*estimate, options.profile.memory_budget_bytes());
+      if (!fits.ok()) {
+        Decline(task.header, std::string(fits.message()));
+        return bad_task(fits);
+      }
+    }
     task.model = *std::move(shared);
   } else {
     auto net = model::Sequential::Create(task.header.model_spec());

@@ -29,7 +29,8 @@
 //   - an upload cut by a broken connection is retried from the start while the task's
 //     deadline allows; ALREADY_EXISTS (the first attempt did arrive) counts as done;
 //   - a task whose estimated training memory exceeds profile.memory_budget_bytes
-//     (memory_budget.h) is refused before its model is downloaded;
+//     (memory_budget.h; a FedCG task: its four networks, EstimateFedCgTaskMemory) is
+//     refused before its model is downloaded;
 //   - a bad task (undecodable payload, model that does not fit the data) is logged and
 //     skipped, and not downloaded again when the coordinator offers it again; the
 //     coordinator drops the client from that round at its deadline or liveness timeout.

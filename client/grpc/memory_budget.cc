@@ -7,6 +7,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
+#include "client/fedcg_trainer.h"
 #include "model/submodel_slicer.h"
 
 namespace fedge::client {
@@ -22,6 +24,15 @@ TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::Model
     e.teacher_bytes = std::max<int64_t>(0, model::EstimateTeacherMemoryBytes(*teacher, options.batch_size));
   }
   e.data_copy_bytes = 4 * data_copy_floats;
+  return e;
+}
+
+absl::StatusOr<TaskMemoryEstimate> EstimateFedCgTaskMemory(const model::FedCgShape& shape,
+                                                           int batch_size, int64_t num_examples) {
+  TaskMemoryEstimate e;
+  FEDGE_ASSIGN_OR_RETURN(e.round_bytes, EstimateFedCgRoundMemoryBytes(shape, batch_size));
+  e.data_copy_bytes = 4 * std::max<int64_t>(0, num_examples) * shape.channels * shape.image_size *
+                      shape.image_size;
   return e;
 }
 

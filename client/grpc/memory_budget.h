@@ -14,7 +14,9 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "client/local_trainer.h"
+#include "model/fedcg_nets.h"
 #include "model/sequential.h"
 
 namespace fedge::client {
@@ -31,6 +33,12 @@ struct TaskMemoryEstimate {
 TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::ModelSpec* teacher,
                                       const LocalTrainingOptions& options,
                                       int64_t data_copy_floats);
+
+// A FedCG task's estimate (client/fedcg_trainer.h, EstimateFedCgRoundMemoryBytes) for its
+// networks' shape and batch size, with FedCG's copy of the local data (FedCgInputs: every
+// example resized to image_size² × channels floats). No teacher. Errors: as the estimate.
+absl::StatusOr<TaskMemoryEstimate> EstimateFedCgTaskMemory(const model::FedCgShape& shape,
+                                                           int batch_size, int64_t num_examples);
 
 // OK when `budget_bytes` is 0 (no budget) or the estimate fits; else RESOURCE_EXHAUSTED
 // saying how much the task needs and what the budget is.
