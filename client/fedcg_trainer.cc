@@ -309,6 +309,29 @@ absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape) 
   return SharedParametersProto(*c, *g);
 }
 
+absl::StatusOr<v1::ModelProto> FedCgTaskSharedModel(const v1::TaskHeader& task) {
+  const v1::FedCgParams& f = task.fed_cg();
+  const model::FedCgShape shape = model::FedCgShapeFromParams(f);
+  if (shape.image_size < 16 || shape.image_size > 256 || shape.channels < 1 ||
+      shape.channels > 4 || shape.num_classes < 2 || shape.num_classes > 1000 ||
+      shape.noise_dim < 1 || shape.noise_dim > 4096 || shape.embed_dim < 1 ||
+      shape.embed_dim > 4096) {
+    return absl::InvalidArgumentError(
+        "FedCG task: the networks' shape is out of bounds (image_size [16, 256], channels "
+        "[1, 4], num_classes [2, 1000], noise_dim and embed_dim [1, 4096])");
+  }
+  if (f.gan_architecture() != v1::FEDCG_GAN_DENSE &&
+      f.gan_architecture() != v1::FEDCG_GAN_CONV_BATCHNORM) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("FedCG task: unknown gan_architecture ", f.gan_architecture(),
+                     " (a newer coordinator?)"));
+  }
+  if (task.has_teacher_spec()) {
+    return absl::InvalidArgumentError("FedCG task: it carries a teacher; FedCG has none");
+  }
+  return FedCgSharedModel(shape);
+}
+
 namespace {
 
 struct NetFootprint {

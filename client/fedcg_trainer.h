@@ -128,6 +128,13 @@ FedCgClientOptions FedCgOptionsFromTask(const v1::TaskHeader& task);
 // from seed 0): what a FedCG task's payload decodes into.
 absl::StatusOr<v1::ModelProto> FedCgSharedModel(const model::FedCgShape& shape);
 
+// The shared C.* and G.* tensors a FedCG task's payload decodes into, after checking what a
+// device must not take from the network on trust: the shape's bounds (image_size [16, 256],
+// channels [1, 4], num_classes [2, 1000], noise_dim and embed_dim [1, 4096]), a known
+// gan_architecture (an unknown one: a newer coordinator), no teacher, and a shape the
+// networks accept (CheckFedCgGanShape). Errors: kInvalidArgument saying which.
+absl::StatusOr<v1::ModelProto> FedCgTaskSharedModel(const v1::TaskHeader& task);
+
 // Memory (bytes) one FedCG round holds at its peak on a device at `batch_size`, as
 // FedCgClient and the runtime lay it out (the counterpart of model::EstimateDeviceRoundMemoryBytes
 // for FedCG tasks; client/grpc/memory_budget.h):

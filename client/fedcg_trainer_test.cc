@@ -251,6 +251,37 @@ TEST(FedCgDeviceTest, MemoryEstimateCountsEveryNetworkAndTheSharedCopies) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// What a device takes from a FedCG task header is checked before it builds anything.
+TEST(FedCgDeviceTest, TaskSharedModelRefusesWhatTheDeviceCannotTrust) {
+  v1::TaskHeader task;
+  task.mutable_fed_cg();
+  auto shared = FedCgTaskSharedModel(task);
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->parameters_size(),
+            FedCgSharedModel(model::FedCgShape{}).value().parameters_size());
+  auto refused = [](const v1::TaskHeader& t, const std::string& what) {
+    const absl::Status s = FedCgTaskSharedModel(t).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(s.message().find(what), std::string::npos) << s.message();
+  };
+  v1::TaskHeader big = task;
+  big.mutable_fed_cg()->set_image_size(100000);  // would allocate gigabytes
+  refused(big, "out of bounds");
+  v1::TaskHeader wide = task;
+  wide.mutable_fed_cg()->set_embed_dim(1 << 20);
+  refused(wide, "out of bounds");
+  v1::TaskHeader newer = task;
+  newer.mutable_fed_cg()->set_gan_architecture(static_cast<v1::FedCgGanArchitecture>(7));
+  refused(newer, "unknown gan_architecture 7");
+  v1::TaskHeader teacher = task;
+  teacher.mutable_teacher_spec()->add_input_shape(4);
+  refused(teacher, "teacher");
+  v1::TaskHeader conv28 = task;
+  conv28.mutable_fed_cg()->set_gan_architecture(v1::FEDCG_GAN_CONV_BATCHNORM);
+  conv28.mutable_fed_cg()->set_image_size(28);
+  refused(conv28, "5 x 5");
+}
+
 TEST(FedCgDeviceTest, OptionsComeFromTheTask) {
   v1::TaskHeader t;
   t.mutable_training()->set_epochs(3);

@@ -105,30 +105,6 @@ absl::Status DecodeSection(const v1::TensorManifest& manifest, absl::string_view
                                       {std::begin(kTaskEncodings), std::end(kTaskEncodings)});
 }
 
-// The C.* and G.* tensors a FedCG task's payload holds, for its (bounded) shape.
-absl::StatusOr<v1::ModelProto> FedCgTaskModel(const v1::TaskHeader& t) {
-  const v1::FedCgParams& f = t.fed_cg();
-  const model::FedCgShape shape = model::FedCgShapeFromParams(f);
-  if (shape.image_size < 16 || shape.image_size > 256 || shape.channels < 1 ||
-      shape.channels > 4 || shape.num_classes < 2 || shape.num_classes > 1000 ||
-      shape.noise_dim < 1 || shape.noise_dim > 4096 || shape.embed_dim < 1 ||
-      shape.embed_dim > 4096) {
-    return absl::InvalidArgumentError(
-        "ClientRuntime: the FedCG task's shape is out of bounds (image_size [16, 256], channels "
-        "[1, 4], num_classes [2, 1000], noise_dim and embed_dim [1, 4096])");
-  }
-  if (f.gan_architecture() != v1::FEDCG_GAN_DENSE &&
-      f.gan_architecture() != v1::FEDCG_GAN_CONV_BATCHNORM) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ClientRuntime: the FedCG task names an unknown gan_architecture ",
-        f.gan_architecture(), " (a newer coordinator?)"));
-  }
-  if (t.has_teacher_spec()) {
-    return absl::InvalidArgumentError("ClientRuntime: a FedCG task carries no teacher");
-  }
-  return FedCgSharedModel(shape);
-}
-
 }  // namespace
 
 struct ClientRuntime::Impl {
@@ -322,7 +298,7 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   };
   if (task.header.has_fed_cg()) {
     // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
-    auto shared = FedCgTaskModel(task.header);
+    auto shared = FedCgTaskSharedModel(task.header);
     if (!shared.ok()) return bad_task(shared.status());
     if (options.profile.memory_budget_bytes() > 0) {
       // Refuse, before downloading it, a task that would not fit the memory budget.
