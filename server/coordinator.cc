@@ -124,11 +124,29 @@ v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
 }
 
 // FedCG devices upload Δ of the shared C.* and G.* tensors only; the extractor E and the
-// discriminator D never leave the device, so an update naming one of theirs is refused.
-absl::Status CheckFedCgUpdateNames(const std::string& client_id,
-                                   const aggregation::Update& update) {
+// discriminator D never leave the device, so an update naming one of theirs is refused. A
+// batch norm running variance of G (FEDCG_GAN_CONV_BATCHNORM) is an average of variances:
+// an update that would make one negative (`model`, the round's broadcast, + Δ) is refused
+// too, before it reaches the average and the server's distillation.
+absl::Status CheckFedCgUpdate(const std::string& client_id, const aggregation::Update& update,
+                              const v1::ModelProto& model) {
   for (const aggregation::Tensor& t : update.tensors) {
-    if (absl::StartsWith(t.name, "C.") || absl::StartsWith(t.name, "G.")) continue;
+    if (absl::StartsWith(t.name, "C.") || absl::StartsWith(t.name, "G.")) {
+      if (!absl::EndsWith(t.name, ".running_var")) continue;
+      for (const v1::TensorProto& base : model.parameters()) {
+        if (base.name() != t.name) continue;
+        if (static_cast<size_t>(base.values_size()) != t.values.size()) break;  // shape check
+        for (size_t i = 0; i < t.values.size(); ++i) {
+          const float v = base.values(static_cast<int>(i)) + t.values[i];
+          if (v >= 0) continue;  // NaN fails too
+          return absl::InvalidArgumentError(absl::StrCat(
+              "Coordinator: client ", client_id, "'s FedCG update makes ", t.name, "[", i,
+              "] ", v, ", a batch norm running variance below 0: refused"));
+        }
+        break;
+      }
+      continue;
+    }
     const bool private_part = absl::StartsWith(t.name, "E.") || absl::StartsWith(t.name, "D.");
     return absl::InvalidArgumentError(absl::StrCat(
         "Coordinator: client ", client_id, "'s FedCG update carries tensor '",
@@ -513,7 +531,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
         " must send its update masked, through SecureAggregationStep"));
   }
   absl::Status status;
-  if (job_->fed_cg != nullptr) status = CheckFedCgUpdateNames(id, update);
+  if (job_->fed_cg != nullptr) status = CheckFedCgUpdate(id, update, *round.model);
   if (!status.ok()) {
     // Refused below, as every bad update.
   } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {

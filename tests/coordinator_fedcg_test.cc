@@ -3,6 +3,7 @@
 // distillation), the devices' evaluation in the round's metrics, an update naming a private
 // tensor refused, and a restarted coordinator continuing a FedCG job exactly.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,7 +85,9 @@ class CoordinatorFedCgTest : public ::testing::Test {
 
   // The device's side of a round: fetch, evaluate and train its FedCgClient, upload (with
   // `extra` appended to the update). NotFound when it had no task.
-  absl::Status Work(Coordinator& c, Device& d, const aggregation::Tensor* extra = nullptr) {
+  // `tamper`, when given, edits the update before it is submitted.
+  absl::Status Work(Coordinator& c, Device& d, const aggregation::Tensor* extra = nullptr,
+                    const std::function<void(aggregation::Update&)>& tamper = nullptr) {
     auto task = c.FetchTask(d.id, d.token);
     if (!task.ok()) return task.status();
     if (!task->has_value()) return absl::NotFoundError("no task");
@@ -115,6 +118,7 @@ class CoordinatorFedCgTest : public ::testing::Test {
     h.mutable_metrics()->set_eval_examples(update->eval_examples);
     aggregation::Update u = UpdateFromDeltaProto(d.id, update->num_examples, update->delta);
     if (extra != nullptr) u.tensors.push_back(*extra);
+    if (tamper) tamper(u);
     return c.SubmitUpdate(h, u, static_cast<int64_t>(update->delta.ByteSizeLong()));
   }
 
@@ -224,6 +228,47 @@ TEST_F(CoordinatorFedCgTest, AnUpdateNamingAPrivateTensorIsRefusedAndTheRoundCom
   EXPECT_EQ((*rounds)[0].state(), v1::ROUND_STATE_COMPLETED);
   EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
   EXPECT_EQ((*rounds)[0].metrics().rejected(), 1);
+}
+
+// A running variance is a variance: an update that would make one of G's negative (a buggy
+// or hostile device) is refused naming the entry, and the round completes with the others.
+TEST_F(CoordinatorFedCgTest, AnUpdateMakingARunningVarianceNegativeIsRefused) {
+  auto c = Make();
+  std::vector<Device> devices = Enroll(*c, 3);
+  v1::JobConfig config = TinyFedCgJob(1, 3, 2);
+  config.mutable_strategy()->mutable_fed_cg()->set_image_size(32);
+  config.mutable_strategy()->mutable_fed_cg()->set_gan_architecture(v1::FEDCG_GAN_CONV_BATCHNORM);
+  auto job = c->StartJob(config);
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  ASSERT_THAT(Work(*c, devices[0]), IsOk());
+  bool tampered = false;
+  EXPECT_THAT(Work(*c, devices[2], nullptr,
+                   [&](aggregation::Update& u) {
+                     for (aggregation::Tensor& t : u.tensors) {
+                       if (t.name != "G.bn2.running_var") continue;
+                       t.values[3] = -2.0f;  // the broadcast holds 1
+                       tampered = true;
+                     }
+                   }),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("G.bn2.running_var[3]"),
+                                        HasSubstr("below 0"))));
+  EXPECT_TRUE(tampered);
+  ASSERT_THAT(Work(*c, devices[1]), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 1u);
+  EXPECT_EQ((*rounds)[0].state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
+  EXPECT_EQ((*rounds)[0].metrics().rejected(), 1);
+  auto model = c->ExportModel(*job);
+  ASSERT_THAT(model, IsOk());
+  for (const v1::TensorProto& t : model->parameters()) {
+    if (!absl::EndsWith(t.name(), ".running_var")) continue;
+    for (float v : t.values()) EXPECT_GT(v, 0.0f) << t.name();
+  }
 }
 
 // FedCg's state (its round count, which seeds the distillation's noise) is checkpointed with
