@@ -162,6 +162,17 @@ class CoordinatorFedCgTest : public ::testing::Test {
     return straight;
   }
 
+  // The job ran one round, which completed with these counts.
+  static void ExpectOneRoundCompleted(Coordinator& c, const std::string& job, int participants,
+                                      int rejected) {
+    auto rounds = c.ListRounds(job);
+    ASSERT_THAT(rounds, IsOk());
+    ASSERT_EQ(rounds->size(), 1u);
+    EXPECT_EQ((*rounds)[0].state(), v1::ROUND_STATE_COMPLETED);
+    EXPECT_EQ((*rounds)[0].metrics().participants(), participants);
+    EXPECT_EQ((*rounds)[0].metrics().rejected(), rejected);
+  }
+
   base::ManualClock clock_;
 };
 
@@ -222,12 +233,7 @@ TEST_F(CoordinatorFedCgTest, AnUpdateNamingAPrivateTensorIsRefusedAndTheRoundCom
                                         HasSubstr("never leave the device"))));
   ASSERT_THAT(Work(*c, devices[1]), IsOk());
   ASSERT_THAT(c->Tick(), IsOk());
-  auto rounds = c->ListRounds(*job);
-  ASSERT_THAT(rounds, IsOk());
-  ASSERT_EQ(rounds->size(), 1u);
-  EXPECT_EQ((*rounds)[0].state(), v1::ROUND_STATE_COMPLETED);
-  EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
-  EXPECT_EQ((*rounds)[0].metrics().rejected(), 1);
+  ExpectOneRoundCompleted(*c, *job, /*participants=*/2, /*rejected=*/1);
 }
 
 // A running variance is a variance: an update that would make one of G's negative (a buggy
@@ -257,12 +263,7 @@ TEST_F(CoordinatorFedCgTest, AnUpdateMakingARunningVarianceNegativeIsRefused) {
   EXPECT_TRUE(tampered);
   ASSERT_THAT(Work(*c, devices[1]), IsOk());
   ASSERT_THAT(c->Tick(), IsOk());
-  auto rounds = c->ListRounds(*job);
-  ASSERT_THAT(rounds, IsOk());
-  ASSERT_EQ(rounds->size(), 1u);
-  EXPECT_EQ((*rounds)[0].state(), v1::ROUND_STATE_COMPLETED);
-  EXPECT_EQ((*rounds)[0].metrics().participants(), 2);
-  EXPECT_EQ((*rounds)[0].metrics().rejected(), 1);
+  ExpectOneRoundCompleted(*c, *job, /*participants=*/2, /*rejected=*/1);
   auto model = c->ExportModel(*job);
   ASSERT_THAT(model, IsOk());
   for (const v1::TensorProto& t : model->parameters()) {
