@@ -137,7 +137,7 @@ absl::StatusOr<v1::ModelProto> FedCgTaskSharedModel(const v1::TaskHeader& task);
 
 // Memory (bytes) one FedCG round holds at its peak on a device at `batch_size`, as
 // FedCgClient and the runtime lay it out (the counterpart of model::EstimateDeviceRoundMemoryBytes
-// for FedCG tasks; client/grpc/memory_budget.h):
+// for FedCG tasks; client/memory_budget.h):
 //   parameters  every tensor of E, C, G and D with its gradient (8 bytes a float), Adam's two
 //               moments for the trained ones (8 more; batch norm's running statistics have none),
 //               and the shared C and G four more times (the task's global copy, the copy Δ is

@@ -297,7 +297,7 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     plan.leading = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
     const model::SubModelSlicer& leading = *plan.leading;
     plan.spec = leading.sub_spec();
-    // The device checks its budget against the same estimates (client/grpc/memory_budget.h).
+    // The device checks its budget against the same estimates (client/memory_budget.h).
     plan.training_bytes = model::EstimateDeviceRoundMemoryBytes(
         plan.spec, training.batch_size(), training.optimizer() == v1::OPTIMIZER_KIND_ADAM);
     plan.teacher_bytes = model::EstimateTeacherMemoryBytes(plan.spec, training.batch_size());
@@ -504,19 +504,70 @@ absl::Status Coordinator::CheckUpdateHeader(const v1::UpdateHeader& header) {
   return absl::OkStatus();
 }
 
+absl::Status Coordinator::DropRejected(const std::string& client_id, absl::Status reason) {
+  if (reason.ok()) reason = absl::InvalidArgumentError("Coordinator: update rejected");
+  Round& round = *job_->round;
+  round.waiting.erase(client_id);
+  round.metrics.set_rejected(round.metrics.rejected() + 1);
+  v1::ClientRoundMetrics& m = round.tasks[client_id].metrics;
+  m.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+  m.set_reason(std::string(reason.message().substr(0, 256)));
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
+                     << ": rejected the update of client " << client_id << ": "
+                     << reason.message();
+  return reason;
+}
+
 absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
                                        const absl::Status& reason) {
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
-  Round& round = *job_->round;
-  round.waiting.erase(header.client_id());
-  round.metrics.set_rejected(round.metrics.rejected() + 1);
-  round.tasks[header.client_id()].metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-  round.tasks[header.client_id()].metrics.set_reason(std::string(reason.message().substr(0, 256)));
-  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
-                     << ": rejected the update of client " << header.client_id() << ": "
-                     << reason.message();
-  return reason.ok() ? absl::InvalidArgumentError("Coordinator: update rejected") : reason;
+  return DropRejected(header.client_id(), reason);
+}
+
+absl::StatusOr<ExpectedUpdate> Coordinator::ExpectedUpdateOf(const v1::UpdateHeader& header) {
+  FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
+  const Round& round = *job_->round;
+  if (round.secure != nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "Coordinator: round ", round.number, " uses secure aggregation: client ",
+        header.client_id(), " must send its update masked, through SecureAggregationStep"));
+  }
+  const ClientTask& ct = round.tasks.at(header.client_id());
+  ExpectedUpdate e;
+  e.model = ct.model;
+  e.encoding = job_->config.transfer().update_encoding();
+  if (e.encoding == v1::TENSOR_ENCODING_UNSPECIFIED) e.encoding = v1::TENSOR_ENCODING_FLOAT32;
+  e.fed_cg = job_->fed_cg != nullptr;
+  e.what = ct.tier < 0 ? std::string("the task's model")
+                       : absl::StrFormat("the task's sub-model (tier '%s', width %g)",
+                                         job_->tiers[ct.tier].name, job_->tiers[ct.tier].width_ratio);
+  return e;
+}
+
+absl::StatusOr<int64_t> Coordinator::BeginUpload(const v1::UpdateHeader& header) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(const ExpectedUpdate expected, ExpectedUpdateOf(header));
+  if (absl::Status s = CheckUpdateAnnouncement(header, expected); !s.ok()) {
+    return DropRejected(header.client_id(), std::move(s));
+  }
+  return expected.payload_bytes();
+}
+
+absl::Status Coordinator::SubmitPayload(const v1::UpdateHeader& header,
+                                        absl::string_view payload) {
+  ExpectedUpdate expected;
+  {
+    absl::MutexLock lock(&mu_);
+    FEDGE_ASSIGN_OR_RETURN(expected, ExpectedUpdateOf(header));
+    if (absl::Status s = CheckUpdateAnnouncement(header, expected); !s.ok()) {
+      return DropRejected(header.client_id(), std::move(s));
+    }
+  }
+  // Decoded without the lock: other clients' calls go on meanwhile.
+  absl::StatusOr<aggregation::Update> update = DecodeUpdatePayload(header, payload, expected);
+  if (!update.ok()) return RejectUpdate(header, update.status());
+  return SubmitUpdate(header, *std::move(update), static_cast<int64_t>(payload.size()));
 }
 
 absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
@@ -576,14 +627,8 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
         "overflow float",
         id, max_abs, update.weight));
   }
-  if (!status.ok()) {
-    // A bad update drops this client from the round, never the round.
-    round.waiting.erase(id);
-    round.metrics.set_rejected(round.metrics.rejected() + 1);
-    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-    ct.metrics.set_reason(std::string(status.message().substr(0, 256)));
-    return status;
-  }
+  // A bad update drops this client from the round, never the round.
+  if (!status.ok()) return DropRejected(id, std::move(status));
   round.sum_bound = sum_bound;
   int64_t value_bytes = 0;
   for (const aggregation::Tensor& t : update.tensors) {

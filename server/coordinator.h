@@ -85,6 +85,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "aggregation/fed_cg.h"
@@ -101,6 +102,7 @@
 #include "server/secure_round.h"
 #include "server/session_token.h"
 #include "server/store.h"
+#include "server/update_intake.h"
 
 namespace fedge::server {
 
@@ -173,6 +175,17 @@ class Coordinator {
   // transport) and `payload_bytes` their size on the wire.
   absl::Status SubmitUpdate(const v1::UpdateHeader& header, aggregation::Update update,
                             int64_t payload_bytes);
+  // Before an upload's payload is read: SubmitUpdate's checks of the header (credentials,
+  // job, round, task, duplicate) and of what it announces (server/update_intake.h: FedCG's
+  // private tensors, the exact payload size for the client's task model in the job's update
+  // encoding). A bad announcement drops the client from the round and is returned (as
+  // RejectUpdate). Returns the payload bytes the update must have.
+  absl::StatusOr<int64_t> BeginUpload(const v1::UpdateHeader& header);
+  // A whole encoded update, as a device sent it (reassembled by the transport, or straight
+  // from a simulated device): BeginUpload's checks, the payload decoded against the
+  // client's task (outside the lock), then SubmitUpdate. A payload that does not decode
+  // drops the client from the round (INVALID_ARGUMENT naming the problem).
+  absl::Status SubmitPayload(const v1::UpdateHeader& header, absl::string_view payload);
   // A transport found the update itself malformed (manifest or shapes that differ from the
   // task, non-finite values, a wrong byte count): when `header` names the client's open
   // task (same checks and errors as SubmitUpdate), drops the client from the round,
@@ -361,6 +374,13 @@ class Coordinator {
                                                    const aggregation::Update& update) const;
   // Credentials, job, open round, not yet answered, sampled, task id.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CheckUpdateHeader, then what the client's update must be (its task model, the job's
+  // update encoding). FAILED_PRECONDITION in a secure-aggregation round.
+  absl::StatusOr<ExpectedUpdate> ExpectedUpdateOf(const v1::UpdateHeader& header)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the client from the open round as rejected, recording `reason` (not OK).
+  absl::Status DropRejected(const std::string& client_id, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

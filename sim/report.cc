@@ -90,6 +90,16 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
                               Num(r.fedcg_first_kl), ",\"fedcg_last_kl\":", Num(r.fedcg_last_kl),
                               ",\"fedcg_synthetic_accuracy\":", Num(r.fedcg_synthetic_accuracy))
                : std::string();
+  // DP rounds carry the clip norm and, with adaptive clipping, the unclipped fraction and
+  // the next round's clip norm, as the coordinator records them (RoundMetrics.dp_*).
+  const std::string dp =
+      r.dp_clip_norm > 0
+          ? absl::StrCat(",\"dp_clip_norm\":", Num(r.dp_clip_norm),
+                         ",\"dp_unclipped_fraction\":", Num(r.dp_unclipped_fraction),
+                         ",\"dp_next_clip_norm\":", Num(r.dp_next_clip_norm))
+          : std::string();
+  const std::string declined =
+      r.declined > 0 ? absl::StrCat(",\"declined\":", r.declined) : std::string();
   return absl::StrCat(
       "{\"round\":", r.round, ",\"attempts\":", r.attempts,
       ",\"virtual_time_s\":", Num(r.virtual_time_s), ",\"round_virtual_s\":", Num(r.round_virtual_s),
@@ -100,7 +110,7 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
       ",\"participants\":", r.participants, ",\"dropped\":", r.dropped,
       ",\"offline\":", r.offline, ",\"dropouts\":", r.dropouts, ",\"stragglers\":", r.stragglers,
       ",\"examples\":", r.examples, ",\"bytes_up\":", r.bytes_up, ",\"bytes_down\":", r.bytes_down,
-      ",\"epsilon\":", Num(r.epsilon), fed_cg, "}");
+      ",\"epsilon\":", Num(r.epsilon), dp, declined, fed_cg, "}");
 }
 
 absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
@@ -152,6 +162,10 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "fedcg_synthetic_accuracy") r.fedcg_synthetic_accuracy = v;
     else if (key == "bytes_down") r.bytes_down = i64;
     else if (key == "epsilon") r.epsilon = v;
+    else if (key == "dp_clip_norm") r.dp_clip_norm = v;
+    else if (key == "dp_unclipped_fraction") r.dp_unclipped_fraction = v;
+    else if (key == "dp_next_clip_norm") r.dp_next_clip_norm = v;
+    else if (key == "declined") r.declined = i32;
   }
   if (!has_round) return absl::InvalidArgumentError("Metrics: no \"round\" in the line");
   return r;

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "client/device_round.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "google/protobuf/message_lite.h"
@@ -103,10 +104,7 @@ absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDa
                                     static_cast<int>(job.header->round() - 1));
   }
   const data::Dataset d = data.ClientData(job.client);
-  FEDGE_ASSIGN_OR_RETURN(client::LocalTrainingOptions options,
-                         client::OptionsFromTask(*job.header, job.seed));
-  options.teacher = job.teacher;  // in-process: fp32 and unencoded
-  return client::TrainLocally(*job.model, d, options);
+  return client::TrainTask(*job.header, *job.model, job.teacher, d, job.seed);
 }
 
 // Trains `jobs` on `threads` threads and hands each result to `consume` on the calling
@@ -531,6 +529,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
   const uint64_t online_seed = MixSeed(seed, kAvailabilityStream, static_cast<uint64_t>(round),
                                        static_cast<uint64_t>(attempt));
   std::vector<ClientRun> runs;
+  DecodedModels decoded;
   for (int64_t c = 0; c < config_.population(); ++c) {
     if (!always_online) {
       const double p = availability.kind_case() == v1::Distribution::kConstant
@@ -543,7 +542,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     if (!task.has_value()) continue;
     ClientRun run;
     run.client = c;
-    run.task = *std::move(task);
+    FEDGE_RETURN_IF_ERROR(Deliver(*std::move(task), decoded, run));
     runs.push_back(std::move(run));
   }
 
@@ -551,13 +550,16 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
   const double deadline = config_.job().round_policy().deadline_seconds();
   const uint64_t dropout_seed = MixSeed(seed, kDropoutStream, static_cast<uint64_t>(round),
                                         static_cast<uint64_t>(attempt));
-  int dropouts = 0, stragglers = 0;
+  int dropouts = 0, stragglers = 0, declined = 0;
   std::vector<ClientRun*> training;
   for (ClientRun& run : runs) {
+    if (run.declined) {
+      ++declined;
+      continue;
+    }
     const DeviceModel device = DrawDevice(config_, run.client);
     const server::TaskAssignment& t = run.task;
-    int64_t down = server::EncodedModelBytes(*t.model, t.model_encoding);
-    if (t.teacher != nullptr) down += server::EncodedModelBytes(*t.teacher, t.teacher_encoding);
+    const int64_t down = run.bytes_down;
     v1::TensorEncoding up_encoding = t.header.update_encoding();
     if (up_encoding == v1::TENSOR_ENCODING_UNSPECIFIED) up_encoding = v1::TENSOR_ENCODING_FLOAT32;
     const int64_t up = server::EncodedModelBytes(*t.model, up_encoding);
@@ -615,6 +617,10 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.bytes_up = m.bytes_up();
     rep.bytes_down = m.bytes_down();
     rep.epsilon = m.epsilon();
+    rep.dp_clip_norm = m.dp_clip_norm();
+    rep.dp_unclipped_fraction = m.dp_unclipped_fraction();
+    rep.dp_next_clip_norm = m.dp_next_clip_norm();
+    rep.declined = declined;
     if (m.has_fed_cg()) {
       rep.fed_cg = true;
       rep.fedcg_reported_accuracy = m.fed_cg().client_accuracy();
@@ -642,8 +648,7 @@ absl::StatusOr<double> Simulator::FedCgClientAccuracy(const std::vector<ClientRu
     const v1::TaskHeader& h = run->task.header;
     FEDGE_ASSIGN_OR_RETURN(
         client::FedCgDeviceData d,
-        FedCgClientData(run->client, h,
-                        h.training().shuffle_seed() ^ base::Fnv1a(ClientId(run->client)), *data_));
+        FedCgClientData(run->client, h, client::FedCgDeviceSeed(h, ClientId(run->client)), *data_));
     if (d.eval.num_examples == 0) continue;
     FEDGE_ASSIGN_OR_RETURN(const double accuracy, c->Evaluate(global, d.eval));
     correct += accuracy * d.eval.num_examples;
@@ -665,16 +670,13 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
     job.header = &run.task.header;
     job.model = run.task.model.get();
     job.teacher = run.task.teacher.get();
-    // The shuffling seed a device derives (client/grpc/client_runtime.cc): from the task's
-    // shuffle_seed, its id and the round, so a fleet whose devices carry the sim's ids
-    // (fedge-client --client-id) trains on the same batches.
-    job.seed = base::Rng(run.task.header.training().shuffle_seed() ^ base::Fnv1a(ClientId(run.client)),
-                         static_cast<uint64_t>(round))
-                   .NextU64();
+    // The shuffling seed a device derives (client/device_round.h), so a fleet whose devices
+    // carry the sim's ids (fedge-client --client-id) trains on the same batches.
+    job.seed = client::DeviceRoundSeeds(run.task.header, ClientId(run.client)).shuffle;
     if (run.task.header.has_fed_cg()) {
       // The client's FedCgClient, created at its first task as a device creates it.
       const v1::TaskHeader& h = run.task.header;
-      job.fedcg_seed = h.training().shuffle_seed() ^ base::Fnv1a(ClientId(run.client));
+      job.fedcg_seed = client::FedCgDeviceSeed(h, ClientId(run.client));
       std::unique_ptr<client::FedCgClient>& c = fedcg_[static_cast<size_t>(run.client)];
       if (c == nullptr) {
         FEDGE_ASSIGN_OR_RETURN(c, client::FedCgClient::Create(model::FedCgShapeFromParams(h.fed_cg()),
@@ -726,27 +728,56 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
 absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& update) {
   const v1::TaskHeader& task = run.task.header;
   const std::string id = ClientId(run.client);
-  v1::UpdateHeader h;
-  h.set_client_id(id);
-  h.set_session_token(Token(run.client));
-  h.set_job_id(task.job_id());
-  h.set_round(task.round());
-  h.set_task_id(task.task_id());
-  h.set_num_examples(update.num_examples);
-  h.mutable_metrics()->set_train_loss(update.train_loss);
-  h.mutable_metrics()->set_train_accuracy(update.train_accuracy);
-  h.mutable_metrics()->set_steps(update.steps);
+  FEDGE_ASSIGN_OR_RETURN(
+      client::EncodedUpdate up,
+      client::EncodeUpdate(task, update, id, client::DeviceRoundSeeds(task, id).update_encoding));
+  up.header.set_session_token(Token(run.client));
   // The virtual training time, not the host's: metrics must not depend on the machine.
-  h.mutable_metrics()->set_train_seconds(run.finish_s);
-  if (update.eval_examples > 0) {
-    h.mutable_metrics()->set_eval_accuracy(update.eval_accuracy);
-    h.mutable_metrics()->set_eval_examples(update.eval_examples);
+  up.header.mutable_metrics()->set_train_seconds(run.finish_s);
+  return coordinator_->SubmitPayload(up.header, up.payload);
+}
+
+absl::Status Simulator::Deliver(server::TaskAssignment task, DecodedModels& decoded,
+                                ClientRun& run) {
+  FEDGE_ASSIGN_OR_RETURN(server::EncodedTask sent, encoder_.Encode(std::move(task)));
+  const std::string id = ClientId(run.client);
+  client::DeviceResources device;
+  device.memory_budget_bytes = DrawDevice(config_, run.client).memory_budget_bytes;
+  device.num_examples = data_->NumExamples(run.client);
+  device.example_floats = static_cast<int64_t>(data_->TestData()->feature_size());
+  if (sent.header.has_fed_cg()) device.eval_examples = data_->ClientTestData(run.client).num_examples;
+  absl::StatusOr<client::DeviceTask> admitted = client::AdmitTask(sent.header, device);
+  run.task.header = sent.header;
+  run.bytes_down = sent.header.total_bytes();
+  if (absl::IsResourceExhausted(admitted.status())) {
+    // Over the device's budget: it declines, as a fleet device does.
+    v1::UpdateHeader h =
+        client::DeclineHeader(sent.header, id, admitted.status().message());
+    h.set_session_token(Token(run.client));
+    run.declined = true;
+    return coordinator_->DeclineTask(h);
   }
-  v1::TensorEncoding up_encoding = task.update_encoding();
-  if (up_encoding == v1::TENSOR_ENCODING_UNSPECIFIED) up_encoding = v1::TENSOR_ENCODING_FLOAT32;
-  return coordinator_->SubmitUpdate(
-      h, server::UpdateFromDeltaProto(id, static_cast<double>(update.num_examples), update.delta),
-      server::EncodedModelBytes(update.delta, up_encoding));
+  if (!admitted.ok()) {
+    return absl::Status(admitted.status().code(),
+                        absl::StrCat("Simulator: client ", run.client, " cannot take its task: ",
+                                     admitted.status().message()));
+  }
+  const std::pair<const void*, const void*> key(
+      sent.sections[0].get(), sent.sections.size() > 1 ? sent.sections[1].get() : nullptr);
+  auto it = decoded.by_sections.find(key);
+  if (it == decoded.by_sections.end()) {
+    FEDGE_RETURN_IF_ERROR(client::DecodeTaskPayload(sent.Payload(), *admitted));
+    DecodedModels::Models m;
+    m.sections = sent.sections;
+    m.model = std::make_shared<const v1::ModelProto>(std::move(admitted->model));
+    if (admitted->teacher.has_value()) {
+      m.teacher = std::make_shared<const v1::ModelProto>(*std::move(admitted->teacher));
+    }
+    it = decoded.by_sections.emplace(key, std::move(m)).first;
+  }
+  run.task.model = it->second.model;
+  run.task.teacher = it->second.teacher;
+  return absl::OkStatus();
 }
 
 }  // namespace fedge::sim

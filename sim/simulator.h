@@ -64,9 +64,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -76,6 +78,7 @@
 #include "client/local_trainer.h"
 #include "proto/sim.pb.h"
 #include "server/coordinator.h"
+#include "server/task_payload.h"
 #include "sim/client_data.h"
 #include "sim/cluster.h"
 
@@ -122,6 +125,13 @@ struct RoundReport {
   int64_t bytes_up = 0;         // accepted update payload bytes
   int64_t bytes_down = 0;       // task payload bytes fetched
   double epsilon = 0;           // DP ε after this round (0 without DP)
+  // DP: the clip norm C the round's devices used; with adaptive clipping, the noised
+  // fraction of participants whose update was within C, and C for the next round
+  // (RoundMetrics.dp_*). Written to the metrics line only when dp_clip_norm > 0.
+  double dp_clip_norm = 0;
+  double dp_unclipped_fraction = 0;
+  double dp_next_clip_norm = 0;
+  int declined = 0;             // fetched, declined as over the device's memory budget
   // FedCG jobs (strategy.fed_cg): test_accuracy is then the paper's mean client accuracy
   // of this round, which the simulator measures itself after the round: each participant's
   // private E with the new global C on its own test examples (client_test_sets, else its
@@ -162,7 +172,12 @@ class Simulator {
   // A sampled client that fetched its task, and what the round made of it.
   struct ClientRun {
     int64_t client = 0;
+    // The task as the device holds it: the header as sent (manifests, byte count) and the
+    // models decoded from the payload (shared by the round's devices that got the same
+    // bytes); the encodings are those of the payload.
     server::TaskAssignment task;
+    int64_t bytes_down = 0;  // the task's payload
+    bool declined = false;   // over the device's memory budget (client::AdmitTask)
     double finish_s = 0;  // virtual seconds after the round opened
     bool dropout = false;
     bool straggler = false;
@@ -178,7 +193,23 @@ class Simulator {
   // Trains `runs` (those that neither drop out nor straggle) on the pool, and on the other
   // ranks, and submits them in order, advancing the clock to each finish time.
   absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
+  // A device's update as it leaves the device (client::EncodeUpdate), into the
+  // coordinator's intake (Coordinator::SubmitPayload), as a fleet device's arrives.
   absl::Status Submit(const ClientRun& run, const client::LocalUpdate& update);
+  // Decoded task models of one attempt, by the encoded sections they came from (the
+  // encoder shares a section between the tasks that send the same model).
+  struct DecodedModels {
+    struct Models {
+      std::shared_ptr<const v1::ModelProto> model, teacher;
+      // The key's sections, held so that their addresses stay theirs for the attempt.
+      std::vector<std::shared_ptr<const server::EncodedModel>> sections;
+    };
+    std::map<std::pair<const void*, const void*>, Models> by_sections;
+  };
+  // What a device does with the task it fetched (client/device_round.h): the coordinator's
+  // encoder sends it as a fleet device gets it, the device admits it against its memory
+  // budget (declining it through the coordinator when over) and decodes the payload.
+  absl::Status Deliver(server::TaskAssignment task, DecodedModels& decoded, ClientRun& run);
   // FedCG: the mean accuracy of `runs`' clients (private E, the job's current global C) on
   // their evaluation examples, weighted by their count; 0 when none has any.
   absl::StatusOr<double> FedCgClientAccuracy(const std::vector<ClientRun*>& runs);
@@ -194,6 +225,8 @@ class Simulator {
   base::ManualClock clock_;
   absl::Time start_;
   std::unique_ptr<server::Coordinator> coordinator_;
+  // Encodes tasks as the gRPC service does (server/task_payload.h).
+  server::TaskPayloadEncoder encoder_;
   std::string job_id_;
   // The coordinator's session tokens are 32 random bytes, as 64 hex characters.
   static constexpr size_t kTokenBytes = 32;

@@ -16,9 +16,10 @@
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
-#include "client/grpc/device_state.h"
-#include "client/grpc/memory_budget.h"
-#include "client/grpc/preprocessing.h"
+#include "client/device_state.h"
+#include "client/memory_budget.h"
+#include "client/preprocessing.h"
+#include "client/device_round.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "model/fedcg_nets.h"
@@ -61,49 +62,10 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
 
-// A downloaded task: its header and the model to train.
-struct Task {
-  v1::TaskHeader header;
-  v1::ModelProto model;
-  std::optional<v1::ModelProto> teacher;  // distillation teacher, when the task has one
+// A downloaded task (client/device_round.h) and when it arrived.
+struct Task : DeviceTask {
   absl::Time received;
 };
-
-// Encodings a task's model and teacher may arrive in (JobConfig.transfer, distillation).
-constexpr v1::TensorEncoding kTaskEncodings[] = {v1::TENSOR_ENCODING_FLOAT32,
-                                                 v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
-                                                 v1::TENSOR_ENCODING_INT4_BLOCK32};
-
-// Payload bytes a section described by `manifest` must have for `model`'s parameters: the
-// exact size of each tensor in the encoding the manifest names for it.
-absl::StatusOr<int64_t> SectionBytes(const v1::TensorManifest& manifest,
-                                     const v1::ModelProto& model, absl::string_view what) {
-  const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(model);
-  if (manifest.tensors_size() != static_cast<int>(specs.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("ClientRuntime: the task's ", what,
-                                                   " manifest lists ", manifest.tensors_size(),
-                                                   " tensors; its spec has ", specs.size()));
-  }
-  int64_t total = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const v1::TensorEncoding e = manifest.tensors(static_cast<int>(i)).encoding();
-    if (std::find(std::begin(kTaskEncodings), std::end(kTaskEncodings), e) ==
-        std::end(kTaskEncodings)) {
-      return absl::InvalidArgumentError(absl::StrCat("ClientRuntime: the task's ", what,
-                                                     " tensor ", i, " has encoding ",
-                                                     v1::TensorEncoding_Name(e)));
-    }
-    total += model::EncodedBytes(specs[i], e);
-  }
-  return total;
-}
-
-// Replaces `model`'s parameter values with the section's (dequantized) tensors.
-absl::Status DecodeSection(const v1::TensorManifest& manifest, absl::string_view bytes,
-                           v1::ModelProto* model) {
-  return model::DecodeModelParameters(manifest, bytes, model,
-                                      {std::begin(kTaskEncodings), std::end(kTaskEncodings)});
-}
 
 }  // namespace
 
@@ -162,8 +124,7 @@ struct ClientRuntime::Impl {
   absl::Status FetchAndRun(const std::atomic<bool>& stop);
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
   // One upload stream of `payload` from byte `offset` (> 0: resuming an interrupted upload).
-  absl::Status Upload(const Task& task, const LocalUpdate& update, const std::string& payload,
-                      const v1::TensorManifest& manifest, int64_t offset,
+  absl::Status Upload(const Task& task, const EncodedUpdate& update, int64_t offset,
                       const std::atomic<bool>& stop);
   // How many bytes of the task's interrupted upload the coordinator kept (0: start over).
   int64_t KeptUploadBytes(const v1::TaskHeader& task);
@@ -287,79 +248,28 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   }
   Task task;
   task.received = absl::Now();
-  task.header = chunk.header();
-  // The model to fill: the task's architecture with its parameter names and shapes; the
-  // payload must match it exactly.
   // A task this client cannot take (bad spec or manifest) is not fetched again.
   auto bad_task = [&](const absl::Status& why) {
-    abandoned_task_id = task.header.task_id();
+    abandoned_task_id = chunk.header().task_id();
     Count(&ClientRuntimeStats::tasks_abandoned);
     return finish(why);
   };
-  if (task.header.has_fed_cg()) {
-    // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
-    auto shared = FedCgTaskSharedModel(task.header);
-    if (!shared.ok()) return bad_task(shared.status());
-    if (options.profile.memory_budget_bytes() > 0) {
-      // Refuse, before downloading it, a task that would not fit the memory budget.
-      auto estimate =
-          EstimateFedCgTaskMemory(model::FedCgShapeFromParams(task.header.fed_cg()),
-                                  FedCgOptionsFromTask(task.header).batch_size,
-                                  data.raw().num_examples + (options.eval_data != nullptr
-                                                                 ? options.eval_data->num_examples
-                                                                 : 0));
-      if (!estimate.ok()) return bad_task(estimate.status());
-      const absl::Status fits = CheckMemoryBudget(*estimate, options.profile.memory_budget_bytes());
-      if (!fits.ok()) {
-        Decline(task.header, std::string(fits.message()));
-        return bad_task(fits);
-      }
+  // The models the payload must fill and its size, and the memory budget, from the header
+  // alone: a task that would not fit is refused before its payload is downloaded.
+  DeviceResources device;
+  device.memory_budget_bytes = options.profile.memory_budget_bytes();
+  device.num_examples = data.raw().num_examples;
+  device.example_floats = data.raw().feature_size();
+  device.eval_examples = options.eval_data != nullptr ? options.eval_data->num_examples : 0;
+  absl::StatusOr<DeviceTask> admitted = AdmitTask(chunk.header(), device);
+  if (!admitted.ok()) {
+    if (absl::IsResourceExhausted(admitted.status())) {
+      Decline(chunk.header(), std::string(admitted.status().message()));
     }
-    task.model = *std::move(shared);
-  } else {
-    auto net = model::Sequential::Create(task.header.model_spec());
-    if (!net.ok()) return bad_task(net.status());
-    {
-      // Refuse, before downloading it, a task that would not fit the memory budget.
-      auto train_options = OptionsFromTask(task.header, 0);
-      if (!train_options.ok()) return bad_task(train_options.status());
-      auto pre = ResolvePreprocessing(task.header.preprocessing());
-      if (!pre.ok()) return bad_task(pre.status());
-      const int64_t copy_floats =
-          pre->kind() == v1::Preprocessing::KIND_UNIT_RANGE
-              ? 0
-              : static_cast<int64_t>(data.raw().num_examples) *
-                    static_cast<int64_t>(data.raw().feature_size());
-      const TaskMemoryEstimate estimate = EstimateTaskMemory(
-          task.header.model_spec(),
-          task.header.has_teacher_spec() ? &task.header.teacher_spec() : nullptr, *train_options,
-          copy_floats);
-      const absl::Status fits = CheckMemoryBudget(estimate, options.profile.memory_budget_bytes());
-      if (!fits.ok()) {
-        Decline(task.header, std::string(fits.message()));
-        return bad_task(fits);
-      }
-    }
-    task.model = (*net)->ToProto();
-    net->reset();
+    return bad_task(admitted.status());
   }
-  auto model_bytes = SectionBytes(task.header.manifest(), task.model, "model");
-  if (!model_bytes.ok()) return bad_task(model_bytes.status());
-  int64_t teacher_bytes = 0;
-  if (task.header.has_teacher_spec()) {
-    auto teacher = model::Sequential::Create(task.header.teacher_spec());
-    if (!teacher.ok()) return bad_task(teacher.status());
-    task.teacher = (*teacher)->ToProto();
-    auto t = SectionBytes(task.header.teacher_manifest(), *task.teacher, "teacher");
-    if (!t.ok()) return bad_task(t.status());
-    teacher_bytes = *t;
-  }
-  const int64_t expected_bytes = *model_bytes + teacher_bytes;
-  if (task.header.total_bytes() != expected_bytes) {
-    return bad_task(absl::InvalidArgumentError(absl::StrCat(
-        "ClientRuntime: task announces ", task.header.total_bytes(),
-        " payload bytes; its model and teacher take ", expected_bytes)));
-  }
+  static_cast<DeviceTask&>(task) = *std::move(admitted);
+  const int64_t expected_bytes = task.payload_bytes;
   auto assembler = model::PayloadAssembler::Create(task.header.total_bytes(),
                                                    std::min(expected_bytes, options.max_task_bytes));
   if (!assembler.ok()) return finish(assembler.status());
@@ -384,14 +294,7 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     FEDGE_RETURN_IF_ERROR(s);
     return absl::UnavailableError("ClientRuntime: FetchTask: the task stream ended early");
   }
-  absl::Status decoded = DecodeSection(task.header.manifest(),
-                                       absl::string_view(*payload).substr(0, *model_bytes),
-                                       &task.model);
-  if (decoded.ok() && task.teacher.has_value()) {
-    decoded = DecodeSection(task.header.teacher_manifest(),
-                            absl::string_view(*payload).substr(*model_bytes), &*task.teacher);
-  }
-  if (!decoded.ok()) {
+  if (absl::Status decoded = DecodeTaskPayload(*payload, task); !decoded.ok()) {
     abandoned_task_id = task.header.task_id();
     Count(&ClientRuntimeStats::tasks_abandoned);
     return decoded;
@@ -412,31 +315,15 @@ int64_t ClientRuntime::Impl::KeptUploadBytes(const v1::TaskHeader& t) {
   return std::max<int64_t>(0, resp.bytes_received());
 }
 
-absl::Status ClientRuntime::Impl::Upload(const Task& task, const LocalUpdate& update,
-                                         const std::string& payload,
-                                         const v1::TensorManifest& manifest, int64_t offset,
-                                         const std::atomic<bool>& stop) {
+absl::Status ClientRuntime::Impl::Upload(const Task& task, const EncodedUpdate& update,
+                                         int64_t offset, const std::atomic<bool>& stop) {
   const v1::TaskHeader& t = task.header;
+  const std::string& payload = update.payload;
   v1::UpdateChunk header;
   v1::UpdateHeader* h = header.mutable_header();
-  h->set_client_id(id());
+  *h = update.header;
   h->set_session_token(session_token);
-  h->set_job_id(t.job_id());
-  h->set_round(t.round());
-  h->set_task_id(t.task_id());
-  *h->mutable_manifest() = manifest;
-  h->set_total_bytes(static_cast<int64_t>(payload.size()));
-  h->set_num_examples(update.num_examples);
-  h->mutable_metrics()->set_train_loss(update.train_loss);
-  h->mutable_metrics()->set_train_accuracy(update.train_accuracy);
-  h->mutable_metrics()->set_steps(update.steps);
-  h->mutable_metrics()->set_train_seconds(update.seconds);
   h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
-  h->mutable_metrics()->set_update_norm(update.delta_norm);
-  if (update.eval_examples > 0) {
-    h->mutable_metrics()->set_eval_accuracy(update.eval_accuracy);
-    h->mutable_metrics()->set_eval_examples(update.eval_examples);
-  }
   h->set_resume_offset(offset);
 
   grpc::ClientContext ctx;
@@ -611,12 +498,8 @@ absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
 void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& reason) {
   v1::UpdateChunk msg;
   v1::UpdateHeader* h = msg.mutable_header();
-  h->set_client_id(id());
+  *h = DeclineHeader(t, id(), reason);
   h->set_session_token(session_token);
-  h->set_job_id(t.job_id());
-  h->set_round(t.round());
-  h->set_task_id(t.task_id());
-  h->set_refusal(reason.substr(0, 256));
   h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(absl::Seconds(10)));
@@ -634,7 +517,7 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
   const v1::TaskHeader& t = task.header;
   const model::FedCgShape shape = model::FedCgShapeFromParams(t.fed_cg());
   // The same seed every round of the job: E, D and the held-out split stay this device's.
-  const uint64_t seed = t.training().shuffle_seed() ^ base::Fnv1a(id());
+  const uint64_t seed = FedCgDeviceSeed(t, id());
   const std::string private_path =
       options.state_path.empty() ? std::string() : options.state_path + ".fedcg";
   std::vector<model::Parameter*> private_params;
@@ -726,8 +609,7 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
     if (*fresh == nullptr) return abandon(absl::FailedPreconditionError("data source gave no data"));
     data.Reset(std::move(fresh).value());
   }
-  base::Rng seed_rng(t.training().shuffle_seed() ^ base::Fnv1a(id()), static_cast<uint64_t>(t.round()));
-  const uint64_t train_seed = seed_rng.NextU64();
+  const RoundSeeds seeds = DeviceRoundSeeds(t, id());
   auto cancelled = [&stop, deadline] { return stop.load() || absl::Now() > deadline; };
   absl::StatusOr<LocalUpdate> update;
   if (t.has_fed_cg()) {
@@ -735,11 +617,8 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   } else {
     auto local = data.Get(t.preprocessing());
     if (!local.ok()) return abandon(local.status());
-    auto train_options = OptionsFromTask(t, train_seed);
-    if (!train_options.ok()) return abandon(train_options.status());
-    train_options->cancelled = cancelled;
-    if (task->teacher.has_value()) train_options->teacher = &*task->teacher;
-    update = TrainLocally(task->model, **local, *train_options);
+    update = TrainTask(t, task->model, task->teacher.has_value() ? &*task->teacher : nullptr,
+                       **local, seeds.shuffle, cancelled);
   }
   if (!update.ok()) {
     if (absl::IsCancelled(update.status()) && stop.load()) {
@@ -765,17 +644,17 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
     bytes_up = *sent;
   } else {
     // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
-    auto encoded = model::EncodeModelParameters(update->delta, t.update_encoding(),
-                                                seed_rng.NextU64());
+    absl::StatusOr<EncodedUpdate> encoded =
+        EncodeUpdate(t, *update, id(), seeds.update_encoding);
     if (!encoded.ok()) return abandon(encoded.status());
-    bytes_up = static_cast<int64_t>(encoded->bytes.size());
+    bytes_up = static_cast<int64_t>(encoded->payload.size());
 
     // Upload; a broken connection restarts the upload while the deadline allows.
     Backoff retry(options.backoff, options.seed ^ 0x5eed);
     bool reregistered = false;
     int64_t offset = 0;
     for (;;) {
-      absl::Status s = Upload(*task, *update, encoded->bytes, encoded->manifest, offset, stop);
+      absl::Status s = Upload(*task, *encoded, offset, stop);
       if (absl::IsFailedPrecondition(s) && offset > 0) {
         // The coordinator no longer holds what it had kept: send everything again.
         offset = 0;
@@ -799,11 +678,11 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
       Count(&ClientRuntimeStats::connection_failures);
       SleepUnlessStopped(wait, stop);
       // Resume from what the coordinator kept of this upload, if anything.
-      offset = std::min<int64_t>(KeptUploadBytes(t), static_cast<int64_t>(encoded->bytes.size()));
+      offset = std::min<int64_t>(KeptUploadBytes(t), static_cast<int64_t>(encoded->payload.size()));
       if (offset > 0) {
         Count(&ClientRuntimeStats::uploads_resumed);
         FEDGE_LOG(INFO) << where << ": resuming the upload at byte " << offset << " of "
-                        << encoded->bytes.size();
+                        << encoded->payload.size();
       }
     }
   }

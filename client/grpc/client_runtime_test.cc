@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "client/grpc/device_state.h"
+#include "client/device_state.h"
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
 

@@ -8,7 +8,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "zlib.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "model/payload.h"
@@ -25,25 +24,6 @@ absl::Status CheckString(absl::string_view field, const std::string& value, size
                                                    value.size(), " bytes, at most ", max));
   }
   return absl::OkStatus();
-}
-
-// Decoded tensors as an aggregation update (the vectors move, nothing is copied).
-aggregation::Update UpdateFromDecoded(const std::string& client_id, double num_examples,
-                                      std::vector<model::DecodedTensor> tensors) {
-  aggregation::Update update;
-  update.client_id = client_id;
-  update.weight = num_examples;
-  update.tensors.reserve(tensors.size());
-  update.max_abs = 0.0;
-  for (model::DecodedTensor& t : tensors) {
-    update.max_abs = std::max<double>(*update.max_abs, t.max_abs);
-    aggregation::Tensor out;
-    out.name = std::move(t.name);
-    out.shape = std::move(t.shape);
-    out.values = std::move(t.values);
-    update.tensors.push_back(std::move(out));
-  }
-  return update;
 }
 
 // What must match between an interrupted upload and its resume: the task, the payload's
@@ -87,29 +67,6 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-absl::StatusOr<std::shared_ptr<const CoordinatorServiceImpl::EncodedModel>>
-CoordinatorServiceImpl::Encode(const std::shared_ptr<const v1::ModelProto>& model,
-                               v1::TensorEncoding encoding) {
-  {
-    absl::MutexLock lock(&cache_mu_);
-    for (const auto& e : cache_) {
-      if (e->model == model && e->encoding == encoding) return e;
-    }
-  }
-  // Encoded outside the lock; two concurrent first downloads may both encode (harmless).
-  FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload p, model::EncodeModelParameters(*model, encoding));
-  auto e = std::make_shared<EncodedModel>();
-  e->model = model;
-  e->encoding = encoding;
-  e->manifest = std::move(p.manifest);
-  e->bytes = std::move(p.bytes);
-  e->crc32 = model::PayloadCrc32(e->bytes);
-  absl::MutexLock lock(&cache_mu_);
-  if (cache_.size() >= kMaxCachedModels) cache_.erase(cache_.begin());
-  cache_.push_back(e);
-  return std::shared_ptr<const EncodedModel>(std::move(e));
-}
-
 grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
                                                const v1::FetchTaskRequest* request,
                                                grpc::ServerWriter<v1::TaskChunk>* writer) {
@@ -143,31 +100,14 @@ grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
   }
 
   // The payload: the model's section, then the teacher's (if any).
-  absl::StatusOr<std::shared_ptr<const EncodedModel>> encoded =
-      Encode(task->model, task->model_encoding);
+  absl::StatusOr<EncodedTask> encoded = encoder_.Encode(*std::move(task));
   if (!encoded.ok()) return ToGrpcStatus(encoded.status());
-  std::shared_ptr<const EncodedModel> teacher;
-  if (task->teacher != nullptr) {
-    absl::StatusOr<std::shared_ptr<const EncodedModel>> t =
-        Encode(task->teacher, task->teacher_encoding);
-    if (!t.ok()) return ToGrpcStatus(t.status());
-    teacher = *std::move(t);
-  }
-  const EncodedModel& e = **encoded;
-  std::vector<absl::string_view> sections = {e.bytes};
-  uint32_t crc = e.crc32;
+  std::vector<absl::string_view> sections;
+  for (const auto& section : encoded->sections) sections.push_back(section->bytes);
+  const size_t total = static_cast<size_t>(encoded->header.total_bytes());
+  const uint32_t crc = encoded->crc32;
   v1::TaskChunk msg;
-  *msg.mutable_header() = std::move(task->header);
-  *msg.mutable_header()->mutable_manifest() = e.manifest;
-  if (teacher != nullptr) {
-    *msg.mutable_header()->mutable_teacher_manifest() = teacher->manifest;
-    sections.push_back(teacher->bytes);
-    crc = static_cast<uint32_t>(
-        crc32_combine(crc, teacher->crc32, static_cast<z_off_t>(teacher->bytes.size())));
-  }
-  size_t total = 0;
-  for (absl::string_view s : sections) total += s.size();
-  msg.mutable_header()->set_total_bytes(static_cast<int64_t>(total));
+  *msg.mutable_header() = std::move(encoded->header);
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   const size_t chunk = static_cast<size_t>(
       std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes));
@@ -230,49 +170,13 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
     response->set_round(header.round());
     return absl::OkStatus();
   }
-  // Credentials and the client's task, before any payload byte.
-  FEDGE_ASSIGN_OR_RETURN(std::optional<TaskAssignment> task,
-                         coordinator_->FetchTask(header.client_id(), header.session_token()));
-  if (!task.has_value() || task->header.task_id() != header.task_id() ||
-      task->header.round() != header.round() || task->header.job_id() != header.job_id()) {
-    // The Coordinator names what is wrong (round, task, duplicate) without reading the update.
-    absl::Status s = coordinator_->SubmitUpdate(header, aggregation::Update{}, 0);
-    return s.ok() ? absl::InternalError("CoordinatorService: update accepted without a task") : s;
-  }
-  const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(*task->model);
-  const v1::TensorEncoding encoding = task->header.update_encoding();
-  int64_t expected_bytes = 0;
-  for (const model::PayloadTensorSpec& spec : specs) {
-    expected_bytes += model::EncodedBytes(spec, encoding);
-  }
-  // "the task's model (tier 'quarter', width 0.25)": updates are checked against the client's
-  // sub-model, not the full model.
-  const std::string what =
-      task->header.tier().empty()
-          ? std::string("the task's model")
-          : absl::StrFormat("the task's sub-model (tier '%s', width %g)", task->header.tier(),
-                            task->header.width_ratio());
-  if (task->header.has_fed_cg()) {
-    // FedCG: the device's extractor E and discriminator D never leave it. An update that
-    // names one of their tensors is refused before a payload byte is read, naming it.
-    for (const v1::TensorInfo& t : header.manifest().tensors()) {
-      if (absl::StartsWith(t.name(), "E.") || absl::StartsWith(t.name(), "D.")) {
-        return coordinator_->RejectUpdate(
-            header, absl::InvalidArgumentError(absl::StrCat(
-                        "CoordinatorService: client ", header.client_id(),
-                        "'s FedCG update carries tensor '", t.name().substr(0, 64),
-                        "', a parameter of its private extractor E or discriminator D, which "
-                        "never leave the device: refused")));
-      }
-    }
-  }
-  if (header.total_bytes() != expected_bytes || header.total_bytes() > limits_.max_payload_bytes) {
+  // Credentials, the client's task and what the header announces, before any payload byte.
+  FEDGE_ASSIGN_OR_RETURN(const int64_t expected_bytes, coordinator_->BeginUpload(header));
+  if (expected_bytes > limits_.max_payload_bytes) {
     return coordinator_->RejectUpdate(
         header, absl::InvalidArgumentError(absl::StrCat(
-                    "CoordinatorService: update announces ", header.total_bytes(),
-                    " bytes; ", what, " takes ", expected_bytes, " as ",
-                    v1::TensorEncoding_Name(encoding), " (limit ", limits_.max_payload_bytes,
-                    ")")));
+                    "CoordinatorService: the update takes ", expected_bytes,
+                    " bytes, over this server's limit of ", limits_.max_payload_bytes)));
   }
   // A resumed upload continues the kept assembler; any other upload starts afresh (and
   // discards what a broken earlier attempt left).
@@ -340,21 +244,8 @@ absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* conte
                                             assembler.total_bytes(),
                                             " bytes without its trailer; discarded"));
   }
-  absl::StatusOr<std::vector<model::DecodedTensor>> tensors =
-      model::DecodeTensors(header.manifest(), *payload, specs, {encoding});
-  if (!tensors.ok()) {
-    return coordinator_->RejectUpdate(
-        header, absl::Status(tensors.status().code(),
-                             absl::StrCat("CoordinatorService: the update does not fit ", what,
-                                          ": ", tensors.status().message())));
-  }
   const int64_t bytes = static_cast<int64_t>(payload->size());
-  payload.reset();
-  FEDGE_RETURN_IF_ERROR(coordinator_->SubmitUpdate(
-      header,
-      UpdateFromDecoded(header.client_id(), static_cast<double>(header.num_examples()),
-                        std::move(tensors).value()),
-      bytes));
+  FEDGE_RETURN_IF_ERROR(coordinator_->SubmitPayload(header, *payload));
   response->set_round(header.round());
   response->set_bytes_received(bytes);
   return absl::OkStatus();

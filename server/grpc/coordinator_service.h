@@ -39,6 +39,7 @@
 #include "model/payload.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "server/coordinator.h"
+#include "server/task_payload.h"
 
 namespace fedge::server {
 
@@ -92,18 +93,6 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
                                      v1::SecAggStepResponse* response) override;
 
  private:
-  // A model (a round's central model, a tier's sub-model, a teacher) encoded once and
-  // shared by every download that sends it in that encoding.
-  struct EncodedModel {
-    std::shared_ptr<const v1::ModelProto> model;  // keeps the cache key alive
-    v1::TensorEncoding encoding = v1::TENSOR_ENCODING_FLOAT32;
-    v1::TensorManifest manifest;
-    std::string bytes;
-    uint32_t crc32 = 0;
-  };
-  static constexpr size_t kMaxCachedModels = 8;
-  absl::StatusOr<std::shared_ptr<const EncodedModel>> Encode(
-      const std::shared_ptr<const v1::ModelProto>& model, v1::TensorEncoding encoding);
   absl::Status UploadUpdateImpl(grpc::ServerContext* context,
                                 grpc::ServerReader<v1::UpdateChunk>* reader,
                                 v1::UploadUpdateResponse* response);
@@ -123,9 +112,7 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
   Coordinator* const coordinator_;
   const ServiceLimits limits_;
   std::atomic<bool> stopping_{false};
-  absl::Mutex cache_mu_;
-  // Most recently encoded last; at most kMaxCachedModels.
-  std::vector<std::shared_ptr<const EncodedModel>> cache_ ABSL_GUARDED_BY(cache_mu_);
+  TaskPayloadEncoder encoder_;
   absl::Mutex partial_mu_;
   absl::flat_hash_map<std::string, PartialUpload> partial_ ABSL_GUARDED_BY(partial_mu_);
 };

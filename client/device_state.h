@@ -10,8 +10,8 @@
 // mode 0600, refused when others can read it), binary, rewritten after every FedCG training.
 // Writes are atomic (temporary file in the same directory, fsync, rename) and the file is
 // created with permissions 0600; Load refuses a file that other users can read or write.
-#ifndef FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
-#define FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
+#ifndef FEDGE_CLIENT_DEVICE_STATE_H_
+#define FEDGE_CLIENT_DEVICE_STATE_H_
 
 #include <string>
 
@@ -45,4 +45,4 @@ absl::StatusOr<v1::ModelProto> LoadFedCgPrivateState(const std::string& path);
 
 }  // namespace fedge::client
 
-#endif  // FEDGE_CLIENT_GRPC_DEVICE_STATE_H_
+#endif  // FEDGE_CLIENT_DEVICE_STATE_H_

@@ -1,4 +1,4 @@
-#include "client/grpc/preprocessing.h"
+#include "client/preprocessing.h"
 
 #include "data/idx_reader.h"
 #include "gtest/gtest.h"

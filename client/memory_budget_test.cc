@@ -1,4 +1,4 @@
-#include "client/grpc/memory_budget.h"
+#include "client/memory_budget.h"
 
 #include "gtest/gtest.h"
 #include "model/submodel_slicer.h"

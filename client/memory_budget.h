@@ -8,8 +8,8 @@
 // teacher when the task has one (EstimateTeacherMemoryBytes), and the preprocessed copy of
 // the local data when the task's preprocessing makes one. It leaves out the runtime's fixed
 // cost (code, gRPC), which the budget does not cover.
-#ifndef FEDGE_CLIENT_GRPC_MEMORY_BUDGET_H_
-#define FEDGE_CLIENT_GRPC_MEMORY_BUDGET_H_
+#ifndef FEDGE_CLIENT_MEMORY_BUDGET_H_
+#define FEDGE_CLIENT_MEMORY_BUDGET_H_
 
 #include <cstdint>
 
@@ -49,4 +49,4 @@ int64_t PeakRssBytes();
 
 }  // namespace fedge::client
 
-#endif  // FEDGE_CLIENT_GRPC_MEMORY_BUDGET_H_
+#endif  // FEDGE_CLIENT_MEMORY_BUDGET_H_

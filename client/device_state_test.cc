@@ -1,4 +1,4 @@
-#include "client/grpc/device_state.h"
+#include "client/device_state.h"
 
 #include <sys/stat.h>
 

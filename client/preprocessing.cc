@@ -1,4 +1,4 @@
-#include "client/grpc/preprocessing.h"
+#include "client/preprocessing.h"
 
 #include <cmath>
 #include <utility>

@@ -5,8 +5,8 @@
 // LocalDataCache keeps the raw data and one preprocessed copy: the copy is made once per
 // distinct Preprocessing (a job keeps one for all its rounds) and replaced when a task asks
 // for another, so memory stays at two copies at most. Not thread-safe.
-#ifndef FEDGE_CLIENT_GRPC_PREPROCESSING_H_
-#define FEDGE_CLIENT_GRPC_PREPROCESSING_H_
+#ifndef FEDGE_CLIENT_PREPROCESSING_H_
+#define FEDGE_CLIENT_PREPROCESSING_H_
 
 #include <memory>
 #include <string>
@@ -50,4 +50,4 @@ class LocalDataCache {
 
 }  // namespace fedge::client
 
-#endif  // FEDGE_CLIENT_GRPC_PREPROCESSING_H_
+#endif  // FEDGE_CLIENT_PREPROCESSING_H_

@@ -1,0 +1,184 @@
+#include "client/device_round.h"
+
+#include <algorithm>
+#include <iterator>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "client/fedcg_trainer.h"
+#include "client/memory_budget.h"
+#include "client/preprocessing.h"
+#include "model/fedcg_nets.h"
+#include "model/payload.h"
+#include "model/sequential.h"
+
+namespace fedge::client {
+namespace {
+
+// Encodings a task's model and teacher may arrive in (JobConfig.transfer, distillation).
+constexpr v1::TensorEncoding kTaskEncodings[] = {v1::TENSOR_ENCODING_FLOAT32,
+                                                 v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+                                                 v1::TENSOR_ENCODING_INT4_BLOCK32};
+
+// Payload bytes a section described by `manifest` must have for `model`'s parameters: the
+// exact size of each tensor in the encoding the manifest names for it.
+absl::StatusOr<int64_t> SectionBytes(const v1::TensorManifest& manifest,
+                                     const v1::ModelProto& model, absl::string_view what) {
+  const std::vector<model::PayloadTensorSpec> specs = model::ParameterSpecs(model);
+  if (manifest.tensors_size() != static_cast<int>(specs.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's ", what,
+                                                   " manifest lists ", manifest.tensors_size(),
+                                                   " tensors; its spec has ", specs.size()));
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const v1::TensorEncoding e = manifest.tensors(static_cast<int>(i)).encoding();
+    if (std::find(std::begin(kTaskEncodings), std::end(kTaskEncodings), e) ==
+        std::end(kTaskEncodings)) {
+      return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's ", what,
+                                                     " tensor ", i, " has encoding ",
+                                                     v1::TensorEncoding_Name(e)));
+    }
+    total += model::EncodedBytes(specs[i], e);
+  }
+  return total;
+}
+
+// The memory-budget check of a task, from its header (memory_budget.h).
+absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources& device) {
+  if (device.memory_budget_bytes <= 0) return absl::OkStatus();
+  if (header.has_fed_cg()) {
+    FEDGE_ASSIGN_OR_RETURN(
+        const TaskMemoryEstimate estimate,
+        EstimateFedCgTaskMemory(model::FedCgShapeFromParams(header.fed_cg()),
+                                FedCgOptionsFromTask(header).batch_size,
+                                device.num_examples + device.eval_examples));
+    return CheckMemoryBudget(estimate, device.memory_budget_bytes);
+  }
+  FEDGE_ASSIGN_OR_RETURN(const LocalTrainingOptions options, OptionsFromTask(header, 0));
+  FEDGE_ASSIGN_OR_RETURN(const v1::Preprocessing pre, ResolvePreprocessing(header.preprocessing()));
+  const int64_t copy_floats = pre.kind() == v1::Preprocessing::KIND_UNIT_RANGE
+                                  ? 0
+                                  : device.num_examples * device.example_floats;
+  const TaskMemoryEstimate estimate = EstimateTaskMemory(
+      header.model_spec(), header.has_teacher_spec() ? &header.teacher_spec() : nullptr, options,
+      copy_floats);
+  return CheckMemoryBudget(estimate, device.memory_budget_bytes);
+}
+
+}  // namespace
+
+absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceResources& device) {
+  DeviceTask task;
+  task.header = header;
+  if (header.has_fed_cg()) {
+    // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
+    FEDGE_ASSIGN_OR_RETURN(task.model, FedCgTaskSharedModel(header));
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                           model::Sequential::Create(header.model_spec()));
+    task.model = net->ToProto();
+  }
+  FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
+  FEDGE_ASSIGN_OR_RETURN(task.model_bytes, SectionBytes(header.manifest(), task.model, "model"));
+  int64_t teacher_bytes = 0;
+  if (header.has_teacher_spec()) {
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> teacher,
+                           model::Sequential::Create(header.teacher_spec()));
+    task.teacher = teacher->ToProto();
+    FEDGE_ASSIGN_OR_RETURN(teacher_bytes,
+                           SectionBytes(header.teacher_manifest(), *task.teacher, "teacher"));
+  }
+  task.payload_bytes = task.model_bytes + teacher_bytes;
+  if (header.total_bytes() != task.payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "DeviceRound: task announces ", header.total_bytes(),
+        " payload bytes; its model and teacher take ", task.payload_bytes));
+  }
+  return task;
+}
+
+absl::Status DecodeTaskPayload(absl::string_view payload, DeviceTask& task) {
+  if (static_cast<int64_t>(payload.size()) != task.payload_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's payload has ",
+                                                   payload.size(), " bytes, expected ",
+                                                   task.payload_bytes));
+  }
+  const std::vector<v1::TensorEncoding> allowed(std::begin(kTaskEncodings),
+                                                std::end(kTaskEncodings));
+  FEDGE_RETURN_IF_ERROR(model::DecodeModelParameters(
+      task.header.manifest(), payload.substr(0, static_cast<size_t>(task.model_bytes)),
+      &task.model, allowed));
+  if (task.teacher.has_value()) {
+    FEDGE_RETURN_IF_ERROR(model::DecodeModelParameters(
+        task.header.teacher_manifest(), payload.substr(static_cast<size_t>(task.model_bytes)),
+        &*task.teacher, allowed));
+  }
+  return absl::OkStatus();
+}
+
+RoundSeeds DeviceRoundSeeds(const v1::TaskHeader& task, absl::string_view client_id) {
+  base::Rng rng(FedCgDeviceSeed(task, client_id), static_cast<uint64_t>(task.round()));
+  RoundSeeds seeds;
+  seeds.shuffle = rng.NextU64();
+  seeds.update_encoding = rng.NextU64();
+  return seeds;
+}
+
+uint64_t FedCgDeviceSeed(const v1::TaskHeader& task, absl::string_view client_id) {
+  return task.training().shuffle_seed() ^ base::Fnv1a(client_id);
+}
+
+absl::StatusOr<LocalUpdate> TrainTask(const v1::TaskHeader& task, const v1::ModelProto& model,
+                                      const v1::ModelProto* teacher, const data::Dataset& data,
+                                      uint64_t shuffle_seed, std::function<bool()> cancelled) {
+  FEDGE_ASSIGN_OR_RETURN(LocalTrainingOptions options, OptionsFromTask(task, shuffle_seed));
+  options.cancelled = std::move(cancelled);
+  options.teacher = teacher;
+  return TrainLocally(model, data, options);
+}
+
+absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& t, const LocalUpdate& update,
+                                           absl::string_view client_id, uint64_t encoding_seed) {
+  v1::TensorEncoding encoding = t.update_encoding();
+  if (encoding == v1::TENSOR_ENCODING_UNSPECIFIED) encoding = v1::TENSOR_ENCODING_FLOAT32;
+  FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload encoded,
+                         model::EncodeModelParameters(update.delta, encoding, encoding_seed));
+  EncodedUpdate out;
+  v1::UpdateHeader& h = out.header;
+  h.set_client_id(std::string(client_id));
+  h.set_job_id(t.job_id());
+  h.set_round(t.round());
+  h.set_task_id(t.task_id());
+  *h.mutable_manifest() = std::move(encoded.manifest);
+  h.set_total_bytes(static_cast<int64_t>(encoded.bytes.size()));
+  h.set_num_examples(update.num_examples);
+  v1::ClientTrainMetrics& m = *h.mutable_metrics();
+  m.set_train_loss(update.train_loss);
+  m.set_train_accuracy(update.train_accuracy);
+  m.set_steps(update.steps);
+  m.set_train_seconds(update.seconds);
+  m.set_update_norm(update.delta_norm);
+  if (update.eval_examples > 0) {
+    m.set_eval_accuracy(update.eval_accuracy);
+    m.set_eval_examples(update.eval_examples);
+  }
+  out.payload = std::move(encoded.bytes);
+  return out;
+}
+
+v1::UpdateHeader DeclineHeader(const v1::TaskHeader& task, absl::string_view client_id,
+                               absl::string_view reason) {
+  v1::UpdateHeader h;
+  h.set_client_id(std::string(client_id));
+  h.set_job_id(task.job_id());
+  h.set_round(task.round());
+  h.set_task_id(task.task_id());
+  h.set_refusal(std::string(reason.substr(0, 256)));
+  return h;
+}
+
+}  // namespace fedge::client

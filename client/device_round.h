@@ -1,0 +1,115 @@
+// The device's round, transport-free: what a device does with a task from the moment its
+// header arrives to the moment its update is ready to leave. The gRPC runtime
+// (client/grpc/client_runtime.h) and the simulator (sim/simulator.h) both run these steps,
+// so a simulated device computes, seeds and encodes exactly what a fleet device sends.
+//
+//   FEDGE_ASSIGN_OR_RETURN(DeviceTask task, AdmitTask(header, resources));  // before download
+//   FEDGE_RETURN_IF_ERROR(DecodeTaskPayload(payload, task));                // as it was sent
+//   const RoundSeeds seeds = DeviceRoundSeeds(task.header, client_id);
+//   FEDGE_ASSIGN_OR_RETURN(LocalUpdate u, TrainTask(task.header, task.model, teacher, local_data,
+//                                                   seeds.shuffle, cancelled));
+//   FEDGE_ASSIGN_OR_RETURN(EncodedUpdate up,
+//                          EncodeUpdate(task.header, u, client_id, seeds.update_encoding));
+//   // the transport adds its credentials (session token) and sends up.header + up.payload
+//
+// Steps:
+//   - AdmitTask: the task's model (and teacher) as the payload must fill them, the payload's
+//     exact size, and the memory-budget check (memory_budget.h), all from the header alone,
+//     so that a task the device cannot take is never downloaded. A task over the budget is
+//     RESOURCE_EXHAUSTED: the device declines it with that message (UpdateHeader.refusal).
+//   - DecodeTaskPayload: the model's section, then the teacher's, in the encodings their
+//     manifests name (float32, int8 per channel, int4 blocks: what the coordinator quantized
+//     is what the device trains from).
+//   - DeviceRoundSeeds: the round's shuffling seed and the stochastic-rounding seed of the
+//     update's encoding, from (training.shuffle_seed, client id, round). The only place they
+//     are derived: a fleet whose devices carry the simulator's ids trains on the same batches.
+//   - EncodeUpdate: Δ in the task's update encoding, and the header every transport sends:
+//     ids, manifest, byte count, example count and the metrics the coordinator records
+//     (loss, accuracy, steps, seconds, Δ's norm before clipping for adaptive clipping, FedCG's
+//     evaluation). The transport adds the session token and, on a device, its peak RSS.
+//
+// Thread safety: the functions are pure (no shared state); callers may run several devices'
+// rounds at once.
+#ifndef FEDGE_CLIENT_DEVICE_ROUND_H_
+#define FEDGE_CLIENT_DEVICE_ROUND_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "client/local_trainer.h"
+#include "data/dataset.h"
+#include "proto/coordinator.pb.h"
+#include "proto/job.pb.h"
+#include "proto/model.pb.h"
+
+namespace fedge::client {
+
+// A task as the device holds it: the header, the model to train and the teacher.
+struct DeviceTask {
+  v1::TaskHeader header;
+  v1::ModelProto model;                   // the task's parameters (after DecodeTaskPayload)
+  std::optional<v1::ModelProto> teacher;  // the distillation teacher, when the task has one
+  int64_t model_bytes = 0;    // payload bytes of the model's section; the teacher's follow
+  int64_t payload_bytes = 0;  // the whole payload: what header.total_bytes must announce
+};
+
+// What a task's admission needs to know of the device.
+struct DeviceResources {
+  int64_t memory_budget_bytes = 0;  // DeviceProfile.memory_budget_bytes; 0 = no budget
+  int64_t num_examples = 0;         // local training examples
+  int64_t example_floats = 0;       // floats per example (the preprocessed copy's size)
+  int64_t eval_examples = 0;        // FedCG: a separate evaluation set's examples
+};
+
+// The task's models (values zero until decoded) and payload sizes, checked against the
+// header before a payload byte is read. INVALID_ARGUMENT for a task this device cannot take
+// (a spec that does not build, a manifest that does not match it, an encoding a task may
+// not use, a wrong total_bytes); RESOURCE_EXHAUSTED when it does not fit the budget.
+absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceResources& device);
+
+// Fills task.model (and task.teacher) from the task's payload. REQUIRES: `task` from
+// AdmitTask. INVALID_ARGUMENT for a payload of the wrong size or undecodable values.
+absl::Status DecodeTaskPayload(absl::string_view payload, DeviceTask& task);
+
+// The seeds of one device's round (see the header comment).
+struct RoundSeeds {
+  uint64_t shuffle = 0;          // LocalTrainingOptions.seed
+  uint64_t update_encoding = 0;  // stochastic rounding of Δ (INT8_STOCHASTIC_CHUNKED)
+};
+RoundSeeds DeviceRoundSeeds(const v1::TaskHeader& task, absl::string_view client_id);
+// FedCG: the seed of the device's FedCgClient and of its held-out split, the same in every
+// round of a job, so that its private E and D stay its own.
+uint64_t FedCgDeviceSeed(const v1::TaskHeader& task, absl::string_view client_id);
+
+// Trains a (non-FedCG) task's `model` on `data` (already in the task's preprocessing) with
+// client::TrainLocally, `teacher` (may be null) distilling. `cancelled` may be empty.
+// Errors: TrainLocally's (CANCELLED when `cancelled` returned true).
+absl::StatusOr<LocalUpdate> TrainTask(const v1::TaskHeader& task, const v1::ModelProto& model,
+                                      const v1::ModelProto* teacher, const data::Dataset& data,
+                                      uint64_t shuffle_seed,
+                                      std::function<bool()> cancelled = nullptr);
+
+// An update ready to send: its header (without the session token) and payload.
+struct EncodedUpdate {
+  v1::UpdateHeader header;
+  std::string payload;
+};
+// Δ in task.update_encoding (FLOAT32 when unset), stochastic rounding seeded by
+// `encoding_seed`, with the header described above. INVALID_ARGUMENT when Δ cannot be
+// encoded (model/payload.h).
+absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& task, const LocalUpdate& update,
+                                           absl::string_view client_id, uint64_t encoding_seed);
+
+// The header of a device's refusal of its task (UpdateHeader.refusal: `reason`, cut to the
+// 256 bytes the coordinator keeps), without the session token.
+v1::UpdateHeader DeclineHeader(const v1::TaskHeader& task, absl::string_view client_id,
+                               absl::string_view reason);
+
+}  // namespace fedge::client
+
+#endif  // FEDGE_CLIENT_DEVICE_ROUND_H_

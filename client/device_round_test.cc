@@ -1,0 +1,207 @@
+#include "client/device_round.h"
+
+#include <cmath>
+#include <string>
+
+#include "base/rng.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/payload.h"
+#include "model/sequential.h"
+#include "model/zoo.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::client {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+v1::ModelProto MakeModel(const v1::ModelSpec& spec, uint64_t seed) {
+  auto net = std::move(model::Sequential::Create(spec)).value();
+  net->InitParameters(seed);
+  return net->ToProto();
+}
+
+// A task header for `model` sent in `encoding` (what the coordinator's encoder fills in),
+// and the payload.
+struct SentTask {
+  v1::TaskHeader header;
+  std::string payload;
+};
+
+SentTask Send(const v1::ModelProto& model, v1::TensorEncoding encoding,
+              const v1::ModelProto* teacher = nullptr) {
+  SentTask t;
+  t.header.set_job_id("job-1");
+  t.header.set_round(3);
+  t.header.set_task_id("job-1/3/0/dev");
+  *t.header.mutable_model_spec() = model.spec();
+  t.header.mutable_training()->set_epochs(1);
+  t.header.mutable_training()->set_batch_size(8);
+  t.header.mutable_training()->set_shuffle_seed(77);
+  auto p = std::move(model::EncodeModelParameters(model, encoding)).value();
+  *t.header.mutable_manifest() = p.manifest;
+  t.payload = p.bytes;
+  if (teacher != nullptr) {
+    *t.header.mutable_teacher_spec() = teacher->spec();
+    auto q = std::move(model::EncodeModelParameters(*teacher, v1::TENSOR_ENCODING_INT4_BLOCK32))
+                 .value();
+    *t.header.mutable_teacher_manifest() = q.manifest;
+    t.payload += q.bytes;
+  }
+  t.header.set_total_bytes(static_cast<int64_t>(t.payload.size()));
+  return t;
+}
+
+TEST(DeviceRoundTest, DecodesTheModelAsSentInEachTaskEncoding) {
+  const v1::ModelProto model = MakeModel(model::MlpSpec({8, 16, 3}), 1);
+  for (v1::TensorEncoding e : {v1::TENSOR_ENCODING_FLOAT32, v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+                               v1::TENSOR_ENCODING_INT4_BLOCK32}) {
+    SCOPED_TRACE(v1::TensorEncoding_Name(e));
+    const SentTask sent = Send(model, e);
+    absl::StatusOr<DeviceTask> task = AdmitTask(sent.header, {});
+    ASSERT_THAT(task.status(), IsOk());
+    EXPECT_EQ(task->payload_bytes, static_cast<int64_t>(sent.payload.size()));
+    ASSERT_THAT(DecodeTaskPayload(sent.payload, *task), IsOk());
+    // What the device trains from is what the payload says, value for value: the same
+    // tensors decoded by the payload layer, within the encoding's error of the original.
+    v1::ModelProto reference = model;
+    ASSERT_THAT(model::DecodeModelParameters(sent.header.manifest(), sent.payload, &reference,
+                                             model::DecodableEncodings()),
+                IsOk());
+    ASSERT_EQ(task->model.parameters_size(), model.parameters_size());
+    double worst = 0;
+    for (int t = 0; t < model.parameters_size(); ++t) {
+      for (int i = 0; i < model.parameters(t).values_size(); ++i) {
+        EXPECT_EQ(task->model.parameters(t).values(i), reference.parameters(t).values(i));
+        worst = std::max<double>(worst, std::abs(task->model.parameters(t).values(i) -
+                                                 model.parameters(t).values(i)));
+      }
+    }
+    if (e == v1::TENSOR_ENCODING_FLOAT32) {
+      EXPECT_EQ(worst, 0);
+    } else {
+      EXPECT_GT(worst, 0);  // the quantization really happened
+      EXPECT_LT(worst, 0.2);
+    }
+  }
+}
+
+TEST(DeviceRoundTest, DecodesTheTeacherSection) {
+  const v1::ModelProto model = MakeModel(model::MlpSpec({8, 4, 3}), 1);
+  const v1::ModelProto teacher = MakeModel(model::MlpSpec({8, 32, 3}), 2);
+  const SentTask sent = Send(model, v1::TENSOR_ENCODING_FLOAT32, &teacher);
+  absl::StatusOr<DeviceTask> task = AdmitTask(sent.header, {});
+  ASSERT_THAT(task.status(), IsOk());
+  ASSERT_TRUE(task->teacher.has_value());
+  ASSERT_THAT(DecodeTaskPayload(sent.payload, *task), IsOk());
+  EXPECT_EQ(task->model.parameters(0).values(5), model.parameters(0).values(5));
+  // int4 blocks: close to the teacher, not equal.
+  EXPECT_NEAR(task->teacher->parameters(0).values(5), teacher.parameters(0).values(5), 0.1);
+  EXPECT_THAT(DecodeTaskPayload(sent.payload.substr(1), *task),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("payload has")));
+}
+
+TEST(DeviceRoundTest, RefusesTasksItCannotTakeBeforeTheirPayload) {
+  const v1::ModelProto model = MakeModel(model::MlpSpec({8, 16, 3}), 1);
+  SentTask sent = Send(model, v1::TENSOR_ENCODING_FLOAT32);
+  {
+    v1::TaskHeader h = sent.header;
+    h.set_total_bytes(h.total_bytes() + 4);
+    EXPECT_THAT(AdmitTask(h, {}).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("announces")));
+  }
+  {
+    v1::TaskHeader h = sent.header;
+    h.mutable_manifest()->mutable_tensors()->RemoveLast();
+    EXPECT_THAT(AdmitTask(h, {}).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("manifest lists")));
+  }
+  {
+    // Stochastic rounding is for updates, not tasks.
+    v1::TaskHeader h = sent.header;
+    h.mutable_manifest()->mutable_tensors(0)->set_encoding(
+        v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+    EXPECT_THAT(AdmitTask(h, {}).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("has encoding")));
+  }
+  {
+    v1::TaskHeader h = sent.header;
+    h.mutable_model_spec()->clear_layers();
+    EXPECT_FALSE(AdmitTask(h, {}).ok());
+  }
+  // Over the memory budget: RESOURCE_EXHAUSTED, which the device declines with.
+  DeviceResources tiny;
+  tiny.memory_budget_bytes = 1000;
+  tiny.num_examples = 100;
+  tiny.example_floats = 8;
+  EXPECT_THAT(AdmitTask(sent.header, tiny).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  DeviceResources roomy = tiny;
+  roomy.memory_budget_bytes = int64_t{1} << 30;
+  EXPECT_THAT(AdmitTask(sent.header, roomy).status(), IsOk());
+}
+
+TEST(DeviceRoundTest, SeedsFollowTheTaskTheClientAndTheRound) {
+  v1::TaskHeader h;
+  h.set_round(4);
+  h.mutable_training()->set_shuffle_seed(99);
+  const RoundSeeds a = DeviceRoundSeeds(h, "v00000001");
+  // The derivation the fleet and the simulator share: Rng(shuffle_seed ^ Fnv1a(id), round).
+  base::Rng rng(99 ^ base::Fnv1a("v00000001"), 4);
+  EXPECT_EQ(a.shuffle, rng.NextU64());
+  EXPECT_EQ(a.update_encoding, rng.NextU64());
+  EXPECT_EQ(FedCgDeviceSeed(h, "v00000001"), 99 ^ base::Fnv1a("v00000001"));
+  EXPECT_NE(DeviceRoundSeeds(h, "v00000002").shuffle, a.shuffle);
+  h.set_round(5);
+  EXPECT_NE(DeviceRoundSeeds(h, "v00000001").shuffle, a.shuffle);
+  EXPECT_EQ(FedCgDeviceSeed(h, "v00000001"), 99 ^ base::Fnv1a("v00000001"));
+}
+
+TEST(DeviceRoundTest, EncodesTheUpdateWithTheHeaderTheCoordinatorRecords) {
+  const v1::ModelProto model = MakeModel(model::MlpSpec({8, 16, 3}), 1);
+  SentTask sent = Send(model, v1::TENSOR_ENCODING_FLOAT32);
+  sent.header.set_update_encoding(v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  LocalUpdate u;
+  u.delta = MakeModel(model::MlpSpec({8, 16, 3}), 9);
+  u.num_examples = 120;
+  u.train_loss = 0.5;
+  u.train_accuracy = 0.75;
+  u.steps = 15;
+  u.seconds = 1.25;
+  u.delta_norm = 3.5;
+  absl::StatusOr<EncodedUpdate> a = EncodeUpdate(sent.header, u, "dev", 1);
+  ASSERT_THAT(a.status(), IsOk());
+  const v1::UpdateHeader& h = a->header;
+  EXPECT_EQ(h.client_id(), "dev");
+  EXPECT_EQ(h.job_id(), "job-1");
+  EXPECT_EQ(h.round(), 3);
+  EXPECT_EQ(h.task_id(), "job-1/3/0/dev");
+  EXPECT_TRUE(h.session_token().empty());  // the transport's
+  EXPECT_EQ(h.total_bytes(), static_cast<int64_t>(a->payload.size()));
+  EXPECT_EQ(h.num_examples(), 120);
+  EXPECT_EQ(h.metrics().train_loss(), 0.5);
+  EXPECT_EQ(h.metrics().train_accuracy(), 0.75);
+  EXPECT_EQ(h.metrics().steps(), 15);
+  EXPECT_EQ(h.metrics().train_seconds(), 1.25);
+  EXPECT_EQ(h.metrics().update_norm(), 3.5);  // adaptive clipping counts on it
+  EXPECT_EQ(h.metrics().eval_examples(), 0);
+  ASSERT_EQ(h.manifest().tensors_size(), u.delta.parameters_size());
+  EXPECT_EQ(h.manifest().tensors(0).encoding(), v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  // Stochastic rounding follows the seed: the same seed, the same bytes.
+  EXPECT_EQ(EncodeUpdate(sent.header, u, "dev", 1)->payload, a->payload);
+  EXPECT_NE(EncodeUpdate(sent.header, u, "dev", 2)->payload, a->payload);
+  // Unset encoding: float32.
+  sent.header.clear_update_encoding();
+  absl::StatusOr<EncodedUpdate> f = EncodeUpdate(sent.header, u, "dev", 1);
+  ASSERT_THAT(f.status(), IsOk());
+  EXPECT_EQ(f->header.manifest().tensors(0).encoding(), v1::TENSOR_ENCODING_FLOAT32);
+  u.eval_examples = 30;
+  u.eval_accuracy = 0.8;
+  EXPECT_EQ(EncodeUpdate(sent.header, u, "dev", 1)->header.metrics().eval_examples(), 30);
+}
+
+}  // namespace
+}  // namespace fedge::client
