@@ -423,6 +423,7 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
   }
   std::unique_ptr<Simulator> sim(
       new Simulator(config, TrainingThreads(config, options), options.cluster));
+  sim->on_upload_ = options.on_upload;
   if (config.job().strategy().has_fed_cg()) {
     sim->fedcg_.resize(static_cast<size_t>(config.population()));
   }
@@ -734,6 +735,7 @@ absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& 
   up.header.set_session_token(Token(run.client));
   // The virtual training time, not the host's: metrics must not depend on the machine.
   up.header.mutable_metrics()->set_train_seconds(run.finish_s);
+  if (on_upload_) on_upload_(up.header, up.payload);
   return coordinator_->SubmitPayload(up.header, up.payload);
 }
 

@@ -68,6 +68,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -92,6 +93,9 @@ struct SimulatorOptions {
   // outlive the Simulator. A Simulator lives on rank 0; every other rank runs
   // RunTrainingWorker with the same config.
   Cluster* cluster = nullptr;
+  // For tests: called with every update a virtual device sends, as it reaches the
+  // coordinator (header with credentials, encoded payload), on the driving thread.
+  std::function<void(const v1::UpdateHeader& header, std::string_view payload)> on_upload;
 };
 
 // The training threads `options` and `config` ask for (see SimulatorOptions.threads).
@@ -188,6 +192,7 @@ class Simulator {
   };
 
   Simulator(v1::SimConfig config, int threads, Cluster* cluster);
+  std::function<void(const v1::UpdateHeader&, std::string_view)> on_upload_;
   absl::Status RegisterPopulation();
   absl::StatusOr<Attempt> RunAttempt(int attempt);
   // Trains `runs` (those that neither drop out nor straggle) on the pool, and on the other

@@ -27,7 +27,7 @@
 
 #include "base/rng.h"
 #include "client/grpc/client_runtime.h"
-#include "client/grpc/device_state.h"
+#include "client/device_state.h"
 #include "data/shard.h"
 #include "fedge/client.h"
 #include "google/protobuf/text_format.h"

@@ -25,13 +25,14 @@
 #include "absl/strings/str_cat.h"
 #include "client/fedcg_trainer.h"
 #include "client/grpc/client_runtime.h"
-#include "client/grpc/device_state.h"
+#include "client/device_state.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/admin.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/store.h"
+#include "tests/recording_interceptor.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
 
@@ -39,68 +40,12 @@ namespace fedge {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::fedge::testing::RecordingFactory;
+using ::fedge::testing::SentMessages;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "fedcg-enrollment";
-
-// Every message one device sent: (method, serialized bytes).
-class SentMessages {
- public:
-  void Add(std::string method, std::string bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
-    messages_.emplace_back(std::move(method), std::move(bytes));
-  }
-  std::vector<std::pair<std::string, std::string>> Get() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return messages_;
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::vector<std::pair<std::string, std::string>> messages_;
-};
-
-// Records the serialized form of every message the channel sends.
-class RecordingInterceptor final : public grpc::experimental::Interceptor {
- public:
-  RecordingInterceptor(grpc::experimental::ClientRpcInfo* info, SentMessages* sink)
-      : method_(info->method()), sink_(sink) {}
-
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (methods->QueryInterceptionHookPoint(
-            grpc::experimental::InterceptionHookPoints::PRE_SEND_MESSAGE)) {
-      grpc::ByteBuffer* buffer = methods->GetSerializedSendMessage();
-      std::string bytes;
-      if (buffer != nullptr) {
-        std::vector<grpc::Slice> slices;
-        if (buffer->Dump(&slices).ok()) {
-          for (const grpc::Slice& s : slices) {
-            bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-          }
-        }
-      }
-      sink_->Add(method_, std::move(bytes));
-    }
-    methods->Proceed();
-  }
-
- private:
-  std::string method_;
-  SentMessages* sink_;
-};
-
-class RecordingFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
- public:
-  explicit RecordingFactory(SentMessages* sink) : sink_(sink) {}
-  grpc::experimental::Interceptor* CreateClientInterceptor(
-      grpc::experimental::ClientRpcInfo* info) override {
-    return new RecordingInterceptor(info, sink_);
-  }
-
- private:
-  SentMessages* sink_;
-};
 
 // A device's private parameters as they are: name → float32 bytes (little-endian, as the
 // wire would carry them).
