@@ -168,10 +168,25 @@ int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encodi
   return total;
 }
 
+namespace {
+
+RegistryOptions RegistryOptionsOf(const CoordinatorOptions& o, base::Clock& clock) {
+  RegistryOptions r;
+  r.clock = &clock;
+  r.enrollment_token = o.enrollment_token;
+  r.liveness_timeout = o.liveness_timeout;
+  r.max_examples_per_client = o.max_examples_per_client;
+  r.accept_requested_client_ids = o.accept_requested_client_ids;
+  return r;
+}
+
+}  // namespace
+
 Coordinator::Coordinator(CoordinatorOptions options, Store* store)
     : options_(std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : base::RealClock()),
-      store_(store) {}
+      store_(store),
+      registry_(RegistryOptionsOf(options_, clock_), store) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
                                                                  Store* store) {
@@ -193,20 +208,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
 }
 
 absl::Status Coordinator::Resume() {
-  // The registry: clients count as live from now (they reconnect by themselves).
-  FEDGE_ASSIGN_OR_RETURN(std::vector<v1::ClientRecord> clients, store_->ListClients(false));
-  const absl::Time now = clock_.Now();
-  for (const v1::ClientRecord& r : clients) {
-    ClientInfo& info = clients_[r.client_id()];
-    info = ClientInfo{};
-    info.last_seen = now;
-    info.enrolled_unix_ms = r.enrolled_unix_ms();
-    info.rounds_participated = r.rounds_participated();
-    SetProfile(info, r.profile());
-    info.tier = strings_.Intern(r.tier());
-    info.state = static_cast<uint8_t>(r.state());
-    if (!r.declined_reason().empty()) declined_reasons_[r.client_id()] = r.declined_reason();
-  }
+  // The registry: devices count as live from now (they reconnect by themselves).
+  FEDGE_RETURN_IF_ERROR(registry_.Restore());
   FEDGE_ASSIGN_OR_RETURN(std::vector<v1::JobStatus> jobs, store_->ListJobs());
   next_job_number_ = static_cast<int64_t>(jobs.size()) + 1;
   for (const v1::JobStatus& status : jobs) {  // most recent first
@@ -349,80 +352,16 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
 // Devices
 
 absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterRequest& request) {
-  if (!SessionTokenHashesEqual(HashSessionToken(request.enrollment_token()),
-                               HashSessionToken(options_.enrollment_token))) {
-    return absl::UnauthenticatedError("Coordinator: wrong enrollment token");
-  }
-  const v1::DeviceProfile& p = request.profile();
-  if (p.memory_budget_bytes() < 0 || p.num_examples() < 0 ||
-      p.num_examples() > options_.max_examples_per_client || p.platform().size() > 128 ||
-      p.client_version().size() > 128 || request.previous_client_id().size() > 128) {
-    return absl::InvalidArgumentError(
-        "Coordinator: device profile out of bounds (negative sizes, too many examples, or "
-        "strings over 128 bytes)");
-  }
-  absl::MutexLock lock(&mu_);
-  std::string id = request.previous_client_id();
-  const bool named = options_.accept_requested_client_ids && !id.empty() &&
-                     std::all_of(id.begin(), id.end(), [](char c) {
-                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' ||
-                              c == '.' || c == '-';
-                     });
-  if (!named && (id.empty() || !clients_.contains(id))) {
-    id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
-  }
-  const std::string token = GenerateSessionToken();
-  const absl::Time now = clock_.Now();
-  ClientInfo& info = clients_[id];
-  SetProfile(info, p);
-  info.state = v1::CLIENT_STATE_ACTIVE;
-  declined_reasons_.erase(id);
-  if (job_ != nullptr) job_->declined.erase(id);  // its profile may have changed
-  if (info.enrolled_unix_ms == 0) info.enrolled_unix_ms = UnixMs(now);
-  info.last_seen = now;
-  const std::string token_hash = HashSessionToken(token);
-  if (store_ != nullptr) {
-    FEDGE_RETURN_IF_ERROR(store_->PutClient(RecordOf(id, info), token_hash));
-  } else {
-    FEDGE_CHECK(token_hash.size() == info.token_hash.size());
-    std::copy(token_hash.begin(), token_hash.end(), info.token_hash.begin());
-    info.has_token_hash = true;
-  }
-  v1::RegisterResponse response;
-  response.set_client_id(id);
-  response.set_session_token(token);
-  response.set_liveness_timeout_ms(absl::ToInt64Milliseconds(options_.liveness_timeout));
-  return response;
+  return registry_.Register(request);
 }
 
-void Coordinator::ReserveClients(size_t clients) {
-  absl::MutexLock lock(&mu_);
-  clients_.reserve(clients);
-}
-
-absl::Status Coordinator::Authenticate(const std::string& client_id,
-                                       const std::string& session_token) {
-  auto it = clients_.find(client_id);
-  if (it == clients_.end() || it->second.state == v1::CLIENT_STATE_LEFT) {
-    return absl::UnauthenticatedError("Coordinator: unknown client or wrong session token");
-  }
-  if (store_ != nullptr) return store_->VerifySessionToken(client_id, session_token);
-  const ClientInfo& info = it->second;
-  if (!info.has_token_hash ||
-      !SessionTokenHashesEqual(absl::string_view(info.token_hash.data(), info.token_hash.size()),
-                               HashSessionToken(session_token))) {
-    return absl::UnauthenticatedError("Coordinator: unknown client or wrong session token");
-  }
-  return absl::OkStatus();
-}
+void Coordinator::ReserveClients(size_t clients) { registry_.Reserve(clients); }
 
 absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
     const std::string& client_id, const std::string& session_token) {
+  FEDGE_RETURN_IF_ERROR(
+      registry_.Authenticate(client_id, session_token, ClientRegistry::Seen::kFetching));
   absl::MutexLock lock(&mu_);
-  FEDGE_RETURN_IF_ERROR(Authenticate(client_id, session_token));
-  ClientInfo& info = clients_[client_id];
-  info.last_seen = clock_.Now();
-  info.state = v1::CLIENT_STATE_ACTIVE;
   if (job_ == nullptr || !job_->round.has_value()) return std::nullopt;
   Round& round = *job_->round;
   if (!round.waiting.contains(client_id)) return std::nullopt;
@@ -473,8 +412,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
 
 absl::Status Coordinator::CheckUpdateHeader(const v1::UpdateHeader& header) {
   const std::string& id = header.client_id();
-  FEDGE_RETURN_IF_ERROR(Authenticate(id, header.session_token()));
-  clients_[id].last_seen = clock_.Now();
+  FEDGE_RETURN_IF_ERROR(registry_.Authenticate(id, header.session_token()));
   if (job_ == nullptr || job_->id != header.job_id()) {
     return absl::FailedPreconditionError(
         absl::StrCat("Coordinator: update for job '", header.job_id(), "', which is not running"));
@@ -687,19 +625,16 @@ absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
   m.set_outcome(v1::ClientRoundMetrics::OUTCOME_DECLINED);
   m.set_reason(reason);
   m.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
-  job_->declined.insert(header.client_id());
-  declined_reasons_[header.client_id()] = reason;
+  registry_.MarkDeclined(header.client_id(), reason);
   FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
                      << ": client " << header.client_id() << " declined its task: " << reason;
   return absl::OkStatus();
 }
 
 absl::Status Coordinator::Leave(const std::string& client_id, const std::string& session_token) {
+  FEDGE_RETURN_IF_ERROR(registry_.Leave(client_id, session_token));
   absl::MutexLock lock(&mu_);
-  FEDGE_RETURN_IF_ERROR(Authenticate(client_id, session_token));
-  clients_[client_id].state = v1::CLIENT_STATE_LEFT;
   DropFromRound(client_id);
-  if (store_ != nullptr) return store_->SetClientState(client_id, v1::CLIENT_STATE_LEFT);
   return absl::OkStatus();
 }
 
@@ -858,6 +793,7 @@ absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
       absl::StrCat(validated.name(), "-", UnixMs(clock_.Now()), "-", next_job_number_++);
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Job> job, MakeJob(id, validated));
   if (store_ != nullptr) FEDGE_RETURN_IF_ERROR(store_->CreateJob(id, validated));
+  registry_.ClearJobDeclines();
   job_ = std::move(job);
   FEDGE_LOG(INFO) << "Coordinator: started job " << id << " (" << validated.rounds()
                   << " rounds, strategy " << job_->strategy->name() << ")";
@@ -924,14 +860,7 @@ absl::StatusOr<std::vector<v1::RoundRecord>> Coordinator::ListRounds(const std::
 }
 
 absl::StatusOr<std::vector<v1::ClientRecord>> Coordinator::ListClients() {
-  absl::MutexLock lock(&mu_);
-  std::vector<v1::ClientRecord> out;
-  out.reserve(clients_.size());
-  for (const auto& [id, info] : clients_) out.push_back(RecordOf(id, info));
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a.client_id() < b.client_id();
-  });
-  return out;
+  return registry_.Records();
 }
 
 absl::StatusOr<v1::ModelProto> Coordinator::ExportModel(const std::string& job_id) {
@@ -956,49 +885,6 @@ std::optional<std::string> Coordinator::running_job() const {
 // ---------------------------------------------------------------------------------------
 // Rounds
 
-bool Coordinator::Live(const ClientInfo& c, absl::Time now) const {
-  return c.state == v1::CLIENT_STATE_ACTIVE && now - c.last_seen <= options_.liveness_timeout;
-}
-
-uint32_t Coordinator::StringPool::Intern(const std::string& s) {
-  auto [it, inserted] = index_.try_emplace(s, static_cast<uint32_t>(strings_.size()));
-  if (inserted) strings_.push_back(s);
-  return it->second;
-}
-
-void Coordinator::SetProfile(ClientInfo& info, const v1::DeviceProfile& profile) {
-  info.memory_budget_bytes = profile.memory_budget_bytes();
-  info.num_examples = profile.num_examples();
-  info.compute_class = profile.compute_class();
-  info.platform = strings_.Intern(profile.platform());
-  info.client_version = strings_.Intern(profile.client_version());
-}
-
-v1::DeviceProfile Coordinator::ProfileOf(const ClientInfo& info) const {
-  v1::DeviceProfile p;
-  p.set_memory_budget_bytes(info.memory_budget_bytes);
-  p.set_compute_class(static_cast<v1::ComputeClass>(info.compute_class));
-  p.set_num_examples(info.num_examples);
-  p.set_platform(strings_.Get(info.platform));
-  p.set_client_version(strings_.Get(info.client_version));
-  return p;
-}
-
-v1::ClientRecord Coordinator::RecordOf(const std::string& client_id, const ClientInfo& info) const {
-  v1::ClientRecord r;
-  r.set_client_id(client_id);
-  *r.mutable_profile() = ProfileOf(info);
-  r.set_state(static_cast<v1::ClientState>(info.state));
-  r.set_enrolled_unix_ms(info.enrolled_unix_ms);
-  r.set_last_seen_unix_ms(UnixMs(info.last_seen));
-  r.set_rounds_participated(info.rounds_participated);
-  r.set_tier(strings_.Get(info.tier));
-  if (auto it = declined_reasons_.find(client_id); it != declined_reasons_.end()) {
-    r.set_declined_reason(it->second);
-  }
-  return r;
-}
-
 absl::Status Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
@@ -1007,8 +893,7 @@ absl::Status Coordinator::Tick() {
   Round& round = *job_->round;
   // Sampled clients that went silent are dropped.
   for (auto it = round.waiting.begin(); it != round.waiting.end();) {
-    auto c = clients_.find(*it);
-    if (c == clients_.end() || !Live(c->second, now)) {
+    if (!registry_.Live(*it, now)) {
       round.waiting.erase(it++);
     } else {
       ++it;
@@ -1026,16 +911,8 @@ absl::Status Coordinator::Tick() {
 absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   Job& job = *job_;
   const v1::JobConfig& cfg = job.config;
-  // The live clients' ids, pointing into clients_ (nothing is registered until they are
-  // copied into round.sampled): 8 bytes each, not a copy of every id each round.
-  std::vector<const std::string*> live;
-  live.reserve(clients_.size());
-  for (const auto& [id, info] : clients_) {
-    if (Live(info, now) && !job.declined.contains(id)) live.push_back(&id);
-  }
-  // The sample depends only on (seed, round, set).
-  std::sort(live.begin(), live.end(),
-            [](const std::string* a, const std::string* b) { return *a < *b; });
+  // The sample depends only on (seed, round, set): the live ids come sorted.
+  std::vector<std::string> live = registry_.LiveIds(now);
   const v1::ClientSelection& sel = cfg.selection();
   const int want = sel.has_fraction()
                        ? static_cast<int>(std::ceil(sel.fraction() * static_cast<double>(live.size())))
@@ -1066,8 +943,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   base::Rng rng(sel.seed(), static_cast<uint64_t>(round.number) * 1000 + round.attempt);
   rng.Shuffle(live);
   live.resize(std::min<size_t>(live.size(), static_cast<size_t>(std::max(want, quorum))));
-  round.sampled.reserve(live.size());
-  for (const std::string* id : live) round.sampled.push_back(*id);
+  round.sampled = std::move(live);
   round.waiting.insert(round.sampled.begin(), round.sampled.end());
   round.opened = now;
   const double deadline = cfg.round_policy().deadline_seconds();
@@ -1105,7 +981,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   round.metrics.set_started_unix_ms(UnixMs(now));
   if (store_ != nullptr) FEDGE_RETURN_IF_ERROR(store_->OpenRound(job.id, round.number, UnixMs(now)));
   FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " open, "
-                  << round.sampled.size() << " clients sampled of " << clients_.size();
+                  << round.sampled.size() << " clients sampled of " << registry_.size();
   job.round = std::move(round);
   return absl::OkStatus();
 }
@@ -1152,12 +1028,12 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   ClientTask task;
   task.metrics.set_client_id(client_id);
   task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
-  ClientInfo& info = clients_[client_id];
-  task.tier = AssignTier(job, ProfileOf(info));
+  const v1::DeviceProfile profile = registry_.ProfileOf(client_id);
+  task.tier = AssignTier(job, profile);
   task.model = round.model;
   if (task.tier < 0) return task;
   const TierPlan& tier = job.tiers[task.tier];
-  info.tier = strings_.Intern(tier.name);
+  registry_.SetTier(client_id, tier.name);
   task.metrics.set_tier(tier.name);
   const v1::SubModelConfig& sub = job.config.sub_models();
   if (sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
@@ -1181,7 +1057,7 @@ absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Ro
   // that does (never one smaller than the client's own).
   const v1::DistillationConfig& kd = job.config.distillation();
   if (kd.weight() <= 0 || tier.width_ratio >= 1) return task;
-  const int64_t budget = info.memory_budget_bytes;
+  const int64_t budget = profile.memory_budget_bytes();
   const int64_t free_bytes = budget > 0 ? budget - tier.training_bytes : INT64_MAX;
   auto fits = [&](int64_t teacher_bytes) { return teacher_bytes <= free_bytes; };
   // Candidates: -1 = the full model, then tiers larger than the client's, largest first.
@@ -1457,10 +1333,8 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     *r.mutable_metrics() = m;
     rounds_without_store_.push_back(std::move(r));
   }
-  for (const std::string& id : round.accepted) {
-    auto c = clients_.find(id);
-    if (c != clients_.end()) ++c->second.rounds_participated;
-  }
+  registry_.CountParticipation(
+      std::vector<std::string>(round.accepted.begin(), round.accepted.end()));
   if (job.fed_cg != nullptr) {
     FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
                     << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "

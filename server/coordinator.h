@@ -99,6 +99,7 @@
 #include "privacy/rdp_accountant.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
+#include "server/registry.h"
 #include "server/secure_round.h"
 #include "server/session_token.h"
 #include "server/store.h"
@@ -222,36 +223,6 @@ class Coordinator {
   absl::Status Tick();
 
  private:
-  // One registered client, compact (the simulator registers 100,000 of them; issue 6): the
-  // fields of its v1::ClientRecord, with the profile's and the tier's strings interned in
-  // strings_. RecordOf builds the record for ListClients and the store.
-  struct ClientInfo {
-    absl::Time last_seen;
-    int64_t enrolled_unix_ms = 0;
-    int64_t rounds_participated = 0;
-    int64_t memory_budget_bytes = 0;  // DeviceProfile
-    int64_t num_examples = 0;         // DeviceProfile
-    int32_t compute_class = 0;        // DeviceProfile, a v1::ComputeClass
-    uint32_t platform = 0;            // DeviceProfile, index into strings_
-    uint32_t client_version = 0;      // DeviceProfile, index into strings_
-    uint32_t tier = 0;                // index into strings_ ("" = the full model)
-    uint8_t state = v1::CLIENT_STATE_UNSPECIFIED;  // a v1::ClientState
-    // Without a store: SHA-256 of the session token (the store keeps it otherwise).
-    bool has_token_hash = false;
-    std::array<char, kSessionTokenHashBytes> token_hash{};
-  };
-  // Interned strings of the registry (platforms, client versions, tier names; a fleet has a
-  // handful of each). Index 0 is "". Never shrinks.
-  class StringPool {
-   public:
-    uint32_t Intern(const std::string& s);
-    // Valid until the next Intern.
-    const std::string& Get(uint32_t index) const { return strings_[index]; }
-
-   private:
-    std::vector<std::string> strings_{std::string()};
-    absl::flat_hash_map<std::string, uint32_t> index_{{std::string(), 0}};
-  };
   // A sub-model tier of the job, with what the coordinator estimated for it.
   struct TierPlan {
     std::string name;
@@ -329,8 +300,6 @@ class Coordinator {
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
-    // Clients that declined a task of this job: not sampled again until they re-register.
-    absl::flat_hash_set<std::string> declined;
     v1::RoundMetrics latest_metrics;
   };
 
@@ -338,15 +307,6 @@ class Coordinator {
   absl::Status Resume() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::unique_ptr<Job>> MakeJob(const std::string& id,
                                                const v1::JobConfig& config)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Authenticate(const std::string& client_id, const std::string& session_token)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool Live(const ClientInfo& c, absl::Time now) const;
-  // The registry entry <-> its record and profile.
-  void SetProfile(ClientInfo& info, const v1::DeviceProfile& profile)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::DeviceProfile ProfileOf(const ClientInfo& info) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::ClientRecord RecordOf(const std::string& client_id, const ClientInfo& info) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -388,11 +348,9 @@ class Coordinator {
   const CoordinatorOptions options_;
   base::Clock& clock_;
   Store* const store_;
+  // Devices: enrollment, sessions, profiles, liveness (its own lock; taken after mu_).
+  ClientRegistry registry_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, ClientInfo> clients_ ABSL_GUARDED_BY(mu_);
-  StringPool strings_ ABSL_GUARDED_BY(mu_);
-  // ClientRecord.declined_reason of the clients that have one (few).
-  absl::flat_hash_map<std::string, std::string> declined_reasons_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
   // Finished or stopped jobs without a store: their last status.
   absl::flat_hash_map<std::string, v1::JobStatus> past_jobs_ ABSL_GUARDED_BY(mu_);

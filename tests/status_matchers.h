@@ -33,6 +33,12 @@ MATCHER_P2(StatusIs, code, message_matcher,
              std::string(s.message()));
 }
 
+MATCHER_P(StatusIs, code, "has code " + absl::StatusCodeToString(code)) {
+  const absl::Status& s = ::fedge::testing::GetStatus(arg);
+  *result_listener << "status: " << s.ToString();
+  return s.code() == code;
+}
+
 }  // namespace fedge::testing
 
 #endif  // FEDGE_TESTS_STATUS_MATCHERS_H_

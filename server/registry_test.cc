@@ -1,0 +1,184 @@
+#include "server/registry.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::server {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr char kToken[] = "enroll-me";
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  RegistryOptions Options() {
+    RegistryOptions o;
+    o.clock = &clock_;
+    o.enrollment_token = kToken;
+    o.liveness_timeout = absl::Seconds(10);
+    o.max_examples_per_client = 1000;
+    return o;
+  }
+  static v1::RegisterRequest Request(const std::string& previous = "", int64_t examples = 10) {
+    v1::RegisterRequest r;
+    r.set_enrollment_token(kToken);
+    r.set_previous_client_id(previous);
+    r.mutable_profile()->set_num_examples(examples);
+    r.mutable_profile()->set_memory_budget_bytes(1 << 20);
+    r.mutable_profile()->set_platform("linux-aarch64");
+    return r;
+  }
+
+  base::ManualClock clock_;
+};
+
+TEST_F(RegistryTest, EnrollmentNeedsTheTokenAndAProfileInBounds) {
+  ClientRegistry registry(Options(), nullptr);
+  v1::RegisterRequest wrong = Request();
+  wrong.set_enrollment_token("guess");
+  EXPECT_THAT(registry.Register(wrong).status(), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(registry.Register(Request("", -1)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("out of bounds")));
+  EXPECT_THAT(registry.Register(Request("", 1001)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  v1::RegisterRequest long_platform = Request();
+  long_platform.mutable_profile()->set_platform(std::string(129, 'x'));
+  EXPECT_THAT(registry.Register(long_platform).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_EQ(registry.size(), 0u);
+
+  absl::StatusOr<v1::RegisterResponse> r = registry.Register(Request());
+  ASSERT_THAT(r.status(), IsOk());
+  EXPECT_THAT(r->client_id(), StartsWith("c-"));
+  EXPECT_EQ(r->client_id().size(), 18u);
+  EXPECT_EQ(r->session_token().size(), 64u);
+  EXPECT_EQ(r->liveness_timeout_ms(), 10000);
+  EXPECT_EQ(registry.ProfileOf(r->client_id()).platform(), "linux-aarch64");
+}
+
+TEST_F(RegistryTest, SessionsAuthenticateAndAReRegistrationReplacesTheSession) {
+  ClientRegistry registry(Options(), nullptr);
+  const v1::RegisterResponse first = *registry.Register(Request());
+  EXPECT_THAT(registry.Authenticate(first.client_id(), first.session_token()), IsOk());
+  EXPECT_THAT(registry.Authenticate(first.client_id(), "not-the-token"),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(registry.Authenticate("c-unknown", first.session_token()),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  // The same device again, naming its id: the same id, a new session; the old one is gone.
+  const v1::RegisterResponse again = *registry.Register(Request(first.client_id()));
+  EXPECT_EQ(again.client_id(), first.client_id());
+  EXPECT_NE(again.session_token(), first.session_token());
+  EXPECT_THAT(registry.Authenticate(first.client_id(), first.session_token()),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(registry.Authenticate(again.client_id(), again.session_token()), IsOk());
+  // An id nobody has is not handed out on request (only to trusted in-process callers).
+  const v1::RegisterResponse named = *registry.Register(Request("v00000042"));
+  EXPECT_NE(named.client_id(), "v00000042");
+  EXPECT_EQ(registry.size(), 2u);
+}
+
+TEST_F(RegistryTest, TrustedCallersNameTheirDevices) {
+  RegistryOptions o = Options();
+  o.accept_requested_client_ids = true;
+  ClientRegistry registry(o, nullptr);
+  EXPECT_EQ(registry.Register(Request("v00000042"))->client_id(), "v00000042");
+  // Characters outside [A-Za-z0-9_.-] get a random id instead.
+  EXPECT_THAT(registry.Register(Request("bad id\n"))->client_id(), StartsWith("c-"));
+}
+
+TEST_F(RegistryTest, LivenessLeavingAndDeclinesDecideWhoMayBeSampled) {
+  ClientRegistry registry(Options(), nullptr);
+  const v1::RegisterResponse a = *registry.Register(Request());
+  clock_.Advance(absl::Seconds(6));
+  const v1::RegisterResponse b = *registry.Register(Request());
+  const v1::RegisterResponse c = *registry.Register(Request());
+  std::vector<std::string> ids = {a.client_id(), b.client_id(), c.client_id()};
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(registry.LiveIds(clock_.Now()), ids);  // sorted
+  // a is silent past the timeout; a call makes it live again.
+  clock_.Advance(absl::Seconds(5));
+  EXPECT_FALSE(registry.Live(a.client_id(), clock_.Now()));
+  EXPECT_TRUE(registry.Live(b.client_id(), clock_.Now()));
+  ASSERT_THAT(registry.Authenticate(a.client_id(), a.session_token()), IsOk());
+  EXPECT_TRUE(registry.Live(a.client_id(), clock_.Now()));
+  // b leaves: no longer live, and its session is over.
+  ASSERT_THAT(registry.Leave(b.client_id(), b.session_token()), IsOk());
+  EXPECT_FALSE(registry.Live(b.client_id(), clock_.Now()));
+  EXPECT_THAT(registry.Authenticate(b.client_id(), b.session_token()),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  // c declines a task: not sampled until it registers again or a new job starts; the
+  // reason stays on its record.
+  registry.MarkDeclined(c.client_id(), "over budget");
+  EXPECT_THAT(registry.LiveIds(clock_.Now()), ElementsAre(a.client_id()));
+  registry.ClearJobDeclines();
+  EXPECT_EQ(registry.LiveIds(clock_.Now()).size(), 2u);
+  registry.MarkDeclined(c.client_id(), "over budget");
+  std::vector<v1::ClientRecord> records = registry.Records();
+  ASSERT_EQ(records.size(), 3u);
+  EXPECT_TRUE(std::is_sorted(records.begin(), records.end(), [](const auto& x, const auto& y) {
+    return x.client_id() < y.client_id();
+  }));
+  for (const v1::ClientRecord& r : records) {
+    if (r.client_id() == c.client_id()) EXPECT_EQ(r.declined_reason(), "over budget");
+    if (r.client_id() == b.client_id()) EXPECT_EQ(r.state(), v1::CLIENT_STATE_LEFT);
+  }
+  ASSERT_THAT(registry.Register(Request(c.client_id())).status(), IsOk());
+  EXPECT_EQ(registry.LiveIds(clock_.Now()).size(), 2u);  // a and c (b left)
+}
+
+TEST_F(RegistryTest, RecordsCarryTierAndParticipation) {
+  ClientRegistry registry(Options(), nullptr);
+  const v1::RegisterResponse a = *registry.Register(Request());
+  registry.SetTier(a.client_id(), "half");
+  registry.CountParticipation({a.client_id(), "c-nobody"});
+  registry.CountParticipation({a.client_id()});
+  const v1::ClientRecord r = registry.Records().at(0);
+  EXPECT_EQ(r.tier(), "half");
+  EXPECT_EQ(r.rounds_participated(), 2);
+  EXPECT_EQ(r.profile().num_examples(), 10);
+  EXPECT_EQ(r.enrolled_unix_ms(), absl::ToUnixMillis(clock_.Now()));
+}
+
+TEST_F(RegistryTest, ARestartedRegistryKnowsTheStoresDevicesAndTheirSessions) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("registry_test_" + std::to_string(::getpid())))
+          .string();
+  std::filesystem::remove_all(dir);
+  v1::RegisterResponse a;
+  {
+    auto store = Store::Open(dir);
+    ASSERT_THAT(store.status(), IsOk());
+    ClientRegistry registry(Options(), store->get());
+    a = *registry.Register(Request());
+    registry.SetTier(a.client_id(), "quarter");
+  }
+  auto store = Store::Open(dir);
+  ASSERT_THAT(store.status(), IsOk());
+  ClientRegistry registry(Options(), store->get());
+  EXPECT_EQ(registry.size(), 0u);
+  ASSERT_THAT(registry.Restore(), IsOk());
+  EXPECT_EQ(registry.size(), 1u);
+  EXPECT_TRUE(registry.Live(a.client_id(), clock_.Now()));
+  EXPECT_THAT(registry.Authenticate(a.client_id(), a.session_token()), IsOk());
+  EXPECT_THAT(registry.Authenticate(a.client_id(), "stale"),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_EQ(registry.ProfileOf(a.client_id()).platform(), "linux-aarch64");
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace fedge::server
