@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "aggregation/state_codec.h"
 #include "base/rng.h"
@@ -338,6 +339,52 @@ absl::Status FedCg::RestoreState(absl::string_view state) {
   // A server with a fresh Adam each round has no use for checkpointed moments.
   adam_ = options_.persistent_distill_optimizer ? std::move(adam) : nullptr;
   return absl::OkStatus();
+}
+
+absl::Status FedCg::CheckUpdateTensor(absl::string_view client_id,
+                                      absl::string_view name) const {
+  if (absl::StartsWith(name, "C.") || absl::StartsWith(name, "G.")) return absl::OkStatus();
+  const bool private_part = absl::StartsWith(name, "E.") || absl::StartsWith(name, "D.");
+  return absl::InvalidArgumentError(absl::StrCat(
+      "FedCg: client ", client_id, "'s update carries tensor '", name.substr(0, 64), "'",
+      private_part ? ", a parameter of its private extractor E or discriminator D, which "
+                     "never leave the device: refused"
+                   : ": FedCG updates hold the C.* and G.* tensors only"));
+}
+
+absl::Status FedCg::CheckUpdate(const Update& update, const ModelWeights& broadcast) const {
+  for (const Tensor& t : update.tensors) {
+    FEDGE_RETURN_IF_ERROR(CheckUpdateTensor(update.client_id, t.name));
+    if (!absl::EndsWith(t.name, ".running_var")) continue;
+    for (const Tensor& base : broadcast) {
+      if (base.name != t.name) continue;
+      if (base.values.size() != t.values.size()) break;  // the aggregator names the shape
+      for (size_t i = 0; i < t.values.size(); ++i) {
+        const float v = base.values[i] + t.values[i];
+        if (v >= 0) continue;  // NaN fails too
+        return absl::InvalidArgumentError(absl::StrCat(
+            "FedCg: client ", update.client_id, "'s update makes ", t.name, "[", i, "] ", v,
+            ", a batch norm running variance below 0: refused"));
+      }
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void FedCg::ReportRound(const DeviceEvaluation& devices, v1::RoundMetrics* metrics) const {
+  v1::FedCgRoundMetrics& f = *metrics->mutable_fed_cg();
+  f.set_distill_steps(report_.steps);
+  f.set_first_kl(report_.first_kl);
+  f.set_last_kl(report_.last_kl);
+  f.set_synthetic_accuracy(report_.synthetic_accuracy);
+  f.set_distill_seconds(report_.seconds);
+  f.set_clients_evaluated(devices.clients);
+  f.set_eval_examples(devices.examples);
+  if (devices.examples > 0) {
+    f.set_client_accuracy(devices.correct / static_cast<double>(devices.examples));
+  }
+  f.set_evaluated_model_round(devices.model_round);
 }
 
 }  // namespace fedge::aggregation

@@ -80,6 +80,16 @@ class FedCg final : public Strategy {
   // misshapen C.*/G.* tensor, a weight ≤ 0.
   absl::Status ServerTrainingStep(absl::Span<const Update* const> client_updates,
                                   ModelWeights* model) override;
+  // Updates hold Δ of the shared C.* and G.* tensors only: a tensor of the private extractor
+  // E or discriminator D (which never leave the device) or any other name is refused. A
+  // batch norm running variance of G is an average of variances: an update that would make
+  // one negative (broadcast + Δ < 0, or NaN) is refused too, naming the entry.
+  absl::Status CheckUpdateTensor(absl::string_view client_id,
+                                 absl::string_view name) const override;
+  absl::Status CheckUpdate(const Update& update, const ModelWeights& broadcast) const override;
+  // RoundMetrics.fed_cg: the distillation's report and the devices' mean accuracy (their
+  // private E with the task's global C, i.e. of the previous round's model).
+  void ReportRound(const DeviceEvaluation& devices, v1::RoundMetrics* metrics) const override;
   absl::StatusOr<std::string> SerializeState() const override;
   absl::Status RestoreState(absl::string_view state) override;
 

@@ -242,5 +242,71 @@ TEST(FedCgTest, StateRoundTripsWithTheDistillOptimizerAndRejectsGarbage) {
   EXPECT_EQ(old->distill_optimizer_steps(), 0);
 }
 
+TEST(FedCgTest, RefusesUpdatesCarryingPrivateOrForeignTensors) {
+  auto fed_cg = FedCg::Create(SmallOptions(1));
+  ASSERT_TRUE(fed_cg.ok());
+  const Strategy& s = **fed_cg;
+  EXPECT_TRUE(s.CheckUpdateTensor("dev", "C.fc.weight").ok());
+  EXPECT_TRUE(s.CheckUpdateTensor("dev", "G.fc1.bias").ok());
+  const absl::Status e = s.CheckUpdateTensor("dev", "E.conv1.weight");
+  EXPECT_EQ(e.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.message().find("never leave the device"), absl::string_view::npos) << e;
+  EXPECT_NE(e.message().find("dev"), absl::string_view::npos) << e;
+  EXPECT_FALSE(s.CheckUpdateTensor("dev", "D.fc.weight").ok());
+  const absl::Status other = s.CheckUpdateTensor("dev", "fc1.weight");
+  EXPECT_NE(other.message().find("C.* and G.*"), absl::string_view::npos) << other;
+
+  // A whole update: the same names, and G's running variances stay ≥ 0.
+  const model::FedCgShape shape = SmallOptions(1).shape;
+  auto model = FedCg::InitialModel(shape, 1);
+  ASSERT_TRUE(model.ok());
+  Update u = RandomUpdate(*model, "dev", 1, 3, 0.01);
+  EXPECT_TRUE(s.CheckUpdate(u, *model).ok());
+  Tensor leaked;
+  leaked.name = "E.conv1.weight";
+  leaked.shape = {1};
+  leaked.values = {0.5f};
+  Update with_leak = u;
+  with_leak.tensors.push_back(leaked);
+  EXPECT_FALSE(s.CheckUpdate(with_leak, *model).ok());
+  Tensor var;
+  var.name = "G.bn.running_var";
+  var.shape = {2};
+  var.values = {1.0f, 1.0f};
+  ModelWeights with_bn = *model;
+  with_bn.push_back(var);
+  Update bn = u;
+  var.values = {-0.5f, -1.5f};  // 1 − 1.5 < 0 at entry 1
+  bn.tensors.push_back(var);
+  const absl::Status negative = s.CheckUpdate(bn, with_bn);
+  EXPECT_EQ(negative.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(negative.message().find("G.bn.running_var[1]"), absl::string_view::npos) << negative;
+  bn.tensors.back().values = {-0.5f, -0.5f};
+  EXPECT_TRUE(s.CheckUpdate(bn, with_bn).ok());
+}
+
+TEST(FedCgTest, ReportsTheDistillationAndTheDevicesAccuracy) {
+  auto fed_cg = FedCg::Create(SmallOptions(1));
+  ASSERT_TRUE(fed_cg.ok());
+  DeviceEvaluation devices;
+  devices.clients = 2;
+  devices.examples = 40;
+  devices.correct = 30;
+  devices.model_round = 4;
+  v1::RoundMetrics m;
+  (*fed_cg)->ReportRound(devices, &m);
+  ASSERT_TRUE(m.has_fed_cg());
+  EXPECT_DOUBLE_EQ(m.fed_cg().client_accuracy(), 0.75);
+  EXPECT_EQ(m.fed_cg().clients_evaluated(), 2);
+  EXPECT_EQ(m.fed_cg().eval_examples(), 40);
+  EXPECT_EQ(m.fed_cg().evaluated_model_round(), 4);
+  // Other strategies add nothing.
+  auto fedavg = FedAvg::Create();
+  v1::RoundMetrics none;
+  ASSERT_TRUE(fedavg.ok());
+  (*fedavg)->ReportRound(devices, &none);
+  EXPECT_FALSE(none.has_fed_cg());
+}
+
 }  // namespace
 }  // namespace fedge::aggregation

@@ -33,8 +33,18 @@
 #include "absl/types/span.h"
 #include "aggregation/aggregator.h"
 #include "aggregation/update.h"
+#include "proto/job.pb.h"
 
 namespace fedge::aggregation {
+
+// What a round's devices reported of their own evaluation (ClientTrainMetrics.eval_*):
+// accuracy × examples summed over the devices that evaluated, and their examples.
+struct DeviceEvaluation {
+  int32_t clients = 0;
+  int64_t examples = 0;
+  double correct = 0;
+  int64_t model_round = 0;  // the round whose model they evaluated
+};
 
 class Strategy {
  public:
@@ -62,6 +72,22 @@ class Strategy {
                                           ModelWeights* model) {
     return absl::OkStatus();
   }
+
+  // Strategy-specific checks of a client's update, beside the aggregator's (names, shapes,
+  // finite values). CheckUpdateTensor runs on each tensor name an upload announces, before
+  // a value is read; CheckUpdate on the decoded update against the round's broadcast model
+  // (`broadcast`, the model the round's tasks carried). INVALID_ARGUMENT naming the tensor
+  // drops that client. Default: nothing more to check.
+  virtual absl::Status CheckUpdateTensor(absl::string_view client_id,
+                                         absl::string_view name) const {
+    return absl::OkStatus();
+  }
+  virtual absl::Status CheckUpdate(const Update& update, const ModelWeights& broadcast) const {
+    return absl::OkStatus();
+  }
+  // The strategy's own figures of the round that just completed, added to `metrics`, with
+  // what the round's devices reported of their own evaluation (`devices`). Default: none.
+  virtual void ReportRound(const DeviceEvaluation& devices, v1::RoundMetrics* metrics) const {}
 
   // The optimizer state (moments, step count) for checkpoints; RestoreState accepts what
   // SerializeState wrote (kDataLoss for anything else).

@@ -123,41 +123,6 @@ v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
   }
 }
 
-// FedCG devices upload Δ of the shared C.* and G.* tensors only; the extractor E and the
-// discriminator D never leave the device, so an update naming one of theirs is refused. A
-// batch norm running variance of G (FEDCG_GAN_CONV_BATCHNORM) is an average of variances:
-// an update that would make one negative (`model`, the round's broadcast, + Δ) is refused
-// too, before it reaches the average and the server's distillation.
-absl::Status CheckFedCgUpdate(const std::string& client_id, const aggregation::Update& update,
-                              const v1::ModelProto& model) {
-  for (const aggregation::Tensor& t : update.tensors) {
-    if (absl::StartsWith(t.name, "C.") || absl::StartsWith(t.name, "G.")) {
-      if (!absl::EndsWith(t.name, ".running_var")) continue;
-      for (const v1::TensorProto& base : model.parameters()) {
-        if (base.name() != t.name) continue;
-        if (static_cast<size_t>(base.values_size()) != t.values.size()) break;  // shape check
-        for (size_t i = 0; i < t.values.size(); ++i) {
-          const float v = base.values(static_cast<int>(i)) + t.values[i];
-          if (v >= 0) continue;  // NaN fails too
-          return absl::InvalidArgumentError(absl::StrCat(
-              "Coordinator: client ", client_id, "'s FedCG update makes ", t.name, "[", i,
-              "] ", v, ", a batch norm running variance below 0: refused"));
-        }
-        break;
-      }
-      continue;
-    }
-    const bool private_part = absl::StartsWith(t.name, "E.") || absl::StartsWith(t.name, "D.");
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: client ", client_id, "'s FedCG update carries tensor '",
-        t.name.substr(0, 64), "'",
-        private_part ? ", a parameter of its private extractor E or discriminator D, which "
-                       "never leave the device: refused"
-                     : ": FedCG updates hold the C.* and G.* tensors only"));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding) {
@@ -269,7 +234,6 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     o.seed = config.init_seed();
     o.persistent_distill_optimizer = f.persistent_distill_optimizer();
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::FedCg> fed_cg, aggregation::FedCg::Create(o));
-    job->fed_cg = fed_cg.get();
     job->strategy = std::move(fed_cg);
     FEDGE_ASSIGN_OR_RETURN(job->weights,
                            aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
@@ -476,7 +440,7 @@ absl::StatusOr<ExpectedUpdate> Coordinator::ExpectedUpdateOf(const v1::UpdateHea
   e.model = ct.model;
   e.encoding = job_->config.transfer().update_encoding();
   if (e.encoding == v1::TENSOR_ENCODING_UNSPECIFIED) e.encoding = v1::TENSOR_ENCODING_FLOAT32;
-  e.fed_cg = job_->fed_cg != nullptr;
+  e.strategy = job_->strategy.get();
   e.what = ct.tier < 0 ? std::string("the task's model")
                        : absl::StrFormat("the task's sub-model (tier '%s', width %g)",
                                          job_->tiers[ct.tier].name, job_->tiers[ct.tier].width_ratio);
@@ -519,8 +483,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
         "Coordinator: round ", round.number, " uses secure aggregation: client ", id,
         " must send its update masked, through SecureAggregationStep"));
   }
-  absl::Status status;
-  if (job_->fed_cg != nullptr) status = CheckFedCgUpdate(id, update, *round.model);
+  absl::Status status = job_->strategy->CheckUpdate(update, job_->weights);
   if (!status.ok()) {
     // Refused below, as every bad update.
   } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
@@ -598,10 +561,11 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   round.client_seconds_sum += header.metrics().train_seconds();
   const double eval_accuracy = header.metrics().eval_accuracy();
   const int64_t eval_examples = header.metrics().eval_examples();
-  if (job_->fed_cg != nullptr && eval_examples > 0 &&
+  if (eval_examples > 0 &&
       eval_examples <= options_.max_examples_per_client && std::isfinite(eval_accuracy) &&
       eval_accuracy >= 0 && eval_accuracy <= 1) {
-    // FedCG: the device's private E with the task's global C on its held-out examples.
+    // The device's own evaluation (FedCG: its private E with the task's global C on its
+    // held-out examples), for the strategy's round report.
     ct.metrics.set_eval_accuracy(eval_accuracy);
     ct.metrics.set_eval_examples(eval_examples);
     round.eval_correct_sum += eval_accuracy * static_cast<double>(eval_examples);
@@ -1248,21 +1212,12 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
   }
   m.set_aggregation_seconds(Seconds(t0));
-  if (job.fed_cg != nullptr) {
-    const aggregation::FedCgDistillReport& d = job.fed_cg->last_report();
-    v1::FedCgRoundMetrics& f = *m.mutable_fed_cg();
-    f.set_distill_steps(d.steps);
-    f.set_first_kl(d.first_kl);
-    f.set_last_kl(d.last_kl);
-    f.set_synthetic_accuracy(d.synthetic_accuracy);
-    f.set_distill_seconds(d.seconds);
-    f.set_clients_evaluated(round.clients_evaluated);
-    f.set_eval_examples(round.eval_examples);
-    if (round.eval_examples > 0) {
-      f.set_client_accuracy(round.eval_correct_sum / static_cast<double>(round.eval_examples));
-    }
-    f.set_evaluated_model_round(round.number - 1);
-  }
+  aggregation::DeviceEvaluation devices;
+  devices.clients = round.clients_evaluated;
+  devices.examples = round.eval_examples;
+  devices.correct = round.eval_correct_sum;
+  devices.model_round = round.number - 1;
+  job.strategy->ReportRound(devices, &m);
 
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
   std::vector<std::optional<model::EvalResult>> tier_eval(job.tiers.size());
@@ -1335,7 +1290,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   }
   registry_.CountParticipation(
       std::vector<std::string>(round.accepted.begin(), round.accepted.end()));
-  if (job.fed_cg != nullptr) {
+  if (m.has_fed_cg()) {
     FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
                     << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
                     << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()

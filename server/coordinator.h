@@ -282,8 +282,6 @@ class Coordinator {
     std::string id;
     v1::JobConfig config;  // validated, defaults filled
     std::unique_ptr<aggregation::Strategy> strategy;
-    // strategy.fed_cg: the strategy as FedCg (for its distillation report), else null.
-    aggregation::FedCg* fed_cg = nullptr;
     aggregation::ModelWeights weights;
     int64_t completed_rounds = 0;
     std::shared_ptr<const data::Dataset> evaluation_data;  // null for FedCG

@@ -4,7 +4,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "model/payload.h"
 
@@ -20,17 +19,10 @@ int64_t ExpectedUpdate::payload_bytes() const {
 
 absl::Status CheckUpdateAnnouncement(const v1::UpdateHeader& header,
                                      const ExpectedUpdate& expected) {
-  if (expected.fed_cg) {
-    // FedCG: the device's extractor E and discriminator D never leave it. An update that
-    // names one of their tensors is refused before a payload byte is read, naming it.
+  if (expected.strategy != nullptr) {
     for (const v1::TensorInfo& t : header.manifest().tensors()) {
-      if (absl::StartsWith(t.name(), "E.") || absl::StartsWith(t.name(), "D.")) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "UpdateIntake: client ", header.client_id(), "'s FedCG update carries tensor '",
-            t.name().substr(0, 64),
-            "', a parameter of its private extractor E or discriminator D, which never leave "
-            "the device: refused"));
-      }
+      absl::Status s = expected.strategy->CheckUpdateTensor(header.client_id(), t.name());
+      if (!s.ok()) return s;
     }
   }
   const int64_t bytes = expected.payload_bytes();

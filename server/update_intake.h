@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "aggregation/strategy.h"
 #include "aggregation/update.h"
 #include "proto/coordinator.pb.h"
 #include "proto/model.pb.h"
@@ -29,7 +30,9 @@ namespace fedge::server {
 struct ExpectedUpdate {
   std::shared_ptr<const v1::ModelProto> model;  // the client's task model (sub-model shapes)
   v1::TensorEncoding encoding = v1::TENSOR_ENCODING_FLOAT32;
-  bool fed_cg = false;  // FedCG: E.* and D.* tensors never leave the device
+  // The job's strategy, for its checks of the announced tensor names (FedCG: only C.* and
+  // G.*); null: none.
+  const aggregation::Strategy* strategy = nullptr;
   // How errors name the model: "the task's model", or "the task's sub-model (tier
   // 'quarter', width 0.25)".
   std::string what;
@@ -38,8 +41,9 @@ struct ExpectedUpdate {
 };
 
 // INVALID_ARGUMENT, naming the problem, when the header's announcement cannot be an update
-// of the task: a FedCG manifest naming a tensor of the private extractor E or discriminator
-// D, or total_bytes other than expected.payload_bytes().
+// of the task: a tensor name the strategy refuses (Strategy::CheckUpdateTensor; FedCG's
+// private extractor E and discriminator D), or total_bytes other than
+// expected.payload_bytes().
 absl::Status CheckUpdateAnnouncement(const v1::UpdateHeader& header,
                                      const ExpectedUpdate& expected);
 
