@@ -96,19 +96,6 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 
-// The job's adaptive clipping, starting from `initial_clip_norm` (the configured one, or the
-// one the last completed round chose when a job resumes).
-absl::StatusOr<std::unique_ptr<privacy::AdaptiveClipping>> MakeClipper(
-    const v1::PrivacyConfig& privacy, double initial_clip_norm) {
-  const v1::AdaptiveClippingConfig& ac = privacy.adaptive_clipping();
-  privacy::AdaptiveClipping::Options o;
-  o.initial_clip_norm = initial_clip_norm;
-  o.target_quantile = ac.target_quantile();
-  o.learning_rate = ac.learning_rate();
-  o.clipped_count_stddev = ac.count_noise_stddev();
-  return privacy::AdaptiveClipping::Create(o);
-}
-
 // 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
 constexpr int64_t kMaxSecureAggregationParameters = 2'000'000;
 
@@ -191,21 +178,10 @@ absl::Status Coordinator::Resume() {
       return checkpoint.status();
     }
     job->latest_metrics = status.latest_metrics();
-    if (job->accountant.has_value()) {
-      // ε continues from the completed rounds' (q, z).
+    if (job->privacy->accounts()) {
+      // ε and the adaptive clip norm continue from the completed rounds.
       FEDGE_ASSIGN_OR_RETURN(std::vector<v1::RoundRecord> rounds, store_->ListRounds(status.job_id(), 1));
-      for (const v1::RoundRecord& r : rounds) {
-        if (r.state() != v1::ROUND_STATE_COMPLETED || r.round() > job->completed_rounds) continue;
-        const v1::RoundMetrics& m = r.metrics();
-        if (m.dp_noise_multiplier() > 0) {
-          FEDGE_RETURN_IF_ERROR(job->accountant->Compose(m.dp_sampling_rate(), m.dp_noise_multiplier()));
-        }
-        if (job->clipper != nullptr && m.dp_next_clip_norm() > 0) {
-          // Adaptive clipping continues from the clip norm the last round chose.
-          FEDGE_ASSIGN_OR_RETURN(job->clipper,
-                                 MakeClipper(status.config().privacy(), m.dp_next_clip_norm()));
-        }
-      }
+      FEDGE_RETURN_IF_ERROR(job->privacy->Restore(rounds, job->completed_rounds));
     }
     FEDGE_ASSIGN_OR_RETURN(int abandoned, store_->AbandonOpenRounds(status.job_id()));
     FEDGE_LOG(INFO) << "Coordinator: resuming job " << status.job_id() << " after round "
@@ -221,6 +197,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   auto job = std::make_unique<Job>();
   job->id = id;
   job->config = config;
+  FEDGE_ASSIGN_OR_RETURN(job->privacy,
+                         RoundPrivacy::Create(config.privacy(), id, options_.dp_noise_seed));
   if (config.strategy().has_fed_cg()) {
     // FedCG: the central model is C and G only; no central evaluation (no extractor), and
     // job validation refused what FedCG cannot run with (tiers, DP, secure aggregation).
@@ -278,25 +256,6 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     job->tier_eval_nets.push_back(std::move(net));
     job->tiers.push_back(std::move(plan));
   }
-  if (config.privacy().has_adaptive_clipping()) {
-    FEDGE_ASSIGN_OR_RETURN(job->clipper,
-                           MakeClipper(config.privacy(), config.privacy().clip_norm()));
-    FEDGE_ASSIGN_OR_RETURN(job->update_noise_multiplier,
-                           job->clipper->UpdateNoiseMultiplier(config.privacy().noise_multiplier()));
-  } else {
-    job->update_noise_multiplier = config.privacy().noise_multiplier();
-  }
-  if (config.privacy().noise_multiplier() > 0) {
-    job->accountant.emplace();
-    if (options_.dp_noise_seed.has_value()) {
-      privacy::Seed seed;
-      base::Rng rng(*options_.dp_noise_seed, base::Fnv1a(id));
-      for (uint8_t& b : seed) b = static_cast<uint8_t>(rng.NextU64());
-      job->noise = privacy::NoiseGenerator::CreateFromSeed(seed);
-    } else {
-      FEDGE_ASSIGN_OR_RETURN(job->noise, privacy::NoiseGenerator::Create());
-    }
-  }
   if (options_.evaluation_data != nullptr) {
     job->evaluation_data = options_.evaluation_data;
   } else {
@@ -344,7 +303,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
   if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
   *h.mutable_privacy() = cfg.privacy();
-  if (round.clip_norm > 0) h.mutable_privacy()->set_clip_norm(round.clip_norm);
+  if (round.dp.clip_norm > 0) h.mutable_privacy()->set_clip_norm(round.dp.clip_norm);
   h.set_update_encoding(cfg.transfer().update_encoding());
   if (round.secure != nullptr) *h.mutable_secure_aggregation() = round.secure->SessionFor(client_id);
   if (ct.tier >= 0) {
@@ -492,17 +451,8 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   } else if (update.weight != static_cast<double>(header.num_examples())) {
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
-  } else if (const double clip = round.clip_norm; clip > 0) {
-    // Devices clip to S before uploading; an update over S would break the DP guarantee.
-    double sq = 0;
-    for (const aggregation::Tensor& t : update.tensors) {
-      for (float v : t.values) sq += static_cast<double>(v) * v;
-    }
-    if (!(std::sqrt(sq) <= clip * (1 + 1e-4))) {
-      status = absl::InvalidArgumentError(absl::StrFormat(
-          "Coordinator: client %s sent an update of L2 norm %.6g, over privacy.clip_norm %.6g",
-          id, std::sqrt(sq), clip));
-    }
+  } else {
+    status = job_->privacy->CheckClipped(update, round.dp);
   }
   ClientTask& ct = round.tasks[id];
   if (status.ok() && ct.slicer != nullptr) {
@@ -515,7 +465,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     }
   }
   // Central DP: every participant counts once, whatever its example count.
-  if (status.ok() && job_->accountant.has_value()) update.weight = 1.0;
+  if (status.ok()) update.weight = job_->privacy->Weight(update.weight);
   // Checked now (names, shapes, finite values), accumulated later in a batch: the bound on
   // the sum makes that batch unable to fail.
   double max_abs = 0;
@@ -549,8 +499,7 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
   if (std::isfinite(header.metrics().update_norm()) && header.metrics().update_norm() >= 0) {
     ct.metrics.set_update_norm(header.metrics().update_norm());
-    // Adaptive clipping counts the updates that were within C (as the device reports).
-    if (header.metrics().update_norm() <= round.clip_norm) ++round.unclipped;
+    RoundPrivacy::CountReportedNorm(header.metrics().update_norm(), round.dp);
   }
   round.waiting.erase(id);
   round.accepted.insert(id);
@@ -708,8 +657,8 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
     offset += w.values.size();
     mean.tensors.push_back(std::move(t));
   }
-  if (job.clipper != nullptr && offset < sum.size()) {
-    round.noised_unclipped = sum[offset] / round.clip_norm;
+  if (job.privacy->clipped_count() && offset < sum.size()) {
+    round.dp.noised_unclipped = sum[offset] / round.dp.clip_norm;
   }
   FEDGE_RETURN_IF_ERROR(round.aggregator->Accumulate(mean));
   v1::RoundMetrics& m = round.metrics;
@@ -888,25 +837,14 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   round.number = job.completed_rounds + 1;
   round.attempt = job.failed_attempts;
   const v1::PrivacyConfig& privacy = cfg.privacy();
-  if (job.accountant.has_value()) {
-    const size_t sampled = std::min(live.size(), static_cast<size_t>(std::max(want, quorum)));
-    round.dp_sampling_rate = static_cast<double>(sampled) / static_cast<double>(live.size());
-    if (privacy.epsilon_budget() > 0) {
-      privacy::RdpAccountant next = *job.accountant;
-      FEDGE_RETURN_IF_ERROR(next.Compose(round.dp_sampling_rate, privacy.noise_multiplier()));
-      FEDGE_ASSIGN_OR_RETURN(privacy::EpsilonAndOrder e, next.Epsilon(privacy.delta()));
-      if (e.epsilon > privacy.epsilon_budget()) {
-        return FinishJob(absl::StrFormat(
-            "privacy budget: round %d would bring epsilon to %.4g, over the budget %.4g "
-            "(delta %g); stopped after %d rounds",
-            round.number, e.epsilon, privacy.epsilon_budget(), privacy.delta(),
-            job.completed_rounds));
-      }
-    }
-  }
+  const size_t sampled = std::min(live.size(), static_cast<size_t>(std::max(want, quorum)));
+  FEDGE_ASSIGN_OR_RETURN(RoundPrivacy::Opening dp,
+                         job.privacy->Open(round.number, sampled, live.size(), job.completed_rounds));
+  if (dp.over_budget.has_value()) return FinishJob(*dp.over_budget);
+  round.dp = dp.round;
   base::Rng rng(sel.seed(), static_cast<uint64_t>(round.number) * 1000 + round.attempt);
   rng.Shuffle(live);
-  live.resize(std::min<size_t>(live.size(), static_cast<size_t>(std::max(want, quorum))));
+  live.resize(sampled);
   round.sampled = std::move(live);
   round.waiting.insert(round.sampled.begin(), round.sampled.end());
   round.opened = now;
@@ -919,21 +857,9 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
     round.tasks[id] = std::move(task);
   }
   FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
-  round.clip_norm = job.clipper != nullptr ? job.clipper->clip_norm() : privacy.clip_norm();
   if (privacy.secure_aggregation_threshold() > 0) {
-    SecureRound::Encoding e;
-    e.clip_norm = round.clip_norm;
-    const int t = privacy.secure_aggregation_threshold();
-    if (privacy.noise_multiplier() > 0) {
-      FEDGE_ASSIGN_OR_RETURN(e.noise_stddev, privacy::DistributedNoiseStddev(
-                                                 job.update_noise_multiplier, round.clip_norm, t));
-    }
-    if (job.clipper != nullptr) {
-      // The count coordinate is clip_norm per unclipped device: its noise scales with C too.
-      e.clipped_count = true;
-      e.count_noise_stddev = privacy.adaptive_clipping().count_noise_stddev() * round.clip_norm /
-                             std::sqrt(static_cast<double>(t));
-    }
+    FEDGE_ASSIGN_OR_RETURN(const SecureRound::Encoding e,
+                           job.privacy->SecureEncoding(round.dp, privacy.secure_aggregation_threshold()));
     FEDGE_ASSIGN_OR_RETURN(
         round.secure,
         SecureRound::Create(privacy, round.sampled,
@@ -1176,34 +1102,8 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   auto t0 = std::chrono::steady_clock::now();
   FlushPending(round);
   FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.aggregator).Report());
-  if (job.accountant.has_value()) {
-    // N(0, (z·S)²) on the sum is N(0, (z·S/m)²) on the mean of the m participants.
-    const v1::PrivacyConfig& privacy = job.config.privacy();
-    FEDGE_ASSIGN_OR_RETURN(const double stddev,
-                           privacy::CentralNoiseStddev(job.update_noise_multiplier, round.clip_norm));
-    const double participants = std::max<double>(1.0, delta.total_weight);
-    // Under secure aggregation the devices added the noise (distributed DP).
-    if (round.secure == nullptr) {
-      for (aggregation::Tensor& t : delta.tensors) {
-        job.noise->AddGaussianNoise(absl::MakeSpan(t.values), stddev / participants);
-      }
-    }
-    FEDGE_RETURN_IF_ERROR(job.accountant->Compose(round.dp_sampling_rate, privacy.noise_multiplier()));
-    FEDGE_ASSIGN_OR_RETURN(privacy::EpsilonAndOrder e, job.accountant->Epsilon(privacy.delta()));
-    m.set_epsilon(e.epsilon);
-    m.set_dp_sampling_rate(round.dp_sampling_rate);
-    m.set_dp_noise_multiplier(privacy.noise_multiplier());
-    m.set_dp_clip_norm(round.clip_norm);
-    if (job.clipper != nullptr) {
-      const int64_t n = std::max<int64_t>(1, static_cast<int64_t>(round.accepted.size()));
-      absl::StatusOr<double> b_bar =
-          round.secure != nullptr ? job.clipper->UpdateFromNoisedCount(round.noised_unclipped, n)
-                                  : job.clipper->Update(round.unclipped, n, *job.noise);
-      FEDGE_RETURN_IF_ERROR(b_bar.status());
-      m.set_dp_unclipped_fraction(*b_bar);
-      m.set_dp_next_clip_norm(job.clipper->clip_norm());
-    }
-  }
+  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
+                                           static_cast<int64_t>(round.accepted.size()), delta, &m));
   aggregation::ModelWeights next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
   if (job.strategy->KeepsClientUpdates()) {

@@ -100,6 +100,7 @@
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "server/registry.h"
+#include "server/round_privacy.h"
 #include "server/secure_round.h"
 #include "server/session_token.h"
 #include "server/store.h"
@@ -263,10 +264,7 @@ class Coordinator {
     // Σ float(n_k)·max|Δ_k| over the accepted updates: a bound on every |sum| coordinate,
     // kept under kMaxSumBound so that the batched accumulation cannot overflow float.
     double sum_bound = 0;
-    double dp_sampling_rate = 0;  // q of this round (sampled / live registered)
-    double clip_norm = 0;         // C the round's devices clip to (privacy.clip_norm or adaptive)
-    int64_t unclipped = 0;        // accepted updates whose reported norm was ≤ C (central mode)
-    double noised_unclipped = 0;  // the same count, noised by the devices (secure aggregation)
+    RoundPrivacy::Round dp;  // sampling rate, clip norm, unclipped counts
     // Secure aggregation: the protocol's state and when its current phase times out.
     std::unique_ptr<SecureRound> secure;
     absl::Time phase_deadline = absl::InfiniteFuture();
@@ -287,14 +285,8 @@ class Coordinator {
     std::shared_ptr<const data::Dataset> evaluation_data;  // null for FedCG
     std::unique_ptr<model::Sequential> eval_net;           // null for FedCG
     std::vector<TierPlan> tiers;  // empty: everyone trains the full model
-    // Central DP (privacy.noise_multiplier > 0): the accountant over the completed rounds and
-    // the noise source.
-    std::optional<privacy::RdpAccountant> accountant;
-    std::unique_ptr<privacy::NoiseGenerator> noise;
-    // Adaptive clipping (privacy.adaptive_clipping): the clip norm for the next round, and
-    // the multiplier the update sum gets beside the noised count (z_Δ; z without it).
-    std::unique_ptr<privacy::AdaptiveClipping> clipper;
-    double update_noise_multiplier = 0;
+    // Clip norms, noise, the accountant and the ε budget (server/round_privacy.h).
+    std::unique_ptr<RoundPrivacy> privacy;
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
