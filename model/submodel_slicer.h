@@ -121,7 +121,7 @@ int64_t Conv2dScratchFloats(int kernel_size, int in_channels, int out_channels, 
 // What one device round holds at its peak: EstimateTrainingMemoryBytes plus the round's
 // three further copies of the parameters (the received model, the update Δ and its encoded
 // payload). The coordinator picks tiers by it (SubModelConfig.ASSIGNMENT_LARGEST_FITTING)
-// and the device checks its budget against it (client/grpc/memory_budget.h), so the two
+// and the device checks its budget against it (client/memory_budget.h), so the two
 // agree. -1 as EstimateTrainingMemoryBytes.
 int64_t EstimateDeviceRoundMemoryBytes(const v1::ModelSpec& spec, int batch_size, bool adam);
 

@@ -99,26 +99,7 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
 // 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
 constexpr int64_t kMaxSecureAggregationParameters = 2'000'000;
 
-v1::TensorEncoding TeacherEncoding(v1::ComputeMode mode) {
-  switch (mode) {
-    case v1::COMPUTE_MODE_FP32:
-      return v1::TENSOR_ENCODING_FLOAT32;
-    case v1::COMPUTE_MODE_INT4:
-      return v1::TENSOR_ENCODING_INT4_BLOCK32;
-    default:
-      return v1::TENSOR_ENCODING_INT8_PER_CHANNEL;
-  }
-}
-
 }  // namespace
-
-int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding) {
-  int64_t total = 0;
-  for (const model::PayloadTensorSpec& spec : model::ParameterSpecs(model)) {
-    total += model::EncodedBytes(spec, encoding);
-  }
-  return total;
-}
 
 namespace {
 
@@ -215,6 +196,7 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     job->strategy = std::move(fed_cg);
     FEDGE_ASSIGN_OR_RETURN(job->weights,
                            aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
+    FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
     return job;
   }
   FEDGE_ASSIGN_OR_RETURN(job->strategy, MakeStrategy(config.strategy()));
@@ -228,33 +210,17 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
         kMaxSecureAggregationParameters, " parameters, the model has ",
         job->eval_net->num_parameters()));
   }
+  FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
+  // Each smaller tier's leading sub-model is evaluated on its own every round (random
+  // subsets have no fixed sub-model to evaluate).
   const v1::SubModelConfig& sub = config.sub_models();
-  const v1::LocalTraining& training = config.local_training();
-  for (const v1::SubModelTier& t : sub.tiers()) {
-    TierPlan plan;
-    plan.name = t.name();
-    plan.width_ratio = t.width_ratio();
-    plan.compute_mode = t.compute_mode() != v1::COMPUTE_MODE_UNSPECIFIED ? t.compute_mode()
-                                                                         : training.compute_mode();
-    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
-                           model::SubModelSlicer::Create(config.model_spec(), t.width_ratio(),
-                                                         model::SubModelExtraction::kLeading, 0));
-    plan.leading = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
-    const model::SubModelSlicer& leading = *plan.leading;
-    plan.spec = leading.sub_spec();
-    // The device checks its budget against the same estimates (client/memory_budget.h).
-    plan.training_bytes = model::EstimateDeviceRoundMemoryBytes(
-        plan.spec, training.batch_size(), training.optimizer() == v1::OPTIMIZER_KIND_ADAM);
-    plan.teacher_bytes = model::EstimateTeacherMemoryBytes(plan.spec, training.batch_size());
-    // Each smaller tier's leading sub-model is evaluated on its own every round (random
-    // subsets have no fixed sub-model to evaluate).
+  for (const RoundPlanner::Tier& tier : job->planner->tiers()) {
     std::unique_ptr<model::Sequential> net;
-    if (t.width_ratio() < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
-      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(sub.scaler() ? leading.scaled_sub_spec()
-                                                                          : plan.spec));
+    if (tier.width_ratio < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
+      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(
+                                      sub.scaler() ? tier.leading->scaled_sub_spec() : tier.spec));
     }
     job->tier_eval_nets.push_back(std::move(net));
-    job->tiers.push_back(std::move(plan));
   }
   if (options_.evaluation_data != nullptr) {
     job->evaluation_data = options_.evaluation_data;
@@ -289,44 +255,22 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   Round& round = *job_->round;
   if (!round.waiting.contains(client_id)) return std::nullopt;
   if (round.secure != nullptr && round.secure->Joined(client_id)) return std::nullopt;
-  TaskAssignment task;
-  v1::TaskHeader& h = task.header;
-  h.set_job_id(job_->id);
-  h.set_round(round.number);
-  h.set_task_id(absl::StrCat(job_->id, "/", round.number, "/", round.attempt, "/", client_id));
-  if (round.deadline != absl::InfiniteFuture()) h.set_deadline_unix_ms(UnixMs(round.deadline));
-  const v1::JobConfig& cfg = job_->config;
   ClientTask& ct = round.tasks[client_id];
-  *h.mutable_model_spec() = ct.model->spec();
-  *h.mutable_training() = cfg.local_training();
-  *h.mutable_preprocessing() = cfg.preprocessing();
-  if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
-  if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
-  *h.mutable_privacy() = cfg.privacy();
-  if (round.dp.clip_norm > 0) h.mutable_privacy()->set_clip_norm(round.dp.clip_norm);
-  h.set_update_encoding(cfg.transfer().update_encoding());
-  if (round.secure != nullptr) *h.mutable_secure_aggregation() = round.secure->SessionFor(client_id);
-  if (ct.tier >= 0) {
-    const TierPlan& tier = job_->tiers[ct.tier];
-    h.set_tier(tier.name);
-    h.set_width_ratio(tier.width_ratio);
-    h.mutable_training()->set_compute_mode(tier.compute_mode);
-  } else {
-    h.set_width_ratio(1.0);
-  }
-  task.model = ct.model;
-  task.model_encoding = cfg.transfer().task_encoding();
-  if (ct.teacher != nullptr) {
-    *h.mutable_distillation() = cfg.distillation();
-    *h.mutable_teacher_spec() = ct.teacher->spec();
-    if (ct.teacher_tier >= 0) h.set_teacher_tier(job_->tiers[ct.teacher_tier].name);
-    task.teacher = ct.teacher;
-    task.teacher_encoding = TeacherEncoding(cfg.distillation().teacher_compute_mode());
-  }
+  RoundPlanner::TaskContext context;
+  context.job_id = job_->id;
+  context.client_id = client_id;
+  context.round = round.number;
+  context.attempt = round.attempt;
+  context.deadline = round.deadline;
+  context.clip_norm = round.dp.clip_norm;
+  context.secure = round.secure.get();
+  TaskAssignment task = job_->planner->Assign(ct, context);
   if (!ct.fetched) {
     ct.fetched = true;
-    ct.bytes_down = EncodedModelBytes(*task.model, task.model_encoding);
-    if (task.teacher != nullptr) ct.bytes_down += EncodedModelBytes(*task.teacher, task.teacher_encoding);
+    ct.bytes_down = RoundPlanner::EncodedBytes(*task.model, task.model_encoding);
+    if (task.teacher != nullptr) {
+      ct.bytes_down += RoundPlanner::EncodedBytes(*task.teacher, task.teacher_encoding);
+    }
     ct.metrics.set_bytes_down(ct.bytes_down);
     round.metrics.set_bytes_down(round.metrics.bytes_down() + ct.bytes_down);
   }
@@ -400,9 +344,13 @@ absl::StatusOr<ExpectedUpdate> Coordinator::ExpectedUpdateOf(const v1::UpdateHea
   e.encoding = job_->config.transfer().update_encoding();
   if (e.encoding == v1::TENSOR_ENCODING_UNSPECIFIED) e.encoding = v1::TENSOR_ENCODING_FLOAT32;
   e.strategy = job_->strategy.get();
-  e.what = ct.tier < 0 ? std::string("the task's model")
-                       : absl::StrFormat("the task's sub-model (tier '%s', width %g)",
-                                         job_->tiers[ct.tier].name, job_->tiers[ct.tier].width_ratio);
+  if (ct.tier < 0) {
+    e.what = "the task's model";
+  } else {
+    const RoundPlanner::Tier& tier = job_->planner->tiers()[ct.tier];
+    e.what = absl::StrFormat("the task's sub-model (tier '%s', width %g)", tier.name,
+                             tier.width_ratio);
+  }
   return e;
 }
 
@@ -851,10 +799,20 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   const double deadline = cfg.round_policy().deadline_seconds();
   if (deadline > 0) round.deadline = now + absl::Seconds(deadline);
   round.model = std::make_shared<v1::ModelProto>(ProtoFromWeights(cfg.model_spec(), job.weights));
-  round.tier_models.resize(job.tiers.size());
+  round.models = std::make_unique<RoundPlanner::RoundModels>(round.model,
+                                                            job.planner->tiers().size());
   for (const std::string& id : round.sampled) {
-    FEDGE_ASSIGN_OR_RETURN(ClientTask task, MakeClientTask(job, round, id));
-    round.tasks[id] = std::move(task);
+    ClientTask& task = round.tasks[id];
+    FEDGE_ASSIGN_OR_RETURN(static_cast<ClientPlan&>(task),
+                           job.planner->PlanClient(*round.models, round.number, id,
+                                                   registry_.ProfileOf(id)));
+    task.metrics.set_client_id(id);
+    task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
+    if (task.tier >= 0) {
+      const std::string& tier = job.planner->tiers()[task.tier].name;
+      registry_.SetTier(id, tier);
+      task.metrics.set_tier(tier);
+    }
   }
   FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
   if (privacy.secure_aggregation_threshold() > 0) {
@@ -876,132 +834,14 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   return absl::OkStatus();
 }
 
-int Coordinator::AssignTier(const Job& job, const v1::DeviceProfile& profile) const {
-  if (job.tiers.empty()) return -1;
-  const v1::SubModelConfig& sub = job.config.sub_models();
-  auto index_of = [&](const std::string& name) {
-    for (size_t i = 0; i < job.tiers.size(); ++i) {
-      if (job.tiers[i].name == name) return static_cast<int>(i);
-    }
-    return -1;
-  };
-  if (sub.assignment() == v1::SubModelConfig::ASSIGNMENT_LARGEST_FITTING) {
-    int best = -1;
-    if (profile.memory_budget_bytes() > 0) {
-      for (size_t i = 0; i < job.tiers.size(); ++i) {
-        if (job.tiers[i].training_bytes > profile.memory_budget_bytes()) continue;
-        if (best < 0 || job.tiers[i].width_ratio > job.tiers[best].width_ratio) best = static_cast<int>(i);
-      }
-    }
-    if (best >= 0) return best;
-  } else {
-    for (const v1::TierRule& rule : sub.rules()) {
-      if (profile.memory_budget_bytes() < rule.min_memory_budget_bytes()) continue;
-      if (rule.min_compute_class() != v1::COMPUTE_CLASS_UNSPECIFIED &&
-          profile.compute_class() < rule.min_compute_class()) {
-        continue;
-      }
-      if (!absl::StartsWith(profile.platform(), rule.platform_prefix())) continue;
-      return index_of(rule.tier());
-    }
-  }
-  if (!sub.default_tier().empty()) return index_of(sub.default_tier());
-  int smallest = 0;
-  for (size_t i = 1; i < job.tiers.size(); ++i) {
-    if (job.tiers[i].width_ratio < job.tiers[smallest].width_ratio) smallest = static_cast<int>(i);
-  }
-  return smallest;
-}
-
-absl::StatusOr<Coordinator::ClientTask> Coordinator::MakeClientTask(Job& job, Round& round,
-                                                                    const std::string& client_id) {
-  ClientTask task;
-  task.metrics.set_client_id(client_id);
-  task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
-  const v1::DeviceProfile profile = registry_.ProfileOf(client_id);
-  task.tier = AssignTier(job, profile);
-  task.model = round.model;
-  if (task.tier < 0) return task;
-  const TierPlan& tier = job.tiers[task.tier];
-  registry_.SetTier(client_id, tier.name);
-  task.metrics.set_tier(tier.name);
-  const v1::SubModelConfig& sub = job.config.sub_models();
-  if (sub.extraction() == v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
-    // Federated Dropout: this client's own subset, drawn from (seed, client, round).
-    const uint64_t seed =
-        base::Rng(sub.seed() ^ base::Fnv1a(client_id), static_cast<uint64_t>(round.number)).NextU64();
-    FEDGE_ASSIGN_OR_RETURN(model::SubModelSlicer slicer,
-                           model::SubModelSlicer::Create(job.config.model_spec(), tier.width_ratio,
-                                                         model::SubModelExtraction::kRandomSubset,
-                                                         seed));
-    task.slicer = std::make_shared<const model::SubModelSlicer>(std::move(slicer));
-    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, task.slicer->Slice(*round.model));
-    if (sub.scaler()) *m.mutable_spec() = task.slicer->scaled_sub_spec();
-    task.model = std::make_shared<const v1::ModelProto>(std::move(m));
-  } else if (tier.width_ratio < 1) {
-    task.slicer = tier.leading;
-    FEDGE_ASSIGN_OR_RETURN(task.model, TierModel(job, round, task.tier));
-  }
-  // The teacher: for a client smaller than the full model, the full model when it fits
-  // beside the client's own training (or the budget is unknown), else the largest tier
-  // that does (never one smaller than the client's own).
-  const v1::DistillationConfig& kd = job.config.distillation();
-  if (kd.weight() <= 0 || tier.width_ratio >= 1) return task;
-  const int64_t budget = profile.memory_budget_bytes();
-  const int64_t free_bytes = budget > 0 ? budget - tier.training_bytes : INT64_MAX;
-  auto fits = [&](int64_t teacher_bytes) { return teacher_bytes <= free_bytes; };
-  // Candidates: -1 = the full model, then tiers larger than the client's, largest first.
-  int64_t full_teacher_bytes = INT64_MAX;
-  for (const TierPlan& t : job.tiers) {
-    if (t.width_ratio >= 1) full_teacher_bytes = std::min(full_teacher_bytes, t.teacher_bytes);
-  }
-  if (full_teacher_bytes == INT64_MAX) {
-    full_teacher_bytes = model::EstimateTeacherMemoryBytes(
-        job.config.model_spec(), job.config.local_training().batch_size());
-  }
-  const bool central_first = kd.teacher() != v1::DistillationConfig::TEACHER_LARGEST_FITTING_TIER;
-  if (central_first && fits(full_teacher_bytes)) {
-    task.teacher = round.model;
-    return task;
-  }
-  int best = -1;
-  for (size_t i = 0; i < job.tiers.size(); ++i) {
-    const TierPlan& t = job.tiers[i];
-    if (t.width_ratio <= tier.width_ratio || !fits(t.teacher_bytes)) continue;
-    if (best < 0 || t.width_ratio > job.tiers[best].width_ratio) best = static_cast<int>(i);
-  }
-  if (best < 0) return task;  // nothing larger fits: train without a teacher
-  if (job.tiers[best].width_ratio >= 1) {
-    task.teacher = round.model;
-    return task;
-  }
-  FEDGE_ASSIGN_OR_RETURN(task.teacher, TierModel(job, round, best));
-  task.teacher_tier = best;
-  return task;
-}
-
-absl::StatusOr<std::shared_ptr<const v1::ModelProto>> Coordinator::TierModel(const Job& job,
-                                                                             Round& round,
-                                                                             int tier) const {
-  std::shared_ptr<const v1::ModelProto>& cached = round.tier_models[tier];
-  if (cached == nullptr) {
-    const model::SubModelSlicer& slicer = *job.tiers[tier].leading;
-    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto m, slicer.Slice(*round.model));
-    // With the job's scalers (they scale in inference too, so the same model serves the
-    // tier's own tasks and, as a teacher, smaller tiers).
-    if (job.config.sub_models().scaler()) *m.mutable_spec() = slicer.scaled_sub_spec();
-    cached = std::make_shared<const v1::ModelProto>(std::move(m));
-  }
-  return cached;
-}
-
 absl::StatusOr<aggregation::Update> Coordinator::ExpandUpdate(
     const ClientTask& task, const aggregation::Update& update) const {
   const model::SubModelSlicer& slicer = *task.slicer;
   const std::vector<model::TensorSlice>& slices = slicer.slices();
   const std::string who = absl::StrCat(
-      "Coordinator: client ", update.client_id, " (tier '", job_->tiers[task.tier].name,
-      "', width ", job_->tiers[task.tier].width_ratio, ")");
+      "Coordinator: client ", update.client_id, " (tier '",
+      job_->planner->tiers()[task.tier].name, "', width ",
+      job_->planner->tiers()[task.tier].width_ratio, ")");
   if (update.tensors.size() != slices.size()) {
     return absl::InvalidArgumentError(absl::StrCat(who, " sent ", update.tensors.size(),
                                                    " tensors; its sub-model has ", slices.size()));
@@ -1120,7 +960,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   job.strategy->ReportRound(devices, &m);
 
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
-  std::vector<std::optional<model::EvalResult>> tier_eval(job.tiers.size());
+  std::vector<std::optional<model::EvalResult>> tier_eval(job.planner->tiers().size());
   const int every = std::max(1, job.config.evaluation().every_rounds());
   // FedCG has no central evaluation (no extractor on the coordinator): RoundMetrics.fed_cg.
   if (job.eval_net != nullptr && (round.number % every == 0 || round.number == job.config.rounds())) {
@@ -1133,9 +973,9 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     m.set_test_accuracy(r.accuracy);
     m.set_test_loss(r.loss);
     // Each smaller tier's sub-model, cut from the new central model, on its own.
-    for (size_t i = 0; i < job.tiers.size(); ++i) {
+    for (size_t i = 0; i < job.planner->tiers().size(); ++i) {
       if (job.tier_eval_nets[i] == nullptr) continue;
-      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, job.tiers[i].leading->Slice(model));
+      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, job.planner->tiers()[i].leading->Slice(model));
       FEDGE_RETURN_IF_ERROR(job.tier_eval_nets[i]->SetParameters(sub));
       tier_eval[i] = model::Evaluate(*job.tier_eval_nets[i], *job.evaluation_data,
                                      model::ComputeMode::kFp32, batch);
@@ -1145,11 +985,11 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   // Per client (sampled, in id order) and per tier.
   std::vector<std::string> sampled = round.sampled;
   std::sort(sampled.begin(), sampled.end());
-  for (size_t i = 0; i < job.tiers.size(); ++i) {
+  for (size_t i = 0; i < job.planner->tiers().size(); ++i) {
     v1::TierRoundMetrics* t = m.add_tiers();
-    t->set_tier(job.tiers[i].name);
-    t->set_width_ratio(job.tiers[i].width_ratio);
-    if (m.evaluated() && (tier_eval[i].has_value() || job.tiers[i].width_ratio >= 1)) {
+    t->set_tier(job.planner->tiers()[i].name);
+    t->set_width_ratio(job.planner->tiers()[i].width_ratio);
+    if (m.evaluated() && (tier_eval[i].has_value() || job.planner->tiers()[i].width_ratio >= 1)) {
       t->set_evaluated(true);
       const bool own = tier_eval[i].has_value();
       t->set_test_accuracy(own ? tier_eval[i]->accuracy : m.test_accuracy());

@@ -100,6 +100,7 @@
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "server/registry.h"
+#include "server/round_planner.h"
 #include "server/round_privacy.h"
 #include "server/secure_round.h"
 #include "server/session_token.h"
@@ -134,24 +135,6 @@ struct CoordinatorOptions {
   // Seeds the DP noise, for reproducible simulations only; unset: libsodium's CSPRNG.
   std::optional<uint64_t> dp_noise_seed;
 };
-
-// What a sampled client receives: the header (job, round, task id, deadline, architecture,
-// training configuration, preprocessing, FedProx μ) and the round's model, shared by every
-// task of the round. The transport serializes the model into the payload and fills the
-// header's manifest and byte count.
-struct TaskAssignment {
-  v1::TaskHeader header;
-  std::shared_ptr<const v1::ModelProto> model;
-  // How the transport encodes `model` (JobConfig.transfer.task_encoding).
-  v1::TensorEncoding model_encoding = v1::TENSOR_ENCODING_FLOAT32;
-  // The distillation teacher (header.teacher_spec), or null; encoded as `teacher_encoding`
-  // in a second section of the payload.
-  std::shared_ptr<const v1::ModelProto> teacher;
-  v1::TensorEncoding teacher_encoding = v1::TENSOR_ENCODING_INT8_PER_CHANNEL;
-};
-
-// Payload bytes of `model`'s parameters in `encoding` (model/payload.h's layouts).
-int64_t EncodedModelBytes(const v1::ModelProto& model, v1::TensorEncoding encoding);
 
 class Coordinator {
  public:
@@ -224,23 +207,8 @@ class Coordinator {
   absl::Status Tick();
 
  private:
-  // A sub-model tier of the job, with what the coordinator estimated for it.
-  struct TierPlan {
-    std::string name;
-    double width_ratio = 1;
-    v1::ComputeMode compute_mode = v1::COMPUTE_MODE_FP32;  // local training
-    v1::ModelSpec spec;              // leading-extraction sub-model
-    std::shared_ptr<const model::SubModelSlicer> leading;  // its slicer, built once per job
-    int64_t training_bytes = 0;      // EstimateDeviceRoundMemoryBytes at the job's batch
-    int64_t teacher_bytes = 0;       // as a teacher: weights in the teacher's mode + a batch
-  };
-  // One sampled client's task in the open round.
-  struct ClientTask {
-    int tier = -1;  // index into Job::tiers; -1 = the full model (no tiers)
-    std::shared_ptr<const model::SubModelSlicer> slicer;  // null = the full model
-    std::shared_ptr<const v1::ModelProto> model;
-    std::shared_ptr<const v1::ModelProto> teacher;
-    int teacher_tier = -1;  // -1 = the full model
+  // One sampled client's task in the open round: its plan and what the round saw of it.
+  struct ClientTask : ClientPlan {
     int64_t bytes_down = 0;
     bool fetched = false;
     v1::ClientRoundMetrics metrics;
@@ -255,7 +223,7 @@ class Coordinator {
     absl::flat_hash_set<std::string> accepted;
     std::shared_ptr<const v1::ModelProto> model;  // the full central model
     absl::flat_hash_map<std::string, ClientTask> tasks;  // per sampled client
-    std::vector<std::shared_ptr<const v1::ModelProto>> tier_models;  // leading, per tier
+    std::unique_ptr<RoundPlanner::RoundModels> models;  // the central and tier models
     std::unique_ptr<aggregation::Aggregator> aggregator;
     std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
     // Accepted and validated, not yet accumulated (see CoordinatorOptions.aggregation_batch).
@@ -284,7 +252,8 @@ class Coordinator {
     int64_t completed_rounds = 0;
     std::shared_ptr<const data::Dataset> evaluation_data;  // null for FedCG
     std::unique_ptr<model::Sequential> eval_net;           // null for FedCG
-    std::vector<TierPlan> tiers;  // empty: everyone trains the full model
+    // Tiers, sub-models, teachers and task headers (server/round_planner.h).
+    std::unique_ptr<RoundPlanner> planner;
     // Clip norms, noise, the accountant and the ε budget (server/round_privacy.h).
     std::unique_ptr<RoundPrivacy> privacy;
     std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
@@ -310,15 +279,6 @@ class Coordinator {
   // Closes every secure-aggregation phase that is complete or timed out; when the protocol
   // finishes, the released sum becomes the round's one aggregated update.
   absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The tier (index into job.tiers, -1 without tiers) for a device profile.
-  int AssignTier(const Job& job, const v1::DeviceProfile& profile) const;
-  // Builds `client_id`'s task for the round being opened.
-  absl::StatusOr<ClientTask> MakeClientTask(Job& job, Round& round, const std::string& client_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Tier `tier`'s leading sub-model of the round's model (with its scalers when the job has
-  // them), cut once per round and shared by its tasks and as a teacher.
-  absl::StatusOr<std::shared_ptr<const v1::ModelProto>> TierModel(const Job& job, Round& round,
-                                                                  int tier) const;
   // The update in full shapes with coverage masks, from one in the client's sub-model shapes.
   absl::StatusOr<aggregation::Update> ExpandUpdate(const ClientTask& task,
                                                    const aggregation::Update& update) const;

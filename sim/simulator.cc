@@ -563,7 +563,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     const int64_t down = run.bytes_down;
     v1::TensorEncoding up_encoding = t.header.update_encoding();
     if (up_encoding == v1::TENSOR_ENCODING_UNSPECIFIED) up_encoding = v1::TENSOR_ENCODING_FLOAT32;
-    const int64_t up = server::EncodedModelBytes(*t.model, up_encoding);
+    const int64_t up = server::RoundPlanner::EncodedBytes(*t.model, up_encoding);
     run.finish_s = VirtualRoundSeconds(device, down, up,
                                        ExamplesTrained(t.header, data_->NumExamples(run.client)));
     run.dropout = base::Rng(dropout_seed, static_cast<uint64_t>(run.client)).Uniform() < device.dropout;
