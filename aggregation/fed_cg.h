@@ -1,4 +1,4 @@
-// FedCG's server (Wu et al., IJCAI 2022; issue 7): FedAvg of the shared classifier C and
+// FedCG's server (Wu et al., IJCAI 2022): FedAvg of the shared classifier C and
 // conditional generator G, then data-free distillation of the round's client pairs
 // (C_i, G_i) into the global pair.
 //

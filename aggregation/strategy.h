@@ -1,5 +1,5 @@
-// Server strategies: what the coordinator does with a round's aggregate (DESIGN.md, round
-// step 5; issue 3 "Strategies behind one interface").
+// Server strategies, behind one interface: what the coordinator does with a round's
+// aggregate (docs/architecture.md, "The round", step 9).
 //
 // A round, as the coordinator drives it:
 //   auto agg = strategy.CreateAggregator(specs);       // WeightedMean unless overridden

@@ -1,5 +1,5 @@
 // What clients send and what aggregation reports: named float tensors, a client weight, and
-// for sub-model updates (DESIGN.md, Sub-models; issue 4) which coordinates the client held.
+// for sub-model updates (docs/architecture.md, Algorithms) which coordinates the client held.
 //
 // Representation of a sub-model (our choice, used by every aggregator and strategy):
 //   A client's tensor always arrives in the FULL model's shape (the SubModelSlicer's inverse

@@ -1,4 +1,4 @@
-// WeightedMean: FedAvg's aggregate, sub-model aware (DESIGN.md, Algorithms; issues 3 and 4).
+// WeightedMean: FedAvg's aggregate, sub-model aware (docs/architecture.md, Algorithms).
 //
 // For every coordinate i of every tensor:
 //     mean[i] = Σ_k n_k · Δ_k[i] / Σ_k n_k      over the clients k whose update held i

@@ -1,4 +1,4 @@
-// FedAvg aggregation throughput (issue 3, acceptance 6): N client updates of P floats folded
+// FedAvg aggregation throughput: N client updates of P floats folded
 // into a WeightedMean, reported as GB/s of client data (N·P·4 bytes / seconds), for
 // N = 10, 100; P = 1M, 10M; 1 and 2 threads; and G updates per AccumulateBatch call (G = 1:
 // each update accumulated on arrival; G = 8, 16: the running sum is read and written once

@@ -2,7 +2,7 @@
 // forward + backward + SGD (momentum) per iteration, in fp32 and int8-QAT, and
 // inference in fp32, int8 and int4. Reports samples/s ("items_per_second").
 //
-// After the runs it prints a table against the PyTorch 1.13 bar measured on this
+// After the runs it prints a table against the PyTorch 1.13 bar measured on this
 // machine class (one thread, batch 64: mlp 95,000 and cnn 26,500 training samples/s) and
 // the int8-QAT/fp32 ratio measured in this run.
 #include <cstdio>

@@ -4,7 +4,7 @@
 // re-registers with the enrollment token and gets a fresh session.
 //
 // File format: text lines "key value"; version 1 knows "client_id". Unknown keys are
-// ignored so that later versions (keys, private model parts: issue 8) can add lines.
+// ignored so that later versions (keys, private model parts) can add lines.
 // A FedCG device's private extractor E and discriminator D (client_runtime.h, FedCG tasks)
 // are kept beside it, in "<state file>.fedcg" (SaveFedCgPrivateState): same rules (atomic,
 // mode 0600, refused when others can read it), binary, rewritten after every FedCG training.

@@ -1,4 +1,4 @@
-// FedCG's device side (Wu et al., IJCAI 2022; issue 7), transport-free like local_trainer.h.
+// FedCG's device side (Wu et al., IJCAI 2022), transport-free like local_trainer.h.
 //
 // A FedCgClient holds the device's PRIVATE networks across rounds: the feature extractor E
 // and the discriminator D (model/fedcg_nets.h). Each round it receives the global
@@ -42,7 +42,7 @@ struct FedCgClientOptions {
   int local_epochs = 20;         // step 1 (paper: 20)
   int gan_epochs = 20;           // step 2 (paper's gan_epoch: 20)
   int batch_size = 8;            // paper: 8
-  float learning_rate = 3e-4f;   // E and C (issue 7's setting: 3e-4)
+  float learning_rate = 3e-4f;   // E and C (the paper's setting: 3e-4)
   float weight_decay = 1e-4f;    // E and C, L2 as torch.optim.Adam
   float gan_learning_rate = 3e-4f;  // G and D (the setting's 3e-4; DCGAN's is 2e-4; betas below)
   float gan_beta1 = 0.5f;

@@ -35,13 +35,14 @@ struct LocalTrainingOptions {
   double clip_norm = 0.0;
   model::ComputeMode mode = model::ComputeMode::kFp32;  // fp32 or int8 (QAT)
   uint64_t seed = 0;            // shuffling; vary it per client and round
-  // Knowledge distillation (Hinton et al. 2015; DESIGN.md, Algorithms): when `teacher` is
-  // set and kd_weight > 0 the loss is (1 − λ)·CE + λ·T²·KL(softmax(t/T) ‖ softmax(s/T))
-  // (model::DistillationLoss) with λ = kd_weight ∈ [0, 1], T = kd_temperature > 0, and t the
-  // logits of `teacher` run for inference (training = false) in teacher_mode (fp32, int8 or
-  // int4) on the same batch. The teacher (e.g. the central model or a larger tier) must take
-  // the same input and give the same number of outputs as the trained model. Borrowed: must
-  // outlive TrainLocally. Unused when kd_weight is 0.
+  // Knowledge distillation (Hinton et al. 2015; docs/architecture.md, Algorithms): when
+  // `teacher` is set and kd_weight > 0 the loss is
+  // (1 − λ)·CE + λ·T²·KL(softmax(t/T) ‖ softmax(s/T)) (model::DistillationLoss) with
+  // λ = kd_weight ∈ [0, 1], T = kd_temperature > 0, and t the logits of `teacher` run for
+  // inference (training = false) in teacher_mode (fp32, int8 or int4) on the same batch. The
+  // teacher (e.g. the central model or a larger tier) must take the same input and give the
+  // same number of outputs as the trained model. Borrowed: must outlive TrainLocally. Unused
+  // when kd_weight is 0.
   const v1::ModelProto* teacher = nullptr;
   model::ComputeMode teacher_mode = model::ComputeMode::kInt8;
   float kd_weight = 0.0f;

@@ -1,6 +1,6 @@
 // Image transforms on datasets of images stored [channels, rows, cols] per example (the
 // layout of IDX data and shards): bilinear resizing as torchvision's Resize does it, and
-// the [0, 1] → [−1, 1] normalization of Normalize(0.5, 0.5). FedCG (issue 7) brings
+// the [0, 1] → [−1, 1] normalization of Normalize(0.5, 0.5). FedCG brings
 // Fashion-MNIST's 28×28 images to 32×32 with these, on devices, in fedge-sim and in
 // examples/fedcg_inprocess alike.
 #ifndef FEDGE_DATA_IMAGE_TRANSFORM_H_

@@ -1,4 +1,4 @@
-// FedCG (Wu et al., IJCAI 2022; issue 7) in one process, with FedAvg and local-only
+// FedCG (Wu et al., IJCAI 2022) in one process, with FedAvg and local-only
 // training in the same harness, on the paper's Fashion-MNIST setting:
 //
 //   4 clients, 2000 training examples each drawn IID (disjoint) from the 60k training set;
@@ -16,7 +16,7 @@
 //   fedprox fedavg with the proximal term μ/2·‖w − w_global‖² in the clients' loss (--mu).
 //   local   each client trains E∘C on its own data only, for as many epochs.
 //
-// --partition dirichlet (issue 7's non-IID run): the pool of clients × train_per_client
+// --partition dirichlet (the non-IID run): the pool of clients × train_per_client
 // training examples is split by label-Dirichlet(--alpha) (data::LabelDirichlet, at least
 // 10 per client); each client's validation and test sets are drawn from the test set with
 // its training label mix (about 10k / clients examples, halved).

@@ -16,7 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   openssl  # certificates for TLS in tests and example scripts
-  openmpi-bin libopenmpi-dev  # fedge-sim under mpirun (issue 6 scale-out)
+  openmpi-bin libopenmpi-dev  # fedge-sim under mpirun (scale-out)
 )
 
 missing=()

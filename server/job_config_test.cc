@@ -17,7 +17,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kFullJob[] = R"pb(
-  # The issue-3 acceptance job, with every section written out.
+  # A job with every section written out.
   name: "fmnist-cnn-fedprox"
   architecture: "cnn"
   init_seed: 7

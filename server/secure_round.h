@@ -1,4 +1,4 @@
-// One round's secure aggregation at the coordinator (issue 5; privacy/secagg.h): maps the
+// One round's secure aggregation at the coordinator (privacy/secagg.h): maps the
 // round's sampled client ids to SecAgg indices, feeds their wire messages to a
 // privacy::SecAggServer, closes its four phases and keeps each phase's result for the
 // devices' polls. Transport-free and not thread-safe: the Coordinator calls it under its

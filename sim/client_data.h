@@ -1,4 +1,4 @@
-// Where virtual clients' examples come from (issue 6). A client's Dataset is built only
+// Where virtual clients' examples come from. A client's Dataset is built only
 // when it trains and dropped afterwards, so memory is bounded by the clients training at
 // once, not by the population:
 //   - Fashion-MNIST: the train split is loaded once and cut into `partitions` disjoint

@@ -1,4 +1,4 @@
-// The processes one fedge-sim run is spread over (issue 6, scale-out). Rank 0 runs the
+// The processes one fedge-sim run is spread over (scale-out). Rank 0 runs the
 // coordinator and the round logic (sim/simulator.h); ranks 1..size-1 train their share of
 // each round's clients (RunTrainingWorker) and send the updates back. sim/mpi_cluster.h
 // implements it over MPI; the simulator itself never includes an MPI header.

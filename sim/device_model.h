@@ -1,4 +1,4 @@
-// Simulated devices and links (issue 6): each virtual client's compute speed, memory
+// Simulated devices and links: each virtual client's compute speed, memory
 // budget, availability and dropout probabilities, bandwidths and latency are drawn from
 // the config's distributions with Rng(seed, client), so a client's profile is a pure
 // function of (config, client) and is recomputed when needed instead of stored: memory

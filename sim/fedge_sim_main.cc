@@ -1,4 +1,4 @@
-// fedge-sim: simulate a federated job over N virtual clients in one process (issue 6).
+// fedge-sim: simulate a federated job over N virtual clients in one process.
 //
 //   fedge-sim --config examples/sim_fleet.textproto --metrics-out out/sim/metrics.jsonl
 //             --report out/sim/report [--threads 2]

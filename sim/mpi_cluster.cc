@@ -17,7 +17,7 @@
 namespace fedge::sim {
 namespace {
 
-constexpr int kTag = 6;  // issue 6; every message uses it
+constexpr int kTag = 6;  // every message uses it
 constexpr auto kPoll = std::chrono::microseconds(100);
 
 absl::Status MpiError(const char* what, int code) {

@@ -1,5 +1,5 @@
 // sim::Cluster over MPI (Debian's OpenMPI; the C API, MPI_COMM_WORLD): fedge-sim under
-// `mpirun -np P` (issue 6, scale-out). Built into fedge-sim only when CMake finds MPI.
+// `mpirun -np P` (scale-out). Built into fedge-sim only when CMake finds MPI.
 //
 //   if (sim::LaunchedByMpirun()) {
 //     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<sim::MpiCluster> cluster, sim::MpiCluster::Create());

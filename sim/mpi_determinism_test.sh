@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, acceptance 3: the same config and seed give identical metrics files from
+# Determinism: the same config and seed give identical metrics files from
 # fedge-sim on 1 thread, on 2 threads and under `mpirun -np 2` (rank 0 coordinates and
 # trains every other update; rank 1 trains the rest). Only wall_time_s (real seconds) may
 # differ, so it is stripped before the byte comparison.

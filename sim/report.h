@@ -1,4 +1,4 @@
-// fedge-sim's outputs (issue 6): one JSON object per round (metrics lines), and a report
+// fedge-sim's outputs: one JSON object per round (metrics lines), and a report
 // directory of SVG plots with an index.html that shows them, written directly (no external
 // tools):
 //   accuracy_vs_round.svg, accuracy_vs_time.svg   test accuracy against round / virtual time

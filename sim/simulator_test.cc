@@ -331,7 +331,7 @@ TEST(SimulatorTest, HundredThousandClientsRegisterAndRun) {
   EXPECT_EQ((*rounds)[1].participants, 20);
 }
 
-// FedCG (issue 7) in the simulator: a job of the real coordinator with virtual clients that
+// FedCG in the simulator: a job of the real coordinator with virtual clients that
 // keep their FedCgClient across rounds, on Fashion-MNIST shards with per-client test sets.
 v1::SimConfig FedCgScenario() {
   v1::SimConfig c;

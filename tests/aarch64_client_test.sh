@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The aarch64 client in a real round (issue 8, acceptance 1): the x86-64 fedge-coordinator,
+# The aarch64 client in a real round: the x86-64 fedge-coordinator,
 # one cross-built aarch64 fedge-client (scripts/cross-aarch64.sh) running under qemu-user
 # (Debian's qemu-user-static) and one x86-64 fedge-client, on loopback, plaintext.
 #

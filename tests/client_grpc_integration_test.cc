@@ -306,7 +306,7 @@ TEST_F(ClientGrpcIntegrationTest, DevicesTrainWithSecureAggregationAndDistribute
   }
 }
 
-// A link that drops mid-upload (issue 8): a proxy cuts the device's connection twice while
+// A link that drops mid-upload: a proxy cuts the device's connection twice while
 // its 4.3 MB update is on the way; each time the device asks the coordinator what it kept
 // (UploadStatus) and resumes from there, so it resends less than one 1 MiB chunk per cut.
 TEST_F(ClientGrpcIntegrationTest, UploadResumesAfterTheConnectionIsCutMidway) {

@@ -1,4 +1,4 @@
-// FedCG jobs on the transport-free coordinator (issue 7), driven by in-process devices that
+// FedCG jobs on the transport-free coordinator, driven by in-process devices that
 // run client::FedCgClient as fedge-client does: the round (FedAvg of C and G, then the server
 // distillation), the devices' evaluation in the round's metrics, an update naming a private
 // tensor refused, and a restarted coordinator continuing a FedCG job exactly.

@@ -1,4 +1,4 @@
-// Central DP-FedAvg in the coordinator (issue 5), transport-free: clipping enforced on
+// Central DP-FedAvg in the coordinator, transport-free: clipping enforced on
 // arrival, devices clipping before upload, unweighted sums with Gaussian noise of the right
 // scale, ε from the RDP accountant in every round's metrics, and the job's ε budget.
 #include <cmath>

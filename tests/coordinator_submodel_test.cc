@@ -1,4 +1,4 @@
-// The coordinator with sub-model tiers (issue 4), transport-free: tier assignment, the tasks'
+// The coordinator with sub-model tiers, transport-free: tier assignment, the tasks'
 // sub-models and teachers, updates checked against the client's tier and scattered back
 // into the full model, per-client and per-tier metrics.
 #include <algorithm>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# fedcg_inprocess --early-stop-rounds (issue 7: the FedCG code's early_stop_rounds): on a
+# fedcg_inprocess --early-stop-rounds (the FedCG code's early_stop_rounds): on a
 # tiny FedAvg run (100 examples per client, 1 local epoch, Adam 3e-3, at most 10 rounds),
 #   - with patience P the run ends at round best_val_round + P, or at the cap without an
 #     early stop; the summary's rounds equals the number of per-round lines;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fault tests of the multi-process fleet (issue 3, acceptance 2 and 3): a real
+# Fault tests of the multi-process fleet: a real
 # fedge-coordinator, real fedge-client processes and fedgectl, on loopback, plaintext
 # (--insecure; TLS is covered by coordinator_binary_test and examples/fleet/run.sh).
 #

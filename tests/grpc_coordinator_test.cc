@@ -477,7 +477,7 @@ TEST_F(GrpcCoordinatorTest, ModelOverGrpcDefaultMessageLimitRoundTrips) {
   Start(784, 10);
   const Device d = Enroll(7, 32);
   // mlp 784-3300-3300-10: 13.5M floats, 54 MB — far over gRPC's 4 MB default (and over
-  // issue 3's 50 MB bar).
+  // 50 MB).
   const std::string job = StartJob(absl::StrCat(
       "name: \"big\"\n", "model_spec { name: \"big\" input_shape: 784 ",
       "layers { name: \"fc1\" dense { in_features: 784 out_features: 3300 } } ",
@@ -674,7 +674,7 @@ TEST_F(GrpcCoordinatorTest, BadInputGetsAClearErrorAndLeavesTheCoordinatorUnharm
 
 // Health checking and server reflection, spoken with the generic stub (their messages are
 // tiny hand-encoded protos: no generated code needed).
-// Issue 4 over gRPC: tiers by memory budget, int8 task weights, an int4 teacher for the
+// Sub-models over gRPC: tiers by memory budget, int8 task weights, an int4 teacher for the
 // small tier, int8 stochastic-rounded updates; an update in the full model's shapes from a
 // small-tier device and an int8 update with a corrupt scale are refused with clear errors
 // while the round completes with the good update.

@@ -1,4 +1,4 @@
-// FedCG over the real transport (issue 7, acceptance 3): fedge-client's runtime
+// FedCG over the real transport: fedge-client's runtime
 // (client::ClientRuntime) trains FedCG tasks against the gRPC coordinator on loopback, and a
 // client-side interceptor records the serialized bytes of every message each device sends,
 // on every RPC (Register, FetchTask's request, every UploadUpdate chunk, UploadStatus, Leave).

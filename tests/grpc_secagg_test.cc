@@ -1,4 +1,4 @@
-// Secure aggregation over real gRPC (issue 5, acceptance 1 and 6): an in-process coordinator
+// Secure aggregation over real gRPC: an in-process coordinator
 // on 127.0.0.1 and devices written against the generated stubs, each running its own
 // privacy::SecAggClient. Checks the released sum bit for bit against the plain fixed-point
 // sum (RoundMetrics.secure_aggregation.sum_digest), with and without dropouts after the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The packaged client (issue 8): `cmake --install --component client` into a temporary
+# The packaged client: `cmake --install --component client` into a temporary
 # prefix, then examples/embedded_client.cc (an app that includes only <fedge/client.h>)
 # built against the installed package twice — with pkg-config and with
 # find_package(fedge-client) — and run (no arguments: it prints its usage and exits 2,

@@ -1,7 +1,7 @@
-// Small generated data for coordinator and client tests (DESIGN.md: unit tests use small
-// generated data): a separable problem where class c lifts the features j with
-// j % classes == c, plus N(0, 0.7²) noise; and band images for FedCG. Deterministic for a
-// seed.
+// Small generated data for coordinator and client tests (docs/architecture.md, Data: unit
+// tests use small generated data): a separable problem where class c lifts the features j
+// with j % classes == c, plus N(0, 0.7²) noise; and band images for FedCG. Deterministic
+// for a seed.
 #ifndef FEDGE_TESTS_SYNTHETIC_DATA_H_
 #define FEDGE_TESTS_SYNTHETIC_DATA_H_
 

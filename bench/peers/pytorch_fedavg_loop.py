@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch peer for fedge-sim's throughput (issue 6, acceptance 4): the federated loop of
+"""PyTorch peer for fedge-sim's throughput: the federated loop of
 examples/sim_throughput.textproto written plainly with PyTorch: 100 clients holding IID
 shards of 600 Fashion-MNIST training examples, 20 sampled per round, 10 rounds; each client
 trains a copy of the mlp (784-200-200-10) for one epoch, batch 32, SGD lr 0.05 momentum 0.9;

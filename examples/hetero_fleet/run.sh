@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A heterogeneous fleet on one machine (issue 4): 10 fedge-client processes on loopback with
+# A heterogeneous fleet on one machine: 10 fedge-client processes on loopback with
 # different memory budgets, so the coordinator hands each a sub-model tier of the mlp
 # 784-400-400-10 in examples/hetero_fleet/job.textproto (3 devices full width, 3 half,
 # 4 quarter), each variant run through examples/fleet/run.sh (coordinator with SQLite state,

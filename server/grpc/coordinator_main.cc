@@ -1,4 +1,4 @@
-// fedge-coordinator: the round coordinator as a gRPC server (DESIGN.md, "The round").
+// fedge-coordinator: the round coordinator as a gRPC server (docs/architecture.md, "The round").
 //
 //   fedge-coordinator --state-dir /var/lib/fedge --enrollment-token-file /etc/fedge/token
 //       --tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]

@@ -35,7 +35,7 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
   // A fixed per-stream receive window instead of gRPC's BDP-probed one (which grows to
   // megabytes on a fast link): bytes a device has sent but the upload handler has not yet
   // taken are lost when the connection breaks, so the window bounds what a resumed upload
-  // sends twice (less than one 1 MiB chunk per cut; issue 8).
+  // sends twice (less than one 1 MiB chunk per cut).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, options.limits.stream_window_bytes);
   if (options.max_threads > 0) {
