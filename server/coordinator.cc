@@ -14,7 +14,6 @@
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
-#include "data/idx_reader.h"
 #include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/trainer.h"
@@ -62,38 +61,6 @@ absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeStrategy(
       return std::unique_ptr<aggregation::Strategy>(std::move(s));
     }
   }
-}
-
-// Pixels arrive in [0, 1] from the IDX reader; the job may standardize them.
-void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
-  if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
-    data::Standardize(d, static_cast<float>(p.has_mean() ? p.mean() : data::kFashionMnistMean),
-                      static_cast<float>(p.has_std() ? p.std() : data::kFashionMnistStd));
-  }
-}
-
-absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
-    const v1::JobConfig& config) {
-  const v1::EvaluationConfig& e = config.evaluation();
-  data::Dataset test;
-  if (!e.data_path().empty()) {
-    FEDGE_ASSIGN_OR_RETURN(test,
-                           data::LoadIdxDataset(e.data_path() + "/t10k-images-idx3-ubyte.gz",
-                                                e.data_path() + "/t10k-labels-idx1-ubyte.gz"));
-  } else if (e.dataset().empty() || e.dataset() == kDefaultEvaluationDataset) {
-    FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
-    test = std::move(fm.test);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Coordinator: unknown evaluation dataset '", e.dataset(), "'"));
-  }
-  if (e.max_examples() > 0 && e.max_examples() < test.num_examples) {
-    std::vector<int> first(e.max_examples());
-    for (int i = 0; i < e.max_examples(); ++i) first[i] = i;
-    test = data::Subset(test, first);
-  }
-  Preprocess(config.preprocessing(), test);
-  return std::make_shared<const data::Dataset>(std::move(test));
 }
 
 // 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
@@ -197,43 +164,24 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     FEDGE_ASSIGN_OR_RETURN(job->weights,
                            aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
     FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
+    job->report = RoundReport::WithoutEvaluation(config, *job->planner);
     return job;
   }
   FEDGE_ASSIGN_OR_RETURN(job->strategy, MakeStrategy(config.strategy()));
-  FEDGE_ASSIGN_OR_RETURN(job->eval_net, model::Sequential::Create(config.model_spec()));
-  job->eval_net->InitParameters(config.init_seed());
-  job->weights = WeightsFromProto(job->eval_net->ToProto());
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                         model::Sequential::Create(config.model_spec()));
+  net->InitParameters(config.init_seed());
+  job->weights = WeightsFromProto(net->ToProto());
+  job->num_parameters = net->num_parameters();
   if (config.privacy().secure_aggregation_threshold() > 0 &&
-      job->eval_net->num_parameters() > kMaxSecureAggregationParameters) {
+      job->num_parameters > kMaxSecureAggregationParameters) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Coordinator: secure aggregation sends the masked update in one message: at most ",
-        kMaxSecureAggregationParameters, " parameters, the model has ",
-        job->eval_net->num_parameters()));
+        kMaxSecureAggregationParameters, " parameters, the model has ", job->num_parameters));
   }
   FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
-  // Each smaller tier's leading sub-model is evaluated on its own every round (random
-  // subsets have no fixed sub-model to evaluate).
-  const v1::SubModelConfig& sub = config.sub_models();
-  for (const RoundPlanner::Tier& tier : job->planner->tiers()) {
-    std::unique_ptr<model::Sequential> net;
-    if (tier.width_ratio < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
-      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(
-                                      sub.scaler() ? tier.leading->scaled_sub_spec() : tier.spec));
-    }
-    job->tier_eval_nets.push_back(std::move(net));
-  }
-  if (options_.evaluation_data != nullptr) {
-    job->evaluation_data = options_.evaluation_data;
-  } else {
-    FEDGE_ASSIGN_OR_RETURN(job->evaluation_data, LoadEvaluationData(config));
-  }
-  if (static_cast<int>(job->evaluation_data->feature_size()) != job->eval_net->input_size() ||
-      job->evaluation_data->num_classes != job->eval_net->output_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: evaluation data has ", job->evaluation_data->feature_size(),
-        " features and ", job->evaluation_data->num_classes, " classes; the model takes ",
-        job->eval_net->input_size(), " and ", job->eval_net->output_size()));
-  }
+  FEDGE_ASSIGN_OR_RETURN(job->report,
+                         RoundReport::Create(config, *job->planner, options_.evaluation_data));
   return job;
 }
 
@@ -821,7 +769,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
     FEDGE_ASSIGN_OR_RETURN(
         round.secure,
         SecureRound::Create(privacy, round.sampled,
-                            job.eval_net->num_parameters() + (e.clipped_count ? 1 : 0), e));
+                            job.num_parameters + (e.clipped_count ? 1 : 0), e));
     round.phase_deadline = round.deadline;
   }
   round.metrics.set_round(round.number);
@@ -960,53 +908,13 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   job.strategy->ReportRound(devices, &m);
 
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
-  std::vector<std::optional<model::EvalResult>> tier_eval(job.planner->tiers().size());
-  const int every = std::max(1, job.config.evaluation().every_rounds());
-  // FedCG has no central evaluation (no extractor on the coordinator): RoundMetrics.fed_cg.
-  if (job.eval_net != nullptr && (round.number % every == 0 || round.number == job.config.rounds())) {
-    t0 = std::chrono::steady_clock::now();
-    FEDGE_RETURN_IF_ERROR(job.eval_net->SetParameters(model));
-    const int batch = std::max(1, job.config.evaluation().batch_size());
-    const model::EvalResult r =
-        model::Evaluate(*job.eval_net, *job.evaluation_data, model::ComputeMode::kFp32, batch);
-    m.set_evaluated(true);
-    m.set_test_accuracy(r.accuracy);
-    m.set_test_loss(r.loss);
-    // Each smaller tier's sub-model, cut from the new central model, on its own.
-    for (size_t i = 0; i < job.planner->tiers().size(); ++i) {
-      if (job.tier_eval_nets[i] == nullptr) continue;
-      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, job.planner->tiers()[i].leading->Slice(model));
-      FEDGE_RETURN_IF_ERROR(job.tier_eval_nets[i]->SetParameters(sub));
-      tier_eval[i] = model::Evaluate(*job.tier_eval_nets[i], *job.evaluation_data,
-                                     model::ComputeMode::kFp32, batch);
-    }
-    m.set_evaluation_seconds(Seconds(t0));
-  }
+  FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
   // Per client (sampled, in id order) and per tier.
   std::vector<std::string> sampled = round.sampled;
   std::sort(sampled.begin(), sampled.end());
-  for (size_t i = 0; i < job.planner->tiers().size(); ++i) {
-    v1::TierRoundMetrics* t = m.add_tiers();
-    t->set_tier(job.planner->tiers()[i].name);
-    t->set_width_ratio(job.planner->tiers()[i].width_ratio);
-    if (m.evaluated() && (tier_eval[i].has_value() || job.planner->tiers()[i].width_ratio >= 1)) {
-      t->set_evaluated(true);
-      const bool own = tier_eval[i].has_value();
-      t->set_test_accuracy(own ? tier_eval[i]->accuracy : m.test_accuracy());
-      t->set_test_loss(own ? tier_eval[i]->loss : m.test_loss());
-    }
-  }
   for (const std::string& id : sampled) {
     const ClientTask& ct = round.tasks[id];
-    *m.add_clients() = ct.metrics;
-    if (ct.tier < 0) continue;
-    v1::TierRoundMetrics* t = m.mutable_tiers(ct.tier);
-    t->set_sampled(t->sampled() + 1);
-    t->set_bytes_down(t->bytes_down() + ct.metrics.bytes_down());
-    if (ct.metrics.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED) {
-      t->set_participants(t->participants() + 1);
-      t->set_bytes_up(t->bytes_up() + ct.metrics.bytes_up());
-    }
+    RoundReport::AddClient(ct.metrics, ct.tier, &m);
   }
   if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
   m.set_closed_unix_ms(UnixMs(now));

@@ -102,6 +102,7 @@
 #include "server/registry.h"
 #include "server/round_planner.h"
 #include "server/round_privacy.h"
+#include "server/round_report.h"
 #include "server/secure_round.h"
 #include "server/session_token.h"
 #include "server/store.h"
@@ -250,13 +251,13 @@ class Coordinator {
     std::unique_ptr<aggregation::Strategy> strategy;
     aggregation::ModelWeights weights;
     int64_t completed_rounds = 0;
-    std::shared_ptr<const data::Dataset> evaluation_data;  // null for FedCG
-    std::unique_ptr<model::Sequential> eval_net;           // null for FedCG
+    int64_t num_parameters = 0;  // of the central model (secure aggregation's vector)
+    // Evaluation and the round's per-tier and per-client figures (server/round_report.h).
+    std::unique_ptr<RoundReport> report;
     // Tiers, sub-models, teachers and task headers (server/round_planner.h).
     std::unique_ptr<RoundPlanner> planner;
     // Clip norms, noise, the accountant and the ε budget (server/round_privacy.h).
     std::unique_ptr<RoundPrivacy> privacy;
-    std::vector<std::unique_ptr<model::Sequential>> tier_eval_nets;  // per tier (r < 1)
     std::optional<Round> round;
     int failed_attempts = 0;
     v1::RoundMetrics latest_metrics;

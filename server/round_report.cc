@@ -1,0 +1,134 @@
+#include "server/round_report.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "data/idx_reader.h"
+#include "server/job_config.h"
+
+namespace fedge::server {
+namespace {
+
+// Pixels arrive in [0, 1] from the IDX reader; the job may standardize them.
+void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
+  if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
+    data::Standardize(d, static_cast<float>(p.has_mean() ? p.mean() : data::kFashionMnistMean),
+                      static_cast<float>(p.has_std() ? p.std() : data::kFashionMnistStd));
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
+    const v1::JobConfig& config) {
+  const v1::EvaluationConfig& e = config.evaluation();
+  data::Dataset test;
+  if (!e.data_path().empty()) {
+    FEDGE_ASSIGN_OR_RETURN(test,
+                           data::LoadIdxDataset(e.data_path() + "/t10k-images-idx3-ubyte.gz",
+                                                e.data_path() + "/t10k-labels-idx1-ubyte.gz"));
+  } else if (e.dataset().empty() || e.dataset() == kDefaultEvaluationDataset) {
+    FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
+    test = std::move(fm.test);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Coordinator: unknown evaluation dataset '", e.dataset(), "'"));
+  }
+  if (e.max_examples() > 0 && e.max_examples() < test.num_examples) {
+    std::vector<int> first(e.max_examples());
+    for (int i = 0; i < e.max_examples(); ++i) first[i] = i;
+    test = data::Subset(test, first);
+  }
+  Preprocess(config.preprocessing(), test);
+  return std::make_shared<const data::Dataset>(std::move(test));
+}
+
+absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::Create(
+    const v1::JobConfig& config, const RoundPlanner& planner,
+    std::shared_ptr<const data::Dataset> data) {
+  std::unique_ptr<RoundReport> report(new RoundReport(config, planner));
+  FEDGE_ASSIGN_OR_RETURN(report->net_, model::Sequential::Create(config.model_spec()));
+  // Each smaller tier's leading sub-model is evaluated on its own every round (random
+  // subsets have no fixed sub-model to evaluate).
+  const v1::SubModelConfig& sub = config.sub_models();
+  for (const RoundPlanner::Tier& tier : planner.tiers()) {
+    std::unique_ptr<model::Sequential> net;
+    if (tier.width_ratio < 1 && sub.extraction() != v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET) {
+      FEDGE_ASSIGN_OR_RETURN(net, model::Sequential::Create(
+                                      sub.scaler() ? tier.leading->scaled_sub_spec() : tier.spec));
+    }
+    report->tier_nets_.push_back(std::move(net));
+  }
+  if (data == nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(data, LoadEvaluationData(config));
+  }
+  if (static_cast<int>(data->feature_size()) != report->net_->input_size() ||
+      data->num_classes != report->net_->output_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: evaluation data has ", data->feature_size(), " features and ",
+        data->num_classes, " classes; the model takes ", report->net_->input_size(), " and ",
+        report->net_->output_size()));
+  }
+  report->data_ = std::move(data);
+  return report;
+}
+
+std::unique_ptr<RoundReport> RoundReport::WithoutEvaluation(const v1::JobConfig& config,
+                                                            const RoundPlanner& planner) {
+  return std::unique_ptr<RoundReport>(new RoundReport(config, planner));
+}
+
+absl::Status RoundReport::Evaluate(const v1::ModelProto& model, int64_t round,
+                                   v1::RoundMetrics* m) {
+  const std::vector<RoundPlanner::Tier>& tiers = planner_.tiers();
+  std::vector<std::optional<model::EvalResult>> tier_eval(tiers.size());
+  const int every = std::max(1, config_.evaluation().every_rounds());
+  if (data_ != nullptr && (round % every == 0 || round == config_.rounds())) {
+    const auto t0 = std::chrono::steady_clock::now();
+    FEDGE_RETURN_IF_ERROR(net_->SetParameters(model));
+    const int batch = std::max(1, config_.evaluation().batch_size());
+    const model::EvalResult r = model::Evaluate(*net_, *data_, model::ComputeMode::kFp32, batch);
+    m->set_evaluated(true);
+    m->set_test_accuracy(r.accuracy);
+    m->set_test_loss(r.loss);
+    // Each smaller tier's sub-model, cut from the new central model, on its own.
+    for (size_t i = 0; i < tiers.size(); ++i) {
+      if (tier_nets_[i] == nullptr) continue;
+      FEDGE_ASSIGN_OR_RETURN(v1::ModelProto sub, tiers[i].leading->Slice(model));
+      FEDGE_RETURN_IF_ERROR(tier_nets_[i]->SetParameters(sub));
+      tier_eval[i] = model::Evaluate(*tier_nets_[i], *data_, model::ComputeMode::kFp32, batch);
+    }
+    m->set_evaluation_seconds(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  for (size_t i = 0; i < tiers.size(); ++i) {
+    v1::TierRoundMetrics* t = m->add_tiers();
+    t->set_tier(tiers[i].name);
+    t->set_width_ratio(tiers[i].width_ratio);
+    if (m->evaluated() && (tier_eval[i].has_value() || tiers[i].width_ratio >= 1)) {
+      t->set_evaluated(true);
+      const bool own = tier_eval[i].has_value();
+      t->set_test_accuracy(own ? tier_eval[i]->accuracy : m->test_accuracy());
+      t->set_test_loss(own ? tier_eval[i]->loss : m->test_loss());
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RoundReport::AddClient(const v1::ClientRoundMetrics& client, int tier,
+                            v1::RoundMetrics* m) {
+  *m->add_clients() = client;
+  if (tier < 0 || tier >= m->tiers_size()) return;
+  v1::TierRoundMetrics* t = m->mutable_tiers(tier);
+  t->set_sampled(t->sampled() + 1);
+  t->set_bytes_down(t->bytes_down() + client.bytes_down());
+  if (client.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED) {
+    t->set_participants(t->participants() + 1);
+    t->set_bytes_up(t->bytes_up() + client.bytes_up());
+  }
+}
+
+}  // namespace fedge::server
