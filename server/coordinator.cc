@@ -24,9 +24,6 @@
 namespace fedge::server {
 namespace {
 
-// |sum| stays below this (float max is 3.4e38): room for the rounding of a million additions.
-constexpr double kMaxSumBound = 1e38;
-
 int64_t UnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
 
 double Seconds(std::chrono::steady_clock::time_point since) {
@@ -352,7 +349,12 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   }
   ClientTask& ct = round.tasks[id];
   if (status.ok() && ct.slicer != nullptr) {
-    absl::StatusOr<aggregation::Update> e = ExpandUpdate(ct, update);
+    const RoundPlanner::Tier& tier = job_->planner->tiers()[ct.tier];
+    absl::StatusOr<aggregation::Update> e = ExpandSubModelUpdate(
+        *ct.slicer,
+        absl::StrCat("Coordinator: client ", id, " (tier '", tier.name, "', width ",
+                     tier.width_ratio, ")"),
+        update);
     if (e.ok()) {
       e->max_abs = update.max_abs;  // the same values, and zeros
       update = std::move(e).value();
@@ -362,31 +364,9 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   }
   // Central DP: every participant counts once, whatever its example count.
   if (status.ok()) update.weight = job_->privacy->Weight(update.weight);
-  // Checked now (names, shapes, finite values), accumulated later in a batch: the bound on
-  // the sum makes that batch unable to fail.
-  double max_abs = 0;
-  if (status.ok()) status = round.aggregator->Validate(update, &max_abs);
-  const double sum_bound =
-      round.sum_bound + static_cast<double>(static_cast<float>(update.weight)) * max_abs;
-  if (status.ok() && !(sum_bound <= kMaxSumBound)) {
-    status = absl::InvalidArgumentError(absl::StrFormat(
-        "Coordinator: client %s sent values up to %.6g (weight %.6g): the round's sum could "
-        "overflow float",
-        id, max_abs, update.weight));
-  }
+  if (status.ok()) status = round.intake->Add(std::move(update));
   // A bad update drops this client from the round, never the round.
   if (!status.ok()) return DropRejected(id, std::move(status));
-  round.sum_bound = sum_bound;
-  int64_t value_bytes = 0;
-  for (const aggregation::Tensor& t : update.tensors) {
-    value_bytes += static_cast<int64_t>(t.values.size() * sizeof(float));
-  }
-  round.pending.push_back(std::move(update));
-  round.pending_bytes += value_bytes;
-  if (static_cast<int>(round.pending.size()) >= options_.aggregation_batch ||
-      round.pending_bytes >= options_.aggregation_batch_bytes) {
-    FlushPending(round);
-  }
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
   ct.metrics.set_bytes_up(payload_bytes);
   ct.metrics.set_num_examples(header.num_examples());
@@ -556,7 +536,7 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
   if (job.privacy->clipped_count() && offset < sum.size()) {
     round.dp.noised_unclipped = sum[offset] / round.dp.clip_norm;
   }
-  FEDGE_RETURN_IF_ERROR(round.aggregator->Accumulate(mean));
+  FEDGE_RETURN_IF_ERROR(round.intake->AddReleased(mean));
   v1::RoundMetrics& m = round.metrics;
   for (const std::string& id : survivors) {
     round.accepted.insert(id);
@@ -762,7 +742,14 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
       task.metrics.set_tier(tier);
     }
   }
-  FEDGE_ASSIGN_OR_RETURN(round.aggregator, job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
+                         job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
+  RoundIntake::Options intake;
+  intake.batch = options_.aggregation_batch;
+  intake.batch_bytes = options_.aggregation_batch_bytes;
+  intake.threads = options_.aggregation_threads;
+  intake.keep_updates = job.strategy->KeepsClientUpdates();
+  round.intake = std::make_unique<RoundIntake>(std::move(aggregator), intake);
   if (privacy.secure_aggregation_threshold() > 0) {
     FEDGE_ASSIGN_OR_RETURN(const SecureRound::Encoding e,
                            job.privacy->SecureEncoding(round.dp, privacy.secure_aggregation_threshold()));
@@ -782,48 +769,6 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<aggregation::Update> Coordinator::ExpandUpdate(
-    const ClientTask& task, const aggregation::Update& update) const {
-  const model::SubModelSlicer& slicer = *task.slicer;
-  const std::vector<model::TensorSlice>& slices = slicer.slices();
-  const std::string who = absl::StrCat(
-      "Coordinator: client ", update.client_id, " (tier '",
-      job_->planner->tiers()[task.tier].name, "', width ",
-      job_->planner->tiers()[task.tier].width_ratio, ")");
-  if (update.tensors.size() != slices.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(who, " sent ", update.tensors.size(),
-                                                   " tensors; its sub-model has ", slices.size()));
-  }
-  aggregation::Update out;
-  out.client_id = update.client_id;
-  out.weight = update.weight;
-  out.tensors.reserve(slices.size());
-  for (size_t i = 0; i < slices.size(); ++i) {
-    const model::TensorSlice& slice = slices[i];
-    const aggregation::Tensor& t = update.tensors[i];
-    const std::vector<int64_t> sub_shape = slice.sub_shape();
-    if (t.name != slice.name || t.shape != sub_shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          who, ": tensor '", t.name.substr(0, 64), "' has shape [", absl::StrJoin(t.shape, ","),
-          "]; its sub-model's '", slice.name, "' is [", absl::StrJoin(sub_shape, ","), "]"));
-    }
-    aggregation::Tensor full;
-    full.name = slice.name;
-    full.shape = slice.full_shape;
-    const int64_t n = slice.full_size();
-    full.values.assign(static_cast<size_t>(n), 0.0f);
-    FEDGE_RETURN_IF_ERROR(slicer.Unslice(slice, t.values, absl::MakeSpan(full.values)));
-    if (slice.leading()) {
-      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::Prefix(full.shape, sub_shape));
-    } else {
-      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::FromIndices(
-                                            n, model::SubModelSlicer::HeldIndices(slice)));
-    }
-    out.tensors.push_back(std::move(full));
-  }
-  return out;
-}
-
 absl::Status Coordinator::CloseRound(absl::Time now) {
   Job& job = *job_;
   Round& round = *job.round;
@@ -839,64 +784,37 @@ absl::Status Coordinator::CloseRound(absl::Time now) {
   return absl::OkStatus();
 }
 
-void Coordinator::FlushPending(Round& round) {
-  if (round.pending.empty()) return;
-  std::vector<const aggregation::Update*> batch;
-  batch.reserve(round.pending.size());
-  for (const aggregation::Update& u : round.pending) batch.push_back(&u);
-  absl::Status status = round.aggregator->AccumulateBatch(
-      batch, aggregation::AccumulateOptions{options_.aggregation_threads});
-  std::vector<bool> dropped(round.pending.size(), false);
-  if (!status.ok()) {
+void Coordinator::FlushIntake(Round& round) {
+  for (auto& [client, why] : round.intake->Flush()) {
     // Not expected: each update passed Validate and the sum bound rules out an overflow.
-    // Should it happen anyway, every update that accumulates alone stays in; the others
-    // are counted as rejected (their clients' other figures stay in the round's metrics).
     FEDGE_LOG(ERROR) << "Coordinator: job " << job_->id << " round " << round.number
-                     << ": batched accumulation failed (" << status.message()
-                     << "); accumulating one by one";
-    for (size_t i = 0; i < round.pending.size(); ++i) {
-      const aggregation::Update& u = round.pending[i];
-      absl::Status one = round.aggregator->Accumulate(u);
-      if (one.ok()) continue;
-      dropped[i] = true;
-      FEDGE_LOG(ERROR) << "Coordinator: job " << job_->id << " round " << round.number
-                       << ": dropped the update of client " << u.client_id << ": "
-                       << one.message();
-      round.accepted.erase(u.client_id);
-      round.metrics.set_rejected(round.metrics.rejected() + 1);
-      ClientTask& ct = round.tasks[u.client_id];
-      ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-      ct.metrics.set_reason(std::string(one.message().substr(0, 256)));
-    }
+                     << ": dropped the update of client " << client << ": " << why.message();
+    round.accepted.erase(client);
+    round.metrics.set_rejected(round.metrics.rejected() + 1);
+    ClientTask& ct = round.tasks[client];
+    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
+    ct.metrics.set_reason(std::string(why.message().substr(0, 256)));
   }
-  if (job_->strategy->KeepsClientUpdates()) {
-    for (size_t i = 0; i < round.pending.size(); ++i) {
-      if (!dropped[i]) round.kept.push_back(std::move(round.pending[i]));
-    }
-  }
-  round.pending.clear();
-  round.pending_bytes = 0;
 }
 
 absl::Status Coordinator::CompleteRound(absl::Time now) {
   Job& job = *job_;
   Round& round = *job.round;
   v1::RoundMetrics& m = round.metrics;
+  auto t0 = std::chrono::steady_clock::now();
+  FlushIntake(round);
   m.set_participants(static_cast<int32_t>(round.accepted.size()));
   m.set_dropped(static_cast<int32_t>(round.sampled.size() - round.accepted.size() - m.rejected()));
   if (m.examples() > 0) m.set_train_loss(round.train_loss_sum / static_cast<double>(m.examples()));
   if (!round.accepted.empty()) m.set_mean_client_seconds(round.client_seconds_sum / round.accepted.size());
-
-  auto t0 = std::chrono::steady_clock::now();
-  FlushPending(round);
-  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.aggregator).Report());
+  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
   FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
                                            static_cast<int64_t>(round.accepted.size()), delta, &m));
   aggregation::ModelWeights next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
   if (job.strategy->KeepsClientUpdates()) {
     std::vector<const aggregation::Update*> kept;
-    for (const aggregation::Update& u : round.kept) kept.push_back(&u);
+    for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
   }
   m.set_aggregation_seconds(Seconds(t0));

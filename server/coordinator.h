@@ -225,14 +225,8 @@ class Coordinator {
     std::shared_ptr<const v1::ModelProto> model;  // the full central model
     absl::flat_hash_map<std::string, ClientTask> tasks;  // per sampled client
     std::unique_ptr<RoundPlanner::RoundModels> models;  // the central and tier models
-    std::unique_ptr<aggregation::Aggregator> aggregator;
-    std::vector<aggregation::Update> kept;  // when the strategy keeps client updates
-    // Accepted and validated, not yet accumulated (see CoordinatorOptions.aggregation_batch).
-    std::vector<aggregation::Update> pending;
-    int64_t pending_bytes = 0;
-    // Σ float(n_k)·max|Δ_k| over the accepted updates: a bound on every |sum| coordinate,
-    // kept under kMaxSumBound so that the batched accumulation cannot overflow float.
-    double sum_bound = 0;
+    // The accepted updates: validated, batched, accumulated (server/update_intake.h).
+    std::unique_ptr<RoundIntake> intake;
     RoundPrivacy::Round dp;  // sampling rate, clip norm, unclipped counts
     // Secure aggregation: the protocol's state and when its current phase times out.
     std::unique_ptr<SecureRound> secure;
@@ -271,18 +265,14 @@ class Coordinator {
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Accumulates the round's pending updates in one batch (then keeps them, for strategies
-  // that keep client updates).
-  void FlushPending(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Accumulates the round's held updates; one that fails to (not expected) is rejected.
+  void FlushIntake(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
   absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes every secure-aggregation phase that is complete or timed out; when the protocol
   // finishes, the released sum becomes the round's one aggregated update.
   absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The update in full shapes with coverage masks, from one in the client's sub-model shapes.
-  absl::StatusOr<aggregation::Update> ExpandUpdate(const ClientTask& task,
-                                                   const aggregation::Update& update) const;
   // Credentials, job, open round, not yet answered, sampled, task id.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

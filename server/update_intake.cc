@@ -5,9 +5,18 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "model/payload.h"
 
 namespace fedge::server {
+namespace {
+
+// |sum| stays below this (float max is 3.4e38): room for the rounding of a million additions.
+constexpr double kMaxSumBound = 1e38;
+
+}  // namespace
 
 int64_t ExpectedUpdate::payload_bytes() const {
   int64_t total = 0;
@@ -59,6 +68,109 @@ absl::StatusOr<aggregation::Update> DecodeUpdatePayload(const v1::UpdateHeader& 
     update.tensors.push_back(std::move(out));
   }
   return update;
+}
+
+absl::StatusOr<aggregation::Update> ExpandSubModelUpdate(const model::SubModelSlicer& slicer,
+                                                         absl::string_view who,
+                                                         const aggregation::Update& update) {
+  const std::vector<model::TensorSlice>& slices = slicer.slices();
+  if (update.tensors.size() != slices.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(who, " sent ", update.tensors.size(),
+                                                   " tensors; its sub-model has ", slices.size()));
+  }
+  aggregation::Update out;
+  out.client_id = update.client_id;
+  out.weight = update.weight;
+  out.tensors.reserve(slices.size());
+  for (size_t i = 0; i < slices.size(); ++i) {
+    const model::TensorSlice& slice = slices[i];
+    const aggregation::Tensor& t = update.tensors[i];
+    const std::vector<int64_t> sub_shape = slice.sub_shape();
+    if (t.name != slice.name || t.shape != sub_shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          who, ": tensor '", t.name.substr(0, 64), "' has shape [", absl::StrJoin(t.shape, ","),
+          "]; its sub-model's '", slice.name, "' is [", absl::StrJoin(sub_shape, ","), "]"));
+    }
+    aggregation::Tensor full;
+    full.name = slice.name;
+    full.shape = slice.full_shape;
+    const int64_t n = slice.full_size();
+    full.values.assign(static_cast<size_t>(n), 0.0f);
+    FEDGE_RETURN_IF_ERROR(slicer.Unslice(slice, t.values, absl::MakeSpan(full.values)));
+    if (slice.leading()) {
+      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::Prefix(full.shape, sub_shape));
+    } else {
+      FEDGE_ASSIGN_OR_RETURN(full.held, aggregation::CoordinateMask::FromIndices(
+                                            n, model::SubModelSlicer::HeldIndices(slice)));
+    }
+    out.tensors.push_back(std::move(full));
+  }
+  return out;
+}
+
+absl::Status RoundIntake::Add(aggregation::Update update) {
+  // Checked now (names, shapes, finite values), accumulated later in a batch: the bound on
+  // the sum makes that batch unable to fail.
+  double max_abs = 0;
+  FEDGE_RETURN_IF_ERROR(aggregator_->Validate(update, &max_abs));
+  const double sum_bound =
+      sum_bound_ + static_cast<double>(static_cast<float>(update.weight)) * max_abs;
+  if (!(sum_bound <= kMaxSumBound)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "Coordinator: client %s sent values up to %.6g (weight %.6g): the round's sum could "
+        "overflow float",
+        update.client_id, max_abs, update.weight));
+  }
+  sum_bound_ = sum_bound;
+  for (const aggregation::Tensor& t : update.tensors) {
+    pending_bytes_ += static_cast<int64_t>(t.values.size() * sizeof(float));
+  }
+  pending_.push_back(std::move(update));
+  if (static_cast<int>(pending_.size()) >= options_.batch ||
+      pending_bytes_ >= options_.batch_bytes) {
+    for (const auto& [client, why] : Flush()) {
+      // Not expected (see Flush); the caller learns of it at the round's last Flush.
+      failed_.emplace_back(client, why);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RoundIntake::AddReleased(const aggregation::Update& mean) {
+  return aggregator_->Accumulate(mean);
+}
+
+std::vector<std::pair<std::string, absl::Status>> RoundIntake::Flush() {
+  std::vector<std::pair<std::string, absl::Status>> failed = std::move(failed_);
+  failed_.clear();
+  if (pending_.empty()) return failed;
+  std::vector<const aggregation::Update*> batch;
+  batch.reserve(pending_.size());
+  for (const aggregation::Update& u : pending_) batch.push_back(&u);
+  const absl::Status status =
+      aggregator_->AccumulateBatch(batch, aggregation::AccumulateOptions{options_.threads});
+  std::vector<bool> dropped(pending_.size(), false);
+  if (!status.ok()) {
+    // Every update that accumulates alone stays in; the others are reported.
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      absl::Status one = aggregator_->Accumulate(pending_[i]);
+      if (one.ok()) continue;
+      dropped[i] = true;
+      failed.emplace_back(pending_[i].client_id, std::move(one));
+    }
+  }
+  if (options_.keep_updates) {
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      if (!dropped[i]) kept_.push_back(std::move(pending_[i]));
+    }
+  }
+  pending_.clear();
+  pending_bytes_ = 0;
+  return failed;
+}
+
+absl::StatusOr<aggregation::ModelDelta> RoundIntake::Report() && {
+  return std::move(*aggregator_).Report();
 }
 
 }  // namespace fedge::server

@@ -1,11 +1,14 @@
 #include "server/update_intake.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
 
 #include "aggregation/fed_cg.h"
+#include "aggregation/weighted_mean.h"
+#include "model/submodel_slicer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/payload.h"
@@ -121,6 +124,95 @@ TEST(UpdateIntakeTest, PayloadsThatDoNotFitTheTaskAreRefusedNamingWhy) {
   // An encoding other than the job's.
   const Sent int8 = Encode(*e.model, v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
   EXPECT_FALSE(DecodeUpdatePayload(int8.header, int8.payload, e).ok());
+}
+
+
+aggregation::Update Uniform(const std::string& id, double weight, float value, size_t n = 6) {
+  aggregation::Update u;
+  u.client_id = id;
+  u.weight = weight;
+  aggregation::Tensor t;
+  t.name = "w";
+  t.shape = {static_cast<int64_t>(n)};
+  t.values.assign(n, value);
+  u.tensors.push_back(std::move(t));
+  return u;
+}
+
+std::unique_ptr<RoundIntake> Intake(int batch, bool keep) {
+  aggregation::TensorSpec spec;
+  spec.name = "w";
+  spec.shape = {6};
+  auto mean = std::move(aggregation::WeightedMean::Create({spec})).value();
+  RoundIntake::Options o;
+  o.batch = batch;
+  o.keep_updates = keep;
+  return std::make_unique<RoundIntake>(std::move(mean), o);
+}
+
+TEST(RoundIntakeTest, BatchesGiveTheMeanOfOneByOneAndKeepTheUpdatesAskedFor) {
+  for (int batch : {1, 2, 8}) {
+    SCOPED_TRACE(batch);
+    auto intake = Intake(batch, /*keep=*/batch == 2);
+    ASSERT_THAT(intake->Add(Uniform("a", 1, 1.0f)), IsOk());
+    ASSERT_THAT(intake->Add(Uniform("b", 3, 2.0f)), IsOk());
+    ASSERT_THAT(intake->Add(Uniform("c", 4, -1.0f)), IsOk());
+    EXPECT_TRUE(intake->Flush().empty());
+    EXPECT_EQ(intake->kept().size(), batch == 2 ? 3u : 0u);
+    absl::StatusOr<aggregation::ModelDelta> d = std::move(*intake).Report();
+    ASSERT_THAT(d.status(), IsOk());
+    EXPECT_EQ(d->total_weight, 8);
+    EXPECT_FLOAT_EQ(d->tensors[0].values[0], (1 * 1.0f + 3 * 2.0f + 4 * -1.0f) / 8);
+  }
+}
+
+TEST(RoundIntakeTest, RefusesWhatTheAggregatorRefusesAndSumsThatCouldOverflow) {
+  auto intake = Intake(8, false);
+  EXPECT_THAT(intake->Add(Uniform("short", 1, 1.0f, 5)),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(intake->Add(Uniform("nan", 1, std::nanf(""))),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(intake->Add(Uniform("big", 1e8, 1e29f)), IsOk());
+  // 1e8·1e29 + 1e8·1e30 > 1e38: the second is refused, the first stays.
+  EXPECT_THAT(intake->Add(Uniform("bigger", 1e8, 1e30f)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("could overflow")));
+  EXPECT_TRUE(intake->Flush().empty());
+  auto d = std::move(*intake).Report();
+  ASSERT_THAT(d.status(), IsOk());
+  EXPECT_EQ(d->num_updates, 1);
+}
+
+TEST(RoundIntakeTest, SubModelUpdatesExpandToTheFullShapesWithTheirCoverage) {
+  auto net = std::move(model::Sequential::Create(model::MlpSpec({6, 8, 2}))).value();
+  auto slicer = std::move(model::SubModelSlicer::Create(model::MlpSpec({6, 8, 2}), 0.5,
+                                                        model::SubModelExtraction::kLeading, 0))
+                    .value();
+  aggregation::Update u;
+  u.client_id = "small";
+  u.weight = 1;
+  for (const model::TensorSlice& s : slicer.slices()) {
+    aggregation::Tensor t;
+    t.name = s.name;
+    t.shape = s.sub_shape();
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    t.values.assign(static_cast<size_t>(n), 1.0f);
+    u.tensors.push_back(std::move(t));
+  }
+  absl::StatusOr<aggregation::Update> full = ExpandSubModelUpdate(slicer, "client small", u);
+  ASSERT_THAT(full.status(), IsOk());
+  EXPECT_EQ(full->tensors[0].shape, (std::vector<int64_t>{8, 6}));
+  ASSERT_TRUE(full->tensors[0].held.has_value());
+  // Rows 0-3 held (the leading half of the hidden units), the rest zero and not held.
+  EXPECT_EQ(full->tensors[0].values[0], 1.0f);
+  EXPECT_EQ(full->tensors[0].values[4 * 6], 0.0f);
+  aggregation::Update wrong = u;
+  wrong.tensors[0].shape = {8, 6};
+  EXPECT_THAT(ExpandSubModelUpdate(slicer, "client small", wrong).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client small")));
+  wrong.tensors.pop_back();
+  EXPECT_THAT(ExpandSubModelUpdate(slicer, "client small", wrong).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tensors")));
 }
 
 }  // namespace
