@@ -10,11 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "aggregation/fed_opt.h"
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
-#include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/trainer.h"
 #include "server/job_config.h"
@@ -29,39 +27,6 @@ int64_t UnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
-
-absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeStrategy(
-    const v1::StrategyConfig& config) {
-  const double eta = config.has_server_learning_rate() ? config.server_learning_rate() : 1.0;
-  switch (config.kind_case()) {
-    case v1::StrategyConfig::kFedAdam:
-    case v1::StrategyConfig::kFedYogi: {
-      const v1::AdaptiveServerOptimizerParams& p =
-          config.has_fed_adam() ? config.fed_adam() : config.fed_yogi();
-      aggregation::AdaptiveOptions o;
-      o.server_learning_rate = config.has_server_learning_rate() ? eta : o.server_learning_rate;
-      if (p.has_beta1()) o.beta1 = p.beta1();
-      if (p.has_beta2()) o.beta2 = p.beta2();
-      if (p.has_tau()) o.tau = p.tau();
-      FEDGE_ASSIGN_OR_RETURN(
-          auto s, aggregation::AdaptiveServerOptimizer::Create(
-                      config.has_fed_adam() ? aggregation::AdaptiveServerOptimizer::Rule::kAdam
-                                            : aggregation::AdaptiveServerOptimizer::Rule::kYogi,
-                      o));
-      return std::unique_ptr<aggregation::Strategy>(std::move(s));
-    }
-    default: {
-      // FedAvg and FedProx (whose μ only changes the clients' objective).
-      aggregation::FedAvgOptions o;
-      o.server_learning_rate = eta;
-      FEDGE_ASSIGN_OR_RETURN(auto s, aggregation::FedAvg::Create(o));
-      return std::unique_ptr<aggregation::Strategy>(std::move(s));
-    }
-  }
-}
-
-// 4 bytes per parameter in one SecAggStepRequest, under the 8 MiB gRPC message limit.
-constexpr int64_t kMaxSecureAggregationParameters = 2'000'000;
 
 }  // namespace
 
@@ -144,41 +109,18 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   job->config = config;
   FEDGE_ASSIGN_OR_RETURN(job->privacy,
                          RoundPrivacy::Create(config.privacy(), id, options_.dp_noise_seed));
-  if (config.strategy().has_fed_cg()) {
-    // FedCG: the central model is C and G only; no central evaluation (no extractor), and
-    // job validation refused what FedCG cannot run with (tiers, DP, secure aggregation).
-    const v1::FedCgParams& f = config.strategy().fed_cg();
-    aggregation::FedCgOptions o;
-    o.shape = model::FedCgShapeFromParams(f);
-    o.distill_steps = f.distill_steps();
-    o.distill_batch = f.distill_batch();
-    o.learning_rate = static_cast<float>(f.distill_learning_rate());
-    o.weight_decay = static_cast<float>(config.local_training().weight_decay());
-    o.seed = config.init_seed();
-    o.persistent_distill_optimizer = f.persistent_distill_optimizer();
-    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::FedCg> fed_cg, aggregation::FedCg::Create(o));
-    job->strategy = std::move(fed_cg);
-    FEDGE_ASSIGN_OR_RETURN(job->weights,
-                           aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
-    FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
-    job->report = RoundReport::WithoutEvaluation(config, *job->planner);
-    return job;
-  }
-  FEDGE_ASSIGN_OR_RETURN(job->strategy, MakeStrategy(config.strategy()));
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
-                         model::Sequential::Create(config.model_spec()));
-  net->InitParameters(config.init_seed());
-  job->weights = WeightsFromProto(net->ToProto());
-  job->num_parameters = net->num_parameters();
-  if (config.privacy().secure_aggregation_threshold() > 0 &&
-      job->num_parameters > kMaxSecureAggregationParameters) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: secure aggregation sends the masked update in one message: at most ",
-        kMaxSecureAggregationParameters, " parameters, the model has ", job->num_parameters));
-  }
+  FEDGE_ASSIGN_OR_RETURN(JobModel model, MakeJobModel(config));
+  job->strategy = std::move(model.strategy);
+  job->weights = std::move(model.weights);
+  job->num_parameters = model.num_parameters;
   FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
-  FEDGE_ASSIGN_OR_RETURN(job->report,
-                         RoundReport::Create(config, *job->planner, options_.evaluation_data));
+  if (config.strategy().has_fed_cg()) {
+    // FedCG: no central evaluation (the extractors stay on the devices).
+    job->report = RoundReport::WithoutEvaluation(config, *job->planner);
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(job->report,
+                           RoundReport::Create(config, *job->planner, options_.evaluation_data));
+  }
   return job;
 }
 

@@ -1,0 +1,86 @@
+#include "server/job_strategy.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "aggregation/fed_cg.h"
+#include "aggregation/fed_opt.h"
+#include "base/status_macros.h"
+#include "model/fedcg_nets.h"
+#include "model/sequential.h"
+#include "server/model_weights.h"
+
+namespace fedge::server {
+namespace {
+
+absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeStrategy(
+    const v1::StrategyConfig& config) {
+  const double eta = config.has_server_learning_rate() ? config.server_learning_rate() : 1.0;
+  switch (config.kind_case()) {
+    case v1::StrategyConfig::kFedAdam:
+    case v1::StrategyConfig::kFedYogi: {
+      const v1::AdaptiveServerOptimizerParams& p =
+          config.has_fed_adam() ? config.fed_adam() : config.fed_yogi();
+      aggregation::AdaptiveOptions o;
+      o.server_learning_rate = config.has_server_learning_rate() ? eta : o.server_learning_rate;
+      if (p.has_beta1()) o.beta1 = p.beta1();
+      if (p.has_beta2()) o.beta2 = p.beta2();
+      if (p.has_tau()) o.tau = p.tau();
+      FEDGE_ASSIGN_OR_RETURN(
+          auto s, aggregation::AdaptiveServerOptimizer::Create(
+                      config.has_fed_adam() ? aggregation::AdaptiveServerOptimizer::Rule::kAdam
+                                            : aggregation::AdaptiveServerOptimizer::Rule::kYogi,
+                      o));
+      return std::unique_ptr<aggregation::Strategy>(std::move(s));
+    }
+    default: {
+      // FedAvg and FedProx (whose μ only changes the clients' objective).
+      aggregation::FedAvgOptions o;
+      o.server_learning_rate = eta;
+      FEDGE_ASSIGN_OR_RETURN(auto s, aggregation::FedAvg::Create(o));
+      return std::unique_ptr<aggregation::Strategy>(std::move(s));
+    }
+  }
+}
+
+absl::StatusOr<JobModel> FedCgModel(const v1::JobConfig& config) {
+  // Job validation refused what FedCG cannot run with (tiers, DP, secure aggregation).
+  const v1::FedCgParams& f = config.strategy().fed_cg();
+  aggregation::FedCgOptions o;
+  o.shape = model::FedCgShapeFromParams(f);
+  o.distill_steps = f.distill_steps();
+  o.distill_batch = f.distill_batch();
+  o.learning_rate = static_cast<float>(f.distill_learning_rate());
+  o.weight_decay = static_cast<float>(config.local_training().weight_decay());
+  o.seed = config.init_seed();
+  o.persistent_distill_optimizer = f.persistent_distill_optimizer();
+  JobModel out;
+  FEDGE_ASSIGN_OR_RETURN(out.strategy, aggregation::FedCg::Create(o));
+  FEDGE_ASSIGN_OR_RETURN(out.weights, aggregation::FedCg::InitialModel(o.shape, config.init_seed()));
+  for (const aggregation::Tensor& t : out.weights) {
+    out.num_parameters += static_cast<int64_t>(t.values.size());
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config) {
+  if (config.strategy().has_fed_cg()) return FedCgModel(config);
+  JobModel out;
+  FEDGE_ASSIGN_OR_RETURN(out.strategy, MakeStrategy(config.strategy()));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                         model::Sequential::Create(config.model_spec()));
+  net->InitParameters(config.init_seed());
+  out.weights = WeightsFromProto(net->ToProto());
+  out.num_parameters = net->num_parameters();
+  if (config.privacy().secure_aggregation_threshold() > 0 &&
+      out.num_parameters > kMaxSecureAggregationParameters) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: secure aggregation sends the masked update in one message: at most ",
+        kMaxSecureAggregationParameters, " parameters, the model has ", out.num_parameters));
+  }
+  return out;
+}
+
+}  // namespace fedge::server
