@@ -1,0 +1,3 @@
+// Activations (activation_simd.inc) built with the avx2 flags of kernels/CMakeLists.txt.
+#define FEDGE_KERNEL_VARIANT(name) name##_avx2
+#include "kernels/activation_simd.inc"

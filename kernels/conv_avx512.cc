@@ -1,0 +1,3 @@
+// im2col / col2im (conv_simd.inc) built with the avx512 flags of kernels/CMakeLists.txt.
+#define FEDGE_KERNEL_VARIANT(name) name##_avx512
+#include "kernels/conv_simd.inc"
