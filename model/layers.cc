@@ -8,17 +8,12 @@
 
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "kernels/activation.h"
+#include "kernels/bias.h"
+#include "kernels/conv.h"
+#include "kernels/pool.h"
 #include "kernels/qgemm.h"
 #include "kernels/sgemm.h"
-
-// Memory-bound loops (im2col, pooling, ReLU, reductions) are cloned per ISA by the compiler
-// and picked at load time (GCC function multiversioning): the build still targets any
-// x86-64, and wider vectors halve these loops where the CPU has them.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FEDGE_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FEDGE_SIMD_CLONES
-#endif
 
 namespace fedge::model {
 namespace {
@@ -38,219 +33,6 @@ Parameter MakeParameter(std::string name, std::vector<int> shape) {
   p.value.assign(Product(p.shape), 0.0f);
   p.grad.assign(p.value.size(), 0.0f);
   return p;
-}
-
-// sums[j] += Σ_r m[r·cols + j]. Few columns (a conv with 6 channels) would leave the
-// inner loop too short to vectorize, so rows are summed in groups whose width is a multiple
-// of 16 floats, then folded.
-FEDGE_SIMD_CLONES void AddColumnSums(const float* m, int rows, int cols, float* sums) {
-  int group = 1;
-  while ((group * cols) % 16 != 0 && group < 16) group *= 2;
-  const int width = group * cols;
-  if (group == 1 || width > 1024 || rows < 2 * group) {
-    for (int r = 0; r < rows; ++r) {
-      const float* __restrict mr = m + static_cast<size_t>(r) * cols;
-      for (int j = 0; j < cols; ++j) sums[j] += mr[j];
-    }
-    return;
-  }
-  float acc[1024] = {};
-  const int full = rows / group;
-  for (int g = 0; g < full; ++g) {
-    const float* __restrict mg = m + static_cast<size_t>(g) * width;
-    for (int i = 0; i < width; ++i) acc[i] += mg[i];
-  }
-  for (int i = 0; i < width; ++i) sums[i % cols] += acc[i];
-  for (int r = full * group; r < rows; ++r) {
-    for (int j = 0; j < cols; ++j) sums[j] += m[static_cast<size_t>(r) * cols + j];
-  }
-}
-
-FEDGE_SIMD_CLONES void ReluForward(const float* x, size_t n, float* y) {
-  const float* __restrict in = x;
-  float* __restrict out = y;
-  for (size_t i = 0; i < n; ++i) out[i] = std::max(in[i], 0.0f);
-}
-
-// Branch-free so that it vectorizes: a mispredicted branch per element costs more than the
-// whole pass.
-FEDGE_SIMD_CLONES void ReluBackward(const float* y, const float* dy, size_t n, float* dx) {
-  const float* __restrict out = y;
-  const float* __restrict g = dy;
-  float* __restrict d = dx;
-  for (size_t i = 0; i < n; ++i) {
-    const float gi = g[i];  // loaded unconditionally so that GCC emits a blend
-    d[i] = out[i] > 0.0f ? gi : 0.0f;
-  }
-}
-
-struct PoolGeometry {
-  int h, w, c, k, stride, oh, ow;
-};
-
-// 2×2 / stride-2 pooling of one output row, channels innermost. kC > 0 fixes the channel
-// count at compile time (so the channel loop unrolls into whole vectors); kC == 0 reads it
-// from `c`.
-template <int kC>
-FEDGE_SIMD_CLONES void Pool2x2ForwardRow(const float* __restrict x0, const float* __restrict x1,
-                                         int ow_n, int c, float* __restrict y) {
-  const int cc = kC > 0 ? kC : c;
-  for (int ow = 0; ow < ow_n; ++ow) {
-    const float* a = x0 + 2 * ow * cc;
-    const float* b = x1 + 2 * ow * cc;
-    float* yo = y + ow * cc;
-    for (int i = 0; i < cc; ++i) {
-      yo[i] = std::max(std::max(a[i], a[i + cc]), std::max(b[i], b[i + cc]));
-    }
-  }
-}
-
-// The backward of the row above: the first of the four positions holding the maximum
-// (row-major order) gets the gradient, the others zero. 0/1 float arithmetic instead of
-// branches: the comparisons are data-dependent and would mispredict half the time.
-template <int kC>
-FEDGE_SIMD_CLONES void Pool2x2BackwardRow(const float* __restrict x0, const float* __restrict x1,
-                                          const float* __restrict y, const float* __restrict dy,
-                                          int ow_n, int c, float* __restrict d0,
-                                          float* __restrict d1) {
-  const int cc = kC > 0 ? kC : c;
-  for (int ow = 0; ow < ow_n; ++ow) {
-    const int p = 2 * ow * cc, o = ow * cc;
-    for (int i = 0; i < cc; ++i) {
-      const float m = y[o + i], g = dy[o + i];
-      const float e00 = x0[p + i] == m ? 1.0f : 0.0f;
-      const float e01 = x0[p + cc + i] == m ? 1.0f : 0.0f;
-      const float e10 = x1[p + i] == m ? 1.0f : 0.0f;
-      const float n00 = 1.0f - e00;
-      const float h01 = e01 * n00;
-      const float n01 = n00 * (1.0f - e01);
-      const float h10 = e10 * n01;
-      const float h11 = n01 * (1.0f - e10);
-      d0[p + i] = g * e00;
-      d0[p + cc + i] = g * h01;
-      d1[p + i] = g * h10;
-      d1[p + cc + i] = g * h11;
-    }
-  }
-}
-
-using Pool2x2Forward = void (*)(const float*, const float*, int, int, float*);
-using Pool2x2Backward = void (*)(const float*, const float*, const float*, const float*, int,
-                                 int, float*, float*);
-
-Pool2x2Forward PickPool2x2Forward(int c) {
-  switch (c) {
-    case 6: return Pool2x2ForwardRow<6>;
-    case 16: return Pool2x2ForwardRow<16>;
-    case 32: return Pool2x2ForwardRow<32>;
-    case 64: return Pool2x2ForwardRow<64>;
-    default: return Pool2x2ForwardRow<0>;
-  }
-}
-
-Pool2x2Backward PickPool2x2Backward(int c) {
-  switch (c) {
-    case 6: return Pool2x2BackwardRow<6>;
-    case 16: return Pool2x2BackwardRow<16>;
-    case 32: return Pool2x2BackwardRow<32>;
-    case 64: return Pool2x2BackwardRow<64>;
-    default: return Pool2x2BackwardRow<0>;
-  }
-}
-
-FEDGE_SIMD_CLONES void MaxPoolForward(const PoolGeometry& g, const float* x, int batch,
-                                      float* y) {
-  const int h_ = g.h, w_ = g.w, c_ = g.c, k_ = g.k, stride_ = g.stride, oh_ = g.oh, ow_ = g.ow;
-  (void)h_;
-  // Max only (no arg-max bookkeeping), so the channel loop is branch-free; Backward finds
-  // each window's first maximum again from x and y.
-  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
-  if (k_ == 2 && stride_ == 2) {
-    const Pool2x2Forward row = PickPool2x2Forward(c_);
-    for (int b = 0; b < batch; ++b) {
-      for (int oh = 0; oh < oh_; ++oh) {
-        const float* x0 = x + static_cast<size_t>(b) * in_size + 2 * oh * w_ * c_;
-        row(x0, x0 + w_ * c_, ow_, c_, y + static_cast<size_t>(b) * out_size + oh * ow_ * c_);
-      }
-    }
-    return;
-  }
-  for (int b = 0; b < batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * in_size;
-    float* yb = y + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        float* __restrict yo = yb + (oh * ow_ + ow) * c_;
-        const float* x0 = xb + ((oh * stride_) * w_ + ow * stride_) * c_;
-        for (int c = 0; c < c_; ++c) yo[c] = x0[c];
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            const float* __restrict xi = x0 + (kh * w_ + kw) * c_;
-            for (int c = 0; c < c_; ++c) yo[c] = std::max(yo[c], xi[c]);
-          }
-        }
-      }
-    }
-  }
-}
-
-FEDGE_SIMD_CLONES void MaxPoolBackward(const PoolGeometry& g, const float* x, const float* y,
-                                       const float* dy, int batch, float* dx) {
-  const int h_ = g.h, w_ = g.w, c_ = g.c, k_ = g.k, stride_ = g.stride, oh_ = g.oh, ow_ = g.ow;
-  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
-  // When the windows tile the input exactly, every dx element is written once below;
-  // otherwise (overlaps, or rows/columns no window covers) start from zero and accumulate.
-  const bool tiles = stride_ == k_ && oh_ * k_ == h_ && ow_ * k_ == w_;
-  if (tiles && k_ == 2) {
-    const Pool2x2Backward row = PickPool2x2Backward(c_);
-    for (int b = 0; b < batch; ++b) {
-      for (int oh = 0; oh < oh_; ++oh) {
-        const size_t in_off = static_cast<size_t>(b) * in_size + 2 * oh * w_ * c_;
-        const size_t out_off = static_cast<size_t>(b) * out_size + oh * ow_ * c_;
-        row(x + in_off, x + in_off + w_ * c_, y + out_off, dy + out_off, ow_, c_, dx + in_off,
-            dx + in_off + w_ * c_);
-      }
-    }
-    return;
-  }
-  if (!tiles) std::fill(dx, dx + static_cast<size_t>(batch) * in_size, 0.0f);
-  std::vector<uint8_t> done(c_);
-  for (int b = 0; b < batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * in_size;
-    float* dxb = dx + static_cast<size_t>(b) * in_size;
-    const float* yb = y + static_cast<size_t>(b) * out_size;
-    const float* dyb = dy + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        const float* yo = yb + (oh * ow_ + ow) * c_;
-        const float* go = dyb + (oh * ow_ + ow) * c_;
-        const int base = ((oh * stride_) * w_ + ow * stride_) * c_;
-        std::fill(done.begin(), done.end(), 0);
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            const int off = base + (kh * w_ + kw) * c_;
-            float* __restrict d = dxb + off;
-            const float* __restrict xi = xb + off;
-            if (tiles) {
-              for (int c = 0; c < c_; ++c) {
-                const float g = go[c];
-                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
-                done[c] |= hit;
-                d[c] = hit ? g : 0.0f;
-              }
-            } else {
-              for (int c = 0; c < c_; ++c) {
-                const float g = go[c];
-                const uint8_t hit = (xi[c] == yo[c]) & !done[c];
-                done[c] |= hit;
-                d[c] += hit ? g : 0.0f;
-              }
-            }
-          }
-        }
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -295,12 +77,7 @@ void LinearProduct::Forward(const float* a, int rows, float* y, ComputeMode mode
     case ComputeMode::kFp32: {
       kernels::Sgemm(Trans::kNo, Trans::kYes, rows, out_, in_, 1.0f, a, in_,
                      weight_.value.data(), in_, 0.0f, y, out_);
-      if (bias != nullptr) {
-        for (int r = 0; r < rows; ++r) {
-          float* yr = y + static_cast<size_t>(r) * out_;
-          for (int j = 0; j < out_; ++j) yr[j] += bias[j];
-        }
-      }
+      if (bias != nullptr) kernels::BiasAdd(y, rows, out_, bias);
       return;
     }
     case ComputeMode::kInt8: {
@@ -345,7 +122,7 @@ void LinearProduct::AccumulateGradients(const float* a, const float* dy, int row
   // dW[out × in] += dyᵀ · a
   kernels::Sgemm(Trans::kYes, Trans::kNo, out_, in_, rows, 1.0f, dy, out_, a, in_, 1.0f,
                  weight_.grad.data(), in_);
-  if (has_bias_) AddColumnSums(dy, rows, out_, bias_.grad.data());
+  if (has_bias_) kernels::BiasAddGrad(dy, rows, out_, bias_.grad.data());
 }
 
 void LinearProduct::Backward(const float* a, const float* dy, int rows, float* da) {
@@ -472,17 +249,11 @@ std::vector<Parameter*> Dense::parameters() {
 // ---------------------------------------------------------------------------------------
 // Conv2d
 
-namespace {
-int ConvOut(int size, int kernel, int stride, int pad) {
-  return (size + 2 * pad - kernel) / stride + 1;
-}
-}  // namespace
-
 Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out_channels,
                int kernel, int stride, int padding, bool has_bias)
     : Layer(name, {height, width, in_channels},
-            {ConvOut(height, kernel, stride, padding), ConvOut(width, kernel, stride, padding),
-             out_channels}),
+            {kernels::ConvOutputSize(height, kernel, stride, padding),
+             kernels::ConvOutputSize(width, kernel, stride, padding), out_channels}),
       h_(height),
       w_(width),
       cin_(in_channels),
@@ -490,104 +261,12 @@ Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out
       k_(kernel),
       stride_(stride),
       pad_(padding),
-      oh_(ConvOut(height, kernel, stride, padding)),
-      ow_(ConvOut(width, kernel, stride, padding)),
+      oh_(kernels::ConvOutputSize(height, kernel, stride, padding)),
+      ow_(kernels::ConvOutputSize(width, kernel, stride, padding)),
       kpad_((kernel * kernel * in_channels + 15) / 16 * 16),
+      geometry_{height, width, in_channels, kernel, stride, padding, oh_, ow_},
       product_(name, {out_channels, kernel, kernel, in_channels},
                kernel * kernel * in_channels, out_channels, has_bias) {}
-
-template <typename T>
-FEDGE_SIMD_CLONES void Conv2d::Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const {
-  // Members are copied to locals: the memcpys below may alias anything, and would otherwise
-  // make the compiler reload every member on every span.
-  const int h = h_, w = w_, cin = cin_, k = k_, stride = stride_, pad = pad_, oh_n = oh_,
-            ow_n = ow_;
-  const int span = k * cin;  // one kernel row: contiguous in NHWC when fully inside
-  constexpr int kBlock = 32 / sizeof(T);
-  const int copy_span = (span + kBlock - 1) / kBlock * kBlock;
-  const T* x_end = x + static_cast<size_t>(batch - 1) * ldx + h * w * cin;
-  // Output columns whose window lies fully inside the input: [ow_lo, ow_hi).
-  int ow_lo = 0;
-  while (ow_lo < ow_n && ow_lo * stride - pad < 0) ++ow_lo;
-  int ow_hi = ow_n;
-  while (ow_hi > ow_lo && (ow_hi - 1) * stride - pad + k > w) --ow_hi;
-  // One span with per-element bounds checks, for windows that cross the left/right edge.
-  auto edge_span = [&](const T* xrow, int ow, T* dst) {
-    const int iw0 = ow * stride - pad;
-    for (int kw = 0; kw < k; ++kw) {
-      const int iw = iw0 + kw;
-      for (int c = 0; c < cin; ++c) {
-        dst[kw * cin + c] = (iw < 0 || iw >= w) ? T(0) : xrow[iw * cin + c];
-      }
-    }
-  };
-  const size_t src_step = static_cast<size_t>(stride) * cin;
-  for (int b = 0; b < batch; ++b) {
-    const T* xb = x + static_cast<size_t>(b) * ldx;
-    for (int oh = 0; oh < oh_n; ++oh) {
-      T* row0 = cols + static_cast<size_t>((b * oh_n + oh) * ow_n) * ldc;
-      for (int kh = 0; kh < k; ++kh) {
-        const int ih = oh * stride - pad + kh;
-        T* dst0 = row0 + kh * span;
-        if (ih < 0 || ih >= h) {
-          for (int ow = 0; ow < ow_n; ++ow) {
-            T* __restrict dst = dst0 + static_cast<size_t>(ow) * ldc;
-            for (int i = 0; i < span; ++i) dst[i] = T(0);
-          }
-          continue;
-        }
-        const T* xrow = xb + static_cast<size_t>(ih) * w * cin;
-        for (int ow = 0; ow < ow_lo; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
-        const T* src = xrow + static_cast<size_t>(ow_lo * stride - pad) * cin;
-        T* dst = dst0 + static_cast<size_t>(ow_lo) * ldc;
-        int ow = ow_lo;
-        // A span may spill into later spans of its row (written after it) and into the row's
-        // padding columns [K, ldc), never into the next row; and it may not read past x.
-        if (kh * span + copy_span <= ldc) {
-          for (; ow < ow_hi && src + copy_span <= x_end; ++ow, src += src_step, dst += ldc) {
-            // Whole 32-byte blocks: fixed-size memcpys become vector moves, where a 5-float
-            // span would otherwise cost a library call.
-            for (int i = 0; i < span; i += kBlock) std::memcpy(dst + i, src + i, 32);
-          }
-        }
-        for (; ow < ow_hi; ++ow, src += src_step, dst += ldc) {
-          for (int i = 0; i < span; ++i) dst[i] = src[i];
-        }
-        for (ow = ow_hi; ow < ow_n; ++ow) edge_span(xrow, ow, dst0 + static_cast<size_t>(ow) * ldc);
-      }
-    }
-  }
-}
-
-FEDGE_SIMD_CLONES void Conv2d::Col2Im(const float* cols, int batch, int ldc, float* dx) const {
-  std::fill(dx, dx + static_cast<size_t>(batch) * h_ * w_ * cin_, 0.0f);
-  for (int b = 0; b < batch; ++b) {
-    float* xb = dx + static_cast<size_t>(b) * h_ * w_ * cin_;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        const float* row = cols + (static_cast<size_t>(b * oh_ + oh) * ow_ + ow) * ldc;
-        for (int kh = 0; kh < k_; ++kh) {
-          const int ih = oh * stride_ - pad_ + kh;
-          if (ih < 0 || ih >= h_) continue;
-          const int iw0 = ow * stride_ - pad_;
-          if (iw0 >= 0 && iw0 + k_ <= w_) {
-            float* __restrict dst = xb + (static_cast<size_t>(ih) * w_ + iw0) * cin_;
-            const float* __restrict src = row + kh * k_ * cin_;
-            for (int i = 0; i < k_ * cin_; ++i) dst[i] += src[i];
-            continue;
-          }
-          for (int kw = 0; kw < k_; ++kw) {
-            const int iw = iw0 + kw;
-            if (iw < 0 || iw >= w_) continue;
-            float* dst = xb + (static_cast<size_t>(ih) * w_ + iw) * cin_;
-            const float* src = row + (kh * k_ + kw) * cin_;
-            for (int c = 0; c < cin_; ++c) dst[c] += src[c];
-          }
-        }
-      }
-    }
-  }
-}
 
 int Conv2d::ChunkExamples() const {
   // About 256 KiB of fp32 im2col rows per chunk: resident in L2 while the GEMMs run.
@@ -614,15 +293,12 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
       const int rows = nb * rows_per_example;
       const float* cols = cols_.data();
       float* yc = y + static_cast<size_t>(b0) * out_size;
-      Im2Col(x + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kpad_);
+      kernels::Im2Col(geometry_, x + static_cast<size_t>(b0) * in_size, nb, in_size,
+                      cols_.data(), kpad_);
       if (cout_ >= 32) {
         kernels::Sgemm(Trans::kNo, Trans::kYes, rows, cout_, kdim, 1.0f, cols, kpad_, w, kdim,
                        0.0f, yc, cout_);
-        if (!has_bias) continue;
-        for (int r = 0; r < rows; ++r) {
-          float* __restrict yr = yc + static_cast<size_t>(r) * cout_;
-          for (int c = 0; c < cout_; ++c) yr[c] += bias[c];
-        }
+        if (has_bias) kernels::BiasAdd(yc, rows, cout_, bias);
         continue;
       }
       // Few output channels: Eigen vectorizes along the first dimension of its
@@ -631,18 +307,14 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
       yt_.resize(static_cast<size_t>(cout_) * rows);
       kernels::Sgemm(Trans::kNo, Trans::kYes, cout_, rows, kdim, 1.0f, w, kdim, cols, kpad_,
                      0.0f, yt_.data(), rows);
-      for (int c = 0; c < cout_; ++c) {
-        const float* __restrict ytc = yt_.data() + static_cast<size_t>(c) * rows;
-        const float bc = has_bias ? bias[c] : 0.0f;
-        for (int r = 0; r < rows; ++r) yc[static_cast<size_t>(r) * cout_ + c] = ytc[r] + bc;
-      }
+      kernels::BiasAddTransposed(yt_.data(), rows, cout_, has_bias ? bias : nullptr, yc);
     }
     return;
   }
   if (mode == ComputeMode::kInt4) {
     // Inference only; int4 is not on the training path, so keep it simple.
     cols_.resize(static_cast<size_t>(batch) * rows_per_example * kdim);
-    Im2Col(x, batch, in_size, cols_.data(), kdim);
+    kernels::Im2Col(geometry_, x, batch, in_size, cols_.data(), kdim);
     product_.Forward(cols_.data(), batch * rows_per_example, y, mode, false);
     return;
   }
@@ -662,11 +334,12 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     qcols_.m = nb * rows_per_example;
-    // The K padding may hold spilled values (see Im2Col); the packed weights are zero
+    // The K padding may hold spilled values (kernels/conv.h); the packed weights are zero
     // there, so they add nothing.
     qcols_.data.resize(std::max(qcols_.data.size(),
                                 static_cast<size_t>(qcols_.m) * qcols_.k_padded));
-    Im2Col(qx_.row(b0), nb, qx_.k_padded, qcols_.data.data(), qcols_.k_padded);
+    kernels::Im2Col(geometry_, qx_.row(b0), nb, qx_.k_padded, qcols_.data.data(),
+                    qcols_.k_padded);
     kernels::QGemmS8(qcols_, w8, kernels::Epilogue{bias, false},
                      y + static_cast<size_t>(b0) * out_size, cout_);
   }
@@ -690,15 +363,19 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
     const int nb = std::min(chunk, batch - b0);
     const int rows = nb * rows_per_example;
     const float* dyc = dy + static_cast<size_t>(b0) * out_size;
-    Im2Col(xin + static_cast<size_t>(b0) * in_size, nb, in_size, cols_.data(), kpad_);
+    kernels::Im2Col(geometry_, xin + static_cast<size_t>(b0) * in_size, nb, in_size,
+                    cols_.data(), kpad_);
     kernels::Sgemm(Trans::kYes, Trans::kNo, cout_, kpad_, rows, 1.0f, dyc, cout_, cols_.data(),
                    kpad_, 1.0f, dw_pad_.data(), kpad_);
-    if (product_.has_bias()) AddColumnSums(dyc, rows, cout_, product_.bias().grad.data());
+    if (product_.has_bias()) {
+      kernels::BiasAddGrad(dyc, rows, cout_, product_.bias().grad.data());
+    }
     if (dx != nullptr) {
       // dcols[rows × K] = dy · W
       kernels::Sgemm(Trans::kNo, Trans::kNo, rows, kdim, cout_, 1.0f, dyc, cout_, w, kdim,
                      0.0f, dcols_.data(), kpad_);
-      Col2Im(dcols_.data(), nb, kpad_, dx + static_cast<size_t>(b0) * in_size);
+      kernels::Col2Im(geometry_, dcols_.data(), nb, kpad_,
+                      dx + static_cast<size_t>(b0) * in_size);
     }
   }
   float* grad = product_.weight().grad.data();
@@ -728,13 +405,13 @@ MaxPool2d::MaxPool2d(std::string name, int height, int width, int channels, int 
       ow_((width - kernel) / stride + 1) {}
 
 void MaxPool2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  MaxPoolForward(PoolGeometry{h_, w_, c_, k_, stride_, oh_, ow_}, x, batch, y);
+  kernels::MaxPoolForward(Geometry(), x, batch, y);
 }
 
 void MaxPool2d::Backward(const float* x, const float* y, const float* dy, int batch,
                          float* dx) {
   if (dx == nullptr) return;
-  MaxPoolBackward(PoolGeometry{h_, w_, c_, k_, stride_, oh_, ow_}, x, y, dy, batch, dx);
+  kernels::MaxPoolBackward(Geometry(), x, y, dy, batch, dx);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -753,79 +430,38 @@ AvgPool2d::AvgPool2d(std::string name, int height, int width, int channels, int 
       ow_((width - kernel) / stride + 1) {}
 
 void AvgPool2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
-  const float inv = 1.0f / static_cast<float>(k_ * k_);
-  for (int b = 0; b < batch; ++b) {
-    const float* xb = x + static_cast<size_t>(b) * in_size;
-    float* yb = y + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        float* __restrict yo = yb + (oh * ow_ + ow) * c_;
-        std::fill(yo, yo + c_, 0.0f);
-        const float* x0 = xb + ((oh * stride_) * w_ + ow * stride_) * c_;
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            const float* __restrict xi = x0 + (kh * w_ + kw) * c_;
-            for (int c = 0; c < c_; ++c) yo[c] += xi[c];
-          }
-        }
-        for (int c = 0; c < c_; ++c) yo[c] *= inv;
-      }
-    }
-  }
+  kernels::AvgPoolForward(Geometry(), x, batch, y);
 }
 
 void AvgPool2d::Backward(const float* x, const float* y, const float* dy, int batch,
                          float* dx) {
   if (dx == nullptr) return;
-  const int in_size = h_ * w_ * c_, out_size = oh_ * ow_ * c_;
-  const float inv = 1.0f / static_cast<float>(k_ * k_);
-  std::fill(dx, dx + static_cast<size_t>(batch) * in_size, 0.0f);
-  for (int b = 0; b < batch; ++b) {
-    float* dxb = dx + static_cast<size_t>(b) * in_size;
-    const float* dyb = dy + static_cast<size_t>(b) * out_size;
-    for (int oh = 0; oh < oh_; ++oh) {
-      for (int ow = 0; ow < ow_; ++ow) {
-        const float* __restrict go = dyb + (oh * ow_ + ow) * c_;
-        float* d0 = dxb + ((oh * stride_) * w_ + ow * stride_) * c_;
-        for (int kh = 0; kh < k_; ++kh) {
-          for (int kw = 0; kw < k_; ++kw) {
-            float* __restrict d = d0 + (kh * w_ + kw) * c_;
-            for (int c = 0; c < c_; ++c) d[c] += go[c] * inv;
-          }
-        }
-      }
-    }
-  }
+  kernels::AvgPoolBackward(Geometry(), dy, batch, dx);
 }
 
 Sigmoid::Sigmoid(std::string name, std::vector<int> shape)
     : Layer(std::move(name), shape, shape) {}
 
 void Sigmoid::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  for (size_t i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + std::exp(-x[i]));
+  kernels::Sigmoid(x, static_cast<int64_t>(batch) * input_size(), y);
 }
 
 void Sigmoid::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
   if (dx == nullptr) return;
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  for (size_t i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+  kernels::SigmoidBackward(y, dy, static_cast<int64_t>(batch) * input_size(), dx);
 }
 
 LeakyRelu::LeakyRelu(std::string name, std::vector<int> shape, float negative_slope)
     : Layer(std::move(name), shape, shape), slope_(negative_slope) {}
 
 void LeakyRelu::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  for (size_t i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : slope_ * x[i];
+  kernels::LeakyRelu(x, static_cast<int64_t>(batch) * input_size(), slope_, y);
 }
 
 void LeakyRelu::Backward(const float* x, const float* y, const float* dy, int batch,
                          float* dx) {
   if (dx == nullptr) return;
-  const size_t n = static_cast<size_t>(batch) * input_size();
-  for (size_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : slope_ * dy[i];
+  kernels::LeakyReluBackward(x, dy, static_cast<int64_t>(batch) * input_size(), slope_, dx);
 }
 
 Scaler::Scaler(std::string name, std::vector<int> shape, float rate)
@@ -848,11 +484,11 @@ void Scaler::Backward(const float* x, const float* y, const float* dy, int batch
 Relu::Relu(std::string name, std::vector<int> shape) : Layer(std::move(name), shape, shape) {}
 
 void Relu::Forward(const float* x, int batch, float* y, ComputeMode mode, bool training) {
-  ReluForward(x, static_cast<size_t>(batch) * input_size(), y);
+  kernels::Relu(x, static_cast<int64_t>(batch) * input_size(), y);
 }
 
 void Relu::Backward(const float* x, const float* y, const float* dy, int batch, float* dx) {
-  if (dx != nullptr) ReluBackward(y, dy, static_cast<size_t>(batch) * input_size(), dx);
+  if (dx != nullptr) kernels::ReluBackward(y, dy, static_cast<int64_t>(batch) * input_size(), dx);
 }
 
 Flatten::Flatten(std::string name, std::vector<int> shape)
@@ -916,57 +552,18 @@ ConvTranspose2d::ConvTranspose2d(std::string name, int height, int width, int in
       pad_(padding),
       oh_((height - 1) * stride - 2 * padding + kernel),
       ow_((width - 1) * stride - 2 * padding + kernel),
+      // The convolution this one transposes: input [OH, OW, Cout], output [H, W].
+      conv_{(height - 1) * stride - 2 * padding + kernel,
+            (width - 1) * stride - 2 * padding + kernel,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            height,
+            width},
       has_bias_(has_bias),
       weight_(MakeParameter(name + ".weight", {in_channels, kernel, kernel, out_channels})),
       bias_(has_bias ? MakeParameter(name + ".bias", {out_channels}) : Parameter{}) {}
-
-void ConvTranspose2d::Scatter(const float* cols, int batch, float* y) const {
-  const int kkc = k_ * k_ * cout_;
-  for (int b = 0; b < batch; ++b) {
-    float* yb = y + static_cast<size_t>(b) * oh_ * ow_ * cout_;
-    for (int ih = 0; ih < h_; ++ih) {
-      for (int iw = 0; iw < w_; ++iw) {
-        const float* row = cols + (static_cast<size_t>(b * h_ + ih) * w_ + iw) * kkc;
-        for (int kh = 0; kh < k_; ++kh) {
-          const int oh = ih * stride_ - pad_ + kh;
-          if (oh < 0 || oh >= oh_) continue;
-          for (int kw = 0; kw < k_; ++kw) {
-            const int ow = iw * stride_ - pad_ + kw;
-            if (ow < 0 || ow >= ow_) continue;
-            float* __restrict dst = yb + (static_cast<size_t>(oh) * ow_ + ow) * cout_;
-            const float* __restrict src = row + (kh * k_ + kw) * cout_;
-            for (int c = 0; c < cout_; ++c) dst[c] += src[c];
-          }
-        }
-      }
-    }
-  }
-}
-
-void ConvTranspose2d::Gather(const float* dy, int batch, float* dcols) const {
-  const int kkc = k_ * k_ * cout_;
-  for (int b = 0; b < batch; ++b) {
-    const float* dyb = dy + static_cast<size_t>(b) * oh_ * ow_ * cout_;
-    for (int ih = 0; ih < h_; ++ih) {
-      for (int iw = 0; iw < w_; ++iw) {
-        float* row = dcols + (static_cast<size_t>(b * h_ + ih) * w_ + iw) * kkc;
-        for (int kh = 0; kh < k_; ++kh) {
-          const int oh = ih * stride_ - pad_ + kh;
-          for (int kw = 0; kw < k_; ++kw) {
-            const int ow = iw * stride_ - pad_ + kw;
-            float* __restrict dst = row + (kh * k_ + kw) * cout_;
-            if (oh < 0 || oh >= oh_ || ow < 0 || ow >= ow_) {
-              std::fill(dst, dst + cout_, 0.0f);
-              continue;
-            }
-            const float* __restrict src = dyb + (static_cast<size_t>(oh) * ow_ + ow) * cout_;
-            std::copy(src, src + cout_, dst);
-          }
-        }
-      }
-    }
-  }
-}
 
 void ConvTranspose2d::Forward(const float* x, int batch, float* y, ComputeMode mode,
                               bool training) {
@@ -976,13 +573,10 @@ void ConvTranspose2d::Forward(const float* x, int batch, float* y, ComputeMode m
   cols_.resize(static_cast<size_t>(rows) * kkc);
   kernels::Sgemm(Trans::kNo, Trans::kNo, rows, kkc, cin_, 1.0f, x, cin_,
                  weight_.value.data(), kkc, 0.0f, cols_.data(), kkc);
-  const size_t out_n = static_cast<size_t>(batch) * output_size();
-  std::fill(y, y + out_n, 0.0f);
-  Scatter(cols_.data(), batch, y);
-  if (!has_bias_) return;
-  for (size_t r = 0; r < out_n / cout_; ++r) {
-    float* yr = y + r * cout_;
-    for (int c = 0; c < cout_; ++c) yr[c] += bias_.value[c];
+  // y = col2im(cols) in the geometry of the convolution this one transposes.
+  kernels::Col2Im(conv_, cols_.data(), batch, kkc, y);
+  if (has_bias_) {
+    kernels::BiasAdd(y, static_cast<int64_t>(batch) * oh_ * ow_, cout_, bias_.value.data());
   }
 }
 
@@ -991,7 +585,8 @@ void ConvTranspose2d::Backward(const float* x, const float* y, const float* dy, 
   (void)y;
   const int rows = batch * h_ * w_, kkc = k_ * k_ * cout_;
   cols_.resize(static_cast<size_t>(rows) * kkc);
-  Gather(dy, batch, cols_.data());
+  // dcols = im2col(dy): each input position's K·K·Cout block of the output gradient.
+  kernels::Im2Col(conv_, dy, batch, static_cast<int64_t>(output_size()), cols_.data(), kkc);
   // dW [Cin × KKC] += xᵀ · dcols; dx [rows × Cin] = dcols · Wᵀ
   kernels::Sgemm(Trans::kYes, Trans::kNo, cin_, kkc, rows, 1.0f, x, cin_, cols_.data(), kkc,
                  1.0f, weight_.grad.data(), kkc);
@@ -999,7 +594,9 @@ void ConvTranspose2d::Backward(const float* x, const float* y, const float* dy, 
     kernels::Sgemm(Trans::kNo, Trans::kYes, rows, cin_, kkc, 1.0f, cols_.data(), kkc,
                    weight_.value.data(), kkc, 0.0f, dx, cin_);
   }
-  if (has_bias_) AddColumnSums(dy, batch * oh_ * ow_, cout_, bias_.grad.data());
+  if (has_bias_) {
+    kernels::BiasAddGrad(dy, static_cast<int64_t>(batch) * oh_ * ow_, cout_, bias_.grad.data());
+  }
 }
 
 std::vector<Parameter*> ConvTranspose2d::parameters() {
