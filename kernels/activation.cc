@@ -1,13 +1,15 @@
-// Activations: the scalar references, the portable variant (activation_simd.inc compiled
-// without ISA flags) and the run-time dispatchers. activation_avx2.cc and
-// activation_avx512.cc compile the same source with their ISA's flags.
+// Activations: the scalar references, the portable variant (activation_simd.inc for the
+// baseline ISA) and the run-time dispatchers. activation_avx2.cc and activation_avx512.cc
+// compile the same source for their ISA (a target attribute on each function).
 #include "kernels/activation.h"
 
 #include <cmath>
 
 #define FEDGE_KERNEL_VARIANT(name) name##_portable
+#define FEDGE_KERNEL_TARGET
 #include "kernels/activation_simd.inc"
 #undef FEDGE_KERNEL_VARIANT
+#undef FEDGE_KERNEL_TARGET
 
 namespace fedge::kernels {
 namespace {

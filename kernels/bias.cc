@@ -1,11 +1,13 @@
-// Bias add and its gradient: the scalar references, the portable variant (bias_simd.inc
-// compiled without ISA flags) and the run-time dispatchers. bias_avx2.cc and bias_avx512.cc
-// compile the same source with their ISA's flags.
+// Bias add and its gradient: the scalar references, the portable variant (bias_simd.inc for
+// the baseline ISA) and the run-time dispatchers. bias_avx2.cc and bias_avx512.cc compile the
+// same source for their ISA (a target attribute on each function).
 #include "kernels/bias.h"
 
 #define FEDGE_KERNEL_VARIANT(name) name##_portable
+#define FEDGE_KERNEL_TARGET
 #include "kernels/bias_simd.inc"
 #undef FEDGE_KERNEL_VARIANT
+#undef FEDGE_KERNEL_TARGET
 
 namespace fedge::kernels {
 namespace {

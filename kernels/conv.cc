@@ -1,14 +1,16 @@
-// im2col / col2im: the scalar references, the portable variant (conv_simd.inc compiled
-// without ISA flags) and the run-time dispatchers. conv_avx2.cc and conv_avx512.cc compile
-// the same source with their ISA's flags.
+// im2col / col2im: the scalar references, the portable variant (conv_simd.inc for the
+// baseline ISA) and the run-time dispatchers. conv_avx2.cc and conv_avx512.cc compile the
+// same source for their ISA (a target attribute on each function).
 #include "kernels/conv.h"
 
 #include <cassert>
 #include <cstddef>
 
 #define FEDGE_KERNEL_VARIANT(name) name##_portable
+#define FEDGE_KERNEL_TARGET
 #include "kernels/conv_simd.inc"
 #undef FEDGE_KERNEL_VARIANT
+#undef FEDGE_KERNEL_TARGET
 
 namespace fedge::kernels {
 namespace {

@@ -1,13 +1,15 @@
-// Pooling: the scalar references, the portable variant (pool_simd.inc compiled without ISA
-// flags) and the run-time dispatchers. pool_avx2.cc and pool_avx512.cc compile the same
-// source with their ISA's flags.
+// Pooling: the scalar references, the portable variant (pool_simd.inc compiled for the
+// baseline ISA) and the run-time dispatchers. pool_avx2.cc and pool_avx512.cc compile the
+// same source for their ISA (a target attribute on each function).
 #include "kernels/pool.h"
 
 #include <cassert>
 
 #define FEDGE_KERNEL_VARIANT(name) name##_portable
+#define FEDGE_KERNEL_TARGET
 #include "kernels/pool_simd.inc"
 #undef FEDGE_KERNEL_VARIANT
+#undef FEDGE_KERNEL_TARGET
 
 namespace fedge::kernels {
 namespace {
