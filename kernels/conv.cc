@@ -5,6 +5,7 @@
 
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
 
 #define FEDGE_KERNEL_VARIANT(name) name##_portable
 #define FEDGE_KERNEL_TARGET
@@ -50,7 +51,7 @@ void Im2ColRef(const ConvGeometry& g, const T* x, int batch, int64_t ldx, T* col
 template <typename T>
 void DispatchIm2Col(const ConvGeometry& g, const T* x, int batch, int64_t ldx, T* cols,
                     int64_t ldc, Isa isa) {
-  assert(ldc >= g.k() && ldx >= g.input_size());
+  assert(ldc >= g.k() && ldx >= g.input_size() && ldc <= INT32_MAX && ldx <= INT32_MAX);
   switch (Usable(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
@@ -113,7 +114,7 @@ void Im2Col(const ConvGeometry& g, const int8_t* x, int batch, int64_t ldx, int8
 
 void Col2Im(const ConvGeometry& g, const float* cols, int batch, int64_t ldc, float* dx,
             Isa isa) {
-  assert(ldc >= g.k());
+  assert(ldc >= g.k() && ldc <= INT32_MAX);
   switch (Usable(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:

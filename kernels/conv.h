@@ -48,7 +48,7 @@ inline int ConvOutputSize(int size, int kernel, int stride, int padding) {
 // written. The optimized variants may also write columns [K, ldc) of a row (with copies of
 // input values): a caller keeps no data there, and must not let those columns reach a result
 // (zero weights, or outputs it drops).
-// REQUIRES: ldc ≥ K; ldx ≥ input_size(); cols does not overlap x.
+// REQUIRES: ldc ≥ K; ldx ≥ input_size(); both below 2³¹; cols does not overlap x.
 void Im2Col(const ConvGeometry& g, const float* x, int batch, int64_t ldx, float* cols,
             int64_t ldc, Isa isa = BestIsa());
 // The same for int8 values (the int8 convolution im2cols its quantized input).
@@ -58,7 +58,7 @@ void Im2Col(const ConvGeometry& g, const int8_t* x, int batch, int64_t ldx, int8
 // dx = col2im(cols): zeroes dx [batch, height, width, channels] (example stride
 // input_size()), then adds columns [0, K) of every row onto the input element it was copied
 // from by Im2Col (padding positions are dropped).
-// REQUIRES: ldc ≥ K; dx does not overlap cols.
+// REQUIRES: K ≤ ldc < 2³¹; dx does not overlap cols.
 void Col2Im(const ConvGeometry& g, const float* cols, int batch, int64_t ldc, float* dx,
             Isa isa = BestIsa());
 
