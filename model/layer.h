@@ -43,6 +43,9 @@ struct Parameter {
   int64_t size() const { return static_cast<int64_t>(value.size()); }
 };
 
+// A trainable parameter named `name` of `shape`, value and gradient all zero.
+Parameter MakeParameter(std::string name, std::vector<int> shape);
+
 class Layer {
  public:
   virtual ~Layer() = default;

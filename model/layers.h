@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv.h"
+#include "kernels/pool.h"
 #include "kernels/q4.h"
 #include "kernels/quantize.h"
 #include "model/layer.h"
@@ -104,15 +106,11 @@ class Conv2d final : public Layer {
   std::vector<Parameter*> parameters() override;
 
  private:
-  // Writes the im2col rows of `batch` examples starting at x (example stride `ldx`
-  // elements) into cols (row stride `ldc`). T is float or int8_t; padding is zero.
-  template <typename T>
-  void Im2Col(const T* x, int batch, int ldx, T* cols, int ldc) const;
-  void Col2Im(const float* cols, int batch, int ldc, float* dx) const;
   int ChunkExamples() const;
 
   int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
   int kpad_;  // row stride of the fp32 im2col matrix: K·K·Cin rounded up to 16
+  kernels::ConvGeometry geometry_;  // for im2col / col2im (kernels/conv.h)
   LinearProduct product_;
   // One chunk of im2col rows [chunk·OH·OW, kpad_]; columns past K·K·Cin are scratch (they
   // may hold spilled values) and only meet zero weights or discarded outputs.
@@ -129,9 +127,10 @@ class Conv2d final : public Layer {
 // input [H, W, Cin], output [OH, OW, Cout] with OH = (H − 1)·stride − 2·padding + K (and
 // likewise OW); W is [Cin, K, K, Cout] and y[oh, ow] += x[ih, iw, ·] · W[·, kh, kw, ·] for
 // oh = ih·stride − padding + kh, ow = iw·stride − padding + kw. Runs as one GEMM
-// cols [B·H·W, K·K·Cout] = x · W and a scatter of cols into y; the backward pass gathers dy
-// into that layout for dW = xᵀ · dcols and dx = dcols · Wᵀ. fp32 in every compute mode (it
-// is a generator's layer, never quantized).
+// cols [B·H·W, K·K·Cout] = x · W and a scatter of cols into y (col2im in the geometry of the
+// convolution it transposes); the backward pass gathers dy into that layout (im2col) for
+// dW = xᵀ · dcols and dx = dcols · Wᵀ. fp32 in every compute mode (it is a generator's
+// layer, never quantized).
 class ConvTranspose2d final : public Layer {
  public:
   ConvTranspose2d(std::string name, int height, int width, int in_channels, int out_channels,
@@ -141,10 +140,8 @@ class ConvTranspose2d final : public Layer {
   std::vector<Parameter*> parameters() override;
 
  private:
-  void Scatter(const float* cols, int batch, float* y) const;   // y += cols, placed
-  void Gather(const float* dy, int batch, float* dcols) const;  // dcols = dy, placed (0 outside)
-
   int h_, w_, cin_, cout_, k_, stride_, pad_, oh_, ow_;
+  kernels::ConvGeometry conv_;  // the convolution this one transposes: [OH, OW] → [H, W]
   bool has_bias_;
   Parameter weight_;  // [Cin, K, K, Cout]
   Parameter bias_;    // [Cout]
@@ -184,6 +181,8 @@ class MaxPool2d final : public Layer {
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
 
  private:
+  kernels::PoolGeometry Geometry() const { return {h_, w_, c_, k_, stride_, oh_, ow_}; }
+
   int h_, w_, c_, k_, stride_, oh_, ow_;
 };
 
@@ -196,6 +195,8 @@ class AvgPool2d final : public Layer {
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
 
  private:
+  kernels::PoolGeometry Geometry() const { return {h_, w_, c_, k_, stride_, oh_, ow_}; }
+
   int h_, w_, c_, k_, stride_, oh_, ow_;
 };
 

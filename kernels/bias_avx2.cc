@@ -1,0 +1,4 @@
+// Bias add and its gradient (bias_simd.inc) for AVX2, chosen at run time
+#define FEDGE_KERNEL_VARIANT(name) name##_avx2
+#define FEDGE_KERNEL_TARGET __attribute__((target("avx2")))
+#include "kernels/bias_simd.inc"
