@@ -432,53 +432,18 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
   Job& job = *job_;
   Round& round = *job.round;
   SecureRound& secure = *round.secure;
-  while (secure.phase() < SecureRound::kFinished) {
-    if (!secure.PhaseComplete(round.waiting) && now < round.phase_deadline) break;
-    absl::StatusOr<std::vector<std::string>> next = secure.ClosePhase();
-    if (!next.ok()) {
-      FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number
-                         << ": secure aggregation released nothing: " << next.status().message();
-      round.waiting.clear();
-      return absl::OkStatus();
-    }
-    // Clients that missed the phase are out of the protocol (dropouts).
-    const absl::flat_hash_set<std::string> in_next(next->begin(), next->end());
-    for (auto it = round.waiting.begin(); it != round.waiting.end();) {
-      if (in_next.contains(*it)) {
-        ++it;
-      } else {
-        round.waiting.erase(it++);
-      }
-    }
-    round.phase_deadline = std::max(now, round.phase_deadline == absl::InfiniteFuture()
-                                             ? now
-                                             : round.phase_deadline) +
-                           options_.liveness_timeout;
+  absl::StatusOr<bool> finished = secure.Advance(now, options_.liveness_timeout, round.waiting);
+  if (!finished.ok()) {
+    FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number
+                       << ": secure aggregation released nothing: " << finished.status().message();
+    return absl::OkStatus();
   }
-  if (secure.phase() != SecureRound::kFinished || !round.accepted.empty()) return absl::OkStatus();
-  // The released sum of the survivors' clipped (and noised) updates → their mean, aggregated
-  // as one update of weight |U3|.
+  if (!*finished || !round.accepted.empty()) return absl::OkStatus();
+  // The survivors' mean, aggregated as one update of weight |U3|.
+  SecureRound::Release release = secure.Released(job.weights);
+  if (release.noised_unclipped.has_value()) round.dp.noised_unclipped = *release.noised_unclipped;
+  FEDGE_RETURN_IF_ERROR(round.intake->AddReleased(release.mean));
   const std::vector<std::string> survivors = secure.Survivors();
-  const std::vector<float> sum = secure.DecodedSum();
-  aggregation::Update mean;
-  mean.client_id = "secure-aggregation";
-  mean.weight = static_cast<double>(survivors.size());
-  size_t offset = 0;
-  for (const aggregation::Tensor& w : job.weights) {
-    aggregation::Tensor t;
-    t.name = w.name;
-    t.shape = w.shape;
-    t.values.resize(w.values.size());
-    for (size_t i = 0; i < t.values.size(); ++i) {
-      t.values[i] = static_cast<float>(sum[offset + i] / mean.weight);
-    }
-    offset += w.values.size();
-    mean.tensors.push_back(std::move(t));
-  }
-  if (job.privacy->clipped_count() && offset < sum.size()) {
-    round.dp.noised_unclipped = sum[offset] / round.dp.clip_norm;
-  }
-  FEDGE_RETURN_IF_ERROR(round.intake->AddReleased(mean));
   v1::RoundMetrics& m = round.metrics;
   for (const std::string& id : survivors) {
     round.accepted.insert(id);
@@ -699,7 +664,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
         round.secure,
         SecureRound::Create(privacy, round.sampled,
                             job.num_parameters + (e.clipped_count ? 1 : 0), e));
-    round.phase_deadline = round.deadline;
+    round.secure->set_phase_deadline(round.deadline);
   }
   round.metrics.set_round(round.number);
   round.metrics.set_sampled(static_cast<int32_t>(round.sampled.size()));

@@ -228,9 +228,8 @@ class Coordinator {
     // The accepted updates: validated, batched, accumulated (server/update_intake.h).
     std::unique_ptr<RoundIntake> intake;
     RoundPrivacy::Round dp;  // sampling rate, clip norm, unclipped counts
-    // Secure aggregation: the protocol's state and when its current phase times out.
+    // Secure aggregation: the protocol's state (server/secure_round.h).
     std::unique_ptr<SecureRound> secure;
-    absl::Time phase_deadline = absl::InfiniteFuture();
     v1::RoundMetrics metrics;
     double train_loss_sum = 0;
     double client_seconds_sum = 0;

@@ -286,4 +286,53 @@ std::vector<std::string> SecureRound::Misbehaving() const {
   return Names(std::vector<uint32_t>(bad.begin(), bad.end()));
 }
 
+absl::StatusOr<bool> SecureRound::Advance(absl::Time now, absl::Duration phase_timeout,
+                                          absl::flat_hash_set<std::string>& waiting) {
+  while (phase_ < kFinished) {
+    if (!PhaseComplete(waiting) && now < phase_deadline_) break;
+    absl::StatusOr<std::vector<std::string>> next = ClosePhase();
+    if (!next.ok()) {
+      waiting.clear();
+      return next.status();
+    }
+    // Clients that missed the phase are out of the protocol (dropouts).
+    const absl::flat_hash_set<std::string> in_next(next->begin(), next->end());
+    for (auto it = waiting.begin(); it != waiting.end();) {
+      if (in_next.contains(*it)) {
+        ++it;
+      } else {
+        waiting.erase(it++);
+      }
+    }
+    phase_deadline_ =
+        std::max(now, phase_deadline_ == absl::InfiniteFuture() ? now : phase_deadline_) +
+        phase_timeout;
+  }
+  return phase_ == kFinished;
+}
+
+SecureRound::Release SecureRound::Released(const aggregation::ModelWeights& model) const {
+  // The released sum of the survivors' clipped (and noised) updates → their mean.
+  const std::vector<float> sum = DecodedSum();
+  Release r;
+  r.mean.client_id = "secure-aggregation";
+  r.mean.weight = static_cast<double>(Survivors().size());
+  size_t offset = 0;
+  for (const aggregation::Tensor& w : model) {
+    aggregation::Tensor t;
+    t.name = w.name;
+    t.shape = w.shape;
+    t.values.resize(w.values.size());
+    for (size_t i = 0; i < t.values.size(); ++i) {
+      t.values[i] = static_cast<float>(sum[offset + i] / r.mean.weight);
+    }
+    offset += w.values.size();
+    r.mean.tensors.push_back(std::move(t));
+  }
+  if (encoding_.clipped_count && offset < sum.size()) {
+    r.noised_unclipped = sum[offset] / encoding_.clip_norm;
+  }
+  return r;
+}
+
 }  // namespace fedge::server

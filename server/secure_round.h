@@ -22,6 +22,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "aggregation/update.h"
 #include "absl/status/statusor.h"
 #include "privacy/fixed_point.h"
 #include "privacy/secagg.h"
@@ -82,6 +84,23 @@ class SecureRound final {
   // Clients found revealing bad shares (they should be dropped from later rounds).
   std::vector<std::string> Misbehaving() const;
 
+  // Closes every phase that is complete (each client still in `waiting` sent its message)
+  // or whose deadline passed (the round's deadline for the training phase, then
+  // `phase_timeout` after each close); clients that missed a phase leave `waiting` (they
+  // are dropouts). True once the sum is released; a protocol failure (fewer than t) is
+  // returned and empties `waiting`, and nothing is released.
+  absl::StatusOr<bool> Advance(absl::Time now, absl::Duration phase_timeout,
+                               absl::flat_hash_set<std::string>& waiting);
+  void set_phase_deadline(absl::Time t) { phase_deadline_ = t; }
+  // After kFinished: the survivors' mean in the shapes of `model` (one update of weight
+  // |U3|), and the count coordinate divided by the clip norm (adaptive clipping's noised
+  // count of unclipped updates) when the session carries one.
+  struct Release {
+    aggregation::Update mean;
+    std::optional<double> noised_unclipped;
+  };
+  Release Released(const aggregation::ModelWeights& model) const;
+
   v1::SecureAggregationRoundMetrics& metrics() { return metrics_; }
   const privacy::FixedPointEncoder& encoder() const { return encoder_; }
 
@@ -109,6 +128,7 @@ class SecureRound final {
   std::set<uint32_t> in_phase_[4];  // who took part in each phase (sent its message)
   std::vector<uint32_t> sum_;
   v1::SecureAggregationRoundMetrics metrics_;
+  absl::Time phase_deadline_ = absl::InfiniteFuture();
 };
 
 }  // namespace fedge::server
