@@ -48,6 +48,7 @@ Coordinator::Coordinator(CoordinatorOptions options, Store* store)
     : options_(std::move(options)),
       clock_(options_.clock != nullptr ? *options_.clock : base::RealClock()),
       store_(store),
+      ledger_(store),
       registry_(RegistryOptionsOf(options_, clock_), store) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
@@ -488,7 +489,7 @@ absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
   const std::string id =
       absl::StrCat(validated.name(), "-", UnixMs(clock_.Now()), "-", next_job_number_++);
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Job> job, MakeJob(id, validated));
-  if (store_ != nullptr) FEDGE_RETURN_IF_ERROR(store_->CreateJob(id, validated));
+  FEDGE_RETURN_IF_ERROR(ledger_.CreateJob(id, validated));
   registry_.ClearJobDeclines();
   job_ = std::move(job);
   FEDGE_LOG(INFO) << "Coordinator: started job " << id << " (" << validated.rounds()
@@ -501,42 +502,38 @@ absl::Status Coordinator::StopJob(const std::string& job_id) {
   if (job_ == nullptr || job_->id != job_id) {
     return absl::NotFoundError(absl::StrCat("Coordinator: no running job '", job_id, "'"));
   }
-  if (store_ != nullptr) {
-    if (job_->round.has_value()) {
-      FEDGE_RETURN_IF_ERROR(store_->CloseRound(job_id, job_->round->number,
-                                               v1::ROUND_STATE_ABANDONED, UnixMs(clock_.Now())));
-    }
-    FEDGE_RETURN_IF_ERROR(store_->SetJobState(job_id, v1::JOB_STATE_STOPPED, "stopped by an operator"));
-  } else {
-    FEDGE_ASSIGN_OR_RETURN(v1::JobStatus s, StatusOf(job_id));
-    s.set_state(v1::JOB_STATE_STOPPED);
-    s.set_message("stopped by an operator");
-    past_jobs_[job_id] = s;
-    past_models_[job_id] = ProtoFromWeights(job_->config.model_spec(), job_->weights);
-  }
-  job_.reset();
+  FEDGE_RETURN_IF_ERROR(EndJob(v1::JOB_STATE_STOPPED, "stopped by an operator"));
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::JobStatus> Coordinator::StatusOf(const std::string& job_id) {
+  const bool running = job_ != nullptr && job_->id == job_id;
   v1::JobStatus s;
-  if (store_ != nullptr) {
-    FEDGE_ASSIGN_OR_RETURN(s, store_->GetJob(job_id));
-  } else if (auto it = past_jobs_.find(job_id); it != past_jobs_.end()) {
-    s = it->second;
-  } else if (job_ != nullptr && job_->id == job_id) {
+  if (running && !ledger_.durable()) {
     s.set_job_id(job_id);
     *s.mutable_config() = job_->config;
     s.set_state(v1::JOB_STATE_RUNNING);
     s.set_completed_rounds(job_->completed_rounds);
     *s.mutable_latest_metrics() = job_->latest_metrics;
   } else {
-    return absl::NotFoundError(absl::StrCat("Coordinator: no job '", job_id, "'"));
+    FEDGE_ASSIGN_OR_RETURN(s, ledger_.Job(job_id));
   }
-  if (job_ != nullptr && job_->id == job_id && job_->round.has_value()) {
-    s.set_current_round(job_->round->number);
-  }
+  if (running && job_->round.has_value()) s.set_current_round(job_->round->number);
   return s;
+}
+
+absl::Status Coordinator::EndJob(v1::JobState state, const std::string& message) {
+  Job& job = *job_;
+  std::optional<int64_t> open_round;
+  if (job.round.has_value()) open_round = job.round->number;
+  FEDGE_RETURN_IF_ERROR(ledger_.EndJob(
+      job.id, state, message, open_round, clock_.Now(), [&] { return StatusOf(job.id); },
+      [&] { return ProtoFromWeights(job.config.model_spec(), job.weights); }));
+  FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " "
+                  << (state == v1::JOB_STATE_STOPPED ? "stopped" : "finished")
+                  << (message.empty() ? "" : ": ") << message;
+  job_.reset();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::JobStatus> Coordinator::GetJob(const std::string& job_id) {
@@ -546,13 +543,7 @@ absl::StatusOr<v1::JobStatus> Coordinator::GetJob(const std::string& job_id) {
 
 absl::StatusOr<std::vector<v1::RoundRecord>> Coordinator::ListRounds(const std::string& job_id,
                                                                      int64_t from_round) {
-  absl::MutexLock lock(&mu_);
-  if (store_ != nullptr) return store_->ListRounds(job_id, from_round);
-  std::vector<v1::RoundRecord> out;
-  for (const v1::RoundRecord& r : rounds_without_store_) {
-    if (r.job_id() == job_id && r.round() >= from_round) out.push_back(r);
-  }
-  return out;
+  return ledger_.Rounds(job_id, from_round);
 }
 
 absl::StatusOr<std::vector<v1::ClientRecord>> Coordinator::ListClients() {
@@ -564,12 +555,7 @@ absl::StatusOr<v1::ModelProto> Coordinator::ExportModel(const std::string& job_i
   if (job_ != nullptr && job_->id == job_id) {
     return ProtoFromWeights(job_->config.model_spec(), job_->weights);
   }
-  if (store_ != nullptr) {
-    FEDGE_ASSIGN_OR_RETURN(Checkpoint c, store_->LatestCheckpoint(job_id));
-    return std::move(c.model);
-  }
-  if (auto it = past_models_.find(job_id); it != past_models_.end()) return it->second;
-  return absl::NotFoundError(absl::StrCat("Coordinator: no model for job '", job_id, "'"));
+  return ledger_.LatestModel(job_id);
 }
 
 std::optional<std::string> Coordinator::running_job() const {
@@ -669,7 +655,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   round.metrics.set_round(round.number);
   round.metrics.set_sampled(static_cast<int32_t>(round.sampled.size()));
   round.metrics.set_started_unix_ms(UnixMs(now));
-  if (store_ != nullptr) FEDGE_RETURN_IF_ERROR(store_->OpenRound(job.id, round.number, UnixMs(now)));
+  FEDGE_RETURN_IF_ERROR(ledger_.OpenRound(job.id, round.number, now));
   FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " open, "
                   << round.sampled.size() << " clients sampled of " << registry_.size();
   job.round = std::move(round);
@@ -683,9 +669,7 @@ absl::Status Coordinator::CloseRound(absl::Time now) {
   if (static_cast<int>(round.accepted.size()) >= std::max(quorum, 1)) return CompleteRound(now);
   FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number << " failed: "
                      << round.accepted.size() << " updates, quorum " << quorum << "; retrying";
-  if (store_ != nullptr) {
-    FEDGE_RETURN_IF_ERROR(store_->CloseRound(job.id, round.number, v1::ROUND_STATE_FAILED, UnixMs(now)));
-  }
+  FEDGE_RETURN_IF_ERROR(ledger_.FailRound(job.id, round.number, now));
   ++job.failed_attempts;
   job.round.reset();
   return absl::OkStatus();
@@ -744,23 +728,10 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
   m.set_closed_unix_ms(UnixMs(now));
   m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
-  if (store_ != nullptr) {
-    std::vector<std::string> participants(round.accepted.begin(), round.accepted.end());
-    std::sort(participants.begin(), participants.end());
-    FEDGE_ASSIGN_OR_RETURN(const std::string strategy_state, job.strategy->SerializeState());
-    FEDGE_RETURN_IF_ERROR(store_->CommitRound(job.id, round.number, m, model,
-                                              job.config.keep_checkpoints(), participants,
-                                              strategy_state));
-  } else {
-    v1::RoundRecord r;
-    r.set_job_id(job.id);
-    r.set_round(round.number);
-    r.set_state(v1::ROUND_STATE_COMPLETED);
-    r.set_started_unix_ms(m.started_unix_ms());
-    r.set_closed_unix_ms(m.closed_unix_ms());
-    *r.mutable_metrics() = m;
-    rounds_without_store_.push_back(std::move(r));
-  }
+  FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(
+      job.id, m, model, job.config.keep_checkpoints(),
+      std::vector<std::string>(round.accepted.begin(), round.accepted.end()),
+      [&] { return job.strategy->SerializeState(); }));
   registry_.CountParticipation(
       std::vector<std::string>(round.accepted.begin(), round.accepted.end()));
   if (m.has_fed_cg()) {
@@ -785,20 +756,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
 }
 
 absl::Status Coordinator::FinishJob(const std::string& message) {
-  Job& job = *job_;
-  if (store_ != nullptr) {
-    FEDGE_RETURN_IF_ERROR(store_->SetJobState(job.id, v1::JOB_STATE_FINISHED, message));
-  } else {
-    FEDGE_ASSIGN_OR_RETURN(v1::JobStatus s, StatusOf(job.id));
-    s.set_state(v1::JOB_STATE_FINISHED);
-    s.set_message(message);
-    past_jobs_[job.id] = s;
-    past_models_[job.id] = ProtoFromWeights(job.config.model_spec(), job.weights);
-  }
-  FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " finished"
-                  << (message.empty() ? "" : ": ") << message;
-  job_.reset();
-  return absl::OkStatus();
+  return EndJob(v1::JOB_STATE_FINISHED, message);
 }
 
 }  // namespace fedge::server

@@ -98,6 +98,7 @@
 #include "privacy/rdp_accountant.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
+#include "server/job_ledger.h"
 #include "server/job_strategy.h"
 #include "server/registry.h"
 #include "server/round_planner.h"
@@ -266,6 +267,9 @@ class Coordinator {
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Accumulates the round's held updates; one that fails to (not expected) is rejected.
   void FlushIntake(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the running job as `state` with `message`, recording it in the ledger.
+  absl::Status EndJob(v1::JobState state, const std::string& message)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
   absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -288,14 +292,12 @@ class Coordinator {
   const CoordinatorOptions options_;
   base::Clock& clock_;
   Store* const store_;
+  // Jobs' and rounds' records: the store, or memory (its own lock; taken after mu_).
+  JobLedger ledger_;
   // Devices: enrollment, sessions, profiles, liveness (its own lock; taken after mu_).
   ClientRegistry registry_;
   mutable absl::Mutex mu_;
   std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
-  // Finished or stopped jobs without a store: their last status.
-  absl::flat_hash_map<std::string, v1::JobStatus> past_jobs_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, v1::ModelProto> past_models_ ABSL_GUARDED_BY(mu_);
-  std::vector<v1::RoundRecord> rounds_without_store_ ABSL_GUARDED_BY(mu_);
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
