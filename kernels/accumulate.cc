@@ -17,13 +17,6 @@ inline bool Held(const uint64_t* held, int64_t i) {
 }
 
 // The best variant at or below `isa` that this CPU runs (kPortable and kRef always run).
-Isa Usable(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) {
-    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  }
-  return isa;
-}
-
 }  // namespace
 
 void WeightedAccumulate_ref(const AccumulateTerm* terms, int k, int64_t begin, int64_t end,
@@ -147,34 +140,12 @@ float MaxAbs_portable(const float* x, int64_t begin, int64_t end) {
 
 float MaxAbs(const float* x, int64_t begin, int64_t end, Isa isa) {
   assert(begin >= 0 && begin <= end);
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return MaxAbs_avx512(x, begin, end);
-    case Isa::kAvx2:
-      return MaxAbs_avx2(x, begin, end);
-#endif
-    case Isa::kRef:
-      return MaxAbs_ref(x, begin, end);
-    default:  // kPortable
-      return MaxAbs_portable(x, begin, end);
-  }
+  FEDGE_KERNEL_DISPATCH(MaxAbs, x, begin, end)
 }
 
 bool AllFinite(const float* x, int64_t begin, int64_t end, Isa isa) {
   assert(begin >= 0 && begin <= end);
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return AllFinite_avx512(x, begin, end);
-    case Isa::kAvx2:
-      return AllFinite_avx2(x, begin, end);
-#endif
-    case Isa::kRef:
-      return AllFinite_ref(x, begin, end);
-    default:  // kPortable
-      return AllFinite_portable(x, begin, end);
-  }
+  FEDGE_KERNEL_DISPATCH(AllFinite, x, begin, end)
 }
 
 namespace {
@@ -182,18 +153,7 @@ namespace {
 void Dispatch(const AccumulateTerm* terms, int k, int64_t begin, int64_t end, float* acc,
               float* cover, bool from_zero, Isa isa) {
   assert(k > 0 && k <= kMaxAccumulateTerms && begin >= 0 && begin <= end);
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return WeightedAccumulate_avx512(terms, k, begin, end, acc, cover, from_zero);
-    case Isa::kAvx2:
-      return WeightedAccumulate_avx2(terms, k, begin, end, acc, cover, from_zero);
-#endif
-    case Isa::kRef:
-      return WeightedAccumulate_ref(terms, k, begin, end, acc, cover, from_zero);
-    default:  // kPortable
-      return WeightedAccumulate_portable(terms, k, begin, end, acc, cover, from_zero);
-  }
+  FEDGE_KERNEL_DISPATCH(WeightedAccumulate, terms, k, begin, end, acc, cover, from_zero)
 }
 
 }  // namespace

@@ -14,13 +14,6 @@
 namespace fedge::kernels {
 namespace {
 
-Isa Usable(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) {
-    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  }
-  return isa;
-}
-
 }  // namespace
 
 void Relu_ref(const float* x, int64_t n, float* y) {
@@ -78,54 +71,31 @@ void SigmoidBackward_ref(const float* y, const float* dy, int64_t n, float* dx) 
   }
 }
 
-// The dispatchers. FEDGE_ACTIVATION_DISPATCH(fn, args) picks fn's variant for `isa`.
-#if FEDGE_KERNELS_X86
-#define FEDGE_ACTIVATION_DISPATCH(fn, ...)  \
-  switch (Usable(isa)) {                    \
-    case Isa::kAvx512Vnni:                  \
-      return fn##_avx512(__VA_ARGS__);      \
-    case Isa::kAvx2:                        \
-      return fn##_avx2(__VA_ARGS__);        \
-    case Isa::kRef:                         \
-      return fn##_ref(__VA_ARGS__);         \
-    default: /* kPortable */                \
-      return fn##_portable(__VA_ARGS__);    \
-  }
-#else
-#define FEDGE_ACTIVATION_DISPATCH(fn, ...)  \
-  switch (Usable(isa)) {                    \
-    case Isa::kRef:                         \
-      return fn##_ref(__VA_ARGS__);         \
-    default: /* kPortable */                \
-      return fn##_portable(__VA_ARGS__);    \
-  }
-#endif
 
 void Relu(const float* x, int64_t n, float* y, Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(Relu, x, n, y)
+  FEDGE_KERNEL_DISPATCH(Relu, x, n, y)
 }
 
 void ReluBackward(const float* y, const float* dy, int64_t n, float* dx, Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(ReluBackward, y, dy, n, dx)
+  FEDGE_KERNEL_DISPATCH(ReluBackward, y, dy, n, dx)
 }
 
 void LeakyRelu(const float* x, int64_t n, float slope, float* y, Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(LeakyRelu, x, n, slope, y)
+  FEDGE_KERNEL_DISPATCH(LeakyRelu, x, n, slope, y)
 }
 
 void LeakyReluBackward(const float* x, const float* dy, int64_t n, float slope, float* dx,
                        Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(LeakyReluBackward, x, dy, n, slope, dx)
+  FEDGE_KERNEL_DISPATCH(LeakyReluBackward, x, dy, n, slope, dx)
 }
 
 void Sigmoid(const float* x, int64_t n, float* y, Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(Sigmoid, x, n, y)
+  FEDGE_KERNEL_DISPATCH(Sigmoid, x, n, y)
 }
 
 void SigmoidBackward(const float* y, const float* dy, int64_t n, float* dx, Isa isa) {
-  FEDGE_ACTIVATION_DISPATCH(SigmoidBackward, y, dy, n, dx)
+  FEDGE_KERNEL_DISPATCH(SigmoidBackward, y, dy, n, dx)
 }
 
-#undef FEDGE_ACTIVATION_DISPATCH
 
 }  // namespace fedge::kernels

@@ -12,13 +12,6 @@
 namespace fedge::kernels {
 namespace {
 
-Isa Usable(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) {
-    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  }
-  return isa;
-}
-
 }  // namespace
 
 void BiasAdd_ref(float* y, int64_t rows, int cols, const float* bias) {
@@ -45,42 +38,19 @@ void BiasAddGrad_ref(const float* dy, int64_t rows, int cols, float* db) {
   }
 }
 
-// The dispatchers. FEDGE_BIAS_DISPATCH(fn, args) picks fn's variant for `isa`.
-#if FEDGE_KERNELS_X86
-#define FEDGE_BIAS_DISPATCH(fn, ...)     \
-  switch (Usable(isa)) {                 \
-    case Isa::kAvx512Vnni:               \
-      return fn##_avx512(__VA_ARGS__);   \
-    case Isa::kAvx2:                     \
-      return fn##_avx2(__VA_ARGS__);     \
-    case Isa::kRef:                      \
-      return fn##_ref(__VA_ARGS__);      \
-    default: /* kPortable */             \
-      return fn##_portable(__VA_ARGS__); \
-  }
-#else
-#define FEDGE_BIAS_DISPATCH(fn, ...)     \
-  switch (Usable(isa)) {                 \
-    case Isa::kRef:                      \
-      return fn##_ref(__VA_ARGS__);      \
-    default: /* kPortable */             \
-      return fn##_portable(__VA_ARGS__); \
-  }
-#endif
 
 void BiasAdd(float* y, int64_t rows, int cols, const float* bias, Isa isa) {
-  FEDGE_BIAS_DISPATCH(BiasAdd, y, rows, cols, bias)
+  FEDGE_KERNEL_DISPATCH(BiasAdd, y, rows, cols, bias)
 }
 
 void BiasAddTransposed(const float* yt, int64_t rows, int cols, const float* bias, float* y,
                        Isa isa) {
-  FEDGE_BIAS_DISPATCH(BiasAddTransposed, yt, rows, cols, bias, y)
+  FEDGE_KERNEL_DISPATCH(BiasAddTransposed, yt, rows, cols, bias, y)
 }
 
 void BiasAddGrad(const float* dy, int64_t rows, int cols, float* db, Isa isa) {
-  FEDGE_BIAS_DISPATCH(BiasAddGrad, dy, rows, cols, db)
+  FEDGE_KERNEL_DISPATCH(BiasAddGrad, dy, rows, cols, db)
 }
 
-#undef FEDGE_BIAS_DISPATCH
 
 }  // namespace fedge::kernels

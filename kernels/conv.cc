@@ -16,13 +16,6 @@
 namespace fedge::kernels {
 namespace {
 
-Isa Usable(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) {
-    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  }
-  return isa;
-}
-
 template <typename T>
 void Im2ColRef(const ConvGeometry& g, const T* x, int batch, int64_t ldx, T* cols,
                int64_t ldc) {
@@ -52,18 +45,7 @@ template <typename T>
 void DispatchIm2Col(const ConvGeometry& g, const T* x, int batch, int64_t ldx, T* cols,
                     int64_t ldc, Isa isa) {
   assert(ldc >= g.k() && ldx >= g.input_size() && ldc <= INT32_MAX && ldx <= INT32_MAX);
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return Im2Col_avx512(g, x, batch, ldx, cols, ldc);
-    case Isa::kAvx2:
-      return Im2Col_avx2(g, x, batch, ldx, cols, ldc);
-#endif
-    case Isa::kRef:
-      return Im2Col_ref(g, x, batch, ldx, cols, ldc);
-    default:  // kPortable
-      return Im2Col_portable(g, x, batch, ldx, cols, ldc);
-  }
+  FEDGE_KERNEL_DISPATCH(Im2Col, g, x, batch, ldx, cols, ldc)
 }
 
 }  // namespace
@@ -115,18 +97,7 @@ void Im2Col(const ConvGeometry& g, const int8_t* x, int batch, int64_t ldx, int8
 void Col2Im(const ConvGeometry& g, const float* cols, int batch, int64_t ldc, float* dx,
             Isa isa) {
   assert(ldc >= g.k() && ldc <= INT32_MAX);
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return Col2Im_avx512(g, cols, batch, ldc, dx);
-    case Isa::kAvx2:
-      return Col2Im_avx2(g, cols, batch, ldc, dx);
-#endif
-    case Isa::kRef:
-      return Col2Im_ref(g, cols, batch, ldc, dx);
-    default:  // kPortable
-      return Col2Im_portable(g, cols, batch, ldc, dx);
-  }
+  FEDGE_KERNEL_DISPATCH(Col2Im, g, cols, batch, ldc, dx)
 }
 
 }  // namespace fedge::kernels

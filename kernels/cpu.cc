@@ -69,4 +69,11 @@ const char* IsaName(Isa isa) {
   return "unknown";
 }
 
+Isa UsableIsa(Isa isa) {
+  while (isa > Isa::kPortable && !CpuSupports(isa)) {
+    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+  }
+  return isa;
+}
+
 }  // namespace fedge::kernels

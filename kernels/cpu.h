@@ -37,6 +37,38 @@ Isa BestIsa();
 // "ref", "portable", "avx2", "avx512vnni".
 const char* IsaName(Isa isa);
 
+// `isa` when this CPU supports it, else the best variant below it (kPortable at the least).
+Isa UsableIsa(Isa isa);
+
+}  // namespace fedge::kernels
+
+// The one run-time dispatcher of every kernel family: returns fn's variant for the
+// variable `isa` in scope (fn##_avx512, fn##_avx2, fn##_ref or fn##_portable), the best
+// this CPU can run at or below it, called with the remaining arguments.
+#if FEDGE_KERNELS_X86
+#define FEDGE_KERNEL_DISPATCH(fn, ...)                    \
+  switch (::fedge::kernels::UsableIsa(isa)) {             \
+    case ::fedge::kernels::Isa::kAvx512Vnni:              \
+      return fn##_avx512(__VA_ARGS__);                    \
+    case ::fedge::kernels::Isa::kAvx2:                    \
+      return fn##_avx2(__VA_ARGS__);                      \
+    case ::fedge::kernels::Isa::kRef:                     \
+      return fn##_ref(__VA_ARGS__);                       \
+    default: /* kPortable */                              \
+      return fn##_portable(__VA_ARGS__);                  \
+  }
+#else
+#define FEDGE_KERNEL_DISPATCH(fn, ...)                    \
+  switch (::fedge::kernels::UsableIsa(isa)) {             \
+    case ::fedge::kernels::Isa::kRef:                     \
+      return fn##_ref(__VA_ARGS__);                       \
+    default: /* kPortable */                              \
+      return fn##_portable(__VA_ARGS__);                  \
+  }
+#endif
+
+namespace fedge::kernels {
+
 }  // namespace fedge::kernels
 
 #endif  // FEDGE_KERNELS_CPU_H_

@@ -14,13 +14,6 @@
 namespace fedge::kernels {
 namespace {
 
-Isa Usable(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) {
-    isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  }
-  return isa;
-}
-
 // Offset of element (h, w, c) of example b's input / output.
 int64_t In(const PoolGeometry& g, int b, int h, int w, int c) {
   return b * g.input_size() + (static_cast<int64_t>(h) * g.width + w) * g.channels + c;
@@ -114,64 +107,20 @@ void AvgPoolBackward_ref(const PoolGeometry& g, const float* dy, int batch, floa
 }
 
 void MaxPoolForward(const PoolGeometry& g, const float* x, int batch, float* y, Isa isa) {
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return MaxPoolForward_avx512(g, x, batch, y);
-    case Isa::kAvx2:
-      return MaxPoolForward_avx2(g, x, batch, y);
-#endif
-    case Isa::kRef:
-      return MaxPoolForward_ref(g, x, batch, y);
-    default:  // kPortable
-      return MaxPoolForward_portable(g, x, batch, y);
-  }
+  FEDGE_KERNEL_DISPATCH(MaxPoolForward, g, x, batch, y)
 }
 
 void MaxPoolBackward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
                      int batch, float* dx, Isa isa) {
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return MaxPoolBackward_avx512(g, x, y, dy, batch, dx);
-    case Isa::kAvx2:
-      return MaxPoolBackward_avx2(g, x, y, dy, batch, dx);
-#endif
-    case Isa::kRef:
-      return MaxPoolBackward_ref(g, x, y, dy, batch, dx);
-    default:  // kPortable
-      return MaxPoolBackward_portable(g, x, y, dy, batch, dx);
-  }
+  FEDGE_KERNEL_DISPATCH(MaxPoolBackward, g, x, y, dy, batch, dx)
 }
 
 void AvgPoolForward(const PoolGeometry& g, const float* x, int batch, float* y, Isa isa) {
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return AvgPoolForward_avx512(g, x, batch, y);
-    case Isa::kAvx2:
-      return AvgPoolForward_avx2(g, x, batch, y);
-#endif
-    case Isa::kRef:
-      return AvgPoolForward_ref(g, x, batch, y);
-    default:  // kPortable
-      return AvgPoolForward_portable(g, x, batch, y);
-  }
+  FEDGE_KERNEL_DISPATCH(AvgPoolForward, g, x, batch, y)
 }
 
 void AvgPoolBackward(const PoolGeometry& g, const float* dy, int batch, float* dx, Isa isa) {
-  switch (Usable(isa)) {
-#if FEDGE_KERNELS_X86
-    case Isa::kAvx512Vnni:
-      return AvgPoolBackward_avx512(g, dy, batch, dx);
-    case Isa::kAvx2:
-      return AvgPoolBackward_avx2(g, dy, batch, dx);
-#endif
-    case Isa::kRef:
-      return AvgPoolBackward_ref(g, dy, batch, dx);
-    default:  // kPortable
-      return AvgPoolBackward_portable(g, dy, batch, dx);
-  }
+  FEDGE_KERNEL_DISPATCH(AvgPoolBackward, g, dy, batch, dx)
 }
 
 }  // namespace fedge::kernels

@@ -221,7 +221,7 @@ void QGemmQ4_portable(const QuantizedActivations& x, const PackedWeightsQ4& w,
 void QGemmQ4(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epilogue& epi,
              float* y, int ldy, Isa isa) {
   assert(x.k == w.k);
-  switch (qdetail::UsableIsa(isa)) {
+  switch (UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmQ4_ref(x, w, epi, y, ldy);
 #if FEDGE_KERNELS_X86

@@ -111,7 +111,7 @@ void QGemmS8_portable(const QuantizedActivations& x, const PackedWeightsS8& w,
 void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32_t* acc,
                   int ldacc, Isa isa) {
   assert(x.k == w.k);
-  switch (qdetail::UsableIsa(isa)) {
+  switch (UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmS8Int32_ref(x, w, acc, ldacc);
 #if FEDGE_KERNELS_X86
@@ -128,7 +128,7 @@ void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32
 void QGemmS8(const QuantizedActivations& x, const PackedWeightsS8& w, const Epilogue& epi,
              float* y, int ldy, Isa isa) {
   assert(x.k == w.k);
-  switch (qdetail::UsableIsa(isa)) {
+  switch (UsableIsa(isa)) {
     case Isa::kRef:
       return QGemmS8_ref(x, w, epi, y, ldy);
 #if FEDGE_KERNELS_X86

@@ -15,12 +15,6 @@
 
 namespace fedge::kernels::qdetail {
 
-// `isa`, or the best variant below it that this CPU can run.
-inline Isa UsableIsa(Isa isa) {
-  while (isa > Isa::kPortable && !CpuSupports(isa)) isa = static_cast<Isa>(static_cast<int>(isa) - 1);
-  return isa;
-}
-
 // A grow-only, 64-byte-aligned buffer; each kernel keeps one per thread (thread_local), so
 // steady-state calls allocate nothing.
 class Scratch {

@@ -53,7 +53,7 @@ void QuantizeRowsScalar(const float* x, int m, int k, int ldx, float scale, int8
 }
 
 float MaxAbs(const float* x, int m, int k, int ldx, Isa isa) {
-  switch (qdetail::UsableIsa(isa)) {
+  switch (UsableIsa(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return qdetail::MaxAbs_avx512vnni(x, m, k, ldx);
@@ -67,7 +67,7 @@ float MaxAbs(const float* x, int m, int k, int ldx, Isa isa) {
 
 void QuantizeRows(const float* x, int m, int k, int ldx, float scale, int8_t* q, int ldq,
                   int kpad, Isa isa) {
-  switch (qdetail::UsableIsa(isa)) {
+  switch (UsableIsa(isa)) {
 #if FEDGE_KERNELS_X86
     case Isa::kAvx512Vnni:
       return qdetail::QuantizeRows_avx512vnni(x, m, k, ldx, scale, q, ldq, kpad);

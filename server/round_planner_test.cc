@@ -9,6 +9,7 @@
 #include "model/sequential.h"
 #include "model/zoo.h"
 #include "tests/status_matchers.h"
+#include "tests/tiered_job.h"
 
 namespace fedge::server {
 namespace {
@@ -17,26 +18,10 @@ using ::fedge::testing::IsOk;
 
 constexpr int64_t kMiB = int64_t{1} << 20;
 
-// mlp 8-16-16-3 with tiers full (1), half (1/2) and quarter (1/4), assigned by memory rules.
+// The tests' tiered job (tests/tiered_job.h) with a shuffle seed.
 v1::JobConfig TieredJob() {
-  v1::JobConfig job;
-  job.set_name("tiers");
-  *job.mutable_model_spec() = model::MlpSpec({8, 16, 16, 3}, "tiny");
-  job.mutable_local_training()->set_batch_size(16);
+  v1::JobConfig job = ::fedge::testing::TieredJob(1, 1);
   job.mutable_local_training()->set_shuffle_seed(9);
-  v1::SubModelConfig* sub = job.mutable_sub_models();
-  for (auto [name, r] : {std::pair<const char*, double>{"full", 1.0}, {"half", 0.5}, {"quarter", 0.25}}) {
-    v1::SubModelTier* t = sub->add_tiers();
-    t->set_name(name);
-    t->set_width_ratio(r);
-  }
-  v1::TierRule* full = sub->add_rules();
-  full->set_tier("full");
-  full->set_min_memory_budget_bytes(64 * kMiB);
-  v1::TierRule* half = sub->add_rules();
-  half->set_tier("half");
-  half->set_min_memory_budget_bytes(16 * kMiB);
-  sub->set_default_tier("quarter");
   return job;
 }
 
