@@ -165,6 +165,29 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   return std::optional<TaskAssignment>(std::move(task));
 }
 
+absl::StatusOr<std::optional<TaskAssignment>> Coordinator::AwaitTask(
+    const std::string& client_id, const std::string& session_token, absl::Duration wait,
+    const std::function<bool()>& stop) {
+  // Real time: a long-poll belongs to a transport, not to the coordinator's (maybe virtual)
+  // clock.
+  const absl::Time until = absl::Now() + wait;
+  for (;;) {
+    int64_t seen;
+    {
+      absl::MutexLock lock(&mu_);
+      seen = task_epoch_;
+    }
+    FEDGE_ASSIGN_OR_RETURN(std::optional<TaskAssignment> task, FetchTask(client_id, session_token));
+    if (task.has_value()) return task;
+    absl::MutexLock lock(&mu_);
+    while (task_epoch_ == seen) {
+      const absl::Time now = absl::Now();
+      if (now >= until || (stop && stop())) return std::optional<TaskAssignment>();
+      task_cv_.WaitWithDeadline(&mu_, std::min(until, now + absl::Milliseconds(250)));
+    }
+  }
+}
+
 absl::Status Coordinator::CheckUpdateHeader(const v1::UpdateHeader& header) {
   const std::string& id = header.client_id();
   FEDGE_RETURN_IF_ERROR(registry_.Authenticate(id, header.session_token()));
@@ -492,6 +515,8 @@ absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
   FEDGE_RETURN_IF_ERROR(ledger_.CreateJob(id, validated));
   registry_.ClearJobDeclines();
   job_ = std::move(job);
+  ++task_epoch_;
+  task_cv_.SignalAll();
   FEDGE_LOG(INFO) << "Coordinator: started job " << id << " (" << validated.rounds()
                   << " rounds, strategy " << job_->strategy->name() << ")";
   return id;
@@ -533,6 +558,8 @@ absl::Status Coordinator::EndJob(v1::JobState state, const std::string& message)
                   << (state == v1::JOB_STATE_STOPPED ? "stopped" : "finished")
                   << (message.empty() ? "" : ": ") << message;
   job_.reset();
+  ++task_epoch_;
+  task_cv_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -659,6 +686,8 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " open, "
                   << round.sampled.size() << " clients sampled of " << registry_.size();
   job.round = std::move(round);
+  ++task_epoch_;
+  task_cv_.SignalAll();
   return absl::OkStatus();
 }
 

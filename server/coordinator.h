@@ -75,6 +75,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -157,6 +158,13 @@ class Coordinator {
   // Marks the client live.
   absl::StatusOr<std::optional<TaskAssignment>> FetchTask(const std::string& client_id,
                                                           const std::string& session_token);
+  // FetchTask held until the client has a task, `wait` passes, or `stop` returns true: a
+  // long-poll for transports. It wakes when a round opens or the job changes (a condition,
+  // not a sleep loop) and checks `stop` every 250 ms. Errors: FetchTask's.
+  absl::StatusOr<std::optional<TaskAssignment>> AwaitTask(const std::string& client_id,
+                                                          const std::string& session_token,
+                                                          absl::Duration wait,
+                                                          const std::function<bool()>& stop);
   // An update for the open round. `header` carries the client's credentials, job, round,
   // task id, example count and metrics; `update` the tensors (already reassembled by the
   // transport) and `payload_bytes` their size on the wire.
@@ -298,6 +306,10 @@ class Coordinator {
   ClientRegistry registry_;
   mutable absl::Mutex mu_;
   std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);
+  // Counts the rounds opened and jobs started or ended; AwaitTask waits on task_cv_ for it
+  // to change.
+  int64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::CondVar task_cv_;
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
 };
 

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <atomic>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
@@ -522,6 +524,39 @@ TEST_F(CoordinatorTest, RejectsImpossibleAggregationOptions) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("aggregation_")))
         << "variant " << variant;
   }
+}
+
+// A long-poll wakes when a round opens: AwaitTask, waiting before the job even starts,
+// returns the task of the round opened meanwhile; it returns nothing once stopped or when
+// its wait passes.
+TEST_F(CoordinatorTest, AwaitTaskWakesWhenARoundOpens) {
+  auto c = Make();
+  std::vector<Device> devices = Enroll(*c, 2);
+  absl::StatusOr<std::optional<TaskAssignment>> awaited = absl::UnknownError("not run");
+  std::atomic<bool> waiting{false};
+  std::thread poll([&] {
+    waiting = true;
+    awaited = c->AwaitTask(devices[0].id, devices[0].token, absl::Seconds(60), nullptr);
+  });
+  while (!waiting) absl::SleepFor(absl::Milliseconds(1));
+  auto job = c->StartJob(MakeJob(1, 2, 2, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());  // opens round 1
+  poll.join();
+  ASSERT_THAT(awaited.status(), IsOk());
+  ASSERT_TRUE(awaited->has_value());
+  EXPECT_EQ((*awaited)->header.round(), 1);
+  // Nothing more for device 0 once it answered: a stop or the end of the wait says so.
+  ASSERT_THAT(Work(*c, devices[0]), IsOk());
+  auto stopped = c->AwaitTask(devices[0].id, devices[0].token, absl::Seconds(60),
+                              [] { return true; });
+  ASSERT_THAT(stopped.status(), IsOk());
+  EXPECT_FALSE(stopped->has_value());
+  auto timed_out = c->AwaitTask(devices[0].id, devices[0].token, absl::ZeroDuration(), nullptr);
+  ASSERT_THAT(timed_out.status(), IsOk());
+  EXPECT_FALSE(timed_out->has_value());
+  EXPECT_THAT(c->AwaitTask(devices[0].id, "wrong", absl::Seconds(1), nullptr).status(),
+              StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
 }  // namespace

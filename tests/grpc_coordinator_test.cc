@@ -95,7 +95,6 @@ class GrpcCoordinatorTest : public ::testing::Test {
     so.listen_address = "127.0.0.1:0";
     so.credentials = grpc::InsecureServerCredentials();
     so.tick_interval = absl::Milliseconds(20);
-    so.limits.poll_interval = absl::Milliseconds(20);
     so.limits.watch_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(5);
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());

@@ -88,7 +88,6 @@ class GrpcSecAggTest : public ::testing::Test {
     so.listen_address = "127.0.0.1:0";
     so.credentials = grpc::InsecureServerCredentials();
     so.tick_interval = absl::Milliseconds(20);
-    so.limits.poll_interval = absl::Milliseconds(20);
     so.limits.max_wait = absl::Seconds(2);
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());

@@ -78,29 +78,21 @@ grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
   }
   const absl::Duration wait =
       std::min(absl::Seconds(std::max(0, request->wait_seconds())), limits_.max_wait);
-  const absl::Time until = absl::Now() + wait;
-  std::optional<TaskAssignment> task;
-  while (true) {
-    absl::StatusOr<std::optional<TaskAssignment>> t =
-        coordinator_->FetchTask(request->client_id(), request->session_token());
-    if (!t.ok()) return ToGrpcStatus(t.status());
-    if (t->has_value()) {
-      task = std::move(*t);
-      break;
-    }
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
-    if (stopping_.load() || absl::Now() >= until) {
-      v1::TaskChunk idle;
-      idle.mutable_idle()->set_retry_after_ms(limits_.retry_after_ms);
-      idle.mutable_idle()->set_no_job(!coordinator_->running_job().has_value());
-      writer->Write(idle);
-      return grpc::Status::OK;
-    }
-    absl::SleepFor(std::min(limits_.poll_interval, until - absl::Now()));
+  absl::StatusOr<std::optional<TaskAssignment>> task = coordinator_->AwaitTask(
+      request->client_id(), request->session_token(), wait,
+      [&] { return context->IsCancelled() || stopping_.load(); });
+  if (!task.ok()) return ToGrpcStatus(task.status());
+  if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  if (!task->has_value()) {
+    v1::TaskChunk idle;
+    idle.mutable_idle()->set_retry_after_ms(limits_.retry_after_ms);
+    idle.mutable_idle()->set_no_job(!coordinator_->running_job().has_value());
+    writer->Write(idle);
+    return grpc::Status::OK;
   }
 
   // The payload: the model's section, then the teacher's (if any).
-  absl::StatusOr<EncodedTask> encoded = encoder_.Encode(*std::move(task));
+  absl::StatusOr<EncodedTask> encoded = encoder_.Encode(**std::move(task));
   if (!encoded.ok()) return ToGrpcStatus(encoded.status());
   std::vector<absl::string_view> sections;
   for (const auto& section : encoded->sections) sections.push_back(section->bytes);

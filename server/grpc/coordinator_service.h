@@ -57,8 +57,6 @@ struct ServiceLimits {
   int32_t stream_window_bytes = 512 << 10;
   // Longest a FetchTask call is held before answering `idle`.
   absl::Duration max_wait = absl::Seconds(30);
-  // How often a held FetchTask asks the coordinator again.
-  absl::Duration poll_interval = absl::Milliseconds(100);
   // What `idle` tells the client to wait before calling again.
   int64_t retry_after_ms = 1000;
   // How often WatchJob polls the job.
