@@ -524,6 +524,11 @@ absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
 
 absl::Status Coordinator::StopJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
+  // A round being completed outside the lock finishes first.
+  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return job_ == nullptr || !job_->completing;
+  };
+  mu_.Await(absl::Condition(&settled));
   if (job_ == nullptr || job_->id != job_id) {
     return absl::NotFoundError(absl::StrCat("Coordinator: no running job '", job_id, "'"));
   }
@@ -597,7 +602,7 @@ std::optional<std::string> Coordinator::running_job() const {
 absl::Status Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
-  if (job_ == nullptr) return absl::OkStatus();
+  if (job_ == nullptr || job_->completing) return absl::OkStatus();
   if (!job_->round.has_value()) return MaybeOpenRound(now);
   Round& round = *job_->round;
   // Sampled clients that went silent are dropped.
@@ -727,42 +732,65 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   m.set_dropped(static_cast<int32_t>(round.sampled.size() - round.accepted.size() - m.rejected()));
   if (m.examples() > 0) m.set_train_loss(round.train_loss_sum / static_cast<double>(m.examples()));
   if (!round.accepted.empty()) m.set_mean_client_seconds(round.client_seconds_sum / round.accepted.size());
-  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
-  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
-                                           static_cast<int64_t>(round.accepted.size()), delta, &m));
-  aggregation::ModelWeights next = job.weights;
-  FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
-  if (job.strategy->KeepsClientUpdates()) {
-    std::vector<const aggregation::Update*> kept;
-    for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
-    FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
-  }
-  m.set_aggregation_seconds(Seconds(t0));
-  aggregation::DeviceEvaluation devices;
-  devices.clients = round.clients_evaluated;
-  devices.examples = round.eval_examples;
-  devices.correct = round.eval_correct_sum;
-  devices.model_round = round.number - 1;
-  job.strategy->ReportRound(devices, &m);
-
-  const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
-  FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
-  // Per client (sampled, in id order) and per tier.
+  // Per client (sampled, in id order), before the lock is let go.
   std::vector<std::string> sampled = round.sampled;
   std::sort(sampled.begin(), sampled.end());
+  std::vector<std::pair<v1::ClientRoundMetrics, int>> clients;
+  clients.reserve(sampled.size());
   for (const std::string& id : sampled) {
     const ClientTask& ct = round.tasks[id];
-    RoundReport::AddClient(ct.metrics, ct.tier, &m);
+    clients.emplace_back(ct.metrics, ct.tier);
   }
-  if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
-  m.set_closed_unix_ms(UnixMs(now));
-  m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
-  FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(
-      job.id, m, model, job.config.keep_checkpoints(),
-      std::vector<std::string>(round.accepted.begin(), round.accepted.end()),
-      [&] { return job.strategy->SerializeState(); }));
-  registry_.CountParticipation(
-      std::vector<std::string>(round.accepted.begin(), round.accepted.end()));
+  const std::vector<std::string> participants(round.accepted.begin(), round.accepted.end());
+  // Nobody is waiting any more: other calls cannot reach the round, and the rest of the
+  // round (aggregation, noise, the server step, evaluation, the commit) runs without the
+  // lock. Tick and StopJob wait for it (job.completing); readers see the previous model.
+  round.waiting.clear();
+  job.completing = true;
+  aggregation::ModelWeights next;
+  mu_.Unlock();
+  const absl::Status done = [&]() -> absl::Status {
+    FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
+    FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
+                                             static_cast<int64_t>(participants.size()), delta, &m));
+    next = job.weights;
+    FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
+    if (job.strategy->KeepsClientUpdates()) {
+      std::vector<const aggregation::Update*> kept;
+      for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
+      FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
+    }
+    m.set_aggregation_seconds(Seconds(t0));
+    aggregation::DeviceEvaluation devices;
+    devices.clients = round.clients_evaluated;
+    devices.examples = round.eval_examples;
+    devices.correct = round.eval_correct_sum;
+    devices.model_round = round.number - 1;
+    job.strategy->ReportRound(devices, &m);
+    const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
+    FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
+    for (const auto& [client, tier] : clients) RoundReport::AddClient(client, tier, &m);
+    if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
+    m.set_closed_unix_ms(UnixMs(now));
+    m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
+    FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(job.id, m, model, job.config.keep_checkpoints(),
+                                              participants,
+                                              [&] { return job.strategy->SerializeState(); }));
+    registry_.CountParticipation(participants);
+    return absl::OkStatus();
+  }();
+  mu_.Lock();
+  job.completing = false;
+  task_cv_.SignalAll();
+  if (!done.ok()) {
+    // The round cannot complete (its aggregate is spent): it fails and is retried.
+    FEDGE_LOG(ERROR) << "Coordinator: job " << job.id << " round " << round.number
+                     << " could not complete: " << done.message() << "; retrying";
+    ledger_.FailRound(job.id, round.number, clock_.Now()).IgnoreError();
+    ++job.failed_attempts;
+    job.round.reset();
+    return done;
+  }
   if (m.has_fed_cg()) {
     FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
                     << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "

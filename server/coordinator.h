@@ -262,6 +262,9 @@ class Coordinator {
     std::unique_ptr<RoundPrivacy> privacy;
     std::optional<Round> round;
     int failed_attempts = 0;
+    // CompleteRound is aggregating, evaluating and committing the closed round without the
+    // lock: Tick does nothing and StopJob waits until it is done.
+    bool completing = false;
     v1::RoundMetrics latest_metrics;
   };
 

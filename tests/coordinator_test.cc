@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/rng.h"
+#include "base/status_macros.h"
+#include "absl/synchronization/mutex.h"
 #include "client/local_trainer.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -557,6 +559,72 @@ TEST_F(CoordinatorTest, AwaitTaskWakesWhenARoundOpens) {
   EXPECT_FALSE(timed_out->has_value());
   EXPECT_THAT(c->AwaitTask(devices[0].id, "wrong", absl::Seconds(1), nullptr).status(),
               StatusIs(absl::StatusCode::kUnauthenticated));
+}
+
+// The closed round is aggregated, evaluated and committed without the coordinator's lock:
+// from inside the round's store commit, another thread's calls that need the coordinator
+// but not the store (ExportModel, ListClients, running_job) are answered, and they see the
+// previous model. (Calls that read the store wait for the commit's transaction.)
+TEST_F(CoordinatorTest, CallsAreAnsweredWhileARoundIsCompleted) {
+  const std::string dir = ::testing::TempDir() + "/coordinator_unlocked_commit";
+  std::filesystem::remove_all(dir);
+  Coordinator* coordinator = nullptr;
+  std::string job_id;
+  std::vector<Device> devices;
+  int checked = 0;
+  v1::ModelProto initial;
+  absl::Status inside = absl::OkStatus();
+  StoreOptions so;
+  so.fault_hook_for_testing = [&](absl::string_view at) -> absl::Status {
+    if (at != "after_round" || coordinator == nullptr) return absl::OkStatus();
+    absl::Mutex mu;
+    bool answered = false;
+    std::thread other([&] {
+      absl::Status s = [&]() -> absl::Status {
+        FEDGE_ASSIGN_OR_RETURN(v1::ModelProto model, coordinator->ExportModel(job_id));
+        if (model.SerializeAsString() != initial.SerializeAsString()) {
+          return absl::InternalError("ExportModel gave a model before the round committed");
+        }
+        FEDGE_ASSIGN_OR_RETURN(auto clients, coordinator->ListClients());
+        if (clients.size() != devices.size()) return absl::InternalError("client list");
+        if (coordinator->running_job() != job_id) return absl::InternalError("running job");
+        return absl::OkStatus();
+      }();
+      absl::MutexLock lock(&mu);
+      inside = s;
+      answered = true;
+    });
+    {
+      // A bound on a wait that must not happen, not a speed check.
+      absl::MutexLock lock(&mu);
+      mu.AwaitWithTimeout(absl::Condition(&answered), absl::Seconds(60));
+      if (!answered) inside = absl::DeadlineExceededError("calls blocked during the commit");
+    }
+    if (answered) {
+      other.join();
+    } else {
+      other.detach();  // the test fails below; the process is stuck anyway
+    }
+    ++checked;
+    return absl::OkStatus();
+  };
+  auto store = Store::Open(dir, so);
+  ASSERT_THAT(store, IsOk());
+  auto c = Make(store->get());
+  devices = Enroll(*c, 2);
+  auto job = c->StartJob(MakeJob(1, 2, 2, 600));
+  ASSERT_THAT(job, IsOk());
+  job_id = *job;
+  initial = *c->ExportModel(job_id);
+  ASSERT_THAT(c->Tick(), IsOk());
+  for (const Device& d : devices) ASSERT_THAT(Work(*c, d), IsOk());
+  coordinator = c.get();
+  ASSERT_THAT(c->Tick(), IsOk());  // completes round 1, committing it
+  EXPECT_EQ(checked, 1);
+  EXPECT_THAT(inside, IsOk());
+  auto status = c->GetJob(job_id);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->completed_rounds(), 1);
 }
 
 }  // namespace
