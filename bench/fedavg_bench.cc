@@ -185,7 +185,7 @@ void PrintSummary() {
     std::printf("%5d %4lldM %8d %3d %9.1f %10.2f\n", n, static_cast<long long>(p >> 20),
                 threads, g, r.gbps, r.report_ms);
   }
-  std::printf("Bar (issue 3): >= 25 GB/s on 2 cores; DRAM read limit here ~45 GB/s.\n");
+  std::printf("Target: >= 25 GB/s on 2 cores; DRAM read limit here ~45 GB/s.\n");
 }
 
 }  // namespace

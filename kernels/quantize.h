@@ -1,7 +1,7 @@
 // int8 quantization: weights symmetric per output channel, activations per tensor
 // (dynamic range), and the packed weight layout the int8 GEMMs read.
 //
-// Conventions (DESIGN.md, Quantization): q = clamp(round_half_even(x / s), -127, 127) with
+// Conventions (docs/architecture.md, Algorithms): q = clamp(round_half_even(x / s), -127, 127) with
 // s = max|x| / 127 (s = 1 when the row or tensor is all zero, so q = 0). Dequantize: x ≈ q·s.
 #ifndef FEDGE_KERNELS_QUANTIZE_H_
 #define FEDGE_KERNELS_QUANTIZE_H_

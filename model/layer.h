@@ -4,7 +4,7 @@
 // after another: [batch, features] for dense layers and [batch, H, W, C] (NHWC) for
 // convolutional ones, so that a convolution's im2col GEMM writes its output in place.
 //
-// Compute modes (DESIGN.md, Quantization):
+// Compute modes (docs/architecture.md, Algorithms):
 //   kFp32  — fp32 everywhere (Eigen GEMM).
 //   kInt8  — Dense and Conv2d run their forward product through the int8 kernels: weights
 //            quantized per output channel from the fp32 master weights on every call,

@@ -20,7 +20,7 @@
 //    offset = Σ_{j<i} byte_size_j and byte_size = EncodedBytes(its shape, its encoding);
 //    the payload is exactly Σ byte_size bytes. Every number is little-endian.
 //
-//    Compressed encodings (issue 4; EncodeTensors / DecodeTensors; layouts in
+//    Compressed encodings (EncodeTensors / DecodeTensors; layouts in
 //    proto/transfer.proto): the receiver dequantizes to float32.
 //      FLOAT32                  4·n bytes: IEEE float32, row-major.
 //      INT8_PER_CHANNEL         R float32 scales s_r = max|row r|/127, then n int8 values

@@ -336,7 +336,7 @@ TEST_F(PayloadErrorsTest, DecodeModelParametersLeavesTheModelUnchangedOnError) {
   EXPECT_EQ(target.SerializeAsString(), model_.SerializeAsString());
 }
 
-// ---- compressed encodings (issue 4) ----
+// ---- compressed encodings ----
 
 struct Tensor {
   std::string name;

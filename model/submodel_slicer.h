@@ -1,4 +1,4 @@
-// Sub-models of a sequential network (DESIGN.md, Algorithms: sub-models) and their exact
+// Sub-models of a sequential network (docs/architecture.md, Algorithms) and their exact
 // inverse mapping into the full model.
 //
 // A tier-r sub-model keeps ⌈r·c⌉ of the c units of every HIDDEN layer: the out_features of

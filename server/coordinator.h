@@ -1,11 +1,19 @@
-// The round coordinator, transport-free (DESIGN.md, "The round"): registry, jobs, client
-// sampling, tasks, update validation and aggregation, quorum and deadline, evaluation,
-// metrics and durable checkpoints. The gRPC services (server/grpc/) and the simulator call
-// this same class; it never touches a socket.
+// The round coordinator, transport-free (docs/architecture.md, "The round, as data flows").
+// The gRPC services (server/grpc/) and the simulator call this same class; it never
+// touches a socket. It sequences rooms that each own their state:
+//
+//   ClientRegistry  (registry.h)       enrollment, sessions, profiles, liveness, declines
+//   RoundPlanner    (round_planner.h)  tiers, sub-models, teachers, the task header
+//   update intake   (update_intake.h)  announcement checks, decoding, expansion, batching
+//   RoundPrivacy    (round_privacy.h)  clip norms, noise, accountant, epsilon budget
+//   SecureRound     (secure_round.h)   the secure-aggregation session of a round
+//   RoundReport     (round_report.h)   evaluation and the round's per-tier/client figures
+//   JobLedger       (job_ledger.h)     jobs' and rounds' records, in the store or memory
+//   the job's aggregation::Strategy   server step, strategy-specific checks and figures
 //
 //   auto coordinator = Coordinator::Create(options, store);   // resumes a running job
 //   coordinator->StartJob(config);                            // operators
-//   coordinator->Register(request) / FetchTask / SubmitUpdate / Leave   // devices
+//   coordinator->Register(request) / AwaitTask / SubmitPayload / Leave   // devices
 //   coordinator->Tick();   // call periodically: opens and closes rounds
 //
 // Rounds. Tick opens round r when enough live clients are registered: it samples
@@ -17,59 +25,37 @@
 // completes (strategy step, evaluation, and the round's metrics and model committed in one
 // store transaction), otherwise it fails and is retried with a new sample.
 //
-// Sub-models (issue 4; DESIGN.md, Sub-models). With tiers in the job, each sampled client
-// gets a tier when the round opens (SubModelConfig rules, or the largest tier whose
-// estimated training memory fits its budget) and a task holding that tier's sub-model
-// (leading extraction: one model per tier and round; random subsets: one per client,
-// seeded by (sub_models.seed, client, round)). Its update arrives in the sub-model's
-// shapes; SubmitUpdate checks them against the client's tier, scatters them back into the
-// full shapes with a CoordinateMask, and the aggregator averages every coordinate over the
-// clients that held it. With distillation on, a client whose sub-model is smaller than the
-// full model also gets a teacher: the full central model when its budget holds it beside
-// its own training (or the budget is unknown), else the largest tier that fits; clients
-// holding the full model get none. Each round's metrics list every sampled client (tier,
-// outcome, bytes each way) and every tier (its sub-model evaluated on its own).
+// Sub-models (docs/submodels.md): each sampled client gets a tier and its task's model from
+// the planner; its update arrives in the sub-model's shapes and is scattered back into the
+// full shapes with coverage masks, so the aggregator averages every coordinate over the
+// clients that held it. Each round's metrics list every sampled client (tier, outcome,
+// bytes each way) and every tier (its sub-model evaluated on its own).
 //
-// Differential privacy (DP-FedAvg, McMahan et al. 2018; issue 5), central mode: with
-// privacy.clip_norm S the coordinator refuses updates whose L2 norm exceeds S (devices clip
-// before uploading); with privacy.noise_multiplier z every participant has weight 1, the
-// aggregate gets N(0, (z·S)²) on the sum (z·S/m on the mean of m), and an RdpAccountant
-// composes the round (q = sampled / live registered clients) and records ε at privacy.delta
-// in the round's metrics. A job with privacy.epsilon_budget ends (FINISHED, saying why)
-// before a round whose ε would exceed it. DP with sub-model tiers is not supported yet:
-// StartJob refuses it (UNIMPLEMENTED).
+// Differential privacy (docs/privacy.md): central mode refuses updates over the round's
+// clip norm, weighs every participant once, noises the aggregate and accounts for ε; with
+// secure aggregation the devices add the noise and the coordinator only sees the sum. DP
+// and secure aggregation with sub-model tiers are refused (UNIMPLEMENTED).
 //
 // Secure aggregation (privacy.secure_aggregation_threshold t > 0; Bonawitz et al. 2017, with
 // SecAgg+ as an option): a round's sampled clients get a SecAgg session in their task
 // header and answer with SecureAggregationStep (keys, shares, masked update, unmasking
-// shares) instead of SubmitUpdate; the coordinator holds only masked vectors and releases
-// their sum (server/secure_round.h). Each phase closes when every client still in the round
-// sent its message; a client silent for the liveness timeout is dropped and counts as a
-// dropout; the training phase also closes at the round's deadline, and each later phase at
-// the liveness timeout after the previous one. Every participant counts once (the mean of
-// the survivors' clipped updates); with noise_multiplier z the devices add the noise
-// (distributed DP) and the accountant composes z as in central mode. Fewer than t clients at
-// any phase fail the round: nothing is released, and the round is retried with a new sample.
-// Not with sub-model tiers (the masked vectors must have one length): refused.
+// shares) instead of SubmitUpdate. Each phase closes when every client still in the round
+// sent its message or at its deadline; fewer than t clients at any phase fail the round.
 //
-// FedCG (strategy.fed_cg; Wu et al. 2022, issue 7): the central model holds only the shared
-// classifier and generator (C.* and G.*, aggregation::FedCg::InitialModel); tasks carry the
-// job's FedCgParams, and devices train with client::FedCgClient, keeping their extractor E
-// and discriminator D. An update must hold exactly the C.* and G.* tensors: one carrying an
-// E.* or D.* tensor is refused, naming it. Each round runs FedCg's Apply (FedAvg) and then
-// its ServerTrainingStep (distillation of the round's kept C_i, G_i). Without an extractor
-// the coordinator cannot evaluate centrally: RoundMetrics.fed_cg records the distillation's
-// report and the example-weighted mean of the accuracies the devices report (their private
-// E with the task's global C on their held-out examples, measured when the task arrived, so
-// of the previous round's model). Job validation refuses FedCG with secure aggregation, DP,
-// tiers and teacher distillation (proto/job.proto, FedCgParams).
+// FedCG (docs/fedcg.md): the central model holds only the shared classifier and generator;
+// the strategy refuses updates carrying the devices' private extractor or discriminator and
+// reports the devices' own evaluation, since the coordinator cannot evaluate centrally.
 //
 // Durability. With a Store, a restart (after a crash at any moment) resumes the running job
 // from its last completed round: the round in flight is abandoned and rerun, and the server
 // optimizer's state (FedAdam/FedYogi moments) is restored from the same checkpoint.
 //
-// Thread safety: every method is thread-safe (one mutex; aggregation and evaluation run
-// under it inside Tick).
+// Thread safety: every method is thread-safe. The registry and the ledger have locks of
+// their own; the round's state is under one mutex, which a transport's long-poll waits on
+// as a condition (AwaitTask). A closed round is completed without that mutex: once nobody
+// is waiting in it, its aggregation, noise, server step, evaluation and commit run unlocked
+// while other calls are answered (Tick and StopJob wait for it). Secure aggregation's
+// unmasking still runs under the mutex.
 #ifndef FEDGE_SERVER_COORDINATOR_H_
 #define FEDGE_SERVER_COORDINATOR_H_
 

@@ -1,7 +1,10 @@
-// fedge-sim's engine (issue 6; DESIGN.md: "The simulator runs the same round logic
-// in-process, with a virtual clock and simulated devices and links"). Transport-free: it
-// drives the same server::Coordinator the gRPC service drives, and trains clients with the
-// same client::TrainLocally the device runtime calls.
+// fedge-sim's engine: the same round logic in-process, with a virtual clock and simulated
+// devices and links (docs/simulation.md). Transport-free: it drives the same
+// server::Coordinator the gRPC service drives, sends every task through the same
+// server::TaskPayloadEncoder, and runs the device round the device runtime runs
+// (client/device_round.h: admission against the memory budget, decoding as sent, training,
+// the update's encoding and header), so what is simulated is what ships. Secure
+// aggregation is not simulated yet (ValidateSimConfig refuses it).
 //
 //   FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, LoadSimConfigFile(path));
 //   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Simulator> sim, Simulator::Create(config, {}));

@@ -1,4 +1,4 @@
-// gRPC services over the transport-free server::Coordinator (DESIGN.md, Layers):
+// gRPC services over the transport-free server::Coordinator (docs/architecture.md, Layers):
 // CoordinatorServiceImpl for devices (proto/coordinator.proto) and, in admin_service.h,
 // AdminServiceImpl for operators (proto/admin.proto). Synchronous gRPC API: one server
 // thread per call in flight.
