@@ -13,14 +13,13 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "data/preprocessing.h"
 #include "proto/job.pb.h"
 
 namespace fedge::client {
 
-// The preprocessing with its defaults resolved (UNSPECIFIED → UNIT_RANGE; STANDARDIZE
-// without mean/std → Fashion-MNIST's 0.2860 / 0.3530). INVALID_ARGUMENT for a std that is
-// not finite and > 0, a non-finite mean, or an unknown kind.
-absl::StatusOr<v1::Preprocessing> ResolvePreprocessing(const v1::Preprocessing& p);
+// The preprocessing with its defaults resolved (data/preprocessing.h).
+using data::ResolvePreprocessing;
 
 // A copy of `raw` with `p` applied (p resolved first).
 absl::StatusOr<data::Dataset> ApplyPreprocessing(const data::Dataset& raw,

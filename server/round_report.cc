@@ -7,20 +7,10 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "data/idx_reader.h"
+#include "data/preprocessing.h"
 #include "server/job_config.h"
 
 namespace fedge::server {
-namespace {
-
-// Pixels arrive in [0, 1] from the IDX reader; the job may standardize them.
-void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
-  if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
-    data::Standardize(d, static_cast<float>(p.has_mean() ? p.mean() : data::kFashionMnistMean),
-                      static_cast<float>(p.has_std() ? p.std() : data::kFashionMnistStd));
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
     const v1::JobConfig& config) {
@@ -42,7 +32,7 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
     for (int i = 0; i < e.max_examples(); ++i) first[i] = i;
     test = data::Subset(test, first);
   }
-  Preprocess(config.preprocessing(), test);
+  FEDGE_RETURN_IF_ERROR(data::Preprocess(config.preprocessing(), test));
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 

@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "data/idx_reader.h"
 #include "data/partition.h"
+#include "data/preprocessing.h"
 #include "sim/device_model.h"
 
 namespace fedge::sim {
@@ -20,12 +21,6 @@ constexpr uint64_t kCentreStream = 0x73796e7468000001ULL;
 constexpr uint64_t kClientStream = 0x73796e7468000002ULL;
 constexpr uint64_t kTestStream = 0x73796e7468000003ULL;
 constexpr int kMaxDirichletGroups = 100;
-
-void Preprocess(const v1::Preprocessing& p, data::Dataset& d) {
-  if (p.kind() == v1::Preprocessing::KIND_STANDARDIZE) {
-    data::Standardize(d, static_cast<float>(p.mean()), static_cast<float>(p.std()));
-  }
-}
 
 class FashionMnistSource final : public ClientDataSource {
  public:
@@ -135,8 +130,8 @@ data::ClientIndices SplitGroups(data::ClientIndices group_lists, int parts) {
 absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::SimConfig& config) {
   const v1::FashionMnistData& f = config.data().fashion_mnist();
   FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist(f.dir()));
-  Preprocess(config.job().preprocessing(), fm.train);
-  Preprocess(config.job().preprocessing(), fm.test);
+  FEDGE_RETURN_IF_ERROR(data::Preprocess(config.job().preprocessing(), fm.train));
+  FEDGE_RETURN_IF_ERROR(data::Preprocess(config.job().preprocessing(), fm.test));
   if (f.test_examples() > 0 && f.test_examples() < fm.test.num_examples) {
     std::vector<int> first(static_cast<size_t>(f.test_examples()));
     for (int i = 0; i < f.test_examples(); ++i) first[static_cast<size_t>(i)] = i;
