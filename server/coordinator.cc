@@ -142,7 +142,9 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
   if (job_ == nullptr || !job_->round.has_value()) return std::nullopt;
   Round& round = *job_->round;
   if (!round.waiting.contains(client_id)) return std::nullopt;
-  if (round.secure != nullptr && round.secure->Joined(client_id)) return std::nullopt;
+  if (round.secure != nullptr && (job_->unmasking || round.secure->Joined(client_id))) {
+    return std::nullopt;
+  }
   ClientTask& ct = round.tasks[client_id];
   RoundPlanner::TaskContext context;
   context.job_id = job_->id;
@@ -414,6 +416,15 @@ absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
         "Coordinator: round ", round.number, " does not use secure aggregation"));
   }
   v1::SecAggStepResponse response;
+  if (job_->unmasking) {
+    // The session is being unmasked: a poll is answered later; a message is too late.
+    if (request.step_case() != v1::SecAggStepRequest::kPoll) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "Coordinator: round ", round.number, " is unmasking; the message came too late"));
+    }
+    response.set_retry_after_ms(200);
+    return response;
+  }
   if (request.step_case() == v1::SecAggStepRequest::kPoll) {
     return round.secure->Poll(id, request.poll());
   }
@@ -449,14 +460,28 @@ absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
   return response;
 }
 
-absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
+absl::Status Coordinator::AdvanceSecureRound(absl::Time now, bool unmask) {
   if (job_ == nullptr || !job_->round.has_value() || job_->round->secure == nullptr) {
     return absl::OkStatus();
   }
   Job& job = *job_;
   Round& round = *job.round;
   SecureRound& secure = *round.secure;
-  absl::StatusOr<bool> finished = secure.Advance(now, options_.liveness_timeout, round.waiting);
+  absl::StatusOr<bool> finished =
+      secure.Advance(now, options_.liveness_timeout, round.waiting, /*unmask=*/false);
+  if (finished.ok() && !*finished && unmask && secure.UnmaskDue(now, round.waiting)) {
+    // Unmasking reconstructs every dropout's mask: costly at scale. It runs without the
+    // lock; meanwhile the round's SecureRound is left alone (job.unmasking) and other
+    // calls are answered.
+    absl::flat_hash_set<std::string> waiting = round.waiting;
+    job.unmasking = true;
+    mu_.Unlock();
+    finished = secure.Advance(now, options_.liveness_timeout, waiting, /*unmask=*/true);
+    mu_.Lock();
+    job.unmasking = false;
+    task_cv_.SignalAll();
+    round.waiting = std::move(waiting);
+  }
   if (!finished.ok()) {
     FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number
                        << ": secure aggregation released nothing: " << finished.status().message();
@@ -526,7 +551,7 @@ absl::Status Coordinator::StopJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   // A round being completed outside the lock finishes first.
   auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return job_ == nullptr || !job_->completing;
+    return job_ == nullptr || (!job_->completing && !job_->unmasking);
   };
   mu_.Await(absl::Condition(&settled));
   if (job_ == nullptr || job_->id != job_id) {
@@ -602,7 +627,7 @@ std::optional<std::string> Coordinator::running_job() const {
 absl::Status Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
-  if (job_ == nullptr || job_->completing) return absl::OkStatus();
+  if (job_ == nullptr || job_->completing || job_->unmasking) return absl::OkStatus();
   if (!job_->round.has_value()) return MaybeOpenRound(now);
   Round& round = *job_->round;
   // Sampled clients that went silent are dropped.
@@ -614,7 +639,7 @@ absl::Status Coordinator::Tick() {
     }
   }
   if (round.secure != nullptr) {
-    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now));
+    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now, /*unmask=*/true));
     if (job_->round.has_value() && job_->round->waiting.empty()) return CloseRound(now);
     return absl::OkStatus();
   }

@@ -54,8 +54,8 @@
 // their own; the round's state is under one mutex, which a transport's long-poll waits on
 // as a condition (AwaitTask). A closed round is completed without that mutex: once nobody
 // is waiting in it, its aggregation, noise, server step, evaluation and commit run unlocked
-// while other calls are answered (Tick and StopJob wait for it). Secure aggregation's
-// unmasking still runs under the mutex.
+// while other calls are answered (Tick and StopJob wait for it). So does a secure round's
+// unmasking (from Tick; devices polling meanwhile are told to retry).
 #ifndef FEDGE_SERVER_COORDINATOR_H_
 #define FEDGE_SERVER_COORDINATOR_H_
 
@@ -251,6 +251,9 @@ class Coordinator {
     // CompleteRound is aggregating, evaluating and committing the closed round without the
     // lock: Tick does nothing and StopJob waits until it is done.
     bool completing = false;
+    // The secure round's unmasking runs without the lock (AdvanceSecureRound from Tick):
+    // the round's SecureRound is not touched meanwhile.
+    bool unmasking = false;
     v1::RoundMetrics latest_metrics;
   };
 
@@ -272,7 +275,9 @@ class Coordinator {
   void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Closes every secure-aggregation phase that is complete or timed out; when the protocol
   // finishes, the released sum becomes the round's one aggregated update.
-  absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // With `unmask` (Tick only), the unmasking phase too, without the lock.
+  absl::Status AdvanceSecureRound(absl::Time now, bool unmask = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Credentials, job, open round, not yet answered, sampled, task id.
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -89,8 +89,15 @@ class SecureRound final {
   // `phase_timeout` after each close); clients that missed a phase leave `waiting` (they
   // are dropouts). True once the sum is released; a protocol failure (fewer than t) is
   // returned and empties `waiting`, and nothing is released.
+  // With `unmask` false it stops before closing the unmasking phase (the costly step: the
+  // caller runs it apart, see UnmaskDue).
   absl::StatusOr<bool> Advance(absl::Time now, absl::Duration phase_timeout,
-                               absl::flat_hash_set<std::string>& waiting);
+                               absl::flat_hash_set<std::string>& waiting, bool unmask = true);
+  // Whether the unmasking phase is ready to close (every client in `waiting` sent its
+  // shares, or its deadline passed).
+  bool UnmaskDue(absl::Time now, const absl::flat_hash_set<std::string>& waiting) const {
+    return phase_ == 3 && (PhaseComplete(waiting) || now >= phase_deadline_);
+  }
   void set_phase_deadline(absl::Time t) { phase_deadline_ = t; }
   // After kFinished: the survivors' mean in the shapes of `model` (one update of weight
   // |U3|), and the count coordinate divided by the clip norm (adaptive clipping's noised
