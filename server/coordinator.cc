@@ -335,6 +335,13 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   if (status.ok()) status = round.intake->Add(std::move(update));
   // A bad update drops this client from the round, never the round.
   if (!status.ok()) return DropRejected(id, std::move(status));
+  RecordAccepted(header, payload_bytes, round, ct);
+  return absl::OkStatus();
+}
+
+void Coordinator::RecordAccepted(const v1::UpdateHeader& header, int64_t payload_bytes,
+                                 Round& round, ClientTask& ct) {
+  const std::string& id = header.client_id();
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
   ct.metrics.set_bytes_up(payload_bytes);
   ct.metrics.set_num_examples(header.num_examples());
@@ -365,7 +372,6 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     round.eval_examples += eval_examples;
     ++round.clients_evaluated;
   }
-  return absl::OkStatus();
 }
 
 absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
@@ -774,36 +780,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   job.completing = true;
   aggregation::ModelWeights next;
   mu_.Unlock();
-  const absl::Status done = [&]() -> absl::Status {
-    FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
-    FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
-                                             static_cast<int64_t>(participants.size()), delta, &m));
-    next = job.weights;
-    FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
-    if (job.strategy->KeepsClientUpdates()) {
-      std::vector<const aggregation::Update*> kept;
-      for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
-      FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
-    }
-    m.set_aggregation_seconds(Seconds(t0));
-    aggregation::DeviceEvaluation devices;
-    devices.clients = round.clients_evaluated;
-    devices.examples = round.eval_examples;
-    devices.correct = round.eval_correct_sum;
-    devices.model_round = round.number - 1;
-    job.strategy->ReportRound(devices, &m);
-    const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
-    FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
-    for (const auto& [client, tier] : clients) RoundReport::AddClient(client, tier, &m);
-    if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
-    m.set_closed_unix_ms(UnixMs(now));
-    m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
-    FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(job.id, m, model, job.config.keep_checkpoints(),
-                                              participants,
-                                              [&] { return job.strategy->SerializeState(); }));
-    registry_.CountParticipation(participants);
-    return absl::OkStatus();
-  }();
+  const absl::Status done = AggregateEvaluateCommit(job, round, now, t0, clients, participants, next);
   mu_.Lock();
   job.completing = false;
   task_cv_.SignalAll();
@@ -816,18 +793,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     job.round.reset();
     return done;
   }
-  if (m.has_fed_cg()) {
-    FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
-                    << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
-                    << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()
-                    << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
-                    << m.fed_cg().last_kl() << ", synthetic accuracy "
-                    << m.fed_cg().synthetic_accuracy();
-  } else {
-    FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " done: "
-                    << m.participants() << "/" << m.sampled() << " clients, test accuracy "
-                    << m.test_accuracy() << ", loss " << m.test_loss();
-  }
+  LogRoundDone(job.id, m);
   job.weights = std::move(next);
   job.completed_rounds = round.number;
   job.latest_metrics = m;
@@ -835,6 +801,56 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   job.round.reset();
   if (job.completed_rounds >= job.config.rounds()) return FinishJob("");
   return absl::OkStatus();
+}
+
+absl::Status Coordinator::AggregateEvaluateCommit(
+    Job& job, Round& round, absl::Time now, std::chrono::steady_clock::time_point t0,
+    const std::vector<std::pair<v1::ClientRoundMetrics, int>>& clients,
+    const std::vector<std::string>& participants, aggregation::ModelWeights& next) {
+  v1::RoundMetrics& m = round.metrics;
+  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
+  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
+                                           static_cast<int64_t>(participants.size()), delta, &m));
+  next = job.weights;
+  FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
+  if (job.strategy->KeepsClientUpdates()) {
+    std::vector<const aggregation::Update*> kept;
+    for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
+    FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
+  }
+  m.set_aggregation_seconds(Seconds(t0));
+  aggregation::DeviceEvaluation devices;
+  devices.clients = round.clients_evaluated;
+  devices.examples = round.eval_examples;
+  devices.correct = round.eval_correct_sum;
+  devices.model_round = round.number - 1;
+  job.strategy->ReportRound(devices, &m);
+  const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
+  FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
+  for (const auto& [client, tier] : clients) RoundReport::AddClient(client, tier, &m);
+  if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
+  m.set_closed_unix_ms(UnixMs(now));
+  m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
+  FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(job.id, m, model, job.config.keep_checkpoints(),
+                                            participants,
+                                            [&] { return job.strategy->SerializeState(); }));
+  registry_.CountParticipation(participants);
+  return absl::OkStatus();
+}
+
+void Coordinator::LogRoundDone(const std::string& job_id, const v1::RoundMetrics& m) {
+  if (m.has_fed_cg()) {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
+                    << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()
+                    << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
+                    << m.fed_cg().last_kl() << ", synthetic accuracy "
+                    << m.fed_cg().synthetic_accuracy();
+  } else {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, test accuracy "
+                    << m.test_accuracy() << ", loss " << m.test_loss();
+  }
 }
 
 absl::Status Coordinator::FinishJob(const std::string& message) {

@@ -60,6 +60,7 @@
 #define FEDGE_SERVER_COORDINATOR_H_
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -265,6 +266,17 @@ class Coordinator {
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // CompleteRound's work without the lock: the aggregate, DP noise, the strategy's step,
+  // evaluation, the round's figures and the ledger's commit; the new model into `next`.
+  absl::Status AggregateEvaluateCommit(
+      Job& job, Round& round, absl::Time now, std::chrono::steady_clock::time_point t0,
+      const std::vector<std::pair<v1::ClientRoundMetrics, int>>& clients,
+      const std::vector<std::string>& participants, aggregation::ModelWeights& next);
+  static void LogRoundDone(const std::string& job_id, const v1::RoundMetrics& m);
+  // An accepted update's figures: the client's, the round's sums, the reported norm for
+  // adaptive clipping, the device's own evaluation.
+  void RecordAccepted(const v1::UpdateHeader& header, int64_t payload_bytes, Round& round,
+                      ClientTask& ct) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Accumulates the round's held updates; one that fails to (not expected) is rejected.
   void FlushIntake(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as `state` with `message`, recording it in the ledger.
