@@ -54,14 +54,16 @@ class CoordinatorSubModelTest : public ::testing::Test {
     o.clock = &clock_;
     o.enrollment_token = kToken;
     o.evaluation_data = eval_;
+    o.accept_requested_client_ids = true;  // Enroll(..., id): reproducible per-client draws
     auto c = Coordinator::Create(o, nullptr);
     EXPECT_THAT(c, IsOk());
     return std::move(c).value();
   }
 
-  Device Enroll(Coordinator& c, int64_t budget, uint64_t seed) {
+  Device Enroll(Coordinator& c, int64_t budget, uint64_t seed, const std::string& id = "") {
     v1::RegisterRequest r;
     r.set_enrollment_token(kToken);
+    r.set_previous_client_id(id);
     r.mutable_profile()->set_num_examples(64);
     r.mutable_profile()->set_memory_budget_bytes(budget);
     auto resp = c.Register(r);
@@ -314,7 +316,8 @@ TEST_F(CoordinatorSubModelTest, RandomSubsetsDifferPerClientAndScatterBack) {
   cfg.mutable_sub_models()->set_extraction(v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET);
   cfg.mutable_sub_models()->set_seed(7);
   auto c = Make();
-  std::vector<Device> d = {Enroll(*c, 1 * kMiB, 1), Enroll(*c, 1 * kMiB, 2)};
+  // Named devices: their subsets, drawn from (seed, id, round), are the same in every run.
+  std::vector<Device> d = {Enroll(*c, 1 * kMiB, 1, "dev-a"), Enroll(*c, 1 * kMiB, 2, "dev-b")};
   auto job = c->StartJob(cfg);
   ASSERT_THAT(job, IsOk());
   auto before = c->ExportModel(*job);
@@ -346,7 +349,7 @@ TEST_F(CoordinatorSubModelTest, RandomSubsetsDifferPerClientAndScatterBack) {
   const std::vector<int> rows0 = rows_of(*tasks[0].model), rows1 = rows_of(*tasks[1].model);
   ASSERT_EQ(rows0.size(), 4u);
   ASSERT_EQ(rows1.size(), 4u);
-  EXPECT_NE(rows0, rows1);  // (same rows for both: probability 1/1820)
+  EXPECT_NE(rows0, rows1);
   // Δ = 1 from client 0 only: exactly its rows of fc1.weight move by 1.
   v1::ModelProto delta = *tasks[0].model;
   for (v1::TensorProto& p : *delta.mutable_parameters()) {
