@@ -86,8 +86,11 @@ done
 
 CLIENT_FLAGS=(--coordinator "$ADDR" --insecure --enrollment-token-file "$DIR/token"
               --fetch-wait-seconds 1)
-run_arm "${CLIENT_FLAGS[@]}" --shard "$DIR/shards/client-00000.shard" --state-dir "$DIR/arm" \
-  --seed 1 > "$DIR/client-aarch64.log" 2>&1 &
+# exec: the background job is qemu itself, so that cleanup's kill reaches it (a
+# function run in the background is a subshell whose child would outlive the kill).
+(exec env -u QEMU_LD_PREFIX "$QEMU" "$ARM_CLIENT" "${CLIENT_FLAGS[@]}" \
+  --shard "$DIR/shards/client-00000.shard" --state-dir "$DIR/arm" --seed 1) \
+  > "$DIR/client-aarch64.log" 2>&1 &
 PIDS+=($!)
 "$BIN/fedge-client" "${CLIENT_FLAGS[@]}" --shard "$DIR/shards/client-00001.shard" \
   --state-dir "$DIR/x86" --seed 2 > "$DIR/client-x86_64.log" 2>&1 &
