@@ -42,6 +42,13 @@ inline int PoolOutputSize(int size, int kernel, int stride) {
   return (size - kernel) / stride + 1;
 }
 
+// The geometry of `kernel` × `kernel` windows at `stride` over height × width × channels.
+inline PoolGeometry MakePoolGeometry(int height, int width, int channels, int kernel,
+                                     int stride) {
+  return {height, width, channels, kernel, stride, PoolOutputSize(height, kernel, stride),
+          PoolOutputSize(width, kernel, stride)};
+}
+
 // x [batch, input], y [batch, output], dense. REQUIRES: no array overlaps another.
 void MaxPoolForward(const PoolGeometry& g, const float* x, int batch, float* y,
                     Isa isa = BestIsa());

@@ -181,9 +181,7 @@ class MaxPool2d final : public Layer {
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
 
  private:
-  kernels::PoolGeometry Geometry() const { return {h_, w_, c_, k_, stride_, oh_, ow_}; }
-
-  int h_, w_, c_, k_, stride_, oh_, ow_;
+  const kernels::PoolGeometry geometry_;
 };
 
 // NHWC average pooling over kernel × kernel windows (no padding; rows and columns that no
@@ -195,9 +193,7 @@ class AvgPool2d final : public Layer {
   void Backward(const float* x, const float* y, const float* dy, int batch, float* dx) override;
 
  private:
-  kernels::PoolGeometry Geometry() const { return {h_, w_, c_, k_, stride_, oh_, ow_}; }
-
-  int h_, w_, c_, k_, stride_, oh_, ow_;
+  const kernels::PoolGeometry geometry_;
 };
 
 // y = 1 / (1 + e^−x); backward from y: dx = dy · y · (1 − y).
