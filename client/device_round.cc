@@ -11,6 +11,7 @@
 #include "client/fedcg_trainer.h"
 #include "client/memory_budget.h"
 #include "client/preprocessing.h"
+#include "client/secagg_device.h"
 #include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/sequential.h"
@@ -168,6 +169,28 @@ absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& t, const LocalU
   }
   out.payload = std::move(encoded.bytes);
   return out;
+}
+
+absl::StatusOr<int64_t> SendUpdate(const v1::TaskHeader& task, const LocalUpdate& update,
+                                   absl::string_view client_id, const SendOptions& options,
+                                   DeviceLink& link) {
+  if (task.secure_aggregation().num_participants() > 0) {
+    SecAggDevice::Options o;
+    if (options.noise_seed.has_value()) {
+      o.noise_seed = DeviceNoiseSeed(*options.noise_seed, task, client_id);
+    }
+    o.peak_rss_bytes = options.peak_rss_bytes;
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<SecAggDevice> device,
+                           SecAggDevice::Create(task, update, o));
+    return RunSecureAggregation(*device, task, link);
+  }
+  // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
+  FEDGE_ASSIGN_OR_RETURN(
+      EncodedUpdate encoded,
+      EncodeUpdate(task, update, client_id, DeviceRoundSeeds(task, client_id).update_encoding));
+  encoded.header.mutable_metrics()->set_peak_rss_bytes(options.peak_rss_bytes);
+  FEDGE_RETURN_IF_ERROR(link.Upload(task, encoded));
+  return static_cast<int64_t>(encoded.payload.size());
 }
 
 v1::UpdateHeader DeclineHeader(const v1::TaskHeader& task, absl::string_view client_id,

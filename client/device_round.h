@@ -8,9 +8,9 @@
 //   const RoundSeeds seeds = DeviceRoundSeeds(task.header, client_id);
 //   FEDGE_ASSIGN_OR_RETURN(LocalUpdate u, TrainTask(task.header, task.model, teacher, local_data,
 //                                                   seeds.shuffle, cancelled));
-//   FEDGE_ASSIGN_OR_RETURN(EncodedUpdate up,
-//                          EncodeUpdate(task.header, u, client_id, seeds.update_encoding));
-//   // the transport adds its credentials (session token) and sends up.header + up.payload
+//   FEDGE_ASSIGN_OR_RETURN(int64_t bytes_up, SendUpdate(task.header, u, client_id, {}, link));
+//   // over the device's link (device_link.h): encoded and uploaded, or through the round's
+//   // secure-aggregation session (secagg_device.h)
 //
 // Steps:
 //   - AdmitTask: the task's model (and teacher) as the payload must fill them, the payload's
@@ -27,6 +27,8 @@
 //     ids, manifest, byte count, example count and the metrics the coordinator records
 //     (loss, accuracy, steps, seconds, Δ's norm before clipping for adaptive clipping, FedCG's
 //     evaluation). The transport adds the session token and, on a device, its peak RSS.
+//   - SendUpdate: the update leaves the device: EncodeUpdate and DeviceLink::Upload, or, in a
+//     secure-aggregation round, the four-phase protocol (SecAggDevice, RunSecureAggregation).
 //
 // Thread safety: the functions are pure (no shared state); callers may run several devices'
 // rounds at once.
@@ -41,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "client/device_link.h"
 #include "client/local_trainer.h"
 #include "data/dataset.h"
 #include "proto/coordinator.pb.h"
@@ -104,6 +107,22 @@ struct EncodedUpdate {
 // encoded (model/payload.h).
 absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& task, const LocalUpdate& update,
                                            absl::string_view client_id, uint64_t encoding_seed);
+
+// How the update leaves the device (SendUpdate).
+struct SendOptions {
+  // Reproducible simulations and tests only: seeds the distributed-DP noise share of a
+  // secure-aggregation round (DeviceNoiseSeed(*noise_seed, task, client id)) instead of the
+  // CSPRNG. Noise others can predict gives no privacy.
+  std::optional<uint64_t> noise_seed;
+  int64_t peak_rss_bytes = 0;  // reported with the update
+};
+// Sends `update`, the device's answer to `task`, over `link`: in a secure-aggregation round
+// (task.secure_aggregation) through the protocol (RunSecureAggregation), else encoded
+// (EncodeUpdate, stochastic rounding seeded from DeviceRoundSeeds) and uploaded. Returns the
+// bytes sent. Errors: EncodeUpdate's, SecAggDevice's and the link's.
+absl::StatusOr<int64_t> SendUpdate(const v1::TaskHeader& task, const LocalUpdate& update,
+                                   absl::string_view client_id, const SendOptions& options,
+                                   DeviceLink& link);
 
 // The header of a device's refusal of its task (UpdateHeader.refusal: `reason`, cut to the
 // 256 bytes the coordinator keeps), without the session token.

@@ -474,7 +474,7 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now, bool unmask) {
   Round& round = *job.round;
   SecureRound& secure = *round.secure;
   absl::StatusOr<bool> finished =
-      secure.Advance(now, options_.liveness_timeout, round.waiting, /*unmask=*/false);
+      secure.Advance(now, SecurePhaseTimeout(), round.waiting, /*unmask=*/false);
   if (finished.ok() && !*finished && unmask && secure.UnmaskDue(now, round.waiting)) {
     // Unmasking reconstructs every dropout's mask: costly at scale. It runs without the
     // lock; meanwhile the round's SecureRound is left alone (job.unmasking) and other
@@ -482,7 +482,7 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now, bool unmask) {
     absl::flat_hash_set<std::string> waiting = round.waiting;
     job.unmasking = true;
     mu_.Unlock();
-    finished = secure.Advance(now, options_.liveness_timeout, waiting, /*unmask=*/true);
+    finished = secure.Advance(now, SecurePhaseTimeout(), waiting, /*unmask=*/true);
     mu_.Lock();
     job.unmasking = false;
     task_cv_.SignalAll();

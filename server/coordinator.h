@@ -106,6 +106,9 @@ struct CoordinatorOptions {
   // A client that has not called FetchTask for this long is not sampled, and a sampled
   // client that goes quiet this long is dropped from the round.
   absl::Duration liveness_timeout = absl::Seconds(60);
+  // How long a secure-aggregation phase waits for the devices still in it after the
+  // previous phase's deadline. Zero: liveness_timeout.
+  absl::Duration secure_aggregation_phase_timeout = absl::ZeroDuration();
   int aggregation_threads = 1;
   // Accepted updates are validated on arrival and held until `aggregation_batch` of them
   // (or `aggregation_batch_bytes` of their values) are there, then accumulated in one pass
@@ -302,6 +305,11 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Duration SecurePhaseTimeout() const {
+    return options_.secure_aggregation_phase_timeout > absl::ZeroDuration()
+               ? options_.secure_aggregation_phase_timeout
+               : options_.liveness_timeout;
+  }
 
   const CoordinatorOptions options_;
   base::Clock& clock_;

@@ -100,6 +100,14 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
           : std::string();
   const std::string declined =
       r.declined > 0 ? absl::StrCat(",\"declined\":", r.declined) : std::string();
+  // Secure-aggregation rounds: who took part in each phase, and the released sum's check.
+  const std::string secagg =
+      r.secure_aggregation
+          ? absl::StrCat(",\"secagg_advertised\":", r.secagg_advertised, ",\"secagg_shared\":",
+                         r.secagg_shared, ",\"secagg_masked\":", r.secagg_masked,
+                         ",\"secagg_unmasked_by\":", r.secagg_unmasked_by,
+                         ",\"secagg_sum_checked\":", r.secagg_sum_checked ? "true" : "false")
+          : std::string();
   return absl::StrCat(
       "{\"round\":", r.round, ",\"attempts\":", r.attempts,
       ",\"virtual_time_s\":", Num(r.virtual_time_s), ",\"round_virtual_s\":", Num(r.round_virtual_s),
@@ -110,7 +118,7 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
       ",\"participants\":", r.participants, ",\"dropped\":", r.dropped,
       ",\"offline\":", r.offline, ",\"dropouts\":", r.dropouts, ",\"stragglers\":", r.stragglers,
       ",\"examples\":", r.examples, ",\"bytes_up\":", r.bytes_up, ",\"bytes_down\":", r.bytes_down,
-      ",\"epsilon\":", Num(r.epsilon), dp, declined, fed_cg, "}");
+      ",\"epsilon\":", Num(r.epsilon), dp, declined, secagg, fed_cg, "}");
 }
 
 absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
@@ -166,6 +174,11 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "dp_unclipped_fraction") r.dp_unclipped_fraction = v;
     else if (key == "dp_next_clip_norm") r.dp_next_clip_norm = v;
     else if (key == "declined") r.declined = i32;
+    else if (key == "secagg_advertised") r.secure_aggregation = true, r.secagg_advertised = i32;
+    else if (key == "secagg_shared") r.secagg_shared = i32;
+    else if (key == "secagg_masked") r.secagg_masked = i32;
+    else if (key == "secagg_unmasked_by") r.secagg_unmasked_by = i32;
+    else if (key == "secagg_sum_checked") r.secagg_sum_checked = v != 0;
   }
   if (!has_round) return absl::InvalidArgumentError("Metrics: no \"round\" in the line");
   return r;

@@ -236,13 +236,6 @@ absl::StatusOr<v1::SimConfig> ValidateSimConfig(const v1::SimConfig& config) {
               absl::StrCat("(", sel.clients_per_round(), ") exceeds population (",
                            c.population(), ")"));
       }
-      if (c.job().privacy().secure_aggregation_threshold() > 0) {
-        // The simulator hands updates to the coordinator in the clear (SubmitUpdate); the
-        // four-phase protocol runs over gRPC only (tests/grpc_secagg_test, examples/fleet).
-        p.Add("job.privacy.secure_aggregation_threshold",
-              "secure aggregation is not simulated: fedge-sim sends updates in the clear; "
-              "simulate central DP (clip_norm, noise_multiplier) instead");
-      }
       if (c.job().round_policy().quorum() > c.population() && c.population() > 0) {
         p.Add("job.round_policy.quorum", absl::StrCat("(", c.job().round_policy().quorum(),
                                                       ") exceeds population (", c.population(), ")"));

@@ -89,16 +89,13 @@ TEST(SimConfigTest, MissingJobIsNamed) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("job is required")));
 }
 
-TEST(SimConfigTest, SecureAggregationIsRefusedAsNotSimulated) {
+TEST(SimConfigTest, SecureAggregationIsSimulated) {
   absl::StatusOr<v1::SimConfig> parsed = ParseSimConfig(std::string(kJob) + kSynthetic);
   ASSERT_THAT(parsed, IsOk());
   parsed->mutable_job()->mutable_privacy()->set_clip_norm(1.0);
   parsed->mutable_job()->mutable_privacy()->set_secure_aggregation_threshold(2);
   parsed->mutable_job()->mutable_round_policy()->set_quorum(2);
-  EXPECT_THAT(ValidateSimConfig(*parsed),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       AllOf(HasSubstr("job.privacy.secure_aggregation_threshold"),
-                             HasSubstr("not simulated"))));
+  EXPECT_THAT(ValidateSimConfig(*parsed), IsOk());
 }
 
 constexpr char kFedCgJob[] = R"pb(

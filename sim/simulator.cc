@@ -34,6 +34,8 @@ namespace {
 constexpr char kEnrollmentToken[] = "fedge-sim";
 constexpr uint64_t kAvailabilityStream = 0x6176616900000001ULL;
 constexpr uint64_t kDropoutStream = 0x64726f7000000001ULL;
+// Secure aggregation: the phase a dropping device drops at.
+constexpr uint64_t kDropoutPhaseStream = 0x64726f7000000002ULL;
 constexpr int kMaxFailedAttempts = 100;
 
 int64_t NowNs() {
@@ -437,6 +439,7 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
   copts.evaluation_data = sim->data_->TestData();
   copts.accept_requested_client_ids = true;       // "v00000042": see RegisterPopulation
   copts.dp_noise_seed = sim->config_.seed();      // DP noise reproducible from the seed
+  copts.secure_aggregation_phase_timeout = kSecAggPhaseTimeout;
   FEDGE_ASSIGN_OR_RETURN(sim->coordinator_, server::Coordinator::Create(copts, nullptr));
   FEDGE_RETURN_IF_ERROR(sim->RegisterPopulation());
   FEDGE_ASSIGN_OR_RETURN(sim->job_id_, sim->coordinator_->StartJob(sim->config_.job()));
@@ -567,8 +570,16 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     run.finish_s = VirtualRoundSeconds(device, down, up,
                                        ExamplesTrained(t.header, data_->NumExamples(run.client)));
     run.dropout = base::Rng(dropout_seed, static_cast<uint64_t>(run.client)).Uniform() < device.dropout;
+    if (run.dropout && t.header.has_secure_aggregation()) {
+      // It drops at a phase drawn from the four: before its keys (it never trains), or
+      // before a later message (it trains and sends its keys).
+      run.secagg_drop_phase = static_cast<int>(
+          base::Rng(MixSeed(dropout_seed, kDropoutPhaseStream), static_cast<uint64_t>(run.client))
+              .UniformInt(4));
+      run.dropout = run.secagg_drop_phase == 0;
+    }
     run.straggler = !run.dropout && deadline > 0 && run.finish_s >= deadline;
-    dropouts += run.dropout;
+    dropouts += run.dropout || run.secagg_drop_phase > 0;
     stragglers += run.straggler;
     if (!run.dropout && !run.straggler) training.push_back(&run);
   }
@@ -577,6 +588,8 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     return a->finish_s != b->finish_s ? a->finish_s < b->finish_s : a->client < b->client;
   });
   FEDGE_RETURN_IF_ERROR(TrainAndSubmit(training, opened));
+  const bool secure = !runs.empty() && runs.front().task.header.has_secure_aggregation();
+  if (secure) FEDGE_RETURN_IF_ERROR(RunSecurePhases(training, opened));
 
   // Close: when the last survivor is in, or at the deadline.
   double last = 0;
@@ -622,6 +635,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.dp_unclipped_fraction = m.dp_unclipped_fraction();
     rep.dp_next_clip_norm = m.dp_next_clip_norm();
     rep.declined = declined;
+    if (secure) FEDGE_RETURN_IF_ERROR(CheckReleasedSum(training, m.secure_aggregation(), rep));
     if (m.has_fed_cg()) {
       rep.fed_cg = true;
       rep.fedcg_reported_accuracy = m.fed_cg().client_accuracy();
@@ -661,7 +675,6 @@ absl::StatusOr<double> Simulator::FedCgClientAccuracy(const std::vector<ClientRu
 absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened) {
   const size_t n = runs.size();
   if (n == 0) return absl::OkStatus();
-  const int64_t round = runs.front()->task.header.round();
   const size_t ranks = static_cast<size_t>(this->ranks());
   std::vector<std::vector<TrainingJob>> shares(ranks);  // update i is trained by rank i mod P
   for (size_t i = 0; i < n; ++i) {
@@ -700,7 +713,7 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
                                        update.status().message()));
     }
     AdvanceTo(opened + absl::Seconds(runs[i]->finish_s));
-    return Submit(*runs[i], *update);
+    return Submit(*runs[i], *std::move(update));
   };
   // Updates next .. end-1 all belong to other ranks: take them in order.
   size_t next = 0;
@@ -726,17 +739,16 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
   return submit_remote_until(n);
 }
 
-absl::Status Simulator::Submit(const ClientRun& run, const client::LocalUpdate& update) {
-  const v1::TaskHeader& task = run.task.header;
-  const std::string id = ClientId(run.client);
-  FEDGE_ASSIGN_OR_RETURN(
-      client::EncodedUpdate up,
-      client::EncodeUpdate(task, update, id, client::DeviceRoundSeeds(task, id).update_encoding));
-  up.header.set_session_token(Token(run.client));
+CoordinatorLink Simulator::LinkOf(int64_t client) const {
+  return CoordinatorLink(*coordinator_, ClientId(client), Token(client), &on_upload_);
+}
+
+absl::Status Simulator::Submit(ClientRun& run, client::LocalUpdate update) {
   // The virtual training time, not the host's: metrics must not depend on the machine.
-  up.header.mutable_metrics()->set_train_seconds(run.finish_s);
-  if (on_upload_) on_upload_(up.header, up.payload);
-  return coordinator_->SubmitPayload(up.header, up.payload);
+  update.seconds = run.finish_s;
+  if (run.task.header.has_secure_aggregation()) return StartSecureAggregation(run, update);
+  CoordinatorLink link = LinkOf(run.client);
+  return client::SendUpdate(run.task.header, update, ClientId(run.client), {}, link).status();
 }
 
 absl::Status Simulator::Deliver(server::TaskAssignment task, DecodedModels& decoded,
@@ -753,11 +765,10 @@ absl::Status Simulator::Deliver(server::TaskAssignment task, DecodedModels& deco
   run.bytes_down = sent.header.total_bytes();
   if (absl::IsResourceExhausted(admitted.status())) {
     // Over the device's budget: it declines, as a fleet device does.
-    v1::UpdateHeader h =
-        client::DeclineHeader(sent.header, id, admitted.status().message());
-    h.set_session_token(Token(run.client));
     run.declined = true;
-    return coordinator_->DeclineTask(h);
+    CoordinatorLink link = LinkOf(run.client);
+    return link.Decline(sent.header,
+                        client::DeclineHeader(sent.header, id, admitted.status().message()));
   }
   if (!admitted.ok()) {
     return absl::Status(admitted.status().code(),

@@ -3,8 +3,9 @@
 // server::Coordinator the gRPC service drives, sends every task through the same
 // server::TaskPayloadEncoder, and runs the device round the device runtime runs
 // (client/device_round.h: admission against the memory budget, decoding as sent, training,
-// the update's encoding and header), so what is simulated is what ships. Secure
-// aggregation is not simulated yet (ValidateSimConfig refuses it).
+// the update's encoding and header, sent over a client::DeviceLink into the coordinator,
+// sim/coordinator_link.h), so what is simulated is what ships, secure aggregation included
+// (below).
 //
 //   FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, LoadSimConfigFile(path));
 //   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Simulator> sim, Simulator::Create(config, {}));
@@ -38,6 +39,21 @@
 //      sampled answered; otherwise to the deadline, where Tick closes it with what it has, as
 //      the real coordinator does. Below quorum the coordinator fails the round and the next
 //      Tick retries it with a new sample (attempt + 1).
+// Secure aggregation (job.privacy.secure_aggregation_threshold > 0; SecAgg or SecAgg+, with
+// distributed DP when the job has a noise multiplier): every virtual device runs the device
+// side of the protocol (client::SecAggDevice, what fedge-client runs), phase by phase through
+// its link: its keys at its finish time (step 4), then the shares, the masked input and the
+// unmasking shares, each phase when the previous one closed. A device that drops out (its
+// dropout probability) drops at a phase drawn uniformly from the four: before its keys (it
+// never trains), or before its shares, masked input or unmasking shares. A phase some device
+// missed closes at its deadline (CoordinatorOptions.secure_aggregation_phase_timeout,
+// kSecAggPhaseTimeout of virtual time after the previous one), and the unmasking runs from
+// Tick as on a real coordinator. The devices' noise shares are seeded from the config's seed
+// (client::DeviceNoiseSeed; a fleet device draws them from its CSPRNG). After each completed
+// round the simulator checks the coordinator's released sum against the plain sum of the
+// fixed-point inputs of the devices whose masked input it took (their digests, RoundMetrics
+// secure_aggregation.sum_digest): a mismatch fails the run (INTERNAL).
+//
 // Memory per round: the datasets and models of the clients training at once, and the
 // updates finished but not yet submitted (bounded by K); not N.
 //
@@ -77,14 +93,17 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "base/clock.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
+#include "client/secagg_device.h"
 #include "proto/sim.pb.h"
 #include "server/coordinator.h"
 #include "server/task_payload.h"
 #include "sim/client_data.h"
 #include "sim/cluster.h"
+#include "sim/coordinator_link.h"
 
 namespace fedge::sim {
 
@@ -139,6 +158,16 @@ struct RoundReport {
   double dp_unclipped_fraction = 0;
   double dp_next_clip_norm = 0;
   int declined = 0;             // fetched, declined as over the device's memory budget
+  // Secure-aggregation rounds: devices that took part in each phase (RoundMetrics
+  // secure_aggregation: keys, shares, masked input, unmasking), and whether the released sum
+  // was checked against the plain sum of the inputs (it is on every completed round; a
+  // mismatch fails the run). Written to the metrics line only for such rounds.
+  bool secure_aggregation = false;
+  int secagg_advertised = 0;
+  int secagg_shared = 0;
+  int secagg_masked = 0;
+  int secagg_unmasked_by = 0;
+  bool secagg_sum_checked = false;
   // FedCG jobs (strategy.fed_cg): test_accuracy is then the paper's mean client accuracy
   // of this round, which the simulator measures itself after the round: each participant's
   // private E with the new global C on its own test examples (client_test_sets, else its
@@ -149,6 +178,9 @@ struct RoundReport {
   double fedcg_last_kl = 0;
   double fedcg_synthetic_accuracy = 0;
 };
+
+// Virtual time a secure-aggregation phase waits for a device that dropped out.
+inline constexpr absl::Duration kSecAggPhaseTimeout = absl::Seconds(60);
 
 class Simulator {
  public:
@@ -174,6 +206,10 @@ class Simulator {
   const v1::SimConfig& config() const { return config_; }
   // The job's final central model (after Run).
   absl::StatusOr<v1::ModelProto> ExportModel() { return coordinator_->ExportModel(job_id_); }
+  // The job's rounds as the coordinator recorded them (metrics of every client and tier).
+  absl::StatusOr<std::vector<v1::RoundRecord>> ListRounds() {
+    return coordinator_->ListRounds(job_id_);
+  }
 
  private:
   // A sampled client that fetched its task, and what the round made of it.
@@ -188,6 +224,12 @@ class Simulator {
     double finish_s = 0;  // virtual seconds after the round opened
     bool dropout = false;
     bool straggler = false;
+    // Secure aggregation: the device's side of the protocol (made when it finished
+    // training), the phase (1-3) before whose message it drops out (0: it stays), and
+    // whether the coordinator took its masked input.
+    std::unique_ptr<client::SecAggDevice> secagg;
+    int secagg_drop_phase = 0;
+    bool secagg_masked = false;
   };
   struct Attempt {
     bool completed = false;
@@ -195,15 +237,30 @@ class Simulator {
   };
 
   Simulator(v1::SimConfig config, int threads, Cluster* cluster);
-  std::function<void(const v1::UpdateHeader&, std::string_view)> on_upload_;
+  CoordinatorLink::UploadHook on_upload_;
   absl::Status RegisterPopulation();
   absl::StatusOr<Attempt> RunAttempt(int attempt);
   // Trains `runs` (those that neither drop out nor straggle) on the pool, and on the other
   // ranks, and submits them in order, advancing the clock to each finish time.
   absl::Status TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time opened);
-  // A device's update as it leaves the device (client::EncodeUpdate), into the
-  // coordinator's intake (Coordinator::SubmitPayload), as a fleet device's arrives.
-  absl::Status Submit(const ClientRun& run, const client::LocalUpdate& update);
+  // A device's update as it leaves the device (client::SendUpdate over its link, into the
+  // coordinator's intake), as a fleet device's arrives; in a secure-aggregation round, the
+  // device's protocol starts (StartSecureAggregation).
+  absl::Status Submit(ClientRun& run, client::LocalUpdate update);
+  CoordinatorLink LinkOf(int64_t client) const;
+  // ---- secure aggregation (sim/secure_phases.cc) ----
+  // The device's SecAggDevice and its phase-0 message (its keys).
+  absl::Status StartSecureAggregation(ClientRun& run, const client::LocalUpdate& update);
+  // After every device's keys (phase 0, sent in Submit): closes phase 0, then runs phases
+  // 1-3 for the devices still in, then the unmasking (Tick), on the virtual clock. Stops
+  // early when the protocol fails (the round then fails).
+  absl::Status RunSecurePhases(const std::vector<ClientRun*>& runs, absl::Time opened);
+  // Whether `phase` has closed, as a device of `runs` that sent its message for it sees
+  // it by polling (also true when the protocol failed or nobody is left to ask).
+  absl::StatusOr<bool> PhaseClosed(const std::vector<ClientRun*>& runs, int phase);
+  // The completed round's released sum against the plain sum of `runs`' inputs.
+  absl::Status CheckReleasedSum(const std::vector<ClientRun*>& runs,
+                                const v1::SecureAggregationRoundMetrics& m, RoundReport& report);
   // Decoded task models of one attempt, by the encoded sections they came from (the
   // encoder shares a section between the tasks that send the same model).
   struct DecodedModels {

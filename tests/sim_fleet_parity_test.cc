@@ -6,6 +6,11 @@
 // unquantized weights, or sent float32) would differ; with adaptive clipping, a side that
 // left out the update's norm would count it as clipped.
 //
+// A secure-aggregation job (SecAgg+ with distributed DP) runs the same way: every virtual
+// device and every runtime runs client::SecAggDevice, their noise shares seeded alike
+// (ClientRuntimeOptions.testing_dp_noise_seed), and the two coordinators release the same
+// sum and end with the same model bits.
+//
 // Lives here because it uses sim/, client/ and server/ together.
 #include <atomic>
 #include <memory>
@@ -16,6 +21,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/str_format.h"
 #include "base/clock.h"
 #include "client/grpc/client_runtime.h"
 #include "gmock/gmock.h"
@@ -84,35 +90,46 @@ v1::UpdateHeader Comparable(v1::UpdateHeader h) {
 }
 
 struct RoundResult {
-  Upload upload;
+  Upload upload;  // the last update sent in the clear
+  int uploads = 0;
   v1::ModelProto model;
-  v1::RoundMetrics metrics;
+  std::vector<v1::RoundMetrics> rounds;  // completed rounds' metrics
 };
+
+// The completed rounds' metrics among `records`.
+std::vector<v1::RoundMetrics> Completed(const std::vector<v1::RoundRecord>& records) {
+  std::vector<v1::RoundMetrics> out;
+  for (const v1::RoundRecord& r : records) {
+    if (r.state() == v1::ROUND_STATE_COMPLETED) out.push_back(r.metrics());
+  }
+  return out;
+}
 
 absl::StatusOr<RoundResult> RunSimulated(const v1::SimConfig& config) {
   RoundResult out;
   sim::SimulatorOptions options;
   options.threads = 1;
-  int uploads = 0;
   options.on_upload = [&](const v1::UpdateHeader& h, std::string_view payload) {
     out.upload.header = h;
     out.upload.payload = std::string(payload);
-    ++uploads;
+    ++out.uploads;
   };
   absl::StatusOr<std::unique_ptr<sim::Simulator>> sim = sim::Simulator::Create(config, options);
   if (!sim.ok()) return sim.status();
-  std::vector<sim::RoundReport> reports;
   absl::Status run = (*sim)->Run([&](const sim::RoundReport&) {});
   if (!run.ok()) return run;
-  if (uploads != 1) return absl::InternalError(absl::StrCat(uploads, " simulated uploads"));
   absl::StatusOr<v1::ModelProto> model = (*sim)->ExportModel();
   if (!model.ok()) return model.status();
   out.model = *std::move(model);
+  absl::StatusOr<std::vector<v1::RoundRecord>> records = (*sim)->ListRounds();
+  if (!records.ok()) return records.status();
+  out.rounds = Completed(*records);
   return out;
 }
 
-// The same job on a gRPC coordinator with one fedge device runtime as "v00000000" on the
-// data the simulator gives its client 0; the device's messages recorded on its channel.
+// The same job on a gRPC coordinator with a fedge device runtime per virtual client
+// ("v00000000", ...), each on the data the simulator gives that client; the devices'
+// messages recorded on their channels.
 absl::StatusOr<RoundResult> RunOverGrpc(const v1::SimConfig& config) {
   absl::StatusOr<std::unique_ptr<sim::ClientDataSource>> data = sim::MakeClientDataSource(config);
   if (!data.ok()) return data.status();
@@ -139,37 +156,48 @@ absl::StatusOr<RoundResult> RunOverGrpc(const v1::SimConfig& config) {
   if (!server.ok()) return server.status();
 
   SentMessages sent;
-  client::ClientRuntimeOptions co;
-  co.target = "127.0.0.1:" + std::to_string((*server)->port());
-  co.enrollment_token = kToken;
-  co.insecure = true;
-  co.requested_client_id = "v00000000";
-  co.data = std::make_shared<const data::Dataset>((*data)->ClientData(0));
-  co.fetch_wait_seconds = 1;
-  co.backoff.initial = absl::Milliseconds(50);
-  co.backoff.max = absl::Milliseconds(500);
-  co.interceptors = [&sent] {
-    std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> v;
-    v.push_back(std::make_unique<RecordingFactory>(&sent));
-    return v;
-  };
-  absl::StatusOr<std::unique_ptr<client::ClientRuntime>> runtime =
-      client::ClientRuntime::Create(std::move(co));
-  if (!runtime.ok()) return runtime.status();
+  const int devices = static_cast<int>(config.population());
+  std::vector<std::unique_ptr<client::ClientRuntime>> runtimes;
+  for (int i = 0; i < devices; ++i) {
+    client::ClientRuntimeOptions co;
+    co.target = "127.0.0.1:" + std::to_string((*server)->port());
+    co.enrollment_token = kToken;
+    co.insecure = true;
+    co.requested_client_id = absl::StrFormat("v%08d", i);  // the simulator's ids
+    co.data = std::make_shared<const data::Dataset>((*data)->ClientData(i));
+    co.fetch_wait_seconds = 1;
+    co.backoff.initial = absl::Milliseconds(50);
+    co.backoff.max = absl::Milliseconds(500);
+    co.testing_dp_noise_seed = config.seed();  // as the simulator seeds its devices' shares
+    co.interceptors = [&sent] {
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> v;
+      v.push_back(std::make_unique<RecordingFactory>(&sent));
+      return v;
+    };
+    absl::StatusOr<std::unique_ptr<client::ClientRuntime>> runtime =
+        client::ClientRuntime::Create(std::move(co));
+    if (!runtime.ok()) return runtime.status();
+    runtimes.push_back(*std::move(runtime));
+  }
   std::atomic<bool> stop{false};
-  absl::Status device_status;
-  std::thread device([&] { device_status = (*runtime)->Run(stop); });
+  std::vector<std::thread> threads;
+  for (auto& r : runtimes) {
+    threads.emplace_back([&stop, runtime = r.get()] { runtime->Run(stop).IgnoreError(); });
+  }
   struct Joiner {
     std::atomic<bool>& stop;
-    std::thread& t;
+    std::vector<std::thread>& threads;
     ~Joiner() {
       stop = true;
-      if (t.joinable()) t.join();
+      for (std::thread& t : threads) {
+        if (t.joinable()) t.join();
+      }
     }
-  } joiner{stop, device};
+  } joiner{stop, threads};
 
-  // Started once the device is registered, so that its round samples it.
-  for (int i = 0; i < 200 && (*coordinator)->ListClients()->empty(); ++i) {
+  // Started once the devices are registered, so that the rounds sample them.
+  for (int i = 0; i < 500 && static_cast<int>((*coordinator)->ListClients()->size()) < devices;
+       ++i) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   absl::StatusOr<std::string> job = (*coordinator)->StartJob(config.job());
@@ -186,28 +214,37 @@ absl::StatusOr<RoundResult> RunOverGrpc(const v1::SimConfig& config) {
     return absl::InternalError(absl::StrCat("the gRPC job did not finish: ", status.message()));
   }
   stop = true;
-  device.join();
+  for (std::thread& t : threads) t.join();
   (*server)->Shutdown(absl::Seconds(1));
 
   RoundResult out;
-  int uploads = 0;
   for (const auto& [method, bytes] : sent.Get()) {
     if (method.find("UploadUpdate") == std::string::npos) continue;
     v1::UpdateChunk chunk;
     if (!chunk.ParseFromString(bytes)) return absl::InternalError("an unparsable chunk");
     if (chunk.has_header()) {
-      ++uploads;
+      ++out.uploads;
       out.upload.header = chunk.header();
       out.upload.payload.clear();
     } else if (chunk.has_data()) {
       out.upload.payload += chunk.data().data();
     }
   }
-  if (uploads != 1) return absl::InternalError(absl::StrCat(uploads, " device uploads"));
   absl::StatusOr<v1::ModelProto> model = (*coordinator)->ExportModel(*job);
   if (!model.ok()) return model.status();
   out.model = *std::move(model);
+  absl::StatusOr<std::vector<v1::RoundRecord>> records = (*coordinator)->ListRounds(*job);
+  if (!records.ok()) return records.status();
+  out.rounds = Completed(*records);
   return out;
+}
+
+void ExpectSameModel(const v1::ModelProto& a, const v1::ModelProto& b) {
+  ASSERT_EQ(a.parameters_size(), b.parameters_size());
+  for (int t = 0; t < a.parameters_size(); ++t) {
+    EXPECT_EQ(a.parameters(t).SerializeAsString(), b.parameters(t).SerializeAsString())
+        << "tensor " << a.parameters(t).name();
+  }
 }
 
 void ExpectSameRound(const v1::SimConfig& raw) {
@@ -217,6 +254,8 @@ void ExpectSameRound(const v1::SimConfig& raw) {
   ASSERT_THAT(simulated.status(), IsOk());
   absl::StatusOr<RoundResult> fleet = RunOverGrpc(*config);
   ASSERT_THAT(fleet.status(), IsOk());
+  ASSERT_EQ(simulated->uploads, 1);
+  ASSERT_EQ(fleet->uploads, 1);
   const v1::UpdateHeader sim_header = Comparable(simulated->upload.header);
   const v1::UpdateHeader fleet_header = Comparable(fleet->upload.header);
   // Field by field, so that a difference names its field.
@@ -241,12 +280,7 @@ void ExpectSameRound(const v1::SimConfig& raw) {
       << "the update payloads differ (" << simulated->upload.payload.size() << " and "
       << fleet->upload.payload.size() << " bytes)";
   // What the coordinators made of them: the same model, bit for bit.
-  ASSERT_EQ(simulated->model.parameters_size(), fleet->model.parameters_size());
-  for (int t = 0; t < simulated->model.parameters_size(); ++t) {
-    EXPECT_EQ(simulated->model.parameters(t).SerializeAsString(),
-              fleet->model.parameters(t).SerializeAsString())
-        << "tensor " << simulated->model.parameters(t).name();
-  }
+  ExpectSameModel(simulated->model, fleet->model);
 }
 
 TEST(SimFleetParityTest, QuantizedTransferBothWaysGivesTheSameUpdateAndModel) {
@@ -270,6 +304,45 @@ TEST(SimFleetParityTest, AdaptiveClippingDpGivesTheSameUpdateAndModel) {
   p.set_noise_multiplier(0.3);
   p.mutable_adaptive_clipping()->set_target_quantile(0.5);
   ExpectSameRound(c);
+}
+
+// Six devices, SecAgg+ with distributed DP and adaptive clipping (the count as one more
+// masked coordinate), two rounds, nobody dropping: the virtual devices and the runtimes send
+// their updates only masked, and the two coordinators release the same sums (their
+// digests) and end with the same model bits.
+TEST(SimFleetParityTest, SecAggPlusWithDistributedDpGivesTheSameSumsAndModel) {
+  v1::SimConfig c = OneDeviceScenario();
+  c.set_population(6);
+  v1::JobConfig& job = *c.mutable_job();
+  job.set_rounds(2);
+  job.mutable_selection()->set_clients_per_round(6);
+  job.mutable_round_policy()->set_quorum(4);
+  v1::PrivacyConfig& p = *job.mutable_privacy();
+  p.set_clip_norm(0.5);
+  p.set_noise_multiplier(0.4);
+  p.mutable_adaptive_clipping()->set_target_quantile(0.5);
+  p.set_secure_aggregation_threshold(4);
+  p.set_secure_aggregation_plus(true);
+  absl::StatusOr<v1::SimConfig> config = sim::ValidateSimConfig(c);
+  ASSERT_THAT(config.status(), IsOk());
+  absl::StatusOr<RoundResult> simulated = RunSimulated(*config);
+  ASSERT_THAT(simulated.status(), IsOk());
+  absl::StatusOr<RoundResult> fleet = RunOverGrpc(*config);
+  ASSERT_THAT(fleet.status(), IsOk());
+  EXPECT_EQ(simulated->uploads, 0);  // nothing in the clear
+  EXPECT_EQ(fleet->uploads, 0);
+  ASSERT_EQ(simulated->rounds.size(), 2u);
+  ASSERT_EQ(fleet->rounds.size(), 2u);
+  for (size_t r = 0; r < 2; ++r) {
+    const v1::SecureAggregationRoundMetrics& a = simulated->rounds[r].secure_aggregation();
+    const v1::SecureAggregationRoundMetrics& b = fleet->rounds[r].secure_aggregation();
+    EXPECT_EQ(a.masked(), 6);
+    EXPECT_EQ(b.masked(), 6);
+    EXPECT_FALSE(a.sum_digest().empty());
+    EXPECT_EQ(a.sum_digest(), b.sum_digest()) << "round " << r + 1;
+    EXPECT_EQ(simulated->rounds[r].dp_next_clip_norm(), fleet->rounds[r].dp_next_clip_norm());
+  }
+  ExpectSameModel(simulated->model, fleet->model);
 }
 
 }  // namespace

@@ -19,16 +19,13 @@
 #include "client/device_state.h"
 #include "client/memory_budget.h"
 #include "client/preprocessing.h"
+#include "client/device_link.h"
 #include "client/device_round.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "model/fedcg_nets.h"
 #include "model/payload.h"
 #include "model/sequential.h"
-#include "privacy/dp.h"
-#include "privacy/fixed_point.h"
-#include "privacy/secagg.h"
-#include "privacy/secagg_wire.h"
 #include "proto/coordinator.grpc.pb.h"
 
 namespace fedge::client {
@@ -69,7 +66,7 @@ struct Task : DeviceTask {
 
 }  // namespace
 
-struct ClientRuntime::Impl {
+struct ClientRuntime::Impl final : DeviceLink {
   ClientRuntimeOptions options;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Coordinator::Stub> stub;
@@ -82,6 +79,8 @@ struct ClientRuntime::Impl {
   // The call that `stop` cancels (the long-poll), if one is in flight.
   grpc::ClientContext* cancellable ABSL_GUARDED_BY(mu) = nullptr;
 
+  // Run's `stop` (set while Run runs): the link's pauses end when it is set.
+  const std::atomic<bool>* stop = nullptr;
   std::string session_token;  // Run's thread only
   std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
@@ -124,28 +123,24 @@ struct ClientRuntime::Impl {
   absl::Status FetchAndRun(const std::atomic<bool>& stop);
   absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
   // One upload stream of `payload` from byte `offset` (> 0: resuming an interrupted upload).
-  absl::Status Upload(const Task& task, const EncodedUpdate& update, int64_t offset,
-                      const std::atomic<bool>& stop);
+  absl::Status UploadFrom(const v1::TaskHeader& task, const EncodedUpdate& update, int64_t offset);
   // How many bytes of the task's interrupted upload the coordinator kept (0: start over).
   int64_t KeptUploadBytes(const v1::TaskHeader& task);
-  // Sends the update through the task's secure-aggregation session (coordinator.proto,
-  // SecureAggregationStep): adds the distributed-DP noise share, encodes it in fixed point,
-  // masks it, and takes part in unmasking. Returns the bytes sent. Errors: a session this
-  // device must not join, an update of the wrong length, the coordinator's refusal or the
-  // round's failure.
-  absl::StatusOr<int64_t> SecureAggregate(const Task& task, const LocalUpdate& update,
-                                          const std::atomic<bool>& stop);
-  // One SecureAggregationStep call with this device's credentials; a lost connection is
-  // retried a few times.
-  absl::StatusOr<v1::SecAggStepResponse> SecAggCall(const v1::TaskHeader& t,
-                                                    v1::SecAggStepRequest request,
-                                                    const std::atomic<bool>& stop);
-  // Polls `phase` until the coordinator answers with its result.
-  absl::StatusOr<v1::SecAggStepResponse> SecAggAwait(const v1::TaskHeader& t, int phase,
-                                                     const std::atomic<bool>& stop);
-  // Tells the coordinator this device declines the task (UpdateHeader.refusal), so that the
-  // round stops waiting for it and records why. Best effort: a failure is only logged.
-  void Decline(const v1::TaskHeader& task, const std::string& reason);
+
+  // ---- DeviceLink (client/device_link.h), over gRPC ----
+  // Uploads in chunks; a broken connection restarts the upload, from what the coordinator
+  // kept, while the task's deadline allows; a lost session registers again (same id) and
+  // sends once more. ALREADY_EXISTS (an earlier attempt arrived) counts as done.
+  absl::Status Upload(const v1::TaskHeader& task, const EncodedUpdate& update) override;
+  // Best effort: a failure is only logged (the round drops the device at its deadline).
+  absl::Status Decline(const v1::TaskHeader& task, const v1::UpdateHeader& header) override;
+  // A lost connection is retried a few times; ALREADY_EXISTS on a retry (the first attempt
+  // arrived, its answer was lost) is taken as answered.
+  absl::StatusOr<v1::SecAggStepResponse> SecureAggregationStep(
+      const v1::TaskHeader& task, v1::SecAggStepRequest request) override;
+  bool Pause(absl::Duration d) override {
+    return stop == nullptr ? (absl::SleepFor(d), true) : SleepUnlessStopped(d, *stop);
+  }
   void Leave();
 };
 
@@ -264,7 +259,8 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   absl::StatusOr<DeviceTask> admitted = AdmitTask(chunk.header(), device);
   if (!admitted.ok()) {
     if (absl::IsResourceExhausted(admitted.status())) {
-      Decline(chunk.header(), std::string(admitted.status().message()));
+      Decline(chunk.header(), DeclineHeader(chunk.header(), id(), admitted.status().message()))
+          .IgnoreError();  // best effort (logged)
     }
     return bad_task(admitted.status());
   }
@@ -315,15 +311,13 @@ int64_t ClientRuntime::Impl::KeptUploadBytes(const v1::TaskHeader& t) {
   return std::max<int64_t>(0, resp.bytes_received());
 }
 
-absl::Status ClientRuntime::Impl::Upload(const Task& task, const EncodedUpdate& update,
-                                         int64_t offset, const std::atomic<bool>& stop) {
-  const v1::TaskHeader& t = task.header;
+absl::Status ClientRuntime::Impl::UploadFrom(const v1::TaskHeader& t, const EncodedUpdate& update,
+                                             int64_t offset) {
   const std::string& payload = update.payload;
   v1::UpdateChunk header;
   v1::UpdateHeader* h = header.mutable_header();
   *h = update.header;
   h->set_session_token(session_token);
-  h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
   h->set_resume_offset(offset);
 
   grpc::ClientContext ctx;
@@ -359,8 +353,48 @@ absl::Status ClientRuntime::Impl::Upload(const Task& task, const EncodedUpdate& 
   return FromGrpc(writer->Finish(), "UploadUpdate");
 }
 
-absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecAggCall(
-    const v1::TaskHeader& t, v1::SecAggStepRequest request, const std::atomic<bool>& stop) {
+absl::Status ClientRuntime::Impl::Upload(const v1::TaskHeader& t, const EncodedUpdate& update) {
+  const std::string where = absl::StrCat("job ", t.job_id(), " round ", t.round());
+  const absl::Time deadline =
+      t.deadline_unix_ms() > 0 ? absl::FromUnixMillis(t.deadline_unix_ms()) : absl::InfiniteFuture();
+  const int64_t size = static_cast<int64_t>(update.payload.size());
+  Backoff retry(options.backoff, options.seed ^ 0x5eed);
+  bool reregistered = false;
+  int64_t offset = 0;
+  for (;;) {
+    absl::Status s = UploadFrom(t, update, offset);
+    if (absl::IsFailedPrecondition(s) && offset > 0) {
+      // The coordinator no longer holds what it had kept: send everything again.
+      offset = 0;
+      continue;
+    }
+    if (s.ok() || absl::IsAlreadyExists(s)) return absl::OkStatus();
+    if (absl::IsUnauthenticated(s) && !reregistered) {
+      // The session is gone (e.g. the coordinator lost it): register again (same id) and
+      // send the update with the new session.
+      reregistered = true;
+      FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
+      FEDGE_RETURN_IF_ERROR(Register());
+      continue;
+    }
+    if (!Retryable(s) || absl::IsUnauthenticated(s) || (stop != nullptr && stop->load())) return s;
+    const absl::Duration wait = retry.NextDelay();
+    if (absl::Now() + wait > deadline) return s;
+    FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
+                       << absl::FormatDuration(wait);
+    Count(&ClientRuntimeStats::connection_failures);
+    Pause(wait);
+    // Resume from what the coordinator kept of this upload, if anything.
+    offset = std::min<int64_t>(KeptUploadBytes(t), size);
+    if (offset > 0) {
+      Count(&ClientRuntimeStats::uploads_resumed);
+      FEDGE_LOG(INFO) << where << ": resuming the upload at byte " << offset << " of " << size;
+    }
+  }
+}
+
+absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecureAggregationStep(
+    const v1::TaskHeader& t, v1::SecAggStepRequest request) {
   request.set_client_id(id());
   request.set_session_token(session_token);
   request.set_job_id(t.job_id());
@@ -377,128 +411,16 @@ absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecAggCall(
     // The coordinator already has this message (an earlier attempt arrived; its answer was
     // lost): go on as if it had been answered.
     if (absl::IsAlreadyExists(s) && attempt > 0) return v1::SecAggStepResponse();
-    if (!absl::IsUnavailable(s) || attempt >= 4 || stop.load()) return s;
+    if (!absl::IsUnavailable(s) || attempt >= 4 || (stop != nullptr && stop->load())) return s;
     Count(&ClientRuntimeStats::connection_failures);
-    SleepUnlessStopped(retry.NextDelay(), stop);
+    Pause(retry.NextDelay());
   }
 }
 
-absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecAggAwait(
-    const v1::TaskHeader& t, int phase, const std::atomic<bool>& stop) {
-  v1::SecAggStepRequest poll;
-  poll.set_poll(phase);
-  for (;;) {
-    if (stop.load()) return absl::CancelledError("ClientRuntime: stopping");
-    FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse r, SecAggCall(t, poll, stop));
-    if (r.result_case() != v1::SecAggStepResponse::kRetryAfterMs) return r;
-    SleepUnlessStopped(absl::Milliseconds(std::clamp<int64_t>(r.retry_after_ms(), 20, 5000)), stop);
-  }
-}
-
-absl::StatusOr<int64_t> ClientRuntime::Impl::SecureAggregate(const Task& task,
-                                                            const LocalUpdate& update,
-                                                            const std::atomic<bool>& stop) {
-  const v1::TaskHeader& t = task.header;
-  const v1::SecureAggregationSession& session = t.secure_aggregation();
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggConfig config, privacy::ConfigFromSession(session));
-  // The clipped Δ, flattened in the task model's parameter order.
-  std::vector<float> x;
-  x.reserve(static_cast<size_t>(config.vector_length));
-  for (const v1::TensorProto& p : update.delta.parameters()) x.insert(x.end(), p.values().begin(), p.values().end());
-  const size_t num_params = x.size();
-  if (session.clipped_count()) {
-    // Adaptive clipping: whether this update was within the clip norm, as one more summand.
-    const double clip = t.privacy().clip_norm();
-    x.push_back(update.delta_norm <= clip ? static_cast<float>(clip) : 0.0f);
-  }
-  if (static_cast<int64_t>(x.size()) != config.vector_length) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "ClientRuntime: the update has ", x.size(), " values, the secure-aggregation session ",
-        config.vector_length));
-  }
-  const bool noise_params = session.noise_stddev() > 0;
-  const bool noise_count = session.clipped_count() && session.count_noise_stddev() > 0;
-  if (noise_params || noise_count) {
-    // Distributed DP: this device's share of the noise, from the OS CSPRNG.
-    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::NoiseGenerator> noise,
-                           privacy::NoiseGenerator::Create());
-    if (noise_params) {
-      noise->AddGaussianNoise(absl::MakeSpan(x).subspan(0, num_params), session.noise_stddev());
-    }
-    if (noise_count) {
-      noise->AddGaussianNoise(absl::MakeSpan(x).subspan(num_params),
-                              session.count_noise_stddev());
-    }
-  }
-  FEDGE_ASSIGN_OR_RETURN(const privacy::FixedPointEncoder encoder,
-                         privacy::FixedPointEncoder::Create(session.max_abs_value(),
-                                                            session.max_summands()));
-  std::vector<uint32_t> encoded(x.size());
-  FEDGE_ASSIGN_OR_RETURN(const int64_t clamped, encoder.Encode(x, absl::MakeSpan(encoded)));
-  if (clamped > 0) {
-    FEDGE_LOG(WARNING) << "job " << t.job_id() << " round " << t.round() << ": " << clamped
-                       << " update values clamped to the fixed-point bound";
-  }
-  x.clear();
-  x.shrink_to_fit();
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::SecAggClient> client,
-                         privacy::SecAggClient::Create(
-                             config, static_cast<uint32_t>(session.client_index())));
-  const int n = config.num_clients;
-  int64_t sent = 0;
-  auto send = [&](v1::SecAggStepRequest r) -> absl::Status {
-    sent += static_cast<int64_t>(r.ByteSizeLong());
-    return SecAggCall(t, std::move(r), stop).status();
-  };
-  // Phase 0: keys.
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggAdvertiseKeys keys, client->AdvertiseKeys());
-  v1::SecAggStepRequest r0;
-  *r0.mutable_advertise_keys() = privacy::KeysToWire(keys);
-  FEDGE_RETURN_IF_ERROR(send(std::move(r0)));
-  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a0, SecAggAwait(t, 0, stop));
-  if (!a0.has_keys()) return absl::InternalError("ClientRuntime: SecAgg: expected the key list");
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggKeysBroadcast list,
-                         privacy::KeyListFromWire(a0.keys(), n));
-  // Phase 1: encrypted shares of the self-mask seed and the mask key.
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggShareKeys shares, client->ShareKeys(list));
-  v1::SecAggStepRequest r1;
-  *r1.mutable_share_keys() = privacy::ShareKeysToWire(shares);
-  FEDGE_RETURN_IF_ERROR(send(std::move(r1)));
-  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a1, SecAggAwait(t, 1, stop));
-  if (!a1.has_shares()) return absl::InternalError("ClientRuntime: SecAgg: expected shares");
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggSharesForClient mine,
-                         privacy::ShareListFromWire(a1.shares(), n));
-  // Phase 2: the masked update.
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggMaskedInput masked,
-                         client->MaskedInput(mine, encoded));
-  v1::SecAggStepRequest r2;
-  v1::SecAggMaskedInput* m = r2.mutable_masked_input();
-  m->set_masked(privacy::PackMasked(masked.masked));
-  m->set_num_examples(update.num_examples);
-  m->mutable_metrics()->set_train_loss(update.train_loss);
-  m->mutable_metrics()->set_train_accuracy(update.train_accuracy);
-  m->mutable_metrics()->set_steps(update.steps);
-  m->mutable_metrics()->set_train_seconds(update.seconds);
-  m->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
-  FEDGE_RETURN_IF_ERROR(send(std::move(r2)));
-  FEDGE_ASSIGN_OR_RETURN(v1::SecAggStepResponse a2, SecAggAwait(t, 2, stop));
-  if (!a2.has_unmasking_request()) {
-    return absl::InternalError("ClientRuntime: SecAgg: expected the unmasking request");
-  }
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggUnmaskingRequest request,
-                         privacy::UnmaskingRequestFromWire(a2.unmasking_request(), n));
-  // Phase 3: reveal the shares the coordinator needs to remove the masks.
-  FEDGE_ASSIGN_OR_RETURN(const privacy::SecAggUnmaskingResponse reveal, client->Unmask(request));
-  v1::SecAggStepRequest r3;
-  *r3.mutable_unmasking() = privacy::UnmaskingToWire(reveal);
-  FEDGE_RETURN_IF_ERROR(send(std::move(r3)));
-  return sent;
-}
-
-void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& reason) {
+absl::Status ClientRuntime::Impl::Decline(const v1::TaskHeader&, const v1::UpdateHeader& header) {
   v1::UpdateChunk msg;
   v1::UpdateHeader* h = msg.mutable_header();
-  *h = DeclineHeader(t, id(), reason);
+  *h = header;
   h->set_session_token(session_token);
   h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
   grpc::ClientContext ctx;
@@ -510,6 +432,7 @@ void ClientRuntime::Impl::Decline(const v1::TaskHeader& t, const std::string& re
   if (!s.ok()) {
     FEDGE_LOG(WARNING) << s.message();
   }
+  return s;
 }
 
 absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
@@ -634,58 +557,16 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   if (absl::Now() > deadline) {
     return abandon(absl::DeadlineExceededError("the round's deadline passed"));
   }
-  int64_t bytes_up = 0;
-  if (t.secure_aggregation().num_participants() > 0) {
-    absl::StatusOr<int64_t> sent = SecureAggregate(*task, *update, stop);
-    if (!sent.ok()) {
-      if (absl::IsUnauthenticated(sent.status())) return sent.status();
-      return abandon(sent.status());
-    }
-    bytes_up = *sent;
-  } else {
-    // Stochastic rounding (INT8_STOCHASTIC_CHUNKED) draws from a seed of its own per task.
-    absl::StatusOr<EncodedUpdate> encoded =
-        EncodeUpdate(t, *update, id(), seeds.update_encoding);
-    if (!encoded.ok()) return abandon(encoded.status());
-    bytes_up = static_cast<int64_t>(encoded->payload.size());
-
-    // Upload; a broken connection restarts the upload while the deadline allows.
-    Backoff retry(options.backoff, options.seed ^ 0x5eed);
-    bool reregistered = false;
-    int64_t offset = 0;
-    for (;;) {
-      absl::Status s = Upload(*task, *encoded, offset, stop);
-      if (absl::IsFailedPrecondition(s) && offset > 0) {
-        // The coordinator no longer holds what it had kept: send everything again.
-        offset = 0;
-        continue;
-      }
-      if (s.ok() || absl::IsAlreadyExists(s)) break;
-      if (absl::IsUnauthenticated(s) && !reregistered) {
-        // The session is gone (e.g. the coordinator lost it): register again (same id) and
-        // send the update with the new session.
-        reregistered = true;
-        FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
-        if (absl::Status r = Register(); !r.ok()) return r;
-        continue;
-      }
-      if (absl::IsUnauthenticated(s)) return s;
-      if (!Retryable(s) || stop.load()) return abandon(s);
-      const absl::Duration wait = retry.NextDelay();
-      if (absl::Now() + wait > deadline) return abandon(s);
-      FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
-                         << absl::FormatDuration(wait);
-      Count(&ClientRuntimeStats::connection_failures);
-      SleepUnlessStopped(wait, stop);
-      // Resume from what the coordinator kept of this upload, if anything.
-      offset = std::min<int64_t>(KeptUploadBytes(t), static_cast<int64_t>(encoded->payload.size()));
-      if (offset > 0) {
-        Count(&ClientRuntimeStats::uploads_resumed);
-        FEDGE_LOG(INFO) << where << ": resuming the upload at byte " << offset << " of "
-                        << encoded->payload.size();
-      }
-    }
+  SendOptions send;
+  send.noise_seed = options.testing_dp_noise_seed;
+  send.peak_rss_bytes = PeakRssBytes();
+  absl::StatusOr<int64_t> sent = SendUpdate(t, *update, id(), send, *this);
+  if (!sent.ok()) {
+    // A session lost for good: Run registers again.
+    if (absl::IsUnauthenticated(sent.status())) return sent.status();
+    return abandon(sent.status());
   }
+  const int64_t bytes_up = *sent;
   RoundReport r;
   r.job_id = t.job_id();
   r.round = t.round();
@@ -801,6 +682,7 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
 
 absl::Status ClientRuntime::Run(const std::atomic<bool>& stop) {
   Impl& m = *impl_;
+  m.stop = &stop;
   // Cancels the long-poll in flight as soon as `stop` is set.
   std::atomic<bool> done{false};
   std::thread watcher([&] {

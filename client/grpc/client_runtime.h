@@ -13,6 +13,8 @@
 //   std::atomic<bool> stop{false};            // set from a SIGTERM handler
 //   absl::Status s = runtime->Run(stop);
 //
+// The round itself is client/device_round.h's, the one fedge-sim runs too; this runtime is
+// its link (client/device_link.h) over gRPC, with the retries, backoff and resumption below.
 // What Run does:
 //   Register (with the client id of the state file, so a restarted device keeps its id;
 //   the new id is written back, mode 0600) → loop { FetchTask long-poll (wait_seconds);
@@ -68,6 +70,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -167,6 +170,10 @@ struct ClientRuntimeOptions {
   // values) to every update, so that tests can check the coordinator refuses it and that a
   // message inspection would see it. Never set outside tests.
   bool testing_fedcg_upload_extractor = false;
+  // Seeds the distributed-DP noise share this device adds in secure-aggregation rounds
+  // (client/device_round.h SendOptions.noise_seed), so that a test can compare a fleet with
+  // fedge-sim bit for bit. Noise others can predict gives no privacy: never set outside tests.
+  std::optional<uint64_t> testing_dp_noise_seed;
 };
 
 struct ClientRuntimeStats {
