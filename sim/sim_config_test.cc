@@ -134,6 +134,17 @@ TEST(SimConfigTest, ExampleFedCgConfigValidates) {
   EXPECT_EQ(c->job().strategy().fed_cg().distill_steps(), 2000);
 }
 
+TEST(SimConfigTest, EveryExampleConfigValidates) {
+  for (const char* name : {"sim_fleet", "sim_hetero", "sim_10k", "sim_100k", "sim_100k_synthetic",
+                           "sim_throughput", "sim_fedcg", "sim_secagg"}) {
+    EXPECT_THAT(LoadSimConfigFile(std::string(FEDGE_SOURCE_DIR) + "/examples/" + name +
+                                  ".textproto")
+                    .status(),
+                IsOk())
+        << name;
+  }
+}
+
 TEST(SimConfigTest, JobErrorsArePrefixed) {
   absl::StatusOr<v1::SimConfig> parsed = ParseSimConfig(std::string(kJob) + kSynthetic);
   ASSERT_THAT(parsed, IsOk());

@@ -20,6 +20,7 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "client/device_round.h"
+#include "client/fedcg_device.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "google/protobuf/message_lite.h"
@@ -77,33 +78,24 @@ struct TrainingJob {
   const v1::ModelProto* model = nullptr;
   const v1::ModelProto* teacher = nullptr;  // or null
   uint64_t seed = 0;                        // the client's shuffling seed
-  // FedCG tasks: the client's FedCgClient (this job trains it alone) and its per-job seed.
-  client::FedCgClient* fedcg = nullptr;
-  uint64_t fedcg_seed = 0;
+  // FedCG tasks: the client's FedCG state (this job trains it alone).
+  client::FedCgDevice* fedcg = nullptr;
 };
 
 // A FedCG client's examples as its networks take them, split into what it trains on and
-// what it evaluates on (its client_test_sets test half, else its held-out share).
+// what it evaluates on (its client_test_sets test half, else its held-out share), as a
+// device splits them.
 absl::StatusOr<client::FedCgDeviceData> FedCgClientData(int64_t client, const v1::TaskHeader& task,
-                                                        uint64_t seed, const ClientDataSource& data) {
-  const model::FedCgShape shape = model::FedCgShapeFromParams(task.fed_cg());
-  FEDGE_ASSIGN_OR_RETURN(data::Dataset inputs, client::FedCgInputs(data.ClientData(client), shape));
+                                                        const ClientDataSource& data) {
   const data::Dataset test = data.ClientTestData(client);
-  if (test.num_examples == 0) {
-    return client::FedCgHoldOut(std::move(inputs), task.fed_cg().eval_holdout_fraction(), seed);
-  }
-  client::FedCgDeviceData d;
-  d.train = std::move(inputs);
-  FEDGE_ASSIGN_OR_RETURN(d.eval, client::FedCgInputs(test, shape));
-  return d;
+  return client::FedCgDevice::PrepareData(task, Simulator::ClientId(client),
+                                          data.ClientData(client), &test);
 }
 
 absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDataSource& data) {
   if (job.fedcg != nullptr) {
-    FEDGE_ASSIGN_OR_RETURN(client::FedCgDeviceData d,
-                           FedCgClientData(job.client, *job.header, job.fedcg_seed, data));
-    return client::FedCgDeviceRound(*job.fedcg, *job.model, d,
-                                    static_cast<int>(job.header->round() - 1));
+    FEDGE_ASSIGN_OR_RETURN(client::FedCgDeviceData d, FedCgClientData(job.client, *job.header, data));
+    return job.fedcg->RunTask(*job.header, *job.model, Simulator::ClientId(job.client), d);
   }
   const data::Dataset d = data.ClientData(job.client);
   return client::TrainTask(*job.header, *job.model, job.teacher, d, job.seed);
@@ -658,12 +650,13 @@ absl::StatusOr<double> Simulator::FedCgClientAccuracy(const std::vector<ClientRu
   double correct = 0;
   int64_t examples = 0;
   for (const ClientRun* run : runs) {
-    client::FedCgClient* c = fedcg_[static_cast<size_t>(run->client)].get();
+    client::FedCgDevice* device = fedcg_[static_cast<size_t>(run->client)].get();
+    client::FedCgClient* c = device != nullptr ? device->client() : nullptr;
     if (c == nullptr) continue;
     const v1::TaskHeader& h = run->task.header;
     FEDGE_ASSIGN_OR_RETURN(
         client::FedCgDeviceData d,
-        FedCgClientData(run->client, h, client::FedCgDeviceSeed(h, ClientId(run->client)), *data_));
+        FedCgClientData(run->client, h, *data_));
     if (d.eval.num_examples == 0) continue;
     FEDGE_ASSIGN_OR_RETURN(const double accuracy, c->Evaluate(global, d.eval));
     correct += accuracy * d.eval.num_examples;
@@ -688,15 +681,9 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
     // carry the sim's ids (fedge-client --client-id) trains on the same batches.
     job.seed = client::DeviceRoundSeeds(run.task.header, ClientId(run.client)).shuffle;
     if (run.task.header.has_fed_cg()) {
-      // The client's FedCgClient, created at its first task as a device creates it.
-      const v1::TaskHeader& h = run.task.header;
-      job.fedcg_seed = client::FedCgDeviceSeed(h, ClientId(run.client));
-      std::unique_ptr<client::FedCgClient>& c = fedcg_[static_cast<size_t>(run.client)];
-      if (c == nullptr) {
-        FEDGE_ASSIGN_OR_RETURN(c, client::FedCgClient::Create(model::FedCgShapeFromParams(h.fed_cg()),
-                                                              client::FedCgOptionsFromTask(h),
-                                                              job.fedcg_seed));
-      }
+      // The client's FedCG state, made at its first task (its E and D in memory).
+      std::unique_ptr<client::FedCgDevice>& c = fedcg_[static_cast<size_t>(run.client)];
+      if (c == nullptr) c = std::make_unique<client::FedCgDevice>(client::FedCgDevice::Options{});
       job.fedcg = c.get();
     }
     shares[i % ranks].push_back(job);

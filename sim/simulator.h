@@ -95,6 +95,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "base/clock.h"
+#include "client/fedcg_device.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "client/secagg_device.h"
@@ -211,6 +212,9 @@ class Simulator {
     return coordinator_->ListRounds(job_id_);
   }
 
+ // Virtual client `client`'s id ("v00000042").
+  static std::string ClientId(int64_t client);
+
  private:
   // A sampled client that fetched its task, and what the round made of it.
   struct ClientRun {
@@ -278,8 +282,7 @@ class Simulator {
   // FedCG: the mean accuracy of `runs`' clients (private E, the job's current global C) on
   // their evaluation examples, weighted by their count; 0 when none has any.
   absl::StatusOr<double> FedCgClientAccuracy(const std::vector<ClientRun*>& runs);
-  // Virtual client `client`'s id ("v00000042") and session token (64 hex characters).
-  static std::string ClientId(int64_t client);
+  // Virtual client `client`'s session token (64 hex characters).
   std::string Token(int64_t client) const;
   void AdvanceTo(absl::Time t);
 
@@ -298,8 +301,8 @@ class Simulator {
   // Every client's session token, raw: client i's is tokens_[32 i .. 32 i + 32).
   std::string tokens_;
   int64_t wall_start_ns_ = -1;
-  // FedCG: each virtual client's FedCgClient (null until its first task), by index.
-  std::vector<std::unique_ptr<client::FedCgClient>> fedcg_;
+  // FedCG: each virtual client's FedCG state (null until its first task), by index.
+  std::vector<std::unique_ptr<client::FedCgDevice>> fedcg_;
 };
 
 }  // namespace fedge::sim

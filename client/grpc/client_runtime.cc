@@ -21,6 +21,7 @@
 #include "client/preprocessing.h"
 #include "client/device_link.h"
 #include "client/device_round.h"
+#include "client/fedcg_device.h"
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "model/fedcg_nets.h"
@@ -85,15 +86,19 @@ struct ClientRuntime::Impl final : DeviceLink {
   std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
 
-  // FedCG (Run's thread only): the job's client with its private E and D (in memory only),
-  // and the local data as FedCG takes it, prepared from `fedcg_data_of`.
-  std::unique_ptr<FedCgClient> fedcg;
-  std::string fedcg_job_id;
+  // FedCG (Run's thread only): the device's FedCG state (its private E and D, kept beside
+  // the state file), and the local data as FedCG takes it for `fedcg_data_job`, prepared
+  // from `fedcg_data_of`.
+  FedCgDevice fedcg;
   std::unique_ptr<FedCgDeviceData> fedcg_data;
   const data::Dataset* fedcg_data_of = nullptr;
+  std::string fedcg_data_job;
 
   explicit Impl(ClientRuntimeOptions o)
-      : options(std::move(o)), backoff(options.backoff, options.seed) {}
+      : options(std::move(o)),
+        backoff(options.backoff, options.seed),
+        fedcg(FedCgDevice::Options{
+            options.state_path.empty() ? std::string() : options.state_path + ".fedcg"}) {}
 
   std::string id() const {
     absl::MutexLock lock(&mu);
@@ -438,77 +443,26 @@ absl::Status ClientRuntime::Impl::Decline(const v1::TaskHeader&, const v1::Updat
 absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
     const Task& task, const std::function<bool()>& cancelled) {
   const v1::TaskHeader& t = task.header;
-  const model::FedCgShape shape = model::FedCgShapeFromParams(t.fed_cg());
-  // The same seed every round of the job: E, D and the held-out split stay this device's.
-  const uint64_t seed = FedCgDeviceSeed(t, id());
-  const std::string private_path =
-      options.state_path.empty() ? std::string() : options.state_path + ".fedcg";
-  std::vector<model::Parameter*> private_params;
-  if (fedcg == nullptr || fedcg_job_id != t.job_id()) {
-    FEDGE_ASSIGN_OR_RETURN(fedcg, FedCgClient::Create(shape, FedCgOptionsFromTask(t), seed));
-    fedcg_job_id = t.job_id();
-    fedcg_data.reset();
-    if (!private_path.empty()) {
-      // A restarted device continues the job with the E and D it had (not their moments).
-      absl::StatusOr<v1::ModelProto> saved = LoadFedCgPrivateState(private_path);
-      if (saved.ok() && saved->spec().name() == t.job_id()) {
-        private_params = fedcg->extractor().parameters();
-        for (model::Parameter* p : fedcg->discriminator().parameters()) private_params.push_back(p);
-        if (absl::Status s = SetParametersByName(private_params, *saved, /*exact=*/true); s.ok()) {
-          Count(&ClientRuntimeStats::fedcg_states_restored);
-          FEDGE_LOG(INFO) << "job " << t.job_id() << ": FedCG extractor and discriminator "
-                          << "restored from " << private_path;
-        } else {
-          FEDGE_LOG(WARNING) << private_path << ": " << s.message() << "; starting afresh";
-        }
-      } else if (!saved.ok() && !absl::IsNotFound(saved.status())) {
-        FEDGE_LOG(WARNING) << saved.status().message() << "; starting afresh";
-      }
-    }
-  }
-  if (fedcg_data == nullptr || fedcg_data_of != &data.raw()) {
-    FEDGE_ASSIGN_OR_RETURN(data::Dataset inputs, FedCgInputs(data.raw(), shape));
-    auto prepared = std::make_unique<FedCgDeviceData>();
-    if (options.eval_data != nullptr) {
-      prepared->train = std::move(inputs);
-      FEDGE_ASSIGN_OR_RETURN(prepared->eval, FedCgInputs(*options.eval_data, shape));
-    } else {
-      *prepared = FedCgHoldOut(std::move(inputs), t.fed_cg().eval_holdout_fraction(), seed);
-    }
-    fedcg_data = std::move(prepared);
+  if (fedcg_data == nullptr || fedcg_data_of != &data.raw() || fedcg_data_job != t.job_id()) {
+    FEDGE_ASSIGN_OR_RETURN(FedCgDeviceData prepared,
+                           FedCgDevice::PrepareData(t, id(), data.raw(), options.eval_data.get()));
+    fedcg_data = std::make_unique<FedCgDeviceData>(std::move(prepared));
     fedcg_data_of = &data.raw();
+    fedcg_data_job = t.job_id();
   }
-  FEDGE_ASSIGN_OR_RETURN(LocalUpdate u,
-                         FedCgDeviceRound(*fedcg, task.model, *fedcg_data,
-                                          static_cast<int>(t.round() - 1), cancelled));
-  if (!private_path.empty()) {
-    // E and D as they now are, for a restart (mode 0600 beside the state file).
-    v1::ModelProto state;
-    state.mutable_spec()->set_name(t.job_id());
-    auto add = [&](const std::vector<model::Parameter*>& params) {
-      for (const model::Parameter* p : params) {
-        v1::TensorProto* out = state.add_parameters();
-        out->set_name(p->name);
-        for (int d : p->shape) out->add_shape(d);
-        out->mutable_values()->Assign(p->value.begin(), p->value.end());
-      }
-    };
-    add(fedcg->extractor().parameters());
-    add(fedcg->discriminator().parameters());
-    if (absl::Status s = SaveFedCgPrivateState(private_path, state); !s.ok()) {
-      FEDGE_LOG(WARNING) << s.message() << " (a restart will start a new extractor)";
-    }
-  }
+  const int64_t restored = fedcg.states_restored();
+  FEDGE_ASSIGN_OR_RETURN(LocalUpdate u, fedcg.RunTask(t, task.model, id(), *fedcg_data, cancelled));
+  if (fedcg.states_restored() > restored) Count(&ClientRuntimeStats::fedcg_states_restored);
   if (options.testing_fedcg_upload_extractor) {
     // A broken device for tests: E's values travel with the update.
-    for (const model::Parameter* p : fedcg->extractor().parameters()) {
+    for (const model::Parameter* p : fedcg.client()->extractor().parameters()) {
       v1::TensorProto* out = u.delta.add_parameters();
       out->set_name(p->name);
       for (int d : p->shape) out->add_shape(d);
       out->mutable_values()->Assign(p->value.begin(), p->value.end());
     }
   }
-  if (options.on_fedcg_trained) options.on_fedcg_trained(*fedcg);
+  if (options.on_fedcg_trained) options.on_fedcg_trained(*fedcg.client());
   return u;
 }
 
