@@ -77,6 +77,13 @@ absl::StatusOr<DeviceState> LoadDeviceState(const std::string& path) {
             absl::StrCat("DeviceState: ", path, ":", line_number, ": bad client_id"));
       }
       state.client_id = std::string(id);
+    } else if (kv.first == "device_key") {
+      const absl::string_view key = absl::StripAsciiWhitespace(kv.second);
+      if (!ValidClientId(key) || key.size() > 128) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("DeviceState: ", path, ":", line_number, ": bad device_key"));
+      }
+      state.device_key = std::string(key);
     }
   }
   if (state.client_id.empty()) {
@@ -89,8 +96,13 @@ absl::Status SaveDeviceState(const std::string& path, const DeviceState& state) 
   if (!ValidClientId(state.client_id)) {
     return absl::InvalidArgumentError("DeviceState: client_id must be 1-256 printable characters");
   }
-  const std::string text = absl::StrCat("# fedge device state, version 1\nclient_id ",
-                                        state.client_id, "\n");
+  if (!state.device_key.empty() &&
+      (!ValidClientId(state.device_key) || state.device_key.size() > 128)) {
+    return absl::InvalidArgumentError("DeviceState: device_key must be 1-128 printable characters");
+  }
+  std::string text = absl::StrCat("# fedge device state, version 1\nclient_id ", state.client_id,
+                                  "\n");
+  if (!state.device_key.empty()) absl::StrAppend(&text, "device_key ", state.device_key, "\n");
   return WriteOwnerOnly(path, text);
 }
 

@@ -3,8 +3,10 @@
 // enrolling as a new client. The session token is not stored: a restarted device always
 // re-registers with the enrollment token and gets a fresh session.
 //
-// File format: text lines "key value"; version 1 knows "client_id". Unknown keys are
-// ignored so that later versions (keys, private model parts) can add lines.
+// File format: text lines "key value"; version 1 knows "client_id" and "device_key" (the
+// secret the coordinator gave with the id, which proves the id at a later registration:
+// without it a device re-registering gets a new id). Unknown keys are ignored so that later
+// versions can add lines.
 // A FedCG device's private extractor E and discriminator D (client_runtime.h, FedCG tasks)
 // are kept beside it, in "<state file>.fedcg" (SaveFedCgPrivateState): same rules (atomic,
 // mode 0600, refused when others can read it), binary, rewritten after every FedCG training.
@@ -23,6 +25,7 @@ namespace fedge::client {
 
 struct DeviceState {
   std::string client_id;
+  std::string device_key;  // empty in a file written before device keys
 };
 
 // NOT_FOUND when the file does not exist (a new device); PERMISSION_DENIED when it is

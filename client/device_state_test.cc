@@ -26,7 +26,7 @@ TEST(DeviceStateTest, SavesWithMode0600AndReloads) {
   const std::string dir = TempDir();
   const std::string path = dir + "/client.state";
   const mode_t old = ::umask(0);  // even a permissive umask must not widen the mode
-  ASSERT_THAT(SaveDeviceState(path, {"client-000123"}), IsOk());
+  ASSERT_THAT(SaveDeviceState(path, {"client-000123", ""}), IsOk());
   ::umask(old);
   struct stat st;
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
@@ -35,10 +35,25 @@ TEST(DeviceStateTest, SavesWithMode0600AndReloads) {
   ASSERT_THAT(loaded, IsOk());
   EXPECT_EQ(loaded->client_id, "client-000123");
   // Overwrite keeps the mode and replaces the id.
-  ASSERT_THAT(SaveDeviceState(path, {"client-9"}), IsOk());
+  ASSERT_THAT(SaveDeviceState(path, {"client-9", ""}), IsOk());
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(LoadDeviceState(path)->client_id, "client-9");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(DeviceStateTest, KeepsTheDeviceKeyAndReadsFilesWithoutOne) {
+  const std::string dir = TempDir();
+  const std::string path = dir + "/client.state";
+  const std::string key(64, 'a');
+  ASSERT_THAT(SaveDeviceState(path, {"c-1", key}), IsOk());
+  auto loaded = LoadDeviceState(path);
+  ASSERT_THAT(loaded, IsOk());
+  EXPECT_EQ(loaded->device_key, key);
+  ASSERT_THAT(SaveDeviceState(path, {"c-1", ""}), IsOk());  // a file from before device keys
+  EXPECT_EQ(LoadDeviceState(path)->device_key, "");
+  EXPECT_THAT(SaveDeviceState(path, {"c-1", "has space"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("device_key")));
   std::filesystem::remove_all(dir);
 }
 
@@ -51,7 +66,7 @@ TEST(DeviceStateTest, MissingFileIsNotFound) {
 TEST(DeviceStateTest, RefusesAFileOthersCanRead) {
   const std::string dir = TempDir();
   const std::string path = dir + "/client.state";
-  ASSERT_THAT(SaveDeviceState(path, {"c1"}), IsOk());
+  ASSERT_THAT(SaveDeviceState(path, {"c1", ""}), IsOk());
   ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
   EXPECT_THAT(LoadDeviceState(path),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("0644")));
@@ -66,9 +81,9 @@ TEST(DeviceStateTest, RejectsMalformedFilesAndIds) {
   }
   ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
   EXPECT_THAT(LoadDeviceState(path), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no client_id")));
-  EXPECT_THAT(SaveDeviceState(path, {""}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
-  EXPECT_THAT(SaveDeviceState(path, {"has space"}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
-  EXPECT_THAT(SaveDeviceState(dir + "/no/such/dir/f", {"c"}), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no/such")));
+  EXPECT_THAT(SaveDeviceState(path, {"", ""}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
+  EXPECT_THAT(SaveDeviceState(path, {"has space", ""}), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("client_id")));
+  EXPECT_THAT(SaveDeviceState(dir + "/no/such/dir/f", {"c", ""}), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("no/such")));
   std::filesystem::remove_all(dir);
 }
 

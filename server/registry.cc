@@ -57,7 +57,8 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   const v1::DeviceProfile& p = request.profile();
   if (p.memory_budget_bytes() < 0 || p.num_examples() < 0 ||
       p.num_examples() > options_.max_examples_per_client || p.platform().size() > 128 ||
-      p.client_version().size() > 128 || request.previous_client_id().size() > 128) {
+      p.client_version().size() > 128 || request.previous_client_id().size() > 128 ||
+      request.device_key().size() > 128) {
     return absl::InvalidArgumentError(
         "Coordinator: device profile out of bounds (negative sizes, too many examples, or "
         "strings over 128 bytes)");
@@ -67,10 +68,16 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   const absl::Time now = options_.clock->Now();
   absl::MutexLock lock(&mu_);
   std::string id = request.previous_client_id();
-  const bool named = options_.accept_requested_client_ids && NameableId(id);
-  if (!named && (id.empty() || !clients_.contains(id))) {
-    id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
-  }
+  const auto known = clients_.find(id);
+  // The old id only with the device's key: anyone with the enrollment token could name it.
+  const bool proven = known != clients_.end() && DeviceKeyMatches(id, known->second,
+                                                                  request.device_key());
+  const bool named = !proven && known == clients_.end() &&
+                     options_.accept_requested_client_ids && NameableId(id);
+  if (!proven && !named) id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
+  // A new id comes with a new device key; the registry keeps only its hash.
+  const std::string device_key = proven ? std::string() : GenerateSessionToken();
+  const std::string key_hash = proven ? std::string() : HashSessionToken(device_key);
   Entry& e = clients_[id];
   SetProfile(e, p);
   e.state = v1::CLIENT_STATE_ACTIVE;
@@ -79,22 +86,37 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   if (e.enrolled_unix_ms == 0) e.enrolled_unix_ms = UnixMs(now);
   e.last_seen = now;
   if (store_ != nullptr) {
-    FEDGE_RETURN_IF_ERROR(store_->PutClient(RecordOf(id, e), token_hash));
+    FEDGE_RETURN_IF_ERROR(store_->PutClient(RecordOf(id, e), token_hash, key_hash));
   } else {
     FEDGE_CHECK(token_hash.size() == e.token_hash.size());
     std::copy(token_hash.begin(), token_hash.end(), e.token_hash.begin());
     e.has_token_hash = true;
+    if (!proven) {
+      FEDGE_CHECK(key_hash.size() == e.key_hash.size());
+      std::copy(key_hash.begin(), key_hash.end(), e.key_hash.begin());
+      e.has_key_hash = true;
+    }
   }
   v1::RegisterResponse response;
   response.set_client_id(id);
   response.set_session_token(token);
   response.set_liveness_timeout_ms(absl::ToInt64Milliseconds(options_.liveness_timeout));
+  response.set_device_key(device_key);
   return response;
 }
 
 void ClientRegistry::Reserve(size_t clients) {
   absl::MutexLock lock(&mu_);
   clients_.reserve(clients);
+}
+
+bool ClientRegistry::DeviceKeyMatches(const std::string& client_id, const Entry& e,
+                                      const std::string& device_key) {
+  if (device_key.empty()) return false;
+  if (store_ != nullptr) return store_->VerifyDeviceKey(client_id, device_key).ok();
+  return e.has_key_hash &&
+         SessionTokenHashesEqual(absl::string_view(e.key_hash.data(), e.key_hash.size()),
+                                 HashSessionToken(device_key));
 }
 
 absl::Status ClientRegistry::CheckSession(const std::string& client_id,

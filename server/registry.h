@@ -9,13 +9,17 @@
 //   std::vector<std::string> live = registry.LiveIds(now);   // who a round may sample
 //
 // Enrollment: the deployment's enrollment token is compared in constant time (SHA-256 of
-// both). A device gets a random id ("c-" and 16 hex characters) and a session token
-// (32 random bytes in hex); a device that names its previous id keeps it, a fresh session
-// replacing the old one. With accept_requested_client_ids (trusted in-process callers: the
-// simulator) a new device gets the id it asks for.
+// both). A device gets a random id ("c-" and 16 hex characters), a session token and a
+// device key (each 32 random bytes in hex). Identity: a device that names its previous id
+// keeps it, a fresh session replacing the old one, only when it also presents that id's
+// device key (compared as SHA-256, in constant time); anyone else naming the id, enrollment
+// token or not, gets a new id and key, and the named device's session is untouched. The
+// registry keeps only the key's hash (in the store, or in the entry without one). With
+// accept_requested_client_ids (trusted in-process callers: the simulator) a new device gets
+// the id it asks for.
 // Sessions: with a store, the store keeps SHA-256 of the session token; without one, the
 // registry does (in the entry). A device that left is unknown until it registers again.
-// Memory: about 140 bytes a device (the simulator registers 100,000): profile strings are
+// Memory: about 175 bytes a device (the simulator registers 100,000): profile strings are
 // interned (a fleet has a handful of platforms and versions).
 // Declines: a device that declined a task of the running job (over its memory budget) is
 // not sampled again until it registers again (its profile may change) or a new job starts.
@@ -62,7 +66,7 @@ class ClientRegistry {
 
   // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for a profile out of
   // bounds (negative sizes, more examples than max_examples_per_client, strings over 128
-  // bytes). Errors of the store.
+  // bytes). Errors of the store. RegisterResponse.device_key is set when the id is new.
   absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
   // Room for `clients` devices in all (the table is sized once).
   void Reserve(size_t clients);
@@ -113,6 +117,9 @@ class ClientRegistry {
     // Without a store: SHA-256 of the session token (the store keeps it otherwise).
     bool has_token_hash = false;
     std::array<char, kSessionTokenHashBytes> token_hash{};
+    // Without a store: SHA-256 of the device key (the store keeps it otherwise).
+    bool has_key_hash = false;
+    std::array<char, kSessionTokenHashBytes> key_hash{};
   };
   // Interned strings (platforms, client versions, tier names). Index 0 is "". Never shrinks.
   class StringPool {
@@ -131,6 +138,9 @@ class ClientRegistry {
   v1::DeviceProfile ProfileOfLocked(const Entry& e) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   v1::ClientRecord RecordOf(const std::string& client_id, const Entry& e) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Whether `device_key` is the key issued to `client_id` (entry `e`).
+  bool DeviceKeyMatches(const std::string& client_id, const Entry& e,
+                        const std::string& device_key) ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Authenticate's checks, the lock held.
   absl::Status CheckSession(const std::string& client_id, const std::string& session_token)
       ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -78,9 +78,14 @@ TEST_F(RegistryTest, SessionsAuthenticateAndAReRegistrationReplacesTheSession) {
               StatusIs(absl::StatusCode::kUnauthenticated));
   EXPECT_THAT(registry.Authenticate("c-unknown", first.session_token()),
               StatusIs(absl::StatusCode::kUnauthenticated));
-  // The same device again, naming its id: the same id, a new session; the old one is gone.
-  const v1::RegisterResponse again = *registry.Register(Request(first.client_id()));
+  // The same device again, naming its id with its key: the same id, a new session; the old
+  // one is gone.
+  ASSERT_EQ(first.device_key().size(), 64u);
+  v1::RegisterRequest same = Request(first.client_id());
+  same.set_device_key(first.device_key());
+  const v1::RegisterResponse again = *registry.Register(same);
   EXPECT_EQ(again.client_id(), first.client_id());
+  EXPECT_TRUE(again.device_key().empty());  // it keeps the key it has
   EXPECT_NE(again.session_token(), first.session_token());
   EXPECT_THAT(registry.Authenticate(first.client_id(), first.session_token()),
               StatusIs(absl::StatusCode::kUnauthenticated));
@@ -89,6 +94,37 @@ TEST_F(RegistryTest, SessionsAuthenticateAndAReRegistrationReplacesTheSession) {
   const v1::RegisterResponse named = *registry.Register(Request("v00000042"));
   EXPECT_NE(named.client_id(), "v00000042");
   EXPECT_EQ(registry.size(), 2u);
+}
+
+// Another device with the enrollment token names a victim's id: without the victim's key
+// (none, a wrong one, another device's) it gets a new id and key, and the victim's session
+// and id are untouched. With a store, the same.
+TEST_F(RegistryTest, NamingAnotherDevicesIdWithoutItsKeyGivesANewId) {
+  const std::string dir = (std::filesystem::temp_directory_path() /
+                           ("registry_takeover_" + std::to_string(::getpid())))
+                              .string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto store = Store::Open(dir);
+  ASSERT_THAT(store.status(), IsOk());
+  for (Store* s : {static_cast<Store*>(nullptr), store->get()}) {
+    ClientRegistry registry(Options(), s);
+    const v1::RegisterResponse victim = *registry.Register(Request());
+    const v1::RegisterResponse other = *registry.Register(Request());
+    for (const std::string& key : {std::string(), std::string("guess"), other.device_key()}) {
+      v1::RegisterRequest takeover = Request(victim.client_id());
+      takeover.set_device_key(key);
+      const absl::StatusOr<v1::RegisterResponse> r = registry.Register(takeover);
+      ASSERT_THAT(r.status(), IsOk());
+      EXPECT_NE(r->client_id(), victim.client_id());
+      EXPECT_EQ(r->device_key().size(), 64u);
+      EXPECT_NE(r->device_key(), victim.device_key());
+      EXPECT_THAT(registry.Authenticate(victim.client_id(), victim.session_token()), IsOk());
+    }
+    EXPECT_EQ(registry.size(), 5u);
+  }
+  store->reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(RegistryTest, TrustedCallersNameTheirDevices) {
@@ -133,10 +169,16 @@ TEST_F(RegistryTest, LivenessLeavingAndDeclinesDecideWhoMayBeSampled) {
     return x.client_id() < y.client_id();
   }));
   for (const v1::ClientRecord& r : records) {
-    if (r.client_id() == c.client_id()) EXPECT_EQ(r.declined_reason(), "over budget");
-    if (r.client_id() == b.client_id()) EXPECT_EQ(r.state(), v1::CLIENT_STATE_LEFT);
+    if (r.client_id() == c.client_id()) {
+      EXPECT_EQ(r.declined_reason(), "over budget");
+    }
+    if (r.client_id() == b.client_id()) {
+      EXPECT_EQ(r.state(), v1::CLIENT_STATE_LEFT);
+    }
   }
-  ASSERT_THAT(registry.Register(Request(c.client_id())).status(), IsOk());
+  v1::RegisterRequest c_again = Request(c.client_id());
+  c_again.set_device_key(c.device_key());
+  ASSERT_EQ(registry.Register(c_again)->client_id(), c.client_id());
   EXPECT_EQ(registry.LiveIds(clock_.Now()).size(), 2u);  // a and c (b left)
 }
 

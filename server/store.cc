@@ -69,6 +69,11 @@ CREATE TABLE checkpoints (
     R"sql(
 ALTER TABLE checkpoints ADD COLUMN strategy_state BLOB;
 )sql",
+    // v3: SHA-256 of each device's key, the proof of its id at re-registration (a client
+    // enrolled before has none: naming its id gives a new one).
+    R"sql(
+ALTER TABLE clients ADD COLUMN device_key_hash BLOB;
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Store::kSchemaVersion + 1,
               "one migration per schema version");
@@ -820,12 +825,18 @@ absl::StatusOr<std::vector<int64_t>> Store::ListCheckpointRounds(const std::stri
 // ---------------------------------------------------------------------------------------
 
 absl::Status Store::PutClient(const v1::ClientRecord& record,
-                              absl::string_view session_token_hash) {
+                              absl::string_view session_token_hash,
+                              absl::string_view device_key_hash) {
   FEDGE_RETURN_IF_ERROR(CheckId("client", record.client_id()));
   if (session_token_hash.size() != kSessionTokenHashBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("Store: session token hash of client '", record.client_id(), "' has ",
                      session_token_hash.size(), " bytes, expected ", kSessionTokenHashBytes));
+  }
+  if (!device_key_hash.empty() && device_key_hash.size() != kSessionTokenHashBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: device key hash of client '", record.client_id(), "' has ",
+                     device_key_hash.size(), " bytes, expected ", kSessionTokenHashBytes));
   }
   if (record.tier().size() > kMaxIdBytes) {
     return absl::InvalidArgumentError("Store: client tier name too long");
@@ -838,11 +849,13 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
       Prepare("INSERT INTO clients (id, profile, token_hash, state, tier, enrolled_ms, "
-              "                     last_seen_ms, rounds_participated) "
-              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+              "                     last_seen_ms, rounds_participated, device_key_hash) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
               "ON CONFLICT (id) DO UPDATE SET profile = excluded.profile, "
               "token_hash = excluded.token_hash, state = excluded.state, tier = excluded.tier, "
-              "last_seen_ms = excluded.last_seen_ms"));
+              "last_seen_ms = excluded.last_seen_ms, device_key_hash = "
+              "CASE WHEN length(excluded.device_key_hash) = 32 THEN excluded.device_key_hash "
+              "ELSE clients.device_key_hash END"));
   return q.BindText(1, record.client_id())
       .BindBlob(2, profile)
       .BindBlob(3, session_token_hash)
@@ -851,6 +864,7 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
       .Bind(6, record.enrolled_unix_ms() > 0 ? record.enrolled_unix_ms() : now)
       .Bind(7, record.last_seen_unix_ms() > 0 ? record.last_seen_unix_ms() : now)
       .Bind(8, record.rounds_participated())
+      .BindBlob(9, device_key_hash)
       .Run("write client");
 }
 
@@ -934,21 +948,31 @@ absl::Status Store::TouchClients(const std::vector<std::string>& client_ids) {
   return tx.Commit();
 }
 
-absl::Status Store::VerifySessionToken(const std::string& client_id,
-                                       absl::string_view session_token) {
-  const std::string presented = HashSessionToken(session_token);
+absl::Status Store::VerifyClientSecret(const std::string& client_id, absl::string_view secret,
+                                       const char* column, absl::string_view what) {
+  const std::string presented = HashSessionToken(secret);
   std::string stored;
   {
     absl::MutexLock lock(&mu_);
-    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT token_hash FROM clients WHERE id = ?1"));
-    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read session token hash"));
+    const std::string sql = absl::StrCat("SELECT ", column, " FROM clients WHERE id = ?1");
+    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read a client's secret hash"));
     if (row) stored = std::string(q.Blob(0));
   }
-  if (stored.empty() || !SessionTokenHashesEqual(stored, presented)) {
+  if (stored.size() != kSessionTokenHashBytes || !SessionTokenHashesEqual(stored, presented)) {
     return absl::UnauthenticatedError(
-        absl::StrCat("Store: unknown client '", client_id, "' or wrong session token"));
+        absl::StrCat("Store: unknown client '", client_id, "' or wrong ", what));
   }
   return absl::OkStatus();
+}
+
+absl::Status Store::VerifySessionToken(const std::string& client_id,
+                                       absl::string_view session_token) {
+  return VerifyClientSecret(client_id, session_token, "token_hash", "session token");
+}
+
+absl::Status Store::VerifyDeviceKey(const std::string& client_id, absl::string_view device_key) {
+  return VerifyClientSecret(client_id, device_key, "device_key_hash", "device key");
 }
 
 // ---------------------------------------------------------------------------------------

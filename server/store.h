@@ -88,7 +88,7 @@ struct Checkpoint {
 class Store final {
  public:
   static constexpr char kDatabaseFileName[] = "coordinator.db";
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating if needed) the database under `state_dir` (created if missing),
   // migrates its schema, and locks the state dir for this process.
@@ -159,8 +159,10 @@ class Store final {
   // Inserts the client, or replaces the profile, state, tier and token hash of an existing
   // one (re-registration keeps its enrollment time and participation count).
   // `session_token_hash` is HashSessionToken(token) (session_token.h): 32 bytes.
+  // `device_key_hash` likewise for a new device key; empty keeps the stored one.
   // enrolled_unix_ms / last_seen_unix_ms of 0 mean now.
-  absl::Status PutClient(const v1::ClientRecord& record, absl::string_view session_token_hash);
+  absl::Status PutClient(const v1::ClientRecord& record, absl::string_view session_token_hash,
+                         absl::string_view device_key_hash = {});
   absl::StatusOr<v1::ClientRecord> GetClient(const std::string& client_id);
   // Clients ordered by id; only ACTIVE ones unless `include_inactive`.
   absl::StatusOr<std::vector<v1::ClientRecord>> ListClients(bool include_inactive = true);
@@ -171,6 +173,9 @@ class Store final {
   // OK when `session_token` hashes to the stored hash of `client_id`; UNAUTHENTICATED
   // otherwise, with the same message for an unknown client and a wrong token.
   absl::Status VerifySessionToken(const std::string& client_id, absl::string_view session_token);
+  // OK when `device_key` hashes to the device key hash stored for `client_id`;
+  // UNAUTHENTICATED otherwise (an unknown client, one without a key, a wrong key).
+  absl::Status VerifyDeviceKey(const std::string& client_id, absl::string_view device_key);
 
   // ---- maintenance ----
 
@@ -187,6 +192,9 @@ class Store final {
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Exec(const char* sql, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckIntegrityLocked(const char* pragma) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A client's secret (`column`: its hash) against `secret`; `what` names it in the error.
+  absl::Status VerifyClientSecret(const std::string& client_id, absl::string_view secret,
+                                  const char* column, absl::string_view what);
   absl::StatusOr<Statement> Prepare(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SqliteError(int rc, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Fault(absl::string_view point);

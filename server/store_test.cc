@@ -533,6 +533,7 @@ TEST(StoreTest, VersionOneDatabaseMigrates) {
   ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
   ASSERT_EQ(sqlite3_exec(raw,
                          "ALTER TABLE checkpoints DROP COLUMN strategy_state; "
+                         "ALTER TABLE clients DROP COLUMN device_key_hash; "
                          "UPDATE schema_version SET version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
@@ -547,6 +548,35 @@ TEST(StoreTest, VersionOneDatabaseMigrates) {
   ASSERT_THAT(store->OpenRound("j", 2, 200), IsOk());
   EXPECT_THAT(store->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 3, {}, "s"), IsOk());
   EXPECT_EQ(store->LatestCheckpoint("j")->strategy_state, "s");
+  // v3: device keys.
+  v1::ClientRecord c1;
+  c1.set_client_id("c1");
+  ASSERT_THAT(store->PutClient(c1, HashSessionToken("t1"), HashSessionToken("k1")), IsOk());
+  EXPECT_THAT(store->VerifyDeviceKey("c1", "k1"), IsOk());
+}
+
+// A device's key is kept as its hash, survives a re-registration that does not replace it,
+// and a device enrolled without one (or an unknown id) proves nothing.
+TEST(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
+  TempDir dir;
+  std::unique_ptr<Store> store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  v1::ClientRecord a, b;
+  a.set_client_id("a");
+  b.set_client_id("b");
+  ASSERT_THAT(store->PutClient(a, HashSessionToken("ta"), HashSessionToken("key-a")), IsOk());
+  ASSERT_THAT(store->PutClient(b, HashSessionToken("tb")), IsOk());
+  EXPECT_THAT(store->VerifyDeviceKey("a", "key-a"), IsOk());
+  EXPECT_THAT(store->VerifyDeviceKey("a", "key-b"), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(store->VerifyDeviceKey("b", ""), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(store->VerifyDeviceKey("nobody", "key-a"),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  // A new session for a: its key stays.
+  ASSERT_THAT(store->PutClient(a, HashSessionToken("ta2")), IsOk());
+  EXPECT_THAT(store->VerifyDeviceKey("a", "key-a"), IsOk());
+  EXPECT_THAT(store->VerifySessionToken("a", "ta2"), IsOk());
+  EXPECT_THAT(store->PutClient(a, HashSessionToken("ta3"), "short"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST(StoreTest, DatabaseFromANewerFedgeIsRefused) {

@@ -472,6 +472,59 @@ TEST_F(GrpcCoordinatorTest, DevicesCompleteRoundsOverGrpc) {
   }
 }
 
+// Identity takeover: a second device with the enrollment token names the victim's id
+// mid-round. Without the victim's device key it gets a new id of its own; the victim's
+// session stays valid and its upload is the one accepted, and the impostor's upload as the
+// victim is refused. The victim, with its key, re-registers under its own id.
+TEST_F(GrpcCoordinatorTest, NamingAnotherDevicesIdGivesANewIdAndLeavesTheVictimAlone) {
+  Start(8, 3);
+  v1::RegisterRequest first;
+  first.set_enrollment_token(kToken);
+  first.mutable_profile()->set_num_examples(100);
+  v1::RegisterResponse victim_reg;
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(devices_stub_->Register(&ctx, first, &victim_reg).ok());
+  }
+  ASSERT_EQ(victim_reg.device_key().size(), 64u);
+  Device victim{victim_reg.client_id(), victim_reg.session_token(), MakeData(100, 8, 3, 1)};
+  const std::string job = StartJob(JobText(kTinyMlp, 1, 1, 1));
+  ASSERT_FALSE(job.empty());
+  FetchedTask t = FetchUntilTask(victim);
+  ASSERT_TRUE(t.status.ok()) << t.status.error_message();
+  // The impostor: the enrollment token and the victim's id, no key or a guessed one.
+  for (const std::string& key : {std::string(), std::string(64, '0')}) {
+    v1::RegisterRequest takeover = first;
+    takeover.set_previous_client_id(victim.id);
+    takeover.set_device_key(key);
+    v1::RegisterResponse got;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(devices_stub_->Register(&ctx, takeover, &got).ok());
+    EXPECT_NE(got.client_id(), victim.id);
+    EXPECT_FALSE(got.device_key().empty());
+    // Its upload as the victim, with its own session: refused.
+    Device impostor{victim.id, got.session_token(), victim.data};
+    EXPECT_EQ(Send(UploadMessages(HeaderFor(impostor, t), Train(victim, t))).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // The victim's own upload goes through and completes the round.
+  v1::UploadUpdateResponse resp;
+  grpc::Status s = Send(UploadMessages(HeaderFor(victim, t), Train(victim, t)), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(WaitForRounds(job, 1).completed_rounds(), 1);
+  // With its key the victim keeps its id.
+  v1::RegisterRequest again = first;
+  again.set_previous_client_id(victim.id);
+  again.set_device_key(victim_reg.device_key());
+  v1::RegisterResponse back;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  ASSERT_TRUE(devices_stub_->Register(&ctx, again, &back).ok());
+  EXPECT_EQ(back.client_id(), victim.id);
+}
+
 TEST_F(GrpcCoordinatorTest, ModelOverGrpcDefaultMessageLimitRoundTrips) {
   Start(784, 10);
   const Device d = Enroll(7, 32);

@@ -83,6 +83,7 @@ struct ClientRuntime::Impl final : DeviceLink {
   // Run's `stop` (set while Run runs): the link's pauses end when it is set.
   const std::atomic<bool>* stop = nullptr;
   std::string session_token;  // Run's thread only
+  std::string device_key;     // proves client_id at the next Register (Run's thread only)
   std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
 
@@ -155,6 +156,7 @@ absl::Status ClientRuntime::Impl::Register() {
   *req.mutable_profile() = options.profile;
   req.mutable_profile()->set_num_examples(data.raw().num_examples);
   req.set_previous_client_id(id());
+  req.set_device_key(device_key);
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(absl::Seconds(30)));
@@ -169,15 +171,18 @@ absl::Status ClientRuntime::Impl::Register() {
     ++stats.registrations;
   }
   session_token = resp.session_token();
+  // A new id comes with its key; the old id keeps the key it has.
+  if (!resp.device_key().empty()) device_key = resp.device_key();
   chunk_bytes = model::kMaxChunkBytes;
   if (resp.chunk_bytes() > 0) chunk_bytes = std::min<int64_t>(chunk_bytes, resp.chunk_bytes());
   if (resp.max_message_bytes() > 0) {
     // Leave room for the message framing around a chunk.
     chunk_bytes = std::max<int64_t>(1, std::min<int64_t>(chunk_bytes, resp.max_message_bytes() / 2));
   }
-  if (!options.state_path.empty() && resp.client_id() != previous) {
+  if (!options.state_path.empty() && !resp.device_key().empty()) {
     // Not retryable: a device that cannot keep its id would enroll anew on every start.
-    if (absl::Status saved = SaveDeviceState(options.state_path, {resp.client_id()}); !saved.ok()) {
+    if (absl::Status saved = SaveDeviceState(options.state_path, {resp.client_id(), device_key});
+        !saved.ok()) {
       return absl::FailedPreconditionError(saved.message());
     }
   }
@@ -595,6 +600,7 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
     if (state.ok()) {
       absl::MutexLock lock(&impl->mu);
       impl->client_id = state->client_id;
+      impl->device_key = state->device_key;
     } else if (!absl::IsNotFound(state.status())) {
       return state.status();
     }

@@ -16,8 +16,9 @@
 // The round itself is client/device_round.h's, the one fedge-sim runs too; this runtime is
 // its link (client/device_link.h) over gRPC, with the retries, backoff and resumption below.
 // What Run does:
-//   Register (with the client id of the state file, so a restarted device keeps its id;
-//   the new id is written back, mode 0600) → loop { FetchTask long-poll (wait_seconds);
+//   Register (with the client id and device key of the state file, so a restarted device
+//   keeps its id: the coordinator grants an old id only with its key; a new id and its key
+//   are written back, mode 0600) → loop { FetchTask long-poll (wait_seconds);
 //   on a task: receive header + chunks (model::PayloadAssembler), decode the parameters
 //   into the header's model_spec, preprocess a copy of the local data once per distinct
 //   Preprocessing, train (OptionsFromTask), encode Δ and upload it in chunks (header with
