@@ -5,16 +5,10 @@
 #include <cmath>
 #include <utility>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
-#include "model/payload.h"
-#include "model/trainer.h"
 #include "server/job_config.h"
 #include "server/model_weights.h"
 #include "server/session_token.h"
@@ -27,10 +21,6 @@ int64_t UnixMs(absl::Time t) { return absl::ToUnixMillis(t); }
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
-
-}  // namespace
-
-namespace {
 
 RegistryOptions RegistryOptionsOf(const CoordinatorOptions& o, base::Clock& clock) {
   RegistryOptions r;
@@ -140,31 +130,7 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
       registry_.Authenticate(client_id, session_token, ClientRegistry::Seen::kFetching));
   absl::MutexLock lock(&mu_);
   if (job_ == nullptr || !job_->round.has_value()) return std::nullopt;
-  Round& round = *job_->round;
-  if (!round.waiting.contains(client_id)) return std::nullopt;
-  if (round.secure != nullptr && (job_->unmasking || round.secure->Joined(client_id))) {
-    return std::nullopt;
-  }
-  ClientTask& ct = round.tasks[client_id];
-  RoundPlanner::TaskContext context;
-  context.job_id = job_->id;
-  context.client_id = client_id;
-  context.round = round.number;
-  context.attempt = round.attempt;
-  context.deadline = round.deadline;
-  context.clip_norm = round.dp.clip_norm;
-  context.secure = round.secure.get();
-  TaskAssignment task = job_->planner->Assign(ct, context);
-  if (!ct.fetched) {
-    ct.fetched = true;
-    ct.bytes_down = RoundPlanner::EncodedBytes(*task.model, task.model_encoding);
-    if (task.teacher != nullptr) {
-      ct.bytes_down += RoundPlanner::EncodedBytes(*task.teacher, task.teacher_encoding);
-    }
-    ct.metrics.set_bytes_down(ct.bytes_down);
-    round.metrics.set_bytes_down(round.metrics.bytes_down() + ct.bytes_down);
-  }
-  return std::optional<TaskAssignment>(std::move(task));
+  return job_->round->Task(client_id);
 }
 
 absl::StatusOr<std::optional<TaskAssignment>> Coordinator::AwaitTask(
@@ -191,79 +157,33 @@ absl::StatusOr<std::optional<TaskAssignment>> Coordinator::AwaitTask(
 }
 
 absl::Status Coordinator::CheckUpdateHeader(const v1::UpdateHeader& header) {
-  const std::string& id = header.client_id();
-  FEDGE_RETURN_IF_ERROR(registry_.Authenticate(id, header.session_token()));
+  FEDGE_RETURN_IF_ERROR(registry_.Authenticate(header.client_id(), header.session_token()));
   if (job_ == nullptr || job_->id != header.job_id()) {
     return absl::FailedPreconditionError(
         absl::StrCat("Coordinator: update for job '", header.job_id(), "', which is not running"));
   }
-  if (!job_->round.has_value() || job_->round->number != header.round()) {
+  if (!job_->round.has_value()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "Coordinator: update for round ", header.round(), ", but ",
-        job_->round.has_value() ? absl::StrCat("round ", job_->round->number, " is open")
-                                : std::string("no round is open")));
+        "Coordinator: update for round ", header.round(), ", but no round is open"));
   }
-  Round& round = *job_->round;
-  if (round.accepted.contains(id)) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("Coordinator: client ", id, " already sent its update for round ", round.number));
-  }
-  if (!round.waiting.contains(id)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "Coordinator: client ", id, " is not (or no longer) part of round ", round.number));
-  }
-  const std::string expected_task =
-      absl::StrCat(job_->id, "/", round.number, "/", round.attempt, "/", id);
-  if (header.task_id() != expected_task) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("Coordinator: update names task '", header.task_id(), "', expected '",
-                     expected_task, "'"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Coordinator::DropRejected(const std::string& client_id, absl::Status reason) {
-  if (reason.ok()) reason = absl::InvalidArgumentError("Coordinator: update rejected");
-  Round& round = *job_->round;
-  round.waiting.erase(client_id);
-  round.metrics.set_rejected(round.metrics.rejected() + 1);
-  v1::ClientRoundMetrics& m = round.tasks[client_id].metrics;
-  m.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-  m.set_reason(std::string(reason.message().substr(0, 256)));
-  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
-                     << ": rejected the update of client " << client_id << ": "
-                     << reason.message();
-  return reason;
+  return job_->round->CheckHeader(header);
 }
 
 absl::Status Coordinator::RejectUpdate(const v1::UpdateHeader& header,
                                        const absl::Status& reason) {
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
-  return DropRejected(header.client_id(), reason);
+  return job_->round->Reject(header.client_id(), reason);
 }
 
 absl::StatusOr<ExpectedUpdate> Coordinator::ExpectedUpdateOf(const v1::UpdateHeader& header) {
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
-  const Round& round = *job_->round;
-  if (round.secure != nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "Coordinator: round ", round.number, " uses secure aggregation: client ",
-        header.client_id(), " must send its update masked, through SecureAggregationStep"));
-  }
-  const ClientTask& ct = round.tasks.at(header.client_id());
-  ExpectedUpdate e;
-  e.model = ct.model;
+  const OpenRound& round = *job_->round;
+  FEDGE_RETURN_IF_ERROR(round.CheckInTheClear(header.client_id()));
+  ExpectedUpdate e = round.Expected(header.client_id());
   e.encoding = job_->config.transfer().update_encoding();
   if (e.encoding == v1::TENSOR_ENCODING_UNSPECIFIED) e.encoding = v1::TENSOR_ENCODING_FLOAT32;
   e.strategy = job_->strategy.get();
-  if (ct.tier < 0) {
-    e.what = "the task's model";
-  } else {
-    const RoundPlanner::Tier& tier = job_->planner->tiers()[ct.tier];
-    e.what = absl::StrFormat("the task's sub-model (tier '%s', width %g)", tier.name,
-                             tier.width_ratio);
-  }
   return e;
 }
 
@@ -271,7 +191,7 @@ absl::StatusOr<int64_t> Coordinator::BeginUpload(const v1::UpdateHeader& header)
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(const ExpectedUpdate expected, ExpectedUpdateOf(header));
   if (absl::Status s = CheckUpdateAnnouncement(header, expected); !s.ok()) {
-    return DropRejected(header.client_id(), std::move(s));
+    return job_->round->Reject(header.client_id(), std::move(s));
   }
   return expected.payload_bytes();
 }
@@ -283,7 +203,7 @@ absl::Status Coordinator::SubmitPayload(const v1::UpdateHeader& header,
     absl::MutexLock lock(&mu_);
     FEDGE_ASSIGN_OR_RETURN(expected, ExpectedUpdateOf(header));
     if (absl::Status s = CheckUpdateAnnouncement(header, expected); !s.ok()) {
-      return DropRejected(header.client_id(), std::move(s));
+      return job_->round->Reject(header.client_id(), std::move(s));
     }
   }
   // Decoded without the lock: other clients' calls go on meanwhile.
@@ -297,12 +217,8 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
   const std::string& id = header.client_id();
-  Round& round = *job_->round;
-  if (round.secure != nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "Coordinator: round ", round.number, " uses secure aggregation: client ", id,
-        " must send its update masked, through SecureAggregationStep"));
-  }
+  OpenRound& round = *job_->round;
+  FEDGE_RETURN_IF_ERROR(round.CheckInTheClear(id));
   absl::Status status = job_->strategy->CheckUpdate(update, job_->weights);
   if (!status.ok()) {
     // Refused below, as every bad update.
@@ -313,65 +229,14 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
   } else {
-    status = job_->privacy->CheckClipped(update, round.dp);
+    status = job_->privacy->CheckClipped(update, round.dp());
   }
-  ClientTask& ct = round.tasks[id];
-  if (status.ok() && ct.slicer != nullptr) {
-    const RoundPlanner::Tier& tier = job_->planner->tiers()[ct.tier];
-    absl::StatusOr<aggregation::Update> e = ExpandSubModelUpdate(
-        *ct.slicer,
-        absl::StrCat("Coordinator: client ", id, " (tier '", tier.name, "', width ",
-                     tier.width_ratio, ")"),
-        update);
-    if (e.ok()) {
-      e->max_abs = update.max_abs;  // the same values, and zeros
-      update = std::move(e).value();
-    } else {
-      status = e.status();
-    }
-  }
+  if (status.ok()) status = round.ToFullShapes(id, update);
   // Central DP: every participant counts once, whatever its example count.
   if (status.ok()) update.weight = job_->privacy->Weight(update.weight);
-  if (status.ok()) status = round.intake->Add(std::move(update));
   // A bad update drops this client from the round, never the round.
-  if (!status.ok()) return DropRejected(id, std::move(status));
-  RecordAccepted(header, payload_bytes, round, ct);
-  return absl::OkStatus();
-}
-
-void Coordinator::RecordAccepted(const v1::UpdateHeader& header, int64_t payload_bytes,
-                                 Round& round, ClientTask& ct) {
-  const std::string& id = header.client_id();
-  ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
-  ct.metrics.set_bytes_up(payload_bytes);
-  ct.metrics.set_num_examples(header.num_examples());
-  ct.metrics.set_train_loss(header.metrics().train_loss());
-  ct.metrics.set_train_seconds(header.metrics().train_seconds());
-  ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
-  if (std::isfinite(header.metrics().update_norm()) && header.metrics().update_norm() >= 0) {
-    ct.metrics.set_update_norm(header.metrics().update_norm());
-    RoundPrivacy::CountReportedNorm(header.metrics().update_norm(), round.dp);
-  }
-  round.waiting.erase(id);
-  round.accepted.insert(id);
-  v1::RoundMetrics& m = round.metrics;
-  m.set_bytes_up(m.bytes_up() + payload_bytes);
-  m.set_examples(m.examples() + header.num_examples());
-  round.train_loss_sum += header.metrics().train_loss() * header.num_examples();
-  round.client_seconds_sum += header.metrics().train_seconds();
-  const double eval_accuracy = header.metrics().eval_accuracy();
-  const int64_t eval_examples = header.metrics().eval_examples();
-  if (eval_examples > 0 &&
-      eval_examples <= options_.max_examples_per_client && std::isfinite(eval_accuracy) &&
-      eval_accuracy >= 0 && eval_accuracy <= 1) {
-    // The device's own evaluation (FedCG: its private E with the task's global C on its
-    // held-out examples), for the strategy's round report.
-    ct.metrics.set_eval_accuracy(eval_accuracy);
-    ct.metrics.set_eval_examples(eval_examples);
-    round.eval_correct_sum += eval_accuracy * static_cast<double>(eval_examples);
-    round.eval_examples += eval_examples;
-    ++round.clients_evaluated;
-  }
+  if (!status.ok()) return round.Reject(id, std::move(status));
+  return round.Accept(header, std::move(update), payload_bytes);
 }
 
 absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
@@ -382,27 +247,16 @@ absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
   }
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
-  Round& round = *job_->round;
-  round.waiting.erase(header.client_id());
-  v1::ClientRoundMetrics& m = round.tasks[header.client_id()].metrics;
-  m.set_outcome(v1::ClientRoundMetrics::OUTCOME_DECLINED);
-  m.set_reason(reason);
-  m.set_peak_rss_bytes(std::max<int64_t>(0, header.metrics().peak_rss_bytes()));
   registry_.MarkDeclined(header.client_id(), reason);
-  FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
-                     << ": client " << header.client_id() << " declined its task: " << reason;
+  job_->round->Decline(header.client_id(), reason, header.metrics().peak_rss_bytes());
   return absl::OkStatus();
 }
 
 absl::Status Coordinator::Leave(const std::string& client_id, const std::string& session_token) {
   FEDGE_RETURN_IF_ERROR(registry_.Leave(client_id, session_token));
   absl::MutexLock lock(&mu_);
-  DropFromRound(client_id);
+  if (job_ != nullptr && job_->round.has_value()) job_->round->Drop(client_id);
   return absl::OkStatus();
-}
-
-void Coordinator::DropFromRound(const std::string& client_id) {
-  if (job_ != nullptr && job_->round.has_value()) job_->round->waiting.erase(client_id);
 }
 
 absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
@@ -415,107 +269,24 @@ absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
   header.set_round(request.round());
   header.set_task_id(request.task_id());
   FEDGE_RETURN_IF_ERROR(CheckUpdateHeader(header));
-  Round& round = *job_->round;
-  const std::string& id = request.client_id();
-  if (round.secure == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "Coordinator: round ", round.number, " does not use secure aggregation"));
-  }
-  v1::SecAggStepResponse response;
-  if (job_->unmasking) {
-    // The session is being unmasked: a poll is answered later; a message is too late.
-    if (request.step_case() != v1::SecAggStepRequest::kPoll) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "Coordinator: round ", round.number, " is unmasking; the message came too late"));
-    }
-    response.set_retry_after_ms(200);
-    return response;
-  }
-  if (request.step_case() == v1::SecAggStepRequest::kPoll) {
-    return round.secure->Poll(id, request.poll());
-  }
-  ClientTask& ct = round.tasks[id];
-  if (absl::Status s = round.secure->Receive(id, request); !s.ok()) {
-    // A repeat of a message already taken (a device retrying after a lost answer, or a
-    // replay) changes nothing; the first one counts.
-    if (absl::IsAlreadyExists(s)) return s;
-    // A bad message drops this client (the protocol treats it as a dropout), never the round.
-    round.waiting.erase(id);
-    round.metrics.set_rejected(round.metrics.rejected() + 1);
-    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-    ct.metrics.set_reason(std::string(s.message().substr(0, 256)));
-    FEDGE_LOG(WARNING) << "Coordinator: job " << job_->id << " round " << round.number
-                       << ": dropped client " << id << " from secure aggregation: " << s.message();
-    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(clock_.Now()));
-    return s;
-  }
-  if (request.has_masked_input()) {
-    const v1::SecAggMaskedInput& in = request.masked_input();
-    ct.metrics.set_bytes_up(static_cast<int64_t>(in.masked().size()));
-    ct.metrics.set_num_examples(std::clamp<int64_t>(in.num_examples(), 0, options_.max_examples_per_client));
-    ct.metrics.set_train_loss(in.metrics().train_loss());
-    ct.metrics.set_train_seconds(in.metrics().train_seconds());
-    ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, in.metrics().peak_rss_bytes()));
-  }
-  if (request.has_unmasking()) {
-    response.set_done(true);
-  } else {
-    response.set_retry_after_ms(0);  // poll for the phase's result
-  }
-  FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(clock_.Now()));
-  return response;
+  return job_->round->SecureStep(request, clock_, job_->weights);
 }
 
-absl::Status Coordinator::AdvanceSecureRound(absl::Time now, bool unmask) {
-  if (job_ == nullptr || !job_->round.has_value() || job_->round->secure == nullptr) {
-    return absl::OkStatus();
-  }
-  Job& job = *job_;
-  Round& round = *job.round;
-  SecureRound& secure = *round.secure;
-  absl::StatusOr<bool> finished =
-      secure.Advance(now, SecurePhaseTimeout(), round.waiting, /*unmask=*/false);
-  if (finished.ok() && !*finished && unmask && secure.UnmaskDue(now, round.waiting)) {
+absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
+  OpenRound& round = *job_->round;
+  absl::StatusOr<bool> finished = round.AdvanceSecure(now);
+  if (finished.ok() && !*finished && round.UnmaskDue(now)) {
     // Unmasking reconstructs every dropout's mask: costly at scale. It runs without the
-    // lock; meanwhile the round's SecureRound is left alone (job.unmasking) and other
+    // lock; meanwhile the round's SecureRound is left alone (round.unmasking()) and other
     // calls are answered.
-    absl::flat_hash_set<std::string> waiting = round.waiting;
-    job.unmasking = true;
+    OpenRound::Unmasking unmasking = round.BeginUnmasking();
     mu_.Unlock();
-    finished = secure.Advance(now, SecurePhaseTimeout(), waiting, /*unmask=*/true);
+    round.Unmask(now, unmasking);
     mu_.Lock();
-    job.unmasking = false;
     task_cv_.SignalAll();
-    round.waiting = std::move(waiting);
+    finished = round.EndUnmasking(std::move(unmasking));
   }
-  if (!finished.ok()) {
-    FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number
-                       << ": secure aggregation released nothing: " << finished.status().message();
-    return absl::OkStatus();
-  }
-  if (!*finished || !round.accepted.empty()) return absl::OkStatus();
-  // The survivors' mean, aggregated as one update of weight |U3|.
-  SecureRound::Release release = secure.Released(job.weights);
-  if (release.noised_unclipped.has_value()) round.dp.noised_unclipped = *release.noised_unclipped;
-  FEDGE_RETURN_IF_ERROR(round.intake->AddReleased(release.mean));
-  const std::vector<std::string> survivors = secure.Survivors();
-  v1::RoundMetrics& m = round.metrics;
-  for (const std::string& id : survivors) {
-    round.accepted.insert(id);
-    ClientTask& ct = round.tasks[id];
-    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
-    m.set_bytes_up(m.bytes_up() + ct.metrics.bytes_up());
-    m.set_examples(m.examples() + ct.metrics.num_examples());
-    round.train_loss_sum += ct.metrics.train_loss() * ct.metrics.num_examples();
-    round.client_seconds_sum += ct.metrics.train_seconds();
-  }
-  for (const std::string& id : secure.Misbehaving()) {
-    secure.metrics().add_misbehaving_clients(id);
-    FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number << ": client "
-                       << id << " revealed a bad secret share";
-  }
-  round.waiting.clear();
-  return absl::OkStatus();
+  return round.SettleSecure(finished, job_->weights);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -557,7 +328,7 @@ absl::Status Coordinator::StopJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   // A round being completed outside the lock finishes first.
   auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return job_ == nullptr || (!job_->completing && !job_->unmasking);
+    return job_ == nullptr || !job_->settling();
   };
   mu_.Await(absl::Condition(&settled));
   if (job_ == nullptr || job_->id != job_id) {
@@ -579,14 +350,14 @@ absl::StatusOr<v1::JobStatus> Coordinator::StatusOf(const std::string& job_id) {
   } else {
     FEDGE_ASSIGN_OR_RETURN(s, ledger_.Job(job_id));
   }
-  if (running && job_->round.has_value()) s.set_current_round(job_->round->number);
+  if (running && job_->round.has_value()) s.set_current_round(job_->round->number());
   return s;
 }
 
 absl::Status Coordinator::EndJob(v1::JobState state, const std::string& message) {
   Job& job = *job_;
   std::optional<int64_t> open_round;
-  if (job.round.has_value()) open_round = job.round->number;
+  if (job.round.has_value()) open_round = job.round->number();
   FEDGE_RETURN_IF_ERROR(ledger_.EndJob(
       job.id, state, message, open_round, clock_.Now(), [&] { return StatusOf(job.id); },
       [&] { return ProtoFromWeights(job.config.model_spec(), job.weights); }));
@@ -633,23 +404,17 @@ std::optional<std::string> Coordinator::running_job() const {
 absl::Status Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
-  if (job_ == nullptr || job_->completing || job_->unmasking) return absl::OkStatus();
+  if (job_ == nullptr || job_->settling()) return absl::OkStatus();
   if (!job_->round.has_value()) return MaybeOpenRound(now);
-  Round& round = *job_->round;
+  OpenRound& round = *job_->round;
   // Sampled clients that went silent are dropped.
-  for (auto it = round.waiting.begin(); it != round.waiting.end();) {
-    if (!registry_.Live(*it, now)) {
-      round.waiting.erase(it++);
-    } else {
-      ++it;
-    }
-  }
-  if (round.secure != nullptr) {
-    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now, /*unmask=*/true));
-    if (job_->round.has_value() && job_->round->waiting.empty()) return CloseRound(now);
+  round.DropSilent([&](const std::string& id) { return registry_.Live(id, now); });
+  if (round.secure() != nullptr) {
+    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now));
+    if (job_->round.has_value() && job_->round->settled()) return CloseRound(now);
     return absl::OkStatus();
   }
-  if (round.waiting.empty() || now >= round.deadline) return CloseRound(now);
+  if (round.settled() || now >= round.deadline()) return CloseRound(now);
   return absl::OkStatus();
 }
 
@@ -665,9 +430,12 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   const int quorum = cfg.round_policy().quorum();
   const int needed = std::max({sel.min_registered(), quorum, cfg.privacy().secure_aggregation_threshold(), 1});
   if (static_cast<int>(live.size()) < needed) return absl::OkStatus();
-  Round round;
+  OpenRound::Setup round;
+  round.job_id = job.id;
   round.number = job.completed_rounds + 1;
   round.attempt = job.failed_attempts;
+  round.max_examples_per_client = options_.max_examples_per_client;
+  round.phase_timeout = SecurePhaseTimeout();
   const v1::PrivacyConfig& privacy = cfg.privacy();
   const size_t sampled = std::min(live.size(), static_cast<size_t>(std::max(want, quorum)));
   FEDGE_ASSIGN_OR_RETURN(RoundPrivacy::Opening dp,
@@ -678,25 +446,17 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   rng.Shuffle(live);
   live.resize(sampled);
   round.sampled = std::move(live);
-  round.waiting.insert(round.sampled.begin(), round.sampled.end());
   round.opened = now;
   const double deadline = cfg.round_policy().deadline_seconds();
   if (deadline > 0) round.deadline = now + absl::Seconds(deadline);
-  round.model = std::make_shared<v1::ModelProto>(ProtoFromWeights(cfg.model_spec(), job.weights));
-  round.models = std::make_unique<RoundPlanner::RoundModels>(round.model,
-                                                            job.planner->tiers().size());
+  round.models = std::make_unique<RoundPlanner::RoundModels>(
+      std::make_shared<v1::ModelProto>(ProtoFromWeights(cfg.model_spec(), job.weights)),
+      job.planner->tiers().size());
   for (const std::string& id : round.sampled) {
-    ClientTask& task = round.tasks[id];
-    FEDGE_ASSIGN_OR_RETURN(static_cast<ClientPlan&>(task),
-                           job.planner->PlanClient(*round.models, round.number, id,
-                                                   registry_.ProfileOf(id)));
-    task.metrics.set_client_id(id);
-    task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
-    if (task.tier >= 0) {
-      const std::string& tier = job.planner->tiers()[task.tier].name;
-      registry_.SetTier(id, tier);
-      task.metrics.set_tier(tier);
-    }
+    FEDGE_ASSIGN_OR_RETURN(ClientPlan plan, job.planner->PlanClient(*round.models, round.number,
+                                                                    id, registry_.ProfileOf(id)));
+    if (plan.tier >= 0) registry_.SetTier(id, job.planner->tiers()[plan.tier].name);
+    round.plans.push_back(std::move(plan));
   }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
                          job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
@@ -715,13 +475,10 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
                             job.num_parameters + (e.clipped_count ? 1 : 0), e));
     round.secure->set_phase_deadline(round.deadline);
   }
-  round.metrics.set_round(round.number);
-  round.metrics.set_sampled(static_cast<int32_t>(round.sampled.size()));
-  round.metrics.set_started_unix_ms(UnixMs(now));
   FEDGE_RETURN_IF_ERROR(ledger_.OpenRound(job.id, round.number, now));
   FEDGE_LOG(INFO) << "Coordinator: job " << job.id << " round " << round.number << " open, "
                   << round.sampled.size() << " clients sampled of " << registry_.size();
-  job.round = std::move(round);
+  job.round.emplace(*job.planner, std::move(round));
   ++task_epoch_;
   task_cv_.SignalAll();
   return absl::OkStatus();
@@ -729,108 +486,76 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
 
 absl::Status Coordinator::CloseRound(absl::Time now) {
   Job& job = *job_;
-  Round& round = *job.round;
+  OpenRound& round = *job.round;
   const int quorum = job.config.round_policy().quorum();
-  if (static_cast<int>(round.accepted.size()) >= std::max(quorum, 1)) return CompleteRound(now);
-  FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number << " failed: "
-                     << round.accepted.size() << " updates, quorum " << quorum << "; retrying";
-  FEDGE_RETURN_IF_ERROR(ledger_.FailRound(job.id, round.number, now));
+  if (static_cast<int>(round.accepted()) >= std::max(quorum, 1)) return CompleteRound(now);
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number() << " failed: "
+                     << round.accepted() << " updates, quorum " << quorum << "; retrying";
+  FEDGE_RETURN_IF_ERROR(ledger_.FailRound(job.id, round.number(), now));
   ++job.failed_attempts;
   job.round.reset();
   return absl::OkStatus();
 }
 
-void Coordinator::FlushIntake(Round& round) {
-  for (auto& [client, why] : round.intake->Flush()) {
-    // Not expected: each update passed Validate and the sum bound rules out an overflow.
-    FEDGE_LOG(ERROR) << "Coordinator: job " << job_->id << " round " << round.number
-                     << ": dropped the update of client " << client << ": " << why.message();
-    round.accepted.erase(client);
-    round.metrics.set_rejected(round.metrics.rejected() + 1);
-    ClientTask& ct = round.tasks[client];
-    ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_REJECTED);
-    ct.metrics.set_reason(std::string(why.message().substr(0, 256)));
-  }
-}
-
 absl::Status Coordinator::CompleteRound(absl::Time now) {
   Job& job = *job_;
-  Round& round = *job.round;
-  v1::RoundMetrics& m = round.metrics;
+  OpenRound& round = *job.round;
   auto t0 = std::chrono::steady_clock::now();
-  FlushIntake(round);
-  m.set_participants(static_cast<int32_t>(round.accepted.size()));
-  m.set_dropped(static_cast<int32_t>(round.sampled.size() - round.accepted.size() - m.rejected()));
-  if (m.examples() > 0) m.set_train_loss(round.train_loss_sum / static_cast<double>(m.examples()));
-  if (!round.accepted.empty()) m.set_mean_client_seconds(round.client_seconds_sum / round.accepted.size());
-  // Per client (sampled, in id order), before the lock is let go.
-  std::vector<std::string> sampled = round.sampled;
-  std::sort(sampled.begin(), sampled.end());
-  std::vector<std::pair<v1::ClientRoundMetrics, int>> clients;
-  clients.reserve(sampled.size());
-  for (const std::string& id : sampled) {
-    const ClientTask& ct = round.tasks[id];
-    clients.emplace_back(ct.metrics, ct.tier);
-  }
-  const std::vector<std::string> participants(round.accepted.begin(), round.accepted.end());
-  // Nobody is waiting any more: other calls cannot reach the round, and the rest of the
-  // round (aggregation, noise, the server step, evaluation, the commit) runs without the
-  // lock. Tick and StopJob wait for it (job.completing); readers see the previous model.
-  round.waiting.clear();
+  // The round's counts and, per client (sampled, in id order), its figures, before the lock
+  // is let go. Nobody is waiting any more: other calls cannot reach the round, and the
+  // rest of it (aggregation, noise, the server step, evaluation, the commit) runs without
+  // the lock. Tick and StopJob wait for it (job.completing); readers see the previous model.
+  const OpenRound::Closing closing = round.Close();
   job.completing = true;
   aggregation::ModelWeights next;
   mu_.Unlock();
-  const absl::Status done = AggregateEvaluateCommit(job, round, now, t0, clients, participants, next);
+  const absl::Status done = AggregateEvaluateCommit(job, round, now, t0, closing, next);
   mu_.Lock();
   job.completing = false;
   task_cv_.SignalAll();
   if (!done.ok()) {
     // The round cannot complete (its aggregate is spent): it fails and is retried.
-    FEDGE_LOG(ERROR) << "Coordinator: job " << job.id << " round " << round.number
+    FEDGE_LOG(ERROR) << "Coordinator: job " << job.id << " round " << round.number()
                      << " could not complete: " << done.message() << "; retrying";
-    ledger_.FailRound(job.id, round.number, clock_.Now()).IgnoreError();
+    ledger_.FailRound(job.id, round.number(), clock_.Now()).IgnoreError();
     ++job.failed_attempts;
     job.round.reset();
     return done;
   }
-  LogRoundDone(job.id, m);
+  LogRoundDone(job.id, round.metrics());
   job.weights = std::move(next);
-  job.completed_rounds = round.number;
-  job.latest_metrics = m;
+  job.completed_rounds = round.number();
+  job.latest_metrics = round.metrics();
   job.failed_attempts = 0;
   job.round.reset();
   if (job.completed_rounds >= job.config.rounds()) return FinishJob("");
   return absl::OkStatus();
 }
 
-absl::Status Coordinator::AggregateEvaluateCommit(
-    Job& job, Round& round, absl::Time now, std::chrono::steady_clock::time_point t0,
-    const std::vector<std::pair<v1::ClientRoundMetrics, int>>& clients,
-    const std::vector<std::string>& participants, aggregation::ModelWeights& next) {
-  v1::RoundMetrics& m = round.metrics;
-  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(*round.intake).Report());
-  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp, round.secure != nullptr,
+absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, absl::Time now,
+                                                  std::chrono::steady_clock::time_point t0,
+                                                  const OpenRound::Closing& closing,
+                                                  aggregation::ModelWeights& next) {
+  v1::RoundMetrics& m = round.metrics();
+  const std::vector<std::string>& participants = closing.participants;
+  FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(round.intake()).Report());
+  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp(), round.secure() != nullptr,
                                            static_cast<int64_t>(participants.size()), delta, &m));
   next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));
   if (job.strategy->KeepsClientUpdates()) {
     std::vector<const aggregation::Update*> kept;
-    for (const aggregation::Update& u : round.intake->kept()) kept.push_back(&u);
+    for (const aggregation::Update& u : round.intake().kept()) kept.push_back(&u);
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
   }
   m.set_aggregation_seconds(Seconds(t0));
-  aggregation::DeviceEvaluation devices;
-  devices.clients = round.clients_evaluated;
-  devices.examples = round.eval_examples;
-  devices.correct = round.eval_correct_sum;
-  devices.model_round = round.number - 1;
-  job.strategy->ReportRound(devices, &m);
+  job.strategy->ReportRound(round.Devices(), &m);
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
-  FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number, &m));
-  for (const auto& [client, tier] : clients) RoundReport::AddClient(client, tier, &m);
-  if (round.secure != nullptr) *m.mutable_secure_aggregation() = round.secure->metrics();
+  FEDGE_RETURN_IF_ERROR(job.report->Evaluate(model, round.number(), &m));
+  for (const auto& [client, tier] : closing.clients) RoundReport::AddClient(client, tier, &m);
+  if (round.secure() != nullptr) *m.mutable_secure_aggregation() = round.secure()->metrics();
   m.set_closed_unix_ms(UnixMs(now));
-  m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened));
+  m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened()));
   FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(job.id, m, model, job.config.keep_checkpoints(),
                                             participants,
                                             [&] { return job.strategy->SerializeState(); }));

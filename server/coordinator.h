@@ -3,6 +3,7 @@
 // touches a socket. It sequences rooms that each own their state:
 //
 //   ClientRegistry  (registry.h)       enrollment, sessions, profiles, liveness, declines
+//   OpenRound       (open_round.h)     the open round: its clients, tasks, answers, figures
 //   RoundPlanner    (round_planner.h)  tiers, sub-models, teachers, the task header
 //   update intake   (update_intake.h)  announcement checks, decoding, expansion, batching
 //   RoundPrivacy    (round_privacy.h)  clip norms, noise, accountant, epsilon budget
@@ -88,6 +89,7 @@
 #include "proto/job.pb.h"
 #include "server/job_ledger.h"
 #include "server/job_strategy.h"
+#include "server/open_round.h"
 #include "server/registry.h"
 #include "server/round_planner.h"
 #include "server/round_privacy.h"
@@ -207,36 +209,6 @@ class Coordinator {
   absl::Status Tick();
 
  private:
-  // One sampled client's task in the open round: its plan and what the round saw of it.
-  struct ClientTask : ClientPlan {
-    int64_t bytes_down = 0;
-    bool fetched = false;
-    v1::ClientRoundMetrics metrics;
-  };
-  struct Round {
-    int64_t number = 0;
-    int attempt = 0;
-    absl::Time opened;
-    absl::Time deadline = absl::InfiniteFuture();
-    std::vector<std::string> sampled;
-    absl::flat_hash_set<std::string> waiting;    // sampled, not yet answered or dropped
-    absl::flat_hash_set<std::string> accepted;
-    std::shared_ptr<const v1::ModelProto> model;  // the full central model
-    absl::flat_hash_map<std::string, ClientTask> tasks;  // per sampled client
-    std::unique_ptr<RoundPlanner::RoundModels> models;  // the central and tier models
-    // The accepted updates: validated, batched, accumulated (server/update_intake.h).
-    std::unique_ptr<RoundIntake> intake;
-    RoundPrivacy::Round dp;  // sampling rate, clip norm, unclipped counts
-    // Secure aggregation: the protocol's state (server/secure_round.h).
-    std::unique_ptr<SecureRound> secure;
-    v1::RoundMetrics metrics;
-    double train_loss_sum = 0;
-    double client_seconds_sum = 0;
-    // FedCG: the accepted devices' evaluation reports (Σ accuracy·examples, Σ examples).
-    double eval_correct_sum = 0;
-    int64_t eval_examples = 0;
-    int32_t clients_evaluated = 0;
-  };
   struct Job {
     std::string id;
     v1::JobConfig config;  // validated, defaults filled
@@ -250,15 +222,16 @@ class Coordinator {
     std::unique_ptr<RoundPlanner> planner;
     // Clip norms, noise, the accountant and the ε budget (server/round_privacy.h).
     std::unique_ptr<RoundPrivacy> privacy;
-    std::optional<Round> round;
+    // The open round: its clients, tasks, updates and figures (server/open_round.h).
+    std::optional<OpenRound> round;
     int failed_attempts = 0;
     // CompleteRound is aggregating, evaluating and committing the closed round without the
     // lock: Tick does nothing and StopJob waits until it is done.
     bool completing = false;
-    // The secure round's unmasking runs without the lock (AdvanceSecureRound from Tick):
-    // the round's SecureRound is not touched meanwhile.
-    bool unmasking = false;
     v1::RoundMetrics latest_metrics;
+    // The round is being completed, or its secure session unmasked (AdvanceSecureRound from
+    // Tick), without the lock.
+    bool settling() const { return completing || (round.has_value() && round->unmasking()); }
   };
 
   Coordinator(CoordinatorOptions options, Store* store);
@@ -271,37 +244,26 @@ class Coordinator {
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CompleteRound's work without the lock: the aggregate, DP noise, the strategy's step,
   // evaluation, the round's figures and the ledger's commit; the new model into `next`.
-  absl::Status AggregateEvaluateCommit(
-      Job& job, Round& round, absl::Time now, std::chrono::steady_clock::time_point t0,
-      const std::vector<std::pair<v1::ClientRoundMetrics, int>>& clients,
-      const std::vector<std::string>& participants, aggregation::ModelWeights& next);
+  absl::Status AggregateEvaluateCommit(Job& job, OpenRound& round, absl::Time now,
+                                       std::chrono::steady_clock::time_point t0,
+                                       const OpenRound::Closing& closing,
+                                       aggregation::ModelWeights& next);
   static void LogRoundDone(const std::string& job_id, const v1::RoundMetrics& m);
-  // An accepted update's figures: the client's, the round's sums, the reported norm for
-  // adaptive clipping, the device's own evaluation.
-  void RecordAccepted(const v1::UpdateHeader& header, int64_t payload_bytes, Round& round,
-                      ClientTask& ct) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Accumulates the round's held updates; one that fails to (not expected) is rejected.
-  void FlushIntake(Round& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as `state` with `message`, recording it in the ledger.
   absl::Status EndJob(v1::JobState state, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
   absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DropFromRound(const std::string& client_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Closes every secure-aggregation phase that is complete or timed out; when the protocol
-  // finishes, the released sum becomes the round's one aggregated update.
-  // With `unmask` (Tick only), the unmasking phase too, without the lock.
-  absl::Status AdvanceSecureRound(absl::Time now, bool unmask = false)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Credentials, job, open round, not yet answered, sampled, task id.
+  // Tick's step of a secure round: closes every phase that is complete or timed out, the
+  // unmasking phase without the lock; when the protocol finishes, the released sum becomes
+  // the round's one aggregated update. REQUIRES: a secure round is open.
+  absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Credentials, job, then the open round's checks (OpenRound::CheckHeader).
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CheckUpdateHeader, then what the client's update must be (its task model, the job's
   // update encoding). FAILED_PRECONDITION in a secure-aggregation round.
   absl::StatusOr<ExpectedUpdate> ExpectedUpdateOf(const v1::UpdateHeader& header)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the client from the open round as rejected, recording `reason` (not OK).
-  absl::Status DropRejected(const std::string& client_id, absl::Status reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
