@@ -370,13 +370,23 @@ absl::Status Coordinator::EndJob(v1::JobState state, const std::string& message)
   return absl::OkStatus();
 }
 
+void Coordinator::AwaitPublished() {
+  auto published = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return job_ == nullptr || !job_->committing;
+  };
+  mu_.Await(absl::Condition(&published));
+}
+
 absl::StatusOr<v1::JobStatus> Coordinator::GetJob(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
+  AwaitPublished();
   return StatusOf(job_id);
 }
 
 absl::StatusOr<std::vector<v1::RoundRecord>> Coordinator::ListRounds(const std::string& job_id,
                                                                      int64_t from_round) {
+  absl::MutexLock lock(&mu_);
+  AwaitPublished();
   return ledger_.Rounds(job_id, from_round);
 }
 
@@ -385,6 +395,8 @@ absl::StatusOr<std::vector<v1::ClientRecord>> Coordinator::ListClients() {
 }
 
 absl::StatusOr<v1::ModelProto> Coordinator::ExportModel(const std::string& job_id) {
+  // The model in memory: the previous one until the round is published, then the new one,
+  // never ahead of GetJob and ListRounds (they wait for the publish).
   absl::MutexLock lock(&mu_);
   if (job_ != nullptr && job_->id == job_id) {
     return ProtoFromWeights(job_->config.model_spec(), job_->weights);
@@ -512,6 +524,7 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   const absl::Status done = AggregateEvaluateCommit(job, round, now, t0, closing, next);
   mu_.Lock();
   job.completing = false;
+  job.committing = false;
   task_cv_.SignalAll();
   if (!done.ok()) {
     // The round cannot complete (its aggregate is spent): it fails and is retried.
@@ -556,6 +569,12 @@ absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, ab
   if (round.secure() != nullptr) *m.mutable_secure_aggregation() = round.secure()->metrics();
   m.set_closed_unix_ms(UnixMs(now));
   m.set_round_seconds(absl::ToDoubleSeconds(now - round.opened()));
+  {
+    // From here readers wait for the publish (AwaitPublished): the commit and the model in
+    // memory become visible together.
+    absl::MutexLock lock(&mu_);
+    job.committing = true;
+  }
   FEDGE_RETURN_IF_ERROR(ledger_.CommitRound(job.id, m, model, job.config.keep_checkpoints(),
                                             participants,
                                             [&] { return job.strategy->SerializeState(); }));

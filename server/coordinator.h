@@ -228,6 +228,10 @@ class Coordinator {
     // CompleteRound is aggregating, evaluating and committing the closed round without the
     // lock: Tick does nothing and StopJob waits until it is done.
     bool completing = false;
+    // CompleteRound is writing the round to the ledger (set under the lock just before):
+    // readers of the ledger (GetJob, ListRounds) wait until the round is in memory too, so
+    // that nobody sees a committed round beside the previous model or job state.
+    bool committing = false;
     v1::RoundMetrics latest_metrics;
     // The round is being completed, or its secure session unmasked (AdvanceSecureRound from
     // Tick), without the lock.
@@ -267,6 +271,9 @@ class Coordinator {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::JobStatus> StatusOf(const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Waits (letting the lock go) while a completed round is being written to the ledger and
+  // not yet published in memory (Job.committing).
+  void AwaitPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration SecurePhaseTimeout() const {
     return options_.secure_aggregation_phase_timeout > absl::ZeroDuration()
                ? options_.secure_aggregation_phase_timeout
