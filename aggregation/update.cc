@@ -1,5 +1,7 @@
 #include "aggregation/update.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
@@ -98,6 +100,14 @@ std::vector<TensorSpec> SpecsOf(const std::vector<Tensor>& tensors) {
   specs.reserve(tensors.size());
   for (const Tensor& t : tensors) specs.push_back({t.name, t.shape});
   return specs;
+}
+
+double L2Norm(const Update& update) {
+  double sq = 0;
+  for (const Tensor& t : update.tensors) {
+    for (float v : t.values) sq += static_cast<double>(v) * v;
+  }
+  return std::sqrt(sq);
 }
 
 }  // namespace fedge::aggregation

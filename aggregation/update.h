@@ -101,6 +101,10 @@ using ModelWeights = std::vector<Tensor>;
 // Specs of `tensors` (name and shape), in order.
 std::vector<TensorSpec> SpecsOf(const std::vector<Tensor>& tensors);
 
+// ‖Δ‖₂ of an update's values (every value, masks aside: an update arrives in its sub-model's
+// shapes), summed in double.
+double L2Norm(const Update& update);
+
 }  // namespace fedge::aggregation
 
 #endif  // FEDGE_AGGREGATION_UPDATE_H_

@@ -219,24 +219,36 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   const std::string& id = header.client_id();
   OpenRound& round = *job_->round;
   FEDGE_RETURN_IF_ERROR(round.CheckInTheClear(id));
+  // Measured here, never taken from the device's report.
+  const double norm = aggregation::L2Norm(update);
+  const int64_t registered = registry_.ProfileOf(id).num_examples();
+  const v1::ClientTrainMetrics& reported = header.metrics();
   absl::Status status = job_->strategy->CheckUpdate(update, job_->weights);
   if (!status.ok()) {
     // Refused below, as every bad update.
-  } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client) {
-    status = absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: client ", id, " reports ", header.num_examples(), " examples"));
+  } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client ||
+             header.num_examples() > registered) {
+    // Its weight in the mean: no more examples than the device said it holds.
+    status = absl::InvalidArgumentError(
+        absl::StrCat("Coordinator: client ", id, " reports ", header.num_examples(),
+                     " examples; it registered ", registered));
   } else if (update.weight != static_cast<double>(header.num_examples())) {
     status = absl::InvalidArgumentError(
         absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
+  } else if (!std::isfinite(reported.train_loss()) || !std::isfinite(reported.train_seconds()) ||
+             reported.train_seconds() < 0) {
+    // One non-finite figure would make the round's means NaN.
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: client ", id, " reports a non-finite train_loss or train_seconds"));
   } else {
-    status = job_->privacy->CheckClipped(update, round.dp());
+    status = job_->privacy->CheckClipped(norm, id, round.dp());
   }
   if (status.ok()) status = round.ToFullShapes(id, update);
   // Central DP: every participant counts once, whatever its example count.
   if (status.ok()) update.weight = job_->privacy->Weight(update.weight);
   // A bad update drops this client from the round, never the round.
   if (!status.ok()) return round.Reject(id, std::move(status));
-  return round.Accept(header, std::move(update), payload_bytes);
+  return round.Accept(header, std::move(update), payload_bytes, norm);
 }
 
 absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
@@ -501,11 +513,29 @@ absl::Status Coordinator::CloseRound(absl::Time now) {
   OpenRound& round = *job.round;
   const int quorum = job.config.round_policy().quorum();
   if (static_cast<int>(round.accepted()) >= std::max(quorum, 1)) return CompleteRound(now);
-  FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number() << " failed: "
-                     << round.accepted() << " updates, quorum " << quorum << "; retrying";
+  const std::string why = absl::StrCat(round.accepted(), " updates, quorum ", quorum);
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << round.number()
+                     << " failed: " << why;
   FEDGE_RETURN_IF_ERROR(ledger_.FailRound(job.id, round.number(), now));
-  ++job.failed_attempts;
+  return RoundFailed(why);
+}
+
+absl::Status Coordinator::RoundFailed(const std::string& why) {
+  Job& job = *job_;
+  const int64_t number = job.round->number();
   job.round.reset();
+  ++job.failed_attempts;
+  const int limit = job.config.round_policy().max_failed_attempts();
+  if (limit > 0 && job.failed_attempts >= limit) {
+    // Retrying forever would hide a job that cannot go on (too few devices, an aggregate
+    // that is never finite): it ends with the reason, for the operator to see.
+    return EndJob(v1::JOB_STATE_FAILED,
+                  absl::StrCat("round ", number, " failed ", job.failed_attempts,
+                               " attempts in a row (round_policy.max_failed_attempts); last: ",
+                               why));
+  }
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job.id << " round " << number << ": attempt "
+                     << job.failed_attempts << " failed; retrying";
   return absl::OkStatus();
 }
 
@@ -529,10 +559,9 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   if (!done.ok()) {
     // The round cannot complete (its aggregate is spent): it fails and is retried.
     FEDGE_LOG(ERROR) << "Coordinator: job " << job.id << " round " << round.number()
-                     << " could not complete: " << done.message() << "; retrying";
+                     << " could not complete: " << done.message();
     ledger_.FailRound(job.id, round.number(), clock_.Now()).IgnoreError();
-    ++job.failed_attempts;
-    job.round.reset();
+    FEDGE_RETURN_IF_ERROR(RoundFailed(std::string(done.message())));
     return done;
   }
   LogRoundDone(job.id, round.metrics());
@@ -560,6 +589,16 @@ absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, ab
     std::vector<const aggregation::Update*> kept;
     for (const aggregation::Update& u : round.intake().kept()) kept.push_back(&u);
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
+  }
+  // A central model with a NaN or an infinity is never committed nor sent to devices.
+  for (const aggregation::Tensor& t : next) {
+    for (float v : t.values) {
+      if (!std::isfinite(v)) {
+        return absl::InternalError(absl::StrCat("Coordinator: round ", round.number(),
+                                                "'s new model has a non-finite value in ",
+                                                t.name, "; not committed"));
+      }
+    }
   }
   m.set_aggregation_seconds(Seconds(t0));
   job.strategy->ReportRound(round.Devices(), &m);

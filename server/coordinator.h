@@ -246,6 +246,9 @@ class Coordinator {
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The open round's attempt failed (`why`): it is dropped, to be retried with a new sample,
+  // or, after round_policy.max_failed_attempts in a row, the job ends as FAILED.
+  absl::Status RoundFailed(const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // CompleteRound's work without the lock: the aggregate, DP noise, the strategy's step,
   // evaluation, the round's figures and the ledger's commit; the new model into `next`.
   absl::Status AggregateEvaluateCommit(Job& job, OpenRound& round, absl::Time now,

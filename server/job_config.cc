@@ -187,6 +187,8 @@ void CheckRounds(v1::JobConfig& job, Problems& p) {
     rp.set_quorum(sel.clients_per_round());
   }
   if (!rp.has_deadline_seconds()) rp.set_deadline_seconds(kDefaultDeadlineSeconds);
+  if (!rp.has_max_failed_attempts()) rp.set_max_failed_attempts(kDefaultMaxFailedAttempts);
+  p.IntRange("round_policy.max_failed_attempts", rp.max_failed_attempts(), 0, 1000000);
   if (!std::isfinite(rp.deadline_seconds()) || rp.deadline_seconds() < 0 ||
       rp.deadline_seconds() > kMaxDeadlineSeconds) {
     p.Add("round_policy.deadline_seconds",

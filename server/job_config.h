@@ -33,6 +33,8 @@ inline constexpr double kMaxDeadlineSeconds = 7 * 24 * 3600.0;
 // Defaults ValidateJobConfig fills in (see proto/job.proto).
 inline constexpr int kDefaultClientsPerRound = 10;
 inline constexpr double kDefaultDeadlineSeconds = 600.0;
+// RoundPolicy.max_failed_attempts when unset.
+inline constexpr int kDefaultMaxFailedAttempts = 5;
 inline constexpr int kDefaultKeepCheckpoints = 3;
 inline constexpr char kDefaultEvaluationDataset[] = "fashion-mnist";
 

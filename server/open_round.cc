@@ -129,7 +129,7 @@ absl::Status OpenRound::ToFullShapes(const std::string& client_id,
 }
 
 absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Update update,
-                               int64_t payload_bytes) {
+                               int64_t payload_bytes, double norm) {
   const std::string& id = header.client_id();
   if (absl::Status s = intake_->Add(std::move(update)); !s.ok()) return Reject(id, std::move(s));
   ClientTask& ct = tasks_[id];
@@ -140,9 +140,9 @@ absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Upda
   ct.metrics.set_train_loss(reported.train_loss());
   ct.metrics.set_train_seconds(reported.train_seconds());
   ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, reported.peak_rss_bytes()));
-  if (std::isfinite(reported.update_norm()) && reported.update_norm() >= 0) {
-    ct.metrics.set_update_norm(reported.update_norm());
-    RoundPrivacy::CountReportedNorm(reported.update_norm(), dp_);
+  if (std::isfinite(norm) && norm >= 0) {
+    ct.metrics.set_update_norm(norm);
+    RoundPrivacy::CountMeasuredNorm(norm, dp_);
   }
   waiting_.erase(id);
   accepted_.insert(id);

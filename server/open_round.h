@@ -7,7 +7,7 @@
 //   OpenRound round(*planner, std::move(setup));   // sampled clients, plans, intake, ...
 //   FEDGE_RETURN_IF_ERROR(round.CheckHeader(header));     // every device call about it
 //   round.Task(client_id);                                // FetchTask
-//   round.Accept(header, update, bytes) / Reject / Decline / Drop
+//   round.Accept(header, update, bytes, norm) / Reject / Decline / Drop
 //   OpenRound::Closing closing = round.Close();           // then aggregate intake() ...
 //
 // A client leaves `waiting` once: accepted (its update taken); rejected (a bad update or
@@ -119,11 +119,12 @@ class OpenRound final {
   // the update does not fit its sub-model.
   absl::Status ToFullShapes(const std::string& client_id, aggregation::Update& update) const;
   // A checked update (REQUIRES: CheckHeader passed): into the intake, then the client's and
-  // the round's figures (bytes, examples, loss, seconds, peak RSS, the reported norm for
-  // adaptive clipping, the device's own evaluation). When the intake refuses it, the
-  // client is rejected and the refusal returned.
+  // the round's figures (bytes, examples, loss, seconds, peak RSS, `norm` — the update's
+  // L2 norm as the coordinator measured it — for the metrics and adaptive clipping, the
+  // device's own evaluation). When the intake refuses it, the client is rejected and the
+  // refusal returned.
   absl::Status Accept(const v1::UpdateHeader& header, aggregation::Update update,
-                      int64_t payload_bytes);
+                      int64_t payload_bytes, double norm);
   // Drops the client as REJECTED with `reason` (an OK reason becomes INVALID_ARGUMENT
   // "update rejected"), counts the rejection and returns the reason.
   absl::Status Reject(const std::string& client_id, absl::Status reason);

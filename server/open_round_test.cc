@@ -122,7 +122,7 @@ TEST_F(OpenRoundTest, CheckHeaderRefusesOtherRoundsTasksAndClientsNotSampled) {
 
 TEST_F(OpenRoundTest, AnAcceptedClientsSecondAnswerIsAlreadyExists) {
   Open(PlainJob(), {"a", "b"});
-  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 123), IsOk());
+  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 123, 0.5), IsOk());
   EXPECT_EQ(round_->accepted(), 1u);
   EXPECT_THAT(round_->CheckHeader(Header("a")),
               StatusIs(absl::StatusCode::kAlreadyExists,
@@ -132,7 +132,7 @@ TEST_F(OpenRoundTest, AnAcceptedClientsSecondAnswerIsAlreadyExists) {
 
 TEST_F(OpenRoundTest, WaitingEmptiesAsClientsAnswerAndEachOutcomeIsRecorded) {
   Open(PlainJob(), {"d", "c", "b", "a"});
-  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100), IsOk());
+  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100, 0.5), IsOk());
   EXPECT_FALSE(round_->settled());
   EXPECT_THAT(round_->Reject("b", absl::InvalidArgumentError("bad shapes")),
               StatusIs(absl::StatusCode::kInvalidArgument, "bad shapes"));
@@ -184,7 +184,7 @@ TEST_F(OpenRoundTest, AnUpdateTheIntakeRefusesRejectsTheClient) {
   Open(PlainJob(), {"a", "b"});
   aggregation::Update wrong = Delta(weights_, 0.1f, 10);
   wrong.tensors[0].name = "nope";
-  EXPECT_THAT(round_->Accept(Header("a"), std::move(wrong), 100),
+  EXPECT_THAT(round_->Accept(Header("a"), std::move(wrong), 100, 0.5),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_EQ(round_->accepted(), 0u);
   EXPECT_THAT(round_->CheckHeader(Header("a")),
@@ -218,7 +218,7 @@ TEST_F(OpenRoundTest, TasksGoToWaitingClientsAndCountTheirBytesOnce) {
   ASSERT_TRUE(round_->Task("a").has_value());  // a client that lost its task fetches again
   EXPECT_EQ(round_->metrics().bytes_down(), bytes);
   EXPECT_FALSE(round_->Task("z").has_value());
-  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100), IsOk());
+  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100, 0.5), IsOk());
   EXPECT_FALSE(round_->Task("a").has_value());  // answered
   const OpenRound::Closing closing = round_->Close();
   EXPECT_EQ(closing.clients[0].first.bytes_down(), bytes);
@@ -239,8 +239,8 @@ TEST_F(OpenRoundTest, AcceptedFiguresAddUpForTheRoundAndTheDevicesEvaluation) {
   b.mutable_metrics()->set_peak_rss_bytes(-5);  // nonsense: kept as 0
   b.mutable_metrics()->set_eval_accuracy(1.5);  // out of range: not counted
   b.mutable_metrics()->set_eval_examples(20);
-  ASSERT_THAT(round_->Accept(a, Delta(weights_, 0.1f, 10), 100), IsOk());
-  ASSERT_THAT(round_->Accept(b, Delta(weights_, 0.2f, 30), 300), IsOk());
+  ASSERT_THAT(round_->Accept(a, Delta(weights_, 0.1f, 10), 100, 0.5), IsOk());
+  ASSERT_THAT(round_->Accept(b, Delta(weights_, 0.2f, 30), 300, 0.5), IsOk());
   const OpenRound::Closing closing = round_->Close();
   EXPECT_THAT(closing.participants, UnorderedElementsAre("a", "b"));
   const v1::RoundMetrics& m = round_->metrics();

@@ -11,6 +11,10 @@
 namespace fedge::server {
 namespace {
 
+// Relative slack on the clip norm for float rounding: a device's clipped update arrives at C
+// give or take this much.
+constexpr double kClipTolerance = 1e-4;
+
 // The job's adaptive clipping, starting from `initial_clip_norm` (the configured one, or the
 // one the last completed round chose when a job resumes).
 absl::StatusOr<std::unique_ptr<privacy::AdaptiveClipping>> MakeClipper(
@@ -106,26 +110,24 @@ absl::StatusOr<SecureRound::Encoding> RoundPrivacy::SecureEncoding(const Round& 
   return e;
 }
 
-absl::Status RoundPrivacy::CheckClipped(const aggregation::Update& update,
+absl::Status RoundPrivacy::CheckClipped(double norm, const std::string& client,
                                         const Round& round) const {
   const double clip = round.clip_norm;
   if (clip <= 0) return absl::OkStatus();
   // Devices clip to C before uploading; an update over C would break the DP guarantee.
-  double sq = 0;
-  for (const aggregation::Tensor& t : update.tensors) {
-    for (float v : t.values) sq += static_cast<double>(v) * v;
-  }
-  if (!(std::sqrt(sq) <= clip * (1 + 1e-4))) {
+  if (!(norm <= clip * (1 + kClipTolerance))) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Coordinator: client %s sent an update of L2 norm %.6g, over privacy.clip_norm %.6g",
-        update.client_id, std::sqrt(sq), clip));
+        client, norm, clip));
   }
   return absl::OkStatus();
 }
 
-void RoundPrivacy::CountReportedNorm(double norm, Round& round) {
-  // Adaptive clipping counts the updates that were within C (as the device reports).
-  if (std::isfinite(norm) && norm >= 0 && norm <= round.clip_norm) ++round.unclipped;
+void RoundPrivacy::CountMeasuredNorm(double norm, Round& round) {
+  // Adaptive clipping counts the updates that were within C: a clipped one arrives at C.
+  if (std::isfinite(norm) && norm >= 0 && norm < round.clip_norm * (1 - kClipTolerance)) {
+    ++round.unclipped;
+  }
 }
 
 absl::Status RoundPrivacy::Close(const Round& round, bool secure, int64_t participants,

@@ -7,7 +7,7 @@
 //   dp->Restore(completed_rounds_records, completed);          // a resumed job
 //   FEDGE_ASSIGN_OR_RETURN(RoundPrivacy::Opening o, dp->Open(round, sampled, live));
 //   if (o.over_budget) finish the job with *o.over_budget;
-//   per update: dp->CheckClipped(update, o.round) ... dp->CountReportedNorm(norm, round)
+//   per update: dp->CheckClipped(norm, id, o.round) ... dp->CountMeasuredNorm(norm, round)
 //   at close:  dp->Close(round, delta, &metrics);               // noise, ε, next C
 //
 // Central mode (no secure aggregation): devices clip Δ to C; an update over C (+1e-4
@@ -78,11 +78,14 @@ class RoundPrivacy {
   // The count coordinate of a released sum (adaptive clipping under secure aggregation).
   bool clipped_count() const { return clipper_ != nullptr; }
 
-  // INVALID_ARGUMENT when the update's L2 norm exceeds the round's clip norm.
-  absl::Status CheckClipped(const aggregation::Update& update, const Round& round) const;
-  // The norm a device reports before clipping (UpdateHeader.metrics.update_norm): counted
-  // for adaptive clipping when it is within C. Ignores a missing, negative or NaN norm.
-  static void CountReportedNorm(double norm, Round& round);
+  // INVALID_ARGUMENT when `norm`, the L2 norm of `client`'s update as received, exceeds the
+  // round's clip norm.
+  absl::Status CheckClipped(double norm, const std::string& client, const Round& round) const;
+  // An accepted update's norm as the coordinator measured it (never the device's report:
+  // a device reporting 0 would move everyone's clip norm): counted for adaptive clipping as
+  // unclipped when it is under C (a device that clipped sends exactly C, up to rounding).
+  // Ignores a negative or NaN norm.
+  static void CountMeasuredNorm(double norm, Round& round);
   // The weight an accepted update gets: 1 when accounting (each participant counts once).
   double Weight(double num_examples) const { return accounts() ? 1.0 : num_examples; }
 

@@ -34,16 +34,6 @@ aggregation::ModelDelta ZeroDelta(size_t n, double participants) {
   return d;
 }
 
-aggregation::Update UpdateOfNorm(double norm) {
-  aggregation::Update u;
-  u.client_id = "dev";
-  aggregation::Tensor t;
-  t.name = "w";
-  t.shape = {4};
-  t.values.assign(4, static_cast<float>(norm / 2));  // ‖(a, a, a, a)‖ = 2a
-  u.tensors.push_back(std::move(t));
-  return u;
-}
 
 TEST(RoundPrivacyTest, UpdatesOverTheClipNormAreRefused) {
   auto dp = RoundPrivacy::Create(Central(1.0, 0), "job", 1);
@@ -51,9 +41,9 @@ TEST(RoundPrivacyTest, UpdatesOverTheClipNormAreRefused) {
   auto open = (*dp)->Open(1, 10, 100, 0);
   ASSERT_THAT(open.status(), IsOk());
   EXPECT_EQ(open->round.clip_norm, 1.0);
-  EXPECT_THAT((*dp)->CheckClipped(UpdateOfNorm(1.0), open->round), IsOk());
-  EXPECT_THAT((*dp)->CheckClipped(UpdateOfNorm(1.00005), open->round), IsOk());  // rounding
-  EXPECT_THAT((*dp)->CheckClipped(UpdateOfNorm(1.01), open->round),
+  EXPECT_THAT((*dp)->CheckClipped(1.0, "a", open->round), IsOk());
+  EXPECT_THAT((*dp)->CheckClipped(1.00005, "a", open->round), IsOk());  // rounding
+  EXPECT_THAT((*dp)->CheckClipped(1.01, "a", open->round),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("over privacy.clip_norm")));
   // Clipping alone neither accounts nor reweights.
   EXPECT_FALSE((*dp)->accounts());
@@ -61,7 +51,7 @@ TEST(RoundPrivacyTest, UpdatesOverTheClipNormAreRefused) {
   // No clip norm: nothing to check.
   auto none = RoundPrivacy::Create(v1::PrivacyConfig(), "job", 1);
   ASSERT_THAT(none.status(), IsOk());
-  EXPECT_THAT((*none)->CheckClipped(UpdateOfNorm(1e6), (*none)->Open(1, 1, 1, 0)->round), IsOk());
+  EXPECT_THAT((*none)->CheckClipped(1e6, "a", (*none)->Open(1, 1, 1, 0)->round), IsOk());
 }
 
 TEST(RoundPrivacyTest, CentralNoiseHasStddevZCOverParticipantsAndEpsilonGrows) {
@@ -145,9 +135,10 @@ TEST(RoundPrivacyTest, AdaptiveClippingFollowsTheReportedNormsAndResumes) {
     EXPECT_DOUBLE_EQ(open->round.clip_norm, clip);
     RoundPrivacy::Round round = open->round;
     // Every device's update is far within C: C shrinks.
-    for (int i = 0; i < 50; ++i) RoundPrivacy::CountReportedNorm(0.01, round);
-    RoundPrivacy::CountReportedNorm(std::nan(""), round);  // ignored
-    RoundPrivacy::CountReportedNorm(-1, round);           // ignored
+    for (int i = 0; i < 50; ++i) RoundPrivacy::CountMeasuredNorm(0.01, round);
+    RoundPrivacy::CountMeasuredNorm(std::nan(""), round);  // ignored
+    RoundPrivacy::CountMeasuredNorm(-1, round);           // ignored
+    RoundPrivacy::CountMeasuredNorm(clip, round);         // clipped: arrived at C
     EXPECT_EQ(round.unclipped, 50);
     aggregation::ModelDelta d = ZeroDelta(4, 50);
     v1::RoundRecord rec;

@@ -492,7 +492,16 @@ absl::Status Simulator::Run(const std::function<void(const RoundReport&)>& on_ro
 absl::StatusOr<std::optional<RoundReport>> Simulator::RunRound() {
   if (wall_start_ns_ < 0) wall_start_ns_ = NowNs();
   for (int attempt = 0; attempt < kMaxFailedAttempts; ++attempt) {
-    if (!coordinator_->running_job().has_value()) return std::nullopt;
+    if (!coordinator_->running_job().has_value()) {
+      // The job is over: done, or failed (round_policy.max_failed_attempts) with a reason.
+      FEDGE_ASSIGN_OR_RETURN(const v1::JobStatus status, coordinator_->GetJob(job_id_));
+      if (status.state() == v1::JOB_STATE_FAILED) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "Simulator: the job failed: ", status.message(),
+            " (too many offline clients, dropouts or stragglers for job.round_policy?)"));
+      }
+      return std::nullopt;
+    }
     FEDGE_ASSIGN_OR_RETURN(Attempt a, RunAttempt(attempt));
     if (a.completed) {
       a.report.attempts = attempt + 1;

@@ -1,4 +1,5 @@
 #include "server/coordinator.h"
+#include "server/job_config.h"
 
 #include <cmath>
 #include <filesystem>
@@ -31,6 +32,7 @@ namespace {
 
 using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "enroll-me";
@@ -326,6 +328,94 @@ TEST_F(CoordinatorTest, BadInputDropsTheClientNotTheRound) {
   }
   ASSERT_THAT(c->Tick(), IsOk());
   EXPECT_FALSE(c->running_job().has_value());
+}
+
+// What a hostile device may claim is bounded by what the coordinator knows: no more
+// examples (its weight in the mean) than it registered, finite figures, and the update's
+// norm as measured, whatever the device reports.
+TEST_F(CoordinatorTest, HostileClaimsAreRefusedAndNormsAreMeasured) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 3);  // 100 examples each
+  auto job = c->StartJob(MakeJob(1, 3, 1, 600));
+  ASSERT_THAT(job, IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto header_for = [&](const Device& dev, const TaskAssignment& t, int64_t n) {
+    v1::UpdateHeader h;
+    h.set_client_id(dev.id);
+    h.set_session_token(dev.token);
+    h.set_job_id(t.header.job_id());
+    h.set_round(t.header.round());
+    h.set_task_id(t.header.task_id());
+    h.set_num_examples(n);
+    return h;
+  };
+  auto filled = [](const Device& dev, const TaskAssignment& t, int64_t n, float v) {
+    aggregation::Update u = UpdateFromDeltaProto(dev.id, n, *t.model);
+    for (auto& x : u.tensors) std::fill(x.values.begin(), x.values.end(), v);
+    return u;
+  };
+  std::vector<TaskAssignment> tasks;
+  for (const Device& dev : d) {
+    auto t = c->FetchTask(dev.id, dev.token);
+    ASSERT_THAT(t, IsOk());
+    ASSERT_TRUE(t->has_value());
+    tasks.push_back(**t);
+  }
+  // More examples than it registered: refused (it would outweigh everyone).
+  EXPECT_THAT(c->SubmitUpdate(header_for(d[0], tasks[0], 1 << 30),
+                              filled(d[0], tasks[0], 1 << 30, 0.0f), 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("registered 100")));
+  // A non-finite loss: refused.
+  v1::UpdateHeader nan_loss = header_for(d[1], tasks[1], 100);
+  nan_loss.mutable_metrics()->set_train_loss(NAN);
+  EXPECT_THAT(c->SubmitUpdate(nan_loss, filled(d[1], tasks[1], 100, 0.0f), 10),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-finite")));
+  // A reported norm of 0 for an update of norm 1: the round records the measured norm.
+  v1::UpdateHeader lies = header_for(d[2], tasks[2], 100);
+  lies.mutable_metrics()->set_update_norm(0);
+  aggregation::Update u = filled(d[2], tasks[2], 100, 0.0f);
+  u.tensors[0].values[0] = 0.6f;
+  u.tensors[0].values[1] = 0.8f;
+  ASSERT_THAT(c->SubmitUpdate(lies, u, 10), IsOk());
+  ASSERT_THAT(c->Tick(), IsOk());
+  auto rounds = c->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  ASSERT_EQ(rounds->size(), 1u);
+  bool found = false;
+  for (const v1::ClientRoundMetrics& m : rounds->back().metrics().clients()) {
+    if (m.client_id() != d[2].id) continue;
+    found = true;
+    EXPECT_NEAR(m.update_norm(), 1.0, 1e-6);
+  }
+  EXPECT_TRUE(found);
+}
+
+// A round that cannot reach its quorum fails max_failed_attempts times in a row, then the
+// job ends as FAILED with the reason, instead of retrying forever.
+TEST_F(CoordinatorTest, ARoundFailingTooOftenEndsTheJobWithItsReason) {
+  auto c = Make();
+  std::vector<Device> d = Enroll(*c, 2);
+  v1::JobConfig config = MakeJob(2, 2, 2, 10);
+  config.mutable_round_policy()->set_max_failed_attempts(3);
+  auto job = c->StartJob(config);
+  ASSERT_THAT(job, IsOk());
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    ASSERT_THAT(c->Tick(), IsOk());  // opens the attempt
+    ASSERT_TRUE(c->GetJob(*job)->current_round() == 1) << attempt;
+    ASSERT_THAT(Work(*c, d[0]), IsOk());  // only one of the two answers
+    clock_.Advance(absl::Seconds(11));
+    ASSERT_THAT(c->Tick(), IsOk());  // the deadline: closes it below the quorum of 2
+  }
+  auto status = c->GetJob(*job);
+  ASSERT_THAT(status, IsOk());
+  EXPECT_EQ(status->state(), v1::JOB_STATE_FAILED);
+  EXPECT_THAT(status->message(), AllOf(HasSubstr("3 attempts in a row"), HasSubstr("quorum 2")));
+  EXPECT_FALSE(c->running_job().has_value());
+  // The default is 5; 0 means retry forever.
+  v1::JobConfig defaults = MakeJob(1, 2, 2, 10);
+  auto validated = ValidateJobConfig(defaults);
+  ASSERT_THAT(validated, IsOk());
+  EXPECT_EQ(validated->round_policy().max_failed_attempts(), 5);
 }
 
 TEST_F(CoordinatorTest, DeadlineClosesTheRoundWithWhatItHas) {

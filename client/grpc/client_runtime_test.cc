@@ -59,7 +59,7 @@ TEST(ClientRuntimeTest, ReadsTheClientIdFromTheStateFile) {
   ASSERT_NE(::mkdtemp(dir.data()), nullptr);
   ClientRuntimeOptions o = Valid();
   o.state_path = dir + "/client.state";
-  ASSERT_THAT(SaveDeviceState(o.state_path, {"c-42"}), IsOk());
+  ASSERT_THAT(SaveDeviceState(o.state_path, {"c-42", std::string(64, 'a')}), IsOk());
   auto r = ClientRuntime::Create(o);
   ASSERT_THAT(r, IsOk());
   EXPECT_EQ((*r)->client_id(), "c-42");
