@@ -7,6 +7,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/text.h"
 
 namespace fedge::base {
 namespace {
@@ -37,7 +38,9 @@ LogMessage::LogMessage(LogLevel level, const char* file, int line) : level_(leve
 
 LogMessage::~LogMessage() {
   stream_ << '\n';
-  const std::string line = stream_.str();
+  // A message may carry text from outside (a device's reason, platform): it cannot start a
+  // line of its own or reach the terminal as a control sequence.
+  const std::string line = PrintableLine(stream_.str());
   std::fwrite(line.data(), 1, line.size(), stderr);
   if (level_ == LogLevel::FATAL) std::abort();
 }

@@ -2,6 +2,8 @@
 //   FEDGE_LOG(INFO) << "round " << r << " closed";
 // Lines look like "I 04:12:33.123 fed_avg.cc:42] message". The threshold comes from
 // SetMinLogLevel() or the FEDGE_LOG_LEVEL environment variable (0=INFO .. 3=FATAL).
+// A message is one line: control characters in it (a newline in a device's reason, an
+// ESC sequence) are written as \xNN escapes (base/text.h).
 #ifndef FEDGE_BASE_LOG_H_
 #define FEDGE_BASE_LOG_H_
 

@@ -78,7 +78,7 @@ int64_t SectionBytes(const v1::TensorManifest& manifest) {
 
 class GrpcCoordinatorTest : public ::testing::Test {
  protected:
-  void Start(int features, int classes) {
+  void Start(int features, int classes, bool reflection = false) {
     dir_ = ::testing::TempDir() + "/grpc_coordinator_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
@@ -97,6 +97,7 @@ class GrpcCoordinatorTest : public ::testing::Test {
     so.tick_interval = absl::Milliseconds(20);
     so.limits.watch_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(5);
+    so.reflection = reflection;
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
@@ -848,8 +849,34 @@ TEST_F(GrpcCoordinatorTest, TiersQuantizedTransferAndTeacherOverGrpc) {
   }
 }
 
-TEST_F(GrpcCoordinatorTest, HealthCheckingAndReflectionAreOn) {
+// Health checking is on; reflection only when asked for (--reflection): it is tried both
+// ways, on two servers of one process.
+TEST_F(GrpcCoordinatorTest, ReflectionIsOffUnlessAskedFor) {
   Start(8, 3);
+  grpc::GenericStub generic(channel_);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, 10);
+  auto call = generic.PrepareCall(
+      &ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  void* tag = nullptr;
+  bool ok = false;
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(cq.Next(&tag, &ok));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(2));
+  while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(2)) {
+  }
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+TEST_F(GrpcCoordinatorTest, HealthCheckingAndReflectionAreOn) {
+  Start(8, 3, /*reflection=*/true);
   grpc::GenericStub generic(channel_);
   grpc::CompletionQueue cq;
   auto wait = [&cq](void* tag) {

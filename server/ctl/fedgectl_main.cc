@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "model/payload.h"
 #include "model/sequential.h"
 #include "model/serialize.h"
@@ -149,8 +150,12 @@ std::string RoundLine(const v1::RoundRecord& r) {
   return line;
 }
 
+// Text from outside (devices, job configs), printed escaped: no control sequence reaches the
+// operator's terminal.
+std::string P(const std::string& s) { return base::Printable(s, 512); }
+
 void PrintStatus(const v1::JobStatus& s) {
-  std::printf("job %s (%s): %s\n", s.job_id().c_str(), s.config().name().c_str(),
+  std::printf("job %s (%s): %s\n", P(s.job_id()).c_str(), P(s.config().name()).c_str(),
               StateName(s.state()).c_str());
   std::printf("  rounds      %lld of %d completed", static_cast<long long>(s.completed_rounds()),
               s.config().rounds());
@@ -158,7 +163,7 @@ void PrintStatus(const v1::JobStatus& s) {
   std::printf("\n");
   const std::string arch = !s.config().architecture().empty() ? s.config().architecture()
                                                               : s.config().model_spec().name();
-  std::printf("  model       %s\n", arch.c_str());
+  std::printf("  model       %s\n", P(arch).c_str());
   if (s.latest_metrics().round() > 0) {
     const v1::RoundMetrics& m = s.latest_metrics();
     std::printf("  latest      round %lld: %d/%d clients, test accuracy %.4f, test loss %.4f, %.1fs\n",
@@ -167,7 +172,7 @@ void PrintStatus(const v1::JobStatus& s) {
   }
   std::printf("  created     %s UTC, updated %s UTC\n", FormatTime(s.created_unix_ms()).c_str(),
               FormatTime(s.updated_unix_ms()).c_str());
-  if (!s.message().empty()) std::printf("  message     %s\n", s.message().c_str());
+  if (!s.message().empty()) std::printf("  message     %s\n", P(s.message()).c_str());
 }
 
 absl::Status JobStart(v1::Admin::Stub& stub, const CtlCommand& cmd) {
@@ -219,11 +224,11 @@ absl::Status Watch(v1::Admin::Stub& stub, const CtlCommand& cmd) {
     } else if (e.has_job_changed()) {
       last = e.job_changed();
       if (e.job_changed().state() != v1::JOB_STATE_RUNNING) {
-        std::printf("job %s %s after %lld rounds%s%s\n", e.job_changed().job_id().c_str(),
+        std::printf("job %s %s after %lld rounds%s%s\n", P(e.job_changed().job_id()).c_str(),
                     StateName(e.job_changed().state()).c_str(),
                     static_cast<long long>(e.job_changed().completed_rounds()),
                     e.job_changed().message().empty() ? "" : ": ",
-                    e.job_changed().message().c_str());
+                    P(e.job_changed().message()).c_str());
         std::fflush(stdout);
         ctx.TryCancel();
         break;
@@ -260,13 +265,16 @@ absl::Status Clients(v1::Admin::Stub& stub, const CtlCommand& cmd) {
                           : c.profile().compute_class() == v1::COMPUTE_CLASS_MEDIUM ? "medium"
                           : c.profile().compute_class() == v1::COMPUTE_CLASS_HIGH   ? "high"
                                                                                     : "-";
-    std::printf("%-24s %-8s %-8s %9lld %7lld %-16s %s\n", c.client_id().c_str(), state, compute,
+    // Every string here came from a device: printed escaped (base/text.h).
+    std::printf("%-24s %-8s %-8s %9lld %7lld %-16s %s\n", P(c.client_id()).c_str(), state, compute,
                 static_cast<long long>(c.profile().num_examples()),
                 static_cast<long long>(c.rounds_participated()),
-                c.profile().platform().empty() ? "-" : c.profile().platform().c_str(),
+                c.profile().platform().empty() ? "-" : P(c.profile().platform()).c_str(),
                 FormatTime(c.last_seen_unix_ms()).c_str());
-    if (!c.tier().empty()) std::printf("    tier %s\n", c.tier().c_str());
-    if (!c.declined_reason().empty()) std::printf("    declined: %s\n", c.declined_reason().c_str());
+    if (!c.tier().empty()) std::printf("    tier %s\n", P(c.tier()).c_str());
+    if (!c.declined_reason().empty()) {
+      std::printf("    declined: %s\n", P(c.declined_reason()).c_str());
+    }
   }
   std::printf("%d client(s)\n", resp.clients_size());
   return absl::OkStatus();

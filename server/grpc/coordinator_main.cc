@@ -65,6 +65,9 @@ ABSL_FLAG(int, max_threads, 1024,
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
+ABSL_FLAG(bool, reflection, false,
+          "Serve gRPC server reflection (lists every service to whoever connects; for "
+          "debugging with grpcurl).");
 
 namespace fedge {
 namespace {
@@ -206,6 +209,7 @@ int Run() {
   so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
   so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
   so.max_threads = absl::GetFlag(FLAGS_max_threads);
+  so.reflection = absl::GetFlag(FLAGS_reflection);
   absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
       server::GrpcCoordinatorServer::Start(so, coordinator->get(), store->get());
   if (!server.ok()) {

@@ -1,6 +1,9 @@
 #include "server/grpc/grpc_server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/impl/server_builder_option.h>
+
+#include <algorithm>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
@@ -11,6 +14,31 @@
 #include "base/log.h"
 
 namespace fedge::server {
+
+namespace {
+
+// Reflection on or off for one ServerBuilder. gRPC's reflection library registers its plugin
+// for every server of the process as soon as it is linked (a static initializer), so "off"
+// removes it and "on" makes sure there is one.
+class ReflectionOption final : public grpc::ServerBuilderOption {
+ public:
+  explicit ReflectionOption(bool on) : on_(on) {}
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    const std::string name = grpc::reflection::ProtoServerReflectionPlugin().name();
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [&](const std::unique_ptr<grpc::ServerBuilderPlugin>& p) {
+                                    return p->name() == name;
+                                  }),
+                   plugins->end());
+    if (on_) plugins->push_back(std::make_unique<grpc::reflection::ProtoServerReflectionPlugin>());
+  }
+
+ private:
+  const bool on_;
+};
+
+}  // namespace
 
 GrpcCoordinatorServer::GrpcCoordinatorServer(Coordinator* coordinator, Store* store,
                                              const GrpcServerOptions& o)
@@ -25,8 +53,8 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
   }
   std::unique_ptr<GrpcCoordinatorServer> s(new GrpcCoordinatorServer(coordinator, store, options));
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  builder.SetOption(std::make_unique<ReflectionOption>(options.reflection));
   builder.AddListeningPort(options.listen_address, options.credentials, &s->port_);
   const int max_message = static_cast<int>(
       std::min<int64_t>(options.limits.max_message_bytes, std::numeric_limits<int>::max()));

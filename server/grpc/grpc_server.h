@@ -1,5 +1,5 @@
 // The coordinator's gRPC server: both services (coordinator_service.h, admin_service.h)
-// with message-size limits, gRPC health checking and server reflection, plus a thread
+// with message-size limits, gRPC health checking and (when asked for) server reflection, plus a thread
 // that drives Coordinator::Tick. Used by fedge-coordinator and by the integration tests.
 //
 //   GrpcServerOptions o;  o.listen_address = "127.0.0.1:0";  o.credentials = ...;
@@ -40,6 +40,9 @@ struct GrpcServerOptions {
   // How often the tick thread calls Coordinator::Tick; zero = no tick thread (the caller
   // drives the coordinator).
   absl::Duration tick_interval = absl::Milliseconds(200);
+  // gRPC server reflection (grpc.reflection.v1alpha): lists every service and message to
+  // whoever connects. Off unless asked for (fedge-coordinator --reflection).
+  bool reflection = false;
 };
 
 class GrpcCoordinatorServer {
