@@ -110,7 +110,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     job->report = RoundReport::WithoutEvaluation(config, *job->planner);
   } else {
     FEDGE_ASSIGN_OR_RETURN(job->report,
-                           RoundReport::Create(config, *job->planner, options_.evaluation_data));
+                           RoundReport::Create(config, *job->planner, options_.evaluation_data,
+                                               options_.data_root));
   }
   return job;
 }

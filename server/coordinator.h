@@ -121,6 +121,9 @@ struct CoordinatorOptions {
   // Evaluation data, already preprocessed. When null, StartJob loads the job's
   // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
   std::shared_ptr<const data::Dataset> evaluation_data;
+  // The only directory a job's paths (evaluation.data_path) may name, relative to it
+  // (server/round_report.h ResolveDataPath). Empty: jobs may name no path.
+  std::string data_root;
   // Bounds on what a device may claim.
   int64_t max_examples_per_client = int64_t{1} << 30;
   // Trusted in-process callers that name their clients (the simulator): Register gives a

@@ -1,5 +1,7 @@
 #include "server/round_report.h"
 
+#include <filesystem>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
@@ -9,17 +11,50 @@
 #include "data/idx_reader.h"
 #include "data/preprocessing.h"
 #include "server/job_config.h"
+#include "absl/strings/match.h"
+#include "base/text.h"
 
 namespace fedge::server {
 
+absl::StatusOr<std::string> ResolveDataPath(const std::string& data_root,
+                                            const std::string& data_path) {
+  namespace fs = std::filesystem;
+  if (data_root.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
+        "' needs a data root (fedge-coordinator --data-root); this coordinator has none"));
+  }
+  const fs::path relative(data_path);
+  bool dots = false;
+  for (const fs::path& part : relative) dots = dots || part == "..";
+  if (data_path.empty() || relative.is_absolute() || dots) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
+        "' must be a path relative to the data root, without '..'"));
+  }
+  std::error_code ec;
+  const fs::path root = fs::weakly_canonical(fs::path(data_root), ec);
+  const fs::path resolved = ec ? fs::path() : fs::weakly_canonical(root / relative, ec);
+  const std::string r = resolved.string();
+  std::string prefix = root.string();
+  while (prefix.size() > 1 && prefix.back() == '/') prefix.pop_back();
+  const bool inside = prefix == "/" || r == prefix || absl::StartsWith(r, prefix + "/");
+  if (ec || !inside) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
+        "' leads outside the data root ", data_root));
+  }
+  return r;
+}
+
 absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
-    const v1::JobConfig& config) {
+    const v1::JobConfig& config, const std::string& data_root) {
   const v1::EvaluationConfig& e = config.evaluation();
   data::Dataset test;
   if (!e.data_path().empty()) {
-    FEDGE_ASSIGN_OR_RETURN(test,
-                           data::LoadIdxDataset(e.data_path() + "/t10k-images-idx3-ubyte.gz",
-                                                e.data_path() + "/t10k-labels-idx1-ubyte.gz"));
+    FEDGE_ASSIGN_OR_RETURN(const std::string dir, ResolveDataPath(data_root, e.data_path()));
+    FEDGE_ASSIGN_OR_RETURN(test, data::LoadIdxDataset(dir + "/t10k-images-idx3-ubyte.gz",
+                                                      dir + "/t10k-labels-idx1-ubyte.gz"));
   } else if (e.dataset().empty() || e.dataset() == kDefaultEvaluationDataset) {
     FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
     test = std::move(fm.test);
@@ -38,7 +73,7 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
 
 absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::Create(
     const v1::JobConfig& config, const RoundPlanner& planner,
-    std::shared_ptr<const data::Dataset> data) {
+    std::shared_ptr<const data::Dataset> data, const std::string& data_root) {
   std::unique_ptr<RoundReport> report(new RoundReport(config, planner));
   FEDGE_ASSIGN_OR_RETURN(report->net_, model::Sequential::Create(config.model_spec()));
   // Each smaller tier's leading sub-model is evaluated on its own every round (random
@@ -53,7 +88,7 @@ absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::Create(
     report->tier_nets_.push_back(std::move(net));
   }
   if (data == nullptr) {
-    FEDGE_ASSIGN_OR_RETURN(data, LoadEvaluationData(config));
+    FEDGE_ASSIGN_OR_RETURN(data, LoadEvaluationData(config, data_root));
   }
   if (static_cast<int>(data->feature_size()) != report->net_->input_size() ||
       data->num_classes != report->net_->output_size()) {

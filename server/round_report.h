@@ -38,7 +38,7 @@ class RoundReport {
   // whose features or classes do not fit the model, NOT_FOUND / DATA_LOSS for data files.
   static absl::StatusOr<std::unique_ptr<RoundReport>> Create(
       const v1::JobConfig& config, const RoundPlanner& planner,
-      std::shared_ptr<const data::Dataset> data);
+      std::shared_ptr<const data::Dataset> data, const std::string& data_root = "");
   // A report without central evaluation (FedCG).
   static std::unique_ptr<RoundReport> WithoutEvaluation(const v1::JobConfig& config,
                                                         const RoundPlanner& planner);
@@ -62,10 +62,18 @@ class RoundReport {
   std::vector<std::unique_ptr<model::Sequential>> tier_nets_;  // per tier (leading, r < 1)
 };
 
-// The evaluation data an EvaluationConfig names, preprocessed as the job says. Errors: an
-// unknown dataset, a file that cannot be read.
+// The evaluation data an EvaluationConfig names, preprocessed as the job says; a data_path
+// is resolved under `data_root` (ResolveDataPath). Errors: an unknown dataset, a path
+// outside the data root, a file that cannot be read.
 absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
-    const v1::JobConfig& config);
+    const v1::JobConfig& config, const std::string& data_root);
+
+// A job's data path confined to the coordinator's data root (--data-root): `data_path` is
+// relative to it, with no ".." component, and after resolving symbolic links it stays
+// inside it. INVALID_ARGUMENT otherwise, or when there is no data root: a job never makes
+// the coordinator open a path of the caller's choosing.
+absl::StatusOr<std::string> ResolveDataPath(const std::string& data_root,
+                                            const std::string& data_path);
 
 }  // namespace fedge::server
 

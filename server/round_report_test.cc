@@ -1,5 +1,7 @@
 #include "server/round_report.h"
 
+#include <filesystem>
+
 #include <memory>
 #include <utility>
 
@@ -105,6 +107,38 @@ TEST(RoundReportTest, RefusesEvaluationDataThatDoesNotFitTheModel) {
   unknown.mutable_evaluation()->set_dataset("imagenet");
   EXPECT_THAT(RoundReport::Create(unknown, *planner, nullptr).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("imagenet")));
+}
+
+// A job's data path stays inside the coordinator's data root: relative, no "..", and no
+// symbolic link out of it; without a data root no path at all.
+TEST(RoundReportTest, DataPathsStayInsideTheDataRoot) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::path(::testing::TempDir()) / "round_report_data_root";
+  fs::remove_all(root);
+  fs::create_directories(root / "fmnist");
+  fs::create_directories(root.string() + "-sibling");
+  fs::create_directory_symlink("/etc", root / "escape");
+  auto inside = ResolveDataPath(root.string(), "fmnist");
+  ASSERT_THAT(inside.status(), IsOk());
+  EXPECT_EQ(*inside, fs::weakly_canonical(root / "fmnist").string());
+  EXPECT_THAT(ResolveDataPath(root.string() + "/", "fmnist").status(), IsOk());
+  for (const char* bad : {"/etc", "../round_report_data_root-sibling", "fmnist/../../x", "escape",
+                          "escape/ssl", ""}) {
+    EXPECT_THAT(ResolveDataPath(root.string(), bad).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("data")))
+        << bad;
+  }
+  EXPECT_THAT(ResolveDataPath("", "fmnist").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--data-root")));
+  // Through the evaluation data: the coordinator never opens the path.
+  const v1::JobConfig job = Job(1, 1);
+  auto planner = std::move(RoundPlanner::Create(job)).value();
+  v1::JobConfig outside = job;
+  outside.mutable_evaluation()->set_data_path("/etc");
+  EXPECT_THAT(RoundReport::Create(outside, *planner, nullptr, root.string()).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("relative to the data root")));
+  fs::remove_all(root);
+  fs::remove_all(root.string() + "-sibling");
 }
 
 TEST(RoundReportTest, WithoutACentralModelNothingIsEvaluated) {

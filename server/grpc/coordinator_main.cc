@@ -65,6 +65,8 @@ ABSL_FLAG(int, max_threads, 1024,
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
+ABSL_FLAG(std::string, data_root, "/usr/share/datasets",
+          "The only directory a job's evaluation.data_path may name (relative to it).");
 ABSL_FLAG(bool, reflection, false,
           "Serve gRPC server reflection (lists every service to whoever connects; for "
           "debugging with grpcurl).");
@@ -190,6 +192,7 @@ int Run() {
   }
   server::CoordinatorOptions co;
   co.enrollment_token = *token;
+  co.data_root = absl::GetFlag(FLAGS_data_root);
   co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
   co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
   co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
