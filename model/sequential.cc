@@ -1,5 +1,7 @@
 #include "model/sequential.h"
 
+#include <limits>
+
 #include <algorithm>
 #include <cmath>
 #include <utility>
@@ -189,6 +191,48 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
 
 }  // namespace
 
+namespace {
+
+// a·b, saturating at INT64_MAX; negative factors count as 0 (the layer refuses them).
+int64_t SatMul(int64_t a, int64_t b) {
+  if (a <= 0 || b <= 0) return 0;
+  if (a > std::numeric_limits<int64_t>::max() / b) return std::numeric_limits<int64_t>::max();
+  return a * b;
+}
+
+int64_t SatAdd(int64_t a, int64_t b) {
+  return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max() : a + b;
+}
+
+}  // namespace
+
+int64_t LayerParameterCount(const v1::LayerSpec& ls, int64_t channels) {
+  if (ls.has_dense()) return SatMul(ls.dense().in_features(), ls.dense().out_features());
+  if (ls.has_conv2d()) {
+    const auto& c = ls.conv2d();
+    return SatMul(SatMul(c.in_channels(), c.out_channels()),
+                  SatMul(c.kernel_size(), c.kernel_size()));
+  }
+  if (ls.has_conv_transpose2d()) {
+    const auto& c = ls.conv_transpose2d();
+    return SatMul(SatMul(c.in_channels(), c.out_channels()),
+                  SatMul(c.kernel_size(), c.kernel_size()));
+  }
+  if (ls.has_batch_norm2d()) return SatMul(4, channels);
+  if (ls.has_embedding()) return SatMul(ls.embedding().num_embeddings(), ls.embedding().dim());
+  return 0;
+}
+
+int64_t SpecParameterCount(const v1::ModelSpec& spec) {
+  int64_t total = 0;
+  for (const v1::LayerSpec& ls : spec.layers()) {
+    // Batch norm's channels follow from the layers before it; bounded by the largest
+    // dimension a spec may have.
+    total = SatAdd(total, LayerParameterCount(ls, kMaxDim));
+  }
+  return total;
+}
+
 absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSpec& spec) {
   if (spec.layers_size() == 0) return absl::InvalidArgumentError("ModelSpec: no layers");
   if (spec.layers_size() > kMaxLayers) {
@@ -223,24 +267,10 @@ absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSp
     if (!names.insert(ls.name()).second) {
       return Invalid(ls.name(), "duplicate layer name");
     }
-    // Check the parameter count before allocating anything.
-    int64_t layer_params = 0;
-    if (ls.has_dense()) {
-      layer_params = int64_t{ls.dense().in_features()} * ls.dense().out_features();
-    } else if (ls.has_conv2d()) {
-      layer_params = int64_t{ls.conv2d().in_channels()} * ls.conv2d().out_channels() *
-                     ls.conv2d().kernel_size() * ls.conv2d().kernel_size();
-    } else if (ls.has_conv_transpose2d()) {
-      const auto& c = ls.conv_transpose2d();
-      layer_params =
-          int64_t{c.in_channels()} * c.out_channels() * c.kernel_size() * c.kernel_size();
-    } else if (ls.has_batch_norm2d() && !shape.empty()) {
-      layer_params = 4 * int64_t{shape.back()};
-    } else if (ls.has_embedding()) {
-      layer_params = int64_t{ls.embedding().num_embeddings()} * ls.embedding().dim();
-    }
-    total_params += layer_params;
-    if (layer_params < 0 || total_params > kMaxParameters) {
+    // Check the parameter count before allocating anything (saturating: no overflow).
+    const int64_t layer_params = LayerParameterCount(ls, shape.empty() ? 1 : shape.back());
+    total_params = layer_params > kMaxParameters ? layer_params : total_params + layer_params;
+    if (total_params > kMaxParameters) {
       return Invalid(ls.name(), absl::StrCat("model exceeds ", kMaxParameters, " parameters"));
     }
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Layer> layer, BuildLayer(ls, shape));

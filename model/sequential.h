@@ -21,6 +21,15 @@ inline constexpr int kMaxLayers = 256;
 inline constexpr int64_t kMaxParameters = int64_t{1} << 28;      // 1 GiB of fp32
 inline constexpr int64_t kMaxActivationsPerExample = int64_t{1} << 24;
 
+// The parameters `layer` holds, from its spec alone (nothing is built or allocated):
+// saturates at INT64_MAX for absurd sizes instead of overflowing. `channels` is the input's
+// last dimension (batch norm's size); layers without parameters count 0.
+int64_t LayerParameterCount(const v1::LayerSpec& layer, int64_t channels);
+// Σ LayerParameterCount over `spec`'s layers (batch norm counted at its input's channels
+// when they follow from the spec alone, else at the largest dimension allowed), saturating.
+// What a validator checks before Sequential::Create allocates anything.
+int64_t SpecParameterCount(const v1::ModelSpec& spec);
+
 class Sequential {
  public:
   // Validates the spec (shapes chain, sizes bounded, names unique) and builds the layers.

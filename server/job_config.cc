@@ -59,6 +59,14 @@ void CheckModel(v1::JobConfig& job, Problems& p) {
     *job.mutable_model_spec() = *std::move(named);
     return;
   }
+  // The size first, from the spec alone: a hostile or mistaken spec is refused before the
+  // network is built (building allocates its values and gradients).
+  const int64_t params = model::SpecParameterCount(job.model_spec());
+  if (params > kMaxJobParameters) {
+    p.Add("model_spec", absl::StrCat("has ", params, " parameters; a job's model may have at most ",
+                                     kMaxJobParameters));
+    return;
+  }
   absl::StatusOr<std::unique_ptr<model::Sequential>> net =
       model::Sequential::Create(job.model_spec());
   if (!net.ok()) p.Add("model_spec", absl::StrCat("is not a valid model: ", net.status().message()));

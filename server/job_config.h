@@ -11,6 +11,7 @@
 #ifndef FEDGE_SERVER_JOB_CONFIG_H_
 #define FEDGE_SERVER_JOB_CONFIG_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -33,6 +34,9 @@ inline constexpr double kMaxDeadlineSeconds = 7 * 24 * 3600.0;
 // Defaults ValidateJobConfig fills in (see proto/job.proto).
 inline constexpr int kDefaultClientsPerRound = 10;
 inline constexpr double kDefaultDeadlineSeconds = 600.0;
+// Most parameters a job's model may have (64 MiB of fp32 values; every device and the
+// coordinator hold several copies), checked from the spec before anything is built.
+inline constexpr int64_t kMaxJobParameters = int64_t{1} << 24;
 // RoundPolicy.max_failed_attempts when unset.
 inline constexpr int kDefaultMaxFailedAttempts = 5;
 inline constexpr int kDefaultKeepCheckpoints = 3;

@@ -1,10 +1,13 @@
 #include "server/job_config.h"
 
+#include <limits>
+
 #include <string>
 
 #include "gmock/gmock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "model/sequential.h"
 #include "model/zoo.h"
 #include "tests/status_matchers.h"
 
@@ -304,6 +307,28 @@ TEST(JobConfigTest, OversizedTextIsRejected) {
   std::string text(kMaxJobConfigTextBytes + 1, ' ');
   EXPECT_THAT(ParseJobConfig(text), StatusIs(absl::StatusCode::kInvalidArgument,
                                               HasSubstr("more than the limit")));
+}
+
+// A model too large for a job (here 2^28 parameters, 16384 × 16384 dense) is refused from
+// its spec alone, before the network would be built (1 GiB of values and as much again of
+// gradients); absurd layer sizes saturate rather than overflow.
+TEST(JobConfigTest, OversizedModelsAreRefusedFromTheSpecAlone) {
+  v1::JobConfig job = ParseJobConfig(kMinimalJob).value();
+  job.clear_architecture();
+  *job.mutable_model_spec() = model::MlpSpec({16384, 16384});
+  EXPECT_THAT(ValidateJobConfig(job),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("268435456 parameters"), HasSubstr("at most 16777216"))));
+  v1::LayerSpec* conv = job.mutable_model_spec()->mutable_layers(0);
+  conv->clear_dense();
+  conv->mutable_conv2d()->set_in_channels(1 << 30);
+  conv->mutable_conv2d()->set_out_channels(1 << 30);
+  conv->mutable_conv2d()->set_kernel_size(1 << 30);
+  EXPECT_EQ(model::LayerParameterCount(*conv, 1), std::numeric_limits<int64_t>::max());
+  EXPECT_THAT(ValidateJobConfig(job),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most 16777216")));
+  // The zoo's models are far below the bound.
+  EXPECT_EQ(model::SpecParameterCount(model::MlpSpec({784, 200, 10})), 784 * 200 + 200 * 10);
 }
 
 // Each invalid job names the offending field.
