@@ -154,7 +154,7 @@ absl::StatusOr<Images> ReadImages(const std::string& path) {
   // more than the file holds fails with "truncated" before any large allocation.
   const size_t expected = static_cast<size_t>(total);
   std::vector<unsigned char> chunk(std::min(expected, kChunkBytes));
-  out.pixels.reserve(std::min(expected, size_t{64} << 20));
+  out.pixels.reserve(std::min(expected, kChunkBytes));  // grows with the bytes that arrive
   size_t done = 0;
   while (done < expected) {
     const size_t want = std::min(expected - done, chunk.size());

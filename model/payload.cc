@@ -123,6 +123,14 @@ float MaxAbs(const float* x, int64_t n) {
   return m;
 }
 
+// The int8 scale of values up to `max_abs`: max_abs/127, one step smaller when 127 times it
+// would round past FLT_MAX (the decoder refuses what decodes to infinity).
+float Int8Scale(float max_abs) {
+  float s = max_abs / 127.0f;
+  if (!std::isfinite(127.0f * s)) s = std::nextafter(s, 0.0f);
+  return s;
+}
+
 void EncodeInt8PerChannel(const FloatTensorView& t, char* p) {
   const int64_t rows = PerChannelRows(t.shape);
   const int64_t n = static_cast<int64_t>(t.values.size());
@@ -130,7 +138,7 @@ void EncodeInt8PerChannel(const FloatTensorView& t, char* p) {
   char* q = p + 4 * rows;
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = t.values.data() + r * len;
-    const float s = MaxAbs(x, len) / 127.0f;
+    const float s = Int8Scale(MaxAbs(x, len));
     PutFloat(s, p + 4 * r);
     for (int64_t j = 0; j < len; ++j) {
       const double v = s > 0.0f ? std::round(static_cast<double>(x[j]) / s) : 0.0;
@@ -147,7 +155,7 @@ void EncodeInt8Stochastic(const FloatTensorView& t, base::Rng rng, char* p) {
     const int64_t begin = c * kStochasticChunk;
     const int64_t len = std::min(kStochasticChunk, n - begin);
     const float* x = t.values.data() + begin;
-    const float s = MaxAbs(x, len) / 127.0f;
+    const float s = Int8Scale(MaxAbs(x, len));
     PutFloat(s, p + 4 * c);
     for (int64_t j = 0; j < len; ++j) {
       double v = 0.0;

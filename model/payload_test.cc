@@ -83,6 +83,31 @@ TEST(PayloadTest, ModelParametersRoundTripThroughChunks) {
   EXPECT_EQ((*decoded)[2].values[1], m.parameters(2).values(1));
 }
 
+// Values near FLT_MAX: the int8 encoders' scale must not decode to infinity (before, the
+// encoders wrote payloads their own decoder refused).
+TEST(PayloadTest, Int8EncodingsOfExtremeValuesDecode) {
+  v1::ModelProto m = MakeModel();
+  for (v1::TensorProto& t : *m.mutable_parameters()) {
+    for (int i = 0; i < t.values_size(); ++i) {
+      t.set_values(i, (i % 2 == 0 ? 1.0f : -1.0f) * std::numeric_limits<float>::max());
+    }
+  }
+  for (v1::TensorEncoding e : {v1::TENSOR_ENCODING_INT8_PER_CHANNEL,
+                               v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED}) {
+    auto p = EncodeModelParameters(m, e, /*seed=*/3);
+    ASSERT_THAT(p, IsOk());
+    v1::ModelProto back = m;
+    ASSERT_THAT(DecodeModelParameters(p->manifest, p->bytes, &back, {e}), IsOk())
+        << v1::TensorEncoding_Name(e);
+    for (const v1::TensorProto& t : back.parameters()) {
+      for (float v : t.values()) {
+        EXPECT_TRUE(std::isfinite(v));
+        EXPECT_GT(std::abs(v), 0.99f * std::numeric_limits<float>::max());
+      }
+    }
+  }
+}
+
 TEST(PayloadTest, EmptyPayloadAndScalarTensors) {
   auto empty = EncodeFloat32Tensors({});
   ASSERT_THAT(empty, IsOk());

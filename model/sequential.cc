@@ -20,6 +20,17 @@ namespace {
 
 constexpr int kMaxDim = 1 << 20;
 
+// a·b, saturating at INT64_MAX; negative factors count as 0 (the layer refuses them).
+int64_t SatMul(int64_t a, int64_t b) {
+  if (a <= 0 || b <= 0) return 0;
+  if (a > std::numeric_limits<int64_t>::max() / b) return std::numeric_limits<int64_t>::max();
+  return a * b;
+}
+
+int64_t SatAdd(int64_t a, int64_t b) {
+  return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max() : a + b;
+}
+
 absl::Status Invalid(const std::string& layer, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("ModelSpec: layer '", layer, "': ", what));
 }
@@ -73,6 +84,14 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
       }
       if (!std::isfinite(c.init_std()) || c.init_std() < 0.0f) {
         return Invalid(name, "conv2d init_std must be finite and >= 0");
+      }
+      // Its im2col scratch holds OH·OW·K²·Cin floats per example: bounded like an activation
+      // (a 1×1-channel input padded to 129×129 with a 129×129 kernel would need gigabytes).
+      const int64_t oh = (int64_t{in[0]} + 2 * c.padding() - c.kernel_size()) / stride + 1;
+      const int64_t ow = (int64_t{in[1]} + 2 * c.padding() - c.kernel_size()) / stride + 1;
+      if (SatMul(SatMul(oh, ow), SatMul(SatMul(c.kernel_size(), c.kernel_size()), in[2])) >
+          kMaxActivationsPerExample) {
+        return Invalid(name, "conv2d scratch (OH·OW·K²·Cin) too large");
       }
       return std::unique_ptr<Layer>(new Conv2d(name, in[0], in[1], in[2], c.out_channels(),
                                                c.kernel_size(), stride, c.padding(),
@@ -187,21 +206,6 @@ absl::StatusOr<std::unique_ptr<Layer>> BuildLayer(const v1::LayerSpec& ls,
       break;
   }
   return Invalid(name, "no layer kind set");
-}
-
-}  // namespace
-
-namespace {
-
-// a·b, saturating at INT64_MAX; negative factors count as 0 (the layer refuses them).
-int64_t SatMul(int64_t a, int64_t b) {
-  if (a <= 0 || b <= 0) return 0;
-  if (a > std::numeric_limits<int64_t>::max() / b) return std::numeric_limits<int64_t>::max();
-  return a * b;
-}
-
-int64_t SatAdd(int64_t a, int64_t b) {
-  return a > std::numeric_limits<int64_t>::max() - b ? std::numeric_limits<int64_t>::max() : a + b;
 }
 
 }  // namespace

@@ -42,6 +42,31 @@ TEST(SequentialTest, BuildsTheZooModels) {
                                                      HasSubstr("resnet")));
 }
 
+// A conv2d whose im2col scratch would be huge is refused when the spec is read: the fuzzing
+// run's 4.3M-parameter spec (28×28×1 → 1×1 conv padded by 64 to 256 channels → a 129×129
+// conv padded by 64 → dense) wanted ~415 GB for one example.
+TEST(SequentialTest, RefusesAConvolutionWhoseScratchWouldBeHuge) {
+  v1::ModelSpec spec;
+  spec.add_input_shape(28);
+  spec.add_input_shape(28);
+  spec.add_input_shape(1);
+  v1::LayerSpec* a = spec.add_layers();
+  a->set_name("wide");
+  a->mutable_conv2d()->set_in_channels(1);
+  a->mutable_conv2d()->set_out_channels(256);
+  a->mutable_conv2d()->set_kernel_size(1);
+  a->mutable_conv2d()->set_padding(64);
+  v1::LayerSpec* b = spec.add_layers();
+  b->set_name("huge");
+  b->mutable_conv2d()->set_in_channels(256);
+  b->mutable_conv2d()->set_out_channels(1);
+  b->mutable_conv2d()->set_kernel_size(129);
+  b->mutable_conv2d()->set_padding(64);
+  EXPECT_THAT(Sequential::Create(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::AllOf(HasSubstr("huge"), HasSubstr("scratch"))));
+}
+
 TEST(SequentialTest, RejectsBadSpecsWithTheLayerName) {
   v1::ModelSpec spec = MlpSpec({784, 200, 10});
   spec.mutable_layers(2)->mutable_dense()->set_in_features(100);

@@ -81,6 +81,11 @@ v1::SecureAggregationSession SessionFromConfig(const SecAggConfig& c) {
   return s;
 }
 
+namespace {
+// Largest SecAgg+ session whose k and t_s a device derives itself.
+constexpr int kMaxDerivedParticipants = 1000;
+}  // namespace
+
 absl::StatusOr<SecAggConfig> ConfigFromSession(const v1::SecureAggregationSession& s) {
   SecAggConfig c;
   c.num_clients = s.num_participants();
@@ -98,6 +103,14 @@ absl::StatusOr<SecAggConfig> ConfigFromSession(const v1::SecureAggregationSessio
           "SecAgg wire: the SecAgg+ graph seed has ", s.graph_seed().size(), " bytes, not 32"));
     }
     std::memcpy(c.graph_seed.data(), s.graph_seed().data(), c.graph_seed.size());
+  }
+  if (s.secagg_plus() && s.num_neighbors() == 0 && s.num_participants() > kMaxDerivedParticipants) {
+    // Deriving k and t_s costs a search that grows faster than n², and n comes from the
+    // coordinator: a large session must name them (fedge's coordinator always does).
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SecAgg wire: a SecAgg+ session of ", s.num_participants(),
+        " participants must name its neighbours (at most ", kMaxDerivedParticipants,
+        " may leave them to the device)"));
   }
   FEDGE_RETURN_IF_ERROR(CheckIndex(s.client_index(), std::max(0, s.num_participants()), "own"));
   if (!(s.max_abs_value() > 0) || !std::isfinite(s.max_abs_value()) || s.max_summands() < 1 ||

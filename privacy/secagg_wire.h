@@ -19,7 +19,8 @@ namespace fedge::privacy {
 // The session a device receives in its task header (client_index left for the caller).
 v1::SecureAggregationSession SessionFromConfig(const SecAggConfig& config);
 // INVALID_ARGUMENT for a session a device must not join (bad sizes, indices, seed length,
-// encoding bounds); the plan itself is checked by SecAggPlan::Create.
+// encoding bounds; a SecAgg+ session of over 1000 participants that leaves its neighbours
+// to the device to derive); the plan itself is checked by SecAggPlan::Create.
 absl::StatusOr<SecAggConfig> ConfigFromSession(const v1::SecureAggregationSession& session);
 
 // Phase 0.

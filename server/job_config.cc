@@ -410,6 +410,13 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
     p.Add("privacy.secure_aggregation_share_threshold",
           absl::StrCat("must be 0 (derived) or in [2, neighbours + 1], got ", ts));
   }
+  if (ts > 0 && k == 0) {
+    // With k derived from the round's size, a fixed t_s may not fit it: the job would be
+    // accepted and then every round would fail to set its session up.
+    p.Add("privacy.secure_aggregation_share_threshold",
+          "needs privacy.secure_aggregation_neighbors (a share threshold with derived "
+          "neighbours may not fit them)");
+  }
 }
 
 void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {

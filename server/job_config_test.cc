@@ -442,6 +442,14 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"secagg threshold above quorum",
                     Minimal("round_policy { quorum: 3 } privacy { secure_aggregation_threshold: 4 }"),
                     "privacy.secure_aggregation_threshold"},
+        InvalidCase{"share threshold with derived neighbours",
+                    Minimal("round_policy { quorum: 3 } privacy { clip_norm: 1 "
+                            "secure_aggregation_threshold: 3 secure_aggregation_plus: true "
+                            "secure_aggregation_share_threshold: 2 }"),
+                    "privacy.secure_aggregation_share_threshold"},
+        InvalidCase{"round_policy.max_failed_attempts negative",
+                    Minimal("round_policy { max_failed_attempts: -1 }"),
+                    "round_policy.max_failed_attempts"},
         InvalidCase{"unknown dataset", Minimal("evaluation { dataset: \"imagenet\" }"),
                     "evaluation.dataset"},
         InvalidCase{"zero eval batch", Minimal("evaluation { batch_size: 0 }"),

@@ -58,9 +58,15 @@ absl::StatusOr<std::unique_ptr<SecureRound>> SecureRound::Create(
   FEDGE_ASSIGN_OR_RETURN(privacy::FixedPointEncoder encoder,
                          privacy::FixedPointEncoder::Create(encoding.clip_norm + 6 * sigma,
                                                             c.num_clients));
+  FEDGE_ASSIGN_OR_RETURN(privacy::SecAggPlan plan, privacy::SecAggPlan::Create(c));
+  if (plan.sparse()) {
+    // The derived k and t_s travel in the session: a device never searches for them (the
+    // search grows fast with n, and n comes from the coordinator).
+    c.num_neighbors = plan.num_neighbors();
+    c.share_threshold = plan.share_threshold();
+  }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<privacy::SecAggServer> server,
                          privacy::SecAggServer::Create(c));
-  FEDGE_ASSIGN_OR_RETURN(privacy::SecAggPlan plan, privacy::SecAggPlan::Create(c));
   auto round = std::unique_ptr<SecureRound>(
       new SecureRound(c, encoder, std::move(server), encoding));
   round->participants_ = participants;

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "privacy/fixed_point.h"
@@ -15,6 +16,8 @@ namespace fedge::server {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
 // A device's side of the protocol, as the device runtime runs it (without a transport).
@@ -148,6 +151,35 @@ TEST(SecureRoundTest, FewerThanTheThresholdReleasesNothing) {
   auto finished = (*round)->Advance(t0 + absl::Seconds(1), absl::Seconds(10), waiting);
   EXPECT_FALSE(finished.ok());
   EXPECT_TRUE(waiting.empty());
+}
+
+// SecAgg+'s neighbours and share threshold are derived once, by the coordinator, and travel
+// in every device's session; a device refuses to derive them itself for a large session
+// (the search grows faster than n², and n comes from the coordinator).
+TEST(SecureRoundTest, SecAggPlusSessionsNameTheirNeighbours) {
+  v1::PrivacyConfig privacy;
+  privacy.set_clip_norm(1.0);
+  privacy.set_secure_aggregation_threshold(200);
+  privacy.set_secure_aggregation_plus(true);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1200; ++i) ids.push_back(absl::StrCat("d", i));
+  SecureRound::Encoding e;
+  e.clip_norm = 1.0;
+  auto round = SecureRound::Create(privacy, ids, 4, e);
+  ASSERT_THAT(round.status(), IsOk());
+  const v1::SecureAggregationSession session = (*round)->SessionFor("d7");
+  EXPECT_TRUE((*round)->metrics().plus());
+  EXPECT_GT(session.num_neighbors(), 0);
+  EXPECT_LT(session.num_neighbors(), 1199);
+  EXPECT_EQ(session.num_neighbors(), (*round)->metrics().num_neighbors());
+  EXPECT_GE(session.share_threshold(), 2);
+  ASSERT_THAT(privacy::ConfigFromSession(session).status(), IsOk());
+  // The same session asking the device to derive them: refused.
+  v1::SecureAggregationSession derive = session;
+  derive.set_num_neighbors(0);
+  derive.set_share_threshold(0);
+  EXPECT_THAT(privacy::ConfigFromSession(derive).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must name its neighbours")));
 }
 
 }  // namespace
