@@ -64,9 +64,11 @@ absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources
   const int64_t copy_floats = pre.kind() == v1::Preprocessing::KIND_UNIT_RANGE
                                   ? 0
                                   : device.num_examples * device.example_floats;
-  const TaskMemoryEstimate estimate = EstimateTaskMemory(
-      header.model_spec(), header.has_teacher_spec() ? &header.teacher_spec() : nullptr, options,
-      copy_floats);
+  FEDGE_ASSIGN_OR_RETURN(
+      const TaskMemoryEstimate estimate,
+      EstimateTaskMemory(header.model_spec(),
+                         header.has_teacher_spec() ? &header.teacher_spec() : nullptr, options,
+                         copy_floats));
   return CheckMemoryBudget(estimate, device.memory_budget_bytes);
 }
 

@@ -13,17 +13,25 @@
 
 namespace fedge::client {
 
-TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::ModelSpec* teacher,
-                                      const LocalTrainingOptions& options,
-                                      int64_t data_copy_floats) {
+absl::StatusOr<TaskMemoryEstimate> EstimateTaskMemory(const v1::ModelSpec& spec,
+                                                      const v1::ModelSpec* teacher,
+                                                      const LocalTrainingOptions& options,
+                                                      int64_t data_copy_floats) {
   TaskMemoryEstimate e;
-  e.round_bytes = std::max<int64_t>(
-      0, model::EstimateDeviceRoundMemoryBytes(
-             spec, options.batch_size, options.optimizer == LocalTrainingOptions::Optimizer::kAdam));
-  if (teacher != nullptr) {
-    e.teacher_bytes = std::max<int64_t>(0, model::EstimateTeacherMemoryBytes(*teacher, options.batch_size));
+  e.round_bytes = model::EstimateDeviceRoundMemoryBytes(
+      spec, options.batch_size, options.optimizer == LocalTrainingOptions::Optimizer::kAdam);
+  if (e.round_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "MemoryBudget: the task's model cannot be estimated against the memory budget");
   }
-  e.data_copy_bytes = 4 * data_copy_floats;
+  if (teacher != nullptr) {
+    e.teacher_bytes = model::EstimateTeacherMemoryBytes(*teacher, options.batch_size);
+    if (e.teacher_bytes < 0) {
+      return absl::InvalidArgumentError(
+          "MemoryBudget: the task's teacher cannot be estimated against the memory budget");
+    }
+  }
+  e.data_copy_bytes = 4 * std::max<int64_t>(0, data_copy_floats);
   return e;
 }
 

@@ -29,10 +29,14 @@ struct TaskMemoryEstimate {
 };
 
 // `teacher` may be null (no distillation). `data_copy_floats`: floats of the preprocessed
-// copy of the local data (0 when the task trains on the raw data).
-TaskMemoryEstimate EstimateTaskMemory(const v1::ModelSpec& spec, const v1::ModelSpec* teacher,
-                                      const LocalTrainingOptions& options,
-                                      int64_t data_copy_floats);
+// copy of the local data (0 when the task trains on the raw data). INVALID_ARGUMENT when
+// the model or the teacher cannot be estimated (a layer the estimate does not know, a batch
+// size < 1): a budget cannot be checked against nothing, so such a task is refused rather
+// than taken as free.
+absl::StatusOr<TaskMemoryEstimate> EstimateTaskMemory(const v1::ModelSpec& spec,
+                                                      const v1::ModelSpec* teacher,
+                                                      const LocalTrainingOptions& options,
+                                                      int64_t data_copy_floats);
 
 // A FedCG task's estimate (client/fedcg_trainer.h, EstimateFedCgRoundMemoryBytes) for its
 // networks' shape and batch size, with FedCG's copy of the local data (FedCgInputs: every

@@ -21,22 +21,27 @@ TEST(MemoryBudgetTest, EstimateIsTheCoordinatorsPlusTeacherAndDataCopy) {
   o.batch_size = 10;
   o.momentum = 0.9f;
   const int64_t params = 8 * 16 + 16 + 16 * 3 + 3;
-  TaskMemoryEstimate e = EstimateTaskMemory(spec, nullptr, o, 1000);
+  TaskMemoryEstimate e = EstimateTaskMemory(spec, nullptr, o, 1000).value();
   EXPECT_EQ(e.round_bytes, model::EstimateDeviceRoundMemoryBytes(spec, 10, false));
   EXPECT_GE(e.round_bytes, 4 * params * 7 + 4 * (8 + 16 + 16 + 3) * 10);
   EXPECT_EQ(e.teacher_bytes, 0);
   EXPECT_EQ(e.data_copy_bytes, 4000);
   o.optimizer = LocalTrainingOptions::Optimizer::kAdam;
-  EXPECT_EQ(EstimateTaskMemory(spec, nullptr, o, 0).round_bytes,
+  EXPECT_EQ(EstimateTaskMemory(spec, nullptr, o, 0)->round_bytes,
             e.round_bytes + 4 * params);  // one more optimizer slot
   // A teacher: 9 bytes per parameter and a batch of its activations.
-  const TaskMemoryEstimate t = EstimateTaskMemory(spec, &teacher, o, 0);
+  const TaskMemoryEstimate t = EstimateTaskMemory(spec, &teacher, o, 0).value();
   EXPECT_EQ(t.teacher_bytes, 9 * (8 * 64 + 64 + 64 * 3 + 3) + 4 * 10 * (8 + 64 + 64 + 3));
   // Activations grow with the batch.
   o.batch_size = 20;
-  EXPECT_GT(EstimateTaskMemory(spec, nullptr, o, 0).round_bytes,
+  EXPECT_GT(EstimateTaskMemory(spec, nullptr, o, 0)->round_bytes,
             EstimateTaskMemory(spec, nullptr, [&] { auto p = o; p.batch_size = 10; return p; }(), 0)
-                .round_bytes);
+                ->round_bytes);
+  // A model the estimate cannot size is refused, not taken as free (before, the -1 was
+  // clamped to 0 and any budget check passed).
+  o.batch_size = 0;
+  EXPECT_EQ(EstimateTaskMemory(spec, nullptr, o, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(MemoryBudgetTest, CheckRefusesOnlyOverTheBudget) {
