@@ -168,7 +168,8 @@ echo "$start_out"
 JOB=$(echo "$start_out" | sed -n 's/^started job \([^ ]*\) .*/\1/p')
 t0=$(date +%s.%N)
 # fedgectl watch in the background (its lines followed with tail), so that a signal reaches
-# the trap at once.
+# the trap at once. The file exists before either starts, so tail never races the redirect.
+: > "$OUT/logs/watch.log"
 "${CTL[@]}" watch "$JOB" --replay > "$OUT/logs/watch.log" 2>&1 &
 WATCH_PID=$!
 tail -n +1 -f --pid="$WATCH_PID" "$OUT/logs/watch.log" &
