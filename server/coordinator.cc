@@ -11,7 +11,6 @@
 #include "base/status_macros.h"
 #include "server/job_config.h"
 #include "server/model_weights.h"
-#include "server/session_token.h"
 
 namespace fedge::server {
 namespace {
@@ -222,28 +221,12 @@ absl::Status Coordinator::SubmitUpdate(const v1::UpdateHeader& header,
   FEDGE_RETURN_IF_ERROR(round.CheckInTheClear(id));
   // Measured here, never taken from the device's report.
   const double norm = aggregation::L2Norm(update);
-  const int64_t registered = registry_.ProfileOf(id).num_examples();
-  const v1::ClientTrainMetrics& reported = header.metrics();
   absl::Status status = job_->strategy->CheckUpdate(update, job_->weights);
-  if (!status.ok()) {
-    // Refused below, as every bad update.
-  } else if (header.num_examples() <= 0 || header.num_examples() > options_.max_examples_per_client ||
-             header.num_examples() > registered) {
-    // Its weight in the mean: no more examples than the device said it holds.
-    status = absl::InvalidArgumentError(
-        absl::StrCat("Coordinator: client ", id, " reports ", header.num_examples(),
-                     " examples; it registered ", registered));
-  } else if (update.weight != static_cast<double>(header.num_examples())) {
-    status = absl::InvalidArgumentError(
-        absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
-  } else if (!std::isfinite(reported.train_loss()) || !std::isfinite(reported.train_seconds()) ||
-             reported.train_seconds() < 0) {
-    // One non-finite figure would make the round's means NaN.
-    status = absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: client ", id, " reports a non-finite train_loss or train_seconds"));
-  } else {
-    status = job_->privacy->CheckClipped(norm, id, round.dp());
+  if (status.ok()) {
+    status = CheckUpdateClaims(header, update, registry_.ProfileOf(id).num_examples(),
+                               options_.max_examples_per_client);
   }
+  if (status.ok()) status = job_->privacy->CheckClipped(norm, id, round.dp());
   if (status.ok()) status = round.ToFullShapes(id, update);
   // Central DP: every participant counts once, whatever its example count.
   if (status.ok()) update.weight = job_->privacy->Weight(update.weight);
@@ -465,7 +448,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   const size_t sampled = std::min(live.size(), static_cast<size_t>(std::max(want, quorum)));
   FEDGE_ASSIGN_OR_RETURN(RoundPrivacy::Opening dp,
                          job.privacy->Open(round.number, sampled, live.size(), job.completed_rounds));
-  if (dp.over_budget.has_value()) return FinishJob(*dp.over_budget);
+  if (dp.over_budget.has_value()) return EndJob(v1::JOB_STATE_FINISHED, *dp.over_budget);
   round.dp = dp.round;
   base::Rng rng(sel.seed(), static_cast<uint64_t>(round.number) * 1000 + round.attempt);
   rng.Shuffle(live);
@@ -565,13 +548,13 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
     FEDGE_RETURN_IF_ERROR(RoundFailed(std::string(done.message())));
     return done;
   }
-  LogRoundDone(job.id, round.metrics());
+  RoundReport::LogDone(job.id, round.metrics());
   job.weights = std::move(next);
   job.completed_rounds = round.number();
   job.latest_metrics = round.metrics();
   job.failed_attempts = 0;
   job.round.reset();
-  if (job.completed_rounds >= job.config.rounds()) return FinishJob("");
+  if (job.completed_rounds >= job.config.rounds()) return EndJob(v1::JOB_STATE_FINISHED, "");
   return absl::OkStatus();
 }
 
@@ -592,15 +575,7 @@ absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, ab
     FEDGE_RETURN_IF_ERROR(job.strategy->ServerTrainingStep(kept, &next));
   }
   // A central model with a NaN or an infinity is never committed nor sent to devices.
-  for (const aggregation::Tensor& t : next) {
-    for (float v : t.values) {
-      if (!std::isfinite(v)) {
-        return absl::InternalError(absl::StrCat("Coordinator: round ", round.number(),
-                                                "'s new model has a non-finite value in ",
-                                                t.name, "; not committed"));
-      }
-    }
-  }
+  FEDGE_RETURN_IF_ERROR(CheckFinite(next));
   m.set_aggregation_seconds(Seconds(t0));
   job.strategy->ReportRound(round.Devices(), &m);
   const v1::ModelProto model = ProtoFromWeights(job.config.model_spec(), next);
@@ -620,25 +595,6 @@ absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, ab
                                             [&] { return job.strategy->SerializeState(); }));
   registry_.CountParticipation(participants);
   return absl::OkStatus();
-}
-
-void Coordinator::LogRoundDone(const std::string& job_id, const v1::RoundMetrics& m) {
-  if (m.has_fed_cg()) {
-    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
-                    << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
-                    << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()
-                    << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
-                    << m.fed_cg().last_kl() << ", synthetic accuracy "
-                    << m.fed_cg().synthetic_accuracy();
-  } else {
-    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
-                    << m.participants() << "/" << m.sampled() << " clients, test accuracy "
-                    << m.test_accuracy() << ", loss " << m.test_loss();
-  }
-}
-
-absl::Status Coordinator::FinishJob(const std::string& message) {
-  return EndJob(v1::JOB_STATE_FINISHED, message);
 }
 
 }  // namespace fedge::server

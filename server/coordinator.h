@@ -258,12 +258,9 @@ class Coordinator {
                                        std::chrono::steady_clock::time_point t0,
                                        const OpenRound::Closing& closing,
                                        aggregation::ModelWeights& next);
-  static void LogRoundDone(const std::string& job_id, const v1::RoundMetrics& m);
   // Ends the running job as `state` with `message`, recording it in the ledger.
   absl::Status EndJob(v1::JobState state, const std::string& message)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends the running job as FINISHED (all rounds, or the privacy budget) with `message`.
-  absl::Status FinishJob(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Tick's step of a secure round: closes every phase that is complete or timed out, the
   // unmasking phase without the lock; when the protocol finishes, the released sum becomes
   // the round's one aggregated update. REQUIRES: a secure round is open.

@@ -1,5 +1,9 @@
 #include "server/model_weights.h"
 
+#include "absl/strings/str_cat.h"
+
+#include <cmath>
+
 namespace fedge::server {
 namespace {
 
@@ -41,6 +45,18 @@ aggregation::Update UpdateFromDeltaProto(const std::string& client_id, double nu
   update.tensors.reserve(delta.parameters_size());
   for (const v1::TensorProto& t : delta.parameters()) update.tensors.push_back(TensorFromProto(t));
   return update;
+}
+
+absl::Status CheckFinite(const aggregation::ModelWeights& weights) {
+  for (const aggregation::Tensor& t : weights) {
+    for (float v : t.values) {
+      if (!std::isfinite(v)) {
+        return absl::InternalError(
+            absl::StrCat("Coordinator: the new model has a non-finite value in ", t.name));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fedge::server

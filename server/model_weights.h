@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "aggregation/update.h"
 #include "proto/model.pb.h"
 
@@ -22,6 +23,10 @@ v1::ModelProto ProtoFromWeights(const v1::ModelSpec& spec,
 // aggregator, not here.
 aggregation::Update UpdateFromDeltaProto(const std::string& client_id, double num_examples,
                                          const v1::ModelProto& delta);
+
+// OK when every value of `weights` is finite; otherwise INTERNAL naming the first tensor
+// with a NaN or an infinity (a model that must not be committed or sent out).
+absl::Status CheckFinite(const aggregation::ModelWeights& weights);
 
 }  // namespace fedge::server
 

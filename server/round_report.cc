@@ -12,6 +12,7 @@
 #include "data/preprocessing.h"
 #include "server/job_config.h"
 #include "absl/strings/match.h"
+#include "base/log.h"
 #include "base/text.h"
 
 namespace fedge::server {
@@ -153,6 +154,21 @@ void RoundReport::AddClient(const v1::ClientRoundMetrics& client, int tier,
   if (client.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED) {
     t->set_participants(t->participants() + 1);
     t->set_bytes_up(t->bytes_up() + client.bytes_up());
+  }
+}
+
+void RoundReport::LogDone(const std::string& job_id, const v1::RoundMetrics& m) {
+  if (m.has_fed_cg()) {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, FedCG client accuracy "
+                    << m.fed_cg().client_accuracy() << " (" << m.fed_cg().clients_evaluated()
+                    << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
+                    << m.fed_cg().last_kl() << ", synthetic accuracy "
+                    << m.fed_cg().synthetic_accuracy();
+  } else {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, test accuracy "
+                    << m.test_accuracy() << ", loss " << m.test_loss();
   }
 }
 

@@ -39,6 +39,9 @@ class RoundReport {
   static absl::StatusOr<std::unique_ptr<RoundReport>> Create(
       const v1::JobConfig& config, const RoundPlanner& planner,
       std::shared_ptr<const data::Dataset> data, const std::string& data_root = "");
+  // The log line of a completed round: its participants and accuracy (FedCG: the devices'
+  // accuracy and the distillation's KL).
+  static void LogDone(const std::string& job_id, const v1::RoundMetrics& m);
   // A report without central evaluation (FedCG).
   static std::unique_ptr<RoundReport> WithoutEvaluation(const v1::JobConfig& config,
                                                         const RoundPlanner& planner);

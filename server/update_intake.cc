@@ -1,5 +1,7 @@
 #include "server/update_intake.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -68,6 +70,29 @@ absl::StatusOr<aggregation::Update> DecodeUpdatePayload(const v1::UpdateHeader& 
     update.tensors.push_back(std::move(out));
   }
   return update;
+}
+
+absl::Status CheckUpdateClaims(const v1::UpdateHeader& header, const aggregation::Update& update,
+                               int64_t registered_examples, int64_t max_examples) {
+  const std::string& id = header.client_id();
+  const int64_t n = header.num_examples();
+  if (n <= 0 || n > max_examples || n > registered_examples) {
+    // Its weight in the mean: no more examples than the device said it holds.
+    return absl::InvalidArgumentError(absl::StrCat("Coordinator: client ", id, " reports ", n,
+                                                   " examples; it registered ",
+                                                   registered_examples));
+  }
+  if (update.weight != static_cast<double>(n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Coordinator: client ", id, ": update weight differs from num_examples"));
+  }
+  const v1::ClientTrainMetrics& m = header.metrics();
+  if (!std::isfinite(m.train_loss()) || !std::isfinite(m.train_seconds()) ||
+      m.train_seconds() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: client ", id, " reports a non-finite train_loss or train_seconds"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<aggregation::Update> ExpandSubModelUpdate(const model::SubModelSlicer& slicer,

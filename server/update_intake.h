@@ -59,6 +59,14 @@ absl::StatusOr<aggregation::Update> DecodeUpdatePayload(const v1::UpdateHeader& 
                                                         absl::string_view payload,
                                                         const ExpectedUpdate& expected);
 
+// What a decoded update claims about itself, against what the coordinator knows: its
+// example count (its weight in the mean) in [1, max_examples] and at most what the device
+// registered (`registered_examples`), equal to the update's weight; a finite, non-negative
+// loss and training time (one NaN would make the round's means NaN). INVALID_ARGUMENT
+// naming the claim otherwise.
+absl::Status CheckUpdateClaims(const v1::UpdateHeader& header, const aggregation::Update& update,
+                               int64_t registered_examples, int64_t max_examples);
+
 // The update in the full model's shapes, with coverage masks, from one in the shapes of
 // `slicer`'s sub-model (sub-model-aware FedAvg averages each coordinate over the clients
 // that held it). `who` names the client and its tier in errors. INVALID_ARGUMENT for a

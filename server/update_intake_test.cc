@@ -215,5 +215,30 @@ TEST(RoundIntakeTest, SubModelUpdatesExpandToTheFullShapesWithTheirCoverage) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("tensors")));
 }
 
+// What an update claims about itself is checked against what the coordinator knows: the
+// device's registered example count bounds its weight, and its figures must be finite.
+TEST(UpdateIntakeTest, ClaimsAreBoundedByTheRegistrationAndFinite) {
+  v1::UpdateHeader h;
+  h.set_client_id("dev");
+  h.set_num_examples(100);
+  aggregation::Update u;
+  u.weight = 100;
+  EXPECT_THAT(CheckUpdateClaims(h, u, /*registered_examples=*/100, 1 << 30), IsOk());
+  EXPECT_THAT(CheckUpdateClaims(h, u, 99, 1 << 30),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("registered 99")));
+  EXPECT_THAT(CheckUpdateClaims(h, u, 100, 50), StatusIs(absl::StatusCode::kInvalidArgument));
+  u.weight = 101;
+  EXPECT_THAT(CheckUpdateClaims(h, u, 1000, 1 << 30),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("weight")));
+  u.weight = 100;
+  h.mutable_metrics()->set_train_seconds(-1);
+  EXPECT_THAT(CheckUpdateClaims(h, u, 100, 1 << 30),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-finite")));
+  h.mutable_metrics()->set_train_seconds(1);
+  h.mutable_metrics()->set_train_loss(std::numeric_limits<double>::infinity());
+  EXPECT_THAT(CheckUpdateClaims(h, u, 100, 1 << 30),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-finite")));
+}
+
 }  // namespace
 }  // namespace fedge::server
