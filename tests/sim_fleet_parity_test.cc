@@ -306,22 +306,22 @@ TEST(SimFleetParityTest, AdaptiveClippingDpGivesTheSameUpdateAndModel) {
   ExpectSameRound(c);
 }
 
-// Six devices, SecAgg+ with distributed DP and adaptive clipping (the count as one more
-// masked coordinate), two rounds, nobody dropping: the virtual devices and the runtimes send
-// their updates only masked, and the two coordinators release the same sums (their
-// digests) and end with the same model bits.
-TEST(SimFleetParityTest, SecAggPlusWithDistributedDpGivesTheSameSumsAndModel) {
+// SecAgg+ with distributed DP and adaptive clipping (the count as one more masked
+// coordinate), two rounds, nobody dropping: the virtual devices and the runtimes send their
+// updates only masked, and the two coordinators release the same sums (their digests) and
+// end with the same model bits.
+void ExpectSameSecureJob(int devices, int threshold) {
   v1::SimConfig c = OneDeviceScenario();
-  c.set_population(6);
+  c.set_population(devices);
   v1::JobConfig& job = *c.mutable_job();
   job.set_rounds(2);
-  job.mutable_selection()->set_clients_per_round(6);
-  job.mutable_round_policy()->set_quorum(4);
+  job.mutable_selection()->set_clients_per_round(devices);
+  job.mutable_round_policy()->set_quorum(threshold);
   v1::PrivacyConfig& p = *job.mutable_privacy();
   p.set_clip_norm(0.5);
   p.set_noise_multiplier(0.4);
   p.mutable_adaptive_clipping()->set_target_quantile(0.5);
-  p.set_secure_aggregation_threshold(4);
+  p.set_secure_aggregation_threshold(threshold);
   p.set_secure_aggregation_plus(true);
   absl::StatusOr<v1::SimConfig> config = sim::ValidateSimConfig(c);
   ASSERT_THAT(config.status(), IsOk());
@@ -336,13 +336,23 @@ TEST(SimFleetParityTest, SecAggPlusWithDistributedDpGivesTheSameSumsAndModel) {
   for (size_t r = 0; r < 2; ++r) {
     const v1::SecureAggregationRoundMetrics& a = simulated->rounds[r].secure_aggregation();
     const v1::SecureAggregationRoundMetrics& b = fleet->rounds[r].secure_aggregation();
-    EXPECT_EQ(a.masked(), 6);
-    EXPECT_EQ(b.masked(), 6);
+    EXPECT_EQ(a.masked(), devices);
+    EXPECT_EQ(b.masked(), devices);
     EXPECT_FALSE(a.sum_digest().empty());
     EXPECT_EQ(a.sum_digest(), b.sum_digest()) << "round " << r + 1;
     EXPECT_EQ(simulated->rounds[r].dp_next_clip_norm(), fleet->rounds[r].dp_next_clip_norm());
   }
   ExpectSameModel(simulated->model, fleet->model);
+}
+
+TEST(SimFleetParityTest, SecAggPlusWithDistributedDpGivesTheSameSumsAndModel) {
+  ExpectSameSecureJob(/*devices=*/6, /*threshold=*/4);
+}
+
+// The simulator's SecAgg+ job of 100 devices (sim/simulator_test.cc) without dropouts, over
+// gRPC with 100 ClientRuntimes in this process.
+TEST(SimFleetParityTest, HundredDeviceSecAggPlusJobGivesTheSameSumsAndModel) {
+  ExpectSameSecureJob(/*devices=*/100, /*threshold=*/60);
 }
 
 }  // namespace
