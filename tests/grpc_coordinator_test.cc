@@ -78,7 +78,7 @@ int64_t SectionBytes(const v1::TensorManifest& manifest) {
 
 class GrpcCoordinatorTest : public ::testing::Test {
  protected:
-  void Start(int features, int classes, bool reflection = false) {
+  void Start(int features, int classes, bool reflection = false, double register_burst = 500) {
     dir_ = ::testing::TempDir() + "/grpc_coordinator_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
@@ -98,6 +98,8 @@ class GrpcCoordinatorTest : public ::testing::Test {
     so.limits.watch_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(5);
     so.reflection = reflection;
+    so.limits.register_burst = register_burst;
+    so.limits.register_per_second = register_burst < 500 ? 0.001 : 20;
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
@@ -847,6 +849,28 @@ TEST_F(GrpcCoordinatorTest, TiersQuantizedTransferAndTeacherOverGrpc) {
       EXPECT_LT(c.bytes_down(), (quarter_floats + full_floats) * 4 / 4);
     }
   }
+}
+
+// Registrations from one address are bounded (a burst, then a rate): past it, a clear
+// RESOURCE_EXHAUSTED that a device backs off from; nothing is enrolled.
+TEST_F(GrpcCoordinatorTest, RegistrationsFromOneAddressAreRateLimited) {
+  Start(8, 3, /*reflection=*/false, /*register_burst=*/3);
+  v1::RegisterRequest r;
+  r.set_enrollment_token(kToken);
+  r.mutable_profile()->set_num_examples(10);
+  for (int i = 0; i < 3; ++i) {
+    v1::RegisterResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    ASSERT_TRUE(devices_stub_->Register(&ctx, r, &resp).ok()) << i;
+  }
+  v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  const grpc::Status s = devices_stub_->Register(&ctx, r, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("too many registrations"));
+  EXPECT_EQ(coordinator_->ListClients()->size(), 3u);
 }
 
 // Health checking is on; reflection only when asked for (--reflection): it is tried both

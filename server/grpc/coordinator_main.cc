@@ -62,6 +62,9 @@ ABSL_FLAG(int, aggregation_threads, 2, "Threads that share a batched accumulatio
 ABSL_FLAG(int, max_threads, 1024,
           "Most gRPC calls served at once (one thread each, long polls included); beyond it "
           "calls fail with RESOURCE_EXHAUSTED and clients back off.");
+ABSL_FLAG(double, register_per_second, 20,
+          "Registrations accepted per second from one address (after the burst).");
+ABSL_FLAG(double, register_burst, 500, "Registrations accepted at once from one address.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
@@ -213,6 +216,13 @@ int Run() {
   so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
   so.max_threads = absl::GetFlag(FLAGS_max_threads);
   so.reflection = absl::GetFlag(FLAGS_reflection);
+  so.limits.register_per_second = absl::GetFlag(FLAGS_register_per_second);
+  so.limits.register_burst = absl::GetFlag(FLAGS_register_burst);
+  if (!(so.limits.register_per_second > 0) || !(so.limits.register_burst >= 1)) {
+    std::fprintf(stderr, "fedge-coordinator: --register-per-second must be > 0 and "
+                         "--register-burst >= 1\n");
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
       server::GrpcCoordinatorServer::Start(so, coordinator->get(), store->get());
   if (!server.ok()) {

@@ -44,7 +44,9 @@ std::string KeptHeader(const v1::UpdateHeader& h) {
 }  // namespace
 
 CoordinatorServiceImpl::CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits)
-    : coordinator_(coordinator), limits_(limits) {}
+    : coordinator_(coordinator),
+      limits_(limits),
+      registrations_({limits.register_per_second, limits.register_burst, 100000}, nullptr) {}
 
 grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
                                               const v1::RegisterRequest* request,
@@ -56,6 +58,12 @@ grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
         {"profile.client_version", &request->profile().client_version()}}) {
     absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
     if (!s.ok()) return ToGrpcStatus(s);
+  }
+  // Enrollment is the one call open to anyone with the token: bounded per host.
+  if (!registrations_.Allow(PeerHost(context->peer()))) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        "CoordinatorService: too many registrations from this address; retry "
+                        "later");
   }
   absl::StatusOr<v1::RegisterResponse> r = coordinator_->Register(*request);
   if (!r.ok()) return ToGrpcStatus(r.status());

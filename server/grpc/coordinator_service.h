@@ -39,6 +39,7 @@
 #include "model/payload.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "server/coordinator.h"
+#include "server/rate_limiter.h"
 #include "server/task_payload.h"
 
 namespace fedge::server {
@@ -65,6 +66,10 @@ struct ServiceLimits {
   size_t max_string_bytes = 1024;
   // Liveness timeout of the Coordinator (for RegisterResponse and ListClients).
   absl::Duration liveness_timeout = absl::Seconds(60);
+  // Registrations per peer host (the address without its port): `register_burst` at once,
+  // then `register_per_second`; beyond, RESOURCE_EXHAUSTED (devices back off and retry).
+  double register_per_second = 20;
+  double register_burst = 500;
 };
 
 class CoordinatorServiceImpl final : public v1::Coordinator::Service {
@@ -110,6 +115,8 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
   Coordinator* const coordinator_;
   const ServiceLimits limits_;
   std::atomic<bool> stopping_{false};
+  // Registrations per peer host (ServiceLimits.register_*).
+  RateLimiter registrations_;
   TaskPayloadEncoder encoder_;
   absl::Mutex partial_mu_;
   absl::flat_hash_map<std::string, PartialUpload> partial_ ABSL_GUARDED_BY(partial_mu_);

@@ -1,0 +1,49 @@
+#include "server/rate_limiter.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace fedge::server {
+
+RateLimiter::RateLimiter(Options options, base::Clock* clock)
+    : options_(options), clock_(clock != nullptr ? *clock : base::RealClock()) {}
+
+void RateLimiter::ForgetFull(absl::Time now) {
+  for (auto it = buckets_.begin(); it != buckets_.end();) {
+    const double refilled =
+        it->second.tokens + absl::ToDoubleSeconds(now - it->second.updated) * options_.per_second;
+    if (refilled >= options_.burst) {
+      buckets_.erase(it++);
+    } else {
+      ++it;
+    }
+  }
+}
+
+bool RateLimiter::Allow(absl::string_view key) {
+  const absl::Time now = clock_.Now();
+  absl::MutexLock lock(&mu_);
+  auto it = buckets_.find(key);
+  if (it == buckets_.end()) {
+    if (buckets_.size() >= options_.max_keys) ForgetFull(now);
+    if (buckets_.size() >= options_.max_keys) return false;
+    it = buckets_.emplace(std::string(key), Bucket{options_.burst, now}).first;
+  }
+  Bucket& b = it->second;
+  b.tokens = std::min(options_.burst,
+                      b.tokens + absl::ToDoubleSeconds(now - b.updated) * options_.per_second);
+  b.updated = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
+
+std::string PeerHost(absl::string_view peer) {
+  const size_t colon = peer.rfind(':');
+  const size_t scheme = peer.find(':');
+  // "ipv4:HOST:PORT" and "ipv6:[HOST]:PORT": drop the last ":PORT"; anything else as is.
+  if (colon == absl::string_view::npos || colon == scheme) return std::string(peer);
+  return std::string(peer.substr(0, colon));
+}
+
+}  // namespace fedge::server

@@ -1,0 +1,39 @@
+#include "server/rate_limiter.h"
+
+#include "gtest/gtest.h"
+
+namespace fedge::server {
+namespace {
+
+TEST(RateLimiterTest, BurstThenSustainedRatePerKey) {
+  base::ManualClock clock;
+  RateLimiter limiter({/*per_second=*/2, /*burst=*/5, /*max_keys=*/100}, &clock);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(limiter.Allow("ipv4:10.0.0.7")) << i;
+  EXPECT_FALSE(limiter.Allow("ipv4:10.0.0.7"));
+  EXPECT_TRUE(limiter.Allow("ipv4:10.0.0.8"));  // another host has its own bucket
+  clock.Advance(absl::Milliseconds(500));         // one token back
+  EXPECT_TRUE(limiter.Allow("ipv4:10.0.0.7"));
+  EXPECT_FALSE(limiter.Allow("ipv4:10.0.0.7"));
+  clock.Advance(absl::Hours(1));                  // never more than the burst
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(limiter.Allow("ipv4:10.0.0.7")) << i;
+  EXPECT_FALSE(limiter.Allow("ipv4:10.0.0.7"));
+}
+
+TEST(RateLimiterTest, RemembersABoundedNumberOfKeys) {
+  base::ManualClock clock;
+  RateLimiter limiter({/*per_second=*/1, /*burst=*/2, /*max_keys=*/3}, &clock);
+  for (const char* k : {"a", "b", "c"}) EXPECT_TRUE(limiter.Allow(k));
+  EXPECT_FALSE(limiter.Allow("d"));  // three buckets still refilling: no room
+  clock.Advance(absl::Seconds(2));   // all full again: forgotten, room for new keys
+  EXPECT_TRUE(limiter.Allow("d"));
+}
+
+TEST(RateLimiterTest, PeerHostDropsThePort) {
+  EXPECT_EQ(PeerHost("ipv4:10.0.0.7:51234"), "ipv4:10.0.0.7");
+  EXPECT_EQ(PeerHost("ipv6:[::1]:5555"), "ipv6:[::1]");
+  EXPECT_EQ(PeerHost("unix:/tmp/sock"), "unix:/tmp/sock");
+  EXPECT_EQ(PeerHost("garbage"), "garbage");
+}
+
+}  // namespace
+}  // namespace fedge::server
