@@ -60,8 +60,9 @@
 // Over several processes (SimulatorOptions.cluster, sim/cluster.h; fedge-sim under mpirun):
 // rank 0 runs everything above, the coordinator included; only step 4's training is shared.
 // The i-th update of step 4's fixed submission order is trained by rank i mod P. Rank 0
-// sends each other rank its share (sim/training_share.h; one message per round: every distinct task model and
-// teacher once, then per client its index, task header and shuffling seed); each rank
+// sends each other rank its share (sim/training_share.h; one message per round: every
+// distinct task model and teacher once, then per client its index, task header and
+// shuffling seed); each rank
 // loads the same data (MakeClientDataSource of the same config) and runs RunTrainingWorker,
 // which trains its share on its own thread pool with the same TrainLocally and sends the
 // updates back one message each, in order. Rank 0 submits every update in the same order
