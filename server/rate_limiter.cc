@@ -1,6 +1,11 @@
 #include "server/rate_limiter.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include <utility>
 
 namespace fedge::server {
@@ -44,6 +49,26 @@ std::string PeerHost(absl::string_view peer) {
   // "ipv4:HOST:PORT" and "ipv6:[HOST]:PORT": drop the last ":PORT"; anything else as is.
   if (colon == absl::string_view::npos || colon == scheme) return std::string(peer);
   return std::string(peer.substr(0, colon));
+}
+
+bool IsLoopbackAddress(absl::string_view address) {
+  std::string a(address);
+  for (const char* scheme : {"ipv4:", "ipv6:"}) {
+    if (absl::StartsWith(a, scheme)) a = a.substr(5);
+  }
+  a = absl::StrReplaceAll(a, {{"%5B", "["}, {"%5D", "]"}, {"%5b", "["}, {"%5d", "]"}});
+  std::string host = a;
+  if (!a.empty() && a[0] == '[') {
+    const size_t close = a.find(']');
+    if (close == std::string::npos) return false;
+    host = a.substr(1, close - 1);
+  } else if (std::count(a.begin(), a.end(), ':') == 1) {
+    host = a.substr(0, a.find(':'));  // host:port
+  }
+  if (absl::StartsWith(host, "::ffff:")) host = host.substr(7);
+  if (host == "localhost" || host == "::1") return true;
+  in_addr v4;
+  return inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 }  // namespace fedge::server

@@ -51,6 +51,11 @@ class RateLimiter {
 // address that connections from one host share.
 std::string PeerHost(absl::string_view peer);
 
+// True when `address` names this machine's loopback: a host or host:port ("127.0.0.1:50052",
+// "[::1]:50052", "localhost:50052"), or a gRPC peer string ("ipv4:127.0.0.1:5555",
+// "ipv6:[::1]:5555", "ipv6:%5B::ffff:127.0.0.1%5D:5555"). Any 127.0.0.0/8 address counts.
+bool IsLoopbackAddress(absl::string_view address);
+
 }  // namespace fedge::server
 
 #endif  // FEDGE_SERVER_RATE_LIMITER_H_

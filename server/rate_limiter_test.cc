@@ -35,5 +35,17 @@ TEST(RateLimiterTest, PeerHostDropsThePort) {
   EXPECT_EQ(PeerHost("garbage"), "garbage");
 }
 
+TEST(RateLimiterTest, LoopbackAddressesAreRecognised) {
+  for (const char* a : {"127.0.0.1:50052", "127.1.2.3", "[::1]:5", "::1", "localhost:1",
+                        "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "ipv6:%5B::1%5D:5555",
+                        "ipv6:%5B::ffff:127.0.0.1%5D:5555"}) {
+    EXPECT_TRUE(IsLoopbackAddress(a)) << a;
+  }
+  for (const char* a : {"0.0.0.0:50052", "10.0.0.7:1", "[::]:5", "ipv4:192.168.1.2:7",
+                        "ipv6:[2001:db8::1]:5", "example.com:1", "128.0.0.1", "", "[::1"}) {
+    EXPECT_FALSE(IsLoopbackAddress(a)) << a;
+  }
+}
+
 }  // namespace
 }  // namespace fedge::server

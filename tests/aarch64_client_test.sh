@@ -67,13 +67,18 @@ for _ in $(seq 50); do
   PORT=$((PORT + 1))
 done
 ADDR="127.0.0.1:$PORT"
-CTL=("$BIN/fedgectl" --coordinator "$ADDR" --insecure --timeout 10)
+ADMIN_ADDR="127.0.0.1:$((PORT + 1))"
+mkdir -p "$DIR/state"
+"$BIN/fedge-coordinator" operators add test-operator --role operator --state-dir "$DIR/state" \
+  2> "$DIR/operators.log" | (umask 077; cat > "$DIR/operator-token") || fail "operators add"
+CTL=("$BIN/fedgectl" --coordinator "$ADMIN_ADDR" --token-file "$DIR/operator-token" --insecure
+     --timeout 10)
 (umask 077; echo "aarch64-test-token-$$" > "$DIR/token")
 
 "$BIN/partition_fmnist" --clients 2 --scheme iid --train-examples 2000 --out "$DIR/shards" \
   > "$DIR/partition.log" 2>&1 || fail "partition_fmnist"
 
-"$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$DIR/state" --insecure \
+"$BIN/fedge-coordinator" --listen "$ADDR" --admin-listen "$ADMIN_ADDR" --state-dir "$DIR/state" --insecure \
   --enrollment-token-file "$DIR/token" --tick-ms 100 --max-wait-seconds 2 \
   > "$DIR/coordinator.log" 2>&1 &
 PIDS+=($!)

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <cstdlib>
 #include <filesystem>
@@ -37,6 +38,7 @@
 #include "gtest/gtest.h"
 #include "model/zoo.h"
 #include "proto/admin.grpc.pb.h"
+#include "tests/operator_channel.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/store.h"
@@ -48,6 +50,8 @@ namespace fedge {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::fedge::testing::OperatorChannel;
+using ::fedge::testing::TestOperators;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "integration-enrollment";
@@ -102,8 +106,11 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
+  // `credentials` (the devices' listener; null: plaintext) and `admin` (the operators'
+  // listener on 127.0.0.1; null: plaintext).
   void StartServer(const std::string& address,
-                   std::shared_ptr<grpc::ServerCredentials> credentials = nullptr) {
+                   std::shared_ptr<grpc::ServerCredentials> credentials = nullptr,
+                   std::shared_ptr<grpc::ServerCredentials> admin = nullptr) {
     auto store = server::Store::Open(dir_ + "/coordinator");
     ASSERT_THAT(store, IsOk());
     store_ = std::move(store).value();
@@ -119,12 +126,23 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     so.tick_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(2);
     so.limits.retry_after_ms = 100;
+    if (operators_ == nullptr) operators_ = std::make_unique<TestOperators>(dir_);
+    so.admin_listen_address = "127.0.0.1:0";
+    so.admin_credentials = admin ? admin : grpc::InsecureServerCredentials();
+    so.admin_plaintext = admin == nullptr;
+    so.operators = operators_->tokens();
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
-    admin_ = v1::Admin::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(server_->port()),
-        credentials ? admin_credentials_ : grpc::InsecureChannelCredentials()));
+    admin_ = AdminStub(operators_->operator_token());
+  }
+
+  // An Admin stub on the operators' listener that sends `token` (none when empty), over
+  // admin_credentials_ when set.
+  std::unique_ptr<v1::Admin::Stub> AdminStub(const std::string& token, bool devices_port = false) {
+    return v1::Admin::NewStub(OperatorChannel(
+        "127.0.0.1:" + std::to_string(devices_port ? server_->port() : server_->admin_port()),
+        admin_credentials_ ? admin_credentials_ : grpc::InsecureChannelCredentials(), token));
   }
 
   void StopServer() {
@@ -192,6 +210,9 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   std::unique_ptr<server::Store> store_;
   std::unique_ptr<server::Coordinator> coordinator_;
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
+  void CheckAdminAccess(std::shared_ptr<grpc::ChannelCredentials> device_credentials);
+
+  std::unique_ptr<TestOperators> operators_;
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::shared_ptr<grpc::ChannelCredentials> admin_credentials_;
   std::atomic<bool> stop_{false};
@@ -585,7 +606,10 @@ TEST_F(ClientGrpcIntegrationTest, MutualTlsDeviceTrainsAndADeviceWithoutACertifi
   admin_tls.pem_private_key = ReadText(dir_ + "/client.key");
   admin_tls.pem_cert_chain = ReadText(dir_ + "/client.crt");
   admin_credentials_ = grpc::SslCredentials(admin_tls);
-  StartServer("127.0.0.1:0", grpc::SslServerCredentials(server_tls));
+  grpc::SslServerCredentialsOptions operators_tls(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  operators_tls.pem_key_cert_pairs = server_tls.pem_key_cert_pairs;
+  StartServer("127.0.0.1:0", grpc::SslServerCredentials(server_tls),
+              grpc::SslServerCredentials(operators_tls));
 
   client::ClientRuntimeOptions mtls;
   mtls.tls_root_ca_pem = ca;
@@ -607,6 +631,216 @@ TEST_F(ClientGrpcIntegrationTest, MutualTlsDeviceTrainsAndADeviceWithoutACertifi
   EXPECT_EQ(runtimes_[1]->client_id(), "");
   EXPECT_GE(runtimes_[1]->stats().connection_failures, 1);
   EXPECT_THAT(*results_[1], IsOk());
+}
+
+// ---- who may call Admin -----------------------------------------------------------------
+
+// The status code of every Admin RPC made with `stub` against `job_id`: a dry-run StartJob,
+// StopJob, GetJob, ListRounds, WatchJob (cut after 300 ms), ListClients, ExportModel.
+std::map<std::string, grpc::StatusCode> CallEveryAdminRpc(v1::Admin::Stub& stub,
+                                                          const std::string& job_id,
+                                                          bool stop = false) {
+  std::map<std::string, grpc::StatusCode> codes;
+  auto deadline = [](grpc::ClientContext& ctx, int ms) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
+  };
+  {
+    v1::StartJobRequest req;
+    *req.mutable_config() = MakeJob(1, 1);
+    req.set_dry_run(true);
+    v1::StartJobResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["StartJob"] = stub.StartJob(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::GetJobRequest req;
+    req.set_job_id(job_id);
+    v1::JobStatus resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["GetJob"] = stub.GetJob(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::ListRoundsRequest req;
+    req.set_job_id(job_id);
+    v1::ListRoundsResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["ListRounds"] = stub.ListRounds(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::WatchJobRequest req;
+    req.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    deadline(ctx, 300);
+    auto reader = stub.WatchJob(&ctx, req);
+    v1::JobEvent e;
+    while (reader->Read(&e)) {
+    }
+    const grpc::StatusCode code = reader->Finish().error_code();
+    // A watch of a running job is cut by its deadline: that it got that far is the answer.
+    codes["WatchJob"] = code == grpc::StatusCode::DEADLINE_EXCEEDED ? grpc::StatusCode::OK : code;
+  }
+  {
+    v1::ListClientsRequest req;
+    v1::ListClientsResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["ListClients"] = stub.ListClients(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::ExportModelRequest req;
+    req.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    auto reader = stub.ExportModel(&ctx, req);
+    v1::ExportChunk c;
+    while (reader->Read(&c)) {
+    }
+    codes["ExportModel"] = reader->Finish().error_code();
+  }
+  // Last: it ends the job when allowed (and `stop`); otherwise a job that does not exist.
+  {
+    v1::StopJobRequest req;
+    req.set_job_id(stop ? job_id : "no-such-job");
+    v1::StopJobResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["StopJob"] = stub.StopJob(&ctx, req, &resp).error_code();
+  }
+  return codes;
+}
+
+// Checks who may call what on the running server: devices (with their certificate, when
+// `device_credentials` has one, and their enrollment or session token) never; no token:
+// unauthenticated; a viewer reads; an operator also starts, stops and exports.
+void ClientGrpcIntegrationTest::CheckAdminAccess(
+    std::shared_ptr<grpc::ChannelCredentials> device_credentials) {
+  const grpc::StatusCode kDenied = grpc::StatusCode::PERMISSION_DENIED;
+  auto job = StartJob(MakeJob(/*rounds=*/3, /*per_round=*/1));
+  ASSERT_THAT(job, IsOk());
+
+  // A device registers for a session token.
+  auto devices = v1::Coordinator::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()), device_credentials));
+  v1::RegisterRequest reg;
+  reg.set_enrollment_token(kToken);
+  reg.mutable_profile()->set_num_examples(100);
+  v1::RegisterResponse registered;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(devices->Register(&ctx, reg, &registered).ok());
+  }
+  const std::string device_token = registered.session_token();
+  ASSERT_FALSE(device_token.empty());
+
+  struct Caller {
+    std::string who;
+    std::unique_ptr<v1::Admin::Stub> stub;
+  };
+  std::vector<Caller> devices_as_callers;
+  for (const std::string& token : {std::string(kToken), device_token}) {
+    // On the operators' listener, with the device's own credentials.
+    devices_as_callers.push_back(
+        {"device token on the admin listener",
+         v1::Admin::NewStub(OperatorChannel(
+             "127.0.0.1:" + std::to_string(server_->admin_port()), device_credentials, token))});
+    // On the devices' listener.
+    devices_as_callers.push_back(
+        {"device token on the devices' listener",
+         v1::Admin::NewStub(OperatorChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                            device_credentials, token))});
+  }
+  // Even an operator's token is refused on the devices' listener.
+  devices_as_callers.push_back(
+      {"operator token on the devices' listener",
+       v1::Admin::NewStub(OperatorChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                          device_credentials, operators_->operator_token()))});
+  for (Caller& c : devices_as_callers) {
+    for (const auto& [rpc, code] : CallEveryAdminRpc(*c.stub, *job, /*stop=*/true)) {
+      EXPECT_EQ(code, kDenied) << c.who << ": " << rpc;
+    }
+  }
+  for (const auto& [rpc, code] : CallEveryAdminRpc(*AdminStub(""), *job, /*stop=*/true)) {
+    EXPECT_EQ(code, grpc::StatusCode::UNAUTHENTICATED) << "no token: " << rpc;
+  }
+  for (const auto& [rpc, code] :
+       CallEveryAdminRpc(*AdminStub(operators_->viewer_token()), *job, /*stop=*/true)) {
+    const bool writes = rpc == "StartJob" || rpc == "StopJob" || rpc == "ExportModel";
+    EXPECT_EQ(code, writes ? kDenied : grpc::StatusCode::OK) << "viewer: " << rpc;
+  }
+  absl::StatusOr<v1::JobStatus> still = coordinator_->GetJob(*job);
+  ASSERT_THAT(still, IsOk());
+  EXPECT_EQ(still->state(), v1::JOB_STATE_RUNNING) << "no one but an operator stops a job";
+
+  for (const auto& [rpc, code] : CallEveryAdminRpc(*admin_, *job, /*stop=*/true)) {
+    EXPECT_EQ(code, grpc::StatusCode::OK) << "operator: " << rpc;
+  }
+  absl::StatusOr<v1::JobStatus> stopped = coordinator_->GetJob(*job);
+  ASSERT_THAT(stopped, IsOk());
+  EXPECT_EQ(stopped->state(), v1::JOB_STATE_STOPPED);
+
+  // A revoked operator is refused at its next call.
+  ASSERT_THAT(operators_->tokens()->Revoke("op"), IsOk());
+  v1::GetJobRequest req;
+  v1::JobStatus resp;
+  grpc::ClientContext ctx;
+  EXPECT_EQ(admin_->GetJob(&ctx, req, &resp).error_code(), kDenied);
+}
+
+TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminUnderMutualTls) {
+  ASSERT_TRUE(MakeCertificates(dir_));
+  const std::string ca = ReadText(dir_ + "/ca.crt");
+  const grpc::SslServerCredentialsOptions::PemKeyCertPair pair{ReadText(dir_ + "/server.key"),
+                                                               ReadText(dir_ + "/server.crt")};
+  grpc::SslServerCredentialsOptions devices_tls(
+      GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  devices_tls.pem_root_certs = ca;
+  devices_tls.pem_key_cert_pairs.push_back(pair);
+  grpc::SslServerCredentialsOptions admin_tls(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  admin_tls.pem_key_cert_pairs.push_back(pair);
+  // The device's credentials: the fleet's CA and its certificate.
+  grpc::SslCredentialsOptions device;
+  device.pem_root_certs = ca;
+  device.pem_private_key = ReadText(dir_ + "/client.key");
+  device.pem_cert_chain = ReadText(dir_ + "/client.crt");
+  grpc::SslCredentialsOptions op;
+  op.pem_root_certs = ca;
+  admin_credentials_ = grpc::SslCredentials(op);
+  StartServer("127.0.0.1:0", grpc::SslServerCredentials(devices_tls),
+              grpc::SslServerCredentials(admin_tls));
+  CheckAdminAccess(grpc::SslCredentials(device));
+}
+
+TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminUnderServerTls) {
+  ASSERT_TRUE(MakeCertificates(dir_));
+  const std::string ca = ReadText(dir_ + "/ca.crt");
+  grpc::SslServerCredentialsOptions tls(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  tls.pem_key_cert_pairs.push_back({ReadText(dir_ + "/server.key"), ReadText(dir_ + "/server.crt")});
+  grpc::SslCredentialsOptions client;
+  client.pem_root_certs = ca;
+  admin_credentials_ = grpc::SslCredentials(client);
+  StartServer("127.0.0.1:0", grpc::SslServerCredentials(tls), grpc::SslServerCredentials(tls));
+  CheckAdminAccess(grpc::SslCredentials(client));
+}
+
+TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminOnAPlaintextLoopbackListener) {
+  StartServer("127.0.0.1:0");
+  CheckAdminAccess(grpc::InsecureChannelCredentials());
+  // Plaintext Admin is refused anywhere but loopback.
+  server::GrpcServerOptions so;
+  so.listen_address = "127.0.0.1:0";
+  so.credentials = grpc::InsecureServerCredentials();
+  so.admin_listen_address = "0.0.0.0:0";
+  so.admin_credentials = grpc::InsecureServerCredentials();
+  so.admin_plaintext = true;
+  so.operators = operators_->tokens();
+  so.tick_interval = absl::ZeroDuration();
+  auto refused = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("loopback"));
 }
 
 // ---- the binaries: fedge-client processes and fedgectl --------------------------------
@@ -658,6 +892,7 @@ TEST_F(ClientGrpcIntegrationTest, FedgeClientProcessesAndFedgectlRunAJob) {
   const std::string target = "127.0.0.1:" + std::to_string(server_->port());
   {
     std::ofstream(dir_ + "/token") << kToken << "\n";
+    std::ofstream(dir_ + "/operator-token") << operators_->operator_token() << "\n";
   }
   std::vector<pid_t> clients;
   for (int i = 0; i < 2; ++i) {
@@ -670,7 +905,9 @@ TEST_F(ClientGrpcIntegrationTest, FedgeClientProcessesAndFedgectlRunAJob) {
         dir_ + "/client-" + std::to_string(i) + ".log"));
     ASSERT_GT(clients.back(), 0);
   }
-  const std::vector<std::string> ctl = {FEDGECTL_PATH, "--coordinator", target, "--insecure"};
+  const std::vector<std::string> ctl = {
+      FEDGECTL_PATH, "--coordinator", "127.0.0.1:" + std::to_string(server_->admin_port()),
+      "--insecure", "--token-file", dir_ + "/operator-token"};
   auto fedgectl = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = ctl;
     argv.insert(argv.end(), args.begin(), args.end());

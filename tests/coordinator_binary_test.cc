@@ -93,7 +93,8 @@ class CoordinatorBinaryTest : public ::testing::Test {
     std::vector<std::string> all = {FEDGE_COORDINATOR_PATH,
                                     "--state-dir=" + dir_ + "/state",
                                     "--enrollment-token-file=" + token_file_,
-                                    absl::StrCat("--listen=127.0.0.1:", port_)};
+                                    absl::StrCat("--listen=127.0.0.1:", port_),
+                                    "--admin-listen=127.0.0.1:0"};
     all.insert(all.end(), args.begin(), args.end());
     pid_ = fork();
     ASSERT_GE(pid_, 0);
@@ -209,6 +210,45 @@ TEST_F(CoordinatorBinaryTest, RefusesUnsafeSetupsWithAClearMessage) {
   std::tie(code, out) = RunCommand(bin + state + " --enrollment-token-file=" + token_file_);
   EXPECT_EQ(code, 2);
   EXPECT_THAT(out, HasSubstr("--insecure"));
+}
+
+TEST_F(CoordinatorBinaryTest, OperatorsSubcommandAddsListsAndRevokesTokens) {
+  const std::string bin = FEDGE_COORDINATOR_PATH;
+  const std::string state = " --state-dir=" + dir_ + "/state";
+  auto [code, out] = RunCommand(bin + " operators add alice --role operator" + state);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("fedge-op-"));
+  EXPECT_THAT(out, HasSubstr("shown once"));
+  std::tie(code, out) = RunCommand(bin + " operators add bob" + state);  // viewer by default
+  ASSERT_EQ(code, 0) << out;
+  std::tie(code, out) = RunCommand(bin + " operators add alice" + state);
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(out, HasSubstr("exists"));
+  std::tie(code, out) = RunCommand(bin + " operators add carol --role root" + state);
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(out, HasSubstr("unknown role"));
+  std::tie(code, out) = RunCommand(bin + " operators revoke alice" + state);
+  EXPECT_EQ(code, 0) << out;
+  std::tie(code, out) = RunCommand(bin + " operators list" + state);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, ::testing::ContainsRegex("alice +operator .* revoked"));
+  EXPECT_THAT(out, ::testing::ContainsRegex("bob +viewer .* active"));
+  EXPECT_EQ(out.find("fedge-op-"), std::string::npos);  // only hashes are kept
+  std::tie(code, out) = RunCommand(bin + " operators" + state);
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(out, HasSubstr("usage"));
+  std::tie(code, out) = RunCommand(bin + " frobnicate" + state);
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(out, HasSubstr("unknown command"));
+}
+
+TEST_F(CoordinatorBinaryTest, PlaintextAdminOffLoopbackIsRefused) {
+  const std::string bin = FEDGE_COORDINATOR_PATH;
+  auto [code, out] = RunCommand(bin + " --state-dir=" + dir_ + "/state --enrollment-token-file=" +
+                                token_file_ + " --insecure --listen=127.0.0.1:0 " +
+                                "--admin-listen=0.0.0.0:0");
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(out, HasSubstr("not on loopback"));
 }
 
 TEST_F(CoordinatorBinaryTest, InsecureSaysSoLoudlyAndStopsOnSigterm) {

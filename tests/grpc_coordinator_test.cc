@@ -27,6 +27,7 @@
 #include "model/sequential.h"
 #include "model/zoo.h"
 #include "proto/admin.grpc.pb.h"
+#include "tests/operator_channel.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
@@ -38,6 +39,8 @@ namespace fedge {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::fedge::testing::OperatorChannel;
+using ::fedge::testing::TestOperators;
 using ::testing::HasSubstr;
 
 constexpr char kToken[] = "enroll-me";
@@ -100,15 +103,23 @@ class GrpcCoordinatorTest : public ::testing::Test {
     so.reflection = reflection;
     so.limits.register_burst = register_burst;
     so.limits.register_per_second = register_burst < 500 ? 0.001 : 20;
+    operators_ = std::make_unique<TestOperators>(dir_);
+    so.admin_listen_address = "127.0.0.1:0";
+    so.admin_credentials = grpc::InsecureServerCredentials();
+    so.admin_plaintext = true;
+    so.operators = operators_->tokens();
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
     ASSERT_GT(server_->port(), 0);
+    ASSERT_GT(server_->admin_port(), 0);
     // A default channel: gRPC's 4 MB receive limit stays in force on the client.
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
                                    grpc::InsecureChannelCredentials());
     devices_stub_ = v1::Coordinator::NewStub(channel_);
-    admin_ = v1::Admin::NewStub(channel_);
+    admin_ = v1::Admin::NewStub(OperatorChannel(absl::StrCat("127.0.0.1:", server_->admin_port()),
+                                                grpc::InsecureChannelCredentials(),
+                                                operators_->operator_token()));
     features_ = features;
     classes_ = classes;
   }
@@ -344,6 +355,7 @@ class GrpcCoordinatorTest : public ::testing::Test {
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> devices_stub_;
+  std::unique_ptr<TestOperators> operators_;
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
 

@@ -29,6 +29,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/admin.grpc.pb.h"
+#include "tests/operator_channel.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/store.h"
@@ -138,11 +139,17 @@ class GrpcFedCgTest : public ::testing::Test {
     so.tick_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(2);
     so.limits.retry_after_ms = 100;
+    operators_ = std::make_unique<testing::TestOperators>(dir_);
+    so.admin_listen_address = "127.0.0.1:0";
+    so.admin_credentials = grpc::InsecureServerCredentials();
+    so.admin_plaintext = true;
+    so.operators = operators_->tokens();
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
-    admin_ = v1::Admin::NewStub(grpc::CreateChannel(
-        "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials()));
+    admin_ = v1::Admin::NewStub(testing::OperatorChannel(
+        "127.0.0.1:" + std::to_string(server_->admin_port()), grpc::InsecureChannelCredentials(),
+        operators_->operator_token()));
   }
 
   void TearDown() override {
@@ -237,6 +244,7 @@ class GrpcFedCgTest : public ::testing::Test {
   std::unique_ptr<server::Store> store_;
   std::unique_ptr<server::Coordinator> coordinator_;
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
+  std::unique_ptr<testing::TestOperators> operators_;
   std::unique_ptr<v1::Admin::Stub> admin_;
   std::atomic<bool> stop_{false};
   std::vector<std::unique_ptr<SentMessages>> sent_;

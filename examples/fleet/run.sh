@@ -17,8 +17,9 @@
 # the coordinator grants it (--accept-requested-client-ids), so that the devices shuffle their
 # batches exactly as examples/sim_fleet.textproto's clients do (compare the two curves).
 #
-# What it does: makes a throwaway CA with server, device and operator certificates (openssl)
-# and a private enrollment token in a temporary directory; starts fedge-coordinator on
+# What it does: makes throwaway CAs (one for the server and devices, one for operators) with
+# their certificates (openssl), a private enrollment token and an operator token
+# (`fedge-coordinator operators add`) in a temporary directory; starts fedge-coordinator on
 # 127.0.0.1 with a fresh state dir OUT/state; partitions with partition_fmnist into
 # OUT/shards; starts the devices (state in OUT/devices/client-NNNNN); starts the job with
 # `fedgectl job start`; follows it with `fedgectl watch`; exports the final model to
@@ -39,6 +40,7 @@ SPLIT_RNG="${SPLIT_RNG:-numpy}"
 PORT="${PORT:-$((20000 + $$ % 20000))}"
 BIN="${FEDGE_BUILD_DIR:-build}/bin"
 ADDR="127.0.0.1:$PORT"
+ADMIN_ADDR="127.0.0.1:$((PORT + 1))"
 
 for b in fedge-coordinator fedge-client fedgectl partition_fmnist; do
   if [ ! -x "$BIN/$b" ]; then
@@ -83,7 +85,12 @@ mkdir -p "$OUT/logs" "$OUT/devices"
 
 # ---- secrets: enrollment token and certificates ----
 (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$TMP/token")
-CTL=("$BIN/fedgectl" --coordinator "$ADDR")
+# The operator: a token with the operator role, made offline in the state dir, and the
+# coordinator's admin listener (operators only; devices' credentials grant nothing there).
+mkdir -p "$OUT/state"
+"$BIN/fedge-coordinator" operators add fleet-operator --role operator --state-dir "$OUT/state" \
+  2> "$OUT/logs/operators.log" | (umask 077; cat > "$TMP/operator-token")
+CTL=("$BIN/fedgectl" --coordinator "$ADMIN_ADDR" --token-file "$TMP/operator-token")
 COORD_TLS=()
 if [ "${FLEET_INSECURE:-0}" = "1" ]; then
   echo "fleet: FLEET_INSECURE=1: plaintext gRPC on loopback"
@@ -97,13 +104,20 @@ else
     openssl req "${ec[@]}" -subj /CN=localhost -keyout "$TMP/server.key" -out "$TMP/server.csr"
     openssl x509 -req -in "$TMP/server.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
       -CAcreateserial -days 1 -extfile "$TMP/server.ext" -out "$TMP/server.crt"
-    for who in devices operator; do  # one certificate for every device, one for fedgectl
-      openssl req "${ec[@]}" -subj "/CN=fleet-$who" -keyout "$TMP/$who.key" -out "$TMP/$who.csr"
-      openssl x509 -req -in "$TMP/$who.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
-        -CAcreateserial -days 1 -out "$TMP/$who.crt"
-    done
+    # One certificate for every device, from the devices' CA ...
+    openssl req "${ec[@]}" -subj "/CN=fleet-devices" -keyout "$TMP/devices.key" -out "$TMP/devices.csr"
+    openssl x509 -req -in "$TMP/devices.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" \
+      -CAcreateserial -days 1 -out "$TMP/devices.crt"
+    # ... and the operator's, from a CA of its own: a device's certificate does not open the
+    # admin listener, and an operator's does not enrol a device.
+    openssl req -x509 "${ec[@]}" -subj /CN=fedge-fleet-operators-ca -keyout "$TMP/ops-ca.key" \
+      -out "$TMP/ops-ca.crt"
+    openssl req "${ec[@]}" -subj "/CN=fleet-operator" -keyout "$TMP/operator.key" -out "$TMP/operator.csr"
+    openssl x509 -req -in "$TMP/operator.csr" -CA "$TMP/ops-ca.crt" -CAkey "$TMP/ops-ca.key" \
+      -CAcreateserial -days 1 -out "$TMP/operator.crt"
   } > "$OUT/logs/openssl.log" 2>&1
-  COORD_TLS=(--tls-cert "$TMP/server.crt" --tls-key "$TMP/server.key" --tls-client-ca "$TMP/ca.crt")
+  COORD_TLS=(--tls-cert "$TMP/server.crt" --tls-key "$TMP/server.key" --tls-client-ca "$TMP/ca.crt"
+             --operator-ca "$TMP/ops-ca.crt")
   CTL+=(--tls-ca "$TMP/ca.crt" --tls-cert "$TMP/operator.crt" --tls-key "$TMP/operator.key")
 fi
 
@@ -111,7 +125,7 @@ fi
 echo "=== fleet: ${MODEL:-$JOB_TEMPLATE}, $CLIENTS devices, label-Dirichlet α=0.5, $ROUNDS rounds of $LOCAL_EPOCHS local epoch(s); coordinator on $ADDR ==="
 COORD_IDS=()
 if [ "${SIM_IDS:-0}" = "1" ]; then COORD_IDS=(--accept-requested-client-ids); fi
-"$BIN/fedge-coordinator" --listen "$ADDR" --state-dir "$OUT/state" \
+"$BIN/fedge-coordinator" --listen "$ADDR" --admin-listen "$ADMIN_ADDR" --state-dir "$OUT/state" \
   --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" "${COORD_IDS[@]}" \
   > "$OUT/logs/coordinator.log" 2>&1 &
 COORD_PID=$!

@@ -18,8 +18,8 @@ absl::Status Usage(absl::string_view message) {
 }  // namespace
 
 const char* CtlUsage() {
-  return "usage: fedgectl [--coordinator HOST:PORT] [--insecure | --tls-ca PEM [--tls-cert PEM "
-         "--tls-key PEM]] COMMAND\n"
+  return "usage: fedgectl [--coordinator HOST:PORT] [--token-file FILE] [--insecure | --tls-ca "
+         "PEM [--tls-cert PEM --tls-key PEM]] COMMAND\n"
          "commands:\n"
          "  job start FILE [--dry-run]     validate FILE (text JobConfig) and start the job\n"
          "  status [JOB]                   state, rounds and latest metrics of a job\n"
@@ -32,8 +32,11 @@ const char* CtlUsage() {
          "                                 epsilon of R DP-FedAvg rounds (RDP accountant) and\n"
          "                                 its order; --target-epsilon E instead of\n"
          "                                 --noise-multiplier prints the Z that reaches E\n"
-         "JOB defaults to the running (or most recent) job. --coordinator defaults to\n"
-         "$FEDGE_COORDINATOR, else 127.0.0.1:50051. --timeout SECONDS bounds each call (30).\n";
+         "JOB defaults to the running (or most recent) job. --coordinator is the coordinator's\n"
+         "admin listener: $FEDGE_COORDINATOR, else 127.0.0.1:50052. The operator's token (from\n"
+         "`fedge-coordinator operators add`): --token-file FILE, else $FEDGE_OPERATOR_TOKEN.\n"
+         "Roles: viewer (status, watch, clients, rounds), operator (also job start, stop,\n"
+         "export). --timeout SECONDS bounds each call (30).\n";
 }
 
 absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
@@ -41,11 +44,11 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   CtlCommand cmd;
   if (!env_coordinator.empty()) cmd.connection.target = env_coordinator;
   // Flags that take a value, and boolean flags.
-  enum class F { kCoordinator, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
+  enum class F { kCoordinator, kTokenFile, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
                  kOut, kRound, kReason, kSamplingRate, kNoiseMultiplier, kRounds, kDelta,
                  kTargetEpsilon, kInsecure, kDryRun, kReplay, kAll, kHelp };
   static const std::map<std::string, F>* const kFlags = new std::map<std::string, F>{
-      {"coordinator", F::kCoordinator}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
+      {"coordinator", F::kCoordinator}, {"token_file", F::kTokenFile}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
       {"tls_key", F::kTlsKey}, {"tls_server_name", F::kTlsServerName},
       {"timeout", F::kTimeout}, {"config", F::kConfig}, {"out", F::kOut},
       {"round", F::kRound}, {"reason", F::kReason}, {"insecure", F::kInsecure},
@@ -107,6 +110,7 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
         if (value.empty()) return Usage("--coordinator needs HOST:PORT");
         cmd.connection.target = value;
         break;
+      case F::kTokenFile: cmd.connection.token_file = value; break;
       case F::kTlsCa: cmd.connection.tls_ca = value; break;
       case F::kTlsCert: cmd.connection.tls_cert = value; break;
       case F::kTlsKey: cmd.connection.tls_key = value; break;

@@ -9,9 +9,11 @@
 //     privacy --sampling-rate Q --rounds R --delta D (--noise-multiplier Z | --target-epsilon E)
 //       offline: ε (and the RDP order attaining it) of R rounds of DP-FedAvg, or the noise
 //       multiplier that reaches ε = E; no coordinator needed.
-//   Connection: --coordinator HOST:PORT (default $FEDGE_COORDINATOR, else 127.0.0.1:50051),
-//     TLS by default: --tls-ca PEM [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME],
-//     or --insecure (plaintext; loopback and tests only); --timeout SECONDS for one call.
+//   Connection: --coordinator HOST:PORT, the coordinator's admin listener (default
+//     $FEDGE_COORDINATOR, else 127.0.0.1:50052), TLS by default: --tls-ca PEM
+//     [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME], or --insecure (plaintext;
+//     loopback and tests only); --timeout SECONDS for one call. The operator's token:
+//     --token-file FILE, else $FEDGE_OPERATOR_TOKEN.
 // Flags may come anywhere, as --flag VALUE or --flag=VALUE, with dashes or underscores.
 #ifndef FEDGE_SERVER_CTL_FEDGECTL_ARGS_H_
 #define FEDGE_SERVER_CTL_FEDGECTL_ARGS_H_
@@ -24,12 +26,14 @@
 
 namespace fedge::ctl {
 
-inline constexpr char kDefaultCoordinator[] = "127.0.0.1:50051";
+inline constexpr char kDefaultCoordinator[] = "127.0.0.1:50052";
 
 struct CtlConnection {
   std::string target = kDefaultCoordinator;
   bool insecure = false;
   std::string tls_ca, tls_cert, tls_key, tls_server_name;  // file paths / name
+  std::string token_file;  // --token-file
+  std::string token;       // the operator's token, once read (not from the command line)
   double timeout_seconds = 30;
 };
 

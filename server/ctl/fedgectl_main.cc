@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -74,8 +75,27 @@ absl::StatusOr<std::unique_ptr<v1::Admin::Stub>> Connect(const CtlConnection& c)
   return v1::Admin::NewStub(grpc::CreateCustomChannel(c.target, creds, args));
 }
 
-void SetTimeout(grpc::ClientContext& ctx, double seconds) {
-  ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(seconds)));
+// Every call carries the operator's token; `seconds` > 0 bounds it.
+void Prepare(grpc::ClientContext& ctx, const CtlConnection& c, double seconds) {
+  ctx.AddMetadata("authorization", absl::StrCat("Bearer ", c.token));
+  if (seconds > 0) ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(seconds)));
+}
+
+// The operator's token: --token-file, else $FEDGE_OPERATOR_TOKEN.
+absl::StatusOr<std::string> OperatorToken(const CtlConnection& c, const char* env) {
+  std::string token;
+  if (!c.token_file.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(token, ReadFile(c.token_file, "--token-file", 4096));
+  } else if (env != nullptr) {
+    token = env;
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  if (token.empty()) {
+    return absl::UnauthenticatedError(
+        "no operator token: give --token-file FILE or set $FEDGE_OPERATOR_TOKEN (an operator "
+        "of the coordinator makes one with `fedge-coordinator operators add NAME --role ...`)");
+  }
+  return token;
 }
 
 std::string FormatTime(int64_t unix_ms) {
@@ -186,7 +206,7 @@ absl::Status JobStart(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   req.set_dry_run(cmd.dry_run);
   v1::StartJobResponse resp;
   grpc::ClientContext ctx;
-  SetTimeout(ctx, cmd.connection.timeout_seconds);
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
   FEDGE_RETURN_IF_ERROR(FromGrpc(stub.StartJob(&ctx, req, &resp), "StartJob"));
   if (cmd.dry_run) {
     std::printf("job config %s is valid (nothing started)\n", cmd.config_path.c_str());
@@ -202,7 +222,7 @@ absl::Status Status(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   req.set_job_id(cmd.job_id);
   v1::JobStatus resp;
   grpc::ClientContext ctx;
-  SetTimeout(ctx, cmd.connection.timeout_seconds);
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
   FEDGE_RETURN_IF_ERROR(FromGrpc(stub.GetJob(&ctx, req, &resp), "GetJob"));
   PrintStatus(resp);
   return absl::OkStatus();
@@ -212,7 +232,8 @@ absl::Status Watch(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   v1::WatchJobRequest req;
   req.set_job_id(cmd.job_id);
   req.set_replay_history(cmd.replay);
-  grpc::ClientContext ctx;  // no deadline: the job decides
+  grpc::ClientContext ctx;
+  Prepare(ctx, cmd.connection, /*seconds=*/0);  // no deadline: the job decides
   std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = stub.WatchJob(&ctx, req);
   v1::JobEvent e;
   std::optional<v1::JobStatus> last;
@@ -252,7 +273,7 @@ absl::Status Clients(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   req.set_include_inactive(cmd.include_inactive);
   v1::ListClientsResponse resp;
   grpc::ClientContext ctx;
-  SetTimeout(ctx, cmd.connection.timeout_seconds);
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
   FEDGE_RETURN_IF_ERROR(FromGrpc(stub.ListClients(&ctx, req, &resp), "ListClients"));
   std::printf("%-24s %-8s %-8s %9s %7s %-16s %s\n", "CLIENT", "STATE", "COMPUTE", "EXAMPLES",
               "ROUNDS", "PLATFORM", "LAST SEEN (UTC)");
@@ -289,7 +310,7 @@ absl::Status Rounds(v1::Admin::Stub& stub, const CtlCommand& cmd) {
     req.set_from_round(from);
     v1::ListRoundsResponse resp;
     grpc::ClientContext ctx;
-    SetTimeout(ctx, cmd.connection.timeout_seconds);
+    Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
     FEDGE_RETURN_IF_ERROR(FromGrpc(stub.ListRounds(&ctx, req, &resp), "ListRounds"));
     int64_t last = from - 1;
     for (const v1::RoundRecord& r : resp.rounds()) {
@@ -310,7 +331,7 @@ absl::Status Export(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   req.set_job_id(cmd.job_id);
   req.set_round(cmd.round);
   grpc::ClientContext ctx;
-  SetTimeout(ctx, std::max(cmd.connection.timeout_seconds, 600.0));
+  Prepare(ctx, cmd.connection, std::max(cmd.connection.timeout_seconds, 600.0));
   std::unique_ptr<grpc::ClientReader<v1::ExportChunk>> reader = stub.ExportModel(&ctx, req);
   v1::ExportChunk chunk;
   std::optional<v1::ExportHeader> header;
@@ -374,7 +395,7 @@ absl::Status Stop(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   req.set_reason(cmd.reason.empty() ? "stopped with fedgectl" : cmd.reason);
   v1::StopJobResponse resp;
   grpc::ClientContext ctx;
-  SetTimeout(ctx, cmd.connection.timeout_seconds);
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
   FEDGE_RETURN_IF_ERROR(FromGrpc(stub.StopJob(&ctx, req, &resp), "StopJob"));
   PrintStatus(resp.status());
   return absl::OkStatus();
@@ -403,7 +424,11 @@ int Main(int argc, char** argv) {
     return 0;
   }
   absl::Status s;
-  auto stub = Connect(cmd->connection);
+  absl::StatusOr<std::string> token =
+      OperatorToken(cmd->connection, std::getenv("FEDGE_OPERATOR_TOKEN"));
+  if (token.ok()) cmd->connection.token = *token;
+  auto stub = token.ok() ? Connect(cmd->connection)
+                         : absl::StatusOr<std::unique_ptr<v1::Admin::Stub>>(token.status());
   if (!stub.ok()) {
     s = stub.status();
   } else {

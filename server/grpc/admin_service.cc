@@ -4,13 +4,16 @@
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "model/payload.h"
 #include "server/grpc/status.h"
 #include "server/job_config.h"
+#include "server/rate_limiter.h"
 
 namespace fedge::server {
 namespace {
@@ -31,8 +34,46 @@ bool Closed(v1::RoundState s) {
 
 }  // namespace
 
-AdminServiceImpl::AdminServiceImpl(Coordinator* coordinator, Store* store, ServiceLimits limits)
-    : coordinator_(coordinator), store_(store), limits_(limits) {}
+AdminServiceImpl::AdminServiceImpl(Coordinator* coordinator, Store* store, ServiceLimits limits,
+                                   AdminAccess access)
+    : coordinator_(coordinator), store_(store), limits_(limits), access_(access) {}
+
+absl::StatusOr<Operator> AdminServiceImpl::Authenticate(grpc::ServerContext* context,
+                                                        OperatorRole role,
+                                                        absl::string_view call) {
+  absl::StatusOr<Operator> op = [&]() -> absl::StatusOr<Operator> {
+    if (access_.operators == nullptr) {
+      return absl::PermissionDeniedError(
+          "Admin: not served on the devices' listener; operators connect to the coordinator's "
+          "admin listener (--admin-listen) with an operator token");
+    }
+    if (access_.loopback_only && !IsLoopbackAddress(context->peer())) {
+      return absl::PermissionDeniedError(
+          "Admin: this plaintext admin listener serves loopback peers only");
+    }
+    std::string token;
+    const auto& metadata = context->client_metadata();
+    if (auto it = metadata.find("authorization"); it != metadata.end()) {
+      absl::string_view value(it->second.data(), it->second.size());
+      if (!absl::ConsumePrefix(&value, "Bearer ")) {
+        return absl::UnauthenticatedError("Admin: authorization metadata must be 'Bearer <token>'");
+      }
+      token = std::string(absl::StripAsciiWhitespace(value));
+    }
+    FEDGE_ASSIGN_OR_RETURN(Operator who, access_.operators->Authenticate(token));
+    FEDGE_RETURN_IF_ERROR(Authorize(who, role, call));
+    return who;
+  }();
+  // The first refusals, then one in 1000: enough to see probing, too few to flood the log.
+  if (!op.ok()) {
+    const int64_t n = refusals_.fetch_add(1) + 1;
+    if (n <= 20 || n % 1000 == 0) {
+      FEDGE_LOG(WARNING) << "AdminService: refused " << call << " from " << context->peer()
+                         << " (refusal " << n << "): " << op.status().message();
+    }
+  }
+  return op;
+}
 
 absl::StatusOr<std::string> AdminServiceImpl::ResolveJob(const std::string& job_id) {
   FEDGE_RETURN_IF_ERROR(CheckString("job_id", job_id, limits_.max_string_bytes));
@@ -50,6 +91,8 @@ absl::StatusOr<std::string> AdminServiceImpl::ResolveJob(const std::string& job_
 grpc::Status AdminServiceImpl::StartJob(grpc::ServerContext* context,
                                         const v1::StartJobRequest* request,
                                         v1::StartJobResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "StartJob");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   v1::JobConfig config;
   switch (request->config_source_case()) {
     case v1::StartJobRequest::kConfig:
@@ -82,7 +125,8 @@ grpc::Status AdminServiceImpl::StartJob(grpc::ServerContext* context,
     absl::MutexLock lock(&mu_);
     last_started_ = *id;
   }
-  FEDGE_LOG(INFO) << "AdminService: " << context->peer() << " started job " << *id;
+  FEDGE_LOG(INFO) << "AdminService: operator " << op->name << " (" << context->peer()
+                  << ") started job " << *id;
   response->set_job_id(*id);
   *response->mutable_config() = std::move(validated).value();
   return grpc::Status::OK;
@@ -91,6 +135,8 @@ grpc::Status AdminServiceImpl::StartJob(grpc::ServerContext* context,
 grpc::Status AdminServiceImpl::StopJob(grpc::ServerContext* context,
                                        const v1::StopJobRequest* request,
                                        v1::StopJobResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "StopJob");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   absl::Status s = CheckString("reason", request->reason(), limits_.max_string_bytes);
   if (!s.ok()) return ToGrpcStatus(s);
   std::string id = request->job_id();
@@ -104,7 +150,8 @@ grpc::Status AdminServiceImpl::StopJob(grpc::ServerContext* context,
   s = CheckString("job_id", id, limits_.max_string_bytes);
   if (s.ok()) s = coordinator_->StopJob(id);
   if (!s.ok()) return ToGrpcStatus(s);
-  FEDGE_LOG(INFO) << "AdminService: " << context->peer() << " stopped job " << id << " ("
+  FEDGE_LOG(INFO) << "AdminService: operator " << op->name << " (" << context->peer()
+                  << ") stopped job " << id << " ("
                   << request->reason() << ")";
   absl::StatusOr<v1::JobStatus> status = coordinator_->GetJob(id);
   if (status.ok()) *response->mutable_status() = std::move(status).value();
@@ -113,6 +160,8 @@ grpc::Status AdminServiceImpl::StopJob(grpc::ServerContext* context,
 
 grpc::Status AdminServiceImpl::GetJob(grpc::ServerContext* context,
                                       const v1::GetJobRequest* request, v1::JobStatus* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kViewer, "GetJob");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   absl::StatusOr<std::string> id = ResolveJob(request->job_id());
   if (!id.ok()) return ToGrpcStatus(id.status());
   absl::StatusOr<v1::JobStatus> status = coordinator_->GetJob(*id);
@@ -124,6 +173,8 @@ grpc::Status AdminServiceImpl::GetJob(grpc::ServerContext* context,
 grpc::Status AdminServiceImpl::ListRounds(grpc::ServerContext* context,
                                           const v1::ListRoundsRequest* request,
                                           v1::ListRoundsResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kViewer, "ListRounds");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   absl::StatusOr<std::string> id = ResolveJob(request->job_id());
   if (!id.ok()) return ToGrpcStatus(id.status());
   const int64_t from = std::max<int64_t>(1, request->from_round());
@@ -140,6 +191,8 @@ grpc::Status AdminServiceImpl::ListRounds(grpc::ServerContext* context,
 grpc::Status AdminServiceImpl::WatchJob(grpc::ServerContext* context,
                                         const v1::WatchJobRequest* request,
                                         grpc::ServerWriter<v1::JobEvent>* writer) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kViewer, "WatchJob");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   return ToGrpcStatus(WatchJobImpl(context, *request, writer));
 }
 
@@ -197,6 +250,8 @@ absl::Status AdminServiceImpl::WatchJobImpl(grpc::ServerContext* context,
 grpc::Status AdminServiceImpl::ListClients(grpc::ServerContext* context,
                                            const v1::ListClientsRequest* request,
                                            v1::ListClientsResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kViewer, "ListClients");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   absl::StatusOr<std::vector<v1::ClientRecord>> clients = coordinator_->ListClients();
   if (!clients.ok()) return ToGrpcStatus(clients.status());
   const int limit = request->limit() <= 0 ? 10000 : std::min(request->limit(), 10000);
@@ -216,6 +271,8 @@ grpc::Status AdminServiceImpl::ListClients(grpc::ServerContext* context,
 grpc::Status AdminServiceImpl::ExportModel(grpc::ServerContext* context,
                                            const v1::ExportModelRequest* request,
                                            grpc::ServerWriter<v1::ExportChunk>* writer) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "ExportModel");
+  if (!op.ok()) return ToGrpcStatus(op.status());
   return ToGrpcStatus(ExportModelImpl(*request, writer));
 }
 

@@ -1,6 +1,16 @@
 // The operator-facing gRPC service (proto/admin.proto) over server::Coordinator; see
 // coordinator_service.h for the device side and the limits.
 //
+// Every call first authenticates its caller: an operator token in the metadata
+// `authorization: Bearer <token>` (operator_tokens.h), then the role the call needs —
+// viewer for GetJob, ListRounds, WatchJob and ListClients; operator for StartJob (dry runs
+// too), StopJob and ExportModel. No token: UNAUTHENTICATED; a token that is not an
+// operator's (a device's enrollment or session token), a revoked one, or too low a role:
+// PERMISSION_DENIED. A service built without operator tokens (the copy registered on the
+// devices' listener) refuses every call with PERMISSION_DENIED: devices are never operators.
+// With `loopback_only`, calls from a peer that is not on loopback are refused too (a
+// plaintext admin listener).
+//
 // Job ids: an empty job_id means the running job, else the most recently created one
 // (from the Store when there is one, else the last job this service started).
 // ExportModel of round 0 (or of the latest completed round) sends the job's current
@@ -19,14 +29,23 @@
 #include "proto/admin.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/grpc/coordinator_service.h"
+#include "server/operator_tokens.h"
 #include "server/store.h"
 
 namespace fedge::server {
 
+// Who may call: the operators' tokens (null: nobody, the devices' listener) and whether
+// only loopback peers may connect.
+struct AdminAccess {
+  OperatorTokens* operators = nullptr;
+  bool loopback_only = false;
+};
+
 class AdminServiceImpl final : public v1::Admin::Service {
  public:
-  // `coordinator` (and `store`, which may be null) must outlive the service.
-  AdminServiceImpl(Coordinator* coordinator, Store* store, ServiceLimits limits);
+  // `coordinator`, `store` (may be null) and access.operators must outlive the service.
+  AdminServiceImpl(Coordinator* coordinator, Store* store, ServiceLimits limits,
+                   AdminAccess access);
 
   // WatchJob streams end at their next poll (graceful shutdown).
   void BeginShutdown() { stopping_.store(true); }
@@ -47,6 +66,10 @@ class AdminServiceImpl final : public v1::Admin::Service {
                            grpc::ServerWriter<v1::ExportChunk>* writer) override;
 
  private:
+  // The calling operator, when it may make `call` (which needs `role`); the errors above.
+  // Logs refusals (with the peer) so that an operator sees probing.
+  absl::StatusOr<Operator> Authenticate(grpc::ServerContext* context, OperatorRole role,
+                                        absl::string_view call);
   // `job_id`, or the running job, or the most recent one; NOT_FOUND when there is none.
   absl::StatusOr<std::string> ResolveJob(const std::string& job_id);
   absl::Status WatchJobImpl(grpc::ServerContext* context, const v1::WatchJobRequest& request,
@@ -57,7 +80,9 @@ class AdminServiceImpl final : public v1::Admin::Service {
   Coordinator* const coordinator_;
   Store* const store_;
   const ServiceLimits limits_;
+  const AdminAccess access_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> refusals_{0};
   absl::Mutex mu_;
   std::string last_started_ ABSL_GUARDED_BY(mu_);
 };

@@ -1,8 +1,17 @@
 // fedge-coordinator: the round coordinator as a gRPC server (docs/architecture.md, "The round").
 //
 //   fedge-coordinator --state-dir /var/lib/fedge --enrollment-token-file /etc/fedge/token
-//       --tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]
-//       [--listen 0.0.0.0:50051] [--tick-ms 200] [--metrics-listen 127.0.0.1:9464]
+//       --tls-cert server.crt --tls-key server.key [--tls-client-ca devices-ca.crt]
+//       [--listen 0.0.0.0:50051] [--admin-listen 127.0.0.1:50052] [--operator-ca ops-ca.crt]
+//       [--tick-ms 200] [--metrics-listen 127.0.0.1:9464]
+//   fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR
+//   fedge-coordinator operators revoke NAME --state-dir DIR
+//   fedge-coordinator operators list --state-dir DIR
+//
+// Devices connect to --listen; operators (fedgectl) to --admin-listen, each with a token
+// that `operators add` prints once (docs/security.md). The operators subcommands edit
+// <state-dir>/operators and work while the coordinator runs: a revocation takes effect on
+// the next call.
 //
 // State (jobs, rounds, registry, checkpoints) lives in <state-dir>/coordinator.db; a
 // restart resumes the running job from its last completed round. The enrollment token
@@ -16,9 +25,11 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <grpcpp/security/server_credentials.h>
 
@@ -28,13 +39,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/flags.h"
 #include "base/log.h"
 #include "base/memory.h"
+#include "base/status_macros.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/grpc/metrics_http.h"
 #include "server/metrics_exporter.h"
+#include "server/operator_tokens.h"
 #include "server/store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to serve gRPC on (host:port).");
@@ -46,6 +61,15 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).");
 ABSL_FLAG(bool, insecure, false, "Serve plaintext without TLS (testing on loopback only).");
+ABSL_FLAG(std::string, admin_listen, "127.0.0.1:50052",
+          "Address of the operators' Admin service (host:port); with --insecure it must be "
+          "loopback. Devices' certificates and tokens grant nothing there.");
+ABSL_FLAG(std::string, operator_ca, "",
+          "PEM CA bundle of the operators' client certificates: when set, the admin listener "
+          "also requires a certificate it signed (use a CA other than the devices').");
+ABSL_FLAG(std::string, role, "viewer",
+          "operators add: the new operator's role, viewer (status, rounds, watch, devices) or "
+          "operator (also start, stop, export, revoke devices).");
 ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
 ABSL_FLAG(bool, accept_requested_client_ids, false,
           "Give a new device the id it asks for (fedge-client --client-id) instead of a random "
@@ -155,6 +179,79 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials() {
   return grpc::SslServerCredentials(ssl);
 }
 
+// The admin listener's credentials: the server's certificate, and the operators' CA as the
+// client CA when given; plaintext only with --insecure (then on loopback only).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeAdminCredentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    ca = absl::GetFlag(FLAGS_operator_ca);
+  if (cert.empty()) {
+    if (!ca.empty()) {
+      return absl::InvalidArgumentError("fedge-coordinator: --operator-ca needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  FEDGE_ASSIGN_OR_RETURN(pair.cert_chain, ReadFile(cert, "TLS certificate"));
+  FEDGE_ASSIGN_OR_RETURN(pair.private_key, ReadFile(key, "TLS key"));
+  ssl.pem_key_cert_pairs.push_back(pair);
+  if (!ca.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(ca, "operator CA"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// `fedge-coordinator operators add|revoke|list ...`; the exit code.
+int RunOperators(const std::vector<char*>& args) {
+  const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
+  const std::string verb = args.size() > 2 ? args[2] : "";
+  const bool named = verb == "add" || verb == "revoke";
+  if (state_dir.empty() || (verb != "list" && !named) || args.size() != (named ? 4u : 3u)) {
+    std::fprintf(stderr,
+                 "usage: fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR\n"
+                 "       fedge-coordinator operators revoke NAME --state-dir DIR\n"
+                 "       fedge-coordinator operators list --state-dir DIR\n");
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  server::OperatorTokens tokens(server::OperatorTokens::PathIn(state_dir));
+  absl::Status status;
+  if (verb == "add") {
+    absl::StatusOr<server::OperatorRole> role = server::ParseOperatorRole(absl::GetFlag(FLAGS_role));
+    absl::StatusOr<std::string> token =
+        role.ok() ? tokens.Add(args[3], *role, absl::ToUnixSeconds(absl::Now())) : role.status();
+    if (token.ok()) {
+      std::fprintf(stderr, "fedge-coordinator: operator %s (%s) added to %s; its token, shown "
+                           "once (give it to fedgectl with --token-file or $FEDGE_OPERATOR_TOKEN):\n",
+                   args[3], server::OperatorRoleName(*role), tokens.path().c_str());
+      std::printf("%s\n", token->c_str());
+    }
+    status = token.status();
+  } else if (verb == "revoke") {
+    status = tokens.Revoke(args[3]);
+    if (status.ok()) std::fprintf(stderr, "fedge-coordinator: operator %s revoked\n", args[3]);
+  } else {
+    absl::StatusOr<std::vector<server::Operator>> all = tokens.List();
+    if (all.ok()) {
+      std::printf("%-24s %-9s %-20s %s\n", "NAME", "ROLE", "CREATED", "STATE");
+      for (const server::Operator& op : *all) {
+        std::printf("%-24s %-9s %-20s %s\n", op.name.c_str(), server::OperatorRoleName(op.role),
+                    absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(op.created_unix_s),
+                                     absl::UTCTimeZone()).c_str(),
+                    op.revoked ? "revoked" : "active");
+      }
+    }
+    status = all.status();
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int Run() {
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   if (state_dir.empty()) {
@@ -169,6 +266,11 @@ int Run() {
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials = MakeCredentials();
   if (!credentials.ok()) {
     std::fprintf(stderr, "%s\n", std::string(credentials.status().message()).c_str());
+    return 2;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> admin_credentials = MakeAdminCredentials();
+  if (!admin_credentials.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(admin_credentials.status().message()).c_str());
     return 2;
   }
   if (absl::GetFlag(FLAGS_tick_ms) < 1 || absl::GetFlag(FLAGS_liveness_seconds) < 1 ||
@@ -207,9 +309,22 @@ int Run() {
     std::fprintf(stderr, "fedge-coordinator: %s\n", coordinator.status().ToString().c_str());
     return 1;
   }
+  server::OperatorTokens operators(server::OperatorTokens::PathIn(state_dir));
+  if (absl::StatusOr<std::vector<server::Operator>> all = operators.List(); !all.ok()) {
+    FEDGE_LOG(WARNING) << "fedge-coordinator: " << all.status().message()
+                       << " (Admin calls are refused until it is fixed)";
+  } else if (all->empty()) {
+    FEDGE_LOG(WARNING) << "fedge-coordinator: no operator yet; every Admin call is refused until "
+                          "`fedge-coordinator operators add NAME --role operator --state-dir "
+                       << state_dir << "` creates one";
+  }
   server::GrpcServerOptions so;
   so.listen_address = absl::GetFlag(FLAGS_listen);
   so.credentials = *credentials;
+  so.admin_listen_address = absl::GetFlag(FLAGS_admin_listen);
+  so.admin_credentials = *admin_credentials;
+  so.admin_plaintext = absl::GetFlag(FLAGS_tls_cert).empty();
+  so.operators = &operators;
   so.tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
   so.limits.liveness_timeout = co.liveness_timeout;
   so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
@@ -246,7 +361,9 @@ int Run() {
   }
   const std::optional<std::string> running = (*coordinator)->running_job();
   FEDGE_LOG(INFO) << "fedge-coordinator: serving on " << so.listen_address << " (port "
-                  << (*server)->port() << "), state in " << (*store)->path()
+                  << (*server)->port() << ") for devices and " << so.admin_listen_address
+                  << " (port " << (*server)->admin_port() << ") for operators, state in "
+                  << (*store)->path()
                   << (running ? absl::StrCat(", resuming job ", *running) : std::string(", no job running"));
 
   int signal = 0;
@@ -265,10 +382,18 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "fedge-coordinator --state-dir DIR --enrollment-token-file FILE "
-      "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] | --insecure) [--listen HOST:PORT] "
-      "[--metrics-listen HOST:PORT]");
+      "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] [--operator-ca CA] | --insecure) "
+      "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT]\n"
+      "  fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR\n"
+      "  fedge-coordinator operators revoke NAME --state-dir DIR\n"
+      "  fedge-coordinator operators list --state-dir DIR");
   fedge::base::AcceptDashedFlags(argc, argv);
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() > 1 && std::string(args[1]) == "operators") return fedge::RunOperators(args);
+  if (args.size() > 1) {
+    std::fprintf(stderr, "fedge-coordinator: unknown command '%s' (see --help)\n", args[1]);
+    return 2;
+  }
   fedge::base::KeepFreedMemoryForReuse();
   return fedge::Run();
 }

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "server/rate_limiter.h"
 
 namespace fedge::server {
 
@@ -44,12 +45,25 @@ GrpcCoordinatorServer::GrpcCoordinatorServer(Coordinator* coordinator, Store* st
                                              const GrpcServerOptions& o)
     : coordinator_(coordinator),
       coordinator_service_(coordinator, o.limits),
-      admin_service_(coordinator, store, o.limits) {}
+      refused_admin_service_(coordinator, store, o.limits, AdminAccess{}),
+      admin_service_(coordinator, store, o.limits,
+                     AdminAccess{o.operators, /*loopback_only=*/o.admin_plaintext}) {}
 
 absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::Start(
     const GrpcServerOptions& options, Coordinator* coordinator, Store* store) {
   if (coordinator == nullptr || options.credentials == nullptr) {
     return absl::InvalidArgumentError("GrpcCoordinatorServer: needs a coordinator and credentials");
+  }
+  if (!options.admin_listen_address.empty()) {
+    if (options.admin_credentials == nullptr || options.operators == nullptr) {
+      return absl::InvalidArgumentError(
+          "GrpcCoordinatorServer: an admin listener needs credentials and operator tokens");
+    }
+    if (options.admin_plaintext && !IsLoopbackAddress(options.admin_listen_address)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GrpcCoordinatorServer: the admin listener ", options.admin_listen_address,
+          " is plaintext and not on loopback; give TLS credentials or a 127.0.0.1 address"));
+    }
   }
   std::unique_ptr<GrpcCoordinatorServer> s(new GrpcCoordinatorServer(coordinator, store, options));
   grpc::EnableDefaultHealthCheckService(true);
@@ -72,11 +86,30 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
     builder.SetResourceQuota(quota);
   }
   builder.RegisterService(&s->coordinator_service_);
-  builder.RegisterService(&s->admin_service_);
+  builder.RegisterService(&s->refused_admin_service_);
   s->server_ = builder.BuildAndStart();
   if (s->server_ == nullptr || s->port_ == 0) {
     return absl::UnavailableError(
         absl::StrCat("GrpcCoordinatorServer: cannot listen on ", options.listen_address));
+  }
+  if (!options.admin_listen_address.empty()) {
+    grpc::ServerBuilder admin;
+    admin.SetOption(std::make_unique<ReflectionOption>(false));
+    admin.AddListeningPort(options.admin_listen_address, options.admin_credentials,
+                           &s->admin_port_);
+    admin.SetMaxReceiveMessageSize(max_message);
+    admin.SetMaxSendMessageSize(max_message);
+    grpc::ResourceQuota quota("fedge-admin");
+    quota.SetMaxThreads(std::max(8, options.admin_max_threads));
+    admin.SetResourceQuota(quota);
+    admin.RegisterService(&s->admin_service_);
+    s->admin_server_ = admin.BuildAndStart();
+    if (s->admin_server_ == nullptr || s->admin_port_ == 0) {
+      s->server_->Shutdown();
+      s->server_->Wait();
+      return absl::UnavailableError(absl::StrCat(
+          "GrpcCoordinatorServer: cannot listen on the admin address ", options.admin_listen_address));
+    }
   }
   if (auto* health = s->server_->GetHealthCheckService()) health->SetServingStatus(true);
   if (options.tick_interval > absl::ZeroDuration()) {
@@ -104,10 +137,15 @@ void GrpcCoordinatorServer::Shutdown(absl::Duration deadline) {
   if (ticker_.joinable()) ticker_.join();
   coordinator_service_.BeginShutdown();
   admin_service_.BeginShutdown();
+  const auto until = std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(absl::ToInt64Milliseconds(deadline));
+  if (admin_server_ != nullptr) {
+    admin_server_->Shutdown(until);
+    admin_server_->Wait();
+  }
   if (server_ != nullptr) {
     if (auto* health = server_->GetHealthCheckService()) health->SetServingStatus(false);
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      std::chrono::milliseconds(absl::ToInt64Milliseconds(deadline)));
+    server_->Shutdown(until);
     server_->Wait();
   }
 }

@@ -1,10 +1,17 @@
-// The coordinator's gRPC server: both services (coordinator_service.h, admin_service.h)
-// with message-size limits, gRPC health checking and (when asked for) server reflection, plus a thread
-// that drives Coordinator::Tick. Used by fedge-coordinator and by the integration tests.
+// The coordinator's gRPC servers, plus a thread that drives Coordinator::Tick. Used by
+// fedge-coordinator and by the integration tests.
+//
+//   - The devices' listener (listen_address): the Coordinator service (coordinator_service.h),
+//     health checking and, when asked for, reflection. Admin calls arriving here are refused
+//     with PERMISSION_DENIED: a device is never an operator.
+//   - The admin listener (admin_listen_address): the Admin service (admin_service.h) for
+//     operators with a token, on its own server and thread pool, so that no crowd of device
+//     connections can starve an operator's calls. Plaintext only on loopback.
 //
 //   GrpcServerOptions o;  o.listen_address = "127.0.0.1:0";  o.credentials = ...;
+//   o.admin_listen_address = "127.0.0.1:0";  o.admin_credentials = ...;  o.operators = &tokens;
 //   FEDGE_ASSIGN_OR_RETURN(auto server, GrpcCoordinatorServer::Start(o, coordinator, store));
-//   server->port();          // the port bound (useful with port 0)
+//   server->port();  server->admin_port();   // the ports bound (useful with port 0)
 //   server->Shutdown(absl::Seconds(5));
 #ifndef FEDGE_SERVER_GRPC_GRPC_SERVER_H_
 #define FEDGE_SERVER_GRPC_GRPC_SERVER_H_
@@ -23,6 +30,7 @@
 #include "server/coordinator.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/coordinator_service.h"
+#include "server/operator_tokens.h"
 #include "server/store.h"
 
 namespace fedge::server {
@@ -32,6 +40,15 @@ struct GrpcServerOptions {
   // Required: grpc::SslServerCredentials(...) for TLS, or grpc::InsecureServerCredentials()
   // when the operator asked for it explicitly.
   std::shared_ptr<grpc::ServerCredentials> credentials;
+  // The operators' listener. Empty: no admin listener (an embedded coordinator driven in
+  // process). admin_credentials: TLS (with the operators' CA, if any, as client CA), or
+  // insecure, which requires a loopback admin_listen_address (INVALID_ARGUMENT otherwise)
+  // and admits loopback peers only.
+  std::string admin_listen_address;
+  std::shared_ptr<grpc::ServerCredentials> admin_credentials;
+  bool admin_plaintext = false;  // admin_credentials are insecure ones
+  OperatorTokens* operators = nullptr;  // required with an admin listener; must outlive the server
+  int admin_max_threads = 256;
   ServiceLimits limits;
   // The synchronous server holds one thread per call in flight (a long poll included);
   // past this many, new calls fail with RESOURCE_EXHAUSTED and clients back off. Bounds the
@@ -54,6 +71,7 @@ class GrpcCoordinatorServer {
   ~GrpcCoordinatorServer();  // Shutdown(zero deadline) if not done
 
   int port() const { return port_; }
+  int admin_port() const { return admin_port_; }  // 0 without an admin listener
 
   // Stops the tick thread, ends long polls and watches, lets calls in flight finish until
   // `deadline` from now, then cancels the rest. Idempotent.
@@ -65,9 +83,12 @@ class GrpcCoordinatorServer {
 
   Coordinator* const coordinator_;
   CoordinatorServiceImpl coordinator_service_;
+  AdminServiceImpl refused_admin_service_;  // on the devices' listener: refuses every call
   AdminServiceImpl admin_service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;
+  int admin_port_ = 0;
   absl::Notification stop_ticking_;
   std::thread ticker_;
   std::atomic<bool> shut_down_{false};
