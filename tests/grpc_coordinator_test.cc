@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -17,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/rng.h"
@@ -27,11 +30,11 @@
 #include "model/sequential.h"
 #include "model/zoo.h"
 #include "proto/admin.grpc.pb.h"
-#include "tests/operator_channel.h"
 #include "proto/coordinator.grpc.pb.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
 #include "server/store.h"
+#include "tests/operator_channel.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
 
@@ -108,6 +111,7 @@ class GrpcCoordinatorTest : public ::testing::Test {
     so.admin_credentials = grpc::InsecureServerCredentials();
     so.admin_plaintext = true;
     so.operators = operators_->tokens();
+    if (options_hook_) options_hook_(so);
     auto s = server::GrpcCoordinatorServer::Start(so, coordinator_.get(), store_.get());
     ASSERT_THAT(s, IsOk());
     server_ = std::move(s).value();
@@ -355,6 +359,7 @@ class GrpcCoordinatorTest : public ::testing::Test {
   std::unique_ptr<server::GrpcCoordinatorServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Coordinator::Stub> devices_stub_;
+  std::function<void(server::GrpcServerOptions&)> options_hook_;  // applied before Start
   std::unique_ptr<TestOperators> operators_;
   std::unique_ptr<v1::Admin::Stub> admin_;
 };
@@ -883,6 +888,77 @@ TEST_F(GrpcCoordinatorTest, RegistrationsFromOneAddressAreRateLimited) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(s.error_message(), HasSubstr("too many registrations"));
   EXPECT_EQ(coordinator_->ListClients()->size(), 3u);
+}
+
+// The threads of this process (/proc/self/status).
+int ThreadCount() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "Threads:")) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// An upload stream that never sends its header (a peer that has not authenticated) holds
+// no server thread: with 16 threads for the server, 300 such streams leave room for a
+// device to register and an operator to look at the job.
+TEST_F(GrpcCoordinatorTest, IdleUploadStreamsHoldNoThread) {
+  options_hook_ = [](server::GrpcServerOptions& so) { so.max_threads = 16; };
+  Start(8, 3);
+  const int threads_before = ThreadCount();
+  constexpr int kIdle = 300;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<v1::UploadUpdateResponse> responses(kIdle);
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>>> idle;
+  for (int i = 0; i < kIdle; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    SetDeadline(*contexts.back(), 60);
+    idle.push_back(devices_stub_->UploadUpdate(contexts.back().get(), &responses[i]));
+  }
+  // Calls on the same connection after the idle streams: served.
+  Device d = Enroll(1);
+  EXPECT_FALSE(d.id.empty());
+  {
+    v1::GetJobRequest req;
+    v1::JobStatus status;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 10);
+    // No job yet: NOT_FOUND is an answer; RESOURCE_EXHAUSTED would mean no thread.
+    EXPECT_NE(admin_->GetJob(&ctx, req, &status).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  const int threads_during = ThreadCount();
+  EXPECT_LT(threads_during - threads_before, 64)
+      << "threads before " << threads_before << ", with " << kIdle << " idle streams "
+      << threads_during;
+  for (int i = 0; i < kIdle; ++i) {
+    contexts[i]->TryCancel();
+    idle[i]->Finish();
+  }
+}
+
+TEST_F(GrpcCoordinatorTest, UploadStreamWithoutAHeaderIsEndedAtTheHeaderTimeout) {
+  options_hook_ = [](server::GrpcServerOptions& so) {
+    so.limits.upload_header_timeout = absl::Milliseconds(300);
+  };
+  Start(8, 3);
+  v1::UploadUpdateResponse resp;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, 30);
+  auto writer = devices_stub_->UploadUpdate(&ctx, &resp);
+  const grpc::Status s = writer->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_THAT(s.error_message(), HasSubstr("no upload header within"));
+  // A header that comes in time is taken (and refused here on its merits: no such session).
+  grpc::ClientContext ctx2;
+  SetDeadline(ctx2, 30);
+  auto writer2 = devices_stub_->UploadUpdate(&ctx2, &resp);
+  v1::UpdateChunk header;
+  header.mutable_header()->set_client_id("nobody");
+  header.mutable_header()->set_session_token("x");
+  ASSERT_TRUE(writer2->Write(header));
+  writer2->WritesDone();
+  EXPECT_EQ(writer2->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
 // Health checking is on; reflection only when asked for (--reflection): it is tried both

@@ -1,6 +1,10 @@
 #include "server/grpc/coordinator_service.h"
 
+#include <grpcpp/alarm.h>
+
 #include <algorithm>
+#include <atomic>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -8,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "base/log.h"
 #include "base/status_macros.h"
 #include "model/payload.h"
@@ -136,119 +141,218 @@ grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status CoordinatorServiceImpl::UploadUpdate(grpc::ServerContext* context,
-                                                  grpc::ServerReader<v1::UpdateChunk>* reader,
-                                                  v1::UploadUpdateResponse* response) {
-  absl::Status s = UploadUpdateImpl(context, reader, response);
-  if (!s.ok()) {
-    FEDGE_LOG(WARNING) << "CoordinatorService: upload from " << context->peer()
-                       << " refused: " << s;
+// One upload stream on gRPC's callback API: no thread is held while the device is silent
+// (an idle stream costs only its buffers), and a stream whose header has not come within
+// limits_.upload_header_timeout ends with DEADLINE_EXCEEDED. The header is checked
+// (credentials, task, announcement) before any payload byte is taken; chunks go to the
+// assembler as they arrive; the end of the stream submits the payload, or keeps what arrived
+// of a broken one for a resume.
+//
+// Lifetime: gRPC calls OnDone once the call is over; the header alarm's callback runs once
+// (fired or cancelled). The reactor deletes itself after both.
+class CoordinatorServiceImpl::UploadReactor final
+    : public grpc::ServerReadReactor<v1::UpdateChunk> {
+ public:
+  UploadReactor(CoordinatorServiceImpl* service, grpc::CallbackServerContext* context,
+                v1::UploadUpdateResponse* response)
+      : service_(service), context_(context), response_(response) {
+    header_alarm_.Set(absl::ToChronoTime(absl::Now() + service_->limits_.upload_header_timeout),
+                      [this](bool fired) {
+                        if (fired) HeaderTimedOut();
+                        Unref();
+                      });
+    StartRead(&msg_);
   }
-  return ToGrpcStatus(s);
-}
 
-absl::Status CoordinatorServiceImpl::UploadUpdateImpl(grpc::ServerContext* context,
-                                                      grpc::ServerReader<v1::UpdateChunk>* reader,
-                                                      v1::UploadUpdateResponse* response) {
-  v1::UpdateChunk msg;
-  if (!reader->Read(&msg)) {
-    return absl::InvalidArgumentError("CoordinatorService: upload stream ended before its header");
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Complete(End());
+      return;
+    }
+    if (!header_.has_value()) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (finished_) return;  // timed out meanwhile
+        header_seen_ = true;
+      }
+      bool declined = false;
+      absl::Status s = Header(&declined);
+      if (!s.ok() || declined) {
+        Complete(s);
+        return;
+      }
+    } else if (absl::Status s = Chunk(); !s.ok()) {
+      Complete(s);
+      return;
+    }
+    StartRead(&msg_);
   }
-  if (!msg.has_header()) {
-    return absl::InvalidArgumentError("CoordinatorService: an upload starts with its header");
+
+  void OnDone() override {
+    header_alarm_.Cancel();
+    Unref();
   }
-  const v1::UpdateHeader header = std::move(*msg.mutable_header());
-  for (const auto& [name, value] : {std::pair<const char*, const std::string*>{"client_id", &header.client_id()},
-                                    {"session_token", &header.session_token()},
-                                    {"job_id", &header.job_id()},
-                                    {"task_id", &header.task_id()}}) {
-    FEDGE_RETURN_IF_ERROR(CheckString(name, *value, limits_.max_string_bytes));
+
+ private:
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
   }
-  if (!header.refusal().empty()) {
-    // The device declines its task: a header-only stream.
-    FEDGE_RETURN_IF_ERROR(coordinator_->DeclineTask(header));
-    response->set_round(header.round());
+
+  void HeaderTimedOut() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (header_seen_ || finished_) return;
+      finished_ = true;
+    }
+    ++service_->header_timeouts_;
+    Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                        absl::StrCat("CoordinatorService: no upload header within ",
+                                     absl::FormatDuration(service_->limits_.upload_header_timeout))));
+  }
+
+  // Ends the call with `s` (once; later calls do nothing).
+  void Complete(const absl::Status& s) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    if (!s.ok()) {
+      FEDGE_LOG(WARNING) << "CoordinatorService: upload from " << context_->peer()
+                         << " refused: " << s;
+    }
+    Finish(ToGrpcStatus(s));
+  }
+
+  // The first message: the header. *declined when the device declines its task (a
+  // header-only stream, answered at once).
+  absl::Status Header(bool* declined) {
+    if (!msg_.has_header()) {
+      return absl::InvalidArgumentError("CoordinatorService: an upload starts with its header");
+    }
+    header_ = std::move(*msg_.mutable_header());
+    const v1::UpdateHeader& header = *header_;
+    const ServiceLimits& limits = service_->limits_;
+    for (const auto& [name, value] :
+         {std::pair<const char*, const std::string*>{"client_id", &header.client_id()},
+          {"session_token", &header.session_token()},
+          {"job_id", &header.job_id()},
+          {"task_id", &header.task_id()}}) {
+      FEDGE_RETURN_IF_ERROR(CheckString(name, *value, limits.max_string_bytes));
+    }
+    Coordinator* coordinator = service_->coordinator_;
+    if (!header.refusal().empty()) {
+      FEDGE_RETURN_IF_ERROR(coordinator->DeclineTask(header));
+      response_->set_round(header.round());
+      *declined = true;
+      return absl::OkStatus();
+    }
+    // Credentials, the client's task and what the header announces, before any payload byte.
+    FEDGE_ASSIGN_OR_RETURN(const int64_t expected_bytes, coordinator->BeginUpload(header));
+    if (expected_bytes > limits.max_payload_bytes) {
+      return coordinator->RejectUpdate(
+          header, absl::InvalidArgumentError(absl::StrCat(
+                      "CoordinatorService: the update takes ", expected_bytes,
+                      " bytes, over this server's limit of ", limits.max_payload_bytes)));
+    }
+    // A resumed upload continues the kept assembler; any other upload starts afresh (and
+    // discards what a broken earlier attempt left).
+    std::optional<PartialUpload> kept = service_->TakePartial(header.task_id());
+    if (header.resume_offset() != 0) {
+      if (!kept.has_value() || kept->header.client_id() != header.client_id() ||
+          KeptHeader(kept->header) != KeptHeader(header) ||
+          kept->assembler.bytes_received() != header.resume_offset()) {
+        const int64_t have = kept.has_value() && kept->header.client_id() == header.client_id()
+                                 ? kept->assembler.bytes_received()
+                                 : 0;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "CoordinatorService: cannot resume the upload of task ", header.task_id(),
+            " at byte ", header.resume_offset(), ": the coordinator kept ", have,
+            " bytes of an upload with this header; upload again from byte 0"));
+      }
+      assembler_.emplace(std::move(kept->assembler));
+      FEDGE_LOG(INFO) << "CoordinatorService: client " << header.client_id()
+                      << " resumes task " << header.task_id() << " at byte "
+                      << header.resume_offset() << " of " << header.total_bytes();
+      return absl::OkStatus();
+    }
+    FEDGE_ASSIGN_OR_RETURN(
+        model::PayloadAssembler fresh,
+        model::PayloadAssembler::Create(header.total_bytes(), limits.max_payload_bytes));
+    assembler_.emplace(std::move(fresh));
     return absl::OkStatus();
   }
-  // Credentials, the client's task and what the header announces, before any payload byte.
-  FEDGE_ASSIGN_OR_RETURN(const int64_t expected_bytes, coordinator_->BeginUpload(header));
-  if (expected_bytes > limits_.max_payload_bytes) {
-    return coordinator_->RejectUpdate(
-        header, absl::InvalidArgumentError(absl::StrCat(
-                    "CoordinatorService: the update takes ", expected_bytes,
-                    " bytes, over this server's limit of ", limits_.max_payload_bytes)));
-  }
-  // A resumed upload continues the kept assembler; any other upload starts afresh (and
-  // discards what a broken earlier attempt left).
-  std::optional<PartialUpload> kept = TakePartial(header.task_id());
-  std::optional<model::PayloadAssembler> resumed;
-  if (header.resume_offset() != 0) {
-    if (!kept.has_value() || kept->header.client_id() != header.client_id() ||
-        KeptHeader(kept->header) != KeptHeader(header) ||
-        kept->assembler.bytes_received() != header.resume_offset()) {
-      const int64_t have = kept.has_value() && kept->header.client_id() == header.client_id()
-                               ? kept->assembler.bytes_received()
-                               : 0;
-      return absl::FailedPreconditionError(absl::StrCat(
-          "CoordinatorService: cannot resume the upload of task ", header.task_id(),
-          " at byte ", header.resume_offset(), ": the coordinator kept ", have,
-          " bytes of an upload with this header; upload again from byte 0"));
-    }
-    resumed.emplace(std::move(kept->assembler));
-    FEDGE_LOG(INFO) << "CoordinatorService: client " << header.client_id() << " resumes task "
-                    << header.task_id() << " at byte " << header.resume_offset() << " of "
-                    << header.total_bytes();
-  }
-  if (!resumed.has_value()) {
-    FEDGE_ASSIGN_OR_RETURN(model::PayloadAssembler fresh,
-                           model::PayloadAssembler::Create(header.total_bytes(),
-                                                           limits_.max_payload_bytes));
-    resumed.emplace(std::move(fresh));
-  }
-  model::PayloadAssembler& assembler = *resumed;
-  std::optional<std::string> payload;
-  while (reader->Read(&msg)) {
-    if (payload.has_value()) {
+
+  // A message after the header: a data chunk or the trailer.
+  absl::Status Chunk() {
+    if (payload_.has_value()) {
       return absl::InvalidArgumentError("CoordinatorService: message after the upload's trailer");
     }
-    switch (msg.kind_case()) {
+    switch (msg_.kind_case()) {
       case v1::UpdateChunk::kData:
-        FEDGE_RETURN_IF_ERROR(assembler.Add(msg.data()));
-        break;
+        return assembler_->Add(msg_.data());
       case v1::UpdateChunk::kTrailer: {
-        FEDGE_ASSIGN_OR_RETURN(std::string bytes, assembler.Finish(msg.trailer()));
-        payload = std::move(bytes);
-        break;
+        FEDGE_ASSIGN_OR_RETURN(std::string bytes, assembler_->Finish(msg_.trailer()));
+        payload_ = std::move(bytes);
+        return absl::OkStatus();
       }
       default:
         return absl::InvalidArgumentError(
             "CoordinatorService: expected a data chunk or the trailer after the header");
     }
   }
-  if (context->IsCancelled() && !payload.has_value() && assembler.bytes_received() > 0 &&
-      !assembler.complete()) {
-    // The connection broke (not a stream the device ended without its trailer): keep what
-    // arrived, whole chunks only, for a resume.
-    const int64_t received = assembler.bytes_received();
-    v1::UpdateHeader h = header;
-    h.clear_session_token();
-    KeepPartial(header.task_id(), PartialUpload{std::move(h), std::move(assembler), absl::Now()});
-    return absl::UnavailableError(absl::StrCat(
-        "CoordinatorService: upload of task ", header.task_id(), " broke off after ", received,
-        " of ", header.total_bytes(), " bytes; kept for a resume"));
+
+  // The stream ended (the device closed it, or the connection went away).
+  absl::Status End() {
+    if (!header_.has_value()) {
+      return absl::InvalidArgumentError("CoordinatorService: upload stream ended before its header");
+    }
+    const v1::UpdateHeader& header = *header_;
+    model::PayloadAssembler& assembler = *assembler_;
+    if (context_->IsCancelled() && !payload_.has_value() && assembler.bytes_received() > 0 &&
+        !assembler.complete()) {
+      // The connection broke (not a stream the device ended without its trailer): keep what
+      // arrived, whole chunks only, for a resume.
+      const int64_t received = assembler.bytes_received();
+      v1::UpdateHeader h = header;
+      h.clear_session_token();
+      service_->KeepPartial(header.task_id(),
+                            PartialUpload{std::move(h), std::move(assembler), absl::Now()});
+      return absl::UnavailableError(absl::StrCat(
+          "CoordinatorService: upload of task ", header.task_id(), " broke off after ",
+          received, " of ", header.total_bytes(), " bytes; kept for a resume"));
+    }
+    if (context_->IsCancelled()) return absl::CancelledError("CoordinatorService: upload cancelled");
+    if (!payload_.has_value()) {
+      return absl::DataLossError(absl::StrCat("CoordinatorService: upload stream ended after ",
+                                              assembler.bytes_received(), " of ",
+                                              assembler.total_bytes(),
+                                              " bytes without its trailer; discarded"));
+    }
+    const int64_t bytes = static_cast<int64_t>(payload_->size());
+    FEDGE_RETURN_IF_ERROR(service_->coordinator_->SubmitPayload(header, *payload_));
+    response_->set_round(header.round());
+    response_->set_bytes_received(bytes);
+    return absl::OkStatus();
   }
-  if (context->IsCancelled()) return absl::CancelledError("CoordinatorService: upload cancelled");
-  if (!payload.has_value()) {
-    return absl::DataLossError(absl::StrCat("CoordinatorService: upload stream ended after ",
-                                            assembler.bytes_received(), " of ",
-                                            assembler.total_bytes(),
-                                            " bytes without its trailer; discarded"));
-  }
-  const int64_t bytes = static_cast<int64_t>(payload->size());
-  FEDGE_RETURN_IF_ERROR(coordinator_->SubmitPayload(header, *payload));
-  response->set_round(header.round());
-  response->set_bytes_received(bytes);
-  return absl::OkStatus();
+
+  CoordinatorServiceImpl* const service_;
+  grpc::CallbackServerContext* const context_;
+  v1::UploadUpdateResponse* const response_;
+  grpc::Alarm header_alarm_;
+  std::atomic<int> refs_{2};  // OnDone and the alarm's callback
+  absl::Mutex mu_;
+  bool header_seen_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  v1::UpdateChunk msg_;
+  std::optional<v1::UpdateHeader> header_;
+  std::optional<model::PayloadAssembler> assembler_;
+  std::optional<std::string> payload_;
+};
+
+grpc::ServerReadReactor<v1::UpdateChunk>* CoordinatorServiceImpl::UploadUpdate(
+    grpc::CallbackServerContext* context, v1::UploadUpdateResponse* response) {
+  return new UploadReactor(this, context, response);
 }
 
 grpc::Status CoordinatorServiceImpl::Leave(grpc::ServerContext* context,

@@ -1,7 +1,10 @@
 // gRPC services over the transport-free server::Coordinator (docs/architecture.md, Layers):
 // CoordinatorServiceImpl for devices (proto/coordinator.proto) and, in admin_service.h,
-// AdminServiceImpl for operators (proto/admin.proto). Synchronous gRPC API: one server
-// thread per call in flight.
+// AdminServiceImpl for operators (proto/admin.proto). Synchronous gRPC API (one server
+// thread per call in flight) except UploadUpdate, the one call a peer can hold open before
+// it has sent a credential: it runs on the callback API, so an idle upload stream holds no
+// thread, and it ends unless its header comes within ServiceLimits.upload_header_timeout.
+// Unary calls and FetchTask take no thread before their request (and its token) has arrived.
 //
 // Bounds on every network input (ServiceLimits): the server's maximum message size (the
 // builder in grpc_server.h sets it), string fields, the long-poll wait, and an upload's
@@ -56,6 +59,9 @@ struct ServiceLimits {
   // upload is in flight unacknowledged, and lost when a connection breaks. 512 KiB keeps a
   // device at ≥ 10 MB/s over a 50 ms round trip.
   int32_t stream_window_bytes = 512 << 10;
+  // An upload stream's header (with its credentials) must arrive within this; otherwise
+  // the stream ends with DEADLINE_EXCEEDED.
+  absl::Duration upload_header_timeout = absl::Seconds(20);
   // Longest a FetchTask call is held before answering `idle`.
   absl::Duration max_wait = absl::Seconds(30);
   // What `idle` tells the client to wait before calling again.
@@ -72,7 +78,8 @@ struct ServiceLimits {
   double register_burst = 500;
 };
 
-class CoordinatorServiceImpl final : public v1::Coordinator::Service {
+class CoordinatorServiceImpl final
+    : public v1::Coordinator::WithCallbackMethod_UploadUpdate<v1::Coordinator::Service> {
  public:
   // `coordinator` must outlive the service.
   CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits);
@@ -80,13 +87,15 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
   // Held FetchTask calls answer `idle` at once from now on (graceful shutdown).
   void BeginShutdown() { stopping_.store(true); }
 
+  // Upload streams ended because their header did not come in time.
+  int64_t header_timeouts() const { return header_timeouts_.load(); }
+
   grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
                         v1::RegisterResponse* response) override;
   grpc::Status FetchTask(grpc::ServerContext* context, const v1::FetchTaskRequest* request,
                          grpc::ServerWriter<v1::TaskChunk>* writer) override;
-  grpc::Status UploadUpdate(grpc::ServerContext* context,
-                            grpc::ServerReader<v1::UpdateChunk>* reader,
-                            v1::UploadUpdateResponse* response) override;
+  grpc::ServerReadReactor<v1::UpdateChunk>* UploadUpdate(
+      grpc::CallbackServerContext* context, v1::UploadUpdateResponse* response) override;
   grpc::Status UploadStatus(grpc::ServerContext* context, const v1::UploadStatusRequest* request,
                             v1::UploadStatusResponse* response) override;
   grpc::Status Leave(grpc::ServerContext* context, const v1::LeaveRequest* request,
@@ -96,9 +105,7 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
                                      v1::SecAggStepResponse* response) override;
 
  private:
-  absl::Status UploadUpdateImpl(grpc::ServerContext* context,
-                                grpc::ServerReader<v1::UpdateChunk>* reader,
-                                v1::UploadUpdateResponse* response);
+  class UploadReactor;
 
   // What arrived of an upload whose stream broke off, kept for a resume.
   struct PartialUpload {
@@ -115,6 +122,7 @@ class CoordinatorServiceImpl final : public v1::Coordinator::Service {
   Coordinator* const coordinator_;
   const ServiceLimits limits_;
   std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> header_timeouts_{0};
   // Registrations per peer host (ServiceLimits.register_*).
   RateLimiter registrations_;
   TaskPayloadEncoder encoder_;
