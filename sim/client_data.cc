@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "sim/attacks.h"
 #include "data/idx_reader.h"
 #include "data/partition.h"
 #include "data/preprocessing.h"
@@ -210,11 +211,15 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeClientDataSource(const v1::SimConfig& config) {
+  std::unique_ptr<ClientDataSource> source;
   if (config.data().has_synthetic()) {
-    return std::unique_ptr<ClientDataSource>(new SyntheticSource(config.data().synthetic()));
+    source.reset(new SyntheticSource(config.data().synthetic()));
+  } else if (config.data().has_fashion_mnist()) {
+    FEDGE_ASSIGN_OR_RETURN(source, MakeFashionMnist(config));
+  } else {
+    return absl::InvalidArgumentError("Simulator: data: a dataset is required");
   }
-  if (config.data().has_fashion_mnist()) return MakeFashionMnist(config);
-  return absl::InvalidArgumentError("Simulator: data: a dataset is required");
+  return WithAttack(std::move(source), config.attack());
 }
 
 }  // namespace fedge::sim

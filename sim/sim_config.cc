@@ -216,6 +216,33 @@ absl::StatusOr<v1::SimConfig> ParseSimConfig(absl::string_view text, absl::strin
   return config;
 }
 
+// SimConfig.attack: hostile clients in range, factors finite; defaults filled in.
+void CheckAttack(v1::SimConfig& c, Problems& p) {
+  v1::AttackConfig& a = *c.mutable_attack();
+  if (a.kind() == v1::AttackConfig::ATTACK_KIND_UNSPECIFIED) {
+    if (a.clients_size() > 0) p.Add("attack.kind", "is required with attack.clients");
+    return;
+  }
+  if (a.clients_size() == 0 || a.clients_size() > 1000) {
+    p.Add("attack.clients", "must name 1 to 1000 hostile clients");
+  }
+  for (int64_t i : a.clients()) {
+    if (i < 0 || i >= c.population()) {
+      p.Add("attack.clients", absl::StrCat("client ", i, " is outside [0, population)"));
+      break;
+    }
+  }
+  if (!a.has_scale()) {
+    a.set_scale(a.kind() == v1::AttackConfig::ATTACK_KIND_SIGN_FLIP ? 10 : 1000);
+  }
+  if (!a.has_value()) a.set_value(1e30);
+  if (!(a.scale() > 0) || !std::isfinite(a.scale())) p.Add("attack.scale", "must be > 0 and finite");
+  if (!std::isfinite(a.value()) || std::abs(a.value()) > 3e38) {
+    p.Add("attack.value", "must be a finite float");
+  }
+  p.IntRange("attack.claimed_examples", a.claimed_examples(), 0, int64_t{1} << 30);
+}
+
 absl::StatusOr<v1::SimConfig> ValidateSimConfig(const v1::SimConfig& config) {
   v1::SimConfig c = config;
   Problems p;
@@ -254,6 +281,8 @@ absl::StatusOr<v1::SimConfig> ValidateSimConfig(const v1::SimConfig& config) {
                     true, p);
   CheckDistribution(*l.mutable_bandwidth_up_mbps(), "links.bandwidth_up_mbps", 5, 0, inf, true, p);
   CheckDistribution(*l.mutable_latency_ms(), "links.latency_ms", 50, 0, inf, false, p);
+
+  CheckAttack(c, p);
 
   // Without a deadline the coordinator waits for every sampled client, so a client that
   // never answers would hold the round until its liveness timeout.

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "client/device_round.h"
@@ -252,7 +253,8 @@ absl::Status Simulator::RegisterPopulation() {
     v1::RegisterRequest r;
     r.set_enrollment_token(kEnrollmentToken);
     r.set_previous_client_id(id);
-    *r.mutable_profile() = ProfileOf(DrawDevice(config_, i), data_->NumExamples(i));
+    *r.mutable_profile() =
+        ProfileOf(DrawDevice(config_, i), attack_.ClaimedExamples(i, data_->NumExamples(i)));
     FEDGE_ASSIGN_OR_RETURN(v1::RegisterResponse resp, coordinator_->Register(r));
     if (resp.client_id() != id) {
       return absl::InternalError(absl::StrCat("Simulator: client ", i, " registered as ",
@@ -504,9 +506,11 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
   }
   auto submit = [&](size_t i, absl::StatusOr<client::LocalUpdate> update) -> absl::Status {
     if (!update.ok()) {
-      return absl::Status(update.status().code(),
-                          absl::StrCat("Simulator: client ", runs[i]->client, ": ",
-                                       update.status().message()));
+      // A device whose training fails (e.g. diverges on a poisoned model) abandons its task,
+      // as fedge-client does: the round goes on without it.
+      FEDGE_LOG(WARNING) << "Simulator: client " << runs[i]->client
+                         << " abandons its task: " << update.status().message();
+      return absl::OkStatus();
     }
     AdvanceTo(opened + absl::Seconds(runs[i]->finish_s));
     return Submit(*runs[i], *std::move(update));
@@ -542,6 +546,7 @@ CoordinatorLink Simulator::LinkOf(int64_t client) const {
 absl::Status Simulator::Submit(ClientRun& run, client::LocalUpdate update) {
   // The virtual training time, not the host's: metrics must not depend on the machine.
   update.seconds = run.finish_s;
+  FEDGE_RETURN_IF_ERROR(attack_.Poison(run.client, *run.task.model, update));
   if (run.task.header.has_secure_aggregation()) return StartSecureAggregation(run, update);
   CoordinatorLink link = LinkOf(run.client);
   return client::SendUpdate(run.task.header, update, ClientId(run.client), {}, link).status();

@@ -103,6 +103,7 @@
 #include "proto/sim.pb.h"
 #include "server/coordinator.h"
 #include "server/task_payload.h"
+#include "sim/attacks.h"
 #include "sim/client_data.h"
 #include "sim/cluster.h"
 #include "sim/coordinator_link.h"
@@ -288,6 +289,7 @@ class Simulator {
   void AdvanceTo(absl::Time t);
 
   const v1::SimConfig config_;
+  const Attack attack_{config_.attack()};  // hostile clients (none unless configured)
   const int threads_;
   Cluster* const cluster_;  // null: this process alone
   std::unique_ptr<ClientDataSource> data_;
