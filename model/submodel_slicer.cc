@@ -381,7 +381,8 @@ absl::StatusOr<v1::ModelProto> SubModelSlicer::Slice(const v1::ModelProto& full)
     }
   }
   if (by_name.size() != slices_.size()) {
-    for (const auto& [name, t] : by_name) {
+    for (const auto& entry : by_name) {
+      const std::string& name = entry.first;  // (a structured binding cannot be captured in C++17)
       if (std::none_of(slices_.begin(), slices_.end(),
                        [&](const TensorSlice& s) { return s.name == name; })) {
         return absl::InvalidArgumentError(

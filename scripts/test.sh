@@ -5,7 +5,10 @@
 #   suite unless FEDGE_CROSS_TESTS=0: scripts/cross-aarch64.sh installs the cross toolchain
 #   and qemu-user and cross-builds the aarch64 client (measured from cold at -j1 on 2 busy
 #   cores: 1 min installing, 5.5 min building; seconds when nothing changed), then the aarch64
-#   client joins a round under qemu (about 1 min).
+#   client joins a round under qemu (about 1 min), then the "fuzz" suite unless
+#   FEDGE_FUZZ_TESTS=0: scripts/fuzz.sh installs clang and builds the libFuzzer harnesses
+#   with sanitizers in build-fuzz/, then each runs for FEDGE_FUZZ_SECONDS (10) from its
+#   seed corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,4 +31,12 @@ if [ "${FEDGE_CROSS_TESTS:-1}" != "0" ]; then
     cut -d= -f2-)" scripts/cross-aarch64.sh
   ctest --test-dir "$BUILD_DIR" --output-on-failure -L cross
   echo "test: cross suite (aarch64 build and test) took $((SECONDS - start)) s"
+fi
+
+if [ "${FEDGE_FUZZ_TESTS:-1}" != "0" ]; then
+  start=$SECONDS
+  FEDGE_FUZZ_BUILD_DIR="$(grep -s '^FEDGE_FUZZ_BUILD_DIR:' "$BUILD_DIR/CMakeCache.txt" |
+    cut -d= -f2-)" scripts/fuzz.sh build
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -L fuzz
+  echo "test: fuzz suite (clang build and brief runs) took $((SECONDS - start)) s"
 fi
