@@ -21,10 +21,20 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
-RegistryOptions RegistryOptionsOf(const CoordinatorOptions& o, base::Clock& clock) {
+EnrollmentOptions EnrollmentOptionsOf(const CoordinatorOptions& o, base::Clock& clock) {
+  EnrollmentOptions e;
+  e.deployment_token = o.enrollment_token;
+  e.clock = &clock;
+  e.per_token_per_second = o.registrations_per_token_per_second;
+  e.per_token_burst = o.registrations_per_token_burst;
+  return e;
+}
+
+RegistryOptions RegistryOptionsOf(const CoordinatorOptions& o, base::Clock& clock,
+                                  EnrollmentTokens* enrollment) {
   RegistryOptions r;
   r.clock = &clock;
-  r.enrollment_token = o.enrollment_token;
+  r.enrollment = enrollment;
   r.liveness_timeout = o.liveness_timeout;
   r.max_examples_per_client = o.max_examples_per_client;
   r.accept_requested_client_ids = o.accept_requested_client_ids;
@@ -38,7 +48,8 @@ Coordinator::Coordinator(CoordinatorOptions options, Store* store)
       clock_(options_.clock != nullptr ? *options_.clock : base::RealClock()),
       store_(store),
       ledger_(store),
-      registry_(RegistryOptionsOf(options_, clock_), store) {}
+      enrollment_(EnrollmentOptionsOf(options_, clock_), store),
+      registry_(RegistryOptionsOf(options_, clock_, &enrollment_), store) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
                                                                  Store* store) {
@@ -253,6 +264,13 @@ absl::Status Coordinator::Leave(const std::string& client_id, const std::string&
   absl::MutexLock lock(&mu_);
   if (job_ != nullptr && job_->round.has_value()) job_->round->Drop(client_id);
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ClientRecord> Coordinator::RevokeDevice(const std::string& client_id) {
+  FEDGE_ASSIGN_OR_RETURN(v1::ClientRecord record, registry_.Revoke(client_id));
+  absl::MutexLock lock(&mu_);
+  if (job_ != nullptr && job_->round.has_value()) job_->round->Drop(client_id);
+  return record;
 }
 
 absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(

@@ -2,6 +2,7 @@
 // The gRPC services (server/grpc/) and the simulator call this same class; it never
 // touches a socket. It sequences rooms that each own their state:
 //
+//   EnrollmentTokens (enrollment_tokens.h) who may enrol: the deployment's and named tokens
 //   ClientRegistry  (registry.h)       enrollment, sessions, profiles, liveness, declines
 //   OpenRound       (open_round.h)     the open round: its clients, tasks, answers, figures
 //   RoundPlanner    (round_planner.h)  tiers, sub-models, teachers, the task header
@@ -92,6 +93,7 @@
 #include "server/open_round.h"
 #include "server/registry.h"
 #include "server/round_planner.h"
+#include "server/enrollment_tokens.h"
 #include "server/round_privacy.h"
 #include "server/round_report.h"
 #include "server/secure_round.h"
@@ -124,6 +126,10 @@ struct CoordinatorOptions {
   // The only directory a job's paths (evaluation.data_path) may name, relative to it
   // (server/round_report.h ResolveDataPath). Empty: jobs may name no path.
   std::string data_root;
+  // Registrations per enrollment token (EnrollmentOptions): a burst, then a rate; 0 = no
+  // limit (in-process callers; fedge-coordinator sets one).
+  double registrations_per_token_per_second = 0;
+  double registrations_per_token_burst = 2000;
   // Bounds on what a device may claim.
   int64_t max_examples_per_client = int64_t{1} << 30;
   // Trusted in-process callers that name their clients (the simulator): Register gives a
@@ -187,6 +193,11 @@ class Coordinator {
   // in the round's metrics. INVALID_ARGUMENT for an empty reason or one over 256 bytes.
   absl::Status DeclineTask(const v1::UpdateHeader& header);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
+  // An operator revokes a device: its session ends, it leaves the round in flight, and
+  // its id is refused from now on (ClientRegistry::Revoke). NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::ClientRecord> RevokeDevice(const std::string& client_id);
+  // The enrollment tokens (the deployment's and the operators' named ones).
+  EnrollmentTokens& enrollment() { return enrollment_; }
   // One secure-aggregation message or poll (coordinator.proto, SecureAggregationStep). A bad
   // message drops the client from the round and returns the reason; the round goes on.
   absl::StatusOr<v1::SecAggStepResponse> SecureAggregationStep(const v1::SecAggStepRequest& request);
@@ -289,6 +300,7 @@ class Coordinator {
   // Jobs' and rounds' records: the store, or memory (its own lock; taken after mu_).
   JobLedger ledger_;
   // Devices: enrollment, sessions, profiles, liveness (its own lock; taken after mu_).
+  EnrollmentTokens enrollment_;
   ClientRegistry registry_;
   mutable absl::Mutex mu_;
   std::unique_ptr<Job> job_ ABSL_GUARDED_BY(mu_);

@@ -32,10 +32,12 @@ ClientRegistry::ClientRegistry(RegistryOptions options, Store* store)
 
 absl::Status ClientRegistry::Restore() {
   if (store_ == nullptr) return absl::OkStatus();
-  FEDGE_ASSIGN_OR_RETURN(std::vector<v1::ClientRecord> records, store_->ListClients(false));
+  FEDGE_ASSIGN_OR_RETURN(std::vector<v1::ClientRecord> records, store_->ListClients(true));
   const absl::Time now = options_.clock->Now();
   absl::MutexLock lock(&mu_);
   for (const v1::ClientRecord& r : records) {
+    // Active devices, and revoked ones (whose id must stay refused).
+    if (r.state() != v1::CLIENT_STATE_ACTIVE && r.state() != v1::CLIENT_STATE_REVOKED) continue;
     Entry& e = clients_[r.client_id()];
     e = Entry{};
     e.last_seen = now;
@@ -50,10 +52,8 @@ absl::Status ClientRegistry::Restore() {
 }
 
 absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::RegisterRequest& request) {
-  if (!SessionTokenHashesEqual(HashSessionToken(request.enrollment_token()),
-                               HashSessionToken(options_.enrollment_token))) {
-    return absl::UnauthenticatedError("Coordinator: wrong enrollment token");
-  }
+  FEDGE_ASSIGN_OR_RETURN(const std::string token_name,
+                         options_.enrollment->Check(request.enrollment_token()));
   const v1::DeviceProfile& p = request.profile();
   if (p.memory_budget_bytes() < 0 || p.num_examples() < 0 ||
       p.num_examples() > options_.max_examples_per_client || p.platform().size() > 128 ||
@@ -72,9 +72,15 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   // The old id only with the device's key: anyone with the enrollment token could name it.
   const bool proven = known != clients_.end() && DeviceKeyMatches(id, known->second,
                                                                   request.device_key());
+  if (proven && known->second.state == v1::CLIENT_STATE_REVOKED) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("Coordinator: device ", id, " was revoked by an operator"));
+  }
   const bool named = !proven && known == clients_.end() &&
                      options_.accept_requested_client_ids && NameableId(id);
   if (!proven && !named) id = absl::StrCat("c-", GenerateSessionToken().substr(0, 16));
+  // A new device counts one use of a named token (a proven re-registration none).
+  if (!proven) FEDGE_RETURN_IF_ERROR(options_.enrollment->Use(token_name));
   // A new id comes with a new device key; the registry keeps only its hash.
   const std::string device_key = proven ? std::string() : GenerateSessionToken();
   const std::string key_hash = proven ? std::string() : HashSessionToken(device_key);
@@ -122,7 +128,8 @@ bool ClientRegistry::DeviceKeyMatches(const std::string& client_id, const Entry&
 absl::Status ClientRegistry::CheckSession(const std::string& client_id,
                                           const std::string& session_token) {
   auto it = clients_.find(client_id);
-  if (it == clients_.end() || it->second.state == v1::CLIENT_STATE_LEFT) {
+  if (it == clients_.end() || it->second.state == v1::CLIENT_STATE_LEFT ||
+      it->second.state == v1::CLIENT_STATE_REVOKED) {
     return absl::UnauthenticatedError("Coordinator: unknown client or wrong session token");
   }
   if (store_ != nullptr) return store_->VerifySessionToken(client_id, session_token);
@@ -152,6 +159,20 @@ absl::Status ClientRegistry::Leave(const std::string& client_id,
   clients_[client_id].state = v1::CLIENT_STATE_LEFT;
   if (store_ != nullptr) return store_->SetClientState(client_id, v1::CLIENT_STATE_LEFT);
   return absl::OkStatus();
+}
+
+absl::StatusOr<v1::ClientRecord> ClientRegistry::Revoke(const std::string& client_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(client_id);
+  if (it == clients_.end()) {
+    return absl::NotFoundError(absl::StrCat("Coordinator: no device '", client_id, "'"));
+  }
+  it->second.state = v1::CLIENT_STATE_REVOKED;
+  it->second.has_token_hash = false;  // its session ends (with a store: CheckSession refuses)
+  if (store_ != nullptr) {
+    FEDGE_RETURN_IF_ERROR(store_->SetClientState(client_id, v1::CLIENT_STATE_REVOKED));
+  }
+  return RecordOf(client_id, it->second);
 }
 
 bool ClientRegistry::LiveLocked(const Entry& e, absl::Time now) const {

@@ -8,8 +8,9 @@
 //   registry.Authenticate(id, token, kFetching);     // every later call of that device
 //   std::vector<std::string> live = registry.LiveIds(now);   // who a round may sample
 //
-// Enrollment: the deployment's enrollment token is compared in constant time (SHA-256 of
-// both). A device gets a random id ("c-" and 16 hex characters), a session token and a
+// Enrollment: the token must be the deployment's or a live named one (enrollment_tokens.h,
+// which compares SHA-256 hashes in constant time); a new device counts one use of a named
+// token. A device gets a random id ("c-" and 16 hex characters), a session token and a
 // device key (each 32 random bytes in hex). Identity: a device that names its previous id
 // keeps it, a fresh session replacing the old one, only when it also presents that id's
 // device key (compared as SHA-256, in constant time); anyone else naming the id, enrollment
@@ -42,6 +43,7 @@
 #include "absl/time/time.h"
 #include "base/clock.h"
 #include "proto/coordinator.pb.h"
+#include "server/enrollment_tokens.h"
 #include "server/session_token.h"
 #include "server/store.h"
 
@@ -49,7 +51,7 @@ namespace fedge::server {
 
 struct RegistryOptions {
   base::Clock* clock = nullptr;  // required
-  std::string enrollment_token;  // required
+  EnrollmentTokens* enrollment = nullptr;  // required; must outlive the registry
   // A device that has not been seen for this long is not live (not sampled).
   absl::Duration liveness_timeout = absl::Seconds(60);
   int64_t max_examples_per_client = int64_t{1} << 30;
@@ -79,6 +81,10 @@ class ClientRegistry {
                             Seen seen = Seen::kCall);
   // The device leaves (its session ends). Errors: Authenticate's, the store's.
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
+  // An operator revokes the device: state REVOKED; its session and its id are refused from
+  // now on (a Register naming the id with its key is PERMISSION_DENIED; without the key it
+  // is a new device, as for anyone). Returns its record. NOT_FOUND for an unknown id.
+  absl::StatusOr<v1::ClientRecord> Revoke(const std::string& client_id);
 
   bool Live(const std::string& client_id, absl::Time now) const;
   // The ids of the live devices that did not decline a task of the running job, sorted.

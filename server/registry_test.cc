@@ -25,10 +25,14 @@ constexpr char kToken[] = "enroll-me";
 
 class RegistryTest : public ::testing::Test {
  protected:
-  RegistryOptions Options() {
+  RegistryOptions Options(Store* store = nullptr) {
+    EnrollmentOptions e;
+    e.deployment_token = kToken;
+    e.clock = &clock_;
+    enrollment_.push_back(std::make_unique<EnrollmentTokens>(e, store));
     RegistryOptions o;
     o.clock = &clock_;
-    o.enrollment_token = kToken;
+    o.enrollment = enrollment_.back().get();
     o.liveness_timeout = absl::Seconds(10);
     o.max_examples_per_client = 1000;
     return o;
@@ -44,6 +48,7 @@ class RegistryTest : public ::testing::Test {
   }
 
   base::ManualClock clock_;
+  std::vector<std::unique_ptr<EnrollmentTokens>> enrollment_;  // one per registry made
 };
 
 TEST_F(RegistryTest, EnrollmentNeedsTheTokenAndAProfileInBounds) {
@@ -221,6 +226,121 @@ TEST_F(RegistryTest, ARestartedRegistryKnowsTheStoresDevicesAndTheirSessions) {
   EXPECT_EQ(registry.ProfileOf(a.client_id()).platform(), "linux-aarch64");
   std::filesystem::remove_all(dir);
 }
+
+v1::CreateEnrollmentTokenRequest NamedToken(const std::string& name, int64_t uses,
+                                            int64_t expires_in_seconds = 0) {
+  v1::CreateEnrollmentTokenRequest r;
+  r.set_name(name);
+  r.set_max_uses(uses);
+  r.set_expires_in_seconds(expires_in_seconds);
+  return r;
+}
+
+// Named tokens, in memory and in the store: a use per new device (none for a proven
+// re-registration), an expiry, a revocation.
+class RegistryEnrollmentTest : public RegistryTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(RegistryEnrollmentTest, NamedTokensCountNewDevicesExpireAndAreRevoked) {
+  std::unique_ptr<Store> store;
+  const std::string dir = ::testing::TempDir() + "/registry_enrollment_" + std::to_string(GetParam());
+  std::filesystem::remove_all(dir);
+  if (GetParam()) {
+    auto opened = Store::Open(dir);
+    ASSERT_THAT(opened, IsOk());
+    store = *std::move(opened);
+  }
+  ClientRegistry registry(Options(store.get()), store.get());
+  EnrollmentTokens& tokens = *enrollment_.back();
+  auto once = tokens.Create(NamedToken("batch-1", 1));
+  ASSERT_THAT(once, IsOk());
+  EXPECT_THAT(once->token(), StartsWith("fedge-enrol-"));
+  EXPECT_THAT(tokens.Create(NamedToken("batch-1", 5)).status(),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(tokens.Create(NamedToken("bad name", 5)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+
+  v1::RegisterRequest r = Request();
+  r.set_enrollment_token(once->token());
+  auto first = registry.Register(r);
+  ASSERT_THAT(first, IsOk());
+  // The same device again, proving its id: no use counted.
+  v1::RegisterRequest again = r;
+  again.set_previous_client_id(first->client_id());
+  again.set_device_key(first->device_key());
+  ASSERT_THAT(registry.Register(again), IsOk());
+  // A second device: the token is used up.
+  EXPECT_THAT(registry.Register(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("used up")));
+
+  auto day = tokens.Create(NamedToken("day", 0, 86400));
+  ASSERT_THAT(day, IsOk());
+  r.set_enrollment_token(day->token());
+  ASSERT_THAT(registry.Register(r), IsOk());
+  clock_.Advance(absl::Hours(25));
+  EXPECT_THAT(registry.Register(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("expired")));
+
+  auto open = tokens.Create(NamedToken("open", 0));
+  ASSERT_THAT(open, IsOk());
+  r.set_enrollment_token(open->token());
+  ASSERT_THAT(registry.Register(r), IsOk());
+  auto revoked = tokens.Revoke("open");
+  ASSERT_THAT(revoked, IsOk());
+  EXPECT_TRUE(revoked->revoked());
+  EXPECT_THAT(registry.Register(r).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("revoked")));
+  // The deployment's token is unaffected.
+  EXPECT_THAT(registry.Register(Request()), IsOk());
+
+  auto listed = tokens.List();
+  ASSERT_THAT(listed, IsOk());
+  ASSERT_EQ(listed->size(), 3u);
+  EXPECT_EQ((*listed)[0].name(), "batch-1");
+  EXPECT_EQ((*listed)[0].uses(), 1);
+  EXPECT_EQ((*listed)[1].uses(), 1);
+  EXPECT_TRUE((*listed)[2].revoked());
+}
+
+TEST_P(RegistryEnrollmentTest, RevokedDeviceLosesItsSessionAndItsId) {
+  std::unique_ptr<Store> store;
+  const std::string dir = ::testing::TempDir() + "/registry_revoke_" + std::to_string(GetParam());
+  std::filesystem::remove_all(dir);
+  if (GetParam()) {
+    auto opened = Store::Open(dir);
+    ASSERT_THAT(opened, IsOk());
+    store = *std::move(opened);
+  }
+  ClientRegistry registry(Options(store.get()), store.get());
+  auto a = registry.Register(Request());
+  auto b = registry.Register(Request());
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(b, IsOk());
+  EXPECT_THAT(registry.Revoke("nobody").status(), StatusIs(absl::StatusCode::kNotFound));
+  auto record = registry.Revoke(a->client_id());
+  ASSERT_THAT(record, IsOk());
+  EXPECT_EQ(record->state(), v1::CLIENT_STATE_REVOKED);
+  EXPECT_THAT(registry.Authenticate(a->client_id(), a->session_token(),
+                                    ClientRegistry::Seen::kFetching),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(registry.LiveIds(clock_.Now()), ElementsAre(b->client_id()));
+  v1::RegisterRequest back = Request(a->client_id());
+  back.set_device_key(a->device_key());
+  EXPECT_THAT(registry.Register(back).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("revoked")));
+  // Naming the id without its key: a new device, as for anyone.
+  auto other = registry.Register(Request(a->client_id()));
+  ASSERT_THAT(other, IsOk());
+  EXPECT_NE(other->client_id(), a->client_id());
+  EXPECT_THAT(registry.Authenticate(b->client_id(), b->session_token()), IsOk());
+  if (store != nullptr) {
+    // A restarted coordinator keeps it revoked.
+    ClientRegistry restarted(Options(store.get()), store.get());
+    ASSERT_THAT(restarted.Restore(), IsOk());
+    EXPECT_THAT(restarted.Register(back).status(), StatusIs(absl::StatusCode::kPermissionDenied));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(MemoryAndStore, RegistryEnrollmentTest, ::testing::Bool());
 
 }  // namespace
 }  // namespace fedge::server

@@ -74,6 +74,35 @@ ALTER TABLE checkpoints ADD COLUMN strategy_state BLOB;
     R"sql(
 ALTER TABLE clients ADD COLUMN device_key_hash BLOB;
 )sql",
+    // v4: a client state for devices an operator revoked (SQLite cannot change a CHECK:
+    // the table is rebuilt), and enrollment tokens beside the deployment's, with a use
+    // count and an expiry.
+    R"sql(
+CREATE TABLE clients_v4 (
+  id                  TEXT PRIMARY KEY,
+  profile             BLOB NOT NULL,
+  token_hash          BLOB NOT NULL CHECK (length(token_hash) = 32),
+  state               TEXT NOT NULL CHECK (state IN ('active', 'left', 'expired', 'revoked')),
+  tier                TEXT NOT NULL DEFAULT '',
+  enrolled_ms         INTEGER NOT NULL,
+  last_seen_ms        INTEGER NOT NULL,
+  rounds_participated INTEGER NOT NULL DEFAULT 0,
+  device_key_hash     BLOB
+);
+INSERT INTO clients_v4 SELECT id, profile, token_hash, state, tier, enrolled_ms, last_seen_ms,
+                              rounds_participated, device_key_hash FROM clients;
+DROP TABLE clients;
+ALTER TABLE clients_v4 RENAME TO clients;
+CREATE TABLE enrollment_tokens (
+  name        TEXT PRIMARY KEY,
+  token_hash  BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),  -- SHA-256
+  max_uses    INTEGER NOT NULL CHECK (max_uses >= 0),                -- 0 = unlimited
+  uses        INTEGER NOT NULL DEFAULT 0,
+  expires_ms  INTEGER NOT NULL DEFAULT 0,                            -- 0 = never
+  created_ms  INTEGER NOT NULL,
+  revoked     INTEGER NOT NULL DEFAULT 0
+);
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Store::kSchemaVersion + 1,
               "one migration per schema version");
@@ -115,6 +144,7 @@ const char* ClientStateName(v1::ClientState s) {
     case v1::CLIENT_STATE_ACTIVE: return "active";
     case v1::CLIENT_STATE_LEFT: return "left";
     case v1::CLIENT_STATE_EXPIRED: return "expired";
+    case v1::CLIENT_STATE_REVOKED: return "revoked";
     default: return nullptr;
   }
 }
@@ -122,6 +152,7 @@ v1::ClientState ParseClientState(const std::string& s) {
   if (s == "active") return v1::CLIENT_STATE_ACTIVE;
   if (s == "left") return v1::CLIENT_STATE_LEFT;
   if (s == "expired") return v1::CLIENT_STATE_EXPIRED;
+  if (s == "revoked") return v1::CLIENT_STATE_REVOKED;
   return v1::CLIENT_STATE_UNSPECIFIED;
 }
 
@@ -973,6 +1004,101 @@ absl::Status Store::VerifySessionToken(const std::string& client_id,
 
 absl::Status Store::VerifyDeviceKey(const std::string& client_id, absl::string_view device_key) {
   return VerifyClientSecret(client_id, device_key, "device_key_hash", "device key");
+}
+
+// ---------------------------------------------------------------------------------------
+// Enrollment tokens
+// ---------------------------------------------------------------------------------------
+
+namespace {
+constexpr char kEnrollmentColumns[] =
+    "name, max_uses, uses, expires_ms, created_ms, revoked FROM enrollment_tokens";
+v1::EnrollmentTokenRecord EnrollmentRecordOf(int64_t max_uses, int64_t uses, int64_t expires,
+                                             int64_t created, bool revoked, std::string name) {
+  v1::EnrollmentTokenRecord r;
+  r.set_name(std::move(name));
+  r.set_max_uses(max_uses);
+  r.set_uses(uses);
+  r.set_expires_unix_ms(expires);
+  r.set_created_unix_ms(created);
+  r.set_revoked(revoked);
+  return r;
+}
+}  // namespace
+
+absl::Status Store::CreateEnrollmentToken(const v1::EnrollmentTokenRecord& record,
+                                          absl::string_view token_hash) {
+  FEDGE_RETURN_IF_ERROR(CheckId("enrollment token", record.name()));
+  if (token_hash.size() != kSessionTokenHashBytes) {
+    return absl::InvalidArgumentError("Store: an enrollment token hash has 32 bytes");
+  }
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q,
+                         Prepare("INSERT OR IGNORE INTO enrollment_tokens (name, token_hash, "
+                                 "max_uses, expires_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, record.name())
+                            .BindBlob(2, token_hash)
+                            .Bind(3, record.max_uses())
+                            .Bind(4, record.expires_unix_ms())
+                            .Bind(5, record.created_unix_ms())
+                            .Run("create an enrollment token"));
+  if (q.changes() == 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("Store: enrollment token '", record.name(), "' exists (names are never reused)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::EnrollmentTokenRecord>> Store::ListEnrollmentTokens() {
+  absl::MutexLock lock(&mu_);
+  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " ORDER BY created_ms, name");
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
+  std::vector<v1::EnrollmentTokenRecord> out;
+  while (true) {
+    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list enrollment tokens"));
+    if (!row) break;
+    out.push_back(EnrollmentRecordOf(q.Int(1), q.Int(2), q.Int(3), q.Int(4), q.Int(5) != 0, q.Text(0)));
+  }
+  return out;
+}
+
+absl::StatusOr<v1::EnrollmentTokenRecord> Store::RevokeEnrollmentToken(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement u,
+                         Prepare("UPDATE enrollment_tokens SET revoked = 1 WHERE name = ?1"));
+  FEDGE_RETURN_IF_ERROR(u.BindText(1, name).Run("revoke an enrollment token"));
+  if (u.changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("Store: no enrollment token '", name, "'"));
+  }
+  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE name = ?1");
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, name).Next("read an enrollment token"));
+  if (!row) return absl::NotFoundError(absl::StrCat("Store: no enrollment token '", name, "'"));
+  return EnrollmentRecordOf(q.Int(1), q.Int(2), q.Int(3), q.Int(4), q.Int(5) != 0, q.Text(0));
+}
+
+absl::StatusOr<v1::EnrollmentTokenRecord> Store::FindEnrollmentToken(absl::string_view token_hash) {
+  absl::MutexLock lock(&mu_);
+  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE token_hash = ?1");
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
+  FEDGE_ASSIGN_OR_RETURN(bool row, q.BindBlob(1, token_hash).Next("find an enrollment token"));
+  if (!row) return absl::NotFoundError("Store: no such enrollment token");
+  return EnrollmentRecordOf(q.Int(1), q.Int(2), q.Int(3), q.Int(4), q.Int(5) != 0, q.Text(0));
+}
+
+absl::Status Store::UseEnrollmentToken(const std::string& name, int64_t now_unix_ms) {
+  absl::MutexLock lock(&mu_);
+  // One statement: the checks and the count move together (no use past max_uses).
+  FEDGE_ASSIGN_OR_RETURN(
+      Statement q, Prepare("UPDATE enrollment_tokens SET uses = uses + 1 WHERE name = ?1 AND "
+                           "revoked = 0 AND (max_uses = 0 OR uses < max_uses) AND "
+                           "(expires_ms = 0 OR expires_ms > ?2)"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, name).Bind(2, now_unix_ms).Run("use an enrollment token"));
+  if (q.changes() == 0) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "Store: enrollment token '", name, "' is revoked, expired or used up"));
+  }
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "base/clock.h"
+#include "proto/admin.pb.h"
 #include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
@@ -88,7 +89,7 @@ struct Checkpoint {
 class Store final {
  public:
   static constexpr char kDatabaseFileName[] = "coordinator.db";
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens (creating if needed) the database under `state_dir` (created if missing),
   // migrates its schema, and locks the state dir for this process.
@@ -176,6 +177,22 @@ class Store final {
   // OK when `device_key` hashes to the device key hash stored for `client_id`;
   // UNAUTHENTICATED otherwise (an unknown client, one without a key, a wrong key).
   absl::Status VerifyDeviceKey(const std::string& client_id, absl::string_view device_key);
+
+  // ---- enrollment tokens (enrollment_tokens.h) ----
+
+  // A new token (its SHA-256: 32 bytes). ALREADY_EXISTS for a name taken before, even if
+  // revoked.
+  absl::Status CreateEnrollmentToken(const v1::EnrollmentTokenRecord& record,
+                                     absl::string_view token_hash);
+  // Every token, oldest first.
+  absl::StatusOr<std::vector<v1::EnrollmentTokenRecord>> ListEnrollmentTokens();
+  // Marks it revoked and returns it. NOT_FOUND for an unknown name.
+  absl::StatusOr<v1::EnrollmentTokenRecord> RevokeEnrollmentToken(const std::string& name);
+  // The token with this hash; NOT_FOUND when none.
+  absl::StatusOr<v1::EnrollmentTokenRecord> FindEnrollmentToken(absl::string_view token_hash);
+  // Counts one device enrolled with it, atomically with the checks: PERMISSION_DENIED when
+  // it is revoked, expired at `now_unix_ms`, used up, or unknown.
+  absl::Status UseEnrollmentToken(const std::string& name, int64_t now_unix_ms);
 
   // ---- maintenance ----
 

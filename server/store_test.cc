@@ -534,6 +534,7 @@ TEST(StoreTest, VersionOneDatabaseMigrates) {
   ASSERT_EQ(sqlite3_exec(raw,
                          "ALTER TABLE checkpoints DROP COLUMN strategy_state; "
                          "ALTER TABLE clients DROP COLUMN device_key_hash; "
+                         "DROP TABLE enrollment_tokens; "
                          "UPDATE schema_version SET version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
@@ -553,6 +554,16 @@ TEST(StoreTest, VersionOneDatabaseMigrates) {
   c1.set_client_id("c1");
   ASSERT_THAT(store->PutClient(c1, HashSessionToken("t1"), HashSessionToken("k1")), IsOk());
   EXPECT_THAT(store->VerifyDeviceKey("c1", "k1"), IsOk());
+  // v4: revoked devices and enrollment tokens.
+  ASSERT_THAT(store->SetClientState("c1", v1::CLIENT_STATE_REVOKED), IsOk());
+  EXPECT_EQ(store->GetClient("c1")->state(), v1::CLIENT_STATE_REVOKED);
+  v1::EnrollmentTokenRecord t;
+  t.set_name("batch");
+  t.set_max_uses(1);
+  ASSERT_THAT(store->CreateEnrollmentToken(t, HashSessionToken("e1")), IsOk());
+  EXPECT_THAT(store->UseEnrollmentToken("batch", 0), IsOk());
+  EXPECT_EQ(store->UseEnrollmentToken("batch", 0).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(store->FindEnrollmentToken(HashSessionToken("e1"))->uses(), 1);
 }
 
 // A device's key is kept as its hash, survives a re-registration that does not replace it,

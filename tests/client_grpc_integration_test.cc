@@ -639,8 +639,11 @@ TEST_F(ClientGrpcIntegrationTest, MutualTlsDeviceTrainsAndADeviceWithoutACertifi
 // StopJob, GetJob, ListRounds, WatchJob (cut after 300 ms), ListClients, ExportModel.
 std::map<std::string, grpc::StatusCode> CallEveryAdminRpc(v1::Admin::Stub& stub,
                                                           const std::string& job_id,
-                                                          bool stop = false) {
+                                                          bool stop = false,
+                                                          const std::string& device = "") {
   std::map<std::string, grpc::StatusCode> codes;
+  static int sweep = 0;
+  const std::string token_name = "sweep-" + std::to_string(++sweep);
   auto deadline = [](grpc::ClientContext& ctx, int ms) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(ms));
   };
@@ -699,6 +702,38 @@ std::map<std::string, grpc::StatusCode> CallEveryAdminRpc(v1::Admin::Stub& stub,
     while (reader->Read(&c)) {
     }
     codes["ExportModel"] = reader->Finish().error_code();
+  }
+  {
+    v1::CreateEnrollmentTokenRequest req;
+    req.set_name(token_name);
+    req.set_max_uses(3);
+    v1::CreateEnrollmentTokenResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["CreateEnrollmentToken"] = stub.CreateEnrollmentToken(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::ListEnrollmentTokensRequest req;
+    v1::ListEnrollmentTokensResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["ListEnrollmentTokens"] = stub.ListEnrollmentTokens(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::RevokeEnrollmentTokenRequest req;
+    req.set_name(token_name);
+    v1::EnrollmentTokenRecord resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["RevokeEnrollmentToken"] = stub.RevokeEnrollmentToken(&ctx, req, &resp).error_code();
+  }
+  {
+    v1::RevokeDeviceRequest req;
+    req.set_client_id(device.empty() ? "no-such-device" : device);
+    v1::RevokeDeviceResponse resp;
+    grpc::ClientContext ctx;
+    deadline(ctx, 10000);
+    codes["RevokeDevice"] = stub.RevokeDevice(&ctx, req, &resp).error_code();
   }
   // Last: it ends the job when allowed (and `stop`); otherwise a job that does not exist.
   {
@@ -765,17 +800,34 @@ void ClientGrpcIntegrationTest::CheckAdminAccess(
   for (const auto& [rpc, code] : CallEveryAdminRpc(*AdminStub(""), *job, /*stop=*/true)) {
     EXPECT_EQ(code, grpc::StatusCode::UNAUTHENTICATED) << "no token: " << rpc;
   }
-  for (const auto& [rpc, code] :
-       CallEveryAdminRpc(*AdminStub(operators_->viewer_token()), *job, /*stop=*/true)) {
-    const bool writes = rpc == "StartJob" || rpc == "StopJob" || rpc == "ExportModel";
+  for (const auto& [rpc, code] : CallEveryAdminRpc(*AdminStub(operators_->viewer_token()), *job,
+                                                   /*stop=*/true, registered.client_id())) {
+    const bool writes = rpc != "GetJob" && rpc != "ListRounds" && rpc != "WatchJob" &&
+                        rpc != "ListClients" && rpc != "ListEnrollmentTokens";
     EXPECT_EQ(code, writes ? kDenied : grpc::StatusCode::OK) << "viewer: " << rpc;
   }
   absl::StatusOr<v1::JobStatus> still = coordinator_->GetJob(*job);
   ASSERT_THAT(still, IsOk());
   EXPECT_EQ(still->state(), v1::JOB_STATE_RUNNING) << "no one but an operator stops a job";
 
-  for (const auto& [rpc, code] : CallEveryAdminRpc(*admin_, *job, /*stop=*/true)) {
+  const auto by_operator =
+      CallEveryAdminRpc(*admin_, *job, /*stop=*/true, registered.client_id());
+  EXPECT_EQ(by_operator.size(), 11u);  // every RPC of admin.proto
+  for (const auto& [rpc, code] : by_operator) {
     EXPECT_EQ(code, grpc::StatusCode::OK) << "operator: " << rpc;
+  }
+  // The device the operator revoked is refused from now on.
+  {
+    v1::FetchTaskRequest fetch;
+    fetch.set_client_id(registered.client_id());
+    fetch.set_session_token(device_token);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto reader = devices->FetchTask(&ctx, fetch);
+    v1::TaskChunk chunk;
+    while (reader->Read(&chunk)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
   absl::StatusOr<v1::JobStatus> stopped = coordinator_->GetJob(*job);
   ASSERT_THAT(stopped, IsOk());
@@ -957,6 +1009,21 @@ TEST_F(ClientGrpcIntegrationTest, FedgeClientProcessesAndFedgectlRunAJob) {
   auto model = model::LoadModel(dir_ + "/model.fedge");
   ASSERT_THAT(model, IsOk());
   EXPECT_THAT(model::Sequential::FromProto(*model), IsOk());
+
+  // Enrollment tokens and device revocation from the command line.
+  Output created = fedgectl({"enrollment", "create", "batch-7", "--uses", "2", "--expires-hours", "1"});
+  ASSERT_EQ(created.exit_code, 0) << created.text;
+  EXPECT_THAT(created.text, HasSubstr("fedge-enrol-"));
+  Output listed = fedgectl({"enrollment", "list"});
+  EXPECT_EQ(listed.exit_code, 0) << listed.text;
+  EXPECT_THAT(listed.text, HasSubstr("batch-7"));
+  EXPECT_THAT(listed.text, HasSubstr("uses 0/2"));
+  Output revoked = fedgectl({"enrollment", "revoke", "batch-7"});
+  EXPECT_EQ(revoked.exit_code, 0) << revoked.text;
+  EXPECT_THAT(revoked.text, HasSubstr("REVOKED"));
+  Output unknown = fedgectl({"devices", "revoke", "no-such-device"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_THAT(unknown.text, HasSubstr("no device"));
 
   // SIGTERM: each client exits 0 after logging its rounds.
   for (size_t i = 0; i < clients.size(); ++i) {

@@ -28,6 +28,11 @@ const char* CtlUsage() {
          "  rounds [JOB]                   every round of a job with its metrics\n"
          "  export [JOB] --out FILE [--round N]  write the model (a model file) to FILE\n"
          "  stop JOB [--reason TEXT]       stop a running job\n"
+         "  enrollment create NAME [--uses N] [--expires-hours H]\n"
+         "                                 a named enrollment token for N new devices (0:\n"
+         "                                 unlimited), valid H hours (0: no expiry); printed once\n"
+         "  enrollment list | enrollment revoke NAME\n"
+         "  devices revoke ID [--reason TEXT]  revoke a device: its session and id are refused\n"
          "  privacy --sampling-rate Q --rounds R --delta D --noise-multiplier Z\n"
          "                                 epsilon of R DP-FedAvg rounds (RDP accountant) and\n"
          "                                 its order; --target-epsilon E instead of\n"
@@ -46,7 +51,7 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   // Flags that take a value, and boolean flags.
   enum class F { kCoordinator, kTokenFile, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
                  kOut, kRound, kReason, kSamplingRate, kNoiseMultiplier, kRounds, kDelta,
-                 kTargetEpsilon, kInsecure, kDryRun, kReplay, kAll, kHelp };
+                 kTargetEpsilon, kUses, kExpiresHours, kInsecure, kDryRun, kReplay, kAll, kHelp };
   static const std::map<std::string, F>* const kFlags = new std::map<std::string, F>{
       {"coordinator", F::kCoordinator}, {"token_file", F::kTokenFile}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
       {"tls_key", F::kTlsKey}, {"tls_server_name", F::kTlsServerName},
@@ -54,10 +59,11 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
       {"round", F::kRound}, {"reason", F::kReason}, {"insecure", F::kInsecure},
       {"dry_run", F::kDryRun}, {"replay", F::kReplay}, {"all", F::kAll}, {"help", F::kHelp},
       {"sampling_rate", F::kSamplingRate}, {"noise_multiplier", F::kNoiseMultiplier},
-      {"rounds", F::kRounds}, {"delta", F::kDelta}, {"target_epsilon", F::kTargetEpsilon}};
+      {"rounds", F::kRounds}, {"delta", F::kDelta}, {"target_epsilon", F::kTargetEpsilon},
+      {"uses", F::kUses}, {"expires_hours", F::kExpiresHours}};
   std::vector<std::string> positional;
   bool seen_round = false, seen_out = false, seen_dry_run = false, seen_replay = false,
-       seen_all = false, seen_reason = false, seen_privacy = false;
+       seen_all = false, seen_reason = false, seen_privacy = false, seen_enrollment = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--") {
@@ -145,6 +151,19 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
         seen_privacy = true;
         break;
       }
+      case F::kUses:
+        if (!absl::SimpleAtoi(value, &cmd.max_uses) || cmd.max_uses < 0) {
+          return Usage(absl::StrCat("--uses must be an integer ≥ 0, got '", value, "'"));
+        }
+        seen_enrollment = true;
+        break;
+      case F::kExpiresHours:
+        if (!absl::SimpleAtod(value, &cmd.expires_hours) || !(cmd.expires_hours >= 0) ||
+            cmd.expires_hours > 24 * 3650) {
+          return Usage(absl::StrCat("--expires-hours must be in [0, 87600], got '", value, "'"));
+        }
+        seen_enrollment = true;
+        break;
       case F::kRounds:
         if (!absl::SimpleAtoi(value, &cmd.rounds) || cmd.rounds < 1) {
           return Usage(absl::StrCat("--rounds must be an integer ≥ 1, got '", value, "'"));
@@ -193,8 +212,11 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
     if (auto s = reject(seen_out, "out"); !s.ok()) return s;
     if (auto s = reject(seen_round, "round"); !s.ok()) return s;
   }
-  if (verb != "stop") {
+  if (verb != "stop" && verb != "devices") {
     if (auto s = reject(seen_reason, "reason"); !s.ok()) return s;
+  }
+  if (verb != "enrollment") {
+    if (auto s = reject(seen_enrollment, "uses/--expires-hours"); !s.ok()) return s;
   }
   if (verb != "privacy") {
     if (auto s = reject(seen_privacy, "sampling-rate/--noise-multiplier/--rounds/--delta/--target-epsilon");
@@ -240,6 +262,26 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
     cmd.kind = CtlCommand::Kind::kStop;
     if (rest.size() != 1) return Usage("stop takes the job id: stop JOB");
     cmd.job_id = rest[0];
+  } else if (verb == "enrollment") {
+    const std::string sub = rest.empty() ? "" : rest[0];
+    if (sub == "create" && rest.size() == 2) {
+      cmd.kind = CtlCommand::Kind::kEnrollmentCreate;
+      cmd.name = rest[1];
+    } else if (sub == "list" && rest.size() == 1) {
+      cmd.kind = CtlCommand::Kind::kEnrollmentList;
+    } else if (sub == "revoke" && rest.size() == 2) {
+      cmd.kind = CtlCommand::Kind::kEnrollmentRevoke;
+      cmd.name = rest[1];
+    } else {
+      return Usage("enrollment takes: create NAME [--uses N] [--expires-hours H] | list | revoke NAME");
+    }
+    if (cmd.kind != CtlCommand::Kind::kEnrollmentCreate && seen_enrollment) {
+      return Usage("--uses and --expires-hours apply to 'enrollment create'");
+    }
+  } else if (verb == "devices") {
+    if (rest.size() != 2 || rest[0] != "revoke") return Usage("devices takes: revoke ID [--reason TEXT]");
+    cmd.kind = CtlCommand::Kind::kDeviceRevoke;
+    cmd.name = rest[1];
   } else if (verb == "privacy") {
     cmd.kind = CtlCommand::Kind::kPrivacy;
     if (!rest.empty()) return Usage("'privacy' takes only flags");

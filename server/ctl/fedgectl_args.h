@@ -6,6 +6,8 @@
 //     status [JOB]              watch [JOB] [--replay]       clients [--all]
 //     rounds [JOB]              export [JOB] --out FILE [--round N]
 //     stop JOB [--reason TEXT]  help
+//     enrollment create NAME [--uses N] [--expires-hours H] | enrollment list |
+//     enrollment revoke NAME    devices revoke ID [--reason TEXT]
 //     privacy --sampling-rate Q --rounds R --delta D (--noise-multiplier Z | --target-epsilon E)
 //       offline: ε (and the RDP order attaining it) of R rounds of DP-FedAvg, or the noise
 //       multiplier that reaches ε = E; no coordinator needed.
@@ -39,7 +41,8 @@ struct CtlConnection {
 
 struct CtlCommand {
   enum class Kind { kHelp, kJobStart, kStatus, kWatch, kClients, kRounds, kExport, kStop,
-                    kPrivacy };
+                    kPrivacy, kEnrollmentCreate, kEnrollmentList, kEnrollmentRevoke,
+                    kDeviceRevoke };
   Kind kind = Kind::kHelp;
   CtlConnection connection;
   std::string job_id;       // status, watch, rounds, export (optional), stop (required)
@@ -49,7 +52,10 @@ struct CtlCommand {
   bool include_inactive = false;  // clients --all
   std::string out_path;     // export
   int64_t round = 0;        // export; 0 = latest checkpoint
-  std::string reason;       // stop
+  std::string reason;       // stop, devices revoke
+  std::string name;         // enrollment create/revoke (token name), devices revoke (id)
+  int64_t max_uses = 0;     // enrollment create; 0 = unlimited
+  double expires_hours = 0; // enrollment create; 0 = never
   // privacy: q, z (0 when --target-epsilon is given), R, δ, target ε (0 = compute ε).
   double sampling_rate = 0, noise_multiplier = 0, delta = 0, target_epsilon = 0;
   int64_t rounds = 0;

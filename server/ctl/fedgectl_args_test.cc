@@ -135,5 +135,35 @@ TEST(FedgectlArgsTest, PrivacyPlansOfflineWithEitherNoiseOrTargetEpsilon) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not apply")));
 }
 
+TEST(FedgectlArgsTest, EnrollmentTokensAndDeviceRevocation) {
+  auto c = ParseCtlArgs({"enrollment", "create", "batch-7", "--uses", "100", "--expires-hours=72"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, CtlCommand::Kind::kEnrollmentCreate);
+  EXPECT_EQ(c->name, "batch-7");
+  EXPECT_EQ(c->max_uses, 100);
+  EXPECT_EQ(c->expires_hours, 72);
+  c = ParseCtlArgs({"enrollment", "list"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, CtlCommand::Kind::kEnrollmentList);
+  c = ParseCtlArgs({"enrollment", "revoke", "batch-7"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, CtlCommand::Kind::kEnrollmentRevoke);
+  c = ParseCtlArgs({"devices", "revoke", "c-0123", "--reason", "stolen"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, CtlCommand::Kind::kDeviceRevoke);
+  EXPECT_EQ(c->name, "c-0123");
+  EXPECT_EQ(c->reason, "stolen");
+  EXPECT_THAT(ParseCtlArgs({"enrollment", "create"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("enrollment takes")));
+  EXPECT_THAT(ParseCtlArgs({"enrollment", "list", "--uses=3"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--uses")));
+  EXPECT_THAT(ParseCtlArgs({"enrollment", "create", "x", "--uses=-1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--uses")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--uses=1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not apply")));
+  EXPECT_THAT(ParseCtlArgs({"devices", "list"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("devices takes")));
+}
+
 }  // namespace
 }  // namespace fedge::ctl

@@ -401,6 +401,58 @@ absl::Status Stop(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   return absl::OkStatus();
 }
 
+std::string EnrollmentLine(const v1::EnrollmentTokenRecord& r) {
+  auto when = [](int64_t ms) {
+    return absl::FormatTime("%Y-%m-%d %H:%M", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+  };
+  return absl::StrFormat("%-24s uses %lld/%s  expires %s  created %s%s", P(r.name()),
+                         static_cast<long long>(r.uses()),
+                         r.max_uses() == 0 ? std::string("unlimited") : absl::StrCat(r.max_uses()),
+                         r.expires_unix_ms() == 0 ? std::string("never") : when(r.expires_unix_ms()),
+                         when(r.created_unix_ms()), r.revoked() ? "  REVOKED" : "");
+}
+
+absl::Status Enrollment(v1::Admin::Stub& stub, const CtlCommand& cmd) {
+  grpc::ClientContext ctx;
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
+  if (cmd.kind == CtlCommand::Kind::kEnrollmentCreate) {
+    v1::CreateEnrollmentTokenRequest req;
+    req.set_name(cmd.name);
+    req.set_max_uses(cmd.max_uses);
+    req.set_expires_in_seconds(static_cast<int64_t>(cmd.expires_hours * 3600));
+    v1::CreateEnrollmentTokenResponse resp;
+    FEDGE_RETURN_IF_ERROR(FromGrpc(stub.CreateEnrollmentToken(&ctx, req, &resp), "CreateEnrollmentToken"));
+    std::fprintf(stderr, "enrollment token %s (shown once; devices take it with "
+                         "--enrollment-token-file):\n", EnrollmentLine(resp.record()).c_str());
+    std::printf("%s\n", resp.token().c_str());
+  } else if (cmd.kind == CtlCommand::Kind::kEnrollmentList) {
+    v1::ListEnrollmentTokensResponse resp;
+    FEDGE_RETURN_IF_ERROR(FromGrpc(stub.ListEnrollmentTokens(&ctx, {}, &resp), "ListEnrollmentTokens"));
+    std::printf("%d enrollment token(s) beside the deployment's\n", resp.tokens_size());
+    for (const v1::EnrollmentTokenRecord& r : resp.tokens()) std::printf("%s\n", EnrollmentLine(r).c_str());
+  } else {
+    v1::RevokeEnrollmentTokenRequest req;
+    req.set_name(cmd.name);
+    v1::EnrollmentTokenRecord resp;
+    FEDGE_RETURN_IF_ERROR(FromGrpc(stub.RevokeEnrollmentToken(&ctx, req, &resp), "RevokeEnrollmentToken"));
+    std::printf("revoked: %s\n", EnrollmentLine(resp).c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RevokeDevice(v1::Admin::Stub& stub, const CtlCommand& cmd) {
+  v1::RevokeDeviceRequest req;
+  req.set_client_id(cmd.name);
+  req.set_reason(cmd.reason.empty() ? "revoked with fedgectl" : cmd.reason);
+  v1::RevokeDeviceResponse resp;
+  grpc::ClientContext ctx;
+  Prepare(ctx, cmd.connection, cmd.connection.timeout_seconds);
+  FEDGE_RETURN_IF_ERROR(FromGrpc(stub.RevokeDevice(&ctx, req, &resp), "RevokeDevice"));
+  std::printf("device %s revoked: its session and id are refused from now on\n",
+              P(resp.record().client_id()).c_str());
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   const char* env = std::getenv("FEDGE_COORDINATOR");
@@ -440,6 +492,10 @@ int Main(int argc, char** argv) {
       case CtlCommand::Kind::kRounds: s = Rounds(**stub, *cmd); break;
       case CtlCommand::Kind::kExport: s = Export(**stub, *cmd); break;
       case CtlCommand::Kind::kStop: s = Stop(**stub, *cmd); break;
+      case CtlCommand::Kind::kEnrollmentCreate:
+      case CtlCommand::Kind::kEnrollmentList:
+      case CtlCommand::Kind::kEnrollmentRevoke: s = Enrollment(**stub, *cmd); break;
+      case CtlCommand::Kind::kDeviceRevoke: s = RevokeDevice(**stub, *cmd); break;
       case CtlCommand::Kind::kHelp:
       case CtlCommand::Kind::kPrivacy: break;
     }

@@ -316,4 +316,61 @@ absl::Status AdminServiceImpl::ExportModelImpl(const v1::ExportModelRequest& req
   return absl::OkStatus();
 }
 
+grpc::Status AdminServiceImpl::CreateEnrollmentToken(
+    grpc::ServerContext* context, const v1::CreateEnrollmentTokenRequest* request,
+    v1::CreateEnrollmentTokenResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "CreateEnrollmentToken");
+  if (!op.ok()) return ToGrpcStatus(op.status());
+  absl::StatusOr<v1::CreateEnrollmentTokenResponse> created =
+      coordinator_->enrollment().Create(*request);
+  if (!created.ok()) return ToGrpcStatus(created.status());
+  FEDGE_LOG(INFO) << "AdminService: operator " << op->name << " created enrollment token "
+                  << created->record().name() << " (max uses " << created->record().max_uses()
+                  << ", expires " << created->record().expires_unix_ms() << ")";
+  *response = *std::move(created);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::ListEnrollmentTokens(grpc::ServerContext* context,
+                                                    const v1::ListEnrollmentTokensRequest*,
+                                                    v1::ListEnrollmentTokensResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kViewer, "ListEnrollmentTokens");
+  if (!op.ok()) return ToGrpcStatus(op.status());
+  absl::StatusOr<std::vector<v1::EnrollmentTokenRecord>> all = coordinator_->enrollment().List();
+  if (!all.ok()) return ToGrpcStatus(all.status());
+  for (v1::EnrollmentTokenRecord& r : *all) *response->add_tokens() = std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::RevokeEnrollmentToken(grpc::ServerContext* context,
+                                                     const v1::RevokeEnrollmentTokenRequest* request,
+                                                     v1::EnrollmentTokenRecord* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "RevokeEnrollmentToken");
+  if (!op.ok()) return ToGrpcStatus(op.status());
+  absl::Status s = CheckString("name", request->name(), limits_.max_string_bytes);
+  if (!s.ok()) return ToGrpcStatus(s);
+  absl::StatusOr<v1::EnrollmentTokenRecord> revoked = coordinator_->enrollment().Revoke(request->name());
+  if (!revoked.ok()) return ToGrpcStatus(revoked.status());
+  FEDGE_LOG(INFO) << "AdminService: operator " << op->name << " revoked enrollment token "
+                  << request->name();
+  *response = *std::move(revoked);
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminServiceImpl::RevokeDevice(grpc::ServerContext* context,
+                                            const v1::RevokeDeviceRequest* request,
+                                            v1::RevokeDeviceResponse* response) {
+  absl::StatusOr<Operator> op = Authenticate(context, OperatorRole::kOperator, "RevokeDevice");
+  if (!op.ok()) return ToGrpcStatus(op.status());
+  absl::Status s = CheckString("client_id", request->client_id(), limits_.max_string_bytes);
+  if (s.ok()) s = CheckString("reason", request->reason(), limits_.max_string_bytes);
+  if (!s.ok()) return ToGrpcStatus(s);
+  absl::StatusOr<v1::ClientRecord> record = coordinator_->RevokeDevice(request->client_id());
+  if (!record.ok()) return ToGrpcStatus(record.status());
+  FEDGE_LOG(INFO) << "AdminService: operator " << op->name << " revoked device "
+                  << request->client_id() << " (" << request->reason() << ")";
+  *response->mutable_record() = *std::move(record);
+  return grpc::Status::OK;
+}
+
 }  // namespace fedge::server

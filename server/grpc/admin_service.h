@@ -3,8 +3,9 @@
 //
 // Every call first authenticates its caller: an operator token in the metadata
 // `authorization: Bearer <token>` (operator_tokens.h), then the role the call needs —
-// viewer for GetJob, ListRounds, WatchJob and ListClients; operator for StartJob (dry runs
-// too), StopJob and ExportModel. No token: UNAUTHENTICATED; a token that is not an
+// viewer for GetJob, ListRounds, WatchJob, ListClients and ListEnrollmentTokens; operator
+// for StartJob (dry runs too), StopJob, ExportModel, CreateEnrollmentToken,
+// RevokeEnrollmentToken and RevokeDevice. No token: UNAUTHENTICATED; a token that is not an
 // operator's (a device's enrollment or session token), a revoked one, or too low a role:
 // PERMISSION_DENIED. A service built without operator tokens (the copy registered on the
 // devices' listener) refuses every call with PERMISSION_DENIED: devices are never operators.
@@ -64,6 +65,17 @@ class AdminServiceImpl final : public v1::Admin::Service {
                            v1::ListClientsResponse* response) override;
   grpc::Status ExportModel(grpc::ServerContext* context, const v1::ExportModelRequest* request,
                            grpc::ServerWriter<v1::ExportChunk>* writer) override;
+  grpc::Status CreateEnrollmentToken(grpc::ServerContext* context,
+                                     const v1::CreateEnrollmentTokenRequest* request,
+                                     v1::CreateEnrollmentTokenResponse* response) override;
+  grpc::Status ListEnrollmentTokens(grpc::ServerContext* context,
+                                    const v1::ListEnrollmentTokensRequest* request,
+                                    v1::ListEnrollmentTokensResponse* response) override;
+  grpc::Status RevokeEnrollmentToken(grpc::ServerContext* context,
+                                     const v1::RevokeEnrollmentTokenRequest* request,
+                                     v1::EnrollmentTokenRecord* response) override;
+  grpc::Status RevokeDevice(grpc::ServerContext* context, const v1::RevokeDeviceRequest* request,
+                            v1::RevokeDeviceResponse* response) override;
 
  private:
   // The calling operator, when it may make `call` (which needs `role`); the errors above.

@@ -89,6 +89,10 @@ ABSL_FLAG(int, max_threads, 1024,
 ABSL_FLAG(double, register_per_second, 20,
           "Registrations accepted per second from one address (after the burst).");
 ABSL_FLAG(double, register_burst, 500, "Registrations accepted at once from one address.");
+ABSL_FLAG(double, register_per_token_per_second, 100,
+          "Registrations accepted per second with one enrollment token (after the burst).");
+ABSL_FLAG(double, register_per_token_burst, 2000,
+          "Registrations accepted at once with one enrollment token.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
@@ -303,6 +307,13 @@ int Run() {
   co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
   co.aggregation_batch_bytes = int64_t{absl::GetFlag(FLAGS_aggregation_batch_mb)} << 20;
   co.aggregation_threads = absl::GetFlag(FLAGS_aggregation_threads);
+  co.registrations_per_token_per_second = absl::GetFlag(FLAGS_register_per_token_per_second);
+  co.registrations_per_token_burst = absl::GetFlag(FLAGS_register_per_token_burst);
+  if (!(co.registrations_per_token_per_second > 0) || !(co.registrations_per_token_burst >= 1)) {
+    std::fprintf(stderr, "fedge-coordinator: --register-per-token-per-second must be > 0 and "
+                         "--register-per-token-burst >= 1\n");
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<server::Coordinator>> coordinator =
       server::Coordinator::Create(co, store->get());
   if (!coordinator.ok()) {
