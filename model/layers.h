@@ -30,6 +30,8 @@ class LinearProduct {
   // int8 weights for this step (re-quantized when the weights changed, or always in
   // training, when the fake-quantized copy for the backward pass is refreshed too).
   const kernels::PackedWeightsS8& Int8Weights(bool training);
+  // int4 weights (inference only), re-quantized when the weights changed.
+  const kernels::PackedWeightsQ4& Int4Weights();
   // The weights the backward pass multiplies by: fake-quantized after an int8 training
   // forward (see set_backward_int8), else the fp32 weights.
   const float* BackwardWeights() const;

@@ -79,37 +79,37 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
     }
     return;
   }
-  if (mode == ComputeMode::kInt4) {
-    // Inference only; int4 is not on the training path, so keep it simple.
-    cols_.resize(static_cast<size_t>(batch) * rows_per_example * kdim);
-    kernels::Im2Col(geometry_, x, batch, in_size, cols_.data(), kdim);
-    product_.Forward(cols_.data(), batch * rows_per_example, y, mode, false);
-    return;
-  }
-  // int8: quantize the input once (im2col only copies its values, so the per-tensor scale
-  // of the im2col matrix is the input's), then im2col the int8 values chunk by chunk.
-  const kernels::PackedWeightsS8& w8 = product_.Int8Weights(training);
+  const float* bias = product_.has_bias() ? product_.bias().value.data() : nullptr;
+  // int8 and int4: quantize the input once (im2col only copies its values, so the
+  // per-tensor scale of the im2col matrix is the input's), then im2col the quantized values
+  // chunk by chunk: the scratch is bounded by the chunk, never by the batch.
   kernels::QuantizeActivations(x, batch, in_size, in_size, &qx_);
-  if (training) {
+  qcols_.k = kdim;
+  qcols_.k_padded = kernels::PadK(kdim);
+  qcols_.scale = qx_.scale;
+  const kernels::PackedWeightsQ4* w4 =
+      mode == ComputeMode::kInt4 ? &product_.Int4Weights() : nullptr;  // inference only
+  const kernels::PackedWeightsS8* w8 = w4 == nullptr ? &product_.Int8Weights(training) : nullptr;
+  if (w8 != nullptr && training) {
     product_.set_backward_int8(true);
     x_fq_.resize(static_cast<size_t>(batch) * in_size);
     kernels::DequantizeActivations(qx_, x_fq_.data(), in_size);
   }
-  const float* bias = product_.has_bias() ? product_.bias().value.data() : nullptr;
-  qcols_.k = kdim;
-  qcols_.k_padded = kernels::PadK(kdim);
-  qcols_.scale = qx_.scale;
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     qcols_.m = nb * rows_per_example;
     // The K padding may hold spilled values (kernels/conv.h); the packed weights are zero
-    // there, so they add nothing.
+    // there (int4: blocks padded with the zero code), so they add nothing.
     qcols_.data.resize(std::max(qcols_.data.size(),
                                 static_cast<size_t>(qcols_.m) * qcols_.k_padded));
     kernels::Im2Col(geometry_, qx_.row(b0), nb, qx_.k_padded, qcols_.data.data(),
                     qcols_.k_padded);
-    kernels::QGemmS8(qcols_, w8, kernels::Epilogue{bias, false},
-                     y + static_cast<size_t>(b0) * out_size, cout_);
+    float* yc = y + static_cast<size_t>(b0) * out_size;
+    if (w4 != nullptr) {
+      kernels::QGemmQ4(qcols_, *w4, kernels::Epilogue{bias, false}, yc, cout_);
+    } else {
+      kernels::QGemmS8(qcols_, *w8, kernels::Epilogue{bias, false}, yc, cout_);
+    }
   }
 }
 

@@ -53,16 +53,20 @@ void LinearProduct::Forward(const float* a, int rows, float* y, ComputeMode mode
       return;
     }
     case ComputeMode::kInt4: {
-      // Inference only: int4 weights are cached until the weights change.
-      if (w4_version_ != weight_.version) {
-        kernels::QuantizeWeightsQ4(weight_.value.data(), out_, in_, in_, &w4_);
-        w4_version_ = weight_.version;
-      }
       kernels::QuantizeActivations(a, rows, in_, in_, &qa_);
-      kernels::QGemmQ4(qa_, w4_, kernels::Epilogue{bias, false}, y, out_);
+      kernels::QGemmQ4(qa_, Int4Weights(), kernels::Epilogue{bias, false}, y, out_);
       return;
     }
   }
+}
+
+const kernels::PackedWeightsQ4& LinearProduct::Int4Weights() {
+  // Inference only: cached until the weights change.
+  if (w4_version_ != weight_.version) {
+    kernels::QuantizeWeightsQ4(weight_.value.data(), out_, in_, in_, &w4_);
+    w4_version_ = weight_.version;
+  }
+  return w4_;
 }
 
 const kernels::PackedWeightsS8& LinearProduct::Int8Weights(bool training) {

@@ -9,6 +9,9 @@
 
 #include "Eigen/Dense"
 #include "base/rng.h"
+#include "kernels/conv.h"
+#include "kernels/q4.h"
+#include "kernels/quantize.h"
 #include "gtest/gtest.h"
 
 namespace fedge::model {
@@ -493,6 +496,42 @@ TEST(QuantizedLayerTest, Conv2dInt8CloseToFp32) {
     err += (y8[i] - y32[i]) * (y8[i] - y32[i]);
   }
   EXPECT_LT(std::sqrt(err / norm), 0.02);
+}
+
+// int4 convolution runs its im2col chunk by chunk (its scratch bounded by the chunk, not the
+// batch) and gives the bits of the whole-batch computation: im2col of every example,
+// per-tensor quantization, one int4 GEMM. A batch of 40 28×28 examples spans several chunks.
+TEST(QuantizedLayerTest, Conv2dInt4InChunksEqualsTheWholeBatchProduct) {
+  base::Rng rng(12);
+  Conv2d layer("conv", 28, 28, 1, 6, 5, 1, 2);
+  RandomizeParameters(layer, rng);
+  const int batch = 40;
+  std::vector<float> x(static_cast<size_t>(batch) * layer.input_size());
+  for (float& v : x) v = static_cast<float>(rng.Normal());
+  std::vector<float> y(static_cast<size_t>(batch) * layer.output_size());
+  layer.Forward(x.data(), batch, y.data(), ComputeMode::kInt4, false);
+
+  kernels::ConvGeometry g;
+  g.height = 28;
+  g.width = 28;
+  g.channels = 1;
+  g.kernel = 5;
+  g.padding = 2;
+  g.out_height = 28;
+  g.out_width = 28;
+  const int k = g.k();
+  std::vector<float> cols(static_cast<size_t>(batch) * g.rows() * k);
+  kernels::Im2Col_ref(g, x.data(), batch, g.input_size(), cols.data(), k);
+  kernels::QuantizedActivations qa;
+  kernels::QuantizeActivations(cols.data(), batch * static_cast<int>(g.rows()), k, k, &qa);
+  Parameter* w = layer.parameters()[0];
+  Parameter* b = layer.parameters()[1];
+  kernels::PackedWeightsQ4 w4;
+  kernels::QuantizeWeightsQ4(w->value.data(), 6, k, k, &w4);
+  std::vector<float> want(y.size());
+  kernels::QGemmQ4_ref(qa, w4, kernels::Epilogue{b->value.data(), false}, want.data(), 6);
+  ASSERT_EQ(y.size(), want.size());
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], want[i]) << i;
 }
 
 // Straight-through estimator: the int8 backward equals the fp32 backward evaluated at the
