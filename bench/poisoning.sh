@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Poisoning: the fleet demo's setting (examples/sim_fleet.textproto: 10 devices, the cnn,
+# label-Dirichlet α = 0.5, 1 local epoch, 20 rounds) with one hostile device (client 3),
+# under each defence, in fedge-sim, which runs the coordinator and device round that ship
+# (a hostile device's update goes through the same encoding, link and intake).
+#
+#   bench/poisoning.sh [BIN_DIR]     # OUT=out/poisoning ROUNDS=20 THREADS=2
+#
+# Attacks (SimConfig.attack): none; Δ = −1000·w with 60,000 claimed examples (the whole
+# dataset, the most a device can declare); every value 1e30; sign-flipped updates ×10 every
+# round; label-flipped training. Defences (JobConfig.robustness): the defaults (weight caps
+# and the adaptive norm bound, weighted mean), multi-Krum (f = 1), trimmed mean (β = 0.1),
+# and "none" (bounds off: what the attacks do unchecked). Prints one table row per
+# (defence, attack): accuracy at the last round, rounds completed, how the job ended, and
+# the updates the norm bound clipped. Metrics per run: OUT/<defence>-<attack>.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${1:-build/bin}"
+OUT="${OUT:-out/poisoning}"
+ROUNDS="${ROUNDS:-20}"
+THREADS="${THREADS:-2}"
+mkdir -p "$OUT"
+
+declare -A ATTACK=(
+  [none]=""
+  [neg-model]='attack { kind: ATTACK_KIND_SCALED_NEGATIVE_MODEL clients: 3 scale: 1000 claimed_examples: 60000 }'
+  [huge]='attack { kind: ATTACK_KIND_CONSTANT clients: 3 value: 1e30 }'
+  [sign-flip]='attack { kind: ATTACK_KIND_SIGN_FLIP clients: 3 scale: 10 }'
+  [label-flip]='attack { kind: ATTACK_KIND_LABEL_FLIP clients: 3 }'
+)
+declare -A DEFENCE=(
+  [default]=''
+  [multi-krum]='robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM krum_byzantine: 1 }'
+  [trimmed-mean]='robustness { aggregation_rule: AGGREGATION_RULE_TRIMMED_MEAN trim_fraction: 0.1 }'
+  [none]='robustness { norm_bound_multiple: 0 max_weight_multiple: 0 }'
+)
+DEFENCES="${DEFENCES:-default multi-krum trimmed-mean none}"
+ATTACKS="${ATTACKS:-none neg-model huge sign-flip label-flip}"
+
+echo "poisoning: $(lscpu | sed -n 's/^Model name: *//p'); $ROUNDS rounds, $THREADS threads"
+printf '%-13s %-11s %9s %7s %-28s %s\n' defence attack accuracy rounds ended clipped
+for d in $DEFENCES; do
+  for a in $ATTACKS; do
+    cfg="$OUT/$d-$a.textproto"
+    # The job's robustness goes inside its job block (before the block's closing brace).
+    awk -v rob="${DEFENCE[$d]}" -v rounds="$ROUNDS" '
+      /^job \{/ { in_job = 1 }
+      in_job && /^  rounds:/ { print "  rounds: " rounds; next }
+      in_job && /^\}/ { if (rob != "") print "  " rob; in_job = 0 }
+      { print }' examples/sim_fleet.textproto > "$cfg"
+    if [ -n "${ATTACK[$a]}" ]; then echo "${ATTACK[$a]}" >> "$cfg"; fi
+    log="$OUT/$d-$a.log"
+    metrics="$OUT/$d-$a.jsonl"
+    rm -f "$metrics"
+    ended="finished"
+    "$BIN/fedge-sim" --config "$cfg" --threads "$THREADS" --metrics-out "$metrics" > "$log" 2>&1 ||
+      ended="$(tail -n 1 "$log" | sed 's/.*job failed: //; s/ (round_policy.*//' | cut -c1-28)"
+    acc=$(tail -n 1 "$metrics" 2>/dev/null | sed -n 's/.*"test_accuracy":\([0-9.e-]*\).*/\1/p')
+    rounds=$(grep -c '"round"' "$metrics" 2>/dev/null || true)
+    clipped=$(sed -n 's/.*"clipped":\([0-9]*\).*/\1/p' "$metrics" 2>/dev/null | paste -sd+ | bc 2>/dev/null || echo 0)
+    printf '%-13s %-11s %9s %7s %-28s %s\n' "$d" "$a" "${acc:--}" "${rounds:-0}" "$ended" "${clipped:-0}"
+  done
+done
