@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pre-authentication resources under attack, measured on a real fleet on loopback:
-# fedge-coordinator (plaintext on 127.0.0.1), an attacker (idle_streams_probe) holding
+# fedge-coordinator (plaintext, devices' listener on [::] for IPv4 and IPv6), an attacker
+# (idle_streams_probe, from ::1: another address than the device's 127.0.0.1) holding
 # STREAMS upload streams open that never send a header — a new one for each the server
 # ends — for SECONDS, and meanwhile an operator (GetJob every 100 ms on the admin listener)
 # and one device that registers and runs a 2-round job.
@@ -28,6 +29,7 @@ fail() { echo "idle_streams: $*" >&2; for f in "$DIR"/*.log; do echo "--- $f"; t
 
 PORT=$((20000 + ($$ * 7 + RANDOM) % 30000))
 ADDR="127.0.0.1:$PORT"
+ATTACKER_ADDR="[::1]:$PORT"
 ADMIN="127.0.0.1:$((PORT + 1))"
 (umask 077; echo "idle-streams-token-$$" > "$DIR/token")
 mkdir -p "$DIR/state"
@@ -37,7 +39,7 @@ CTL=("$BIN/fedgectl" --coordinator "$ADMIN" --token-file "$DIR/op.token" --insec
 
 "$BIN/partition_fmnist" --clients 1 --scheme iid --train-examples 2000 --out "$DIR/shards" \
   > "$DIR/partition.log" 2>&1 || fail "partition_fmnist"
-"$BIN/fedge-coordinator" --listen "$ADDR" --admin-listen "$ADMIN" --state-dir "$DIR/state" \
+"$BIN/fedge-coordinator" --listen "[::]:$PORT" --admin-listen "$ADMIN" --state-dir "$DIR/state" \
   --insecure --enrollment-token-file "$DIR/token" --tick-ms 100 --max-wait-seconds 2 \
   > "$DIR/coordinator.log" 2>&1 &
 COORD=$!
@@ -46,7 +48,7 @@ for _ in $(seq 100); do grep -q "serving on" "$DIR/coordinator.log" && break; sl
 grep -q "serving on" "$DIR/coordinator.log" || fail "the coordinator did not start"
 
 echo "idle_streams: $(lscpu | sed -n 's/^Model name: *//p'); $STREAMS idle streams for $HOLD s"
-"$BIN/idle_streams_probe" --coordinator "$ADDR" --admin "$ADMIN" --token_file "$DIR/op.token" \
+"$BIN/idle_streams_probe" --coordinator "$ATTACKER_ADDR" --admin "$ADMIN" --token_file "$DIR/op.token" \
   --pid "$COORD" --streams "$STREAMS" --seconds "$HOLD" > "$DIR/probe.log" 2>&1 &
 PROBE=$!
 PIDS+=("$PROBE")

@@ -1,10 +1,11 @@
-// idle_streams_probe: an attacker's view of a running fedge-coordinator. It holds N upload
-// streams open that never send a header (no credential; a new one for each the server
-// ends), and meanwhile measures what an operator sees (GetJob latency on the admin listener)
-// and the coordinator's thread count (/proc/PID/status).
+// idle_streams_probe: an attacker's view of a running fedge-coordinator. It tries to hold N
+// upload streams open that never send a header (no credential): a stream the server ends
+// is reopened at once, one it refused for this address a second later. Meanwhile it
+// measures what an operator sees (GetJob latency on the admin listener) and the
+// coordinator's thread count (/proc/PID/status).
 //
-//   idle_streams_probe --coordinator 127.0.0.1:50051 --admin 127.0.0.1:50052 \
-//       --token-file op.token --pid $(pidof fedge-coordinator) --streams 2000 --seconds 60
+//   idle_streams_probe --coordinator [::1]:50051 --admin 127.0.0.1:50052 \
+//       --token_file op.token --pid $(pidof fedge-coordinator) --streams 2000 --seconds 60
 //
 // Prints one summary line per 10 s and a final report: streams opened, ended by the server
 // (and with which code), GetJob p50/p99/max, threads before/max. Used by
@@ -25,6 +26,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -97,6 +99,9 @@ int Run() {
 
   grpc::CompletionQueue cq;
   std::vector<std::unique_ptr<IdleCall>> calls(n);
+  // Streams the server refused for this address, to reopen after a second.
+  absl::Mutex retry_mu;
+  std::vector<std::pair<int, absl::Time>> retry;
   std::atomic<int64_t> opened{0}, ended{0};
   std::map<std::string, int64_t> end_codes;
   auto open = [&](int i) {
@@ -120,13 +125,37 @@ int Run() {
         calls[i]->writer->Finish(&calls[i]->status, reinterpret_cast<void*>(t + 1));
       } else {
         ++ended;
-        ++end_codes[std::to_string(calls[i]->status.error_code()) + " " +
-                    calls[i]->status.error_message().substr(0, 60)];
-        if (absl::Now() < end) open(i);
+        const grpc::StatusCode code = calls[i]->status.error_code();
+        ++end_codes[std::to_string(code) + " " + calls[i]->status.error_message().substr(0, 60)];
+        if (absl::Now() >= end) continue;
+        if (code == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          // Refused for this address: try again in a second (the main loop reopens it).
+          absl::MutexLock lock(&retry_mu);
+          retry.push_back({i, absl::Now() + absl::Seconds(1)});
+        } else {
+          open(i);
+        }
       }
     }
   });
 
+  auto reopen_due = [&] {
+    std::vector<int> due;
+    {
+      absl::MutexLock lock(&retry_mu);
+      const absl::Time now = absl::Now();
+      for (size_t j = 0; j < retry.size();) {
+        if (retry[j].second <= now) {
+          due.push_back(retry[j].first);
+          retry[j] = retry.back();
+          retry.pop_back();
+        } else {
+          ++j;
+        }
+      }
+    }
+    for (int i : due) open(i);
+  };
   const int threads_before = Threads(pid);
   int threads_max = threads_before;
   std::vector<double> latencies_ms;
@@ -147,6 +176,7 @@ int Run() {
       std::fflush(stdout);
       next_report += absl::Seconds(10);
     }
+    reopen_due();
     absl::SleepFor(absl::Milliseconds(100));
   }
   for (auto& c : calls) {

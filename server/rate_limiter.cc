@@ -4,9 +4,10 @@
 
 #include <algorithm>
 
+#include <utility>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
-#include <utility>
 
 namespace fedge::server {
 
@@ -41,6 +42,29 @@ bool RateLimiter::Allow(absl::string_view key) {
   if (b.tokens < 1) return false;
   b.tokens -= 1;
   return true;
+}
+
+ConcurrencyLimiter::Slot ConcurrencyLimiter::TryAcquire(absl::string_view key) {
+  absl::MutexLock lock(&mu_);
+  int& n = in_flight_[key];
+  if (n >= max_per_key_) {
+    if (n == 0) in_flight_.erase(std::string(key));
+    return Slot();
+  }
+  ++n;
+  return Slot(this, std::string(key));
+}
+
+int ConcurrencyLimiter::InFlight(absl::string_view key) const {
+  absl::MutexLock lock(&mu_);
+  auto it = in_flight_.find(key);
+  return it == in_flight_.end() ? 0 : it->second;
+}
+
+void ConcurrencyLimiter::Release(const std::string& key) {
+  absl::MutexLock lock(&mu_);
+  auto it = in_flight_.find(key);
+  if (it != in_flight_.end() && --it->second <= 0) in_flight_.erase(it);
 }
 
 std::string PeerHost(absl::string_view peer) {

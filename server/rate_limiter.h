@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -45,6 +46,46 @@ class RateLimiter {
   base::Clock& clock_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+};
+
+// Calls in flight per key (a room of the gRPC service: long polls and uploads per peer
+// address). A call takes a slot for its lifetime; past `max_per_key` slots of one key, a
+// new call is refused and the caller backs off. Memory: one entry per key with a call in
+// flight.
+//
+// Thread safety: thread-safe (one mutex).
+class ConcurrencyLimiter {
+ public:
+  explicit ConcurrencyLimiter(int max_per_key) : max_per_key_(max_per_key) {}
+
+  // Holds one slot of a key until destroyed (movable; empty after a move).
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(Slot&& o) noexcept : owner_(std::exchange(o.owner_, nullptr)), key_(std::move(o.key_)) {}
+    Slot& operator=(Slot&&) = delete;
+    ~Slot() {
+      if (owner_ != nullptr) owner_->Release(key_);
+    }
+    explicit operator bool() const { return owner_ != nullptr; }
+
+   private:
+    friend class ConcurrencyLimiter;
+    Slot(ConcurrencyLimiter* owner, std::string key) : owner_(owner), key_(std::move(key)) {}
+    ConcurrencyLimiter* owner_ = nullptr;
+    std::string key_;
+  };
+
+  // A slot of `key`, or an empty one when `key` has max_per_key calls in flight.
+  Slot TryAcquire(absl::string_view key);
+  int InFlight(absl::string_view key) const;
+
+ private:
+  void Release(const std::string& key);
+
+  const int max_per_key_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> in_flight_ ABSL_GUARDED_BY(mu_);
 };
 
 // A gRPC peer string ("ipv4:10.0.0.7:51234", "ipv6:[::1]:5555") without its port: the

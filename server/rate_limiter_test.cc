@@ -35,6 +35,25 @@ TEST(RateLimiterTest, PeerHostDropsThePort) {
   EXPECT_EQ(PeerHost("garbage"), "garbage");
 }
 
+TEST(ConcurrencyLimiterTest, SlotsPerKeyAreReleasedWithTheCall) {
+  ConcurrencyLimiter limiter(2);
+  ConcurrencyLimiter::Slot a = limiter.TryAcquire("ipv4:10.0.0.7");
+  ConcurrencyLimiter::Slot b = limiter.TryAcquire("ipv4:10.0.0.7");
+  EXPECT_TRUE(a && b);
+  EXPECT_FALSE(limiter.TryAcquire("ipv4:10.0.0.7"));  // full
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.8"));   // another address; released at once
+  EXPECT_EQ(limiter.InFlight("ipv4:10.0.0.8"), 0);
+  {
+    ConcurrencyLimiter::Slot moved = std::move(a);
+    EXPECT_EQ(limiter.InFlight("ipv4:10.0.0.7"), 2);
+  }
+  EXPECT_EQ(limiter.InFlight("ipv4:10.0.0.7"), 1);
+  EXPECT_TRUE(limiter.TryAcquire("ipv4:10.0.0.7"));
+  ConcurrencyLimiter none(0);
+  EXPECT_FALSE(none.TryAcquire("x"));
+  EXPECT_EQ(none.InFlight("x"), 0);
+}
+
 TEST(RateLimiterTest, LoopbackAddressesAreRecognised) {
   for (const char* a : {"127.0.0.1:50052", "127.1.2.3", "[::1]:5", "::1", "localhost:1",
                         "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "ipv6:%5B::1%5D:5555",

@@ -937,6 +937,48 @@ TEST_F(GrpcCoordinatorTest, IdleUploadStreamsHoldNoThread) {
   }
 }
 
+// One address holds at most max_streams_per_peer long polls and uploads at once; a stream
+// that ends gives its slot back.
+TEST_F(GrpcCoordinatorTest, StreamsInFlightPerAddressAreCapped) {
+  options_hook_ = [](server::GrpcServerOptions& so) { so.limits.max_streams_per_peer = 5; };
+  Start(8, 3);
+  const Device d = Enroll(1);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<v1::UploadUpdateResponse> responses(5);
+  std::vector<std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>>> held;
+  for (int i = 0; i < 5; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    SetDeadline(*contexts.back(), 60);
+    held.push_back(devices_stub_->UploadUpdate(contexts.back().get(), &responses[i]));
+  }
+  // The sixth upload and a long poll from the same address are refused at once.
+  {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, 10);
+    v1::UploadUpdateResponse resp;
+    auto sixth = devices_stub_->UploadUpdate(&ctx, &resp);
+    const grpc::Status s = sixth->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(s.error_message(), HasSubstr("in flight from this address"));
+  }
+  FetchedTask refused = Fetch(d, 1);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // One ends: its slot is free again.
+  contexts[0]->TryCancel();
+  held[0]->Finish();
+  FetchedTask fetched;
+  for (int i = 0; i < 100; ++i) {  // the server sees the cancellation shortly after
+    fetched = Fetch(d, 0);
+    if (fetched.status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_NE(fetched.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  for (int i = 1; i < 5; ++i) {
+    contexts[i]->TryCancel();
+    held[i]->Finish();
+  }
+}
+
 TEST_F(GrpcCoordinatorTest, UploadStreamWithoutAHeaderIsEndedAtTheHeaderTimeout) {
   options_hook_ = [](server::GrpcServerOptions& so) {
     so.limits.upload_header_timeout = absl::Milliseconds(300);

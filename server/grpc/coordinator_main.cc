@@ -86,6 +86,9 @@ ABSL_FLAG(int, aggregation_threads, 2, "Threads that share a batched accumulatio
 ABSL_FLAG(int, max_threads, 1024,
           "Most gRPC calls served at once (one thread each, long polls included); beyond it "
           "calls fail with RESOURCE_EXHAUSTED and clients back off.");
+ABSL_FLAG(int, max_streams_per_peer, 512,
+          "FetchTask long polls and upload streams in flight from one address at once; beyond "
+          "it calls fail with RESOURCE_EXHAUSTED and devices back off.");
 ABSL_FLAG(double, register_per_second, 20,
           "Registrations accepted per second from one address (after the burst).");
 ABSL_FLAG(double, register_burst, 500, "Registrations accepted at once from one address.");
@@ -344,6 +347,11 @@ int Run() {
   so.reflection = absl::GetFlag(FLAGS_reflection);
   so.limits.register_per_second = absl::GetFlag(FLAGS_register_per_second);
   so.limits.register_burst = absl::GetFlag(FLAGS_register_burst);
+  so.limits.max_streams_per_peer = absl::GetFlag(FLAGS_max_streams_per_peer);
+  if (so.limits.max_streams_per_peer < 1) {
+    std::fprintf(stderr, "fedge-coordinator: --max-streams-per-peer must be >= 1\n");
+    return 2;
+  }
   if (!(so.limits.register_per_second > 0) || !(so.limits.register_burst >= 1)) {
     std::fprintf(stderr, "fedge-coordinator: --register-per-second must be > 0 and "
                          "--register-burst >= 1\n");

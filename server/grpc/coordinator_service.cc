@@ -51,7 +51,8 @@ std::string KeptHeader(const v1::UpdateHeader& h) {
 CoordinatorServiceImpl::CoordinatorServiceImpl(Coordinator* coordinator, ServiceLimits limits)
     : coordinator_(coordinator),
       limits_(limits),
-      registrations_({limits.register_per_second, limits.register_burst, 100000}, nullptr) {}
+      registrations_({limits.register_per_second, limits.register_burst, 100000}, nullptr),
+      peer_streams_(limits.max_streams_per_peer) {}
 
 grpc::Status CoordinatorServiceImpl::Register(grpc::ServerContext* context,
                                               const v1::RegisterRequest* request,
@@ -89,6 +90,8 @@ grpc::Status CoordinatorServiceImpl::FetchTask(grpc::ServerContext* context,
     absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
     if (!s.ok()) return ToGrpcStatus(s);
   }
+  const ConcurrencyLimiter::Slot slot = peer_streams_.TryAcquire(PeerHost(context->peer()));
+  if (!slot) return ToGrpcStatus(TooManyStreams());
   const absl::Duration wait =
       std::min(absl::Seconds(std::max(0, request->wait_seconds())), limits_.max_wait);
   absl::StatusOr<std::optional<TaskAssignment>> task = coordinator_->AwaitTask(
@@ -155,7 +158,19 @@ class CoordinatorServiceImpl::UploadReactor final
  public:
   UploadReactor(CoordinatorServiceImpl* service, grpc::CallbackServerContext* context,
                 v1::UploadUpdateResponse* response)
-      : service_(service), context_(context), response_(response) {
+      : service_(service),
+        context_(context),
+        response_(response),
+        slot_(service->peer_streams_.TryAcquire(PeerHost(context->peer()))) {
+    if (!slot_) {
+      refs_ = 1;  // no alarm
+      {
+        absl::MutexLock lock(&mu_);
+        finished_ = true;
+      }
+      Finish(ToGrpcStatus(service_->TooManyStreams()));
+      return;
+    }
     header_alarm_.Set(absl::ToChronoTime(absl::Now() + service_->limits_.upload_header_timeout),
                       [this](bool fired) {
                         if (fired) HeaderTimedOut();
@@ -189,7 +204,7 @@ class CoordinatorServiceImpl::UploadReactor final
   }
 
   void OnDone() override {
-    header_alarm_.Cancel();
+    if (slot_) header_alarm_.Cancel();
     Unref();
   }
 
@@ -217,7 +232,9 @@ class CoordinatorServiceImpl::UploadReactor final
       if (finished_) return;
       finished_ = true;
     }
-    if (!s.ok()) {
+    // A stream the peer cancelled (or whose connection went) is not worth a log line: a
+    // crowd of them would flood the log.
+    if (!s.ok() && !absl::IsCancelled(s)) {
       FEDGE_LOG(WARNING) << "CoordinatorService: upload from " << context_->peer()
                          << " refused: " << s;
     }
@@ -305,6 +322,7 @@ class CoordinatorServiceImpl::UploadReactor final
   // The stream ended (the device closed it, or the connection went away).
   absl::Status End() {
     if (!header_.has_value()) {
+      if (context_->IsCancelled()) return absl::CancelledError("CoordinatorService: upload cancelled");
       return absl::InvalidArgumentError("CoordinatorService: upload stream ended before its header");
     }
     const v1::UpdateHeader& header = *header_;
@@ -339,6 +357,7 @@ class CoordinatorServiceImpl::UploadReactor final
   CoordinatorServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
   v1::UploadUpdateResponse* const response_;
+  const ConcurrencyLimiter::Slot slot_;  // this peer's stream in flight
   grpc::Alarm header_alarm_;
   std::atomic<int> refs_{2};  // OnDone and the alarm's callback
   absl::Mutex mu_;
@@ -349,6 +368,12 @@ class CoordinatorServiceImpl::UploadReactor final
   std::optional<model::PayloadAssembler> assembler_;
   std::optional<std::string> payload_;
 };
+
+absl::Status CoordinatorServiceImpl::TooManyStreams() const {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "CoordinatorService: ", limits_.max_streams_per_peer,
+      " long polls and uploads in flight from this address already; retry later"));
+}
 
 grpc::ServerReadReactor<v1::UpdateChunk>* CoordinatorServiceImpl::UploadUpdate(
     grpc::CallbackServerContext* context, v1::UploadUpdateResponse* response) {

@@ -72,6 +72,11 @@ struct ServiceLimits {
   size_t max_string_bytes = 1024;
   // Liveness timeout of the Coordinator (for RegisterResponse and ListClients).
   absl::Duration liveness_timeout = absl::Seconds(60);
+  // FetchTask long polls and upload streams in flight from one peer host at once; beyond,
+  // RESOURCE_EXHAUSTED (devices back off). Below the server's thread bound, so that one
+  // address cannot hold every thread with long polls. A fleet behind one NAT address
+  // shares it.
+  int max_streams_per_peer = 512;
   // Registrations per peer host (the address without its port): `register_burst` at once,
   // then `register_per_second`; beyond, RESOURCE_EXHAUSTED (devices back off and retry).
   double register_per_second = 20;
@@ -106,6 +111,7 @@ class CoordinatorServiceImpl final
 
  private:
   class UploadReactor;
+  absl::Status TooManyStreams() const;
 
   // What arrived of an upload whose stream broke off, kept for a resume.
   struct PartialUpload {
@@ -125,6 +131,8 @@ class CoordinatorServiceImpl final
   std::atomic<int64_t> header_timeouts_{0};
   // Registrations per peer host (ServiceLimits.register_*).
   RateLimiter registrations_;
+  // Long polls and uploads in flight per peer host (ServiceLimits.max_streams_per_peer).
+  ConcurrencyLimiter peer_streams_;
   TaskPayloadEncoder encoder_;
   absl::Mutex partial_mu_;
   absl::flat_hash_map<std::string, PartialUpload> partial_ ABSL_GUARDED_BY(partial_mu_);
