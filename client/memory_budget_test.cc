@@ -1,6 +1,9 @@
 #include "client/memory_budget.h"
 
+#include <cmath>
+
 #include "gtest/gtest.h"
+#include "model/sequential.h"
 #include "model/submodel_slicer.h"
 #include "model/zoo.h"
 #include "tests/status_matchers.h"
@@ -42,6 +45,29 @@ TEST(MemoryBudgetTest, EstimateIsTheCoordinatorsPlusTeacherAndDataCopy) {
   o.batch_size = 0;
   EXPECT_EQ(EstimateTaskMemory(spec, nullptr, o, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The estimate refuses what Sequential::Create refuses (a NaN leaky-ReLU slope, a scaler rate
+// outside (0, 1]): a spec the device could not build is never estimated as cheap.
+TEST(MemoryBudgetTest, EstimateRefusesWhatTheModelBuilderRefuses) {
+  LocalTrainingOptions o;
+  o.batch_size = 10;
+  for (int bad = 0; bad < 3; ++bad) {
+    v1::ModelSpec spec = model::MlpSpec({8, 16, 3});
+    v1::LayerSpec* l = spec.add_layers();
+    l->set_name("odd");
+    if (bad == 0) l->mutable_leaky_relu()->set_negative_slope(std::nanf(""));
+    if (bad == 1) l->mutable_scaler()->set_rate(0);
+    if (bad == 2) l->mutable_scaler()->set_rate(2);
+    EXPECT_FALSE(model::Sequential::Create(spec).ok()) << bad;
+    EXPECT_FALSE(EstimateTaskMemory(spec, nullptr, o, 0).ok()) << bad;
+  }
+  v1::ModelSpec fine = model::MlpSpec({8, 16, 3});
+  v1::LayerSpec* l = fine.add_layers();
+  l->set_name("half");
+  l->mutable_scaler()->set_rate(0.5f);
+  EXPECT_TRUE(model::Sequential::Create(fine).ok());
+  EXPECT_TRUE(EstimateTaskMemory(fine, nullptr, o, 0).ok());
 }
 
 TEST(MemoryBudgetTest, CheckRefusesOnlyOverTheBudget) {

@@ -145,10 +145,22 @@ absl::StatusOr<std::vector<LayerShape>> WalkSpec(const v1::ModelSpec& spec) {
                  in[2]};
         break;
       }
+      case v1::LayerSpec::kScaler: {
+        const float rate = ls.scaler().rate();
+        if (!std::isfinite(rate) || !(rate > 0.0f) || rate > 1.0f) {
+          return Invalid(l.name, absl::StrCat("scaler rate must be in (0, 1], got ", rate));
+        }
+        l.out = in;
+        break;
+      }
+      case v1::LayerSpec::kLeakyRelu:
+        if (!std::isfinite(ls.leaky_relu().negative_slope())) {
+          return Invalid(l.name, "leaky_relu negative_slope not finite");
+        }
+        l.out = in;
+        break;
       case v1::LayerSpec::kRelu:
       case v1::LayerSpec::kSigmoid:
-      case v1::LayerSpec::kLeakyRelu:
-      case v1::LayerSpec::kScaler:
         l.out = in;
         break;
       case v1::LayerSpec::kFlatten:
