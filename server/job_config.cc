@@ -432,7 +432,8 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   if (!r.has_max_examples_per_update()) {
     // max_steps bounds a device's steps over the whole round (client/local_trainer.cc), so
     // it trains on at most max_steps × batch_size distinct examples.
-    r.set_max_examples_per_update(t.max_steps() > 0 ? int64_t{t.max_steps()} * t.batch_size() : 0);
+    r.set_max_examples_per_update(t.max_steps() > 0 ? int64_t{t.max_steps()} * t.batch_size()
+                                                    : 0);
   }
   if (!r.has_max_weight_multiple()) r.set_max_weight_multiple(2);
   if (!r.has_norm_bound_multiple()) r.set_norm_bound_multiple(2);
@@ -450,20 +451,24 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   const bool krum = r.aggregation_rule() == Rule::AGGREGATION_RULE_MULTI_KRUM;
   if (trimmed && !r.has_trim_fraction()) r.set_trim_fraction(0.1);
   if (krum && !r.has_krum_byzantine()) r.set_krum_byzantine(1);
-  if (r.has_trim_fraction() && !trimmed) p.Add("robustness.trim_fraction", "applies to TRIMMED_MEAN only");
+  if (r.has_trim_fraction() && !trimmed) {
+    p.Add("robustness.trim_fraction", "applies to TRIMMED_MEAN only");
+  }
   if ((r.has_krum_byzantine() || r.krum_selected() != 0) && !krum) {
     p.Add("robustness.krum_byzantine", "and krum_selected apply to MULTI_KRUM only");
   }
   if (trimmed && !(r.trim_fraction() >= 0 && r.trim_fraction() < 0.5)) {
-    p.Add("robustness.trim_fraction", absl::StrCat("(beta) must be in [0, 0.5), got ", r.trim_fraction()));
+    p.Add("robustness.trim_fraction",
+          absl::StrCat("(beta) must be in [0, 0.5), got ", r.trim_fraction()));
   }
   if (krum) {
     const int f = r.krum_byzantine();
     const int quorum = job.round_policy().quorum();
     p.IntRange("robustness.krum_byzantine", f, 0, kMaxClientsPerRound / 2);
     if (f >= 0 && !(job.round_policy().has_quorum() && quorum >= 2 * int64_t{f} + 3)) {
-      p.Add("round_policy.quorum", absl::StrCat("must be >= 2f + 3 = ", 2 * int64_t{f} + 3,
-                                                " with MULTI_KRUM (Krum needs n > 2f + 2 updates)"));
+      p.Add("round_policy.quorum",
+            absl::StrCat("must be >= 2f + 3 = ", 2 * int64_t{f} + 3,
+                         " with MULTI_KRUM (Krum needs n > 2f + 2 updates)"));
     } else if (f >= 0 && (r.krum_selected() < 0 || r.krum_selected() > quorum - f)) {
       p.Add("robustness.krum_selected", absl::StrCat("must be in [0, quorum - f = ", quorum - f,
                                                      "], got ", r.krum_selected()));

@@ -296,7 +296,8 @@ TEST(JobConfigTest, RobustRulesRefuseWhatTheyCannotWorkWith) {
   EXPECT_THAT(ValidateFedCg("robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
                             "krum_byzantine: 0 } round_policy { quorum: 4 }"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("strategy.fed_cg")));
-  // Multi-Krum: quorum ≥ 2f + 3 (the default quorum 10 and f 4 is not enough), m ≤ quorum − f.
+  // Multi-Krum: quorum ≥ 2f + 3 (the default quorum 10 is not enough for f = 4), and
+  // m ≤ quorum − f.
   EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
                                    "krum_byzantine: 4 }"),
               StatusIs(absl::StatusCode::kInvalidArgument,

@@ -88,7 +88,8 @@ std::unique_ptr<aggregation::Strategy> WithJobRule(std::unique_ptr<aggregation::
     default:
       return inner;
   }
-  const int64_t update_bytes = static_cast<int64_t>(sizeof(float)) * std::max<int64_t>(1, parameters);
+  const int64_t update_bytes =
+      static_cast<int64_t>(sizeof(float)) * std::max<int64_t>(1, parameters);
   o.max_updates = std::max<int64_t>(1, aggregation::kRobustHeldBytes / update_bytes);
   if (o.rule == Rule::kMultiKrum) {
     o.max_updates = std::min(o.max_updates, aggregation::kMaxMultiKrumUpdates);

@@ -64,7 +64,8 @@ TEST(JobStrategyTest, AggregationRuleChoosesTheAggregator) {
   EXPECT_EQ(k->options().max_updates, aggregation::kMaxMultiKrumUpdates);
   job.mutable_robustness()->set_aggregation_rule(
       v1::RobustnessConfig::AGGREGATION_RULE_COORDINATE_MEDIAN);
-  auto median = MakeJobModel(job)->strategy->CreateAggregator(aggregation::SpecsOf(krum_model->weights));
+  auto median =
+      MakeJobModel(job)->strategy->CreateAggregator(aggregation::SpecsOf(krum_model->weights));
   ASSERT_THAT(median.status(), IsOk());
   auto* m = dynamic_cast<aggregation::CoordinateMedian*>(median->get());
   ASSERT_NE(m, nullptr);

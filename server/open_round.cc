@@ -131,7 +131,9 @@ absl::Status OpenRound::ToFullShapes(const std::string& client_id,
 absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Update update,
                                int64_t payload_bytes, double norm) {
   const std::string& id = header.client_id();
-  if (absl::Status s = intake_->Add(std::move(update), norm); !s.ok()) return Reject(id, std::move(s));
+  if (absl::Status s = intake_->Add(std::move(update), norm); !s.ok()) {
+    return Reject(id, std::move(s));
+  }
   ClientTask& ct = tasks_[id];
   const v1::ClientTrainMetrics& reported = header.metrics();
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);

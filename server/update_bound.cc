@@ -65,8 +65,9 @@ std::optional<UpdateBound::Options> UpdateBound::ForJob(const v1::JobConfig& job
 UpdateBound::UpdateBound(Options options) : options_(options) {}
 
 void UpdateBound::CapWeight(aggregation::Update& update) {
-  if (options_.max_weight > 0 && update.weight > static_cast<double>(options_.max_weight)) {
-    update.weight = static_cast<double>(options_.max_weight);
+  const double capped = JobCapped(update.weight);
+  if (capped < update.weight) {
+    update.weight = capped;
     ++weight_capped_;
   }
 }

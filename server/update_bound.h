@@ -44,6 +44,7 @@
 #ifndef FEDGE_SERVER_UPDATE_BOUND_H_
 #define FEDGE_SERVER_UPDATE_BOUND_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <functional>
@@ -85,7 +86,12 @@ class UpdateBound {
 
   explicit UpdateBound(Options options);
 
-  // The job's weight cap, on arrival (before the intake's overflow bound is counted).
+  // The job's weight cap, on arrival: `weight` capped, and the update's weight capped
+  // (counted in the metrics).
+  double JobCapped(double weight) const {
+    return options_.max_weight > 0 ? std::min(weight, static_cast<double>(options_.max_weight))
+                                   : weight;
+  }
   void CapWeight(aggregation::Update& update);
   // A validated update in the full model's shapes, whose L2 norm is `norm`. Returns the
   // updates that leave now, bounded (none, this one, or a held one it displaced).

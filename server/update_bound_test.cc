@@ -130,7 +130,8 @@ TEST(UpdateBoundTest, ASubModelsBoundScalesWithTheCoordinatesItHeld) {
     aggregation::Update u;
     u.client_id = std::move(id);
     u.weight = 1;
-    u.tensors.push_back({"w", {4}, {v, 0, 0, 0}, *aggregation::CoordinateMask::FromIndices(4, {0})});
+    u.tensors.push_back(
+        {"w", {4}, {v, 0, 0, 0}, *aggregation::CoordinateMask::FromIndices(4, {0})});
     return u;
   };
   // Full-model norms: 1, 1, 1 (a quarter update of norm 0.5 is 0.5·√4 = 1) and 20.

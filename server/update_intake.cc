@@ -143,17 +143,18 @@ absl::Status RoundIntake::Add(aggregation::Update update, std::optional<double> 
   // the sum makes that batch unable to fail.
   double max_abs = 0;
   FEDGE_RETURN_IF_ERROR(aggregator_->Validate(update, &max_abs));
-  if (bound_ != nullptr) bound_->CapWeight(update);
-  // Counted as it arrives: the norm bound and the round's weight cap only scale it down.
-  const double sum_bound =
-      sum_bound_ + static_cast<double>(static_cast<float>(update.weight)) * max_abs;
+  // Counted as it arrives, with the job's weight cap: the norm bound and the round's
+  // weight cap only scale it down.
+  const double weight = bound_ != nullptr ? bound_->JobCapped(update.weight) : update.weight;
+  const double sum_bound = sum_bound_ + static_cast<double>(static_cast<float>(weight)) * max_abs;
   if (!(sum_bound <= kMaxSumBound)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Coordinator: client %s sent values up to %.6g (weight %.6g): the round's sum could "
         "overflow float",
-        update.client_id, max_abs, update.weight));
+        update.client_id, max_abs, weight));
   }
   sum_bound_ = sum_bound;
+  if (bound_ != nullptr) bound_->CapWeight(update);
   if (bound_ == nullptr) {
     Hold(std::move(update));
     return absl::OkStatus();

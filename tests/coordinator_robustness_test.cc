@@ -182,7 +182,8 @@ TEST_F(CoordinatorRobustnessTest, RobustRulesKeepTheModelCloseToTheHonestOne) {
     const JobRun hostile = RunJob(Attack::kFlipTimes1000, rule);
     const double honest_accuracy = Accuracy(honest.model);
     EXPECT_GT(honest_accuracy, 0.85) << Config::AggregationRule_Name(rule);
-    EXPECT_GT(Accuracy(hostile.model), honest_accuracy - 0.05) << Config::AggregationRule_Name(rule);
+    EXPECT_GT(Accuracy(hostile.model), honest_accuracy - 0.05)
+        << Config::AggregationRule_Name(rule);
     const double distance = RelativeDistance(hostile.model, honest.model);
     RecordProperty(Config::AggregationRule_Name(rule) + "_distance", std::to_string(distance));
     EXPECT_LT(distance, 0.3) << Config::AggregationRule_Name(rule);
