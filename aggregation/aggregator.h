@@ -14,7 +14,9 @@
 //   - Serialize writes the running state (the coordinator checkpoints mid-round); each
 //     implementation has a static Deserialize that restores it, after which accumulation
 //     continues as if uninterrupted.
-// Memory is O(model): the state never grows with the number of clients.
+// Memory is O(model): the state never grows with the number of clients (WeightedMean). The
+// robust rules (aggregation/robust_aggregators.h) are the exception: they hold the round's
+// updates, up to a bound they are created with.
 // Thread safety: none; one caller at a time. Ownership: updates are only read during the
 // call and may be freed afterwards.
 #ifndef FEDGE_AGGREGATION_AGGREGATOR_H_

@@ -53,7 +53,8 @@ class Strategy {
   virtual absl::string_view name() const = 0;  // "fedavg", "fedadam", "fedyogi"
 
   // A fresh aggregator for one round over `specs`. Default: WeightedMean (FedAvg's
-  // example-weighted, sub-model-aware mean). Robust rules override this.
+  // example-weighted, sub-model-aware mean). Robust rules override this: WithRobustRule
+  // (aggregation/robust_aggregators.h) wraps a strategy with one.
   virtual absl::StatusOr<std::unique_ptr<Aggregator>> CreateAggregator(
       const std::vector<TensorSpec>& specs) const;
 

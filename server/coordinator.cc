@@ -486,12 +486,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
                          job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
-  RoundIntake::Options intake;
-  intake.batch = options_.aggregation_batch;
-  intake.batch_bytes = options_.aggregation_batch_bytes;
-  intake.threads = options_.aggregation_threads;
-  intake.keep_updates = job.strategy->KeepsClientUpdates();
-  round.intake = std::make_unique<RoundIntake>(std::move(aggregator), intake);
+  round.intake = std::make_unique<RoundIntake>(std::move(aggregator), IntakeOptions(job));
   if (privacy.secure_aggregation_threshold() > 0) {
     FEDGE_ASSIGN_OR_RETURN(const SecureRound::Encoding e,
                            job.privacy->SecureEncoding(round.dp, privacy.secure_aggregation_threshold()));

@@ -6,7 +6,8 @@
 //   ClientRegistry  (registry.h)       enrollment, sessions, profiles, liveness, declines
 //   OpenRound       (open_round.h)     the open round: its clients, tasks, answers, figures
 //   RoundPlanner    (round_planner.h)  tiers, sub-models, teachers, the task header
-//   update intake   (update_intake.h)  announcement checks, decoding, expansion, batching
+//   update intake   (update_intake.h)  announcement checks, decoding, expansion, batching;
+//                   its UpdateBound (update_bound.h): weight caps and the norm bound
 //   RoundPrivacy    (round_privacy.h)  clip norms, noise, accountant, epsilon budget
 //   SecureRound     (secure_round.h)   the secure-aggregation session of a round
 //   RoundReport     (round_report.h)   evaluation and the round's per-tier/client figures
@@ -99,6 +100,7 @@
 #include "server/secure_round.h"
 #include "server/session_token.h"
 #include "server/store.h"
+#include "server/update_bound.h"
 #include "server/update_intake.h"
 
 namespace fedge::server {
@@ -120,6 +122,11 @@ struct CoordinatorOptions {
   // round's last ones when it closes. 1 = accumulate each on arrival.
   int aggregation_batch = 8;
   int64_t aggregation_batch_bytes = int64_t{256} << 20;
+  // The update bound (server/update_bound.h) holds a round's largest updates until it
+  // closes, so that its adaptive bound is the whole round's: at most this many (≥ 1), and
+  // at most this many bytes of their values (at least one update).
+  int bound_held_updates = 64;
+  int64_t bound_held_bytes = int64_t{256} << 20;
   // Evaluation data, already preprocessed. When null, StartJob loads the job's
   // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
   std::shared_ptr<const data::Dataset> evaluation_data;
@@ -288,6 +295,18 @@ class Coordinator {
   // Waits (letting the lock go) while a completed round is being written to the ledger and
   // not yet published in memory (Job.committing).
   void AwaitPublished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A round's intake: the accumulation batch, and the job's update bound
+  // (server/update_bound.h) within the options' memory.
+  RoundIntake::Options IntakeOptions(const Job& job) const {
+    RoundIntake::Options o;
+    o.batch = options_.aggregation_batch;
+    o.batch_bytes = options_.aggregation_batch_bytes;
+    o.threads = options_.aggregation_threads;
+    o.keep_updates = job.strategy->KeepsClientUpdates();
+    o.bound = UpdateBound::ForJob(job.config, job.num_parameters, options_.bound_held_updates,
+                                  options_.bound_held_bytes);
+    return o;
+  }
   absl::Duration SecurePhaseTimeout() const {
     return options_.secure_aggregation_phase_timeout > absl::ZeroDuration()
                ? options_.secure_aggregation_phase_timeout

@@ -419,6 +419,80 @@ void CheckPrivacy(v1::JobConfig& job, Problems& p) {
   }
 }
 
+// Hostile updates (proto/job.proto, RobustnessConfig): defaults, ranges, and the
+// combinations a robust rule cannot work with. REQUIRES: local_training, round_policy,
+// privacy and strategy filled.
+void CheckRobustness(v1::JobConfig& job, Problems& p) {
+  using Rule = v1::RobustnessConfig;
+  v1::RobustnessConfig& r = *job.mutable_robustness();
+  if (r.aggregation_rule() == Rule::AGGREGATION_RULE_UNSPECIFIED) {
+    r.set_aggregation_rule(Rule::AGGREGATION_RULE_WEIGHTED_MEAN);
+  }
+  const v1::LocalTraining& t = job.local_training();
+  if (!r.has_max_examples_per_update()) {
+    // max_steps bounds a device's steps over the whole round (client/local_trainer.cc), so
+    // it trains on at most max_steps × batch_size distinct examples.
+    r.set_max_examples_per_update(t.max_steps() > 0 ? int64_t{t.max_steps()} * t.batch_size()
+                                                    : 0);
+  }
+  if (!r.has_max_weight_multiple()) r.set_max_weight_multiple(2);
+  if (!r.has_norm_bound_multiple()) r.set_norm_bound_multiple(2);
+  p.IntRange("robustness.max_examples_per_update", r.max_examples_per_update(), 0,
+             int64_t{1} << 40);
+  auto zero_or_at_least_one = [&](const std::string& field, double v) {
+    if (!std::isfinite(v) || (v != 0 && !(v >= 1)) || v > 1e6) {
+      p.Add(field, absl::StrCat("must be 0 (off) or in [1, 1e6], got ", v));
+    }
+  };
+  zero_or_at_least_one("robustness.max_weight_multiple", r.max_weight_multiple());
+  zero_or_at_least_one("robustness.norm_bound_multiple", r.norm_bound_multiple());
+  p.NonNegative("robustness.max_update_norm", r.max_update_norm());
+  const bool trimmed = r.aggregation_rule() == Rule::AGGREGATION_RULE_TRIMMED_MEAN;
+  const bool krum = r.aggregation_rule() == Rule::AGGREGATION_RULE_MULTI_KRUM;
+  if (trimmed && !r.has_trim_fraction()) r.set_trim_fraction(0.1);
+  if (krum && !r.has_krum_byzantine()) r.set_krum_byzantine(1);
+  if (r.has_trim_fraction() && !trimmed) {
+    p.Add("robustness.trim_fraction", "applies to TRIMMED_MEAN only");
+  }
+  if ((r.has_krum_byzantine() || r.krum_selected() != 0) && !krum) {
+    p.Add("robustness.krum_byzantine", "and krum_selected apply to MULTI_KRUM only");
+  }
+  if (trimmed && !(r.trim_fraction() >= 0 && r.trim_fraction() < 0.5)) {
+    p.Add("robustness.trim_fraction",
+          absl::StrCat("(beta) must be in [0, 0.5), got ", r.trim_fraction()));
+  }
+  if (krum) {
+    const int f = r.krum_byzantine();
+    const int quorum = job.round_policy().quorum();
+    p.IntRange("robustness.krum_byzantine", f, 0, kMaxClientsPerRound / 2);
+    if (f >= 0 && !(job.round_policy().has_quorum() && quorum >= 2 * int64_t{f} + 3)) {
+      p.Add("round_policy.quorum",
+            absl::StrCat("must be >= 2f + 3 = ", 2 * int64_t{f} + 3,
+                         " with MULTI_KRUM (Krum needs n > 2f + 2 updates)"));
+    } else if (f >= 0 && (r.krum_selected() < 0 || r.krum_selected() > quorum - f)) {
+      p.Add("robustness.krum_selected", absl::StrCat("must be in [0, quorum - f = ", quorum - f,
+                                                     "], got ", r.krum_selected()));
+    }
+  }
+  if (r.aggregation_rule() == Rule::AGGREGATION_RULE_WEIGHTED_MEAN) return;
+  const std::string rule = Rule::AggregationRule_Name(r.aggregation_rule());
+  if (job.privacy().secure_aggregation_threshold() > 0) {
+    p.Add("robustness.aggregation_rule",
+          absl::StrCat(rule, " needs each update, which secure aggregation "
+                             "(privacy.secure_aggregation_threshold) hides from the server"));
+  }
+  if (job.strategy().has_fed_cg()) {
+    p.Add("robustness.aggregation_rule",
+          absl::StrCat(rule, " cannot run with strategy.fed_cg (FedCG averages C and G, then "
+                             "distills the clients' own pairs)"));
+  }
+  if (job.privacy().noise_multiplier() > 0) {
+    p.Add("robustness.aggregation_rule",
+          absl::StrCat(rule, " cannot run with DP noise (privacy.noise_multiplier): the noise "
+                             "is calibrated to the mean's sensitivity, not this rule's"));
+  }
+}
+
 void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {
   if (e.data_path().empty()) {
     if (e.dataset().empty()) e.set_dataset(kDefaultEvaluationDataset);
@@ -563,6 +637,7 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
   CheckPrivacy(job, p);
   CheckEvaluation(*job.mutable_evaluation(), p);
   if (fed_cg) CheckFedCg(job, p);
+  CheckRobustness(job, p);
   if (!job.has_keep_checkpoints()) job.set_keep_checkpoints(kDefaultKeepCheckpoints);
   p.IntRange("keep_checkpoints", job.keep_checkpoints(), 1, kMaxKeepCheckpoints);
   if (!p.empty()) return p.ToStatus();

@@ -254,6 +254,69 @@ TEST(JobConfigTest, FedCgConvolutionalGanNeedsAFiveByFiveFeatureMap) {
                              HasSubstr("unknown"))));
 }
 
+TEST(JobConfigTest, RobustnessDefaultsAreDerivedFromTheTask) {
+  absl::StatusOr<v1::JobConfig> job = LoadJobConfig(kMinimalJob);
+  ASSERT_THAT(job, IsOk());
+  const v1::RobustnessConfig& r = job->robustness();
+  EXPECT_EQ(r.aggregation_rule(), v1::RobustnessConfig::AGGREGATION_RULE_WEIGHTED_MEAN);
+  EXPECT_EQ(r.max_examples_per_update(), 0);  // no max_steps: no job cap
+  EXPECT_DOUBLE_EQ(r.max_weight_multiple(), 2);
+  EXPECT_DOUBLE_EQ(r.max_update_norm(), 0);   // adaptive
+  EXPECT_DOUBLE_EQ(r.norm_bound_multiple(), 2);
+  EXPECT_FALSE(r.has_trim_fraction());
+  job = LoadJobConfig(std::string(kMinimalJob) +
+                      "local_training { max_steps: 5 batch_size: 32 epochs: 3 }");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->robustness().max_examples_per_update(), 160);  // 5 steps × 32
+  job = LoadJobConfig(std::string(kMinimalJob) +
+                      "robustness { aggregation_rule: AGGREGATION_RULE_TRIMMED_MEAN }");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_DOUBLE_EQ(job->robustness().trim_fraction(), 0.1);
+  absl::StatusOr<v1::JobConfig> twice = ValidateJobConfig(*job);
+  ASSERT_THAT(twice, IsOk());
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*job, *twice));
+}
+
+TEST(JobConfigTest, RobustRulesRefuseWhatTheyCannotWorkWith) {
+  const std::string base = std::string(kMinimalJob);
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: AGGREGATION_RULE_TRIMMED_MEAN "
+                                   "trim_fraction: 0.5 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("robustness.trim_fraction"), HasSubstr("[0, 0.5)"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: "
+                                   "AGGREGATION_RULE_COORDINATE_MEDIAN } privacy { clip_norm: 1 "
+                                   "secure_aggregation_threshold: 2 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("robustness.aggregation_rule"),
+                             HasSubstr("secure aggregation"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: "
+                                   "AGGREGATION_RULE_COORDINATE_MEDIAN } privacy { clip_norm: 1 "
+                                   "noise_multiplier: 1 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("DP noise")));
+  EXPECT_THAT(ValidateFedCg("robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
+                            "krum_byzantine: 0 } round_policy { quorum: 4 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("strategy.fed_cg")));
+  // Multi-Krum: quorum ≥ 2f + 3 (the default quorum 10 is not enough for f = 4), and
+  // m ≤ quorum − f.
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
+                                   "krum_byzantine: 4 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("round_policy.quorum"), HasSubstr("2f + 3 = 11"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
+                                   "krum_selected: 10 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("robustness.krum_selected")));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { trim_fraction: 0.1 norm_bound_multiple: 0.5 "
+                                   "max_update_norm: -1 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("applies to TRIMMED_MEAN only"),
+                             HasSubstr("robustness.norm_bound_multiple"),
+                             HasSubstr("robustness.max_update_norm"))));
+  absl::StatusOr<v1::JobConfig> krum = LoadJobConfig(
+      base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM krum_selected: 9 }");
+  ASSERT_THAT(krum, IsOk());
+  EXPECT_EQ(krum->robustness().krum_byzantine(), 1);
+}
+
 TEST(JobConfigTest, ValidationIsIdempotent) {
   absl::StatusOr<v1::JobConfig> once = LoadJobConfig(kFullJob);
   ASSERT_THAT(once, IsOk());

@@ -1,10 +1,12 @@
 #include "server/job_strategy.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "aggregation/fed_cg.h"
 #include "aggregation/fed_opt.h"
+#include "aggregation/robust_aggregators.h"
 #include "base/status_macros.h"
 #include "model/fedcg_nets.h"
 #include "model/sequential.h"
@@ -63,6 +65,38 @@ absl::StatusOr<JobModel> FedCgModel(const v1::JobConfig& config) {
   return out;
 }
 
+// The job's robust rule (RobustnessConfig.aggregation_rule) around `inner`, or `inner` for
+// the weighted mean. A round holds at most kRobustHeldBytes of updates of `parameters`.
+std::unique_ptr<aggregation::Strategy> WithJobRule(std::unique_ptr<aggregation::Strategy> inner,
+                                                   const v1::RobustnessConfig& r,
+                                                   int64_t parameters) {
+  using Rule = aggregation::RobustRuleOptions::Rule;
+  aggregation::RobustRuleOptions o;
+  switch (r.aggregation_rule()) {
+    case v1::RobustnessConfig::AGGREGATION_RULE_COORDINATE_MEDIAN:
+      o.rule = Rule::kCoordinateMedian;
+      break;
+    case v1::RobustnessConfig::AGGREGATION_RULE_TRIMMED_MEAN:
+      o.rule = Rule::kTrimmedMean;
+      o.trim_fraction = r.trim_fraction();
+      break;
+    case v1::RobustnessConfig::AGGREGATION_RULE_MULTI_KRUM:
+      o.rule = Rule::kMultiKrum;
+      o.byzantine = r.krum_byzantine();
+      o.selected = r.krum_selected();
+      break;
+    default:
+      return inner;
+  }
+  const int64_t update_bytes =
+      static_cast<int64_t>(sizeof(float)) * std::max<int64_t>(1, parameters);
+  o.max_updates = std::max<int64_t>(1, aggregation::kRobustHeldBytes / update_bytes);
+  if (o.rule == Rule::kMultiKrum) {
+    o.max_updates = std::min(o.max_updates, aggregation::kMaxMultiKrumUpdates);
+  }
+  return aggregation::WithRobustRule(std::move(inner), o);
+}
+
 }  // namespace
 
 absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config) {
@@ -74,6 +108,7 @@ absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config) {
   net->InitParameters(config.init_seed());
   out.weights = WeightsFromProto(net->ToProto());
   out.num_parameters = net->num_parameters();
+  out.strategy = WithJobRule(std::move(out.strategy), config.robustness(), out.num_parameters);
   if (config.privacy().secure_aggregation_threshold() > 0 &&
       out.num_parameters > kMaxSecureAggregationParameters) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -1,6 +1,8 @@
 #include "server/job_strategy.h"
 
 #include "absl/strings/match.h"
+#include "aggregation/robust_aggregators.h"
+#include "aggregation/weighted_mean.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/zoo.h"
@@ -38,6 +40,37 @@ TEST(JobStrategyTest, EachStrategyWithTheSeededStartingModel) {
   EXPECT_EQ(MakeJobModel(job)->strategy->name(), "fedyogi");
   job.mutable_strategy()->mutable_fed_prox()->set_mu(0.1);
   EXPECT_EQ(MakeJobModel(job)->strategy->name(), "fedavg");  // μ is the devices' business
+}
+
+// The job's aggregation rule decides the strategy's aggregator, the optimizer stays.
+TEST(JobStrategyTest, AggregationRuleChoosesTheAggregator) {
+  v1::JobConfig job = Job();
+  job.mutable_strategy()->mutable_fed_adam();
+  auto weighted = MakeJobModel(job);
+  ASSERT_THAT(weighted.status(), IsOk());
+  auto mean = weighted->strategy->CreateAggregator(aggregation::SpecsOf(weighted->weights));
+  ASSERT_THAT(mean.status(), IsOk());
+  EXPECT_NE(dynamic_cast<aggregation::WeightedMean*>(mean->get()), nullptr);
+  job.mutable_robustness()->set_aggregation_rule(v1::RobustnessConfig::AGGREGATION_RULE_MULTI_KRUM);
+  job.mutable_robustness()->set_krum_byzantine(2);
+  auto krum_model = MakeJobModel(job);
+  ASSERT_THAT(krum_model.status(), IsOk());
+  EXPECT_EQ(krum_model->strategy->name(), "fedadam");
+  auto krum = krum_model->strategy->CreateAggregator(aggregation::SpecsOf(krum_model->weights));
+  ASSERT_THAT(krum.status(), IsOk());
+  auto* k = dynamic_cast<aggregation::MultiKrum*>(krum->get());
+  ASSERT_NE(k, nullptr);
+  EXPECT_EQ(k->options().byzantine, 2);
+  EXPECT_EQ(k->options().max_updates, aggregation::kMaxMultiKrumUpdates);
+  job.mutable_robustness()->set_aggregation_rule(
+      v1::RobustnessConfig::AGGREGATION_RULE_COORDINATE_MEDIAN);
+  auto median =
+      MakeJobModel(job)->strategy->CreateAggregator(aggregation::SpecsOf(krum_model->weights));
+  ASSERT_THAT(median.status(), IsOk());
+  auto* m = dynamic_cast<aggregation::CoordinateMedian*>(median->get());
+  ASSERT_NE(m, nullptr);
+  // 1 GiB of values of a 195-parameter model.
+  EXPECT_EQ(m->options().max_updates, aggregation::kRobustHeldBytes / (4 * 195));
 }
 
 TEST(JobStrategyTest, FedCgsCentralModelIsTheSharedClassifierAndGenerator) {

@@ -94,6 +94,10 @@ std::string RenderPrometheusMetrics(const MetricsSnapshot& s) {
        Number(m.round_seconds())},
       {"fedge_round_epsilon", "DP epsilon (at the job's delta) after the latest completed round; 0 without DP.",
        Number(m.epsilon())},
+      {"fedge_round_norm_bound", "L2 bound of a full-model update in the latest completed round; 0 = none.",
+       Number(m.robustness().norm_bound())},
+      {"fedge_round_updates_clipped", "Updates scaled down to the norm bound in the latest completed round.",
+       absl::StrCat(m.robustness().clipped())},
   };
   const std::string labels =
       absl::StrCat("{job=\"", EscapeLabelValue(s.job->job_id()), "\",round=\"", m.round(), "\"}");

@@ -38,6 +38,8 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
   m->set_bytes_down(2048);
   m->set_round_seconds(2.75);
   m->set_epsilon(1.5);
+  m->mutable_robustness()->set_norm_bound(0.25);
+  m->mutable_robustness()->set_clipped(2);
   s.job = job;
   EXPECT_EQ(RenderPrometheusMetrics(s),
             "# HELP fedge_clients Registered clients by state.\n"
@@ -77,7 +79,13 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
             "fedge_round_seconds{job=\"job-1\",round=\"3\"} 2.75\n"
             "# HELP fedge_round_epsilon DP epsilon (at the job's delta) after the latest completed round; 0 without DP.\n"
             "# TYPE fedge_round_epsilon gauge\n"
-            "fedge_round_epsilon{job=\"job-1\",round=\"3\"} 1.5\n");
+            "fedge_round_epsilon{job=\"job-1\",round=\"3\"} 1.5\n"
+            "# HELP fedge_round_norm_bound L2 bound of a full-model update in the latest completed round; 0 = none.\n"
+            "# TYPE fedge_round_norm_bound gauge\n"
+            "fedge_round_norm_bound{job=\"job-1\",round=\"3\"} 0.25\n"
+            "# HELP fedge_round_updates_clipped Updates scaled down to the norm bound in the latest completed round.\n"
+            "# TYPE fedge_round_updates_clipped gauge\n"
+            "fedge_round_updates_clipped{job=\"job-1\",round=\"3\"} 2\n");
 }
 
 TEST(MetricsExporterTest, NoRoundGaugesBeforeTheFirstCompletedRound) {

@@ -131,7 +131,9 @@ absl::Status OpenRound::ToFullShapes(const std::string& client_id,
 absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Update update,
                                int64_t payload_bytes, double norm) {
   const std::string& id = header.client_id();
-  if (absl::Status s = intake_->Add(std::move(update)); !s.ok()) return Reject(id, std::move(s));
+  if (absl::Status s = intake_->Add(std::move(update), norm); !s.ok()) {
+    return Reject(id, std::move(s));
+  }
   ClientTask& ct = tasks_[id];
   const v1::ClientTrainMetrics& reported = header.metrics();
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
@@ -316,6 +318,7 @@ OpenRound::Closing OpenRound::Close() {
     accepted_.erase(client);
     MarkRejected(tasks_[client], why);
   }
+  if (secure_ == nullptr) intake_->ReportBound(metrics_.mutable_robustness());
   v1::RoundMetrics& m = metrics_;
   m.set_participants(static_cast<int32_t>(accepted_.size()));
   m.set_dropped(static_cast<int32_t>(sampled_.size() - accepted_.size() - m.rejected()));

@@ -120,9 +120,9 @@ class OpenRound final {
   absl::Status ToFullShapes(const std::string& client_id, aggregation::Update& update) const;
   // A checked update (REQUIRES: CheckHeader passed): into the intake, then the client's and
   // the round's figures (bytes, examples, loss, seconds, peak RSS, `norm` — the update's
-  // L2 norm as the coordinator measured it — for the metrics and adaptive clipping, the
-  // device's own evaluation). When the intake refuses it, the client is rejected and the
-  // refusal returned.
+  // L2 norm as the coordinator measured it — for the metrics, adaptive clipping and the
+  // update bound, the device's own evaluation). When the intake refuses it, the client is
+  // rejected and the refusal returned.
   absl::Status Accept(const v1::UpdateHeader& header, aggregation::Update update,
                       int64_t payload_bytes, double norm);
   // Drops the client as REJECTED with `reason` (an OK reason becomes INVALID_ARGUMENT
@@ -179,7 +179,8 @@ class OpenRound final {
     std::vector<std::string> participants;  // the accepted clients
   };
   // Accumulates the held updates (one that fails to is rejected; not expected), fills the
-  // round's counts, mean training loss and client seconds, and stops waiting for anyone.
+  // round's counts, what the update bound did (RoundMetrics.robustness), mean training
+  // loss and client seconds, and stops waiting for anyone.
   Closing Close();
   // The accepted devices' own evaluation (FedCG), for the strategy's round report.
   aggregation::DeviceEvaluation Devices() const;

@@ -133,32 +133,49 @@ absl::StatusOr<aggregation::Update> ExpandSubModelUpdate(const model::SubModelSl
   return out;
 }
 
-absl::Status RoundIntake::Add(aggregation::Update update) {
+RoundIntake::RoundIntake(std::unique_ptr<aggregation::Aggregator> aggregator, Options options)
+    : aggregator_(std::move(aggregator)), options_(std::move(options)) {
+  if (options_.bound.has_value()) bound_ = std::make_unique<UpdateBound>(*options_.bound);
+}
+
+absl::Status RoundIntake::Add(aggregation::Update update, std::optional<double> norm) {
   // Checked now (names, shapes, finite values), accumulated later in a batch: the bound on
   // the sum makes that batch unable to fail.
   double max_abs = 0;
   FEDGE_RETURN_IF_ERROR(aggregator_->Validate(update, &max_abs));
-  const double sum_bound =
-      sum_bound_ + static_cast<double>(static_cast<float>(update.weight)) * max_abs;
+  // Counted as it arrives, with the job's weight cap: the norm bound and the round's
+  // weight cap only scale it down.
+  const double weight = bound_ != nullptr ? bound_->JobCapped(update.weight) : update.weight;
+  const double sum_bound = sum_bound_ + static_cast<double>(static_cast<float>(weight)) * max_abs;
   if (!(sum_bound <= kMaxSumBound)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "Coordinator: client %s sent values up to %.6g (weight %.6g): the round's sum could "
         "overflow float",
-        update.client_id, max_abs, update.weight));
+        update.client_id, max_abs, weight));
   }
   sum_bound_ = sum_bound;
+  if (bound_ != nullptr) bound_->CapWeight(update);
+  if (bound_ == nullptr) {
+    Hold(std::move(update));
+    return absl::OkStatus();
+  }
+  const double n = norm.has_value() ? *norm : aggregation::L2Norm(update);
+  for (aggregation::Update& u : bound_->Take(std::move(update), n)) Hold(std::move(u));
+  return absl::OkStatus();
+}
+
+void RoundIntake::Hold(aggregation::Update update) {
   for (const aggregation::Tensor& t : update.tensors) {
     pending_bytes_ += static_cast<int64_t>(t.values.size() * sizeof(float));
   }
   pending_.push_back(std::move(update));
   if (static_cast<int>(pending_.size()) >= options_.batch ||
       pending_bytes_ >= options_.batch_bytes) {
-    for (const auto& [client, why] : Flush()) {
+    for (auto& [client, why] : AccumulatePending()) {
       // Not expected (see Flush); the caller learns of it at the round's last Flush.
-      failed_.emplace_back(client, why);
+      failed_.emplace_back(std::move(client), std::move(why));
     }
   }
-  return absl::OkStatus();
 }
 
 absl::Status RoundIntake::AddReleased(const aggregation::Update& mean) {
@@ -166,8 +183,17 @@ absl::Status RoundIntake::AddReleased(const aggregation::Update& mean) {
 }
 
 std::vector<std::pair<std::string, absl::Status>> RoundIntake::Flush() {
+  if (bound_ != nullptr) {
+    for (aggregation::Update& u : bound_->Release()) Hold(std::move(u));
+  }
   std::vector<std::pair<std::string, absl::Status>> failed = std::move(failed_);
   failed_.clear();
+  for (auto& f : AccumulatePending()) failed.push_back(std::move(f));
+  return failed;
+}
+
+std::vector<std::pair<std::string, absl::Status>> RoundIntake::AccumulatePending() {
+  std::vector<std::pair<std::string, absl::Status>> failed;
   if (pending_.empty()) return failed;
   std::vector<const aggregation::Update*> batch;
   batch.reserve(pending_.size());

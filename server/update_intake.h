@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "aggregation/update.h"
 #include "proto/coordinator.pb.h"
 #include "proto/model.pb.h"
+#include "server/update_bound.h"
 
 namespace fedge::server {
 
@@ -77,14 +79,17 @@ absl::StatusOr<aggregation::Update> ExpandSubModelUpdate(const model::SubModelSl
 
 // One round's accepted updates on their way into the aggregate: each is validated on
 // arrival (the aggregator's names, shapes and finite values, and a bound on the round's
-// sum), held in a batch, and accumulated a batch at a time in one pass that reads the
-// running sum once for all of them (Aggregator::AccumulateBatch), then kept when the
-// strategy needs the round's individual updates.
+// sum), weighed and clipped by the round's UpdateBound (server/update_bound.h: some are
+// held until the round closes), held in a batch, and accumulated a batch at a time in one
+// pass that reads the running sum once for all of them (Aggregator::AccumulateBatch), then
+// kept when the strategy needs the round's individual updates.
 //
-// The bound: Σ float(weight)·max|Δ| over the taken updates stays under 1e38, so that no
-// batch can overflow float, whatever the order of its additions.
-// Memory: at most `batch` updates or `batch_bytes` of their values are held (then
-// accumulated), plus the kept ones when keep_updates.
+// The sum bound: Σ float(weight)·max|Δ| over the taken updates (with the job's weight cap,
+// before the norm bound and the round's weight cap scale them down, which only lowers
+// their sum) stays under 1e38, so that no batch can overflow float, whatever the order of
+// its additions. An update that would break it is refused on arrival.
+// Memory: the UpdateBound's held updates, and at most `batch` updates or `batch_bytes` of
+// their values (then accumulated), plus the kept ones when keep_updates.
 // Thread safety: none; the coordinator calls it under its lock.
 class RoundIntake {
  public:
@@ -93,27 +98,39 @@ class RoundIntake {
     int64_t batch_bytes = int64_t{256} << 20;      // or this many bytes of values
     int threads = 1;                               // AccumulateBatch's threads
     bool keep_updates = false;                     // Strategy::KeepsClientUpdates
+    // The round's weight caps and norm bound; nullopt: none (secure aggregation).
+    std::optional<UpdateBound::Options> bound;
   };
-  RoundIntake(std::unique_ptr<aggregation::Aggregator> aggregator, Options options)
-      : aggregator_(std::move(aggregator)), options_(options) {}
+  RoundIntake(std::unique_ptr<aggregation::Aggregator> aggregator, Options options);
 
-  // Validates `update` and takes it. INVALID_ARGUMENT, the update not taken: the
-  // aggregator's refusal, or values that could overflow the round's sum.
-  absl::Status Add(aggregation::Update update);
+  // Validates `update` (full shapes) and takes it; `norm` is its L2 norm when the caller
+  // measured it already. INVALID_ARGUMENT, the update not taken: the aggregator's refusal,
+  // or values that could overflow the round's sum (see above).
+  absl::Status Add(aggregation::Update update, std::optional<double> norm = std::nullopt);
   // A secure round's released mean: accumulated at once (it is the round's only update).
   absl::Status AddReleased(const aggregation::Update& mean);
-  // Accumulates the held batch. Should an update fail to accumulate (not expected: each
-  // passed Validate and the bound), the others still go in; returns the failed ones'
-  // clients and why.
+  // At the round's close: the bound's held updates join the batch, which is accumulated.
+  // Should an update fail to accumulate (not expected: each passed Validate and the sum
+  // bound), the others still go in; returns the failed ones' clients and why.
   std::vector<std::pair<std::string, absl::Status>> Flush();
+  // What the bound did (RoundMetrics.robustness); nothing without a bound. After Flush.
+  void ReportBound(v1::RobustnessRoundMetrics* m) const {
+    if (bound_ != nullptr) bound_->Report(m);
+  }
   // The round's aggregate. REQUIRES: Flush ran after the last Add.
   absl::StatusOr<aggregation::ModelDelta> Report() &&;
   // The round's updates, when keep_updates.
   const std::vector<aggregation::Update>& kept() const { return kept_; }
 
  private:
+  // Into the batch; a full batch is accumulated (its failures kept in failed_).
+  void Hold(aggregation::Update update);
+  // Accumulates the batch; returns the updates that failed to.
+  std::vector<std::pair<std::string, absl::Status>> AccumulatePending();
+
   std::unique_ptr<aggregation::Aggregator> aggregator_;
   const Options options_;
+  std::unique_ptr<UpdateBound> bound_;
   std::vector<aggregation::Update> pending_;  // validated, not yet accumulated
   int64_t pending_bytes_ = 0;
   std::vector<aggregation::Update> kept_;

@@ -182,6 +182,36 @@ TEST(RoundIntakeTest, RefusesWhatTheAggregatorRefusesAndSumsThatCouldOverflow) {
   EXPECT_EQ(d->num_updates, 1);
 }
 
+// With the update bound: updates wait for the close, the outlier is clipped to 2 × the
+// median norm and its weight capped at the job's 10, then 2 × the median weight; the
+// metrics say so.
+TEST(RoundIntakeTest, TheBoundWeighsAndClipsBeforeTheMean) {
+  aggregation::TensorSpec spec{"w", {6}};
+  RoundIntake::Options o;
+  o.batch = 1;
+  UpdateBound::Options b;
+  b.max_weight = 10;
+  b.weight_multiple = 2;
+  b.norm_multiple = 2;
+  o.bound = b;
+  RoundIntake intake(std::move(aggregation::WeightedMean::Create({spec})).value(), o);
+  ASSERT_THAT(intake.Add(Uniform("a", 2, 1.0f)), IsOk());
+  ASSERT_THAT(intake.Add(Uniform("b", 2, 1.0f)), IsOk());
+  ASSERT_THAT(intake.Add(Uniform("evil", 1e6, -1e30f)), IsOk());
+  EXPECT_TRUE(intake.Flush().empty());
+  v1::RobustnessRoundMetrics m;
+  intake.ReportBound(&m);
+  EXPECT_EQ(m.clipped(), 1);
+  EXPECT_EQ(m.weight_capped(), 2);  // the job's cap, then the round's
+  EXPECT_EQ(m.weight_cap(), 4);
+  EXPECT_NEAR(m.norm_bound(), 2 * std::sqrt(6.0), 1e-6);
+  auto d = std::move(intake).Report();
+  ASSERT_THAT(d.status(), IsOk());
+  EXPECT_EQ(d->total_weight, 8);
+  // (2·1 + 2·1 + 4·(−2)) / 8: the outlier's values are −2 once its norm is 2·√6.
+  EXPECT_NEAR(d->tensors[0].values[0], -0.5, 1e-5);
+}
+
 TEST(RoundIntakeTest, SubModelUpdatesExpandToTheFullShapesWithTheirCoverage) {
   auto net = std::move(model::Sequential::Create(model::MlpSpec({6, 8, 2}))).value();
   auto slicer = std::move(model::SubModelSlicer::Create(model::MlpSpec({6, 8, 2}), 0.5,

@@ -100,6 +100,13 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
           : std::string();
   const std::string declined =
       r.declined > 0 ? absl::StrCat(",\"declined\":", r.declined) : std::string();
+  // The update bound (server/update_bound.h): the bound at the close, updates clipped to it
+  // and updates whose weight was capped.
+  const std::string bound =
+      r.bounded ? absl::StrCat(",\"bound_norm\":", Num(r.bound_norm), ",\"bound_clipped\":",
+                               r.bound_clipped, ",\"bound_weight_capped\":",
+                               r.bound_weight_capped)
+                : std::string();
   // Secure-aggregation rounds: who took part in each phase, and the released sum's check.
   const std::string secagg =
       r.secure_aggregation
@@ -118,7 +125,7 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
       ",\"participants\":", r.participants, ",\"dropped\":", r.dropped,
       ",\"offline\":", r.offline, ",\"dropouts\":", r.dropouts, ",\"stragglers\":", r.stragglers,
       ",\"examples\":", r.examples, ",\"bytes_up\":", r.bytes_up, ",\"bytes_down\":", r.bytes_down,
-      ",\"epsilon\":", Num(r.epsilon), dp, declined, secagg, fed_cg, "}");
+      ",\"epsilon\":", Num(r.epsilon), dp, declined, bound, secagg, fed_cg, "}");
 }
 
 absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
@@ -174,6 +181,9 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "dp_unclipped_fraction") r.dp_unclipped_fraction = v;
     else if (key == "dp_next_clip_norm") r.dp_next_clip_norm = v;
     else if (key == "declined") r.declined = i32;
+    else if (key == "bound_norm") r.bounded = true, r.bound_norm = v;
+    else if (key == "bound_clipped") r.bound_clipped = i32;
+    else if (key == "bound_weight_capped") r.bound_weight_capped = i32;
     else if (key == "secagg_advertised") r.secure_aggregation = true, r.secagg_advertised = i32;
     else if (key == "secagg_shared") r.secagg_shared = i32;
     else if (key == "secagg_masked") r.secagg_masked = i32;

@@ -38,6 +38,10 @@ RoundReport Sample(int64_t round) {
   r.bytes_up = 1234567890123;
   r.bytes_down = 42;
   r.epsilon = 1.25;
+  r.bounded = true;
+  r.bound_norm = 0.1 + 0.7;
+  r.bound_clipped = 2;
+  r.bound_weight_capped = 1;
   return r;
 }
 
@@ -60,6 +64,9 @@ TEST(ReportTest, MetricsLineRoundTrips) {
   EXPECT_EQ(back->bytes_up, r.bytes_up);
   EXPECT_EQ(back->attempts, 2);
   EXPECT_TRUE(back->evaluated);
+  EXPECT_EQ(back->bound_norm, r.bound_norm);
+  EXPECT_EQ(back->bound_clipped, 2);
+  EXPECT_EQ(back->bound_weight_capped, 1);
 }
 
 TEST(ReportTest, WallTimeCanBeLeftOut) {

@@ -438,6 +438,12 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.dp_unclipped_fraction = m.dp_unclipped_fraction();
     rep.dp_next_clip_norm = m.dp_next_clip_norm();
     rep.declined = declined;
+    if (m.has_robustness()) {
+      rep.bounded = true;
+      rep.bound_norm = m.robustness().norm_bound();
+      rep.bound_clipped = m.robustness().clipped();
+      rep.bound_weight_capped = m.robustness().weight_capped();
+    }
     if (secure) FEDGE_RETURN_IF_ERROR(CheckReleasedSum(training, m.secure_aggregation(), rep));
     if (m.has_fed_cg()) {
       rep.fed_cg = true;

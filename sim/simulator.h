@@ -161,6 +161,13 @@ struct RoundReport {
   double dp_unclipped_fraction = 0;
   double dp_next_clip_norm = 0;
   int declined = 0;             // fetched, declined as over the device's memory budget
+  // The update bound (RoundMetrics.robustness): the L2 bound of a full-model update at the
+  // round's close, and the updates clipped to it or whose weight was capped. Written to
+  // the metrics line when the round had a bound (not under secure aggregation).
+  bool bounded = false;
+  double bound_norm = 0;
+  int bound_clipped = 0;
+  int bound_weight_capped = 0;
   // Secure-aggregation rounds: devices that took part in each phase (RoundMetrics
   // secure_aggregation: keys, shares, masked input, unmasking), and whether the released sum
   // was checked against the plain sum of the inputs (it is on every completed round; a
