@@ -10,7 +10,8 @@
 # dataset, the most a device can declare); every value 1e30; sign-flipped updates ×10 every
 # round; label-flipped training. Defences (JobConfig.robustness): the defaults (weight caps
 # and the adaptive norm bound, weighted mean), multi-Krum (f = 1), trimmed mean (β = 0.1),
-# and "none" (bounds off: what the attacks do unchecked). Prints one table row per
+# "strict" (the bound and the weight cap at the median: no update weighs or reaches further
+# than a median one), and "none" (bounds off: what the attacks do unchecked). Prints one table row per
 # (defence, attack): accuracy at the last round, rounds completed, how the job ended, and
 # the updates the norm bound clipped. Metrics per run: OUT/<defence>-<attack>.jsonl.
 set -euo pipefail
@@ -33,6 +34,7 @@ declare -A DEFENCE=(
   [multi-krum]='robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM krum_byzantine: 1 }'
   [trimmed-mean]='robustness { aggregation_rule: AGGREGATION_RULE_TRIMMED_MEAN trim_fraction: 0.1 }'
   [none]='robustness { norm_bound_multiple: 0 max_weight_multiple: 0 }'
+  [strict]='robustness { norm_bound_multiple: 1 max_weight_multiple: 1 }'
 )
 DEFENCES="${DEFENCES:-default multi-krum trimmed-mean none}"
 ATTACKS="${ATTACKS:-none neg-model huge sign-flip label-flip}"
@@ -57,7 +59,7 @@ for d in $DEFENCES; do
       ended="$(tail -n 1 "$log" | sed 's/.*job failed: //; s/ (round_policy.*//' | cut -c1-28)"
     acc=$(tail -n 1 "$metrics" 2>/dev/null | sed -n 's/.*"test_accuracy":\([0-9.e-]*\).*/\1/p')
     rounds=$(grep -c '"round"' "$metrics" 2>/dev/null || true)
-    clipped=$(sed -n 's/.*"clipped":\([0-9]*\).*/\1/p' "$metrics" 2>/dev/null | paste -sd+ | bc 2>/dev/null || echo 0)
+    clipped=$(sed -n 's/.*"bound_clipped":\([0-9]*\).*/\1/p' "$metrics" 2>/dev/null | paste -sd+ | bc 2>/dev/null || echo 0)
     printf '%-13s %-11s %9s %7s %-28s %s\n' "$d" "$a" "${acc:--}" "${rounds:-0}" "$ended" "${clipped:-0}"
   done
 done
