@@ -16,7 +16,7 @@ BUILD_DIR="${FEDGE_BUILD_DIR:-build}"
 JOBS="${FEDGE_JOBS:-$(nproc)}"
 
 start=$SECONDS
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" -LE 'slow|cross'
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" -LE 'slow|cross|fuzz'
 echo "test: default suites took $((SECONDS - start)) s"
 
 if [ "${FEDGE_SLOW_TESTS:-1}" != "0" ]; then

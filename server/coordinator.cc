@@ -21,24 +21,15 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
+// The rooms' options, in their fields' order.
 EnrollmentOptions EnrollmentOptionsOf(const CoordinatorOptions& o, base::Clock& clock) {
-  EnrollmentOptions e;
-  e.deployment_token = o.enrollment_token;
-  e.clock = &clock;
-  e.per_token_per_second = o.registrations_per_token_per_second;
-  e.per_token_burst = o.registrations_per_token_burst;
-  return e;
+  return {o.enrollment_token, &clock, o.registrations_per_token_per_second,
+          o.registrations_per_token_burst};
 }
-
 RegistryOptions RegistryOptionsOf(const CoordinatorOptions& o, base::Clock& clock,
                                   EnrollmentTokens* enrollment) {
-  RegistryOptions r;
-  r.clock = &clock;
-  r.enrollment = enrollment;
-  r.liveness_timeout = o.liveness_timeout;
-  r.max_examples_per_client = o.max_examples_per_client;
-  r.accept_requested_client_ids = o.accept_requested_client_ids;
-  return r;
+  return {&clock, enrollment, o.liveness_timeout, o.max_examples_per_client,
+          o.accept_requested_client_ids};
 }
 
 }  // namespace
@@ -128,12 +119,6 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
 
 // ---------------------------------------------------------------------------------------
 // Devices
-
-absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterRequest& request) {
-  return registry_.Register(request);
-}
-
-void Coordinator::ReserveClients(size_t clients) { registry_.Reserve(clients); }
 
 absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
     const std::string& client_id, const std::string& session_token) {
@@ -261,16 +246,19 @@ absl::Status Coordinator::DeclineTask(const v1::UpdateHeader& header) {
 
 absl::Status Coordinator::Leave(const std::string& client_id, const std::string& session_token) {
   FEDGE_RETURN_IF_ERROR(registry_.Leave(client_id, session_token));
-  absl::MutexLock lock(&mu_);
-  if (job_ != nullptr && job_->round.has_value()) job_->round->Drop(client_id);
+  DropFromRound(client_id);
   return absl::OkStatus();
 }
 
 absl::StatusOr<v1::ClientRecord> Coordinator::RevokeDevice(const std::string& client_id) {
   FEDGE_ASSIGN_OR_RETURN(v1::ClientRecord record, registry_.Revoke(client_id));
+  DropFromRound(client_id);
+  return record;
+}
+
+void Coordinator::DropFromRound(const std::string& client_id) {
   absl::MutexLock lock(&mu_);
   if (job_ != nullptr && job_->round.has_value()) job_->round->Drop(client_id);
-  return record;
 }
 
 absl::StatusOr<v1::SecAggStepResponse> Coordinator::SecureAggregationStep(
@@ -402,10 +390,6 @@ absl::StatusOr<std::vector<v1::RoundRecord>> Coordinator::ListRounds(const std::
   absl::MutexLock lock(&mu_);
   AwaitPublished();
   return ledger_.Rounds(job_id, from_round);
-}
-
-absl::StatusOr<std::vector<v1::ClientRecord>> Coordinator::ListClients() {
-  return registry_.Records();
 }
 
 absl::StatusOr<v1::ModelProto> Coordinator::ExportModel(const std::string& job_id) {

@@ -156,11 +156,13 @@ class Coordinator {
 
   // ---- devices ----
   // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for an impossible profile.
-  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
+  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request) {
+    return registry_.Register(request);
+  }
   // Makes room in the registry for `clients` clients in all, for a caller that registers a
   // known population at once (the simulator): the table is sized once instead of doubling
   // (each doubling leaves the old table's memory in the heap).
-  void ReserveClients(size_t clients);
+  void ReserveClients(size_t clients) { registry_.Reserve(clients); }
   // The client's task for the open round, if it was sampled and has not answered yet (a
   // client that lost its task may fetch it again); nullopt when there is nothing to do.
   // Marks the client live.
@@ -217,7 +219,7 @@ class Coordinator {
   absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
   absl::StatusOr<std::vector<v1::RoundRecord>> ListRounds(const std::string& job_id,
                                                           int64_t from_round = 1);
-  absl::StatusOr<std::vector<v1::ClientRecord>> ListClients();
+  absl::StatusOr<std::vector<v1::ClientRecord>> ListClients() { return registry_.Records(); }
   // The job's current central model.
   absl::StatusOr<v1::ModelProto> ExportModel(const std::string& job_id);
   // The id of the running job, if any.
@@ -282,6 +284,8 @@ class Coordinator {
   // Tick's step of a secure round: closes every phase that is complete or timed out, the
   // unmasking phase without the lock; when the protocol finishes, the released sum becomes
   // the round's one aggregated update. REQUIRES: a secure round is open.
+  // The device leaves the round in flight, if it is in it.
+  void DropFromRound(const std::string& client_id) ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status AdvanceSecureRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Credentials, job, then the open round's checks (OpenRound::CheckHeader).
   absl::Status CheckUpdateHeader(const v1::UpdateHeader& header)
