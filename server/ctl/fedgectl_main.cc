@@ -141,6 +141,14 @@ std::string RoundLine(const v1::RoundRecord& r) {
                           sa.shared(), sa.masked(), sa.unmasked_by(), sa.unmask_seconds(),
                           sa.protocol_bytes() / 1e3);
   }
+  if (const v1::RobustnessRoundMetrics& b = m.robustness();
+      b.clipped() > 0 || b.weight_capped() > 0) {
+    // What the hostile-update bounds did (only when they did something).
+    absl::StrAppendFormat(&line,
+                          "\n      bounds: %d update(s) clipped to norm %.4g, %d weight(s) capped "
+                          "at %.4g",
+                          b.clipped(), b.norm_bound(), b.weight_capped(), b.weight_cap());
+  }
   if (m.has_fed_cg()) {
     // FedCG: no central accuracy; the devices' own (private E + global C of the previous
     // round) and the server distillation's health.
