@@ -162,21 +162,15 @@ class CoordinatorServiceImpl::UploadReactor final
         context_(context),
         response_(response),
         slot_(service->peer_streams_.TryAcquire(PeerHost(context->peer()))) {
-    if (!slot_) {
-      refs_ = 1;  // no alarm
-      {
-        absl::MutexLock lock(&mu_);
-        finished_ = true;
-      }
-      Finish(ToGrpcStatus(service_->TooManyStreams()));
-      return;
-    }
-    header_alarm_.Set(absl::ToChronoTime(absl::Now() + service_->limits_.upload_header_timeout),
-                      [this](bool fired) {
-                        if (fired) HeaderTimedOut();
-                        Unref();
-                      });
-    StartRead(&msg_);
+    // A stream over this address's cap is refused at once, from the alarm's callback (so
+    // that every Finish comes from a callback, after gRPC has bound the reactor).
+    const absl::Duration wait =
+        slot_ ? service_->limits_.upload_header_timeout : absl::ZeroDuration();
+    header_alarm_.Set(absl::ToChronoTime(absl::Now() + wait), [this](bool fired) {
+      if (fired) HeaderTimedOut();
+      Unref();
+    });
+    if (slot_) StartRead(&msg_);
   }
 
   void OnReadDone(bool ok) override {
@@ -204,7 +198,7 @@ class CoordinatorServiceImpl::UploadReactor final
   }
 
   void OnDone() override {
-    if (slot_) header_alarm_.Cancel();
+    header_alarm_.Cancel();
     Unref();
   }
 
@@ -213,11 +207,16 @@ class CoordinatorServiceImpl::UploadReactor final
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
+  // The alarm: a refusal over the address's cap, or the header's deadline.
   void HeaderTimedOut() {
     {
       absl::MutexLock lock(&mu_);
       if (header_seen_ || finished_) return;
       finished_ = true;
+    }
+    if (!slot_) {
+      Finish(ToGrpcStatus(service_->TooManyStreams()));
+      return;
     }
     ++service_->header_timeouts_;
     Finish(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
