@@ -20,16 +20,6 @@ using internal::StateWriter;
 constexpr char kMagic[] = "FEDGERA1";
 constexpr uint32_t kVersion = 1;
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-}
-
-std::string Who(const Update& u, int position) {
-  const std::string client = u.client_id.empty() ? "(no client id)" : u.client_id;
-  if (position < 0) return absl::StrCat("update from client ", client);
-  return absl::StrCat("update ", position, " of the batch (client ", client, ")");
-}
-
 bool SameOptions(const RobustRuleOptions& a, const RobustRuleOptions& b) {
   return a.rule == b.rule && a.trim_fraction == b.trim_fraction && a.byzantine == b.byzantine &&
          a.selected == b.selected;
@@ -142,7 +132,7 @@ absl::Status RobustAggregator::CheckCreate(absl::string_view name,
 
 absl::Status RobustAggregator::Check(const Update& update, int position,
                                      std::vector<int>* order, double* max_abs) const {
-  const std::string who = Who(update, position);
+  const std::string who = DescribeUpdate(update, position);
   if (!(update.weight > 0.0) || !std::isfinite(update.weight)) {
     return absl::InvalidArgumentError(absl::StrCat(name_, ": ", who, " has weight ",
                                                    update.weight,

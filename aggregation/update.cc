@@ -110,4 +110,14 @@ double L2Norm(const Update& update) {
   return std::sqrt(sq);
 }
 
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
+}
+
+std::string DescribeUpdate(const Update& u, int position) {
+  const std::string client = u.client_id.empty() ? "(no client id)" : u.client_id;
+  if (position < 0) return absl::StrCat("update from client ", client);
+  return absl::StrCat("update ", position, " of the batch (client ", client, ")");
+}
+
 }  // namespace fedge::aggregation

@@ -105,6 +105,11 @@ std::vector<TensorSpec> SpecsOf(const std::vector<Tensor>& tensors);
 // shapes), summed in double.
 double L2Norm(const Update& update);
 
+// How aggregators' errors name things: a shape "[2,3]"; an update "update from client c"
+// (position < 0) or "update 3 of the batch (client c)".
+std::string ShapeString(const std::vector<int64_t>& shape);
+std::string DescribeUpdate(const Update& update, int position);
+
 }  // namespace fedge::aggregation
 
 #endif  // FEDGE_AGGREGATION_UPDATE_H_

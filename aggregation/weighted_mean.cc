@@ -27,16 +27,6 @@ constexpr int64_t kMinShardSize = 1 << 16;  // smaller tensors are not split ove
 constexpr char kMagic[8] = {'F', 'E', 'D', 'G', 'E', 'W', 'M', '1'};
 constexpr uint32_t kVersion = 1;
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
-}
-
-std::string Who(const Update& u, int position) {
-  const std::string client = u.client_id.empty() ? "(no client id)" : u.client_id;
-  if (position < 0) return absl::StrCat("update from client ", client);
-  return absl::StrCat("update ", position, " of the batch (client ", client, ")");
-}
-
 // One thread's share of one tensor: coordinates [begin, end); `done` is how far its tiles
 // have been saved to the undo copy (and possibly changed).
 struct Range {
@@ -93,7 +83,7 @@ absl::Status WeightedMean::CheckStructure(const Update& update, int position,
   if (!(update.weight > 0.0) || !std::isfinite(update.weight) ||
       !std::isfinite(static_cast<float>(update.weight))) {
     return absl::InvalidArgumentError(
-        absl::StrCat("WeightedMean: ", Who(update, position), " has weight ", update.weight,
+        absl::StrCat("WeightedMean: ", DescribeUpdate(update, position), " has weight ", update.weight,
                      "; expected a positive, finite example count"));
   }
   order->assign(specs_.size(), -1);
@@ -102,22 +92,22 @@ absl::Status WeightedMean::CheckStructure(const Update& update, int position,
     auto it = index_.find(tensor.name);
     if (it == index_.end()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": unknown tensor ", tensor.name));
+          "WeightedMean: ", DescribeUpdate(update, position), ": unknown tensor ", tensor.name));
     }
     const int s = it->second;
     if ((*order)[s] >= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " appears twice"));
+          "WeightedMean: ", DescribeUpdate(update, position), ": tensor ", tensor.name, " appears twice"));
     }
     const TensorSpec& spec = specs_[s];
     if (tensor.shape != spec.shape) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " has shape ",
+          "WeightedMean: ", DescribeUpdate(update, position), ": tensor ", tensor.name, " has shape ",
           ShapeString(tensor.shape), ", expected ", ShapeString(spec.shape)));
     }
     if (static_cast<int64_t>(tensor.values.size()) != spec.size()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name, " has ",
+          "WeightedMean: ", DescribeUpdate(update, position), ": tensor ", tensor.name, " has ",
           tensor.values.size(), " values, its shape ", ShapeString(spec.shape), " needs ",
           spec.size()));
     }
@@ -125,7 +115,7 @@ absl::Status WeightedMean::CheckStructure(const Update& update, int position,
         (tensor.held->size() != spec.size() ||
          tensor.held->words().size() != static_cast<size_t>((spec.size() + 63) / 64))) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": tensor ", tensor.name,
+          "WeightedMean: ", DescribeUpdate(update, position), ": tensor ", tensor.name,
           " has a held-coordinate mask over ", tensor.held->size(), " coordinates, expected ",
           spec.size()));
     }
@@ -134,7 +124,7 @@ absl::Status WeightedMean::CheckStructure(const Update& update, int position,
   for (size_t s = 0; s < specs_.size(); ++s) {
     if ((*order)[s] < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "WeightedMean: ", Who(update, position), ": missing tensor ", specs_[s].name));
+          "WeightedMean: ", DescribeUpdate(update, position), ": missing tensor ", specs_[s].name));
     }
   }
   return absl::OkStatus();
@@ -146,7 +136,7 @@ absl::Status WeightedMean::FindNonFinite(const Update& update, int position) con
       const bool held = !tensor.held.has_value() || tensor.held->held(static_cast<int64_t>(i));
       if (held && !std::isfinite(tensor.values[i])) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "WeightedMean: ", Who(update, position), ": tensor ", tensor.name,
+            "WeightedMean: ", DescribeUpdate(update, position), ": tensor ", tensor.name,
             " has a non-finite value (", tensor.values[i], ") at coordinate ", i));
       }
     }
@@ -304,7 +294,7 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
       FEDGE_RETURN_IF_ERROR(FindNonFinite(*updates[b], lone ? -1 : b));
     }
     return absl::InvalidArgumentError(absl::StrCat(
-        "WeightedMean: ", lone ? Who(*updates[0], -1) : "batch",
+        "WeightedMean: ", lone ? DescribeUpdate(*updates[0], -1) : "batch",
         ": the weighted sum overflows float (values too large for their weights)"));
   }
   // 5. Weights and counters.

@@ -238,17 +238,22 @@ v1::CreateEnrollmentTokenRequest NamedToken(const std::string& name, int64_t use
 
 // Named tokens, in memory and in the store: a use per new device (none for a proven
 // re-registration), an expiry, a revocation.
-class RegistryEnrollmentTest : public RegistryTest, public ::testing::WithParamInterface<bool> {};
+class RegistryEnrollmentTest : public RegistryTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  // A fresh store when the parameter asks for one (null otherwise, or when it fails to open).
+  std::unique_ptr<Store> StoreIfParam(const std::string& name) {
+    if (!GetParam()) return nullptr;
+    const std::string dir = ::testing::TempDir() + "/" + name + std::to_string(getpid());
+    std::filesystem::remove_all(dir);
+    auto opened = Store::Open(dir);
+    EXPECT_THAT(opened, IsOk());
+    return opened.ok() ? *std::move(opened) : nullptr;
+  }
+};
 
 TEST_P(RegistryEnrollmentTest, NamedTokensCountNewDevicesExpireAndAreRevoked) {
-  std::unique_ptr<Store> store;
-  const std::string dir = ::testing::TempDir() + "/registry_enrollment_" + std::to_string(GetParam());
-  std::filesystem::remove_all(dir);
-  if (GetParam()) {
-    auto opened = Store::Open(dir);
-    ASSERT_THAT(opened, IsOk());
-    store = *std::move(opened);
-  }
+  std::unique_ptr<Store> store = StoreIfParam("registry_enrollment_");
+  if (GetParam()) ASSERT_NE(store, nullptr);
   ClientRegistry registry(Options(store.get()), store.get());
   EnrollmentTokens& tokens = *enrollment_.back();
   auto once = tokens.Create(NamedToken("batch-1", 1));
@@ -302,14 +307,8 @@ TEST_P(RegistryEnrollmentTest, NamedTokensCountNewDevicesExpireAndAreRevoked) {
 }
 
 TEST_P(RegistryEnrollmentTest, RevokedDeviceLosesItsSessionAndItsId) {
-  std::unique_ptr<Store> store;
-  const std::string dir = ::testing::TempDir() + "/registry_revoke_" + std::to_string(GetParam());
-  std::filesystem::remove_all(dir);
-  if (GetParam()) {
-    auto opened = Store::Open(dir);
-    ASSERT_THAT(opened, IsOk());
-    store = *std::move(opened);
-  }
+  std::unique_ptr<Store> store = StoreIfParam("registry_revoke_");
+  if (GetParam()) ASSERT_NE(store, nullptr);
   ClientRegistry registry(Options(store.get()), store.get());
   auto a = registry.Register(Request());
   auto b = registry.Register(Request());
