@@ -437,6 +437,13 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   }
   if (!r.has_max_weight_multiple()) r.set_max_weight_multiple(2);
   if (!r.has_norm_bound_multiple()) r.set_norm_bound_multiple(2);
+  const bool weighted_mean = r.aggregation_rule() == Rule::AGGREGATION_RULE_WEIGHTED_MEAN;
+  if (!r.has_direction_check()) r.set_direction_check(weighted_mean);
+  if (!r.has_min_direction_agreement()) r.set_min_direction_agreement(0);
+  if (!(r.min_direction_agreement() >= -1 && r.min_direction_agreement() <= 1)) {
+    p.Add("robustness.min_direction_agreement",
+          absl::StrCat("must be in [-1, 1], got ", r.min_direction_agreement()));
+  }
   p.IntRange("robustness.max_examples_per_update", r.max_examples_per_update(), 0,
              int64_t{1} << 40);
   auto zero_or_at_least_one = [&](const std::string& field, double v) {
@@ -453,6 +460,10 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   if (krum && !r.has_krum_byzantine()) r.set_krum_byzantine(1);
   if (r.has_trim_fraction() && !trimmed) {
     p.Add("robustness.trim_fraction", "applies to TRIMMED_MEAN only");
+  }
+  if (krum && r.direction_check()) {
+    p.Add("robustness.direction_check",
+          "must be false with MULTI_KRUM (it selects updates by their distances already)");
   }
   if ((r.has_krum_byzantine() || r.krum_selected() != 0) && !krum) {
     p.Add("robustness.krum_byzantine", "and krum_selected apply to MULTI_KRUM only");

@@ -263,6 +263,8 @@ TEST(JobConfigTest, RobustnessDefaultsAreDerivedFromTheTask) {
   EXPECT_DOUBLE_EQ(r.max_weight_multiple(), 2);
   EXPECT_DOUBLE_EQ(r.max_update_norm(), 0);   // adaptive
   EXPECT_DOUBLE_EQ(r.norm_bound_multiple(), 2);
+  EXPECT_TRUE(r.direction_check());               // on with the weighted mean
+  EXPECT_DOUBLE_EQ(r.min_direction_agreement(), 0);
   EXPECT_FALSE(r.has_trim_fraction());
   job = LoadJobConfig(std::string(kMinimalJob) +
                       "local_training { max_steps: 5 batch_size: 32 epochs: 3 }");
@@ -272,6 +274,7 @@ TEST(JobConfigTest, RobustnessDefaultsAreDerivedFromTheTask) {
                       "robustness { aggregation_rule: AGGREGATION_RULE_TRIMMED_MEAN }");
   ASSERT_THAT(job, IsOk());
   EXPECT_DOUBLE_EQ(job->robustness().trim_fraction(), 0.1);
+  EXPECT_FALSE(job->robustness().direction_check());  // off with a robust rule
   absl::StatusOr<v1::JobConfig> twice = ValidateJobConfig(*job);
   ASSERT_THAT(twice, IsOk());
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*job, *twice));
@@ -311,6 +314,17 @@ TEST(JobConfigTest, RobustRulesRefuseWhatTheyCannotWorkWith) {
                        AllOf(HasSubstr("applies to TRIMMED_MEAN only"),
                              HasSubstr("robustness.norm_bound_multiple"),
                              HasSubstr("robustness.max_update_norm"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM "
+                                   "direction_check: true }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("robustness.direction_check"), HasSubstr("MULTI_KRUM"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { min_direction_agreement: 1.5 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("robustness.min_direction_agreement"),
+                             HasSubstr("[-1, 1]"))));
+  EXPECT_THAT(LoadJobConfig(base + "robustness { min_direction_agreement: nan }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("robustness.min_direction_agreement")));
   absl::StatusOr<v1::JobConfig> krum = LoadJobConfig(
       base + "robustness { aggregation_rule: AGGREGATION_RULE_MULTI_KRUM krum_selected: 9 }");
   ASSERT_THAT(krum, IsOk());

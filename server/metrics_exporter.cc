@@ -98,6 +98,8 @@ std::string RenderPrometheusMetrics(const MetricsSnapshot& s) {
        Number(m.robustness().norm_bound())},
       {"fedge_round_updates_clipped", "Updates scaled down to the norm bound in the latest completed round.",
        absl::StrCat(m.robustness().clipped())},
+      {"fedge_round_updates_excluded", "Updates the direction check excluded in the latest completed round.",
+       absl::StrCat(m.robustness().excluded())},
   };
   const std::string labels =
       absl::StrCat("{job=\"", EscapeLabelValue(s.job->job_id()), "\",round=\"", m.round(), "\"}");

@@ -40,6 +40,7 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
   m->set_epsilon(1.5);
   m->mutable_robustness()->set_norm_bound(0.25);
   m->mutable_robustness()->set_clipped(2);
+  m->mutable_robustness()->set_excluded(1);
   s.job = job;
   EXPECT_EQ(RenderPrometheusMetrics(s),
             "# HELP fedge_clients Registered clients by state.\n"
@@ -85,7 +86,10 @@ TEST(MetricsExporterTest, RendersAKnownStateExactly) {
             "fedge_round_norm_bound{job=\"job-1\",round=\"3\"} 0.25\n"
             "# HELP fedge_round_updates_clipped Updates scaled down to the norm bound in the latest completed round.\n"
             "# TYPE fedge_round_updates_clipped gauge\n"
-            "fedge_round_updates_clipped{job=\"job-1\",round=\"3\"} 2\n");
+            "fedge_round_updates_clipped{job=\"job-1\",round=\"3\"} 2\n"
+            "# HELP fedge_round_updates_excluded Updates the direction check excluded in the latest completed round.\n"
+            "# TYPE fedge_round_updates_excluded gauge\n"
+            "fedge_round_updates_excluded{job=\"job-1\",round=\"3\"} 1\n");
 }
 
 TEST(MetricsExporterTest, NoRoundGaugesBeforeTheFirstCompletedRound) {

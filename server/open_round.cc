@@ -173,6 +173,16 @@ void OpenRound::MarkRejected(ClientTask& task, const absl::Status& reason) {
   task.metrics.set_reason(std::string(reason.message().substr(0, 256)));
 }
 
+void OpenRound::Unaccept(const std::string& client_id, const absl::Status& reason) {
+  if (accepted_.erase(client_id) == 0) return;
+  ClientTask& task = tasks_[client_id];
+  const int64_t examples = task.metrics.num_examples();
+  metrics_.set_examples(std::max<int64_t>(0, metrics_.examples() - examples));
+  train_loss_sum_ -= task.metrics.train_loss() * static_cast<double>(examples);
+  client_seconds_sum_ -= task.metrics.train_seconds();
+  MarkRejected(task, reason);
+}
+
 absl::Status OpenRound::Reject(const std::string& client_id, absl::Status reason) {
   if (reason.ok()) reason = absl::InvalidArgumentError("Coordinator: update rejected");
   waiting_.erase(client_id);
@@ -315,8 +325,12 @@ OpenRound::Closing OpenRound::Close() {
     // Not expected: each update passed Validate and the sum bound rules out an overflow.
     FEDGE_LOG(ERROR) << "Coordinator: job " << job_id_ << " round " << number_
                      << ": dropped the update of client " << client << ": " << why.message();
-    accepted_.erase(client);
-    MarkRejected(tasks_[client], why);
+    Unaccept(client, why);
+  }
+  for (const UpdateBound::Excluded& e : intake_->Excluded()) {
+    FEDGE_LOG(WARNING) << "Coordinator: job " << job_id_ << " round " << number_
+                       << ": excluded the update of client " << e.client_id << ": " << e.reason;
+    Unaccept(e.client_id, absl::InvalidArgumentError(e.reason));
   }
   if (secure_ == nullptr) intake_->ReportBound(metrics_.mutable_robustness());
   v1::RoundMetrics& m = metrics_;

@@ -188,6 +188,9 @@ class OpenRound final {
  private:
   // The rejection's bookkeeping: outcome, reason, count (not `waiting`).
   void MarkRejected(ClientTask& task, const absl::Status& reason);
+  // An accepted update left out of the aggregate at the close: its counts leave the
+  // round's sums and its outcome becomes REJECTED with `reason`.
+  void Unaccept(const std::string& client_id, const absl::Status& reason);
 
   const RoundPlanner* planner_;
   std::string job_id_;

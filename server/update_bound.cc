@@ -4,6 +4,8 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/str_format.h"
+
 namespace fedge::server {
 namespace {
 
@@ -25,6 +27,46 @@ double FullModelNorm(const aggregation::Update& u, double norm) {
   }
   if (held == 0 || !std::isfinite(norm)) return held == 0 ? 0.0 : norm;
   return norm * std::sqrt(static_cast<double>(total) / static_cast<double>(held));
+}
+
+// The cosine of each update with the coordinate-wise median of all of them: each
+// coordinate's median over the updates that held it (the mean of the two middle values for
+// an even count), each cosine over the coordinates its update held; 0 for a zero vector.
+// O(updates × model) time, O(updates) extra memory.
+std::vector<double> CosinesToCoordinateMedian(const std::vector<aggregation::Update>& updates) {
+  const size_t n = updates.size();
+  std::vector<double> dot(n, 0.0), self(n, 0.0), median(n, 0.0);
+  std::vector<float> column;
+  column.reserve(n);
+  for (size_t t = 0; n > 0 && t < updates[0].tensors.size(); ++t) {
+    const int64_t size = static_cast<int64_t>(updates[0].tensors[t].values.size());
+    for (int64_t j = 0; j < size; ++j) {
+      column.clear();
+      for (const aggregation::Update& u : updates) {
+        const aggregation::Tensor& x = u.tensors[t];
+        if (!x.held.has_value() || x.held->held(j)) column.push_back(x.values[j]);
+      }
+      if (column.empty()) continue;
+      const size_t mid = (column.size() - 1) / 2;
+      std::nth_element(column.begin(), column.begin() + mid, column.end());
+      double m = column[mid];
+      if (column.size() % 2 == 0) {
+        m = 0.5 * (m + *std::min_element(column.begin() + mid + 1, column.end()));
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const aggregation::Tensor& x = updates[i].tensors[t];
+        if (x.held.has_value() && !x.held->held(j)) continue;
+        const double v = x.values[j];
+        dot[i] += v * m;
+        self[i] += v * v;
+        median[i] += m * m;
+      }
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    dot[i] = self[i] > 0 && median[i] > 0 ? dot[i] / std::sqrt(self[i] * median[i]) : 0.0;
+  }
+  return dot;
 }
 
 }  // namespace
@@ -55,6 +97,8 @@ std::optional<UpdateBound::Options> UpdateBound::ForJob(const v1::JobConfig& job
   o.weight_multiple = dp_noise ? 0 : r.max_weight_multiple();  // every participant weighs 1
   o.fixed_norm = r.max_update_norm();
   o.norm_multiple = dp_noise ? 0 : r.norm_bound_multiple();
+  o.direction_check = !dp_noise && r.direction_check();
+  o.min_agreement = r.min_direction_agreement();
   const int64_t update_bytes = std::max<int64_t>(1, model_parameters) * 4;
   o.held_updates = static_cast<int>(
       std::clamp<int64_t>(std::min<int64_t>(held_updates, held_bytes / update_bytes), 1,
@@ -142,7 +186,36 @@ std::vector<aggregation::Update> UpdateBound::Release() {
   out.reserve(held_.size());
   for (Entry& e : held_) out.push_back(Bounded(std::move(e), NormBound(), WeightCap()));
   held_.clear();
+  if (options_.direction_check) CheckDirections(out);
   return out;
+}
+
+void UpdateBound::CheckDirections(std::vector<aggregation::Update>& updates) {
+  if (updates.size() < 3) return;
+  const std::vector<double> cosines = CosinesToCoordinateMedian(updates);
+  std::vector<double> sorted = cosines;
+  const size_t mid = (sorted.size() - 1) / 2;
+  std::nth_element(sorted.begin(), sorted.begin() + mid, sorted.end());
+  const double median = sorted[mid];
+  if (!(median > 0)) return;  // no direction most updates agree on
+  direction_threshold_ = options_.min_agreement * median;
+  size_t kept = 0;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    if (cosines[i] >= direction_threshold_) {
+      if (kept != i) updates[kept] = std::move(updates[i]);
+      ++kept;
+      continue;
+    }
+    excluded_.push_back(Excluded{
+        updates[i].client_id,
+        absl::StrFormat("its direction goes against the round's: cosine %.3f with the "
+                        "coordinate-wise median of the round's %d updates, whose median "
+                        "cosine is %.3f: agreement %.2f, under robustness."
+                        "min_direction_agreement %.2f",
+                        cosines[i], static_cast<int>(updates.size()), median,
+                        cosines[i] / median, options_.min_agreement)});
+  }
+  updates.resize(kept);
 }
 
 void UpdateBound::Report(v1::RobustnessRoundMetrics* m) const {
@@ -151,6 +224,8 @@ void UpdateBound::Report(v1::RobustnessRoundMetrics* m) const {
   m->set_weight_cap(std::max(0.0, final_weight_cap_));
   m->set_weight_capped(weight_capped_);
   m->set_released_early(released_early_);
+  m->set_excluded(static_cast<int32_t>(excluded_.size()));
+  m->set_direction_threshold(direction_threshold_);
 }
 
 }  // namespace fedge::server

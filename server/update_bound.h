@@ -34,9 +34,24 @@
 // bound_held_updates, default 64, and at most bound_held_bytes of values, default 256 MiB),
 // beside the intake's accumulation batch, plus O(updates) scalars for the medians.
 //
+// Direction (RobustnessConfig.direction_check, on by default with the weighted mean): at the
+// close, with at least 3 held updates, each held update's cosine c_i with the coordinate-
+// wise median of the held updates (bounded; each coordinate's median over its holders, the
+// cosine over the coordinates the update held) is divided by the lower median c̃ of those
+// cosines: its agreement a_i = c_i / c̃ (1 typical, 0 orthogonal, < 0 against the round).
+// An update with a_i < min_direction_agreement (ρ, default 0: a negative cosine) is
+// excluded from the round; no check when c̃ ≤ 0 (no direction most updates share). The
+// coordinate-wise median is what most devices pull towards; sign-flipped, −w and
+// label-flipped updates pull against it in the fleet setting of docs/security.md, where
+// honest ones agree (a ≥ 0.3). With fewer than half of the held updates hostile the median
+// is an honest direction, and since ρ ≤ 1, at least half the updates are kept. A device
+// whose data is far from everyone's (the only holder of a class) points against the round
+// too and is excluded: that costs accuracy on strongly skewed data (docs/security.md). Rounds over W updates check the W held ones only (those
+// released early pull the least).
+//
 // DP noise (privacy.noise_multiplier > 0): the adaptive bound is off (a bound drawn from the
 // other devices' updates would change with one device's data, which the sensitivity
-// analysis does not allow); updates over privacy.clip_norm are refused instead and
+// analysis does not allow), and so is the direction check; updates over privacy.clip_norm are refused instead and
 // max_update_norm, a constant, still applies. Every participant weighs 1 there. Secure
 // aggregation: the coordinator sees no single update; ForJob returns nullopt.
 //
@@ -49,6 +64,7 @@
 #include <optional>
 #include <functional>
 #include <queue>
+#include <string>
 #include <vector>
 
 #include "aggregation/update.h"
@@ -76,6 +92,8 @@ class UpdateBound {
     double weight_multiple = 0;   // c: weight ≤ c × the round's median weight; 0 = off
     double fixed_norm = 0;        // > 0: B, whatever the round
     double norm_multiple = 0;     // k of the adaptive bound (fixed_norm 0); 0 = off
+    bool direction_check = false;
+    double min_agreement = 0;     // in [−1, 1]
     int held_updates = 64;        // W ≥ 1
   };
   // The job's bounds (JobConfig.robustness, filled by ValidateJobConfig); W is
@@ -100,6 +118,13 @@ class UpdateBound {
   std::vector<aggregation::Update> Release();
   // The bounds at the close and the counts, into `m`.
   void Report(v1::RobustnessRoundMetrics* m) const;
+  // The updates the direction check excluded at the close: client id and why (for the
+  // client's round outcome and the log). After Release.
+  struct Excluded {
+    std::string client_id;
+    std::string reason;
+  };
+  const std::vector<Excluded>& excluded() const { return excluded_; }
 
  private:
   struct Entry {
@@ -111,13 +136,16 @@ class UpdateBound {
   // Whether bounds depend on the round's medians (else every update leaves on arrival).
   bool holds() const {
     return (options_.norm_multiple > 0 && options_.fixed_norm <= 0) ||
-           options_.weight_multiple > 0;
+           options_.weight_multiple > 0 || options_.direction_check;
   }
   // B (full-model terms) and the weight cap from the medians of the updates seen so far.
   double NormBound() const;
   double WeightCap() const;
   // Scales and caps `e`'s update to the bounds; counts what it changed.
   aggregation::Update Bounded(Entry e, double norm_bound, double weight_cap);
+  // The direction check over the bounded held updates: removes the excluded ones from
+  // `updates` and records them.
+  void CheckDirections(std::vector<aggregation::Update>& updates);
 
   const Options options_;
   std::vector<Entry> held_;  // a min-heap on key
@@ -127,6 +155,8 @@ class UpdateBound {
   int32_t clipped_ = 0;
   int32_t weight_capped_ = 0;
   int32_t released_early_ = 0;
+  std::vector<Excluded> excluded_;
+  double direction_threshold_ = 0;
   double final_norm_bound_ = 0;
   double final_weight_cap_ = 0;
 };

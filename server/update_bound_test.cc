@@ -152,6 +152,176 @@ TEST(UpdateBoundTest, AFixedBoundClipsOnArrival) {
   EXPECT_TRUE(bound.Release().empty());
 }
 
+// ---- the direction check ----
+
+// An update of `values` (one tensor), optionally holding only the listed coordinates.
+aggregation::Update Vec(std::string id, std::vector<float> values,
+                        std::vector<int64_t> held = {}) {
+  aggregation::Update u;
+  u.client_id = std::move(id);
+  u.weight = 1;
+  const int64_t n = static_cast<int64_t>(values.size());
+  std::optional<aggregation::CoordinateMask> mask;
+  if (!held.empty()) {
+    mask = *aggregation::CoordinateMask::FromIndices(n, held);
+    for (int64_t j = 0; j < n; ++j) {
+      if (!mask->held(j)) values[j] = 0;
+    }
+  }
+  u.tensors.push_back({"w", {n}, std::move(values), std::move(mask)});
+  return u;
+}
+
+UpdateBound::Options DirectionOnly(double rho) {
+  UpdateBound::Options o;
+  o.direction_check = true;
+  o.min_agreement = rho;
+  return o;
+}
+
+// The reference: each coordinate's median over its holders (mean of the middle two for an
+// even count), each update's cosine with it over the coordinates it held.
+std::vector<double> ReferenceCosines(const std::vector<aggregation::Update>& updates) {
+  const size_t size = updates[0].tensors[0].values.size();
+  auto holds = [](const aggregation::Update& u, size_t j) {
+    return !u.tensors[0].held.has_value() || u.tensors[0].held->held(static_cast<int64_t>(j));
+  };
+  std::vector<double> median(size, 0.0);
+  for (size_t j = 0; j < size; ++j) {
+    std::vector<double> column;
+    for (const auto& u : updates) {
+      if (holds(u, j)) column.push_back(u.tensors[0].values[j]);
+    }
+    if (column.empty()) continue;
+    std::sort(column.begin(), column.end());
+    const size_t c = column.size();
+    median[j] = c % 2 == 1 ? column[c / 2] : 0.5 * (column[c / 2 - 1] + column[c / 2]);
+  }
+  std::vector<double> cosines;
+  for (const auto& u : updates) {
+    double dot = 0, uu = 0, mm = 0;
+    for (size_t j = 0; j < size; ++j) {
+      if (!holds(u, j)) continue;
+      dot += u.tensors[0].values[j] * median[j];
+      uu += double(u.tensors[0].values[j]) * u.tensors[0].values[j];
+      mm += median[j] * median[j];
+    }
+    cosines.push_back(uu > 0 && mm > 0 ? dot / std::sqrt(uu * mm) : 0.0);
+  }
+  return cosines;
+}
+
+std::vector<std::string> Ids(const std::vector<aggregation::Update>& updates) {
+  std::vector<std::string> ids;
+  for (const auto& u : updates) ids.push_back(u.client_id);
+  return ids;
+}
+
+// Honest updates scatter around one direction; a sign-flipped one and a −w-like one point
+// against the round's median and are excluded, with their reasons; one orthogonal to it
+// (agreement ≈ 0) stays at the default ρ = −0.2 and is excluded at ρ = 0.1.
+TEST(UpdateBoundTest, TheDirectionCheckExcludesUpdatesThatPullAgainstTheRound) {
+  base::Rng rng(11);
+  const int dim = 64;
+  std::vector<float> d(dim);
+  for (float& x : d) x = static_cast<float>(rng.Normal());
+  std::vector<aggregation::Update> round;
+  for (int i = 0; i < 7; ++i) {
+    std::vector<float> v(dim);
+    for (int j = 0; j < dim; ++j) v[j] = d[j] + 0.3f * static_cast<float>(rng.Normal());
+    round.push_back(Vec("h" + std::to_string(i), v));
+  }
+  std::vector<float> flipped = round[0].tensors[0].values;
+  for (float& x : flipped) x *= -10;
+  round.push_back(Vec("flip", flipped));
+  std::vector<float> against(dim);
+  for (int j = 0; j < dim; ++j) against[j] = -d[j] + 0.3f * static_cast<float>(rng.Normal());
+  round.push_back(Vec("neg", against));
+  // Orthogonal to the honest direction d: cosine ≈ 0 with the round's median.
+  std::vector<float> ortho(dim, 1.0f);
+  double dd = 0, od = 0;
+  for (int j = 0; j < dim; ++j) dd += double(d[j]) * d[j], od += d[j];
+  for (int j = 0; j < dim; ++j) ortho[j] -= static_cast<float>(od / dd * d[j]);
+  round.push_back(Vec("const", ortho));
+
+  const std::vector<double> cosines = ReferenceCosines(round);
+  std::vector<double> sorted = cosines;
+  std::sort(sorted.begin(), sorted.end());
+  const double median = sorted[(sorted.size() - 1) / 2];
+  EXPECT_LT(std::abs(cosines[9] / median), 0.1);  // "const" is orthogonal to the round
+
+  UpdateBound defaults(DirectionOnly(-0.2));
+  auto out = RunRound(defaults, round);
+  EXPECT_THAT(Ids(out), ElementsAre("const", "h0", "h1", "h2", "h3", "h4", "h5", "h6"));
+  ASSERT_EQ(defaults.excluded().size(), 2u);
+  EXPECT_EQ(defaults.excluded()[0].client_id, "flip");  // in arrival order
+  EXPECT_EQ(defaults.excluded()[1].client_id, "neg");
+  EXPECT_THAT(defaults.excluded()[0].reason, ::testing::HasSubstr("against the round's"));
+  v1::RobustnessRoundMetrics m;
+  defaults.Report(&m);
+  EXPECT_EQ(m.excluded(), 2);
+  EXPECT_NEAR(m.direction_threshold(), -0.2 * median, 1e-9);
+
+  UpdateBound strict(DirectionOnly(0.1));
+  out = RunRound(strict, round);
+  EXPECT_THAT(Ids(out), ElementsAre("h0", "h1", "h2", "h3", "h4", "h5", "h6"));
+  ASSERT_EQ(strict.excluded().size(), 3u);
+  EXPECT_EQ(strict.excluded()[2].client_id, "const");
+}
+
+// The threshold is exactly ρ × the lower median of the cosines with the coordinate-wise
+// median over each coordinate's holders (sub-model updates hold some coordinates only):
+// random rounds against the reference, with ρ set just above and just below one update's
+// ratio to the median.
+TEST(UpdateBoundTest, TheDirectionCheckMatchesTheReferenceWithSubModels) {
+  base::Rng rng(5);
+  for (int trial = 0; trial < 40; ++trial) {
+    const int n = 3 + trial % 9, dim = 24;
+    std::vector<aggregation::Update> round;
+    for (int i = 0; i < n; ++i) {
+      std::vector<float> v(dim);
+      for (float& x : v) x = static_cast<float>(1.0 + rng.Normal());
+      std::vector<int64_t> held;
+      if (i % 3 == 1) {
+        for (int64_t j = 0; j < dim; j += 2) held.push_back(j);  // a sub-model: half
+      }
+      round.push_back(Vec("c" + std::to_string(10 + i), v, held));
+    }
+    const std::vector<double> cosines = ReferenceCosines(round);
+    std::vector<double> sorted = cosines;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[(sorted.size() - 1) / 2];
+    ASSERT_GT(median, 0);
+    const double lowest = sorted[0] / median;  // the least agreeing update's ratio
+    for (double rho : {lowest + 1e-6, lowest - 1e-6}) {
+      if (!(rho >= -1 && rho <= 1)) continue;
+      UpdateBound bound(DirectionOnly(rho));
+      auto out = RunRound(bound, round);
+      size_t below = 0;
+      for (double c : cosines) below += c < rho * median ? 1 : 0;
+      EXPECT_EQ(bound.excluded().size(), below) << trial << " rho " << rho;
+      EXPECT_EQ(out.size() + bound.excluded().size(), round.size());
+      // Fewer than half are ever excluded (ρ ≤ 1: everything at or above the median stays).
+      EXPECT_LE(2 * bound.excluded().size(), round.size() - 1) << trial;
+    }
+  }
+}
+
+TEST(UpdateBoundTest, TheDirectionCheckNeedsThreeUpdatesAndAnAgreedDirection) {
+  UpdateBound two(DirectionOnly(1));
+  auto out = RunRound(two, {Vec("a", {1, 0}), Vec("b", {-1, 0})});
+  EXPECT_EQ(out.size(), 2u);
+  EXPECT_TRUE(two.excluded().empty());
+  // Three updates with no common direction: the median is 0, no cosine is positive.
+  UpdateBound none(DirectionOnly(1));
+  out = RunRound(none, {Vec("a", {1, 0}), Vec("b", {-1, 0}), Vec("c", {0, 0})});
+  EXPECT_EQ(out.size(), 3u);
+  v1::RobustnessRoundMetrics m;
+  none.Report(&m);
+  EXPECT_EQ(m.direction_threshold(), 0);
+  EXPECT_EQ(m.excluded(), 0);
+}
+
 TEST(UpdateBoundTest, ForJobFollowsPrivacyAndMemory) {
   v1::JobConfig job;
   job.mutable_robustness()->set_max_examples_per_update(640);
@@ -162,12 +332,19 @@ TEST(UpdateBoundTest, ForJobFollowsPrivacyAndMemory) {
   EXPECT_EQ(o->max_weight, 640);
   EXPECT_EQ(o->norm_multiple, 3);
   EXPECT_EQ(o->held_updates, 64);
+  EXPECT_FALSE(o->direction_check);  // as the job says (ValidateJobConfig fills its default)
+  job.mutable_robustness()->set_direction_check(true);
+  job.mutable_robustness()->set_min_direction_agreement(0.1);
+  o = UpdateBound::ForJob(job, 1000, 64, int64_t{256} << 20);
+  EXPECT_TRUE(o->direction_check);
+  EXPECT_EQ(o->min_agreement, 0.1);
   EXPECT_EQ(UpdateBound::ForJob(job, 1 << 24, 64, int64_t{256} << 20)->held_updates, 4);
   EXPECT_EQ(UpdateBound::ForJob(job, 1 << 28, 64, int64_t{256} << 20)->held_updates, 1);
   job.mutable_privacy()->set_noise_multiplier(1);  // central DP: no data-dependent bound
   o = UpdateBound::ForJob(job, 1000, 64, int64_t{256} << 20);
   EXPECT_EQ(o->norm_multiple, 0);
   EXPECT_EQ(o->weight_multiple, 0);
+  EXPECT_FALSE(o->direction_check);
   job.mutable_privacy()->set_secure_aggregation_threshold(2);
   EXPECT_FALSE(UpdateBound::ForJob(job, 1000, 64, int64_t{256} << 20).has_value());
 }

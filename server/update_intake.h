@@ -117,6 +117,10 @@ class RoundIntake {
   void ReportBound(v1::RobustnessRoundMetrics* m) const {
     if (bound_ != nullptr) bound_->Report(m);
   }
+  // The updates the bound's direction check left out of the aggregate, and why. After Flush.
+  std::vector<UpdateBound::Excluded> Excluded() const {
+    return bound_ != nullptr ? bound_->excluded() : std::vector<UpdateBound::Excluded>();
+  }
   // The round's aggregate. REQUIRES: Flush ran after the last Add.
   absl::StatusOr<aggregation::ModelDelta> Report() &&;
   // The round's updates, when keep_updates.

@@ -99,13 +99,17 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
                          ",\"dp_next_clip_norm\":", Num(r.dp_next_clip_norm))
           : std::string();
   const std::string declined =
-      r.declined > 0 ? absl::StrCat(",\"declined\":", r.declined) : std::string();
+      absl::StrCat(r.declined > 0 ? absl::StrCat(",\"declined\":", r.declined) : "",
+                   r.rejected > 0 ? absl::StrCat(",\"rejected\":", r.rejected) : "");
   // The update bound (server/update_bound.h): the bound at the close, updates clipped to it
   // and updates whose weight was capped.
   const std::string bound =
       r.bounded ? absl::StrCat(",\"bound_norm\":", Num(r.bound_norm), ",\"bound_clipped\":",
                                r.bound_clipped, ",\"bound_weight_capped\":",
-                               r.bound_weight_capped)
+                               r.bound_weight_capped,
+                               r.bound_excluded > 0
+                                   ? absl::StrCat(",\"bound_excluded\":", r.bound_excluded)
+                                   : std::string())
                 : std::string();
   // Secure-aggregation rounds: who took part in each phase, and the released sum's check.
   const std::string secagg =
@@ -181,9 +185,11 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "dp_unclipped_fraction") r.dp_unclipped_fraction = v;
     else if (key == "dp_next_clip_norm") r.dp_next_clip_norm = v;
     else if (key == "declined") r.declined = i32;
+    else if (key == "rejected") r.rejected = i32;
     else if (key == "bound_norm") r.bounded = true, r.bound_norm = v;
     else if (key == "bound_clipped") r.bound_clipped = i32;
     else if (key == "bound_weight_capped") r.bound_weight_capped = i32;
+    else if (key == "bound_excluded") r.bound_excluded = i32;
     else if (key == "secagg_advertised") r.secure_aggregation = true, r.secagg_advertised = i32;
     else if (key == "secagg_shared") r.secagg_shared = i32;
     else if (key == "secagg_masked") r.secagg_masked = i32;

@@ -42,6 +42,8 @@ RoundReport Sample(int64_t round) {
   r.bound_norm = 0.1 + 0.7;
   r.bound_clipped = 2;
   r.bound_weight_capped = 1;
+  r.bound_excluded = 1;
+  r.rejected = 1;
   return r;
 }
 
@@ -67,6 +69,8 @@ TEST(ReportTest, MetricsLineRoundTrips) {
   EXPECT_EQ(back->bound_norm, r.bound_norm);
   EXPECT_EQ(back->bound_clipped, 2);
   EXPECT_EQ(back->bound_weight_capped, 1);
+  EXPECT_EQ(back->bound_excluded, 1);
+  EXPECT_EQ(back->rejected, 1);
 }
 
 TEST(ReportTest, WallTimeCanBeLeftOut) {

@@ -427,6 +427,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.sampled = m.sampled();
     rep.participants = m.participants();
     rep.dropped = m.sampled() - m.participants();
+    rep.rejected = m.rejected();
     rep.offline = m.sampled() - static_cast<int>(runs.size());
     rep.dropouts = dropouts;
     rep.stragglers = stragglers;
@@ -443,6 +444,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
       rep.bound_norm = m.robustness().norm_bound();
       rep.bound_clipped = m.robustness().clipped();
       rep.bound_weight_capped = m.robustness().weight_capped();
+      rep.bound_excluded = m.robustness().excluded();
     }
     if (secure) FEDGE_RETURN_IF_ERROR(CheckReleasedSum(training, m.secure_aggregation(), rep));
     if (m.has_fed_cg()) {

@@ -146,7 +146,9 @@ struct RoundReport {
   double train_loss = 0;        // participants' mean local loss, weighted by examples
   int sampled = 0;
   int participants = 0;
-  int dropped = 0;              // sampled − participants (offline, dropouts, stragglers)
+  int dropped = 0;              // sampled − participants (offline, dropouts, stragglers,
+                                // rejected)
+  int rejected = 0;             // updates refused or excluded (RoundMetrics.rejected)
   int offline = 0;              // sampled but never fetched its task
   int dropouts = 0;             // fetched, dropped out before uploading
   int stragglers = 0;           // would have finished at or after the deadline
@@ -163,11 +165,13 @@ struct RoundReport {
   int declined = 0;             // fetched, declined as over the device's memory budget
   // The update bound (RoundMetrics.robustness): the L2 bound of a full-model update at the
   // round's close, and the updates clipped to it or whose weight was capped. Written to
-  // the metrics line when the round had a bound (not under secure aggregation).
+  // the metrics line when the round had a bound (not under secure aggregation), with the updates its direction check
+  // excluded when there were any.
   bool bounded = false;
   double bound_norm = 0;
   int bound_clipped = 0;
   int bound_weight_capped = 0;
+  int bound_excluded = 0;       // updates the direction check excluded
   // Secure-aggregation rounds: devices that took part in each phase (RoundMetrics
   // secure_aggregation: keys, shares, masked input, unmasking), and whether the released sum
   // was checked against the plain sum of the inputs (it is on every completed round; a

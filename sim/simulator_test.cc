@@ -254,7 +254,7 @@ TEST(SimulatorTest, StragglersPastTheDeadlineAreDropped) {
     EXPECT_EQ(r.sampled, 10);
     EXPECT_EQ(r.offline, 0);
     EXPECT_EQ(r.dropouts, 0);
-    EXPECT_EQ(r.participants + r.stragglers, r.sampled) << "round " << r.round;
+    EXPECT_EQ(r.participants + r.rejected + r.stragglers, r.sampled) << "round " << r.round;
     EXPECT_EQ(r.dropped, r.stragglers);
     if (r.stragglers > 0) {
       // The coordinator waited for them until the deadline, then closed the round.
@@ -273,8 +273,8 @@ TEST(SimulatorTest, FastFleetFinishesBeforeTheDeadline) {
   ASSERT_THAT(rounds, IsOk());
   ASSERT_EQ(rounds->size(), 2u);
   for (const RoundReport& r : *rounds) {
-    EXPECT_EQ(r.participants, 5);
-    EXPECT_EQ(r.dropped, 0);
+    EXPECT_EQ(r.participants + r.rejected, 5);  // the direction check may exclude one
+    EXPECT_EQ(r.dropped, r.rejected);
     // 24 examples at 1000/s, 50 ms latency, and the model's bytes over 20/5 Mbit/s.
     EXPECT_GT(r.round_virtual_s, 0.024 + 0.05);
     EXPECT_LT(r.round_virtual_s, 1.0);
@@ -292,7 +292,7 @@ TEST(SimulatorTest, OfflineClientsNeverFetch) {
   ASSERT_THAT(rounds, IsOk());
   int offline = 0;
   for (const RoundReport& r : *rounds) {
-    EXPECT_EQ(r.participants + r.offline, r.sampled);
+    EXPECT_EQ(r.participants + r.rejected + r.offline, r.sampled);
     offline += r.offline;
   }
   EXPECT_GT(offline, 0);
@@ -305,7 +305,7 @@ TEST(SimulatorTest, DropoutsNeverSubmit) {
   ASSERT_THAT(rounds, IsOk());
   int dropouts = 0;
   for (const RoundReport& r : *rounds) {
-    EXPECT_EQ(r.participants + r.dropouts, r.sampled);
+    EXPECT_EQ(r.participants + r.rejected + r.dropouts, r.sampled);
     if (r.dropouts > 0) {
       EXPECT_DOUBLE_EQ(r.round_virtual_s, 30.0);  // the coordinator waited for them
     }
@@ -328,7 +328,7 @@ TEST(SimulatorTest, HundredThousandClientsRegisterAndRun) {
   ASSERT_THAT(rounds, IsOk());
   ASSERT_EQ(rounds->size(), 2u);
   EXPECT_EQ((*rounds)[1].sampled, 20);
-  EXPECT_EQ((*rounds)[1].participants, 20);
+  EXPECT_EQ((*rounds)[1].participants + (*rounds)[1].rejected, 20);
 }
 
 // FedCG in the simulator: a job of the real coordinator with virtual clients that

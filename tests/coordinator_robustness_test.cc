@@ -154,6 +154,9 @@ TEST_F(CoordinatorRobustnessTest, OneHostileDeviceBarelyMovesTheModelWithDefault
   const JobRun honest = RunJob(Attack::kNone);
   const double honest_accuracy = Accuracy(honest.model);
   EXPECT_GT(honest_accuracy, 0.85);
+  for (const v1::RoundRecord& r : honest.rounds) {
+    EXPECT_EQ(r.metrics().participants() + r.metrics().robustness().excluded(), kHonest + 1);
+  }
   for (Attack attack : {Attack::kFlipTimes1000, Attack::kHuge}) {
     const JobRun hostile = RunJob(attack);
     const double distance = RelativeDistance(hostile.model, honest.model);
@@ -164,7 +167,16 @@ TEST_F(CoordinatorRobustnessTest, OneHostileDeviceBarelyMovesTheModelWithDefault
     EXPECT_GT(accuracy, honest_accuracy - 0.05) << static_cast<int>(attack);
     for (const v1::RoundRecord& r : hostile.rounds) {
       const v1::RobustnessRoundMetrics& m = r.metrics().robustness();
-      EXPECT_EQ(r.metrics().participants(), kHonest + 1);  // bounded, not refused
+      // Bounded, then the direction check: −1000·w points against the round once the model
+      // has learned (at the random initial model it is about orthogonal to the round).
+      EXPECT_EQ(r.metrics().participants() + m.excluded(), kHonest + 1);
+      EXPECT_EQ(r.metrics().rejected(), m.excluded());
+      if (attack == Attack::kFlipTimes1000 && r.round() > 1) {
+        // The hostile update is among the excluded (an honest one near convergence, where
+        // updates are mostly noise, may be too): its claimed examples left the counts.
+        EXPECT_GE(m.excluded(), 1) << "round " << r.round();
+        EXPECT_LT(r.metrics().examples(), kHostileClaim) << "round " << r.round();
+      }
       EXPECT_EQ(m.clipped(), 1) << "round " << r.round();
       EXPECT_EQ(m.weight_capped(), 1);
       EXPECT_EQ(m.weight_cap(), 200);  // 2 × the median weight, 100

@@ -142,12 +142,16 @@ std::string RoundLine(const v1::RoundRecord& r) {
                           sa.protocol_bytes() / 1e3);
   }
   if (const v1::RobustnessRoundMetrics& b = m.robustness();
-      b.clipped() > 0 || b.weight_capped() > 0) {
+      b.clipped() > 0 || b.weight_capped() > 0 || b.excluded() > 0) {
     // What the hostile-update bounds did (only when they did something).
     absl::StrAppendFormat(&line,
                           "\n      bounds: %d update(s) clipped to norm %.4g, %d weight(s) capped "
                           "at %.4g",
                           b.clipped(), b.norm_bound(), b.weight_capped(), b.weight_cap());
+    if (b.excluded() > 0) {
+      absl::StrAppendFormat(&line, ", %d excluded by direction (cosine under %.3g)", b.excluded(),
+                            b.direction_threshold());
+    }
   }
   if (m.has_fed_cg()) {
     // FedCG: no central accuracy; the devices' own (private E + global C of the previous
