@@ -40,6 +40,10 @@ absl::Status ValidateDataset(const Dataset& data) {
   return absl::OkStatus();
 }
 
+void FlipLabels(Dataset& data) {
+  for (int32_t& y : data.labels) y = data.num_classes - 1 - y;
+}
+
 Dataset Subset(const Dataset& data, const std::vector<int>& indices) {
   Dataset out;
   out.num_examples = static_cast<int>(indices.size());

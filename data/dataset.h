@@ -54,6 +54,10 @@ absl::Status ValidateDataset(const Dataset& data);
 // REQUIRES: every index in [0, data.num_examples) (aborts otherwise: a caller bug).
 Dataset Subset(const Dataset& data, const std::vector<int>& indices);
 
+// Every label y becomes num_classes − 1 − y: the data of a label-flipping hostile device
+// (sim/attacks.h, partition_fmnist --label-flip), for measuring the defences against it.
+void FlipLabels(Dataset& data);
+
 // {0, 1, ..., data.num_examples - 1}: the index list covering the whole dataset.
 std::vector<int> AllIndices(const Dataset& data);
 

@@ -22,6 +22,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "base/flags.h"
 #include "base/status_macros.h"
@@ -41,6 +42,9 @@ ABSL_FLAG(std::string, rng, "fedge",
 ABSL_FLAG(int, train_examples, 0, "use only the first N training examples (0: all 60000)");
 ABSL_FLAG(std::string, data_dir, fedge::data::kFashionMnistDir, "Fashion-MNIST IDX directory");
 ABSL_FLAG(std::string, out, "", "directory for client-00000.shard, ... (required)");
+ABSL_FLAG(std::vector<std::string>, label_flip, {},
+          "devices (indices) whose shards get flipped labels, y -> 9 - y: a hostile device's "
+          "data, for measuring the coordinator's defences (docs/security.md)");
 
 namespace fedge {
 namespace {
@@ -89,6 +93,17 @@ absl::Status Run() {
   }
   if (!parts.ok()) return parts.status();
   FEDGE_RETURN_IF_ERROR(data::WritePartition(out, train, *parts));
+  for (const std::string& s : absl::GetFlag(FLAGS_label_flip)) {
+    int c = -1;
+    if (!absl::SimpleAtoi(s, &c) || c < 0 || c >= clients) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--label-flip takes device indices in [0, ", clients, "), got \"", s, "\""));
+    }
+    data::Dataset hostile = data::Subset(train, (*parts)[static_cast<size_t>(c)]);
+    data::FlipLabels(hostile);
+    FEDGE_RETURN_IF_ERROR(data::WriteShard(data::ShardPath(out, c), hostile));
+    std::printf("partition_fmnist: device %d's shard has flipped labels (hostile)\n", c);
+  }
 
   FEDGE_ASSIGN_OR_RETURN(std::vector<std::vector<int>> counts,
                          data::PartitionClassCounts(train.labels, train.num_classes, *parts));
@@ -117,7 +132,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Partitions Fashion-MNIST's training set into one shard file per device:\n"
       "  partition_fmnist --clients N --scheme {iid,dirichlet,kclasses,quantity} [--alpha 0.5]\n"
-      "                   [--k 2] [--seed 0] [--rng fedge|numpy] [--train-examples N] --out DIR");
+      "                   [--k 2] [--seed 0] [--rng fedge|numpy] [--train-examples N]\n"
+      "                   [--label-flip I,J] --out DIR");
   fedge::base::AcceptDashedFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = fedge::Run();

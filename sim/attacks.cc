@@ -24,7 +24,7 @@ class LabelFlippingSource final : public ClientDataSource {
   data::Dataset ClientData(int64_t client) const override {
     data::Dataset d = inner_->ClientData(client);
     if (hostile_.contains(client)) {
-      for (int32_t& y : d.labels) y = d.num_classes - 1 - y;
+      data::FlipLabels(d);
     }
     return d;
   }

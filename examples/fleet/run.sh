@@ -16,6 +16,8 @@
 # knobs written in. SIM_IDS=1: device i asks for fedge-sim's id of client i (v0000000i) and
 # the coordinator grants it (--accept-requested-client-ids), so that the devices shuffle their
 # batches exactly as examples/sim_fleet.textproto's clients do (compare the two curves).
+# LABEL_FLIP="3" (device indices, comma-separated): those devices hold label-flipped shards,
+# hostile devices training on poisoned data (docs/security.md, "Poisoning").
 #
 # What it does: makes throwaway CAs (one for the server and devices, one for operators) with
 # their certificates (openssl), a private enrollment token and an operator token
@@ -141,7 +143,7 @@ done
 
 # ---- data and devices ----
 "$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 --rng "$SPLIT_RNG" \
-  --out "$OUT/shards" | tee "$OUT/logs/partition.log"
+  ${LABEL_FLIP:+--label-flip "$LABEL_FLIP"} --out "$OUT/shards" | tee "$OUT/logs/partition.log"
 for ((i = 0; i < CLIENTS; i++)); do
   name="$(printf 'client-%05d' "$i")"
   tls=(--insecure)
