@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_format.h"
@@ -29,16 +30,121 @@ double FullModelNorm(const aggregation::Update& u, double norm) {
   return norm * std::sqrt(static_cast<double>(total) / static_cast<double>(held));
 }
 
-// The cosine of each update with the coordinate-wise median of all of them: each
-// coordinate's median over the updates that held it (the mean of the two middle values for
-// an even count), each cosine over the coordinates its update held; 0 for a zero vector.
-// O(updates × model) time, O(updates) extra memory.
+// A tensor's medians for a block of kLanes coordinates at a time, when every update holds
+// the whole tensor: each update's values of the block side by side, sorted per lane by the
+// merge-exchange network (min/max over the lanes vectorize), the middle read off.
+constexpr int kLanes = 64;
+
+// Sorts each of the kLanes columns of `block` (rows of kLanes values) by the network's
+// compare-exchanges. Built for AVX-512 and AVX2 beside the baseline and chosen at load time
+// (GCC's target_clones) where the compiler supports it: min/max over 16 lanes at a time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void SortLanes(float* block, const std::pair<int, int>* network, size_t count) {
+  // 16 floats as one value (GCC's vector extension; unaligned): the compare-exchange is two
+  // selects per 16 lanes in whatever vector width the clone has. Values are finite.
+  typedef float Lanes16 __attribute__((vector_size(64), aligned(4)));
+  static_assert(kLanes % 16 == 0, "whole vectors per row");
+  for (size_t c = 0; c < count; ++c) {
+    Lanes16* x = reinterpret_cast<Lanes16*>(block + static_cast<size_t>(network[c].first) * kLanes);
+    Lanes16* y = reinterpret_cast<Lanes16*>(block + static_cast<size_t>(network[c].second) * kLanes);
+    for (int k = 0; k < kLanes / 16; ++k) {
+      const Lanes16 a = x[k], b = y[k];
+      const auto less = a < b;
+      x[k] = less ? a : b;
+      y[k] = less ? b : a;
+    }
+  }
+}
+
+void AddFullyHeldTensor(const std::vector<aggregation::Update>& updates, size_t t,
+                        const std::vector<std::pair<int, int>>& network, std::vector<double>& dot,
+                        std::vector<double>& self, std::vector<double>& median) {
+  const size_t n = updates.size();
+  const int64_t size = static_cast<int64_t>(updates[0].tensors[t].values.size());
+  const size_t mid = (n - 1) / 2;
+  std::vector<float> block(n * kLanes, 0.0f);
+  double m[kLanes];
+  for (int64_t j0 = 0; j0 < size; j0 += kLanes) {
+    const int lanes = static_cast<int>(std::min<int64_t>(kLanes, size - j0));
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(&block[i * kLanes], updates[i].tensors[t].values.data() + j0,
+                  static_cast<size_t>(lanes) * sizeof(float));
+    }
+    // Lanes past `lanes` hold stale values: sorted, unused.
+    SortLanes(block.data(), network.data(), network.size());
+    double mm = 0;
+    for (int l = 0; l < lanes; ++l) {
+      const double lo = block[mid * kLanes + l];
+      m[l] = n % 2 == 1 ? lo : 0.5 * (lo + static_cast<double>(block[(mid + 1) * kLanes + l]));
+      mm += m[l] * m[l];
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const float* v = updates[i].tensors[t].values.data() + j0;
+      // kWays independent sums (each lane group its own chain, so they vectorize and
+      // pipeline without reassociating a sum), then the tail.
+      constexpr int kWays = 8;
+      double d[kWays] = {}, s[kWays] = {};
+      int l = 0;
+      for (; l + kWays <= lanes; l += kWays) {
+        for (int k = 0; k < kWays; ++k) {
+          const double x = v[l + k];
+          d[k] += x * m[l + k];
+          s[k] += x * x;
+        }
+      }
+      for (; l < lanes; ++l) {
+        const double x = v[l];
+        d[0] += x * m[l];
+        s[0] += x * x;
+      }
+      for (int k = 0; k < kWays; ++k) {
+        dot[i] += d[k];
+        self[i] += s[k];
+      }
+      median[i] += mm;
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> MergeExchangeNetwork(int n) {
+  // Knuth, TAOCP vol. 3, 5.2.2, Algorithm M (Batcher's merge exchange), 0-indexed.
+  std::vector<std::pair<int, int>> network;
+  if (n < 2) return network;
+  int t = 0;
+  while ((1 << t) < n) ++t;
+  for (int p = 1 << (t - 1); p > 0; p >>= 1) {
+    int q = 1 << (t - 1), r = 0, d = p;
+    while (true) {
+      for (int i = 0; i < n - d; ++i) {
+        if ((i & p) == r) network.emplace_back(i, i + d);
+      }
+      if (q == p) break;
+      d = q - p;
+      q >>= 1;
+      r = p;
+    }
+  }
+  return network;
+}
+
 std::vector<double> CosinesToCoordinateMedian(const std::vector<aggregation::Update>& updates) {
   const size_t n = updates.size();
   std::vector<double> dot(n, 0.0), self(n, 0.0), median(n, 0.0);
+  const std::vector<std::pair<int, int>> network = MergeExchangeNetwork(static_cast<int>(n));
   std::vector<float> column;
   column.reserve(n);
   for (size_t t = 0; n > 0 && t < updates[0].tensors.size(); ++t) {
+    bool masked = false;
+    for (const aggregation::Update& u : updates) masked |= u.tensors[t].held.has_value();
+    if (!masked) {
+      AddFullyHeldTensor(updates, t, network, dot, self, median);
+      continue;
+    }
+    // Sub-model updates: each coordinate over its holders.
     const int64_t size = static_cast<int64_t>(updates[0].tensors[t].values.size());
     for (int64_t j = 0; j < size; ++j) {
       column.clear();
@@ -68,8 +174,6 @@ std::vector<double> CosinesToCoordinateMedian(const std::vector<aggregation::Upd
   }
   return dot;
 }
-
-}  // namespace
 
 void RunningLowerMedian::Add(double x) {
   if (lower_.empty() || x <= lower_.top()) {

@@ -65,6 +65,7 @@
 #include <functional>
 #include <queue>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "aggregation/update.h"
@@ -84,6 +85,16 @@ class RunningLowerMedian {
   std::priority_queue<double> lower_;  // the ⌈n/2⌉ smallest, largest on top
   std::priority_queue<double, std::vector<double>, std::greater<double>> upper_;
 };
+
+// The direction check's measure: the cosine of each update with the coordinate-wise median
+// of all of them (each coordinate's median over the updates that held it, the mean of the
+// two middle values for an even count; each cosine over the coordinates its update held;
+// 0 for a zero vector). O(updates × model) time; tensors every update holds whole go
+// kLanes coordinates at a time through a sorting network.
+std::vector<double> CosinesToCoordinateMedian(const std::vector<aggregation::Update>& updates);
+// The compare-exchange pairs (a < b, in order) of Batcher's merge-exchange network, which
+// sorts any n values (Knuth, TAOCP 5.2.2, Algorithm M).
+std::vector<std::pair<int, int>> MergeExchangeNetwork(int n);
 
 class UpdateBound {
  public:

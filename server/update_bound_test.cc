@@ -307,6 +307,64 @@ TEST(UpdateBoundTest, TheDirectionCheckMatchesTheReferenceWithSubModels) {
   }
 }
 
+// The 0-1 principle: a comparator network sorts every input iff it sorts every 0/1 input.
+TEST(MergeExchangeNetworkTest, SortsEveryZeroOneInputUpToSixteenAndRandomOnesToSixtyFive) {
+  EXPECT_TRUE(MergeExchangeNetwork(1).empty());
+  for (int n = 2; n <= 16; ++n) {
+    const auto network = MergeExchangeNetwork(n);
+    for (uint32_t bits = 0; bits < (1u << n); ++bits) {
+      std::vector<int> x(n);
+      for (int i = 0; i < n; ++i) x[i] = (bits >> i) & 1;
+      for (const auto& [a, b] : network) {
+        ASSERT_LT(a, b);
+        if (x[a] > x[b]) std::swap(x[a], x[b]);
+      }
+      ASSERT_TRUE(std::is_sorted(x.begin(), x.end())) << "n " << n << " input " << bits;
+    }
+  }
+  base::Rng rng(13);
+  for (int n = 17; n <= 65; ++n) {
+    const auto network = MergeExchangeNetwork(n);
+    for (int trial = 0; trial < 200; ++trial) {
+      std::vector<double> x(n);
+      for (double& v : x) v = std::floor(rng.Uniform() * 8);  // with ties
+      for (const auto& [a, b] : network) {
+        if (x[a] > x[b]) std::swap(x[a], x[b]);
+      }
+      ASSERT_TRUE(std::is_sorted(x.begin(), x.end())) << "n " << n;
+    }
+  }
+}
+
+// The blocked median (whole tensors) and the per-coordinate one (sub-models) give the
+// reference's cosines, for every round size up to the 64 updates the coordinator holds,
+// tensor sizes around the block of 64 coordinates, and a mix of both kinds of tensors.
+TEST(UpdateBoundTest, CosinesToTheCoordinateMedianMatchTheReference) {
+  base::Rng rng(21);
+  for (int n = 1; n <= 64; n += (n < 12 ? 1 : 13)) {
+    for (int dim : {1, 63, 64, 65, 200}) {
+      for (bool masks : {false, true}) {
+        std::vector<aggregation::Update> round;
+        for (int i = 0; i < n; ++i) {
+          std::vector<float> v(dim);
+          for (float& x : v) x = static_cast<float>(std::floor(rng.Normal() * 4) / 4 + 0.3);
+          std::vector<int64_t> held;
+          if (masks && i % 2 == 1) {
+            for (int64_t j = 0; j < dim; j += 3) held.push_back(j);
+          }
+          round.push_back(Vec("c" + std::to_string(i), v, held));
+        }
+        const std::vector<double> want = ReferenceCosines(round);
+        const std::vector<double> got = CosinesToCoordinateMedian(round);
+        ASSERT_EQ(got.size(), want.size());
+        for (int i = 0; i < n; ++i) {
+          EXPECT_NEAR(got[i], want[i], 1e-12) << "n " << n << " dim " << dim << " masks " << masks;
+        }
+      }
+    }
+  }
+}
+
 TEST(UpdateBoundTest, TheDirectionCheckNeedsThreeUpdatesAndAnAgreedDirection) {
   UpdateBound two(DirectionOnly(1));
   auto out = RunRound(two, {Vec("a", {1, 0}), Vec("b", {-1, 0})});
