@@ -1,4 +1,5 @@
 #include "client/grpc/client_runtime.h"
+#include "client/grpc/client_runtime_impl.h"
 
 #include <grpcpp/grpcpp.h>
 
@@ -30,17 +31,14 @@
 #include "proto/coordinator.grpc.pb.h"
 
 namespace fedge::client {
-namespace {
+namespace runtime_internal {
 
-// The one grpc::Status → absl::Status adapter of the client (the codes are the same enum
-// values in both libraries).
 absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
   if (s.ok()) return absl::OkStatus();
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
                       absl::StrCat("ClientRuntime: ", what, ": ", s.error_message()));
 }
 
-// Errors a later attempt may not see: the coordinator is away, restarting or overloaded.
 bool Retryable(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kUnavailable:
@@ -60,95 +58,12 @@ std::chrono::system_clock::time_point Deadline(absl::Duration d) {
   return absl::ToChronoTime(absl::Now() + d);
 }
 
-// A downloaded task (client/device_round.h) and when it arrived.
-struct Task : DeviceTask {
-  absl::Time received;
-};
+}  // namespace runtime_internal
 
-}  // namespace
-
-struct ClientRuntime::Impl final : DeviceLink {
-  ClientRuntimeOptions options;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::Coordinator::Stub> stub;
-  LocalDataCache data{nullptr};
-  Backoff backoff;
-
-  mutable absl::Mutex mu;
-  std::string client_id ABSL_GUARDED_BY(mu);
-  ClientRuntimeStats stats ABSL_GUARDED_BY(mu);
-  // The call that `stop` cancels (the long-poll), if one is in flight.
-  grpc::ClientContext* cancellable ABSL_GUARDED_BY(mu) = nullptr;
-
-  // Run's `stop` (set while Run runs): the link's pauses end when it is set.
-  const std::atomic<bool>* stop = nullptr;
-  std::string session_token;  // Run's thread only
-  std::string device_key;     // proves client_id at the next Register (Run's thread only)
-  std::string abandoned_task_id;  // the last task given up (not fetched again)
-  int64_t chunk_bytes = model::kDefaultChunkBytes;
-
-  // FedCG (Run's thread only): the device's FedCG state (its private E and D, kept beside
-  // the state file), and the local data as FedCG takes it for `fedcg_data_job`, prepared
-  // from `fedcg_data_of`.
-  FedCgDevice fedcg;
-  std::unique_ptr<FedCgDeviceData> fedcg_data;
-  const data::Dataset* fedcg_data_of = nullptr;
-  std::string fedcg_data_job;
-
-  explicit Impl(ClientRuntimeOptions o)
-      : options(std::move(o)),
-        backoff(options.backoff, options.seed),
-        fedcg(FedCgDevice::Options{
-            options.state_path.empty() ? std::string() : options.state_path + ".fedcg"}) {}
-
-  std::string id() const {
-    absl::MutexLock lock(&mu);
-    return client_id;
-  }
-  void Count(int64_t ClientRuntimeStats::*field) {
-    absl::MutexLock lock(&mu);
-    ++(stats.*field);
-  }
-
-  // Sleeps `d`, waking early when `stop` is set. False when stopped.
-  static bool SleepUnlessStopped(absl::Duration d, const std::atomic<bool>& stop) {
-    const absl::Time end = absl::Now() + d;
-    while (!stop.load()) {
-      const absl::Duration left = end - absl::Now();
-      if (left <= absl::ZeroDuration()) return true;
-      absl::SleepFor(std::min(left, absl::Milliseconds(50)));
-    }
-    return false;
-  }
-
-  absl::Status Register();
-  // A FedCG task's round on this device (see client_runtime.h, FedCG tasks): evaluates, then
-  // trains the job's FedCgClient; the update holds Δ of C.* and G.* only.
-  absl::StatusOr<LocalUpdate> TrainFedCg(const Task& task, const std::function<bool()>& cancelled);
-  // One long-poll and, when it brings a task, the whole round. OK also when idle.
-  absl::Status FetchAndRun(const std::atomic<bool>& stop);
-  absl::StatusOr<std::optional<Task>> Fetch(const std::atomic<bool>& stop);
-  // One upload stream of `payload` from byte `offset` (> 0: resuming an interrupted upload).
-  absl::Status UploadFrom(const v1::TaskHeader& task, const EncodedUpdate& update, int64_t offset);
-  // How many bytes of the task's interrupted upload the coordinator kept (0: start over).
-  int64_t KeptUploadBytes(const v1::TaskHeader& task);
-
-  // ---- DeviceLink (client/device_link.h), over gRPC ----
-  // Uploads in chunks; a broken connection restarts the upload, from what the coordinator
-  // kept, while the task's deadline allows; a lost session registers again (same id) and
-  // sends once more. ALREADY_EXISTS (an earlier attempt arrived) counts as done.
-  absl::Status Upload(const v1::TaskHeader& task, const EncodedUpdate& update) override;
-  // Best effort: a failure is only logged (the round drops the device at its deadline).
-  absl::Status Decline(const v1::TaskHeader& task, const v1::UpdateHeader& header) override;
-  // A lost connection is retried a few times; ALREADY_EXISTS on a retry (the first attempt
-  // arrived, its answer was lost) is taken as answered.
-  absl::StatusOr<v1::SecAggStepResponse> SecureAggregationStep(
-      const v1::TaskHeader& task, v1::SecAggStepRequest request) override;
-  bool Pause(absl::Duration d) override {
-    return stop == nullptr ? (absl::SleepFor(d), true) : SleepUnlessStopped(d, *stop);
-  }
-  void Leave();
-};
+using runtime_internal::Deadline;
+using runtime_internal::FromGrpc;
+using runtime_internal::Retryable;
+using runtime_internal::Task;
 
 absl::Status ClientRuntime::Impl::Register() {
   v1::RegisterRequest req;
@@ -306,143 +221,6 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     return decoded;
   }
   return std::optional<Task>(std::move(task));
-}
-
-int64_t ClientRuntime::Impl::KeptUploadBytes(const v1::TaskHeader& t) {
-  v1::UploadStatusRequest req;
-  req.set_client_id(id());
-  req.set_session_token(session_token);
-  req.set_task_id(t.task_id());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(absl::Seconds(10)));
-  v1::UploadStatusResponse resp;
-  const absl::Status s = FromGrpc(stub->UploadStatus(&ctx, req, &resp), "UploadStatus");
-  if (!s.ok()) return 0;  // the upload starts over; the stream reports what is wrong
-  return std::max<int64_t>(0, resp.bytes_received());
-}
-
-absl::Status ClientRuntime::Impl::UploadFrom(const v1::TaskHeader& t, const EncodedUpdate& update,
-                                             int64_t offset) {
-  const std::string& payload = update.payload;
-  v1::UpdateChunk header;
-  v1::UpdateHeader* h = header.mutable_header();
-  *h = update.header;
-  h->set_session_token(session_token);
-  h->set_resume_offset(offset);
-
-  grpc::ClientContext ctx;
-  // Not cancelled by `stop`: a started upload is finished.
-  absl::Duration limit = absl::Minutes(10);
-  if (t.deadline_unix_ms() > 0) {
-    limit = std::max(absl::Seconds(5),
-                     absl::FromUnixMillis(t.deadline_unix_ms()) - absl::Now() + absl::Seconds(5));
-  }
-  ctx.set_deadline(Deadline(limit));
-  v1::UploadUpdateResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub->UploadUpdate(&ctx, &resp);
-  bool ok = writer->Write(header);
-  if (ok) {
-    v1::UpdateChunk c;
-    const absl::string_view rest = absl::string_view(payload).substr(static_cast<size_t>(offset));
-    ok = model::ForEachChunk(rest, chunk_bytes, [&](const v1::DataChunk& d) {
-      *c.mutable_data() = d;
-      c.mutable_data()->set_offset(d.offset() + offset);
-      {
-        absl::MutexLock lock(&mu);
-        stats.upload_bytes_sent += static_cast<int64_t>(d.data().size());
-      }
-      return writer->Write(c);
-    });
-  }
-  if (ok) {
-    v1::UpdateChunk trailer;
-    *trailer.mutable_trailer() = model::MakeTrailer(payload);
-    ok = writer->Write(trailer);
-  }
-  if (ok) writer->WritesDone();
-  return FromGrpc(writer->Finish(), "UploadUpdate");
-}
-
-absl::Status ClientRuntime::Impl::Upload(const v1::TaskHeader& t, const EncodedUpdate& update) {
-  const std::string where = absl::StrCat("job ", t.job_id(), " round ", t.round());
-  const absl::Time deadline =
-      t.deadline_unix_ms() > 0 ? absl::FromUnixMillis(t.deadline_unix_ms()) : absl::InfiniteFuture();
-  const int64_t size = static_cast<int64_t>(update.payload.size());
-  Backoff retry(options.backoff, options.seed ^ 0x5eed);
-  bool reregistered = false;
-  int64_t offset = 0;
-  for (;;) {
-    absl::Status s = UploadFrom(t, update, offset);
-    if (absl::IsFailedPrecondition(s) && offset > 0) {
-      // The coordinator no longer holds what it had kept: send everything again.
-      offset = 0;
-      continue;
-    }
-    if (s.ok() || absl::IsAlreadyExists(s)) return absl::OkStatus();
-    if (absl::IsUnauthenticated(s) && !reregistered) {
-      // The session is gone (e.g. the coordinator lost it): register again (same id) and
-      // send the update with the new session.
-      reregistered = true;
-      FEDGE_LOG(WARNING) << where << ": " << s.message() << "; registering again";
-      FEDGE_RETURN_IF_ERROR(Register());
-      continue;
-    }
-    if (!Retryable(s) || absl::IsUnauthenticated(s) || (stop != nullptr && stop->load())) return s;
-    const absl::Duration wait = retry.NextDelay();
-    if (absl::Now() + wait > deadline) return s;
-    FEDGE_LOG(WARNING) << where << ": upload failed (" << s.message() << "); retrying in "
-                       << absl::FormatDuration(wait);
-    Count(&ClientRuntimeStats::connection_failures);
-    Pause(wait);
-    // Resume from what the coordinator kept of this upload, if anything.
-    offset = std::min<int64_t>(KeptUploadBytes(t), size);
-    if (offset > 0) {
-      Count(&ClientRuntimeStats::uploads_resumed);
-      FEDGE_LOG(INFO) << where << ": resuming the upload at byte " << offset << " of " << size;
-    }
-  }
-}
-
-absl::StatusOr<v1::SecAggStepResponse> ClientRuntime::Impl::SecureAggregationStep(
-    const v1::TaskHeader& t, v1::SecAggStepRequest request) {
-  request.set_client_id(id());
-  request.set_session_token(session_token);
-  request.set_job_id(t.job_id());
-  request.set_round(t.round());
-  request.set_task_id(t.task_id());
-  Backoff retry(options.backoff, options.seed ^ 0x5ec);
-  for (int attempt = 0;; ++attempt) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(absl::Seconds(60)));
-    v1::SecAggStepResponse response;
-    const absl::Status s =
-        FromGrpc(stub->SecureAggregationStep(&ctx, request, &response), "SecureAggregationStep");
-    if (s.ok()) return response;
-    // The coordinator already has this message (an earlier attempt arrived; its answer was
-    // lost): go on as if it had been answered.
-    if (absl::IsAlreadyExists(s) && attempt > 0) return v1::SecAggStepResponse();
-    if (!absl::IsUnavailable(s) || attempt >= 4 || (stop != nullptr && stop->load())) return s;
-    Count(&ClientRuntimeStats::connection_failures);
-    Pause(retry.NextDelay());
-  }
-}
-
-absl::Status ClientRuntime::Impl::Decline(const v1::TaskHeader&, const v1::UpdateHeader& header) {
-  v1::UpdateChunk msg;
-  v1::UpdateHeader* h = msg.mutable_header();
-  *h = header;
-  h->set_session_token(session_token);
-  h->mutable_metrics()->set_peak_rss_bytes(PeakRssBytes());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(Deadline(absl::Seconds(10)));
-  v1::UploadUpdateResponse resp;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateChunk>> writer = stub->UploadUpdate(&ctx, &resp);
-  if (writer->Write(msg)) writer->WritesDone();
-  const absl::Status s = FromGrpc(writer->Finish(), "UploadUpdate (declining the task)");
-  if (!s.ok()) {
-    FEDGE_LOG(WARNING) << s.message();
-  }
-  return s;
 }
 
 absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
