@@ -25,17 +25,6 @@ bool SameOptions(const RobustRuleOptions& a, const RobustRuleOptions& b) {
          a.selected == b.selected;
 }
 
-// The lower and upper middle of `v` (equal for an odd count), reordering it.
-double Median(std::vector<float>& v) {
-  const size_t h = v.size();
-  const size_t mid = h / 2;
-  std::nth_element(v.begin(), v.begin() + mid, v.end());
-  const double upper = v[mid];
-  if (h % 2 == 1) return upper;
-  const double lower = *std::max_element(v.begin(), v.begin() + mid);
-  return (lower + upper) / 2;
-}
-
 // The mean of `v` without its ⌊β·h⌋ smallest and largest values, reordering it.
 double Trimmed(std::vector<float>& v, double beta) {
   const int64_t h = static_cast<int64_t>(v.size());
@@ -362,6 +351,17 @@ absl::StatusOr<std::unique_ptr<RobustAggregator>> DeserializeRobustAggregator(
     return absl::DataLossError("RobustAggregator: serialized state has trailing bytes");
   }
   return agg;
+}
+
+double Median(std::vector<float>& v) {
+  // The upper middle, and for an even count the lower middle (the largest below it).
+  const size_t h = v.size();
+  const size_t mid = h / 2;
+  std::nth_element(v.begin(), v.begin() + mid, v.end());
+  const double upper = v[mid];
+  if (h % 2 == 1) return upper;
+  const double lower = *std::max_element(v.begin(), v.begin() + mid);
+  return (lower + upper) / 2;
 }
 
 absl::StatusOr<std::unique_ptr<RobustAggregator>> CreateRobustAggregator(

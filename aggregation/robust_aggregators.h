@@ -161,6 +161,11 @@ absl::StatusOr<std::unique_ptr<RobustAggregator>> CreateRobustAggregator(
 absl::StatusOr<std::unique_ptr<RobustAggregator>> DeserializeRobustAggregator(
     absl::string_view state);
 
+// The median of `values` (the mean of the two middle values for an even count), reordering
+// them: CoordinateMedian's value of a coordinate, and the direction check's reference
+// (server/update_bound.h). REQUIRES: values not empty.
+double Median(std::vector<float>& values);
+
 // `inner` (FedAvg, FedAdam, ...) with its aggregator replaced by the robust rule: the server
 // step, checks, figures and state are the inner strategy's.
 std::unique_ptr<Strategy> WithRobustRule(std::unique_ptr<Strategy> inner,

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "aggregation/robust_aggregators.h"
 
 namespace fedge::server {
 namespace {
@@ -82,27 +83,14 @@ void AddFullyHeldTensor(const std::vector<aggregation::Update>& updates, size_t 
     }
     for (size_t i = 0; i < n; ++i) {
       const float* v = updates[i].tensors[t].values.data() + j0;
-      // kWays independent sums (each lane group its own chain, so they vectorize and
-      // pipeline without reassociating a sum), then the tail.
-      constexpr int kWays = 8;
-      double d[kWays] = {}, s[kWays] = {};
-      int l = 0;
-      for (; l + kWays <= lanes; l += kWays) {
-        for (int k = 0; k < kWays; ++k) {
-          const double x = v[l + k];
-          d[k] += x * m[l + k];
-          s[k] += x * x;
-        }
-      }
-      for (; l < lanes; ++l) {
+      double d = 0, s = 0;
+      for (int l = 0; l < lanes; ++l) {
         const double x = v[l];
-        d[0] += x * m[l];
-        s[0] += x * x;
+        d += x * m[l];
+        s += x * x;
       }
-      for (int k = 0; k < kWays; ++k) {
-        dot[i] += d[k];
-        self[i] += s[k];
-      }
+      dot[i] += d;
+      self[i] += s;
       median[i] += mm;
     }
   }
@@ -153,12 +141,7 @@ std::vector<double> CosinesToCoordinateMedian(const std::vector<aggregation::Upd
         if (!x.held.has_value() || x.held->held(j)) column.push_back(x.values[j]);
       }
       if (column.empty()) continue;
-      const size_t mid = (column.size() - 1) / 2;
-      std::nth_element(column.begin(), column.begin() + mid, column.end());
-      double m = column[mid];
-      if (column.size() % 2 == 0) {
-        m = 0.5 * (m + *std::min_element(column.begin() + mid + 1, column.end()));
-      }
+      const double m = aggregation::Median(column);
       for (size_t i = 0; i < n; ++i) {
         const aggregation::Tensor& x = updates[i].tensors[t];
         if (x.held.has_value() && !x.held->held(j)) continue;
