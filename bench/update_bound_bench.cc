@@ -119,6 +119,7 @@ void PrintSummary() {
       const double acc = Best()[{n, p, kAccumulateOnly}] * 1e3;
       const double bound = Best()[{n, p, kBoundOnly}] * 1e3;
       const double dir = Best()[{n, p, kWithDirection}] * 1e3;
+      if (acc == 0 || bound == 0 || dir == 0) continue;  // filtered out of this run
       std::printf("%4d %9lld %12.2f %12.2f %15.2f %14.2f %16.2f\n", n,
                   static_cast<long long>(p), acc, bound, dir, dir / bound, (dir - bound) / acc);
     }
