@@ -17,6 +17,9 @@ PACKAGES=(
   dataset-fashion-mnist
   openssl  # certificates for TLS in tests and example scripts
   openmpi-bin libopenmpi-dev  # fedge-sim under mpirun (scale-out)
+  # The Python SDK (python/: `pip install ./python`) and its tests
+  python3 python3-venv python3-pip python3-setuptools python3-wheel
+  python3-grpcio python3-protobuf python3-numpy
 )
 
 missing=()
