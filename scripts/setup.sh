@@ -12,7 +12,8 @@ PACKAGES=(
   cmake make g++ ccache pkg-config
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
-  libcpp-httplib-dev  # fedge-coordinator --metrics-listen (Prometheus over HTTP)
+  libcpp-httplib-dev  # fedge-coordinator --metrics-listen (Prometheus) and --console-listen
+  libjs-chart.js      # the web console's charts, compiled into fedge-coordinator
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   openssl  # certificates for TLS in tests and example scripts
@@ -20,6 +21,7 @@ PACKAGES=(
   # The Python SDK (python/: `pip install ./python`) and its tests
   python3 python3-venv python3-pip python3-setuptools python3-wheel
   python3-grpcio python3-protobuf python3-numpy
+  chromium chromium-driver python3-selenium  # the web console's browser test
 )
 
 missing=()

@@ -293,6 +293,7 @@ absl::Status Clients(v1::Admin::Stub& stub, const CtlCommand& cmd) {
     const char* state = c.state() == v1::CLIENT_STATE_ACTIVE   ? "active"
                         : c.state() == v1::CLIENT_STATE_LEFT   ? "left"
                         : c.state() == v1::CLIENT_STATE_EXPIRED ? "expired"
+                        : c.state() == v1::CLIENT_STATE_REVOKED ? "revoked"
                                                                  : "?";
     const char* compute = c.profile().compute_class() == v1::COMPUTE_CLASS_LOW      ? "low"
                           : c.profile().compute_class() == v1::COMPUTE_CLASS_MEDIUM ? "medium"

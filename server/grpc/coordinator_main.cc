@@ -3,7 +3,7 @@
 //   fedge-coordinator --state-dir /var/lib/fedge --enrollment-token-file /etc/fedge/token
 //       --tls-cert server.crt --tls-key server.key [--tls-client-ca devices-ca.crt]
 //       [--listen 0.0.0.0:50051] [--admin-listen 127.0.0.1:50052] [--operator-ca ops-ca.crt]
-//       [--tick-ms 200] [--metrics-listen 127.0.0.1:9464]
+//       [--tick-ms 200] [--metrics-listen 127.0.0.1:9464] [--console-listen 127.0.0.1:8080]
 //   fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR
 //   fedge-coordinator operators revoke NAME --state-dir DIR
 //   fedge-coordinator operators list --state-dir DIR
@@ -21,6 +21,8 @@
 // --shutdown-grace-seconds, then exit.
 // --metrics-listen serves Prometheus text metrics at GET /metrics over plain HTTP (no
 // TLS, no auth: bind it to loopback or a monitoring network).
+// --console-listen serves the operators' web console (console_http.h): HTTPS with the
+// server's certificate, or plain HTTP on loopback; the same operator tokens and roles.
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -47,6 +49,7 @@
 #include "base/status_macros.h"
 #include "server/coordinator.h"
 #include "server/grpc/grpc_server.h"
+#include "server/grpc/console_http.h"
 #include "server/grpc/metrics_http.h"
 #include "server/metrics_exporter.h"
 #include "server/operator_tokens.h"
@@ -98,6 +101,9 @@ ABSL_FLAG(double, register_per_token_burst, 2000,
           "Registrations accepted at once with one enrollment token.");
 ABSL_FLAG(std::string, metrics_listen, "",
           "Serve Prometheus metrics at http://HOST:PORT/metrics (plain HTTP); empty = off.");
+ABSL_FLAG(std::string, console_listen, "",
+          "Serve the operators' web console at HOST:PORT (HTTPS with --tls-cert, else plain "
+          "HTTP on loopback only); empty = off.");
 ABSL_FLAG(int, shutdown_grace_seconds, 5, "On SIGTERM, how long calls in flight may finish.");
 ABSL_FLAG(std::string, data_root, "/usr/share/datasets",
           "The only directory a job's evaluation.data_path may name (relative to it).");
@@ -378,6 +384,31 @@ int Run() {
     FEDGE_LOG(INFO) << "fedge-coordinator: Prometheus metrics at http://" << m << "/metrics (port "
                     << metrics->port() << ")";
   }
+  // The console's API: the operators' tokens and roles, as on the admin listener.
+  std::unique_ptr<server::AdminApi> console_api;
+  std::unique_ptr<server::ConsoleHttpServer> console;
+  if (const std::string c = absl::GetFlag(FLAGS_console_listen); !c.empty()) {
+    server::AdminLimits limits;
+    limits.liveness_timeout = co.liveness_timeout;
+    server::ConsoleOptions options;
+    options.listen = c;
+    options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+    options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+    console_api = std::make_unique<server::AdminApi>(
+        coordinator->get(), store->get(), limits,
+        server::AdminAccess{&operators, /*loopback_only=*/options.tls_cert_file.empty()});
+    absl::StatusOr<std::unique_ptr<server::ConsoleHttpServer>> started =
+        server::ConsoleHttpServer::Start(options, console_api.get());
+    if (!started.ok()) {
+      std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
+      if (metrics != nullptr) metrics->Stop();
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+    console = *std::move(started);
+    FEDGE_LOG(INFO) << "fedge-coordinator: web console at " << (console->tls() ? "https://" : "http://")
+                    << c << "/ (port " << console->port() << ")";
+  }
   const std::optional<std::string> running = (*coordinator)->running_job();
   FEDGE_LOG(INFO) << "fedge-coordinator: serving on " << so.listen_address << " (port "
                   << (*server)->port() << ") for devices and " << so.admin_listen_address
@@ -389,6 +420,7 @@ int Run() {
   sigwait(&signals, &signal);
   FEDGE_LOG(INFO) << "fedge-coordinator: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", shutting down (grace " << absl::GetFlag(FLAGS_shutdown_grace_seconds) << " s)";
+  if (console != nullptr) console->Stop();
   if (metrics != nullptr) metrics->Stop();
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   FEDGE_LOG(INFO) << "fedge-coordinator: stopped";
@@ -402,7 +434,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "fedge-coordinator --state-dir DIR --enrollment-token-file FILE "
       "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] [--operator-ca CA] | --insecure) "
-      "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT]\n"
+      "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT] "
+      "[--console-listen HOST:PORT]\n"
       "  fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR\n"
       "  fedge-coordinator operators revoke NAME --state-dir DIR\n"
       "  fedge-coordinator operators list --state-dir DIR");
