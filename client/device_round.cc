@@ -1,6 +1,7 @@
 #include "client/device_round.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iterator>
 #include <utility>
 #include <vector>
@@ -150,6 +151,35 @@ absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& t, const LocalU
   if (encoding == v1::TENSOR_ENCODING_UNSPECIFIED) encoding = v1::TENSOR_ENCODING_FLOAT32;
   FEDGE_ASSIGN_OR_RETURN(model::EncodedPayload encoded,
                          model::EncodeModelParameters(update.delta, encoding, encoding_seed));
+  // Stochastic rounding moves each value by up to one step, which can carry an update clipped
+  // to exactly C past C; the coordinator refuses an update over its clip norm (RoundPrivacy).
+  // So the device measures what it sends and, while that is over C, shrinks Δ by the excess
+  // and encodes it again.
+  const double clip = t.privacy().clip_norm();
+  if (clip > 0 && encoding == v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED) {
+    v1::ModelProto shrunk = update.delta;
+    for (int attempt = 0;; ++attempt) {
+      v1::ModelProto sent = shrunk;
+      FEDGE_RETURN_IF_ERROR(model::DecodeModelParameters(encoded.manifest, encoded.bytes, &sent,
+                                                         {encoding}));
+      double sum = 0.0;
+      for (const v1::TensorProto& p : sent.parameters()) {
+        for (float v : p.values()) sum += static_cast<double>(v) * v;
+      }
+      const double norm = std::sqrt(sum);
+      if (norm <= clip) break;
+      if (attempt == 16) {
+        return absl::InternalError(absl::StrCat("EncodeUpdate: the encoded update's norm ", norm,
+                                                " stays over the clip norm ", clip));
+      }
+      const float factor = static_cast<float>(clip / norm * (1.0 - 1e-4));
+      for (v1::TensorProto& p : *shrunk.mutable_parameters()) {
+        for (float& v : *p.mutable_values()) v *= factor;
+      }
+      FEDGE_ASSIGN_OR_RETURN(encoded, model::EncodeModelParameters(shrunk, encoding,
+                                                                   encoding_seed + attempt + 1));
+    }
+  }
   EncodedUpdate out;
   v1::UpdateHeader& h = out.header;
   h.set_client_id(std::string(client_id));

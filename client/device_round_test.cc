@@ -203,5 +203,51 @@ TEST(DeviceRoundTest, EncodesTheUpdateWithTheHeaderTheCoordinatorRecords) {
   EXPECT_EQ(EncodeUpdate(sent.header, u, "dev", 1)->header.metrics().eval_examples(), 30);
 }
 
+// A Δ clipped to exactly C stays within C as sent, though stochastic rounding moves every
+// value by up to a step: the coordinator refuses an update over the clip norm.
+TEST(DeviceRoundTest, AClippedUpdateStaysWithinItsClipNormWhenRoundedStochastically) {
+  const v1::ModelProto model = MakeModel(model::MlpSpec({8, 64, 3}), 1);
+  SentTask sent = Send(model, v1::TENSOR_ENCODING_FLOAT32);
+  sent.header.set_update_encoding(v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  const double clip = 0.5;
+  sent.header.mutable_privacy()->set_clip_norm(clip);
+  int over_before = 0;
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    LocalUpdate u;
+    u.delta = MakeModel(model::MlpSpec({8, 64, 3}), 100 + seed);
+    double sum = 0;
+    for (const v1::TensorProto& p : u.delta.parameters()) {
+      for (float v : p.values()) sum += static_cast<double>(v) * v;
+    }
+    const float scale = static_cast<float>(clip / std::sqrt(sum));
+    for (v1::TensorProto& p : *u.delta.mutable_parameters()) {
+      for (float& v : *p.mutable_values()) v *= scale;
+    }
+    u.num_examples = 10;
+    // What plain encoding would send: often a little over C.
+    auto plain = model::EncodeModelParameters(u.delta, v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED,
+                                              seed);
+    ASSERT_THAT(plain.status(), IsOk());
+    auto norm_of = [&](const v1::TensorManifest& m, const std::string& bytes) {
+      v1::ModelProto out = u.delta;
+      EXPECT_THAT(model::DecodeModelParameters(m, bytes, &out,
+                                               {v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED}),
+                  IsOk());
+      double s2 = 0;
+      for (const v1::TensorProto& p : out.parameters()) {
+        for (float v : p.values()) s2 += static_cast<double>(v) * v;
+      }
+      return std::sqrt(s2);
+    };
+    if (norm_of(plain->manifest, plain->bytes) > clip * (1 + 1e-4)) ++over_before;
+    absl::StatusOr<EncodedUpdate> e = EncodeUpdate(sent.header, u, "dev", seed);
+    ASSERT_THAT(e.status(), IsOk());
+    const double sent_norm = norm_of(e->header.manifest(), e->payload);
+    EXPECT_LE(sent_norm, clip) << "seed " << seed;
+    EXPECT_GT(sent_norm, clip * 0.99) << "seed " << seed;  // shrunk by the excess only
+  }
+  EXPECT_GT(over_before, 0);  // the case this guards against does happen
+}
+
 }  // namespace
 }  // namespace fedge::client

@@ -117,6 +117,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     server::CoordinatorOptions o;
     o.enrollment_token = kToken;
     o.evaluation_data = std::make_shared<const data::Dataset>(MakeData(300, 99));
+    o.liveness_timeout = liveness_;
     auto c = server::Coordinator::Create(o, store_.get());
     ASSERT_THAT(c, IsOk());
     coordinator_ = std::move(c).value();
@@ -126,6 +127,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     so.tick_interval = absl::Milliseconds(50);
     so.limits.max_wait = absl::Seconds(2);
     so.limits.retry_after_ms = 100;
+    so.limits.liveness_timeout = liveness_;
     if (operators_ == nullptr) operators_ = std::make_unique<TestOperators>(dir_);
     so.admin_listen_address = "127.0.0.1:0";
     so.admin_credentials = admin ? admin : grpc::InsecureServerCredentials();
@@ -218,6 +220,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   std::atomic<bool> stop_{false};
   int client_examples_ = 100;
   int64_t client_budget_bytes_ = 0;
+  absl::Duration liveness_ = absl::Seconds(60);
   std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
   std::vector<std::unique_ptr<absl::Status>> results_;
   std::vector<std::thread> threads_;
@@ -449,6 +452,35 @@ TEST_F(ClientGrpcIntegrationTest, EmbeddedLibraryTrainsWithItsDataSource) {
   EXPECT_GT(rounds[0].bytes_up, 0);
   EXPECT_GT(rounds[0].bytes_down, 0);
   EXPECT_EQ(data_calls.load(), 3);  // at Create and before each task
+}
+
+// A device busy with its task for longer than the liveness timeout (here its data source takes
+// 2.5 s against a 1 s timeout) stays in the round: its heartbeat keeps it live.
+TEST_F(ClientGrpcIntegrationTest, ADeviceBusyPastTheLivenessTimeoutStaysInItsRound) {
+  liveness_ = absl::Seconds(1);
+  StartServer("127.0.0.1:0");
+  client::ClientRuntimeOptions o;
+  o.target = "127.0.0.1:" + std::to_string(server_->port());
+  o.enrollment_token = kToken;
+  o.insecure = true;
+  o.data = std::make_shared<const data::Dataset>(MakeData(60, 5));
+  o.data_source = [data = o.data]() -> absl::StatusOr<std::shared_ptr<const data::Dataset>> {
+    absl::SleepFor(absl::Milliseconds(2500));
+    return data;
+  };
+  o.fetch_wait_seconds = 1;
+  auto r = client::ClientRuntime::Create(std::move(o));
+  ASSERT_THAT(r, IsOk());
+  runtimes_.push_back(std::move(r).value());
+  client::ClientRuntime* runtime = runtimes_.back().get();
+  threads_.emplace_back([this, runtime] { (void)runtime->Run(stop_); });
+  auto job = StartJob(MakeJob(/*rounds=*/1, /*per_round=*/1));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(30));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  EXPECT_EQ(status.latest_metrics().participants(), 1);
+  EXPECT_EQ(status.latest_metrics().dropped(), 0);
+  StopClients();
 }
 
 TEST_F(ClientGrpcIntegrationTest, DevicesReconnectAfterTheCoordinatorRestarts) {

@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "base/rng.h"
@@ -86,6 +87,9 @@ absl::Status ClientRuntime::Impl::Register() {
     ++stats.registrations;
   }
   session_token = resp.session_token();
+  if (resp.liveness_timeout_ms() > 0) {
+    liveness_timeout = absl::Milliseconds(resp.liveness_timeout_ms());
+  }
   // A new id comes with its key; the old id keeps the key it has.
   if (!resp.device_key().empty()) device_key = resp.device_key();
   chunk_bytes = model::kMaxChunkBytes;
@@ -249,10 +253,54 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
   return u;
 }
 
+namespace {
+
+// Keeps the device live while it works on a task: the coordinator counts only calls as signs
+// of life, and drops a sampled device silent for its liveness timeout (docs/protocol.md,
+// Liveness), so a long preparation, training or upload would cost the device its round.
+// Calls UploadStatus (the cheapest authenticated call) every third of the timeout until
+// destroyed. With the credentials of when it started: a re-registration mid-task makes its
+// later calls fail, which is only logged.
+class Heartbeat {
+ public:
+  Heartbeat(v1::Coordinator::Stub* stub, std::string client_id, std::string session_token,
+            std::string task_id, absl::Duration liveness_timeout)
+      : thread_([this, stub, client_id = std::move(client_id),
+                 session_token = std::move(session_token), task_id = std::move(task_id),
+                 period = std::max(liveness_timeout / 3, absl::Milliseconds(100))] {
+          bool warned = false;
+          while (!done_.WaitForNotificationWithTimeout(period)) {
+            v1::UploadStatusRequest req;
+            req.set_client_id(client_id);
+            req.set_session_token(session_token);
+            req.set_task_id(task_id);
+            v1::UploadStatusResponse resp;
+            grpc::ClientContext ctx;
+            ctx.set_deadline(runtime_internal::Deadline(period));
+            const grpc::Status s = stub->UploadStatus(&ctx, req, &resp);
+            if (!s.ok() && !warned) {
+              warned = true;
+              FEDGE_LOG(WARNING) << "heartbeat: " << s.error_message();
+            }
+          }
+        }) {}
+  ~Heartbeat() {
+    done_.Notify();
+    thread_.join();
+  }
+
+ private:
+  absl::Notification done_;
+  std::thread thread_;
+};
+
+}  // namespace
+
 absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   FEDGE_ASSIGN_OR_RETURN(std::optional<Task> task, Fetch(stop));
   if (!task.has_value() || stop.load()) return absl::OkStatus();
   const v1::TaskHeader& t = task->header;
+  const Heartbeat heartbeat(stub.get(), id(), session_token, t.task_id(), liveness_timeout);
   const std::string where = absl::StrCat("job ", t.job_id(), " round ", t.round());
   const absl::Time deadline =
       t.deadline_unix_ms() > 0 ? absl::FromUnixMillis(t.deadline_unix_ms()) : absl::InfiniteFuture();

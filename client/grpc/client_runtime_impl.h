@@ -71,6 +71,8 @@ struct ClientRuntime::Impl final : DeviceLink {
   std::string device_key;     // proves client_id at the next Register (Run's thread only)
   std::string abandoned_task_id;  // the last task given up (not fetched again)
   int64_t chunk_bytes = model::kDefaultChunkBytes;
+  // RegisterResponse.liveness_timeout_ms: the coordinator drops a device silent this long.
+  absl::Duration liveness_timeout = absl::Seconds(60);
 
   // FedCG (Run's thread only): the device's FedCG state (its private E and D, kept beside
   // the state file), and the local data as FedCG takes it for `fedcg_data_job`, prepared

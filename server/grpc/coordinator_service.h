@@ -8,7 +8,8 @@
 //
 // Bounds on every network input (ServiceLimits): the server's maximum message size (the
 // builder in grpc_server.h sets it), string fields, the long-poll wait, and an upload's
-// total_bytes, which must equal exactly the bytes of the task's tensors (FLOAT32).
+// total_bytes, which must equal exactly the bytes of the task's tensors in the job's update
+// encoding.
 //
 // What a bad upload costs the client:
 //  - Transfer faults (a chunk at the wrong offset, overflow, no trailer, CRC mismatch, a
