@@ -253,8 +253,12 @@ absl::StatusOr<v1::SecAggStepResponse> OpenRound::SecureStep(
     const v1::SecAggMaskedInput& in = request.masked_input();
     ct.metrics.set_bytes_up(static_cast<int64_t>(in.masked().size()));
     ct.metrics.set_num_examples(std::clamp<int64_t>(in.num_examples(), 0, max_examples_per_client_));
-    ct.metrics.set_train_loss(in.metrics().train_loss());
-    ct.metrics.set_train_seconds(in.metrics().train_seconds());
+    // Reported, not checked by the protocol (the masked input is already in the sum): a
+    // non-finite or negative figure is recorded as 0 so that one device cannot make the
+    // round's means NaN.
+    const double loss = in.metrics().train_loss(), seconds = in.metrics().train_seconds();
+    ct.metrics.set_train_loss(std::isfinite(loss) ? loss : 0.0);
+    ct.metrics.set_train_seconds(std::isfinite(seconds) && seconds >= 0 ? seconds : 0.0);
     ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, in.metrics().peak_rss_bytes()));
   }
   if (request.has_unmasking()) {

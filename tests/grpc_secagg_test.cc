@@ -56,6 +56,7 @@ struct Behaviour {
   bool tamper_share_to = false;  // flip a byte of the first share it sends
   bool masked_twice = false;     // send the masked input a second time
   bool corrupt_reveal = false;   // reveal a share that does not reconstruct
+  bool nan_metrics = false;      // report a NaN train loss and -1 train seconds
 };
 
 struct DeviceResult {
@@ -240,6 +241,8 @@ class GrpcSecAggTest : public ::testing::Test {
     out.masked_bytes = privacy::PackMasked(masked->masked);
     r2.mutable_masked_input()->set_masked(out.masked_bytes);
     r2.mutable_masked_input()->set_num_examples(50);
+    r2.mutable_masked_input()->mutable_metrics()->set_train_loss(b.nan_metrics ? NAN : 0.5);
+    r2.mutable_masked_input()->mutable_metrics()->set_train_seconds(b.nan_metrics ? -1 : 2);
     if (grpc::Status s = Call(id, token, *t, r2, &resp); !s.ok()) return fail(s);
     out.sent_phases = 3;
     if (b.masked_twice) {
@@ -358,7 +361,9 @@ TEST_F(GrpcSecAggTest, ReleasedSumIsThePlainFixedPointSumAndMovesTheModelByTheMe
   auto before = coordinator_->ExportModel(job);
   ASSERT_THAT(before, IsOk());
   const auto xs = Inputs(5, kParams, 7);
-  std::vector<DeviceResult> r = RunRound(ids, xs, {});
+  std::vector<Behaviour> b(5);
+  b[2].nan_metrics = true;
+  std::vector<DeviceResult> r = RunRound(ids, xs, b);
   for (const DeviceResult& d : r) {
     EXPECT_TRUE(d.last.ok()) << d.last.error_message();
     EXPECT_EQ(d.sent_phases, 4);
@@ -373,6 +378,10 @@ TEST_F(GrpcSecAggTest, ReleasedSumIsThePlainFixedPointSumAndMovesTheModelByTheMe
   EXPECT_EQ(sa.num_neighbors(), 4);
   EXPECT_EQ(m.participants(), 5);
   EXPECT_EQ(sa.sum_digest(), PlainSumDigest(r, {0, 1, 2, 3, 4}));
+  // Device 2 reported a NaN loss and negative seconds: recorded as 0, the round's means stay
+  // finite.
+  EXPECT_TRUE(std::isfinite(m.train_loss())) << m.train_loss();
+  EXPECT_TRUE(std::isfinite(m.mean_client_seconds())) << m.mean_client_seconds();
   // What the coordinator holds for one device looks uniform (chi-square under 57.4, the
   // critical value at p = 1e-6 of 15 degrees of freedom, so that the test is not flaky) and
   // is not its clear update, whose fixed-point bytes are far from uniform.
