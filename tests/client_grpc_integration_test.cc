@@ -45,11 +45,13 @@
 #include "tests/cutting_proxy.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/test_certificates.h"
 
 namespace fedge {
 namespace {
 
 using ::fedge::testing::IsOk;
+using ::fedge::testing::MakeTestCertificates;
 using ::fedge::testing::OperatorChannel;
 using ::fedge::testing::TestOperators;
 using ::testing::HasSubstr;
@@ -598,35 +600,8 @@ std::string ReadText(const std::string& path) {
   return s.str();
 }
 
-// A CA, a server certificate for 127.0.0.1 and a device certificate, made with openssl.
-bool MakeCertificates(const std::string& d) {
-  const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-  {
-    std::ofstream(d + "/server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
-  }
-  const std::vector<std::string> commands = {
-      "openssl req -x509 " + ec + " -subj /CN=fedge-test-ca -days 1 -keyout " + d +
-          "/ca.key -out " + d + "/ca.crt",
-      "openssl req " + ec + " -subj /CN=localhost -keyout " + d + "/server.key -out " + d +
-          "/server.csr",
-      "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.crt -CAkey " + d +
-          "/ca.key -CAcreateserial -days 1 -extfile " + d + "/server.ext -out " + d + "/server.crt",
-      "openssl req " + ec + " -subj /CN=device-1 -keyout " + d + "/client.key -out " + d +
-          "/client.csr",
-      "openssl x509 -req -in " + d + "/client.csr -CA " + d + "/ca.crt -CAkey " + d +
-          "/ca.key -CAcreateserial -days 1 -out " + d + "/client.crt",
-  };
-  for (const std::string& c : commands) {
-    if (std::system((c + " > " + d + "/openssl.log 2>&1").c_str()) != 0) {
-      ADD_FAILURE() << c << ": " << ReadText(d + "/openssl.log");
-      return false;
-    }
-  }
-  return true;
-}
-
 TEST_F(ClientGrpcIntegrationTest, MutualTlsDeviceTrainsAndADeviceWithoutACertificateCannot) {
-  ASSERT_TRUE(MakeCertificates(dir_));
+  ASSERT_THAT(MakeTestCertificates(dir_), IsOk());
   const std::string ca = ReadText(dir_ + "/ca.crt");
   grpc::SslServerCredentialsOptions server_tls(
       GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
@@ -874,7 +849,7 @@ void ClientGrpcIntegrationTest::CheckAdminAccess(
 }
 
 TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminUnderMutualTls) {
-  ASSERT_TRUE(MakeCertificates(dir_));
+  ASSERT_THAT(MakeTestCertificates(dir_), IsOk());
   const std::string ca = ReadText(dir_ + "/ca.crt");
   const grpc::SslServerCredentialsOptions::PemKeyCertPair pair{ReadText(dir_ + "/server.key"),
                                                                ReadText(dir_ + "/server.crt")};
@@ -898,7 +873,7 @@ TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminUnderMutualTls) {
 }
 
 TEST_F(ClientGrpcIntegrationTest, OnlyOperatorsCallAdminUnderServerTls) {
-  ASSERT_TRUE(MakeCertificates(dir_));
+  ASSERT_THAT(MakeTestCertificates(dir_), IsOk());
   const std::string ca = ReadText(dir_ + "/ca.crt");
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
   tls.pem_key_cert_pairs.push_back({ReadText(dir_ + "/server.key"), ReadText(dir_ + "/server.crt")});

@@ -20,6 +20,7 @@
 #include "tests/operator_channel.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/test_certificates.h"
 
 namespace fedge {
 namespace {
@@ -227,6 +228,30 @@ TEST_F(ConsoleHttpTest, PlaintextOffLoopbackAndHalfATlsPairAreRefused) {
   o.listen = "127.0.0.1";
   EXPECT_THAT(server::ConsoleHttpServer::Start(o, api_.get()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not host:port")));
+}
+
+// With the coordinator's certificate the console is HTTPS: a client that trusts the CA reads
+// the API with its token; the same port does not answer plain HTTP.
+TEST_F(ConsoleHttpTest, WithACertificateTheConsoleIsHttps) {
+  ASSERT_THAT(testing::MakeTestCertificates(dir_), IsOk());
+  server::ConsoleOptions o;
+  o.listen = "127.0.0.1:0";
+  o.tls_cert_file = dir_ + "/server.crt";
+  o.tls_key_file = dir_ + "/server.key";
+  auto s = server::ConsoleHttpServer::Start(o, api_.get());
+  ASSERT_THAT(s, IsOk());
+  EXPECT_TRUE((*s)->tls());
+  httplib::SSLClient tls("127.0.0.1", (*s)->port());
+  tls.set_ca_cert_path((dir_ + "/ca.crt").c_str());
+  tls.enable_server_certificate_verification(true);
+  auto who = tls.Get("/api/whoami", As(operators_->operator_token()));
+  ASSERT_TRUE(who) << httplib::to_string(who.error());
+  EXPECT_EQ(who->status, 200);
+  EXPECT_THAT(who->body, HasSubstr("\"role\":\"operator\""));
+  httplib::Client plain("127.0.0.1", (*s)->port());
+  plain.set_read_timeout(2, 0);
+  auto refused = plain.Get("/api/whoami", As(operators_->operator_token()));
+  EXPECT_TRUE(!refused || refused->status != 200);
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "proto/coordinator.grpc.pb.h"
+#include "tests/test_certificates.h"
 
 namespace fedge {
 namespace {
@@ -150,30 +151,9 @@ class CoordinatorBinaryTest : public ::testing::Test {
 
   // A CA, a server certificate for localhost/127.0.0.1 and a client certificate.
   bool MakeCertificates() {
-    const std::string d = dir_;
-    const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    WriteFile(d + "/server.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n", 0600);
-    const std::vector<std::string> commands = {
-        absl::StrCat("openssl req -x509 ", ec, " -subj /CN=fedge-test-ca -days 1 -keyout ", d,
-                     "/ca.key -out ", d, "/ca.crt"),
-        absl::StrCat("openssl req ", ec, " -subj /CN=localhost -keyout ", d, "/server.key -out ",
-                     d, "/server.csr"),
-        absl::StrCat("openssl x509 -req -in ", d, "/server.csr -CA ", d, "/ca.crt -CAkey ", d,
-                     "/ca.key -CAcreateserial -days 1 -extfile ", d, "/server.ext -out ", d,
-                     "/server.crt"),
-        absl::StrCat("openssl req ", ec, " -subj /CN=device-1 -keyout ", d, "/client.key -out ",
-                     d, "/client.csr"),
-        absl::StrCat("openssl x509 -req -in ", d, "/client.csr -CA ", d, "/ca.crt -CAkey ", d,
-                     "/ca.key -CAcreateserial -days 1 -out ", d, "/client.crt"),
-    };
-    for (const std::string& c : commands) {
-      auto [code, out] = RunCommand(c);
-      if (code != 0) {
-        ADD_FAILURE() << c << ": " << out;
-        return false;
-      }
-    }
-    return true;
+    const absl::Status made = ::fedge::testing::MakeTestCertificates(dir_);
+    if (!made.ok()) ADD_FAILURE() << made.message();
+    return made.ok();
   }
 
   std::string dir_, token_file_;
