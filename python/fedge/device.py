@@ -317,6 +317,18 @@ class Device:
             delta = {k: (v * scale).astype(np.float32) for k, v in delta.items()}
         encoding = h.update_encoding or codec.FLOAT32
         manifest, payload = codec.encode_update(h.manifest, delta, encoding, self.rng)
+        # Stochastic rounding moves each value by up to a step, which can carry an update
+        # clipped to C past C, and the coordinator refuses an update over its clip norm: shrink
+        # by the excess until what is sent fits.
+        for _ in range(16 if clip > 0 and encoding == codec.INT8_STOCHASTIC_CHUNKED else 0):
+            sent = codec.decode_section(manifest, payload, codec.UPDATE_ENCODINGS)
+            sent_norm = float(np.sqrt(sum(float(np.sum(np.square(v, dtype=np.float64)))
+                                          for v in sent.values())))
+            if sent_norm <= clip:
+                break
+            factor = np.float32(clip / sent_norm * (1 - 1e-4))
+            delta = {k: (v * factor).astype(np.float32) for k, v in delta.items()}
+            manifest, payload = codec.encode_update(h.manifest, delta, encoding, self.rng)
         header = self._update_header(task)
         header.manifest.CopyFrom(manifest)
         header.total_bytes = len(payload)
