@@ -4,6 +4,11 @@
 #include <cstring>
 #include <initializer_list>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace fedge::kernels {
 namespace {
 
@@ -25,10 +30,19 @@ bool DetectAvx2() { return false; }
 bool DetectAvx512Vnni() { return false; }
 #endif
 
+#if FEDGE_KERNELS_AARCH64 && defined(__linux__)
+bool DetectNeonDot() { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#else
+bool DetectNeonDot() { return false; }
+#endif
+
 Isa DetectBest() {
-  Isa best = DetectAvx512Vnni() ? Isa::kAvx512Vnni : DetectAvx2() ? Isa::kAvx2 : Isa::kPortable;
+  Isa best = DetectAvx512Vnni() ? Isa::kAvx512Vnni
+             : DetectAvx2()     ? Isa::kAvx2
+             : DetectNeonDot()  ? Isa::kNeonDot
+                                : Isa::kPortable;
   if (const char* cap = std::getenv("FEDGE_ISA")) {
-    for (Isa isa : {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni}) {
+    for (Isa isa : {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeonDot}) {
       if (std::strcmp(cap, IsaName(isa)) == 0 && isa < best) best = isa;
     }
   }
@@ -46,6 +60,8 @@ bool CpuSupports(Isa isa) {
       return DetectAvx2();
     case Isa::kAvx512Vnni:
       return DetectAvx512Vnni();
+    case Isa::kNeonDot:
+      return DetectNeonDot();
   }
   return false;
 }
@@ -65,6 +81,8 @@ const char* IsaName(Isa isa) {
       return "avx2";
     case Isa::kAvx512Vnni:
       return "avx512vnni";
+    case Isa::kNeonDot:
+      return "neondot";
   }
   return "unknown";
 }

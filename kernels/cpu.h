@@ -3,13 +3,15 @@
 // Every quantized kernel exists as a scalar reference (`*_ref`, always built, never clever),
 // a portable version (plain C++, any CPU), and per-ISA variants built from files that alone
 // carry the ISA's compiler flags. The variant is picked at run time by BestIsa(); the
-// FEDGE_ISA environment variable (ref, portable, avx2, avx512vnni) caps it, for testing and
-// for comparing variants on one machine.
+// FEDGE_ISA environment variable (ref, portable, avx2, avx512vnni, neondot) caps it, for
+// testing and for comparing variants on one machine.
 //
-// The AVX2 and AVX-512 variants exist only in x86-64 builds (FEDGE_KERNELS_X86 == 1; the
-// build leaves their files out elsewhere, kernels/CMakeLists.txt). On other CPUs (aarch64)
-// CpuSupports() is false for them and BestIsa() is kPortable: the portable kernels are
-// plain C++ the compiler vectorizes for the target (NEON on aarch64).
+// The AVX2 and AVX-512 variants exist only in x86-64 builds (FEDGE_KERNELS_X86 == 1), the
+// NEON dotprod variants only in aarch64 builds (FEDGE_KERNELS_AARCH64 == 1); the build leaves
+// the other files out (kernels/CMakeLists.txt), and CpuSupports() is false for an ISA of the
+// other architecture. kNeonDot is chosen from the kernel's HWCAP (HWCAP_ASIMDDP); an aarch64
+// CPU without it runs the portable kernels, plain C++ the compiler vectorizes for NEON.
+// Kernel families without a variant for an ISA run their portable one under it.
 #ifndef FEDGE_KERNELS_CPU_H_
 #define FEDGE_KERNELS_CPU_H_
 
@@ -17,6 +19,11 @@
 #define FEDGE_KERNELS_X86 1
 #else
 #define FEDGE_KERNELS_X86 0
+#endif
+#if defined(__aarch64__)
+#define FEDGE_KERNELS_AARCH64 1
+#else
+#define FEDGE_KERNELS_AARCH64 0
 #endif
 
 namespace fedge::kernels {
@@ -26,6 +33,7 @@ enum class Isa {
   kPortable = 1,    // plain C++ written for the compiler's auto-vectorizer; any CPU
   kAvx2 = 2,        // AVX2 + FMA (Haswell, Zen 1 and later)
   kAvx512Vnni = 3,  // AVX-512 F/BW/VL + VNNI (Cascade Lake, Ice Lake, Zen 4 and later)
+  kNeonDot = 4,     // aarch64 with the dotprod extension, SDOT (Cortex-A55/A76 and later)
 };
 
 // True when this CPU (and OS, for the wider registers) can run code built for `isa`.
@@ -34,7 +42,7 @@ bool CpuSupports(Isa isa);
 // The best variant this CPU supports, capped by FEDGE_ISA when that is set.
 Isa BestIsa();
 
-// "ref", "portable", "avx2", "avx512vnni".
+// "ref", "portable", "avx2", "avx512vnni", "neondot".
 const char* IsaName(Isa isa);
 
 // `isa` when this CPU supports it, else the best variant below it (kPortable at the least).

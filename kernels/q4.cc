@@ -230,6 +230,10 @@ void QGemmQ4(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epil
     case Isa::kAvx512Vnni:
       return qdetail::QGemmQ4_avx512vnni(x, w, epi, y, ldy);
 #endif
+#if FEDGE_KERNELS_AARCH64
+    case Isa::kNeonDot:
+      return qdetail::QGemmQ4_neondot(x, w, epi, y, ldy);
+#endif
     default:  // kPortable
       return qdetail::QGemmQ4_portable(x, w, epi, y, ldy);
   }

@@ -1,5 +1,6 @@
 // int8 GEMM: the scalar reference, the portable variant and the dispatcher. The AVX2 and
-// AVX-512 VNNI variants are in qgemm_avx2.cc and qgemm_avx512vnni.cc.
+// AVX-512 VNNI variants are in qgemm_avx2.cc and qgemm_avx512vnni.cc, the aarch64 dotprod
+// variant in qgemm_neondot.cc.
 #include "kernels/qgemm.h"
 
 #include <algorithm>
@@ -120,6 +121,10 @@ void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32
     case Isa::kAvx512Vnni:
       return qdetail::QGemmS8_avx512vnni(x, w, nullptr, nullptr, acc, ldacc);
 #endif
+#if FEDGE_KERNELS_AARCH64
+    case Isa::kNeonDot:
+      return qdetail::QGemmS8_neondot(x, w, nullptr, nullptr, acc, ldacc);
+#endif
     default:  // kPortable (the only variant above it on a CPU without x86 variants)
       return qdetail::QGemmS8_portable(x, w, nullptr, nullptr, acc, ldacc);
   }
@@ -136,6 +141,10 @@ void QGemmS8(const QuantizedActivations& x, const PackedWeightsS8& w, const Epil
       return qdetail::QGemmS8_avx2(x, w, &epi, y, nullptr, ldy);
     case Isa::kAvx512Vnni:
       return qdetail::QGemmS8_avx512vnni(x, w, &epi, y, nullptr, ldy);
+#endif
+#if FEDGE_KERNELS_AARCH64
+    case Isa::kNeonDot:
+      return qdetail::QGemmS8_neondot(x, w, &epi, y, nullptr, ldy);
 #endif
     default:  // kPortable
       return qdetail::QGemmS8_portable(x, w, &epi, y, nullptr, ldy);

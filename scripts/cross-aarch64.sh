@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Cross-builds the device side of fedge (fedge-client and libfedge_client.so) for aarch64
-# with Debian's cross toolchain and arm64 multiarch -dev packages, into build-aarch64/.
-# Installs what is missing first (only that): the arm64 foreign architecture, the cross
-# compiler, qemu-user-static (to run the result, tests/aarch64_client_test.sh) and the arm64
-# libraries the client links. protoc and grpc_cpp_plugin stay the host's (amd64) programs.
+# with Debian's cross toolchain and arm64 multiarch -dev packages, into build-aarch64/, and
+# the quantized kernels' tests (build-aarch64/bin/kernels_*_test). Installs what is missing
+# first (only that): the arm64 foreign architecture, the cross compiler, qemu-user-static (to
+# run the results: tests/aarch64_client_test.sh, tests/aarch64_kernels_test.sh) and the arm64
+# libraries the client and the tests link. protoc and grpc_cpp_plugin stay the host's (amd64) programs.
 # Safe to run again: a second run installs nothing and rebuilds only what changed.
 #
 #   scripts/cross-aarch64.sh                       # install + configure + build
 #   FEDGE_AARCH64_BUILD_DIR=out/arm scripts/cross-aarch64.sh
 #   FEDGE_JOBS=1 scripts/cross-aarch64.sh           # default: nproc
 #
-# Only the client is built (-DFEDGE_CLIENT_ONLY=ON: no coordinator, simulator, benchmarks or
-# tests, so SQLite, GTest and Google Benchmark are not needed for arm64).
+# Only the client and the kernels' tests are built (-DFEDGE_CLIENT_ONLY=ON
+# -DFEDGE_CROSS_KERNEL_TESTS=ON: no coordinator, simulator, benchmarks or other tests, so
+# SQLite and Google Benchmark are not needed for arm64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,7 @@ HOST_PACKAGES=(
 ARM64_PACKAGES=(
   libgrpc++-dev:arm64 libprotobuf-dev:arm64 libabsl-dev:arm64 libsodium-dev:arm64
   zlib1g-dev:arm64
+  libgtest-dev:arm64 libgmock-dev:arm64  # the kernels' tests (tests/aarch64_kernels_test.sh)
 )
 
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
@@ -57,10 +60,12 @@ if [ -n "${FEDGE_CROSS_INSTALL_ONLY:-}" ]; then exit 0; fi
 BUILD_DIR="${FEDGE_AARCH64_BUILD_DIR:-build-aarch64}"
 JOBS="${FEDGE_JOBS:-$(nproc)}"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake" -DFEDGE_CLIENT_ONLY=ON >/dev/null
-echo "cross-aarch64: building fedge-client and libfedge_client in $BUILD_DIR with -j$JOBS"
+  -DCMAKE_TOOLCHAIN_FILE="$PWD/cmake/toolchain-aarch64.cmake" -DFEDGE_CLIENT_ONLY=ON \
+  -DFEDGE_CROSS_KERNEL_TESTS=ON >/dev/null
+echo "cross-aarch64: building fedge-client, libfedge_client and the kernels' tests in $BUILD_DIR with -j$JOBS"
 start=$SECONDS
-cmake --build "$BUILD_DIR" -j "$JOBS" --target fedge-client fedge_client
+cmake --build "$BUILD_DIR" -j "$JOBS" --target fedge-client fedge_client \
+  kernels_quantize_test kernels_qgemm_test kernels_q4_test
 aarch64-linux-gnu-strip -o "$BUILD_DIR/bin/fedge-client.stripped" "$BUILD_DIR/bin/fedge-client"
 echo "cross-aarch64: built in $((SECONDS - start)) s;" \
   "$(file -b "$BUILD_DIR/bin/fedge-client" | cut -d, -f1-2);" \

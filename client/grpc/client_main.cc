@@ -32,6 +32,7 @@
 #include "base/log.h"
 #include "client/grpc/client_runtime.h"
 #include "data/shard.h"
+#include "kernels/cpu.h"
 
 ABSL_FLAG(std::string, coordinator, "", "host:port of the coordinator (required)");
 ABSL_FLAG(std::string, enrollment_token_file, "",
@@ -210,7 +211,8 @@ int Main() {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
   FEDGE_LOG(INFO) << "fedge-client: " << examples << " local examples, coordinator "
-                  << absl::GetFlag(FLAGS_coordinator);
+                  << absl::GetFlag(FLAGS_coordinator) << ", quantized kernels "
+                  << kernels::IsaName(kernels::BestIsa());
   const absl::Status s = (*runtime)->Run(g_stop);
   const client::ClientRuntimeStats st = (*runtime)->stats();
   FEDGE_LOG(INFO) << "fedge-client: stopped; " << st.rounds_completed << " rounds, "
