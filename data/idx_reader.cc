@@ -230,9 +230,13 @@ absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir) {
   FashionMnist out;
   FEDGE_ASSIGN_OR_RETURN(out.train, LoadIdxDataset(dir + "/train-images-idx3-ubyte.gz",
                                                    dir + "/train-labels-idx1-ubyte.gz", 10));
-  FEDGE_ASSIGN_OR_RETURN(out.test, LoadIdxDataset(dir + "/t10k-images-idx3-ubyte.gz",
-                                                  dir + "/t10k-labels-idx1-ubyte.gz", 10));
+  FEDGE_ASSIGN_OR_RETURN(out.test, LoadFashionMnistTest(dir));
   return out;
+}
+
+absl::StatusOr<Dataset> LoadFashionMnistTest(const std::string& dir) {
+  return LoadIdxDataset(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz",
+                        10);
 }
 
 }  // namespace fedge::data

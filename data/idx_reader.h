@@ -51,6 +51,9 @@ inline constexpr float kFashionMnistStd = 0.3530f;
 
 // Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian's dataset-fashion-mnist).
 absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir = kFashionMnistDir);
+// The test split alone (dir/t10k-*): what an evaluator needs, without the 60,000 training
+// examples' 188 MB.
+absl::StatusOr<Dataset> LoadFashionMnistTest(const std::string& dir = kFashionMnistDir);
 
 }  // namespace fedge::data
 

@@ -52,21 +52,25 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
     const v1::JobConfig& config, const std::string& data_root) {
   const v1::EvaluationConfig& e = config.evaluation();
   data::Dataset test;
+  // The test split only: loading the training split as well (as LoadFashionMnist does) took
+  // the coordinator's peak memory from ~110 MB to ~350 MB when a job started.
   if (!e.data_path().empty()) {
     FEDGE_ASSIGN_OR_RETURN(const std::string dir, ResolveDataPath(data_root, e.data_path()));
     FEDGE_ASSIGN_OR_RETURN(test, data::LoadIdxDataset(dir + "/t10k-images-idx3-ubyte.gz",
                                                       dir + "/t10k-labels-idx1-ubyte.gz"));
   } else if (e.dataset().empty() || e.dataset() == kDefaultEvaluationDataset) {
-    FEDGE_ASSIGN_OR_RETURN(data::FashionMnist fm, data::LoadFashionMnist());
-    test = std::move(fm.test);
+    FEDGE_ASSIGN_OR_RETURN(test, data::LoadFashionMnistTest());
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("Coordinator: unknown evaluation dataset '", e.dataset(), "'"));
   }
   if (e.max_examples() > 0 && e.max_examples() < test.num_examples) {
-    std::vector<int> first(e.max_examples());
-    for (int i = 0; i < e.max_examples(); ++i) first[i] = i;
-    test = data::Subset(test, first);
+    // The first max_examples, in place (no second copy).
+    test.num_examples = e.max_examples();
+    test.features.resize(static_cast<size_t>(test.num_examples) * test.feature_size());
+    test.features.shrink_to_fit();
+    test.labels.resize(static_cast<size_t>(test.num_examples));
+    test.labels.shrink_to_fit();
   }
   FEDGE_RETURN_IF_ERROR(data::Preprocess(config.preprocessing(), test));
   return std::make_shared<const data::Dataset>(std::move(test));
