@@ -403,6 +403,11 @@ absl::StatusOr<int64_t> EstimateFedCgRoundMemoryBytes(const model::FedCgShape& s
 
 absl::StatusOr<data::Dataset> FedCgInputs(const data::Dataset& raw,
                                           const model::FedCgShape& shape) {
+  if (raw.is_u8()) {  // FedCG resizes and rescales the images: it works on floats
+    data::Dataset floats = raw;
+    data::ToFloat(floats);
+    return FedCgInputs(floats, shape);
+  }
   if (raw.shape.size() == 1 && shape.channels == 1) {
     // Flat square grey images (e.g. [784]) are [1, side, side].
     const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(raw.shape[0]))));

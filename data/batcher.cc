@@ -70,7 +70,7 @@ bool Batcher::Next(Batch* out) {
   out->indices.assign(order_.begin() + cursor_, order_.begin() + cursor_ + size);
   for (size_t k = 0; k < size; ++k) {
     const int i = out->indices[k];
-    std::copy_n(data_->example(i), feature_size_, out->features.data() + k * feature_size_);
+    data_->CopyExample(i, out->features.data() + k * feature_size_);  // float or 8-bit storage
     out->labels[k] = data_->label(i);
   }
   cursor_ += size;

@@ -162,5 +162,26 @@ TEST(BatcherTest, ConstructorAbortsOnBadIndex) {
   EXPECT_DEATH(Batcher(d, {7}, 2, true, 1), "FEDGE_CHECK");
 }
 
+// 8-bit storage gives the same batches, converted.
+TEST(BatcherTest, EightBitStorageGivesTheSameBatches) {
+  Dataset floats;
+  floats.num_examples = 10;
+  floats.shape = {3};
+  floats.num_classes = 4;
+  for (int i = 0; i < 30; ++i) floats.features.push_back(static_cast<float>(i * 8) * (1.0f / 255.0f));
+  for (int i = 0; i < 10; ++i) floats.labels.push_back(i % 4);
+  Dataset u8 = floats;
+  ASSERT_TRUE(CompactToU8(u8));
+  Batcher a(floats, AllIndices(floats), 4, /*shuffle=*/true, 11);
+  Batcher b(u8, AllIndices(u8), 4, /*shuffle=*/true, 11);
+  Batch x, y;
+  while (a.Next(&x)) {
+    ASSERT_TRUE(b.Next(&y));
+    EXPECT_EQ(x.features, y.features);
+    EXPECT_EQ(x.labels, y.labels);
+  }
+  EXPECT_FALSE(b.Next(&y));
+}
+
 }  // namespace
 }  // namespace fedge::data

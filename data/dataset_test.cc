@@ -1,5 +1,6 @@
 #include "data/dataset.h"
 
+#include <cmath>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -78,6 +79,71 @@ TEST(DatasetTest, ValidateCatchesEachInconsistency) {
   d.num_classes = 0;
   EXPECT_THAT(ValidateDataset(d),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("num_classes is 0")));
+}
+
+// 3 images of 5 pixels, each pixel an 8-bit value c as LoadIdxDataset makes it (c · 1/255).
+Dataset Pixels() {
+  Dataset d;
+  d.num_examples = 3;
+  d.shape = {5};
+  d.num_classes = 2;
+  for (int i = 0; i < 15; ++i) d.features.push_back(static_cast<float>(i * 17) * (1.0f / 255.0f));
+  d.labels = {0, 1, 1};
+  return d;
+}
+
+TEST(DatasetTest, EightBitStorageHoldsTheSameValues) {
+  const Dataset floats = Pixels();
+  Dataset d = floats;
+  ASSERT_TRUE(CompactToU8(d));
+  EXPECT_TRUE(d.is_u8());
+  EXPECT_TRUE(d.features.empty());
+  ASSERT_EQ(d.features_u8.size(), 15u);
+  EXPECT_EQ(d.features_u8[14], 14 * 17);
+  EXPECT_THAT(ValidateDataset(d), IsOk());
+  std::vector<float> row(5);
+  for (int i = 0; i < 3; ++i) {
+    d.CopyExample(i, row.data());
+    for (int j = 0; j < 5; ++j) EXPECT_EQ(row[j], floats.example(i)[j]) << i << "," << j;
+  }
+  const Dataset sub = Subset(d, {2, 0});
+  EXPECT_TRUE(sub.is_u8());
+  sub.CopyExample(0, row.data());
+  EXPECT_EQ(row[0], floats.example(2)[0]);
+  EXPECT_EQ(sub.label(0), 1);
+  Dataset back = d;
+  ToFloat(back);
+  EXPECT_FALSE(back.is_u8());
+  EXPECT_EQ(back.features, floats.features);
+  // Standardize works on either storage, with the same result.
+  Dataset a = floats, b = d;
+  Standardize(a, 0.3f, 0.4f);
+  Standardize(b, 0.3f, 0.4f);
+  EXPECT_EQ(a.features, b.features);
+  EXPECT_DEATH(d.example(0), "");
+}
+
+TEST(DatasetTest, OnlyExactEightBitValuesAreCompacted) {
+  uint8_t c = 0;
+  EXPECT_TRUE(U8Code(1.0f, &c));
+  EXPECT_EQ(c, 255);
+  EXPECT_TRUE(U8Code(0.0f, &c));
+  EXPECT_EQ(c, 0);
+  EXPECT_FALSE(U8Code(-0.0f, &c));
+  EXPECT_FALSE(U8Code(0.5f, &c));  // 127.5 / 255
+  EXPECT_FALSE(U8Code(std::nanf(""), &c));
+  EXPECT_FALSE(U8Code(1.0001f, &c));
+  EXPECT_FALSE(U8Code(std::nextafter(U8Value(7), 1.0f), &c));
+  Dataset d = Pixels();
+  d.features[9] = 0.5f;
+  const Dataset before = d;
+  EXPECT_FALSE(CompactToU8(d));
+  EXPECT_EQ(d.features, before.features);
+  EXPECT_FALSE(d.is_u8());
+  Dataset both = Pixels();
+  both.features_u8.assign(15, 0);
+  EXPECT_THAT(ValidateDataset(both), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("both float and 8-bit")));
 }
 
 }  // namespace

@@ -225,7 +225,7 @@ absl::Status WriteShard(const std::string& path, const Dataset& data) {
   return status;
 }
 
-absl::StatusOr<Dataset> ReadShard(const std::string& path) {
+absl::StatusOr<Dataset> ReadShard(const std::string& path, const ShardReadOptions& options) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return IoError(path, "cannot open", errno);
   struct stat st;
@@ -312,8 +312,31 @@ absl::StatusOr<Dataset> ReadShard(const std::string& path) {
   };
   data.labels.resize(n);
   FEDGE_RETURN_IF_ERROR(read_le32(data.labels.data(), n));
-  data.features.resize(static_cast<size_t>(n) * feature_size);
-  FEDGE_RETURN_IF_ERROR(read_le32(data.features.data(), data.features.size()));
+  const size_t values = static_cast<size_t>(n) * feature_size;
+  if (!options.compact_u8) {
+    data.features.resize(values);
+    FEDGE_RETURN_IF_ERROR(read_le32(data.features.data(), data.features.size()));
+  } else {
+    // A chunk of floats at a time, kept as codes while every value is one; at the first
+    // value that is not, what was kept becomes floats and the rest is read as floats.
+    data.features_u8.resize(values);
+    std::vector<float> part;
+    for (size_t done = 0; done < values;) {
+      const size_t take = std::min(values - done, kIoChunk / 4);
+      part.resize(take);
+      FEDGE_RETURN_IF_ERROR(read_le32(part.data(), take));
+      for (size_t j = 0; j < take; ++j) {
+        if (data.is_u8() && U8Code(part[j], &data.features_u8[done + j])) continue;
+        if (data.is_u8()) {
+          data.features.resize(values);
+          for (size_t i = 0; i < done + j; ++i) data.features[i] = U8Value(data.features_u8[i]);
+          std::vector<uint8_t>().swap(data.features_u8);
+        }
+        data.features[done + j] = part[j];
+      }
+      done += take;
+    }
+  }
   unsigned char stored[4];
   FEDGE_RETURN_IF_ERROR(ReadAll(fd.get(), stored, 4, path));
   if (GetLe32(stored) != static_cast<uint32_t>(crc)) {

@@ -48,8 +48,15 @@ inline constexpr uint64_t kShardMaxFeatureSize = uint64_t{1} << 24;
 // Writes `data` to `path` atomically (see above).
 absl::Status WriteShard(const std::string& path, const Dataset& data);
 
+struct ShardReadOptions {
+  // Keep the features in 8-bit storage (Dataset::features_u8) when every value is an 8-bit
+  // image's (data/dataset.h): decided while reading, so the file's floats are never all held
+  // at once; a shard with any other value is read as floats. Devices do (fedge-client).
+  bool compact_u8 = false;
+};
+
 // Reads and fully validates a shard file.
-absl::StatusOr<Dataset> ReadShard(const std::string& path);
+absl::StatusOr<Dataset> ReadShard(const std::string& path, const ShardReadOptions& options = {});
 
 // dir/client-00000.shard, dir/client-00001.shard, ...: the shard file of client `client`.
 std::string ShardPath(const std::string& dir, int client);

@@ -264,5 +264,40 @@ TEST(ShardTest, WritePartitionRejectsBadIndex) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("Shard: client 1 holds example 5")));
 }
 
+// compact_u8: a shard of 8-bit images is read into 8-bit storage with the same values; a shard
+// with one other value, even past the first chunk read, is read as floats, identically to the
+// plain read.
+TEST(ShardTest, EightBitImagesAreReadCompactOtherValuesAsFloats) {
+  const std::string dir = TempDir("compact");
+  Dataset d;
+  d.num_examples = 700;
+  d.shape = {28, 28};
+  d.num_classes = 10;
+  for (int i = 0; i < d.num_examples; ++i) d.labels.push_back(i % 10);
+  for (size_t v = 0; v < static_cast<size_t>(d.num_examples) * 784; ++v) {
+    d.features.push_back(static_cast<float>((v * 7) % 256) * (1.0f / 255.0f));
+  }
+  ASSERT_THAT(WriteShard(dir + "/pixels.shard", d), IsOk());
+  ShardReadOptions compact;
+  compact.compact_u8 = true;
+  auto u8 = ReadShard(dir + "/pixels.shard", compact);
+  ASSERT_THAT(u8, IsOk());
+  EXPECT_TRUE(u8->is_u8());
+  EXPECT_THAT(ValidateDataset(*u8), IsOk());
+  ToFloat(*u8);
+  EXPECT_EQ(u8->features, d.features);
+  EXPECT_EQ(u8->labels, d.labels);
+
+  d.features[400000] = 0.123f;  // past the first 1 MiB read (262,144 values)
+  ASSERT_THAT(WriteShard(dir + "/mixed.shard", d), IsOk());
+  auto mixed = ReadShard(dir + "/mixed.shard", compact);
+  ASSERT_THAT(mixed, IsOk());
+  EXPECT_FALSE(mixed->is_u8());
+  EXPECT_EQ(mixed->features, d.features);
+  auto plain = ReadShard(dir + "/mixed.shard");
+  ASSERT_THAT(plain, IsOk());
+  EXPECT_EQ(plain->features, mixed->features);
+}
+
 }  // namespace
 }  // namespace fedge::data

@@ -11,6 +11,7 @@
 #include "model/loss.h"
 #include "model/optimizer.h"
 #include "model/serialize.h"
+#include "model/trainer.h"
 #include "model/zoo.h"
 #include "tests/status_matchers.h"
 
@@ -304,6 +305,31 @@ TEST(SequentialTest, LearnsASyntheticProblemInFp32AndInt8) {
     EXPECT_LT(last, first * 0.2f) << ComputeModeName(mode);
     const float* logits = net->Forward(x.data(), n, mode, false);
     EXPECT_GE(CountCorrect(logits, y.data(), n, 3), n * 0.95) << ComputeModeName(mode);
+  }
+}
+
+// Evaluate reads 8-bit storage a batch at a time: the same loss and accuracy as floats, for
+// batches that do and do not divide the examples.
+TEST(SequentialTest, EvaluateGivesTheSameResultOnEightBitStorage) {
+  auto net = std::move(Sequential::Create(*ArchitectureByName("mlp"))).value();
+  net->InitParameters(3);
+  data::Dataset floats;
+  floats.num_examples = 37;
+  floats.shape = {784};
+  floats.num_classes = 10;
+  base::Rng rng(5);
+  for (int i = 0; i < 37 * 784; ++i) {
+    floats.features.push_back(static_cast<float>(rng.NextU64() % 256) * (1.0f / 255.0f));
+  }
+  for (int i = 0; i < 37; ++i) floats.labels.push_back(i % 10);
+  data::Dataset u8 = floats;
+  ASSERT_TRUE(data::CompactToU8(u8));
+  for (int batch : {1, 8, 37, 64}) {
+    const EvalResult a = Evaluate(*net, floats, ComputeMode::kFp32, batch);
+    const EvalResult b = Evaluate(*net, u8, ComputeMode::kFp32, batch);
+    EXPECT_EQ(a.loss, b.loss) << batch;
+    EXPECT_EQ(a.accuracy, b.accuracy) << batch;
+    EXPECT_EQ(b.examples, 37);
   }
 }
 

@@ -17,9 +17,20 @@ EvalResult Evaluate(Sequential& net, const data::Dataset& data, ComputeMode mode
   double loss_sum = 0;
   int64_t correct = 0;
   const int classes = net.output_size();
+  // 8-bit storage is converted a batch at a time (float storage is read in place).
+  std::vector<float> converted;
   for (int start = 0; start < data.num_examples; start += batch_size) {
     const int n = std::min(batch_size, data.num_examples - start);
-    const float* logits = net.Forward(data.example(start), n, mode, /*training=*/false);
+    const float* x = nullptr;
+    if (data.is_u8()) {
+      const size_t fs = data.feature_size();
+      converted.resize(static_cast<size_t>(n) * fs);
+      for (int e = 0; e < n; ++e) data.CopyExample(start + e, converted.data() + e * fs);
+      x = converted.data();
+    } else {
+      x = data.example(start);
+    }
+    const float* logits = net.Forward(x, n, mode, /*training=*/false);
     const int32_t* labels = data.labels.data() + start;
     loss_sum += static_cast<double>(SoftmaxCrossEntropy(logits, labels, n, classes, nullptr)) * n;
     correct += CountCorrect(logits, labels, n, classes);

@@ -58,7 +58,9 @@ std::unique_ptr<Client> Client::Create(ClientConfig config, std::string* error) 
     return fail(absl::InvalidArgumentError("fedge::Client: give shard_path or data_source, not both"));
   }
   if (!config.shard_path.empty()) {
-    auto d = data::ReadShard(config.shard_path);
+    data::ShardReadOptions compact;  // 8-bit images stay 8-bit in memory
+    compact.compact_u8 = true;
+    auto d = data::ReadShard(config.shard_path, compact);
     if (!d.ok()) return fail(d.status());
     o.data = std::make_shared<const data::Dataset>(std::move(d).value());
   } else if (config.data_source) {
