@@ -32,17 +32,21 @@ bool DetectAvx512Vnni() { return false; }
 
 #if FEDGE_KERNELS_AARCH64 && defined(__linux__)
 bool DetectNeonDot() { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+bool DetectNeonI8mm() { return DetectNeonDot() && (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
 #else
 bool DetectNeonDot() { return false; }
+bool DetectNeonI8mm() { return false; }
 #endif
 
 Isa DetectBest() {
   Isa best = DetectAvx512Vnni() ? Isa::kAvx512Vnni
              : DetectAvx2()     ? Isa::kAvx2
+             : DetectNeonI8mm() ? Isa::kNeonI8mm
              : DetectNeonDot()  ? Isa::kNeonDot
                                 : Isa::kPortable;
   if (const char* cap = std::getenv("FEDGE_ISA")) {
-    for (Isa isa : {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeonDot}) {
+    for (Isa isa : {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeonDot,
+                    Isa::kNeonI8mm}) {
       if (std::strcmp(cap, IsaName(isa)) == 0 && isa < best) best = isa;
     }
   }
@@ -62,6 +66,8 @@ bool CpuSupports(Isa isa) {
       return DetectAvx512Vnni();
     case Isa::kNeonDot:
       return DetectNeonDot();
+    case Isa::kNeonI8mm:
+      return DetectNeonI8mm();
   }
   return false;
 }
@@ -83,6 +89,8 @@ const char* IsaName(Isa isa) {
       return "avx512vnni";
     case Isa::kNeonDot:
       return "neondot";
+    case Isa::kNeonI8mm:
+      return "neoni8mm";
   }
   return "unknown";
 }

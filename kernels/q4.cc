@@ -233,6 +233,8 @@ void QGemmQ4(const QuantizedActivations& x, const PackedWeightsQ4& w, const Epil
 #if FEDGE_KERNELS_AARCH64
     case Isa::kNeonDot:
       return qdetail::QGemmQ4_neondot(x, w, epi, y, ldy);
+    case Isa::kNeonI8mm:
+      return qdetail::QGemmQ4_neoni8mm(x, w, epi, y, ldy);
 #endif
     default:  // kPortable
       return qdetail::QGemmQ4_portable(x, w, epi, y, ldy);

@@ -279,7 +279,7 @@ TEST_P(QGemmQ4VariantTest, BitExactWithReferenceLarge) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, QGemmQ4VariantTest,
                          ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni,
-                                           Isa::kNeonDot),
+                                           Isa::kNeonDot, Isa::kNeonI8mm),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 TEST(QGemmQ4RefTest, MatchesDoubleProductOfDequantizedOperands) {

@@ -1,6 +1,6 @@
 // int8 GEMM: the scalar reference, the portable variant and the dispatcher. The AVX2 and
 // AVX-512 VNNI variants are in qgemm_avx2.cc and qgemm_avx512vnni.cc, the aarch64 dotprod
-// variant in qgemm_neondot.cc.
+// variants in qgemm_neondot.cc and qgemm_neoni8mm.cc.
 #include "kernels/qgemm.h"
 
 #include <algorithm>
@@ -124,6 +124,8 @@ void QGemmS8Int32(const QuantizedActivations& x, const PackedWeightsS8& w, int32
 #if FEDGE_KERNELS_AARCH64
     case Isa::kNeonDot:
       return qdetail::QGemmS8_neondot(x, w, nullptr, nullptr, acc, ldacc);
+    case Isa::kNeonI8mm:
+      return qdetail::QGemmS8_neoni8mm(x, w, nullptr, nullptr, acc, ldacc);
 #endif
     default:  // kPortable (the only variant above it on a CPU without x86 variants)
       return qdetail::QGemmS8_portable(x, w, nullptr, nullptr, acc, ldacc);
@@ -145,6 +147,8 @@ void QGemmS8(const QuantizedActivations& x, const PackedWeightsS8& w, const Epil
 #if FEDGE_KERNELS_AARCH64
     case Isa::kNeonDot:
       return qdetail::QGemmS8_neondot(x, w, &epi, y, nullptr, ldy);
+    case Isa::kNeonI8mm:
+      return qdetail::QGemmS8_neoni8mm(x, w, &epi, y, nullptr, ldy);
 #endif
     default:  // kPortable
       return qdetail::QGemmS8_portable(x, w, &epi, y, nullptr, ldy);

@@ -112,7 +112,7 @@ TEST_P(QGemmS8VariantTest, ExtremeValuesDoNotOverflowTheShiftedAccumulation) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, QGemmS8VariantTest,
                          ::testing::Values(Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni,
-                                           Isa::kNeonDot),
+                                           Isa::kNeonDot, Isa::kNeonI8mm),
                          [](const auto& info) { return std::string(IsaName(info.param)); });
 
 TEST(QGemmS8RefTest, MatchesDoubleProductOfDequantizedOperands) {

@@ -1,8 +1,8 @@
 // Internal to kernels/: the per-ISA variants of the quantized kernels behind the dispatchers
 // in quantize.cc, qgemm.cc and q4.cc. The *_avx2 functions live in files built with
 // FEDGE_AVX2_FLAGS, the *_avx512vnni ones in files built with FEDGE_AVX512_FLAGS (x86-64
-// builds), the *_neondot ones in qgemm_neondot.cc, built with FEDGE_NEONDOT_FLAGS (aarch64
-// builds); call a variant only when CpuSupports() says the CPU can run it (UsableIsa does
+// builds), the *_neondot ones in qgemm_neondot.cc and the *_neoni8mm ones in
+// qgemm_neoni8mm.cc, each built with its own flags (aarch64 builds); call a variant only when CpuSupports() says the CPU can run it (UsableIsa does
 // that).
 #ifndef FEDGE_KERNELS_QKERNELS_ISA_H_
 #define FEDGE_KERNELS_QKERNELS_ISA_H_
@@ -59,6 +59,8 @@ void QGemmS8_avx512vnni(const QuantizedActivations& x, const PackedWeightsS8& w,
                         const Epilogue* epi, float* y, int32_t* acc, int ld);
 void QGemmS8_neondot(const QuantizedActivations& x, const PackedWeightsS8& w,
                      const Epilogue* epi, float* y, int32_t* acc, int ld);
+void QGemmS8_neoni8mm(const QuantizedActivations& x, const PackedWeightsS8& w,
+                      const Epilogue* epi, float* y, int32_t* acc, int ld);
 
 // int4 GEMM helpers. The GEMM form of PackedWeightsQ4 (written by PackQ4):
 //   packed: q - 8 as s8 in the PackedWeightsS8 order: panels of 16 output channels (n padded
@@ -83,6 +85,8 @@ void QGemmQ4_avx512vnni(const QuantizedActivations& x, const PackedWeightsQ4& w,
                         const Epilogue& epi, float* y, int ldy);
 void QGemmQ4_neondot(const QuantizedActivations& x, const PackedWeightsQ4& w,
                      const Epilogue& epi, float* y, int ldy);
+void QGemmQ4_neoni8mm(const QuantizedActivations& x, const PackedWeightsQ4& w,
+                      const Epilogue& epi, float* y, int ldy);
 
 }  // namespace fedge::kernels::qdetail
 

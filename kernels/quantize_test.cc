@@ -13,7 +13,7 @@ namespace fedge::kernels {
 namespace {
 
 constexpr Isa kAllIsas[] = {Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni,
-                             Isa::kNeonDot};
+                             Isa::kNeonDot, Isa::kNeonI8mm};
 
 std::vector<float> RandomMatrix(base::Rng& rng, int rows, int cols, int ld, float stddev) {
   std::vector<float> v(static_cast<size_t>(rows) * ld, std::numeric_limits<float>::quiet_NaN());

@@ -6,12 +6,12 @@
 #   tests/aarch64_client_test.sh X86_BIN_DIR AARCH64_FEDGE_CLIENT
 #
 # A 1-round mlp job (int8 quantization-aware training, so the aarch64 device runs the int8
-# GEMMs, the NEON dotprod ones on qemu's default CPU model, max; 2 local epochs on 1000
+# GEMMs, the NEON SMMLA ones on qemu's default CPU model, max; 2 local epochs on 1000
 # Fashion-MNIST examples per device) with quorum 2 of 2: the round can only complete with the
 # aarch64 device's update aggregated (about 50 s on 2 busy cores, most of it the device
 # training under qemu). Checked: the binary is aarch64; the round completed with 2/2 clients;
 # the registry shows a linux-aarch64 client that took part in 1 round; the aarch64 device
-# logged its round and its neondot kernels; the aggregated model beats chance by far (test
+# logged its round and its neoni8mm kernels; the aggregated model beats chance by far (test
 # accuracy > 0.5 on 1000 examples). Fails (never skips) when anything is missing.
 # Every process started is killed on any exit; on failure the logs are printed and kept.
 set -euo pipefail
@@ -148,10 +148,10 @@ awk '$6 == "linux-aarch64" && $5 == 1 { found = 1 } END { exit !found }' "$DIR/c
 awk '$6 == "linux-x86_64" && $5 == 1 { found = 1 } END { exit !found }' "$DIR/clients.log" ||
   fail "no linux-x86_64 client took part in 1 round"
 grep "^round 1 " "$DIR/client-aarch64.log" || fail "the aarch64 client did not report round 1"
-# qemu-user's default CPU model (max) has the dotprod extension: the int8 training ran the
-# NEON dotprod GEMMs.
-grep -q "quantized kernels neondot" "$DIR/client-aarch64.log" ||
-  fail "the aarch64 client did not run the neondot kernels: $(grep -m1 'quantized kernels' "$DIR/client-aarch64.log")"
+# qemu-user's default CPU model (max) has dotprod and i8mm: the int8 training ran the NEON
+# SMMLA GEMMs.
+grep -q "quantized kernels neoni8mm" "$DIR/client-aarch64.log" ||
+  fail "the aarch64 client did not run the neoni8mm kernels: $(grep -m1 'quantized kernels' "$DIR/client-aarch64.log")"
 acc=$(sed -n 's/^round *1  completed .* acc \([0-9.]*\) .*/\1/p' "$DIR/rounds.log")
 awk -v a="${acc:-0}" 'BEGIN { exit !(a > 0.5) }' ||
   fail "test accuracy ${acc:-?} after the round (expected > 0.5)"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The quantized kernels' tests, cross-built for aarch64 (scripts/cross-aarch64.sh), under
-# qemu-user on two CPU models:
-#   -cpu max          has the dotprod extension: BestIsa() is neondot, and every variant test
-#                     of it (the int8 and int4 GEMMs' shape sweeps, model shapes, large and
-#                     extreme operands) must run and be bit-exact with the reference;
-#   -cpu cortex-a57   ARMv8.0, no dotprod: the neondot tests must skip, the dispatcher falls
-#                     back to the portable kernels, and those must pass.
+# qemu-user on three CPU models:
+#   -cpu max          dotprod and i8mm: every variant test of neondot (SDOT) and neoni8mm
+#                     (SMMLA) must run and be bit-exact with the reference (the int8 and int4
+#                     GEMMs' shape sweeps, model shapes, large and extreme operands);
+#   -cpu cortex-a76   dotprod, no i8mm: neondot runs, neoni8mm skips;
+#   -cpu cortex-a57   ARMv8.0, neither: both skip, and the portable fallback must pass.
 #
 #   tests/aarch64_kernels_test.sh AARCH64_BIN_DIR
 #
@@ -29,8 +29,17 @@ for t in "${TESTS[@]}"; do
   file -b "$BIN/$t" | grep -q "ARM aarch64" || fail "$BIN/$t is not an aarch64 binary"
 done
 
+# Whether variant V must run (1) or skip (0) on CPU model C.
+expected() {
+  case "$1:$2" in
+    max:*) echo 1 ;;
+    cortex-a76:neondot) echo 1 ;;
+    *) echo 0 ;;
+  esac
+}
+
 # As in aarch64_client_test.sh: the arm64 multiarch loader and libraries, no -L.
-for cpu in max cortex-a57; do
+for cpu in max cortex-a76 cortex-a57; do
   for t in "${TESTS[@]}"; do
     log="$DIR/$t.$cpu.log"
     if ! env -u QEMU_LD_PREFIX "$QEMU" -cpu "$cpu" "$BIN/$t" > "$log" 2>&1; then
@@ -38,18 +47,20 @@ for cpu in max cortex-a57; do
       fail "$t under -cpu $cpu"
     fi
     passed=$(grep -c '^\[       OK \]' "$log" || true)
-    dot_ok=$(grep -c '^\[       OK \] .*/neondot' "$log" || true)
-    dot_skipped=$(grep -c '^\[  SKIPPED \] .*/neondot' "$log" || true)
-    echo "$t -cpu $cpu: $passed passed, neondot: $dot_ok passed, $dot_skipped skipped"
-    if [ "$t" != kernels_quantize_test ]; then
-      if [ "$cpu" = max ]; then
-        [ "$dot_ok" -gt 0 ] && [ "$dot_skipped" -eq 0 ] ||
-          fail "$t: the neondot variant did not run under -cpu max"
+    line="$t -cpu $cpu: $passed passed"
+    for v in neondot neoni8mm; do
+      ran=$(grep -cE "^\[       OK \] .*/$v( |\$)" "$log" || true)
+      skipped=$(grep -cE "^\[  SKIPPED \] .*/$v( |\$)" "$log" || true)
+      line="$line; $v: $ran ran, $skipped skipped"
+      [ "$t" = kernels_quantize_test ] && continue  # no per-variant suites: loops over ISAs
+      if [ "$(expected "$cpu" "$v")" = 1 ]; then
+        [ "$ran" -gt 0 ] && [ "$skipped" -eq 0 ] || fail "$t: $v did not run under -cpu $cpu"
       else
-        [ "$dot_ok" -eq 0 ] && [ "$dot_skipped" -gt 0 ] ||
-          fail "$t: the neondot variant ran under -cpu cortex-a57, which lacks dotprod"
+        [ "$ran" -eq 0 ] && [ "$skipped" -gt 0 ] ||
+          fail "$t: $v ran under -cpu $cpu, which lacks it"
       fi
-    fi
+    done
+    echo "$line"
   done
 done
-echo "PASS: aarch64 kernels bit-exact under qemu (-cpu max with dotprod, -cpu cortex-a57 without)"
+echo "PASS: aarch64 kernels bit-exact under qemu (-cpu max: dotprod and i8mm; cortex-a76: dotprod; cortex-a57: neither)"
