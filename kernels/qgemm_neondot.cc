@@ -25,7 +25,7 @@
 namespace fedge::kernels::qdetail {
 namespace {
 
-constexpr int kP = PackedWeightsS8::kPanel;  // 16 channels, 4 groups of 4
+#include "kernels/qgemm_neon.inc"
 
 // Where a tile's results go: y or acc (one is null), row stride ld, for `valid` ≤ 16 real
 // channels of the panel starting at channel j0.
@@ -35,28 +35,6 @@ struct PanelOut {
   int ld;
   int valid;
 };
-
-inline float32x4_t Relu(float32x4_t v) {
-  const float32x4_t zero = vdupq_n_f32(0.0f);
-  return vbslq_f32(vcgtq_f32(v, zero), v, zero);
-}
-
-// The panel's 16 results of one row: stored whole, or through a buffer for a partial panel.
-inline void StoreRow(const float32x4_t v[4], float* dst, int valid) {
-  if (valid == kP) {
-    for (int q = 0; q < 4; ++q) vst1q_f32(dst + 4 * q, v[q]);
-    return;
-  }
-  float buf[kP];
-  for (int q = 0; q < 4; ++q) vst1q_f32(buf + 4 * q, v[q]);
-  std::memcpy(dst, buf, sizeof(float) * valid);
-}
-
-inline void StoreRow(const int32x4_t v[4], int32_t* dst, int valid) {
-  int32_t buf[kP];
-  for (int q = 0; q < 4; ++q) vst1q_s32(buf + 4 * q, v[q]);
-  std::memcpy(dst, buf, sizeof(int32_t) * valid);
-}
 
 // acc[r][q] += Σ over 16 k from k0 of x[r][k] · w[channel 4q + lane][k], for MR rows.
 template <int MR>
@@ -144,12 +122,6 @@ void KernelQ4(const int8_t* const* xr, const int8_t* wp, int blocks, const float
     }
     StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
   }
-}
-
-// The bias of a panel's 16 channels, zero past n (the caller's bias holds n values).
-inline void PanelBias(const float* bias, int j0, int valid, float out[kP]) {
-  std::fill(out, out + kP, 0.0f);
-  if (bias != nullptr) std::memcpy(out, bias + j0, sizeof(float) * valid);
 }
 
 }  // namespace

@@ -24,25 +24,7 @@
 namespace fedge::kernels::qdetail {
 namespace {
 
-constexpr int kP = PackedWeightsS8::kPanel;
-
-inline float32x4_t Relu(float32x4_t v) {
-  const float32x4_t zero = vdupq_n_f32(0.0f);
-  return vbslq_f32(vcgtq_f32(v, zero), v, zero);
-}
-
-template <typename T, typename V>
-inline void StoreRow(const V v[4], T* dst, int valid, void (*store)(T*, V)) {
-  if (valid == kP) {
-    for (int q = 0; q < 4; ++q) store(dst + 4 * q, v[q]);
-    return;
-  }
-  T buf[kP];
-  for (int q = 0; q < 4; ++q) store(buf + 4 * q, v[q]);
-  std::memcpy(dst, buf, sizeof(T) * valid);
-}
-inline void StoreF(float* p, float32x4_t v) { vst1q_f32(p, v); }
-inline void StoreI(int32_t* p, int32x4_t v) { vst1q_s32(p, v); }
+#include "kernels/qgemm_neon.inc"
 
 // The 8 channel pairs' operands for k = k0 .. k0 + 7: b[cp] = [channel 2cp: 8 k | 2cp + 1: 8 k].
 inline void LoadPairs(const int8_t* wp, int k0, int8x16_t b[8]) {
@@ -98,7 +80,7 @@ void KernelS8(const int8_t* const* xr, int mr, const int8_t* wp, int k8n, const 
     int32x4_t row[4];
     RowOf(acc[r / 2], r % 2, row);
     if (out != nullptr) {
-      StoreRow(row, out + static_cast<size_t>(r) * ld, valid, StoreI);
+      StoreRow(row, out + static_cast<size_t>(r) * ld, valid);
       continue;
     }
     float32x4_t v[4];
@@ -106,7 +88,7 @@ void KernelS8(const int8_t* const* xr, int mr, const int8_t* wp, int k8n, const 
       v[q] = vfmaq_f32(b[q], vcvtq_f32_s32(row[q]), s[q]);  // fma(float(acc), s, bias)
       if (relu) v[q] = Relu(v[q]);
     }
-    StoreRow(v, y + static_cast<size_t>(r) * ld, valid, StoreF);
+    StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
   }
 }
 
@@ -136,13 +118,8 @@ void KernelQ4(const int8_t* const* xr, int mr, const int8_t* wp, int blocks, con
       v[q] = vfmaq_f32(vld1q_f32(bias + 4 * q), facc[r][q], xs);  // fma(acc, x.scale, bias)
       if (relu) v[q] = Relu(v[q]);
     }
-    StoreRow(v, y + static_cast<size_t>(r) * ld, valid, StoreF);
+    StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
   }
-}
-
-inline void PanelBias(const float* bias, int j0, int valid, float out[kP]) {
-  std::fill(out, out + kP, 0.0f);
-  if (bias != nullptr) std::memcpy(out, bias + j0, sizeof(float) * valid);
 }
 
 }  // namespace
