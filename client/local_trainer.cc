@@ -59,6 +59,9 @@ absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeLocalOptimizer(
     model::AdamOptions a;
     a.learning_rate = o.learning_rate;
     a.weight_decay = o.weight_decay;
+    a.beta1 = o.adam_beta1;
+    a.beta2 = o.adam_beta2;
+    a.epsilon = o.adam_epsilon;
     FEDGE_ASSIGN_OR_RETURN(auto adam, model::Adam::Create(a));
     return std::unique_ptr<model::Optimizer>(std::move(adam));
   }
@@ -83,6 +86,9 @@ absl::StatusOr<LocalTrainingOptions> OptionsFromTask(const v1::TaskHeader& task,
   o.momentum = static_cast<float>(t.momentum());
   o.nesterov = t.nesterov();
   o.weight_decay = static_cast<float>(t.weight_decay());
+  if (t.has_adam_beta1()) o.adam_beta1 = static_cast<float>(t.adam_beta1());
+  if (t.has_adam_beta2()) o.adam_beta2 = static_cast<float>(t.adam_beta2());
+  if (t.has_adam_epsilon()) o.adam_epsilon = static_cast<float>(t.adam_epsilon());
   o.max_steps = t.max_steps();
   o.proximal_mu = static_cast<float>(task.fedprox_mu());
   o.clip_norm = task.privacy().clip_norm();

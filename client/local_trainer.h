@@ -27,6 +27,9 @@ struct LocalTrainingOptions {
   float momentum = 0.9f;        // SGD only (heavy-ball, as torch.optim.SGD)
   bool nesterov = false;        // SGD only, needs momentum > 0
   float weight_decay = 0.0f;
+  float adam_beta1 = 0.9f;      // Adam only (the job's local_training.adam_*)
+  float adam_beta2 = 0.999f;
+  float adam_epsilon = 1e-8f;
   int64_t max_steps = 0;        // stop after this many optimizer steps (0: epochs decide)
   // FedProx (Li et al. 2020): adds μ/2 · ‖w − w_received‖² to the local loss.
   float proximal_mu = 0.0f;

@@ -209,6 +209,30 @@ TEST(LocalTrainerTest, OptionsFromTaskAndStepLimit) {
   EXPECT_EQ(o->mode, model::ComputeMode::kInt8);
   EXPECT_FLOAT_EQ(o->proximal_mu, 0.1f);
   EXPECT_EQ(o->seed, 9u);
+  EXPECT_FLOAT_EQ(o->adam_beta1, 0.9f);  // unset: Adam's defaults
+  EXPECT_FLOAT_EQ(o->adam_beta2, 0.999f);
+  EXPECT_FLOAT_EQ(o->adam_epsilon, 1e-8f);
+  {
+    // The job's Adam settings reach the optimizer: another β1 trains to another model.
+    v1::TaskHeader adam = task;
+    adam.mutable_training()->set_optimizer(v1::OPTIMIZER_KIND_ADAM);
+    adam.mutable_training()->set_compute_mode(v1::COMPUTE_MODE_FP32);
+    auto a = OptionsFromTask(adam, 9);
+    adam.mutable_training()->set_adam_beta1(0.5);
+    adam.mutable_training()->set_adam_beta2(0.99);
+    adam.mutable_training()->set_adam_epsilon(1e-3);
+    auto b = OptionsFromTask(adam, 9);
+    ASSERT_THAT(a, fedge::testing::IsOk());
+    ASSERT_THAT(b, fedge::testing::IsOk());
+    EXPECT_FLOAT_EQ(b->adam_beta1, 0.5f);
+    EXPECT_FLOAT_EQ(b->adam_beta2, 0.99f);
+    EXPECT_FLOAT_EQ(b->adam_epsilon, 1e-3f);
+    auto ua = TrainLocally(MakeModel(), MakeData(100, 5), *a);
+    auto ub = TrainLocally(MakeModel(), MakeData(100, 5), *b);
+    ASSERT_THAT(ua, fedge::testing::IsOk());
+    ASSERT_THAT(ub, fedge::testing::IsOk());
+    EXPECT_NE(ua->delta.parameters(0).values(0), ub->delta.parameters(0).values(0));
+  }
   auto update = TrainLocally(MakeModel(), MakeData(100, 5), *o);
   ASSERT_THAT(update, fedge::testing::IsOk());
   EXPECT_EQ(update->steps, 4);  // max_steps stops the 3 × 10 steps early
