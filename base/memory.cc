@@ -19,4 +19,15 @@ bool KeepFreedMemoryForReuse() {
 #endif
 }
 
+bool SizeFreedMemoryPolicy(long long model_bytes) {
+  if (model_bytes >= kKeepFreedMemoryFromModelBytes) return KeepFreedMemoryForReuse();
+#if defined(__GLIBC__)
+  constexpr int k128KiB = 128 * 1024;  // glibc's defaults
+  mallopt(M_MMAP_THRESHOLD, k128KiB);
+  mallopt(M_TRIM_THRESHOLD, k128KiB);
+  malloc_trim(0);
+#endif
+  return false;
+}
+
 }  // namespace fedge::base

@@ -14,6 +14,18 @@ namespace fedge::base {
 // once, early in main, before threads start.
 bool KeepFreedMemoryForReuse();
 
+// Models at least this large (their parameters' bytes) get KeepFreedMemoryForReuse.
+inline constexpr long long kKeepFreedMemoryFromModelBytes = 16LL << 20;
+
+// The policy sized to the model a program is about to work on: KeepFreedMemoryForReuse for a
+// model of kKeepFreedMemoryFromModelBytes or more, whose round buffers are large; otherwise
+// glibc's defaults (blocks over 128 KiB mapped and unmapped, the heap's free top trimmed), and
+// the free memory held so far returned to the system (malloc_trim). A small model's buffers
+// are cheap to map and the kept peak (for instance a job's start-up) would be most of the
+// process. Returns whether freed memory is now kept. May be called again for each job, from
+// any thread (glibc reads the thresholds at each allocation).
+bool SizeFreedMemoryPolicy(long long model_bytes);
+
 }  // namespace fedge::base
 
 #endif  // FEDGE_BASE_MEMORY_H_

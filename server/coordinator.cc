@@ -105,6 +105,7 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   job->strategy = std::move(model.strategy);
   job->weights = std::move(model.weights);
   job->num_parameters = model.num_parameters;
+  if (options_.on_job_model) options_.on_job_model(4 * job->num_parameters);
   FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
   if (config.strategy().has_fed_cg()) {
     // FedCG: no central evaluation (the extractors stay on the devices).

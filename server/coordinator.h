@@ -127,6 +127,10 @@ struct CoordinatorOptions {
   // at most this many bytes of their values (at least one update).
   int bound_held_updates = 64;
   int64_t bound_held_bytes = int64_t{256} << 20;
+  // Called when a job starts or resumes, before its evaluation data is loaded, with its
+  // model's parameter bytes (under the coordinator's mutex; it must not call back).
+  // fedge-coordinator sizes the heap's freed-memory policy with it (base/memory.h).
+  std::function<void(int64_t model_bytes)> on_job_model;
   // Evaluation data, already preprocessed. When null, StartJob loads the job's
   // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
   std::shared_ptr<const data::Dataset> evaluation_data;

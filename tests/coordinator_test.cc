@@ -73,10 +73,12 @@ class CoordinatorTest : public ::testing::Test {
     o.clock = &clock_;
     o.enrollment_token = kToken;
     o.evaluation_data = eval_;
+    o.on_job_model = [this](int64_t bytes) { job_model_bytes_.push_back(bytes); };
     auto c = Coordinator::Create(o, store);
     EXPECT_THAT(c, IsOk());
     return std::move(c).value();
   }
+  std::vector<int64_t> job_model_bytes_;  // what on_job_model was called with
 
   std::vector<Device> Enroll(Coordinator& c, int n) {
     std::vector<Device> devices;
@@ -131,6 +133,12 @@ TEST_F(CoordinatorTest, FedAvgRunsEveryRoundAndLearns) {
   std::vector<Device> devices = Enroll(*c, 6);
   auto job = c->StartJob(MakeJob(/*rounds=*/5, /*per_round=*/3, /*quorum=*/3, 600));
   ASSERT_THAT(job, IsOk());
+  // The job's model size went to on_job_model (fedge-coordinator sizes its heap policy).
+  const absl::StatusOr<v1::ModelProto> initial = c->ExportModel(*job);
+  ASSERT_THAT(initial, IsOk());
+  int64_t params = 0;
+  for (const v1::TensorProto& p : initial->parameters()) params += p.values_size();
+  EXPECT_EQ(job_model_bytes_, std::vector<int64_t>{4 * params});
   const double before = Accuracy(*c->ExportModel(*job));
   for (int step = 0; step < 50 && c->running_job().has_value(); ++step) {
     ASSERT_THAT(c->Tick(), IsOk());

@@ -315,6 +315,13 @@ int Run() {
   co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
   co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
   co.aggregation_batch_bytes = int64_t{absl::GetFlag(FLAGS_aggregation_batch_mb)} << 20;
+  // The heap keeps freed memory for large models only (base/memory.h): a small model's
+  // coordinator then gives back its job start-up's transient memory.
+  co.on_job_model = [](int64_t model_bytes) {
+    const bool kept = base::SizeFreedMemoryPolicy(model_bytes);
+    FEDGE_LOG(INFO) << "fedge-coordinator: a model of " << model_bytes / 1024 << " KiB: freed memory "
+                    << (kept ? "kept for the next round's buffers" : "returned to the system");
+  };
   co.aggregation_threads = absl::GetFlag(FLAGS_aggregation_threads);
   co.registrations_per_token_per_second = absl::GetFlag(FLAGS_register_per_token_per_second);
   co.registrations_per_token_burst = absl::GetFlag(FLAGS_register_per_token_burst);
