@@ -34,9 +34,14 @@ inline constexpr int64_t kIdxMaxExamples = 10'000'000;
 inline constexpr int64_t kIdxMaxSide = 4096;
 inline constexpr int64_t kIdxMaxPixels = int64_t{1} << 31;  // 2 GiB of bytes, 8 GiB of floats
 
+// How the images are held: floats in [0, 1] (Dataset::features), or their bytes in 8-bit
+// storage (Dataset::features_u8, a quarter of the memory, the same values: data/dataset.h).
+enum class IdxStorage { kFloat, kU8 };
+
 // Reads an images file and a labels file into one Dataset with num_classes classes.
 absl::StatusOr<Dataset> LoadIdxDataset(const std::string& images_path,
-                                       const std::string& labels_path, int num_classes = 10);
+                                       const std::string& labels_path, int num_classes = 10,
+                                       IdxStorage storage = IdxStorage::kFloat);
 
 struct FashionMnist {
   Dataset train;  // 60000 examples
@@ -50,10 +55,12 @@ inline constexpr float kFashionMnistMean = 0.2860f;
 inline constexpr float kFashionMnistStd = 0.3530f;
 
 // Loads dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian's dataset-fashion-mnist).
-absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir = kFashionMnistDir);
+absl::StatusOr<FashionMnist> LoadFashionMnist(const std::string& dir = kFashionMnistDir,
+                                              IdxStorage storage = IdxStorage::kFloat);
 // The test split alone (dir/t10k-*): what an evaluator needs, without the 60,000 training
 // examples' 188 MB.
-absl::StatusOr<Dataset> LoadFashionMnistTest(const std::string& dir = kFashionMnistDir);
+absl::StatusOr<Dataset> LoadFashionMnistTest(const std::string& dir = kFashionMnistDir,
+                                             IdxStorage storage = IdxStorage::kFloat);
 
 }  // namespace fedge::data
 

@@ -57,9 +57,11 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   if (!e.data_path().empty()) {
     FEDGE_ASSIGN_OR_RETURN(const std::string dir, ResolveDataPath(data_root, e.data_path()));
     FEDGE_ASSIGN_OR_RETURN(test, data::LoadIdxDataset(dir + "/t10k-images-idx3-ubyte.gz",
-                                                      dir + "/t10k-labels-idx1-ubyte.gz"));
+                                                      dir + "/t10k-labels-idx1-ubyte.gz", 10,
+                                                      data::IdxStorage::kU8));
   } else if (e.dataset().empty() || e.dataset() == kDefaultEvaluationDataset) {
-    FEDGE_ASSIGN_OR_RETURN(test, data::LoadFashionMnistTest());
+    FEDGE_ASSIGN_OR_RETURN(test, data::LoadFashionMnistTest(data::kFashionMnistDir,
+                                                            data::IdxStorage::kU8));
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("Coordinator: unknown evaluation dataset '", e.dataset(), "'"));
@@ -67,15 +69,15 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
   if (e.max_examples() > 0 && e.max_examples() < test.num_examples) {
     // The first max_examples, in place (no second copy).
     test.num_examples = e.max_examples();
-    test.features.resize(static_cast<size_t>(test.num_examples) * test.feature_size());
-    test.features.shrink_to_fit();
+    const size_t values = static_cast<size_t>(test.num_examples) * test.feature_size();
+    test.features_u8.resize(values);  // 8-bit storage, as loaded
+    test.features_u8.shrink_to_fit();
     test.labels.resize(static_cast<size_t>(test.num_examples));
     test.labels.shrink_to_fit();
   }
   FEDGE_RETURN_IF_ERROR(data::Preprocess(config.preprocessing(), test));
-  // Pixels in [0, 1] (no standardization) stay 8-bit in memory: a quarter of the floats;
-  // Evaluate converts a batch at a time.
-  data::CompactToU8(test);
+  // Pixels in [0, 1] (no standardization) stay 8-bit in memory, a quarter of the floats:
+  // Evaluate converts a batch at a time. Standardization made floats.
   return std::make_shared<const data::Dataset>(std::move(test));
 }
 

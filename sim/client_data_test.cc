@@ -127,7 +127,9 @@ TEST(ClientDataTest, FashionMnistCappedShardsAndClientTestSets) {
     const data::Dataset test = (*source)->ClientTestData(s);
     EXPECT_EQ(test.num_examples, 13);  // parts of 25, halves of 12 (validation) and 13 (test)
     for (int i = 0; i < test.num_examples; ++i) {
-      seen.insert(std::vector<float>(test.example(i), test.example(i) + test.feature_size()));
+      std::vector<float> x(test.feature_size());
+      test.CopyExample(i, x.data());  // Fashion-MNIST is held in 8-bit storage
+      seen.insert(std::move(x));
     }
   }
   EXPECT_EQ(seen.size(), 4u * 13);  // disjoint
