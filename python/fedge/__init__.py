@@ -7,9 +7,10 @@
 - fedge.v1: the protobuf messages and gRPC stubs generated from proto/ at build time.
 """
 
+from fedge._channel import FedgeError
 from fedge.admin import Admin, AdminError, model_weights
 from fedge.device import Decline, Device, DeviceError, Task, Update, __version__
 from fedge.shard import Shard, ShardError, read_shard
 
-__all__ = ["Admin", "AdminError", "Decline", "Device", "DeviceError", "Shard", "ShardError",
+__all__ = ["Admin", "AdminError", "Decline", "Device", "DeviceError", "FedgeError", "Shard", "ShardError",
            "Task", "Update", "model_weights", "read_shard", "__version__"]

@@ -3,9 +3,31 @@ TLS) or, explicitly, plaintext."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Type
 
 import grpc
+
+
+class FedgeError(RuntimeError):
+    """A call the coordinator refused, or a protocol fault; `code` is the gRPC status code
+    when the coordinator answered."""
+
+    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None):
+        super().__init__(message)
+        self.code = code
+
+
+def rpc_error(cls: Type[FedgeError], what: str, e: grpc.RpcError) -> FedgeError:
+    """`cls` for a failed call, naming the call, the code and the coordinator's message."""
+    return cls(f"{what}: {e.code().name}: {e.details()}", e.code())
+
+
+def call(cls: Type[FedgeError], what: str, fn, request, timeout: float, **kw):
+    """fn(request) with a timeout; a gRPC error raised as `cls` (rpc_error)."""
+    try:
+        return fn(request, timeout=timeout, **kw)
+    except grpc.RpcError as e:
+        raise rpc_error(cls, what, e) from e
 
 # Payloads travel in chunks of at most 1 MiB; leave room for the largest messages.
 _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),

@@ -23,16 +23,14 @@ import grpc
 import numpy as np
 
 from fedge import codec
-from fedge._channel import make_channel
+from fedge._channel import FedgeError, call, make_channel, rpc_error
 from fedge.v1 import admin_pb2, admin_pb2_grpc, job_pb2, model_pb2
 
 TERMINAL_STATES = (job_pb2.JOB_STATE_FINISHED, job_pb2.JOB_STATE_STOPPED, job_pb2.JOB_STATE_FAILED)
 
 
-class AdminError(RuntimeError):
-    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None):
-        super().__init__(message)
-        self.code = code
+class AdminError(FedgeError):
+    """An Admin call the coordinator refused (`code`: UNAUTHENTICATED, PERMISSION_DENIED, …)."""
 
 
 def model_weights(model: model_pb2.ModelProto) -> Dict[str, np.ndarray]:
@@ -70,11 +68,8 @@ class Admin:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, what: str, fn, request, **kw):
-        try:
-            return fn(request, timeout=kw.pop("timeout", self._timeout), **kw)
-        except grpc.RpcError as e:
-            raise AdminError(f"{what}: {e.code().name}: {e.details()}", e.code()) from e
+    def _call(self, what: str, fn, request):
+        return call(AdminError, what, fn, request, self._timeout)
 
     # ---- jobs ----
 
@@ -120,7 +115,7 @@ class Admin:
                         and event.job_changed.state in TERMINAL_STATES):
                     return
         except grpc.RpcError as e:
-            raise AdminError(f"WatchJob: {e.code().name}: {e.details()}", e.code()) from e
+            raise rpc_error(AdminError, "WatchJob", e) from e
 
     def wait(self, job_id: str = "", timeout_s: Optional[float] = None) -> job_pb2.JobStatus:
         """Follows the job to its end; returns its final status."""
@@ -147,7 +142,7 @@ class Admin:
                 else:
                     raise AdminError(f"ExportModel: a {kind} message out of order")
         except grpc.RpcError as e:
-            raise AdminError(f"ExportModel: {e.code().name}: {e.details()}", e.code()) from e
+            raise rpc_error(AdminError, "ExportModel", e) from e
         except codec.PayloadError as e:
             raise AdminError(f"ExportModel: {e}") from e
         raise AdminError("ExportModel: the stream ended without its trailer")

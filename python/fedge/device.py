@@ -34,7 +34,7 @@ import grpc
 import numpy as np
 
 from fedge import codec
-from fedge._channel import make_channel
+from fedge._channel import FedgeError, call, make_channel, rpc_error
 from fedge.v1 import coordinator_pb2, coordinator_pb2_grpc, job_pb2, model_pb2, transfer_pb2
 
 log = logging.getLogger("fedge.device")
@@ -43,13 +43,9 @@ __version__ = "0.1.0"
 MAX_REFUSAL_BYTES = 256
 
 
-class DeviceError(RuntimeError):
+class DeviceError(FedgeError):
     """A call the coordinator refused, or a protocol fault; `code` is the gRPC status code
     when the coordinator answered."""
-
-    def __init__(self, message: str, code: Optional[grpc.StatusCode] = None):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -199,11 +195,8 @@ class Device:
             os.fsync(f.fileno())
         os.replace(tmp, self._state_file)
 
-    def _call(self, what: str, fn, request, **kw):
-        try:
-            return fn(request, timeout=kw.pop("timeout", self._timeout), **kw)
-        except grpc.RpcError as e:
-            raise DeviceError(f"{what}: {e.code().name}: {e.details()}", e.code()) from e
+    def _call(self, what: str, fn, request, timeout: Optional[float] = None):
+        return call(DeviceError, what, fn, request, timeout or self._timeout)
 
     def register(self) -> str:
         """Enrolls the device (or re-enrolls it under its kept id); returns the client id."""
@@ -267,7 +260,7 @@ class Device:
                 else:
                     raise DeviceError(f"FetchTask: a {kind} message out of order")
         except grpc.RpcError as e:
-            raise DeviceError(f"FetchTask: {e.code().name}: {e.details()}", e.code()) from e
+            raise rpc_error(DeviceError, "FetchTask", e) from e
         except codec.PayloadError as e:
             raise DeviceError(f"FetchTask: the task payload is malformed: {e}") from e
         if header is None or payload is None:

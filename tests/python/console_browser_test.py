@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +25,7 @@ import time
 
 import fedge
 from fedge.v1 import job_pb2
+from harness import Fleet, check, wait_for, write_secret
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -51,63 +49,6 @@ const [selector, key, cell] = arguments;
 return [...document.querySelectorAll(selector)].map(r =>
     [r.dataset[key], cell ? (r.querySelector(cell)?.textContent ?? null) : null]);
 """
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok: {what}", flush=True)
-
-
-def wait_for(what: str, fn, timeout: float = 30.0, every: float = 0.05):
-    end = time.time() + timeout
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception:  # the DOM may be mid-update
-            if time.time() > end:
-                raise
-        if time.time() > end:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-class Processes:
-    def __init__(self, work: str):
-        self.work = work
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.work, f"{name}.log"), "w")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(p)
-        return p
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        end = time.time() + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, end - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
 
 def browser(work: str) -> webdriver.Chrome:
@@ -143,47 +84,16 @@ def fedgectl(bin_dir: str, admin_addr: str, token_file: str, *args: str) -> str:
 
 def main() -> int:
     bin_dir, work, _python = sys.argv[1], sys.argv[2], sys.argv[3]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    procs = Processes(work)
     driver = None
+    fleet = Fleet(bin_dir, work, roles=("operator", "viewer"), console=True)
     try:
-        state = os.path.join(work, "state")
-        os.makedirs(state)
-        token_file = os.path.join(work, "token")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("console-test-enrollment-token\n")
-        tokens = {}
-        for role in ("operator", "viewer"):
-            out = subprocess.run([os.path.join(bin_dir, "fedge-coordinator"), "operators", "add",
-                                  f"test-{role}", "--role", role, "--state-dir", state],
-                                 check=True, capture_output=True, text=True)
-            tokens[role] = out.stdout.strip()
-        op_token_file = os.path.join(work, "operator-token")
-        fd = os.open(op_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(tokens["operator"])
-        port, admin_port, console_port = free_ports(3)
-        addr, admin_addr = f"127.0.0.1:{port}", f"127.0.0.1:{admin_port}"
-        url = f"http://127.0.0.1:{console_port}"
-        coord = procs.spawn("coordinator", [
-            os.path.join(bin_dir, "fedge-coordinator"), "--listen", addr, "--admin-listen",
-            admin_addr, "--console-listen", f"127.0.0.1:{console_port}", "--state-dir", state,
-            "--enrollment-token-file", token_file, "--insecure"])
-        shards = os.path.join(work, "shards")
-        subprocess.run([os.path.join(bin_dir, "partition_fmnist"), "--clients", "3", "--scheme",
-                        "iid", "--seed", "0", "--train-examples", "3000", "--out", shards],
-                       check=True, stdout=subprocess.DEVNULL)
+        url, admin_addr, tokens = fleet.console_url, fleet.admin_addr, fleet.tokens
+        op_token_file = write_secret(os.path.join(work, "operator-token"), tokens["operator"])
+        shards = fleet.partition(clients=3, train_examples=3000)
         for i in range(3):
-            procs.spawn(f"client-{i}", [
-                os.path.join(bin_dir, "fedge-client"), "--coordinator", addr, "--insecure",
-                "--enrollment-token-file", token_file, "--shard",
-                os.path.join(shards, f"client-0000{i}.shard"),
-                "--state-dir", os.path.join(work, f"client-{i}")])
-        admin = fedge.Admin(admin_addr, token=tokens["operator"], insecure=True)
-        wait_for("3 registered devices", lambda: coord.poll() is None and len(admin.clients()) >= 3,
-                 timeout=60, every=0.2)
+            fleet.start_client(i, shards)
+        admin = fleet.admin("operator")
+        fleet.wait_registered(admin, 3)
 
         driver = browser(work)
         sign_in(driver, url, tokens["viewer"])
@@ -292,7 +202,7 @@ def main() -> int:
     finally:
         if driver is not None:
             driver.quit()
-        procs.stop()
+        fleet.stop()
 
 
 if __name__ == "__main__":

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +27,7 @@ import numpy as np
 
 import fedge
 from fedge.v1 import job_pb2
+from harness import Fleet, check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEVICE = os.path.join(HERE, "doc_device.py")
@@ -171,66 +169,6 @@ def check_task_against_export(admin: fedge.Admin, label: str, job: str, saved: s
                 f"(max |x - x^| {worst:.2e})")
 
 
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as b:
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
-class Procs:
-    def __init__(self, work: str):
-        self.work = work
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.work, f"{name}.log"), "w")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(p)
-        return p
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok: {what}", flush=True)
-
-
-def wait_for_log(path: str, text: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with open(path) as f:
-            if text in f.read():
-                return
-        if proc.poll() is not None:
-            raise AssertionError(f"{path}: the process exited ({proc.returncode}) before "
-                                 f"printing {text!r}")
-        time.sleep(0.1)
-    raise AssertionError(f"{path}: no {text!r} within {timeout} s")
-
-
 def run_job(admin: fedge.Admin, label: str, transfer: str, dev_id: str, task_enc: str,
             update_enc: str, min_accuracy: float | None, device: subprocess.Popen,
             saved: str) -> None:
@@ -289,58 +227,24 @@ def main() -> int:
         return 2
     bin_dir, work, python = sys.argv[1], sys.argv[2], sys.argv[3]
     t0 = time.time()
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    procs = Procs(work)
+    fleet = Fleet(bin_dir, work)
     try:
-        state = os.path.join(work, "state")
-        os.makedirs(state)
-        token_file = os.path.join(work, "enrollment-token")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("doc-device-test-enrollment-token\n")
-        out = subprocess.run([os.path.join(bin_dir, "fedge-coordinator"), "operators", "add",
-                              "op", "--role", "operator", "--state-dir", state],
-                             check=True, capture_output=True, text=True)
-        op_token = out.stdout.strip()
+        op_token = fleet.tokens["operator"]
         check(re.fullmatch(r"fedge-op-[0-9a-f]{64}", op_token) is not None,
               "an operator token was created")
-        port = free_port_pair()
-        addr, admin_addr = f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
-        coord = procs.spawn("coordinator", [
-            os.path.join(bin_dir, "fedge-coordinator"), "--listen", addr, "--admin-listen",
-            admin_addr, "--state-dir", state, "--enrollment-token-file", token_file,
-            "--insecure"])
-        shards = os.path.join(work, "shards")
-        subprocess.run([os.path.join(bin_dir, "partition_fmnist"), "--clients", "1", "--scheme",
-                        "iid", "--train-examples", "2000", "--out", shards],
-                       check=True, stdout=subprocess.DEVNULL)
-        shard = os.path.join(shards, "client-00000.shard")
+        check(True, f"the coordinator serves on {fleet.addr} (admin {fleet.admin_addr})")
+        shard = fleet.shard(fleet.partition(clients=1, train_examples=2000), 0)
         check(os.path.exists(shard), "partition_fmnist wrote 1 shard")
-        wait_for_log(os.path.join(work, "coordinator.log"), "serving on", coord, 60)
-        check(True, f"the coordinator serves on {addr} (admin {admin_addr})")
 
         saved = os.path.join(work, "tasks")
         os.makedirs(saved)
-        device = procs.spawn("doc_device", [
-            python, DEVICE, "--coordinator", addr, "--enrollment-token-file", token_file,
-            "--shard", shard, "--rounds", "6", "--save-tasks", saved])
+        device = fleet.spawn("doc_device", [
+            python, DEVICE, "--coordinator", fleet.addr, "--enrollment-token-file",
+            fleet.token_file, "--shard", shard, "--rounds", "6", "--save-tasks", saved])
 
-        admin = fedge.Admin(admin_addr, token=op_token, insecure=True)
-        deadline = time.time() + 60
-        while True:
-            if coord.poll() is not None or device.poll() is not None:
-                raise AssertionError(f"the coordinator or doc_device exited early; see "
-                                     f"{work}/*.log")
-            try:
-                clients = admin.clients()
-                if len(clients) >= 1:
-                    break
-            except fedge.AdminError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("doc_device did not register within 60 s")
-            time.sleep(0.2)
+        admin = fleet.admin("operator")
+        fleet.wait_registered(admin, 1, watch=[device])
+        clients = admin.clients()
         check(len(clients) == 1, "1 client registered")
         dev = clients[0]
         dev_id = dev.client_id
@@ -381,7 +285,7 @@ def main() -> int:
         print("doc_device_test: PASS")
         return 0
     finally:
-        procs.stop()
+        fleet.stop()
 
 
 if __name__ == "__main__":

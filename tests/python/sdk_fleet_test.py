@@ -15,19 +15,16 @@ usage: sdk_fleet_test.py BIN_DIR WORK_DIR PYTHON   (PYTHON: a python with fedge 
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 
 import numpy as np
 
 import fedge
 from fedge import codec
 from fedge.v1 import job_pb2
+from harness import Fleet, check
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "..", "python", "examples", "device_numpy.py")
@@ -43,52 +40,6 @@ local_training {{ epochs: 1 batch_size: 32 learning_rate: 0.05 momentum: 0.9 max
 evaluation {{ dataset: "fashion-mnist" }}
 {transfer}
 """
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port >= 65535:
-            continue
-        try:
-            with socket.socket() as b:
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free pair of ports")
-
-
-class Fleet:
-    def __init__(self, bin_dir: str, work: str, python: str):
-        self.bin, self.work, self.python = bin_dir, work, python
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = open(os.path.join(self.work, f"{name}.log"), "w")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(p)
-        return p
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.time() + 10
-        for p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-
-
-def check(cond: bool, what: str) -> None:
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok: {what}", flush=True)
 
 
 def run_job(admin: fedge.Admin, transfer: str, py_id: str, saved: str, encoding: int) -> None:
@@ -138,61 +89,19 @@ def run_job(admin: fedge.Admin, transfer: str, py_id: str, saved: str, encoding:
 
 def main() -> int:
     bin_dir, work, python = sys.argv[1], sys.argv[2], sys.argv[3]
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    fleet = Fleet(bin_dir, work, python)
-    try:
-        state = os.path.join(work, "state")
-        os.makedirs(state)
-        token_file = os.path.join(work, "token")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("python-sdk-test-enrollment-token\n")
-        tokens = {}
-        for name, role in (("op", "operator"), ("view", "viewer")):
-            out = subprocess.run([os.path.join(bin_dir, "fedge-coordinator"), "operators", "add",
-                                  name, "--role", role, "--state-dir", state],
-                                 check=True, capture_output=True, text=True)
-            tokens[role] = out.stdout.strip()
-        port = free_port_pair()
-        addr, admin_addr = f"127.0.0.1:{port}", f"127.0.0.1:{port + 1}"
-        coord = fleet.spawn("coordinator", [
-            os.path.join(bin_dir, "fedge-coordinator"), "--listen", addr, "--admin-listen",
-            admin_addr, "--state-dir", state, "--enrollment-token-file", token_file,
-            "--insecure"])
-        shards = os.path.join(work, "shards")
-        subprocess.run([os.path.join(bin_dir, "partition_fmnist"), "--clients", "3", "--scheme",
-                        "iid", "--seed", "0", "--train-examples", "3000", "--out", shards],
-                       check=True, stdout=subprocess.DEVNULL)
+    with Fleet(bin_dir, work, roles=("operator", "viewer")) as fleet:
+        shards = fleet.partition(clients=3, train_examples=3000)
         for i in range(2):
-            fleet.spawn(f"client-{i}", [
-                os.path.join(bin_dir, "fedge-client"), "--coordinator", addr, "--insecure",
-                "--enrollment-token-file", token_file, "--shard",
-                os.path.join(shards, f"client-0000{i}.shard"),
-                "--state-dir", os.path.join(work, f"client-{i}")])
+            fleet.start_client(i, shards)
         saved = os.path.join(work, "tasks")
         os.makedirs(saved)
         py_state = os.path.join(work, "python-device.json")
         py = fleet.spawn("python-device", [
-            python, EXAMPLE, "--coordinator", addr, "--insecure", "--enrollment-token-file",
-            token_file, "--shard", os.path.join(shards, "client-00002.shard"), "--state-file",
-            py_state, "--save-tasks", saved])
-
-        admin = fedge.Admin(admin_addr, token=tokens["operator"], insecure=True)
-        deadline = time.time() + 60
-        while True:
-            if coord.poll() is not None or py.poll() is not None:
-                raise AssertionError("the coordinator or the Python device exited early; see "
-                                     f"{work}/*.log")
-            try:
-                if len(admin.clients()) >= 3:
-                    break
-            except fedge.AdminError:
-                pass
-            if time.time() > deadline:
-                raise AssertionError("3 devices did not register within 60 s")
-            time.sleep(0.2)
-        import json
+            python, EXAMPLE, "--coordinator", fleet.addr, "--insecure",
+            "--enrollment-token-file", fleet.token_file, "--shard", fleet.shard(shards, 2),
+            "--state-file", py_state, "--save-tasks", saved])
+        admin = fleet.admin("operator")
+        fleet.wait_registered(admin, 3, watch=[py])
         with open(py_state) as f:
             py_id = json.load(f)["client_id"]
         check(any(c.client_id == py_id and c.profile.platform.startswith("python-")
@@ -205,7 +114,7 @@ def main() -> int:
         run_job(admin, "transfer { task_encoding: TENSOR_ENCODING_INT8_PER_CHANNEL }", py_id,
                 saved, codec.INT8_PER_CHANNEL)
 
-        viewer = fedge.Admin(admin_addr, token=tokens["viewer"], insecure=True)
+        viewer = fleet.admin("viewer")
         check(viewer.get_job().state == job_pb2.JOB_STATE_FINISHED, "a viewer reads the job")
         try:
             viewer.stop_job(reason="viewer")
@@ -213,14 +122,12 @@ def main() -> int:
         except fedge.AdminError as e:
             check(e.code.name == "PERMISSION_DENIED", f"a viewer cannot stop a job ({e})")
         try:
-            fedge.Admin(admin_addr, token="", insecure=True).get_job()
+            fedge.Admin(fleet.admin_addr, token="", insecure=True).get_job()
             raise AssertionError("GetJob without a token succeeded")
         except fedge.AdminError as e:
             check(e.code.name == "UNAUTHENTICATED", f"no token: {e.code.name}")
         print("sdk_fleet_test: PASS")
         return 0
-    finally:
-        fleet.stop()
 
 
 if __name__ == "__main__":
