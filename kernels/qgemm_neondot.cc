@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "kernels/qkernels_isa.h"
 
@@ -26,15 +27,6 @@ namespace fedge::kernels::qdetail {
 namespace {
 
 #include "kernels/qgemm_neon.inc"
-
-// Where a tile's results go: y or acc (one is null), row stride ld, for `valid` ≤ 16 real
-// channels of the panel starting at channel j0.
-struct PanelOut {
-  float* y;
-  int32_t* acc;
-  int ld;
-  int valid;
-};
 
 // acc[r][q] += Σ over 16 k from k0 of x[r][k] · w[channel 4q + lane][k], for MR rows.
 template <int MR>
@@ -64,30 +56,19 @@ inline void Dot16(const int8_t* const* xr, const int8_t* wp, int k0, int32x4_t a
 }
 
 template <int MR>
-void KernelS8(const int8_t* const* xr, const int8_t* wp, int k16n, const float* scales,
-              const float* bias, float x_scale, bool relu, const PanelOut& o) {
+void KernelS8(const int8_t* const* xr, const int8_t* wp, int k16n, const S8Epilogue* epi,
+              float* y, int32_t* out, int ld, int valid) {
   int32x4_t acc[MR][4];
   for (int r = 0; r < MR; ++r) {
     for (int q = 0; q < 4; ++q) acc[r][q] = vdupq_n_s32(0);
   }
   for (int k16 = 0; k16 < k16n; ++k16) Dot16<MR>(xr, wp, 16 * k16, acc);
-  if (o.acc != nullptr) {
-    for (int r = 0; r < MR; ++r) StoreRow(acc[r], o.acc + static_cast<size_t>(r) * o.ld, o.valid);
-    return;
-  }
-  const float32x4_t xs = vdupq_n_f32(x_scale);
-  float32x4_t s[4], b[4];
-  for (int q = 0; q < 4; ++q) {
-    s[q] = vmulq_f32(xs, vld1q_f32(scales + 4 * q));  // x.scale · w.scales[j], as the reference
-    b[q] = vld1q_f32(bias + 4 * q);
-  }
   for (int r = 0; r < MR; ++r) {
-    float32x4_t v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = vfmaq_f32(b[q], vcvtq_f32_s32(acc[r][q]), s[q]);  // fma(float(acc), s, bias)
-      if (relu) v[q] = Relu(v[q]);
+    if (out != nullptr) {
+      StoreRow(acc[r], out + static_cast<size_t>(r) * ld, valid);
+    } else {
+      epi->StoreRow(acc[r], y + static_cast<size_t>(r) * ld, valid);
     }
-    StoreRow(v, o.y + static_cast<size_t>(r) * o.ld, o.valid);
   }
 }
 
@@ -113,14 +94,8 @@ void KernelQ4(const int8_t* const* xr, const int8_t* wp, int blocks, const float
       }
     }
   }
-  const float32x4_t xs = vdupq_n_f32(x_scale);
   for (int r = 0; r < MR; ++r) {
-    float32x4_t v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = vfmaq_f32(vld1q_f32(bias + 4 * q), facc[r][q], xs);  // fma(acc, x.scale, bias)
-      if (relu) v[q] = Relu(v[q]);
-    }
-    StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
+    StoreQ4Row(facc[r], bias, x_scale, relu, y + static_cast<size_t>(r) * ld, valid);
   }
 }
 
@@ -128,58 +103,41 @@ void KernelQ4(const int8_t* const* xr, const int8_t* wp, int blocks, const float
 
 void QGemmS8_neondot(const QuantizedActivations& x, const PackedWeightsS8& w,
                      const Epilogue* epi, float* y, int32_t* acc, int ld) {
-  constexpr int kMr = 4;
-  const int m = x.m, n = w.n, k16n = (x.k + 15) / 16;
-  const int panels = w.n_padded / kP;
+  const int k16n = (x.k + 15) / 16;
   const size_t pstride = static_cast<size_t>(w.k_padded) * kP;
-  for (int p = 0; p < panels; ++p) {
-    const int j0 = p * kP, valid = std::min(kP, n - j0);
+  ForEachTile<4>(x, w.n, epi != nullptr ? epi->bias : nullptr,
+                 [&](int p, int j0, int valid, const float* bias, int i0, int mr,
+                     const int8_t* const* xr) {
     const int8_t* wp = w.packed.data() + p * pstride;
-    float bias[kP];
-    PanelBias(epi != nullptr ? epi->bias : nullptr, j0, valid, bias);
-    const float* scales = w.scales.data() + j0;
-    const float x_scale = x.scale;
-    const bool relu = epi != nullptr && epi->relu;
-    for (int i0 = 0; i0 < m; i0 += kMr) {
-      const int mr = std::min(kMr, m - i0);
-      const int8_t* xr[kMr];
-      for (int r = 0; r < kMr; ++r) xr[r] = x.row(i0 + std::min(r, mr - 1));
-      const PanelOut o{y != nullptr ? y + static_cast<size_t>(i0) * ld + j0 : nullptr,
-                       acc != nullptr ? acc + static_cast<size_t>(i0) * ld + j0 : nullptr, ld,
-                       valid};
-      switch (mr) {
-        case 4: KernelS8<4>(xr, wp, k16n, scales, bias, x_scale, relu, o); break;
-        case 3: KernelS8<3>(xr, wp, k16n, scales, bias, x_scale, relu, o); break;
-        case 2: KernelS8<2>(xr, wp, k16n, scales, bias, x_scale, relu, o); break;
-        default: KernelS8<1>(xr, wp, k16n, scales, bias, x_scale, relu, o); break;
-      }
+    float* yo = y != nullptr ? y + static_cast<size_t>(i0) * ld + j0 : nullptr;
+    int32_t* ao = acc != nullptr ? acc + static_cast<size_t>(i0) * ld + j0 : nullptr;
+    std::optional<S8Epilogue> e;
+    if (epi != nullptr) e.emplace(w.scales.data() + j0, bias, x.scale, epi->relu);
+    const S8Epilogue* ep = e.has_value() ? &*e : nullptr;
+    switch (mr) {
+      case 4: KernelS8<4>(xr, wp, k16n, ep, yo, ao, ld, valid); break;
+      case 3: KernelS8<3>(xr, wp, k16n, ep, yo, ao, ld, valid); break;
+      case 2: KernelS8<2>(xr, wp, k16n, ep, yo, ao, ld, valid); break;
+      default: KernelS8<1>(xr, wp, k16n, ep, yo, ao, ld, valid); break;
     }
-  }
+  });
 }
 
 void QGemmQ4_neondot(const QuantizedActivations& x, const PackedWeightsQ4& w,
                      const Epilogue& epi, float* y, int ldy) {
-  constexpr int kMr = 2;
-  const int m = x.m, n = w.n, nb = w.blocks_per_row();
+  const int nb = w.blocks_per_row();
   const int blocks = (x.k + kQ4Block - 1) / kQ4Block;  // blocks past k are all zero
-  const int panels = (n + kQ4Panel - 1) / kQ4Panel;
-  for (int p = 0; p < panels; ++p) {
-    const int j0 = p * kP, valid = std::min(kP, n - j0);
+  ForEachTile<2>(x, w.n, epi.bias, [&](int p, int j0, int valid, const float* bias, int i0,
+                                       int mr, const int8_t* const* xr) {
     const int8_t* wp = w.packed.data() + p * Q4PanelBytes(w.k_padded);
     const float* d = w.scales.data() + static_cast<size_t>(p) * nb * kP;
-    float bias[kP];
-    PanelBias(epi.bias, j0, valid, bias);
-    for (int i0 = 0; i0 < m; i0 += kMr) {
-      const int mr = std::min(kMr, m - i0);
-      const int8_t* xr[kMr] = {x.row(i0), x.row(i0 + mr - 1)};
-      float* yo = y + static_cast<size_t>(i0) * ldy + j0;
-      if (mr == 2) {
-        KernelQ4<2>(xr, wp, blocks, d, bias, x.scale, epi.relu, yo, ldy, valid);
-      } else {
-        KernelQ4<1>(xr, wp, blocks, d, bias, x.scale, epi.relu, yo, ldy, valid);
-      }
+    float* yo = y + static_cast<size_t>(i0) * ldy + j0;
+    if (mr == 2) {
+      KernelQ4<2>(xr, wp, blocks, d, bias, x.scale, epi.relu, yo, ldy, valid);
+    } else {
+      KernelQ4<1>(xr, wp, blocks, d, bias, x.scale, epi.relu, yo, ldy, valid);
     }
-  }
+  });
 }
 
 }  // namespace fedge::kernels::qdetail

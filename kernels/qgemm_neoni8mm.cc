@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "kernels/qkernels_isa.h"
 
@@ -60,35 +61,21 @@ inline void RowOf(const int32x4_t acc[8], int h, int32x4_t out[4]) {
 }
 
 template <int RP>
-void KernelS8(const int8_t* const* xr, int mr, const int8_t* wp, int k8n, const float* scales,
-              const float* bias, float x_scale, bool relu, float* y, int32_t* out, int ld,
-              int valid) {
+void KernelS8(const int8_t* const* xr, int mr, const int8_t* wp, int k8n, const S8Epilogue* epi,
+              float* y, int32_t* out, int ld, int valid) {
   int32x4_t acc[RP][8];
   for (int rp = 0; rp < RP; ++rp) {
     for (int cp = 0; cp < 8; ++cp) acc[rp][cp] = vdupq_n_s32(0);
   }
   for (int k8 = 0; k8 < k8n; ++k8) Step8<RP>(xr, wp, 8 * k8, acc);
-  float32x4_t s[4], b[4];
-  if (out == nullptr) {
-    const float32x4_t xs = vdupq_n_f32(x_scale);
-    for (int q = 0; q < 4; ++q) {
-      s[q] = vmulq_f32(xs, vld1q_f32(scales + 4 * q));  // x.scale · w.scales[j]
-      b[q] = vld1q_f32(bias + 4 * q);
-    }
-  }
   for (int r = 0; r < mr; ++r) {
     int32x4_t row[4];
     RowOf(acc[r / 2], r % 2, row);
     if (out != nullptr) {
       StoreRow(row, out + static_cast<size_t>(r) * ld, valid);
-      continue;
+    } else {
+      epi->StoreRow(row, y + static_cast<size_t>(r) * ld, valid);
     }
-    float32x4_t v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = vfmaq_f32(b[q], vcvtq_f32_s32(row[q]), s[q]);  // fma(float(acc), s, bias)
-      if (relu) v[q] = Relu(v[q]);
-    }
-    StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
   }
 }
 
@@ -111,14 +98,8 @@ void KernelQ4(const int8_t* const* xr, int mr, const int8_t* wp, int blocks, con
       }
     }
   }
-  const float32x4_t xs = vdupq_n_f32(x_scale);
   for (int r = 0; r < mr; ++r) {
-    float32x4_t v[4];
-    for (int q = 0; q < 4; ++q) {
-      v[q] = vfmaq_f32(vld1q_f32(bias + 4 * q), facc[r][q], xs);  // fma(acc, x.scale, bias)
-      if (relu) v[q] = Relu(v[q]);
-    }
-    StoreRow(v, y + static_cast<size_t>(r) * ld, valid);
+    StoreQ4Row(facc[r], bias, x_scale, relu, y + static_cast<size_t>(r) * ld, valid);
   }
 }
 
@@ -126,49 +107,35 @@ void KernelQ4(const int8_t* const* xr, int mr, const int8_t* wp, int blocks, con
 
 void QGemmS8_neoni8mm(const QuantizedActivations& x, const PackedWeightsS8& w,
                       const Epilogue* epi, float* y, int32_t* acc, int ld) {
-  constexpr int kMr = 4;
-  const int m = x.m, n = w.n, k8n = (x.k + 7) / 8;
-  const int panels = w.n_padded / kP;
+  const int k8n = (x.k + 7) / 8;
   const size_t pstride = static_cast<size_t>(w.k_padded) * kP;
-  for (int p = 0; p < panels; ++p) {
-    const int j0 = p * kP, valid = std::min(kP, n - j0);
+  ForEachTile<4>(x, w.n, epi != nullptr ? epi->bias : nullptr,
+                 [&](int p, int j0, int valid, const float* bias, int i0, int mr,
+                     const int8_t* const* xr) {
     const int8_t* wp = w.packed.data() + p * pstride;
-    float bias[kP];
-    PanelBias(epi != nullptr ? epi->bias : nullptr, j0, valid, bias);
-    const bool relu = epi != nullptr && epi->relu;
-    for (int i0 = 0; i0 < m; i0 += kMr) {
-      const int mr = std::min(kMr, m - i0);
-      const int8_t* xr[kMr];
-      for (int r = 0; r < kMr; ++r) xr[r] = x.row(i0 + std::min(r, mr - 1));
-      float* yo = y != nullptr ? y + static_cast<size_t>(i0) * ld + j0 : nullptr;
-      int32_t* ao = acc != nullptr ? acc + static_cast<size_t>(i0) * ld + j0 : nullptr;
-      if (mr > 2) {
-        KernelS8<2>(xr, mr, wp, k8n, w.scales.data() + j0, bias, x.scale, relu, yo, ao, ld, valid);
-      } else {
-        KernelS8<1>(xr, mr, wp, k8n, w.scales.data() + j0, bias, x.scale, relu, yo, ao, ld, valid);
-      }
+    float* yo = y != nullptr ? y + static_cast<size_t>(i0) * ld + j0 : nullptr;
+    int32_t* ao = acc != nullptr ? acc + static_cast<size_t>(i0) * ld + j0 : nullptr;
+    std::optional<S8Epilogue> e;
+    if (epi != nullptr) e.emplace(w.scales.data() + j0, bias, x.scale, epi->relu);
+    const S8Epilogue* ep = e.has_value() ? &*e : nullptr;
+    if (mr > 2) {
+      KernelS8<2>(xr, mr, wp, k8n, ep, yo, ao, ld, valid);
+    } else {
+      KernelS8<1>(xr, mr, wp, k8n, ep, yo, ao, ld, valid);
     }
-  }
+  });
 }
 
 void QGemmQ4_neoni8mm(const QuantizedActivations& x, const PackedWeightsQ4& w,
                       const Epilogue& epi, float* y, int ldy) {
-  const int m = x.m, n = w.n, nb = w.blocks_per_row();
+  const int nb = w.blocks_per_row();
   const int blocks = (x.k + kQ4Block - 1) / kQ4Block;  // blocks past k are all zero
-  const int panels = (n + kQ4Panel - 1) / kQ4Panel;
-  for (int p = 0; p < panels; ++p) {
-    const int j0 = p * kP, valid = std::min(kP, n - j0);
-    const int8_t* wp = w.packed.data() + p * Q4PanelBytes(w.k_padded);
-    const float* d = w.scales.data() + static_cast<size_t>(p) * nb * kP;
-    float bias[kP];
-    PanelBias(epi.bias, j0, valid, bias);
-    for (int i0 = 0; i0 < m; i0 += 2) {
-      const int mr = std::min(2, m - i0);
-      const int8_t* xr[2] = {x.row(i0), x.row(i0 + mr - 1)};
-      KernelQ4(xr, mr, wp, blocks, d, bias, x.scale, epi.relu,
-               y + static_cast<size_t>(i0) * ldy + j0, ldy, valid);
-    }
-  }
+  ForEachTile<2>(x, w.n, epi.bias, [&](int p, int j0, int valid, const float* bias, int i0,
+                                       int mr, const int8_t* const* xr) {
+    KernelQ4(xr, mr, w.packed.data() + p * Q4PanelBytes(w.k_padded), blocks,
+             w.scales.data() + static_cast<size_t>(p) * nb * kP, bias, x.scale, epi.relu,
+             y + static_cast<size_t>(i0) * ldy + j0, ldy, valid);
+  });
 }
 
 }  // namespace fedge::kernels::qdetail
