@@ -162,6 +162,10 @@ TEST_F(ConsoleHttpTest, AViewerReadsAJobAndOnlyAnOperatorStopsIt) {
                                  "{\"reason\": 5}", "application/json");
   ASSERT_TRUE(malformed);
   EXPECT_EQ(malformed->status, 400);
+  // A body past 64 KiB is refused before any handler runs, with or without a token.
+  auto huge = client_->Post(stop.c_str(), std::string(100 << 10, 'x'), "application/json");
+  ASSERT_TRUE(huge);
+  EXPECT_EQ(huge->status, 413);
   auto unknown = client_->Post("/api/jobs/no-such-job/stop", As(operators_->operator_token()),
                                "{}", "application/json");
   ASSERT_TRUE(unknown);
