@@ -6,6 +6,7 @@
 
 #include "kernels/bias.h"
 #include "kernels/conv.h"
+#include "kernels/conv_direct.h"
 #include "kernels/qgemm.h"
 #include "kernels/quantize.h"
 #include "kernels/sgemm.h"
@@ -31,10 +32,13 @@ Conv2d::Conv2d(std::string name, int height, int width, int in_channels, int out
       pad_(padding),
       oh_(kernels::ConvOutputSize(height, kernel, stride, padding)),
       ow_(kernels::ConvOutputSize(width, kernel, stride, padding)),
+      direct_(false),
       kpad_((kernel * kernel * in_channels + 15) / 16 * 16),
       geometry_{height, width, in_channels, kernel, stride, padding, oh_, ow_},
       product_(name, {out_channels, kernel, kernel, in_channels},
-               kernel * kernel * in_channels, out_channels, has_bias) {}
+               kernel * kernel * in_channels, out_channels, has_bias) {
+  direct_ = kernels::DirectConvSupported(geometry_, cout_);
+}
 
 int Conv2d::ChunkExamples() const {
   // About 256 KiB of fp32 im2col rows per chunk: resident in L2 while the GEMMs run.
@@ -49,6 +53,15 @@ void Conv2d::Forward(const float* x, int batch, float* y, ComputeMode mode, bool
   const int kdim = product_.in();
   const int in_size = input_size(), out_size = output_size();
   product_.set_backward_int8(false);
+  if (mode == ComputeMode::kFp32 && direct_) {
+    wp_.resize(static_cast<size_t>(kdim) * kernels::DirectConvPadded(cout_));
+    kernels::PackConvWeights(geometry_, cout_, product_.weight().value.data(), wp_.data());
+    direct_scratch_.resize(static_cast<size_t>(kernels::DirectConvScratch(geometry_)));
+    kernels::ConvDirect(geometry_, cout_, x, batch, wp_.data(),
+                        product_.has_bias() ? product_.bias().value.data() : nullptr, y,
+                        direct_scratch_.data());
+    return;
+  }
   if (mode == ComputeMode::kFp32) {
     // One chunk's im2col rows at a time, consumed while in cache; the backward pass
     // rebuilds them (measured: faster than keeping the whole batch's for it).
@@ -122,21 +135,36 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
   const int kdim = product_.in();
   const int in_size = input_size(), out_size = output_size();
   const size_t chunk_floats = static_cast<size_t>(chunk) * rows_per_example * kpad_;
-  cols_.resize(chunk_floats);
+  if (direct_) {
+    // dW and db straight from x and dy; only dx still goes through a GEMM (dcols = dy · W,
+    // then col2im), chunk by chunk.
+    direct_scratch_.resize(
+        static_cast<size_t>(kernels::DirectConvGradScratch(geometry_, cout_)));
+    kernels::ConvDirectWeightGrad(geometry_, cout_, xin, dy, batch,
+                                  product_.weight().grad.data(), direct_scratch_.data());
+    if (product_.has_bias()) {
+      kernels::BiasAddGrad(dy, static_cast<int64_t>(batch) * rows_per_example, cout_,
+                           product_.bias().grad.data());
+    }
+  } else {
+    cols_.resize(chunk_floats);
+    // dW over the padded K (Eigen runs much faster on a multiple of 16 there); the padding
+    // columns, computed from scratch values, are dropped when adding into the gradient.
+    dw_pad_.assign(static_cast<size_t>(cout_) * kpad_, 0.0f);
+  }
   if (dx != nullptr) dcols_.resize(chunk_floats);
-  // dW over the padded K (Eigen runs much faster on a multiple of 16 there); the padding
-  // columns, computed from scratch values, are dropped when adding into the gradient.
-  dw_pad_.assign(static_cast<size_t>(cout_) * kpad_, 0.0f);
   for (int b0 = 0; b0 < batch; b0 += chunk) {
     const int nb = std::min(chunk, batch - b0);
     const int rows = nb * rows_per_example;
     const float* dyc = dy + static_cast<size_t>(b0) * out_size;
-    kernels::Im2Col(geometry_, xin + static_cast<size_t>(b0) * in_size, nb, in_size,
-                    cols_.data(), kpad_);
-    kernels::Sgemm(Trans::kYes, Trans::kNo, cout_, kpad_, rows, 1.0f, dyc, cout_, cols_.data(),
-                   kpad_, 1.0f, dw_pad_.data(), kpad_);
-    if (product_.has_bias()) {
-      kernels::BiasAddGrad(dyc, rows, cout_, product_.bias().grad.data());
+    if (!direct_) {
+      kernels::Im2Col(geometry_, xin + static_cast<size_t>(b0) * in_size, nb, in_size,
+                      cols_.data(), kpad_);
+      kernels::Sgemm(Trans::kYes, Trans::kNo, cout_, kpad_, rows, 1.0f, dyc, cout_,
+                     cols_.data(), kpad_, 1.0f, dw_pad_.data(), kpad_);
+      if (product_.has_bias()) {
+        kernels::BiasAddGrad(dyc, rows, cout_, product_.bias().grad.data());
+      }
     }
     if (dx != nullptr) {
       // dcols[rows × K] = dy · W
@@ -146,9 +174,12 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
                       dx + static_cast<size_t>(b0) * in_size);
     }
   }
+  if (direct_) return;
   float* grad = product_.weight().grad.data();
   for (int c = 0; c < cout_; ++c) {
-    for (int k = 0; k < kdim; ++k) grad[c * kdim + k] += dw_pad_[static_cast<size_t>(c) * kpad_ + k];
+    for (int k = 0; k < kdim; ++k) {
+      grad[c * kdim + k] += dw_pad_[static_cast<size_t>(c) * kpad_ + k];
+    }
   }
 }
 
