@@ -20,6 +20,7 @@
 #include <sstream>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -156,8 +157,10 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     store_.reset();
   }
 
-  // Starts a device on its own thread (`tls`: TLS options instead of plaintext).
-  void StartClient(int port, int index, const client::ClientRuntimeOptions* tls = nullptr) {
+  // Starts a device on its own thread (`tls`: TLS options instead of plaintext; `customize`
+  // changes the options last).
+  void StartClient(int port, int index, const client::ClientRuntimeOptions* tls = nullptr,
+                   const std::function<void(client::ClientRuntimeOptions&)>& customize = {}) {
     client::ClientRuntimeOptions o;
     if (tls != nullptr) o = *tls;
     o.target = "127.0.0.1:" + std::to_string(port);
@@ -170,6 +173,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     o.backoff.initial = absl::Milliseconds(100);
     o.backoff.max = absl::Seconds(1);
     o.seed = static_cast<uint64_t>(index) + 1;
+    if (customize) customize(o);
     auto r = client::ClientRuntime::Create(std::move(o));
     ASSERT_THAT(r, IsOk());
     runtimes_.push_back(std::move(r).value());
@@ -270,6 +274,58 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
     EXPECT_EQ(state->client_id, runtimes_[i]->client_id());
   }
   EXPECT_EQ(uploaded, 6);
+}
+
+// A device in an attacker's hands over real gRPC: its updates are sign-flipped and scaled
+// ×10 after training, and it claims 10× its examples at registration (what
+// bench/hostile_client does to fedge-client). The default defences keep the job going
+// without it: every round completes, its update is rejected by the direction check with
+// the reason, the honest three are accepted, and the model still learns.
+TEST_F(ClientGrpcIntegrationTest, AHostileDeviceIsExcludedByTheDefaultDefences) {
+  StartServer("127.0.0.1:0");
+  for (int i = 0; i < 3; ++i) StartClient(server_->port(), i);
+  StartClient(server_->port(), 3, nullptr, [](client::ClientRuntimeOptions& o) {
+    o.testing_claimed_examples = 10 * o.data->num_examples;
+    o.testing_rewrite_update = [claimed = o.testing_claimed_examples](
+                                   const v1::ModelProto&, client::LocalUpdate& u) {
+      for (v1::TensorProto& t : *u.delta.mutable_parameters()) {
+        for (int i = 0; i < t.values_size(); ++i) t.set_values(i, -10.0f * t.values(i));
+      }
+      u.num_examples = claimed;
+      return absl::OkStatus();
+    };
+  });
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 4; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto job = StartJob(MakeJob(/*rounds=*/3, /*per_round=*/4));
+  ASSERT_THAT(job, IsOk());
+  const v1::JobStatus status = WaitForJob(*job, absl::Seconds(90));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  const std::string hostile = runtimes_[3]->client_id();
+  auto rounds = coordinator_->ListRounds(*job);
+  ASSERT_THAT(rounds, IsOk());
+  int completed = 0;
+  double last_accuracy = 0;
+  for (const v1::RoundRecord& r : *rounds) {
+    if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
+    ++completed;
+    EXPECT_EQ(r.metrics().robustness().excluded(), 1) << "round " << r.round();
+    ASSERT_EQ(r.metrics().clients_size(), 4);
+    for (const v1::ClientRoundMetrics& c : r.metrics().clients()) {
+      if (c.client_id() == hostile) {
+        EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_REJECTED) << "round " << r.round();
+        EXPECT_THAT(c.reason(), HasSubstr("cosine"));
+      } else {
+        EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED) << c.client_id();
+      }
+    }
+    // The hostile claim is out of the round's sums: the honest three's examples only.
+    EXPECT_EQ(r.metrics().examples(), 300) << "round " << r.round();
+    last_accuracy = r.metrics().test_accuracy();
+  }
+  EXPECT_EQ(completed, 3);
+  EXPECT_GT(last_accuracy, 0.8);
 }
 
 // fedge-client's runtime with secure aggregation (SecAgg+ option), distributed DP and adaptive

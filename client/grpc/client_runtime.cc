@@ -70,7 +70,9 @@ absl::Status ClientRuntime::Impl::Register() {
   v1::RegisterRequest req;
   req.set_enrollment_token(options.enrollment_token);
   *req.mutable_profile() = options.profile;
-  req.mutable_profile()->set_num_examples(data.raw().num_examples);
+  req.mutable_profile()->set_num_examples(options.testing_claimed_examples > 0
+                                              ? options.testing_claimed_examples
+                                              : data.raw().num_examples);
   req.set_previous_client_id(id());
   req.set_device_key(device_key);
   v1::RegisterResponse resp;
@@ -338,6 +340,10 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
       return abandon(absl::DeadlineExceededError("the round's deadline passed during training"));
     }
     return abandon(update.status());
+  }
+  if (options.testing_rewrite_update) {
+    const absl::Status rewritten = options.testing_rewrite_update(task->model, *update);
+    if (!rewritten.ok()) return abandon(rewritten);
   }
   if (absl::Now() > deadline) {
     return abandon(absl::DeadlineExceededError("the round's deadline passed"));

@@ -78,8 +78,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "client/grpc/backoff.h"
+#include "client/local_trainer.h"
 #include "data/dataset.h"
 #include "proto/job.pb.h"
+#include "proto/model.pb.h"
 
 namespace grpc::experimental {
 class ClientInterceptorFactoryInterface;
@@ -171,6 +173,14 @@ struct ClientRuntimeOptions {
   // values) to every update, so that tests can check the coordinator refuses it and that a
   // message inspection would see it. Never set outside tests.
   bool testing_fedcg_upload_extractor = false;
+  // A hostile device, for measuring the coordinator's defences with real processes
+  // (bench/hostile_client.cc, examples/fleet/run.sh HOSTILE_ATTACK): called with each
+  // trained update before it is encoded and sent, it may rewrite Δ and the example count at
+  // will, as a rooted device could; an error abandons the task. And the example count sent
+  // at registration instead of the data's (0: the data's). Never set in a real device.
+  std::function<absl::Status(const v1::ModelProto& task_model, LocalUpdate& update)>
+      testing_rewrite_update;
+  int64_t testing_claimed_examples = 0;
   // Seeds the distributed-DP noise share this device adds in secure-aggregation rounds
   // (client/device_round.h SendOptions.noise_seed), so that a test can compare a fleet with
   // fedge-sim bit for bit. Noise others can predict gives no privacy: never set outside tests.

@@ -18,6 +18,10 @@
 # batches exactly as examples/sim_fleet.textproto's clients do (compare the two curves).
 # LABEL_FLIP="3" (device indices, comma-separated): those devices hold label-flipped shards,
 # hostile devices training on poisoned data (docs/security.md, "Poisoning").
+# HOSTILE_ATTACK=neg-model|huge|sign-flip: device HOSTILE (default 3) runs hostile_client
+# (bench/hostile_client.cc: fedge-client rewriting every update as fedge-sim's attack of that
+# name, with bench/poisoning.sh's settings: Δ = −1000·w claiming 60,000 examples; every value
+# 1e30; Δ = −10·Δ).
 #
 # What it does: makes throwaway CAs (one for the server and devices, one for operators) with
 # their certificates (openssl), a private enrollment token and an operator token
@@ -50,6 +54,10 @@ for b in fedge-coordinator fedge-client fedgectl partition_fmnist; do
     exit 1
   fi
 done
+if [ -n "${HOSTILE_ATTACK:-}" ] && [ ! -x "$BIN/hostile_client" ]; then
+  echo "fleet: HOSTILE_ATTACK needs $BIN/hostile_client; build first (scripts/setup.sh)" >&2
+  exit 1
+fi
 if ! [[ "$CLIENTS" =~ ^[1-9][0-9]*$ && "$ROUNDS" =~ ^[1-9][0-9]*$ && "$LOCAL_EPOCHS" =~ ^[1-9][0-9]*$ ]]; then
   echo "fleet: CLIENTS, ROUNDS and LOCAL_EPOCHS must be positive integers" >&2
   exit 2
@@ -154,7 +162,18 @@ for ((i = 0; i < CLIENTS; i++)); do
   if ((${#BUDGETS[@]})); then budget=(--memory-budget-mb "${BUDGETS[$((i % ${#BUDGETS[@]}))]}"); fi
   ids=()
   if [ "${SIM_IDS:-0}" = "1" ]; then ids=(--client-id "$(printf 'v%08d' "$i")"); fi
-  "$BIN/fedge-client" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
+  device=("$BIN/fedge-client")
+  if [ -n "${HOSTILE_ATTACK:-}" ] && [ "$i" = "${HOSTILE:-3}" ]; then
+    case "$HOSTILE_ATTACK" in
+      neg-model) device=("$BIN/hostile_client" --attack neg-model --attack-scale 1000
+                         --attack-claimed-examples 60000) ;;
+      huge) device=("$BIN/hostile_client" --attack huge --attack-value 1e30) ;;
+      sign-flip) device=("$BIN/hostile_client" --attack sign-flip --attack-scale 10) ;;
+      *) echo "fleet: HOSTILE_ATTACK: neg-model, huge or sign-flip" >&2; exit 2 ;;
+    esac
+    echo "fleet: device $i is hostile ($HOSTILE_ATTACK)"
+  fi
+  "${device[@]}" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
     --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" "${budget[@]}" "${ids[@]}" \
     > "$OUT/logs/$name.log" 2>&1 &
   CLIENT_PIDS+=($!)
