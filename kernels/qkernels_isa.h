@@ -49,6 +49,19 @@ void QuantizeRows_avx2(const float* x, int m, int k, int ldx, float scale, int8_
 void QuantizeRows_avx512vnni(const float* x, int m, int k, int ldx, float scale, int8_t* q,
                              int ldq, int kpad);
 
+// Packs one quantized weight row q [kp] (zero past k) at dst, its 4-byte groups 64 bytes
+// apart (PackedWeightsS8's layout), and returns Σ_{kk<k} q[kk]; writes deq[kk] =
+// q[kk]·scale for kk < k when deq is not null (quantize_pack.inc).
+int32_t PackRowS8_portable(const int8_t* q, int k, int kp, float scale, int8_t* dst,
+                           float* deq);
+int32_t PackRowS8_avx2(const int8_t* q, int k, int kp, float scale, int8_t* dst, float* deq);
+int32_t PackRowS8_avx512vnni(const int8_t* q, int k, int kp, float scale, int8_t* dst,
+                             float* deq);
+// out[kk] = q[kk]·scale for kk < k.
+void DequantizeRow_portable(const int8_t* q, int k, float scale, float* out);
+void DequantizeRow_avx2(const int8_t* q, int k, float scale, float* out);
+void DequantizeRow_avx512vnni(const int8_t* q, int k, float scale, float* out);
+
 // int8 GEMM. Exactly one of y (float epilogue `*epi`) and acc (raw int32) is non-null; ld is
 // its row stride.
 void QGemmS8_portable(const QuantizedActivations& x, const PackedWeightsS8& w,

@@ -7,6 +7,10 @@
 
 #include "kernels/qkernels_isa.h"
 
+#define FEDGE_QPACK_VARIANT(name) name##_portable
+#include "kernels/quantize_pack.inc"
+#undef FEDGE_QPACK_VARIANT
+
 namespace fedge::kernels {
 namespace qdetail {
 
@@ -81,6 +85,33 @@ void QuantizeRows(const float* x, int m, int k, int ldx, float scale, int8_t* q,
 
 float ScaleFor(float max_abs) { return max_abs > 0.0f ? max_abs / 127.0f : 1.0f; }
 
+int32_t PackRowS8(const int8_t* q, int k, int kp, float scale, int8_t* dst, float* deq,
+                  Isa isa) {
+  switch (UsableIsa(isa)) {
+#if FEDGE_KERNELS_X86
+    case Isa::kAvx512Vnni:
+      return qdetail::PackRowS8_avx512vnni(q, k, kp, scale, dst, deq);
+    case Isa::kAvx2:
+      return qdetail::PackRowS8_avx2(q, k, kp, scale, dst, deq);
+#endif
+    default:
+      return qdetail::PackRowS8_portable(q, k, kp, scale, dst, deq);
+  }
+}
+
+void DequantizeRow(const int8_t* q, int k, float scale, float* out, Isa isa) {
+  switch (UsableIsa(isa)) {
+#if FEDGE_KERNELS_X86
+    case Isa::kAvx512Vnni:
+      return qdetail::DequantizeRow_avx512vnni(q, k, scale, out);
+    case Isa::kAvx2:
+      return qdetail::DequantizeRow_avx2(q, k, scale, out);
+#endif
+    default:
+      return qdetail::DequantizeRow_portable(q, k, scale, out);
+  }
+}
+
 }  // namespace
 
 void QuantizeActivations(const float* x, int m, int k, int ldx, QuantizedActivations* out,
@@ -96,10 +127,9 @@ void QuantizeActivations(const float* x, int m, int k, int ldx, QuantizedActivat
 }
 
 void DequantizeActivations(const QuantizedActivations& q, float* out, int ldy) {
+  const Isa isa = BestIsa();
   for (int i = 0; i < q.m; ++i) {
-    const int8_t* r = q.row(i);
-    float* o = out + static_cast<size_t>(i) * ldy;
-    for (int j = 0; j < q.k; ++j) o[j] = static_cast<float>(r[j]) * q.scale;
+    DequantizeRow(q.row(i), q.k, q.scale, out + static_cast<size_t>(i) * ldy, isa);
   }
 }
 
@@ -113,7 +143,13 @@ void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* o
   out->n_padded = (n + kPanel - 1) / kPanel * kPanel;
   const int kp = out->k_padded;
   const size_t bytes = static_cast<size_t>(out->n_padded) * kp;
-  out->packed.assign(bytes, 0);
+  // Every byte of the real channels is written below; only the padding channels of the
+  // last panel need zeros (no full clear: this runs every training step in QAT).
+  out->packed.resize(bytes);
+  if (out->n_padded > n) {
+    std::memset(out->packed.data() + static_cast<size_t>(n / kPanel) * kp * kPanel, 0,
+                static_cast<size_t>(kp) * kPanel);
+  }
   out->scales.assign(out->n_padded, 1.0f);
   out->row_sums.assign(out->n_padded, 0);
   const Isa isa = BestIsa();
@@ -126,16 +162,10 @@ void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* o
     out->scales[j] = scale;
     int8_t* dst = out->packed.data() + static_cast<size_t>(j / kPanel) * kp * kPanel +
                   (j % kPanel) * 4;
-    int32_t sum = 0;
-    for (int k4 = 0; k4 < kp / 4; ++k4) {
-      std::memcpy(dst + static_cast<size_t>(k4) * kPanel * 4, row + 4 * k4, 4);
-    }
-    for (int kk = 0; kk < k; ++kk) sum += row[kk];
-    out->row_sums[j] = sum;
-    if (dequantized != nullptr) {
-      float* __restrict d = dequantized + static_cast<size_t>(j) * ldd;
-      for (int kk = 0; kk < k; ++kk) d[kk] = static_cast<float>(row[kk]) * scale;
-    }
+    out->row_sums[j] =
+        PackRowS8(row, k, kp, scale, dst,
+                  dequantized != nullptr ? dequantized + static_cast<size_t>(j) * ldd : nullptr,
+                  isa);
   }
 }
 

@@ -59,3 +59,6 @@ void QuantizeRows_avx2(const float* x, int m, int k, int ldx, float scale, int8_
 }
 
 }  // namespace fedge::kernels::qdetail
+
+#define FEDGE_QPACK_VARIANT(name) name##_avx2
+#include "kernels/quantize_pack.inc"

@@ -53,3 +53,6 @@ void QuantizeRows_avx512vnni(const float* x, int m, int k, int ldx, float scale,
 }
 
 }  // namespace fedge::kernels::qdetail
+
+#define FEDGE_QPACK_VARIANT(name) name##_avx512vnni
+#include "kernels/quantize_pack.inc"
