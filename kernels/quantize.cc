@@ -1,5 +1,6 @@
 #include "kernels/quantize.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <cstdlib>
@@ -166,6 +167,42 @@ void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* o
         PackRowS8(row, k, kp, scale, dst,
                   dequantized != nullptr ? dequantized + static_cast<size_t>(j) * ldd : nullptr,
                   isa);
+  }
+}
+
+void PackTransposedActivationsS8(const QuantizedActivations& a, float scale,
+                                 PackedWeightsS8* out) {
+  constexpr int kPanel = PackedWeightsS8::kPanel;
+  out->n = a.k;
+  out->k = a.m;
+  out->k_padded = PadK(a.m);
+  out->n_padded = (a.k + kPanel - 1) / kPanel * kPanel;
+  const int kp = out->k_padded;
+  out->packed.resize(static_cast<size_t>(out->n_padded) * kp);
+  out->scales.assign(out->n_padded, scale);
+  out->row_sums.assign(out->n_padded, 0);
+  int32_t* sums = out->row_sums.data();
+  // One 64-byte line per (panel of 16 channels, group of 4 rows): channel c's 4 bytes are
+  // rows 4·g .. 4·g + 3 of a's column 16·panel + c.
+  for (int p = 0; p < out->n_padded / kPanel; ++p) {
+    int8_t* panel = out->packed.data() + static_cast<size_t>(p) * kp * kPanel;
+    const int c_end = std::min(kPanel, a.k - p * kPanel);
+    for (int g = 0; g < kp / 4; ++g) {
+      int8_t* line = panel + static_cast<size_t>(g) * kPanel * 4;
+      for (int t = 0; t < 4; ++t) {
+        const int b = 4 * g + t;
+        if (b >= a.m) {
+          for (int c = 0; c < kPanel; ++c) line[c * 4 + t] = 0;
+          continue;
+        }
+        const int8_t* r = a.row(b) + p * kPanel;
+        for (int c = 0; c < kPanel; ++c) line[c * 4 + t] = c < c_end ? r[c] : 0;
+      }
+    }
+  }
+  for (int b = 0; b < a.m; ++b) {
+    const int8_t* r = a.row(b);
+    for (int i = 0; i < a.k; ++i) sums[i] += r[i];
   }
 }
 

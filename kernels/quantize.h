@@ -83,6 +83,13 @@ struct PackedWeightsS8 {
 void QuantizeWeightsS8(const float* w, int n, int k, int ldw, PackedWeightsS8* out,
                        float* dequantized = nullptr, int ldd = 0);
 
+// The int8 operand of a weight gradient dW = dyᵀ · a: a's transpose packed as weights of
+// a.k channels over a.m inputs (out->at(i, b) == a.row(b)[i], zeros in the padding), every
+// channel with scale `scale`, row_sums a's column sums. QGemmS8(quantized dyᵀ, out) then
+// gives dyᵀ · a with both operands in int8. Reuses out's storage when it can.
+void PackTransposedActivationsS8(const QuantizedActivations& a, float scale,
+                                 PackedWeightsS8* out);
+
 // out[j·ldo + kk] = q[j][kk] · scales[j] (the fake-quantized weights of QAT).
 void DequantizeWeightsS8(const PackedWeightsS8& w, float* out, int ldo);
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "base/rng.h"
@@ -196,6 +197,32 @@ TEST(QuantizeWeightsS8Test, FusedDequantizedOutputMatchesDequantize) {
   QuantizeWeightsS8(w.data(), n, k, k, &p, fused.data(), ldd);
   DequantizeWeightsS8(p, separate.data(), ldd);
   EXPECT_EQ(fused, separate);
+}
+
+TEST(PackTransposedActivationsS8Test, IsTheTransposeWithItsScaleAndColumnSums) {
+  base::Rng rng(21);
+  PackedWeightsS8 t;  // reused across shapes, larger first
+  for (const auto& [m, k] : std::vector<std::pair<int, int>>{{70, 130}, {64, 784}, {5, 9}, {1, 1}, {64, 200}, {13, 16}}) {
+    std::vector<float> x = RandomMatrix(rng, m, k, k, 1.0f);
+    QuantizedActivations a;
+    QuantizeActivations(x.data(), m, k, k, &a);
+    PackTransposedActivationsS8(a, 0.25f, &t);
+    ASSERT_EQ(t.n, k);
+    ASSERT_EQ(t.k, m);
+    ASSERT_EQ(t.k_padded, PadK(m));
+    ASSERT_EQ(t.n_padded, (k + 15) / 16 * 16);
+    ASSERT_EQ(t.packed.size(), static_cast<size_t>(t.n_padded) * t.k_padded);
+    for (int i = 0; i < t.n_padded; ++i) {
+      int32_t sum = 0;
+      for (int b = 0; b < t.k_padded; ++b) {
+        const int8_t want = i < k && b < m ? a.row(b)[i] : 0;
+        ASSERT_EQ(t.at(i, b), want) << "m=" << m << " k=" << k << " at " << i << "," << b;
+        sum += want;
+      }
+      EXPECT_EQ(t.row_sums[i], sum);
+      EXPECT_EQ(t.scales[i], 0.25f);
+    }
+  }
 }
 
 TEST(QuantizeWeightsS8Test, RequantizingIntoReusedOutputGivesTheSameResult) {

@@ -22,8 +22,9 @@ class LinearProduct {
                 bool has_bias);
 
   void Forward(const float* a, int rows, float* y, ComputeMode mode, bool training);
-  // Adds dW, db; writes da = dy · W (da may be null). Uses the fake-quantized operands when
-  // the last forward ran in int8.
+  // Adds dW, db; writes da = dy · W (da may be null). After an int8 training forward, dW
+  // comes from the int8 product (AccumulateGradientsInt8) and da from the fake-quantized
+  // weights.
   void Backward(const float* a, const float* dy, int rows, float* da);
 
   // The pieces, for layers that run the product in chunks (Conv2d):
@@ -39,6 +40,11 @@ class LinearProduct {
   bool backward_int8() const { return last_forward_int8_; }
   // dW += dyᵀ · a, db += Σ rows of dy.
   void AccumulateGradients(const float* a, const float* dy, int rows);
+  // After an int8 training forward of this product (LinearProduct::Forward): dW += dyᵀ · a
+  // with both operands in int8 (a as the forward quantized it, dy quantized per tensor) on
+  // the int8 GEMM, db += Σ rows of dy in fp32. The rounding of dy to 8 bits is the only
+  // difference from AccumulateGradients at the fake-quantized input.
+  void AccumulateGradientsInt8(const float* dy, int rows);
 
   Parameter& weight() { return weight_; }
   Parameter& bias() { return bias_; }
@@ -57,10 +63,15 @@ class LinearProduct {
   kernels::PackedWeightsQ4 w4_;
   uint64_t w4_version_ = UINT64_MAX;
   kernels::QuantizedActivations qa_;
-  // Straight-through estimator operands of the last int8 training forward.
+  // The last training forward ran in int8: the backward pass uses its quantized input (qa_)
+  // and the fake-quantized weights (straight-through estimator).
   bool last_forward_int8_ = false;
-  std::vector<float> a_fq_;
   std::vector<float> w_fq_;
+  // The int8 weight gradient's operands and product.
+  std::vector<float> dy_t_;                 // dyᵀ [out × rows]
+  kernels::QuantizedActivations qdy_t_;
+  kernels::PackedWeightsS8 qa_t_;           // the forward's quantized input, transposed
+  std::vector<float> dw_;                   // dyᵀ · a [out × in]
 };
 
 // With `spectral_norm` (Miyato et al. 2018, as torch.nn.utils.spectral_norm): the product

@@ -46,9 +46,7 @@ void LinearProduct::Forward(const float* a, int rows, float* y, ComputeMode mode
       kernels::QuantizeActivations(a, rows, in_, in_, &qa_);
       kernels::QGemmS8(qa_, w8, kernels::Epilogue{bias, false}, y, out_);
       if (training) {
-        last_forward_int8_ = true;
-        a_fq_.resize(static_cast<size_t>(rows) * in_);
-        kernels::DequantizeActivations(qa_, a_fq_.data(), in_);
+        last_forward_int8_ = true;  // Backward uses qa_ and the int8 weights
       }
       return;
     }
@@ -90,10 +88,29 @@ void LinearProduct::AccumulateGradients(const float* a, const float* dy, int row
   if (has_bias_) kernels::BiasAddGrad(dy, rows, out_, bias_.grad.data());
 }
 
+void LinearProduct::AccumulateGradientsInt8(const float* dy, int rows) {
+  dy_t_.resize(static_cast<size_t>(out_) * rows);
+  for (int r = 0; r < rows; ++r) {
+    const float* d = dy + static_cast<size_t>(r) * out_;
+    for (int o = 0; o < out_; ++o) dy_t_[static_cast<size_t>(o) * rows + r] = d[o];
+  }
+  kernels::QuantizeActivations(dy_t_.data(), out_, rows, rows, &qdy_t_);
+  kernels::PackTransposedActivationsS8(qa_, qa_.scale, &qa_t_);
+  dw_.resize(static_cast<size_t>(out_) * in_);
+  kernels::QGemmS8(qdy_t_, qa_t_, kernels::Epilogue{}, dw_.data(), in_);
+  float* __restrict g = weight_.grad.data();
+  const float* __restrict d = dw_.data();
+  for (size_t i = 0; i < dw_.size(); ++i) g[i] += d[i];
+  if (has_bias_) kernels::BiasAddGrad(dy, rows, out_, bias_.grad.data());
+}
+
 void LinearProduct::Backward(const float* a, const float* dy, int rows, float* da) {
-  const float* a_used = last_forward_int8_ ? a_fq_.data() : a;
   const float* w_used = BackwardWeights();
-  AccumulateGradients(a_used, dy, rows);
+  if (last_forward_int8_) {
+    AccumulateGradientsInt8(dy, rows);
+  } else {
+    AccumulateGradients(a, dy, rows);
+  }
   if (da != nullptr) {
     // da[rows × in] = dy · W
     kernels::Sgemm(Trans::kNo, Trans::kNo, rows, in_, out_, 1.0f, dy, out_, w_used, in_, 0.0f,

@@ -2,6 +2,7 @@
 // L = Σ r ⊙ f(x) for a fixed random r, in double-precision sums.
 #include "model/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -534,8 +535,10 @@ TEST(QuantizedLayerTest, Conv2dInt4InChunksEqualsTheWholeBatchProduct) {
   for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(y[i], want[i]) << i;
 }
 
-// Straight-through estimator: the int8 backward equals the fp32 backward evaluated at the
-// fake-quantized weights and inputs.
+// Straight-through estimator: the int8 backward's input gradient and bias gradient equal
+// the fp32 backward's evaluated at the fake-quantized weights and inputs; its weight
+// gradient is that product with dy rounded to 8 bits too (per tensor, over dyᵀ), run on the
+// int8 GEMM.
 TEST(QuantizedLayerTest, Int8BackwardIsStraightThroughAtFakeQuantizedOperands) {
   base::Rng rng(12);
   const int in = 40, out = 24, batch = 5;
@@ -561,11 +564,35 @@ TEST(QuantizedLayerTest, Int8BackwardIsStraightThroughAtFakeQuantizedOperands) {
   ref.Forward(x_fq.data(), batch, y.data(), ComputeMode::kFp32, true);
   ref.Backward(x_fq.data(), y.data(), dy.data(), batch, dx_ref.data());
   for (size_t i = 0; i < dx_q.size(); ++i) EXPECT_NEAR(dx_q[i], dx_ref[i], 1e-5);
-  for (int p = 0; p < 2; ++p) {
-    const auto& gq = q.parameters()[p]->grad;
-    const auto& gr = ref.parameters()[p]->grad;
-    for (size_t i = 0; i < gq.size(); ++i) EXPECT_NEAR(gq[i], gr[i], 1e-5);
+  const auto& bq = q.parameters()[1]->grad;
+  const auto& br = ref.parameters()[1]->grad;
+  for (size_t i = 0; i < bq.size(); ++i) EXPECT_NEAR(bq[i], br[i], 1e-5);
+  // dW = dq(dyᵀ) · x_fq, with dyᵀ quantized per tensor by the kernels' quantizer.
+  std::vector<float> dy_t(dy.size());
+  for (int r = 0; r < batch; ++r) {
+    for (int o = 0; o < out; ++o) dy_t[o * batch + r] = dy[r * out + o];
   }
+  kernels::QuantizedActivations qd;
+  kernels::QuantizeActivations(dy_t.data(), out, batch, batch, &qd);
+  const auto& gq = q.parameters()[0]->grad;
+  const auto& gr = ref.parameters()[0]->grad;
+  double worst_vs_fp32 = 0;
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) {
+      double want = 0, terms = 0, bound = 0;
+      for (int r = 0; r < batch; ++r) {
+        const double d = static_cast<double>(qd.row(o)[r]) * qd.scale;
+        want += d * x_fq[r * in + i];
+        terms += std::fabs(d * x_fq[r * in + i]);
+        bound += 0.5 * qd.scale * std::fabs(x_fq[r * in + i]);  // dy's rounding error
+      }
+      EXPECT_NEAR(gq[o * in + i], want, 1e-5 * (terms + 1)) << o << "," << i;
+      // ... and so within dy's rounding of the fp32 straight-through gradient.
+      EXPECT_NEAR(gq[o * in + i], gr[o * in + i], bound + 1e-5);
+      worst_vs_fp32 = std::max(worst_vs_fp32, std::fabs(double{gq[o * in + i]} - gr[o * in + i]));
+    }
+  }
+  EXPECT_GT(worst_vs_fp32, 0.0);  // the int8 product really ran
 }
 
 // The same for Conv2d, whose int8 path quantizes the whole input once and im2cols int8
