@@ -3,7 +3,9 @@
 // batch 64. Every product is C[M×N] = A[M×K] · B[N×K]ᵀ (the layout of a Dense forward pass);
 // for a layer y = x·Wᵀ the backward products are dX = dY·W (M×K×N) and dW = dYᵀ·x (N×K×M),
 // benchmarked here at those shapes in the same layout. Activation quantization is timed on
-// its own ("quantize"), outside the GEMM loops. GOP/s counts 2·M·N·K per iteration.
+// its own ("quantize"), outside the GEMM loops. GOP/s counts 2·M·N·K per iteration. The
+// cnn's convolutions also run by the direct kernels ("direct": forward and weight gradient,
+// im2col included since they need none).
 //
 // After Google Benchmark finishes, a table of the ratios int8/fp32, int4/fp32 and int4/int8
 // per shape is printed, from the numbers measured in this run: with repetitions, the best
@@ -21,6 +23,8 @@
 #include <vector>
 
 #include "base/rng.h"
+#include "kernels/conv.h"
+#include "kernels/conv_direct.h"
 #include "kernels/cpu.h"
 #include "kernels/q4.h"
 #include "kernels/qgemm.h"
@@ -125,6 +129,42 @@ void BM_Quantize(benchmark::State& state, Shape s) {
                                               benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The cnn's convolutions by the direct kernels (kernels/conv_direct.h), batch 64, at the
+// shapes above: forward (cnn_convN: y = conv(x) + bias) and weight gradient (cnn_convN_dW),
+// so that the table sets them beside the GEMM alone (which leaves out the im2col they save).
+ConvGeometry CnnConv(int which) {
+  ConvGeometry g;
+  g.height = g.width = which == 1 ? 28 : 12;
+  g.channels = which == 1 ? 1 : 6;
+  g.kernel = 5;
+  g.out_height = g.out_width = which == 1 ? 24 : 8;
+  return g;
+}
+
+void BM_Direct(benchmark::State& state, Shape s, int which, bool weight_grad) {
+  const ConvGeometry g = CnnConv(which);
+  const int cout = which == 1 ? 6 : 16, batch = 64;
+  const std::vector<float> x = Random(batch, static_cast<int>(g.input_size()), 1);
+  const std::vector<float> w = Random(cout, g.k(), 2);
+  const std::vector<float> dy = Random(batch, static_cast<int>(g.rows()) * cout, 3);
+  std::vector<float> wp(static_cast<size_t>(g.k()) * DirectConvPadded(cout));
+  std::vector<float> y(dy.size()), dw(w.size());
+  std::vector<float> scratch(static_cast<size_t>(
+      std::max(DirectConvScratch(g), DirectConvGradScratch(g, cout))));
+  for (auto _ : state) {
+    if (weight_grad) {
+      ConvDirectWeightGrad(g, cout, x.data(), dy.data(), batch, dw.data(), scratch.data());
+      benchmark::DoNotOptimize(dw.data());
+    } else {
+      PackConvWeights(g, cout, w.data(), wp.data());
+      ConvDirect(g, cout, x.data(), batch, wp.data(), w.data(), y.data(), scratch.data());
+      benchmark::DoNotOptimize(y.data());
+    }
+    benchmark::ClobberMemory();
+  }
+  SetOps(state, s);
+}
+
 // Forwards to the console and keeps each benchmark's best GOP/s over its repetitions.
 class CollectingReporter : public benchmark::ConsoleReporter {
  public:
@@ -159,6 +199,13 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("int8/" + n).c_str(), BM_Int8, s);
     benchmark::RegisterBenchmark(("int4/" + n).c_str(), BM_Int4, s);
     benchmark::RegisterBenchmark(("quantize/" + n).c_str(), BM_Quantize, s);
+    for (int which : {1, 2}) {
+      const std::string conv = "cnn_conv" + std::to_string(which);
+      if (n == conv || n == conv + "_dW") {
+        benchmark::RegisterBenchmark(("direct/" + n).c_str(), BM_Direct, s, which,
+                                     n != conv);
+      }
+    }
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -168,16 +215,18 @@ int main(int argc, char** argv) {
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
 
-  std::printf("\n%-18s %7s %7s %7s %8s %8s %8s  (GOP/s; M x N x K)\n", "shape", "fp32",
-              "int8", "int4", "i8/fp32", "i4/fp32", "i4/i8");
+  std::printf("\n%-18s %7s %7s %7s %8s %8s %8s %7s %8s  (GOP/s; M x N x K)\n", "shape",
+              "fp32", "int8", "int4", "i8/fp32", "i4/fp32", "i4/i8", "direct", "dir/fp32");
   for (const Shape& s : shapes) {
     const double f = reporter.Get(std::string("fp32/") + s.name);
     const double i8 = reporter.Get(std::string("int8/") + s.name);
     const double i4 = reporter.Get(std::string("int4/") + s.name);
     if (f == 0 && i8 == 0 && i4 == 0) continue;  // filtered out
     auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
-    std::printf("%-18s %7.1f %7.1f %7.1f %8.2f %8.2f %8.2f  %dx%dx%d\n", s.name, f, i8, i4,
-                ratio(i8, f), ratio(i4, f), ratio(i4, i8), s.m, s.n, s.k);
+    const double d = reporter.Get(std::string("direct/") + s.name);
+    std::printf("%-18s %7.1f %7.1f %7.1f %8.2f %8.2f %8.2f %7.1f %8.2f  %dx%dx%d\n", s.name, f,
+                i8, i4, ratio(i8, f), ratio(i4, f), ratio(i4, i8), d, ratio(d, f), s.m, s.n,
+                s.k);
   }
   return 0;
 }
