@@ -153,7 +153,8 @@ void BM_Direct(benchmark::State& state, Shape s, int which, bool weight_grad) {
       std::max(DirectConvScratch(g), DirectConvGradScratch(g, cout))));
   for (auto _ : state) {
     if (weight_grad) {
-      ConvDirectWeightGrad(g, cout, x.data(), dy.data(), batch, dw.data(), scratch.data());
+      ConvDirectWeightGrad(g, cout, x.data(), dy.data(), batch, dw.data(), nullptr,
+                           scratch.data());
       benchmark::DoNotOptimize(dw.data());
     } else {
       PackConvWeights(g, cout, w.data(), wp.data());

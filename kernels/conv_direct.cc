@@ -87,9 +87,17 @@ void ConvDirect_ref(const ConvGeometry& g, int cout, const float* x, int batch,
 }
 
 void ConvDirectWeightGrad_ref(const ConvGeometry& g, int cout, const float* x,
-                              const float* dy, int batch, float* dw, float* scratch) {
+                              const float* dy, int batch, float* dw, float* db, float* scratch) {
   (void)scratch;
   const int k = g.kernel, cin = g.channels;
+  if (db != nullptr) {
+    const int64_t positions = static_cast<int64_t>(batch) * g.out_height * g.out_width;
+    for (int co = 0; co < cout; ++co) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < positions; ++p) s += dy[p * cout + co];
+      db[co] += s;
+    }
+  }
   for (int co = 0; co < cout; ++co) {
     for (int kh = 0; kh < k; ++kh) {
       for (int kw = 0; kw < k; ++kw) {
@@ -122,9 +130,9 @@ void ConvDirect(const ConvGeometry& g, int cout, const float* x, int batch, cons
 }
 
 void ConvDirectWeightGrad(const ConvGeometry& g, int cout, const float* x, const float* dy,
-                          int batch, float* dw, float* scratch, Isa isa) {
+                          int batch, float* dw, float* db, float* scratch, Isa isa) {
   assert(DirectConvSupported(g, cout));
-  FEDGE_KERNEL_DISPATCH(ConvDirectWeightGrad, g, cout, x, dy, batch, dw, scratch)
+  FEDGE_KERNEL_DISPATCH(ConvDirectWeightGrad, g, cout, x, dy, batch, dw, db, scratch)
 }
 
 }  // namespace fedge::kernels

@@ -52,11 +52,13 @@ int64_t DirectConvScratch(const ConvGeometry& g);
 void ConvDirect(const ConvGeometry& g, int cout, const float* x, int batch, const float* wp,
                 const float* bias, float* y, float* scratch, Isa isa = BestIsa());
 
-// dw [cout, K, K, Cin] += Σ over the batch's output positions of dy[pos, co] · x[window].
-// `scratch`: at least DirectConvGradScratch(g, cout) floats.
+// dw [cout, K, K, Cin] += Σ over the batch's output positions of dy[pos, co] · x[window],
+// and db [cout] += Σ dy[pos, co] when db is not null (the bias gradient, while dy is in
+// cache). `scratch`: at least DirectConvGradScratch(g, cout) floats.
 int64_t DirectConvGradScratch(const ConvGeometry& g, int cout);
 void ConvDirectWeightGrad(const ConvGeometry& g, int cout, const float* x, const float* dy,
-                          int batch, float* dw, float* scratch, Isa isa = BestIsa());
+                          int batch, float* dw, float* db, float* scratch,
+                          Isa isa = BestIsa());
 
 // The variants, for tests and benchmarks. Call only those the CPU supports.
 void ConvDirect_ref(const ConvGeometry& g, int cout, const float* x, int batch,
@@ -68,13 +70,17 @@ void ConvDirect_avx2(const ConvGeometry& g, int cout, const float* x, int batch,
 void ConvDirect_avx512(const ConvGeometry& g, int cout, const float* x, int batch,
                        const float* wp, const float* bias, float* y, float* scratch);
 void ConvDirectWeightGrad_ref(const ConvGeometry& g, int cout, const float* x,
-                              const float* dy, int batch, float* dw, float* scratch);
+                              const float* dy, int batch, float* dw, float* db,
+                              float* scratch);
 void ConvDirectWeightGrad_portable(const ConvGeometry& g, int cout, const float* x,
-                                   const float* dy, int batch, float* dw, float* scratch);
+                                   const float* dy, int batch, float* dw, float* db,
+                                   float* scratch);
 void ConvDirectWeightGrad_avx2(const ConvGeometry& g, int cout, const float* x,
-                               const float* dy, int batch, float* dw, float* scratch);
+                               const float* dy, int batch, float* dw, float* db,
+                               float* scratch);
 void ConvDirectWeightGrad_avx512(const ConvGeometry& g, int cout, const float* x,
-                                 const float* dy, int batch, float* dw, float* scratch);
+                                 const float* dy, int batch, float* dw, float* db,
+                                 float* scratch);
 
 }  // namespace fedge::kernels
 

@@ -176,7 +176,7 @@ TEST(ConvDirectTest, ForwardMatchesTheTextbookProductInEveryVariant) {
   }
 }
 
-TEST(ConvDirectTest, WeightGradientMatchesTheTextbookProductAndAccumulates) {
+TEST(ConvDirectTest, WeightAndBiasGradientsMatchTheTextbookSumsAndAccumulate) {
   base::Rng rng(3);
   for (const Case& c : Cases()) {
     const ConvGeometry& g = c.g;
@@ -191,12 +191,29 @@ TEST(ConvDirectTest, WeightGradientMatchesTheTextbookProductAndAccumulates) {
       e.dw_abs[i] += std::fabs(start[i]);
     }
     std::vector<float> scratch(static_cast<size_t>(DirectConvGradScratch(g, c.cout)));
+    // db = what it held + Σ dy per channel.
+    const auto bias_start = Random(c.cout, rng);
+    std::vector<double> want_db(bias_start.begin(), bias_start.end()), want_db_abs(c.cout);
+    for (int co = 0; co < c.cout; ++co) {
+      want_db_abs[co] = std::fabs(bias_start[co]);
+      for (int64_t p = 0; p < g.rows() * c.batch; ++p) {
+        want_db[co] += dy[p * c.cout + co];
+        want_db_abs[co] += std::fabs(dy[p * c.cout + co]);
+      }
+    }
     for (Isa isa : std::vector<Isa>{Isa::kRef, Isa::kPortable, Isa::kAvx2, Isa::kAvx512Vnni}) {
       if (isa != Isa::kRef && !CpuSupports(isa)) continue;
       std::vector<float> dw = start;
-      ConvDirectWeightGrad(g, c.cout, x.data(), dy.data(), c.batch, dw.data(), scratch.data(),
-                           isa);
+      std::vector<float> db(bias_start);
+      ConvDirectWeightGrad(g, c.cout, x.data(), dy.data(), c.batch, dw.data(), db.data(),
+                           scratch.data(), isa);
       ExpectClose(dw, e.dw, e.dw_abs, c.Describe() + " weight gradient " + IsaName(isa));
+      ExpectClose(db, want_db, want_db_abs, c.Describe() + " bias gradient " + IsaName(isa));
+      // Without db, dw alone.
+      std::vector<float> dw_only = start;
+      ConvDirectWeightGrad(g, c.cout, x.data(), dy.data(), c.batch, dw_only.data(), nullptr,
+                           scratch.data(), isa);
+      ExpectClose(dw_only, e.dw, e.dw_abs, c.Describe() + " weight gradient alone");
     }
   }
 }

@@ -136,16 +136,13 @@ void Conv2d::Backward(const float* x, const float* y, const float* dy, int batch
   const int in_size = input_size(), out_size = output_size();
   const size_t chunk_floats = static_cast<size_t>(chunk) * rows_per_example * kpad_;
   if (direct_) {
-    // dW and db straight from x and dy; only dx still goes through a GEMM (dcols = dy · W,
-    // then col2im), chunk by chunk.
+    // dW and db straight from x and dy, in one pass; only dx still goes through a GEMM
+    // (dcols = dy · W, then col2im), chunk by chunk.
     direct_scratch_.resize(
         static_cast<size_t>(kernels::DirectConvGradScratch(geometry_, cout_)));
-    kernels::ConvDirectWeightGrad(geometry_, cout_, xin, dy, batch,
-                                  product_.weight().grad.data(), direct_scratch_.data());
-    if (product_.has_bias()) {
-      kernels::BiasAddGrad(dy, static_cast<int64_t>(batch) * rows_per_example, cout_,
-                           product_.bias().grad.data());
-    }
+    kernels::ConvDirectWeightGrad(
+        geometry_, cout_, xin, dy, batch, product_.weight().grad.data(),
+        product_.has_bias() ? product_.bias().grad.data() : nullptr, direct_scratch_.data());
   } else {
     cols_.resize(chunk_floats);
     // dW over the padded K (Eigen runs much faster on a multiple of 16 there); the padding
