@@ -198,7 +198,10 @@ int RunClientCli(int argc, char** argv, const std::string& program,
   int exit_code = 2;
   auto options = OptionsFromFlags(&exit_code);
   if (options.ok() && customize) {
-    if (absl::Status s = customize(*options); !s.ok()) options = s;
+    if (absl::Status s = customize(*options); !s.ok()) {
+      options = s;
+      exit_code = 2;  // the caller's own flags
+    }
   }
   if (!options.ok()) {
     std::fprintf(stderr, "%s: %s\n", program.c_str(),

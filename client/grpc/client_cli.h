@@ -16,8 +16,8 @@ namespace fedge::client {
 
 // Parses the command line (the caller sets the usage message first), builds the options,
 // lets `customize` (may be null) change them, and runs the device. Returns the process exit
-// code: 0 stopped by a signal, 1 a permanent error (a `customize` error included: the
-// message is printed prefixed with `program`), 2 bad flags.
+// code: 0 stopped by a signal, 1 a permanent error, 2 bad flags (a `customize` error
+// included: its message is printed prefixed with `program`).
 int RunClientCli(int argc, char** argv, const std::string& program,
                  const std::function<absl::Status(ClientRuntimeOptions&)>& customize);
 
