@@ -13,7 +13,6 @@ Uses Debian's python3-torch (1.13); --threads sets torch's intra-op threads (and
 OpenBLAS's), so that both run on the same cores.
 """
 import argparse
-import gzip
 import os
 import sys
 import time
@@ -28,31 +27,17 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from peers_common import Mlp, load_fmnist  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 
 
-def idx(path, offset):
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
-
-
 def load(prefix):
-    x = idx(os.path.join(args.data, f"{prefix}-images-idx3-ubyte.gz"), 16).reshape(-1, 784)
-    y = idx(os.path.join(args.data, f"{prefix}-labels-idx1-ubyte.gz"), 8)
-    return torch.from_numpy(x.astype(np.float32) / 255.0), torch.from_numpy(y.astype(np.int64))
-
-
-class Mlp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 200), nn.Linear(200, 200), nn.Linear(200, 10)
-
-    def forward(self, x):
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+    x, y = load_fmnist(args.data, prefix)
+    return x, torch.from_numpy(y)
 
 
 x_train, y_train = load("train")

@@ -14,7 +14,6 @@ Uses Debian's python3-torch (1.13) with OpenBLAS; --threads sets torch's intra-o
 (and OpenMP's, OpenBLAS's).
 """
 import argparse
-import gzip
 import os
 import time
 
@@ -30,36 +29,12 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = str(args.threads)
 
 import torch  # noqa: E402  (after the thread variables)
-import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from peers_common import SimpleCnn, load_fmnist  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
-
-
-def idx(path, offset):
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
-
-
-def load(prefix):
-    x = idx(os.path.join(args.data, f"{prefix}-images-idx3-ubyte.gz"), 16).reshape(-1, 1, 28, 28)
-    y = idx(os.path.join(args.data, f"{prefix}-labels-idx1-ubyte.gz"), 8)
-    return torch.from_numpy(x.astype(np.float32) / 255.0), y.astype(np.int64)
-
-
-class SimpleCnn(nn.Module):  # NIID-Bench's SimpleCNNMNIST, fedge's "cnn"
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = x.view(-1, 256)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
 def label_dirichlet(y, n_parties, beta):
@@ -82,8 +57,8 @@ def label_dirichlet(y, n_parties, beta):
     return [np.array(j) for j in idx_batch]
 
 
-x_train, y_train_np = load("train")
-x_test, y_test_np = load("t10k")
+x_train, y_train_np = load_fmnist(args.data, "train", (-1, 1, 28, 28))
+x_test, y_test_np = load_fmnist(args.data, "t10k", (-1, 1, 28, 28))
 y_train, y_test = torch.from_numpy(y_train_np), torch.from_numpy(y_test_np)
 shards = label_dirichlet(y_train_np, args.clients, 0.5)
 print("shard sizes", [len(s) for s in shards], flush=True)

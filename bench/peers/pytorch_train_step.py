@@ -16,32 +16,9 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class Mlp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 200), nn.Linear(200, 200), nn.Linear(200, 10)
-
-    def forward(self, x):
-        x = x.view(-1, 784)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
-
-
-class SimpleCnn(nn.Module):  # NIID-Bench's SimpleCNNMNIST
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
-
-    def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
-        x = x.view(-1, 256)
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+from peers_common import Mlp, SimpleCnn
 
 
 def samples_per_second(model, seconds=2.0, batch=64):
