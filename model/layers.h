@@ -125,7 +125,7 @@ class Conv2d final : public Layer {
   // fp32 products by the direct kernels (kernels/conv_direct.h) instead of im2col + GEMM:
   // stride 1 and few channels, where the GEMM's K and N are too small to pay for packing.
   bool direct_;
-  std::vector<float> wp_;           // direct: packed weights (forward or adjoint)
+  std::vector<float> wp_;           // direct: the packed weights (PackConvWeights)
   std::vector<float> direct_scratch_;
   int kpad_;  // row stride of the fp32 im2col matrix: K·K·Cin rounded up to 16
   kernels::ConvGeometry geometry_;  // for im2col / col2im (kernels/conv.h)
