@@ -1,0 +1,503 @@
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/rng.h"
+#include "base/status_macros.h"
+#include "kernels/sgemm.h"
+#include "model/loss.h"
+
+namespace fedge::model {
+namespace {
+
+using kernels::Sgemm;
+using kernels::Trans;
+
+// y [rows × out] = x [rows × in] · Wᵀ (+ beta·y), W [out × in].
+void ProjectForward(const float* x, int rows, int in, const Parameter& w, int out, float* y,
+                    float beta = 0.0f) {
+  Sgemm(Trans::kNo, Trans::kYes, rows, out, in, 1.0f, x, in, w.value.data(), in, beta, y,
+        out);
+}
+
+// dx [rows × in] (+)= dy [rows × out] · W; dW += dyᵀ · x.
+void ProjectBackward(const float* x, const float* dy, int rows, int in, Parameter& w, int out,
+                     float* dx, float beta) {
+  Sgemm(Trans::kYes, Trans::kNo, out, in, rows, 1.0f, dy, out, x, in, 1.0f, w.grad.data(), in);
+  if (dx != nullptr) {
+    Sgemm(Trans::kNo, Trans::kNo, rows, in, out, 1.0f, dy, out, w.value.data(), in, beta, dx,
+          in);
+  }
+}
+
+// y = x·g/√(mean(x²) + ε) per row; inv[r] = 1/√(mean(x²) + ε).
+void RmsNormForward(const float* x, int rows, int d, const float* g, float eps, float* y,
+                    float* inv) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * d;
+    float* yr = y + static_cast<size_t>(r) * d;
+    float ss = 0.0f;
+    for (int j = 0; j < d; ++j) ss += xr[j] * xr[j];
+    const float s = 1.0f / std::sqrt(ss / d + eps);
+    if (inv != nullptr) inv[r] = s;
+    for (int j = 0; j < d; ++j) yr[j] = xr[j] * s * g[j];
+  }
+}
+
+// With x̂ = x·inv and u = g ⊙ dy: dx += inv·(u − x̂·mean(u ⊙ x̂)); dg += Σ_rows dy ⊙ x̂.
+void RmsNormBackward(const float* x, const float* inv, int rows, int d, const float* g,
+                     const float* dy, float* dx, float* dg) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<size_t>(r) * d;
+    const float* dyr = dy + static_cast<size_t>(r) * d;
+    float* dxr = dx + static_cast<size_t>(r) * d;
+    const float s = inv[r];
+    float dot = 0.0f;
+    for (int j = 0; j < d; ++j) {
+      const float xh = xr[j] * s;
+      dot += g[j] * dyr[j] * xh;
+      dg[j] += dyr[j] * xh;
+    }
+    const float c = dot / d;
+    for (int j = 0; j < d; ++j) dxr[j] += s * (g[j] * dyr[j] - xr[j] * s * c);
+  }
+}
+
+// Rotates each head's pairs (i, i + dₕ/2) of rows [rows × d] by t·θᵢ (or by −t·θᵢ with
+// `inverse`, the transpose, for gradients); row r is at position pos0 + r mod len.
+void ApplyRope(float* x, int rows, int len, int pos0, int d, int head_dim, const float* cos_t,
+               const float* sin_t, bool inverse) {
+  const int half = head_dim / 2;
+  for (int r = 0; r < rows; ++r) {
+    const int t = pos0 + r % len;
+    const float* c = cos_t + static_cast<size_t>(t) * half;
+    const float* s = sin_t + static_cast<size_t>(t) * half;
+    float* xr = x + static_cast<size_t>(r) * d;
+    for (int h0 = 0; h0 < d; h0 += head_dim) {
+      float* a = xr + h0;
+      float* b = a + half;
+      for (int i = 0; i < half; ++i) {
+        const float sn = inverse ? -s[i] : s[i];
+        const float x1 = a[i], x2 = b[i];
+        a[i] = x1 * c[i] - x2 * sn;
+        b[i] = x1 * sn + x2 * c[i];
+      }
+    }
+  }
+}
+
+// Softmax of row p[0..n) in place over its first `valid` entries; the rest become 0.
+void CausalSoftmaxRow(float* p, int n, int valid) {
+  float mx = p[0];
+  for (int j = 1; j < valid; ++j) mx = std::max(mx, p[j]);
+  float sum = 0.0f;
+  for (int j = 0; j < valid; ++j) {
+    p[j] = std::exp(p[j] - mx);
+    sum += p[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int j = 0; j < valid; ++j) p[j] *= inv;
+  std::fill(p + valid, p + n, 0.0f);
+}
+
+float Sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
+
+void FillNormal(base::Rng& rng, float stddev, Parameter& p) {
+  for (float& v : p.value) v = static_cast<float>(rng.Normal() * stddev);
+  ++p.version;
+}
+
+void Grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+struct TransformerLM::Block {
+  Parameter attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3;
+  // The last Forward's activations (rows = batch·len).
+  std::vector<float> x_in, inv1, h1, q, k, v, p, att, x_mid, inv2, h2, f1, f3, m;
+};
+
+int64_t TransformerParameterCount(const TransformerConfig& c) {
+  if (c.vocab_size <= 0 || c.dim <= 0 || c.num_layers <= 0 || c.ffn_dim <= 0 ||
+      c.vocab_size > (1 << 20) || c.dim > (1 << 16) || c.num_layers > 1024 ||
+      c.ffn_dim > (1 << 18)) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  const int64_t d = c.dim, f = c.ffn_dim;
+  const int64_t per_block = 2 * d + 4 * d * d + 3 * d * f;
+  return int64_t{c.vocab_size} * d + c.num_layers * per_block + d;
+}
+
+absl::Status ValidateTransformerConfig(const TransformerConfig& c) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("transformer config: ", what));
+  };
+  if (c.vocab_size < 2 || c.vocab_size > (1 << 20)) {
+    return bad(absl::StrCat("vocab_size ", c.vocab_size, " is outside [2, 1048576]"));
+  }
+  if (c.dim <= 0 || c.dim > (1 << 16)) {
+    return bad(absl::StrCat("dim ", c.dim, " is outside [1, 65536]"));
+  }
+  if (c.num_layers <= 0 || c.num_layers > 1024) {
+    return bad(absl::StrCat("num_layers ", c.num_layers, " is outside [1, 1024]"));
+  }
+  if (c.num_heads <= 0 || c.dim % c.num_heads != 0) {
+    return bad(absl::StrCat("num_heads ", c.num_heads, " does not divide dim ", c.dim));
+  }
+  if ((c.dim / c.num_heads) % 2 != 0) {
+    return bad(absl::StrCat("the head width dim/num_heads = ", c.dim / c.num_heads,
+                            " is odd; rotary positions need pairs"));
+  }
+  if (c.ffn_dim <= 0 || c.ffn_dim > (1 << 18)) {
+    return bad(absl::StrCat("ffn_dim ", c.ffn_dim, " is outside [1, 262144]"));
+  }
+  if (c.context <= 0 || c.context > 4096) {
+    return bad(absl::StrCat("context ", c.context, " is outside [1, 4096]"));
+  }
+  if (!(c.norm_epsilon > 0.0f) || !std::isfinite(c.norm_epsilon)) {
+    return bad("norm_epsilon must be positive and finite");
+  }
+  if (!(c.rope_base > 1.0f) || !std::isfinite(c.rope_base)) {
+    return bad("rope_base must be finite and above 1");
+  }
+  const int64_t n = TransformerParameterCount(c);
+  if (n > kMaxTransformerParameters) {
+    return bad(absl::StrCat(n, " parameters, above the limit of ", kMaxTransformerParameters));
+  }
+  return absl::OkStatus();
+}
+
+TransformerLM::TransformerLM(const TransformerConfig& c)
+    : config_(c),
+      tok_emb_(MakeParameter("tok_emb.weight", {c.vocab_size, c.dim})),
+      norm_(MakeParameter("norm.weight", {c.dim})) {
+  const int d = c.dim, f = c.ffn_dim;
+  for (int l = 0; l < c.num_layers; ++l) {
+    auto b = std::make_unique<Block>();
+    const std::string p = absl::StrCat("layers.", l, ".");
+    b->attn_norm = MakeParameter(p + "attn_norm.weight", {d});
+    b->wq = MakeParameter(p + "attn.wq.weight", {d, d});
+    b->wk = MakeParameter(p + "attn.wk.weight", {d, d});
+    b->wv = MakeParameter(p + "attn.wv.weight", {d, d});
+    b->wo = MakeParameter(p + "attn.wo.weight", {d, d});
+    b->ffn_norm = MakeParameter(p + "ffn_norm.weight", {d});
+    b->w1 = MakeParameter(p + "ffn.w1.weight", {f, d});
+    b->w2 = MakeParameter(p + "ffn.w2.weight", {d, f});
+    b->w3 = MakeParameter(p + "ffn.w3.weight", {f, d});
+    blocks_.push_back(std::move(b));
+  }
+  const int half = d / c.num_heads / 2;
+  cos_.resize(static_cast<size_t>(c.context) * half);
+  sin_.resize(cos_.size());
+  for (int t = 0; t < c.context; ++t) {
+    for (int i = 0; i < half; ++i) {
+      const double theta = std::pow(static_cast<double>(c.rope_base), -2.0 * i / (2 * half));
+      cos_[static_cast<size_t>(t) * half + i] = static_cast<float>(std::cos(t * theta));
+      sin_[static_cast<size_t>(t) * half + i] = static_cast<float>(std::sin(t * theta));
+    }
+  }
+}
+
+TransformerLM::~TransformerLM() = default;
+
+absl::StatusOr<std::unique_ptr<TransformerLM>> TransformerLM::Create(
+    const TransformerConfig& config) {
+  FEDGE_RETURN_IF_ERROR(ValidateTransformerConfig(config));
+  return std::unique_ptr<TransformerLM>(new TransformerLM(config));
+}
+
+void TransformerLM::InitParameters(uint64_t seed) {
+  base::Rng rng(seed);
+  const float std = 0.02f;
+  const float resid_std = std / std::sqrt(2.0f * config_.num_layers);
+  FillNormal(rng, std, tok_emb_);
+  for (auto& b : blocks_) {
+    std::fill(b->attn_norm.value.begin(), b->attn_norm.value.end(), 1.0f);
+    std::fill(b->ffn_norm.value.begin(), b->ffn_norm.value.end(), 1.0f);
+    ++b->attn_norm.version;
+    ++b->ffn_norm.version;
+    FillNormal(rng, std, b->wq);
+    FillNormal(rng, std, b->wk);
+    FillNormal(rng, std, b->wv);
+    FillNormal(rng, resid_std, b->wo);
+    FillNormal(rng, std, b->w1);
+    FillNormal(rng, resid_std, b->w2);
+    FillNormal(rng, std, b->w3);
+  }
+  std::fill(norm_.value.begin(), norm_.value.end(), 1.0f);
+  ++norm_.version;
+}
+
+std::vector<Parameter*> TransformerLM::parameters() {
+  std::vector<Parameter*> out = {&tok_emb_};
+  for (auto& b : blocks_) {
+    for (Parameter* p : {&b->attn_norm, &b->wq, &b->wk, &b->wv, &b->wo, &b->ffn_norm, &b->w1,
+                         &b->w2, &b->w3}) {
+      out.push_back(p);
+    }
+  }
+  out.push_back(&norm_);
+  return out;
+}
+
+Parameter* TransformerLM::FindParameter(const std::string& name) {
+  for (Parameter* p : parameters()) {
+    if (p->name == name) return p;
+  }
+  return nullptr;
+}
+
+int64_t TransformerLM::num_parameters() const { return TransformerParameterCount(config_); }
+
+void TransformerLM::ZeroGrad() {
+  for (Parameter* p : parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+}
+
+void TransformerLM::EnsureBuffers(int batch, int len) {
+  const size_t rows = static_cast<size_t>(batch) * len;
+  const size_t d = config_.dim, f = config_.ffn_dim;
+  const size_t heads = config_.num_heads;
+  for (auto& b : blocks_) {
+    for (auto* v : {&b->x_in, &b->h1, &b->q, &b->k, &b->v, &b->att, &b->x_mid, &b->h2}) {
+      Grow(*v, rows * d);
+    }
+    Grow(b->inv1, rows);
+    Grow(b->inv2, rows);
+    for (auto* v : {&b->f1, &b->f3, &b->m}) Grow(*v, rows * f);
+    Grow(b->p, static_cast<size_t>(batch) * heads * len * len);
+  }
+  Grow(x_final_, rows * d);
+  Grow(h_final_, rows * d);
+  Grow(inv_final_, rows);
+  Grow(logits_, rows * config_.vocab_size);
+}
+
+const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, bool training) {
+  const TransformerConfig& c = config_;
+  FEDGE_CHECK(batch > 0 && len > 0 && len <= c.context);
+  EnsureBuffers(batch, len);
+  const int rows = batch * len, d = c.dim, f = c.ffn_dim, heads = c.num_heads;
+  const int hd = d / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  batch_ = batch;
+  len_ = len;
+  training_ = training;
+  tokens_.assign(tokens, tokens + rows);
+
+  float* x0 = blocks_.empty() ? x_final_.data() : blocks_[0]->x_in.data();
+  for (int r = 0; r < rows; ++r) {
+    FEDGE_CHECK(tokens[r] >= 0 && tokens[r] < c.vocab_size);
+    std::memcpy(x0 + static_cast<size_t>(r) * d,
+                tok_emb_.value.data() + static_cast<size_t>(tokens[r]) * d, sizeof(float) * d);
+  }
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    Block& b = *blocks_[l];
+    float* x_out = l + 1 < blocks_.size() ? blocks_[l + 1]->x_in.data() : x_final_.data();
+    // Attention.
+    RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon,
+                   b.h1.data(), b.inv1.data());
+    ProjectForward(b.h1.data(), rows, d, b.wq, d, b.q.data());
+    ProjectForward(b.h1.data(), rows, d, b.wk, d, b.k.data());
+    ProjectForward(b.h1.data(), rows, d, b.wv, d, b.v.data());
+    ApplyRope(b.q.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
+    ApplyRope(b.k.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
+    for (int s = 0; s < batch; ++s) {
+      const size_t row0 = static_cast<size_t>(s) * len * d;
+      for (int h = 0; h < heads; ++h) {
+        float* p = b.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
+        const size_t off = row0 + static_cast<size_t>(h) * hd;
+        Sgemm(Trans::kNo, Trans::kYes, len, len, hd, scale, b.q.data() + off, d,
+              b.k.data() + off, d, 0.0f, p, len);
+        for (int i = 0; i < len; ++i) CausalSoftmaxRow(p + static_cast<size_t>(i) * len, len, i + 1);
+        Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, p, len, b.v.data() + off, d, 0.0f,
+              b.att.data() + off, d);
+      }
+    }
+    std::memcpy(b.x_mid.data(), b.x_in.data(), sizeof(float) * rows * d);
+    ProjectForward(b.att.data(), rows, d, b.wo, d, b.x_mid.data(), 1.0f);
+    // MLP.
+    RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon,
+                   b.h2.data(), b.inv2.data());
+    ProjectForward(b.h2.data(), rows, d, b.w1, f, b.f1.data());
+    ProjectForward(b.h2.data(), rows, d, b.w3, f, b.f3.data());
+    const size_t n = static_cast<size_t>(rows) * f;
+    for (size_t i = 0; i < n; ++i) b.m[i] = b.f1[i] * Sigmoid(b.f1[i]) * b.f3[i];
+    std::memcpy(x_out, b.x_mid.data(), sizeof(float) * rows * d);
+    ProjectForward(b.m.data(), rows, f, b.w2, d, x_out, 1.0f);
+  }
+  RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
+                 h_final_.data(), inv_final_.data());
+  ProjectForward(h_final_.data(), rows, d, tok_emb_, c.vocab_size, logits_.data());
+  return logits_.data();
+}
+
+void TransformerLM::Backward(const float* dlogits) {
+  FEDGE_CHECK(training_);
+  const TransformerConfig& c = config_;
+  const int batch = batch_, len = len_, rows = batch * len, d = c.dim, f = c.ffn_dim;
+  const int heads = c.num_heads, hd = d / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t rd = static_cast<size_t>(rows) * d, rf = static_cast<size_t>(rows) * f;
+  Grow(dx_, rd);
+  Grow(dh_, rd);
+  Grow(datt_, rd);
+  Grow(dq_, rd);
+  Grow(dk_, rd);
+  Grow(dv_, rd);
+  Grow(df1_, rf);
+  Grow(df3_, rf);
+  Grow(dp_, static_cast<size_t>(len) * len);
+
+  // Output projection (tied) and final norm: dh = dlogits · E, dE += dlogitsᵀ · h.
+  ProjectBackward(h_final_.data(), dlogits, rows, d, tok_emb_, c.vocab_size, dh_.data(), 0.0f);
+  std::fill(dx_.begin(), dx_.begin() + rd, 0.0f);
+  RmsNormBackward(x_final_.data(), inv_final_.data(), rows, d, norm_.value.data(), dh_.data(),
+                  dx_.data(), norm_.grad.data());
+
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    Block& b = *blocks_[l];
+    // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
+    ProjectBackward(b.m.data(), dx_.data(), rows, f, b.w2, d, df1_.data(), 0.0f);  // dm
+    for (size_t i = 0; i < rf; ++i) {
+      const float a = b.f1[i], sg = Sigmoid(a), dm = df1_[i];
+      df3_[i] = dm * a * sg;
+      df1_[i] = dm * b.f3[i] * sg * (1.0f + a * (1.0f - sg));
+    }
+    ProjectBackward(b.h2.data(), df1_.data(), rows, d, b.w1, f, dh_.data(), 0.0f);
+    ProjectBackward(b.h2.data(), df3_.data(), rows, d, b.w3, f, dh_.data(), 1.0f);
+    RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
+                    dh_.data(), dx_.data(), b.ffn_norm.grad.data());
+    // Attention: x_mid = x_in + att·Woᵀ.
+    ProjectBackward(b.att.data(), dx_.data(), rows, d, b.wo, d, datt_.data(), 0.0f);
+    for (int s = 0; s < batch; ++s) {
+      const size_t row0 = static_cast<size_t>(s) * len * d;
+      for (int h = 0; h < heads; ++h) {
+        const float* p = b.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
+        const size_t off = row0 + static_cast<size_t>(h) * hd;
+        // dP = datt_h · v_hᵀ; dv_h = Pᵀ · datt_h.
+        Sgemm(Trans::kNo, Trans::kYes, len, len, hd, 1.0f, datt_.data() + off, d,
+              b.v.data() + off, d, 0.0f, dp_.data(), len);
+        Sgemm(Trans::kYes, Trans::kNo, len, hd, len, 1.0f, p, len, datt_.data() + off, d, 0.0f,
+              dv_.data() + off, d);
+        // dS = P ⊙ (dP − Σⱼ dP⊙P) · scale, over the causal entries.
+        for (int i = 0; i < len; ++i) {
+          const float* pr = p + static_cast<size_t>(i) * len;
+          float* dr = dp_.data() + static_cast<size_t>(i) * len;
+          float dot = 0.0f;
+          for (int j = 0; j <= i; ++j) dot += pr[j] * dr[j];
+          for (int j = 0; j <= i; ++j) dr[j] = pr[j] * (dr[j] - dot) * scale;
+          std::fill(dr + i + 1, dr + len, 0.0f);
+        }
+        // dq_h = dS · k_h; dk_h = dSᵀ · q_h.
+        Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, b.k.data() + off, d,
+              0.0f, dq_.data() + off, d);
+        Sgemm(Trans::kYes, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, b.q.data() + off, d,
+              0.0f, dk_.data() + off, d);
+      }
+    }
+    ApplyRope(dq_.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), true);
+    ApplyRope(dk_.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), true);
+    ProjectBackward(b.h1.data(), dq_.data(), rows, d, b.wq, d, dh_.data(), 0.0f);
+    ProjectBackward(b.h1.data(), dk_.data(), rows, d, b.wk, d, dh_.data(), 1.0f);
+    ProjectBackward(b.h1.data(), dv_.data(), rows, d, b.wv, d, dh_.data(), 1.0f);
+    RmsNormBackward(b.x_in.data(), b.inv1.data(), rows, d, b.attn_norm.value.data(),
+                    dh_.data(), dx_.data(), b.attn_norm.grad.data());
+  }
+  // Embedding: dE[token] += dx₀.
+  for (int r = 0; r < rows; ++r) {
+    float* g = tok_emb_.grad.data() + static_cast<size_t>(tokens_[r]) * d;
+    const float* dr = dx_.data() + static_cast<size_t>(r) * d;
+    for (int j = 0; j < d; ++j) g[j] += dr[j];
+  }
+}
+
+float TransformerLM::Loss(const int32_t* tokens, const int32_t* targets, int batch, int len,
+                          bool training) {
+  const float* logits = Forward(tokens, batch, len, training);
+  const int rows = batch * len;
+  for (int r = 0; r < rows; ++r) FEDGE_CHECK(targets[r] >= 0 && targets[r] < config_.vocab_size);
+  if (!training) {
+    return SoftmaxCrossEntropy(logits, targets, rows, config_.vocab_size, nullptr);
+  }
+  Grow(dlogits_, static_cast<size_t>(rows) * config_.vocab_size);
+  const float loss =
+      SoftmaxCrossEntropy(logits, targets, rows, config_.vocab_size, dlogits_.data());
+  Backward(dlogits_.data());
+  return loss;
+}
+
+// ---------------------------------------------------------------------------------------
+// TransformerDecoder
+
+TransformerDecoder::TransformerDecoder(const TransformerLM& model) : model_(model) {
+  const TransformerConfig& c = model.config_;
+  k_cache_.assign(model.blocks_.size(), std::vector<float>(static_cast<size_t>(c.context) * c.dim));
+  v_cache_ = k_cache_;
+  for (auto* v : {&x_, &h_, &q_, &att_}) v->resize(c.dim);
+  f1_.resize(c.ffn_dim);
+  f3_.resize(c.ffn_dim);
+  scores_.resize(c.context);
+  logits_.resize(c.vocab_size);
+}
+
+void TransformerDecoder::Reset() { pos_ = 0; }
+
+const float* TransformerDecoder::Step(int32_t token) {
+  const TransformerConfig& c = model_.config_;
+  FEDGE_CHECK(pos_ < c.context && token >= 0 && token < c.vocab_size);
+  const int d = c.dim, f = c.ffn_dim, heads = c.num_heads, hd = d / heads, t = pos_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::memcpy(x_.data(), model_.tok_emb_.value.data() + static_cast<size_t>(token) * d,
+              sizeof(float) * d);
+  for (size_t l = 0; l < model_.blocks_.size(); ++l) {
+    const TransformerLM::Block& b = *model_.blocks_[l];
+    float* kc = k_cache_[l].data();
+    float* vc = v_cache_[l].data();
+    float* k_row = kc + static_cast<size_t>(t) * d;
+    float* v_row = vc + static_cast<size_t>(t) * d;
+    RmsNormForward(x_.data(), 1, d, b.attn_norm.value.data(), c.norm_epsilon, h_.data(),
+                   nullptr);
+    ProjectForward(h_.data(), 1, d, b.wq, d, q_.data());
+    ProjectForward(h_.data(), 1, d, b.wk, d, k_row);
+    ProjectForward(h_.data(), 1, d, b.wv, d, v_row);
+    ApplyRope(q_.data(), 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
+    ApplyRope(k_row, 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
+    for (int h = 0; h < heads; ++h) {
+      const int off = h * hd;
+      for (int j = 0; j <= t; ++j) {
+        const float* kj = kc + static_cast<size_t>(j) * d + off;
+        float s = 0.0f;
+        for (int i = 0; i < hd; ++i) s += q_[off + i] * kj[i];
+        scores_[j] = s * scale;
+      }
+      CausalSoftmaxRow(scores_.data(), t + 1, t + 1);
+      float* out = att_.data() + off;
+      std::fill(out, out + hd, 0.0f);
+      for (int j = 0; j <= t; ++j) {
+        const float* vj = vc + static_cast<size_t>(j) * d + off;
+        for (int i = 0; i < hd; ++i) out[i] += scores_[j] * vj[i];
+      }
+    }
+    ProjectForward(att_.data(), 1, d, b.wo, d, x_.data(), 1.0f);
+    RmsNormForward(x_.data(), 1, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
+                   nullptr);
+    ProjectForward(h_.data(), 1, d, b.w1, f, f1_.data());
+    ProjectForward(h_.data(), 1, d, b.w3, f, f3_.data());
+    for (int i = 0; i < f; ++i) f1_[i] = f1_[i] * Sigmoid(f1_[i]) * f3_[i];
+    ProjectForward(f1_.data(), 1, f, b.w2, d, x_.data(), 1.0f);
+  }
+  RmsNormForward(x_.data(), 1, d, model_.norm_.value.data(), c.norm_epsilon, h_.data(),
+                 nullptr);
+  ProjectForward(h_.data(), 1, d, model_.tok_emb_, c.vocab_size, logits_.data());
+  ++pos_;
+  return logits_.data();
+}
+
+}  // namespace fedge::model

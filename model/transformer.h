@@ -1,0 +1,132 @@
+// A small decoder-only language model (Llama's layout): token embedding, pre-norm blocks of
+// causal multi-head self-attention with rotary positions and a SwiGLU MLP, each added to the
+// residual stream, a final RMSNorm and an output projection tied to the embedding.
+//
+//   x₀ = E[tokens]                                   E [vocab, d]
+//   for each block:
+//     h  = RMSNorm(x; g₁)                            RMSNorm(x)ᵢ = gᵢ·xᵢ / √(mean(x²) + ε)
+//     q, k, v = h·Wqᵀ, h·Wkᵀ, h·Wvᵀ  (RoPE on q, k per head)
+//     a  = concat over heads of softmax(q·kᵀ/√dₕ + causal mask)·v
+//     x  = x + a·Woᵀ
+//     h  = RMSNorm(x; g₂)
+//     x  = x + (silu(h·W₁ᵀ) ⊙ h·W₃ᵀ)·W₂ᵀ
+//   logits = RMSNorm(x; g_f)·Eᵀ
+//
+// Rotary positions (Su et al. 2021) use the "rotate half" pairing: in each head, dimension i
+// and i + dₕ/2 (i < dₕ/2) rotate by the angle t·θᵢ at position t, θᵢ = base^(−2i/dₕ).
+// No biases anywhere. Parameter names follow the layout above ("tok_emb.weight",
+// "layers.<l>.attn.wq.weight", "layers.<l>.ffn.w1.weight", "norm.weight", …), so that a
+// PyTorch module with the same attribute names loads the same state.
+//
+// Activations are rows of the residual stream: [batch, len, d], one row per token. Training
+// keeps every block's activations (about len·(7d + 3·ffn) + heads·len² floats per sequence
+// and block) for the backward pass. fp32 throughout, on kernels::Sgemm.
+//
+// Thread safety: none; one TransformerLM per training thread.
+#ifndef FEDGE_MODEL_TRANSFORMER_H_
+#define FEDGE_MODEL_TRANSFORMER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/layer.h"
+
+namespace fedge::model {
+
+struct TransformerConfig {
+  int vocab_size = 4096;
+  int dim = 256;         // d, the residual stream's width
+  int num_layers = 4;
+  int num_heads = 4;     // dₕ = d / heads, even
+  int ffn_dim = 768;     // the SwiGLU MLP's hidden width
+  int context = 128;     // the longest sequence
+  float norm_epsilon = 1e-5f;
+  float rope_base = 10000.0f;
+};
+
+// Bounds on a config (configs may arrive over the network). Errors (kInvalidArgument) name
+// the field: sizes ≤ 0, d not a multiple of heads, odd dₕ, more than kMaxTransformerParameters
+// parameters, a context above 4096, ε ≤ 0, base ≤ 1.
+inline constexpr int64_t kMaxTransformerParameters = int64_t{1} << 28;
+absl::Status ValidateTransformerConfig(const TransformerConfig& config);
+// Parameters of a model with `config`, saturating at INT64_MAX (nothing is allocated).
+int64_t TransformerParameterCount(const TransformerConfig& config);
+
+class TransformerLM {
+ public:
+  // Validates the config and allocates the parameters (zero: call InitParameters or set
+  // them). Activation buffers grow with the largest batch seen.
+  static absl::StatusOr<std::unique_ptr<TransformerLM>> Create(const TransformerConfig& config);
+  ~TransformerLM();
+
+  // GPT-2's initialization: every matrix ~ N(0, 0.02²), the residual projections (wo, w₂)
+  // ~ N(0, (0.02/√(2·layers))²), RMSNorm gains 1. Deterministic for a seed.
+  void InitParameters(uint64_t seed);
+
+  // Runs the model on tokens [batch × len] (ids in [0, vocab), len in [1, context]).
+  // Returns the logits [batch × len × vocab], valid until the next Forward. With `training`,
+  // keeps what Backward needs.
+  const float* Forward(const int32_t* tokens, int batch, int len, bool training);
+  // Adds dL/dθ to every parameter's grad given dL/dlogits of the last training Forward.
+  void Backward(const float* dlogits);
+
+  // Forward on tokens and the mean next-token cross-entropy against targets [batch × len];
+  // with `training`, also the backward pass (gradients added: call ZeroGrad first).
+  float Loss(const int32_t* tokens, const int32_t* targets, int batch, int len, bool training);
+
+  void ZeroGrad();
+  std::vector<Parameter*> parameters();
+  Parameter* FindParameter(const std::string& name);
+  int64_t num_parameters() const;
+  const TransformerConfig& config() const { return config_; }
+
+ private:
+  friend class TransformerDecoder;
+  struct Block;
+
+  explicit TransformerLM(const TransformerConfig& config);
+  void EnsureBuffers(int batch, int len);
+
+  TransformerConfig config_;
+  Parameter tok_emb_;  // [vocab, d], also the output projection
+  std::vector<std::unique_ptr<Block>> blocks_;
+  Parameter norm_;     // [d]
+  std::vector<float> cos_, sin_;  // [context, dₕ/2]
+  // The last Forward.
+  int batch_ = 0, len_ = 0;
+  bool training_ = false;
+  std::vector<int32_t> tokens_;
+  std::vector<float> x_final_, inv_final_, h_final_, logits_;
+  std::vector<float> dlogits_;
+  // Backward scratch.
+  std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, df3_, dp_;
+};
+
+// Generates one token at a time with a key/value cache: each Step runs one position through
+// the model, reusing the keys and values of the earlier ones. Step(t) gives the logits the
+// full Forward gives at that position (up to rounding). Holds a reference to `model`, whose
+// parameters must not change while decoding.
+class TransformerDecoder {
+ public:
+  explicit TransformerDecoder(const TransformerLM& model);
+  // Forgets the cache: the next Step is position 0.
+  void Reset();
+  // Feeds `token` at the next position; returns the logits [vocab] for the token after it,
+  // valid until the next Step. REQUIRES: position() < context, token in [0, vocab).
+  const float* Step(int32_t token);
+  int position() const { return pos_; }
+
+ private:
+  const TransformerLM& model_;
+  int pos_ = 0;
+  std::vector<std::vector<float>> k_cache_, v_cache_;  // per block: [context, d]
+  std::vector<float> x_, h_, q_, att_, f1_, f3_, scores_, logits_;
+};
+
+}  // namespace fedge::model
+
+#endif  // FEDGE_MODEL_TRANSFORMER_H_
