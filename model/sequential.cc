@@ -14,6 +14,7 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "model/layers.h"
+#include "model/serialize.h"
 
 namespace fedge::model {
 namespace {
@@ -238,6 +239,10 @@ int64_t SpecParameterCount(const v1::ModelSpec& spec) {
 }
 
 absl::StatusOr<std::unique_ptr<Sequential>> Sequential::Create(const v1::ModelSpec& spec) {
+  if (spec.has_transformer()) {
+    return absl::InvalidArgumentError(
+        "ModelSpec: a language model (transformer), not a sequential network");
+  }
   if (spec.layers_size() == 0) return absl::InvalidArgumentError("ModelSpec: no layers");
   if (spec.layers_size() > kMaxLayers) {
     return absl::InvalidArgumentError(
@@ -349,64 +354,13 @@ void Sequential::InitParameters(uint64_t seed) {
 }
 
 absl::Status Sequential::SetParameters(const v1::ModelProto& proto) {
-  absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
-  for (const v1::TensorProto& t : proto.parameters()) {
-    if (!by_name.emplace(t.name(), &t).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Model: parameter '", t.name(), "' appears twice"));
-    }
-  }
-  // Validate everything before changing anything.
-  for (Parameter* p : params_) {
-    auto it = by_name.find(p->name);
-    if (it == by_name.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' missing"));
-    }
-    const v1::TensorProto& t = *it->second;
-    std::vector<int> shape(t.shape().begin(), t.shape().end());
-    if (t.shape_size() != static_cast<int>(p->shape.size()) ||
-        !std::equal(p->shape.begin(), p->shape.end(), t.shape().begin())) {
-      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has shape ",
-                                                     ShapeString(shape), ", expected ",
-                                                     ShapeString(p->shape)));
-    }
-    if (t.values_size() != p->size()) {
-      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has ",
-                                                     t.values_size(), " values, expected ",
-                                                     p->size()));
-    }
-    for (float v : t.values()) {
-      if (!std::isfinite(v)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Model: parameter '", p->name, "' has a non-finite value"));
-      }
-    }
-  }
-  if (by_name.size() != params_.size()) {
-    for (const auto& [name, t] : by_name) {
-      if (FindParameter(name) == nullptr) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Model: unknown parameter '", name, "'"));
-      }
-    }
-  }
-  for (Parameter* p : params_) {
-    const v1::TensorProto& t = *by_name[p->name];
-    std::copy(t.values().begin(), t.values().end(), p->value.begin());
-    ++p->version;
-  }
-  return absl::OkStatus();
+  return CopyParametersFromProto(proto, params_);
 }
 
 v1::ModelProto Sequential::ToProto() const {
   v1::ModelProto proto;
   *proto.mutable_spec() = spec_;
-  for (const Parameter* p : params_) {
-    v1::TensorProto* t = proto.add_parameters();
-    t->set_name(p->name);
-    for (int d : p->shape) t->add_shape(d);
-    t->mutable_values()->Assign(p->value.begin(), p->value.end());
-  }
+  AppendParametersToProto(params_, proto);
   return proto;
 }
 

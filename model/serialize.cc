@@ -1,12 +1,16 @@
 #include "model/serialize.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace fedge::model {
 
@@ -56,6 +60,67 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path) {
     return absl::DataLossError(absl::StrCat("LoadModel: ", path, " holds no layers"));
   }
   return model;
+}
+
+absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
+                                     const std::vector<Parameter*>& params) {
+  absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
+  for (const v1::TensorProto& t : proto.parameters()) {
+    if (!by_name.emplace(t.name(), &t).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Model: parameter '", t.name(), "' appears twice"));
+    }
+  }
+  // Validate everything before changing anything.
+  for (Parameter* p : params) {
+    auto it = by_name.find(p->name);
+    if (it == by_name.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' missing"));
+    }
+    const v1::TensorProto& t = *it->second;
+    std::vector<int> shape(t.shape().begin(), t.shape().end());
+    if (t.shape_size() != static_cast<int>(p->shape.size()) ||
+        !std::equal(p->shape.begin(), p->shape.end(), t.shape().begin())) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has shape ",
+                                                     absl::StrCat("[", absl::StrJoin(shape, ", "), "]"), ", expected ",
+                                                     absl::StrCat("[", absl::StrJoin(p->shape, ", "), "]")));
+    }
+    if (t.values_size() != p->size()) {
+      return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has ",
+                                                     t.values_size(), " values, expected ",
+                                                     p->size()));
+    }
+    for (float v : t.values()) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Model: parameter '", p->name, "' has a non-finite value"));
+      }
+    }
+  }
+  if (by_name.size() != params.size()) {
+    for (const auto& [name, t] : by_name) {
+      if (std::none_of(params.begin(), params.end(),
+                       [&](const Parameter* p) { return p->name == name; })) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Model: unknown parameter '", name, "'"));
+      }
+    }
+  }
+  for (Parameter* p : params) {
+    const v1::TensorProto& t = *by_name[p->name];
+    std::copy(t.values().begin(), t.values().end(), p->value.begin());
+    ++p->version;
+  }
+  return absl::OkStatus();
+}
+
+void AppendParametersToProto(const std::vector<Parameter*>& params, v1::ModelProto& proto) {
+  for (const Parameter* p : params) {
+    v1::TensorProto* t = proto.add_parameters();
+    t->set_name(p->name);
+    for (int d : p->shape) t->add_shape(d);
+    t->mutable_values()->Assign(p->value.begin(), p->value.end());
+  }
 }
 
 }  // namespace fedge::model

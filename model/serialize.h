@@ -3,9 +3,11 @@
 #define FEDGE_MODEL_SERIALIZE_H_
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "model/layer.h"
 #include "proto/model.pb.h"
 
 namespace fedge::model {
@@ -17,6 +19,15 @@ absl::Status SaveModel(const std::string& path, const v1::ModelProto& model);
 // Reads and parses; a missing, oversized or unparsable file is an error naming the file.
 // The architecture and parameters are validated by Sequential::FromProto, not here.
 absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path);
+
+// Copies `proto`'s parameter values into `params`: every one of them must be present exactly
+// once with the same shape and finite values, and no other name may appear. Validates
+// everything before changing anything (kInvalidArgument naming the parameter); bumps each
+// parameter's version.
+absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
+                                     const std::vector<Parameter*>& params);
+// Appends `params` (name, shape, values) to proto.parameters.
+void AppendParametersToProto(const std::vector<Parameter*>& params, v1::ModelProto& proto);
 
 }  // namespace fedge::model
 

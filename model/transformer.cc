@@ -11,6 +11,7 @@
 #include "base/status_macros.h"
 #include "kernels/sgemm.h"
 #include "model/loss.h"
+#include "model/serialize.h"
 
 namespace fedge::model {
 namespace {
@@ -174,6 +175,32 @@ absl::Status ValidateTransformerConfig(const TransformerConfig& c) {
   return absl::OkStatus();
 }
 
+TransformerConfig TransformerConfigFromSpec(const v1::TransformerSpec& spec) {
+  TransformerConfig c;
+  c.vocab_size = spec.vocab_size();
+  c.dim = spec.dim();
+  c.num_layers = spec.num_layers();
+  c.num_heads = spec.num_heads();
+  c.ffn_dim = spec.ffn_dim();
+  c.context = spec.context();
+  if (spec.norm_epsilon() != 0.0f) c.norm_epsilon = spec.norm_epsilon();
+  if (spec.rope_base() != 0.0f) c.rope_base = spec.rope_base();
+  return c;
+}
+
+v1::TransformerSpec TransformerSpecFromConfig(const TransformerConfig& c) {
+  v1::TransformerSpec spec;
+  spec.set_vocab_size(c.vocab_size);
+  spec.set_dim(c.dim);
+  spec.set_num_layers(c.num_layers);
+  spec.set_num_heads(c.num_heads);
+  spec.set_ffn_dim(c.ffn_dim);
+  spec.set_context(c.context);
+  spec.set_norm_epsilon(c.norm_epsilon);
+  spec.set_rope_base(c.rope_base);
+  return spec;
+}
+
 TransformerLM::TransformerLM(const TransformerConfig& c)
     : config_(c),
       tok_emb_(MakeParameter("tok_emb.weight", {c.vocab_size, c.dim})),
@@ -211,6 +238,29 @@ absl::StatusOr<std::unique_ptr<TransformerLM>> TransformerLM::Create(
     const TransformerConfig& config) {
   FEDGE_RETURN_IF_ERROR(ValidateTransformerConfig(config));
   return std::unique_ptr<TransformerLM>(new TransformerLM(config));
+}
+
+absl::StatusOr<std::unique_ptr<TransformerLM>> TransformerLM::FromProto(
+    const v1::ModelProto& proto) {
+  if (!proto.spec().has_transformer()) {
+    return absl::InvalidArgumentError("TransformerLM: the model is not a language model");
+  }
+  FEDGE_ASSIGN_OR_RETURN(auto model,
+                         Create(TransformerConfigFromSpec(proto.spec().transformer())));
+  FEDGE_RETURN_IF_ERROR(model->SetParameters(proto));
+  return model;
+}
+
+absl::Status TransformerLM::SetParameters(const v1::ModelProto& proto) {
+  return CopyParametersFromProto(proto, parameters());
+}
+
+v1::ModelProto TransformerLM::ToProto() {
+  v1::ModelProto proto;
+  proto.mutable_spec()->set_name("transformer");
+  *proto.mutable_spec()->mutable_transformer() = TransformerSpecFromConfig(config_);
+  AppendParametersToProto(parameters(), proto);
+  return proto;
 }
 
 void TransformerLM::InitParameters(uint64_t seed) {

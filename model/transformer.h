@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/layer.h"
+#include "proto/model.pb.h"
 
 namespace fedge::model {
 
@@ -53,6 +54,9 @@ struct TransformerConfig {
 // parameters, a context above 4096, ε ≤ 0, base ≤ 1.
 inline constexpr int64_t kMaxTransformerParameters = int64_t{1} << 28;
 absl::Status ValidateTransformerConfig(const TransformerConfig& config);
+// The config a spec describes (zero ε and base take the defaults), and back.
+TransformerConfig TransformerConfigFromSpec(const v1::TransformerSpec& spec);
+v1::TransformerSpec TransformerSpecFromConfig(const TransformerConfig& config);
 // Parameters of a model with `config`, saturating at INT64_MAX (nothing is allocated).
 int64_t TransformerParameterCount(const TransformerConfig& config);
 
@@ -62,6 +66,13 @@ class TransformerLM {
   // them). Activation buffers grow with the largest batch seen.
   static absl::StatusOr<std::unique_ptr<TransformerLM>> Create(const TransformerConfig& config);
   ~TransformerLM();
+
+  // A model from its file form: spec.transformer validated, then every parameter present
+  // once with its shape and finite values (errors as CopyParametersFromProto).
+  static absl::StatusOr<std::unique_ptr<TransformerLM>> FromProto(const v1::ModelProto& proto);
+  // spec.name = "transformer", spec.transformer and the parameters (no tokenizer).
+  v1::ModelProto ToProto();
+  absl::Status SetParameters(const v1::ModelProto& proto);
 
   // GPT-2's initialization: every matrix ~ N(0, 0.02²), the residual projections (wo, w₂)
   // ~ N(0, (0.02/√(2·layers))²), RMSNorm gains 1. Deterministic for a seed.

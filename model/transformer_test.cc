@@ -1,0 +1,203 @@
+#include "model/transformer.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/rng.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/optimizer.h"
+
+namespace fedge::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+TransformerConfig TinyConfig() {
+  TransformerConfig c;
+  c.vocab_size = 37;
+  c.dim = 16;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.ffn_dim = 24;
+  c.context = 8;
+  return c;
+}
+
+// Larger weights than InitParameters gives, so that attention is far from uniform and every
+// term of the gradient matters; RMSNorm gains away from 1.
+void RandomizeParameters(TransformerLM& model, uint64_t seed) {
+  base::Rng rng(seed);
+  for (Parameter* p : model.parameters()) {
+    const bool gain = p->shape.size() == 1;
+    for (float& v : p->value) {
+      v = gain ? static_cast<float>(1.0 + 0.3 * rng.Normal())
+               : static_cast<float>(0.35 * rng.Normal());
+    }
+    ++p->version;
+  }
+}
+
+std::vector<int32_t> RandomTokens(int n, int vocab, uint64_t seed) {
+  base::Rng rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& v : t) v = static_cast<int32_t>(rng.UniformInt(vocab));
+  return t;
+}
+
+TEST(TransformerConfigTest, RejectsBadConfigsNamingTheField) {
+  TransformerConfig c = TinyConfig();
+  EXPECT_TRUE(ValidateTransformerConfig(c).ok());
+  c.num_heads = 3;
+  EXPECT_THAT(std::string(ValidateTransformerConfig(c).message()), HasSubstr("num_heads"));
+  c = TinyConfig();
+  c.num_heads = 16;  // head width 1: odd
+  EXPECT_THAT(std::string(ValidateTransformerConfig(c).message()), HasSubstr("odd"));
+  c = TinyConfig();
+  c.context = 0;
+  EXPECT_THAT(std::string(ValidateTransformerConfig(c).message()), HasSubstr("context"));
+  c = TinyConfig();
+  c.vocab_size = 1 << 20;
+  c.dim = 1 << 12;
+  EXPECT_THAT(std::string(ValidateTransformerConfig(c).message()), HasSubstr("parameters"));
+  c = TinyConfig();
+  c.norm_epsilon = 0.0f;
+  EXPECT_THAT(std::string(ValidateTransformerConfig(c).message()), HasSubstr("norm_epsilon"));
+  EXPECT_FALSE(TransformerLM::Create(c).ok());
+}
+
+TEST(TransformerTest, CountsAndNamesItsParameters) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  int64_t total = 0;
+  for (Parameter* p : model->parameters()) total += p->size();
+  EXPECT_EQ(total, model->num_parameters());
+  EXPECT_EQ(total, 37 * 16 + 2 * (2 * 16 + 4 * 16 * 16 + 3 * 16 * 24) + 16);
+  ASSERT_NE(model->FindParameter("layers.1.attn.wq.weight"), nullptr);
+  EXPECT_EQ(model->FindParameter("layers.1.ffn.w2.weight")->shape, (std::vector<int>{16, 24}));
+  EXPECT_EQ(model->FindParameter("lm_head.weight"), nullptr);  // tied to tok_emb
+}
+
+TEST(TransformerTest, RoundTripsThroughItsProto) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 13);
+  v1::ModelProto proto = model->ToProto();
+  auto back = TransformerLM::FromProto(proto).value();
+  const auto tokens = RandomTokens(8, 37, 14);
+  const float* a = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> expected(a, a + 8 * 37);
+  const float* b = back->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
+
+  proto.mutable_parameters(3)->set_values(0, std::nanf(""));
+  EXPECT_THAT(std::string(TransformerLM::FromProto(proto).status().message()),
+              HasSubstr("non-finite"));
+  proto = model->ToProto();
+  proto.mutable_spec()->mutable_transformer()->set_num_heads(5);
+  EXPECT_THAT(std::string(TransformerLM::FromProto(proto).status().message()),
+              HasSubstr("num_heads"));
+  proto = model->ToProto();
+  proto.mutable_spec()->clear_transformer();
+  EXPECT_FALSE(TransformerLM::FromProto(proto).ok());
+}
+
+TEST(TransformerTest, InitialLossIsNearLogVocab) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  model->InitParameters(1);
+  const auto tokens = RandomTokens(2 * 8, 37, 2);
+  const auto targets = RandomTokens(2 * 8, 37, 3);
+  EXPECT_NEAR(model->Loss(tokens.data(), targets.data(), 2, 8, false), std::log(37.0), 0.05);
+}
+
+TEST(TransformerTest, EarlierLogitsDoNotSeeLaterTokens) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 4);
+  auto tokens = RandomTokens(8, 37, 5);
+  const float* l = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> before(l, l + 8 * 37);
+  tokens[5] = (tokens[5] + 1) % 37;
+  l = model->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 5 * 37; ++i) ASSERT_EQ(l[i], before[i]) << i;
+  float change = 0.0f;
+  for (int i = 5 * 37; i < 8 * 37; ++i) change += std::fabs(l[i] - before[i]);
+  EXPECT_GT(change, 1e-3f);
+}
+
+// Each parameter tensor's gradient, against a central difference of the loss along a random
+// direction: (L(θ + εu) − L(θ − εu)) / 2ε = ⟨∇L, u⟩ + O(ε²).
+TEST(TransformerTest, GradientsMatchFiniteDifferences) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 6);
+  const int batch = 2, len = 7;
+  const auto tokens = RandomTokens(batch * len, 37, 7);
+  const auto targets = RandomTokens(batch * len, 37, 8);
+  model->ZeroGrad();
+  model->Loss(tokens.data(), targets.data(), batch, len, true);
+  base::Rng rng(9);
+  for (Parameter* p : model->parameters()) {
+    std::vector<float> u(p->value.size());
+    for (float& v : u) v = static_cast<float>(rng.Normal());
+    double analytic = 0.0;
+    for (size_t i = 0; i < u.size(); ++i) analytic += static_cast<double>(p->grad[i]) * u[i];
+    const std::vector<float> saved = p->value;
+    const float eps = 2e-3f;
+    auto loss_at = [&](float sign) {
+      for (size_t i = 0; i < u.size(); ++i) p->value[i] = saved[i] + sign * eps * u[i];
+      ++p->version;
+      return static_cast<double>(model->Loss(tokens.data(), targets.data(), batch, len, false));
+    };
+    const double numeric = (loss_at(1.0f) - loss_at(-1.0f)) / (2.0 * eps);
+    p->value = saved;
+    ++p->version;
+    EXPECT_NEAR(analytic, numeric, 2e-3 + 1e-2 * std::fabs(numeric)) << p->name;
+  }
+}
+
+TEST(TransformerTest, DecoderMatchesTheFullForwardAtEveryPosition) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 10);
+  const auto tokens = RandomTokens(8, 37, 11);
+  const float* full = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> expected(full, full + 8 * 37);
+  TransformerDecoder decoder(*model);
+  for (int round = 0; round < 2; ++round) {  // and again after Reset
+    decoder.Reset();
+    for (int t = 0; t < 8; ++t) {
+      const float* step = decoder.Step(tokens[t]);
+      for (int v = 0; v < 37; ++v) {
+        ASSERT_NEAR(step[v], expected[t * 37 + v], 1e-4f * (1.0f + std::fabs(expected[t * 37 + v])))
+            << "position " << t << " token " << v;
+      }
+    }
+    EXPECT_EQ(decoder.position(), 8);
+  }
+}
+
+TEST(TransformerTest, LearnsToContinueARepeatedSequence) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  model->InitParameters(12);
+  const std::vector<int32_t> seq = {3, 14, 15, 9, 26, 5, 35, 8, 9};
+  std::vector<int32_t> tokens(seq.begin(), seq.end() - 1), targets(seq.begin() + 1, seq.end());
+  auto adam = Adam::Create(AdamOptions{.learning_rate = 1e-2f}).value();
+  const float first = model->Loss(tokens.data(), targets.data(), 1, 8, false);
+  float loss = first;
+  for (int step = 0; step < 150; ++step) {
+    model->ZeroGrad();
+    loss = model->Loss(tokens.data(), targets.data(), 1, 8, true);
+    adam->Step(model->parameters());
+  }
+  EXPECT_GT(first, 3.0f);
+  EXPECT_LT(loss, 0.1f);
+  // Greedy decoding from the first token reproduces the sequence.
+  TransformerDecoder decoder(*model);
+  int32_t next = seq[0];
+  for (size_t t = 1; t < seq.size(); ++t) {
+    const float* logits = decoder.Step(next);
+    next = static_cast<int32_t>(std::max_element(logits, logits + 37) - logits);
+    EXPECT_EQ(next, seq[t]) << "position " << t;
+  }
+}
+
+}  // namespace
+}  // namespace fedge::model
