@@ -10,7 +10,6 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "kernels/sgemm.h"
-#include "model/loss.h"
 #include "model/serialize.h"
 
 namespace fedge::model {
@@ -107,6 +106,32 @@ void CausalSoftmaxRow(float* p, int n, int valid) {
 }
 
 float Sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
+
+// Σ over rows of −log softmax(logits)[target] (accumulated in double); with `grad`, also
+// grad = (softmax − onehot(target))·scale. In float with one exp per logit: the vocabulary's
+// rows are the largest elementwise work of a training step.
+double CrossEntropyRows(const float* logits, const int32_t* targets, int rows, int classes,
+                        float scale, float* grad) {
+  double total = 0.0;
+  std::vector<float> e(grad == nullptr ? classes : 0);
+  for (int r = 0; r < rows; ++r) {
+    const float* x = logits + static_cast<size_t>(r) * classes;
+    float* g = grad != nullptr ? grad + static_cast<size_t>(r) * classes : e.data();
+    const float mx = *std::max_element(x, x + classes);
+    float sum = 0.0f;
+    for (int j = 0; j < classes; ++j) {
+      g[j] = std::exp(x[j] - mx);
+      sum += g[j];
+    }
+    total += std::log(static_cast<double>(sum)) + mx - x[targets[r]];
+    if (grad != nullptr) {
+      const float k = scale / sum;
+      for (int j = 0; j < classes; ++j) g[j] *= k;
+      g[targets[r]] -= scale;
+    }
+  }
+  return total;
+}
 
 void FillNormal(base::Rng& rng, float stddev, Parameter& p) {
   for (float& v : p.value) v = static_cast<float>(rng.Normal() * stddev);
@@ -474,13 +499,14 @@ float TransformerLM::Loss(const int32_t* tokens, const int32_t* targets, int bat
   const int rows = batch * len;
   for (int r = 0; r < rows; ++r) FEDGE_CHECK(targets[r] >= 0 && targets[r] < config_.vocab_size);
   if (!training) {
-    return SoftmaxCrossEntropy(logits, targets, rows, config_.vocab_size, nullptr);
+    return static_cast<float>(
+        CrossEntropyRows(logits, targets, rows, config_.vocab_size, 0.0f, nullptr) / rows);
   }
   Grow(dlogits_, static_cast<size_t>(rows) * config_.vocab_size);
-  const float loss =
-      SoftmaxCrossEntropy(logits, targets, rows, config_.vocab_size, dlogits_.data());
+  const double total = CrossEntropyRows(logits, targets, rows, config_.vocab_size,
+                                        1.0f / rows, dlogits_.data());
   Backward(dlogits_.data());
-  return loss;
+  return static_cast<float>(total / rows);
 }
 
 // ---------------------------------------------------------------------------------------
