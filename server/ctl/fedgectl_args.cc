@@ -37,6 +37,10 @@ const char* CtlUsage() {
          "                                 epsilon of R DP-FedAvg rounds (RDP accountant) and\n"
          "                                 its order; --target-epsilon E instead of\n"
          "                                 --noise-multiplier prints the Z that reaches E\n"
+         "  sample MODEL_FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
+         "         [--seed S]              text from a language-model file, offline: N tokens\n"
+         "                                 (100) after the prompt, temperature 0.8 (0: greedy)\n"
+         "                                 among the K (40; 0: all) most likely tokens\n"
          "JOB defaults to the running (or most recent) job. --coordinator is the coordinator's\n"
          "admin listener: $FEDGE_COORDINATOR, else 127.0.0.1:50052. The operator's token (from\n"
          "`fedge-coordinator operators add`): --token-file FILE, else $FEDGE_OPERATOR_TOKEN.\n"
@@ -51,7 +55,8 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   // Flags that take a value, and boolean flags.
   enum class F { kCoordinator, kTokenFile, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
                  kOut, kRound, kReason, kSamplingRate, kNoiseMultiplier, kRounds, kDelta,
-                 kTargetEpsilon, kUses, kExpiresHours, kInsecure, kDryRun, kReplay, kAll, kHelp };
+                 kTargetEpsilon, kUses, kExpiresHours, kPrompt, kTokens, kTemperature, kTopK,
+                 kSeed, kInsecure, kDryRun, kReplay, kAll, kHelp };
   static const std::map<std::string, F>* const kFlags = new std::map<std::string, F>{
       {"coordinator", F::kCoordinator}, {"token_file", F::kTokenFile}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
       {"tls_key", F::kTlsKey}, {"tls_server_name", F::kTlsServerName},
@@ -60,10 +65,13 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
       {"dry_run", F::kDryRun}, {"replay", F::kReplay}, {"all", F::kAll}, {"help", F::kHelp},
       {"sampling_rate", F::kSamplingRate}, {"noise_multiplier", F::kNoiseMultiplier},
       {"rounds", F::kRounds}, {"delta", F::kDelta}, {"target_epsilon", F::kTargetEpsilon},
-      {"uses", F::kUses}, {"expires_hours", F::kExpiresHours}};
+      {"uses", F::kUses}, {"expires_hours", F::kExpiresHours}, {"prompt", F::kPrompt},
+      {"tokens", F::kTokens}, {"temperature", F::kTemperature}, {"top_k", F::kTopK},
+      {"seed", F::kSeed}};
   std::vector<std::string> positional;
   bool seen_round = false, seen_out = false, seen_dry_run = false, seen_replay = false,
-       seen_all = false, seen_reason = false, seen_privacy = false, seen_enrollment = false;
+       seen_all = false, seen_reason = false, seen_privacy = false, seen_enrollment = false,
+       seen_sample = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--") {
@@ -170,6 +178,33 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
         }
         seen_privacy = true;
         break;
+      case F::kPrompt: cmd.prompt = value; seen_sample = true; break;
+      case F::kTokens:
+        if (!absl::SimpleAtoi(value, &cmd.max_tokens) || cmd.max_tokens < 0 ||
+            cmd.max_tokens > 100000) {
+          return Usage(absl::StrCat("--tokens must be an integer in [0, 100000], got '", value, "'"));
+        }
+        seen_sample = true;
+        break;
+      case F::kTemperature:
+        if (!absl::SimpleAtod(value, &cmd.temperature) || !(cmd.temperature >= 0) ||
+            cmd.temperature > 100) {
+          return Usage(absl::StrCat("--temperature must be in [0, 100], got '", value, "'"));
+        }
+        seen_sample = true;
+        break;
+      case F::kTopK:
+        if (!absl::SimpleAtoi(value, &cmd.top_k) || cmd.top_k < 0 || cmd.top_k > (1 << 20)) {
+          return Usage(absl::StrCat("--top-k must be an integer ≥ 0, got '", value, "'"));
+        }
+        seen_sample = true;
+        break;
+      case F::kSeed:
+        if (!absl::SimpleAtoi(value, &cmd.seed)) {
+          return Usage(absl::StrCat("--seed must be an unsigned integer, got '", value, "'"));
+        }
+        seen_sample = true;
+        break;
       default: break;
     }
   }
@@ -217,6 +252,11 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   }
   if (verb != "enrollment") {
     if (auto s = reject(seen_enrollment, "uses/--expires-hours"); !s.ok()) return s;
+  }
+  if (verb != "sample") {
+    if (auto s = reject(seen_sample, "prompt/--tokens/--temperature/--top-k/--seed"); !s.ok()) {
+      return s;
+    }
   }
   if (verb != "privacy") {
     if (auto s = reject(seen_privacy, "sampling-rate/--noise-multiplier/--rounds/--delta/--target-epsilon");
@@ -282,6 +322,10 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
     if (rest.size() != 2 || rest[0] != "revoke") return Usage("devices takes: revoke ID [--reason TEXT]");
     cmd.kind = CtlCommand::Kind::kDeviceRevoke;
     cmd.name = rest[1];
+  } else if (verb == "sample") {
+    cmd.kind = CtlCommand::Kind::kSample;
+    if (rest.size() != 1) return Usage("sample takes one model file: sample MODEL_FILE");
+    cmd.model_path = rest[0];
   } else if (verb == "privacy") {
     cmd.kind = CtlCommand::Kind::kPrivacy;
     if (!rest.empty()) return Usage("'privacy' takes only flags");

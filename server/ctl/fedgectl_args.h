@@ -11,6 +11,8 @@
 //     privacy --sampling-rate Q --rounds R --delta D (--noise-multiplier Z | --target-epsilon E)
 //       offline: ε (and the RDP order attaining it) of R rounds of DP-FedAvg, or the noise
 //       multiplier that reaches ε = E; no coordinator needed.
+//     sample MODEL_FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+//       offline: text from a language-model file (an exported job's model or lm_pretrain's).
 //   Connection: --coordinator HOST:PORT, the coordinator's admin listener (default
 //     $FEDGE_COORDINATOR, else 127.0.0.1:50052), TLS by default: --tls-ca PEM
 //     [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME], or --insecure (plaintext;
@@ -42,7 +44,7 @@ struct CtlConnection {
 struct CtlCommand {
   enum class Kind { kHelp, kJobStart, kStatus, kWatch, kClients, kRounds, kExport, kStop,
                     kPrivacy, kEnrollmentCreate, kEnrollmentList, kEnrollmentRevoke,
-                    kDeviceRevoke };
+                    kDeviceRevoke, kSample };
   Kind kind = Kind::kHelp;
   CtlConnection connection;
   std::string job_id;       // status, watch, rounds, export (optional), stop (required)
@@ -59,6 +61,12 @@ struct CtlCommand {
   // privacy: q, z (0 when --target-epsilon is given), R, δ, target ε (0 = compute ε).
   double sampling_rate = 0, noise_multiplier = 0, delta = 0, target_epsilon = 0;
   int64_t rounds = 0;
+  // sample: the model file (model_path), the prompt and the sampling options.
+  std::string model_path, prompt;
+  int64_t max_tokens = 100;
+  double temperature = 0.8;
+  int64_t top_k = 40;
+  uint64_t seed = 1;
 };
 
 // `args` excludes the program name. `env_coordinator` is $FEDGE_COORDINATOR (may be empty).

@@ -165,5 +165,29 @@ TEST(FedgectlArgsTest, EnrollmentTokensAndDeviceRevocation) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("devices takes")));
 }
 
+TEST(FedgectlArgsTest, SampleTakesAModelFileAndSamplingFlags) {
+  auto c = ParseCtlArgs({"sample", "lm.pb", "--prompt", "The jury", "--tokens=20",
+                         "--temperature", "0", "--top-k", "5", "--seed", "7"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->kind, CtlCommand::Kind::kSample);
+  EXPECT_EQ(c->model_path, "lm.pb");
+  EXPECT_EQ(c->prompt, "The jury");
+  EXPECT_EQ(c->max_tokens, 20);
+  EXPECT_EQ(c->temperature, 0.0);
+  EXPECT_EQ(c->top_k, 5);
+  EXPECT_EQ(c->seed, 7u);
+  c = ParseCtlArgs({"sample", "lm.pb"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->max_tokens, 100);
+  EXPECT_THAT(ParseCtlArgs({"sample"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one model file")));
+  EXPECT_THAT(ParseCtlArgs({"sample", "lm.pb", "--temperature", "-1"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--temperature")));
+  EXPECT_THAT(ParseCtlArgs({"sample", "lm.pb", "--tokens", "x"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--tokens")));
+  EXPECT_THAT(ParseCtlArgs({"status", "--prompt", "hi"}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not apply")));
+}
+
 }  // namespace
 }  // namespace fedge::ctl
