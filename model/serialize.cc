@@ -56,8 +56,9 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path) {
     return absl::DataLossError(
         absl::StrCat("LoadModel: ", path, " is not a valid model file (protobuf parse failed)"));
   }
-  if (model.spec().layers_size() == 0) {
-    return absl::DataLossError(absl::StrCat("LoadModel: ", path, " holds no layers"));
+  if (model.spec().layers_size() == 0 && !model.spec().has_transformer()) {
+    return absl::DataLossError(
+        absl::StrCat("LoadModel: ", path, " holds no layers and no language model"));
   }
   return model;
 }
