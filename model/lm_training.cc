@@ -54,16 +54,13 @@ absl::StatusOr<float> TrainLanguageModel(
   const int len = windows.len();
   const size_t n = static_cast<size_t>(options.batch) * len;
   std::vector<int32_t> tokens(n), targets(n);
-  const std::vector<Parameter*> params = model.parameters();
+  const std::vector<Parameter*> params = model.trainable_parameters();
   // Replicas for threads 1 …; thread t takes windows [t·batch/threads, (t+1)·batch/threads).
   std::vector<std::unique_ptr<TransformerLM>> replicas;
-  for (int t = 1; t < options.threads; ++t) {
-    FEDGE_ASSIGN_OR_RETURN(auto r, TransformerLM::Create(model.config()));
-    replicas.push_back(std::move(r));
-  }
+  for (int t = 1; t < options.threads; ++t) replicas.push_back(model.Clone());
   auto sync_replicas = [&] {
     for (auto& r : replicas) {
-      const std::vector<Parameter*> rp = r->parameters();
+      const std::vector<Parameter*> rp = r->trainable_parameters();
       for (size_t i = 0; i < params.size(); ++i) {
         rp[i]->value = params[i]->value;
         ++rp[i]->version;
@@ -101,7 +98,7 @@ absl::StatusOr<float> TrainLanguageModel(
     for (int t = 1; t < options.threads; ++t) {
       const float w = static_cast<float>(first_window(t + 1) - first_window(t)) / options.batch;
       step_loss += part_loss[t] * w;
-      const std::vector<Parameter*> rp = replicas[t - 1]->parameters();
+      const std::vector<Parameter*> rp = replicas[t - 1]->trainable_parameters();
       for (size_t i = 0; i < params.size(); ++i) {
         float* g = params[i]->grad.data();
         const float* rg = rp[i]->grad.data();

@@ -25,10 +25,13 @@ void ProjectForward(const float* x, int rows, int in, const Parameter& w, int ou
         out);
 }
 
-// dx [rows × in] (+)= dy [rows × out] · W; dW += dyᵀ · x.
+// dx [rows × in] (+)= dy [rows × out] · W; with `weight_grad`, dW += dyᵀ · x.
 void ProjectBackward(const float* x, const float* dy, int rows, int in, Parameter& w, int out,
-                     float* dx, float beta) {
-  Sgemm(Trans::kYes, Trans::kNo, out, in, rows, 1.0f, dy, out, x, in, 1.0f, w.grad.data(), in);
+                     float* dx, float beta, bool weight_grad) {
+  if (weight_grad) {
+    Sgemm(Trans::kYes, Trans::kNo, out, in, rows, 1.0f, dy, out, x, in, 1.0f, w.grad.data(),
+          in);
+  }
   if (dx != nullptr) {
     Sgemm(Trans::kNo, Trans::kNo, rows, in, out, 1.0f, dy, out, w.value.data(), in, beta, dx,
           in);
@@ -49,7 +52,8 @@ void RmsNormForward(const float* x, int rows, int d, const float* g, float eps, 
   }
 }
 
-// With x̂ = x·inv and u = g ⊙ dy: dx += inv·(u − x̂·mean(u ⊙ x̂)); dg += Σ_rows dy ⊙ x̂.
+// With x̂ = x·inv and u = g ⊙ dy: dx += inv·(u − x̂·mean(u ⊙ x̂)); dg += Σ_rows dy ⊙ x̂ (when
+// dg is not null).
 void RmsNormBackward(const float* x, const float* inv, int rows, int d, const float* g,
                      const float* dy, float* dx, float* dg) {
   for (int r = 0; r < rows; ++r) {
@@ -59,12 +63,12 @@ void RmsNormBackward(const float* x, const float* inv, int rows, int d, const fl
     const float s = inv[r];
     float dot = 0.0f;
     for (int j = 0; j < d; ++j) {
-      const float xh = xr[j] * s;
-      dot += g[j] * dyr[j] * xh;
-      dg[j] += dyr[j] * xh;
+      dot += g[j] * dyr[j] * xr[j] * s;
     }
     const float c = dot / d;
     for (int j = 0; j < d; ++j) dxr[j] += s * (g[j] * dyr[j] - xr[j] * s * c);
+    if (dg == nullptr) continue;
+    for (int j = 0; j < d; ++j) dg[j] += dyr[j] * xr[j] * s;
   }
 }
 
@@ -145,7 +149,20 @@ void Grow(std::vector<float>& v, size_t n) {
 }  // namespace
 
 struct TransformerLM::Block {
-  Parameter attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3;
+  Block(const std::string& p, int d, int f)
+      : attn_norm(MakeParameter(p + "attn_norm.weight", {d})),
+        ffn_norm(MakeParameter(p + "ffn_norm.weight", {d})),
+        wq(p + "attn.wq", d, d),
+        wk(p + "attn.wk", d, d),
+        wv(p + "attn.wv", d, d),
+        wo(p + "attn.wo", d, d),
+        w1(p + "ffn.w1", d, f),
+        w2(p + "ffn.w2", f, d),
+        w3(p + "ffn.w3", d, f) {}
+  std::vector<Projection*> projections() { return {&wq, &wk, &wv, &wo, &w1, &w2, &w3}; }
+
+  Parameter attn_norm, ffn_norm;
+  Projection wq, wk, wv, wo, w1, w2, w3;
   // The last Forward's activations (rows = batch·len).
   std::vector<float> x_in, inv1, h1, q, k, v, p, att, x_mid, inv2, h2, f1, f3, m;
 };
@@ -232,18 +249,7 @@ TransformerLM::TransformerLM(const TransformerConfig& c)
       norm_(MakeParameter("norm.weight", {c.dim})) {
   const int d = c.dim, f = c.ffn_dim;
   for (int l = 0; l < c.num_layers; ++l) {
-    auto b = std::make_unique<Block>();
-    const std::string p = absl::StrCat("layers.", l, ".");
-    b->attn_norm = MakeParameter(p + "attn_norm.weight", {d});
-    b->wq = MakeParameter(p + "attn.wq.weight", {d, d});
-    b->wk = MakeParameter(p + "attn.wk.weight", {d, d});
-    b->wv = MakeParameter(p + "attn.wv.weight", {d, d});
-    b->wo = MakeParameter(p + "attn.wo.weight", {d, d});
-    b->ffn_norm = MakeParameter(p + "ffn_norm.weight", {d});
-    b->w1 = MakeParameter(p + "ffn.w1.weight", {f, d});
-    b->w2 = MakeParameter(p + "ffn.w2.weight", {d, f});
-    b->w3 = MakeParameter(p + "ffn.w3.weight", {f, d});
-    blocks_.push_back(std::move(b));
+    blocks_.push_back(std::make_unique<Block>(absl::StrCat("layers.", l, "."), d, f));
   }
   const int half = d / c.num_heads / 2;
   cos_.resize(static_cast<size_t>(c.context) * half);
@@ -298,13 +304,13 @@ void TransformerLM::InitParameters(uint64_t seed) {
     std::fill(b->ffn_norm.value.begin(), b->ffn_norm.value.end(), 1.0f);
     ++b->attn_norm.version;
     ++b->ffn_norm.version;
-    FillNormal(rng, std, b->wq);
-    FillNormal(rng, std, b->wk);
-    FillNormal(rng, std, b->wv);
-    FillNormal(rng, resid_std, b->wo);
-    FillNormal(rng, std, b->w1);
-    FillNormal(rng, resid_std, b->w2);
-    FillNormal(rng, std, b->w3);
+    FillNormal(rng, std, b->wq.weight());
+    FillNormal(rng, std, b->wk.weight());
+    FillNormal(rng, std, b->wv.weight());
+    FillNormal(rng, resid_std, b->wo.weight());
+    FillNormal(rng, std, b->w1.weight());
+    FillNormal(rng, resid_std, b->w2.weight());
+    FillNormal(rng, std, b->w3.weight());
   }
   std::fill(norm_.value.begin(), norm_.value.end(), 1.0f);
   ++norm_.version;
@@ -313,13 +319,119 @@ void TransformerLM::InitParameters(uint64_t seed) {
 std::vector<Parameter*> TransformerLM::parameters() {
   std::vector<Parameter*> out = {&tok_emb_};
   for (auto& b : blocks_) {
-    for (Parameter* p : {&b->attn_norm, &b->wq, &b->wk, &b->wv, &b->wo, &b->ffn_norm, &b->w1,
-                         &b->w2, &b->w3}) {
-      out.push_back(p);
-    }
+    out.push_back(&b->attn_norm);
+    for (Projection* p : {&b->wq, &b->wk, &b->wv, &b->wo}) out.push_back(&p->weight());
+    out.push_back(&b->ffn_norm);
+    for (Projection* p : {&b->w1, &b->w2, &b->w3}) out.push_back(&p->weight());
   }
   out.push_back(&norm_);
   return out;
+}
+
+std::vector<Parameter*> TransformerLM::adapter_parameters() {
+  std::vector<Parameter*> out;
+  for (auto& b : blocks_) {
+    for (Projection* p : b->projections()) {
+      if (p->has_lora()) {
+        out.push_back(&p->lora_a());
+        out.push_back(&p->lora_b());
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<Parameter*> TransformerLM::trainable_parameters() {
+  return has_lora_ ? adapter_parameters() : parameters();
+}
+
+int64_t TransformerLM::num_adapter_parameters() {
+  int64_t n = 0;
+  for (Parameter* p : adapter_parameters()) n += p->size();
+  return n;
+}
+
+absl::Status TransformerLM::AddLora(const LoraConfig& lora, uint64_t seed) {
+  if (has_lora_) return absl::FailedPreconditionError("LoRA: the model has adapters already");
+  if (lora.rank < 1 || lora.rank > std::min(config_.dim, config_.ffn_dim)) {
+    return absl::InvalidArgumentError(absl::StrCat("LoRA: rank ", lora.rank, " is outside [1, ",
+                                                   std::min(config_.dim, config_.ffn_dim), "]"));
+  }
+  if (!(lora.alpha > 0.0f) || !std::isfinite(lora.alpha)) {
+    return absl::InvalidArgumentError("LoRA: alpha must be positive and finite");
+  }
+  if (!lora.attention && !lora.mlp) {
+    return absl::InvalidArgumentError("LoRA: no target (attention, mlp or both)");
+  }
+  base::Rng rng(seed);
+  auto freeze = [](Parameter& p) {
+    p.trainable = false;
+    std::vector<float>().swap(p.grad);
+  };
+  freeze(tok_emb_);
+  freeze(norm_);
+  for (auto& b : blocks_) {
+    freeze(b->attn_norm);
+    freeze(b->ffn_norm);
+    for (Projection* p : {&b->wq, &b->wk, &b->wv, &b->wo}) {
+      if (lora.attention) {
+        p->AddLora(lora.rank, lora.alpha, rng);
+      } else {
+        p->Freeze();
+      }
+    }
+    for (Projection* p : {&b->w1, &b->w2, &b->w3}) {
+      if (lora.mlp) {
+        p->AddLora(lora.rank, lora.alpha, rng);
+      } else {
+        p->Freeze();
+      }
+    }
+  }
+  has_lora_ = true;
+  lora_ = lora;
+  return absl::OkStatus();
+}
+
+absl::Status TransformerLM::SetBaseFormat(BaseFormat format) {
+  if (format == BaseFormat::kInt4 && !has_lora_) {
+    return absl::FailedPreconditionError(
+        "an int4 base is frozen: add LoRA adapters before SetBaseFormat(int4)");
+  }
+  for (auto& b : blocks_) {
+    for (Projection* p : b->projections()) p->SetBaseFormat(format);
+  }
+  base_format_ = format;
+  return absl::OkStatus();
+}
+
+std::unique_ptr<TransformerLM> TransformerLM::Clone() {
+  auto copy = std::unique_ptr<TransformerLM>(new TransformerLM(config_));
+  const std::vector<Parameter*> from = parameters(), to = copy->parameters();
+  for (size_t i = 0; i < from.size(); ++i) {
+    to[i]->value = from[i]->value;
+    ++to[i]->version;
+  }
+  if (has_lora_) {
+    FEDGE_CHECK(copy->AddLora(lora_, 0).ok());
+    const std::vector<Parameter*> af = adapter_parameters(), at = copy->adapter_parameters();
+    for (size_t i = 0; i < af.size(); ++i) at[i]->value = af[i]->value;
+  }
+  FEDGE_CHECK(copy->SetBaseFormat(base_format_).ok());
+  return copy;
+}
+
+v1::ModelProto TransformerLM::AdaptersToProto() {
+  v1::ModelProto proto;
+  proto.mutable_spec()->set_name("lora");
+  *proto.mutable_spec()->mutable_transformer() = TransformerSpecFromConfig(config_);
+  AppendParametersToProto(adapter_parameters(), proto);
+  return proto;
+}
+
+absl::Status TransformerLM::SetAdapters(const v1::ModelProto& proto) {
+  if (!has_lora_) return absl::FailedPreconditionError("LoRA: the model has no adapters");
+  return CopyParametersFromProto(proto, adapter_parameters());
 }
 
 Parameter* TransformerLM::FindParameter(const std::string& name) {
@@ -332,7 +444,7 @@ Parameter* TransformerLM::FindParameter(const std::string& name) {
 int64_t TransformerLM::num_parameters() const { return TransformerParameterCount(config_); }
 
 void TransformerLM::ZeroGrad() {
-  for (Parameter* p : parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
+  for (Parameter* p : trainable_parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
 }
 
 void TransformerLM::EnsureBuffers(int batch, int len) {
@@ -378,9 +490,9 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
     // Attention.
     RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon,
                    b.h1.data(), b.inv1.data());
-    ProjectForward(b.h1.data(), rows, d, b.wq, d, b.q.data());
-    ProjectForward(b.h1.data(), rows, d, b.wk, d, b.k.data());
-    ProjectForward(b.h1.data(), rows, d, b.wv, d, b.v.data());
+    b.wq.Forward(b.h1.data(), rows, b.q.data(), false, scratch_);
+    b.wk.Forward(b.h1.data(), rows, b.k.data(), false, scratch_);
+    b.wv.Forward(b.h1.data(), rows, b.v.data(), false, scratch_);
     ApplyRope(b.q.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
     ApplyRope(b.k.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
     for (int s = 0; s < batch; ++s) {
@@ -396,16 +508,16 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
       }
     }
     std::memcpy(b.x_mid.data(), b.x_in.data(), sizeof(float) * rows * d);
-    ProjectForward(b.att.data(), rows, d, b.wo, d, b.x_mid.data(), 1.0f);
+    b.wo.Forward(b.att.data(), rows, b.x_mid.data(), true, scratch_);
     // MLP.
     RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon,
                    b.h2.data(), b.inv2.data());
-    ProjectForward(b.h2.data(), rows, d, b.w1, f, b.f1.data());
-    ProjectForward(b.h2.data(), rows, d, b.w3, f, b.f3.data());
+    b.w1.Forward(b.h2.data(), rows, b.f1.data(), false, scratch_);
+    b.w3.Forward(b.h2.data(), rows, b.f3.data(), false, scratch_);
     const size_t n = static_cast<size_t>(rows) * f;
     for (size_t i = 0; i < n; ++i) b.m[i] = b.f1[i] * Sigmoid(b.f1[i]) * b.f3[i];
     std::memcpy(x_out, b.x_mid.data(), sizeof(float) * rows * d);
-    ProjectForward(b.m.data(), rows, f, b.w2, d, x_out, 1.0f);
+    b.w2.Forward(b.m.data(), rows, x_out, true, scratch_);
   }
   RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
                  h_final_.data(), inv_final_.data());
@@ -431,26 +543,28 @@ void TransformerLM::Backward(const float* dlogits) {
   Grow(dp_, static_cast<size_t>(len) * len);
 
   // Output projection (tied) and final norm: dh = dlogits · E, dE += dlogitsᵀ · h.
-  ProjectBackward(h_final_.data(), dlogits, rows, d, tok_emb_, c.vocab_size, dh_.data(), 0.0f);
+  const bool base_trains = !has_lora_;
+  ProjectBackward(h_final_.data(), dlogits, rows, d, tok_emb_, c.vocab_size, dh_.data(), 0.0f,
+                  base_trains);
   std::fill(dx_.begin(), dx_.begin() + rd, 0.0f);
   RmsNormBackward(x_final_.data(), inv_final_.data(), rows, d, norm_.value.data(), dh_.data(),
-                  dx_.data(), norm_.grad.data());
+                  dx_.data(), base_trains ? norm_.grad.data() : nullptr);
 
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
     // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
-    ProjectBackward(b.m.data(), dx_.data(), rows, f, b.w2, d, df1_.data(), 0.0f);  // dm
+    b.w2.Backward(b.m.data(), dx_.data(), rows, df1_.data(), false, scratch_);  // dm
     for (size_t i = 0; i < rf; ++i) {
       const float a = b.f1[i], sg = Sigmoid(a), dm = df1_[i];
       df3_[i] = dm * a * sg;
       df1_[i] = dm * b.f3[i] * sg * (1.0f + a * (1.0f - sg));
     }
-    ProjectBackward(b.h2.data(), df1_.data(), rows, d, b.w1, f, dh_.data(), 0.0f);
-    ProjectBackward(b.h2.data(), df3_.data(), rows, d, b.w3, f, dh_.data(), 1.0f);
+    b.w1.Backward(b.h2.data(), df1_.data(), rows, dh_.data(), false, scratch_);
+    b.w3.Backward(b.h2.data(), df3_.data(), rows, dh_.data(), true, scratch_);
     RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
-                    dh_.data(), dx_.data(), b.ffn_norm.grad.data());
+                    dh_.data(), dx_.data(), base_trains ? b.ffn_norm.grad.data() : nullptr);
     // Attention: x_mid = x_in + att·Woᵀ.
-    ProjectBackward(b.att.data(), dx_.data(), rows, d, b.wo, d, datt_.data(), 0.0f);
+    b.wo.Backward(b.att.data(), dx_.data(), rows, datt_.data(), false, scratch_);
     for (int s = 0; s < batch; ++s) {
       const size_t row0 = static_cast<size_t>(s) * len * d;
       for (int h = 0; h < heads; ++h) {
@@ -479,12 +593,16 @@ void TransformerLM::Backward(const float* dlogits) {
     }
     ApplyRope(dq_.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), true);
     ApplyRope(dk_.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), true);
-    ProjectBackward(b.h1.data(), dq_.data(), rows, d, b.wq, d, dh_.data(), 0.0f);
-    ProjectBackward(b.h1.data(), dk_.data(), rows, d, b.wk, d, dh_.data(), 1.0f);
-    ProjectBackward(b.h1.data(), dv_.data(), rows, d, b.wv, d, dh_.data(), 1.0f);
+    // The first block's input gradient feeds only the embedding's.
+    float* dh = l == 0 && !base_trains ? nullptr : dh_.data();
+    b.wq.Backward(b.h1.data(), dq_.data(), rows, dh, false, scratch_);
+    b.wk.Backward(b.h1.data(), dk_.data(), rows, dh, true, scratch_);
+    b.wv.Backward(b.h1.data(), dv_.data(), rows, dh, true, scratch_);
+    if (dh == nullptr) break;
     RmsNormBackward(b.x_in.data(), b.inv1.data(), rows, d, b.attn_norm.value.data(),
-                    dh_.data(), dx_.data(), b.attn_norm.grad.data());
+                    dh_.data(), dx_.data(), base_trains ? b.attn_norm.grad.data() : nullptr);
   }
+  if (!base_trains) return;
   // Embedding: dE[token] += dx₀.
   for (int r = 0; r < rows; ++r) {
     float* g = tok_emb_.grad.data() + static_cast<size_t>(tokens_[r]) * d;
@@ -540,9 +658,9 @@ const float* TransformerDecoder::Step(int32_t token) {
     float* v_row = vc + static_cast<size_t>(t) * d;
     RmsNormForward(x_.data(), 1, d, b.attn_norm.value.data(), c.norm_epsilon, h_.data(),
                    nullptr);
-    ProjectForward(h_.data(), 1, d, b.wq, d, q_.data());
-    ProjectForward(h_.data(), 1, d, b.wk, d, k_row);
-    ProjectForward(h_.data(), 1, d, b.wv, d, v_row);
+    b.wq.Forward(h_.data(), 1, q_.data(), false, scratch_);
+    b.wk.Forward(h_.data(), 1, k_row, false, scratch_);
+    b.wv.Forward(h_.data(), 1, v_row, false, scratch_);
     ApplyRope(q_.data(), 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
     ApplyRope(k_row, 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
     for (int h = 0; h < heads; ++h) {
@@ -561,13 +679,13 @@ const float* TransformerDecoder::Step(int32_t token) {
         for (int i = 0; i < hd; ++i) out[i] += scores_[j] * vj[i];
       }
     }
-    ProjectForward(att_.data(), 1, d, b.wo, d, x_.data(), 1.0f);
+    b.wo.Forward(att_.data(), 1, x_.data(), true, scratch_);
     RmsNormForward(x_.data(), 1, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
                    nullptr);
-    ProjectForward(h_.data(), 1, d, b.w1, f, f1_.data());
-    ProjectForward(h_.data(), 1, d, b.w3, f, f3_.data());
+    b.w1.Forward(h_.data(), 1, f1_.data(), false, scratch_);
+    b.w3.Forward(h_.data(), 1, f3_.data(), false, scratch_);
     for (int i = 0; i < f; ++i) f1_[i] = f1_[i] * Sigmoid(f1_[i]) * f3_[i];
-    ProjectForward(f1_.data(), 1, f, b.w2, d, x_.data(), 1.0f);
+    b.w2.Forward(f1_.data(), 1, x_.data(), true, scratch_);
   }
   RmsNormForward(x_.data(), 1, d, model_.norm_.value.data(), c.norm_epsilon, h_.data(),
                  nullptr);

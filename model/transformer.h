@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/layer.h"
+#include "model/projection.h"
 #include "proto/model.pb.h"
 
 namespace fedge::model {
@@ -59,6 +60,15 @@ TransformerConfig TransformerConfigFromSpec(const v1::TransformerSpec& spec);
 v1::TransformerSpec TransformerSpecFromConfig(const TransformerConfig& config);
 // Parameters of a model with `config`, saturating at INT64_MAX (nothing is allocated).
 int64_t TransformerParameterCount(const TransformerConfig& config);
+
+// Low-rank adapters for fine-tuning (model/projection.h): the base is frozen and each chosen
+// projection gets A [r × in], B [out × r] with scale α/r.
+struct LoraConfig {
+  int rank = 8;
+  float alpha = 16.0f;
+  bool attention = true;  // wq, wk, wv, wo
+  bool mlp = true;        // w1, w2, w3
+};
 
 class TransformerLM {
  public:
@@ -89,8 +99,33 @@ class TransformerLM {
   // with `training`, also the backward pass (gradients added: call ZeroGrad first).
   float Loss(const int32_t* tokens, const int32_t* targets, int batch, int len, bool training);
 
+  // Fine-tuning: freezes every base parameter (embedding, norms, projections: no gradients,
+  // their gradient buffers freed) and adds adapters as `lora` says, A drawn from `seed`.
+  // INVALID_ARGUMENT for rank < 1 or above min(d, ffn), α ≤ 0, no target, or adapters
+  // already present.
+  absl::Status AddLora(const LoraConfig& lora, uint64_t seed);
+  // The block projections' products in fp32 or int4 (quantized from the current weights).
+  // FAILED_PRECONDITION for int4 on a base that is not frozen (AddLora first).
+  absl::Status SetBaseFormat(BaseFormat format);
+  BaseFormat base_format() const { return base_format_; }
+  bool has_lora() const { return has_lora_; }
+  const LoraConfig& lora() const { return lora_; }
+  // A model with the same config, base values, adapters and base format.
+  std::unique_ptr<TransformerLM> Clone();
+
   void ZeroGrad();
+  // The base parameters (what a model file holds), in a fixed order.
   std::vector<Parameter*> parameters();
+  // The adapters' A and B in a fixed order (empty without LoRA).
+  std::vector<Parameter*> adapter_parameters();
+  // What training updates: the adapters with LoRA, else the base parameters.
+  std::vector<Parameter*> trainable_parameters();
+  // The adapters alone as a ModelProto (spec.transformer set, parameters = A and B), and
+  // back (errors as CopyParametersFromProto; FAILED_PRECONDITION without LoRA).
+  v1::ModelProto AdaptersToProto();
+  absl::Status SetAdapters(const v1::ModelProto& proto);
+  // The number of adapter values (0 without LoRA).
+  int64_t num_adapter_parameters();
   Parameter* FindParameter(const std::string& name);
   int64_t num_parameters() const;
   const TransformerConfig& config() const { return config_; }
@@ -103,6 +138,10 @@ class TransformerLM {
   void EnsureBuffers(int batch, int len);
 
   TransformerConfig config_;
+  bool has_lora_ = false;
+  LoraConfig lora_;
+  BaseFormat base_format_ = BaseFormat::kFp32;
+  ProjectionScratch scratch_;
   Parameter tok_emb_;  // [vocab, d], also the output projection
   std::vector<std::unique_ptr<Block>> blocks_;
   Parameter norm_;     // [d]
@@ -135,6 +174,7 @@ class TransformerDecoder {
   const TransformerLM& model_;
   int pos_ = 0;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per block: [context, d]
+  ProjectionScratch scratch_;
   std::vector<float> x_, h_, q_, att_, f1_, f3_, scores_, logits_;
 };
 

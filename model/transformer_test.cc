@@ -8,6 +8,7 @@
 #include "base/rng.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/q4.h"
 #include "model/optimizer.h"
 
 namespace fedge::model {
@@ -197,6 +198,169 @@ TEST(TransformerTest, LearnsToContinueARepeatedSequence) {
     next = static_cast<int32_t>(std::max_element(logits, logits + 37) - logits);
     EXPECT_EQ(next, seq[t]) << "position " << t;
   }
+}
+
+// Adapters with random (non-zero) B, so that every adapter gradient term is exercised.
+void RandomizeAdapters(TransformerLM& model, uint64_t seed) {
+  base::Rng rng(seed);
+  for (Parameter* p : model.adapter_parameters()) {
+    for (float& v : p->value) v = static_cast<float>(0.3 * rng.Normal());
+    ++p->version;
+  }
+}
+
+double DirectionalCheck(TransformerLM& model, Parameter* p, const std::vector<int32_t>& tokens,
+                        const std::vector<int32_t>& targets, int batch, int len, uint64_t seed,
+                        double* analytic) {
+  base::Rng rng(seed);
+  std::vector<float> u(p->value.size());
+  for (float& v : u) v = static_cast<float>(rng.Normal());
+  *analytic = 0.0;
+  for (size_t i = 0; i < u.size(); ++i) *analytic += static_cast<double>(p->grad[i]) * u[i];
+  const std::vector<float> saved = p->value;
+  const float eps = 2e-3f;
+  auto loss_at = [&](float sign) {
+    for (size_t i = 0; i < u.size(); ++i) p->value[i] = saved[i] + sign * eps * u[i];
+    return static_cast<double>(model.Loss(tokens.data(), targets.data(), batch, len, false));
+  };
+  const double numeric = (loss_at(1.0f) - loss_at(-1.0f)) / (2.0 * eps);
+  p->value = saved;
+  return numeric;
+}
+
+TEST(TransformerLoraTest, AdaptersStartAsANoOpAndFreezeTheBase) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 20);
+  const auto tokens = RandomTokens(8, 37, 21);
+  const float* l = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> before(l, l + 8 * 37);
+  ASSERT_TRUE(model->AddLora(LoraConfig{}, 22).ok());
+  l = model->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(l[i], before[i]);
+  // 2 blocks × (4 attention projections of 16 → 16 + w1, w3 16 → 24 + w2 24 → 16), rank 8.
+  const int64_t per_block = 4 * 8 * (16 + 16) + 2 * 8 * (16 + 24) + 8 * (24 + 16);
+  EXPECT_EQ(model->num_adapter_parameters(), 2 * per_block);
+  EXPECT_EQ(model->trainable_parameters().size(), 2u * 7 * 2);
+  for (Parameter* p : model->parameters()) {
+    EXPECT_FALSE(p->trainable) << p->name;
+    EXPECT_TRUE(p->grad.empty()) << p->name;
+  }
+  EXPECT_FALSE(model->AddLora(LoraConfig{}, 1).ok());
+  LoraConfig bad;
+  bad.rank = 0;
+  auto other = TransformerLM::Create(TinyConfig()).value();
+  EXPECT_FALSE(other->AddLora(bad, 1).ok());
+  EXPECT_FALSE(other->SetBaseFormat(BaseFormat::kInt4).ok());  // not frozen
+}
+
+TEST(TransformerLoraTest, AdapterGradientsMatchFiniteDifferences) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 23);
+  LoraConfig lora;
+  lora.rank = 3;
+  lora.alpha = 6.0f;
+  ASSERT_TRUE(model->AddLora(lora, 24).ok());
+  RandomizeAdapters(*model, 25);
+  const int batch = 2, len = 7;
+  const auto tokens = RandomTokens(batch * len, 37, 26);
+  const auto targets = RandomTokens(batch * len, 37, 27);
+  model->ZeroGrad();
+  model->Loss(tokens.data(), targets.data(), batch, len, true);
+  uint64_t seed = 28;
+  for (Parameter* p : model->adapter_parameters()) {
+    double analytic = 0;
+    const double numeric =
+        DirectionalCheck(*model, p, tokens, targets, batch, len, seed++, &analytic);
+    EXPECT_NEAR(analytic, numeric, 2e-3 + 1e-2 * std::fabs(numeric)) << p->name;
+  }
+}
+
+// The int4 base against the same model with W replaced by its dequantized int4 values in
+// fp32: what differs is the activations' int8 rounding only.
+TEST(TransformerLoraTest, AnInt4BaseComputesWithTheQuantizedWeights) {
+  TransformerConfig c = TinyConfig();
+  c.dim = 64;  // int4 blocks are 32 wide
+  c.ffn_dim = 96;
+  auto int4 = TransformerLM::Create(c).value();
+  RandomizeParameters(*int4, 30);
+  for (Parameter* p : int4->parameters()) {  // milder weights: attention far from saturated
+    if (p->shape.size() == 2) {
+      for (float& v : p->value) v *= 0.5f;
+    }
+  }
+  auto reference = int4->Clone();
+  ASSERT_TRUE(int4->AddLora(LoraConfig{}, 31).ok());
+  ASSERT_TRUE(reference->AddLora(LoraConfig{}, 31).ok());
+  RandomizeAdapters(*int4, 32);
+  RandomizeAdapters(*reference, 32);
+  ASSERT_TRUE(int4->SetBaseFormat(BaseFormat::kInt4).ok());
+  for (Parameter* p : reference->parameters()) {
+    if (p->shape.size() != 2 || p->name == "tok_emb.weight") continue;
+    kernels::PackedWeightsQ4 q;
+    kernels::QuantizeWeightsQ4(p->value.data(), p->shape[0], p->shape[1], p->shape[1], &q);
+    kernels::DequantizeWeightsQ4(q, p->value.data(), p->shape[1]);
+  }
+  const int batch = 2, len = 8;
+  const auto tokens = RandomTokens(batch * len, 37, 33);
+  const auto targets = RandomTokens(batch * len, 37, 34);
+  const float* a = int4->Forward(tokens.data(), batch, len, false);
+  const std::vector<float> la(a, a + batch * len * 37);
+  const float* b = reference->Forward(tokens.data(), batch, len, false);
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < la.size(); ++i) {
+    err += (la[i] - b[i]) * (la[i] - b[i]);
+    norm += b[i] * b[i];
+  }
+  EXPECT_LT(std::sqrt(err / norm), 0.03);
+  EXPECT_GT(std::sqrt(err / norm), 0.0);  // the int8 activations do round
+  // The adapter gradients, through int4 × int8 input gradients, point the same way.
+  int4->ZeroGrad();
+  reference->ZeroGrad();
+  int4->Loss(tokens.data(), targets.data(), batch, len, true);
+  reference->Loss(tokens.data(), targets.data(), batch, len, true);
+  const auto ga = int4->adapter_parameters(), gb = reference->adapter_parameters();
+  for (size_t i = 0; i < ga.size(); ++i) {
+    double dot = 0, na = 0, nb = 0;
+    for (size_t j = 0; j < ga[i]->grad.size(); ++j) {
+      dot += ga[i]->grad[j] * gb[i]->grad[j];
+      na += ga[i]->grad[j] * ga[i]->grad[j];
+      nb += gb[i]->grad[j] * gb[i]->grad[j];
+    }
+    EXPECT_GT(dot / std::sqrt(na * nb), 0.99) << ga[i]->name;
+  }
+  // The decoder runs the same int4 products.
+  TransformerDecoder decoder(*int4);
+  const float* full = int4->Forward(tokens.data(), 1, len, false);
+  const std::vector<float> expected(full, full + len * 37);
+  for (int t = 0; t < len; ++t) {
+    const float* step = decoder.Step(tokens[t]);
+    for (int v = 0; v < 37; ++v) {
+      ASSERT_NEAR(step[v], expected[t * 37 + v], 1e-3f * (1.0f + std::fabs(expected[t * 37 + v])));
+    }
+  }
+}
+
+TEST(TransformerLoraTest, AdaptersTravelAloneAndClonesMatch) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 40);
+  ASSERT_TRUE(model->AddLora(LoraConfig{}, 41).ok());
+  RandomizeAdapters(*model, 42);
+  const v1::ModelProto adapters = model->AdaptersToProto();
+  EXPECT_EQ(adapters.parameters_size(), 2 * 7 * 2);
+  auto copy = model->Clone();
+  const auto tokens = RandomTokens(8, 37, 43);
+  const float* a = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> expected(a, a + 8 * 37);
+  const float* b = copy->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
+  // Fresh adapters on the clone, then the originals back from the proto.
+  RandomizeAdapters(*copy, 44);
+  ASSERT_TRUE(copy->SetAdapters(adapters).ok());
+  b = copy->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
+  v1::ModelProto bad = adapters;
+  bad.mutable_parameters()->RemoveLast();
+  EXPECT_FALSE(copy->SetAdapters(bad).ok());
 }
 
 }  // namespace

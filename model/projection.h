@@ -1,0 +1,90 @@
+// A linear projection y = x·Wᵀ of the language model (model/transformer.h), W [out × in],
+// with what fine-tuning on a device adds to it:
+//
+//   LoRA (Hu et al. 2021): y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ with A [r × in], B [out × r], s = α/r.
+//     W is frozen (no gradient, its gradient buffer is freed); A starts at U(−1/√in, 1/√in)
+//     (PEFT's kaiming_uniform(a = √5) bound) and B at zero, so the adapter starts as a no-op.
+//   An int4 base: the frozen W held as Q4_0 blocks (kernels/q4.h). The forward product runs
+//     as int4 weights × int8 activations (QGemmQ4); the activations are quantized per row
+//     (each row scaled to a common range before the per-tensor quantizer and the product
+//     unscaled after: per-token int8). The input gradient dx = dy·Ŵ multiplies fp32 dy by
+//     the same int4 weights Ŵ, dequantized a panel of rows at a time into a small buffer: the
+//     gradient of the function the forward computes (a second int4 copy of Wᵀ, blocked along
+//     the other axis, would be a different Ŵ: measured, it turned the adapters' gradients
+//     up to 50° away), in no more memory than the blocks. The adapter's products stay fp32.
+//
+// Not thread-safe; the scratch is shared by the projections of one model.
+#ifndef FEDGE_MODEL_PROJECTION_H_
+#define FEDGE_MODEL_PROJECTION_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "base/rng.h"
+#include "kernels/q4.h"
+#include "kernels/quantize.h"
+#include "model/layer.h"
+
+namespace fedge::model {
+
+enum class BaseFormat { kFp32, kInt4 };
+absl::string_view BaseFormatName(BaseFormat format);  // "fp32", "int4"
+
+struct ProjectionScratch {
+  kernels::QuantizedActivations q;
+  std::vector<float> scaled, row_scale, product, xa, dxa, panel;
+};
+
+class Projection {
+ public:
+  // `name` is the prefix of its parameters: "<name>.weight", "<name>.lora_a", "<name>.lora_b".
+  Projection(const std::string& name, int in, int out);
+
+  // Freezes W and adds a rank-`rank` adapter with scale alpha/rank. REQUIRES: rank > 0, no
+  // adapter yet.
+  void AddLora(int rank, float alpha, base::Rng& rng);
+  // Freezes W (no gradient) without an adapter.
+  void Freeze();
+  // The products' form of W: kInt4 quantizes the current W (fp32 value kept, for files).
+  // REQUIRES: frozen for kInt4.
+  void SetBaseFormat(BaseFormat format);
+
+  // y [rows × out] = (accumulate ? y : 0) + x·Wᵀ (+ the adapter's term).
+  void Forward(const float* x, int rows, float* y, bool accumulate, ProjectionScratch& s) const;
+  // Given the forward's input x, adds dW (unless frozen) and the adapter's dA, dB (its x·Aᵀ
+  // is recomputed: r columns); dx [rows × in] = (accumulate_dx ? dx : 0) + dy·W (+ the
+  // adapter's term); dx may be null.
+  void Backward(const float* x, const float* dy, int rows, float* dx, bool accumulate_dx,
+                ProjectionScratch& s);
+
+  Parameter& weight() { return weight_; }
+  const Parameter& weight() const { return weight_; }
+  Parameter& lora_a() { return lora_a_; }
+  Parameter& lora_b() { return lora_b_; }
+  bool has_lora() const { return rank_ > 0; }
+  bool frozen() const { return frozen_; }
+  BaseFormat base_format() const { return format_; }
+  int in() const { return in_; }
+  int out() const { return out_; }
+  int rank() const { return rank_; }
+
+ private:
+  // y (accumulate ? += : =) x [rows × k] · w (n outputs) in int4 × per-row int8.
+  static void Int4Product(const float* x, int rows, int k, const kernels::PackedWeightsQ4& w,
+                          float* y, bool accumulate, ProjectionScratch& s);
+
+  int in_, out_;
+  Parameter weight_;
+  bool frozen_ = false;
+  BaseFormat format_ = BaseFormat::kFp32;
+  kernels::PackedWeightsQ4 w4_;  // int4: W
+  int rank_ = 0;
+  float scale_ = 0.0f;
+  Parameter lora_a_, lora_b_;
+};
+
+}  // namespace fedge::model
+
+#endif  // FEDGE_MODEL_PROJECTION_H_
