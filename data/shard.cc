@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <system_error>
 #include <vector>
 
@@ -187,28 +188,16 @@ absl::Status CheckWritable(const std::string& path, const Dataset& data) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
-absl::Status WriteShard(const std::string& path, const Dataset& data) {
-  FEDGE_RETURN_IF_ERROR(CheckWritable(path, data));
+// Writes a shard file atomically: `body` appends the content through a CrcWriter, then the
+// CRC-32 of everything it wrote follows; temporary file, fsync, rename.
+absl::Status WriteAtomically(const std::string& path,
+                             const std::function<absl::Status(CrcWriter&)>& body) {
   std::string tmp = path + ".tmp-XXXXXX";
   Fd fd(::mkstemp(tmp.data()));
   if (fd.get() < 0) return IoError(path, "cannot create a temporary file", errno);
   absl::Status status = [&]() -> absl::Status {
     CrcWriter out(fd.get(), path);
-    unsigned char header[kFixedHeaderBytes + 4 * kShardMaxRank];
-    std::memcpy(header, kShardMagic, 8);
-    PutLe32(header + 8, kShardVersion);
-    PutLe32(header + 12, static_cast<uint32_t>(data.num_examples));
-    PutLe32(header + 16, static_cast<uint32_t>(data.num_classes));
-    PutLe32(header + 20, static_cast<uint32_t>(data.shape.size()));
-    for (size_t i = 0; i < data.shape.size(); ++i) {
-      PutLe32(header + kFixedHeaderBytes + 4 * i, static_cast<uint32_t>(data.shape[i]));
-    }
-    FEDGE_RETURN_IF_ERROR(out.Append(header, kFixedHeaderBytes + 4 * data.shape.size()));
-    static_assert(sizeof(float) == 4 && sizeof(int32_t) == 4, "4-byte values expected");
-    FEDGE_RETURN_IF_ERROR(out.AppendLe32(data.labels.data(), data.labels.size()));
-    FEDGE_RETURN_IF_ERROR(out.AppendLe32(data.features.data(), data.features.size()));
+    FEDGE_RETURN_IF_ERROR(body(out));
     FEDGE_RETURN_IF_ERROR(out.Flush());
     unsigned char crc[4];
     PutLe32(crc, out.crc());
@@ -223,6 +212,27 @@ absl::Status WriteShard(const std::string& path, const Dataset& data) {
   }();
   if (!status.ok()) ::unlink(tmp.c_str());
   return status;
+}
+
+}  // namespace
+
+absl::Status WriteShard(const std::string& path, const Dataset& data) {
+  FEDGE_RETURN_IF_ERROR(CheckWritable(path, data));
+  return WriteAtomically(path, [&](CrcWriter& out) -> absl::Status {
+    unsigned char header[kFixedHeaderBytes + 4 * kShardMaxRank];
+    std::memcpy(header, kShardMagic, 8);
+    PutLe32(header + 8, kShardVersion);
+    PutLe32(header + 12, static_cast<uint32_t>(data.num_examples));
+    PutLe32(header + 16, static_cast<uint32_t>(data.num_classes));
+    PutLe32(header + 20, static_cast<uint32_t>(data.shape.size()));
+    for (size_t i = 0; i < data.shape.size(); ++i) {
+      PutLe32(header + kFixedHeaderBytes + 4 * i, static_cast<uint32_t>(data.shape[i]));
+    }
+    FEDGE_RETURN_IF_ERROR(out.Append(header, kFixedHeaderBytes + 4 * data.shape.size()));
+    static_assert(sizeof(float) == 4 && sizeof(int32_t) == 4, "4-byte values expected");
+    FEDGE_RETURN_IF_ERROR(out.AppendLe32(data.labels.data(), data.labels.size()));
+    return out.AppendLe32(data.features.data(), data.features.size());
+  });
 }
 
 absl::StatusOr<Dataset> ReadShard(const std::string& path, const ShardReadOptions& options) {
@@ -356,6 +366,116 @@ absl::StatusOr<Dataset> ReadShard(const std::string& path, const ShardReadOption
     }
   }
   return data;
+}
+
+absl::Status WriteTextShard(const std::string& path, const std::vector<TextDocument>& docs) {
+  uint64_t bytes = 16;
+  for (const TextDocument& d : docs) {
+    if (d.id.size() > kTextShardMaxIdBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(Prefix(path), "cannot write: document id of ",
+                                                     d.id.size(), " bytes, at most ",
+                                                     kTextShardMaxIdBytes));
+    }
+    bytes += 8 + d.id.size() + d.text.size();
+  }
+  if (docs.size() > kTextShardMaxDocuments || bytes > kTextShardMaxBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(path), "cannot write: ", docs.size(),
+                                                   " documents in ", bytes,
+                                                   " bytes exceed the text shard's bounds"));
+  }
+  return WriteAtomically(path, [&](CrcWriter& out) -> absl::Status {
+    unsigned char header[16];
+    std::memcpy(header, kTextShardMagic, 8);
+    PutLe32(header + 8, kTextShardVersion);
+    PutLe32(header + 12, static_cast<uint32_t>(docs.size()));
+    FEDGE_RETURN_IF_ERROR(out.Append(header, sizeof header));
+    for (const TextDocument& d : docs) {
+      unsigned char len[4];
+      PutLe32(len, static_cast<uint32_t>(d.id.size()));
+      FEDGE_RETURN_IF_ERROR(out.Append(len, 4));
+      FEDGE_RETURN_IF_ERROR(out.Append(d.id.data(), d.id.size()));
+      PutLe32(len, static_cast<uint32_t>(d.text.size()));
+      FEDGE_RETURN_IF_ERROR(out.Append(len, 4));
+      FEDGE_RETURN_IF_ERROR(out.Append(d.text.data(), d.text.size()));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<TextDocument>> ReadTextShard(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return IoError(path, "cannot open", errno);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return IoError(path, "cannot stat", errno);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  auto invalid = [&](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat(Prefix(path), what));
+  };
+  if (size > kTextShardMaxBytes) {
+    return invalid(absl::StrCat(size, " bytes, over the text shard limit of ",
+                                kTextShardMaxBytes));
+  }
+  if (size < 20) {
+    return absl::DataLossError(absl::StrCat(Prefix(path), "truncated: ", size,
+                                            " bytes, a text shard has at least 20"));
+  }
+  std::string bytes(size, '\0');
+  FEDGE_RETURN_IF_ERROR(ReadAll(fd.get(), bytes.data(), size, path));
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (std::memcmp(p, kTextShardMagic, 8) != 0) {
+    return invalid("bad magic: not a fedge text shard (expected \"FEDGETXT\")");
+  }
+  const uint32_t version = GetLe32(p + 8);
+  if (version != kTextShardVersion) {
+    return absl::UnimplementedError(absl::StrCat(Prefix(path), "unsupported version ", version,
+                                                 ", this reader knows ", kTextShardVersion));
+  }
+  const uLong crc = crc32(crc32(0L, Z_NULL, 0), p, static_cast<uInt>(size - 4));
+  if (GetLe32(p + size - 4) != static_cast<uint32_t>(crc)) {
+    return absl::DataLossError(absl::StrFormat("%sCRC mismatch: stored 0x%08x, computed 0x%08x",
+                                               Prefix(path), GetLe32(p + size - 4),
+                                               static_cast<uint32_t>(crc)));
+  }
+  const uint32_t n = GetLe32(p + 12);
+  if (n > kTextShardMaxDocuments) {
+    return invalid(absl::StrCat("header declares ", n, " documents, more than the limit ",
+                                kTextShardMaxDocuments));
+  }
+  std::vector<TextDocument> docs;
+  uint64_t at = 16;
+  const uint64_t end = size - 4;
+  // One length-prefixed field of document i into *out.
+  auto take = [&](std::string* out, uint64_t limit, const char* what,
+                  uint32_t i) -> absl::Status {
+    if (end - at < 4) {
+      return absl::DataLossError(
+          absl::StrCat(Prefix(path), "document ", i, ": the file ends before its ", what));
+    }
+    const uint32_t len = GetLe32(p + at);
+    at += 4;
+    if (len > limit) {
+      return invalid(absl::StrCat("document ", i, ": ", what, " of ", len, " bytes, at most ",
+                                  limit));
+    }
+    if (end - at < len) {
+      return absl::DataLossError(absl::StrCat(Prefix(path), "document ", i, ": its ", what,
+                                              " runs past the end of the file"));
+    }
+    out->assign(bytes.data() + at, len);
+    at += len;
+    return absl::OkStatus();
+  };
+  for (uint32_t i = 0; i < n; ++i) {
+    TextDocument d;
+    FEDGE_RETURN_IF_ERROR(take(&d.id, kTextShardMaxIdBytes, "id", i));
+    FEDGE_RETURN_IF_ERROR(take(&d.text, kTextShardMaxBytes, "text", i));
+    docs.push_back(std::move(d));
+  }
+  if (at != end) {
+    return absl::DataLossError(absl::StrCat(Prefix(path), end - at,
+                                            " trailing bytes after the last document"));
+  }
+  return docs;
 }
 
 std::string ShardPath(const std::string& dir, int client) {

@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -65,6 +66,33 @@ std::string ShardPath(const std::string& dir, int client);
 // client i. Indices must be in range; they need not be disjoint. Stops at the first error.
 absl::Status WritePartition(const std::string& dir, const Dataset& data,
                             const ClientIndices& parts);
+
+// Text shard files: one device's documents, for language-model tasks.
+//
+// Format, version 1, all integers little-endian:
+//   offset 0   8 bytes   magic "FEDGETXT"
+//          8   uint32    version (1)
+//         12   uint32    num_documents (<= kTextShardMaxDocuments; 0 allowed)
+//   then per document:
+//              uint32    id_bytes (<= kTextShardMaxIdBytes), the id's bytes
+//              uint32    text_bytes, the text's bytes (any bytes)
+//              uint32    CRC-32 (zlib crc32) of every byte before it
+// The whole file is at most kTextShardMaxBytes and must be exactly what its lengths imply.
+// Writes are atomic, and errors name the file, as for image shards; a reader checks the
+// size before it allocates, then the CRC before it parses.
+inline constexpr char kTextShardMagic[8] = {'F', 'E', 'D', 'G', 'E', 'T', 'X', 'T'};
+inline constexpr uint32_t kTextShardVersion = 1;
+inline constexpr uint32_t kTextShardMaxDocuments = 100'000;
+inline constexpr uint32_t kTextShardMaxIdBytes = 256;
+inline constexpr uint64_t kTextShardMaxBytes = uint64_t{256} << 20;
+
+struct TextDocument {
+  std::string id;    // e.g. the Brown corpus's "ck01"
+  std::string text;
+};
+
+absl::Status WriteTextShard(const std::string& path, const std::vector<TextDocument>& docs);
+absl::StatusOr<std::vector<TextDocument>> ReadTextShard(const std::string& path);
 
 }  // namespace fedge::data
 

@@ -299,5 +299,76 @@ TEST(ShardTest, EightBitImagesAreReadCompactOtherValuesAsFloats) {
   EXPECT_EQ(plain->features, mixed->features);
 }
 
+// A byte string's CRC-32 appended, as the writer does, for hand-built files.
+std::string WithCrc(std::string body) {
+  const uLong crc = crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(body.data()),
+                          static_cast<uInt>(body.size()));
+  for (int i = 0; i < 4; ++i) body.push_back(static_cast<char>((crc >> (8 * i)) & 0xff));
+  return body;
+}
+
+std::string Le32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  return s;
+}
+
+TEST(TextShardTest, RoundTripsAnyBytes) {
+  const std::string dir = TempDir("text");
+  std::vector<TextDocument> docs = {{"ck01", "It was a dark night.\n\"Who?\""},
+                                    {"", std::string("\0\xff\x1b[2J", 6)},
+                                    {"cr09", ""}};
+  ASSERT_THAT(WriteTextShard(dir + "/a.txtshard", docs), IsOk());
+  auto back = ReadTextShard(dir + "/a.txtshard");
+  ASSERT_THAT(back, IsOk());
+  ASSERT_EQ(back->size(), 3u);
+  for (size_t i = 0; i < docs.size(); ++i) {
+    EXPECT_EQ((*back)[i].id, docs[i].id);
+    EXPECT_EQ((*back)[i].text, docs[i].text);
+  }
+  ASSERT_THAT(WriteTextShard(dir + "/empty.txtshard", {}), IsOk());
+  EXPECT_THAT(ReadTextShard(dir + "/empty.txtshard"), IsOk());
+  EXPECT_EQ(std::filesystem::file_size(dir + "/empty.txtshard"), 20u);
+}
+
+TEST(TextShardTest, RejectsDamagedAndHostileFiles) {
+  const std::string dir = TempDir("text_bad");
+  ASSERT_THAT(WriteTextShard(dir + "/good", {{"a", "hello"}, {"b", "world"}}), IsOk());
+  const std::string good = ReadBytes(dir + "/good");
+  const std::string path = dir + "/bad";
+  // Every truncation, and one flipped byte anywhere, is caught.
+  for (size_t len = 0; len < good.size(); ++len) {
+    WriteBytes(path, good.substr(0, len));
+    EXPECT_FALSE(ReadTextShard(path).ok()) << "length " << len;
+  }
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string b = good;
+    b[i] ^= 0x20;
+    WriteBytes(path, b);
+    EXPECT_FALSE(ReadTextShard(path).ok()) << "byte " << i;
+  }
+  // Well-formed CRCs around hostile lengths: a huge count, a text length past the end, an id
+  // over the limit, trailing bytes.
+  const std::string head = std::string("FEDGETXT") + Le32(1);
+  WriteBytes(path, WithCrc(head + Le32(4000000000u)));
+  EXPECT_THAT(ReadTextShard(path), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            ::testing::HasSubstr("documents")));
+  WriteBytes(path, WithCrc(head + Le32(1) + Le32(1) + "a" + Le32(1000) + "xy"));
+  EXPECT_THAT(ReadTextShard(path), StatusIs(absl::StatusCode::kDataLoss,
+                                            ::testing::HasSubstr("past the end")));
+  WriteBytes(path, WithCrc(head + Le32(1) + Le32(300) + std::string(300, 'i') + Le32(0)));
+  EXPECT_THAT(ReadTextShard(path), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            ::testing::HasSubstr("id of 300 bytes")));
+  WriteBytes(path, WithCrc(head + Le32(1) + Le32(1) + "a" + Le32(1) + "b" + "zz"));
+  EXPECT_THAT(ReadTextShard(path), StatusIs(absl::StatusCode::kDataLoss,
+                                            ::testing::HasSubstr("trailing")));
+  WriteBytes(path, WithCrc(std::string("FEDGESHD") + Le32(1) + Le32(0)));
+  EXPECT_THAT(ReadTextShard(path), StatusIs(absl::StatusCode::kInvalidArgument,
+                                            ::testing::HasSubstr("magic")));
+  EXPECT_THAT(ReadTextShard(dir + "/missing"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(WriteTextShard(path, {{std::string(257, 'x'), ""}}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 }  // namespace
 }  // namespace fedge::data

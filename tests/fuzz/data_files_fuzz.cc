@@ -1,7 +1,8 @@
-// Data files a device or the coordinator opens: IDX image/label pairs (plain or gzip) and
-// fedge shards. Input: [1 byte: 0 = shard, else IDX] [2 bytes LE: length of the images
-// file] [images] [labels] (for a shard, the rest is the shard). Invariant: a dataset that
-// loads is consistent (ValidateDataset).
+// Data files a device or the coordinator opens: IDX image/label pairs (plain or gzip),
+// fedge shards and text shards. Input: [1 byte: 0 = shard, 1 = text shard, else IDX]
+// [2 bytes LE: length of the images file] [images] [labels] (for a shard or text shard, the
+// rest is the file). Invariants: a dataset that loads is consistent (ValidateDataset); a
+// text shard that loads writes back and reads back the same documents.
 #include <cstdint>
 
 #include "data/dataset.h"
@@ -15,6 +16,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static auto* labels = new fedge::fuzz::ScratchFile("labels");
   const char* bytes = reinterpret_cast<const char*>(data);
   absl::StatusOr<fedge::data::Dataset> loaded;
+  if (data[0] == 1) {
+    auto docs = fedge::data::ReadTextShard(images->Write(absl::string_view(bytes + 1, size - 1)));
+    if (!docs.ok()) return 0;
+    FEDGE_FUZZ_ASSERT(fedge::data::WriteTextShard(labels->path(), *docs).ok());
+    auto again = fedge::data::ReadTextShard(labels->path());
+    FEDGE_FUZZ_ASSERT(again.ok() && again->size() == docs->size());
+    for (size_t i = 0; i < docs->size(); ++i) {
+      FEDGE_FUZZ_ASSERT((*again)[i].id == (*docs)[i].id && (*again)[i].text == (*docs)[i].text);
+    }
+    return 0;
+  }
   if (data[0] == 0) {
     loaded = fedge::data::ReadShard(images->Write(absl::string_view(bytes + 1, size - 1)));
   } else {

@@ -28,6 +28,7 @@ class ScratchFile {
     close(fd_);
     unlink(path_.c_str());
   }
+  const std::string& path() const { return path_; }
   const std::string& Write(absl::string_view bytes) {
     if (ftruncate(fd_, 0) != 0 || pwrite(fd_, bytes.data(), bytes.size(), 0) !=
                                       static_cast<ssize_t>(bytes.size())) {

@@ -140,6 +140,11 @@ def data_seeds():
     write("data_files", "idx", bytes([10]) + struct.pack("<H", len(images)) + images + labels)
     gz = gzip.compress(images)
     write("data_files", "idx-gz", bytes([10]) + struct.pack("<H", len(gz)) + gz + gzip.compress(labels))
+    body = b"FEDGETXT" + struct.pack("<II", 1, 2)
+    for doc_id, text in ((b"ck01", b"It was night.\n\"Who?\""), (b"cr09", b"")):
+        body += struct.pack("<I", len(doc_id)) + doc_id + struct.pack("<I", len(text)) + text
+    text_shard = body + struct.pack("<I", zlib.crc32(body))
+    write("data_files", "text-shard", bytes([1]) + text_shard)
 
 
 def device_state_seeds():
