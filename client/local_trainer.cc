@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/rng.h"
 #include "base/status_macros.h"
 #include "data/batcher.h"
 #include "model/loss.h"
@@ -47,6 +48,30 @@ absl::Status ValidateOptions(const LocalTrainingOptions& o) {
   if (!(o.kd_temperature > 0.0f) || !std::isfinite(o.kd_temperature)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LocalTrainer: kd_temperature must be finite and > 0, got ", o.kd_temperature));
+  }
+  return absl::OkStatus();
+}
+
+// Turns the trained values of `params` into Δ = w − w_received in place, refuses a diverged
+// Δ, clips it to clip_norm (0: not) and records its norm before clipping.
+absl::Status FinishDelta(const std::vector<model::Parameter*>& params,
+                         const std::vector<std::vector<float>>& initial, double clip_norm,
+                         LocalUpdate& update) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    float* w = params[i]->value.data();
+    for (int64_t j = 0; j < params[i]->size(); ++j) w[j] -= initial[i][j];
+    if (!std::all_of(params[i]->value.begin(), params[i]->value.end(),
+                     [](float v) { return std::isfinite(v); })) {
+      return absl::InternalError(absl::StrCat("LocalTrainer: training diverged: '",
+                                              params[i]->name, "' has non-finite values"));
+    }
+  }
+  std::vector<absl::Span<float>> spans;
+  for (model::Parameter* p : params) spans.push_back(absl::MakeSpan(p->value));
+  if (clip_norm > 0) {
+    FEDGE_ASSIGN_OR_RETURN(update.delta_norm, privacy::ClipToL2Norm(spans, clip_norm));
+  } else {
+    update.delta_norm = privacy::GlobalL2Norm(spans);
   }
   return absl::OkStatus();
 }
@@ -229,26 +254,97 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
       update.train_accuracy = static_cast<double>(correct) / seen;
     }
   }
-  for (size_t i = 0; i < params.size(); ++i) {
-    float* w = params[i]->value.data();
-    for (int64_t j = 0; j < params[i]->size(); ++j) w[j] -= initial[i][j];
-    if (!std::all_of(params[i]->value.begin(), params[i]->value.end(),
-                     [](float v) { return std::isfinite(v); })) {
-      return absl::InternalError(absl::StrCat("LocalTrainer: training diverged: '",
-                                              params[i]->name, "' has non-finite values"));
-    }
-  }
-  {
-    std::vector<absl::Span<float>> spans;
-    for (model::Parameter* p : params) spans.push_back(absl::MakeSpan(p->value));
-    if (options.clip_norm > 0) {
-      FEDGE_ASSIGN_OR_RETURN(update.delta_norm, privacy::ClipToL2Norm(spans, options.clip_norm));
-    } else {
-      update.delta_norm = privacy::GlobalL2Norm(spans);
-    }
-  }
+  FEDGE_RETURN_IF_ERROR(FinishDelta(params, initial, options.clip_norm, update));
   update.delta = net->ToProto();
   update.num_examples = data.num_examples;
+  update.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return update;
+}
+
+
+absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
+                                             const v1::ModelProto& received,
+                                             const data::TokenWindows& windows,
+                                             const LocalTrainingOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  FEDGE_RETURN_IF_ERROR(ValidateOptions(options));
+  if (options.mode != model::ComputeMode::kFp32) {
+    return absl::InvalidArgumentError(
+        "LocalTrainer: language-model adapters train in fp32 (the base's format is the "
+        "model's)");
+  }
+  if (options.teacher != nullptr && options.kd_weight > 0.0f) {
+    return absl::InvalidArgumentError("LocalTrainer: no distillation for language models");
+  }
+  if (!model.has_lora()) {
+    return absl::FailedPreconditionError("LocalTrainer: the language model has no adapters");
+  }
+  if (windows.len() > model.config().context) {
+    return absl::InvalidArgumentError(absl::StrCat("LocalTrainer: windows of ", windows.len(),
+                                                   " tokens, the model's context is ",
+                                                   model.config().context));
+  }
+  if (windows.num_windows() < 1) {
+    return absl::FailedPreconditionError("LocalTrainer: no local text");
+  }
+  {
+    absl::Status s = model.SetAdapters(received);
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("LocalTrainer: the received adapters: ", s.message()));
+    }
+  }
+  std::unique_ptr<model::Optimizer> fresh;
+  model::Optimizer* optimizer = options.persistent_optimizer;
+  if (optimizer == nullptr) {
+    FEDGE_ASSIGN_OR_RETURN(fresh, MakeLocalOptimizer(options));
+    optimizer = fresh.get();
+  }
+  const std::vector<model::Parameter*> params = model.trainable_parameters();
+  std::vector<std::vector<float>> initial;
+  initial.reserve(params.size());
+  for (const model::Parameter* p : params) initial.push_back(p->value);
+
+  const int len = windows.len();
+  const int64_t per_epoch = (windows.num_windows() + options.batch_size - 1) / options.batch_size;
+  std::vector<int32_t> tokens, targets;
+  LocalUpdate update;
+  base::Rng rng(options.seed);
+  for (int epoch = 0; epoch < options.epochs; ++epoch) {
+    double loss_sum = 0;
+    int64_t seen = 0;
+    for (int64_t s = 0; s < per_epoch; ++s) {
+      if (options.cancelled && options.cancelled()) {
+        return absl::CancelledError(
+            absl::StrCat("LocalTrainer: cancelled after ", update.steps, " steps"));
+      }
+      if (options.max_steps > 0 && update.steps >= options.max_steps) break;
+      const int b = static_cast<int>(
+          std::min<int64_t>(options.batch_size, windows.num_windows() - s * options.batch_size));
+      tokens.resize(static_cast<size_t>(b) * len);
+      targets.resize(tokens.size());
+      windows.Sample(rng, b, tokens.data(), targets.data());
+      model.ZeroGrad();
+      const float loss = model.Loss(tokens.data(), targets.data(), b, len, /*training=*/true);
+      if (options.proximal_mu > 0.0f) {
+        for (size_t i = 0; i < params.size(); ++i) {
+          float* g = params[i]->grad.data();
+          const float* w = params[i]->value.data();
+          const float* w0 = initial[i].data();
+          for (int64_t j = 0; j < params[i]->size(); ++j) g[j] += options.proximal_mu * (w[j] - w0[j]);
+        }
+      }
+      optimizer->Step(params);
+      loss_sum += static_cast<double>(loss) * b;
+      seen += b;
+      ++update.steps;
+    }
+    if (seen > 0) update.train_loss = loss_sum / seen;
+  }
+  FEDGE_RETURN_IF_ERROR(FinishDelta(params, initial, options.clip_norm, update));
+  update.delta = model.AdaptersToProto();
+  update.num_examples = windows.num_windows();
   update.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return update;

@@ -12,8 +12,10 @@
 
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "data/token_windows.h"
 #include "model/layer.h"
 #include "model/optimizer.h"
+#include "model/transformer.h"
 #include "proto/coordinator.pb.h"
 #include "proto/model.pb.h"
 
@@ -94,6 +96,22 @@ absl::StatusOr<std::unique_ptr<model::Optimizer>> MakeLocalOptimizer(
 absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                                          const data::Dataset& data,
                                          const LocalTrainingOptions& options);
+
+// A language-model task's local training: sets `received` (the adapters a task sends) on
+// `model` (the device's base with LoRA adapters and its base format, model/transformer.h),
+// trains them on windows of the device's text and returns Δ = adapters − received (as
+// AdaptersToProto), clipped as options say. An epoch is ⌈windows / batch⌉ steps of
+// `batch_size` windows at random starts (Rng(options.seed)); the FedAvg weight is the number
+// of non-overlapping windows. Adam or SGD, FedProx's μ, max_steps and cancellation as for
+// TrainLocally. The model's adapters hold Δ afterwards (the next task sets them again).
+// Errors: INVALID_ARGUMENT for bad options, a compute mode other than fp32, distillation,
+// windows longer than the context or adapters that do not match the model's;
+// FAILED_PRECONDITION for a model without adapters or text shorter than one window;
+// CANCELLED.
+absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
+                                             const v1::ModelProto& received,
+                                             const data::TokenWindows& windows,
+                                             const LocalTrainingOptions& options);
 
 }  // namespace fedge::client
 
