@@ -27,7 +27,7 @@ void Projection::Freeze() {
   std::vector<float>().swap(weight_.grad);
 }
 
-void Projection::AddLora(int rank, float alpha, base::Rng& rng) {
+void Projection::AddLora(int rank, float alpha, base::Rng& rng, bool train_a) {
   FEDGE_CHECK(rank > 0 && rank_ == 0);
   Freeze();
   rank_ = rank;
@@ -37,6 +37,10 @@ void Projection::AddLora(int rank, float alpha, base::Rng& rng) {
   lora_b_ = MakeParameter(b, {out_, rank});
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_));
   for (float& v : lora_a_.value) v = static_cast<float>((2.0 * rng.Uniform() - 1.0) * bound);
+  if (!train_a) {
+    lora_a_.trainable = false;
+    std::vector<float>().swap(lora_a_.grad);
+  }
 }
 
 void Projection::SetBaseFormat(BaseFormat format) {
@@ -131,8 +135,10 @@ void Projection::Backward(const float* x, const float* dy, int rows, float* dx,
     s.dxa.resize(static_cast<size_t>(rows) * rank_);
     Sgemm(Trans::kNo, Trans::kNo, rows, rank_, out_, scale_, dy, out_, lora_b_.value.data(),
           rank_, 0.0f, s.dxa.data(), rank_);
-    Sgemm(Trans::kYes, Trans::kNo, rank_, in_, rows, 1.0f, s.dxa.data(), rank_, x, in_, 1.0f,
-          lora_a_.grad.data(), in_);
+    if (lora_a_.trainable) {
+      Sgemm(Trans::kYes, Trans::kNo, rank_, in_, rows, 1.0f, s.dxa.data(), rank_, x, in_, 1.0f,
+            lora_a_.grad.data(), in_);
+    }
     if (dx != nullptr) {
       Sgemm(Trans::kNo, Trans::kNo, rows, in_, rank_, 1.0f, s.dxa.data(), rank_,
             lora_a_.value.data(), in_, 1.0f, dx, in_);

@@ -42,9 +42,10 @@ class Projection {
   // `name` is the prefix of its parameters: "<name>.weight", "<name>.lora_a", "<name>.lora_b".
   Projection(const std::string& name, int in, int out);
 
-  // Freezes W and adds a rank-`rank` adapter with scale alpha/rank. REQUIRES: rank > 0, no
-  // adapter yet.
-  void AddLora(int rank, float alpha, base::Rng& rng);
+  // Freezes W and adds a rank-`rank` adapter with scale alpha/rank; with train_a false, A
+  // stays at its random start too (FFA-LoRA: only B trains). REQUIRES: rank > 0, no adapter
+  // yet.
+  void AddLora(int rank, float alpha, base::Rng& rng, bool train_a = true);
   // Freezes W (no gradient) without an adapter.
   void Freeze();
   // The products' form of W: kInt4 quantizes the current W (fp32 value kept, for files).

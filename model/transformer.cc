@@ -328,7 +328,7 @@ std::vector<Parameter*> TransformerLM::parameters() {
   return out;
 }
 
-std::vector<Parameter*> TransformerLM::adapter_parameters() {
+std::vector<Parameter*> TransformerLM::AllAdapters() {
   std::vector<Parameter*> out;
   for (auto& b : blocks_) {
     for (Projection* p : b->projections()) {
@@ -337,6 +337,14 @@ std::vector<Parameter*> TransformerLM::adapter_parameters() {
         out.push_back(&p->lora_b());
       }
     }
+  }
+  return out;
+}
+
+std::vector<Parameter*> TransformerLM::adapter_parameters() {
+  std::vector<Parameter*> out;
+  for (Parameter* p : AllAdapters()) {
+    if (p->trainable) out.push_back(p);
   }
   return out;
 }
@@ -375,14 +383,14 @@ absl::Status TransformerLM::AddLora(const LoraConfig& lora, uint64_t seed) {
     freeze(b->ffn_norm);
     for (Projection* p : {&b->wq, &b->wk, &b->wv, &b->wo}) {
       if (lora.attention) {
-        p->AddLora(lora.rank, lora.alpha, rng);
+        p->AddLora(lora.rank, lora.alpha, rng, !lora.freeze_a);
       } else {
         p->Freeze();
       }
     }
     for (Projection* p : {&b->w1, &b->w2, &b->w3}) {
       if (lora.mlp) {
-        p->AddLora(lora.rank, lora.alpha, rng);
+        p->AddLora(lora.rank, lora.alpha, rng, !lora.freeze_a);
       } else {
         p->Freeze();
       }
@@ -414,7 +422,7 @@ std::unique_ptr<TransformerLM> TransformerLM::Clone() {
   }
   if (has_lora_) {
     FEDGE_CHECK(copy->AddLora(lora_, 0).ok());
-    const std::vector<Parameter*> af = adapter_parameters(), at = copy->adapter_parameters();
+    const std::vector<Parameter*> af = AllAdapters(), at = copy->AllAdapters();
     for (size_t i = 0; i < af.size(); ++i) at[i]->value = af[i]->value;
   }
   FEDGE_CHECK(copy->SetBaseFormat(base_format_).ok());

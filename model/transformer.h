@@ -68,6 +68,10 @@ struct LoraConfig {
   float alpha = 16.0f;
   bool attention = true;  // wq, wk, wv, wo
   bool mlp = true;        // w1, w2, w3
+  // FFA-LoRA (Sun et al. 2024): A stays at its seeded random start and only B trains and
+  // travels. The mean of the devices' B then gives exactly the mean of their products B·A,
+  // which averaging A and B separately (FedIT) does not.
+  bool freeze_a = false;
 };
 
 class TransformerLM {
@@ -116,7 +120,8 @@ class TransformerLM {
   void ZeroGrad();
   // The base parameters (what a model file holds), in a fixed order.
   std::vector<Parameter*> parameters();
-  // The adapters' A and B in a fixed order (empty without LoRA).
+  // The adapters that train and travel, in a fixed order: every A and B, or only the B's
+  // with freeze_a (empty without LoRA). A frozen A is a function of AddLora's seed.
   std::vector<Parameter*> adapter_parameters();
   // What training updates: the adapters with LoRA, else the base parameters.
   std::vector<Parameter*> trainable_parameters();
@@ -124,7 +129,7 @@ class TransformerLM {
   // back (errors as CopyParametersFromProto; FAILED_PRECONDITION without LoRA).
   v1::ModelProto AdaptersToProto();
   absl::Status SetAdapters(const v1::ModelProto& proto);
-  // The number of adapter values (0 without LoRA).
+  // The number of values adapter_parameters() hold (0 without LoRA).
   int64_t num_adapter_parameters();
   Parameter* FindParameter(const std::string& name);
   int64_t num_parameters() const;
@@ -136,6 +141,7 @@ class TransformerLM {
 
   explicit TransformerLM(const TransformerConfig& config);
   void EnsureBuffers(int batch, int len);
+  std::vector<Parameter*> AllAdapters();  // trained or not
 
   TransformerConfig config_;
   bool has_lora_ = false;

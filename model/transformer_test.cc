@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "base/rng.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -338,6 +339,44 @@ TEST(TransformerLoraTest, AnInt4BaseComputesWithTheQuantizedWeights) {
       ASSERT_NEAR(step[v], expected[t * 37 + v], 1e-3f * (1.0f + std::fabs(expected[t * 37 + v])));
     }
   }
+}
+
+TEST(TransformerLoraTest, FrozenAOnlyTrainsAndSendsB) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 50);
+  LoraConfig lora;
+  lora.freeze_a = true;
+  ASSERT_TRUE(model->AddLora(lora, 51).ok());
+  RandomizeAdapters(*model, 52);  // the B's
+  const std::vector<Parameter*> adapters = model->adapter_parameters();
+  ASSERT_EQ(adapters.size(), 2u * 7);
+  for (Parameter* p : adapters) {
+    EXPECT_TRUE(absl::EndsWith(p->name, ".lora_b")) << p->name;
+  }
+  EXPECT_EQ(model->AdaptersToProto().parameters_size(), 14);
+  // The same seed gives the same A elsewhere (a coordinator and its devices).
+  auto other = TransformerLM::FromProto(model->ToProto()).value();
+  ASSERT_TRUE(other->AddLora(lora, 51).ok());
+  auto copy = model->Clone();
+  const int batch = 2, len = 7;
+  const auto tokens = RandomTokens(batch * len, 37, 53);
+  const auto targets = RandomTokens(batch * len, 37, 54);
+  model->ZeroGrad();
+  model->Loss(tokens.data(), targets.data(), batch, len, true);
+  uint64_t seed = 55;
+  for (Parameter* p : adapters) {
+    double analytic = 0;
+    const double numeric =
+        DirectionalCheck(*model, p, tokens, targets, batch, len, seed++, &analytic);
+    EXPECT_NEAR(analytic, numeric, 2e-3 + 1e-2 * std::fabs(numeric)) << p->name;
+  }
+  const float* a = model->Forward(tokens.data(), 1, 8, false);
+  const std::vector<float> expected(a, a + 8 * 37);
+  const float* b = copy->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
+  ASSERT_TRUE(other->SetAdapters(model->AdaptersToProto()).ok());
+  b = other->Forward(tokens.data(), 1, 8, false);
+  for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
 }
 
 TEST(TransformerLoraTest, AdaptersTravelAloneAndClonesMatch) {
