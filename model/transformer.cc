@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "kernels/exp.h"
 #include "kernels/sgemm.h"
 #include "model/serialize.h"
 
@@ -96,24 +97,19 @@ void ApplyRope(float* x, int rows, int len, int pos0, int d, int head_dim, const
 }
 
 // Softmax of row p[0..n) in place over its first `valid` entries; the rest become 0.
-void CausalSoftmaxRow(float* p, int n, int valid) {
-  float mx = p[0];
-  for (int j = 1; j < valid; ++j) mx = std::max(mx, p[j]);
-  float sum = 0.0f;
-  for (int j = 0; j < valid; ++j) {
-    p[j] = std::exp(p[j] - mx);
-    sum += p[j];
-  }
+// `scratch` holds at least `valid` floats.
+void CausalSoftmaxRow(float* p, int n, int valid, float* scratch) {
+  const float mx = *std::max_element(p, p + valid);
+  const float sum = kernels::ExpShiftSum(p, valid, mx, scratch);
+  std::copy(scratch, scratch + valid, p);
   const float inv = 1.0f / sum;
   for (int j = 0; j < valid; ++j) p[j] *= inv;
   std::fill(p + valid, p + n, 0.0f);
 }
 
-float Sigmoid(float a) { return 1.0f / (1.0f + std::exp(-a)); }
-
 // Σ over rows of −log softmax(logits)[target] (accumulated in double); with `grad`, also
-// grad = (softmax − onehot(target))·scale. In float with one exp per logit: the vocabulary's
-// rows are the largest elementwise work of a training step.
+// grad = (softmax − onehot(target))·scale. In float with one vectorized exp per logit
+// (kernels/exp.h): the vocabulary's rows are the largest elementwise work of a step.
 double CrossEntropyRows(const float* logits, const int32_t* targets, int rows, int classes,
                         float scale, float* grad) {
   double total = 0.0;
@@ -122,11 +118,7 @@ double CrossEntropyRows(const float* logits, const int32_t* targets, int rows, i
     const float* x = logits + static_cast<size_t>(r) * classes;
     float* g = grad != nullptr ? grad + static_cast<size_t>(r) * classes : e.data();
     const float mx = *std::max_element(x, x + classes);
-    float sum = 0.0f;
-    for (int j = 0; j < classes; ++j) {
-      g[j] = std::exp(x[j] - mx);
-      sum += g[j];
-    }
+    const float sum = kernels::ExpShiftSum(x, classes, mx, g);
     total += std::log(static_cast<double>(sum)) + mx - x[targets[r]];
     if (grad != nullptr) {
       const float k = scale / sum;
@@ -485,6 +477,7 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
   len_ = len;
   training_ = training;
   tokens_.assign(tokens, tokens + rows);
+  std::vector<float> softmax_scratch(len);
 
   float* x0 = blocks_.empty() ? x_final_.data() : blocks_[0]->x_in.data();
   for (int r = 0; r < rows; ++r) {
@@ -510,7 +503,9 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
         const size_t off = row0 + static_cast<size_t>(h) * hd;
         Sgemm(Trans::kNo, Trans::kYes, len, len, hd, scale, b.q.data() + off, d,
               b.k.data() + off, d, 0.0f, p, len);
-        for (int i = 0; i < len; ++i) CausalSoftmaxRow(p + static_cast<size_t>(i) * len, len, i + 1);
+        for (int i = 0; i < len; ++i) {
+          CausalSoftmaxRow(p + static_cast<size_t>(i) * len, len, i + 1, softmax_scratch.data());
+        }
         Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, p, len, b.v.data() + off, d, 0.0f,
               b.att.data() + off, d);
       }
@@ -523,7 +518,7 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
     b.w1.Forward(b.h2.data(), rows, b.f1.data(), false, scratch_);
     b.w3.Forward(b.h2.data(), rows, b.f3.data(), false, scratch_);
     const size_t n = static_cast<size_t>(rows) * f;
-    for (size_t i = 0; i < n; ++i) b.m[i] = b.f1[i] * Sigmoid(b.f1[i]) * b.f3[i];
+    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(n), b.m.data());
     std::memcpy(x_out, b.x_mid.data(), sizeof(float) * rows * d);
     b.w2.Forward(b.m.data(), rows, x_out, true, scratch_);
   }
@@ -548,6 +543,7 @@ void TransformerLM::Backward(const float* dlogits) {
   Grow(dv_, rd);
   Grow(df1_, rf);
   Grow(df3_, rf);
+  Grow(dm_, rf);
   Grow(dp_, static_cast<size_t>(len) * len);
 
   // Output projection (tied) and final norm: dh = dlogits · E, dE += dlogitsᵀ · h.
@@ -561,12 +557,9 @@ void TransformerLM::Backward(const float* dlogits) {
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
     // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
-    b.w2.Backward(b.m.data(), dx_.data(), rows, df1_.data(), false, scratch_);  // dm
-    for (size_t i = 0; i < rf; ++i) {
-      const float a = b.f1[i], sg = Sigmoid(a), dm = df1_[i];
-      df3_[i] = dm * a * sg;
-      df1_[i] = dm * b.f3[i] * sg * (1.0f + a * (1.0f - sg));
-    }
+    b.w2.Backward(b.m.data(), dx_.data(), rows, dm_.data(), false, scratch_);
+    kernels::SiluMulBackward(b.f1.data(), b.f3.data(), dm_.data(), static_cast<int64_t>(rf),
+                             df1_.data(), df3_.data());
     b.w1.Backward(b.h2.data(), df1_.data(), rows, dh_.data(), false, scratch_);
     b.w3.Backward(b.h2.data(), df3_.data(), rows, dh_.data(), true, scratch_);
     RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
@@ -646,6 +639,8 @@ TransformerDecoder::TransformerDecoder(const TransformerLM& model) : model_(mode
   f1_.resize(c.ffn_dim);
   f3_.resize(c.ffn_dim);
   scores_.resize(c.context);
+  softmax_scratch_.resize(c.context);
+  gate_.resize(c.ffn_dim);
   logits_.resize(c.vocab_size);
 }
 
@@ -679,7 +674,7 @@ const float* TransformerDecoder::Step(int32_t token) {
         for (int i = 0; i < hd; ++i) s += q_[off + i] * kj[i];
         scores_[j] = s * scale;
       }
-      CausalSoftmaxRow(scores_.data(), t + 1, t + 1);
+      CausalSoftmaxRow(scores_.data(), t + 1, t + 1, softmax_scratch_.data());
       float* out = att_.data() + off;
       std::fill(out, out + hd, 0.0f);
       for (int j = 0; j <= t; ++j) {
@@ -692,8 +687,8 @@ const float* TransformerDecoder::Step(int32_t token) {
                    nullptr);
     b.w1.Forward(h_.data(), 1, f1_.data(), false, scratch_);
     b.w3.Forward(h_.data(), 1, f3_.data(), false, scratch_);
-    for (int i = 0; i < f; ++i) f1_[i] = f1_[i] * Sigmoid(f1_[i]) * f3_[i];
-    b.w2.Forward(f1_.data(), 1, x_.data(), true, scratch_);
+    kernels::SiluMul(f1_.data(), f3_.data(), f, gate_.data());
+    b.w2.Forward(gate_.data(), 1, x_.data(), true, scratch_);
   }
   RmsNormForward(x_.data(), 1, d, model_.norm_.value.data(), c.norm_epsilon, h_.data(),
                  nullptr);

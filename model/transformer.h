@@ -159,7 +159,7 @@ class TransformerLM {
   std::vector<float> x_final_, inv_final_, h_final_, logits_;
   std::vector<float> dlogits_;
   // Backward scratch.
-  std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, df3_, dp_;
+  std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, df3_, dm_, dp_;
 };
 
 // Generates one token at a time with a key/value cache: each Step runs one position through
@@ -181,7 +181,7 @@ class TransformerDecoder {
   int pos_ = 0;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per block: [context, d]
   ProjectionScratch scratch_;
-  std::vector<float> x_, h_, q_, att_, f1_, f3_, scores_, logits_;
+  std::vector<float> x_, h_, q_, att_, f1_, f3_, gate_, scores_, softmax_scratch_, logits_;
 };
 
 }  // namespace fedge::model
