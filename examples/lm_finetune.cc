@@ -33,6 +33,7 @@ ABSL_FLAG(bool, full, false, "fine-tune every parameter (fp32) instead of LoRA a
 ABSL_FLAG(int, lora_rank, 8, "LoRA rank");
 ABSL_FLAG(double, lora_alpha, 16, "LoRA alpha (scale alpha/rank)");
 ABSL_FLAG(std::string, lora_targets, "all", "attention, mlp or all");
+ABSL_FLAG(bool, lora_output, false, "also an adapter on the output head");
 ABSL_FLAG(bool, lora_freeze_a, false, "FFA-LoRA: keep A at its random start, train only B");
 ABSL_FLAG(std::string, base_format, "fp32", "the frozen base's products: fp32 or int4");
 ABSL_FLAG(int, batch, 16, "windows per step");
@@ -81,6 +82,7 @@ absl::Status Run() {
     lora.attention = targets != "mlp";
     lora.mlp = targets != "attention";
     lora.freeze_a = absl::GetFlag(FLAGS_lora_freeze_a);
+    lora.output = absl::GetFlag(FLAGS_lora_output);
     FEDGE_RETURN_IF_ERROR(lm.model->AddLora(lora, absl::GetFlag(FLAGS_seed)));
     const std::string format = absl::GetFlag(FLAGS_base_format);
     if (format != "fp32" && format != "int4") {
@@ -88,10 +90,10 @@ absl::Status Run() {
     }
     FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format == "int4" ? model::BaseFormat::kInt4
                                                                    : model::BaseFormat::kFp32));
-    what = absl::StrFormat("LoRA%s rank %d, alpha %g, on %s, %s base: %lld adapter values "
+    what = absl::StrFormat("LoRA%s rank %d, alpha %g, on %s%s, %s base: %lld adapter values "
                            "(%lld bytes as a file, %.2f%% of the base file's %lld)",
                            lora.freeze_a ? " (A frozen)" : "", lora.rank, lora.alpha, targets,
-                           format,
+                           lora.output ? " and the output head" : "", format,
                            static_cast<long long>(lm.model->num_adapter_parameters()),
                            static_cast<long long>(lm.model->AdaptersToProto().ByteSizeLong()),
                            100.0 * lm.model->AdaptersToProto().ByteSizeLong() / base_bytes,

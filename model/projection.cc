@@ -15,11 +15,55 @@ absl::string_view BaseFormatName(BaseFormat format) {
   return format == BaseFormat::kInt4 ? "int4" : "fp32";
 }
 
-Projection::Projection(const std::string& name, int in, int out)
-    : in_(in), out_(out), weight_(MakeParameter(name + ".weight", {out, in})) {
-  lora_a_.name = name + ".lora_a";
-  lora_b_.name = name + ".lora_b";
+LoraAdapter::LoraAdapter(const std::string& name, int in, int out, int rank, float alpha,
+                         base::Rng& rng, bool train_a)
+    : in_(in),
+      out_(out),
+      rank_(rank),
+      scale_(alpha / static_cast<float>(rank)),
+      a_(MakeParameter(name + ".lora_a", {rank, in})),
+      b_(MakeParameter(name + ".lora_b", {out, rank})) {
+  FEDGE_CHECK(rank > 0);
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  for (float& v : a_.value) v = static_cast<float>((2.0 * rng.Uniform() - 1.0) * bound);
+  if (!train_a) {
+    a_.trainable = false;
+    std::vector<float>().swap(a_.grad);
+  }
 }
+
+void LoraAdapter::Forward(const float* x, int rows, float* y, ProjectionScratch& s) const {
+  s.xa.resize(static_cast<size_t>(rows) * rank_);
+  Sgemm(Trans::kNo, Trans::kYes, rows, rank_, in_, 1.0f, x, in_, a_.value.data(), in_, 0.0f,
+        s.xa.data(), rank_);
+  Sgemm(Trans::kNo, Trans::kYes, rows, out_, rank_, scale_, s.xa.data(), rank_, b_.value.data(),
+        rank_, 1.0f, y, out_);
+}
+
+void LoraAdapter::Backward(const float* x, const float* dy, int rows, float* dx,
+                           ProjectionScratch& s) {
+  // xa = x·Aᵀ (recomputed: r columns); dB += s·dyᵀ·xa; dxa = s·dy·B; dA += dxaᵀ·x;
+  // dx += dxa·A.
+  s.xa.resize(static_cast<size_t>(rows) * rank_);
+  Sgemm(Trans::kNo, Trans::kYes, rows, rank_, in_, 1.0f, x, in_, a_.value.data(), in_, 0.0f,
+        s.xa.data(), rank_);
+  Sgemm(Trans::kYes, Trans::kNo, out_, rank_, rows, scale_, dy, out_, s.xa.data(), rank_, 1.0f,
+        b_.grad.data(), rank_);
+  s.dxa.resize(static_cast<size_t>(rows) * rank_);
+  Sgemm(Trans::kNo, Trans::kNo, rows, rank_, out_, scale_, dy, out_, b_.value.data(), rank_,
+        0.0f, s.dxa.data(), rank_);
+  if (a_.trainable) {
+    Sgemm(Trans::kYes, Trans::kNo, rank_, in_, rows, 1.0f, s.dxa.data(), rank_, x, in_, 1.0f,
+          a_.grad.data(), in_);
+  }
+  if (dx != nullptr) {
+    Sgemm(Trans::kNo, Trans::kNo, rows, in_, rank_, 1.0f, s.dxa.data(), rank_, a_.value.data(),
+          in_, 1.0f, dx, in_);
+  }
+}
+
+Projection::Projection(const std::string& name, int in, int out)
+    : name_(name), in_(in), out_(out), weight_(MakeParameter(name + ".weight", {out, in})) {}
 
 void Projection::Freeze() {
   frozen_ = true;
@@ -28,19 +72,9 @@ void Projection::Freeze() {
 }
 
 void Projection::AddLora(int rank, float alpha, base::Rng& rng, bool train_a) {
-  FEDGE_CHECK(rank > 0 && rank_ == 0);
+  FEDGE_CHECK(rank > 0 && !lora_.enabled());
   Freeze();
-  rank_ = rank;
-  scale_ = alpha / static_cast<float>(rank);
-  const std::string a = lora_a_.name, b = lora_b_.name;
-  lora_a_ = MakeParameter(a, {rank, in_});
-  lora_b_ = MakeParameter(b, {out_, rank});
-  const double bound = 1.0 / std::sqrt(static_cast<double>(in_));
-  for (float& v : lora_a_.value) v = static_cast<float>((2.0 * rng.Uniform() - 1.0) * bound);
-  if (!train_a) {
-    lora_a_.trainable = false;
-    std::vector<float>().swap(lora_a_.grad);
-  }
+  lora_ = LoraAdapter(name_, in_, out_, rank, alpha, rng, train_a);
 }
 
 void Projection::SetBaseFormat(BaseFormat format) {
@@ -90,13 +124,7 @@ void Projection::Forward(const float* x, int rows, float* y, bool accumulate,
     Sgemm(Trans::kNo, Trans::kYes, rows, out_, in_, 1.0f, x, in_, weight_.value.data(), in_,
           accumulate ? 1.0f : 0.0f, y, out_);
   }
-  if (rank_ > 0) {
-    s.xa.resize(static_cast<size_t>(rows) * rank_);
-    Sgemm(Trans::kNo, Trans::kYes, rows, rank_, in_, 1.0f, x, in_, lora_a_.value.data(), in_,
-          0.0f, s.xa.data(), rank_);
-    Sgemm(Trans::kNo, Trans::kYes, rows, out_, rank_, scale_, s.xa.data(), rank_,
-          lora_b_.value.data(), rank_, 1.0f, y, out_);
-  }
+  if (lora_.enabled()) lora_.Forward(x, rows, y, s);
 }
 
 void Projection::Backward(const float* x, const float* dy, int rows, float* dx,
@@ -125,25 +153,7 @@ void Projection::Backward(const float* x, const float* dy, int rows, float* dx,
             accumulate_dx ? 1.0f : 0.0f, dx, in_);
     }
   }
-  if (rank_ > 0) {
-    // xa = x·Aᵀ; dB += s·dyᵀ·xa; dxa = s·dy·B; dA += dxaᵀ·x; dx += dxa·A.
-    s.xa.resize(static_cast<size_t>(rows) * rank_);
-    Sgemm(Trans::kNo, Trans::kYes, rows, rank_, in_, 1.0f, x, in_, lora_a_.value.data(), in_,
-          0.0f, s.xa.data(), rank_);
-    Sgemm(Trans::kYes, Trans::kNo, out_, rank_, rows, scale_, dy, out_, s.xa.data(), rank_, 1.0f,
-          lora_b_.grad.data(), rank_);
-    s.dxa.resize(static_cast<size_t>(rows) * rank_);
-    Sgemm(Trans::kNo, Trans::kNo, rows, rank_, out_, scale_, dy, out_, lora_b_.value.data(),
-          rank_, 0.0f, s.dxa.data(), rank_);
-    if (lora_a_.trainable) {
-      Sgemm(Trans::kYes, Trans::kNo, rank_, in_, rows, 1.0f, s.dxa.data(), rank_, x, in_, 1.0f,
-            lora_a_.grad.data(), in_);
-    }
-    if (dx != nullptr) {
-      Sgemm(Trans::kNo, Trans::kNo, rows, in_, rank_, 1.0f, s.dxa.data(), rank_,
-            lora_a_.value.data(), in_, 1.0f, dx, in_);
-    }
-  }
+  if (lora_.enabled()) lora_.Backward(x, dy, rows, dx, s);
 }
 
 }  // namespace fedge::model

@@ -37,6 +37,30 @@ struct ProjectionScratch {
   std::vector<float> scaled, row_scale, product, xa, dxa, panel;
 };
 
+// The low-rank term s·(x·Aᵀ)·Bᵀ, A [r × in], B [out × r], s = α/r, added to a frozen
+// product (a Projection's, or the tied output head's).
+class LoraAdapter {
+ public:
+  LoraAdapter() = default;
+  // Parameters "<name>.lora_a" and "<name>.lora_b"; A ~ U(±1/√in) from `rng`, B = 0; with
+  // train_a false, A stays frozen (FFA-LoRA).
+  LoraAdapter(const std::string& name, int in, int out, int rank, float alpha, base::Rng& rng,
+              bool train_a);
+  bool enabled() const { return rank_ > 0; }
+  // y [rows × out] += s·(x·Aᵀ)·Bᵀ.
+  void Forward(const float* x, int rows, float* y, ProjectionScratch& s) const;
+  // dB += s·dyᵀ·(x·Aᵀ); dA += (s·dy·B)ᵀ·x when A trains; dx += (s·dy·B)·A (dx may be null).
+  void Backward(const float* x, const float* dy, int rows, float* dx, ProjectionScratch& s);
+  Parameter& a() { return a_; }
+  Parameter& b() { return b_; }
+  int rank() const { return rank_; }
+
+ private:
+  int in_ = 0, out_ = 0, rank_ = 0;
+  float scale_ = 0.0f;
+  Parameter a_, b_;
+};
+
 class Projection {
  public:
   // `name` is the prefix of its parameters: "<name>.weight", "<name>.lora_a", "<name>.lora_b".
@@ -62,28 +86,27 @@ class Projection {
 
   Parameter& weight() { return weight_; }
   const Parameter& weight() const { return weight_; }
-  Parameter& lora_a() { return lora_a_; }
-  Parameter& lora_b() { return lora_b_; }
-  bool has_lora() const { return rank_ > 0; }
+  Parameter& lora_a() { return lora_.a(); }
+  Parameter& lora_b() { return lora_.b(); }
+  bool has_lora() const { return lora_.enabled(); }
   bool frozen() const { return frozen_; }
   BaseFormat base_format() const { return format_; }
   int in() const { return in_; }
   int out() const { return out_; }
-  int rank() const { return rank_; }
+  int rank() const { return lora_.rank(); }
 
  private:
   // y (accumulate ? += : =) x [rows × k] · w (n outputs) in int4 × per-row int8.
   static void Int4Product(const float* x, int rows, int k, const kernels::PackedWeightsQ4& w,
                           float* y, bool accumulate, ProjectionScratch& s);
 
+  std::string name_;
   int in_, out_;
   Parameter weight_;
   bool frozen_ = false;
   BaseFormat format_ = BaseFormat::kFp32;
   kernels::PackedWeightsQ4 w4_;  // int4: W
-  int rank_ = 0;
-  float scale_ = 0.0f;
-  Parameter lora_a_, lora_b_;
+  LoraAdapter lora_;
 };
 
 }  // namespace fedge::model

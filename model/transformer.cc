@@ -330,6 +330,10 @@ std::vector<Parameter*> TransformerLM::AllAdapters() {
       }
     }
   }
+  if (head_lora_.enabled()) {
+    out.push_back(&head_lora_.a());
+    out.push_back(&head_lora_.b());
+  }
   return out;
 }
 
@@ -360,8 +364,8 @@ absl::Status TransformerLM::AddLora(const LoraConfig& lora, uint64_t seed) {
   if (!(lora.alpha > 0.0f) || !std::isfinite(lora.alpha)) {
     return absl::InvalidArgumentError("LoRA: alpha must be positive and finite");
   }
-  if (!lora.attention && !lora.mlp) {
-    return absl::InvalidArgumentError("LoRA: no target (attention, mlp or both)");
+  if (!lora.attention && !lora.mlp && !lora.output) {
+    return absl::InvalidArgumentError("LoRA: no target (attention, mlp, output)");
   }
   base::Rng rng(seed);
   auto freeze = [](Parameter& p) {
@@ -387,6 +391,10 @@ absl::Status TransformerLM::AddLora(const LoraConfig& lora, uint64_t seed) {
         p->Freeze();
       }
     }
+  }
+  if (lora.output) {
+    head_lora_ = LoraAdapter("output", config_.dim, config_.vocab_size, lora.rank, lora.alpha,
+                             rng, !lora.freeze_a);
   }
   has_lora_ = true;
   lora_ = lora;
@@ -525,6 +533,7 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
   RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
                  h_final_.data(), inv_final_.data());
   ProjectForward(h_final_.data(), rows, d, tok_emb_, c.vocab_size, logits_.data());
+  if (head_lora_.enabled()) head_lora_.Forward(h_final_.data(), rows, logits_.data(), scratch_);
   return logits_.data();
 }
 
@@ -550,6 +559,7 @@ void TransformerLM::Backward(const float* dlogits) {
   const bool base_trains = !has_lora_;
   ProjectBackward(h_final_.data(), dlogits, rows, d, tok_emb_, c.vocab_size, dh_.data(), 0.0f,
                   base_trains);
+  if (head_lora_.enabled()) head_lora_.Backward(h_final_.data(), dlogits, rows, dh_.data(), scratch_);
   std::fill(dx_.begin(), dx_.begin() + rd, 0.0f);
   RmsNormBackward(x_final_.data(), inv_final_.data(), rows, d, norm_.value.data(), dh_.data(),
                   dx_.data(), base_trains ? norm_.grad.data() : nullptr);
@@ -693,6 +703,9 @@ const float* TransformerDecoder::Step(int32_t token) {
   RmsNormForward(x_.data(), 1, d, model_.norm_.value.data(), c.norm_epsilon, h_.data(),
                  nullptr);
   ProjectForward(h_.data(), 1, d, model_.tok_emb_, c.vocab_size, logits_.data());
+  if (model_.head_lora_.enabled()) {
+    model_.head_lora_.Forward(h_.data(), 1, logits_.data(), scratch_);
+  }
   ++pos_;
   return logits_.data();
 }

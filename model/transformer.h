@@ -68,6 +68,9 @@ struct LoraConfig {
   float alpha = 16.0f;
   bool attention = true;  // wq, wk, wv, wo
   bool mlp = true;        // w1, w2, w3
+  // An adapter on the output head (the tied embedding stays frozen as the input embedding):
+  // "output.lora_a" [r × d], "output.lora_b" [vocab × r].
+  bool output = false;
   // FFA-LoRA (Sun et al. 2024): A stays at its seeded random start and only B trains and
   // travels. The mean of the devices' B then gives exactly the mean of their products B·A,
   // which averaging A and B separately (FedIT) does not.
@@ -151,6 +154,7 @@ class TransformerLM {
   Parameter tok_emb_;  // [vocab, d], also the output projection
   std::vector<std::unique_ptr<Block>> blocks_;
   Parameter norm_;     // [d]
+  LoraAdapter head_lora_;  // LoraConfig.output
   std::vector<float> cos_, sin_;  // [context, dₕ/2]
   // The last Forward.
   int batch_ = 0, len_ = 0;

@@ -260,6 +260,7 @@ TEST(TransformerLoraTest, AdapterGradientsMatchFiniteDifferences) {
   LoraConfig lora;
   lora.rank = 3;
   lora.alpha = 6.0f;
+  lora.output = true;
   ASSERT_TRUE(model->AddLora(lora, 24).ok());
   RandomizeAdapters(*model, 25);
   const int batch = 2, len = 7;
