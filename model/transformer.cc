@@ -108,21 +108,23 @@ void CausalSoftmaxRow(float* p, int n, int valid, float* scratch) {
 }
 
 // Σ over rows of −log softmax(logits)[target] (accumulated in double); with `grad`, also
-// grad = (softmax − onehot(target))·scale. In float with one vectorized exp per logit
-// (kernels/exp.h): the vocabulary's rows are the largest elementwise work of a step.
+// grad = (softmax − onehot(target))·scale, which may overwrite the logits in place. In float
+// with one vectorized exp per logit (kernels/exp.h): the vocabulary's rows are the largest
+// elementwise work of a step.
 double CrossEntropyRows(const float* logits, const int32_t* targets, int rows, int classes,
                         float scale, float* grad) {
   double total = 0.0;
-  std::vector<float> e(grad == nullptr ? classes : 0);
+  std::vector<float> e(classes);
   for (int r = 0; r < rows; ++r) {
     const float* x = logits + static_cast<size_t>(r) * classes;
-    float* g = grad != nullptr ? grad + static_cast<size_t>(r) * classes : e.data();
     const float mx = *std::max_element(x, x + classes);
-    const float sum = kernels::ExpShiftSum(x, classes, mx, g);
-    total += std::log(static_cast<double>(sum)) + mx - x[targets[r]];
+    const float target_logit = x[targets[r]];
+    const float sum = kernels::ExpShiftSum(x, classes, mx, e.data());
+    total += std::log(static_cast<double>(sum)) + mx - target_logit;
     if (grad != nullptr) {
+      float* g = grad + static_cast<size_t>(r) * classes;
       const float k = scale / sum;
-      for (int j = 0; j < classes; ++j) g[j] *= k;
+      for (int j = 0; j < classes; ++j) g[j] = e[j] * k;
       g[targets[r]] -= scale;
     }
   }
@@ -471,10 +473,32 @@ void TransformerLM::EnsureBuffers(int batch, int len) {
   Grow(x_final_, rows * d);
   Grow(h_final_, rows * d);
   Grow(inv_final_, rows);
-  Grow(logits_, rows * config_.vocab_size);
 }
 
 const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, bool training) {
+  ForwardHidden(tokens, batch, len, training);
+  const int rows = batch * len;
+  Grow(logits_, static_cast<size_t>(rows) * config_.vocab_size);
+  HeadForward(0, rows, logits_.data());
+  return logits_.data();
+}
+
+void TransformerLM::HeadForward(int row0, int rows, float* logits) {
+  const float* h = h_final_.data() + static_cast<size_t>(row0) * config_.dim;
+  ProjectForward(h, rows, config_.dim, tok_emb_, config_.vocab_size, logits);
+  if (head_lora_.enabled()) head_lora_.Forward(h, rows, logits, scratch_);
+}
+
+void TransformerLM::HeadBackward(int row0, int rows, const float* dlogits) {
+  const size_t off = static_cast<size_t>(row0) * config_.dim;
+  ProjectBackward(h_final_.data() + off, dlogits, rows, config_.dim, tok_emb_,
+                  config_.vocab_size, dh_.data() + off, 0.0f, !has_lora_);
+  if (head_lora_.enabled()) {
+    head_lora_.Backward(h_final_.data() + off, dlogits, rows, dh_.data() + off, scratch_);
+  }
+}
+
+void TransformerLM::ForwardHidden(const int32_t* tokens, int batch, int len, bool training) {
   const TransformerConfig& c = config_;
   FEDGE_CHECK(batch > 0 && len > 0 && len <= c.context);
   EnsureBuffers(batch, len);
@@ -532,13 +556,16 @@ const float* TransformerLM::Forward(const int32_t* tokens, int batch, int len, b
   }
   RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
                  h_final_.data(), inv_final_.data());
-  ProjectForward(h_final_.data(), rows, d, tok_emb_, c.vocab_size, logits_.data());
-  if (head_lora_.enabled()) head_lora_.Forward(h_final_.data(), rows, logits_.data(), scratch_);
-  return logits_.data();
 }
 
 void TransformerLM::Backward(const float* dlogits) {
   FEDGE_CHECK(training_);
+  Grow(dh_, static_cast<size_t>(batch_) * len_ * config_.dim);
+  HeadBackward(0, batch_ * len_, dlogits);
+  BackwardHidden();
+}
+
+void TransformerLM::BackwardHidden() {
   const TransformerConfig& c = config_;
   const int batch = batch_, len = len_, rows = batch * len, d = c.dim, f = c.ffn_dim;
   const int heads = c.num_heads, hd = d / heads;
@@ -555,11 +582,8 @@ void TransformerLM::Backward(const float* dlogits) {
   Grow(dm_, rf);
   Grow(dp_, static_cast<size_t>(len) * len);
 
-  // Output projection (tied) and final norm: dh = dlogits · E, dE += dlogitsᵀ · h.
+  // dh_ holds dL/dh_final (HeadBackward); the final norm.
   const bool base_trains = !has_lora_;
-  ProjectBackward(h_final_.data(), dlogits, rows, d, tok_emb_, c.vocab_size, dh_.data(), 0.0f,
-                  base_trains);
-  if (head_lora_.enabled()) head_lora_.Backward(h_final_.data(), dlogits, rows, dh_.data(), scratch_);
   std::fill(dx_.begin(), dx_.begin() + rd, 0.0f);
   RmsNormBackward(x_final_.data(), inv_final_.data(), rows, d, norm_.value.data(), dh_.data(),
                   dx_.data(), base_trains ? norm_.grad.data() : nullptr);
@@ -624,17 +648,24 @@ void TransformerLM::Backward(const float* dlogits) {
 
 float TransformerLM::Loss(const int32_t* tokens, const int32_t* targets, int batch, int len,
                           bool training) {
-  const float* logits = Forward(tokens, batch, len, training);
   const int rows = batch * len;
   for (int r = 0; r < rows; ++r) FEDGE_CHECK(targets[r] >= 0 && targets[r] < config_.vocab_size);
-  if (!training) {
-    return static_cast<float>(
-        CrossEntropyRows(logits, targets, rows, config_.vocab_size, 0.0f, nullptr) / rows);
+  ForwardHidden(tokens, batch, len, training);
+  // The head, the loss and the head's backward a chunk of rows at a time: the vocabulary's
+  // logits never exist for the whole batch at once.
+  const int chunk = std::min(rows, kHeadChunkRows);
+  Grow(dlogits_, static_cast<size_t>(chunk) * config_.vocab_size);
+  if (training) Grow(dh_, static_cast<size_t>(rows) * config_.dim);
+  double total = 0.0;
+  for (int r0 = 0; r0 < rows; r0 += chunk) {
+    const int n = std::min(chunk, rows - r0);
+    HeadForward(r0, n, dlogits_.data());
+    // CrossEntropyRows writes the gradient over the logits it reads, row by row.
+    total += CrossEntropyRows(dlogits_.data(), targets + r0, n, config_.vocab_size,
+                              1.0f / rows, training ? dlogits_.data() : nullptr);
+    if (training) HeadBackward(r0, n, dlogits_.data());
   }
-  Grow(dlogits_, static_cast<size_t>(rows) * config_.vocab_size);
-  const double total = CrossEntropyRows(logits, targets, rows, config_.vocab_size,
-                                        1.0f / rows, dlogits_.data());
-  Backward(dlogits_.data());
+  if (training) BackwardHidden();
   return static_cast<float>(total / rows);
 }
 

@@ -103,7 +103,8 @@ class TransformerLM {
   void Backward(const float* dlogits);
 
   // Forward on tokens and the mean next-token cross-entropy against targets [batch × len];
-  // with `training`, also the backward pass (gradients added: call ZeroGrad first).
+  // with `training`, also the backward pass (gradients added: call ZeroGrad first). The
+  // output head runs 64 rows at a time, so the logits of the whole batch are never held.
   float Loss(const int32_t* tokens, const int32_t* targets, int batch, int len, bool training);
 
   // Fine-tuning: freezes every base parameter (embedding, norms, projections: no gradients,
@@ -144,6 +145,14 @@ class TransformerLM {
 
   explicit TransformerLM(const TransformerConfig& config);
   void EnsureBuffers(int batch, int len);
+  // Forward up to the final norm's output h_final_.
+  void ForwardHidden(const int32_t* tokens, int batch, int len, bool training);
+  // The output head on rows [row0, row0 + rows) of h_final_, and its backward (into dh_).
+  void HeadForward(int row0, int rows, float* logits);
+  void HeadBackward(int row0, int rows, const float* dlogits);
+  // The backward pass from dh_ (dL/dh_final) down.
+  void BackwardHidden();
+  static constexpr int kHeadChunkRows = 64;
   std::vector<Parameter*> AllAdapters();  // trained or not
 
   TransformerConfig config_;

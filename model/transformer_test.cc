@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/q4.h"
+#include "model/loss.h"
 #include "model/optimizer.h"
 
 namespace fedge::model {
@@ -153,6 +154,33 @@ TEST(TransformerTest, GradientsMatchFiniteDifferences) {
     p->value = saved;
     ++p->version;
     EXPECT_NEAR(analytic, numeric, 2e-3 + 1e-2 * std::fabs(numeric)) << p->name;
+  }
+}
+
+// Loss runs the output head 64 rows at a time; Forward + Backward(dlogits) run it on every
+// row at once. 80 rows: two chunks, the second partial.
+TEST(TransformerTest, ChunkedLossMatchesTheWholeBatchPath) {
+  auto model = TransformerLM::Create(TinyConfig()).value();
+  RandomizeParameters(*model, 60);
+  const int batch = 10, len = 8, rows = batch * len;
+  const auto tokens = RandomTokens(rows, 37, 61);
+  const auto targets = RandomTokens(rows, 37, 62);
+  model->ZeroGrad();
+  const float chunked = model->Loss(tokens.data(), targets.data(), batch, len, true);
+  std::vector<std::vector<float>> grads;
+  for (Parameter* p : model->parameters()) grads.push_back(p->grad);
+  model->ZeroGrad();
+  const float* logits = model->Forward(tokens.data(), batch, len, true);
+  std::vector<float> dlogits(static_cast<size_t>(rows) * 37);
+  const float whole = SoftmaxCrossEntropy(logits, targets.data(), rows, 37, dlogits.data());
+  model->Backward(dlogits.data());
+  EXPECT_NEAR(chunked, whole, 1e-5f * whole);
+  const auto params = model->parameters();
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (size_t j = 0; j < grads[i].size(); ++j) {
+      ASSERT_NEAR(grads[i][j], params[i]->grad[j], 1e-5f + 1e-4f * std::fabs(grads[i][j]))
+          << params[i]->name << " " << j;
+    }
   }
 }
 
