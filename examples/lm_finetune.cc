@@ -90,6 +90,8 @@ absl::Status Run() {
     }
     FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format == "int4" ? model::BaseFormat::kInt4
                                                                    : model::BaseFormat::kFp32));
+    // As a device holds it: the int4 blocks only.
+    if (format == "int4") FEDGE_RETURN_IF_ERROR(lm.model->ReleaseFp32Base());
     what = absl::StrFormat("LoRA%s rank %d, alpha %g, on %s%s, %s base: %lld adapter values "
                            "(%lld bytes as a file, %.2f%% of the base file's %lld)",
                            lora.freeze_a ? " (A frozen)" : "", lora.rank, lora.alpha, targets,

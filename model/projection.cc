@@ -87,6 +87,17 @@ void Projection::SetBaseFormat(BaseFormat format) {
   }
 }
 
+void Projection::ReleaseFp32Weight() {
+  FEDGE_CHECK(format_ == BaseFormat::kInt4);
+  std::vector<float>().swap(weight_.value);
+}
+
+void Projection::CopyBaseFormFrom(const Projection& other) {
+  FEDGE_CHECK(in_ == other.in_ && out_ == other.out_ && frozen_);
+  format_ = other.format_;
+  w4_ = other.w4_;
+}
+
 void Projection::Int4Product(const float* x, int rows, int k, const kernels::PackedWeightsQ4& w,
                              float* y, bool accumulate, ProjectionScratch& s) {
   const int n = w.n;

@@ -75,6 +75,11 @@ class Projection {
   // The products' form of W: kInt4 quantizes the current W (fp32 value kept, for files).
   // REQUIRES: frozen for kInt4.
   void SetBaseFormat(BaseFormat format);
+  // Frees W's fp32 values, keeping only the int4 form the products use (a device's memory).
+  // REQUIRES: the int4 format.
+  void ReleaseFp32Weight();
+  // The products' form of `other`'s W (its format and int4 blocks), not W's fp32 values.
+  void CopyBaseFormFrom(const Projection& other);
 
   // y [rows × out] = (accumulate ? y : 0) + x·Wᵀ (+ the adapter's term).
   void Forward(const float* x, int rows, float* y, bool accumulate, ProjectionScratch& s) const;

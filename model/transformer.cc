@@ -277,10 +277,14 @@ absl::StatusOr<std::unique_ptr<TransformerLM>> TransformerLM::FromProto(
 }
 
 absl::Status TransformerLM::SetParameters(const v1::ModelProto& proto) {
+  if (fp32_released_) {
+    return absl::FailedPreconditionError("the base's fp32 weights were released");
+  }
   return CopyParametersFromProto(proto, parameters());
 }
 
 v1::ModelProto TransformerLM::ToProto() {
+  FEDGE_CHECK(!fp32_released_);
   v1::ModelProto proto;
   proto.mutable_spec()->set_name("transformer");
   *proto.mutable_spec()->mutable_transformer() = TransformerSpecFromConfig(config_);
@@ -404,6 +408,9 @@ absl::Status TransformerLM::AddLora(const LoraConfig& lora, uint64_t seed) {
 }
 
 absl::Status TransformerLM::SetBaseFormat(BaseFormat format) {
+  if (fp32_released_) {
+    return absl::FailedPreconditionError("the base's fp32 weights were released");
+  }
   if (format == BaseFormat::kInt4 && !has_lora_) {
     return absl::FailedPreconditionError(
         "an int4 base is frozen: add LoRA adapters before SetBaseFormat(int4)");
@@ -412,6 +419,17 @@ absl::Status TransformerLM::SetBaseFormat(BaseFormat format) {
     for (Projection* p : b->projections()) p->SetBaseFormat(format);
   }
   base_format_ = format;
+  return absl::OkStatus();
+}
+
+absl::Status TransformerLM::ReleaseFp32Base() {
+  if (base_format_ != BaseFormat::kInt4) {
+    return absl::FailedPreconditionError("only an int4 base can release its fp32 weights");
+  }
+  for (auto& b : blocks_) {
+    for (Projection* p : b->projections()) p->ReleaseFp32Weight();
+  }
+  fp32_released_ = true;
   return absl::OkStatus();
 }
 
@@ -427,7 +445,17 @@ std::unique_ptr<TransformerLM> TransformerLM::Clone() {
     const std::vector<Parameter*> af = AllAdapters(), at = copy->AllAdapters();
     for (size_t i = 0; i < af.size(); ++i) at[i]->value = af[i]->value;
   }
-  FEDGE_CHECK(copy->SetBaseFormat(base_format_).ok());
+  if (fp32_released_) {
+    for (size_t l = 0; l < blocks_.size(); ++l) {
+      const std::vector<Projection*> pf = blocks_[l]->projections();
+      const std::vector<Projection*> pt = copy->blocks_[l]->projections();
+      for (size_t i = 0; i < pf.size(); ++i) pt[i]->CopyBaseFormFrom(*pf[i]);
+    }
+    copy->base_format_ = base_format_;
+    copy->fp32_released_ = true;
+  } else {
+    FEDGE_CHECK(copy->SetBaseFormat(base_format_).ok());
+  }
   return copy;
 }
 

@@ -116,6 +116,12 @@ class TransformerLM {
   // FAILED_PRECONDITION for int4 on a base that is not frozen (AddLora first).
   absl::Status SetBaseFormat(BaseFormat format);
   BaseFormat base_format() const { return base_format_; }
+  // A device's int4 base: frees the block projections' fp32 weights (13.6 MB of the default
+  // model), keeping their int4 blocks. The projections' parameters() then hold no values:
+  // ToProto and SetParameters of the base are no longer available (FAILED_PRECONDITION /
+  // abort); adapters, training, decoding and Clone are. REQUIRES: the int4 format.
+  absl::Status ReleaseFp32Base();
+  bool fp32_base_released() const { return fp32_released_; }
   bool has_lora() const { return has_lora_; }
   const LoraConfig& lora() const { return lora_; }
   // A model with the same config, base values, adapters and base format.
@@ -159,6 +165,7 @@ class TransformerLM {
   bool has_lora_ = false;
   LoraConfig lora_;
   BaseFormat base_format_ = BaseFormat::kFp32;
+  bool fp32_released_ = false;
   ProjectionScratch scratch_;
   Parameter tok_emb_;  // [vocab, d], also the output projection
   std::vector<std::unique_ptr<Block>> blocks_;

@@ -358,6 +358,17 @@ TEST(TransformerLoraTest, AnInt4BaseComputesWithTheQuantizedWeights) {
     }
     EXPECT_GT(dot / std::sqrt(na * nb), 0.99) << ga[i]->name;
   }
+  // Releasing the fp32 weights changes nothing the int4 products compute; clones follow.
+  const float* kept = int4->Forward(tokens.data(), batch, len, false);
+  const std::vector<float> before_release(kept, kept + batch * len * 37);
+  ASSERT_TRUE(int4->ReleaseFp32Base().ok());
+  EXPECT_TRUE(int4->FindParameter("layers.0.attn.wq.weight")->value.empty());
+  auto clone = int4->Clone();
+  for (TransformerLM* m : {int4.get(), clone.get()}) {
+    const float* after = m->Forward(tokens.data(), batch, len, false);
+    for (size_t i = 0; i < before_release.size(); ++i) ASSERT_EQ(after[i], before_release[i]);
+  }
+  EXPECT_FALSE(int4->SetBaseFormat(BaseFormat::kFp32).ok());
   // The decoder runs the same int4 products.
   TransformerDecoder decoder(*int4);
   const float* full = int4->Forward(tokens.data(), 1, len, false);
