@@ -147,4 +147,22 @@ BrownSplit SplitBrown(const std::vector<BrownDocument>& docs, double test_fracti
   return split;
 }
 
+std::vector<std::vector<TextDocument>> PartitionBrown(const std::vector<BrownDocument>& fine_tune,
+                                                      BrownPartition by) {
+  std::vector<const BrownDocument*> docs;
+  for (const BrownDocument& d : fine_tune) docs.push_back(&d);
+  std::sort(docs.begin(), docs.end(),
+            [](const BrownDocument* a, const BrownDocument* b) { return a->id < b->id; });
+  std::vector<std::vector<TextDocument>> devices;
+  char genre = 0;
+  for (const BrownDocument* d : docs) {
+    if (by == BrownPartition::kByDocument || devices.empty() || d->genre != genre) {
+      devices.emplace_back();
+      genre = d->genre;
+    }
+    devices.back().push_back(TextDocument{d->id, d->text});
+  }
+  return devices;
+}
+
 }  // namespace fedge::data

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "data/shard.h"
 
 namespace fedge::data {
 
@@ -56,6 +57,14 @@ struct BrownSplit {
   std::vector<BrownDocument> finetune_test;  // the held-out ends, same ids
 };
 BrownSplit SplitBrown(const std::vector<BrownDocument>& docs, double test_fraction = 0.1);
+
+// How the fiction's fine-tuning text is spread over devices: one document per device (126
+// devices), or the documents of one genre per device (6 devices: natural non-IID).
+enum class BrownPartition { kByDocument, kByGenre };
+// The devices' documents (id and text), devices in document-id or genre order, documents in
+// id order within a device. REQUIRES: `fine_tune` holds documents of the fiction genres.
+std::vector<std::vector<TextDocument>> PartitionBrown(const std::vector<BrownDocument>& fine_tune,
+                                                      BrownPartition by);
 
 }  // namespace fedge::data
 

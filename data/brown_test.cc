@@ -107,6 +107,34 @@ TEST(BrownCorpusTest, TheFetchedCorpusHas500DocumentsIn15Genres) {
   EXPECT_EQ(split.finetune.size(), 126u);  // ck, cl, cm, cn, cp, cr
   EXPECT_EQ(split.pretrain.size(), 374u);
   EXPECT_EQ(genres['k'] + genres['l'] + genres['m'] + genres['n'] + genres['p'] + genres['r'], 126);
+  const auto by_document = PartitionBrown(split.finetune, BrownPartition::kByDocument);
+  const auto by_genre = PartitionBrown(split.finetune, BrownPartition::kByGenre);
+  EXPECT_EQ(by_document.size(), 126u);
+  ASSERT_EQ(by_genre.size(), 6u);
+  EXPECT_EQ(by_genre[0].size(), static_cast<size_t>(genres['k']));
+  EXPECT_EQ(by_genre[5].front().id.substr(0, 2), "cr");
+}
+
+TEST(BrownPartitionTest, ByDocumentOrByGenreInIdOrder) {
+  std::vector<BrownDocument> docs;
+  for (const char* id : {"cl02", "ck01", "cr01", "cl01", "ck02"}) {
+    BrownDocument d;
+    d.id = id;
+    d.genre = id[1];
+    d.text = std::string("text of ") + id;
+    docs.push_back(d);
+  }
+  const auto one = PartitionBrown(docs, BrownPartition::kByDocument);
+  ASSERT_EQ(one.size(), 5u);
+  EXPECT_EQ(one[0][0].id, "ck01");
+  EXPECT_EQ(one[0][0].text, "text of ck01");
+  EXPECT_EQ(one[4][0].id, "cr01");
+  const auto genre = PartitionBrown(docs, BrownPartition::kByGenre);
+  ASSERT_EQ(genre.size(), 3u);
+  ASSERT_EQ(genre[1].size(), 2u);
+  EXPECT_EQ(genre[1][0].id, "cl01");
+  EXPECT_EQ(genre[1][1].id, "cl02");
+  EXPECT_EQ(genre[2][0].id, "cr01");
 }
 
 }  // namespace
