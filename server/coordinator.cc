@@ -101,15 +101,21 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   job->config = config;
   FEDGE_ASSIGN_OR_RETURN(job->privacy,
                          RoundPrivacy::Create(config.privacy(), id, options_.dp_noise_seed));
-  FEDGE_ASSIGN_OR_RETURN(JobModel model, MakeJobModel(config));
+  FEDGE_ASSIGN_OR_RETURN(JobModel model, MakeJobModel(config, options_.data_root));
+  if (config.has_language_model()) *job->config.mutable_model_spec() = model.model_spec;
   job->strategy = std::move(model.strategy);
   job->weights = std::move(model.weights);
   job->num_parameters = model.num_parameters;
   if (options_.on_job_model) options_.on_job_model(4 * job->num_parameters);
-  FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(config));
+  FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(job->config));
   if (config.strategy().has_fed_cg()) {
     // FedCG: no central evaluation (the extractors stay on the devices).
     job->report = RoundReport::WithoutEvaluation(config, *job->planner);
+  } else if (config.has_language_model()) {
+    FEDGE_ASSIGN_OR_RETURN(job->report,
+                           RoundReport::ForLanguageModel(job->config, *job->planner,
+                                                         model.language_model,
+                                                         options_.data_root));
   } else {
     FEDGE_ASSIGN_OR_RETURN(job->report,
                            RoundReport::Create(config, *job->planner, options_.evaluation_data,
@@ -317,7 +323,8 @@ absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
   const std::string id =
       absl::StrCat(validated.name(), "-", UnixMs(clock_.Now()), "-", next_job_number_++);
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<Job> job, MakeJob(id, validated));
-  FEDGE_RETURN_IF_ERROR(ledger_.CreateJob(id, validated));
+  // The job's config as MakeJob completed it (a language model's spec, from its base file).
+  FEDGE_RETURN_IF_ERROR(ledger_.CreateJob(id, job->config));
   registry_.ClearJobDeclines();
   job_ = std::move(job);
   ++task_epoch_;

@@ -12,6 +12,7 @@
 #include "base/status_macros.h"
 #include "model/fedcg_nets.h"
 #include "model/sequential.h"
+#include "model/transformer.h"
 #include "model/zoo.h"
 #include "server/config_text.h"
 
@@ -504,8 +505,10 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   }
 }
 
-void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {
-  if (e.data_path().empty()) {
+// `images`: an image job's evaluation data (a language model's is its held-out text, named
+// in language_model).
+void CheckEvaluation(v1::EvaluationConfig& e, bool images, Problems& p) {
+  if (images && e.data_path().empty()) {
     if (e.dataset().empty()) e.set_dataset(kDefaultEvaluationDataset);
     if (e.dataset() != kDefaultEvaluationDataset) {
       p.Add("evaluation.dataset",
@@ -517,6 +520,66 @@ void CheckEvaluation(v1::EvaluationConfig& e, Problems& p) {
   p.IntRange("evaluation.batch_size", e.batch_size(), 1, kMaxBatchSize);
   p.IntRange("evaluation.max_examples", e.max_examples(), 0, int64_t{1} << 31);
   p.IntRange("evaluation.every_rounds", e.every_rounds(), 1, kMaxRounds);
+}
+
+// A language-model job (JobConfig.language_model): what it names and what it cannot have,
+// each refusal naming the field. The base file is read when the coordinator starts the job
+// (MakeJobModel), which fills model_spec.transformer from it; a spec already there (a
+// stored job) is checked here.
+void CheckLanguageModel(v1::JobConfig& job, Problems& p) {
+  v1::LanguageModelJob& lm = *job.mutable_language_model();
+  if (!job.architecture().empty()) {
+    p.Add("architecture", "must be omitted with language_model (the base file is the model)");
+  }
+  if (job.has_model_spec()) {
+    if (!job.model_spec().has_transformer() || job.model_spec().layers_size() > 0) {
+      p.Add("model_spec", "must be omitted with language_model (it is filled from the base)");
+    } else {
+      const absl::Status valid = model::ValidateTransformerConfig(
+          model::TransformerConfigFromSpec(job.model_spec().transformer()));
+      if (!valid.ok()) p.Add("model_spec.transformer", valid.message());
+    }
+  }
+  if (lm.base_path().empty()) {
+    p.Add("language_model.base_path", "is required: the base model file under --data-root");
+  }
+  v1::LoraSpec& lora = *lm.mutable_lora();
+  p.IntRange("language_model.lora.rank", lora.rank(), 1, 1024);
+  if (!lora.has_alpha()) lora.set_alpha(2.0f * static_cast<float>(lora.rank()));
+  p.Positive("language_model.lora.alpha", lora.alpha());
+  if (!lora.attention() && !lora.mlp() && !lora.output()) {
+    lora.set_attention(true);
+    lora.set_mlp(true);
+  }
+  if (lora.base_format() == v1::LoraSpec::BASE_FORMAT_UNSPECIFIED) {
+    lora.set_base_format(v1::LoraSpec::BASE_FORMAT_FP32);
+  }
+  p.IntRange("language_model.window", lm.window(), 0, 4096);
+  if (job.strategy().has_fed_cg()) {
+    p.Add("strategy.fed_cg", "cannot run with language_model");
+  }
+  if (job.sub_models().tiers_size() > 0) {
+    p.Add("sub_models.tiers", "cannot run with language_model (every device gets the base)");
+  }
+  if (job.distillation().weight() > 0) {
+    p.Add("distillation.weight", "must be 0 with language_model");
+  }
+  if (job.local_training().compute_mode() == v1::COMPUTE_MODE_INT8) {
+    p.Add("local_training.compute_mode",
+          "must be FP32 with language_model (the base's format is language_model.lora's)");
+  }
+  if (job.transfer().task_encoding() != v1::TENSOR_ENCODING_FLOAT32 &&
+      job.transfer().task_encoding() != v1::TENSOR_ENCODING_UNSPECIFIED) {
+    p.Add("transfer.task_encoding", "must be FLOAT32 with language_model (the adapters)");
+  }
+}
+
+void CheckLanguageModelEvaluation(const v1::JobConfig& job, Problems& p) {
+  const v1::EvaluationConfig& e = job.evaluation();
+  if (!e.dataset().empty() || !e.data_path().empty()) {
+    p.Add("evaluation", "names no image data with language_model: the held-out text is "
+                        "language_model.eval_text_path");
+  }
 }
 
 // FedCG's local training defaults (the paper's: 20 epochs, batch 8, Adam 3e-4), filled
@@ -636,7 +699,10 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
                                "'"));
   }
   const bool fed_cg = job.strategy().has_fed_cg();
-  if (!fed_cg) CheckModel(job, p);  // FedCG's model is checked in CheckFedCg
+  const bool language_model = job.has_language_model();
+  // FedCG's model is checked in CheckFedCg, a language model's in CheckLanguageModel.
+  if (!fed_cg && !language_model) CheckModel(job, p);
+  if (language_model) CheckLanguageModel(job, p);
   CheckStrategy(*job.mutable_strategy(), p);
   CheckRounds(job, p);
   if (fed_cg) FillFedCgTrainingDefaults(*job.mutable_local_training());
@@ -646,7 +712,8 @@ absl::StatusOr<v1::JobConfig> ValidateJobConfig(const v1::JobConfig& config) {
   CheckSubModels(*job.mutable_sub_models(), p);
   CheckTransfer(*job.mutable_transfer(), p);
   CheckPrivacy(job, p);
-  CheckEvaluation(*job.mutable_evaluation(), p);
+  if (language_model) CheckLanguageModelEvaluation(job, p);
+  CheckEvaluation(*job.mutable_evaluation(), /*images=*/!language_model, p);
   if (fed_cg) CheckFedCg(job, p);
   CheckRobustness(job, p);
   if (!job.has_keep_checkpoints()) job.set_keep_checkpoints(kDefaultKeepCheckpoints);

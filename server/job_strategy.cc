@@ -1,6 +1,8 @@
 #include "server/job_strategy.h"
 
 #include <algorithm>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,7 +11,10 @@
 #include "aggregation/robust_aggregators.h"
 #include "base/status_macros.h"
 #include "model/fedcg_nets.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "model/sequential.h"
+#include "model/serialize.h"
+#include "server/round_report.h"
 #include "server/model_weights.h"
 
 namespace fedge::server {
@@ -97,10 +102,63 @@ std::unique_ptr<aggregation::Strategy> WithJobRule(std::unique_ptr<aggregation::
   return aggregation::WithRobustRule(std::move(inner), o);
 }
 
+
+absl::Status CheckSecureAggregationSize(const v1::JobConfig& config, int64_t parameters) {
+  if (config.privacy().secure_aggregation_threshold() > 0 &&
+      parameters > kMaxSecureAggregationParameters) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: secure aggregation sends the masked update in one message: at most ",
+        kMaxSecureAggregationParameters, " parameters, the model has ", parameters));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
+                                          const std::string& data_root) {
+  const v1::LanguageModelJob& lm = config.language_model();
+  FEDGE_ASSIGN_OR_RETURN(const std::string path, ResolveDataPath(data_root, lm.base_path()));
+  FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(path));
+  absl::StatusOr<model::LanguageModel> base = model::LanguageModelFromProto(file);
+  if (!base.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("Coordinator: language_model.base_path ",
+                                                   lm.base_path(), ": ",
+                                                   base.status().message()));
+  }
+  if (config.model_spec().has_transformer() &&
+      !google::protobuf::util::MessageDifferencer::Equals(config.model_spec().transformer(),
+                                                          file.spec().transformer())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: the base file ", lm.base_path(),
+        " holds another architecture than the job's model_spec (was it replaced?)"));
+  }
+  if (lm.window() > base->model->config().context) {
+    return absl::InvalidArgumentError(absl::StrCat("Coordinator: language_model.window ",
+                                                   lm.window(), " exceeds the base's context ",
+                                                   base->model->config().context));
+  }
+  JobModel out;
+  FEDGE_RETURN_IF_ERROR(
+      base->model->AddLora(model::LoraConfigFromSpec(lm.lora()), config.init_seed()));
+  FEDGE_RETURN_IF_ERROR(base->model->SetBaseFormat(
+      lm.lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4 ? model::BaseFormat::kInt4
+                                                                : model::BaseFormat::kFp32));
+  out.weights = WeightsFromProto(base->model->AdaptersToProto());
+  out.num_parameters = base->model->num_adapter_parameters();
+  *out.model_spec.mutable_transformer() = file.spec().transformer();
+  out.model_spec.set_name("transformer");
+  out.language_model = std::make_shared<model::LanguageModel>(*std::move(base));
+  FEDGE_ASSIGN_OR_RETURN(out.strategy, MakeStrategy(config.strategy()));
+  out.strategy = WithJobRule(std::move(out.strategy), config.robustness(), out.num_parameters);
+  FEDGE_RETURN_IF_ERROR(CheckSecureAggregationSize(config, out.num_parameters));
+  return out;
+}
+
 }  // namespace
 
-absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config) {
+absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config,
+                                      const std::string& data_root) {
   if (config.strategy().has_fed_cg()) return FedCgModel(config);
+  if (config.has_language_model()) return LanguageModelJob(config, data_root);
   JobModel out;
   FEDGE_ASSIGN_OR_RETURN(out.strategy, MakeStrategy(config.strategy()));
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
@@ -109,12 +167,7 @@ absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config) {
   out.weights = WeightsFromProto(net->ToProto());
   out.num_parameters = net->num_parameters();
   out.strategy = WithJobRule(std::move(out.strategy), config.robustness(), out.num_parameters);
-  if (config.privacy().secure_aggregation_threshold() > 0 &&
-      out.num_parameters > kMaxSecureAggregationParameters) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: secure aggregation sends the masked update in one message: at most ",
-        kMaxSecureAggregationParameters, " parameters, the model has ", out.num_parameters));
-  }
+  FEDGE_RETURN_IF_ERROR(CheckSecureAggregationSize(config, out.num_parameters));
   return out;
 }
 

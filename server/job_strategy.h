@@ -6,10 +6,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "aggregation/strategy.h"
 #include "aggregation/update.h"
+#include "model/language_model.h"
 #include "proto/job.pb.h"
 
 namespace fedge::server {
@@ -22,12 +24,21 @@ struct JobModel {
   std::unique_ptr<aggregation::Strategy> strategy;
   aggregation::ModelWeights weights;  // round 0's central model (from init_seed)
   int64_t num_parameters = 0;
+  // Language-model jobs: the central model is the adapters (`weights`); the base and its
+  // tokenizer, with the adapters of init_seed and the job's base format, and the spec the
+  // base file gives (what the job's model_spec becomes).
+  std::shared_ptr<model::LanguageModel> language_model;
+  v1::ModelSpec model_spec;
 };
 
-// REQUIRES: `config` validated (ValidateJobConfig). INVALID_ARGUMENT for a strategy's bad
-// options, a model spec that does not build, or secure aggregation of a model over
-// kMaxSecureAggregationParameters.
-absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config);
+// REQUIRES: `config` validated (ValidateJobConfig). A language-model job's base file is read
+// under `data_root` (ResolveDataPath). INVALID_ARGUMENT for a strategy's bad options, a model
+// spec that does not build, secure aggregation of a model over
+// kMaxSecureAggregationParameters, or a base file that is not a language model (or, for a
+// job whose model_spec already names one, not the same architecture); NOT_FOUND /
+// DATA_LOSS for the file.
+absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config,
+                                      const std::string& data_root = "");
 
 }  // namespace fedge::server
 

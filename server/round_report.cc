@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
+#include "data/shard.h"
+#include "model/lm_training.h"
 #include "data/idx_reader.h"
 #include "data/preprocessing.h"
 #include "server/job_config.h"
@@ -116,8 +118,53 @@ std::unique_ptr<RoundReport> RoundReport::WithoutEvaluation(const v1::JobConfig&
   return std::unique_ptr<RoundReport>(new RoundReport(config, planner));
 }
 
+absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::ForLanguageModel(
+    const v1::JobConfig& config, const RoundPlanner& planner,
+    std::shared_ptr<model::LanguageModel> lm, const std::string& data_root) {
+  std::unique_ptr<RoundReport> report(new RoundReport(config, planner));
+  report->lm_ = std::move(lm);
+  const v1::LanguageModelJob& job = config.language_model();
+  if (job.eval_text_path().empty()) return report;
+  FEDGE_ASSIGN_OR_RETURN(const std::string path,
+                         ResolveDataPath(data_root, job.eval_text_path()));
+  FEDGE_ASSIGN_OR_RETURN(std::vector<data::TextDocument> docs, data::ReadTextShard(path));
+  std::vector<std::string> texts;
+  for (data::TextDocument& d : docs) texts.push_back(std::move(d.text));
+  const int window = job.window() > 0 ? job.window() : report->lm_->model->config().context;
+  std::vector<int32_t> tokens = report->lm_->tokenizer.Encode(data::ConcatenateDocuments(texts));
+  const int64_t keep = config.evaluation().max_examples();
+  if (keep > 0 && static_cast<int64_t>(tokens.size()) > keep * window + 1) {
+    tokens.resize(static_cast<size_t>(keep * window + 1));
+  }
+  absl::StatusOr<data::TokenWindows> windows = data::TokenWindows::Create(std::move(tokens), window);
+  if (!windows.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("Coordinator: language_model.eval_text_path ",
+                                                   job.eval_text_path(), ": ",
+                                                   windows.status().message()));
+  }
+  report->eval_windows_ = std::make_unique<data::TokenWindows>(*std::move(windows));
+  return report;
+}
+
 absl::Status RoundReport::Evaluate(const v1::ModelProto& model, int64_t round,
                                    v1::RoundMetrics* m) {
+  const int every_lm = std::max(1, config_.evaluation().every_rounds());
+  if (lm_ != nullptr) {
+    if (eval_windows_ == nullptr || (round % every_lm != 0 && round != config_.rounds())) {
+      return absl::OkStatus();
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    FEDGE_RETURN_IF_ERROR(lm_->model->SetAdapters(model));
+    const model::LmEvaluation e = model::EvaluateLanguageModel(
+        *lm_->model, *eval_windows_, std::max(1, config_.evaluation().batch_size()));
+    m->set_evaluated(true);
+    m->set_test_loss(e.loss);
+    m->set_test_perplexity(e.perplexity);
+    m->set_eval_tokens(e.tokens);
+    m->set_evaluation_seconds(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return absl::OkStatus();
+  }
   const std::vector<RoundPlanner::Tier>& tiers = planner_.tiers();
   std::vector<std::optional<model::EvalResult>> tier_eval(tiers.size());
   const int every = std::max(1, config_.evaluation().every_rounds());
@@ -174,6 +221,10 @@ void RoundReport::LogDone(const std::string& job_id, const v1::RoundMetrics& m) 
                     << " devices), distillation KL " << m.fed_cg().first_kl() << " -> "
                     << m.fed_cg().last_kl() << ", synthetic accuracy "
                     << m.fed_cg().synthetic_accuracy();
+  } else if (m.test_perplexity() > 0) {
+    FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
+                    << m.participants() << "/" << m.sampled() << " clients, test perplexity "
+                    << m.test_perplexity() << " (" << m.eval_tokens() << " tokens)";
   } else {
     FEDGE_LOG(INFO) << "Coordinator: job " << job_id << " round " << m.round() << " done: "
                     << m.participants() << "/" << m.sampled() << " clients, test accuracy "

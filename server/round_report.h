@@ -24,6 +24,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "data/token_windows.h"
+#include "model/language_model.h"
 #include "model/sequential.h"
 #include "model/trainer.h"
 #include "proto/job.pb.h"
@@ -45,9 +47,20 @@ class RoundReport {
   // A report without central evaluation (FedCG).
   static std::unique_ptr<RoundReport> WithoutEvaluation(const v1::JobConfig& config,
                                                         const RoundPlanner& planner);
+  // A language-model job's report: the round's adapters set on `lm` (the job's base with its
+  // adapters, shared with the job) and scored on the held-out text of
+  // language_model.eval_text_path (a text shard under `data_root`, encoded with the base's
+  // tokenizer into windows of the job's window), evaluation.batch_size windows at a time;
+  // evaluation.max_examples > 0 keeps that many windows. No eval_text_path: no evaluation.
+  // Errors: the path's (ResolveDataPath) and the shard's (ReadTextShard); INVALID_ARGUMENT
+  // for text shorter than one window.
+  static absl::StatusOr<std::unique_ptr<RoundReport>> ForLanguageModel(
+      const v1::JobConfig& config, const RoundPlanner& planner,
+      std::shared_ptr<model::LanguageModel> lm, const std::string& data_root);
 
   // Evaluates `model` (the round's new central model) when round `round` is due, and adds
-  // one TierRoundMetrics per tier (evaluated ones with their figures) to `metrics`.
+  // one TierRoundMetrics per tier (evaluated ones with their figures) to `metrics`. A
+  // language model reports test_loss (nats per token), test_perplexity and eval_tokens.
   absl::Status Evaluate(const v1::ModelProto& model, int64_t round, v1::RoundMetrics* metrics);
   // Adds one sampled client's figures (`tier`: index into the planner's tiers, -1 none).
   // REQUIRES: Evaluate ran for `metrics`.
@@ -63,6 +76,9 @@ class RoundReport {
   std::shared_ptr<const data::Dataset> data_;   // null: no central evaluation
   std::unique_ptr<model::Sequential> net_;      // the central model's architecture
   std::vector<std::unique_ptr<model::Sequential>> tier_nets_;  // per tier (leading, r < 1)
+  // Language-model jobs.
+  std::shared_ptr<model::LanguageModel> lm_;
+  std::unique_ptr<data::TokenWindows> eval_windows_;  // null: no central evaluation
 };
 
 // The evaluation data an EvaluationConfig names, preprocessed as the job says; a data_path

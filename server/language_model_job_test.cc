@@ -1,0 +1,160 @@
+// A language-model job's coordinator side: its validation, its central model (the adapters of
+// the base file under the data root) and its round report (perplexity on held-out text).
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "base/rng.h"
+#include "data/shard.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/language_model.h"
+#include "model/serialize.h"
+#include "server/job_config.h"
+#include "server/job_strategy.h"
+#include "server/model_weights.h"
+#include "server/round_planner.h"
+#include "server/round_report.h"
+#include "tests/status_matchers.h"
+
+namespace fedge::server {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr char kText[] =
+    "the cat sat on the mat and the dog sat on the log while the bird sang in the tree";
+
+// A data root with a small base model (base.pb) and held-out text (eval.txtshard).
+class LanguageModelJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = (std::filesystem::temp_directory_path() /
+             ("lm_job_test_" + std::to_string(::getpid())))
+                .string();
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_);
+    auto tok = data::BpeTokenizer::Train({std::string_view(kText)}, 270).value();
+    model::TransformerConfig c;
+    c.vocab_size = tok.vocab_size();
+    c.dim = 32;
+    c.num_layers = 1;
+    c.num_heads = 2;
+    c.ffn_dim = 64;
+    c.context = 16;
+    auto lm = model::TransformerLM::Create(c).value();
+    lm->InitParameters(1);
+    ASSERT_THAT(model::SaveModel(root_ + "/base.pb", model::LanguageModelToProto(*lm, tok)),
+                IsOk());
+    std::string text;
+    for (int i = 0; i < 20; ++i) text += std::string(kText) + " ";
+    ASSERT_THAT(data::WriteTextShard(root_ + "/eval.txtshard", {{"held-out", text}}), IsOk());
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+
+  v1::JobConfig Job() const {
+    v1::JobConfig job;
+    job.set_name("lm");
+    job.set_rounds(3);
+    job.set_init_seed(5);
+    job.mutable_language_model()->set_base_path("base.pb");
+    job.mutable_language_model()->mutable_lora()->set_rank(4);
+    job.mutable_language_model()->set_eval_text_path("eval.txtshard");
+    return job;
+  }
+  std::string root_;
+};
+
+TEST_F(LanguageModelJobTest, ValidationFillsDefaultsAndRefusesWhatCannotRun) {
+  auto v = ValidateJobConfig(Job());
+  ASSERT_THAT(v, IsOk());
+  EXPECT_FLOAT_EQ(v->language_model().lora().alpha(), 8.0f);
+  EXPECT_TRUE(v->language_model().lora().attention());
+  EXPECT_TRUE(v->language_model().lora().mlp());
+  EXPECT_EQ(v->language_model().lora().base_format(), v1::LoraSpec::BASE_FORMAT_FP32);
+  EXPECT_TRUE(v->evaluation().dataset().empty());  // no image data named
+
+  v1::JobConfig bad = Job();
+  bad.set_architecture("mlp");
+  bad.mutable_language_model()->clear_base_path();
+  bad.mutable_language_model()->mutable_lora()->set_rank(0);
+  bad.mutable_local_training()->set_compute_mode(v1::COMPUTE_MODE_INT8);
+  bad.mutable_sub_models()->add_tiers()->set_width_ratio(0.5);
+  bad.mutable_evaluation()->set_dataset("fashion-mnist");
+  const std::string message(ValidateJobConfig(bad).status().message());
+  for (const char* field : {"architecture", "language_model.base_path",
+                            "language_model.lora.rank", "local_training.compute_mode",
+                            "sub_models.tiers", "evaluation"}) {
+    EXPECT_THAT(message, HasSubstr(field));
+  }
+}
+
+TEST_F(LanguageModelJobTest, TheCentralModelIsTheAdaptersOfTheBaseFile) {
+  const v1::JobConfig job = ValidateJobConfig(Job()).value();
+  auto m = MakeJobModel(job, root_);
+  ASSERT_THAT(m.status(), IsOk());
+  ASSERT_NE(m->language_model, nullptr);
+  EXPECT_TRUE(m->model_spec.has_transformer());
+  EXPECT_EQ(m->num_parameters, m->language_model->model->num_adapter_parameters());
+  ASSERT_EQ(m->weights.size(), 7u * 2);  // A and B of the block's seven projections
+  for (const auto& w : m->weights) {
+    EXPECT_TRUE(absl::EndsWith(w.name, ".lora_a") || absl::EndsWith(w.name, ".lora_b"))
+        << w.name;
+  }
+  // Seeded: the same A from the same init_seed, and B starts at zero.
+  EXPECT_EQ(MakeJobModel(job, root_)->weights[0].values, m->weights[0].values);
+  for (float v : m->weights[1].values) ASSERT_EQ(v, 0.0f);
+
+  v1::JobConfig other = job;
+  other.mutable_language_model()->set_base_path("../base.pb");
+  EXPECT_FALSE(MakeJobModel(other, root_).ok());
+  other.mutable_language_model()->set_base_path("missing.pb");
+  EXPECT_THAT(MakeJobModel(other, root_).status(), StatusIs(absl::StatusCode::kNotFound));
+  other = job;
+  other.mutable_model_spec()->mutable_transformer()->set_dim(64);  // a stored job's spec
+  EXPECT_THAT(MakeJobModel(other, root_).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                            HasSubstr("another architecture")));
+  other = job;
+  other.mutable_language_model()->set_window(17);
+  EXPECT_THAT(MakeJobModel(other, root_).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                            HasSubstr("context")));
+}
+
+TEST_F(LanguageModelJobTest, RoundsReportPerplexityOnTheHeldOutText) {
+  v1::JobConfig job = ValidateJobConfig(Job()).value();
+  auto m = MakeJobModel(job, root_).value();
+  *job.mutable_model_spec() = m.model_spec;
+  auto planner = RoundPlanner::Create(job).value();
+  auto report = RoundReport::ForLanguageModel(job, *planner, m.language_model, root_);
+  ASSERT_THAT(report.status(), IsOk());
+  const v1::ModelProto central = ProtoFromWeights(job.model_spec(), m.weights);
+  v1::RoundMetrics metrics;
+  ASSERT_THAT((*report)->Evaluate(central, 1, &metrics), IsOk());
+  EXPECT_TRUE(metrics.evaluated());
+  EXPECT_GT(metrics.eval_tokens(), 0);
+  EXPECT_NEAR(metrics.test_perplexity(), std::exp(metrics.test_loss()), 1e-6 * metrics.test_perplexity());
+  // An untrained model: about uniform over the vocabulary.
+  EXPECT_NEAR(metrics.test_loss(), std::log(static_cast<double>(m.model_spec.transformer().vocab_size())), 0.2);
+
+  // Different adapters, a different score.
+  aggregation::ModelWeights moved = m.weights;
+  base::Rng rng(3);
+  for (auto& w : moved) {
+    for (float& v : w.values) v += static_cast<float>(0.5 * rng.Normal());
+  }
+  v1::RoundMetrics again;
+  ASSERT_THAT((*report)->Evaluate(ProtoFromWeights(job.model_spec(), moved), 2, &again), IsOk());
+  EXPECT_NE(again.test_loss(), metrics.test_loss());
+
+  job.mutable_language_model()->set_eval_text_path("nowhere.txtshard");
+  EXPECT_THAT(RoundReport::ForLanguageModel(job, *planner, m.language_model, root_).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+}
+
+}  // namespace
+}  // namespace fedge::server
