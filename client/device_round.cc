@@ -9,6 +9,8 @@
 #include "absl/strings/str_cat.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "model/transformer.h"
 #include "client/fedcg_trainer.h"
 #include "client/memory_budget.h"
 #include "client/preprocessing.h"
@@ -49,9 +51,46 @@ absl::StatusOr<int64_t> SectionBytes(const v1::TensorManifest& manifest,
   return total;
 }
 
+// A language-model task's base config and adapters, from its header alone.
+absl::StatusOr<std::pair<model::TransformerConfig, model::LoraConfig>> LanguageModelOfTask(
+    const v1::TaskHeader& header) {
+  if (!header.model_spec().has_transformer()) {
+    return absl::InvalidArgumentError(
+        "DeviceRound: a language-model task whose model_spec names no transformer");
+  }
+  const model::TransformerConfig config =
+      model::TransformerConfigFromSpec(header.model_spec().transformer());
+  FEDGE_RETURN_IF_ERROR(model::ValidateTransformerConfig(config));
+  const v1::LoraSpec& spec = header.language_model().lora();
+  if (spec.rank() < 1 || spec.rank() > std::min(config.dim, config.ffn_dim) ||
+      !(spec.alpha() >= 0.0f) || !std::isfinite(spec.alpha())) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's LoRA rank ",
+                                                   spec.rank(), " or alpha ", spec.alpha(),
+                                                   " is out of range"));
+  }
+  const int window = header.language_model().window();
+  if (window < 1 || window > config.context) {
+    return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's window ", window,
+                                                   " is outside [1, ", config.context, "]"));
+  }
+  return std::make_pair(config, model::LoraConfigFromSpec(spec));
+}
+
 // The memory-budget check of a task, from its header (memory_budget.h).
 absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources& device) {
   if (device.memory_budget_bytes <= 0) return absl::OkStatus();
+  if (header.has_language_model()) {
+    FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+    FEDGE_ASSIGN_OR_RETURN(const LocalTrainingOptions options, OptionsFromTask(header, 0));
+    TaskMemoryEstimate estimate;
+    estimate.round_bytes = model::EstimateLoraRoundMemoryBytes(
+        lm.first, lm.second, LanguageModelBaseFormat(header), options.batch_size,
+        header.language_model().window(),
+        options.optimizer == LocalTrainingOptions::Optimizer::kAdam);
+    // The device's text as token ids.
+    estimate.data_copy_bytes = 4 * device.num_examples * header.language_model().window();
+    return CheckMemoryBudget(estimate, device.memory_budget_bytes);
+  }
   if (header.has_fed_cg()) {
     FEDGE_ASSIGN_OR_RETURN(
         const TaskMemoryEstimate estimate,
@@ -81,6 +120,10 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
   if (header.has_fed_cg()) {
     // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
     FEDGE_ASSIGN_OR_RETURN(task.model, FedCgTaskSharedModel(header));
+  } else if (header.has_language_model()) {
+    // A language model: the payload is the adapters (the base is the device's).
+    FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+    task.model = model::LoraAdapterTemplate(lm.first, lm.second);
   } else {
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
                            model::Sequential::Create(header.model_spec()));
@@ -143,6 +186,40 @@ absl::StatusOr<LocalUpdate> TrainTask(const v1::TaskHeader& task, const v1::Mode
   options.cancelled = std::move(cancelled);
   options.teacher = teacher;
   return TrainLocally(model, data, options);
+}
+
+model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task) {
+  return task.language_model().lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4
+             ? model::BaseFormat::kInt4
+             : model::BaseFormat::kFp32;
+}
+
+absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
+                                                   const v1::ModelProto& adapters,
+                                                   model::TransformerLM& device_model,
+                                                   const data::TokenWindows& text,
+                                                   uint64_t shuffle_seed,
+                                                   std::function<bool()> cancelled) {
+  FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(task));
+  const model::TransformerConfig& have = device_model.config();
+  const model::LoraConfig& lora = device_model.lora();
+  if (!google::protobuf::util::MessageDifferencer::Equals(
+          model::TransformerSpecFromConfig(have), model::TransformerSpecFromConfig(lm.first)) ||
+      !device_model.has_lora() || lora.rank != lm.second.rank || lora.alpha != lm.second.alpha ||
+      lora.attention != lm.second.attention || lora.mlp != lm.second.mlp ||
+      lora.output != lm.second.output || lora.freeze_a != lm.second.freeze_a ||
+      device_model.base_format() != LanguageModelBaseFormat(task)) {
+    return absl::FailedPreconditionError(
+        "DeviceRound: the device's language model is not the task's base with its adapters");
+  }
+  if (text.len() != task.language_model().window()) {
+    return absl::FailedPreconditionError(absl::StrCat("DeviceRound: the device's text is in ",
+                                                      text.len(), "-token windows, the task's ",
+                                                      task.language_model().window()));
+  }
+  FEDGE_ASSIGN_OR_RETURN(LocalTrainingOptions options, OptionsFromTask(task, shuffle_seed));
+  options.cancelled = std::move(cancelled);
+  return TrainLoraLocally(device_model, adapters, text, options);
 }
 
 absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& t, const LocalUpdate& update,

@@ -46,6 +46,8 @@
 #include "client/device_link.h"
 #include "client/local_trainer.h"
 #include "data/dataset.h"
+#include "data/token_windows.h"
+#include "model/transformer.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
 #include "proto/model.pb.h"
@@ -96,6 +98,21 @@ absl::StatusOr<LocalUpdate> TrainTask(const v1::TaskHeader& task, const v1::Mode
                                       const v1::ModelProto* teacher, const data::Dataset& data,
                                       uint64_t shuffle_seed,
                                       std::function<bool()> cancelled = nullptr);
+
+// A language-model task (header.language_model): its adapters (task.model, decoded) trained
+// on `device_model`, the device's copy of the task's base (model_spec.transformer) with the
+// task's LoRA adapters and base format (the device keeps it across rounds and tasks), on
+// windows of the device's text (`text`, in the task's window). Client::TrainLoraLocally with
+// the task's options. FAILED_PRECONDITION when the model or the windows are not the task's;
+// otherwise TrainLoraLocally's errors.
+absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
+                                                   const v1::ModelProto& adapters,
+                                                   model::TransformerLM& device_model,
+                                                   const data::TokenWindows& text,
+                                                   uint64_t shuffle_seed,
+                                                   std::function<bool()> cancelled = nullptr);
+// The base format a language-model task names.
+model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task);
 
 // An update ready to send: its header (without the session token) and payload.
 struct EncodedUpdate {

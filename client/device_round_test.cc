@@ -249,5 +249,95 @@ TEST(DeviceRoundTest, AClippedUpdateStaysWithinItsClipNormWhenRoundedStochastica
   EXPECT_GT(over_before, 0);  // the case this guards against does happen
 }
 
+// A language-model task: a small base, rank-4 adapters on every target with the output head.
+model::TransformerConfig SmallLm() {
+  model::TransformerConfig c;
+  c.vocab_size = 40;
+  c.dim = 32;
+  c.num_layers = 1;
+  c.num_heads = 2;
+  c.ffn_dim = 32;
+  c.context = 16;
+  return c;
+}
+
+SentTask SendLanguageModelTask(const v1::ModelProto& adapters, int window = 12) {
+  SentTask t = Send(adapters, v1::TENSOR_ENCODING_FLOAT32);
+  t.header.mutable_language_model()->mutable_lora()->set_rank(4);
+  t.header.mutable_language_model()->mutable_lora()->set_alpha(8.0f);
+  t.header.mutable_language_model()->mutable_lora()->set_attention(true);
+  t.header.mutable_language_model()->mutable_lora()->set_mlp(true);
+  t.header.mutable_language_model()->mutable_lora()->set_output(true);
+  t.header.mutable_language_model()->mutable_lora()->set_base_format(
+      v1::LoraSpec::BASE_FORMAT_INT4);
+  t.header.mutable_language_model()->set_window(window);
+  t.header.mutable_training()->set_optimizer(v1::OPTIMIZER_KIND_ADAM);
+  t.header.mutable_training()->set_learning_rate(1e-2);
+  t.header.mutable_training()->set_batch_size(4);
+  return t;
+}
+
+std::unique_ptr<model::TransformerLM> DeviceLm(int rank) {
+  auto m = model::TransformerLM::Create(SmallLm()).value();
+  m->InitParameters(1);
+  model::LoraConfig lora;
+  lora.rank = rank;
+  lora.alpha = 8.0f;
+  lora.output = true;
+  EXPECT_TRUE(m->AddLora(lora, 2).ok());
+  EXPECT_TRUE(m->SetBaseFormat(model::BaseFormat::kInt4).ok());
+  return m;
+}
+
+TEST(DeviceRoundTest, ALanguageModelTaskCarriesAdaptersAndTrainsThem) {
+  auto coordinator_side = DeviceLm(4);
+  const SentTask sent = SendLanguageModelTask(coordinator_side->AdaptersToProto());
+  DeviceResources device;
+  device.num_examples = 30;
+  auto task = AdmitTask(sent.header, device);
+  ASSERT_THAT(task.status(), IsOk());
+  EXPECT_EQ(task->model.parameters_size(), 2 * 7 + 2);
+  ASSERT_THAT(DecodeTaskPayload(sent.payload, *task), IsOk());
+
+  base::Rng rng(4);
+  std::vector<int32_t> text(500);
+  for (int32_t& t : text) t = static_cast<int32_t>(rng.UniformInt(40));
+  const data::TokenWindows windows = data::TokenWindows::Create(text, 12).value();
+  auto device_model = DeviceLm(4);
+  auto u = TrainLanguageModelTask(task->header, task->model, *device_model, windows, 9);
+  ASSERT_THAT(u.status(), IsOk());
+  EXPECT_EQ(u->num_examples, windows.num_windows());
+  EXPECT_GT(u->delta_norm, 0.0);
+  auto encoded = EncodeUpdate(task->header, *u, "dev", 1);
+  ASSERT_THAT(encoded.status(), IsOk());
+  EXPECT_EQ(encoded->header.manifest().tensors_size(), 2 * 7 + 2);
+
+  // A model that is not the task's, text in other windows: refused.
+  auto other = DeviceLm(2);
+  EXPECT_THAT(TrainLanguageModelTask(task->header, task->model, *other, windows, 9).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  const data::TokenWindows longer = data::TokenWindows::Create(text, 16).value();
+  EXPECT_THAT(TrainLanguageModelTask(task->header, task->model, *device_model, longer, 9).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("windows")));
+}
+
+TEST(DeviceRoundTest, ALanguageModelTaskOverTheBudgetIsDeclinedWithTheReason) {
+  auto m = DeviceLm(4);
+  const SentTask sent = SendLanguageModelTask(m->AdaptersToProto());
+  DeviceResources device;
+  device.num_examples = 30;
+  device.memory_budget_bytes = 100'000;
+  EXPECT_THAT(AdmitTask(sent.header, device).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  device.memory_budget_bytes = 64'000'000;
+  EXPECT_THAT(AdmitTask(sent.header, device).status(), IsOk());
+  SentTask bad = SendLanguageModelTask(m->AdaptersToProto(), /*window=*/17);
+  EXPECT_THAT(AdmitTask(bad.header, device).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("window")));
+  bad = SendLanguageModelTask(m->AdaptersToProto());
+  bad.header.mutable_language_model()->mutable_lora()->set_rank(8);  // the manifest has rank 4
+  EXPECT_FALSE(AdmitTask(bad.header, device).ok());
+}
+
 }  // namespace
 }  // namespace fedge::client

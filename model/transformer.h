@@ -77,6 +77,23 @@ struct LoraConfig {
   bool freeze_a = false;
 };
 
+// The adapters a LoraSpec (proto/model.proto) describes: alpha 0 means 2·rank, no target
+// means attention and mlp. The base format is the caller's (SetBaseFormat).
+LoraConfig LoraConfigFromSpec(const v1::LoraSpec& spec);
+
+// What AdaptersToProto gives for a model of `config` with `lora` (names, shapes, order),
+// every value zero, without building the model: the tensors a device expects in a task.
+// REQUIRES: a valid config.
+v1::ModelProto LoraAdapterTemplate(const TransformerConfig& config, const LoraConfig& lora);
+
+// The bytes a device's LoRA round holds at its peak: the frozen base (the block projections
+// as int4 blocks plus their packed form when `format` is int4, the fp32 copy released; fp32
+// otherwise), the adapters with their gradients, optimizer slots, the received copy and Δ,
+// every block's activations for `batch` windows of `window` tokens, the backward pass's
+// scratch and the output head's 64-row chunk. Not the runtime's fixed cost or the text.
+int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& config, const LoraConfig& lora,
+                                     BaseFormat format, int batch, int window, bool adam);
+
 class TransformerLM {
  public:
   // Validates the config and allocates the parameters (zero: call InitParameters or set

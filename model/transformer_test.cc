@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include <malloc.h>
+
 #include <cmath>
 #include <memory>
 #include <string>
@@ -417,6 +419,63 @@ TEST(TransformerLoraTest, FrozenAOnlyTrainsAndSendsB) {
   ASSERT_TRUE(other->SetAdapters(model->AdaptersToProto()).ok());
   b = other->Forward(tokens.data(), 1, 8, false);
   for (int i = 0; i < 8 * 37; ++i) ASSERT_EQ(b[i], expected[i]);
+}
+
+TEST(TransformerLoraTest, TheAdapterTemplateNamesWhatAdaptersToProtoSends) {
+  for (int variant = 0; variant < 4; ++variant) {
+    LoraConfig lora;
+    lora.rank = 3;
+    lora.attention = variant != 1;
+    lora.mlp = variant != 2;
+    lora.output = variant >= 2;
+    lora.freeze_a = variant == 3;
+    auto model = TransformerLM::Create(TinyConfig()).value();
+    ASSERT_TRUE(model->AddLora(lora, 1).ok());
+    const v1::ModelProto sent = model->AdaptersToProto();
+    const v1::ModelProto expected = LoraAdapterTemplate(TinyConfig(), lora);
+    ASSERT_EQ(sent.parameters_size(), expected.parameters_size()) << variant;
+    for (int i = 0; i < sent.parameters_size(); ++i) {
+      EXPECT_EQ(sent.parameters(i).name(), expected.parameters(i).name());
+      EXPECT_EQ(sent.parameters(i).values_size(), expected.parameters(i).values_size());
+      EXPECT_EQ(std::vector<int64_t>(sent.parameters(i).shape().begin(), sent.parameters(i).shape().end()),
+                std::vector<int64_t>(expected.parameters(i).shape().begin(),
+                                     expected.parameters(i).shape().end()));
+    }
+  }
+}
+
+// The estimate against what the heap holds after a model is built, given adapters and an int4
+// base, and has trained one step (glibc's mallinfo2: bytes in use).
+TEST(TransformerLoraTest, TheRoundMemoryEstimateMatchesTheHeap) {
+  TransformerConfig c;  // the default model
+  c.vocab_size = 4096;
+  LoraConfig lora;
+  lora.output = true;
+  const int batch = 2, window = 128;
+  const size_t before = mallinfo2().uordblks + mallinfo2().hblkhd;
+  {
+    auto model = TransformerLM::Create(c).value();
+    ASSERT_TRUE(model->AddLora(lora, 1).ok());
+    ASSERT_TRUE(model->SetBaseFormat(BaseFormat::kInt4).ok());
+    ASSERT_TRUE(model->ReleaseFp32Base().ok());
+    auto adam = Adam::Create(AdamOptions{}).value();
+    const auto tokens = RandomTokens(batch * window, c.vocab_size, 1);
+    model->ZeroGrad();
+    model->Loss(tokens.data(), tokens.data(), batch, window, true);
+    adam->Step(model->trainable_parameters());
+    const v1::ModelProto received = model->AdaptersToProto();  // the task's copy
+    const v1::ModelProto delta = model->AdaptersToProto();     // Δ
+    const double held = static_cast<double>(mallinfo2().uordblks + mallinfo2().hblkhd - before);
+    const double estimate =
+        static_cast<double>(EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kInt4, batch,
+                                                         window, /*adam=*/true));
+    EXPECT_GT(estimate, 0.9 * held) << "held " << held << " estimate " << estimate;
+    EXPECT_LT(estimate, 1.25 * held) << "held " << held << " estimate " << estimate;
+  }
+  EXPECT_LT(EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kInt4, 2, 128, true),
+            EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kFp32, 2, 128, true));
+  EXPECT_LT(EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kInt4, 2, 128, true),
+            EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kInt4, 4, 128, true));
 }
 
 TEST(TransformerLoraTest, AdaptersTravelAloneAndClonesMatch) {

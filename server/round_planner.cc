@@ -191,6 +191,12 @@ TaskAssignment RoundPlanner::Assign(const ClientPlan& plan, const TaskContext& c
   *h.mutable_preprocessing() = cfg.preprocessing();
   if (cfg.strategy().has_fed_prox()) h.set_fedprox_mu(cfg.strategy().fed_prox().mu());
   if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
+  if (cfg.has_language_model()) {
+    v1::LanguageModelTask* lm = h.mutable_language_model();
+    *lm->mutable_lora() = cfg.language_model().lora();
+    lm->set_window(cfg.language_model().window() > 0 ? cfg.language_model().window()
+                                                     : cfg.model_spec().transformer().context());
+  }
   *h.mutable_privacy() = cfg.privacy();
   if (ctx.clip_norm > 0) h.mutable_privacy()->set_clip_norm(ctx.clip_norm);
   h.set_update_encoding(cfg.transfer().update_encoding());
