@@ -87,8 +87,8 @@ absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources
         lm.first, lm.second, LanguageModelBaseFormat(header), options.batch_size,
         header.language_model().window(),
         options.optimizer == LocalTrainingOptions::Optimizer::kAdam);
-    // The device's text as token ids.
-    estimate.data_copy_bytes = 4 * device.num_examples * header.language_model().window();
+    // The device's text as token ids (a text device's examples are its tokens).
+    estimate.data_copy_bytes = 4 * device.num_examples;
     return CheckMemoryBudget(estimate, device.memory_budget_bytes);
   }
   if (header.has_fed_cg()) {

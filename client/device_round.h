@@ -66,7 +66,7 @@ struct DeviceTask {
 // What a task's admission needs to know of the device.
 struct DeviceResources {
   int64_t memory_budget_bytes = 0;  // DeviceProfile.memory_budget_bytes; 0 = no budget
-  int64_t num_examples = 0;         // local training examples
+  int64_t num_examples = 0;         // local training examples (a text device: its tokens)
   int64_t example_floats = 0;       // floats per example (the preprocessed copy's size)
   int64_t eval_examples = 0;        // FedCG: a separate evaluation set's examples
 };

@@ -293,7 +293,7 @@ TEST(DeviceRoundTest, ALanguageModelTaskCarriesAdaptersAndTrainsThem) {
   auto coordinator_side = DeviceLm(4);
   const SentTask sent = SendLanguageModelTask(coordinator_side->AdaptersToProto());
   DeviceResources device;
-  device.num_examples = 30;
+  device.num_examples = 500;  // tokens
   auto task = AdmitTask(sent.header, device);
   ASSERT_THAT(task.status(), IsOk());
   EXPECT_EQ(task->model.parameters_size(), 2 * 7 + 2);
@@ -306,7 +306,7 @@ TEST(DeviceRoundTest, ALanguageModelTaskCarriesAdaptersAndTrainsThem) {
   auto device_model = DeviceLm(4);
   auto u = TrainLanguageModelTask(task->header, task->model, *device_model, windows, 9);
   ASSERT_THAT(u.status(), IsOk());
-  EXPECT_EQ(u->num_examples, windows.num_windows());
+  EXPECT_EQ(u->num_examples, windows.num_windows() * 12);
   EXPECT_GT(u->delta_norm, 0.0);
   auto encoded = EncodeUpdate(task->header, *u, "dev", 1);
   ASSERT_THAT(encoded.status(), IsOk());

@@ -344,7 +344,7 @@ absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
   }
   FEDGE_RETURN_IF_ERROR(FinishDelta(params, initial, options.clip_norm, update));
   update.delta = model.AdaptersToProto();
-  update.num_examples = windows.num_windows();
+  update.num_examples = windows.num_windows() * windows.len();  // target tokens
   update.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return update;

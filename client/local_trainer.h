@@ -102,7 +102,8 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
 // trains them on windows of the device's text and returns Δ = adapters − received (as
 // AdaptersToProto), clipped as options say. An epoch is ⌈windows / batch⌉ steps of
 // `batch_size` windows at random starts (Rng(options.seed)); the FedAvg weight is the number
-// of non-overlapping windows. Adam or SGD, FedProx's μ, max_steps and cancellation as for
+// of tokens the non-overlapping windows predict (windows × len), the unit a text device
+// registers its examples in. Adam or SGD, FedProx's μ, max_steps and cancellation as for
 // TrainLocally. The model's adapters hold Δ afterwards (the next task sets them again).
 // Errors: INVALID_ARGUMENT for bad options, a compute mode other than fp32, distillation,
 // windows longer than the context or adapters that do not match the model's;

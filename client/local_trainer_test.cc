@@ -449,7 +449,7 @@ TEST(LoraLocalTrainerTest, TrainsTheAdaptersAndReturnsTheirDelta) {
   o.seed = 7;
   auto u = TrainLoraLocally(*model, received, windows, o);
   ASSERT_THAT(u, IsOk());
-  EXPECT_EQ(u->num_examples, windows.num_windows());
+  EXPECT_EQ(u->num_examples, windows.num_windows() * 16);
   EXPECT_EQ(u->steps, 4 * ((windows.num_windows() + 7) / 8));
   EXPECT_EQ(u->delta.parameters_size(), received.parameters_size());
   EXPECT_GT(u->delta_norm, 0.0);

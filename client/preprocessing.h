@@ -37,6 +37,7 @@ class LocalDataCache {
   void Reset(std::shared_ptr<const data::Dataset> raw);
 
   const data::Dataset& raw() const { return *raw_; }
+  bool has_raw() const { return raw_ != nullptr; }
   // How many preprocessed copies were made so far (for tests).
   int copies_made() const { return copies_made_; }
 

@@ -28,7 +28,13 @@
 ABSL_FLAG(std::string, coordinator, "", "host:port of the coordinator (required)");
 ABSL_FLAG(std::string, enrollment_token_file, "",
           "file holding the deployment's enrollment token (required)");
-ABSL_FLAG(std::string, shard, "", "the device's local data: a shard file (required)");
+ABSL_FLAG(std::string, shard, "",
+          "the device's local images: a shard file (required unless --text-shard is given)");
+ABSL_FLAG(std::string, text_shard, "",
+          "language-model jobs: the device's documents, a text shard (partition_brown)");
+ABSL_FLAG(std::string, lm_base, "",
+          "language-model jobs: the device's copy of the job's base model file (with "
+          "--text-shard)");
 ABSL_FLAG(std::string, eval_shard, "",
           "FedCG jobs: the device's own test examples (a shard file) to evaluate its private "
           "extractor with each round's global classifier on; empty: it holds out part of "
@@ -77,7 +83,13 @@ absl::StatusOr<ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
   const std::string token_file = absl::GetFlag(FLAGS_enrollment_token_file);
   if (token_file.empty()) return absl::InvalidArgumentError("--enrollment-token-file is required");
   const std::string shard = absl::GetFlag(FLAGS_shard);
-  if (shard.empty()) return absl::InvalidArgumentError("--shard is required");
+  const std::string text_shard = absl::GetFlag(FLAGS_text_shard);
+  if (shard.empty() && text_shard.empty()) {
+    return absl::InvalidArgumentError("--shard (images) or --text-shard (text) is required");
+  }
+  if (text_shard.empty() != absl::GetFlag(FLAGS_lm_base).empty()) {
+    return absl::InvalidArgumentError("--text-shard and --lm-base go together");
+  }
   o.insecure = absl::GetFlag(FLAGS_insecure);
   const std::string ca = absl::GetFlag(FLAGS_tls_ca), cert = absl::GetFlag(FLAGS_tls_cert),
                     key = absl::GetFlag(FLAGS_tls_key);
@@ -129,9 +141,17 @@ absl::StatusOr<ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
   // 8-bit images stay 8-bit in memory (a quarter of the floats); batches convert them.
   data::ShardReadOptions compact;
   compact.compact_u8 = true;
-  auto data = data::ReadShard(shard, compact);
-  if (!data.ok()) return data.status();
-  o.data = std::make_shared<const data::Dataset>(std::move(data).value());
+  if (!shard.empty()) {
+    auto data = data::ReadShard(shard, compact);
+    if (!data.ok()) return data.status();
+    o.data = std::make_shared<const data::Dataset>(std::move(data).value());
+  }
+  if (!text_shard.empty()) {
+    auto text = data::ReadTextShard(text_shard);
+    if (!text.ok()) return text.status();
+    o.text = std::move(text).value();
+    o.lm_base_path = absl::GetFlag(FLAGS_lm_base);
+  }
   if (const std::string eval = absl::GetFlag(FLAGS_eval_shard); !eval.empty()) {
     auto eval_data = data::ReadShard(eval, compact);
     if (!eval_data.ok()) return eval_data.status();

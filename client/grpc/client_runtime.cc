@@ -27,7 +27,12 @@
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "model/fedcg_nets.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "data/bpe.h"
+#include "data/token_windows.h"
+#include "model/language_model.h"
 #include "model/payload.h"
+#include "model/serialize.h"
 #include "model/sequential.h"
 #include "proto/coordinator.grpc.pb.h"
 
@@ -70,9 +75,10 @@ absl::Status ClientRuntime::Impl::Register() {
   v1::RegisterRequest req;
   req.set_enrollment_token(options.enrollment_token);
   *req.mutable_profile() = options.profile;
-  req.mutable_profile()->set_num_examples(options.testing_claimed_examples > 0
-                                              ? options.testing_claimed_examples
-                                              : data.raw().num_examples);
+  req.mutable_profile()->set_num_examples(
+      options.testing_claimed_examples > 0 ? options.testing_claimed_examples
+      : has_data()                         ? data.raw().num_examples
+                                           : static_cast<int64_t>(lm_tokens.size()));
   req.set_previous_client_id(id());
   req.set_device_key(device_key);
   v1::RegisterResponse resp;
@@ -184,8 +190,12 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   // alone: a task that would not fit is refused before its payload is downloaded.
   DeviceResources device;
   device.memory_budget_bytes = options.profile.memory_budget_bytes();
-  device.num_examples = data.raw().num_examples;
-  device.example_floats = data.raw().feature_size();
+  if (chunk.header().has_language_model()) {
+    device.num_examples = static_cast<int64_t>(lm_tokens.size());
+  } else if (has_data()) {
+    device.num_examples = data.raw().num_examples;
+    device.example_floats = data.raw().feature_size();
+  }
   device.eval_examples = options.eval_data != nullptr ? options.eval_data->num_examples : 0;
   absl::StatusOr<DeviceTask> admitted = AdmitTask(chunk.header(), device);
   if (!admitted.ok()) {
@@ -229,9 +239,40 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   return std::optional<Task>(std::move(task));
 }
 
+absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
+    const Task& task, uint64_t shuffle_seed, const std::function<bool()>& cancelled) {
+  const v1::TaskHeader& t = task.header;
+  if (!has_text()) {
+    return absl::FailedPreconditionError("a language-model task, and this device holds no text");
+  }
+  const std::string key = t.job_id() + "\n" + t.language_model().lora().SerializeAsString();
+  if (lm_model == nullptr || lm_model_key != key) {
+    lm_model.reset();  // the previous job's model goes before the next one is loaded
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
+    if (!google::protobuf::util::MessageDifferencer::Equals(file.spec().transformer(),
+                                                            t.model_spec().transformer())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the device's base (", options.lm_base_path, ") is not the task's architecture"));
+    }
+    FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm, model::LanguageModelFromProto(file));
+    file.Clear();
+    FEDGE_RETURN_IF_ERROR(
+        lm.model->AddLora(model::LoraConfigFromSpec(t.language_model().lora()), 0));
+    const model::BaseFormat format = LanguageModelBaseFormat(t);
+    FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format));
+    if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(lm.model->ReleaseFp32Base());
+    lm_model = std::move(lm.model);
+    lm_model_key = key;
+  }
+  const int window = t.language_model().window();
+  FEDGE_ASSIGN_OR_RETURN(data::TokenWindows windows, data::TokenWindows::Create(lm_tokens, window));
+  return TrainLanguageModelTask(t, task.model, *lm_model, windows, shuffle_seed, cancelled);
+}
+
 absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
     const Task& task, const std::function<bool()>& cancelled) {
   const v1::TaskHeader& t = task.header;
+  if (!has_data()) return absl::FailedPreconditionError("a FedCG task, and this device holds no images");
   if (fedcg_data == nullptr || fedcg_data_of != &data.raw() || fedcg_data_job != t.job_id()) {
     FEDGE_ASSIGN_OR_RETURN(FedCgDeviceData prepared,
                            FedCgDevice::PrepareData(t, id(), data.raw(), options.eval_data.get()));
@@ -322,8 +363,12 @@ absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   const RoundSeeds seeds = DeviceRoundSeeds(t, id());
   auto cancelled = [&stop, deadline] { return stop.load() || absl::Now() > deadline; };
   absl::StatusOr<LocalUpdate> update;
-  if (t.has_fed_cg()) {
+  if (t.has_language_model()) {
+    update = TrainLanguageModel(*task, seeds.shuffle, cancelled);
+  } else if (t.has_fed_cg()) {
     update = TrainFedCg(*task, cancelled);
+  } else if (!has_data()) {
+    update = absl::FailedPreconditionError("an image task, and this device holds only text");
   } else {
     auto local = data.Get(t.preprocessing());
     if (!local.ok()) return abandon(local.status());
@@ -412,17 +457,41 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
     return absl::InvalidArgumentError("ClientRuntime: fetch_wait_seconds must be in [0, 3600]");
   }
   FEDGE_RETURN_IF_ERROR(ValidateBackoffOptions(options.backoff));
+  if (options.text.empty() != options.lm_base_path.empty()) {
+    return absl::InvalidArgumentError(
+        "ClientRuntime: text and lm_base_path go together (a text device needs its base)");
+  }
+  std::vector<int32_t> tokens;
+  if (!options.text.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
+    if (file.tokenizer().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ClientRuntime: ", options.lm_base_path, " holds no tokenizer (not a language model)"));
+    }
+    FEDGE_ASSIGN_OR_RETURN(data::BpeTokenizer tokenizer,
+                           data::BpeTokenizer::Parse(file.tokenizer()));
+    std::vector<std::string> texts;
+    for (const data::TextDocument& d : options.text) texts.push_back(d.text);
+    tokens = tokenizer.Encode(data::ConcatenateDocuments(texts));
+    if (tokens.size() < 2) {
+      return absl::InvalidArgumentError("ClientRuntime: the device's text encodes to fewer "
+                                        "than 2 tokens");
+    }
+  }
   std::shared_ptr<const data::Dataset> initial = options.data;
   if (initial == nullptr && options.data_source) {
     FEDGE_ASSIGN_OR_RETURN(initial, options.data_source());
   }
-  if (initial == nullptr) {
-    return absl::InvalidArgumentError("ClientRuntime: no local data (data or data_source)");
+  if (initial == nullptr && tokens.empty()) {
+    return absl::InvalidArgumentError(
+        "ClientRuntime: no local data (data, data_source, or text with lm_base_path)");
   }
-  FEDGE_RETURN_IF_ERROR(data::ValidateDataset(*initial));
+  if (initial != nullptr) FEDGE_RETURN_IF_ERROR(data::ValidateDataset(*initial));
 
   auto impl = std::make_unique<Impl>(std::move(options));
-  impl->data.Reset(std::move(initial));
+  if (initial != nullptr) impl->data.Reset(std::move(initial));
+  impl->lm_tokens = std::move(tokens);
+  std::vector<data::TextDocument>().swap(impl->options.text);  // kept as tokens only
   if (!impl->options.requested_client_id.empty()) {
     absl::MutexLock lock(&impl->mu);
     impl->client_id = impl->options.requested_client_id;

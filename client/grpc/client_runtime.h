@@ -80,6 +80,7 @@
 #include "client/grpc/backoff.h"
 #include "client/local_trainer.h"
 #include "data/dataset.h"
+#include "data/shard.h"
 #include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
@@ -131,6 +132,16 @@ struct ClientRuntimeOptions {
   // fresh data; an error skips that task). One of the two is required.
   std::shared_ptr<const data::Dataset> data;
   std::function<absl::StatusOr<std::shared_ptr<const data::Dataset>>()> data_source;
+
+  // Language-model tasks: the device's documents and its copy of the job's base model file
+  // (a ModelProto with spec.transformer and its tokenizer, as lm_pretrain writes it; a task
+  // whose model_spec is another base is refused). Both or neither; with them, `data` may be
+  // omitted (a text-only device). The text is encoded with the base's tokenizer at Create
+  // (documents joined by a blank line) and registered as that many examples (tokens); the
+  // base is loaded for a job's first task and kept, with that job's adapters and format
+  // (an int4 base without its fp32 weights), until another job's task.
+  std::vector<data::TextDocument> text;
+  std::string lm_base_path;
 
   // FedCG tasks only: the device's own test examples (pixels in [0, 1], like `data`), on
   // which it evaluates its private E with each task's global C; it then trains on all of

@@ -28,6 +28,7 @@
 #include "client/device_round.h"
 #include "client/fedcg_device.h"
 #include "data/dataset.h"
+#include "model/transformer.h"
 #include "client/grpc/backoff.h"
 #include "client/grpc/client_runtime.h"
 #include "client/preprocessing.h"
@@ -79,6 +80,13 @@ struct ClientRuntime::Impl final : DeviceLink {
   // from `fedcg_data_of`.
   FedCgDevice fedcg;
   std::unique_ptr<FedCgDeviceData> fedcg_data;
+  // Language-model tasks (Run's thread only): the device's text as token ids, and its model
+  // (the base with the adapters and format of the job `lm_model_key` names).
+  std::vector<int32_t> lm_tokens;
+  std::unique_ptr<model::TransformerLM> lm_model;
+  std::string lm_model_key;
+  bool has_text() const { return !lm_tokens.empty(); }
+  bool has_data() const { return data.has_raw(); }
   const data::Dataset* fedcg_data_of = nullptr;
   std::string fedcg_data_job;
 
@@ -111,6 +119,10 @@ struct ClientRuntime::Impl final : DeviceLink {
   absl::Status Register();
   // A FedCG task's round on this device (see client_runtime.h, FedCG tasks): evaluates, then
   // trains the job's FedCgClient; the update holds Δ of C.* and G.* only.
+  // A language-model task on the device's text and model (loaded for the task's job).
+  absl::StatusOr<LocalUpdate> TrainLanguageModel(const runtime_internal::Task& task,
+                                                 uint64_t shuffle_seed,
+                                                 const std::function<bool()>& cancelled);
   absl::StatusOr<LocalUpdate> TrainFedCg(const runtime_internal::Task& task, const std::function<bool()>& cancelled);
   // One long-poll and, when it brings a task, the whole round. OK also when idle.
   absl::Status FetchAndRun(const std::atomic<bool>& stop);
