@@ -433,8 +433,16 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   if (!r.has_max_examples_per_update()) {
     // max_steps bounds a device's steps over the whole round (client/local_trainer.cc), so
     // it trains on at most max_steps × batch_size distinct examples.
-    r.set_max_examples_per_update(t.max_steps() > 0 ? int64_t{t.max_steps()} * t.batch_size()
-                                                    : 0);
+    // A language model's examples are tokens: each step trains on batch_size windows.
+    int64_t per_example = 1;
+    if (job.has_language_model()) {
+      const int window = job.language_model().window();
+      per_example = window > 0                                ? window
+                    : job.model_spec().has_transformer() ? job.model_spec().transformer().context()
+                                                         : 4096;  // the longest context
+    }
+    r.set_max_examples_per_update(
+        t.max_steps() > 0 ? int64_t{t.max_steps()} * t.batch_size() * per_example : 0);
   }
   if (!r.has_max_weight_multiple()) r.set_max_weight_multiple(2);
   if (!r.has_norm_bound_multiple()) r.set_norm_bound_multiple(2);
@@ -532,7 +540,8 @@ void CheckLanguageModel(v1::JobConfig& job, Problems& p) {
     p.Add("architecture", "must be omitted with language_model (the base file is the model)");
   }
   if (job.has_model_spec()) {
-    if (!job.model_spec().has_transformer() || job.model_spec().layers_size() > 0) {
+    if (!job.model_spec().has_transformer() || job.model_spec().layers_size() > 0 ||
+        job.model_spec().input_shape_size() > 0) {
       p.Add("model_spec", "must be omitted with language_model (it is filled from the base)");
     } else {
       const absl::Status valid = model::ValidateTransformerConfig(

@@ -127,6 +127,8 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   if (config.model_spec().has_transformer() &&
       !google::protobuf::util::MessageDifferencer::Equals(config.model_spec().transformer(),
                                                           file.spec().transformer())) {
+    // (A stored job's model_spec also carries the adapters' spec, which only the config
+    // decides: the transformer alone is compared.)
     return absl::InvalidArgumentError(absl::StrCat(
         "Coordinator: the base file ", lm.base_path(),
         " holds another architecture than the job's model_spec (was it replaced?)"));
@@ -145,6 +147,8 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   out.weights = WeightsFromProto(base->model->AdaptersToProto());
   out.num_parameters = base->model->num_adapter_parameters();
   *out.model_spec.mutable_transformer() = file.spec().transformer();
+  *out.model_spec.mutable_lora() = lm.lora();
+  out.model_spec.mutable_lora()->set_seed(config.init_seed());
   out.model_spec.set_name("transformer");
   out.language_model = std::make_shared<model::LanguageModel>(*std::move(base));
   FEDGE_ASSIGN_OR_RETURN(out.strategy, MakeStrategy(config.strategy()));

@@ -78,6 +78,12 @@ TEST_F(LanguageModelJobTest, ValidationFillsDefaultsAndRefusesWhatCannotRun) {
   EXPECT_TRUE(v->language_model().lora().mlp());
   EXPECT_EQ(v->language_model().lora().base_format(), v1::LoraSpec::BASE_FORMAT_FP32);
   EXPECT_TRUE(v->evaluation().dataset().empty());  // no image data named
+  // The weight cap counts tokens: max_steps × batch × window.
+  v1::JobConfig capped = Job();
+  capped.mutable_local_training()->set_max_steps(10);
+  capped.mutable_local_training()->set_batch_size(4);
+  capped.mutable_language_model()->set_window(16);
+  EXPECT_EQ(ValidateJobConfig(capped)->robustness().max_examples_per_update(), 10 * 4 * 16);
 
   v1::JobConfig bad = Job();
   bad.set_architecture("mlp");

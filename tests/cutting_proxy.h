@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -43,8 +44,14 @@ class CuttingProxy {
     ::shutdown(listen_fd_, SHUT_RDWR);
     ::close(listen_fd_);
     acceptor_.join();
-    std::lock_guard<std::mutex> lock(mu_);
-    for (std::thread& t : workers_) t.join();
+    // Joined without holding mu_: a worker forwarding client bytes takes mu_ (the cut
+    // points), and would wait forever for a destructor that waits for it.
+    std::vector<std::thread> workers;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      workers.swap(workers_);
+    }
+    for (std::thread& t : workers) t.join();
   }
 
   int port() const { return port_; }
@@ -66,6 +73,11 @@ class CuttingProxy {
         ::close(server);
         continue;
       }
+      // A send to a peer that stopped reading gives up after a second (then the pair is
+      // closed) instead of blocking past stop_.
+      const timeval one_second{1, 0};
+      ::setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &one_second, sizeof(one_second));
+      ::setsockopt(server, SOL_SOCKET, SO_SNDTIMEO, &one_second, sizeof(one_second));
       std::lock_guard<std::mutex> lock(mu_);
       workers_.emplace_back([this, client, server] { Pump(client, server); });
     }

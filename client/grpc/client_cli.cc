@@ -229,7 +229,10 @@ int RunClientCli(int argc, char** argv, const std::string& program,
     if (exit_code == 2) std::fprintf(stderr, "Try --help.\n");
     return exit_code;
   }
-  const int examples = options->data->num_examples;
+  const std::string local =
+      options->data != nullptr
+          ? absl::StrCat(options->data->num_examples, " local examples")
+          : absl::StrCat(options->text.size(), " local documents");
   auto runtime = ClientRuntime::Create(*std::move(options));
   if (!runtime.ok()) {
     std::fprintf(stderr, "%s: %s\n", program.c_str(), runtime.status().ToString().c_str());
@@ -240,7 +243,7 @@ int RunClientCli(int argc, char** argv, const std::string& program,
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
-  FEDGE_LOG(INFO) << program << ": " << examples << " local examples, coordinator "
+  FEDGE_LOG(INFO) << program << ": " << local << ", coordinator "
                   << absl::GetFlag(FLAGS_coordinator) << ", quantized kernels "
                   << kernels::IsaName(kernels::BestIsa());
   const absl::Status s = (*runtime)->Run(g_stop);

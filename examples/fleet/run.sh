@@ -48,7 +48,16 @@ BIN="${FEDGE_BUILD_DIR:-build}/bin"
 ADDR="127.0.0.1:$PORT"
 ADMIN_ADDR="127.0.0.1:$((PORT + 1))"
 
-for b in fedge-coordinator fedge-client fedgectl partition_fmnist; do
+# LM_BASE=FILE (a model file from lm_pretrain): the language-model job instead, LoRA
+# fine-tuning on the Brown fiction (examples/fleet/job_lm.textproto), one genre per device
+# (LM_BY=document: one document each); CLIENTS follows the partition.
+if [ -n "${LM_BASE:-}" ]; then
+  JOB_TEMPLATE="${JOB_TEMPLATE_LM:-examples/fleet/job_lm.textproto}"
+  MODEL=""
+  LM_BY="${LM_BY:-genre}"
+  if [ ! -f "$LM_BASE" ]; then echo "fleet: LM_BASE $LM_BASE is not a file" >&2; exit 2; fi
+fi
+for b in fedge-coordinator fedge-client fedgectl partition_fmnist partition_brown; do
   if [ ! -x "$BIN/$b" ]; then
     echo "fleet: $BIN/$b is missing; build first (scripts/setup.sh)" >&2
     exit 1
@@ -90,8 +99,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "fleet: interrupted"; exit 130' INT TERM
 
-rm -rf "$OUT/state" "$OUT/devices" "$OUT/shards" "$OUT/logs"
-mkdir -p "$OUT/logs" "$OUT/devices"
+rm -rf "$OUT/state" "$OUT/devices" "$OUT/shards" "$OUT/logs" "$OUT/data"
+mkdir -p "$OUT/logs" "$OUT/devices" "$OUT/data"
 
 # ---- secrets: enrollment token and certificates ----
 (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > "$TMP/token")
@@ -137,7 +146,7 @@ COORD_IDS=()
 if [ "${SIM_IDS:-0}" = "1" ]; then COORD_IDS=(--accept-requested-client-ids); fi
 "$BIN/fedge-coordinator" --listen "$ADDR" --admin-listen "$ADMIN_ADDR" --state-dir "$OUT/state" \
   --enrollment-token-file "$TMP/token" "${COORD_TLS[@]}" "${COORD_IDS[@]}" \
-  > "$OUT/logs/coordinator.log" 2>&1 &
+  --data-root "$(realpath "$OUT/data")" > "$OUT/logs/coordinator.log" 2>&1 &
 COORD_PID=$!
 for _ in $(seq 100); do
   grep -q "serving on" "$OUT/logs/coordinator.log" && break
@@ -150,8 +159,16 @@ for _ in $(seq 100); do
 done
 
 # ---- data and devices ----
-"$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 --rng "$SPLIT_RNG" \
-  ${LABEL_FLIP:+--label-flip "$LABEL_FLIP"} --out "$OUT/shards" | tee "$OUT/logs/partition.log"
+if [ -n "${LM_BASE:-}" ]; then
+  "$BIN/partition_brown" --by "$LM_BY" --out "$OUT/shards" | tee "$OUT/logs/partition.log"
+  CLIENTS=$(find "$OUT/shards" -name 'client-*.txtshard' | wc -l)
+  # The coordinator's data root: the base and the held-out fiction.
+  cp "$LM_BASE" "$OUT/data/base.pb"
+  cp "$OUT/shards/fiction-test.txtshard" "$OUT/data/"
+else
+  "$BIN/partition_fmnist" --clients "$CLIENTS" --scheme dirichlet --alpha 0.5 --seed 0 --rng "$SPLIT_RNG" \
+    ${LABEL_FLIP:+--label-flip "$LABEL_FLIP"} --out "$OUT/shards" | tee "$OUT/logs/partition.log"
+fi
 for ((i = 0; i < CLIENTS; i++)); do
   name="$(printf 'client-%05d' "$i")"
   tls=(--insecure)
@@ -173,8 +190,13 @@ for ((i = 0; i < CLIENTS; i++)); do
     esac
     echo "fleet: device $i is hostile ($HOSTILE_ATTACK)"
   fi
+  local_data=(--shard "$OUT/shards/$name.shard")
+  if [ -n "${LM_BASE:-}" ]; then
+    # Each device's own copy of the base, as an app would ship it.
+    local_data=(--text-shard "$OUT/shards/$name.txtshard" --lm-base "$LM_BASE")
+  fi
   "${device[@]}" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
-    --shard "$OUT/shards/$name.shard" --state-dir "$OUT/devices/$name" "${budget[@]}" "${ids[@]}" \
+    "${local_data[@]}" --state-dir "$OUT/devices/$name" "${budget[@]}" "${ids[@]}" \
     > "$OUT/logs/$name.log" 2>&1 &
   CLIENT_PIDS+=($!)
 done
@@ -228,6 +250,7 @@ for p in "${CLIENT_PIDS[@]}"; do clients_kb=$((clients_kb + $(vmhwm_kb "$p"))); 
 "${CTL[@]}" export "$JOB" --out "$OUT/model.fedge" > /dev/null
 completed=$(grep -c " completed " "$OUT/rounds.txt" || true)
 acc_at() { sed -n "s/^round *$1  completed .* acc \([0-9.]*\) .*/\1/p" "$OUT/rounds.txt" | tail -n 1; }
+ppl_at() { sed -n "s/^round *$1  completed .* ppl *\([0-9.]*\) .*/\1/p" "$OUT/rounds.txt" | tail -n 1; }
 final_acc=$(acc_at "$completed")
 mean_round=$(sed -n 's/.* \([0-9.]*\)s  up .*/\1/p' "$OUT/rounds.txt" |
   awk '{ s += $1; n++ } END { if (n) printf "%.2f", s / n; else print "-" }')
@@ -246,6 +269,9 @@ for r in 10 20; do
   if [ "$r" -le "$completed" ]; then printf '  accuracy @ round %-2s %s\n' "$r" "$(acc_at "$r")"; fi
 done
 printf '  final accuracy      %s (round %s)\n' "${final_acc:--}" "$completed"
+if [ -n "${LM_BASE:-}" ]; then
+  printf '  fiction perplexity  %s after round 1, %s after round %s\n' "$(ppl_at 1)" "$(ppl_at "$completed")" "$completed"
+fi
 awk -v a="$t0" -v b="$t1" -v n="$completed" -v m="$mean_round" 'BEGIN {
   printf "  seconds per round   %.2f wall clock (job %.1f s), %s mean round time\n", (b - a) / (n ? n : 1), b - a, m }'
 awk -v c="$coord_kb" -v d="$clients_kb" -v n="$CLIENTS" 'BEGIN {

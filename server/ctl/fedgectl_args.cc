@@ -37,8 +37,9 @@ const char* CtlUsage() {
          "                                 epsilon of R DP-FedAvg rounds (RDP accountant) and\n"
          "                                 its order; --target-epsilon E instead of\n"
          "                                 --noise-multiplier prints the Z that reaches E\n"
-         "  sample MODEL_FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
-         "         [--seed S]              text from a language-model file, offline: N tokens\n"
+         "  sample MODEL_FILE [--base FILE] [--prompt TEXT] [--tokens N] [--temperature T]\n"
+         "         [--top-k K] [--seed S]  text from a language-model file (or an exported\n"
+         "                                 job's adapters on their --base), offline: N tokens\n"
          "                                 (100) after the prompt, temperature 0.8 (0: greedy)\n"
          "                                 among the K (40; 0: all) most likely tokens\n"
          "JOB defaults to the running (or most recent) job. --coordinator is the coordinator's\n"
@@ -56,7 +57,7 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
   enum class F { kCoordinator, kTokenFile, kTlsCa, kTlsCert, kTlsKey, kTlsServerName, kTimeout, kConfig,
                  kOut, kRound, kReason, kSamplingRate, kNoiseMultiplier, kRounds, kDelta,
                  kTargetEpsilon, kUses, kExpiresHours, kPrompt, kTokens, kTemperature, kTopK,
-                 kSeed, kInsecure, kDryRun, kReplay, kAll, kHelp };
+                 kSeed, kBase, kInsecure, kDryRun, kReplay, kAll, kHelp };
   static const std::map<std::string, F>* const kFlags = new std::map<std::string, F>{
       {"coordinator", F::kCoordinator}, {"token_file", F::kTokenFile}, {"tls_ca", F::kTlsCa}, {"tls_cert", F::kTlsCert},
       {"tls_key", F::kTlsKey}, {"tls_server_name", F::kTlsServerName},
@@ -67,7 +68,7 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
       {"rounds", F::kRounds}, {"delta", F::kDelta}, {"target_epsilon", F::kTargetEpsilon},
       {"uses", F::kUses}, {"expires_hours", F::kExpiresHours}, {"prompt", F::kPrompt},
       {"tokens", F::kTokens}, {"temperature", F::kTemperature}, {"top_k", F::kTopK},
-      {"seed", F::kSeed}};
+      {"seed", F::kSeed}, {"base", F::kBase}};
   std::vector<std::string> positional;
   bool seen_round = false, seen_out = false, seen_dry_run = false, seen_replay = false,
        seen_all = false, seen_reason = false, seen_privacy = false, seen_enrollment = false,
@@ -179,6 +180,7 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
         seen_privacy = true;
         break;
       case F::kPrompt: cmd.prompt = value; seen_sample = true; break;
+      case F::kBase: cmd.base_path = value; seen_sample = true; break;
       case F::kTokens:
         if (!absl::SimpleAtoi(value, &cmd.max_tokens) || cmd.max_tokens < 0 ||
             cmd.max_tokens > 100000) {
@@ -254,7 +256,8 @@ absl::StatusOr<CtlCommand> ParseCtlArgs(const std::vector<std::string>& args,
     if (auto s = reject(seen_enrollment, "uses/--expires-hours"); !s.ok()) return s;
   }
   if (verb != "sample") {
-    if (auto s = reject(seen_sample, "prompt/--tokens/--temperature/--top-k/--seed"); !s.ok()) {
+    if (auto s = reject(seen_sample, "prompt/--base/--tokens/--temperature/--top-k/--seed");
+        !s.ok()) {
       return s;
     }
   }

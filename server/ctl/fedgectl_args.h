@@ -11,8 +11,10 @@
 //     privacy --sampling-rate Q --rounds R --delta D (--noise-multiplier Z | --target-epsilon E)
 //       offline: ε (and the RDP order attaining it) of R rounds of DP-FedAvg, or the noise
 //       multiplier that reaches ε = E; no coordinator needed.
-//     sample MODEL_FILE [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
-//       offline: text from a language-model file (an exported job's model or lm_pretrain's).
+//     sample MODEL_FILE [--base FILE] [--prompt TEXT] [--tokens N] [--temperature T]
+//            [--top-k K] [--seed S]
+//       offline: text from a language-model file (lm_pretrain's), or from an exported
+//       language-model job's adapters on their base (--base).
 //   Connection: --coordinator HOST:PORT, the coordinator's admin listener (default
 //     $FEDGE_COORDINATOR, else 127.0.0.1:50052), TLS by default: --tls-ca PEM
 //     [--tls-cert PEM --tls-key PEM] [--tls-server-name NAME], or --insecure (plaintext;
@@ -62,7 +64,7 @@ struct CtlCommand {
   double sampling_rate = 0, noise_multiplier = 0, delta = 0, target_epsilon = 0;
   int64_t rounds = 0;
   // sample: the model file (model_path), the prompt and the sampling options.
-  std::string model_path, prompt;
+  std::string model_path, prompt, base_path;
   int64_t max_tokens = 100;
   double temperature = 0.8;
   int64_t top_k = 40;

@@ -179,6 +179,10 @@ TEST(FedgectlArgsTest, SampleTakesAModelFileAndSamplingFlags) {
   c = ParseCtlArgs({"sample", "lm.pb"});
   ASSERT_THAT(c, IsOk());
   EXPECT_EQ(c->max_tokens, 100);
+  EXPECT_TRUE(c->base_path.empty());
+  c = ParseCtlArgs({"sample", "adapters.fedge", "--base", "base.pb"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->base_path, "base.pb");
   EXPECT_THAT(ParseCtlArgs({"sample"}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("one model file")));
   EXPECT_THAT(ParseCtlArgs({"sample", "lm.pb", "--temperature", "-1"}),

@@ -129,6 +129,9 @@ std::string RoundLine(const v1::RoundRecord& r) {
   const v1::RoundMetrics& m = r.metrics();
   std::string acc = m.evaluated() ? absl::StrFormat("acc %.4f  loss %.4f", m.test_accuracy(), m.test_loss())
                                   : std::string("acc -       loss -     ");
+  if (m.test_perplexity() > 0) {  // a language model
+    acc = absl::StrFormat("ppl %8.2f  loss %.4f", m.test_perplexity(), m.test_loss());
+  }
   std::string line = absl::StrFormat(
       "round %4d  %-9s  clients %d/%d  %s  train loss %.4f  %6.1fs  up %.2f MB  down %.2f MB",
       r.round(), RoundStateName(r.state()), m.participants(), m.sampled(), acc, m.train_loss(),
@@ -199,9 +202,17 @@ void PrintStatus(const v1::JobStatus& s) {
   std::printf("  model       %s\n", P(arch).c_str());
   if (s.latest_metrics().round() > 0) {
     const v1::RoundMetrics& m = s.latest_metrics();
-    std::printf("  latest      round %lld: %d/%d clients, test accuracy %.4f, test loss %.4f, %.1fs\n",
-                static_cast<long long>(m.round()), m.participants(), m.sampled(),
-                m.test_accuracy(), m.test_loss(), m.round_seconds());
+    if (m.test_perplexity() > 0) {
+      std::printf("  latest      round %lld: %d/%d clients, test perplexity %.2f, test loss %.4f, "
+                  "%.1fs\n",
+                  static_cast<long long>(m.round()), m.participants(), m.sampled(),
+                  m.test_perplexity(), m.test_loss(), m.round_seconds());
+    } else {
+      std::printf("  latest      round %lld: %d/%d clients, test accuracy %.4f, test loss %.4f, "
+                  "%.1fs\n",
+                  static_cast<long long>(m.round()), m.participants(), m.sampled(),
+                  m.test_accuracy(), m.test_loss(), m.round_seconds());
+    }
   }
   std::printf("  created     %s UTC, updated %s UTC\n", FormatTime(s.created_unix_ms()).c_str(),
               FormatTime(s.updated_unix_ms()).c_str());
@@ -391,8 +402,23 @@ absl::Status Export(v1::Admin::Stub& stub, const CtlCommand& cmd) {
   if (!m.ParseFromString(*payload)) {
     return absl::DataLossError("ExportModel: the payload is not a ModelProto");
   }
-  // A model file must load for inference: check the architecture and parameters.
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net, model::Sequential::FromProto(m));
+  // A model file must load for inference: check the architecture and parameters. A
+  // language-model job exports its adapters (fedgectl sample --base puts them on the base).
+  if (m.spec().has_transformer()) {
+    FEDGE_RETURN_IF_ERROR(model::ValidateTransformerConfig(
+        model::TransformerConfigFromSpec(m.spec().transformer())));
+    for (const v1::TensorProto& t : m.parameters()) {
+      for (float v : t.values()) {
+        if (!std::isfinite(v)) {
+          return absl::DataLossError(absl::StrCat("ExportModel: tensor ", t.name(),
+                                                  " has a non-finite value"));
+        }
+      }
+    }
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
+                           model::Sequential::FromProto(m));
+  }
   FEDGE_RETURN_IF_ERROR(model::SaveModel(cmd.out_path, m));
   int64_t params = 0;
   for (const v1::TensorProto& t : m.parameters()) params += t.values_size();
@@ -471,7 +497,26 @@ absl::Status RevokeDevice(v1::Admin::Stub& stub, const CtlCommand& cmd) {
 // devices' text trained, so control characters other than newlines and tabs are escaped.
 absl::Status Sample(const CtlCommand& cmd) {
   FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(cmd.model_path));
-  FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm, model::LanguageModelFromProto(file));
+  const bool adapters = file.spec().has_lora();
+  if (adapters && cmd.base_path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cmd.model_path, " holds a language-model job's adapters: give their base with --base"));
+  }
+  if (!adapters && !cmd.base_path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--base is for adapter files; ", cmd.model_path, " is a whole model"));
+  }
+  v1::ModelProto base_file;
+  if (adapters) {
+    FEDGE_ASSIGN_OR_RETURN(base_file, model::LoadModel(cmd.base_path));
+  }
+  FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm,
+                         model::LanguageModelFromProto(adapters ? base_file : file));
+  if (adapters) {
+    FEDGE_RETURN_IF_ERROR(
+        lm.model->AddLora(model::LoraConfigFromSpec(file.spec().lora()), file.spec().lora().seed()));
+    FEDGE_RETURN_IF_ERROR(lm.model->SetAdapters(file));
+  }
   model::SampleOptions o;
   o.max_tokens = static_cast<int>(cmd.max_tokens);
   o.temperature = static_cast<float>(cmd.temperature);
