@@ -99,7 +99,8 @@ absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
     }
   }
   if (by_name.size() != params.size()) {
-    for (const auto& [name, t] : by_name) {
+    for (const auto& entry : by_name) {
+      const std::string& name = entry.first;
       if (std::none_of(params.begin(), params.end(),
                        [&](const Parameter* p) { return p->name == name; })) {
         return absl::InvalidArgumentError(
