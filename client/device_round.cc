@@ -10,6 +10,7 @@
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "model/language_model.h"
 #include "model/transformer.h"
 #include "client/fedcg_trainer.h"
 #include "client/memory_budget.h"
@@ -121,15 +122,17 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
     // FedCG: the payload is the global C and G of the task's shape (model_spec names it).
     FEDGE_ASSIGN_OR_RETURN(task.model, FedCgTaskSharedModel(header));
   } else if (header.has_language_model()) {
-    // A language model: the payload is the adapters (the base is the device's).
+    // A language model: the payload is the adapters (the base is the device's). The budget
+    // is checked before the adapters' template is allocated.
     FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+    FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
     task.model = model::LoraAdapterTemplate(lm.first, lm.second);
   } else {
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
                            model::Sequential::Create(header.model_spec()));
     task.model = net->ToProto();
   }
-  FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
+  if (!header.has_language_model()) FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
   FEDGE_ASSIGN_OR_RETURN(task.model_bytes, SectionBytes(header.manifest(), task.model, "model"));
   int64_t teacher_bytes = 0;
   if (header.has_teacher_spec()) {
@@ -194,6 +197,23 @@ model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task) {
              : model::BaseFormat::kFp32;
 }
 
+absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
+    const v1::TaskHeader& task, v1::ModelProto base) {
+  if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
+                                                          task.model_spec().transformer())) {
+    return absl::FailedPreconditionError(
+        "DeviceRound: the device's base model is not the task's architecture");
+  }
+  FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm, model::LanguageModelFromProto(base));
+  base.Clear();  // the file's copy goes before the adapters and the int4 copy are made
+  FEDGE_RETURN_IF_ERROR(
+      lm.model->AddLora(model::LoraConfigFromSpec(task.language_model().lora()), 0));
+  const model::BaseFormat format = LanguageModelBaseFormat(task);
+  FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format));
+  if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(lm.model->ReleaseFp32Base());
+  return std::move(lm.model);
+}
+
 absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
                                                    const v1::ModelProto& adapters,
                                                    model::TransformerLM& device_model,
@@ -202,12 +222,9 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
                                                    std::function<bool()> cancelled) {
   FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(task));
   const model::TransformerConfig& have = device_model.config();
-  const model::LoraConfig& lora = device_model.lora();
   if (!google::protobuf::util::MessageDifferencer::Equals(
           model::TransformerSpecFromConfig(have), model::TransformerSpecFromConfig(lm.first)) ||
-      !device_model.has_lora() || lora.rank != lm.second.rank || lora.alpha != lm.second.alpha ||
-      lora.attention != lm.second.attention || lora.mlp != lm.second.mlp ||
-      lora.output != lm.second.output || lora.freeze_a != lm.second.freeze_a ||
+      !device_model.has_lora() || device_model.lora() != lm.second ||
       device_model.base_format() != LanguageModelBaseFormat(task)) {
     return absl::FailedPreconditionError(
         "DeviceRound: the device's language model is not the task's base with its adapters");

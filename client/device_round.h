@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -111,6 +112,13 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
                                                    const data::TokenWindows& text,
                                                    uint64_t shuffle_seed,
                                                    std::function<bool()> cancelled = nullptr);
+// The device's copy of a language-model task's base, made from `base` (a language-model file,
+// model/language_model.h): the task's LoRA adapters (zero until TrainLanguageModelTask sets
+// the task's) on the base in the task's base format (int4: the fp32 weights released). The
+// file's copy is dropped before the adapters and the int4 copy are made. FAILED_PRECONDITION
+// when `base` is not the task's architecture; INVALID_ARGUMENT for a malformed file.
+absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
+    const v1::TaskHeader& task, v1::ModelProto base);
 // The base format a language-model task names.
 model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task);
 

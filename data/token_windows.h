@@ -46,6 +46,17 @@ class TokenWindows {
 // document break.
 std::string ConcatenateDocuments(const std::vector<std::string>& texts);
 
+// The token stream of `docs` (any documents with a `text` member: TextDocument,
+// BrownDocument) joined as ConcatenateDocuments joins them, encoded by `tokenizer` (a
+// BpeTokenizer).
+template <typename Tokenizer, typename Documents>
+std::vector<int32_t> EncodeDocuments(const Tokenizer& tokenizer, const Documents& docs) {
+  std::vector<std::string> texts;
+  texts.reserve(docs.size());
+  for (const auto& d : docs) texts.push_back(d.text);
+  return tokenizer.Encode(ConcatenateDocuments(texts));
+}
+
 }  // namespace fedge::data
 
 #endif  // FEDGE_DATA_TOKEN_WINDOWS_H_

@@ -49,9 +49,7 @@ namespace {
 absl::StatusOr<data::TokenWindows> Windows(const data::BpeTokenizer& tok,
                                            const std::vector<data::BrownDocument>& docs,
                                            int len) {
-  std::vector<std::string> texts;
-  for (const auto& d : docs) texts.push_back(d.text);
-  return data::TokenWindows::Create(tok.Encode(data::ConcatenateDocuments(texts)), len);
+  return data::TokenWindows::Create(data::EncodeDocuments(tok, docs), len);
 }
 
 absl::Status Run() {

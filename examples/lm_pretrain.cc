@@ -72,7 +72,7 @@ std::vector<std::string> Texts(const std::vector<data::BrownDocument>& docs) {
 absl::StatusOr<data::TokenWindows> Windows(const data::BpeTokenizer& tok,
                                            const std::vector<data::BrownDocument>& docs,
                                            int len) {
-  return data::TokenWindows::Create(tok.Encode(data::ConcatenateDocuments(Texts(docs))), len);
+  return data::TokenWindows::Create(data::EncodeDocuments(tok, docs), len);
 }
 
 absl::Status Run() {

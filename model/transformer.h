@@ -75,6 +75,12 @@ struct LoraConfig {
   // travels. The mean of the devices' B then gives exactly the mean of their products B·A,
   // which averaging A and B separately (FedIT) does not.
   bool freeze_a = false;
+
+  friend bool operator==(const LoraConfig& a, const LoraConfig& b) {
+    return a.rank == b.rank && a.alpha == b.alpha && a.attention == b.attention &&
+           a.mlp == b.mlp && a.output == b.output && a.freeze_a == b.freeze_a;
+  }
+  friend bool operator!=(const LoraConfig& a, const LoraConfig& b) { return !(a == b); }
 };
 
 // The adapters a LoraSpec (proto/model.proto) describes: alpha 0 means 2·rank, no target

@@ -19,6 +19,7 @@
 #include "server/round_planner.h"
 #include "server/round_report.h"
 #include "tests/status_matchers.h"
+#include "tests/tiny_language_model.h"
 
 namespace fedge::server {
 namespace {
@@ -26,9 +27,6 @@ namespace {
 using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
 using ::testing::HasSubstr;
-
-constexpr char kText[] =
-    "the cat sat on the mat and the dog sat on the log while the bird sang in the tree";
 
 // A data root with a small base model (base.pb) and held-out text (eval.txtshard).
 class LanguageModelJobTest : public ::testing::Test {
@@ -39,21 +37,7 @@ class LanguageModelJobTest : public ::testing::Test {
                 .string();
     std::filesystem::remove_all(root_);
     std::filesystem::create_directories(root_);
-    auto tok = data::BpeTokenizer::Train({std::string_view(kText)}, 270).value();
-    model::TransformerConfig c;
-    c.vocab_size = tok.vocab_size();
-    c.dim = 32;
-    c.num_layers = 1;
-    c.num_heads = 2;
-    c.ffn_dim = 64;
-    c.context = 16;
-    auto lm = model::TransformerLM::Create(c).value();
-    lm->InitParameters(1);
-    ASSERT_THAT(model::SaveModel(root_ + "/base.pb", model::LanguageModelToProto(*lm, tok)),
-                IsOk());
-    std::string text;
-    for (int i = 0; i < 20; ++i) text += std::string(kText) + " ";
-    ASSERT_THAT(data::WriteTextShard(root_ + "/eval.txtshard", {{"held-out", text}}), IsOk());
+    ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(root_));
   }
   void TearDown() override { std::filesystem::remove_all(root_); }
 

@@ -128,10 +128,8 @@ absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::ForLanguageModel(
   FEDGE_ASSIGN_OR_RETURN(const std::string path,
                          ResolveDataPath(data_root, job.eval_text_path()));
   FEDGE_ASSIGN_OR_RETURN(std::vector<data::TextDocument> docs, data::ReadTextShard(path));
-  std::vector<std::string> texts;
-  for (data::TextDocument& d : docs) texts.push_back(std::move(d.text));
   const int window = job.window() > 0 ? job.window() : report->lm_->model->config().context;
-  std::vector<int32_t> tokens = report->lm_->tokenizer.Encode(data::ConcatenateDocuments(texts));
+  std::vector<int32_t> tokens = data::EncodeDocuments(report->lm_->tokenizer, docs);
   const int64_t keep = config.evaluation().max_examples();
   if (keep > 0 && static_cast<int64_t>(tokens.size()) > keep * window + 1) {
     tokens.resize(static_cast<size_t>(keep * window + 1));

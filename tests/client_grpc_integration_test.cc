@@ -49,6 +49,7 @@
 #include "server/store.h"
 #include "tests/cutting_proxy.h"
 #include "tests/status_matchers.h"
+#include "tests/tiny_language_model.h"
 #include "tests/synthetic_data.h"
 #include "tests/test_certificates.h"
 
@@ -288,24 +289,9 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
 TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapters) {
   data_root_ = dir_ + "/data";
   std::filesystem::create_directories(data_root_);
-  const std::string sentence =
-      "the cat sat on the mat and the dog sat on the log while the bird sang in the tree. ";
-  std::string corpus;
-  for (int i = 0; i < 40; ++i) corpus += sentence;
-  auto tok = data::BpeTokenizer::Train({std::string_view(corpus)}, 300).value();
-  model::TransformerConfig c;
-  c.vocab_size = tok.vocab_size();
-  c.dim = 32;
-  c.num_layers = 1;
-  c.num_heads = 2;
-  c.ffn_dim = 64;
-  c.context = 16;
-  auto base = model::TransformerLM::Create(c).value();
-  base->InitParameters(1);
+  ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
   const std::string base_path = data_root_ + "/base.pb";
-  ASSERT_THAT(model::SaveModel(base_path, model::LanguageModelToProto(*base, tok)), IsOk());
-  ASSERT_THAT(data::WriteTextShard(data_root_ + "/eval.txtshard", {{"held-out", corpus}}),
-              IsOk());
+  const std::string corpus = testing::TinyLanguageModelText(40);
   StartServer("127.0.0.1:0");
   for (int i = 0; i < 2; ++i) {
     StartClient(server_->port(), i, nullptr, [&](client::ClientRuntimeOptions& o) {
@@ -351,8 +337,8 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapt
     EXPECT_LT(r.metrics().bytes_down(), 2 * 4 * 40000);
   }
   ASSERT_EQ(perplexity.size(), 3u);
-  // The untrained base is near-uniform over the vocabulary; the adapters learn the text.
-  EXPECT_LT(perplexity.back(), 0.5 * c.vocab_size);
+  // The untrained base is near-uniform over its (at most 300) tokens; the adapters learn the text.
+  EXPECT_LT(perplexity.back(), 0.5 * 300);
   EXPECT_LT(perplexity.back(), perplexity.front());
 }
 

@@ -249,19 +249,13 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
   if (lm_model == nullptr || lm_model_key != key) {
     lm_model.reset();  // the previous job's model goes before the next one is loaded
     FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
-    if (!google::protobuf::util::MessageDifferencer::Equals(file.spec().transformer(),
-                                                            t.model_spec().transformer())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the device's base (", options.lm_base_path, ") is not the task's architecture"));
+    absl::StatusOr<std::unique_ptr<model::TransformerLM>> made =
+        LanguageModelForTask(t, std::move(file));
+    if (!made.ok()) {
+      return absl::Status(made.status().code(), absl::StrCat(options.lm_base_path, ": ",
+                                                             made.status().message()));
     }
-    FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm, model::LanguageModelFromProto(file));
-    file.Clear();
-    FEDGE_RETURN_IF_ERROR(
-        lm.model->AddLora(model::LoraConfigFromSpec(t.language_model().lora()), 0));
-    const model::BaseFormat format = LanguageModelBaseFormat(t);
-    FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format));
-    if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(lm.model->ReleaseFp32Base());
-    lm_model = std::move(lm.model);
+    lm_model = *std::move(made);
     lm_model_key = key;
   }
   const int window = t.language_model().window();
@@ -470,9 +464,7 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
     }
     FEDGE_ASSIGN_OR_RETURN(data::BpeTokenizer tokenizer,
                            data::BpeTokenizer::Parse(file.tokenizer()));
-    std::vector<std::string> texts;
-    for (const data::TextDocument& d : options.text) texts.push_back(d.text);
-    tokens = tokenizer.Encode(data::ConcatenateDocuments(texts));
+    tokens = data::EncodeDocuments(tokenizer, options.text);
     if (tokens.size() < 2) {
       return absl::InvalidArgumentError("ClientRuntime: the device's text encodes to fewer "
                                         "than 2 tokens");
