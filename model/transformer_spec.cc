@@ -1,0 +1,171 @@
+// TransformerLM's configuration side: parameter counts, validation, the spec's file form,
+// LoRA's spec, the adapters' template and the round's memory estimate (transformer.h).
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace fedge::model {
+
+int64_t TransformerParameterCount(const TransformerConfig& c) {
+  if (c.vocab_size <= 0 || c.dim <= 0 || c.num_layers <= 0 || c.ffn_dim <= 0 ||
+      c.vocab_size > (1 << 20) || c.dim > (1 << 16) || c.num_layers > 1024 ||
+      c.ffn_dim > (1 << 18)) {
+    return std::numeric_limits<int64_t>::max();
+  }
+  const int64_t d = c.dim, f = c.ffn_dim;
+  const int64_t per_block = 2 * d + 4 * d * d + 3 * d * f;
+  return int64_t{c.vocab_size} * d + c.num_layers * per_block + d;
+}
+
+absl::Status ValidateTransformerConfig(const TransformerConfig& c) {
+  auto bad = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("transformer config: ", what));
+  };
+  if (c.vocab_size < 2 || c.vocab_size > (1 << 20)) {
+    return bad(absl::StrCat("vocab_size ", c.vocab_size, " is outside [2, 1048576]"));
+  }
+  if (c.dim <= 0 || c.dim > (1 << 16)) {
+    return bad(absl::StrCat("dim ", c.dim, " is outside [1, 65536]"));
+  }
+  if (c.num_layers <= 0 || c.num_layers > 1024) {
+    return bad(absl::StrCat("num_layers ", c.num_layers, " is outside [1, 1024]"));
+  }
+  if (c.num_heads <= 0 || c.dim % c.num_heads != 0) {
+    return bad(absl::StrCat("num_heads ", c.num_heads, " does not divide dim ", c.dim));
+  }
+  if ((c.dim / c.num_heads) % 2 != 0) {
+    return bad(absl::StrCat("the head width dim/num_heads = ", c.dim / c.num_heads,
+                            " is odd; rotary positions need pairs"));
+  }
+  if (c.ffn_dim <= 0 || c.ffn_dim > (1 << 18)) {
+    return bad(absl::StrCat("ffn_dim ", c.ffn_dim, " is outside [1, 262144]"));
+  }
+  if (c.context <= 0 || c.context > 4096) {
+    return bad(absl::StrCat("context ", c.context, " is outside [1, 4096]"));
+  }
+  if (!(c.norm_epsilon > 0.0f) || !std::isfinite(c.norm_epsilon)) {
+    return bad("norm_epsilon must be positive and finite");
+  }
+  if (!(c.rope_base > 1.0f) || !std::isfinite(c.rope_base)) {
+    return bad("rope_base must be finite and above 1");
+  }
+  const int64_t n = TransformerParameterCount(c);
+  if (n > kMaxTransformerParameters) {
+    return bad(absl::StrCat(n, " parameters, above the limit of ", kMaxTransformerParameters));
+  }
+  return absl::OkStatus();
+}
+
+TransformerConfig TransformerConfigFromSpec(const v1::TransformerSpec& spec) {
+  TransformerConfig c;
+  c.vocab_size = spec.vocab_size();
+  c.dim = spec.dim();
+  c.num_layers = spec.num_layers();
+  c.num_heads = spec.num_heads();
+  c.ffn_dim = spec.ffn_dim();
+  c.context = spec.context();
+  if (spec.norm_epsilon() != 0.0f) c.norm_epsilon = spec.norm_epsilon();
+  if (spec.rope_base() != 0.0f) c.rope_base = spec.rope_base();
+  return c;
+}
+
+v1::TransformerSpec TransformerSpecFromConfig(const TransformerConfig& c) {
+  v1::TransformerSpec spec;
+  spec.set_vocab_size(c.vocab_size);
+  spec.set_dim(c.dim);
+  spec.set_num_layers(c.num_layers);
+  spec.set_num_heads(c.num_heads);
+  spec.set_ffn_dim(c.ffn_dim);
+  spec.set_context(c.context);
+  spec.set_norm_epsilon(c.norm_epsilon);
+  spec.set_rope_base(c.rope_base);
+  return spec;
+}
+
+LoraConfig LoraConfigFromSpec(const v1::LoraSpec& spec) {
+  LoraConfig c;
+  c.rank = spec.rank();
+  c.alpha = spec.alpha() != 0.0f ? spec.alpha() : 2.0f * static_cast<float>(spec.rank());
+  c.attention = spec.attention();
+  c.mlp = spec.mlp();
+  c.output = spec.output();
+  if (!c.attention && !c.mlp && !c.output) c.attention = c.mlp = true;
+  c.freeze_a = spec.freeze_a();
+  return c;
+}
+
+v1::ModelProto LoraAdapterTemplate(const TransformerConfig& c, const LoraConfig& lora) {
+  v1::ModelProto proto;
+  proto.mutable_spec()->set_name("lora");
+  *proto.mutable_spec()->mutable_transformer() = TransformerSpecFromConfig(c);
+  auto add = [&](const std::string& name, int in, int out) {
+    if (!lora.freeze_a) {
+      v1::TensorProto* a = proto.add_parameters();
+      a->set_name(name + ".lora_a");
+      a->add_shape(lora.rank);
+      a->add_shape(in);
+      a->mutable_values()->Resize(lora.rank * in, 0.0f);
+    }
+    v1::TensorProto* b = proto.add_parameters();
+    b->set_name(name + ".lora_b");
+    b->add_shape(out);
+    b->add_shape(lora.rank);
+    b->mutable_values()->Resize(out * lora.rank, 0.0f);
+  };
+  const int d = c.dim, f = c.ffn_dim;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = absl::StrCat("layers.", l, ".");
+    if (lora.attention) {
+      for (const char* w : {"attn.wq", "attn.wk", "attn.wv", "attn.wo"}) add(p + w, d, d);
+    }
+    if (lora.mlp) {
+      add(p + "ffn.w1", d, f);
+      add(p + "ffn.w2", f, d);
+      add(p + "ffn.w3", d, f);
+    }
+  }
+  if (lora.output) add("output", d, c.vocab_size);
+  return proto;
+}
+
+int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfig& lora,
+                                     BaseFormat format, int batch, int window, bool adam) {
+  const int64_t d = c.dim, f = c.ffn_dim, v = c.vocab_size, layers = c.num_layers;
+  const int64_t heads = c.num_heads, r = lora.rank;
+  const int64_t projections = layers * (4 * d * d + 3 * d * f);
+  const int64_t rest = v * d + (2 * layers + 1) * d;
+  int64_t base = 4 * rest;
+  base += format == BaseFormat::kInt4 ? projections + projections * 18 / 32 : 4 * projections;
+  int64_t adapters = 0;
+  const int64_t a_rows = lora.freeze_a ? 0 : 1;
+  auto adapter = [&](int64_t in, int64_t out) { adapters += r * (in * a_rows + out); };
+  for (int64_t l = 0; l < layers; ++l) {
+    if (lora.attention) {
+      for (int i = 0; i < 4; ++i) adapter(d, d);
+    }
+    if (lora.mlp) {
+      adapter(d, f);
+      adapter(f, d);
+      adapter(d, f);
+    }
+  }
+  if (lora.output) adapter(d, v);
+  // Frozen A's values (not sent) are held too.
+  const int64_t frozen_a = lora.freeze_a ? adapters : 0;
+  const int64_t adapter_bytes = 4 * adapters * (adam ? 6 : 4) + 4 * frozen_a;
+  const int64_t rows = int64_t{batch} * window;
+  const int64_t activations =
+      4 * (layers * (rows * (8 * d + 3 * f) + 2 * rows + batch * heads * window * window) +
+           2 * rows * d + rows);
+  const int64_t scratch = 4 * (rows * (6 * d + 3 * f) + window * window) + 4 * 65 * v +
+                          rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
+  return base + adapter_bytes + activations + scratch;
+}
+
+}  // namespace fedge::model
