@@ -115,7 +115,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     FEDGE_ASSIGN_OR_RETURN(job->report,
                            RoundReport::ForLanguageModel(job->config, *job->planner,
                                                          model.language_model,
-                                                         options_.data_root));
+                                                         options_.data_root,
+                                                         options_.evaluation_text));
   } else {
     FEDGE_ASSIGN_OR_RETURN(job->report,
                            RoundReport::Create(config, *job->planner, options_.evaluation_data,

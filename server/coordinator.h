@@ -83,6 +83,7 @@
 #include "aggregation/update.h"
 #include "base/clock.h"
 #include "data/dataset.h"
+#include "data/shard.h"
 #include "model/sequential.h"
 #include "model/submodel_slicer.h"
 #include "privacy/dp.h"
@@ -134,6 +135,9 @@ struct CoordinatorOptions {
   // Evaluation data, already preprocessed. When null, StartJob loads the job's
   // EvaluationConfig (Fashion-MNIST's test split by default) and preprocesses it.
   std::shared_ptr<const data::Dataset> evaluation_data;
+  // A language-model job's held-out text. When null, StartJob reads the job's
+  // language_model.eval_text_path (under data_root), if it names one.
+  std::shared_ptr<const std::vector<data::TextDocument>> evaluation_text;
   // The only directory a job's paths (evaluation.data_path) may name, relative to it
   // (server/round_report.h ResolveDataPath). Empty: jobs may name no path.
   std::string data_root;

@@ -120,16 +120,20 @@ std::unique_ptr<RoundReport> RoundReport::WithoutEvaluation(const v1::JobConfig&
 
 absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::ForLanguageModel(
     const v1::JobConfig& config, const RoundPlanner& planner,
-    std::shared_ptr<model::LanguageModel> lm, const std::string& data_root) {
+    std::shared_ptr<model::LanguageModel> lm, const std::string& data_root,
+    std::shared_ptr<const std::vector<data::TextDocument>> text) {
   std::unique_ptr<RoundReport> report(new RoundReport(config, planner));
   report->lm_ = std::move(lm);
   const v1::LanguageModelJob& job = config.language_model();
-  if (job.eval_text_path().empty()) return report;
-  FEDGE_ASSIGN_OR_RETURN(const std::string path,
-                         ResolveDataPath(data_root, job.eval_text_path()));
-  FEDGE_ASSIGN_OR_RETURN(std::vector<data::TextDocument> docs, data::ReadTextShard(path));
+  if (text == nullptr) {
+    if (job.eval_text_path().empty()) return report;
+    FEDGE_ASSIGN_OR_RETURN(const std::string path,
+                           ResolveDataPath(data_root, job.eval_text_path()));
+    FEDGE_ASSIGN_OR_RETURN(std::vector<data::TextDocument> docs, data::ReadTextShard(path));
+    text = std::make_shared<const std::vector<data::TextDocument>>(std::move(docs));
+  }
   const int window = job.window() > 0 ? job.window() : report->lm_->model->config().context;
-  std::vector<int32_t> tokens = data::EncodeDocuments(report->lm_->tokenizer, docs);
+  std::vector<int32_t> tokens = data::EncodeDocuments(report->lm_->tokenizer, *text);
   const int64_t keep = config.evaluation().max_examples();
   if (keep > 0 && static_cast<int64_t>(tokens.size()) > keep * window + 1) {
     tokens.resize(static_cast<size_t>(keep * window + 1));

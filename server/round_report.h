@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "data/dataset.h"
+#include "data/shard.h"
 #include "data/token_windows.h"
 #include "model/language_model.h"
 #include "model/sequential.h"
@@ -49,14 +50,15 @@ class RoundReport {
                                                         const RoundPlanner& planner);
   // A language-model job's report: the round's adapters set on `lm` (the job's base with its
   // adapters, shared with the job) and scored on the held-out text of
-  // language_model.eval_text_path (a text shard under `data_root`, encoded with the base's
-  // tokenizer into windows of the job's window), evaluation.batch_size windows at a time;
-  // evaluation.max_examples > 0 keeps that many windows. No eval_text_path: no evaluation.
-  // Errors: the path's (ResolveDataPath) and the shard's (ReadTextShard); INVALID_ARGUMENT
-  // for text shorter than one window.
+  // `text` when not null, else language_model.eval_text_path (a text shard under
+  // `data_root`), encoded with the base's tokenizer into windows of the job's window,
+  // evaluation.batch_size windows at a time; evaluation.max_examples > 0 keeps that many
+  // windows. Neither: no evaluation. Errors: the path's (ResolveDataPath) and the shard's
+  // (ReadTextShard); INVALID_ARGUMENT for text shorter than one window.
   static absl::StatusOr<std::unique_ptr<RoundReport>> ForLanguageModel(
       const v1::JobConfig& config, const RoundPlanner& planner,
-      std::shared_ptr<model::LanguageModel> lm, const std::string& data_root);
+      std::shared_ptr<model::LanguageModel> lm, const std::string& data_root,
+      std::shared_ptr<const std::vector<data::TextDocument>> text = nullptr);
 
   // Evaluates `model` (the round's new central model) when round `round` is due, and adds
   // one TierRoundMetrics per tier (evaluated ones with their figures) to `metrics`. A

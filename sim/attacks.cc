@@ -30,6 +30,12 @@ class LabelFlippingSource final : public ClientDataSource {
   }
   int64_t NumExamples(int64_t client) const override { return inner_->NumExamples(client); }
   std::shared_ptr<const data::Dataset> TestData() const override { return inner_->TestData(); }
+  std::vector<int32_t> ClientTokens(int64_t client) const override {
+    return inner_->ClientTokens(client);
+  }
+  std::shared_ptr<const std::vector<data::TextDocument>> EvaluationText() const override {
+    return inner_->EvaluationText();
+  }
   data::Dataset ClientTestData(int64_t client) const override {
     return inner_->ClientTestData(client);
   }

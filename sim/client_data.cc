@@ -7,12 +7,18 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
-#include "sim/attacks.h"
+#include "data/bpe.h"
+#include "data/brown.h"
 #include "data/idx_reader.h"
 #include "data/partition.h"
 #include "data/preprocessing.h"
+#include "data/token_windows.h"
+#include "model/serialize.h"
+#include "server/round_report.h"
+#include "sim/attacks.h"
 #include "sim/device_model.h"
 
 namespace fedge::sim {
@@ -211,6 +217,70 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeFashionMnist(const v1::Sim
   return std::unique_ptr<ClientDataSource>(std::move(source));
 }
 
+// Text devices (SimData.brown): each partition's tokens, encoded once.
+class BrownSource final : public ClientDataSource {
+ public:
+  BrownSource(std::vector<std::vector<int32_t>> tokens,
+              std::shared_ptr<const std::vector<data::TextDocument>> test)
+      : tokens_(std::move(tokens)), test_(std::move(test)) {}
+
+  data::Dataset ClientData(int64_t) const override { return data::Dataset(); }
+  int64_t NumExamples(int64_t client) const override {
+    return static_cast<int64_t>(Partition(client).size());
+  }
+  std::shared_ptr<const data::Dataset> TestData() const override { return nullptr; }
+  std::vector<int32_t> ClientTokens(int64_t client) const override { return Partition(client); }
+  std::shared_ptr<const std::vector<data::TextDocument>> EvaluationText() const override {
+    return test_;
+  }
+
+ private:
+  const std::vector<int32_t>& Partition(int64_t client) const {
+    return tokens_[static_cast<size_t>(client % static_cast<int64_t>(tokens_.size()))];
+  }
+  const std::vector<std::vector<int32_t>> tokens_;
+  const std::shared_ptr<const std::vector<data::TextDocument>> test_;
+};
+
+absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeBrown(const v1::SimConfig& config) {
+  const v1::BrownData& b = config.data().brown();
+  // The base's tokenizer, from the file the coordinator reads.
+  FEDGE_ASSIGN_OR_RETURN(const std::string base_path,
+                         server::ResolveDataPath(config.data_root(),
+                                                 config.job().language_model().base_path()));
+  FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(base_path));
+  if (file.tokenizer().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Simulator: ", base_path, " holds no tokenizer (not a language model)"));
+  }
+  FEDGE_ASSIGN_OR_RETURN(const data::BpeTokenizer tokenizer,
+                         data::BpeTokenizer::Parse(file.tokenizer()));
+  file.Clear();
+  const std::string dir = b.dir().empty() ? data::DefaultBrownDir() : b.dir();
+  FEDGE_ASSIGN_OR_RETURN(const std::vector<data::BrownDocument> docs, data::LoadBrownCorpus(dir));
+  const data::BrownSplit split = data::SplitBrown(docs);
+  if (split.finetune.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Simulator: data.brown: ", dir, " holds no fiction document (ck..cr)"));
+  }
+  const std::vector<std::vector<data::TextDocument>> parts = data::PartitionBrown(
+      split.finetune, b.partition() == v1::BrownData::PARTITION_BY_GENRE
+                          ? data::BrownPartition::kByGenre
+                          : data::BrownPartition::kByDocument);
+  if (static_cast<int64_t>(parts.size()) > config.population()) {
+    FEDGE_LOG(WARNING) << "Simulator: data.brown has " << parts.size() << " partitions and the "
+                 << "population " << config.population() << ": only the first "
+                 << config.population() << " take part";
+  }
+  std::vector<std::vector<int32_t>> tokens;
+  for (const std::vector<data::TextDocument>& part : parts) {
+    tokens.push_back(data::EncodeDocuments(tokenizer, part));
+  }
+  auto test = std::make_shared<std::vector<data::TextDocument>>();
+  for (const data::BrownDocument& d : split.finetune_test) test->push_back({d.id, d.text});
+  return std::unique_ptr<ClientDataSource>(new BrownSource(std::move(tokens), std::move(test)));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeClientDataSource(const v1::SimConfig& config) {
@@ -219,6 +289,8 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeClientDataSource(const v1:
     source.reset(new SyntheticSource(config.data().synthetic()));
   } else if (config.data().has_fashion_mnist()) {
     FEDGE_ASSIGN_OR_RETURN(source, MakeFashionMnist(config));
+  } else if (config.data().has_brown()) {
+    FEDGE_ASSIGN_OR_RETURN(source, MakeBrown(config));
   } else {
     return absl::InvalidArgumentError("Simulator: data: a dataset is required");
   }

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -72,6 +73,12 @@ std::string Clock(double seconds) {
   return absl::StrFormat("%02ld:%02ld", s / 60, s % 60);
 }
 
+// A round's headline figure: a language model's perplexity, else the accuracy.
+std::string Score(const sim::RoundReport& r) {
+  return r.test_perplexity > 0 ? absl::StrFormat("ppl %.2f", r.test_perplexity)
+                               : absl::StrFormat("acc %.4f", r.test_accuracy);
+}
+
 void DrawProgress(const sim::RoundReport& r, int64_t rounds, double wall) {
   constexpr int kWidth = 30;
   const double f = rounds > 0 ? static_cast<double>(r.round) / static_cast<double>(rounds) : 1;
@@ -79,9 +86,9 @@ void DrawProgress(const sim::RoundReport& r, int64_t rounds, double wall) {
   const double eta = r.round > 0 ? wall / static_cast<double>(r.round) *
                                        static_cast<double>(rounds - r.round)
                                  : 0;
-  std::fprintf(stderr, "\r[%s%s] %lld/%lld  acc %.4f  wall %s  ETA %s ",
+  std::fprintf(stderr, "\r[%s%s] %lld/%lld  %s  wall %s  ETA %s ",
                std::string(filled, '#').c_str(), std::string(kWidth - filled, '.').c_str(),
-               static_cast<long long>(r.round), static_cast<long long>(rounds), r.test_accuracy,
+               static_cast<long long>(r.round), static_cast<long long>(rounds), Score(r).c_str(),
                Clock(wall).c_str(), Clock(eta).c_str());
   std::fflush(stderr);
 }
@@ -152,6 +159,13 @@ absl::Status Run(sim::Cluster* cluster, bool& started) {
     }
     progress = progress_flag == "always" || (progress_flag == "auto" && isatty(STDERR_FILENO));
     FEDGE_ASSIGN_OR_RETURN(v1::SimConfig config, sim::LoadSimConfigFile(path));
+    if (config.data_root().empty()) {
+      // The job's files (a language model's base) are read next to the config.
+      std::error_code ec;
+      const std::filesystem::path dir =
+          std::filesystem::absolute(std::filesystem::path(path), ec).parent_path();
+      config.set_data_root(ec ? "." : dir.string());
+    }
     if (const std::string out = absl::GetFlag(FLAGS_metrics_out); !out.empty()) {
       metrics.open(out, std::ios::trunc);
       if (!metrics) return absl::UnavailableError("cannot write --metrics-out " + out);
@@ -199,9 +213,9 @@ absl::Status Run(sim::Cluster* cluster, bool& started) {
       metrics.flush();
     }
     if (progress) std::fprintf(stderr, "\r\033[K");
-    std::printf("round %3lld  acc %.4f  loss %.4f  clients %d/%d (offline %d, dropouts %d, "
+    std::printf("round %3lld  %s  loss %.4f  clients %d/%d (offline %d, dropouts %d, "
                 "stragglers %d)  virtual %.1f s  wall %.1f s\n",
-                static_cast<long long>(r.round), r.test_accuracy, r.test_loss, r.participants,
+                static_cast<long long>(r.round), Score(r).c_str(), r.test_loss, r.participants,
                 r.sampled, r.offline, r.dropouts, r.stragglers, r.virtual_time_s, r.wall_time_s);
     if (r.fed_cg) {
       // acc above is the mean client accuracy (private E_i + the new global C).
@@ -218,9 +232,13 @@ absl::Status Run(sim::Cluster* cluster, bool& started) {
   int64_t updates = 0;
   for (const sim::RoundReport& r : rounds) updates += r.participants;
   const sim::RoundReport last = rounds.empty() ? sim::RoundReport{} : rounds.back();
-  std::printf("summary: %zu rounds, final test accuracy %.4f, virtual time %.1f s, wall %.1f s "
+  std::printf("summary: %zu rounds, final test %s, virtual time %.1f s, wall %.1f s "
               "(setup %.1f s), %lld client updates (%.1f per second), peak RSS %.0f MB\n",
-              rounds.size(), last.test_accuracy, last.virtual_time_s, run_s, setup_s,
+              rounds.size(),
+              last.test_perplexity > 0
+                  ? absl::StrFormat("perplexity %.2f", last.test_perplexity).c_str()
+                  : absl::StrFormat("accuracy %.4f", last.test_accuracy).c_str(),
+              last.virtual_time_s, run_s, setup_s,
               static_cast<long long>(updates), run_s > 0 ? updates / run_s : 0.0, PeakRssMb());
   if (const std::string dir = absl::GetFlag(FLAGS_report); !dir.empty()) {
     sim::ReportSummary summary;

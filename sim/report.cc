@@ -125,6 +125,8 @@ std::string MetricsJsonLine(const RoundReport& r, bool wall_time) {
       ",\"wall_time_s\":", Num(wall_time ? r.wall_time_s : 0.0),
       ",\"evaluated\":", r.evaluated ? "true" : "false",
       ",\"test_accuracy\":", Num(r.test_accuracy), ",\"test_loss\":", Num(r.test_loss),
+      r.test_perplexity > 0 ? absl::StrCat(",\"test_perplexity\":", Num(r.test_perplexity))
+                            : std::string(),
       ",\"train_loss\":", Num(r.train_loss), ",\"sampled\":", r.sampled,
       ",\"participants\":", r.participants, ",\"dropped\":", r.dropped,
       ",\"offline\":", r.offline, ",\"dropouts\":", r.dropouts, ",\"stragglers\":", r.stragglers,
@@ -165,6 +167,7 @@ absl::StatusOr<RoundReport> ParseMetricsJsonLine(absl::string_view line) {
     else if (key == "evaluated") r.evaluated = v != 0;
     else if (key == "test_accuracy") r.test_accuracy = v;
     else if (key == "test_loss") r.test_loss = v;
+    else if (key == "test_perplexity") r.test_perplexity = v;
     else if (key == "train_loss") r.train_loss = v;
     else if (key == "sampled") r.sampled = i32;
     else if (key == "participants") r.participants = i32;

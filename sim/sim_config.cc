@@ -123,7 +123,12 @@ void CheckData(v1::SimConfig& c, Problems& p) {
   v1::SimData& data = *c.mutable_data();
   switch (data.source_case()) {
     case v1::SimData::SOURCE_NOT_SET:
-      p.Add("data", "a dataset is required (fashion_mnist or synthetic)");
+      p.Add("data", "a dataset is required (fashion_mnist, synthetic or brown)");
+      return;
+    case v1::SimData::kBrown:
+      if (!c.job().has_language_model()) {
+        p.Add("data.brown", "is text: the job must be a language model (job.language_model)");
+      }
       return;
     case v1::SimData::kFashionMnist: {
       v1::FashionMnistData& f = *data.mutable_fashion_mnist();
@@ -294,6 +299,14 @@ absl::StatusOr<v1::SimConfig> ValidateSimConfig(const v1::SimConfig& config) {
           "devices.dropout > 0): without a deadline a round waits for every sampled client");
   }
 
+  if (c.job().has_language_model() && !c.data().has_brown()) {
+    p.Add("data", "must be brown with job.language_model (a language model trains on text)");
+  }
+  if (c.job().has_language_model()) {
+    // The model is the base file's, built when the job starts.
+    if (!p.empty()) return p.ToStatus();
+    return c;
+  }
   if (p.empty() && c.job().strategy().has_fed_cg()) {
     // FedCG: images for its networks (model_spec names the shape only).
     const v1::FedCgParams& f = c.job().strategy().fed_cg();

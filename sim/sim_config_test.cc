@@ -79,7 +79,7 @@ TEST(SimConfigTest, ClientsPerRoundAbovePopulationIsRefused) {
 TEST(SimConfigTest, MissingDatasetIsNamed) {
   EXPECT_THAT(Load("population: 20"),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("data a dataset is required (fashion_mnist or synthetic)")));
+                       HasSubstr("data a dataset is required (fashion_mnist, synthetic or brown)")));
 }
 
 TEST(SimConfigTest, MissingJobIsNamed) {

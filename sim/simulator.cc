@@ -25,12 +25,67 @@
 #include "client/fedcg_trainer.h"
 #include "client/local_trainer.h"
 #include "google/protobuf/message_lite.h"
+#include "data/token_windows.h"
 #include "model/fedcg_nets.h"
+#include "model/serialize.h"
+#include "model/transformer.h"
+#include "server/round_report.h"
 #include "server/model_weights.h"
 #include "sim/device_model.h"
 #include "sim/training_share.h"
 
 namespace fedge::sim {
+
+// The device copies of a language-model job's base (client::LanguageModelForTask): a
+// virtual device borrows one for its round (TrainLanguageModelTask sets its task's
+// adapters) and gives it back, so there are at most as many as training threads. The base
+// file is read at the first borrow and kept; copies for another job or adapter spec are
+// dropped. Thread-safe.
+class DeviceLanguageModels {
+ public:
+  explicit DeviceLanguageModels(const v1::SimConfig& config) : config_(config) {}
+
+  absl::StatusOr<std::unique_ptr<model::TransformerLM>> Borrow(const v1::TaskHeader& task) {
+    v1::ModelProto file;
+    {
+      absl::MutexLock lock(&mu_);
+      const std::string key = Key(task);
+      if (key != key_) {
+        free_.clear();
+        key_ = key;
+      }
+      if (!free_.empty()) {
+        std::unique_ptr<model::TransformerLM> m = std::move(free_.back());
+        free_.pop_back();
+        return m;
+      }
+      if (file_ == nullptr) {
+        FEDGE_ASSIGN_OR_RETURN(
+            const std::string path,
+            server::ResolveDataPath(config_.data_root(), config_.job().language_model().base_path()));
+        FEDGE_ASSIGN_OR_RETURN(v1::ModelProto loaded, model::LoadModel(path));
+        file_ = std::make_unique<const v1::ModelProto>(std::move(loaded));
+      }
+      file = *file_;
+    }
+    return client::LanguageModelForTask(task, std::move(file));
+  }
+
+  void Return(const v1::TaskHeader& task, std::unique_ptr<model::TransformerLM> m) {
+    absl::MutexLock lock(&mu_);
+    if (Key(task) == key_) free_.push_back(std::move(m));
+  }
+
+ private:
+  static std::string Key(const v1::TaskHeader& task) {
+    return task.job_id() + "\n" + task.language_model().lora().SerializeAsString();
+  }
+  const v1::SimConfig& config_;
+  absl::Mutex mu_;
+  std::unique_ptr<const v1::ModelProto> file_ ABSL_GUARDED_BY(mu_);
+  std::string key_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<model::TransformerLM>> free_ ABSL_GUARDED_BY(mu_);
+};
 
 namespace {
 
@@ -60,14 +115,16 @@ v1::DeviceProfile ProfileOf(const DeviceModel& device, int64_t examples) {
 }
 
 // Examples a task trains on: epochs over the client's data, capped by max_steps batches
-// (FedCG: its GAN epochs too).
+// (FedCG: its GAN epochs too; a language model: tokens, batches of batch_size windows).
 int64_t ExamplesTrained(const v1::TaskHeader& task, int64_t num_examples) {
   const v1::LocalTraining& t = task.training();
   int64_t examples = static_cast<int64_t>(std::max(1, t.epochs())) * num_examples;
   if (task.has_fed_cg()) examples += static_cast<int64_t>(task.fed_cg().gan_epochs()) * num_examples;
   if (t.max_steps() > 0) {
+    const int64_t per_example =
+        task.has_language_model() ? std::max(1, task.language_model().window()) : 1;
     examples = std::min<int64_t>(examples, static_cast<int64_t>(t.max_steps()) *
-                                               std::max(1, t.batch_size()));
+                                               std::max(1, t.batch_size()) * per_example);
   }
   return examples;
 }
@@ -82,7 +139,29 @@ absl::StatusOr<client::FedCgDeviceData> FedCgClientData(int64_t client, const v1
                                           data.ClientData(client), &test);
 }
 
-absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDataSource& data) {
+// What trains a job: the clients' data and, for language models, the devices' base copies.
+struct Trainers {
+  const ClientDataSource& data;
+  DeviceLanguageModels& language_models;
+};
+
+absl::StatusOr<client::LocalUpdate> TrainLanguageModel(const TrainingJob& job,
+                                                       const Trainers& with) {
+  FEDGE_ASSIGN_OR_RETURN(
+      data::TokenWindows text,
+      data::TokenWindows::Create(with.data.ClientTokens(job.client),
+                                 job.header->language_model().window()));
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::TransformerLM> device_model,
+                         with.language_models.Borrow(*job.header));
+  absl::StatusOr<client::LocalUpdate> update =
+      client::TrainLanguageModelTask(*job.header, *job.model, *device_model, text, job.seed);
+  with.language_models.Return(*job.header, std::move(device_model));
+  return update;
+}
+
+absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const Trainers& with) {
+  const ClientDataSource& data = with.data;
+  if (job.header->has_language_model()) return TrainLanguageModel(job, with);
   if (job.fedcg != nullptr) {
     FEDGE_ASSIGN_OR_RETURN(client::FedCgDeviceData d, FedCgClientData(job.client, *job.header, data));
     return job.fedcg->RunTask(*job.header, *job.model, Simulator::ClientId(job.client), d);
@@ -96,7 +175,7 @@ absl::StatusOr<client::LocalUpdate> Train(const TrainingJob& job, const ClientDa
 // `consume`, so the finished updates waiting for their turn are bounded by the window, not
 // by the number of jobs. Stops at the first error `consume` returns, and returns it.
 absl::Status TrainInOrder(
-    const std::vector<TrainingJob>& jobs, const ClientDataSource& data, int threads,
+    const std::vector<TrainingJob>& jobs, const Trainers& with, int threads,
     const std::function<absl::Status(size_t, absl::StatusOr<client::LocalUpdate>)>& consume) {
   struct Result {
     absl::StatusOr<client::LocalUpdate> update = absl::UnknownError("not trained");
@@ -120,7 +199,7 @@ absl::Status TrainInOrder(
         mu.Await(absl::Condition(&in_window));
       }
       if (stop.load()) return;
-      absl::StatusOr<client::LocalUpdate> update = Train(jobs[i], data);
+      absl::StatusOr<client::LocalUpdate> update = Train(jobs[i], with);
       absl::MutexLock lock(&mu);
       results[i].update = std::move(update);
       results[i].ready = true;
@@ -171,6 +250,8 @@ absl::Status RunTrainingWorker(const v1::SimConfig& config, const SimulatorOptio
   }
   const int threads = TrainingThreads(config, options);
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<ClientDataSource> data, MakeClientDataSource(config));
+  DeviceLanguageModels language_models(config);
+  const Trainers with{*data, language_models};
   while (true) {
     const absl::StatusOr<std::string> message = cluster->Receive(0);
     if (!message.ok()) return message.status();
@@ -183,7 +264,7 @@ absl::Status RunTrainingWorker(const v1::SimConfig& config, const SimulatorOptio
     Share share;
     FEDGE_RETURN_IF_ERROR(DecodeShare(r, config.population(), share));
     FEDGE_RETURN_IF_ERROR(TrainInOrder(
-        share.jobs, *data, threads,
+        share.jobs, with, threads,
         [&](size_t, absl::StatusOr<client::LocalUpdate> u) {
           return cluster->Send(0, EncodeResult(u));
         }));
@@ -223,6 +304,7 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
     sim->fedcg_.resize(static_cast<size_t>(config.population()));
   }
   FEDGE_ASSIGN_OR_RETURN(sim->data_, MakeClientDataSource(sim->config_));
+  sim->language_models_ = std::make_unique<DeviceLanguageModels>(sim->config_);
   server::CoordinatorOptions copts;
   copts.clock = &sim->clock_;
   copts.enrollment_token = kEnrollmentToken;
@@ -230,6 +312,8 @@ absl::StatusOr<std::unique_ptr<Simulator>> Simulator::Create(const v1::SimConfig
   copts.liveness_timeout = absl::Hours(24 * 365 * 10);
   copts.aggregation_threads = 1;
   copts.evaluation_data = sim->data_->TestData();
+  copts.evaluation_text = sim->data_->EvaluationText();
+  copts.data_root = sim->config_.data_root();
   copts.accept_requested_client_ids = true;       // "v00000042": see RegisterPopulation
   copts.dp_noise_seed = sim->config_.seed();      // DP noise reproducible from the seed
   copts.secure_aggregation_phase_timeout = kSecAggPhaseTimeout;
@@ -423,6 +507,7 @@ absl::StatusOr<Simulator::Attempt> Simulator::RunAttempt(int attempt) {
     rep.evaluated = m.evaluated();
     rep.test_accuracy = m.test_accuracy();
     rep.test_loss = m.test_loss();
+    rep.test_perplexity = m.test_perplexity();
     rep.train_loss = m.train_loss();
     rep.sampled = m.sampled();
     rep.participants = m.participants();
@@ -536,7 +621,7 @@ absl::Status Simulator::TrainAndSubmit(std::vector<ClientRun*>& runs, absl::Time
   };
   // This rank's share (all of it in one process) on the pool; the others' in between.
   FEDGE_RETURN_IF_ERROR(TrainInOrder(
-      shares[0], *data_, threads_,
+      shares[0], Trainers{*data_, *language_models_}, threads_,
       [&](size_t k, absl::StatusOr<client::LocalUpdate> update) -> absl::Status {
         const size_t i = k * ranks;
         FEDGE_RETURN_IF_ERROR(submit_remote_until(i));
@@ -567,7 +652,9 @@ absl::Status Simulator::Deliver(server::TaskAssignment task, DecodedModels& deco
   client::DeviceResources device;
   device.memory_budget_bytes = DrawDevice(config_, run.client).memory_budget_bytes;
   device.num_examples = data_->NumExamples(run.client);
-  device.example_floats = static_cast<int64_t>(data_->TestData()->feature_size());
+  if (data_->TestData() != nullptr) {
+    device.example_floats = static_cast<int64_t>(data_->TestData()->feature_size());
+  }
   if (sent.header.has_fed_cg()) device.eval_examples = data_->ClientTestData(run.client).num_examples;
   absl::StatusOr<client::DeviceTask> admitted = client::AdmitTask(sent.header, device);
   run.task.header = sent.header;

@@ -110,6 +110,8 @@
 
 namespace fedge::sim {
 
+class DeviceLanguageModels;  // simulator.cc
+
 struct SimulatorOptions {
   // Training threads; > 0 overrides config.threads (0 there = the machine's cores shared
   // among the cluster's ranks on this machine).
@@ -143,6 +145,7 @@ struct RoundReport {
   bool evaluated = false;
   double test_accuracy = 0;
   double test_loss = 0;
+  double test_perplexity = 0;   // a language-model job: e^test_loss over its held-out tokens
   double train_loss = 0;        // participants' mean local loss, weighted by examples
   int sampled = 0;
   int participants = 0;
@@ -304,6 +307,8 @@ class Simulator {
   const int threads_;
   Cluster* const cluster_;  // null: this process alone
   std::unique_ptr<ClientDataSource> data_;
+  // Language-model jobs: the devices' copies of the base (simulator.cc).
+  std::unique_ptr<DeviceLanguageModels> language_models_;
   base::ManualClock clock_;
   absl::Time start_;
   std::unique_ptr<server::Coordinator> coordinator_;

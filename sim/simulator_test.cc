@@ -1,7 +1,12 @@
 #include "sim/simulator.h"
 
+#include <unistd.h>
+
+#include <cmath>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -14,6 +19,7 @@
 #include "sim/report.h"
 #include "sim/sim_config.h"
 #include "tests/status_matchers.h"
+#include "tests/tiny_language_model.h"
 
 namespace fedge::sim {
 namespace {
@@ -441,6 +447,108 @@ TEST(SimulatorTest, FedCgRefusesSeveralRanks) {
   EXPECT_THAT(RunOnRanks(FedCgScenario(), 2).status(),
               ::fedge::testing::StatusIs(absl::StatusCode::kUnimplemented,
                                          ::testing::HasSubstr("one process")));
+}
+
+// A language-model job on text devices: a small Brown-layout corpus (three fiction
+// documents and one non-fiction one, which no device gets) and a tiny base beside it.
+class LanguageModelSimTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = (std::filesystem::temp_directory_path() /
+             ("sim_lm_test_" + std::to_string(::getpid())))
+                .string();
+    std::filesystem::remove_all(root_);
+    std::filesystem::create_directories(root_ + "/brown");
+    ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(root_));
+    const std::string tagged =
+        "\tthe/at cat/nn sat/vbd on/in the/at mat/nn and/cc the/at dog/nn sat/vbd on/in "
+        "the/at log/nn while/cs the/at bird/nn sang/vbd in/in the/at tree/nn ./.\n\n";
+    for (const char* id : {"ck01", "ck02", "cl01", "ca01"}) {
+      std::ofstream out(root_ + "/brown/" + id);
+      for (int i = 0; i < 30; ++i) out << tagged;
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+
+  v1::SimConfig Config() const {
+    v1::SimConfig c;
+    v1::JobConfig& job = *c.mutable_job();
+    job.set_name("sim-lm");
+    job.set_rounds(3);
+    job.mutable_selection()->set_clients_per_round(3);
+    job.mutable_round_policy()->set_quorum(2);
+    job.mutable_round_policy()->set_deadline_seconds(600);
+    v1::LanguageModelJob& lm = *job.mutable_language_model();
+    lm.set_base_path("base.pb");
+    lm.mutable_lora()->set_rank(4);
+    lm.mutable_lora()->set_attention(true);
+    lm.mutable_lora()->set_mlp(true);
+    lm.mutable_lora()->set_output(true);
+    lm.mutable_lora()->set_base_format(v1::LoraSpec::BASE_FORMAT_INT4);
+    lm.set_window(16);
+    job.mutable_local_training()->set_batch_size(4);
+    job.mutable_local_training()->set_optimizer(v1::OPTIMIZER_KIND_ADAM);
+    job.mutable_local_training()->set_learning_rate(0.01);
+    job.mutable_local_training()->set_max_steps(20);
+    c.set_population(3);
+    c.mutable_data()->mutable_brown()->set_dir(root_ + "/brown");
+    c.set_data_root(root_);
+    c.set_seed(7);
+    return c;
+  }
+
+  std::string root_;
+};
+
+TEST_F(LanguageModelSimTest, TextDevicesTrainAdaptersAndThePerplexityFalls) {
+  auto one = RunAll(Config(), 1);
+  ASSERT_THAT(one.status(), IsOk());
+  ASSERT_EQ(one->size(), 3u);
+  const int64_t adapters_bytes = (*one)[0].bytes_down / (*one)[0].participants;
+  for (const RoundReport& r : *one) {
+    EXPECT_EQ(r.participants, 3);
+    EXPECT_TRUE(r.evaluated);
+    EXPECT_GT(r.test_perplexity, 1.0);
+    EXPECT_NEAR(std::log(r.test_perplexity), r.test_loss, 1e-6);
+    // Only the adapters travel, both ways; tokens are the examples: an epoch of each
+    // device's text (fewer tokens than max_steps batches of windows).
+    EXPECT_EQ(r.bytes_down, adapters_bytes * r.participants);
+    EXPECT_EQ(r.examples, (*one)[0].examples);
+    EXPECT_GT(r.examples, 3 * 1000);
+    EXPECT_LE(r.examples, 3 * 20 * 4 * 16);
+  }
+  const int64_t base_bytes = static_cast<int64_t>(std::filesystem::file_size(root_ + "/base.pb"));
+  EXPECT_LT(adapters_bytes, base_bytes / 2);
+  EXPECT_LT(one->back().test_perplexity, 0.8 * one->front().test_perplexity);
+  EXPECT_LT(one->back().test_perplexity, 0.5 * 270);
+  // The devices' base copies are per thread, their updates submitted in a fixed order: the
+  // same model whatever the thread count.
+  auto two = RunAll(Config(), 2);
+  ASSERT_THAT(two.status(), IsOk());
+  ASSERT_EQ(two->size(), 3u);
+  for (size_t i = 0; i < one->size(); ++i) {
+    EXPECT_EQ((*two)[i].test_perplexity, (*one)[i].test_perplexity) << "round " << i + 1;
+  }
+}
+
+TEST_F(LanguageModelSimTest, TextAndLanguageModelsGoTogether) {
+  v1::SimConfig images = Config();
+  images.mutable_job()->clear_language_model();
+  *images.mutable_job()->mutable_model_spec() = model::MlpSpec({16, 4});
+  EXPECT_THAT(ValidateSimConfig(images).status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                ::testing::HasSubstr("data.brown")));
+  v1::SimConfig synthetic = Config();
+  synthetic.mutable_data()->mutable_synthetic()->set_features(16);
+  EXPECT_THAT(ValidateSimConfig(synthetic).status(),
+              testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                ::testing::HasSubstr("must be brown")));
+  v1::SimConfig missing = Config();
+  missing.mutable_job()->mutable_language_model()->set_base_path("nowhere.pb");
+  auto validated = ValidateSimConfig(missing);
+  ASSERT_THAT(validated.status(), IsOk());
+  EXPECT_THAT(Simulator::Create(*validated).status(),
+              testing::StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("nowhere.pb")));
 }
 
 }  // namespace
