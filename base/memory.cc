@@ -19,6 +19,15 @@ bool KeepFreedMemoryForReuse() {
 #endif
 }
 
+bool ReturnFreedMemory() {
+#if defined(__GLIBC__)
+  constexpr int k64KiB = 64 * 1024;
+  return mallopt(M_MMAP_THRESHOLD, k64KiB) == 1 && mallopt(M_TRIM_THRESHOLD, k64KiB) == 1;
+#else
+  return false;
+#endif
+}
+
 bool SizeFreedMemoryPolicy(long long model_bytes) {
   if (model_bytes >= kKeepFreedMemoryFromModelBytes) return KeepFreedMemoryForReuse();
 #if defined(__GLIBC__)

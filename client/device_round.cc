@@ -198,20 +198,27 @@ model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task) {
 }
 
 absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
-    const v1::TaskHeader& task, v1::ModelProto base) {
-  if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
-                                                          task.model_spec().transformer())) {
-    return absl::FailedPreconditionError(
-        "DeviceRound: the device's base model is not the task's architecture");
-  }
-  FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm, model::LanguageModelFromProto(base));
-  base.Clear();  // the file's copy goes before the adapters and the int4 copy are made
-  FEDGE_RETURN_IF_ERROR(
-      lm.model->AddLora(model::LoraConfigFromSpec(task.language_model().lora()), 0));
+    const v1::TaskHeader& task, const std::function<absl::StatusOr<v1::ModelProto>()>& load_base) {
+  FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(task));
+  // The model and its adapters first: the frozen base's gradients go before the file is
+  // read, so that the fp32 values are held at most twice (model and file), never with
+  // their gradients too.
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::TransformerLM> device_model,
+                         model::TransformerLM::Create(lm.first));
+  FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.second, 0));
+  {
+    FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto base, load_base());
+    if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
+                                                            task.model_spec().transformer())) {
+      return absl::FailedPreconditionError(
+          "DeviceRound: the device's base model is not the task's architecture");
+    }
+    FEDGE_RETURN_IF_ERROR(device_model->SetParameters(base));
+  }  // the file's copy goes before the int4 copy is made
   const model::BaseFormat format = LanguageModelBaseFormat(task);
-  FEDGE_RETURN_IF_ERROR(lm.model->SetBaseFormat(format));
-  if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(lm.model->ReleaseFp32Base());
-  return std::move(lm.model);
+  FEDGE_RETURN_IF_ERROR(device_model->SetBaseFormat(format));
+  if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(device_model->ReleaseFp32Base());
+  return device_model;
 }
 
 absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,

@@ -112,13 +112,16 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
                                                    const data::TokenWindows& text,
                                                    uint64_t shuffle_seed,
                                                    std::function<bool()> cancelled = nullptr);
-// The device's copy of a language-model task's base, made from `base` (a language-model file,
-// model/language_model.h): the task's LoRA adapters (zero until TrainLanguageModelTask sets
-// the task's) on the base in the task's base format (int4: the fp32 weights released). The
-// file's copy is dropped before the adapters and the int4 copy are made. FAILED_PRECONDITION
-// when `base` is not the task's architecture; INVALID_ARGUMENT for a malformed file.
+// The device's copy of a language-model task's base: the task's architecture with its LoRA
+// adapters (zero until TrainLanguageModelTask sets the task's), the base's values from
+// `load_base` (a language-model file, model/language_model.h), in the task's base format
+// (int4: the fp32 weights released). Built in the order that keeps the peak low: the model
+// and adapters (the frozen base's gradients released), then the file, whose copy is dropped
+// before the int4 copy is made. FAILED_PRECONDITION when the file is not the task's
+// architecture; INVALID_ARGUMENT for a task whose LoRA spec or window is out of range and
+// for a file whose values do not fit; `load_base`'s errors.
 absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
-    const v1::TaskHeader& task, v1::ModelProto base);
+    const v1::TaskHeader& task, const std::function<absl::StatusOr<v1::ModelProto>()>& load_base);
 // The base format a language-model task names.
 model::BaseFormat LanguageModelBaseFormat(const v1::TaskHeader& task);
 

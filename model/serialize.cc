@@ -46,13 +46,14 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path) {
     return absl::InvalidArgumentError(
         absl::StrCat("LoadModel: ", path, " is ", size, " bytes, over the 2 GiB limit"));
   }
-  std::string bytes(static_cast<size_t>(size), '\0');
+  // Parsed from the stream, not from a copy of the file: a device loading its base holds
+  // the parsed values once, not twice.
   in.seekg(0);
-  if (!in.read(bytes.data(), size)) {
-    return absl::DataLossError(absl::StrCat("LoadModel: reading ", path, " failed"));
-  }
   v1::ModelProto model;
-  if (!model.ParseFromString(bytes)) {
+  if (!model.ParseFromIstream(&in)) {
+    if (in.bad()) {
+      return absl::DataLossError(absl::StrCat("LoadModel: reading ", path, " failed"));
+    }
     return absl::DataLossError(
         absl::StrCat("LoadModel: ", path, " is not a valid model file (protobuf parse failed)"));
   }

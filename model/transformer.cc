@@ -158,7 +158,10 @@ struct TransformerLM::Block {
   Parameter attn_norm, ffn_norm;
   Projection wq, wk, wv, wo, w1, w2, w3;
   // The last Forward's activations (rows = batch·len).
-  std::vector<float> x_in, inv1, h1, q, k, v, p, att, x_mid, inv2, h2, f1, f3, m;
+  // The normed inputs (h1 = norm(x_in), h2 = norm(x_mid)) and the SwiGLU product
+  // (m = silu(f1) ⊙ f3) are not kept: the model's shared h_ and m_ hold them while a block
+  // runs, and the backward pass recomputes them from what is kept.
+  std::vector<float> x_in, inv1, q, k, v, p, att, x_mid, inv2, f1, f3;
 };
 
 TransformerLM::TransformerLM(const TransformerConfig& c)
@@ -414,14 +417,14 @@ void TransformerLM::EnsureBuffers(int batch, int len) {
   const size_t d = config_.dim, f = config_.ffn_dim;
   const size_t heads = config_.num_heads;
   for (auto& b : blocks_) {
-    for (auto* v : {&b->x_in, &b->h1, &b->q, &b->k, &b->v, &b->att, &b->x_mid, &b->h2}) {
-      Grow(*v, rows * d);
-    }
+    for (auto* v : {&b->x_in, &b->q, &b->k, &b->v, &b->att, &b->x_mid}) Grow(*v, rows * d);
     Grow(b->inv1, rows);
     Grow(b->inv2, rows);
-    for (auto* v : {&b->f1, &b->f3, &b->m}) Grow(*v, rows * f);
+    for (auto* v : {&b->f1, &b->f3}) Grow(*v, rows * f);
     Grow(b->p, static_cast<size_t>(batch) * heads * len * len);
   }
+  Grow(h_, rows * d);
+  Grow(m_, rows * f);
   Grow(x_final_, rows * d);
   Grow(h_final_, rows * d);
   Grow(inv_final_, rows);
@@ -474,10 +477,10 @@ void TransformerLM::ForwardHidden(const int32_t* tokens, int batch, int len, boo
     float* x_out = l + 1 < blocks_.size() ? blocks_[l + 1]->x_in.data() : x_final_.data();
     // Attention.
     RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon,
-                   b.h1.data(), b.inv1.data());
-    b.wq.Forward(b.h1.data(), rows, b.q.data(), false, scratch_);
-    b.wk.Forward(b.h1.data(), rows, b.k.data(), false, scratch_);
-    b.wv.Forward(b.h1.data(), rows, b.v.data(), false, scratch_);
+                   h_.data(), b.inv1.data());
+    b.wq.Forward(h_.data(), rows, b.q.data(), false, scratch_);
+    b.wk.Forward(h_.data(), rows, b.k.data(), false, scratch_);
+    b.wv.Forward(h_.data(), rows, b.v.data(), false, scratch_);
     ApplyRope(b.q.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
     ApplyRope(b.k.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
     for (int s = 0; s < batch; ++s) {
@@ -498,13 +501,13 @@ void TransformerLM::ForwardHidden(const int32_t* tokens, int batch, int len, boo
     b.wo.Forward(b.att.data(), rows, b.x_mid.data(), true, scratch_);
     // MLP.
     RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon,
-                   b.h2.data(), b.inv2.data());
-    b.w1.Forward(b.h2.data(), rows, b.f1.data(), false, scratch_);
-    b.w3.Forward(b.h2.data(), rows, b.f3.data(), false, scratch_);
+                   h_.data(), b.inv2.data());
+    b.w1.Forward(h_.data(), rows, b.f1.data(), false, scratch_);
+    b.w3.Forward(h_.data(), rows, b.f3.data(), false, scratch_);
     const size_t n = static_cast<size_t>(rows) * f;
-    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(n), b.m.data());
+    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(n), m_.data());
     std::memcpy(x_out, b.x_mid.data(), sizeof(float) * rows * d);
-    b.w2.Forward(b.m.data(), rows, x_out, true, scratch_);
+    b.w2.Forward(m_.data(), rows, x_out, true, scratch_);
   }
   RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
                  h_final_.data(), inv_final_.data());
@@ -543,11 +546,14 @@ void TransformerLM::BackwardHidden() {
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
     // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
-    b.w2.Backward(b.m.data(), dx_.data(), rows, dm_.data(), false, scratch_);
+    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(rf), m_.data());
+    b.w2.Backward(m_.data(), dx_.data(), rows, dm_.data(), false, scratch_);
     kernels::SiluMulBackward(b.f1.data(), b.f3.data(), dm_.data(), static_cast<int64_t>(rf),
                              df1_.data(), df3_.data());
-    b.w1.Backward(b.h2.data(), df1_.data(), rows, dh_.data(), false, scratch_);
-    b.w3.Backward(b.h2.data(), df3_.data(), rows, dh_.data(), true, scratch_);
+    RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
+                   b.inv2.data());
+    b.w1.Backward(h_.data(), df1_.data(), rows, dh_.data(), false, scratch_);
+    b.w3.Backward(h_.data(), df3_.data(), rows, dh_.data(), true, scratch_);
     RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
                     dh_.data(), dx_.data(), base_trains ? b.ffn_norm.grad.data() : nullptr);
     // Attention: x_mid = x_in + att·Woᵀ.
@@ -582,9 +588,11 @@ void TransformerLM::BackwardHidden() {
     ApplyRope(dk_.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), true);
     // The first block's input gradient feeds only the embedding's.
     float* dh = l == 0 && !base_trains ? nullptr : dh_.data();
-    b.wq.Backward(b.h1.data(), dq_.data(), rows, dh, false, scratch_);
-    b.wk.Backward(b.h1.data(), dk_.data(), rows, dh, true, scratch_);
-    b.wv.Backward(b.h1.data(), dv_.data(), rows, dh, true, scratch_);
+    RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon, h_.data(),
+                   b.inv1.data());
+    b.wq.Backward(h_.data(), dq_.data(), rows, dh, false, scratch_);
+    b.wk.Backward(h_.data(), dk_.data(), rows, dh, true, scratch_);
+    b.wv.Backward(h_.data(), dv_.data(), rows, dh, true, scratch_);
     if (dh == nullptr) break;
     RmsNormBackward(b.x_in.data(), b.inv1.data(), rows, d, b.attn_norm.value.data(),
                     dh_.data(), dx_.data(), base_trains ? b.attn_norm.grad.data() : nullptr);

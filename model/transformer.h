@@ -200,6 +200,8 @@ class TransformerLM {
   bool training_ = false;
   std::vector<int32_t> tokens_;
   std::vector<float> x_final_, inv_final_, h_final_, logits_;
+  // A block's normed input and SwiGLU product while it runs (forward and backward).
+  std::vector<float> h_, m_;
   std::vector<float> dlogits_;
   // Backward scratch.
   std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, df3_, dm_, dp_;

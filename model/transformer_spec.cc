@@ -160,9 +160,12 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfi
   const int64_t frozen_a = lora.freeze_a ? adapters : 0;
   const int64_t adapter_bytes = 4 * adapters * (adam ? 6 : 4) + 4 * frozen_a;
   const int64_t rows = int64_t{batch} * window;
+  // Kept per block: x_in, q, k, v, att, x_mid (d each), f1, f3 (f each), two norms' inverse
+  // RMS, the attention probabilities; the final norm's input and output; the shared normed
+  // input and SwiGLU product (h_, m_).
   const int64_t activations =
-      4 * (layers * (rows * (8 * d + 3 * f) + 2 * rows + batch * heads * window * window) +
-           2 * rows * d + rows);
+      4 * (layers * (rows * (6 * d + 2 * f) + 2 * rows + batch * heads * window * window) +
+           2 * rows * d + rows + rows * (d + f));
   const int64_t scratch = 4 * (rows * (6 * d + 3 * f) + window * window) + 4 * 65 * v +
                           rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
   return base + adapter_bytes + activations + scratch;

@@ -577,9 +577,11 @@ void CheckLanguageModel(v1::JobConfig& job, Problems& p) {
     p.Add("local_training.compute_mode",
           "must be FP32 with language_model (the base's format is language_model.lora's)");
   }
-  if (job.transfer().task_encoding() != v1::TENSOR_ENCODING_FLOAT32 &&
-      job.transfer().task_encoding() != v1::TENSOR_ENCODING_UNSPECIFIED) {
-    p.Add("transfer.task_encoding", "must be FLOAT32 with language_model (the adapters)");
+  // The adapters travel as fp32 or int8 per row (the int4 blocks of 32 are not measured
+  // on adapters: B's rows hold `rank` values).
+  if (job.transfer().task_encoding() == v1::TENSOR_ENCODING_INT4_BLOCK32) {
+    p.Add("transfer.task_encoding",
+          "must be FLOAT32 or INT8_PER_CHANNEL with language_model (the adapters)");
   }
 }
 

@@ -76,12 +76,18 @@ TEST_F(LanguageModelJobTest, ValidationFillsDefaultsAndRefusesWhatCannotRun) {
   bad.mutable_local_training()->set_compute_mode(v1::COMPUTE_MODE_INT8);
   bad.mutable_sub_models()->add_tiers()->set_width_ratio(0.5);
   bad.mutable_evaluation()->set_dataset("fashion-mnist");
+  bad.mutable_transfer()->set_task_encoding(v1::TENSOR_ENCODING_INT4_BLOCK32);
   const std::string message(ValidateJobConfig(bad).status().message());
   for (const char* field : {"architecture", "language_model.base_path",
                             "language_model.lora.rank", "local_training.compute_mode",
-                            "sub_models.tiers", "evaluation"}) {
+                            "sub_models.tiers", "evaluation", "transfer.task_encoding"}) {
     EXPECT_THAT(message, HasSubstr(field));
   }
+  // The adapters may travel as int8 both ways.
+  v1::JobConfig int8 = Job();
+  int8.mutable_transfer()->set_task_encoding(v1::TENSOR_ENCODING_INT8_PER_CHANNEL);
+  int8.mutable_transfer()->set_update_encoding(v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  EXPECT_THAT(ValidateJobConfig(int8).status(), IsOk());
 }
 
 TEST_F(LanguageModelJobTest, TheCentralModelIsTheAdaptersOfTheBaseFile) {

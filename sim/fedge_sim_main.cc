@@ -73,6 +73,17 @@ std::string Clock(double seconds) {
   return absl::StrFormat("%02ld:%02ld", s / 60, s % 60);
 }
 
+// The job's model as the scenario line names it.
+std::string ModelName(const v1::JobConfig& job) {
+  if (job.has_language_model()) {
+    const v1::LoraSpec& lora = job.language_model().lora();
+    return absl::StrFormat("LoRA rank %d over %s (%s base)", lora.rank(),
+                           job.language_model().base_path(),
+                           lora.base_format() == v1::LoraSpec::BASE_FORMAT_INT4 ? "int4" : "fp32");
+  }
+  return job.architecture().empty() ? job.model_spec().name() : job.architecture();
+}
+
 // A round's headline figure: a language model's perplexity, else the accuracy.
 std::string Score(const sim::RoundReport& r) {
   return r.test_perplexity > 0 ? absl::StrFormat("ppl %.2f", r.test_perplexity)
@@ -195,7 +206,7 @@ absl::Status Run(sim::Cluster* cluster, bool& started) {
       job.name(), config.population(),
       job.selection().has_fraction() ? absl::StrCat(job.selection().fraction() * 100, "%")
                                      : absl::StrCat(job.selection().clients_per_round()),
-      job.architecture().empty() ? job.model_spec().name() : job.architecture(), job.rounds(),
+      ModelName(job), job.rounds(),
       job.local_training().epochs(), config.seed(), simulator->threads(),
       simulator->ranks() > 1 ? absl::StrFormat(" per rank, %d MPI ranks", simulator->ranks())
                              : "");

@@ -46,7 +46,7 @@ class DeviceLanguageModels {
   explicit DeviceLanguageModels(const v1::SimConfig& config) : config_(config) {}
 
   absl::StatusOr<std::unique_ptr<model::TransformerLM>> Borrow(const v1::TaskHeader& task) {
-    v1::ModelProto file;
+    std::shared_ptr<const v1::ModelProto> file;
     {
       absl::MutexLock lock(&mu_);
       const std::string key = Key(task);
@@ -64,11 +64,12 @@ class DeviceLanguageModels {
             const std::string path,
             server::ResolveDataPath(config_.data_root(), config_.job().language_model().base_path()));
         FEDGE_ASSIGN_OR_RETURN(v1::ModelProto loaded, model::LoadModel(path));
-        file_ = std::make_unique<const v1::ModelProto>(std::move(loaded));
+        file_ = std::make_shared<const v1::ModelProto>(std::move(loaded));
       }
-      file = *file_;
+      file = file_;
     }
-    return client::LanguageModelForTask(task, std::move(file));
+    return client::LanguageModelForTask(
+        task, [&]() -> absl::StatusOr<v1::ModelProto> { return *file; });
   }
 
   void Return(const v1::TaskHeader& task, std::unique_ptr<model::TransformerLM> m) {
@@ -82,7 +83,7 @@ class DeviceLanguageModels {
   }
   const v1::SimConfig& config_;
   absl::Mutex mu_;
-  std::unique_ptr<const v1::ModelProto> file_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const v1::ModelProto> file_ ABSL_GUARDED_BY(mu_);
   std::string key_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<model::TransformerLM>> free_ ABSL_GUARDED_BY(mu_);
 };

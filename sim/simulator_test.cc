@@ -531,6 +531,26 @@ TEST_F(LanguageModelSimTest, TextDevicesTrainAdaptersAndThePerplexityFalls) {
   }
 }
 
+TEST_F(LanguageModelSimTest, AdaptersTravelAsInt8BothWays) {
+  auto fp32 = RunAll(Config(), 2);
+  ASSERT_THAT(fp32.status(), IsOk());
+  v1::SimConfig c = Config();
+  c.mutable_job()->mutable_transfer()->set_task_encoding(v1::TENSOR_ENCODING_INT8_PER_CHANNEL);
+  c.mutable_job()->mutable_transfer()->set_update_encoding(
+      v1::TENSOR_ENCODING_INT8_STOCHASTIC_CHUNKED);
+  auto int8 = RunAll(c, 2);
+  ASSERT_THAT(int8.status(), IsOk());
+  ASSERT_EQ(int8->size(), fp32->size());
+  for (size_t i = 0; i < int8->size(); ++i) {
+    // A byte a value and the scales (B's rows hold `rank` values: a scale per 4 of them).
+    EXPECT_LT((*int8)[i].bytes_down, 0.5 * (*fp32)[i].bytes_down);
+    EXPECT_LT((*int8)[i].bytes_up, 0.3 * (*fp32)[i].bytes_up);
+  }
+  EXPECT_LT(int8->back().test_perplexity, 0.8 * int8->front().test_perplexity);
+  EXPECT_NEAR(int8->back().test_perplexity, fp32->back().test_perplexity,
+              0.1 * fp32->back().test_perplexity);
+}
+
 TEST_F(LanguageModelSimTest, TextAndLanguageModelsGoTogether) {
   v1::SimConfig images = Config();
   images.mutable_job()->clear_language_model();

@@ -13,6 +13,7 @@
 #include <cstdio>
 
 #include "absl/flags/usage.h"
+#include "base/memory.h"
 #include "client/grpc/client_cli.h"
 
 int main(int argc, char** argv) {
@@ -20,5 +21,8 @@ int main(int argc, char** argv) {
       "A federated-learning device: trains the coordinator's tasks on a local shard.\n"
       "  fedge-client --coordinator HOST:PORT --enrollment-token-file FILE --shard FILE\n"
       "               [--state-dir DIR] (--insecure | [--tls-ca PEM] [--tls-cert PEM --tls-key PEM])");
+  // The device's peak RSS is its budget: freed blocks go back to the system, so training
+  // reuses what loading the model freed (base/memory.h).
+  fedge::base::ReturnFreedMemory();
   return fedge::client::RunClientCli(argc, argv, "fedge-client", nullptr);
 }

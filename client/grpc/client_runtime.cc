@@ -248,9 +248,8 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
   const std::string key = t.job_id() + "\n" + t.language_model().lora().SerializeAsString();
   if (lm_model == nullptr || lm_model_key != key) {
     lm_model.reset();  // the previous job's model goes before the next one is loaded
-    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
-    absl::StatusOr<std::unique_ptr<model::TransformerLM>> made =
-        LanguageModelForTask(t, std::move(file));
+    absl::StatusOr<std::unique_ptr<model::TransformerLM>> made = LanguageModelForTask(
+        t, [&] { return model::LoadModel(options.lm_base_path); });
     if (!made.ok()) {
       return absl::Status(made.status().code(), absl::StrCat(options.lm_base_path, ": ",
                                                              made.status().message()));
