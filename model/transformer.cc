@@ -533,7 +533,6 @@ void TransformerLM::BackwardHidden() {
   Grow(dk_, rd);
   Grow(dv_, rd);
   Grow(df1_, rf);
-  Grow(df3_, rf);
   Grow(dm_, rf);
   Grow(dp_, static_cast<size_t>(len) * len);
 
@@ -548,12 +547,14 @@ void TransformerLM::BackwardHidden() {
     // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
     kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(rf), m_.data());
     b.w2.Backward(m_.data(), dx_.data(), rows, dm_.data(), false, scratch_);
+    // m_ is free again: it takes df3.
+    float* df3 = m_.data();
     kernels::SiluMulBackward(b.f1.data(), b.f3.data(), dm_.data(), static_cast<int64_t>(rf),
-                             df1_.data(), df3_.data());
+                             df1_.data(), df3);
     RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
                    b.inv2.data());
     b.w1.Backward(h_.data(), df1_.data(), rows, dh_.data(), false, scratch_);
-    b.w3.Backward(h_.data(), df3_.data(), rows, dh_.data(), true, scratch_);
+    b.w3.Backward(h_.data(), df3, rows, dh_.data(), true, scratch_);
     RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
                     dh_.data(), dx_.data(), base_trains ? b.ffn_norm.grad.data() : nullptr);
     // Attention: x_mid = x_in + att·Woᵀ.

@@ -204,7 +204,7 @@ class TransformerLM {
   std::vector<float> h_, m_;
   std::vector<float> dlogits_;
   // Backward scratch.
-  std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, df3_, dm_, dp_;
+  std::vector<float> dx_, dh_, datt_, dq_, dk_, dv_, df1_, dm_, dp_;
 };
 
 // Generates one token at a time with a key/value cache: each Step runs one position through

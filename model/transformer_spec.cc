@@ -166,7 +166,7 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfi
   const int64_t activations =
       4 * (layers * (rows * (6 * d + 2 * f) + 2 * rows + batch * heads * window * window) +
            2 * rows * d + rows + rows * (d + f));
-  const int64_t scratch = 4 * (rows * (6 * d + 3 * f) + window * window) + 4 * 65 * v +
+  const int64_t scratch = 4 * (rows * (6 * d + 2 * f) + window * window) + 4 * 65 * v +
                           rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
   return base + adapter_bytes + activations + scratch;
 }
