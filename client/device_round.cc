@@ -205,7 +205,9 @@ absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
   // their gradients too.
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::TransformerLM> device_model,
                          model::TransformerLM::Create(lm.first));
-  FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.second, 0));
+  // A's start from the job's seed: with freeze_a it never travels, and must be the
+  // coordinator's.
+  FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.second, task.language_model().lora().seed()));
   {
     FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto base, load_base());
     if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "base/rng.h"
 #include "gmock/gmock.h"
@@ -319,6 +320,67 @@ TEST(DeviceRoundTest, ALanguageModelTaskCarriesAdaptersAndTrainsThem) {
   const data::TokenWindows longer = data::TokenWindows::Create(text, 16).value();
   EXPECT_THAT(TrainLanguageModelTask(task->header, task->model, *device_model, longer, 9).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("windows")));
+}
+
+// The device's copy of a task's base: the file's values, the task's format, and A drawn
+// from the job's seed, so that a frozen A (FFA-LoRA), which never travels, is the
+// coordinator's.
+TEST(DeviceRoundTest, TheDevicesBaseIsTheFilesWithTheJobsFrozenA) {
+  auto base = model::TransformerLM::Create(SmallLm()).value();
+  base->InitParameters(3);
+  const v1::ModelProto file = base->ToProto();
+  model::LoraConfig lora;
+  lora.rank = 4;
+  lora.alpha = 8.0f;
+  lora.output = true;
+  lora.freeze_a = true;
+  auto coordinator_side = model::TransformerLM::Create(SmallLm()).value();
+  ASSERT_THAT(coordinator_side->SetParameters(file), IsOk());
+  ASSERT_THAT(coordinator_side->AddLora(lora, 77), IsOk());
+  SentTask sent = SendLanguageModelTask(coordinator_side->AdaptersToProto());
+  sent.header.mutable_language_model()->mutable_lora()->set_freeze_a(true);
+  sent.header.mutable_language_model()->mutable_lora()->set_seed(77);
+  *sent.header.mutable_model_spec()->mutable_transformer() = file.spec().transformer();
+  int loads = 0;
+  auto device = LanguageModelForTask(sent.header, [&]() -> absl::StatusOr<v1::ModelProto> {
+    ++loads;
+    return file;
+  });
+  ASSERT_THAT(device.status(), IsOk());
+  EXPECT_EQ(loads, 1);
+  EXPECT_EQ((*device)->base_format(), model::BaseFormat::kInt4);
+  // B (what travels) the same on both sides and non-zero: the outputs agree exactly only
+  // if the frozen A's do.
+  ASSERT_THAT(coordinator_side->SetBaseFormat(model::BaseFormat::kInt4), IsOk());
+  v1::ModelProto b = coordinator_side->AdaptersToProto();
+  base::Rng rng(5);
+  for (v1::TensorProto& t : *b.mutable_parameters()) {
+    for (float& v : *t.mutable_values()) v = static_cast<float>(rng.Normal() * 0.1);
+  }
+  ASSERT_THAT(coordinator_side->SetAdapters(b), IsOk());
+  ASSERT_THAT((*device)->SetAdapters(b), IsOk());
+  const std::vector<int32_t> tokens = {1, 5, 9, 2, 7, 3};
+  const int vocab = SmallLm().vocab_size;
+  const float* theirs = coordinator_side->Forward(tokens.data(), 1, 6, false);
+  const std::vector<float> expected(theirs, theirs + 6 * vocab);
+  const float* mine = (*device)->Forward(tokens.data(), 1, 6, false);
+  EXPECT_EQ(std::vector<float>(mine, mine + 6 * vocab), expected);
+  // Another seed: another A, other outputs.
+  sent.header.mutable_language_model()->mutable_lora()->set_seed(78);
+  auto other = LanguageModelForTask(sent.header, [&]() -> absl::StatusOr<v1::ModelProto> {
+    return file;
+  });
+  ASSERT_THAT(other.status(), IsOk());
+  ASSERT_THAT((*other)->SetAdapters(b), IsOk());
+  const float* others = (*other)->Forward(tokens.data(), 1, 6, false);
+  EXPECT_NE(std::vector<float>(others, others + 6 * vocab), expected);
+  // A file of another architecture is refused, naming why.
+  v1::TaskHeader wider = sent.header;
+  wider.mutable_model_spec()->mutable_transformer()->set_ffn_dim(64);
+  EXPECT_THAT(LanguageModelForTask(wider, [&]() -> absl::StatusOr<v1::ModelProto> {
+                return file;
+              }).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("architecture")));
 }
 
 TEST(DeviceRoundTest, ALanguageModelTaskOverTheBudgetIsDeclinedWithTheReason) {

@@ -194,6 +194,9 @@ TaskAssignment RoundPlanner::Assign(const ClientPlan& plan, const TaskContext& c
   if (cfg.has_language_model()) {
     v1::LanguageModelTask* lm = h.mutable_language_model();
     *lm->mutable_lora() = cfg.language_model().lora();
+    // A's random start: what a device draws its frozen A from (FFA-LoRA), as the
+    // coordinator drew the job's.
+    lm->mutable_lora()->set_seed(cfg.init_seed());
     lm->set_window(cfg.language_model().window() > 0 ? cfg.language_model().window()
                                                      : cfg.model_spec().transformer().context());
   }
