@@ -52,29 +52,45 @@ absl::StatusOr<int64_t> SectionBytes(const v1::TensorManifest& manifest,
   return total;
 }
 
-// A language-model task's base config and adapters, from its header alone.
-absl::StatusOr<std::pair<model::TransformerConfig, model::LoraConfig>> LanguageModelOfTask(
-    const v1::TaskHeader& header) {
+// A language-model task's model, from its header alone: the base's config, and its
+// adapters or (full) every parameter.
+struct TaskLanguageModel {
+  model::TransformerConfig config;
+  model::LoraConfig lora;  // unused when full
+  bool full = false;
+};
+absl::StatusOr<TaskLanguageModel> LanguageModelOfTask(const v1::TaskHeader& header) {
   if (!header.model_spec().has_transformer()) {
     return absl::InvalidArgumentError(
         "DeviceRound: a language-model task whose model_spec names no transformer");
   }
-  const model::TransformerConfig config =
-      model::TransformerConfigFromSpec(header.model_spec().transformer());
+  TaskLanguageModel out;
+  out.config = model::TransformerConfigFromSpec(header.model_spec().transformer());
+  const model::TransformerConfig& config = out.config;
   FEDGE_RETURN_IF_ERROR(model::ValidateTransformerConfig(config));
-  const v1::LoraSpec& spec = header.language_model().lora();
-  if (spec.rank() < 1 || spec.rank() > std::min(config.dim, config.ffn_dim) ||
-      !(spec.alpha() >= 0.0f) || !std::isfinite(spec.alpha())) {
-    return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's LoRA rank ",
-                                                   spec.rank(), " or alpha ", spec.alpha(),
-                                                   " is out of range"));
+  const v1::LanguageModelTask& task = header.language_model();
+  out.full = task.full_parameters();
+  if (out.full) {
+    if (task.has_lora()) {
+      return absl::InvalidArgumentError(
+          "DeviceRound: a full-parameter language-model task that names adapters");
+    }
+  } else {
+    const v1::LoraSpec& spec = task.lora();
+    if (spec.rank() < 1 || spec.rank() > std::min(config.dim, config.ffn_dim) ||
+        !(spec.alpha() >= 0.0f) || !std::isfinite(spec.alpha())) {
+      return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's LoRA rank ",
+                                                     spec.rank(), " or alpha ", spec.alpha(),
+                                                     " is out of range"));
+    }
+    out.lora = model::LoraConfigFromSpec(spec);
   }
-  const int window = header.language_model().window();
+  const int window = task.window();
   if (window < 1 || window > config.context) {
     return absl::InvalidArgumentError(absl::StrCat("DeviceRound: the task's window ", window,
                                                    " is outside [1, ", config.context, "]"));
   }
-  return std::make_pair(config, model::LoraConfigFromSpec(spec));
+  return out;
 }
 
 // The memory-budget check of a task, from its header (memory_budget.h).
@@ -84,10 +100,13 @@ absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources
     FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
     FEDGE_ASSIGN_OR_RETURN(const LocalTrainingOptions options, OptionsFromTask(header, 0));
     TaskMemoryEstimate estimate;
-    estimate.round_bytes = model::EstimateLoraRoundMemoryBytes(
-        lm.first, lm.second, LanguageModelBaseFormat(header), options.batch_size,
-        header.language_model().window(),
-        options.optimizer == LocalTrainingOptions::Optimizer::kAdam);
+    const bool adam = options.optimizer == LocalTrainingOptions::Optimizer::kAdam;
+    const int window = header.language_model().window();
+    estimate.round_bytes =
+        lm.full ? model::EstimateFullRoundMemoryBytes(lm.config, options.batch_size, window, adam)
+                : model::EstimateLoraRoundMemoryBytes(lm.config, lm.lora,
+                                                      LanguageModelBaseFormat(header),
+                                                      options.batch_size, window, adam);
     // The device's text as token ids (a text device's examples are its tokens).
     estimate.data_copy_bytes = 4 * device.num_examples;
     return CheckMemoryBudget(estimate, device.memory_budget_bytes);
@@ -126,7 +145,8 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
     // is checked before the adapters' template is allocated.
     FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
     FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
-    task.model = model::LoraAdapterTemplate(lm.first, lm.second);
+    task.model = lm.full ? model::TransformerParameterTemplate(lm.config)
+                         : model::LoraAdapterTemplate(lm.config, lm.lora);
   } else {
     FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::Sequential> net,
                            model::Sequential::Create(header.model_spec()));
@@ -204,10 +224,12 @@ absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
   // read, so that the fp32 values are held at most twice (model and file), never with
   // their gradients too.
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<model::TransformerLM> device_model,
-                         model::TransformerLM::Create(lm.first));
+                         model::TransformerLM::Create(lm.config));
+  // Full-parameter fine-tuning: every parameter comes with each task; no base file.
+  if (lm.full) return device_model;
   // A's start from the job's seed: with freeze_a it never travels, and must be the
   // coordinator's.
-  FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.second, task.language_model().lora().seed()));
+  FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.lora, task.language_model().lora().seed()));
   {
     FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto base, load_base());
     if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
@@ -232,8 +254,9 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
   FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(task));
   const model::TransformerConfig& have = device_model.config();
   if (!google::protobuf::util::MessageDifferencer::Equals(
-          model::TransformerSpecFromConfig(have), model::TransformerSpecFromConfig(lm.first)) ||
-      !device_model.has_lora() || device_model.lora() != lm.second ||
+          model::TransformerSpecFromConfig(have), model::TransformerSpecFromConfig(lm.config)) ||
+      (lm.full ? device_model.has_lora()
+               : !device_model.has_lora() || device_model.lora() != lm.lora) ||
       device_model.base_format() != LanguageModelBaseFormat(task)) {
     return absl::FailedPreconditionError(
         "DeviceRound: the device's language model is not the task's base with its adapters");
@@ -245,7 +268,7 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
   }
   FEDGE_ASSIGN_OR_RETURN(LocalTrainingOptions options, OptionsFromTask(task, shuffle_seed));
   options.cancelled = std::move(cancelled);
-  return TrainLoraLocally(device_model, adapters, text, options);
+  return TrainLanguageModelLocally(device_model, adapters, text, options);
 }
 
 absl::StatusOr<EncodedUpdate> EncodeUpdate(const v1::TaskHeader& t, const LocalUpdate& update,

@@ -103,9 +103,9 @@ absl::StatusOr<LocalUpdate> TrainTask(const v1::TaskHeader& task, const v1::Mode
 // A language-model task (header.language_model): its adapters (task.model, decoded) trained
 // on `device_model`, the device's copy of the task's base (model_spec.transformer) with the
 // task's LoRA adapters and base format (the device keeps it across rounds and tasks), on
-// windows of the device's text (`text`, in the task's window). Client::TrainLoraLocally with
+// windows of the device's text (`text`, in the task's window). Client::TrainLanguageModelLocally with
 // the task's options. FAILED_PRECONDITION when the model or the windows are not the task's;
-// otherwise TrainLoraLocally's errors.
+// otherwise TrainLanguageModelLocally's errors.
 absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
                                                    const v1::ModelProto& adapters,
                                                    model::TransformerLM& device_model,
@@ -115,7 +115,8 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
 // The device's copy of a language-model task's base: the task's architecture with its LoRA
 // adapters (zero until TrainLanguageModelTask sets the task's), the base's values from
 // `load_base` (a language-model file, model/language_model.h), in the task's base format
-// (int4: the fp32 weights released). Built in the order that keeps the peak low: the model
+// (int4: the fp32 weights released). A full-parameter task's model is the architecture
+// alone (every value comes with each task): `load_base` is not called. Built in the order that keeps the peak low: the model
 // and adapters (the frozen base's gradients released), then the file, whose copy is dropped
 // before the int4 copy is made. FAILED_PRECONDITION when the file is not the task's
 // architecture; INVALID_ARGUMENT for a task whose LoRA spec or window is out of range and

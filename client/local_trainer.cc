@@ -263,7 +263,7 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
 }
 
 
-absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
+absl::StatusOr<LocalUpdate> TrainLanguageModelLocally(model::TransformerLM& model,
                                              const v1::ModelProto& received,
                                              const data::TokenWindows& windows,
                                              const LocalTrainingOptions& options) {
@@ -277,9 +277,6 @@ absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
   if (options.teacher != nullptr && options.kd_weight > 0.0f) {
     return absl::InvalidArgumentError("LocalTrainer: no distillation for language models");
   }
-  if (!model.has_lora()) {
-    return absl::FailedPreconditionError("LocalTrainer: the language model has no adapters");
-  }
   if (windows.len() > model.config().context) {
     return absl::InvalidArgumentError(absl::StrCat("LocalTrainer: windows of ", windows.len(),
                                                    " tokens, the model's context is ",
@@ -289,10 +286,12 @@ absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
     return absl::FailedPreconditionError("LocalTrainer: no local text");
   }
   {
-    absl::Status s = model.SetAdapters(received);
+    // Adapters on a frozen base, or (no adapters) every parameter.
+    absl::Status s = model.has_lora() ? model.SetAdapters(received) : model.SetParameters(received);
     if (!s.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("LocalTrainer: the received adapters: ", s.message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "LocalTrainer: the received ", model.has_lora() ? "adapters" : "parameters", ": ",
+          s.message()));
     }
   }
   std::unique_ptr<model::Optimizer> fresh;
@@ -343,7 +342,7 @@ absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
     if (seen > 0) update.train_loss = loss_sum / seen;
   }
   FEDGE_RETURN_IF_ERROR(FinishDelta(params, initial, options.clip_norm, update));
-  update.delta = model.AdaptersToProto();
+  update.delta = model.has_lora() ? model.AdaptersToProto() : model.ToProto();
   update.num_examples = windows.num_windows() * windows.len();  // target tokens
   update.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

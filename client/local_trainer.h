@@ -97,19 +97,20 @@ absl::StatusOr<LocalUpdate> TrainLocally(const v1::ModelProto& received,
                                          const data::Dataset& data,
                                          const LocalTrainingOptions& options);
 
-// A language-model task's local training: sets `received` (the adapters a task sends) on
-// `model` (the device's base with LoRA adapters and its base format, model/transformer.h),
-// trains them on windows of the device's text and returns Δ = adapters − received (as
-// AdaptersToProto), clipped as options say. An epoch is ⌈windows / batch⌉ steps of
+// A language-model task's local training: sets `received` (what a task sends) on `model`
+// and trains it on windows of the device's text. With adapters (the device's base with LoRA
+// adapters and its base format, model/transformer.h), `received` is the adapters and only
+// they train; without (full-parameter fine-tuning, an fp32 model), `received` is every
+// parameter and all of them train. Returns Δ = trained − received (as AdaptersToProto, or
+// ToProto without adapters), clipped as options say. An epoch is ⌈windows / batch⌉ steps of
 // `batch_size` windows at random starts (Rng(options.seed)); the FedAvg weight is the number
 // of tokens the non-overlapping windows predict (windows × len), the unit a text device
 // registers its examples in. Adam or SGD, FedProx's μ, max_steps and cancellation as for
-// TrainLocally. The model's adapters hold Δ afterwards (the next task sets them again).
+// TrainLocally. The trained tensors hold Δ afterwards (the next task sets them again).
 // Errors: INVALID_ARGUMENT for bad options, a compute mode other than fp32, distillation,
-// windows longer than the context or adapters that do not match the model's;
-// FAILED_PRECONDITION for a model without adapters or text shorter than one window;
-// CANCELLED.
-absl::StatusOr<LocalUpdate> TrainLoraLocally(model::TransformerLM& model,
+// windows longer than the context or received tensors that do not match the model's;
+// FAILED_PRECONDITION for text shorter than one window; CANCELLED.
+absl::StatusOr<LocalUpdate> TrainLanguageModelLocally(model::TransformerLM& model,
                                              const v1::ModelProto& received,
                                              const data::TokenWindows& windows,
                                              const LocalTrainingOptions& options);

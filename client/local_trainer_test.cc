@@ -447,7 +447,7 @@ TEST(LoraLocalTrainerTest, TrainsTheAdaptersAndReturnsTheirDelta) {
   o.batch_size = 8;
   o.epochs = 4;
   o.seed = 7;
-  auto u = TrainLoraLocally(*model, received, windows, o);
+  auto u = TrainLanguageModelLocally(*model, received, windows, o);
   ASSERT_THAT(u, IsOk());
   EXPECT_EQ(u->num_examples, windows.num_windows() * 16);
   EXPECT_EQ(u->steps, 4 * ((windows.num_windows() + 7) / 8));
@@ -471,11 +471,11 @@ TEST(LoraLocalTrainerTest, TrainsTheAdaptersAndReturnsTheirDelta) {
 
   // The same seed gives the same Δ; clipping bounds it.
   auto again = SmallLora(1);
-  auto u2 = TrainLoraLocally(*again, received, windows, o);
+  auto u2 = TrainLanguageModelLocally(*again, received, windows, o);
   ASSERT_THAT(u2, IsOk());
   EXPECT_EQ(u2->delta.parameters(3).values(5), u->delta.parameters(3).values(5));
   o.clip_norm = 0.01;
-  auto clipped = TrainLoraLocally(*again, received, windows, o);
+  auto clipped = TrainLanguageModelLocally(*again, received, windows, o);
   ASSERT_THAT(clipped, IsOk());
   double ss = 0;
   for (const auto& t : clipped->delta.parameters()) {
@@ -490,20 +490,59 @@ TEST(LoraLocalTrainerTest, RejectsWhatItCannotTrain) {
   const v1::ModelProto received = model->AdaptersToProto();
   LocalTrainingOptions o;
   o.mode = model::ComputeMode::kInt8;
-  EXPECT_THAT(TrainLoraLocally(*model, received, DeviceText(200), o),
+  EXPECT_THAT(TrainLanguageModelLocally(*model, received, DeviceText(200), o),
               StatusIs(absl::StatusCode::kInvalidArgument));
   o = LocalTrainingOptions();
   v1::ModelProto wrong = received;
   wrong.mutable_parameters(0)->add_values(1.0f);
-  EXPECT_THAT(TrainLoraLocally(*model, wrong, DeviceText(200), o),
+  EXPECT_THAT(TrainLanguageModelLocally(*model, wrong, DeviceText(200), o),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("adapters")));
   o.max_steps = 2;
   o.cancelled = [] { return true; };
-  EXPECT_THAT(TrainLoraLocally(*model, received, DeviceText(200), o),
+  EXPECT_THAT(TrainLanguageModelLocally(*model, received, DeviceText(200), o),
               StatusIs(absl::StatusCode::kCancelled));
+  // A model without adapters trains every parameter: adapters are not what it takes.
   auto plain = model::TransformerLM::Create(model->config()).value();
-  EXPECT_THAT(TrainLoraLocally(*plain, received, DeviceText(200), LocalTrainingOptions()),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(TrainLanguageModelLocally(*plain, received, DeviceText(200), LocalTrainingOptions()),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("parameters")));
+}
+
+// Full-parameter fine-tuning: every parameter trains and Δ covers them all, the trainer's
+// Δ being exactly what the model moved.
+TEST(LoraLocalTrainerTest, AModelWithoutAdaptersTrainsEveryParameter) {
+  auto model = model::TransformerLM::Create(SmallLora(2)->config()).value();
+  model->InitParameters(4);
+  const v1::ModelProto received = model->ToProto();
+  LocalTrainingOptions o;
+  o.optimizer = LocalTrainingOptions::Optimizer::kAdam;
+  o.learning_rate = 1e-2f;
+  o.batch_size = 4;
+  o.epochs = 3;
+  o.seed = 5;
+  auto u = TrainLanguageModelLocally(*model, received, DeviceText(200), o);
+  ASSERT_THAT(u.status(), IsOk());
+  ASSERT_EQ(u->delta.parameters_size(), received.parameters_size());
+  auto again = model::TransformerLM::Create(model->config()).value();
+  ASSERT_THAT(again->SetParameters(received), IsOk());
+  for (int i = 0; i < received.parameters_size(); ++i) {
+    const v1::TensorProto& d = u->delta.parameters(i);
+    EXPECT_EQ(d.name(), received.parameters(i).name());
+    double norm = 0;
+    for (float v : d.values()) norm += static_cast<double>(v) * v;
+    EXPECT_GT(norm, 0.0) << d.name();
+  }
+  // The received model plus Δ scores the text better than the received model.
+  v1::ModelProto trained = received;
+  for (int i = 0; i < trained.parameters_size(); ++i) {
+    for (int j = 0; j < trained.parameters(i).values_size(); ++j) {
+      trained.mutable_parameters(i)->set_values(
+          j, trained.parameters(i).values(j) + u->delta.parameters(i).values(j));
+    }
+  }
+  const data::TokenWindows text = DeviceText(200);
+  const double before = model::EvaluateLanguageModel(*again, text, 4).loss;
+  ASSERT_THAT(again->SetParameters(trained), IsOk());
+  EXPECT_LT(model::EvaluateLanguageModel(*again, text, 4).loss, before - 0.1);
 }
 
 }  // namespace

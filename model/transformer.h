@@ -100,6 +100,16 @@ v1::ModelProto LoraAdapterTemplate(const TransformerConfig& config, const LoraCo
 int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& config, const LoraConfig& lora,
                                      BaseFormat format, int batch, int window, bool adam);
 
+// What ToProto gives for a model of `config` (names, shapes, order), every value zero,
+// without building the model: the tensors a full-parameter task carries.
+v1::ModelProto TransformerParameterTemplate(const TransformerConfig& config);
+
+// The bytes a device's full-parameter round holds at its peak: every parameter with its
+// gradient and received copy, Adam's two moments when `adam`, and the step's activations
+// and scratch as EstimateLoraRoundMemoryBytes counts them.
+int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& config, int batch, int window,
+                                     bool adam);
+
 class TransformerLM {
  public:
   // Validates the config and allocates the parameters (zero: call InitParameters or set

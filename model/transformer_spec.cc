@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 #include <string>
 
@@ -134,10 +135,71 @@ v1::ModelProto LoraAdapterTemplate(const TransformerConfig& c, const LoraConfig&
   return proto;
 }
 
+v1::ModelProto TransformerParameterTemplate(const TransformerConfig& c) {
+  v1::ModelProto proto;
+  proto.mutable_spec()->set_name("transformer");
+  *proto.mutable_spec()->mutable_transformer() = TransformerSpecFromConfig(c);
+  auto add = [&](const std::string& name, std::initializer_list<int> shape) {
+    v1::TensorProto* t = proto.add_parameters();
+    t->set_name(name);
+    int64_t n = 1;
+    for (int s : shape) {
+      t->add_shape(s);
+      n *= s;
+    }
+    t->mutable_values()->Resize(static_cast<int>(n), 0.0f);
+  };
+  const int d = c.dim, f = c.ffn_dim;
+  // TransformerLM::parameters()'s order.
+  add("tok_emb.weight", {c.vocab_size, d});
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = absl::StrCat("layers.", l, ".");
+    add(p + "attn_norm.weight", {d});
+    for (const char* w : {"attn.wq", "attn.wk", "attn.wv", "attn.wo"}) {
+      add(absl::StrCat(p, w, ".weight"), {d, d});
+    }
+    add(p + "ffn_norm.weight", {d});
+    add(p + "ffn.w1.weight", {f, d});
+    add(p + "ffn.w2.weight", {d, f});
+    add(p + "ffn.w3.weight", {f, d});
+  }
+  add("norm.weight", {d});
+  return proto;
+}
+
+namespace {
+
+// A training step's activations and scratch (the backward pass's buffers, the head's chunk,
+// the adapters' and the int4 products' scratch) for batch × window tokens; r = LoRA rank.
+int64_t StepBytes(const TransformerConfig& c, int64_t r, int batch, int window) {
+  const int64_t d = c.dim, f = c.ffn_dim, v = c.vocab_size, layers = c.num_layers;
+  const int64_t heads = c.num_heads;
+  const int64_t rows = int64_t{batch} * window;
+  // Kept per block: x_in, q, k, v, att, x_mid (d each), f1, f3 (f each), two norms' inverse
+  // RMS, the attention probabilities; the final norm's input and output; the shared normed
+  // input and SwiGLU product (h_, m_).
+  const int64_t activations =
+      4 * (layers * (rows * (6 * d + 2 * f) + 2 * rows + batch * heads * window * window) +
+           2 * rows * d + rows + rows * (d + f));
+  const int64_t scratch = 4 * (rows * (6 * d + 2 * f) + window * window) + 4 * 65 * v +
+                          rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
+  return activations + scratch;
+}
+
+}  // namespace
+
+int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& c, int batch, int window,
+                                     bool adam) {
+  // Every parameter with its gradient, the received copy Δ is taken against, and Adam's
+  // two moments.
+  const int64_t params = TransformerParameterCount(c);
+  return 4 * params * (adam ? 5 : 3) + StepBytes(c, 0, batch, window);
+}
+
 int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfig& lora,
                                      BaseFormat format, int batch, int window, bool adam) {
   const int64_t d = c.dim, f = c.ffn_dim, v = c.vocab_size, layers = c.num_layers;
-  const int64_t heads = c.num_heads, r = lora.rank;
+  const int64_t r = lora.rank;
   const int64_t projections = layers * (4 * d * d + 3 * d * f);
   const int64_t rest = v * d + (2 * layers + 1) * d;
   int64_t base = 4 * rest;
@@ -159,16 +221,7 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfi
   // Frozen A's values (not sent) are held too.
   const int64_t frozen_a = lora.freeze_a ? adapters : 0;
   const int64_t adapter_bytes = 4 * adapters * (adam ? 6 : 4) + 4 * frozen_a;
-  const int64_t rows = int64_t{batch} * window;
-  // Kept per block: x_in, q, k, v, att, x_mid (d each), f1, f3 (f each), two norms' inverse
-  // RMS, the attention probabilities; the final norm's input and output; the shared normed
-  // input and SwiGLU product (h_, m_).
-  const int64_t activations =
-      4 * (layers * (rows * (6 * d + 2 * f) + 2 * rows + batch * heads * window * window) +
-           2 * rows * d + rows + rows * (d + f));
-  const int64_t scratch = 4 * (rows * (6 * d + 2 * f) + window * window) + 4 * 65 * v +
-                          rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
-  return base + adapter_bytes + activations + scratch;
+  return base + adapter_bytes + StepBytes(c, r, batch, window);
 }
 
 }  // namespace fedge::model

@@ -552,16 +552,22 @@ void CheckLanguageModel(v1::JobConfig& job, Problems& p) {
   if (lm.base_path().empty()) {
     p.Add("language_model.base_path", "is required: the base model file under --data-root");
   }
-  v1::LoraSpec& lora = *lm.mutable_lora();
-  p.IntRange("language_model.lora.rank", lora.rank(), 1, 1024);
-  if (!lora.has_alpha()) lora.set_alpha(2.0f * static_cast<float>(lora.rank()));
-  p.Positive("language_model.lora.alpha", lora.alpha());
-  if (!lora.attention() && !lora.mlp() && !lora.output()) {
-    lora.set_attention(true);
-    lora.set_mlp(true);
-  }
-  if (lora.base_format() == v1::LoraSpec::BASE_FORMAT_UNSPECIFIED) {
-    lora.set_base_format(v1::LoraSpec::BASE_FORMAT_FP32);
+  if (lm.full_parameters()) {
+    if (lm.has_lora()) {
+      p.Add("language_model.lora", "must be unset with full_parameters (every parameter trains)");
+    }
+  } else {
+    v1::LoraSpec& lora = *lm.mutable_lora();
+    p.IntRange("language_model.lora.rank", lora.rank(), 1, 1024);
+    if (!lora.has_alpha()) lora.set_alpha(2.0f * static_cast<float>(lora.rank()));
+    p.Positive("language_model.lora.alpha", lora.alpha());
+    if (!lora.attention() && !lora.mlp() && !lora.output()) {
+      lora.set_attention(true);
+      lora.set_mlp(true);
+    }
+    if (lora.base_format() == v1::LoraSpec::BASE_FORMAT_UNSPECIFIED) {
+      lora.set_base_format(v1::LoraSpec::BASE_FORMAT_FP32);
+    }
   }
   p.IntRange("language_model.window", lm.window(), 0, 4096);
   if (job.strategy().has_fed_cg()) {

@@ -139,17 +139,23 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
                                                    base->model->config().context));
   }
   JobModel out;
-  FEDGE_RETURN_IF_ERROR(
-      base->model->AddLora(model::LoraConfigFromSpec(lm.lora()), config.init_seed()));
-  FEDGE_RETURN_IF_ERROR(base->model->SetBaseFormat(
-      lm.lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4 ? model::BaseFormat::kInt4
-                                                                : model::BaseFormat::kFp32));
-  out.weights = WeightsFromProto(base->model->AdaptersToProto());
-  out.num_parameters = base->model->num_adapter_parameters();
   *out.model_spec.mutable_transformer() = file.spec().transformer();
-  *out.model_spec.mutable_lora() = lm.lora();
-  out.model_spec.mutable_lora()->set_seed(config.init_seed());
   out.model_spec.set_name("transformer");
+  if (lm.full_parameters()) {
+    // Every parameter of the base is the central model.
+    out.weights = WeightsFromProto(base->model->ToProto());
+    out.num_parameters = base->model->num_parameters();
+  } else {
+    FEDGE_RETURN_IF_ERROR(
+        base->model->AddLora(model::LoraConfigFromSpec(lm.lora()), config.init_seed()));
+    FEDGE_RETURN_IF_ERROR(base->model->SetBaseFormat(
+        lm.lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4 ? model::BaseFormat::kInt4
+                                                                  : model::BaseFormat::kFp32));
+    out.weights = WeightsFromProto(base->model->AdaptersToProto());
+    out.num_parameters = base->model->num_adapter_parameters();
+    *out.model_spec.mutable_lora() = lm.lora();
+    out.model_spec.mutable_lora()->set_seed(config.init_seed());
+  }
   out.language_model = std::make_shared<model::LanguageModel>(*std::move(base));
   FEDGE_ASSIGN_OR_RETURN(out.strategy, MakeStrategy(config.strategy()));
   out.strategy = WithJobRule(std::move(out.strategy), config.robustness(), out.num_parameters);

@@ -1,5 +1,6 @@
 // A language-model job's coordinator side: its validation, its central model (the adapters of
 // the base file under the data root) and its round report (perplexity on held-out text).
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -150,6 +151,54 @@ TEST_F(LanguageModelJobTest, RoundsReportPerplexityOnTheHeldOutText) {
   job.mutable_language_model()->set_eval_text_path("nowhere.txtshard");
   EXPECT_THAT(RoundReport::ForLanguageModel(job, *planner, m.language_model, root_).status(),
               StatusIs(absl::StatusCode::kNotFound));
+}
+
+// Full-parameter fine-tuning: the central model is every parameter of the base file, its
+// rounds scored with those parameters; adapters and full_parameters exclude each other.
+TEST_F(LanguageModelJobTest, AFullParameterJobsCentralModelIsTheWholeBase) {
+  v1::JobConfig raw = Job();
+  raw.mutable_language_model()->clear_lora();
+  raw.mutable_language_model()->set_full_parameters(true);
+  v1::JobConfig both = raw;
+  both.mutable_language_model()->mutable_lora()->set_rank(4);
+  EXPECT_THAT(ValidateJobConfig(both).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("language_model.lora")));
+  v1::JobConfig job = ValidateJobConfig(raw).value();
+  EXPECT_FALSE(job.language_model().has_lora());
+  auto m = MakeJobModel(job, root_);
+  ASSERT_THAT(m.status(), IsOk());
+  EXPECT_FALSE(m->model_spec.has_lora());
+  EXPECT_EQ(m->num_parameters, m->language_model->model->num_parameters());
+  const v1::ModelProto file = model::LoadModel(root_ + "/base.pb").value();
+  ASSERT_EQ(m->weights.size(), static_cast<size_t>(file.parameters_size()));
+  for (size_t i = 0; i < m->weights.size(); ++i) {
+    EXPECT_EQ(m->weights[i].name, file.parameters(static_cast<int>(i)).name());
+    EXPECT_TRUE(std::equal(m->weights[i].values.begin(), m->weights[i].values.end(),
+                           file.parameters(static_cast<int>(i)).values().begin()));
+  }
+  // The template a device admits such a task with: the same names, shapes and order.
+  const v1::ModelProto tmpl = model::TransformerParameterTemplate(
+      model::TransformerConfigFromSpec(file.spec().transformer()));
+  ASSERT_EQ(tmpl.parameters_size(), file.parameters_size());
+  for (int i = 0; i < tmpl.parameters_size(); ++i) {
+    EXPECT_EQ(tmpl.parameters(i).name(), file.parameters(i).name());
+    EXPECT_EQ(tmpl.parameters(i).values_size(), file.parameters(i).values_size());
+  }
+
+  *job.mutable_model_spec() = m->model_spec;
+  auto planner = RoundPlanner::Create(job).value();
+  auto report = RoundReport::ForLanguageModel(job, *planner, m->language_model, root_);
+  ASSERT_THAT(report.status(), IsOk());
+  v1::RoundMetrics base_metrics, moved_metrics;
+  ASSERT_THAT((*report)->Evaluate(ProtoFromWeights(job.model_spec(), m->weights), 1, &base_metrics),
+              IsOk());
+  aggregation::ModelWeights moved = m->weights;
+  base::Rng rng(3);
+  for (float& v : moved[0].values) v += static_cast<float>(0.5 * rng.Normal());
+  ASSERT_THAT((*report)->Evaluate(ProtoFromWeights(job.model_spec(), moved), 2, &moved_metrics),
+              IsOk());
+  EXPECT_TRUE(base_metrics.evaluated());
+  EXPECT_NE(moved_metrics.test_loss(), base_metrics.test_loss());
 }
 
 }  // namespace

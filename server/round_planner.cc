@@ -193,10 +193,14 @@ TaskAssignment RoundPlanner::Assign(const ClientPlan& plan, const TaskContext& c
   if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
   if (cfg.has_language_model()) {
     v1::LanguageModelTask* lm = h.mutable_language_model();
-    *lm->mutable_lora() = cfg.language_model().lora();
-    // A's random start: what a device draws its frozen A from (FFA-LoRA), as the
-    // coordinator drew the job's.
-    lm->mutable_lora()->set_seed(cfg.init_seed());
+    if (cfg.language_model().full_parameters()) {
+      lm->set_full_parameters(true);
+    } else {
+      *lm->mutable_lora() = cfg.language_model().lora();
+      // A's random start: what a device draws its frozen A from (FFA-LoRA), as the
+      // coordinator drew the job's.
+      lm->mutable_lora()->set_seed(cfg.init_seed());
+    }
     lm->set_window(cfg.language_model().window() > 0 ? cfg.language_model().window()
                                                      : cfg.model_spec().transformer().context());
   }

@@ -156,7 +156,9 @@ absl::Status RoundReport::Evaluate(const v1::ModelProto& model, int64_t round,
       return absl::OkStatus();
     }
     const auto t0 = std::chrono::steady_clock::now();
-    FEDGE_RETURN_IF_ERROR(lm_->model->SetAdapters(model));
+    // The round's adapters on the base, or (full-parameter fine-tuning) its parameters.
+    FEDGE_RETURN_IF_ERROR(lm_->model->has_lora() ? lm_->model->SetAdapters(model)
+                                                 : lm_->model->SetParameters(model));
     const model::LmEvaluation e = model::EvaluateLanguageModel(
         *lm_->model, *eval_windows_, std::max(1, config_.evaluation().batch_size()));
     m->set_evaluated(true);

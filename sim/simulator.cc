@@ -79,7 +79,7 @@ class DeviceLanguageModels {
 
  private:
   static std::string Key(const v1::TaskHeader& task) {
-    return task.job_id() + "\n" + task.language_model().lora().SerializeAsString();
+    return task.job_id() + "\n" + task.language_model().SerializeAsString();
   }
   const v1::SimConfig& config_;
   absl::Mutex mu_;

@@ -245,7 +245,7 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
   if (!has_text()) {
     return absl::FailedPreconditionError("a language-model task, and this device holds no text");
   }
-  const std::string key = t.job_id() + "\n" + t.language_model().lora().SerializeAsString();
+  const std::string key = t.job_id() + "\n" + t.language_model().SerializeAsString();
   if (lm_model == nullptr || lm_model_key != key) {
     lm_model.reset();  // the previous job's model goes before the next one is loaded
     absl::StatusOr<std::unique_ptr<model::TransformerLM>> made = LanguageModelForTask(
