@@ -38,5 +38,20 @@ TEST(MemoryTest, FreedMemoryIsKeptForLargeModelsOnly) {
 #endif
 }
 
+// A device's policy: blocks from 64 KiB up stay mapped on their own even after a larger
+// mapped block was freed (glibc's default would then raise its threshold past them).
+TEST(MemoryTest, ADeviceReturnsFreedBlocksWhateverWasFreedBefore) {
+#if !defined(__GLIBC__)
+  GTEST_SKIP() << "the heap policies are glibc's";
+#else
+  constexpr size_t kBlock = 1 << 20;
+  EXPECT_TRUE(ReturnFreedMemory());
+  MappedWhileHolding(8 << 20);  // would raise glibc's dynamic threshold to 8 MiB
+  EXPECT_GE(MappedWhileHolding(kBlock), kBlock);
+  EXPECT_GE(MappedWhileHolding(96 << 10), size_t{96} << 10);
+  EXPECT_FALSE(SizeFreedMemoryPolicy(0));  // back to the defaults for the next test
+#endif
+}
+
 }  // namespace
 }  // namespace fedge::base
