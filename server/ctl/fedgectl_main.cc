@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "base/status_macros.h"
 #include "base/text.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "model/language_model.h"
 #include "model/payload.h"
 #include "model/sequential.h"
@@ -502,13 +503,29 @@ absl::Status Sample(const CtlCommand& cmd) {
     return absl::InvalidArgumentError(absl::StrCat(
         cmd.model_path, " holds a language-model job's adapters: give their base with --base"));
   }
-  if (!adapters && !cmd.base_path.empty()) {
+  // A full-parameter job's export is a whole model without the tokenizer: its base has it.
+  const bool whole_without_tokenizer = !adapters && file.tokenizer().empty();
+  if (!adapters && !whole_without_tokenizer && !cmd.base_path.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--base is for adapter files; ", cmd.model_path, " is a whole model"));
+        "--base is for adapter files and models without a tokenizer; ", cmd.model_path,
+        " is a whole language model"));
+  }
+  if (whole_without_tokenizer && cmd.base_path.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        cmd.model_path, " holds no tokenizer (a full-parameter job's export): give the base it "
+        "was fine-tuned from with --base"));
   }
   v1::ModelProto base_file;
-  if (adapters) {
+  if (!cmd.base_path.empty()) {
     FEDGE_ASSIGN_OR_RETURN(base_file, model::LoadModel(cmd.base_path));
+  }
+  if (whole_without_tokenizer) {
+    if (!google::protobuf::util::MessageDifferencer::Equals(base_file.spec().transformer(),
+                                                            file.spec().transformer())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          cmd.base_path, " is not the architecture of ", cmd.model_path));
+    }
+    file.set_tokenizer(base_file.tokenizer());
   }
   FEDGE_ASSIGN_OR_RETURN(model::LanguageModel lm,
                          model::LanguageModelFromProto(adapters ? base_file : file));
