@@ -105,8 +105,8 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& config, const Lora
 v1::ModelProto TransformerParameterTemplate(const TransformerConfig& config);
 
 // The bytes a device's full-parameter round holds at its peak: every parameter with its
-// gradient and received copy, Adam's two moments when `adam`, and the step's activations
-// and scratch as EstimateLoraRoundMemoryBytes counts them.
+// gradient, Adam's two moments when `adam`, the task's received copy and Δ, and the step's
+// activations and scratch as EstimateLoraRoundMemoryBytes counts them.
 int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& config, int batch, int window,
                                      bool adam);
 

@@ -190,10 +190,10 @@ int64_t StepBytes(const TransformerConfig& c, int64_t r, int batch, int window) 
 
 int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& c, int batch, int window,
                                      bool adam) {
-  // Every parameter with its gradient, the received copy Δ is taken against, and Adam's
-  // two moments.
+  // Every parameter with its gradient, Adam's two moments, the task's received copy and Δ
+  // (the same six copies EstimateLoraRoundMemoryBytes counts for adapters).
   const int64_t params = TransformerParameterCount(c);
-  return 4 * params * (adam ? 5 : 3) + StepBytes(c, 0, batch, window);
+  return 4 * params * (adam ? 6 : 4) + StepBytes(c, 0, batch, window);
 }
 
 int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfig& lora,

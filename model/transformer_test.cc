@@ -501,5 +501,30 @@ TEST(TransformerLoraTest, AdaptersTravelAloneAndClonesMatch) {
   EXPECT_FALSE(copy->SetAdapters(bad).ok());
 }
 
+// The full-parameter estimate against the heap after a step of every parameter.
+TEST(TransformerLoraTest, TheFullRoundMemoryEstimateMatchesTheHeap) {
+  TransformerConfig c;
+  c.vocab_size = 4096;
+  const int batch = 2, window = 128;
+  const size_t before = mallinfo2().uordblks + mallinfo2().hblkhd;
+  {
+    auto model = TransformerLM::Create(c).value();
+    auto adam = Adam::Create(AdamOptions{}).value();
+    const auto tokens = RandomTokens(batch * window, c.vocab_size, 1);
+    model->ZeroGrad();
+    model->Loss(tokens.data(), tokens.data(), batch, window, true);
+    adam->Step(model->trainable_parameters());
+    const v1::ModelProto received = model->ToProto();  // the task's copy
+    const v1::ModelProto delta = model->ToProto();     // Δ
+    const double held = static_cast<double>(mallinfo2().uordblks + mallinfo2().hblkhd - before);
+    const double estimate =
+        static_cast<double>(EstimateFullRoundMemoryBytes(c, batch, window, /*adam=*/true));
+    EXPECT_GT(estimate, 0.9 * held) << "held " << held << " estimate " << estimate;
+    EXPECT_LT(estimate, 1.1 * held) << "held " << held << " estimate " << estimate;
+  }
+  EXPECT_GT(EstimateFullRoundMemoryBytes(c, 2, 128, true),
+            EstimateFullRoundMemoryBytes(c, 2, 128, false));
+}
+
 }  // namespace
 }  // namespace fedge::model
