@@ -255,7 +255,7 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeBrown(const v1::SimConfig&
   }
   FEDGE_ASSIGN_OR_RETURN(const data::BpeTokenizer tokenizer,
                          data::BpeTokenizer::Parse(file.tokenizer()));
-  file.Clear();
+  file = v1::ModelProto();  // the values are not needed here (Clear would keep their memory)
   const std::string dir = b.dir().empty() ? data::DefaultBrownDir() : b.dir();
   FEDGE_ASSIGN_OR_RETURN(const std::vector<data::BrownDocument> docs, data::LoadBrownCorpus(dir));
   const data::BrownSplit split = data::SplitBrown(docs);
@@ -268,9 +268,9 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeBrown(const v1::SimConfig&
                           ? data::BrownPartition::kByGenre
                           : data::BrownPartition::kByDocument);
   if (static_cast<int64_t>(parts.size()) > config.population()) {
-    FEDGE_LOG(WARNING) << "Simulator: data.brown has " << parts.size() << " partitions and the "
-                 << "population " << config.population() << ": only the first "
-                 << config.population() << " take part";
+    FEDGE_LOG(WARNING) << "Simulator: data.brown has " << parts.size()
+                       << " partitions and the population " << config.population()
+                       << ": only the first " << config.population() << " take part";
   }
   std::vector<std::vector<int32_t>> tokens;
   for (const std::vector<data::TextDocument>& part : parts) {
