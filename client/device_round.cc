@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "model/language_model.h"
 #include "model/transformer.h"
@@ -144,6 +145,13 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
     // A language model: the payload is the adapters (the base is the device's). The budget
     // is checked before the adapters' template is allocated.
     FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+    const std::string& job_base = header.language_model().base_sha256();
+    if (!job_base.empty() && !device.language_model_base_sha256.empty() &&
+        job_base != device.language_model_base_sha256) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "DeviceRound: the job's base model has SHA-256 ", base::Printable(job_base, 64),
+          ", this device's ", device.language_model_base_sha256));
+    }
     FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
     task.model = lm.full ? model::TransformerParameterTemplate(lm.config)
                          : model::LoraAdapterTemplate(lm.config, lm.lora);

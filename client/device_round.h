@@ -70,12 +70,17 @@ struct DeviceResources {
   int64_t num_examples = 0;         // local training examples (a text device: its tokens)
   int64_t example_floats = 0;       // floats per example (the preprocessed copy's size)
   int64_t eval_examples = 0;        // FedCG: a separate evaluation set's examples
+  // A text device: the SHA-256 (hex) of its base model file; empty = not checked (the
+  // simulator's devices read the coordinator's own file).
+  std::string language_model_base_sha256;
 };
 
 // The task's models (values zero until decoded) and payload sizes, checked against the
 // header before a payload byte is read. INVALID_ARGUMENT for a task this device cannot take
 // (a spec that does not build, a manifest that does not match it, an encoding a task may
-// not use, a wrong total_bytes); RESOURCE_EXHAUSTED when it does not fit the budget.
+// not use, a wrong total_bytes); RESOURCE_EXHAUSTED when it does not fit the budget;
+// FAILED_PRECONDITION for a language-model task whose base (its SHA-256) is not the
+// device's. The last two are declined with the reason (UpdateHeader.refusal).
 absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceResources& device);
 
 // Fills task.model (and task.teacher) from the task's payload. REQUIRES: `task` from

@@ -383,6 +383,25 @@ TEST(DeviceRoundTest, TheDevicesBaseIsTheFilesWithTheJobsFrozenA) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("architecture")));
 }
 
+// A language-model task names its base by SHA-256: a device whose base file is another one
+// refuses it before its payload, with both digests in the reason.
+TEST(DeviceRoundTest, ALanguageModelTaskOfAnotherBaseIsRefused) {
+  auto coordinator_side = DeviceLm(4);
+  SentTask sent = SendLanguageModelTask(coordinator_side->AdaptersToProto());
+  const std::string job_base(64, 'a'), other(64, 'b');
+  sent.header.mutable_language_model()->set_base_sha256(job_base);
+  DeviceResources device;
+  device.num_examples = 500;
+  device.language_model_base_sha256 = other;
+  EXPECT_THAT(AdmitTask(sent.header, device).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(HasSubstr(job_base), HasSubstr(other))));
+  device.language_model_base_sha256 = job_base;
+  EXPECT_THAT(AdmitTask(sent.header, device).status(), IsOk());
+  device.language_model_base_sha256.clear();  // not checked (the simulator's devices)
+  EXPECT_THAT(AdmitTask(sent.header, device).status(), IsOk());
+}
+
 TEST(DeviceRoundTest, ALanguageModelTaskOverTheBudgetIsDeclinedWithTheReason) {
   auto m = DeviceLm(4);
   const SentTask sent = SendLanguageModelTask(m->AdaptersToProto());

@@ -3,6 +3,11 @@
 #include <sodium.h>
 
 #include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 
 namespace fedge::privacy {
 
@@ -16,6 +21,34 @@ Seed RandomSeed() {
   Seed s;
   randombytes_buf(s.data(), s.size());
   return s;
+}
+
+std::string Sha256Hex(absl::string_view bytes) {
+  unsigned char out[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256(out, reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size());
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(out), sizeof(out)));
+}
+
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("Sha256FileHex: cannot open ", path));
+  crypto_hash_sha256_state state;
+  crypto_hash_sha256_init(&state);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n > 0) {
+      crypto_hash_sha256_update(&state, reinterpret_cast<const unsigned char*>(buf.data()),
+                                static_cast<unsigned long long>(n));
+    }
+  }
+  if (in.bad()) return absl::DataLossError(absl::StrCat("Sha256FileHex: reading ", path, " failed"));
+  unsigned char out[crypto_hash_sha256_BYTES];
+  crypto_hash_sha256_final(&state, out);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(out), sizeof(out)));
 }
 
 ChaChaStream::ChaChaStream(const Seed& seed, uint64_t nonce) : key_(seed) {

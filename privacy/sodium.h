@@ -1,5 +1,6 @@
 // Thin libsodium wrappers shared by privacy/: one-time library initialisation, OS-random
-// seeds, and a ChaCha20 keystream used as a seeded PRG (DP noise, secure-aggregation masks).
+// seeds, a ChaCha20 keystream used as a seeded PRG (DP noise, secure-aggregation masks), and
+// SHA-256 digests of files (what names a language model's base file).
 #ifndef FEDGE_PRIVACY_SODIUM_H_
 #define FEDGE_PRIVACY_SODIUM_H_
 
@@ -7,7 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace fedge::privacy {
@@ -20,6 +25,13 @@ absl::Status EnsureSodium();
 
 // 32 bytes from libsodium's randombytes_buf (the OS CSPRNG). REQUIRES EnsureSodium() ok.
 Seed RandomSeed();
+
+// SHA-256 of `bytes`, as 64 lowercase hex characters.
+std::string Sha256Hex(absl::string_view bytes);
+// SHA-256 of the file at `path`, read in 1 MiB pieces (never held whole), as
+// 64 lowercase hex characters. NOT_FOUND when it cannot be opened; DATA_LOSS when a read
+// fails.
+absl::StatusOr<std::string> Sha256FileHex(const std::string& path);
 
 // The ChaCha20 keystream (crypto_stream_chacha20: 256-bit key = seed, 64-bit nonce, 64-bit
 // block counter from 0) read sequentially: byte i of the stream is byte i of

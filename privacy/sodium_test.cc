@@ -1,7 +1,11 @@
 #include "privacy/sodium.h"
 
 #include <sodium.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -44,6 +48,25 @@ TEST(ChaChaStreamTest, UniformIsInOpenClosedUnitInterval) {
   EXPECT_LE(hi, 1.0);
   EXPECT_LT(lo, 1e-3);
   EXPECT_GT(hi, 1 - 1e-3);
+}
+
+// FIPS 180-2's test vectors; a file's digest is its bytes' whatever the read size.
+TEST(SodiumTest, Sha256MatchesTheStandardsVectors) {
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("sha_test_" + std::to_string(::getpid()))).string();
+  std::string big(3 * (1 << 20) + 17, '\0');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7919 % 251);
+  {
+    std::ofstream out(path, std::ios::binary);
+    out.write(big.data(), static_cast<std::streamsize>(big.size()));
+  }
+  auto file = Sha256FileHex(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(*file, Sha256Hex(big));
+  std::filesystem::remove(path);
+  EXPECT_EQ(Sha256FileHex(path).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(SodiumTest, RandomSeedsDiffer) {

@@ -102,7 +102,10 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   FEDGE_ASSIGN_OR_RETURN(job->privacy,
                          RoundPrivacy::Create(config.privacy(), id, options_.dp_noise_seed));
   FEDGE_ASSIGN_OR_RETURN(JobModel model, MakeJobModel(config, options_.data_root));
-  if (config.has_language_model()) *job->config.mutable_model_spec() = model.model_spec;
+  if (config.has_language_model()) {
+    *job->config.mutable_model_spec() = model.model_spec;
+    job->config.mutable_language_model()->set_base_sha256(model.base_sha256);
+  }
   job->strategy = std::move(model.strategy);
   job->weights = std::move(model.weights);
   job->num_parameters = model.num_parameters;

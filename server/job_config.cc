@@ -1,5 +1,7 @@
 #include "server/job_config.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <set>
 #include <string>
@@ -551,6 +553,12 @@ void CheckLanguageModel(v1::JobConfig& job, Problems& p) {
   }
   if (lm.base_path().empty()) {
     p.Add("language_model.base_path", "is required: the base model file under --data-root");
+  }
+  if (!lm.base_sha256().empty() &&
+      (lm.base_sha256().size() != 64 ||
+       !std::all_of(lm.base_sha256().begin(), lm.base_sha256().end(),
+                    [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }))) {
+    p.Add("language_model.base_sha256", "must be 64 lowercase hex characters (a SHA-256)");
   }
   if (lm.full_parameters()) {
     if (lm.has_lora()) {

@@ -1,3 +1,4 @@
+#include "privacy/sodium.h"
 #include "server/job_strategy.h"
 
 #include <algorithm>
@@ -117,6 +118,13 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
                                           const std::string& data_root) {
   const v1::LanguageModelJob& lm = config.language_model();
   FEDGE_ASSIGN_OR_RETURN(const std::string path, ResolveDataPath(data_root, lm.base_path()));
+  FEDGE_ASSIGN_OR_RETURN(const std::string sha256, privacy::Sha256FileHex(path));
+  if (!lm.base_sha256().empty() && lm.base_sha256() != sha256) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: the base file ", lm.base_path(), " has SHA-256 ", sha256,
+        ", the job's language_model.base_sha256 is ", lm.base_sha256(),
+        " (was the file replaced?)"));
+  }
   FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(path));
   absl::StatusOr<model::LanguageModel> base = model::LanguageModelFromProto(file);
   if (!base.ok()) {
@@ -139,6 +147,7 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
                                                    base->model->config().context));
   }
   JobModel out;
+  out.base_sha256 = sha256;
   *out.model_spec.mutable_transformer() = file.spec().transformer();
   out.model_spec.set_name("transformer");
   if (lm.full_parameters()) {

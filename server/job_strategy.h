@@ -29,14 +29,15 @@ struct JobModel {
   // base file gives (what the job's model_spec becomes).
   std::shared_ptr<model::LanguageModel> language_model;
   v1::ModelSpec model_spec;
+  std::string base_sha256;  // the base file's SHA-256 (hex): the job's language_model.base_sha256
 };
 
 // REQUIRES: `config` validated (ValidateJobConfig). A language-model job's base file is read
 // under `data_root` (ResolveDataPath). INVALID_ARGUMENT for a strategy's bad options, a model
 // spec that does not build, secure aggregation of a model over
 // kMaxSecureAggregationParameters, or a base file that is not a language model (or, for a
-// job whose model_spec already names one, not the same architecture); NOT_FOUND /
-// DATA_LOSS for the file.
+// job whose model_spec already names one, not the same architecture, or one whose
+// language_model.base_sha256 is not the file's); NOT_FOUND / DATA_LOSS for the file.
 absl::StatusOr<JobModel> MakeJobModel(const v1::JobConfig& config,
                                       const std::string& data_root = "");
 

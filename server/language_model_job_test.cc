@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "model/language_model.h"
 #include "model/serialize.h"
+#include "privacy/sodium.h"
 #include "server/job_config.h"
 #include "server/job_strategy.h"
 #include "server/model_weights.h"
@@ -103,6 +104,18 @@ TEST_F(LanguageModelJobTest, TheCentralModelIsTheAdaptersOfTheBaseFile) {
     EXPECT_TRUE(absl::EndsWith(w.name, ".lora_a") || absl::EndsWith(w.name, ".lora_b"))
         << w.name;
   }
+  // The base file's digest, which a stored job (or an operator) pins.
+  EXPECT_EQ(m->base_sha256, privacy::Sha256FileHex(root_ + "/base.pb").value());
+  v1::JobConfig pinned = job;
+  pinned.mutable_language_model()->set_base_sha256(m->base_sha256);
+  EXPECT_THAT(MakeJobModel(pinned, root_).status(), IsOk());
+  pinned.mutable_language_model()->set_base_sha256(std::string(64, '0'));
+  EXPECT_THAT(MakeJobModel(pinned, root_).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("replaced")));
+  pinned.mutable_language_model()->set_base_sha256("not-a-digest");
+  EXPECT_THAT(ValidateJobConfig(pinned).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("language_model.base_sha256")));
   // Seeded: the same A from the same init_seed, and B starts at zero.
   EXPECT_EQ(MakeJobModel(job, root_)->weights[0].values, m->weights[0].values);
   for (float v : m->weights[1].values) ASSERT_EQ(v, 0.0f);

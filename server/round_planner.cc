@@ -193,6 +193,7 @@ TaskAssignment RoundPlanner::Assign(const ClientPlan& plan, const TaskContext& c
   if (cfg.strategy().has_fed_cg()) *h.mutable_fed_cg() = cfg.strategy().fed_cg();
   if (cfg.has_language_model()) {
     v1::LanguageModelTask* lm = h.mutable_language_model();
+    lm->set_base_sha256(cfg.language_model().base_sha256());
     if (cfg.language_model().full_parameters()) {
       lm->set_full_parameters(true);
     } else {

@@ -292,21 +292,25 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapt
   ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
   const std::string base_path = data_root_ + "/base.pb";
   const std::string corpus = testing::TinyLanguageModelText(40);
+  // A third device holds another base of the same architecture: it declines every task.
+  const std::string other_dir = dir_ + "/other";
+  std::filesystem::create_directories(other_dir);
+  ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(other_dir, 300, /*seed=*/2));
   StartServer("127.0.0.1:0");
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < 3; ++i) {
     StartClient(server_->port(), i, nullptr, [&](client::ClientRuntimeOptions& o) {
       o.data = nullptr;
       o.text = {{"doc-" + std::to_string(i), corpus.substr(i * 300)}};
-      o.lm_base_path = base_path;
+      o.lm_base_path = i < 2 ? base_path : other_dir + "/base.pb";
     });
   }
-  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 2; ++i) {
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 3; ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   v1::JobConfig job;
   job.set_name("lm");
   job.set_rounds(3);
-  job.mutable_selection()->set_clients_per_round(2);
+  job.mutable_selection()->set_clients_per_round(3);
   job.mutable_round_policy()->set_quorum(2);
   job.mutable_round_policy()->set_deadline_seconds(60);
   v1::LanguageModelJob* lm = job.mutable_language_model();
@@ -332,8 +336,19 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapt
     if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
     EXPECT_EQ(r.metrics().participants(), 2);
     EXPECT_GT(r.metrics().eval_tokens(), 0);
+    // The device with another base declines its first task with the reason, and is not
+    // sampled again in this job.
+    int declined = 0;
+    for (const v1::ClientRoundMetrics& c : r.metrics().clients()) {
+      if (c.outcome() != v1::ClientRoundMetrics::OUTCOME_DECLINED) continue;
+      ++declined;
+      EXPECT_THAT(c.reason(), ::testing::HasSubstr("SHA-256"));
+    }
+    EXPECT_EQ(declined, r.round() == 1 ? 1 : 0) << "round " << r.round();
+    EXPECT_EQ(r.metrics().sampled(), r.round() == 1 ? 3 : 2) << "round " << r.round();
     perplexity.push_back(r.metrics().test_perplexity());
-    // Adapters only, both ways: far below the base's bytes.
+    // Adapters only, both ways: far below the base's bytes (the declining device fetched
+    // nothing).
     EXPECT_LT(r.metrics().bytes_down(), 2 * 4 * 40000);
   }
   ASSERT_EQ(perplexity.size(), 3u);

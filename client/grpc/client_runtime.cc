@@ -31,6 +31,7 @@
 #include "data/bpe.h"
 #include "data/token_windows.h"
 #include "model/language_model.h"
+#include "privacy/sodium.h"
 #include "model/payload.h"
 #include "model/serialize.h"
 #include "model/sequential.h"
@@ -192,6 +193,7 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   device.memory_budget_bytes = options.profile.memory_budget_bytes();
   if (chunk.header().has_language_model()) {
     device.num_examples = static_cast<int64_t>(lm_tokens.size());
+    device.language_model_base_sha256 = lm_base_sha256;
   } else if (has_data()) {
     device.num_examples = data.raw().num_examples;
     device.example_floats = data.raw().feature_size();
@@ -199,7 +201,9 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   device.eval_examples = options.eval_data != nullptr ? options.eval_data->num_examples : 0;
   absl::StatusOr<DeviceTask> admitted = AdmitTask(chunk.header(), device);
   if (!admitted.ok()) {
-    if (absl::IsResourceExhausted(admitted.status())) {
+    // Over the budget, or (a language model) another base: declined with the reason.
+    if (absl::IsResourceExhausted(admitted.status()) ||
+        absl::IsFailedPrecondition(admitted.status())) {
       Decline(chunk.header(), DeclineHeader(chunk.header(), id(), admitted.status().message()))
           .IgnoreError();  // best effort (logged)
     }
@@ -455,7 +459,10 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
         "ClientRuntime: text and lm_base_path go together (a text device needs its base)");
   }
   std::vector<int32_t> tokens;
+  std::string base_sha256;
   if (!options.text.empty()) {
+    // What the job's base must be: tasks of another base are declined (device_round.h).
+    FEDGE_ASSIGN_OR_RETURN(base_sha256, privacy::Sha256FileHex(options.lm_base_path));
     FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
     if (file.tokenizer().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -482,6 +489,7 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
   auto impl = std::make_unique<Impl>(std::move(options));
   if (initial != nullptr) impl->data.Reset(std::move(initial));
   impl->lm_tokens = std::move(tokens);
+  impl->lm_base_sha256 = std::move(base_sha256);
   std::vector<data::TextDocument>().swap(impl->options.text);  // kept as tokens only
   if (!impl->options.requested_client_id.empty()) {
     absl::MutexLock lock(&impl->mu);

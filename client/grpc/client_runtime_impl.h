@@ -83,6 +83,7 @@ struct ClientRuntime::Impl final : DeviceLink {
   // Language-model tasks (Run's thread only): the device's text as token ids, and its model
   // (the base with the adapters and format of the job `lm_model_key` names).
   std::vector<int32_t> lm_tokens;
+  std::string lm_base_sha256;  // the base file's SHA-256 (hex): tasks of another are declined
   std::unique_ptr<model::TransformerLM> lm_model;
   std::string lm_model_key;
   bool has_text() const { return !lm_tokens.empty(); }
