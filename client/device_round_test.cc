@@ -402,6 +402,31 @@ TEST(DeviceRoundTest, ALanguageModelTaskOfAnotherBaseIsRefused) {
   EXPECT_THAT(AdmitTask(sent.header, device).status(), IsOk());
 }
 
+// A full-parameter task: its payload is every parameter; a header that names adapters too
+// is malformed, and a budget below the full round's estimate refuses it before anything is
+// allocated for it.
+TEST(DeviceRoundTest, AFullParameterTaskIsAdmittedOnlyWhenWellFormedAndWithinBudget) {
+  auto coordinator_side = model::TransformerLM::Create(SmallLm()).value();
+  coordinator_side->InitParameters(2);
+  SentTask sent = SendLanguageModelTask(coordinator_side->ToProto());
+  sent.header.mutable_language_model()->clear_lora();
+  sent.header.mutable_language_model()->set_full_parameters(true);
+  DeviceResources device;
+  device.num_examples = 500;
+  auto task = AdmitTask(sent.header, device);
+  ASSERT_THAT(task.status(), IsOk());
+  EXPECT_EQ(task->model.parameters_size(), coordinator_side->ToProto().parameters_size());
+  ASSERT_THAT(DecodeTaskPayload(sent.payload, *task), IsOk());
+
+  v1::TaskHeader both = sent.header;
+  both.mutable_language_model()->mutable_lora()->set_rank(4);
+  EXPECT_THAT(AdmitTask(both, device).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("names adapters")));
+  device.memory_budget_bytes = 64 << 10;
+  EXPECT_THAT(AdmitTask(sent.header, device).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
 TEST(DeviceRoundTest, ALanguageModelTaskOverTheBudgetIsDeclinedWithTheReason) {
   auto m = DeviceLm(4);
   const SentTask sent = SendLanguageModelTask(m->AdaptersToProto());
