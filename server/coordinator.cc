@@ -536,14 +536,16 @@ absl::Status Coordinator::CompleteRound(absl::Time now) {
   Job& job = *job_;
   OpenRound& round = *job.round;
   auto t0 = std::chrono::steady_clock::now();
-  // The round's counts and, per client (sampled, in id order), its figures, before the lock
-  // is let go. Nobody is waiting any more: other calls cannot reach the round, and the
-  // rest of it (aggregation, noise, the server step, evaluation, the commit) runs without
-  // the lock. Tick and StopJob wait for it (job.completing); readers see the previous model.
-  const OpenRound::Closing closing = round.Close();
+  // Sealed under the lock: from here every device call is refused by the round before it
+  // touches its state, so the rest (the update bound's close with its medians and
+  // direction check, the round's counts, aggregation, noise, the server step, evaluation,
+  // the commit) runs without the lock. Tick and StopJob wait for it (job.completing);
+  // readers see the previous model.
+  round.Seal();
   job.completing = true;
   aggregation::ModelWeights next;
   mu_.Unlock();
+  const OpenRound::Closing closing = round.Close();
   const absl::Status done = AggregateEvaluateCommit(job, round, now, t0, closing, next);
   mu_.Lock();
   job.completing = false;

@@ -45,6 +45,10 @@ OpenRound::OpenRound(const RoundPlanner& planner, Setup setup)
 
 absl::Status OpenRound::CheckHeader(const v1::UpdateHeader& header) const {
   const std::string& id = header.client_id();
+  if (sealed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Coordinator: round ", number_, " is closing; its updates are in"));
+  }
   if (header.round() != number_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "Coordinator: update for round ", header.round(), ", but round ", number_, " is open"));
@@ -324,7 +328,15 @@ absl::Status OpenRound::SettleSecure(const absl::StatusOr<bool>& finished,
 // ---------------------------------------------------------------------------------------
 // Closing
 
+void OpenRound::Seal() {
+  sealed_ = true;
+  waiting_.clear();
+}
+
 OpenRound::Closing OpenRound::Close() {
+  // Sealed already when the coordinator calls (under its mutex): waiting_ is not touched
+  // again, since device calls read it meanwhile.
+  if (!sealed_) Seal();
   for (auto& [client, why] : intake_->Flush()) {
     // Not expected: each update passed Validate and the sum bound rules out an overflow.
     FEDGE_LOG(ERROR) << "Coordinator: job " << job_id_ << " round " << number_
@@ -351,7 +363,6 @@ OpenRound::Closing OpenRound::Close() {
     closing.clients.emplace_back(ct.metrics, ct.tier);
   }
   closing.participants.assign(accepted_.begin(), accepted_.end());
-  waiting_.clear();
   return closing;
 }
 

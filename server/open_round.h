@@ -178,9 +178,16 @@ class OpenRound final {
     std::vector<std::pair<v1::ClientRoundMetrics, int>> clients;
     std::vector<std::string> participants;  // the accepted clients
   };
-  // Accumulates the held updates (one that fails to is rejected; not expected), fills the
-  // round's counts, what the update bound did (RoundMetrics.robustness), mean training
-  // loss and client seconds, and stops waiting for anyone.
+  // Ends the round for every device call: from here CheckHeader refuses every update,
+  // step and decline ("closing"), Task gives nothing, and nothing else of the round's state
+  // is touched by a device call. Cheap; the coordinator calls it under its mutex.
+  void Seal();
+  bool sealed() const { return sealed_; }
+  // Seals the round if it is not, then accumulates the held updates (one that fails to is
+  // rejected; not expected), runs the update bound's close (the medians and the direction
+  // check: the costly part, so the coordinator calls this without its mutex once sealed),
+  // and fills the round's counts, what the bound did (RoundMetrics.robustness), mean
+  // training loss and client seconds.
   Closing Close();
   // The accepted devices' own evaluation (FedCG), for the strategy's round report.
   aggregation::DeviceEvaluation Devices() const;
@@ -201,6 +208,7 @@ class OpenRound final {
   int64_t max_examples_per_client_;
   absl::Duration phase_timeout_;
   std::vector<std::string> sampled_;
+  bool sealed_ = false;
   absl::flat_hash_set<std::string> waiting_;  // sampled, not yet answered or dropped
   absl::flat_hash_set<std::string> accepted_;
   absl::flat_hash_map<std::string, ClientTask> tasks_;  // per sampled client

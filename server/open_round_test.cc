@@ -130,6 +130,26 @@ TEST_F(OpenRoundTest, AnAcceptedClientsSecondAnswerIsAlreadyExists) {
   EXPECT_THAT(round_->CheckHeader(Header("b")), IsOk());
 }
 
+TEST_F(OpenRoundTest, ASealedRoundRefusesEveryDeviceCallBeforeItsCloseRuns) {
+  // The coordinator seals under its mutex and closes without it: between the two, a
+  // device's header (the one that answered too, whose entry the close may still change) is
+  // refused without reading the round's sets, and no task is handed out.
+  Open(PlainJob(), {"a", "b"});
+  ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100, 0.5), IsOk());
+  round_->Seal();
+  EXPECT_TRUE(round_->sealed());
+  EXPECT_TRUE(round_->settled());
+  for (const char* id : {"a", "b"}) {
+    EXPECT_THAT(round_->CheckHeader(Header(id)),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("round 1 is closing")));
+    EXPECT_FALSE(round_->Task(id).has_value());
+  }
+  const OpenRound::Closing closing = round_->Close();
+  EXPECT_THAT(closing.participants, ElementsAre("a"));
+  EXPECT_THAT(Outcomes(closing), ElementsAre(v1::ClientRoundMetrics::OUTCOME_ACCEPTED,
+                                             v1::ClientRoundMetrics::OUTCOME_DROPPED));
+}
+
 TEST_F(OpenRoundTest, WaitingEmptiesAsClientsAnswerAndEachOutcomeIsRecorded) {
   Open(PlainJob(), {"d", "c", "b", "a"});
   ASSERT_THAT(round_->Accept(Header("a"), Delta(weights_, 0.1f, 10), 100, 0.5), IsOk());
