@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "server/job_config.h"
 #include "server/model_weights.h"
 
@@ -105,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   if (config.has_language_model()) {
     *job->config.mutable_model_spec() = model.model_spec;
     job->config.mutable_language_model()->set_base_sha256(model.base_sha256);
+    job->base_file = model.base_file;
   }
   job->strategy = std::move(model.strategy);
   job->weights = std::move(model.weights);
@@ -259,6 +261,20 @@ absl::Status Coordinator::Leave(const std::string& client_id, const std::string&
   FEDGE_RETURN_IF_ERROR(registry_.Leave(client_id, session_token));
   DropFromRound(client_id);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Coordinator::BaseModelFile(const std::string& client_id,
+                                                       const std::string& session_token,
+                                                       const std::string& sha256) {
+  FEDGE_RETURN_IF_ERROR(
+      registry_.Authenticate(client_id, session_token, ClientRegistry::Seen::kFetching));
+  absl::MutexLock lock(&mu_);
+  if (job_ == nullptr || job_->base_file.empty() ||
+      job_->config.language_model().base_sha256() != sha256) {
+    return absl::NotFoundError(absl::StrCat("Coordinator: no running job's base has SHA-256 ",
+                                            base::Printable(sha256.substr(0, 64))));
+  }
+  return job_->base_file;
 }
 
 absl::StatusOr<v1::ClientRecord> Coordinator::RevokeDevice(const std::string& client_id) {

@@ -148,6 +148,7 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   }
   JobModel out;
   out.base_sha256 = sha256;
+  out.base_file = path;
   *out.model_spec.mutable_transformer() = file.spec().transformer();
   out.model_spec.set_name("transformer");
   if (lm.full_parameters()) {

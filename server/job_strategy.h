@@ -30,6 +30,7 @@ struct JobModel {
   std::shared_ptr<model::LanguageModel> language_model;
   v1::ModelSpec model_spec;
   std::string base_sha256;  // the base file's SHA-256 (hex): the job's language_model.base_sha256
+  std::string base_file;    // the base file's path (resolved under the data root)
 };
 
 // REQUIRES: `config` validated (ValidateJobConfig). A language-model job's base file is read

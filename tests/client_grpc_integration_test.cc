@@ -42,6 +42,7 @@
 #include "model/language_model.h"
 #include "model/serialize.h"
 #include "model/zoo.h"
+#include "privacy/sodium.h"
 #include "proto/admin.grpc.pb.h"
 #include "tests/operator_channel.h"
 #include "server/coordinator.h"
@@ -286,6 +287,185 @@ TEST_F(ClientGrpcIntegrationTest, ThreeDevicesFinishATwoRoundJob) {
 // Language-model fine-tuning end to end over gRPC: the coordinator reads the base under its
 // data root and evaluates on held-out text; two text devices (each with its copy of the base
 // and its own documents) train LoRA adapters over the int4 base; only adapters travel.
+// The LoRA job the language-model tests run over the tiny base in the data root's base.pb.
+v1::JobConfig TinyLoraJob(int rounds) {
+  v1::JobConfig job;
+  job.set_name("lm");
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(3);
+  job.mutable_round_policy()->set_quorum(2);
+  job.mutable_round_policy()->set_deadline_seconds(60);
+  v1::LanguageModelJob* lm = job.mutable_language_model();
+  lm->set_base_path("base.pb");
+  lm->mutable_lora()->set_rank(4);
+  lm->mutable_lora()->set_output(true);
+  lm->mutable_lora()->set_attention(true);
+  lm->mutable_lora()->set_mlp(true);
+  lm->mutable_lora()->set_base_format(v1::LoraSpec::BASE_FORMAT_INT4);
+  lm->set_eval_text_path("eval.txtshard");
+  job.mutable_local_training()->set_optimizer(v1::OPTIMIZER_KIND_ADAM);
+  job.mutable_local_training()->set_learning_rate(1e-2);
+  job.mutable_local_training()->set_batch_size(4);
+  job.mutable_local_training()->set_epochs(2);
+  return job;
+}
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Devices with text and no base: each fetches the job's base from the coordinator by its
+// digest (one resumes a download it had begun), encodes its text with the base's tokenizer
+// and trains; a device that takes smaller bases declines with the reason.
+TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
+  data_root_ = dir_ + "/data";
+  std::filesystem::create_directories(data_root_);
+  ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
+  const std::string base = ReadBytes(data_root_ + "/base.pb");
+  const std::string sha = privacy::Sha256Hex(base);
+  const std::string corpus = testing::TinyLanguageModelText(40);
+  // Device 0 kept the first 1000 bytes of an earlier download.
+  std::filesystem::create_directories(dir_ + "/cache-0");
+  std::ofstream(dir_ + "/cache-0/" + sha + ".part", std::ios::binary) << base.substr(0, 1000);
+  StartServer("127.0.0.1:0");
+  for (int i = 0; i < 3; ++i) {
+    StartClient(server_->port(), i, nullptr, [&](client::ClientRuntimeOptions& o) {
+      o.data = nullptr;
+      o.text = {{"doc-" + std::to_string(i), corpus.substr(i * 300)}};
+      o.lm_base_cache_dir = dir_ + "/cache-" + std::to_string(i);
+      if (i == 2) o.max_base_bytes = 1000;
+    });
+  }
+  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  auto id = StartJob(TinyLoraJob(2));
+  ASSERT_THAT(id, IsOk());
+  const v1::JobStatus status = WaitForJob(*id, absl::Seconds(90));
+  EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();
+  auto rounds = coordinator_->ListRounds(*id);
+  ASSERT_THAT(rounds, IsOk());
+  int completed = 0, declined = 0;
+  for (const v1::RoundRecord& r : *rounds) {
+    if (r.state() != v1::ROUND_STATE_COMPLETED) continue;
+    ++completed;
+    EXPECT_EQ(r.metrics().participants(), 2) << "round " << r.round();
+    for (const v1::ClientRoundMetrics& c : r.metrics().clients()) {
+      if (c.outcome() != v1::ClientRoundMetrics::OUTCOME_DECLINED) continue;
+      ++declined;
+      EXPECT_THAT(c.reason(), ::testing::HasSubstr("this device takes 1 to 1000"));
+    }
+  }
+  EXPECT_EQ(completed, 2);
+  EXPECT_EQ(declined, 1);  // the small device, once: it is not sampled again in the job
+  const int64_t size = static_cast<int64_t>(base.size());
+  EXPECT_EQ(runtimes_[0]->stats().bases_fetched, 1);
+  EXPECT_EQ(runtimes_[0]->stats().base_bytes_received, size - 1000);  // resumed
+  EXPECT_EQ(runtimes_[1]->stats().bases_fetched, 1);
+  EXPECT_EQ(runtimes_[1]->stats().base_bytes_received, size);
+  EXPECT_EQ(runtimes_[2]->stats().bases_fetched, 0);
+  EXPECT_EQ(runtimes_[2]->stats().base_bytes_received, 0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(ReadBytes(dir_ + "/cache-" + std::to_string(i) + "/" + sha + ".fedgemodel"), base);
+    EXPECT_GE(runtimes_[i]->stats().rounds_completed, 1);
+  }
+  StopClients();
+  // A restarted device finds its base in the cache: nothing is fetched again.
+  stop_ = false;
+  runtimes_.clear();
+  results_.clear();
+  StartClient(server_->port(), 1, nullptr, [&](client::ClientRuntimeOptions& o) {
+    o.data = nullptr;
+    o.text = {{"doc-1", corpus.substr(300)}};
+    o.lm_base_cache_dir = dir_ + "/cache-1";
+  });
+  auto again = StartJob(TinyLoraJob(1));
+  ASSERT_THAT(again, IsOk());
+  for (int i = 0; i < 200 && runtimes_[0]->stats().rounds_completed == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_GE(runtimes_[0]->stats().rounds_completed, 1);
+  EXPECT_EQ(runtimes_[0]->stats().bases_fetched, 0);
+  EXPECT_EQ(runtimes_[0]->stats().base_bytes_received, 0);
+  StopClients();
+}
+
+// FetchBaseModel serves the running job's base only, to a device with a session, from the
+// offset asked, and refuses everything else with its code.
+TEST_F(ClientGrpcIntegrationTest, FetchBaseModelServesOnlyTheRunningJobsBaseToADevice) {
+  data_root_ = dir_ + "/data";
+  std::filesystem::create_directories(data_root_);
+  ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
+  const std::string base = ReadBytes(data_root_ + "/base.pb");
+  const std::string sha = privacy::Sha256Hex(base);
+  StartServer("127.0.0.1:0");
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(server_->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = v1::Coordinator::NewStub(channel);
+  v1::RegisterRequest reg;
+  reg.set_enrollment_token(kToken);
+  reg.mutable_profile()->set_num_examples(10);
+  v1::RegisterResponse device;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(stub->Register(&ctx, reg, &device).ok());
+  }
+  // Reads one FetchBaseModel call whole: its status, the announced size and the bytes.
+  auto fetch = [&](const std::string& id, const std::string& session, const std::string& digest,
+                   int64_t offset, int64_t* total, std::string* bytes) {
+    v1::FetchBaseModelRequest req;
+    req.set_client_id(id);
+    req.set_session_token(session);
+    req.set_sha256(digest);
+    req.set_offset(offset);
+    grpc::ClientContext ctx;
+    auto reader = stub->FetchBaseModel(&ctx, req);
+    v1::BaseModelChunk chunk;
+    while (reader->Read(&chunk)) {
+      if (chunk.has_header()) *total = chunk.header().total_bytes();
+      if (chunk.has_data()) {
+        EXPECT_EQ(chunk.data().offset(), offset + static_cast<int64_t>(bytes->size()));
+        bytes->append(chunk.data().data());
+      }
+    }
+    return reader->Finish().error_code();
+  };
+  int64_t total = 0;
+  std::string bytes;
+  // No job yet: nothing to serve.
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), sha, 0, &total, &bytes),
+            grpc::StatusCode::NOT_FOUND);
+  v1::JobConfig job = TinyLoraJob(1);
+  job.mutable_selection()->set_min_registered(3);  // no round opens: the job stays running
+  auto id = StartJob(job);
+  ASSERT_THAT(id, IsOk());
+  EXPECT_EQ(fetch(device.client_id(), "not-the-session", sha, 0, &total, &bytes),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(fetch("client-unknown", device.session_token(), sha, 0, &total, &bytes),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), std::string(64, '0'), 0, &total,
+                  &bytes),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), "../../etc/passwd", 0, &total,
+                  &bytes),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), sha, -1, &total, &bytes),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), sha,
+                  static_cast<int64_t>(base.size()) + 1, &total, &bytes),
+            grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_TRUE(bytes.empty());
+  ASSERT_EQ(fetch(device.client_id(), device.session_token(), sha, 0, &total, &bytes),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(total, static_cast<int64_t>(base.size()));
+  EXPECT_EQ(bytes, base);
+  bytes.clear();
+  ASSERT_EQ(fetch(device.client_id(), device.session_token(), sha, 777, &total, &bytes),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(bytes, base.substr(777));
+}
+
 TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapters) {
   data_root_ = dir_ + "/data";
   std::filesystem::create_directories(data_root_);

@@ -34,7 +34,10 @@ ABSL_FLAG(std::string, text_shard, "",
           "language-model jobs: the device's documents, a text shard (partition_brown)");
 ABSL_FLAG(std::string, lm_base, "",
           "language-model jobs: the device's copy of the job's base model file (with "
-          "--text-shard)");
+          "--text-shard); without it (or for a job with another base) the device fetches the "
+          "job's base from the coordinator into <state-dir>/bases, checked by its SHA-256");
+ABSL_FLAG(int64_t, max_base_mb, 1024,
+          "language-model jobs: largest base model the device downloads, in MiB");
 ABSL_FLAG(std::string, eval_shard, "",
           "FedCG jobs: the device's own test examples (a shard file) to evaluate its private "
           "extractor with each round's global classifier on; empty: it holds out part of "
@@ -87,8 +90,18 @@ absl::StatusOr<ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
   if (shard.empty() && text_shard.empty()) {
     return absl::InvalidArgumentError("--shard (images) or --text-shard (text) is required");
   }
-  if (text_shard.empty() != absl::GetFlag(FLAGS_lm_base).empty()) {
-    return absl::InvalidArgumentError("--text-shard and --lm-base go together");
+  if (text_shard.empty() && !absl::GetFlag(FLAGS_lm_base).empty()) {
+    return absl::InvalidArgumentError("--lm-base needs --text-shard");
+  }
+  if (!text_shard.empty() && absl::GetFlag(FLAGS_lm_base).empty() &&
+      absl::GetFlag(FLAGS_state_dir).empty()) {
+    return absl::InvalidArgumentError(
+        "--text-shard needs --lm-base, or --state-dir to keep the base fetched from the "
+        "coordinator");
+  }
+  const int64_t max_base_mb = absl::GetFlag(FLAGS_max_base_mb);
+  if (max_base_mb < 1 || max_base_mb > (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError("--max-base-mb must be in [1, 1048576]");
   }
   o.insecure = absl::GetFlag(FLAGS_insecure);
   const std::string ca = absl::GetFlag(FLAGS_tls_ca), cert = absl::GetFlag(FLAGS_tls_cert),
@@ -162,6 +175,8 @@ absl::StatusOr<ClientRuntimeOptions> OptionsFromFlags(int* exit_code) {
       return absl::UnavailableError(absl::StrCat("--state-dir ", dir, ": ", std::strerror(errno)));
     }
     o.state_path = dir + "/client.state";
+    if (!text_shard.empty()) o.lm_base_cache_dir = dir + "/bases";
+    o.max_base_bytes = max_base_mb << 20;
   }
   o.requested_client_id = absl::GetFlag(FLAGS_client_id);
   o.seed = absl::GetFlag(FLAGS_seed);

@@ -72,6 +72,49 @@ using runtime_internal::FromGrpc;
 using runtime_internal::Retryable;
 using runtime_internal::Task;
 
+namespace {
+
+// Keeps the device live while it works on a task: the coordinator counts only calls as signs
+// of life, and drops a sampled device silent for its liveness timeout (docs/protocol.md,
+// Liveness), so a long preparation, training or upload would cost the device its round.
+// Calls UploadStatus (the cheapest authenticated call) every third of the timeout until
+// destroyed. With the credentials of when it started: a re-registration mid-task makes its
+// later calls fail, which is only logged.
+class Heartbeat {
+ public:
+  Heartbeat(v1::Coordinator::Stub* stub, std::string client_id, std::string session_token,
+            std::string task_id, absl::Duration liveness_timeout)
+      : thread_([this, stub, client_id = std::move(client_id),
+                 session_token = std::move(session_token), task_id = std::move(task_id),
+                 period = std::max(liveness_timeout / 3, absl::Milliseconds(100))] {
+          bool warned = false;
+          while (!done_.WaitForNotificationWithTimeout(period)) {
+            v1::UploadStatusRequest req;
+            req.set_client_id(client_id);
+            req.set_session_token(session_token);
+            req.set_task_id(task_id);
+            v1::UploadStatusResponse resp;
+            grpc::ClientContext ctx;
+            ctx.set_deadline(runtime_internal::Deadline(period));
+            const grpc::Status s = stub->UploadStatus(&ctx, req, &resp);
+            if (!s.ok() && !warned) {
+              warned = true;
+              FEDGE_LOG(WARNING) << "heartbeat: " << s.error_message();
+            }
+          }
+        }) {}
+  ~Heartbeat() {
+    done_.Notify();
+    thread_.join();
+  }
+
+ private:
+  absl::Notification done_;
+  std::thread thread_;
+};
+
+}  // namespace
+
 absl::Status ClientRuntime::Impl::Register() {
   v1::RegisterRequest req;
   req.set_enrollment_token(options.enrollment_token);
@@ -79,7 +122,8 @@ absl::Status ClientRuntime::Impl::Register() {
   req.mutable_profile()->set_num_examples(
       options.testing_claimed_examples > 0 ? options.testing_claimed_examples
       : has_data()                         ? data.raw().num_examples
-                                           : static_cast<int64_t>(lm_tokens.size()));
+      : !lm_tokens.empty()                 ? static_cast<int64_t>(lm_tokens.size())
+                                           : lm_text_bytes);
   req.set_previous_client_id(id());
   req.set_device_key(device_key);
   v1::RegisterResponse resp;
@@ -179,6 +223,24 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     SleepUnlessStopped(absl::Seconds(2), stop);
     return std::optional<Task>();
   }
+  if (NeedsBase(chunk.header())) {
+    // The job's base first (its tokenizer encodes the text the task is admitted on), then
+    // the task again: the coordinator hands it out until the round drops us.
+    const v1::TaskHeader header = chunk.header();
+    finish(absl::CancelledError("the task's base first")).IgnoreError();
+    bool decline = false;
+    // The download may outlast the liveness timeout: the device stays live meanwhile.
+    const Heartbeat heartbeat(stub.get(), id(), session_token, header.task_id(),
+                              liveness_timeout);
+    absl::Status got = ObtainBase(header.language_model().base_sha256(), stop, &decline);
+    if (got.ok() || stop.load()) return std::optional<Task>();
+    if (decline) {
+      Decline(header, DeclineHeader(header, id(), got.message())).IgnoreError();  // logged
+      abandoned_task_id = header.task_id();
+      Count(&ClientRuntimeStats::tasks_abandoned);
+    }
+    return got;
+  }
   Task task;
   task.received = absl::Now();
   // A task this client cannot take (bad spec or manifest) is not fetched again.
@@ -249,14 +311,17 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
   if (!has_text()) {
     return absl::FailedPreconditionError("a language-model task, and this device holds no text");
   }
+  if (lm_tokens.empty()) {
+    return absl::FailedPreconditionError("a language-model task, and this device has no base");
+  }
   const std::string key = t.job_id() + "\n" + t.language_model().SerializeAsString();
   if (lm_model == nullptr || lm_model_key != key) {
     lm_model.reset();  // the previous job's model goes before the next one is loaded
-    absl::StatusOr<std::unique_ptr<model::TransformerLM>> made = LanguageModelForTask(
-        t, [&] { return model::LoadModel(options.lm_base_path); });
+    absl::StatusOr<std::unique_ptr<model::TransformerLM>> made =
+        LanguageModelForTask(t, [&] { return model::LoadModel(lm_base_file); });
     if (!made.ok()) {
-      return absl::Status(made.status().code(), absl::StrCat(options.lm_base_path, ": ",
-                                                             made.status().message()));
+      return absl::Status(made.status().code(),
+                          absl::StrCat(lm_base_file, ": ", made.status().message()));
     }
     lm_model = *std::move(made);
     lm_model_key = key;
@@ -293,48 +358,6 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainFedCg(
   return u;
 }
 
-namespace {
-
-// Keeps the device live while it works on a task: the coordinator counts only calls as signs
-// of life, and drops a sampled device silent for its liveness timeout (docs/protocol.md,
-// Liveness), so a long preparation, training or upload would cost the device its round.
-// Calls UploadStatus (the cheapest authenticated call) every third of the timeout until
-// destroyed. With the credentials of when it started: a re-registration mid-task makes its
-// later calls fail, which is only logged.
-class Heartbeat {
- public:
-  Heartbeat(v1::Coordinator::Stub* stub, std::string client_id, std::string session_token,
-            std::string task_id, absl::Duration liveness_timeout)
-      : thread_([this, stub, client_id = std::move(client_id),
-                 session_token = std::move(session_token), task_id = std::move(task_id),
-                 period = std::max(liveness_timeout / 3, absl::Milliseconds(100))] {
-          bool warned = false;
-          while (!done_.WaitForNotificationWithTimeout(period)) {
-            v1::UploadStatusRequest req;
-            req.set_client_id(client_id);
-            req.set_session_token(session_token);
-            req.set_task_id(task_id);
-            v1::UploadStatusResponse resp;
-            grpc::ClientContext ctx;
-            ctx.set_deadline(runtime_internal::Deadline(period));
-            const grpc::Status s = stub->UploadStatus(&ctx, req, &resp);
-            if (!s.ok() && !warned) {
-              warned = true;
-              FEDGE_LOG(WARNING) << "heartbeat: " << s.error_message();
-            }
-          }
-        }) {}
-  ~Heartbeat() {
-    done_.Notify();
-    thread_.join();
-  }
-
- private:
-  absl::Notification done_;
-  std::thread thread_;
-};
-
-}  // namespace
 
 absl::Status ClientRuntime::Impl::FetchAndRun(const std::atomic<bool>& stop) {
   FEDGE_ASSIGN_OR_RETURN(std::optional<Task> task, Fetch(stop));
@@ -454,43 +477,49 @@ absl::StatusOr<std::unique_ptr<ClientRuntime>> ClientRuntime::Create(
     return absl::InvalidArgumentError("ClientRuntime: fetch_wait_seconds must be in [0, 3600]");
   }
   FEDGE_RETURN_IF_ERROR(ValidateBackoffOptions(options.backoff));
-  if (options.text.empty() != options.lm_base_path.empty()) {
+  const bool fetches_bases = !options.lm_base_cache_dir.empty();
+  if (!options.text.empty() && options.lm_base_path.empty() && !fetches_bases) {
     return absl::InvalidArgumentError(
-        "ClientRuntime: text and lm_base_path go together (a text device needs its base)");
+        "ClientRuntime: text needs its base: lm_base_path, or lm_base_cache_dir to fetch the "
+        "job's");
   }
-  std::vector<int32_t> tokens;
-  std::string base_sha256;
-  if (!options.text.empty()) {
-    // What the job's base must be: tasks of another base are declined (device_round.h).
-    FEDGE_ASSIGN_OR_RETURN(base_sha256, privacy::Sha256FileHex(options.lm_base_path));
-    FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(options.lm_base_path));
-    if (file.tokenizer().empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ClientRuntime: ", options.lm_base_path, " holds no tokenizer (not a language model)"));
-    }
-    FEDGE_ASSIGN_OR_RETURN(data::BpeTokenizer tokenizer,
-                           data::BpeTokenizer::Parse(file.tokenizer()));
-    tokens = data::EncodeDocuments(tokenizer, options.text);
-    if (tokens.size() < 2) {
-      return absl::InvalidArgumentError("ClientRuntime: the device's text encodes to fewer "
-                                        "than 2 tokens");
-    }
+  if (options.text.empty() && !options.lm_base_path.empty()) {
+    return absl::InvalidArgumentError("ClientRuntime: lm_base_path without text");
+  }
+  if (options.max_base_bytes <= 0) {
+    return absl::InvalidArgumentError("ClientRuntime: max_base_bytes must be > 0");
   }
   std::shared_ptr<const data::Dataset> initial = options.data;
   if (initial == nullptr && options.data_source) {
     FEDGE_ASSIGN_OR_RETURN(initial, options.data_source());
   }
-  if (initial == nullptr && tokens.empty()) {
+  if (initial == nullptr && options.text.empty()) {
     return absl::InvalidArgumentError(
-        "ClientRuntime: no local data (data, data_source, or text with lm_base_path)");
+        "ClientRuntime: no local data (data, data_source, or text with its base)");
   }
   if (initial != nullptr) FEDGE_RETURN_IF_ERROR(data::ValidateDataset(*initial));
 
   auto impl = std::make_unique<Impl>(std::move(options));
   if (initial != nullptr) impl->data.Reset(std::move(initial));
-  impl->lm_tokens = std::move(tokens);
-  impl->lm_base_sha256 = std::move(base_sha256);
-  std::vector<data::TextDocument>().swap(impl->options.text);  // kept as tokens only
+  if (fetches_bases) {
+    FEDGE_ASSIGN_OR_RETURN(BaseCache cache, BaseCache::Open(impl->options.lm_base_cache_dir,
+                                                            impl->options.max_base_bytes));
+    impl->base_cache.emplace(std::move(cache));
+  }
+  impl->lm_text = std::move(impl->options.text);
+  std::vector<data::TextDocument>().swap(impl->options.text);
+  for (const data::TextDocument& d : impl->lm_text) {
+    impl->lm_text_bytes += static_cast<int64_t>(d.text.size()) + 2;  // + the blank line
+  }
+  if (!impl->options.lm_base_path.empty()) {
+    // What the job's base must be: tasks of another base are declined (device_round.h), or
+    // fetch it.
+    const std::string path = impl->options.lm_base_path;
+    FEDGE_ASSIGN_OR_RETURN(const std::string sha256, privacy::Sha256FileHex(path));
+    FEDGE_RETURN_IF_ERROR(impl->UseBase(path, sha256));
+  }
+  // Without a cache no other base comes: the text is kept as tokens only.
+  if (!fetches_bases) std::vector<data::TextDocument>().swap(impl->lm_text);
   if (!impl->options.requested_client_id.empty()) {
     absl::MutexLock lock(&impl->mu);
     impl->client_id = impl->options.requested_client_id;

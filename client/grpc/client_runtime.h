@@ -142,6 +142,17 @@ struct ClientRuntimeOptions {
   // (an int4 base without its fp32 weights), until another job's task.
   std::vector<data::TextDocument> text;
   std::string lm_base_path;
+  // Language-model tasks: where bases fetched from the coordinator are kept, by digest
+  // (client/base_cache.h). With it, a task whose base (TaskHeader.language_model.base_sha256)
+  // is not this device's is not declined: the device downloads that base (FetchBaseModel,
+  // resumable, checked against the digest before use; one base kept at a time), encodes
+  // its text with the base's tokenizer, and asks for the task again. `text` then needs no
+  // lm_base_path (it is registered as its byte count, an upper bound on its tokens, until a
+  // base is in hand). Empty: bases are not fetched.
+  std::string lm_base_cache_dir;
+  // Largest base accepted for download, in bytes (checked against what the coordinator
+  // announces, before anything is written); a task whose base is larger is declined.
+  int64_t max_base_bytes = int64_t{1} << 30;
 
   // FedCG tasks only: the device's own test examples (pixels in [0, 1], like `data`), on
   // which it evaluates its private E with each task's global C; it then trains on all of
@@ -209,6 +220,10 @@ struct ClientRuntimeStats {
   int64_t uploads_resumed = 0;
   // FedCG: jobs whose private E and D were restored from "<state_path>.fedcg".
   int64_t fedcg_states_restored = 0;
+  // Language-model bases downloaded whole (FetchBaseModel, checked against their digest),
+  // and the base bytes received, resumed downloads included.
+  int64_t bases_fetched = 0;
+  int64_t base_bytes_received = 0;
 };
 
 class ClientRuntime {

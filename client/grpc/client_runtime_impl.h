@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/base_cache.h"
 #include "client/device_link.h"
 #include "client/device_round.h"
 #include "client/fedcg_device.h"
@@ -82,11 +83,35 @@ struct ClientRuntime::Impl final : DeviceLink {
   std::unique_ptr<FedCgDeviceData> fedcg_data;
   // Language-model tasks (Run's thread only): the device's text as token ids, and its model
   // (the base with the adapters and format of the job `lm_model_key` names).
+  // The text itself is kept only while bases can be fetched (it is encoded again with each
+  // new base's tokenizer); lm_tokens is empty until a base is in hand.
   std::vector<int32_t> lm_tokens;
-  std::string lm_base_sha256;  // the base file's SHA-256 (hex): tasks of another are declined
+  std::vector<data::TextDocument> lm_text;
+  int64_t lm_text_bytes = 0;   // registered as the example count until tokens are known
+  std::string lm_base_file;    // the base in use: options.lm_base_path or a fetched one
+  std::string lm_base_sha256;  // its SHA-256 (hex): tasks of another are declined or fetch it
+  std::optional<BaseCache> base_cache;  // options.lm_base_cache_dir
   std::unique_ptr<model::TransformerLM> lm_model;
   std::string lm_model_key;
-  bool has_text() const { return !lm_tokens.empty(); }
+  bool has_text() const { return !lm_tokens.empty() || !lm_text.empty(); }
+  // A task names a base this device does not use, and it can fetch bases.
+  bool NeedsBase(const v1::TaskHeader& task) const {
+    const std::string& want = task.language_model().base_sha256();
+    return task.has_language_model() && base_cache.has_value() && !want.empty() &&
+           want != lm_base_sha256;
+  }
+  // The base with digest `sha256` in use from now on: from the cache, or downloaded
+  // (client/grpc/base_download.cc), then its tokenizer encodes the device's text. On error,
+  // `*decline` says whether the task should be declined (this device cannot take that
+  // base: too large, not a language model, text that encodes to nothing) rather than
+  // retried (the network, the coordinator's answer, a download that did not match).
+  absl::Status ObtainBase(const std::string& sha256, const std::atomic<bool>& stop,
+                          bool* decline);
+  absl::StatusOr<std::string> DownloadBase(const std::string& sha256,
+                                           const std::atomic<bool>& stop, bool* decline);
+  // Makes the base file at `path` (SHA-256 `sha256`) the device's: its tokenizer encodes
+  // the device's text; the loaded model of an earlier job is dropped.
+  absl::Status UseBase(const std::string& path, const std::string& sha256);
   bool has_data() const { return data.has_raw(); }
   const data::Dataset* fedcg_data_of = nullptr;
   std::string fedcg_data_job;

@@ -50,7 +50,8 @@ ADMIN_ADDR="127.0.0.1:$((PORT + 1))"
 
 # LM_BASE=FILE (a model file from lm_pretrain): the language-model job instead, LoRA
 # fine-tuning on the Brown fiction (examples/fleet/job_lm.textproto), one genre per device
-# (LM_BY=document: one document each); CLIENTS follows the partition.
+# (LM_BY=document: one document each); CLIENTS follows the partition. The devices fetch the
+# base from the coordinator (LM_DEVICE_BASE=1: each is given its own copy).
 if [ -n "${LM_BASE:-}" ]; then
   JOB_TEMPLATE="${JOB_TEMPLATE_LM:-examples/fleet/job_lm.textproto}"
   MODEL=""
@@ -192,8 +193,11 @@ for ((i = 0; i < CLIENTS; i++)); do
   fi
   local_data=(--shard "$OUT/shards/$name.shard")
   if [ -n "${LM_BASE:-}" ]; then
-    # Each device's own copy of the base, as an app would ship it.
-    local_data=(--text-shard "$OUT/shards/$name.txtshard" --lm-base "$LM_BASE")
+    # Devices fetch the job's base from the coordinator at their first task, by its SHA-256,
+    # into their state directory; LM_DEVICE_BASE=1 gives each its own copy instead, as an
+    # app that ships the base would.
+    local_data=(--text-shard "$OUT/shards/$name.txtshard")
+    if [ "${LM_DEVICE_BASE:-0}" = 1 ]; then local_data+=(--lm-base "$LM_BASE"); fi
   fi
   "${device[@]}" --coordinator "$ADDR" "${tls[@]}" --enrollment-token-file "$TMP/token" \
     "${local_data[@]}" --state-dir "$OUT/devices/$name" "${budget[@]}" "${ids[@]}" \

@@ -92,6 +92,9 @@ ABSL_FLAG(int, max_threads, 1024,
 ABSL_FLAG(int, max_streams_per_peer, 512,
           "FetchTask long polls and upload streams in flight from one address at once; beyond "
           "it calls fail with RESOURCE_EXHAUSTED and devices back off.");
+ABSL_FLAG(int, max_base_downloads, 8,
+          "Language-model base files sent to devices at once (FetchBaseModel, one thread "
+          "each); beyond it devices are told to retry later.");
 ABSL_FLAG(double, register_per_second, 20,
           "Registrations accepted per second from one address (after the burst).");
 ABSL_FLAG(double, register_burst, 500, "Registrations accepted at once from one address.");
@@ -363,6 +366,11 @@ int Run() {
   so.limits.max_streams_per_peer = absl::GetFlag(FLAGS_max_streams_per_peer);
   if (so.limits.max_streams_per_peer < 1) {
     std::fprintf(stderr, "fedge-coordinator: --max-streams-per-peer must be >= 1\n");
+    return 2;
+  }
+  so.limits.max_base_downloads = absl::GetFlag(FLAGS_max_base_downloads);
+  if (so.limits.max_base_downloads < 1) {
+    std::fprintf(stderr, "fedge-coordinator: --max-base-downloads must be >= 1\n");
     return 2;
   }
   if (!(so.limits.register_per_second > 0) || !(so.limits.register_burst >= 1)) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -377,6 +378,71 @@ absl::Status CoordinatorServiceImpl::TooManyStreams() const {
 grpc::ServerReadReactor<v1::UpdateChunk>* CoordinatorServiceImpl::UploadUpdate(
     grpc::CallbackServerContext* context, v1::UploadUpdateResponse* response) {
   return new UploadReactor(this, context, response);
+}
+
+grpc::Status CoordinatorServiceImpl::FetchBaseModel(grpc::ServerContext* context,
+                                                    const v1::FetchBaseModelRequest* request,
+                                                    grpc::ServerWriter<v1::BaseModelChunk>* writer) {
+  for (const auto& [name, value] :
+       {std::pair<const char*, const std::string*>{"client_id", &request->client_id()},
+        {"session_token", &request->session_token()},
+        {"sha256", &request->sha256()}}) {
+    absl::Status s = CheckString(name, *value, limits_.max_string_bytes);
+    if (!s.ok()) return ToGrpcStatus(s);
+  }
+  if (request->offset() < 0) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "CoordinatorService: FetchBaseModel: offset must be ≥ 0");
+  }
+  absl::StatusOr<std::string> path = coordinator_->BaseModelFile(
+      request->client_id(), request->session_token(), request->sha256());
+  if (!path.ok()) return ToGrpcStatus(path.status());
+  const ConcurrencyLimiter::Slot slot = peer_streams_.TryAcquire(PeerHost(context->peer()));
+  if (!slot) return ToGrpcStatus(TooManyStreams());
+  struct Download {
+    std::atomic<int>& in_flight;
+    ~Download() { in_flight.fetch_sub(1); }
+  } download{base_downloads_};
+  if (base_downloads_.fetch_add(1) >= limits_.max_base_downloads) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("CoordinatorService: ", limits_.max_base_downloads,
+                                     " base-model downloads in flight already; retry later"));
+  }
+  std::ifstream in(*path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
+  if (size < 0) {
+    FEDGE_LOG(ERROR) << "CoordinatorService: cannot read the job's base file " << *path;
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "CoordinatorService: the job's base file cannot be read now");
+  }
+  if (request->offset() > size) {
+    return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                        absl::StrCat("CoordinatorService: FetchBaseModel: offset ",
+                                     request->offset(), " is past the file's ", size, " bytes"));
+  }
+  v1::BaseModelChunk msg;
+  msg.mutable_header()->set_total_bytes(size);
+  if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  const int64_t chunk = std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes);
+  in.seekg(request->offset());
+  for (int64_t offset = request->offset(); offset < size;) {
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    msg.Clear();
+    v1::DataChunk* d = msg.mutable_data();
+    d->set_offset(offset);
+    std::string* data = d->mutable_data();
+    data->resize(static_cast<size_t>(std::min<int64_t>(chunk, size - offset)));
+    if (!in.read(data->data(), static_cast<std::streamsize>(data->size()))) {
+      FEDGE_LOG(ERROR) << "CoordinatorService: the job's base file " << *path
+                       << " ended early (replaced?)";
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "CoordinatorService: the job's base file cannot be read now");
+    }
+    offset += static_cast<int64_t>(data->size());
+    if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status CoordinatorServiceImpl::Leave(grpc::ServerContext* context,

@@ -82,6 +82,9 @@ struct ServiceLimits {
   // then `register_per_second`; beyond, RESOURCE_EXHAUSTED (devices back off and retry).
   double register_per_second = 20;
   double register_burst = 500;
+  // FetchBaseModel downloads in flight at once (each holds a server thread while it
+  // sends); beyond, RESOURCE_EXHAUSTED (devices back off and resume).
+  int max_base_downloads = 8;
 };
 
 class CoordinatorServiceImpl final
@@ -106,6 +109,9 @@ class CoordinatorServiceImpl final
                             v1::UploadStatusResponse* response) override;
   grpc::Status Leave(grpc::ServerContext* context, const v1::LeaveRequest* request,
                      v1::LeaveResponse* response) override;
+  grpc::Status FetchBaseModel(grpc::ServerContext* context,
+                              const v1::FetchBaseModelRequest* request,
+                              grpc::ServerWriter<v1::BaseModelChunk>* writer) override;
   grpc::Status SecureAggregationStep(grpc::ServerContext* context,
                                      const v1::SecAggStepRequest* request,
                                      v1::SecAggStepResponse* response) override;
@@ -130,6 +136,7 @@ class CoordinatorServiceImpl final
   const ServiceLimits limits_;
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> header_timeouts_{0};
+  std::atomic<int> base_downloads_{0};  // FetchBaseModel calls in flight
   // Registrations per peer host (ServiceLimits.register_*).
   RateLimiter registrations_;
   // Long polls and uploads in flight per peer host (ServiceLimits.max_streams_per_peer).
