@@ -31,6 +31,9 @@ ABSL_FLAG(int, window, 128, "tokens per window");
 ABSL_FLAG(int, steps, 3, "training steps");
 ABSL_FLAG(int, rank, 8, "LoRA rank (attention, MLP and the output head)");
 ABSL_FLAG(bool, int4, true, "int4 base (false: fp32)");
+ABSL_FLAG(bool, checkpoint, false,
+          "activation checkpointing (what a device chooses when only so the task fits its "
+          "budget)");
 
 namespace fedge {
 namespace {
@@ -78,15 +81,18 @@ absl::Status Run() {
   FEDGE_ASSIGN_OR_RETURN(data::TokenWindows text,
                          data::TokenWindows::Create(std::move(tokens), absl::GetFlag(FLAGS_window)));
   Report("task adapters and text");
+  const bool checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  device->SetActivationCheckpointing(checkpoint);
   FEDGE_ASSIGN_OR_RETURN(client::LocalUpdate u,
                          client::TrainLanguageModelTask(task, adapters, *device, text, 1));
   Report("after training");
   const int64_t estimate = model::EstimateLoraRoundMemoryBytes(
       config, device->lora(), device->base_format(), absl::GetFlag(FLAGS_batch),
-      absl::GetFlag(FLAGS_window), true);
-  std::printf("EstimateLoraRoundMemoryBytes: %.1f MB (batch %d x %d, %d steps, loss %.4f)\n",
+      absl::GetFlag(FLAGS_window), true, checkpoint);
+  std::printf("EstimateLoraRoundMemoryBytes: %.1f MB (batch %d x %d, %d steps, %s, loss %.4f)\n",
               static_cast<double>(estimate) / (1 << 20), absl::GetFlag(FLAGS_batch),
-              absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_steps), u.train_loss);
+              absl::GetFlag(FLAGS_window), absl::GetFlag(FLAGS_steps),
+              checkpoint ? "checkpointed" : "not checkpointed", u.train_loss);
   return absl::OkStatus();
 }
 

@@ -94,24 +94,39 @@ absl::StatusOr<TaskLanguageModel> LanguageModelOfTask(const v1::TaskHeader& head
   return out;
 }
 
+// A language-model task's memory-budget check: as it is, or else with activation
+// checkpointing (`*checkpoint` set), which holds one block's activations instead of every
+// block's at the cost of one more forward pass of the blocks a step.
+absl::Status CheckLanguageModelBudget(const v1::TaskHeader& header, const DeviceResources& device,
+                                      bool* checkpoint) {
+  *checkpoint = false;
+  if (device.memory_budget_bytes <= 0) return absl::OkStatus();
+  FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+  FEDGE_ASSIGN_OR_RETURN(const LocalTrainingOptions options, OptionsFromTask(header, 0));
+  const bool adam = options.optimizer == LocalTrainingOptions::Optimizer::kAdam;
+  const int window = header.language_model().window();
+  auto estimate = [&](bool with_checkpoints) {
+    TaskMemoryEstimate e;
+    e.round_bytes = lm.full ? model::EstimateFullRoundMemoryBytes(lm.config, options.batch_size,
+                                                                  window, adam, with_checkpoints)
+                            : model::EstimateLoraRoundMemoryBytes(
+                                  lm.config, lm.lora, LanguageModelBaseFormat(header),
+                                  options.batch_size, window, adam, with_checkpoints);
+    // The device's text as token ids (a text device's examples are its tokens).
+    e.data_copy_bytes = 4 * device.num_examples;
+    return e;
+  };
+  if (CheckMemoryBudget(estimate(false), device.memory_budget_bytes).ok()) {
+    return absl::OkStatus();
+  }
+  FEDGE_RETURN_IF_ERROR(CheckMemoryBudget(estimate(true), device.memory_budget_bytes));
+  *checkpoint = true;
+  return absl::OkStatus();
+}
+
 // The memory-budget check of a task, from its header (memory_budget.h).
 absl::Status CheckTaskBudget(const v1::TaskHeader& header, const DeviceResources& device) {
   if (device.memory_budget_bytes <= 0) return absl::OkStatus();
-  if (header.has_language_model()) {
-    FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
-    FEDGE_ASSIGN_OR_RETURN(const LocalTrainingOptions options, OptionsFromTask(header, 0));
-    TaskMemoryEstimate estimate;
-    const bool adam = options.optimizer == LocalTrainingOptions::Optimizer::kAdam;
-    const int window = header.language_model().window();
-    estimate.round_bytes =
-        lm.full ? model::EstimateFullRoundMemoryBytes(lm.config, options.batch_size, window, adam)
-                : model::EstimateLoraRoundMemoryBytes(lm.config, lm.lora,
-                                                      LanguageModelBaseFormat(header),
-                                                      options.batch_size, window, adam);
-    // The device's text as token ids (a text device's examples are its tokens).
-    estimate.data_copy_bytes = 4 * device.num_examples;
-    return CheckMemoryBudget(estimate, device.memory_budget_bytes);
-  }
   if (header.has_fed_cg()) {
     FEDGE_ASSIGN_OR_RETURN(
         const TaskMemoryEstimate estimate,
@@ -152,7 +167,8 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
           "DeviceRound: the job's base model has SHA-256 ", base::Printable(job_base, 64),
           ", this device's ", device.language_model_base_sha256));
     }
-    FEDGE_RETURN_IF_ERROR(CheckTaskBudget(header, device));
+    FEDGE_RETURN_IF_ERROR(
+        CheckLanguageModelBudget(header, device, &task.checkpoint_activations));
     task.model = lm.full ? model::TransformerParameterTemplate(lm.config)
                          : model::LoraAdapterTemplate(lm.config, lm.lora);
   } else {
@@ -238,18 +254,25 @@ absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(
   // A's start from the job's seed: with freeze_a it never travels, and must be the
   // coordinator's.
   FEDGE_RETURN_IF_ERROR(device_model->AddLora(lm.lora, task.language_model().lora().seed()));
-  {
-    FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto base, load_base());
-    if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
-                                                            task.model_spec().transformer())) {
-      return absl::FailedPreconditionError(
-          "DeviceRound: the device's base model is not the task's architecture");
-    }
-    FEDGE_RETURN_IF_ERROR(device_model->SetParameters(base));
-  }  // the file's copy goes before the int4 copy is made
   const model::BaseFormat format = LanguageModelBaseFormat(task);
-  FEDGE_RETURN_IF_ERROR(device_model->SetBaseFormat(format));
-  if (format == model::BaseFormat::kInt4) FEDGE_RETURN_IF_ERROR(device_model->ReleaseFp32Base());
+  if (format == model::BaseFormat::kInt4) {
+    // An int4 base: the projections' fp32 storage goes before the file is read (their int4
+    // form, of zeros until then, is replaced from the file's values, tensor by tensor).
+    FEDGE_RETURN_IF_ERROR(device_model->SetBaseFormat(format));
+    FEDGE_RETURN_IF_ERROR(device_model->ReleaseFp32Base());
+  }
+  FEDGE_ASSIGN_OR_RETURN(v1::ModelProto base, load_base());
+  if (!google::protobuf::util::MessageDifferencer::Equals(base.spec().transformer(),
+                                                          task.model_spec().transformer())) {
+    return absl::FailedPreconditionError(
+        "DeviceRound: the device's base model is not the task's architecture");
+  }
+  if (format == model::BaseFormat::kInt4) {
+    FEDGE_RETURN_IF_ERROR(device_model->LoadInt4Base(std::move(base)));
+  } else {
+    FEDGE_RETURN_IF_ERROR(device_model->SetParameters(base));
+    FEDGE_RETURN_IF_ERROR(device_model->SetBaseFormat(format));
+  }
   return device_model;
 }
 

@@ -62,6 +62,10 @@ struct DeviceTask {
   std::optional<v1::ModelProto> teacher;  // the distillation teacher, when the task has one
   int64_t model_bytes = 0;    // payload bytes of the model's section; the teacher's follow
   int64_t payload_bytes = 0;  // the whole payload: what header.total_bytes must announce
+  // A language-model task that fits the device's budget only with activation
+  // checkpointing (TransformerLM::SetActivationCheckpointing: the same results, one more
+  // forward pass of the blocks a step); the device trains with it.
+  bool checkpoint_activations = false;
 };
 
 // What a task's admission needs to know of the device.
@@ -78,7 +82,9 @@ struct DeviceResources {
 // The task's models (values zero until decoded) and payload sizes, checked against the
 // header before a payload byte is read. INVALID_ARGUMENT for a task this device cannot take
 // (a spec that does not build, a manifest that does not match it, an encoding a task may
-// not use, a wrong total_bytes); RESOURCE_EXHAUSTED when it does not fit the budget;
+// not use, a wrong total_bytes); RESOURCE_EXHAUSTED when it does not fit the budget (a
+// language model: not even with activation checkpointing, which is chosen when it fits only
+// with it);
 // FAILED_PRECONDITION for a language-model task whose base (its SHA-256) is not the
 // device's. The last two are declined with the reason (UpdateHeader.refusal).
 absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceResources& device);
@@ -121,9 +127,11 @@ absl::StatusOr<LocalUpdate> TrainLanguageModelTask(const v1::TaskHeader& task,
 // adapters (zero until TrainLanguageModelTask sets the task's), the base's values from
 // `load_base` (a language-model file, model/language_model.h), in the task's base format
 // (int4: the fp32 weights released). A full-parameter task's model is the architecture
-// alone (every value comes with each task): `load_base` is not called. Built in the order that keeps the peak low: the model
-// and adapters (the frozen base's gradients released), then the file, whose copy is dropped
-// before the int4 copy is made. FAILED_PRECONDITION when the file is not the task's
+// alone (every value comes with each task): `load_base` is not called. Built in the order
+// that keeps the peak low: the model and adapters (the frozen base's gradients released; an
+// int4 base's fp32 projections too), then the file, whose tensors an int4 base takes one by
+// one (TransformerLM::LoadInt4Base), each freed once quantized. FAILED_PRECONDITION when the
+// file is not the task's
 // architecture; INVALID_ARGUMENT for a task whose LoRA spec or window is out of range and
 // for a file whose values do not fit; `load_base`'s errors.
 absl::StatusOr<std::unique_ptr<model::TransformerLM>> LanguageModelForTask(

@@ -427,6 +427,49 @@ TEST(DeviceRoundTest, AFullParameterTaskIsAdmittedOnlyWhenWellFormedAndWithinBud
               StatusIs(absl::StatusCode::kResourceExhausted));
 }
 
+// A task that fits the budget only with activation checkpointing is admitted with it; one
+// that fits without is not checkpointed (it costs a forward pass a step).
+TEST(DeviceRoundTest, ALanguageModelTaskFitsItsBudgetWithActivationCheckpointing) {
+  model::TransformerConfig three = SmallLm();
+  three.num_layers = 3;  // checkpointing keeps one block's activations of three
+  auto m = model::TransformerLM::Create(three).value();
+  model::LoraConfig l;
+  l.rank = 4;
+  l.alpha = 8.0f;
+  l.output = true;
+  ASSERT_TRUE(m->AddLora(l, 2).ok());
+  const SentTask sent = SendLanguageModelTask(m->AdaptersToProto());
+  const v1::TaskHeader& h = sent.header;
+  ASSERT_EQ(h.model_spec().transformer().num_layers(), 3);
+  const model::TransformerConfig config =
+      model::TransformerConfigFromSpec(h.model_spec().transformer());
+  const model::LoraConfig lora = model::LoraConfigFromSpec(h.language_model().lora());
+  const bool adam = h.training().optimizer() == v1::OPTIMIZER_KIND_ADAM;
+  auto estimate = [&](bool checkpoint) {
+    return model::EstimateLoraRoundMemoryBytes(config, lora, LanguageModelBaseFormat(h),
+                                               h.training().batch_size(),
+                                               h.language_model().window(), adam, checkpoint);
+  };
+  DeviceResources device;
+  device.num_examples = 30;
+  const int64_t text = 4 * device.num_examples;
+  ASSERT_LT(estimate(true), estimate(false));
+  device.memory_budget_bytes = estimate(false) + text;
+  auto fits = AdmitTask(h, device);
+  ASSERT_THAT(fits.status(), IsOk());
+  EXPECT_FALSE(fits->checkpoint_activations);
+  device.memory_budget_bytes = estimate(false) + text - 1;
+  auto tight = AdmitTask(h, device);
+  ASSERT_THAT(tight.status(), IsOk());
+  EXPECT_TRUE(tight->checkpoint_activations);
+  device.memory_budget_bytes = estimate(true) + text;
+  EXPECT_TRUE(AdmitTask(h, device)->checkpoint_activations);
+  device.memory_budget_bytes = estimate(true) + text - 1;
+  EXPECT_THAT(AdmitTask(h, device).status(), StatusIs(absl::StatusCode::kResourceExhausted));
+  device.memory_budget_bytes = 0;  // no budget: no checkpointing
+  EXPECT_FALSE(AdmitTask(h, device)->checkpoint_activations);
+}
+
 TEST(DeviceRoundTest, ALanguageModelTaskOverTheBudgetIsDeclinedWithTheReason) {
   auto m = DeviceLm(4);
   const SentTask sent = SendLanguageModelTask(m->AdaptersToProto());

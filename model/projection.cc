@@ -92,6 +92,13 @@ void Projection::ReleaseFp32Weight() {
   std::vector<float>().swap(weight_.value);
 }
 
+void Projection::LoadInt4Weight(const float* w) {
+  FEDGE_CHECK(frozen_);
+  format_ = BaseFormat::kInt4;
+  kernels::QuantizeWeightsQ4(w, out_, in_, in_, &w4_);
+  std::vector<float>().swap(weight_.value);
+}
+
 void Projection::CopyBaseFormFrom(const Projection& other) {
   FEDGE_CHECK(in_ == other.in_ && out_ == other.out_ && frozen_);
   format_ = other.format_;

@@ -78,6 +78,10 @@ class Projection {
   // Frees W's fp32 values, keeping only the int4 form the products use (a device's memory).
   // REQUIRES: the int4 format.
   void ReleaseFp32Weight();
+  // The int4 form of W from `w` ([out × in] values, e.g. a model file's), W's fp32 values
+  // not kept: what SetBaseFormat(kInt4) then ReleaseFp32Weight give for W = w. REQUIRES:
+  // frozen.
+  void LoadInt4Weight(const float* w);
   // The products' form of `other`'s W (its format and int4 blocks), not W's fp32 values.
   void CopyBaseFormFrom(const Projection& other);
 

@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 
 namespace fedge::model {
 
@@ -66,6 +67,20 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path) {
 
 absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
                                      const std::vector<Parameter*>& params) {
+  // Validate everything before changing anything.
+  FEDGE_RETURN_IF_ERROR(ValidateParametersProto(proto, params));
+  absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
+  for (const v1::TensorProto& t : proto.parameters()) by_name.emplace(t.name(), &t);
+  for (Parameter* p : params) {
+    const v1::TensorProto& t = *by_name[p->name];
+    std::copy(t.values().begin(), t.values().end(), p->value.begin());
+    ++p->version;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateParametersProto(const v1::ModelProto& proto,
+                                     const std::vector<Parameter*>& params) {
   absl::flat_hash_map<std::string, const v1::TensorProto*> by_name;
   for (const v1::TensorProto& t : proto.parameters()) {
     if (!by_name.emplace(t.name(), &t).second) {
@@ -73,7 +88,6 @@ absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
           absl::StrCat("Model: parameter '", t.name(), "' appears twice"));
     }
   }
-  // Validate everything before changing anything.
   for (Parameter* p : params) {
     auto it = by_name.find(p->name);
     if (it == by_name.end()) {
@@ -87,10 +101,12 @@ absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
                                                      absl::StrCat("[", absl::StrJoin(shape, ", "), "]"), ", expected ",
                                                      absl::StrCat("[", absl::StrJoin(p->shape, ", "), "]")));
     }
-    if (t.values_size() != p->size()) {
+    int64_t expected = 1;
+    for (int d : p->shape) expected *= d;
+    if (t.values_size() != expected) {
       return absl::InvalidArgumentError(absl::StrCat("Model: parameter '", p->name, "' has ",
                                                      t.values_size(), " values, expected ",
-                                                     p->size()));
+                                                     expected));
     }
     for (float v : t.values()) {
       if (!std::isfinite(v)) {
@@ -108,11 +124,6 @@ absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
             absl::StrCat("Model: unknown parameter '", name, "'"));
       }
     }
-  }
-  for (Parameter* p : params) {
-    const v1::TensorProto& t = *by_name[p->name];
-    std::copy(t.values().begin(), t.values().end(), p->value.begin());
-    ++p->version;
   }
   return absl::OkStatus();
 }

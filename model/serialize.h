@@ -26,6 +26,10 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path);
 // parameter's version.
 absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
                                      const std::vector<Parameter*>& params);
+// CopyParametersFromProto's checks alone (shapes from Parameter::shape, so a parameter whose
+// values were released is checked too); nothing is copied.
+absl::Status ValidateParametersProto(const v1::ModelProto& proto,
+                                     const std::vector<Parameter*>& params);
 // Appends `params` (name, shape, values) to proto.parameters.
 void AppendParametersToProto(const std::vector<Parameter*>& params, v1::ModelProto& proto);
 

@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
@@ -142,6 +143,25 @@ void Grow(std::vector<float>& v, size_t n) {
 
 }  // namespace
 
+// A block's activations from its forward, for its backward (rows = batch·len).
+// The normed inputs (h1 = norm(x_in), h2 = norm(x_mid)) and the SwiGLU product
+// (m = silu(f1) ⊙ f3) are not kept: the model's shared h_ and m_ hold them while a block
+// runs, and the backward pass recomputes them from what is kept.
+struct TransformerLM::BlockActivations {
+  std::vector<float> inv1, q, k, v, p, att, x_mid, inv2, f1, f3;
+  void Grow(size_t rows, size_t d, size_t f, size_t probabilities) {
+    for (auto* x : {&q, &k, &v, &att, &x_mid}) GrowTo(*x, rows * d);
+    GrowTo(inv1, rows);
+    GrowTo(inv2, rows);
+    for (auto* x : {&f1, &f3}) GrowTo(*x, rows * f);
+    GrowTo(p, probabilities);
+  }
+  void Free() { *this = BlockActivations(); }
+  static void GrowTo(std::vector<float>& x, size_t n) {
+    if (x.size() < n) x.resize(n);
+  }
+};
+
 struct TransformerLM::Block {
   Block(const std::string& p, int d, int f)
       : attn_norm(MakeParameter(p + "attn_norm.weight", {d})),
@@ -157,11 +177,10 @@ struct TransformerLM::Block {
 
   Parameter attn_norm, ffn_norm;
   Projection wq, wk, wv, wo, w1, w2, w3;
-  // The last Forward's activations (rows = batch·len).
-  // The normed inputs (h1 = norm(x_in), h2 = norm(x_mid)) and the SwiGLU product
-  // (m = silu(f1) ⊙ f3) are not kept: the model's shared h_ and m_ hold them while a block
-  // runs, and the backward pass recomputes them from what is kept.
-  std::vector<float> x_in, inv1, q, k, v, p, att, x_mid, inv2, f1, f3;
+  // The last Forward's input of the block (rows = batch·len), and its activations (empty
+  // when checkpointing: the model's shared set holds one block's at a time).
+  std::vector<float> x_in;
+  BlockActivations own;
 };
 
 TransformerLM::TransformerLM(const TransformerConfig& c)
@@ -169,8 +188,17 @@ TransformerLM::TransformerLM(const TransformerConfig& c)
       tok_emb_(MakeParameter("tok_emb.weight", {c.vocab_size, c.dim})),
       norm_(MakeParameter("norm.weight", {c.dim})) {
   const int d = c.dim, f = c.ffn_dim;
+  // Gradients are allocated when training needs them (EnsureGradients): a device's frozen
+  // base never holds them, not even while the model is built.
+  auto no_gradient = [](Parameter& p) { std::vector<float>().swap(p.grad); };
+  no_gradient(tok_emb_);
+  no_gradient(norm_);
   for (int l = 0; l < c.num_layers; ++l) {
     blocks_.push_back(std::make_unique<Block>(absl::StrCat("layers.", l, "."), d, f));
+    Block& b = *blocks_.back();
+    no_gradient(b.attn_norm);
+    no_gradient(b.ffn_norm);
+    for (Projection* p : b.projections()) no_gradient(p->weight());
   }
   const int half = d / c.num_heads / 2;
   cos_.resize(static_cast<size_t>(c.context) * half);
@@ -360,6 +388,41 @@ absl::Status TransformerLM::ReleaseFp32Base() {
   return absl::OkStatus();
 }
 
+absl::Status TransformerLM::LoadInt4Base(v1::ModelProto file) {
+  if (!has_lora_) {
+    return absl::FailedPreconditionError(
+        "an int4 base is frozen: add LoRA adapters before LoadInt4Base");
+  }
+  FEDGE_RETURN_IF_ERROR(ValidateParametersProto(file, parameters()));
+  absl::flat_hash_map<std::string, v1::TensorProto*> by_name;
+  for (v1::TensorProto& t : *file.mutable_parameters()) by_name.emplace(t.name(), &t);
+  auto take = [&](Parameter& p) -> v1::TensorProto& { return *by_name.at(p.name); };
+  auto drop = [](v1::TensorProto& t) {
+    google::protobuf::RepeatedField<float>().Swap(t.mutable_values());
+  };
+  auto copy = [&](Parameter& p) {
+    v1::TensorProto& t = take(p);
+    std::copy(t.values().begin(), t.values().end(), p.value.begin());
+    ++p.version;
+    drop(t);
+  };
+  copy(tok_emb_);
+  copy(norm_);
+  for (auto& b : blocks_) {
+    copy(b->attn_norm);
+    copy(b->ffn_norm);
+    for (Projection* p : b->projections()) {
+      v1::TensorProto& t = take(p->weight());
+      p->LoadInt4Weight(t.values().data());
+      ++p->weight().version;
+      drop(t);
+    }
+  }
+  base_format_ = BaseFormat::kInt4;
+  fp32_released_ = true;
+  return absl::OkStatus();
+}
+
 std::unique_ptr<TransformerLM> TransformerLM::Clone() {
   auto copy = std::unique_ptr<TransformerLM>(new TransformerLM(config_));
   const std::vector<Parameter*> from = parameters(), to = copy->parameters();
@@ -408,7 +471,14 @@ Parameter* TransformerLM::FindParameter(const std::string& name) {
 
 int64_t TransformerLM::num_parameters() const { return TransformerParameterCount(config_); }
 
+void TransformerLM::EnsureGradients() {
+  for (Parameter* p : trainable_parameters()) {
+    if (p->grad.size() != p->value.size()) p->grad.assign(p->value.size(), 0.0f);
+  }
+}
+
 void TransformerLM::ZeroGrad() {
+  EnsureGradients();
   for (Parameter* p : trainable_parameters()) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
 }
 
@@ -416,13 +486,12 @@ void TransformerLM::EnsureBuffers(int batch, int len) {
   const size_t rows = static_cast<size_t>(batch) * len;
   const size_t d = config_.dim, f = config_.ffn_dim;
   const size_t heads = config_.num_heads;
+  const size_t probabilities = static_cast<size_t>(batch) * heads * len * len;
   for (auto& b : blocks_) {
-    for (auto* v : {&b->x_in, &b->q, &b->k, &b->v, &b->att, &b->x_mid}) Grow(*v, rows * d);
-    Grow(b->inv1, rows);
-    Grow(b->inv2, rows);
-    for (auto* v : {&b->f1, &b->f3}) Grow(*v, rows * f);
-    Grow(b->p, static_cast<size_t>(batch) * heads * len * len);
+    Grow(b->x_in, rows * d);
+    if (!checkpoint_) b->own.Grow(rows, d, f, probabilities);
   }
+  if (checkpoint_) shared_->Grow(rows, d, f, probabilities);
   Grow(h_, rows * d);
   Grow(m_, rows * f);
   Grow(x_final_, rows * d);
@@ -453,18 +522,74 @@ void TransformerLM::HeadBackward(int row0, int rows, const float* dlogits) {
   }
 }
 
+void TransformerLM::BlockForward(Block& b, BlockActivations& a, float* x_out) {
+  const TransformerConfig& c = config_;
+  const int batch = batch_, len = len_, rows = batch * len, d = c.dim, f = c.ffn_dim;
+  const int heads = c.num_heads, hd = d / heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  std::vector<float> softmax_scratch(len);
+  // Attention.
+  RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon,
+                 h_.data(), a.inv1.data());
+  b.wq.Forward(h_.data(), rows, a.q.data(), false, scratch_);
+  b.wk.Forward(h_.data(), rows, a.k.data(), false, scratch_);
+  b.wv.Forward(h_.data(), rows, a.v.data(), false, scratch_);
+  ApplyRope(a.q.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
+  ApplyRope(a.k.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
+  for (int s = 0; s < batch; ++s) {
+    const size_t row0 = static_cast<size_t>(s) * len * d;
+    for (int h = 0; h < heads; ++h) {
+      float* p = a.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
+      const size_t off = row0 + static_cast<size_t>(h) * hd;
+      Sgemm(Trans::kNo, Trans::kYes, len, len, hd, scale, a.q.data() + off, d,
+            a.k.data() + off, d, 0.0f, p, len);
+      for (int i = 0; i < len; ++i) {
+        CausalSoftmaxRow(p + static_cast<size_t>(i) * len, len, i + 1, softmax_scratch.data());
+      }
+      Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, p, len, a.v.data() + off, d, 0.0f,
+            a.att.data() + off, d);
+    }
+  }
+  std::memcpy(a.x_mid.data(), b.x_in.data(), sizeof(float) * rows * d);
+  b.wo.Forward(a.att.data(), rows, a.x_mid.data(), true, scratch_);
+  // MLP.
+  RmsNormForward(a.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon,
+                 h_.data(), a.inv2.data());
+  b.w1.Forward(h_.data(), rows, a.f1.data(), false, scratch_);
+  b.w3.Forward(h_.data(), rows, a.f3.data(), false, scratch_);
+  if (x_out == nullptr) return;  // a recomputation: the next block kept its output
+  const size_t n = static_cast<size_t>(rows) * f;
+  kernels::SiluMul(a.f1.data(), a.f3.data(), static_cast<int64_t>(n), m_.data());
+  std::memcpy(x_out, a.x_mid.data(), sizeof(float) * rows * d);
+  b.w2.Forward(m_.data(), rows, x_out, true, scratch_);
+}
+
+TransformerLM::BlockActivations& TransformerLM::ActivationsOf(Block& b) {
+  return checkpoint_ ? *shared_ : b.own;
+}
+
+void TransformerLM::SetActivationCheckpointing(bool on) {
+  if (on == checkpoint_) return;
+  checkpoint_ = on;
+  if (on) {
+    shared_ = std::make_unique<BlockActivations>();
+    for (auto& b : blocks_) b->own.Free();
+  } else {
+    shared_.reset();
+  }
+  training_ = false;  // the last Forward's activations are gone: Backward needs a new one
+}
+
 void TransformerLM::ForwardHidden(const int32_t* tokens, int batch, int len, bool training) {
   const TransformerConfig& c = config_;
   FEDGE_CHECK(batch > 0 && len > 0 && len <= c.context);
   EnsureBuffers(batch, len);
-  const int rows = batch * len, d = c.dim, f = c.ffn_dim, heads = c.num_heads;
-  const int hd = d / heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int rows = batch * len, d = c.dim;
   batch_ = batch;
   len_ = len;
   training_ = training;
+  if (training) EnsureGradients();
   tokens_.assign(tokens, tokens + rows);
-  std::vector<float> softmax_scratch(len);
 
   float* x0 = blocks_.empty() ? x_final_.data() : blocks_[0]->x_in.data();
   for (int r = 0; r < rows; ++r) {
@@ -473,41 +598,8 @@ void TransformerLM::ForwardHidden(const int32_t* tokens, int batch, int len, boo
                 tok_emb_.value.data() + static_cast<size_t>(tokens[r]) * d, sizeof(float) * d);
   }
   for (size_t l = 0; l < blocks_.size(); ++l) {
-    Block& b = *blocks_[l];
     float* x_out = l + 1 < blocks_.size() ? blocks_[l + 1]->x_in.data() : x_final_.data();
-    // Attention.
-    RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon,
-                   h_.data(), b.inv1.data());
-    b.wq.Forward(h_.data(), rows, b.q.data(), false, scratch_);
-    b.wk.Forward(h_.data(), rows, b.k.data(), false, scratch_);
-    b.wv.Forward(h_.data(), rows, b.v.data(), false, scratch_);
-    ApplyRope(b.q.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
-    ApplyRope(b.k.data(), rows, len, 0, d, hd, cos_.data(), sin_.data(), false);
-    for (int s = 0; s < batch; ++s) {
-      const size_t row0 = static_cast<size_t>(s) * len * d;
-      for (int h = 0; h < heads; ++h) {
-        float* p = b.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
-        const size_t off = row0 + static_cast<size_t>(h) * hd;
-        Sgemm(Trans::kNo, Trans::kYes, len, len, hd, scale, b.q.data() + off, d,
-              b.k.data() + off, d, 0.0f, p, len);
-        for (int i = 0; i < len; ++i) {
-          CausalSoftmaxRow(p + static_cast<size_t>(i) * len, len, i + 1, softmax_scratch.data());
-        }
-        Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, p, len, b.v.data() + off, d, 0.0f,
-              b.att.data() + off, d);
-      }
-    }
-    std::memcpy(b.x_mid.data(), b.x_in.data(), sizeof(float) * rows * d);
-    b.wo.Forward(b.att.data(), rows, b.x_mid.data(), true, scratch_);
-    // MLP.
-    RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon,
-                   h_.data(), b.inv2.data());
-    b.w1.Forward(h_.data(), rows, b.f1.data(), false, scratch_);
-    b.w3.Forward(h_.data(), rows, b.f3.data(), false, scratch_);
-    const size_t n = static_cast<size_t>(rows) * f;
-    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(n), m_.data());
-    std::memcpy(x_out, b.x_mid.data(), sizeof(float) * rows * d);
-    b.w2.Forward(m_.data(), rows, x_out, true, scratch_);
+    BlockForward(*blocks_[l], ActivationsOf(*blocks_[l]), x_out);
   }
   RmsNormForward(x_final_.data(), rows, d, norm_.value.data(), c.norm_epsilon,
                  h_final_.data(), inv_final_.data());
@@ -544,29 +636,33 @@ void TransformerLM::BackwardHidden() {
 
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
+    BlockActivations& a = ActivationsOf(b);
+    // Checkpointing: the block's activations again, from its input (the last block's are
+    // still those of the forward pass).
+    if (checkpoint_ && l + 1 < blocks_.size()) BlockForward(b, a, nullptr);
     // MLP: x_out = x_mid + m·W₂ᵀ, m = silu(f1) ⊙ f3.
-    kernels::SiluMul(b.f1.data(), b.f3.data(), static_cast<int64_t>(rf), m_.data());
+    kernels::SiluMul(a.f1.data(), a.f3.data(), static_cast<int64_t>(rf), m_.data());
     b.w2.Backward(m_.data(), dx_.data(), rows, dm_.data(), false, scratch_);
     // m_ is free again: it takes df3.
     float* df3 = m_.data();
-    kernels::SiluMulBackward(b.f1.data(), b.f3.data(), dm_.data(), static_cast<int64_t>(rf),
+    kernels::SiluMulBackward(a.f1.data(), a.f3.data(), dm_.data(), static_cast<int64_t>(rf),
                              df1_.data(), df3);
-    RmsNormForward(b.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
-                   b.inv2.data());
+    RmsNormForward(a.x_mid.data(), rows, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
+                   a.inv2.data());
     b.w1.Backward(h_.data(), df1_.data(), rows, dh_.data(), false, scratch_);
     b.w3.Backward(h_.data(), df3, rows, dh_.data(), true, scratch_);
-    RmsNormBackward(b.x_mid.data(), b.inv2.data(), rows, d, b.ffn_norm.value.data(),
+    RmsNormBackward(a.x_mid.data(), a.inv2.data(), rows, d, b.ffn_norm.value.data(),
                     dh_.data(), dx_.data(), base_trains ? b.ffn_norm.grad.data() : nullptr);
     // Attention: x_mid = x_in + att·Woᵀ.
-    b.wo.Backward(b.att.data(), dx_.data(), rows, datt_.data(), false, scratch_);
+    b.wo.Backward(a.att.data(), dx_.data(), rows, datt_.data(), false, scratch_);
     for (int s = 0; s < batch; ++s) {
       const size_t row0 = static_cast<size_t>(s) * len * d;
       for (int h = 0; h < heads; ++h) {
-        const float* p = b.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
+        const float* p = a.p.data() + (static_cast<size_t>(s) * heads + h) * len * len;
         const size_t off = row0 + static_cast<size_t>(h) * hd;
         // dP = datt_h · v_hᵀ; dv_h = Pᵀ · datt_h.
         Sgemm(Trans::kNo, Trans::kYes, len, len, hd, 1.0f, datt_.data() + off, d,
-              b.v.data() + off, d, 0.0f, dp_.data(), len);
+              a.v.data() + off, d, 0.0f, dp_.data(), len);
         Sgemm(Trans::kYes, Trans::kNo, len, hd, len, 1.0f, p, len, datt_.data() + off, d, 0.0f,
               dv_.data() + off, d);
         // dS = P ⊙ (dP − Σⱼ dP⊙P) · scale, over the causal entries.
@@ -579,9 +675,9 @@ void TransformerLM::BackwardHidden() {
           std::fill(dr + i + 1, dr + len, 0.0f);
         }
         // dq_h = dS · k_h; dk_h = dSᵀ · q_h.
-        Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, b.k.data() + off, d,
+        Sgemm(Trans::kNo, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, a.k.data() + off, d,
               0.0f, dq_.data() + off, d);
-        Sgemm(Trans::kYes, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, b.q.data() + off, d,
+        Sgemm(Trans::kYes, Trans::kNo, len, hd, len, 1.0f, dp_.data(), len, a.q.data() + off, d,
               0.0f, dk_.data() + off, d);
       }
     }
@@ -590,12 +686,12 @@ void TransformerLM::BackwardHidden() {
     // The first block's input gradient feeds only the embedding's.
     float* dh = l == 0 && !base_trains ? nullptr : dh_.data();
     RmsNormForward(b.x_in.data(), rows, d, b.attn_norm.value.data(), c.norm_epsilon, h_.data(),
-                   b.inv1.data());
+                   a.inv1.data());
     b.wq.Backward(h_.data(), dq_.data(), rows, dh, false, scratch_);
     b.wk.Backward(h_.data(), dk_.data(), rows, dh, true, scratch_);
     b.wv.Backward(h_.data(), dv_.data(), rows, dh, true, scratch_);
     if (dh == nullptr) break;
-    RmsNormBackward(b.x_in.data(), b.inv1.data(), rows, d, b.attn_norm.value.data(),
+    RmsNormBackward(b.x_in.data(), a.inv1.data(), rows, d, b.attn_norm.value.data(),
                     dh_.data(), dx_.data(), base_trains ? b.attn_norm.grad.data() : nullptr);
   }
   if (!base_trains) return;

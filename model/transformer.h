@@ -95,10 +95,12 @@ v1::ModelProto LoraAdapterTemplate(const TransformerConfig& config, const LoraCo
 // The bytes a device's LoRA round holds at its peak: the frozen base (the block projections
 // as int4 blocks plus their packed form when `format` is int4, the fp32 copy released; fp32
 // otherwise), the adapters with their gradients, optimizer slots, the received copy and Δ,
-// every block's activations for `batch` windows of `window` tokens, the backward pass's
-// scratch and the output head's 64-row chunk. Not the runtime's fixed cost or the text.
+// every block's activations for `batch` windows of `window` tokens (with `checkpoint`:
+// every block's input and one block's activations), the backward pass's scratch and the
+// output head's 64-row chunk. Not the runtime's fixed cost or the text.
 int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& config, const LoraConfig& lora,
-                                     BaseFormat format, int batch, int window, bool adam);
+                                     BaseFormat format, int batch, int window, bool adam,
+                                     bool checkpoint = false);
 
 // What ToProto gives for a model of `config` (names, shapes, order), every value zero,
 // without building the model: the tensors a full-parameter task carries.
@@ -108,12 +110,13 @@ v1::ModelProto TransformerParameterTemplate(const TransformerConfig& config);
 // gradient, Adam's two moments when `adam`, the task's received copy and Δ, and the step's
 // activations and scratch as EstimateLoraRoundMemoryBytes counts them.
 int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& config, int batch, int window,
-                                     bool adam);
+                                     bool adam, bool checkpoint = false);
 
 class TransformerLM {
  public:
   // Validates the config and allocates the parameters (zero: call InitParameters or set
-  // them). Activation buffers grow with the largest batch seen.
+  // them). Gradients are allocated by the first training Forward or ZeroGrad, for what
+  // trains; activation buffers grow with the largest batch seen.
   static absl::StatusOr<std::unique_ptr<TransformerLM>> Create(const TransformerConfig& config);
   ~TransformerLM();
 
@@ -154,9 +157,22 @@ class TransformerLM {
   // ToProto and SetParameters of the base are no longer available (FAILED_PRECONDITION /
   // abort); adapters, training, decoding and Clone are. REQUIRES: the int4 format.
   absl::Status ReleaseFp32Base();
+  // A device's int4 base straight from its file: every base parameter from `file` (checked
+  // as SetParameters checks), the block projections quantized to int4 from the file's values
+  // without an fp32 copy, each of the file's tensors freed once taken. The same model as
+  // SetParameters, SetBaseFormat(kInt4) and ReleaseFp32Base, without ever holding the fp32
+  // projections beside the file. FAILED_PRECONDITION without adapters (AddLora first).
+  absl::Status LoadInt4Base(v1::ModelProto file);
   bool fp32_base_released() const { return fp32_released_; }
   bool has_lora() const { return has_lora_; }
   const LoraConfig& lora() const { return lora_; }
+  // Activation checkpointing: a training Forward keeps only each block's input, and the
+  // backward pass runs each block's forward again (one more forward of the blocks a step)
+  // before its backward, in one set of buffers instead of one per block. The same
+  // operations in the same order: loss and gradients are bit-identical either way. A
+  // device's memory (EstimateLoraRoundMemoryBytes with `checkpoint`). Off by default.
+  void SetActivationCheckpointing(bool on);
+  bool activation_checkpointing() const { return checkpoint_; }
   // A model with the same config, base values, adapters and base format.
   std::unique_ptr<TransformerLM> Clone();
 
@@ -181,9 +197,13 @@ class TransformerLM {
  private:
   friend class TransformerDecoder;
   struct Block;
+  struct BlockActivations;
 
   explicit TransformerLM(const TransformerConfig& config);
   void EnsureBuffers(int batch, int len);
+  // Zero gradients for every trainable parameter that has none yet (they are not allocated
+  // with the model: a frozen base never needs them).
+  void EnsureGradients();
   // Forward up to the final norm's output h_final_.
   void ForwardHidden(const int32_t* tokens, int batch, int len, bool training);
   // The output head on rows [row0, row0 + rows) of h_final_, and its backward (into dh_).
@@ -191,6 +211,11 @@ class TransformerLM {
   void HeadBackward(int row0, int rows, const float* dlogits);
   // The backward pass from dh_ (dL/dh_final) down.
   void BackwardHidden();
+  // Block b's forward from its x_in into `a`, and its output into x_out (skipped when null:
+  // a checkpointed block's recomputation, whose output the next block keeps).
+  void BlockForward(Block& b, BlockActivations& a, float* x_out);
+  // Where block b's activations are: its own, or the shared set when checkpointing.
+  BlockActivations& ActivationsOf(Block& b);
   static constexpr int kHeadChunkRows = 64;
   std::vector<Parameter*> AllAdapters();  // trained or not
 
@@ -199,6 +224,8 @@ class TransformerLM {
   LoraConfig lora_;
   BaseFormat base_format_ = BaseFormat::kFp32;
   bool fp32_released_ = false;
+  bool checkpoint_ = false;
+  std::unique_ptr<BlockActivations> shared_;  // checkpointing: the one block's activations
   ProjectionScratch scratch_;
   Parameter tok_emb_;  // [vocab, d], also the output projection
   std::vector<std::unique_ptr<Block>> blocks_;

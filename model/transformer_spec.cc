@@ -171,16 +171,19 @@ namespace {
 
 // A training step's activations and scratch (the backward pass's buffers, the head's chunk,
 // the adapters' and the int4 products' scratch) for batch × window tokens; r = LoRA rank.
-int64_t StepBytes(const TransformerConfig& c, int64_t r, int batch, int window) {
+int64_t StepBytes(const TransformerConfig& c, int64_t r, int batch, int window,
+                  bool checkpoint) {
   const int64_t d = c.dim, f = c.ffn_dim, v = c.vocab_size, layers = c.num_layers;
   const int64_t heads = c.num_heads;
   const int64_t rows = int64_t{batch} * window;
-  // Kept per block: x_in, q, k, v, att, x_mid (d each), f1, f3 (f each), two norms' inverse
-  // RMS, the attention probabilities; the final norm's input and output; the shared normed
-  // input and SwiGLU product (h_, m_).
+  // Per block: its input x_in (d), and its activations: q, k, v, att, x_mid (d each), f1,
+  // f3 (f each), two norms' inverse RMS, the attention probabilities (every block's, or
+  // one shared set when checkpointing); the final norm's input and output; the shared
+  // normed input and SwiGLU product (h_, m_).
+  const int64_t block = rows * (5 * d + 2 * f) + 2 * rows + int64_t{batch} * heads * window * window;
   const int64_t activations =
-      4 * (layers * (rows * (6 * d + 2 * f) + 2 * rows + batch * heads * window * window) +
-           2 * rows * d + rows + rows * (d + f));
+      4 * (layers * rows * d + (checkpoint ? 1 : layers) * block + 2 * rows * d + rows +
+           rows * (d + f));
   const int64_t scratch = 4 * (rows * (6 * d + 2 * f) + window * window) + 4 * 65 * v +
                           rows * (4 * (2 * f + 2 * r) + (f + 64)) + 4 * 64 * (f + 64);
   return activations + scratch;
@@ -189,15 +192,16 @@ int64_t StepBytes(const TransformerConfig& c, int64_t r, int batch, int window) 
 }  // namespace
 
 int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& c, int batch, int window,
-                                     bool adam) {
+                                     bool adam, bool checkpoint) {
   // Every parameter with its gradient, Adam's two moments, the task's received copy and Δ
   // (the same six copies EstimateLoraRoundMemoryBytes counts for adapters).
   const int64_t params = TransformerParameterCount(c);
-  return 4 * params * (adam ? 6 : 4) + StepBytes(c, 0, batch, window);
+  return 4 * params * (adam ? 6 : 4) + StepBytes(c, 0, batch, window, checkpoint);
 }
 
 int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfig& lora,
-                                     BaseFormat format, int batch, int window, bool adam) {
+                                     BaseFormat format, int batch, int window, bool adam,
+                                     bool checkpoint) {
   const int64_t d = c.dim, f = c.ffn_dim, v = c.vocab_size, layers = c.num_layers;
   const int64_t r = lora.rank;
   const int64_t projections = layers * (4 * d * d + 3 * d * f);
@@ -221,7 +225,7 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfi
   // Frozen A's values (not sent) are held too.
   const int64_t frozen_a = lora.freeze_a ? adapters : 0;
   const int64_t adapter_bytes = 4 * adapters * (adam ? 6 : 4) + 4 * frozen_a;
-  return base + adapter_bytes + StepBytes(c, r, batch, window);
+  return base + adapter_bytes + StepBytes(c, r, batch, window, checkpoint);
 }
 
 }  // namespace fedge::model

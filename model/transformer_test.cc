@@ -309,6 +309,56 @@ TEST(TransformerLoraTest, AdapterGradientsMatchFiniteDifferences) {
 
 // The int4 base against the same model with W replaced by its dequantized int4 values in
 // fp32: what differs is the activations' int8 rounding only.
+// A device's int4 base loaded straight from the file is the model SetParameters,
+// SetBaseFormat(int4) and ReleaseFp32Base give: the same logits and adapter gradients, bit
+// for bit; a file that does not fit is refused before anything changes.
+TEST(TransformerLoraTest, LoadInt4BaseIsTheQuantizedModelWithoutItsFp32Copy) {
+  TransformerConfig c = TinyConfig();
+  c.dim = 64;
+  c.ffn_dim = 96;
+  auto source = TransformerLM::Create(c).value();
+  RandomizeParameters(*source, 40);
+  const v1::ModelProto file = source->ToProto();
+  LoraConfig lora;
+  lora.rank = 2;
+  lora.output = true;
+  auto loaded = TransformerLM::Create(c).value();
+  auto reference = TransformerLM::Create(c).value();
+  ASSERT_TRUE(loaded->AddLora(lora, 41).ok());
+  ASSERT_TRUE(reference->AddLora(lora, 41).ok());
+  EXPECT_EQ(TransformerLM::Create(c).value()->LoadInt4Base(file).code(),
+            absl::StatusCode::kFailedPrecondition);  // no adapters
+  ASSERT_TRUE(reference->SetParameters(file).ok());
+  ASSERT_TRUE(reference->SetBaseFormat(BaseFormat::kInt4).ok());
+  ASSERT_TRUE(reference->ReleaseFp32Base().ok());
+  // As the device does it: the fp32 projections released before the file is read.
+  ASSERT_TRUE(loaded->SetBaseFormat(BaseFormat::kInt4).ok());
+  ASSERT_TRUE(loaded->ReleaseFp32Base().ok());
+  v1::ModelProto bad = file;
+  bad.mutable_parameters(3)->set_values(5, std::nanf(""));
+  EXPECT_EQ(loaded->LoadInt4Base(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = file;
+  bad.mutable_parameters()->RemoveLast();
+  EXPECT_EQ(loaded->LoadInt4Base(bad).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(loaded->LoadInt4Base(file).ok());
+  EXPECT_TRUE(loaded->fp32_base_released());
+  EXPECT_EQ(loaded->base_format(), BaseFormat::kInt4);
+  RandomizeAdapters(*loaded, 42);
+  RandomizeAdapters(*reference, 42);
+  const int batch = 2, len = 8;
+  const auto tokens = RandomTokens(batch * len, 37, 43);
+  const float* a = loaded->Forward(tokens.data(), batch, len, false);
+  const std::vector<float> la(a, a + batch * len * 37);
+  const float* b = reference->Forward(tokens.data(), batch, len, false);
+  EXPECT_EQ(la, std::vector<float>(b, b + batch * len * 37));
+  loaded->ZeroGrad();
+  reference->ZeroGrad();
+  EXPECT_EQ(loaded->Loss(tokens.data(), tokens.data(), batch, len, true),
+            reference->Loss(tokens.data(), tokens.data(), batch, len, true));
+  const auto ga = loaded->adapter_parameters(), gb = reference->adapter_parameters();
+  for (size_t i = 0; i < ga.size(); ++i) EXPECT_EQ(ga[i]->grad, gb[i]->grad) << ga[i]->name;
+}
+
 TEST(TransformerLoraTest, AnInt4BaseComputesWithTheQuantizedWeights) {
   TransformerConfig c = TinyConfig();
   c.dim = 64;  // int4 blocks are 32 wide
@@ -446,6 +496,57 @@ TEST(TransformerLoraTest, TheAdapterTemplateNamesWhatAdaptersToProtoSends) {
 
 // The estimate against what the heap holds after a model is built, given adapters and an int4
 // base, and has trained one step (glibc's mallinfo2: bytes in use).
+// Checkpointing recomputes each block's forward in the backward pass with the same
+// operations in the same order: the loss and every gradient are bit-identical, for full
+// training and for adapters over an int4 base, over several steps and batch sizes.
+TEST(TransformerTest, ActivationCheckpointingGivesBitIdenticalLossAndGradients) {
+  for (const bool lora : {false, true}) {
+    TransformerConfig c = TinyConfig();
+    c.num_layers = 3;
+    auto plain = TransformerLM::Create(c).value();
+    RandomizeParameters(*plain, 70);
+    if (lora) {
+      LoraConfig l;
+      l.rank = 2;
+      l.output = true;
+      ASSERT_TRUE(plain->AddLora(l, 5).ok());
+      ASSERT_TRUE(plain->SetBaseFormat(BaseFormat::kInt4).ok());
+      base::Rng rng(71);  // B away from zero, so that every adapter term is in play
+      for (Parameter* p : plain->adapter_parameters()) {
+        for (float& v : p->value) v = static_cast<float>(0.2 * rng.Normal());
+      }
+    }
+    auto checkpointed = plain->Clone();
+    checkpointed->SetActivationCheckpointing(true);
+    EXPECT_TRUE(checkpointed->activation_checkpointing());
+    for (const int batch : {3, 1, 4}) {
+      const int len = 8, rows = batch * len;
+      const auto tokens = RandomTokens(rows, 37, 72 + batch);
+      const auto targets = RandomTokens(rows, 37, 73 + batch);
+      plain->ZeroGrad();
+      checkpointed->ZeroGrad();
+      const float a = plain->Loss(tokens.data(), targets.data(), batch, len, true);
+      const float b = checkpointed->Loss(tokens.data(), targets.data(), batch, len, true);
+      EXPECT_EQ(a, b) << "lora " << lora << " batch " << batch;
+      const auto pa = plain->trainable_parameters(), pb = checkpointed->trainable_parameters();
+      ASSERT_EQ(pa.size(), pb.size());
+      for (size_t i = 0; i < pa.size(); ++i) {
+        ASSERT_EQ(pa[i]->grad, pb[i]->grad) << pa[i]->name << " lora " << lora;
+      }
+      // Evaluation (no backward) is unaffected too.
+      EXPECT_EQ(plain->Loss(tokens.data(), targets.data(), batch, len, false),
+                checkpointed->Loss(tokens.data(), targets.data(), batch, len, false));
+    }
+    // And back: switching it off mid-life keeps working.
+    checkpointed->SetActivationCheckpointing(false);
+    const auto tokens = RandomTokens(16, 37, 80);
+    checkpointed->ZeroGrad();
+    plain->ZeroGrad();
+    EXPECT_EQ(plain->Loss(tokens.data(), tokens.data(), 2, 8, true),
+              checkpointed->Loss(tokens.data(), tokens.data(), 2, 8, true));
+  }
+}
+
 TEST(TransformerLoraTest, TheRoundMemoryEstimateMatchesTheHeap) {
   TransformerConfig c;  // the default model
   c.vocab_size = 4096;
@@ -471,6 +572,29 @@ TEST(TransformerLoraTest, TheRoundMemoryEstimateMatchesTheHeap) {
                                                          window, /*adam=*/true));
     EXPECT_GT(estimate, 0.9 * held) << "held " << held << " estimate " << estimate;
     EXPECT_LT(estimate, 1.25 * held) << "held " << held << " estimate " << estimate;
+  }
+  {
+    // Checkpointed: every block's input and one block's activations.
+    const size_t start = mallinfo2().uordblks + mallinfo2().hblkhd;
+    auto model = TransformerLM::Create(c).value();
+    ASSERT_TRUE(model->AddLora(lora, 1).ok());
+    ASSERT_TRUE(model->SetBaseFormat(BaseFormat::kInt4).ok());
+    ASSERT_TRUE(model->ReleaseFp32Base().ok());
+    model->SetActivationCheckpointing(true);
+    auto adam = Adam::Create(AdamOptions{}).value();
+    const auto tokens = RandomTokens(batch * window, c.vocab_size, 1);
+    model->ZeroGrad();
+    model->Loss(tokens.data(), tokens.data(), batch, window, true);
+    adam->Step(model->trainable_parameters());
+    const v1::ModelProto received = model->AdaptersToProto();
+    const v1::ModelProto delta = model->AdaptersToProto();
+    const double held = static_cast<double>(mallinfo2().uordblks + mallinfo2().hblkhd - start);
+    const double estimate = static_cast<double>(EstimateLoraRoundMemoryBytes(
+        c, lora, BaseFormat::kInt4, batch, window, /*adam=*/true, /*checkpoint=*/true));
+    EXPECT_GT(estimate, 0.9 * held) << "held " << held << " estimate " << estimate;
+    EXPECT_LT(estimate, 1.25 * held) << "held " << held << " estimate " << estimate;
+    EXPECT_LT(estimate, 0.8 * static_cast<double>(EstimateLoraRoundMemoryBytes(
+                                  c, lora, BaseFormat::kInt4, batch, window, true)));
   }
   EXPECT_LT(EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kInt4, 2, 128, true),
             EstimateLoraRoundMemoryBytes(c, lora, BaseFormat::kFp32, 2, 128, true));

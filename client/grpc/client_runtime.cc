@@ -328,6 +328,11 @@ absl::StatusOr<LocalUpdate> ClientRuntime::Impl::TrainLanguageModel(
   }
   const int window = t.language_model().window();
   FEDGE_ASSIGN_OR_RETURN(data::TokenWindows windows, data::TokenWindows::Create(lm_tokens, window));
+  lm_model->SetActivationCheckpointing(task.checkpoint_activations);
+  if (task.checkpoint_activations) {
+    FEDGE_LOG(INFO) << "job " << t.job_id() << " round " << t.round()
+                    << ": activation checkpointing (the task fits the memory budget only so)";
+  }
   return TrainLanguageModelTask(t, task.model, *lm_model, windows, shuffle_seed, cancelled);
 }
 
