@@ -117,7 +117,8 @@ absl::Status CheckSecureAggregationSize(const v1::JobConfig& config, int64_t par
 absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
                                           const std::string& data_root) {
   const v1::LanguageModelJob& lm = config.language_model();
-  FEDGE_ASSIGN_OR_RETURN(const std::string path, ResolveDataPath(data_root, lm.base_path()));
+  FEDGE_ASSIGN_OR_RETURN(const std::string path, ResolveDataPath(data_root, lm.base_path(),
+                                                                   "language_model.base_path"));
   FEDGE_ASSIGN_OR_RETURN(const std::string sha256, privacy::Sha256FileHex(path));
   if (!lm.base_sha256().empty() && lm.base_sha256() != sha256) {
     return absl::InvalidArgumentError(absl::StrCat(

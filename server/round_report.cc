@@ -20,19 +20,21 @@
 namespace fedge::server {
 
 absl::StatusOr<std::string> ResolveDataPath(const std::string& data_root,
-                                            const std::string& data_path) {
+                                            const std::string& data_path,
+                                            absl::string_view field) {
   namespace fs = std::filesystem;
   if (data_root.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
-        "' needs a data root (fedge-coordinator --data-root); this coordinator has none"));
+        "Coordinator: ", field, " '", base::Printable(data_path, 256),
+        "' needs a data root (fedge-coordinator --data-root; fedge-sim: SimConfig.data_root); "
+        "there is none"));
   }
   const fs::path relative(data_path);
   bool dots = false;
   for (const fs::path& part : relative) dots = dots || part == "..";
   if (data_path.empty() || relative.is_absolute() || dots) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
+        "Coordinator: ", field, " '", base::Printable(data_path, 256),
         "' must be a path relative to the data root, without '..'"));
   }
   std::error_code ec;
@@ -44,7 +46,7 @@ absl::StatusOr<std::string> ResolveDataPath(const std::string& data_root,
   const bool inside = prefix == "/" || r == prefix || absl::StartsWith(r, prefix + "/");
   if (ec || !inside) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "Coordinator: evaluation.data_path '", base::Printable(data_path, 256),
+        "Coordinator: ", field, " '", base::Printable(data_path, 256),
         "' leads outside the data root ", data_root));
   }
   return r;
@@ -128,7 +130,8 @@ absl::StatusOr<std::unique_ptr<RoundReport>> RoundReport::ForLanguageModel(
   if (text == nullptr) {
     if (job.eval_text_path().empty()) return report;
     FEDGE_ASSIGN_OR_RETURN(const std::string path,
-                           ResolveDataPath(data_root, job.eval_text_path()));
+                           ResolveDataPath(data_root, job.eval_text_path(),
+                                           "language_model.eval_text_path"));
     FEDGE_ASSIGN_OR_RETURN(std::vector<data::TextDocument> docs, data::ReadTextShard(path));
     text = std::make_shared<const std::vector<data::TextDocument>>(std::move(docs));
   }

@@ -92,9 +92,11 @@ absl::StatusOr<std::shared_ptr<const data::Dataset>> LoadEvaluationData(
 // A job's data path confined to the coordinator's data root (--data-root): `data_path` is
 // relative to it, with no ".." component, and after resolving symbolic links it stays
 // inside it. INVALID_ARGUMENT otherwise, or when there is no data root: a job never makes
-// the coordinator open a path of the caller's choosing.
+// the coordinator open a path of the caller's choosing. Errors name `field`, the job's field
+// the path came from.
 absl::StatusOr<std::string> ResolveDataPath(const std::string& data_root,
-                                            const std::string& data_path);
+                                            const std::string& data_path,
+                                            absl::string_view field = "evaluation.data_path");
 
 }  // namespace fedge::server
 

@@ -130,6 +130,12 @@ TEST(RoundReportTest, DataPathsStayInsideTheDataRoot) {
   }
   EXPECT_THAT(ResolveDataPath("", "fmnist").status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--data-root")));
+  // Errors name the job's field the path came from.
+  EXPECT_THAT(ResolveDataPath(root.string(), "../x", "language_model.base_path").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("language_model.base_path '../x'")));
+  EXPECT_THAT(ResolveDataPath(root.string(), "/etc").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("evaluation.data_path")));
   // Through the evaluation data: the coordinator never opens the path.
   const v1::JobConfig job = Job(1, 1);
   auto planner = std::move(RoundPlanner::Create(job)).value();

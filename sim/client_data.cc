@@ -247,7 +247,8 @@ absl::StatusOr<std::unique_ptr<ClientDataSource>> MakeBrown(const v1::SimConfig&
   // The base's tokenizer, from the file the coordinator reads.
   FEDGE_ASSIGN_OR_RETURN(const std::string base_path,
                          server::ResolveDataPath(config.data_root(),
-                                                 config.job().language_model().base_path()));
+                                                 config.job().language_model().base_path(),
+                                                 "language_model.base_path"));
   FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(base_path));
   if (file.tokenizer().empty()) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -51,8 +51,10 @@ ADMIN_ADDR="127.0.0.1:$((PORT + 1))"
 # LM_BASE=FILE (a model file from lm_pretrain): the language-model job instead, LoRA
 # fine-tuning on the Brown fiction (examples/fleet/job_lm.textproto), one genre per device
 # (LM_BY=document: one document each); CLIENTS follows the partition. The devices fetch the
-# base from the coordinator (LM_DEVICE_BASE=1: each is given its own copy).
+# base from the coordinator (LM_DEVICE_BASE=1: each is given its own copy), and let training
+# use 32 MB (CLIENT_BUDGETS_MB), within which they checkpoint activations.
 if [ -n "${LM_BASE:-}" ]; then
+  if [ -z "${CLIENT_BUDGETS_MB:-}" ]; then BUDGETS=(32); fi
   JOB_TEMPLATE="${JOB_TEMPLATE_LM:-examples/fleet/job_lm.textproto}"
   MODEL=""
   LM_BY="${LM_BY:-genre}"
