@@ -160,12 +160,15 @@ absl::StatusOr<DeviceTask> AdmitTask(const v1::TaskHeader& header, const DeviceR
     // A language model: the payload is the adapters (the base is the device's). The budget
     // is checked before the adapters' template is allocated.
     FEDGE_ASSIGN_OR_RETURN(const auto lm, LanguageModelOfTask(header));
+    // The device's base is the job's file or, for an int4 job, its int4 device form.
     const std::string& job_base = header.language_model().base_sha256();
-    if (!job_base.empty() && !device.language_model_base_sha256.empty() &&
-        job_base != device.language_model_base_sha256) {
+    const std::string& job_int4 = header.language_model().base_int4_sha256();
+    const std::string& have = device.language_model_base_sha256;
+    if (!job_base.empty() && !have.empty() && job_base != have &&
+        (job_int4.empty() || job_int4 != have)) {
       return absl::FailedPreconditionError(absl::StrCat(
           "DeviceRound: the job's base model has SHA-256 ", base::Printable(job_base, 64),
-          ", this device's ", device.language_model_base_sha256));
+          ", this device's ", have));
     }
     FEDGE_RETURN_IF_ERROR(
         CheckLanguageModelBudget(header, device, &task.checkpoint_activations));

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kernels/sgemm.h"
 
@@ -97,6 +100,43 @@ void Projection::LoadInt4Weight(const float* w) {
   format_ = BaseFormat::kInt4;
   kernels::QuantizeWeightsQ4(w, out_, in_, in_, &w4_);
   std::vector<float>().swap(weight_.value);
+}
+
+absl::Status Projection::LoadInt4Blocks(absl::string_view bytes) {
+  FEDGE_CHECK(frozen_);
+  const int wire = (in_ + kernels::kQ4Block - 1) / kernels::kQ4Block;  // blocks a row sent
+  const size_t expected = static_cast<size_t>(out_) * wire * sizeof(kernels::BlockQ4);
+  if (bytes.size() != expected) {
+    return absl::InvalidArgumentError(absl::StrCat("Model: ", name_, ".weight has ",
+                                                   bytes.size(), " bytes of int4 blocks, its [",
+                                                   out_, " × ", in_, "] takes ", expected));
+  }
+  kernels::PackedWeightsQ4 w;
+  w.n = out_;
+  w.k = in_;
+  w.k_padded = kernels::PadK(in_);
+  const int stored = w.blocks_per_row();
+  // The padding past the wire's blocks is what quantizing zeros gives: scale 0, q = 8.
+  kernels::BlockQ4 zero;
+  zero.d = 0;
+  std::memset(zero.qs, 0x88, sizeof(zero.qs));
+  w.blocks.assign(static_cast<size_t>(out_) * stored, zero);
+  for (int j = 0; j < out_; ++j) {
+    kernels::BlockQ4* row = w.blocks.data() + static_cast<size_t>(j) * stored;
+    std::memcpy(row, bytes.data() + static_cast<size_t>(j) * wire * sizeof(kernels::BlockQ4),
+                static_cast<size_t>(wire) * sizeof(kernels::BlockQ4));
+    for (int b = 0; b < wire; ++b) {
+      if (!std::isfinite(kernels::HalfToFloat(row[b].d))) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Model: ", name_, ".weight has an int4 block with a non-finite scale"));
+      }
+    }
+  }
+  kernels::PackQ4(&w);
+  format_ = BaseFormat::kInt4;
+  w4_ = std::move(w);
+  std::vector<float>().swap(weight_.value);
+  return absl::OkStatus();
 }
 
 void Projection::CopyBaseFormFrom(const Projection& other) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "base/rng.h"
 #include "kernels/q4.h"
@@ -82,6 +83,12 @@ class Projection {
   // not kept: what SetBaseFormat(kInt4) then ReleaseFp32Weight give for W = w. REQUIRES:
   // frozen.
   void LoadInt4Weight(const float* w);
+  // The int4 form of W from its blocks as an int4 device form carries them
+  // (TensorProto.q4_blocks: ⌈in/32⌉ BlockQ4 a row, little-endian), W's fp32 values not
+  // kept: bit-identical to LoadInt4Weight of the values they were quantized from.
+  // INVALID_ARGUMENT for a byte count that is not the shape's, or a scale that is not
+  // finite. REQUIRES: frozen.
+  absl::Status LoadInt4Blocks(absl::string_view bytes);
   // The products' form of `other`'s W (its format and int4 blocks), not W's fp32 values.
   void CopyBaseFormFrom(const Projection& other);
 

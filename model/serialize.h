@@ -2,6 +2,7 @@
 #ifndef FEDGE_MODEL_SERIALIZE_H_
 #define FEDGE_MODEL_SERIALIZE_H_
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,9 +28,12 @@ absl::StatusOr<v1::ModelProto> LoadModel(const std::string& path);
 absl::Status CopyParametersFromProto(const v1::ModelProto& proto,
                                      const std::vector<Parameter*>& params);
 // CopyParametersFromProto's checks alone (shapes from Parameter::shape, so a parameter whose
-// values were released is checked too); nothing is copied.
-absl::Status ValidateParametersProto(const v1::ModelProto& proto,
-                                     const std::vector<Parameter*>& params);
+// values were released is checked too); nothing is copied. Tensors for which
+// `values_elsewhere` is true have their name and shape checked, not their values (an int4
+// device form's blocks, which their reader checks).
+absl::Status ValidateParametersProto(
+    const v1::ModelProto& proto, const std::vector<Parameter*>& params,
+    const std::function<bool(const v1::TensorProto&)>& values_elsewhere = {});
 // Appends `params` (name, shape, values) to proto.parameters.
 void AppendParametersToProto(const std::vector<Parameter*>& params, v1::ModelProto& proto);
 

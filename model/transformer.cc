@@ -8,9 +8,11 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "kernels/exp.h"
+#include "kernels/q4.h"
 #include "kernels/sgemm.h"
 #include "model/serialize.h"
 
@@ -388,12 +390,68 @@ absl::Status TransformerLM::ReleaseFp32Base() {
   return absl::OkStatus();
 }
 
+bool IsBlockProjectionWeight(absl::string_view name) {
+  if (!absl::ConsumePrefix(&name, "layers.")) return false;
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == absl::string_view::npos ||
+      !std::all_of(name.begin(), name.begin() + dot, [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  name.remove_prefix(dot + 1);
+  for (absl::string_view p : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight",
+                              "attn.wo.weight", "ffn.w1.weight", "ffn.w2.weight",
+                              "ffn.w3.weight"}) {
+    if (name == p) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file) {
+  if (!file.spec().has_transformer()) {
+    return absl::InvalidArgumentError("Int4DeviceForm: the file holds no transformer");
+  }
+  v1::ModelProto out = file;
+  for (v1::TensorProto& t : *out.mutable_parameters()) {
+    if (!IsBlockProjectionWeight(t.name())) continue;
+    if (t.shape_size() != 2 || t.shape(0) < 1 || t.shape(1) < 1 ||
+        t.values_size() != t.shape(0) * t.shape(1) || !t.q4_blocks().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Int4DeviceForm: ", t.name(), " is not [out × in] fp32 values"));
+    }
+    const int n = static_cast<int>(t.shape(0)), k = static_cast<int>(t.shape(1));
+    kernels::PackedWeightsQ4 q;
+    kernels::QuantizeWeightsQ4(t.values().data(), n, k, k, &q);
+    const int wire = (k + kernels::kQ4Block - 1) / kernels::kQ4Block;
+    std::string blocks;
+    blocks.reserve(static_cast<size_t>(n) * wire * sizeof(kernels::BlockQ4));
+    for (int j = 0; j < n; ++j) {
+      blocks.append(reinterpret_cast<const char*>(q.blocks.data() +
+                                                  static_cast<size_t>(j) * q.blocks_per_row()),
+                    static_cast<size_t>(wire) * sizeof(kernels::BlockQ4));
+    }
+    t.clear_values();
+    t.set_q4_blocks(std::move(blocks));
+  }
+  return out;
+}
+
 absl::Status TransformerLM::LoadInt4Base(v1::ModelProto file) {
   if (!has_lora_) {
     return absl::FailedPreconditionError(
         "an int4 base is frozen: add LoRA adapters before LoadInt4Base");
   }
-  FEDGE_RETURN_IF_ERROR(ValidateParametersProto(file, parameters()));
+  // An int4 device form's projections carry blocks instead of values: their names and
+  // shapes are checked here, their blocks when taken (byte count, finite scales).
+  for (const v1::TensorProto& t : file.parameters()) {
+    if (t.q4_blocks().empty()) continue;
+    if (!IsBlockProjectionWeight(t.name()) || t.values_size() > 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Model: parameter '", t.name(), "' cannot be int4 blocks (not a block projection, "
+          "or values too)"));
+    }
+  }
+  FEDGE_RETURN_IF_ERROR(ValidateParametersProto(
+      file, parameters(), [](const v1::TensorProto& t) { return !t.q4_blocks().empty(); }));
   absl::flat_hash_map<std::string, v1::TensorProto*> by_name;
   for (v1::TensorProto& t : *file.mutable_parameters()) by_name.emplace(t.name(), &t);
   auto take = [&](Parameter& p) -> v1::TensorProto& { return *by_name.at(p.name); };
@@ -413,7 +471,12 @@ absl::Status TransformerLM::LoadInt4Base(v1::ModelProto file) {
     copy(b->ffn_norm);
     for (Projection* p : b->projections()) {
       v1::TensorProto& t = take(p->weight());
-      p->LoadInt4Weight(t.values().data());
+      if (t.q4_blocks().empty()) {
+        p->LoadInt4Weight(t.values().data());
+      } else {
+        FEDGE_RETURN_IF_ERROR(p->LoadInt4Blocks(t.q4_blocks()));
+        t.clear_q4_blocks();
+      }
       ++p->weight().version;
       drop(t);
     }

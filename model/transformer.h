@@ -112,6 +112,17 @@ v1::ModelProto TransformerParameterTemplate(const TransformerConfig& config);
 int64_t EstimateFullRoundMemoryBytes(const TransformerConfig& config, int batch, int window,
                                      bool adam, bool checkpoint = false);
 
+// True for the name of a block projection's weight ("layers.<l>.attn.w{q,k,v,o}.weight",
+// "layers.<l>.ffn.w{1,2,3}.weight"): what an int4 base holds in int4.
+bool IsBlockProjectionWeight(absl::string_view name);
+
+// A language-model file's int4 device form: the same file (spec, tokenizer, embedding and
+// norms in fp32) with every block projection's weights as int4 blocks (TensorProto.q4_blocks,
+// what TransformerLM's int4 base quantizes them to) instead of fp32 values: what a device of
+// an int4 job fetches, about a third of the file's bytes. Deterministic. INVALID_ARGUMENT for
+// a file without spec.transformer or a projection tensor that is not [out × in] values.
+absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file);
+
 class TransformerLM {
  public:
   // Validates the config and allocates the parameters (zero: call InitParameters or set
@@ -162,6 +173,10 @@ class TransformerLM {
   // without an fp32 copy, each of the file's tensors freed once taken. The same model as
   // SetParameters, SetBaseFormat(kInt4) and ReleaseFp32Base, without ever holding the fp32
   // projections beside the file. FAILED_PRECONDITION without adapters (AddLora first).
+  // The file may be the base's int4 device form (Int4DeviceForm): its projections' blocks
+  // are taken as they are. Names, shapes and values are checked before anything changes;
+  // a block that does not fit is found as it is taken, and then the model is left partly
+  // loaded: discard it.
   absl::Status LoadInt4Base(v1::ModelProto file);
   bool fp32_base_released() const { return fp32_released_; }
   bool has_lora() const { return has_lora_; }

@@ -359,6 +359,86 @@ TEST(TransformerLoraTest, LoadInt4BaseIsTheQuantizedModelWithoutItsFp32Copy) {
   for (size_t i = 0; i < ga.size(); ++i) EXPECT_EQ(ga[i]->grad, gb[i]->grad) << ga[i]->name;
 }
 
+// The int4 device form carries the projections as the blocks an int4 base quantizes them
+// to: loading it gives the same model, bit for bit, from a third of the bytes; blocks that
+// do not fit are refused.
+TEST(TransformerLoraTest, TheInt4DeviceFormLoadsTheSameModelFromItsBlocks) {
+  EXPECT_TRUE(IsBlockProjectionWeight("layers.0.attn.wq.weight"));
+  EXPECT_TRUE(IsBlockProjectionWeight("layers.12.ffn.w2.weight"));
+  for (const char* not_one : {"tok_emb.weight", "layers.0.attn_norm.weight", "layers..attn.wq.weight",
+                              "layers.x.attn.wq.weight", "layers.0.attn.wq.lora_a",
+                              "layers.0.attn.wq.weight.x", "norm.weight"}) {
+    EXPECT_FALSE(IsBlockProjectionWeight(not_one)) << not_one;
+  }
+  TransformerConfig c = TinyConfig();
+  c.dim = 48;  // rows of 48 values: one full block and one zero-padded
+  c.ffn_dim = 80;
+  auto source = TransformerLM::Create(c).value();
+  RandomizeParameters(*source, 50);
+  const v1::ModelProto file = source->ToProto();
+  auto form = Int4DeviceForm(file);
+  ASSERT_TRUE(form.ok()) << form.status();
+  int blocks = 0;
+  for (const v1::TensorProto& t : form->parameters()) {
+    if (!t.q4_blocks().empty()) {
+      ++blocks;
+      EXPECT_EQ(t.values_size(), 0);
+      EXPECT_TRUE(IsBlockProjectionWeight(t.name()));
+    }
+  }
+  EXPECT_EQ(blocks, 7 * c.num_layers);
+  EXPECT_LT(form->ByteSizeLong(), file.ByteSizeLong() / 2);
+  // Deterministic: the same bytes (and digest) every time.
+  EXPECT_EQ(Int4DeviceForm(file)->SerializeAsString(), form->SerializeAsString());
+  LoraConfig lora;
+  lora.rank = 2;
+  auto from_form = TransformerLM::Create(c).value();
+  auto from_file = TransformerLM::Create(c).value();
+  ASSERT_TRUE(from_form->AddLora(lora, 51).ok());
+  ASSERT_TRUE(from_file->AddLora(lora, 51).ok());
+  ASSERT_TRUE(from_file->LoadInt4Base(file).ok());
+  // Blocks that do not fit: a row short, a non-finite scale, blocks on the embedding.
+  v1::ModelProto bad = *form;
+  for (v1::TensorProto& t : *bad.mutable_parameters()) {
+    if (!t.q4_blocks().empty()) {
+      t.mutable_q4_blocks()->resize(t.q4_blocks().size() - 18);
+      break;
+    }
+  }
+  EXPECT_EQ(from_form->LoadInt4Base(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = *form;
+  for (v1::TensorProto& t : *bad.mutable_parameters()) {
+    if (!t.q4_blocks().empty()) {
+      (*t.mutable_q4_blocks())[0] = '\x00';
+      (*t.mutable_q4_blocks())[1] = '\x7e';  // fp16 NaN
+      break;
+    }
+  }
+  EXPECT_THAT(from_form->LoadInt4Base(bad).message(), HasSubstr("non-finite scale"));
+  bad = *form;
+  bad.mutable_parameters(0)->clear_values();  // tok_emb.weight
+  bad.mutable_parameters(0)->set_q4_blocks(std::string(18, '\0'));
+  EXPECT_THAT(from_form->LoadInt4Base(bad).message(), HasSubstr("cannot be int4 blocks"));
+  auto fresh = TransformerLM::Create(c).value();
+  ASSERT_TRUE(fresh->AddLora(lora, 51).ok());
+  EXPECT_EQ(fresh->SetParameters(*form).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(fresh->LoadInt4Base(*form).ok());
+  RandomizeAdapters(*fresh, 52);
+  RandomizeAdapters(*from_file, 52);
+  const int batch = 2, len = 8;
+  const auto tokens = RandomTokens(batch * len, 37, 53);
+  const float* a = fresh->Forward(tokens.data(), batch, len, false);
+  const std::vector<float> la(a, a + batch * len * 37);
+  const float* b = from_file->Forward(tokens.data(), batch, len, false);
+  EXPECT_EQ(la, std::vector<float>(b, b + batch * len * 37));
+  fresh->ZeroGrad();
+  from_file->ZeroGrad();
+  EXPECT_EQ(fresh->Loss(tokens.data(), tokens.data(), batch, len, true),
+            from_file->Loss(tokens.data(), tokens.data(), batch, len, true));
+  const auto ga = fresh->adapter_parameters(), gb = from_file->adapter_parameters();
+  for (size_t i = 0; i < ga.size(); ++i) EXPECT_EQ(ga[i]->grad, gb[i]->grad) << ga[i]->name;
+}
+
 TEST(TransformerLoraTest, AnInt4BaseComputesWithTheQuantizedWeights) {
   TransformerConfig c = TinyConfig();
   c.dim = 64;  // int4 blocks are 32 wide

@@ -107,6 +107,8 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
     *job->config.mutable_model_spec() = model.model_spec;
     job->config.mutable_language_model()->set_base_sha256(model.base_sha256);
     job->base_file = model.base_file;
+    job->base_int4_form = model.base_int4_form;
+    job->config.mutable_language_model()->set_base_int4_sha256(model.base_int4_sha256);
   }
   job->strategy = std::move(model.strategy);
   job->weights = std::move(model.weights);
@@ -263,18 +265,20 @@ absl::Status Coordinator::Leave(const std::string& client_id, const std::string&
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Coordinator::BaseModelFile(const std::string& client_id,
-                                                       const std::string& session_token,
-                                                       const std::string& sha256) {
+absl::StatusOr<Coordinator::BaseModelSource> Coordinator::BaseModel(
+    const std::string& client_id, const std::string& session_token, const std::string& sha256) {
   FEDGE_RETURN_IF_ERROR(
       registry_.Authenticate(client_id, session_token, ClientRegistry::Seen::kFetching));
   absl::MutexLock lock(&mu_);
-  if (job_ == nullptr || job_->base_file.empty() ||
-      job_->config.language_model().base_sha256() != sha256) {
-    return absl::NotFoundError(absl::StrCat("Coordinator: no running job's base has SHA-256 ",
-                                            base::Printable(sha256.substr(0, 64))));
+  if (job_ != nullptr && !job_->base_file.empty() && !sha256.empty()) {
+    const v1::LanguageModelJob& lm = job_->config.language_model();
+    if (lm.base_sha256() == sha256) return BaseModelSource{job_->base_file, nullptr};
+    if (job_->base_int4_form != nullptr && lm.base_int4_sha256() == sha256) {
+      return BaseModelSource{"", job_->base_int4_form};
+    }
   }
-  return job_->base_file;
+  return absl::NotFoundError(absl::StrCat("Coordinator: no running job's base has SHA-256 ",
+                                          base::Printable(sha256.substr(0, 64))));
 }
 
 absl::StatusOr<v1::ClientRecord> Coordinator::RevokeDevice(const std::string& client_id) {

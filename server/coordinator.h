@@ -210,11 +210,16 @@ class Coordinator {
   // in the round's metrics. INVALID_ARGUMENT for an empty reason or one over 256 bytes.
   absl::Status DeclineTask(const v1::UpdateHeader& header);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
-  // The running language-model job's base file, for a device that asks by its SHA-256 (the
-  // task's language_model.base_sha256): the path under the data root the job read it from.
-  // UNAUTHENTICATED without a session (the call marks the device live, as FetchTask does);
-  // NOT_FOUND when no running job's base has that digest.
-  absl::StatusOr<std::string> BaseModelFile(const std::string& client_id,
+  // The running language-model job's base, for a device that asks by its SHA-256 (the
+  // task's language_model.base_sha256: the file under the data root the job read; or
+  // base_int4_sha256: its int4 device form, held in memory). UNAUTHENTICATED without a
+  // session (the call marks the device live, as FetchTask does); NOT_FOUND when no running
+  // job's base has that digest.
+  struct BaseModelSource {
+    std::string path;                          // the file, or
+    std::shared_ptr<const std::string> bytes;  // the bytes themselves
+  };
+  absl::StatusOr<BaseModelSource> BaseModel(const std::string& client_id,
                                             const std::string& session_token,
                                             const std::string& sha256);
   // An operator revokes a device: its session ends, it leaves the round in flight, and
@@ -255,6 +260,7 @@ class Coordinator {
     int64_t completed_rounds = 0;
     int64_t num_parameters = 0;  // of the central model (secure aggregation's vector)
     std::string base_file;  // a language-model job's base file (resolved), served by digest
+    std::shared_ptr<const std::string> base_int4_form;  // and its int4 device form
     // Evaluation and the round's per-tier and per-client figures (server/round_report.h).
     std::unique_ptr<RoundReport> report;
     // Tiers, sub-models, teachers and task headers (server/round_planner.h).

@@ -15,6 +15,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "model/sequential.h"
 #include "model/serialize.h"
+#include "model/transformer.h"
 #include "server/round_report.h"
 #include "server/model_weights.h"
 
@@ -150,6 +151,13 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   JobModel out;
   out.base_sha256 = sha256;
   out.base_file = path;
+  if (!lm.full_parameters() && lm.lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4) {
+    FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto form, model::Int4DeviceForm(file));
+    auto bytes = std::make_shared<std::string>();
+    form.SerializeToString(bytes.get());
+    out.base_int4_sha256 = privacy::Sha256Hex(*bytes);
+    out.base_int4_form = std::move(bytes);
+  }
   *out.model_spec.mutable_transformer() = file.spec().transformer();
   out.model_spec.set_name("transformer");
   if (lm.full_parameters()) {

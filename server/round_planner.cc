@@ -194,6 +194,7 @@ TaskAssignment RoundPlanner::Assign(const ClientPlan& plan, const TaskContext& c
   if (cfg.has_language_model()) {
     v1::LanguageModelTask* lm = h.mutable_language_model();
     lm->set_base_sha256(cfg.language_model().base_sha256());
+    lm->set_base_int4_sha256(cfg.language_model().base_int4_sha256());
     if (cfg.language_model().full_parameters()) {
       lm->set_full_parameters(true);
     } else {

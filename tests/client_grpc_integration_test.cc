@@ -41,6 +41,7 @@
 #include "data/shard.h"
 #include "model/language_model.h"
 #include "model/serialize.h"
+#include "model/transformer.h"
 #include "model/zoo.h"
 #include "privacy/sodium.h"
 #include "proto/admin.grpc.pb.h"
@@ -323,17 +324,28 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
   std::filesystem::create_directories(data_root_);
   ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
   const std::string base = ReadBytes(data_root_ + "/base.pb");
-  const std::string sha = privacy::Sha256Hex(base);
+  const std::string file_sha = privacy::Sha256Hex(base);
+  // An int4 job: devices fetch the base's int4 device form, not the file.
+  std::string form;
+  {
+    auto file = model::LoadModel(data_root_ + "/base.pb");
+    ASSERT_THAT(file, IsOk());
+    auto int4 = model::Int4DeviceForm(*file);
+    ASSERT_THAT(int4, IsOk());
+    int4->SerializeToString(&form);
+  }
+  const std::string sha = privacy::Sha256Hex(form);
   const std::string corpus = testing::TinyLanguageModelText(40);
   // Device 0 kept the first 1000 bytes of an earlier download.
   std::filesystem::create_directories(dir_ + "/cache-0");
-  std::ofstream(dir_ + "/cache-0/" + sha + ".part", std::ios::binary) << base.substr(0, 1000);
+  std::ofstream(dir_ + "/cache-0/" + sha + ".part", std::ios::binary) << form.substr(0, 1000);
   StartServer("127.0.0.1:0");
   for (int i = 0; i < 3; ++i) {
     StartClient(server_->port(), i, nullptr, [&](client::ClientRuntimeOptions& o) {
       o.data = nullptr;
       o.text = {{"doc-" + std::to_string(i), corpus.substr(i * 300)}};
       o.lm_base_cache_dir = dir_ + "/cache-" + std::to_string(i);
+      o.leave_on_stop = true;  // not sampled by the jobs below once stopped
       if (i == 2) o.max_base_bytes = 1000;
     });
   }
@@ -359,7 +371,8 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
   }
   EXPECT_EQ(completed, 2);
   EXPECT_EQ(declined, 1);  // the small device, once: it is not sampled again in the job
-  const int64_t size = static_cast<int64_t>(base.size());
+  const int64_t size = static_cast<int64_t>(form.size());
+  EXPECT_LT(form.size(), base.size());  // the projections in int4 (the tiny model is mostly embedding)
   EXPECT_EQ(runtimes_[0]->stats().bases_fetched, 1);
   EXPECT_EQ(runtimes_[0]->stats().base_bytes_received, size - 1000);  // resumed
   EXPECT_EQ(runtimes_[1]->stats().bases_fetched, 1);
@@ -367,11 +380,12 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
   EXPECT_EQ(runtimes_[2]->stats().bases_fetched, 0);
   EXPECT_EQ(runtimes_[2]->stats().base_bytes_received, 0);
   for (int i = 0; i < 2; ++i) {
-    EXPECT_EQ(ReadBytes(dir_ + "/cache-" + std::to_string(i) + "/" + sha + ".fedgemodel"), base);
+    EXPECT_EQ(ReadBytes(dir_ + "/cache-" + std::to_string(i) + "/" + sha + ".fedgemodel"), form);
     EXPECT_GE(runtimes_[i]->stats().rounds_completed, 1);
   }
   StopClients();
-  // A restarted device finds its base in the cache: nothing is fetched again.
+  // A restarted device finds its base in the cache: nothing is fetched again. Then a job
+  // over the fp32 base: the int4 form is not that base, and the file is fetched.
   stop_ = false;
   runtimes_.clear();
   results_.clear();
@@ -380,14 +394,24 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
     o.text = {{"doc-1", corpus.substr(300)}};
     o.lm_base_cache_dir = dir_ + "/cache-1";
   });
-  auto again = StartJob(TinyLoraJob(1));
+  v1::JobConfig one = TinyLoraJob(1);
+  one.mutable_selection()->set_clients_per_round(1);
+  one.mutable_round_policy()->set_quorum(1);
+  auto again = StartJob(one);
   ASSERT_THAT(again, IsOk());
-  for (int i = 0; i < 200 && runtimes_[0]->stats().rounds_completed == 0; ++i) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  EXPECT_GE(runtimes_[0]->stats().rounds_completed, 1);
+  EXPECT_EQ(WaitForJob(*again, absl::Seconds(60)).state(), v1::JOB_STATE_FINISHED);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 1);
   EXPECT_EQ(runtimes_[0]->stats().bases_fetched, 0);
   EXPECT_EQ(runtimes_[0]->stats().base_bytes_received, 0);
+  one.mutable_language_model()->mutable_lora()->set_base_format(v1::LoraSpec::BASE_FORMAT_FP32);
+  auto fp32 = StartJob(one);
+  ASSERT_THAT(fp32, IsOk());
+  EXPECT_EQ(WaitForJob(*fp32, absl::Seconds(60)).state(), v1::JOB_STATE_FINISHED);
+  EXPECT_EQ(runtimes_[0]->stats().rounds_completed, 2);
+  EXPECT_EQ(runtimes_[0]->stats().bases_fetched, 1);
+  EXPECT_EQ(runtimes_[0]->stats().base_bytes_received, static_cast<int64_t>(base.size()));
+  EXPECT_EQ(ReadBytes(dir_ + "/cache-1/" + file_sha + ".fedgemodel"), base);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/cache-1/" + sha + ".fedgemodel"));  // one kept
   StopClients();
 }
 
@@ -464,6 +488,29 @@ TEST_F(ClientGrpcIntegrationTest, FetchBaseModelServesOnlyTheRunningJobsBaseToAD
   ASSERT_EQ(fetch(device.client_id(), device.session_token(), sha, 777, &total, &bytes),
             grpc::StatusCode::OK);
   EXPECT_EQ(bytes, base.substr(777));
+  // The int4 device form, by the digest the job's tasks name.
+  v1::JobStatus status;
+  {
+    v1::GetJobRequest req;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(admin_->GetJob(&ctx, req, &status).ok());
+  }
+  auto file = model::LoadModel(data_root_ + "/base.pb");
+  ASSERT_THAT(file, IsOk());
+  std::string form;
+  model::Int4DeviceForm(*file)->SerializeToString(&form);
+  const std::string form_sha = privacy::Sha256Hex(form);
+  EXPECT_EQ(status.config().language_model().base_int4_sha256(), form_sha);
+  EXPECT_EQ(status.config().language_model().base_sha256(), sha);
+  bytes.clear();
+  ASSERT_EQ(fetch(device.client_id(), device.session_token(), form_sha, 0, &total, &bytes),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(total, static_cast<int64_t>(form.size()));
+  EXPECT_EQ(bytes, form);
+  bytes.clear();
+  ASSERT_EQ(fetch(device.client_id(), device.session_token(), form_sha, 100, &total, &bytes),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(bytes, form.substr(100));
 }
 
 TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapters) {

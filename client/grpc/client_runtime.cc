@@ -232,7 +232,7 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     // The download may outlast the liveness timeout: the device stays live meanwhile.
     const Heartbeat heartbeat(stub.get(), id(), session_token, header.task_id(),
                               liveness_timeout);
-    absl::Status got = ObtainBase(header.language_model().base_sha256(), stop, &decline);
+    absl::Status got = ObtainBase(BaseToFetch(header), stop, &decline);
     if (got.ok() || stop.load()) return std::optional<Task>();
     if (decline) {
       Decline(header, DeclineHeader(header, id(), got.message())).IgnoreError();  // logged

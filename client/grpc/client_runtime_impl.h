@@ -94,11 +94,19 @@ struct ClientRuntime::Impl final : DeviceLink {
   std::unique_ptr<model::TransformerLM> lm_model;
   std::string lm_model_key;
   bool has_text() const { return !lm_tokens.empty() || !lm_text.empty(); }
-  // A task names a base this device does not use, and it can fetch bases.
+  // A task names a base (the file, or its int4 device form) this device does not use, and
+  // it can fetch bases.
   bool NeedsBase(const v1::TaskHeader& task) const {
-    const std::string& want = task.language_model().base_sha256();
-    return task.has_language_model() && base_cache.has_value() && !want.empty() &&
-           want != lm_base_sha256;
+    const v1::LanguageModelTask& lm = task.language_model();
+    return task.has_language_model() && base_cache.has_value() && !lm.base_sha256().empty() &&
+           lm.base_sha256() != lm_base_sha256 &&
+           (lm.base_int4_sha256().empty() || lm.base_int4_sha256() != lm_base_sha256);
+  }
+  // What such a device fetches: the int4 device form when the job has one (a third of the
+  // bytes), else the file.
+  static const std::string& BaseToFetch(const v1::TaskHeader& task) {
+    const v1::LanguageModelTask& lm = task.language_model();
+    return lm.base_int4_sha256().empty() ? lm.base_sha256() : lm.base_int4_sha256();
   }
   // The base with digest `sha256` in use from now on: from the cache, or downloaded
   // (client/grpc/base_download.cc), then its tokenizer encodes the device's text. On error,

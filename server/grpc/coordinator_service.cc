@@ -394,9 +394,9 @@ grpc::Status CoordinatorServiceImpl::FetchBaseModel(grpc::ServerContext* context
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "CoordinatorService: FetchBaseModel: offset must be ≥ 0");
   }
-  absl::StatusOr<std::string> path = coordinator_->BaseModelFile(
+  absl::StatusOr<Coordinator::BaseModelSource> source = coordinator_->BaseModel(
       request->client_id(), request->session_token(), request->sha256());
-  if (!path.ok()) return ToGrpcStatus(path.status());
+  if (!source.ok()) return ToGrpcStatus(source.status());
   const ConcurrencyLimiter::Slot slot = peer_streams_.TryAcquire(PeerHost(context->peer()));
   if (!slot) return ToGrpcStatus(TooManyStreams());
   struct Download {
@@ -408,13 +408,22 @@ grpc::Status CoordinatorServiceImpl::FetchBaseModel(grpc::ServerContext* context
                         absl::StrCat("CoordinatorService: ", limits_.max_base_downloads,
                                      " base-model downloads in flight already; retry later"));
   }
-  std::ifstream in(*path, std::ios::binary);
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in ? static_cast<std::streamoff>(in.tellg()) : -1;
-  if (size < 0) {
-    FEDGE_LOG(ERROR) << "CoordinatorService: cannot read the job's base file " << *path;
-    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                        "CoordinatorService: the job's base file cannot be read now");
+  // The file, or the int4 device form the coordinator holds in memory.
+  const std::string& path = source->path;
+  const std::string* bytes = source->bytes.get();
+  std::ifstream in;
+  int64_t size = 0;
+  if (bytes != nullptr) {
+    size = static_cast<int64_t>(bytes->size());
+  } else {
+    in.open(path, std::ios::binary);
+    in.seekg(0, std::ios::end);
+    size = in ? static_cast<int64_t>(in.tellg()) : -1;
+    if (size < 0) {
+      FEDGE_LOG(ERROR) << "CoordinatorService: cannot read the job's base file " << path;
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          "CoordinatorService: the job's base file cannot be read now");
+    }
   }
   if (request->offset() > size) {
     return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
@@ -425,19 +434,24 @@ grpc::Status CoordinatorServiceImpl::FetchBaseModel(grpc::ServerContext* context
   msg.mutable_header()->set_total_bytes(size);
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   const int64_t chunk = std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes);
-  in.seekg(request->offset());
+  if (bytes == nullptr) in.seekg(request->offset());
   for (int64_t offset = request->offset(); offset < size;) {
     if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
     msg.Clear();
     v1::DataChunk* d = msg.mutable_data();
     d->set_offset(offset);
     std::string* data = d->mutable_data();
-    data->resize(static_cast<size_t>(std::min<int64_t>(chunk, size - offset)));
-    if (!in.read(data->data(), static_cast<std::streamsize>(data->size()))) {
-      FEDGE_LOG(ERROR) << "CoordinatorService: the job's base file " << *path
-                       << " ended early (replaced?)";
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "CoordinatorService: the job's base file cannot be read now");
+    const size_t n = static_cast<size_t>(std::min<int64_t>(chunk, size - offset));
+    if (bytes != nullptr) {
+      data->assign(*bytes, static_cast<size_t>(offset), n);
+    } else {
+      data->resize(n);
+      if (!in.read(data->data(), static_cast<std::streamsize>(n))) {
+        FEDGE_LOG(ERROR) << "CoordinatorService: the job's base file " << path
+                         << " ended early (replaced?)";
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "CoordinatorService: the job's base file cannot be read now");
+      }
     }
     offset += static_cast<int64_t>(data->size());
     if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
