@@ -8,131 +8,26 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "base/rng.h"
 #include "base/status_macros.h"
 #include "kernels/exp.h"
-#include "kernels/q4.h"
 #include "kernels/sgemm.h"
 #include "model/serialize.h"
+#include "model/transformer_block.h"
+#include "model/transformer_ops.h"
 
 namespace fedge::model {
 namespace {
 
 using kernels::Sgemm;
 using kernels::Trans;
-
-// y [rows × out] = x [rows × in] · Wᵀ (+ beta·y), W [out × in].
-void ProjectForward(const float* x, int rows, int in, const Parameter& w, int out, float* y,
-                    float beta = 0.0f) {
-  Sgemm(Trans::kNo, Trans::kYes, rows, out, in, 1.0f, x, in, w.value.data(), in, beta, y,
-        out);
-}
-
-// dx [rows × in] (+)= dy [rows × out] · W; with `weight_grad`, dW += dyᵀ · x.
-void ProjectBackward(const float* x, const float* dy, int rows, int in, Parameter& w, int out,
-                     float* dx, float beta, bool weight_grad) {
-  if (weight_grad) {
-    Sgemm(Trans::kYes, Trans::kNo, out, in, rows, 1.0f, dy, out, x, in, 1.0f, w.grad.data(),
-          in);
-  }
-  if (dx != nullptr) {
-    Sgemm(Trans::kNo, Trans::kNo, rows, in, out, 1.0f, dy, out, w.value.data(), in, beta, dx,
-          in);
-  }
-}
-
-// y = x·g/√(mean(x²) + ε) per row; inv[r] = 1/√(mean(x²) + ε).
-void RmsNormForward(const float* x, int rows, int d, const float* g, float eps, float* y,
-                    float* inv) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * d;
-    float* yr = y + static_cast<size_t>(r) * d;
-    float ss = 0.0f;
-    for (int j = 0; j < d; ++j) ss += xr[j] * xr[j];
-    const float s = 1.0f / std::sqrt(ss / d + eps);
-    if (inv != nullptr) inv[r] = s;
-    for (int j = 0; j < d; ++j) yr[j] = xr[j] * s * g[j];
-  }
-}
-
-// With x̂ = x·inv and u = g ⊙ dy: dx += inv·(u − x̂·mean(u ⊙ x̂)); dg += Σ_rows dy ⊙ x̂ (when
-// dg is not null).
-void RmsNormBackward(const float* x, const float* inv, int rows, int d, const float* g,
-                     const float* dy, float* dx, float* dg) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * d;
-    const float* dyr = dy + static_cast<size_t>(r) * d;
-    float* dxr = dx + static_cast<size_t>(r) * d;
-    const float s = inv[r];
-    float dot = 0.0f;
-    for (int j = 0; j < d; ++j) {
-      dot += g[j] * dyr[j] * xr[j] * s;
-    }
-    const float c = dot / d;
-    for (int j = 0; j < d; ++j) dxr[j] += s * (g[j] * dyr[j] - xr[j] * s * c);
-    if (dg == nullptr) continue;
-    for (int j = 0; j < d; ++j) dg[j] += dyr[j] * xr[j] * s;
-  }
-}
-
-// Rotates each head's pairs (i, i + dₕ/2) of rows [rows × d] by t·θᵢ (or by −t·θᵢ with
-// `inverse`, the transpose, for gradients); row r is at position pos0 + r mod len.
-void ApplyRope(float* x, int rows, int len, int pos0, int d, int head_dim, const float* cos_t,
-               const float* sin_t, bool inverse) {
-  const int half = head_dim / 2;
-  for (int r = 0; r < rows; ++r) {
-    const int t = pos0 + r % len;
-    const float* c = cos_t + static_cast<size_t>(t) * half;
-    const float* s = sin_t + static_cast<size_t>(t) * half;
-    float* xr = x + static_cast<size_t>(r) * d;
-    for (int h0 = 0; h0 < d; h0 += head_dim) {
-      float* a = xr + h0;
-      float* b = a + half;
-      for (int i = 0; i < half; ++i) {
-        const float sn = inverse ? -s[i] : s[i];
-        const float x1 = a[i], x2 = b[i];
-        a[i] = x1 * c[i] - x2 * sn;
-        b[i] = x1 * sn + x2 * c[i];
-      }
-    }
-  }
-}
-
-// Softmax of row p[0..n) in place over its first `valid` entries; the rest become 0.
-// `scratch` holds at least `valid` floats.
-void CausalSoftmaxRow(float* p, int n, int valid, float* scratch) {
-  const float mx = *std::max_element(p, p + valid);
-  const float sum = kernels::ExpShiftSum(p, valid, mx, scratch);
-  std::copy(scratch, scratch + valid, p);
-  const float inv = 1.0f / sum;
-  for (int j = 0; j < valid; ++j) p[j] *= inv;
-  std::fill(p + valid, p + n, 0.0f);
-}
-
-// Σ over rows of −log softmax(logits)[target] (accumulated in double); with `grad`, also
-// grad = (softmax − onehot(target))·scale, which may overwrite the logits in place. In float
-// with one vectorized exp per logit (kernels/exp.h): the vocabulary's rows are the largest
-// elementwise work of a step.
-double CrossEntropyRows(const float* logits, const int32_t* targets, int rows, int classes,
-                        float scale, float* grad) {
-  double total = 0.0;
-  std::vector<float> e(classes);
-  for (int r = 0; r < rows; ++r) {
-    const float* x = logits + static_cast<size_t>(r) * classes;
-    const float mx = *std::max_element(x, x + classes);
-    const float target_logit = x[targets[r]];
-    const float sum = kernels::ExpShiftSum(x, classes, mx, e.data());
-    total += std::log(static_cast<double>(sum)) + mx - target_logit;
-    if (grad != nullptr) {
-      float* g = grad + static_cast<size_t>(r) * classes;
-      const float k = scale / sum;
-      for (int j = 0; j < classes; ++j) g[j] = e[j] * k;
-      g[targets[r]] -= scale;
-    }
-  }
-  return total;
-}
+using transformer_ops::ApplyRope;
+using transformer_ops::CausalSoftmaxRow;
+using transformer_ops::CrossEntropyRows;
+using transformer_ops::ProjectBackward;
+using transformer_ops::ProjectForward;
+using transformer_ops::RmsNormBackward;
+using transformer_ops::RmsNormForward;
 
 void FillNormal(base::Rng& rng, float stddev, Parameter& p) {
   for (float& v : p.value) v = static_cast<float>(rng.Normal() * stddev);
@@ -144,46 +39,6 @@ void Grow(std::vector<float>& v, size_t n) {
 }
 
 }  // namespace
-
-// A block's activations from its forward, for its backward (rows = batch·len).
-// The normed inputs (h1 = norm(x_in), h2 = norm(x_mid)) and the SwiGLU product
-// (m = silu(f1) ⊙ f3) are not kept: the model's shared h_ and m_ hold them while a block
-// runs, and the backward pass recomputes them from what is kept.
-struct TransformerLM::BlockActivations {
-  std::vector<float> inv1, q, k, v, p, att, x_mid, inv2, f1, f3;
-  void Grow(size_t rows, size_t d, size_t f, size_t probabilities) {
-    for (auto* x : {&q, &k, &v, &att, &x_mid}) GrowTo(*x, rows * d);
-    GrowTo(inv1, rows);
-    GrowTo(inv2, rows);
-    for (auto* x : {&f1, &f3}) GrowTo(*x, rows * f);
-    GrowTo(p, probabilities);
-  }
-  void Free() { *this = BlockActivations(); }
-  static void GrowTo(std::vector<float>& x, size_t n) {
-    if (x.size() < n) x.resize(n);
-  }
-};
-
-struct TransformerLM::Block {
-  Block(const std::string& p, int d, int f)
-      : attn_norm(MakeParameter(p + "attn_norm.weight", {d})),
-        ffn_norm(MakeParameter(p + "ffn_norm.weight", {d})),
-        wq(p + "attn.wq", d, d),
-        wk(p + "attn.wk", d, d),
-        wv(p + "attn.wv", d, d),
-        wo(p + "attn.wo", d, d),
-        w1(p + "ffn.w1", d, f),
-        w2(p + "ffn.w2", f, d),
-        w3(p + "ffn.w3", d, f) {}
-  std::vector<Projection*> projections() { return {&wq, &wk, &wv, &wo, &w1, &w2, &w3}; }
-
-  Parameter attn_norm, ffn_norm;
-  Projection wq, wk, wv, wo, w1, w2, w3;
-  // The last Forward's input of the block (rows = batch·len), and its activations (empty
-  // when checkpointing: the model's shared set holds one block's at a time).
-  std::vector<float> x_in;
-  BlockActivations own;
-};
 
 TransformerLM::TransformerLM(const TransformerConfig& c)
     : config_(c),
@@ -388,51 +243,6 @@ absl::Status TransformerLM::ReleaseFp32Base() {
   }
   fp32_released_ = true;
   return absl::OkStatus();
-}
-
-bool IsBlockProjectionWeight(absl::string_view name) {
-  if (!absl::ConsumePrefix(&name, "layers.")) return false;
-  const size_t dot = name.find('.');
-  if (dot == 0 || dot == absl::string_view::npos ||
-      !std::all_of(name.begin(), name.begin() + dot, [](char c) { return c >= '0' && c <= '9'; })) {
-    return false;
-  }
-  name.remove_prefix(dot + 1);
-  for (absl::string_view p : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight",
-                              "attn.wo.weight", "ffn.w1.weight", "ffn.w2.weight",
-                              "ffn.w3.weight"}) {
-    if (name == p) return true;
-  }
-  return false;
-}
-
-absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file) {
-  if (!file.spec().has_transformer()) {
-    return absl::InvalidArgumentError("Int4DeviceForm: the file holds no transformer");
-  }
-  v1::ModelProto out = file;
-  for (v1::TensorProto& t : *out.mutable_parameters()) {
-    if (!IsBlockProjectionWeight(t.name())) continue;
-    if (t.shape_size() != 2 || t.shape(0) < 1 || t.shape(1) < 1 ||
-        t.values_size() != t.shape(0) * t.shape(1) || !t.q4_blocks().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Int4DeviceForm: ", t.name(), " is not [out × in] fp32 values"));
-    }
-    const int n = static_cast<int>(t.shape(0)), k = static_cast<int>(t.shape(1));
-    kernels::PackedWeightsQ4 q;
-    kernels::QuantizeWeightsQ4(t.values().data(), n, k, k, &q);
-    const int wire = (k + kernels::kQ4Block - 1) / kernels::kQ4Block;
-    std::string blocks;
-    blocks.reserve(static_cast<size_t>(n) * wire * sizeof(kernels::BlockQ4));
-    for (int j = 0; j < n; ++j) {
-      blocks.append(reinterpret_cast<const char*>(q.blocks.data() +
-                                                  static_cast<size_t>(j) * q.blocks_per_row()),
-                    static_cast<size_t>(wire) * sizeof(kernels::BlockQ4));
-    }
-    t.clear_values();
-    t.set_q4_blocks(std::move(blocks));
-  }
-  return out;
 }
 
 absl::Status TransformerLM::LoadInt4Base(v1::ModelProto file) {
@@ -787,78 +597,6 @@ float TransformerLM::Loss(const int32_t* tokens, const int32_t* targets, int bat
   }
   if (training) BackwardHidden();
   return static_cast<float>(total / rows);
-}
-
-// ---------------------------------------------------------------------------------------
-// TransformerDecoder
-
-TransformerDecoder::TransformerDecoder(const TransformerLM& model) : model_(model) {
-  const TransformerConfig& c = model.config_;
-  k_cache_.assign(model.blocks_.size(), std::vector<float>(static_cast<size_t>(c.context) * c.dim));
-  v_cache_ = k_cache_;
-  for (auto* v : {&x_, &h_, &q_, &att_}) v->resize(c.dim);
-  f1_.resize(c.ffn_dim);
-  f3_.resize(c.ffn_dim);
-  scores_.resize(c.context);
-  softmax_scratch_.resize(c.context);
-  gate_.resize(c.ffn_dim);
-  logits_.resize(c.vocab_size);
-}
-
-void TransformerDecoder::Reset() { pos_ = 0; }
-
-const float* TransformerDecoder::Step(int32_t token) {
-  const TransformerConfig& c = model_.config_;
-  FEDGE_CHECK(pos_ < c.context && token >= 0 && token < c.vocab_size);
-  const int d = c.dim, f = c.ffn_dim, heads = c.num_heads, hd = d / heads, t = pos_;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::memcpy(x_.data(), model_.tok_emb_.value.data() + static_cast<size_t>(token) * d,
-              sizeof(float) * d);
-  for (size_t l = 0; l < model_.blocks_.size(); ++l) {
-    const TransformerLM::Block& b = *model_.blocks_[l];
-    float* kc = k_cache_[l].data();
-    float* vc = v_cache_[l].data();
-    float* k_row = kc + static_cast<size_t>(t) * d;
-    float* v_row = vc + static_cast<size_t>(t) * d;
-    RmsNormForward(x_.data(), 1, d, b.attn_norm.value.data(), c.norm_epsilon, h_.data(),
-                   nullptr);
-    b.wq.Forward(h_.data(), 1, q_.data(), false, scratch_);
-    b.wk.Forward(h_.data(), 1, k_row, false, scratch_);
-    b.wv.Forward(h_.data(), 1, v_row, false, scratch_);
-    ApplyRope(q_.data(), 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
-    ApplyRope(k_row, 1, 1, t, d, hd, model_.cos_.data(), model_.sin_.data(), false);
-    for (int h = 0; h < heads; ++h) {
-      const int off = h * hd;
-      for (int j = 0; j <= t; ++j) {
-        const float* kj = kc + static_cast<size_t>(j) * d + off;
-        float s = 0.0f;
-        for (int i = 0; i < hd; ++i) s += q_[off + i] * kj[i];
-        scores_[j] = s * scale;
-      }
-      CausalSoftmaxRow(scores_.data(), t + 1, t + 1, softmax_scratch_.data());
-      float* out = att_.data() + off;
-      std::fill(out, out + hd, 0.0f);
-      for (int j = 0; j <= t; ++j) {
-        const float* vj = vc + static_cast<size_t>(j) * d + off;
-        for (int i = 0; i < hd; ++i) out[i] += scores_[j] * vj[i];
-      }
-    }
-    b.wo.Forward(att_.data(), 1, x_.data(), true, scratch_);
-    RmsNormForward(x_.data(), 1, d, b.ffn_norm.value.data(), c.norm_epsilon, h_.data(),
-                   nullptr);
-    b.w1.Forward(h_.data(), 1, f1_.data(), false, scratch_);
-    b.w3.Forward(h_.data(), 1, f3_.data(), false, scratch_);
-    kernels::SiluMul(f1_.data(), f3_.data(), f, gate_.data());
-    b.w2.Forward(gate_.data(), 1, x_.data(), true, scratch_);
-  }
-  RmsNormForward(x_.data(), 1, d, model_.norm_.value.data(), c.norm_epsilon, h_.data(),
-                 nullptr);
-  ProjectForward(h_.data(), 1, d, model_.tok_emb_, c.vocab_size, logits_.data());
-  if (model_.head_lora_.enabled()) {
-    model_.head_lora_.Forward(h_.data(), 1, logits_.data(), scratch_);
-  }
-  ++pos_;
-  return logits_.data();
 }
 
 }  // namespace fedge::model

@@ -1,5 +1,6 @@
 // TransformerLM's configuration side: parameter counts, validation, the spec's file form,
-// LoRA's spec, the adapters' template and the round's memory estimate (transformer.h).
+// LoRA's spec, the adapters' template, the round's memory estimate and the base's int4
+// device form (transformer.h).
 #include "model/transformer.h"
 
 #include <algorithm>
@@ -8,8 +9,11 @@
 #include <initializer_list>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "kernels/q4.h"
 
 namespace fedge::model {
 
@@ -226,6 +230,51 @@ int64_t EstimateLoraRoundMemoryBytes(const TransformerConfig& c, const LoraConfi
   const int64_t frozen_a = lora.freeze_a ? adapters : 0;
   const int64_t adapter_bytes = 4 * adapters * (adam ? 6 : 4) + 4 * frozen_a;
   return base + adapter_bytes + StepBytes(c, r, batch, window, checkpoint);
+}
+
+bool IsBlockProjectionWeight(absl::string_view name) {
+  if (!absl::ConsumePrefix(&name, "layers.")) return false;
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == absl::string_view::npos ||
+      !std::all_of(name.begin(), name.begin() + dot, [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  name.remove_prefix(dot + 1);
+  for (absl::string_view p : {"attn.wq.weight", "attn.wk.weight", "attn.wv.weight",
+                              "attn.wo.weight", "ffn.w1.weight", "ffn.w2.weight",
+                              "ffn.w3.weight"}) {
+    if (name == p) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file) {
+  if (!file.spec().has_transformer()) {
+    return absl::InvalidArgumentError("Int4DeviceForm: the file holds no transformer");
+  }
+  v1::ModelProto out = file;
+  for (v1::TensorProto& t : *out.mutable_parameters()) {
+    if (!IsBlockProjectionWeight(t.name())) continue;
+    if (t.shape_size() != 2 || t.shape(0) < 1 || t.shape(1) < 1 ||
+        t.values_size() != t.shape(0) * t.shape(1) || !t.q4_blocks().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Int4DeviceForm: ", t.name(), " is not [out × in] fp32 values"));
+    }
+    const int n = static_cast<int>(t.shape(0)), k = static_cast<int>(t.shape(1));
+    kernels::PackedWeightsQ4 q;
+    kernels::QuantizeWeightsQ4(t.values().data(), n, k, k, &q);
+    const int wire = (k + kernels::kQ4Block - 1) / kernels::kQ4Block;
+    std::string blocks;
+    blocks.reserve(static_cast<size_t>(n) * wire * sizeof(kernels::BlockQ4));
+    for (int j = 0; j < n; ++j) {
+      blocks.append(reinterpret_cast<const char*>(q.blocks.data() +
+                                                  static_cast<size_t>(j) * q.blocks_per_row()),
+                    static_cast<size_t>(wire) * sizeof(kernels::BlockQ4));
+    }
+    t.clear_values();
+    t.set_q4_blocks(std::move(blocks));
+  }
+  return out;
 }
 
 }  // namespace fedge::model
