@@ -534,25 +534,7 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapt
   for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 3; ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
-  v1::JobConfig job;
-  job.set_name("lm");
-  job.set_rounds(3);
-  job.mutable_selection()->set_clients_per_round(3);
-  job.mutable_round_policy()->set_quorum(2);
-  job.mutable_round_policy()->set_deadline_seconds(60);
-  v1::LanguageModelJob* lm = job.mutable_language_model();
-  lm->set_base_path("base.pb");
-  lm->mutable_lora()->set_rank(4);
-  lm->mutable_lora()->set_output(true);
-  lm->mutable_lora()->set_attention(true);
-  lm->mutable_lora()->set_mlp(true);
-  lm->mutable_lora()->set_base_format(v1::LoraSpec::BASE_FORMAT_INT4);
-  lm->set_eval_text_path("eval.txtshard");
-  job.mutable_local_training()->set_optimizer(v1::OPTIMIZER_KIND_ADAM);
-  job.mutable_local_training()->set_learning_rate(1e-2);
-  job.mutable_local_training()->set_batch_size(4);
-  job.mutable_local_training()->set_epochs(2);
-  auto id = StartJob(job);
+  auto id = StartJob(TinyLoraJob(3));
   ASSERT_THAT(id, IsOk());
   const v1::JobStatus status = WaitForJob(*id, absl::Seconds(90));
   EXPECT_EQ(status.state(), v1::JOB_STATE_FINISHED) << status.message();

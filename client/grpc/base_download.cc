@@ -82,17 +82,7 @@ absl::StatusOr<std::string> ClientRuntime::Impl::DownloadBase(const std::string&
   req.set_offset(base_cache->PartialBytes(sha256));
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(absl::Hours(1)));
-  {
-    absl::MutexLock lock(&mu);
-    cancellable = &ctx;
-  }
-  struct Uncancellable {
-    Impl* impl;
-    ~Uncancellable() {
-      absl::MutexLock lock(&impl->mu);
-      impl->cancellable = nullptr;
-    }
-  } uncancellable{this};
+  const Cancellable cancellable_call(this, &ctx);
   if (stop.load()) return absl::CancelledError("ClientRuntime: stopping");
 
   const absl::Time started = absl::Now();

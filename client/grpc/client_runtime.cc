@@ -171,17 +171,7 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
   grpc::ClientContext ctx;
   // The long-poll plus time to download a large model.
   ctx.set_deadline(Deadline(absl::Seconds(options.fetch_wait_seconds) + absl::Minutes(10)));
-  {
-    absl::MutexLock lock(&mu);
-    cancellable = &ctx;
-  }
-  struct Uncancellable {
-    Impl* impl;
-    ~Uncancellable() {
-      absl::MutexLock lock(&impl->mu);
-      impl->cancellable = nullptr;
-    }
-  } uncancellable{this};
+  const Cancellable cancellable_call(this, &ctx);
   if (stop.load()) return std::optional<Task>();  // raced with a stop before registering ctx
 
   std::unique_ptr<grpc::ClientReader<v1::TaskChunk>> reader = stub->FetchTask(&ctx, req);

@@ -134,6 +134,23 @@ struct ClientRuntime::Impl final : DeviceLink {
     absl::MutexLock lock(&mu);
     return client_id;
   }
+  // While it lives, `ctx` is the call Stop cancels (a long poll, a base download).
+  class Cancellable {
+   public:
+    Cancellable(Impl* impl, grpc::ClientContext* ctx) : impl_(impl) {
+      absl::MutexLock lock(&impl_->mu);
+      impl_->cancellable = ctx;
+    }
+    ~Cancellable() {
+      absl::MutexLock lock(&impl_->mu);
+      impl_->cancellable = nullptr;
+    }
+    Cancellable(const Cancellable&) = delete;
+    Cancellable& operator=(const Cancellable&) = delete;
+
+   private:
+    Impl* impl_;
+  };
   void Count(int64_t ClientRuntimeStats::*field) {
     absl::MutexLock lock(&mu);
     ++(stats.*field);
