@@ -16,13 +16,17 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "base/status_macros.h"
 #include "server/session_token.h"
 
 namespace fedge::server {
 namespace {
 
-constexpr char kHeader[] = "fedge-operators 1";
+constexpr char kHeader[] = "fedge-operators 2";
+// The first format, read as tokens that never expire.
+constexpr char kHeaderV1[] = "fedge-operators 1";
 constexpr size_t kMaxNameBytes = 64;
 constexpr int64_t kMaxFileBytes = 1 << 20;
 
@@ -109,6 +113,7 @@ absl::StatusOr<std::vector<OperatorTokens::Entry>> OperatorTokens::Read() const 
   }
   std::string line;
   int line_no = 0;
+  bool v1 = false;
   while (std::getline(in, line)) {
     ++line_no;
     const auto bad = [&](absl::string_view why) {
@@ -116,12 +121,18 @@ absl::StatusOr<std::vector<OperatorTokens::Entry>> OperatorTokens::Read() const 
           absl::StrCat("OperatorTokens: ", path_, " line ", line_no, ": ", why));
     };
     if (line_no == 1) {
-      if (line != kHeader) return bad(absl::StrCat("expected the header '", kHeader, "'"));
+      v1 = line == kHeaderV1;
+      if (line != kHeader && !v1) {
+        return bad(absl::StrCat("expected the header '", kHeader, "'"));
+      }
       continue;
     }
     if (line.empty() || line[0] == '#') continue;
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
-    if (f.size() != 5) return bad("expected: name role sha256-hex created-unix active|revoked");
+    if (v1 && f.size() == 5) f.insert(f.begin() + 4, "0");  // never expires
+    if (f.size() != 6) {
+      return bad("expected: name role sha256-hex created-unix expires-unix active|revoked");
+    }
     Entry e;
     e.op.name = std::string(f[0]);
     if (!ValidName(e.op.name)) return bad("bad operator name");
@@ -134,8 +145,11 @@ absl::StatusOr<std::vector<OperatorTokens::Entry>> OperatorTokens::Read() const 
     }
     e.hash = absl::HexStringToBytes(f[2]);
     if (!absl::SimpleAtoi(f[3], &e.op.created_unix_s)) return bad("bad creation time");
-    if (f[4] != "active" && f[4] != "revoked") return bad("state must be active or revoked");
-    e.op.revoked = f[4] == "revoked";
+    if (!absl::SimpleAtoi(f[4], &e.op.expires_unix_s) || e.op.expires_unix_s < 0) {
+      return bad("bad expiry time (0: never)");
+    }
+    if (f[5] != "active" && f[5] != "revoked") return bad("state must be active or revoked");
+    e.op.revoked = f[5] == "revoked";
     for (const Entry& other : entries) {
       if (other.op.name == e.op.name) return bad(absl::StrCat("operator ", e.op.name, " twice"));
     }
@@ -150,7 +164,8 @@ absl::Status OperatorTokens::Write(const std::vector<Entry>& entries) const {
   out << kHeader << "\n";
   for (const Entry& e : entries) {
     out << e.op.name << ' ' << OperatorRoleName(e.op.role) << ' ' << absl::BytesToHexString(e.hash)
-        << ' ' << e.op.created_unix_s << ' ' << (e.op.revoked ? "revoked" : "active") << "\n";
+        << ' ' << e.op.created_unix_s << ' ' << e.op.expires_unix_s << ' '
+        << (e.op.revoked ? "revoked" : "active") << "\n";
   }
   const std::string text = out.str();
   const std::string tmp = path_ + ".tmp";
@@ -204,7 +219,7 @@ absl::Status OperatorTokens::RefreshLocked() {
   return table_status_;
 }
 
-absl::StatusOr<Operator> OperatorTokens::Authenticate(absl::string_view token) {
+absl::StatusOr<Operator> OperatorTokens::Authenticate(absl::string_view token, absl::Time now) {
   if (token.empty()) {
     return absl::UnauthenticatedError(
         "Admin: no operator token (send metadata 'authorization: Bearer <token>'; fedgectl "
@@ -219,6 +234,13 @@ absl::StatusOr<Operator> OperatorTokens::Authenticate(absl::string_view token) {
       return absl::PermissionDeniedError(
           absl::StrCat("Admin: the token of operator ", e.op.name, " was revoked"));
     }
+    if (e.op.expires_unix_s > 0 && absl::ToUnixSeconds(now) >= e.op.expires_unix_s) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "Admin: the token of operator ", e.op.name, " expired at ",
+          absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixSeconds(e.op.expires_unix_s),
+                           absl::UTCTimeZone()),
+          "; add a new one (`fedge-coordinator operators add`)"));
+    }
     return e.op;
   }
   return absl::PermissionDeniedError(
@@ -227,7 +249,11 @@ absl::StatusOr<Operator> OperatorTokens::Authenticate(absl::string_view token) {
 }
 
 absl::StatusOr<std::string> OperatorTokens::Add(absl::string_view name, OperatorRole role,
-                                                int64_t now_unix_s) {
+                                                int64_t now_unix_s, int64_t expires_unix_s) {
+  if (expires_unix_s < 0 || (expires_unix_s > 0 && expires_unix_s <= now_unix_s)) {
+    return absl::InvalidArgumentError(
+        "OperatorTokens: a token's expiry must be after its creation (0: never)");
+  }
   if (!ValidName(name)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "OperatorTokens: an operator name has 1-", kMaxNameBytes,
@@ -247,6 +273,7 @@ absl::StatusOr<std::string> OperatorTokens::Add(absl::string_view name, Operator
   e.op.name = std::string(name);
   e.op.role = role;
   e.op.created_unix_s = now_unix_s;
+  e.op.expires_unix_s = expires_unix_s;
   e.hash = HashSessionToken(token);
   entries.push_back(std::move(e));
   FEDGE_RETURN_IF_ERROR(Write(entries));

@@ -14,9 +14,11 @@
 //   operator  also start and stop jobs, export models, revoke devices.
 //
 // The file, one operator per line after a header (hash in hex, times in Unix seconds):
-//   fedge-operators 1
-//   alice operator 3f9a…(64 hex) 1765000000 active
-//   bob viewer 77c1…            1765000100 revoked
+//   fedge-operators 2
+//   alice operator 3f9a…(64 hex) 1765000000 0          active
+//   bob viewer 77c1…            1765000100 1767592100 revoked
+// (the fifth field: when the token expires, 0 = never; a version-1 file, without it, is
+// read as tokens that never expire and written as version 2 at the next edit).
 // Writers (the subcommand) hold an flock on <path>.lock and replace the file by rename, so
 // a reader sees the old or the new table, never half of one. The coordinator re-reads the
 // file when its inode, size, mode or ctime changed, so a revocation takes effect on the next
@@ -38,6 +40,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 
 namespace fedge::server {
 
@@ -52,6 +56,7 @@ struct Operator {
   std::string name;
   OperatorRole role = OperatorRole::kViewer;
   int64_t created_unix_s = 0;
+  int64_t expires_unix_s = 0;  // 0: never
   bool revoked = false;
 };
 
@@ -74,17 +79,19 @@ class OperatorTokens {
 
   // The operator whose token this is. UNAUTHENTICATED for an empty token;
   // PERMISSION_DENIED for a token that is not an operator's (unknown, malformed, a
-  // device's) or that was revoked; FAILED_PRECONDITION when the file is missing (no
+  // device's), that was revoked, or that expired by `now`; FAILED_PRECONDITION when the file is missing (no
   // operator exists yet: create one with `fedge-coordinator operators add`), unreadable,
   // readable by others, or does not parse.
-  absl::StatusOr<Operator> Authenticate(absl::string_view token);
+  absl::StatusOr<Operator> Authenticate(absl::string_view token, absl::Time now = absl::Now());
 
   // ---- editing (the `fedge-coordinator operators` subcommand) ----
 
-  // Adds an operator and returns its token (shown once; only the hash is kept).
-  // ALREADY_EXISTS when the name is taken (revoked names too: a name is never reused, so
-  // logs stay unambiguous); INVALID_ARGUMENT for a name outside [A-Za-z0-9._@-]{1,64}.
-  absl::StatusOr<std::string> Add(absl::string_view name, OperatorRole role, int64_t now_unix_s);
+  // Adds an operator and returns its token (shown once; only the hash is kept), valid until
+  // `expires_unix_s` (0: never). ALREADY_EXISTS when the name is taken (revoked names too:
+  // a name is never reused, so logs stay unambiguous); INVALID_ARGUMENT for a name outside
+  // [A-Za-z0-9._@-]{1,64} or an expiry not after now.
+  absl::StatusOr<std::string> Add(absl::string_view name, OperatorRole role, int64_t now_unix_s,
+                                  int64_t expires_unix_s = 0);
   // Marks the operator's token revoked. NOT_FOUND for an unknown name.
   absl::Status Revoke(absl::string_view name);
   // Every operator, in the order added.

@@ -110,6 +110,60 @@ TEST_F(OperatorTokensTest, MissingLooseOrCorruptFileFailsClosed) {
   EXPECT_TRUE(absl::StrContains(corrupt.status().message(), "line 3")) << corrupt.status();
 }
 
+TEST_F(OperatorTokensTest, ATokenExpiresAtItsTimeAndAnOldFileNeverExpires) {
+  OperatorTokens tokens(path_);
+  const int64_t created = 1'800'000'000;
+  absl::StatusOr<std::string> t = tokens.Add("temp", OperatorRole::kOperator, created,
+                                             created + 3600);
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<std::string> forever = tokens.Add("ops", OperatorRole::kViewer, created);
+  ASSERT_TRUE(forever.ok());
+  EXPECT_TRUE(tokens.Authenticate(*t, absl::FromUnixSeconds(created + 3599)).ok());
+  absl::StatusOr<Operator> late = tokens.Authenticate(*t, absl::FromUnixSeconds(created + 3600));
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(late.status().message(), "expired")) << late.status();
+  EXPECT_TRUE(tokens.Authenticate(*forever, absl::FromUnixSeconds(created + 100 * 86400)).ok());
+  absl::StatusOr<std::vector<Operator>> all = tokens.List();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ((*all)[0].expires_unix_s, created + 3600);
+  EXPECT_EQ((*all)[1].expires_unix_s, 0);
+  // An expiry not after the creation is refused.
+  EXPECT_EQ(tokens.Add("x", OperatorRole::kViewer, created, created).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tokens.Add("y", OperatorRole::kViewer, created, -5).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // A version-1 file (no expiry field) still authenticates, as never expiring, and is
+  // written as version 2 at the next edit.
+  std::string text;
+  {
+    std::ifstream in(path_);
+    text.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  ASSERT_TRUE(absl::StrContains(text, "fedge-operators 2\n"));
+  const size_t line = text.find("\nops ");
+  ASSERT_NE(line, std::string::npos);
+  std::string ops_line = text.substr(line + 1);
+  ops_line = ops_line.substr(0, ops_line.find('\n'));  // "ops viewer HASH CREATED 0 active"
+  const size_t zero = ops_line.rfind(" 0 active");
+  ASSERT_NE(zero, std::string::npos);
+  const std::string v1 = "fedge-operators 1\n" + ops_line.substr(0, zero) + " active\n";
+  {
+    std::ofstream out(path_, std::ios::trunc);
+    out << v1;
+  }
+  ASSERT_EQ(chmod(path_.c_str(), 0600), 0);
+  OperatorTokens reread(path_);
+  absl::StatusOr<Operator> old = reread.Authenticate(*forever, absl::FromUnixSeconds(4'000'000'000));
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->expires_unix_s, 0);
+  ASSERT_TRUE(reread.Add("new", OperatorRole::kViewer, created).ok());
+  std::ifstream in(path_);
+  std::string header;
+  std::getline(in, header);
+  EXPECT_EQ(header, "fedge-operators 2");
+}
+
 TEST_F(OperatorTokensTest, NamesAndRolesAreValidated) {
   OperatorTokens tokens(path_);
   EXPECT_EQ(tokens.Add("", OperatorRole::kViewer, 1).status().code(),

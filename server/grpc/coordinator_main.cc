@@ -4,7 +4,7 @@
 //       --tls-cert server.crt --tls-key server.key [--tls-client-ca devices-ca.crt]
 //       [--listen 0.0.0.0:50051] [--admin-listen 127.0.0.1:50052] [--operator-ca ops-ca.crt]
 //       [--tick-ms 200] [--metrics-listen 127.0.0.1:9464] [--console-listen 127.0.0.1:8080]
-//   fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR
+//   fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR
 //   fedge-coordinator operators revoke NAME --state-dir DIR
 //   fedge-coordinator operators list --state-dir DIR
 //
@@ -73,6 +73,8 @@ ABSL_FLAG(std::string, operator_ca, "",
 ABSL_FLAG(std::string, role, "viewer",
           "operators add: the new operator's role, viewer (status, rounds, watch, devices) or "
           "operator (also start, stop, export, revoke devices).");
+ABSL_FLAG(int64_t, expires_days, 0,
+          "operators add: days until the new token expires (0: never; revoke it instead)");
 ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
 ABSL_FLAG(bool, accept_requested_client_ids, false,
           "Give a new device the id it asks for (fedge-client --client-id) instead of a random "
@@ -225,7 +227,7 @@ int RunOperators(const std::vector<char*>& args) {
   const bool named = verb == "add" || verb == "revoke";
   if (state_dir.empty() || (verb != "list" && !named) || args.size() != (named ? 4u : 3u)) {
     std::fprintf(stderr,
-                 "usage: fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR\n"
+                 "usage: fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR\n"
                  "       fedge-coordinator operators revoke NAME --state-dir DIR\n"
                  "       fedge-coordinator operators list --state-dir DIR\n");
     return 2;
@@ -236,8 +238,15 @@ int RunOperators(const std::vector<char*>& args) {
   absl::Status status;
   if (verb == "add") {
     absl::StatusOr<server::OperatorRole> role = server::ParseOperatorRole(absl::GetFlag(FLAGS_role));
+    const int64_t now = absl::ToUnixSeconds(absl::Now());
+    const int64_t days = absl::GetFlag(FLAGS_expires_days);
+    if (days < 0 || days > 36500) {
+      std::fprintf(stderr, "fedge-coordinator: --expires-days must be in [0, 36500]\n");
+      return 2;
+    }
     absl::StatusOr<std::string> token =
-        role.ok() ? tokens.Add(args[3], *role, absl::ToUnixSeconds(absl::Now())) : role.status();
+        role.ok() ? tokens.Add(args[3], *role, now, days > 0 ? now + days * 86400 : 0)
+                  : role.status();
     if (token.ok()) {
       std::fprintf(stderr, "fedge-coordinator: operator %s (%s) added to %s; its token, shown "
                            "once (give it to fedgectl with --token-file or $FEDGE_OPERATOR_TOKEN):\n",
@@ -251,12 +260,19 @@ int RunOperators(const std::vector<char*>& args) {
   } else {
     absl::StatusOr<std::vector<server::Operator>> all = tokens.List();
     if (all.ok()) {
-      std::printf("%-24s %-9s %-20s %s\n", "NAME", "ROLE", "CREATED", "STATE");
+      auto when = [](int64_t unix_s) {
+        return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(unix_s),
+                                absl::UTCTimeZone());
+      };
+      const int64_t now = absl::ToUnixSeconds(absl::Now());
+      std::printf("%-24s %-9s %-20s %-20s %s\n", "NAME", "ROLE", "CREATED (UTC)", "EXPIRES",
+                  "STATE");
       for (const server::Operator& op : *all) {
-        std::printf("%-24s %-9s %-20s %s\n", op.name.c_str(), server::OperatorRoleName(op.role),
-                    absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(op.created_unix_s),
-                                     absl::UTCTimeZone()).c_str(),
-                    op.revoked ? "revoked" : "active");
+        const bool expired = op.expires_unix_s > 0 && now >= op.expires_unix_s;
+        std::printf("%-24s %-9s %-20s %-20s %s\n", op.name.c_str(),
+                    server::OperatorRoleName(op.role), when(op.created_unix_s).c_str(),
+                    op.expires_unix_s > 0 ? when(op.expires_unix_s).c_str() : "never",
+                    op.revoked ? "revoked" : expired ? "expired" : "active");
       }
     }
     status = all.status();
@@ -451,7 +467,7 @@ int main(int argc, char** argv) {
       "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] [--operator-ca CA] | --insecure) "
       "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT] "
       "[--console-listen HOST:PORT]\n"
-      "  fedge-coordinator operators add NAME [--role viewer|operator] --state-dir DIR\n"
+      "  fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR\n"
       "  fedge-coordinator operators revoke NAME --state-dir DIR\n"
       "  fedge-coordinator operators list --state-dir DIR");
   fedge::base::AcceptDashedFlags(argc, argv);
