@@ -1,6 +1,7 @@
 #include "kernels/exp.h"
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "base/rng.h"
@@ -56,6 +57,27 @@ TEST_P(ExpVariantTest, ExpIsExactAtZeroAndFiniteAtTheClamps) {
   EXPECT_TRUE(std::isfinite(y[2]));
   EXPECT_NEAR(y[3], std::exp(88.0f), 2e-7f * std::exp(88.0f));
   EXPECT_NEAR(y[5], 2.7182817f, 1e-6f);
+}
+
+// A NaN (from a model whose activations overflowed) comes out as NaN, without converting
+// NaN to an integer on the way (undefined behaviour; found by the language-model fuzzer).
+// UBSan builds (scripts/fuzz.sh) trap it; elsewhere the output is checked.
+TEST_P(ExpVariantTest, NaNComesThroughAsNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x(40, 1.0f);
+  x[3] = nan;
+  x[37] = nan;  // in the vector body and the tail
+  std::vector<float> y(x.size());
+  const float sum = ExpShiftSum(x.data(), static_cast<int64_t>(x.size()), 0.0f, y.data(), GetParam());
+  EXPECT_TRUE(std::isnan(y[3]));
+  EXPECT_TRUE(std::isnan(y[37]));
+  EXPECT_NEAR(y[0], 2.7182817f, 1e-6f);
+  EXPECT_TRUE(std::isnan(sum));
+  std::vector<float> a(40, 0.5f), b(40, 2.0f), out(40);
+  a[5] = nan;
+  SiluMul(a.data(), b.data(), 40, out.data(), GetParam());
+  EXPECT_TRUE(std::isnan(out[5]));
+  EXPECT_FALSE(std::isnan(out[4]));
 }
 
 TEST_P(ExpVariantTest, SiluGateAndItsGradientMatchTheReference) {

@@ -80,8 +80,10 @@ void QuantizeRowQ4(const float* x, int count, BlockQ4* out) {
       if (d == 0.0f) {
         q[t] = 8;
       } else {
+        // NaN (a NaN value, or ±inf / ±inf) goes to 0, without converting NaN to an
+        // integer (undefined behaviour); finite values as before.
         const float r = std::nearbyint(v[t] / d) + 8.0f;
-        q[t] = static_cast<uint8_t>(r < 0.0f ? 0.0f : r > 15.0f ? 15.0f : r);
+        q[t] = static_cast<uint8_t>(r >= 0.0f ? (r > 15.0f ? 15.0f : r) : 0.0f);
       }
     }
     out[b].d = FloatToHalf(d);

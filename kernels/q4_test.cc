@@ -130,6 +130,20 @@ TEST(QuantizeRowQ4Test, PacksNibblesAndScaleAsDocumented) {
   EXPECT_EQ(QAt(b, 31), 0);  // x = a maps to q - 8 = -8
 }
 
+// A NaN in a block maps to q = 0 (no NaN-to-integer conversion, which is undefined; found
+// by the language-model fuzzer under UBSan); the block's other values as usual.
+TEST(QuantizeRowQ4Test, ANaNValueMapsToZeroWithoutUndefinedBehaviour) {
+  float x[32];
+  for (int t = 0; t < 32; ++t) x[t] = 0.25f * (t - 15);
+  x[7] = std::nanf("");
+  BlockQ4 b;
+  QuantizeRowQ4(x, 32, &b);
+  EXPECT_EQ(b.d, FloatToHalf(4.0f / -8.0f));
+  EXPECT_EQ(QAt(b, 7), 0);
+  EXPECT_EQ(QAt(b, 31), 0);
+  EXPECT_EQ(QAt(b, 15), 8);
+}
+
 TEST(QuantizeRowQ4Test, AllZeroBlockHasZeroScaleAndQ8) {
   float x[64] = {};
   BlockQ4 b[2];

@@ -260,6 +260,12 @@ absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file) {
       return absl::InvalidArgumentError(
           absl::StrCat("Int4DeviceForm: ", t.name(), " is not [out × in] fp32 values"));
     }
+    for (float v : t.values()) {
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Int4DeviceForm: ", t.name(), " has a non-finite value"));
+      }
+    }
     const int n = static_cast<int>(t.shape(0)), k = static_cast<int>(t.shape(1));
     kernels::PackedWeightsQ4 q;
     kernels::QuantizeWeightsQ4(t.values().data(), n, k, k, &q);

@@ -390,6 +390,14 @@ TEST(TransformerLoraTest, TheInt4DeviceFormLoadsTheSameModelFromItsBlocks) {
   EXPECT_LT(form->ByteSizeLong(), file.ByteSizeLong() / 2);
   // Deterministic: the same bytes (and digest) every time.
   EXPECT_EQ(Int4DeviceForm(file)->SerializeAsString(), form->SerializeAsString());
+  v1::ModelProto nan_file = file;
+  for (v1::TensorProto& t : *nan_file.mutable_parameters()) {
+    if (IsBlockProjectionWeight(t.name())) {
+      t.set_values(3, std::nanf(""));
+      break;
+    }
+  }
+  EXPECT_THAT(Int4DeviceForm(nan_file).status().message(), HasSubstr("non-finite"));
   LoraConfig lora;
   lora.rank = 2;
   auto from_form = TransformerLM::Create(c).value();

@@ -133,6 +133,30 @@ def model_seeds():
     write("model", "cnn-spec", bytes([0]) + field(1, 2, cnn))
 
 
+def language_model_seeds():
+    # A tiny transformer base (vocab 8, d 32, one block, 2 heads, SwiGLU 32, context 8) with
+    # every parameter, and a one-merge tokenizer; as an fp32 and an int4 task's base, and
+    # made into its int4 device form first.
+    d, v, f = 32, 8, 32
+    spec = field(4, 2, field(1, 0, v) + field(2, 0, d) + field(3, 0, 1) + field(4, 0, 2) +
+                 field(5, 0, f) + field(6, 0, 8))
+    shapes = [("tok_emb.weight", [v, d]), ("layers.0.attn_norm.weight", [d]),
+              ("layers.0.attn.wq.weight", [d, d]), ("layers.0.attn.wk.weight", [d, d]),
+              ("layers.0.attn.wv.weight", [d, d]), ("layers.0.attn.wo.weight", [d, d]),
+              ("layers.0.ffn_norm.weight", [d]), ("layers.0.ffn.w1.weight", [f, d]),
+              ("layers.0.ffn.w2.weight", [d, f]), ("layers.0.ffn.w3.weight", [f, d]),
+              ("norm.weight", [d])]
+    params = b""
+    for n, sh in shapes:
+        count = numel(sh)
+        vals = [1.0] * count if len(sh) == 1 else [((i * 37) % 17 - 8) * 0.01 for i in range(count)]
+        params += field(2, 2, tensor(n, sh, vals))
+    proto = field(1, 2, field(1, 2, b"transformer") + spec) + params
+    write("language_model", "fp32", bytes([0]) + proto)
+    write("language_model", "int4", bytes([1 | (1 << 2)]) + proto)
+    write("language_model", "int4-form", bytes([3 | (3 << 2)]) + proto)
+
+
 def data_seeds():
     n, side = 3, 4
     images = struct.pack(">IIII", 0x803, n, side, side) + bytes(range(n * side * side))
@@ -162,6 +186,7 @@ if __name__ == "__main__":
     payload_seeds()
     assembler_seeds()
     model_seeds()
+    language_model_seeds()
     data_seeds()
     device_state_seeds()
     secagg_seeds()
