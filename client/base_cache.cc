@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "privacy/sodium.h"
@@ -19,10 +20,21 @@
 namespace fedge::client {
 namespace {
 
+// A regular file's size (lstat: a symbolic link counts as no file); 0 for anything else.
 int64_t FileBytes(const std::string& path) {
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return 0;
   return static_cast<int64_t>(st.st_size);
+}
+
+// Whether `name` is "<64 hex>.fedgemodel" or "<64 hex>.part": the only names the cache
+// writes, and so the only ones it removes.
+bool CacheFileName(const std::string& name) {
+  for (absl::string_view suffix : {".fedgemodel", ".part"}) {
+    absl::string_view n = name;
+    if (absl::ConsumeSuffix(&n, suffix) && BaseCache::IsDigest(n)) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -56,7 +68,7 @@ absl::StatusOr<std::string> BaseCache::Find(const std::string& sha256) const {
     return absl::InvalidArgumentError("BaseCache: a base's digest is 64 lowercase hex characters");
   }
   const std::string path = BasePath(sha256);
-  if (FileBytes(path) == 0) {
+  if (FileBytes(path) == 0) {  // none, or not a regular file
     return absl::NotFoundError(absl::StrCat("BaseCache: no base ", sha256, " in ", dir_));
   }
   absl::StatusOr<std::string> actual = privacy::Sha256FileHex(path);
@@ -71,6 +83,10 @@ int64_t BaseCache::PartialBytes(const std::string& sha256) const {
   return FileBytes(PartPath(sha256));
 }
 
+void BaseCache::DropPartial(const std::string& sha256) {
+  if (IsDigest(sha256)) ::unlink(PartPath(sha256).c_str());
+}
+
 absl::Status BaseCache::Begin(const std::string& sha256, int64_t offset, int64_t total_bytes) {
   sha256_.clear();
   if (!IsDigest(sha256)) {
@@ -82,6 +98,15 @@ absl::Status BaseCache::Begin(const std::string& sha256, int64_t offset, int64_t
         max_bytes_));
   }
   const std::string part = PartPath(sha256);
+  {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (absl::EndsWith(name, ".part") && CacheFileName(name) && entry.path().string() != part) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
   const int64_t kept = FileBytes(part);
   if (offset != kept || offset > total_bytes) {
     ::unlink(part.c_str());
@@ -103,7 +128,7 @@ absl::Status BaseCache::Append(int64_t offset, absl::string_view data) {
         sha256_, ", expected offset ", kept_, " and at most ", total_ - kept_, " bytes"));
   }
   const std::string part = PartPath(sha256_);
-  const int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  const int fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     return absl::UnavailableError(
         absl::StrCat("BaseCache: cannot write ", part, ": ", std::strerror(errno)));
@@ -152,9 +177,7 @@ absl::StatusOr<std::string> BaseCache::Complete() {
   for (const auto& entry : std::filesystem::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
     if (entry.path().string() == path) continue;
-    if (absl::EndsWith(name, ".fedgemodel") || absl::EndsWith(name, ".part")) {
-      std::filesystem::remove(entry.path(), ec);
-    }
+    if (CacheFileName(name)) std::filesystem::remove(entry.path(), ec);
   }
   return path;
 }

@@ -5,7 +5,8 @@
 // (the next download of the digest resumes from the bytes kept), and becomes the base only
 // once the whole file's SHA-256 is the one asked for; then every other base and partial
 // download in the directory is removed. A file found in the directory is checked against
-// its digest before it is used, so a corrupt or replaced one is never loaded.
+// its digest before it is used, so a corrupt or replaced one is never loaded. Only regular
+// files named by a digest are read, written or removed (no symbolic link is followed).
 //
 // The transport is the caller's (the gRPC runtime's FetchBaseModel, client_runtime.cc):
 // this class only decides what is kept on disk.
@@ -39,11 +40,14 @@ class BaseCache {
 
   // Bytes of `sha256`'s download kept so far (0: none): where the next download resumes.
   int64_t PartialBytes(const std::string& sha256) const;
+  // Drops what was kept of `sha256`'s download (the coordinator's base is shorter than it).
+  void DropPartial(const std::string& sha256);
 
-  // A download of `sha256` starts (or resumes) at `offset` of a file of `total_bytes`:
-  // INVALID_ARGUMENT for a malformed digest, RESOURCE_EXHAUSTED for a file over max_bytes,
-  // OUT_OF_RANGE for an offset that is not PartialBytes (the kept bytes are then dropped:
-  // the next download starts over).
+  // A download of `sha256` starts (or resumes) at `offset` of a file of `total_bytes`; every
+  // other partial download in the directory is dropped (one at a time: a coordinator cannot
+  // fill the disk with many). INVALID_ARGUMENT for a malformed digest, RESOURCE_EXHAUSTED
+  // for a file over max_bytes, OUT_OF_RANGE for an offset that is not PartialBytes (the
+  // kept bytes are then dropped: the next download starts over).
   absl::Status Begin(const std::string& sha256, int64_t offset, int64_t total_bytes);
   // The next bytes of the download Begin started: `offset` must be the bytes kept so far and
   // the data must not run past total_bytes (INVALID_ARGUMENT otherwise; the coordinator

@@ -1,6 +1,7 @@
 #include "client/base_cache.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -127,6 +128,35 @@ TEST(BaseCacheTest, SizeAndNamesFromTheCoordinatorAreBounded) {
   EXPECT_THAT(BaseCache::Open(dir, 0), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A coordinator cannot fill the disk with partial downloads (one is kept at a time), and
+// nothing the cache did not write is read, written through or removed: symbolic links
+// planted under a digest's name are not followed.
+TEST(BaseCacheTest, OnePartialDownloadAtATimeAndNoLinkIsFollowed) {
+  const std::string dir = TempDir();
+  auto cache = BaseCache::Open(dir, 1 << 20);
+  ASSERT_THAT(cache, IsOk());
+  const std::string a = Bytes(3000, 1), b = Bytes(2000, 2);
+  const std::string sa = privacy::Sha256Hex(a), sb = privacy::Sha256Hex(b);
+  ASSERT_THAT(cache->Begin(sa, 0, a.size()), IsOk());
+  ASSERT_THAT(cache->Append(0, a.substr(0, 1000)), IsOk());
+  ASSERT_THAT(cache->Begin(sb, 0, b.size()), IsOk());
+  EXPECT_EQ(cache->PartialBytes(sa), 0);  // dropped when another download began
+  ASSERT_THAT(cache->Append(0, b.substr(0, 500)), IsOk());
+  cache->DropPartial(sb);
+  EXPECT_EQ(cache->PartialBytes(sb), 0);
+
+  const std::string target = dir + "/victim";
+  std::ofstream(target) << "unchanged";
+  ASSERT_EQ(::symlink(target.c_str(), (dir + "/" + sa + ".part").c_str()), 0);
+  EXPECT_EQ(cache->PartialBytes(sa), 0);
+  ASSERT_THAT(cache->Begin(sa, 0, a.size()), IsOk());
+  EXPECT_THAT(cache->Append(0, a), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(ReadAll(target), "unchanged");
+  ASSERT_EQ(::symlink(target.c_str(), (dir + "/" + sb + ".fedgemodel").c_str()), 0);
+  EXPECT_THAT(cache->Find(sb), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(ReadAll(target), "unchanged");
+}
+
 TEST(BaseCacheTest, ANewBaseReplacesTheOldOneAndPartialDownloads) {
   const std::string dir = TempDir();
   auto cache = BaseCache::Open(dir, 1 << 20);
@@ -140,13 +170,16 @@ TEST(BaseCacheTest, ANewBaseReplacesTheOldOneAndPartialDownloads) {
   ASSERT_THAT(cache->Begin(sc, 0, c.size()), IsOk());
   ASSERT_THAT(cache->Append(0, c.substr(0, 100)), IsOk());  // left partial
   std::ofstream(dir + "/notes.txt") << "kept";
+  std::ofstream(dir + "/mine.fedgemodel") << "a user's own model";
   ASSERT_THAT(cache->Begin(sb, 0, b.size()), IsOk());
   ASSERT_THAT(cache->Append(0, b), IsOk());
   ASSERT_THAT(cache->Complete(), IsOk());
   EXPECT_THAT(cache->Find(sb), IsOk());
   EXPECT_THAT(cache->Find(sa), StatusIs(absl::StatusCode::kNotFound));
   EXPECT_EQ(cache->PartialBytes(sc), 0);
-  EXPECT_TRUE(std::filesystem::exists(dir + "/notes.txt"));  // only bases are removed
+  // Only what the cache names by digest is removed.
+  EXPECT_TRUE(std::filesystem::exists(dir + "/notes.txt"));
+  EXPECT_TRUE(std::filesystem::exists(dir + "/mine.fedgemodel"));
 }
 
 }  // namespace

@@ -256,6 +256,8 @@ absl::StatusOr<v1::ModelProto> Int4DeviceForm(const v1::ModelProto& file) {
   for (v1::TensorProto& t : *out.mutable_parameters()) {
     if (!IsBlockProjectionWeight(t.name())) continue;
     if (t.shape_size() != 2 || t.shape(0) < 1 || t.shape(1) < 1 ||
+        t.shape(0) > std::numeric_limits<int>::max() ||
+        t.shape(1) > std::numeric_limits<int>::max() ||
         t.values_size() != t.shape(0) * t.shape(1) || !t.q4_blocks().empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("Int4DeviceForm: ", t.name(), " is not [out × in] fp32 values"));

@@ -265,16 +265,16 @@ absl::Status Coordinator::Leave(const std::string& client_id, const std::string&
   return absl::OkStatus();
 }
 
-absl::StatusOr<Coordinator::BaseModelSource> Coordinator::BaseModel(
+absl::StatusOr<std::shared_ptr<const std::string>> Coordinator::BaseModel(
     const std::string& client_id, const std::string& session_token, const std::string& sha256) {
   FEDGE_RETURN_IF_ERROR(
       registry_.Authenticate(client_id, session_token, ClientRegistry::Seen::kFetching));
   absl::MutexLock lock(&mu_);
-  if (job_ != nullptr && !job_->base_file.empty() && !sha256.empty()) {
+  if (job_ != nullptr && job_->base_file != nullptr && !sha256.empty()) {
     const v1::LanguageModelJob& lm = job_->config.language_model();
-    if (lm.base_sha256() == sha256) return BaseModelSource{job_->base_file, nullptr};
+    if (lm.base_sha256() == sha256) return job_->base_file;
     if (job_->base_int4_form != nullptr && lm.base_int4_sha256() == sha256) {
-      return BaseModelSource{"", job_->base_int4_form};
+      return job_->base_int4_form;
     }
   }
   return absl::NotFoundError(absl::StrCat("Coordinator: no running job's base has SHA-256 ",

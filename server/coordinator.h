@@ -211,17 +211,13 @@ class Coordinator {
   absl::Status DeclineTask(const v1::UpdateHeader& header);
   absl::Status Leave(const std::string& client_id, const std::string& session_token);
   // The running language-model job's base, for a device that asks by its SHA-256 (the
-  // task's language_model.base_sha256: the file under the data root the job read; or
-  // base_int4_sha256: its int4 device form, held in memory). UNAUTHENTICATED without a
-  // session (the call marks the device live, as FetchTask does); NOT_FOUND when no running
-  // job's base has that digest.
-  struct BaseModelSource {
-    std::string path;                          // the file, or
-    std::shared_ptr<const std::string> bytes;  // the bytes themselves
-  };
-  absl::StatusOr<BaseModelSource> BaseModel(const std::string& client_id,
-                                            const std::string& session_token,
-                                            const std::string& sha256);
+  // task's language_model.base_sha256: the file's bytes as the job read them when it
+  // started; or base_int4_sha256: its int4 device form), held in memory while the job
+  // runs. UNAUTHENTICATED without a session (the call marks the device live, as FetchTask
+  // does); NOT_FOUND when no running job's base has that digest.
+  absl::StatusOr<std::shared_ptr<const std::string>> BaseModel(const std::string& client_id,
+                                                               const std::string& session_token,
+                                                               const std::string& sha256);
   // An operator revokes a device: its session ends, it leaves the round in flight, and
   // its id is refused from now on (ClientRegistry::Revoke). NOT_FOUND for an unknown id.
   absl::StatusOr<v1::ClientRecord> RevokeDevice(const std::string& client_id);
@@ -259,8 +255,10 @@ class Coordinator {
     aggregation::ModelWeights weights;
     int64_t completed_rounds = 0;
     int64_t num_parameters = 0;  // of the central model (secure aggregation's vector)
-    std::string base_file;  // a language-model job's base file (resolved), served by digest
-    std::shared_ptr<const std::string> base_int4_form;  // and its int4 device form
+    // A language-model job's base file (its bytes, as read at the start) and its int4
+    // device form, served by digest.
+    std::shared_ptr<const std::string> base_file;
+    std::shared_ptr<const std::string> base_int4_form;
     // Evaluation and the round's per-tier and per-client figures (server/round_report.h).
     std::unique_ptr<RoundReport> report;
     // Tiers, sub-models, teachers and task headers (server/round_planner.h).

@@ -2,6 +2,7 @@
 #include "server/job_strategy.h"
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <utility>
@@ -120,14 +121,35 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   const v1::LanguageModelJob& lm = config.language_model();
   FEDGE_ASSIGN_OR_RETURN(const std::string path, ResolveDataPath(data_root, lm.base_path(),
                                                                    "language_model.base_path"));
-  FEDGE_ASSIGN_OR_RETURN(const std::string sha256, privacy::Sha256FileHex(path));
+  // Read once: the bytes hashed, parsed and served to devices (FetchBaseModel) are the same,
+  // whatever happens to the file afterwards.
+  auto bytes = std::make_shared<std::string>();
+  {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) return absl::NotFoundError(absl::StrCat("Coordinator: cannot open the base file ", path));
+    const std::streamoff size = in.tellg();
+    if (size < 0 || size >= model::kMaxModelFileBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Coordinator: the base file ", path, " is over the 2 GiB limit"));
+    }
+    bytes->resize(static_cast<size_t>(size));
+    in.seekg(0);
+    if (!in.read(bytes->data(), size)) {
+      return absl::DataLossError(absl::StrCat("Coordinator: reading the base file ", path, " failed"));
+    }
+  }
+  const std::string sha256 = privacy::Sha256Hex(*bytes);
   if (!lm.base_sha256().empty() && lm.base_sha256() != sha256) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Coordinator: the base file ", lm.base_path(), " has SHA-256 ", sha256,
         ", the job's language_model.base_sha256 is ", lm.base_sha256(),
         " (was the file replaced?)"));
   }
-  FEDGE_ASSIGN_OR_RETURN(v1::ModelProto file, model::LoadModel(path));
+  v1::ModelProto file;
+  if (!file.ParseFromString(*bytes) || !file.spec().has_transformer()) {
+    return absl::InvalidArgumentError(absl::StrCat("Coordinator: language_model.base_path ",
+                                                   lm.base_path(), " is not a language model file"));
+  }
   absl::StatusOr<model::LanguageModel> base = model::LanguageModelFromProto(file);
   if (!base.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("Coordinator: language_model.base_path ",
@@ -150,7 +172,7 @@ absl::StatusOr<JobModel> LanguageModelJob(const v1::JobConfig& config,
   }
   JobModel out;
   out.base_sha256 = sha256;
-  out.base_file = path;
+  out.base_file = std::move(bytes);
   if (!lm.full_parameters() && lm.lora().base_format() == v1::LoraSpec::BASE_FORMAT_INT4) {
     FEDGE_ASSIGN_OR_RETURN(const v1::ModelProto form, model::Int4DeviceForm(file));
     auto bytes = std::make_shared<std::string>();

@@ -30,7 +30,9 @@ struct JobModel {
   std::shared_ptr<model::LanguageModel> language_model;
   v1::ModelSpec model_spec;
   std::string base_sha256;  // the base file's SHA-256 (hex): the job's language_model.base_sha256
-  std::string base_file;    // the base file's path (resolved under the data root)
+  // The base file's bytes as read (once) from under the data root: what was hashed and
+  // parsed, and what devices are sent.
+  std::shared_ptr<const std::string> base_file;
   // An int4 base (LoRA, base_format INT4): the base's int4 device form, serialized, and its
   // SHA-256 (what devices fetch instead of the file).
   std::shared_ptr<const std::string> base_int4_form;

@@ -139,6 +139,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
     so.limits.max_wait = absl::Seconds(2);
     so.limits.retry_after_ms = 100;
     so.limits.liveness_timeout = liveness_;
+    so.limits.base_download_floor = base_download_floor_;
     if (operators_ == nullptr) operators_ = std::make_unique<TestOperators>(dir_);
     so.admin_listen_address = "127.0.0.1:0";
     so.admin_credentials = admin ? admin : grpc::InsecureServerCredentials();
@@ -236,6 +237,7 @@ class ClientGrpcIntegrationTest : public ::testing::Test {
   int64_t client_budget_bytes_ = 0;
   std::string data_root_;  // the coordinator's --data-root (empty: none)
   absl::Duration liveness_ = absl::Seconds(60);
+  absl::Duration base_download_floor_ = absl::Seconds(60);
   std::vector<std::unique_ptr<client::ClientRuntime>> runtimes_;
   std::vector<std::unique_ptr<absl::Status>> results_;
   std::vector<std::thread> threads_;
@@ -418,6 +420,7 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesWithoutTheBaseFetchItByDigest) {
 // FetchBaseModel serves the running job's base only, to a device with a session, from the
 // offset asked, and refuses everything else with its code.
 TEST_F(ClientGrpcIntegrationTest, FetchBaseModelServesOnlyTheRunningJobsBaseToADevice) {
+  base_download_floor_ = absl::Seconds(1);
   data_root_ = dir_ + "/data";
   std::filesystem::create_directories(data_root_);
   ASSERT_NO_FATAL_FAILURE(testing::WriteTinyLanguageModel(data_root_, 300));
@@ -511,6 +514,37 @@ TEST_F(ClientGrpcIntegrationTest, FetchBaseModelServesOnlyTheRunningJobsBaseToAD
   ASSERT_EQ(fetch(device.client_id(), device.session_token(), form_sha, 100, &total, &bytes),
             grpc::StatusCode::OK);
   EXPECT_EQ(bytes, form.substr(100));
+
+  // A device that stops reading holds one download, not more, and not for long: its second
+  // download is refused while the first is open, and the first is cancelled at its time
+  // limit (here 2 s: the floor, plus 1 s per 32 KiB); then the device downloads again.
+  v1::FetchBaseModelRequest req;
+  req.set_client_id(device.client_id());
+  req.set_session_token(device.session_token());
+  req.set_sha256(sha);
+  grpc::ChannelArguments slow;  // a small receive window that does not grow: Write blocks
+  slow.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  slow.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 4096);
+  auto slow_stub = v1::Coordinator::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string(server_->port()), grpc::InsecureChannelCredentials(), slow));
+  grpc::ClientContext stalled_ctx;
+  auto stalled = slow_stub->FetchBaseModel(&stalled_ctx, req);
+  v1::BaseModelChunk first;
+  ASSERT_TRUE(stalled->Read(&first));  // the header: the server's handler is running
+  ASSERT_TRUE(first.has_header());
+  bytes.clear();
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), sha, 0, &total, &bytes),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // Not reading: the server blocks on flow control until the time limit cancels it.
+  absl::SleepFor(base_download_floor_ + absl::Seconds(static_cast<double>(base.size()) / 32768) +
+                 absl::Seconds(1));
+  while (stalled->Read(&first)) {
+  }
+  EXPECT_FALSE(stalled->Finish().ok());
+  bytes.clear();
+  EXPECT_EQ(fetch(device.client_id(), device.session_token(), sha, 0, &total, &bytes),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(bytes, base);
 }
 
 TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapters) {

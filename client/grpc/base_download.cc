@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -65,6 +66,15 @@ absl::Status ClientRuntime::Impl::ObtainBase(const std::string& sha256,
   absl::Status used = UseBase(*path, sha256);
   if (!used.ok()) {
     *decline = true;  // the right bytes, and not a base this device can use
+    if (!lm_base_file.empty() && !std::filesystem::exists(lm_base_file)) {
+      // The base in use was a fetched one, removed when this one came: the device has none
+      // now, and fetches it again for a task that names it.
+      lm_base_file.clear();
+      lm_base_sha256.clear();
+      lm_tokens.clear();
+      lm_model.reset();
+      lm_model_key.clear();
+    }
     return used;
   }
   FEDGE_LOG(INFO) << "ClientRuntime: base " << sha256.substr(0, 12) << " in use ("
@@ -94,7 +104,12 @@ absl::StatusOr<std::string> ClientRuntime::Impl::DownloadBase(const std::string&
     reader->Finish().IgnoreError();
     return why;
   };
-  if (!reader->Read(&chunk)) return FromGrpc(reader->Finish(), "FetchBaseModel");
+  if (!reader->Read(&chunk)) {
+    absl::Status s = FromGrpc(reader->Finish(), "FetchBaseModel");
+    // The coordinator's base is shorter than what was kept: not this base's bytes.
+    if (absl::IsOutOfRange(s)) base_cache->DropPartial(sha256);
+    return s;
+  }
   if (!chunk.has_header()) {
     return fail(absl::InvalidArgumentError(
         "ClientRuntime: FetchBaseModel: the stream did not start with a header"));

@@ -218,6 +218,23 @@ absl::StatusOr<std::optional<Task>> ClientRuntime::Impl::Fetch(const std::atomic
     // the task again: the coordinator hands it out until the round drops us.
     const v1::TaskHeader header = chunk.header();
     finish(absl::CancelledError("the task's base first")).IgnoreError();
+    {
+      // Nothing is downloaded for a task this device would not take: the header's checks
+      // and the memory budget first (the text's byte count bounds its tokens).
+      DeviceResources probe;
+      probe.memory_budget_bytes = options.profile.memory_budget_bytes();
+      probe.num_examples =
+          lm_tokens.empty() ? lm_text_bytes : static_cast<int64_t>(lm_tokens.size());
+      absl::StatusOr<DeviceTask> fits = AdmitTask(header, probe);
+      if (!fits.ok()) {
+        if (absl::IsResourceExhausted(fits.status())) {
+          Decline(header, DeclineHeader(header, id(), fits.status().message())).IgnoreError();
+        }
+        abandoned_task_id = header.task_id();
+        Count(&ClientRuntimeStats::tasks_abandoned);
+        return fits.status();
+      }
+    }
     bool decline = false;
     // The download may outlast the liveness timeout: the device stays live meanwhile.
     const Heartbeat heartbeat(stub.get(), id(), session_token, header.task_id(),

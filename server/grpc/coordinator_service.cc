@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -13,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "base/log.h"
 #include "base/status_macros.h"
@@ -394,66 +394,70 @@ grpc::Status CoordinatorServiceImpl::FetchBaseModel(grpc::ServerContext* context
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "CoordinatorService: FetchBaseModel: offset must be ≥ 0");
   }
-  absl::StatusOr<Coordinator::BaseModelSource> source = coordinator_->BaseModel(
+  absl::StatusOr<std::shared_ptr<const std::string>> source = coordinator_->BaseModel(
       request->client_id(), request->session_token(), request->sha256());
   if (!source.ok()) return ToGrpcStatus(source.status());
-  const ConcurrencyLimiter::Slot slot = peer_streams_.TryAcquire(PeerHost(context->peer()));
-  if (!slot) return ToGrpcStatus(TooManyStreams());
-  struct Download {
-    std::atomic<int>& in_flight;
-    ~Download() { in_flight.fetch_sub(1); }
-  } download{base_downloads_};
-  if (base_downloads_.fetch_add(1) >= limits_.max_base_downloads) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("CoordinatorService: ", limits_.max_base_downloads,
-                                     " base-model downloads in flight already; retry later"));
-  }
-  // The file, or the int4 device form the coordinator holds in memory.
-  const std::string& path = source->path;
-  const std::string* bytes = source->bytes.get();
-  std::ifstream in;
-  int64_t size = 0;
-  if (bytes != nullptr) {
-    size = static_cast<int64_t>(bytes->size());
-  } else {
-    in.open(path, std::ios::binary);
-    in.seekg(0, std::ios::end);
-    size = in ? static_cast<int64_t>(in.tellg()) : -1;
-    if (size < 0) {
-      FEDGE_LOG(ERROR) << "CoordinatorService: cannot read the job's base file " << path;
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          "CoordinatorService: the job's base file cannot be read now");
-    }
-  }
+  const std::string& bytes = **source;
+  const int64_t size = static_cast<int64_t>(bytes.size());
   if (request->offset() > size) {
     return grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                         absl::StrCat("CoordinatorService: FetchBaseModel: offset ",
-                                     request->offset(), " is past the file's ", size, " bytes"));
+                                     request->offset(), " is past the base's ", size, " bytes"));
   }
+  const ConcurrencyLimiter::Slot slot = peer_streams_.TryAcquire(PeerHost(context->peer()));
+  if (!slot) return ToGrpcStatus(TooManyStreams());
+  // One download per device, and at most max_base_downloads in all.
+  {
+    absl::MutexLock lock(&downloads_mu_);
+    if (downloading_.size() >= static_cast<size_t>(limits_.max_base_downloads)) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("CoordinatorService: ", limits_.max_base_downloads,
+                                       " base-model downloads in flight already; retry later"));
+    }
+    if (!downloading_.insert(request->client_id()).second) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "CoordinatorService: this device is downloading the base already");
+    }
+  }
+  // A device that stops reading would hold a thread and a download slot: the download is
+  // cancelled once it has taken longer than its time limit (a floor plus the time at the
+  // slowest rate a device is allowed), and the device resumes from what it kept.
+  const absl::Duration limit =
+      limits_.base_download_floor +
+      absl::Seconds(static_cast<double>(size - request->offset()) /
+                    std::max<double>(1.0, static_cast<double>(limits_.base_download_min_bytes_per_second)));
+  absl::Notification done;
+  std::thread watchdog([&] {
+    if (!done.WaitForNotificationWithTimeout(limit)) context->TryCancel();
+  });
+  struct Finish {
+    CoordinatorServiceImpl* service;
+    const std::string& client_id;
+    absl::Notification& done;
+    std::thread& watchdog;
+    ~Finish() {
+      done.Notify();
+      watchdog.join();
+      absl::MutexLock lock(&service->downloads_mu_);
+      service->downloading_.erase(client_id);
+    }
+  } finish{this, request->client_id(), done, watchdog};
+
   v1::BaseModelChunk msg;
   msg.mutable_header()->set_total_bytes(size);
   if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   const int64_t chunk = std::clamp<int64_t>(limits_.chunk_bytes, 1, model::kMaxChunkBytes);
-  if (bytes == nullptr) in.seekg(request->offset());
   for (int64_t offset = request->offset(); offset < size;) {
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    if (context->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          "CoordinatorService: FetchBaseModel cancelled (or over its time limit)");
+    }
     msg.Clear();
     v1::DataChunk* d = msg.mutable_data();
     d->set_offset(offset);
-    std::string* data = d->mutable_data();
     const size_t n = static_cast<size_t>(std::min<int64_t>(chunk, size - offset));
-    if (bytes != nullptr) {
-      data->assign(*bytes, static_cast<size_t>(offset), n);
-    } else {
-      data->resize(n);
-      if (!in.read(data->data(), static_cast<std::streamsize>(n))) {
-        FEDGE_LOG(ERROR) << "CoordinatorService: the job's base file " << path
-                         << " ended early (replaced?)";
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            "CoordinatorService: the job's base file cannot be read now");
-      }
-    }
-    offset += static_cast<int64_t>(data->size());
+    d->mutable_data()->assign(bytes, static_cast<size_t>(offset), n);
+    offset += static_cast<int64_t>(n);
     if (!writer->Write(msg)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
   }
   return grpc::Status::OK;

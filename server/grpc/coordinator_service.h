@@ -38,6 +38,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "model/payload.h"
@@ -83,8 +84,13 @@ struct ServiceLimits {
   double register_per_second = 20;
   double register_burst = 500;
   // FetchBaseModel downloads in flight at once (each holds a server thread while it
-  // sends); beyond, RESOURCE_EXHAUSTED (devices back off and resume).
+  // sends), one per device; beyond, RESOURCE_EXHAUSTED (devices back off and resume). A
+  // download is cancelled after base_download_floor plus its bytes at
+  // base_download_min_bytes_per_second (a device that stops reading frees its slot; it
+  // resumes from what it kept).
   int max_base_downloads = 8;
+  absl::Duration base_download_floor = absl::Seconds(60);
+  int64_t base_download_min_bytes_per_second = 32 << 10;
 };
 
 class CoordinatorServiceImpl final
@@ -136,7 +142,9 @@ class CoordinatorServiceImpl final
   const ServiceLimits limits_;
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> header_timeouts_{0};
-  std::atomic<int> base_downloads_{0};  // FetchBaseModel calls in flight
+  // The devices downloading a base now (FetchBaseModel: one each, max_base_downloads in all).
+  absl::Mutex downloads_mu_;
+  absl::flat_hash_set<std::string> downloading_ ABSL_GUARDED_BY(downloads_mu_);
   // Registrations per peer host (ServiceLimits.register_*).
   RateLimiter registrations_;
   // Long polls and uploads in flight per peer host (ServiceLimits.max_streams_per_peer).
