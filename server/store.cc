@@ -1,21 +1,13 @@
 #include "server/store.h"
 
-#include <fcntl.h>
-#include <sqlite3.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/status_macros.h"
-#include "server/store_sqlite.h"
+#include "server/store_database.h"
 
 namespace fedge::server {
 
@@ -36,48 +28,48 @@ constexpr const char* kMigrations[] = {
     R"sql(
 CREATE TABLE jobs (
   id          TEXT PRIMARY KEY,
-  config      BLOB NOT NULL,                -- serialized fedge.v1.JobConfig
+  config      {BLOB} NOT NULL,                -- serialized fedge.v1.JobConfig
   state       TEXT NOT NULL CHECK (state IN ('running', 'stopped', 'finished', 'failed')),
   message     TEXT NOT NULL DEFAULT '',
-  created_ms  INTEGER NOT NULL,
-  updated_ms  INTEGER NOT NULL
+  created_ms  {INT} NOT NULL,
+  updated_ms  {INT} NOT NULL
 );
 CREATE TABLE rounds (
   job_id      TEXT NOT NULL REFERENCES jobs(id),
-  round       INTEGER NOT NULL CHECK (round > 0),
+  round       {INT} NOT NULL CHECK (round > 0),
   state       TEXT NOT NULL CHECK (state IN ('open', 'completed', 'failed', 'abandoned')),
-  started_ms  INTEGER NOT NULL,
-  closed_ms   INTEGER,
-  metrics     BLOB,                         -- serialized fedge.v1.RoundMetrics
+  started_ms  {INT} NOT NULL,
+  closed_ms   {INT},
+  metrics     {BLOB},                         -- serialized fedge.v1.RoundMetrics
   PRIMARY KEY (job_id, round)
 );
 CREATE TABLE clients (
   id                  TEXT PRIMARY KEY,
-  profile             BLOB NOT NULL,        -- serialized fedge.v1.DeviceProfile
-  token_hash          BLOB NOT NULL CHECK (length(token_hash) = 32),  -- SHA-256
+  profile             {BLOB} NOT NULL,        -- serialized fedge.v1.DeviceProfile
+  token_hash          {BLOB} NOT NULL CHECK (length(token_hash) = 32),  -- SHA-256
   state               TEXT NOT NULL CHECK (state IN ('active', 'left', 'expired')),
   tier                TEXT NOT NULL DEFAULT '',
-  enrolled_ms         INTEGER NOT NULL,
-  last_seen_ms        INTEGER NOT NULL,
-  rounds_participated INTEGER NOT NULL DEFAULT 0
+  enrolled_ms         {INT} NOT NULL,
+  last_seen_ms        {INT} NOT NULL,
+  rounds_participated {INT} NOT NULL DEFAULT 0
 );
 CREATE TABLE checkpoints (
   job_id      TEXT NOT NULL,
-  round       INTEGER NOT NULL,
-  model       BLOB NOT NULL,                -- serialized fedge.v1.ModelProto
-  created_ms  INTEGER NOT NULL,
+  round       {INT} NOT NULL,
+  model       {BLOB} NOT NULL,                -- serialized fedge.v1.ModelProto
+  created_ms  {INT} NOT NULL,
   PRIMARY KEY (job_id, round),
   FOREIGN KEY (job_id, round) REFERENCES rounds(job_id, round)
 );
 )sql",
     // v2: the server optimizer's state (FedAdam/FedYogi moments) beside each checkpoint.
     R"sql(
-ALTER TABLE checkpoints ADD COLUMN strategy_state BLOB;
+ALTER TABLE checkpoints ADD COLUMN strategy_state {BLOB};
 )sql",
     // v3: SHA-256 of each device's key, the proof of its id at re-registration (a client
     // enrolled before has none: naming its id gives a new one).
     R"sql(
-ALTER TABLE clients ADD COLUMN device_key_hash BLOB;
+ALTER TABLE clients ADD COLUMN device_key_hash {BLOB};
 )sql",
     // v4: a client state for devices an operator revoked (SQLite cannot change a CHECK:
     // the table is rebuilt), and enrollment tokens beside the deployment's, with a use
@@ -85,14 +77,14 @@ ALTER TABLE clients ADD COLUMN device_key_hash BLOB;
     R"sql(
 CREATE TABLE clients_v4 (
   id                  TEXT PRIMARY KEY,
-  profile             BLOB NOT NULL,
-  token_hash          BLOB NOT NULL CHECK (length(token_hash) = 32),
+  profile             {BLOB} NOT NULL,
+  token_hash          {BLOB} NOT NULL CHECK (length(token_hash) = 32),
   state               TEXT NOT NULL CHECK (state IN ('active', 'left', 'expired', 'revoked')),
   tier                TEXT NOT NULL DEFAULT '',
-  enrolled_ms         INTEGER NOT NULL,
-  last_seen_ms        INTEGER NOT NULL,
-  rounds_participated INTEGER NOT NULL DEFAULT 0,
-  device_key_hash     BLOB
+  enrolled_ms         {INT} NOT NULL,
+  last_seen_ms        {INT} NOT NULL,
+  rounds_participated {INT} NOT NULL DEFAULT 0,
+  device_key_hash     {BLOB}
 );
 INSERT INTO clients_v4 SELECT id, profile, token_hash, state, tier, enrolled_ms, last_seen_ms,
                               rounds_participated, device_key_hash FROM clients;
@@ -100,12 +92,12 @@ DROP TABLE clients;
 ALTER TABLE clients_v4 RENAME TO clients;
 CREATE TABLE enrollment_tokens (
   name        TEXT PRIMARY KEY,
-  token_hash  BLOB NOT NULL UNIQUE CHECK (length(token_hash) = 32),  -- SHA-256
-  max_uses    INTEGER NOT NULL CHECK (max_uses >= 0),                -- 0 = unlimited
-  uses        INTEGER NOT NULL DEFAULT 0,
-  expires_ms  INTEGER NOT NULL DEFAULT 0,                            -- 0 = never
-  created_ms  INTEGER NOT NULL,
-  revoked     INTEGER NOT NULL DEFAULT 0
+  token_hash  {BLOB} NOT NULL UNIQUE CHECK (length(token_hash) = 32),  -- SHA-256
+  max_uses    {INT} NOT NULL CHECK (max_uses >= 0),                -- 0 = unlimited
+  uses        {INT} NOT NULL DEFAULT 0,
+  expires_ms  {INT} NOT NULL DEFAULT 0,                            -- 0 = never
+  created_ms  {INT} NOT NULL,
+  revoked     {INT} NOT NULL DEFAULT 0
 );
 )sql",
 };
@@ -196,97 +188,47 @@ absl::StatusOr<std::string> SerializeSmall(const google::protobuf::Message& m,
 // Open, configure, migrate
 // ---------------------------------------------------------------------------------------
 
-Store::Store(std::string path, int lock_fd, sqlite3* db, StoreOptions options)
-    : path_(std::move(path)), lock_fd_(lock_fd), options_(std::move(options)), db_(db) {}
+Store::Store(std::unique_ptr<store_internal::Database> db, StoreOptions options)
+    : options_(std::move(options)), db_(std::move(db)) {}
 
-Store::~Store() {
-  sqlite3_close_v2(db_);  // checkpoints the WAL into the main file when last to close
-  if (lock_fd_ >= 0) close(lock_fd_);  // releases the flock
+Store::~Store() = default;
+
+const std::string& Store::path() const { return db_->where(); }
+
+bool Store::IsPostgresUrl(absl::string_view location) {
+  return absl::StartsWith(location, "postgresql://") || absl::StartsWith(location, "postgres://");
 }
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& state_dir,
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& location,
                                                    StoreOptions options) {
   if (options.max_model_bytes <= 0 || options.max_model_bytes > kDefaultMaxModelBytes) {
     return absl::InvalidArgumentError(absl::StrCat("Store: max_model_bytes must be in [1, ",
                                                    kDefaultMaxModelBytes, "], got ",
                                                    options.max_model_bytes));
   }
-  if (state_dir.empty()) return absl::InvalidArgumentError("Store: empty state dir");
-  std::error_code ec;
-  std::filesystem::create_directories(state_dir, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("Store: cannot create state dir ", state_dir, ": ", ec.message()));
+  std::unique_ptr<store_internal::Database> db;
+  if (IsPostgresUrl(location)) {
+    FEDGE_ASSIGN_OR_RETURN(db, store_internal::OpenPostgres(location, options));
+  } else {
+    FEDGE_ASSIGN_OR_RETURN(db, store_internal::OpenSqlite(location, options));
   }
-  const std::string path = (std::filesystem::path(state_dir) / kDatabaseFileName).string();
-  const std::string lock_path = path + ".lock";
-
-  const int fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("Store: cannot open lock file ", lock_path, ": ", std::strerror(errno)));
-  }
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    close(fd);
-    if (err == EWOULDBLOCK) {
-      return absl::UnavailableError(absl::StrCat("Store: state dir ", state_dir,
-                                                 " is in use by another process (", lock_path,
-                                                 " is locked)"));
-    }
-    return absl::FailedPreconditionError(
-        absl::StrCat("Store: cannot lock ", lock_path, ": ", std::strerror(err)));
-  }
-
-  sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db,
-                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
-  if (rc != SQLITE_OK) {
-    std::string msg = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-    sqlite3_close_v2(db);
-    close(fd);
-    return absl::FailedPreconditionError(absl::StrCat("Store: cannot open ", path, ": ", msg));
-  }
-  sqlite3_extended_result_codes(db, 1);
-  std::unique_ptr<Store> store(new Store(path, fd, db, std::move(options)));
+  std::unique_ptr<Store> store(new Store(std::move(db), std::move(options)));
   {
     absl::MutexLock lock(&store->mu_);
-    FEDGE_RETURN_IF_ERROR(store->Configure());
     FEDGE_RETURN_IF_ERROR(store->Migrate());
     if (store->options_.verify_on_open) {
-      FEDGE_RETURN_IF_ERROR(store->CheckIntegrityLocked("PRAGMA quick_check"));
+      FEDGE_RETURN_IF_ERROR(store->db_->CheckIntegrity(/*quick=*/true));
     }
   }
   return store;
 }
 
-absl::Status Store::Configure() {
-  sqlite3_busy_timeout(db_, options_.busy_timeout_ms);
-  if (sqlite3_limit(db_, SQLITE_LIMIT_LENGTH, -1) < options_.max_model_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "Store: max_model_bytes ", options_.max_model_bytes, " exceeds SQLite's blob limit ",
-        sqlite3_limit(db_, SQLITE_LIMIT_LENGTH, -1)));
-  }
-  // The first statement reads the file header: a non-SQLite file fails here.
-  FEDGE_ASSIGN_OR_RETURN(Statement wal, Prepare("PRAGMA journal_mode=WAL"));
-  FEDGE_ASSIGN_OR_RETURN(bool row, wal.Next("enable WAL"));
-  if (!row || wal.Text(0) != "wal") {
-    return absl::FailedPreconditionError(
-        absl::StrCat("Store: cannot switch ", path_, " to WAL mode (journal_mode is '",
-                     row ? wal.Text(0) : std::string(), "')"));
-  }
-  FEDGE_RETURN_IF_ERROR(Exec("PRAGMA synchronous=FULL", "set synchronous=FULL"));
-  FEDGE_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys=ON", "enable foreign keys"));
-  return absl::OkStatus();
-}
-
 absl::Status Store::Migrate() {
-  Transaction tx(this);
+  Transaction tx(db_.get());
   FEDGE_RETURN_IF_ERROR(tx.Begin());
   FEDGE_RETURN_IF_ERROR(Exec(
       "CREATE TABLE IF NOT EXISTS schema_version ("
-      "  id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+      "  id {INT} PRIMARY KEY CHECK (id = 1), version {INT} NOT NULL)",
       "create schema_version"));
   int64_t version = 0;
   {
@@ -296,7 +238,7 @@ absl::Status Store::Migrate() {
   }
   if (version > kSchemaVersion) {
     return absl::FailedPreconditionError(
-        absl::StrCat("Store: ", path_, " has schema version ", version,
+        absl::StrCat("Store: ", path(), " has schema version ", version,
                      ", newer than this coordinator's ", kSchemaVersion));
   }
   if (version == kSchemaVersion) return tx.Commit();
@@ -305,7 +247,7 @@ absl::Status Store::Migrate() {
   }
   FEDGE_ASSIGN_OR_RETURN(
       Statement set,
-      Prepare("INSERT INTO schema_version (id, version) VALUES (1, ?1) "
+      Prepare("INSERT INTO schema_version (id, version) VALUES (1, $1) "
               "ON CONFLICT (id) DO UPDATE SET version = excluded.version"));
   FEDGE_RETURN_IF_ERROR(set.Bind(1, kSchemaVersion).Run("write schema version"));
   return tx.Commit();
@@ -315,48 +257,12 @@ absl::Status Store::Migrate() {
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-absl::Status Store::SqliteError(int rc, absl::string_view what) {
-  const int primary = rc & 0xff;
-  const std::string detail =
-      sqlite3_extended_errcode(db_) == rc ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-  switch (primary) {
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(absl::StrCat("Store: ", path_,
-                                              " is not a valid SQLite database or is corrupt (",
-                                              what, ": ", detail, ")"));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(
-          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
-    case SQLITE_TOOBIG:
-      return absl::InvalidArgumentError(
-          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
-    case SQLITE_CONSTRAINT:
-      return absl::FailedPreconditionError(
-          absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
-    default:
-      return absl::InternalError(absl::StrCat("Store: ", what, ": ", detail, " (", path_, ")"));
-  }
-}
-
 absl::StatusOr<Store::Statement> Store::Prepare(const char* sql) {
-  sqlite3_stmt* stmt = nullptr;
-  const int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
-  if (rc != SQLITE_OK) {
-    sqlite3_finalize(stmt);
-    return SqliteError(rc, absl::StrCat("prepare \"", sql, "\""));
-  }
-  return Statement(this, stmt);
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<store_internal::Cursor> c, db_->Prepare(sql));
+  return Statement(std::move(c));
 }
 
-absl::Status Store::Exec(const char* sql, absl::string_view what) {
-  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return SqliteError(rc, what);
-  return absl::OkStatus();
-}
+absl::Status Store::Exec(const char* sql, absl::string_view what) { return db_->Exec(sql, what); }
 
 absl::Status Store::Fault(absl::string_view point) {
   if (!options_.fault_hook_for_testing) return absl::OkStatus();
@@ -369,7 +275,7 @@ int64_t Store::Now() const {
 }
 
 absl::Status Store::RequireJob(const std::string& job_id) {
-  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = $1"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("look up job"));
   if (!row) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
   return absl::OkStatus();
@@ -378,7 +284,7 @@ absl::Status Store::RequireJob(const std::string& job_id) {
 absl::StatusOr<int64_t> Store::LastCompletedRound(const std::string& job_id) {
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
-      Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = ?1 AND state = 'completed'"));
+      Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = $1 AND state = 'completed'"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("find last completed round"));
   return row ? q.Int(0) : 0;
 }
@@ -391,13 +297,13 @@ absl::Status Store::CreateJob(const std::string& job_id, const v1::JobConfig& co
   FEDGE_RETURN_IF_ERROR(CheckId("job", job_id));
   FEDGE_ASSIGN_OR_RETURN(std::string blob, SerializeSmall(config, "job config"));
   absl::MutexLock lock(&mu_);
-  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("SELECT 1 FROM jobs WHERE id = $1"));
   FEDGE_ASSIGN_OR_RETURN(bool exists, q.BindText(1, job_id).Next("look up job"));
   if (exists) return absl::AlreadyExistsError(absl::StrCat("Store: job '", job_id, "' exists"));
   const int64_t now = Now();
   FEDGE_ASSIGN_OR_RETURN(Statement ins,
                          Prepare("INSERT INTO jobs (id, config, state, created_ms, updated_ms) "
-                                 "VALUES (?1, ?2, 'running', ?3, ?3)"));
+                                 "VALUES ($1, $2, 'running', $3, $3)"));
   return ins.BindText(1, job_id).BindBlob(2, blob).Bind(3, now).Run("insert job");
 }
 
@@ -411,7 +317,7 @@ absl::Status Store::SetJobState(const std::string& job_id, v1::JobState state,
   if (message.size() > 4096) message = message.substr(0, 4096);
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(
-      Statement q, Prepare("UPDATE jobs SET state = ?2, message = ?3, updated_ms = ?4 WHERE id = ?1"));
+      Statement q, Prepare("UPDATE jobs SET state = $2, message = $3, updated_ms = $4 WHERE id = $1"));
   FEDGE_RETURN_IF_ERROR(
       q.BindText(1, job_id).BindText(2, name).BindText(3, message).Bind(4, Now()).Run("update job"));
   if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
@@ -423,14 +329,14 @@ absl::StatusOr<v1::JobStatus> Store::GetJobLocked(const std::string& job_id) {
   {
     FEDGE_ASSIGN_OR_RETURN(
         Statement q,
-        Prepare("SELECT config, state, message, created_ms, updated_ms FROM jobs WHERE id = ?1"));
+        Prepare("SELECT config, state, message, created_ms, updated_ms FROM jobs WHERE id = $1"));
     FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read job"));
     if (!row) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
     job.set_job_id(job_id);
     const absl::string_view config = q.Blob(0);
     if (!job.mutable_config()->ParseFromArray(config.data(), static_cast<int>(config.size()))) {
       return absl::DataLossError(
-          absl::StrCat("Store: config of job '", job_id, "' does not parse (", path_, ")"));
+          absl::StrCat("Store: config of job '", job_id, "' does not parse (", path(), ")"));
     }
     job.set_state(ParseJobState(q.Text(1)));
     job.set_message(q.Text(2));
@@ -439,7 +345,7 @@ absl::StatusOr<v1::JobStatus> Store::GetJobLocked(const std::string& job_id) {
   }
   {
     FEDGE_ASSIGN_OR_RETURN(Statement q,
-                           Prepare("SELECT round, metrics FROM rounds WHERE job_id = ?1 AND "
+                           Prepare("SELECT round, metrics FROM rounds WHERE job_id = $1 AND "
                                    "state = 'completed' ORDER BY round DESC LIMIT 1"));
     FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read last round"));
     if (row) {
@@ -447,14 +353,14 @@ absl::StatusOr<v1::JobStatus> Store::GetJobLocked(const std::string& job_id) {
       const absl::string_view m = q.Blob(1);
       if (!job.mutable_latest_metrics()->ParseFromArray(m.data(), static_cast<int>(m.size()))) {
         return absl::DataLossError(absl::StrCat("Store: metrics of job '", job_id, "' round ",
-                                                q.Int(0), " do not parse (", path_, ")"));
+                                                q.Int(0), " do not parse (", path(), ")"));
       }
     }
   }
   {
     FEDGE_ASSIGN_OR_RETURN(
         Statement q,
-        Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = ?1 AND state = 'open'"));
+        Prepare("SELECT COALESCE(MAX(round), 0) FROM rounds WHERE job_id = $1 AND state = 'open'"));
     FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Next("read open round"));
     if (row) job.set_current_round(q.Int(0));
   }
@@ -471,7 +377,7 @@ absl::StatusOr<std::vector<v1::JobStatus>> Store::ListJobs() {
   std::vector<std::string> ids;
   {
     FEDGE_ASSIGN_OR_RETURN(Statement q,
-                           Prepare("SELECT id FROM jobs ORDER BY created_ms DESC, rowid DESC"));
+                           Prepare("SELECT id FROM jobs ORDER BY created_ms DESC, id DESC"));
     while (true) {
       FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list jobs"));
       if (!row) break;
@@ -495,7 +401,7 @@ absl::Status Store::OpenRound(const std::string& job_id, int64_t round, int64_t 
     return absl::InvalidArgumentError(absl::StrCat("Store: round must be >= 1, got ", round));
   }
   absl::MutexLock lock(&mu_);
-  Transaction tx(this);
+  Transaction tx(db_.get());
   FEDGE_RETURN_IF_ERROR(tx.Begin());
   FEDGE_RETURN_IF_ERROR(RequireJob(job_id));
   FEDGE_ASSIGN_OR_RETURN(int64_t last, LastCompletedRound(job_id));
@@ -506,7 +412,7 @@ absl::Status Store::OpenRound(const std::string& job_id, int64_t round, int64_t 
   }
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
-      Prepare("INSERT INTO rounds (job_id, round, state, started_ms) VALUES (?1, ?2, 'open', ?3) "
+      Prepare("INSERT INTO rounds (job_id, round, state, started_ms) VALUES ($1, $2, 'open', $3) "
               "ON CONFLICT (job_id, round) DO UPDATE SET state = 'open', "
               "started_ms = excluded.started_ms, closed_ms = NULL, metrics = NULL"));
   FEDGE_RETURN_IF_ERROR(
@@ -523,8 +429,8 @@ absl::Status Store::CloseRound(const std::string& job_id, int64_t round, v1::Rou
   }
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement q,
-                         Prepare("UPDATE rounds SET state = ?3, closed_ms = ?4 "
-                                 "WHERE job_id = ?1 AND round = ?2 AND state != 'completed'"));
+                         Prepare("UPDATE rounds SET state = $3, closed_ms = $4 "
+                                 "WHERE job_id = $1 AND round = $2 AND state != 'completed'"));
   FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
                             .Bind(2, round)
                             .BindText(3, RoundStateName(state))
@@ -540,8 +446,8 @@ absl::Status Store::CloseRound(const std::string& job_id, int64_t round, v1::Rou
 absl::StatusOr<int> Store::AbandonOpenRounds(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement q,
-                         Prepare("UPDATE rounds SET state = 'abandoned', closed_ms = ?2 "
-                                 "WHERE job_id = ?1 AND state = 'open'"));
+                         Prepare("UPDATE rounds SET state = 'abandoned', closed_ms = $2 "
+                                 "WHERE job_id = $1 AND state = 'open'"));
   FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id).Bind(2, Now()).Run("abandon open rounds"));
   return q.changes();
 }
@@ -577,7 +483,7 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
   }
 
   absl::MutexLock lock(&mu_);
-  Transaction tx(this);
+  Transaction tx(db_.get());
   FEDGE_RETURN_IF_ERROR(tx.Begin());
   FEDGE_RETURN_IF_ERROR(RequireJob(job_id));
   FEDGE_ASSIGN_OR_RETURN(int64_t last, LastCompletedRound(job_id));
@@ -594,7 +500,7 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
     FEDGE_ASSIGN_OR_RETURN(
         Statement q,
         Prepare("INSERT INTO rounds (job_id, round, state, started_ms, closed_ms, metrics) "
-                "VALUES (?1, ?2, 'completed', ?3, ?4, ?5) "
+                "VALUES ($1, $2, 'completed', $3, $4, $5) "
                 "ON CONFLICT (job_id, round) DO UPDATE SET state = 'completed', "
                 "started_ms = CASE WHEN excluded.started_ms > 0 THEN excluded.started_ms "
                 "                  ELSE rounds.started_ms END, "
@@ -610,7 +516,7 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
   {
     FEDGE_ASSIGN_OR_RETURN(Statement q,
                            Prepare("INSERT INTO checkpoints (job_id, round, model, created_ms, "
-                                   "strategy_state) VALUES (?1, ?2, ?3, ?4, ?5)"));
+                                   "strategy_state) VALUES ($1, $2, $3, $4, $5)"));
     FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id)
                               .Bind(2, round)
                               .BindBlob(3, model_blob)
@@ -622,21 +528,21 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
   {
     FEDGE_ASSIGN_OR_RETURN(
         Statement q,
-        Prepare("DELETE FROM checkpoints WHERE job_id = ?1 AND round NOT IN ("
-                "  SELECT round FROM checkpoints WHERE job_id = ?1 ORDER BY round DESC LIMIT ?2)"));
+        Prepare("DELETE FROM checkpoints WHERE job_id = $1 AND round NOT IN ("
+                "  SELECT round FROM checkpoints WHERE job_id = $1 ORDER BY round DESC LIMIT $2)"));
     FEDGE_RETURN_IF_ERROR(
         q.BindText(1, job_id).Bind(2, keep_checkpoints).Run("prune old checkpoints"));
   }
   if (!participants.empty()) {
     FEDGE_ASSIGN_OR_RETURN(
         Statement q,
-        Prepare("UPDATE clients SET rounds_participated = rounds_participated + 1 WHERE id = ?1"));
+        Prepare("UPDATE clients SET rounds_participated = rounds_participated + 1 WHERE id = $1"));
     for (const std::string& id : participants) {
       FEDGE_RETURN_IF_ERROR(q.Reset().BindText(1, id).Run("count participation"));
     }
   }
   {
-    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE jobs SET updated_ms = ?2 WHERE id = ?1"));
+    FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE jobs SET updated_ms = $2 WHERE id = $1"));
     FEDGE_RETURN_IF_ERROR(q.BindText(1, job_id).Bind(2, now).Run("touch job"));
   }
   FEDGE_RETURN_IF_ERROR(Fault("after_prune"));
@@ -668,7 +574,7 @@ absl::StatusOr<v1::RoundRecord> Store::GetRound(const std::string& job_id, int64
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement q,
                          Prepare("SELECT state, started_ms, closed_ms, metrics FROM rounds "
-                                 "WHERE job_id = ?1 AND round = ?2"));
+                                 "WHERE job_id = $1 AND round = $2"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, job_id).Bind(2, round).Next("read round"));
   if (!row) {
     return absl::NotFoundError(
@@ -676,7 +582,7 @@ absl::StatusOr<v1::RoundRecord> Store::GetRound(const std::string& job_id, int64
   }
   v1::RoundRecord record;
   FEDGE_RETURN_IF_ERROR(ParseRoundRow(job_id, round, q.Text(0), q.Int(1), q.IsNull(2), q.Int(2),
-                                      q.Blob(3), path_, &record));
+                                      q.Blob(3), path(), &record));
   return record;
 }
 
@@ -685,7 +591,7 @@ absl::StatusOr<std::vector<v1::RoundRecord>> Store::ListRounds(const std::string
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement q,
                          Prepare("SELECT round, state, started_ms, closed_ms, metrics FROM rounds "
-                                 "WHERE job_id = ?1 AND round >= ?2 ORDER BY round LIMIT ?3"));
+                                 "WHERE job_id = $1 AND round >= $2 ORDER BY round LIMIT $3"));
   q.BindText(1, job_id).Bind(2, from_round).Bind(3, limit < 0 ? 0 : limit);
   std::vector<v1::RoundRecord> rounds;
   while (true) {
@@ -693,7 +599,7 @@ absl::StatusOr<std::vector<v1::RoundRecord>> Store::ListRounds(const std::string
     if (!row) break;
     v1::RoundRecord record;
     FEDGE_RETURN_IF_ERROR(ParseRoundRow(job_id, q.Int(0), q.Text(1), q.Int(2), q.IsNull(3),
-                                        q.Int(3), q.Blob(4), path_, &record));
+                                        q.Int(3), q.Blob(4), path(), &record));
     rounds.push_back(std::move(record));
   }
   return rounds;
@@ -708,9 +614,9 @@ absl::StatusOr<Checkpoint> Store::ReadCheckpoint(const std::string& job_id, int6
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
       Prepare(latest ? "SELECT round, model, created_ms, strategy_state FROM checkpoints "
-                       "WHERE job_id = ?1 ORDER BY round DESC LIMIT 1"
+                       "WHERE job_id = $1 ORDER BY round DESC LIMIT 1"
                      : "SELECT round, model, created_ms, strategy_state FROM checkpoints "
-                       "WHERE job_id = ?1 AND round = ?2"));
+                       "WHERE job_id = $1 AND round = $2"));
   q.BindText(1, job_id);
   if (!latest) q.Bind(2, round);
   FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("read checkpoint"));
@@ -726,7 +632,7 @@ absl::StatusOr<Checkpoint> Store::ReadCheckpoint(const std::string& job_id, int6
   const absl::string_view blob = q.Blob(1);
   if (!cp.model.ParseFromArray(blob.data(), static_cast<int>(blob.size()))) {
     return absl::DataLossError(absl::StrCat("Store: checkpoint of job '", job_id, "' round ",
-                                            cp.round, " does not parse (", path_, ")"));
+                                            cp.round, " does not parse (", path(), ")"));
   }
   return cp;
 }
@@ -744,7 +650,7 @@ absl::StatusOr<Checkpoint> Store::GetCheckpoint(const std::string& job_id, int64
 absl::StatusOr<std::vector<int64_t>> Store::ListCheckpointRounds(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(
-      Statement q, Prepare("SELECT round FROM checkpoints WHERE job_id = ?1 ORDER BY round"));
+      Statement q, Prepare("SELECT round FROM checkpoints WHERE job_id = $1 ORDER BY round"));
   q.BindText(1, job_id);
   std::vector<int64_t> rounds;
   while (true) {
@@ -759,22 +665,9 @@ absl::StatusOr<std::vector<int64_t>> Store::ListCheckpointRounds(const std::stri
 // Maintenance
 // ---------------------------------------------------------------------------------------
 
-absl::Status Store::CheckIntegrityLocked(const char* pragma) {
-  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(pragma));
-  std::vector<std::string> problems;
-  while (problems.size() < 10) {
-    FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("check integrity"));
-    if (!row) break;
-    problems.push_back(q.Text(0));
-  }
-  if (problems.size() == 1 && problems[0] == "ok") return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("Store: ", path_, " failed ", pragma, ": ",
-                                          absl::StrJoin(problems, "; ")));
-}
-
 absl::Status Store::CheckIntegrity() {
   absl::MutexLock lock(&mu_);
-  return CheckIntegrityLocked("PRAGMA integrity_check");
+  return db_->CheckIntegrity(/*quick=*/false);
 }
 
 }  // namespace fedge::server

@@ -1,20 +1,36 @@
-// The coordinator's durable state: one SQLite database, <state_dir>/coordinator.db, holding
-// jobs, rounds (with their metrics), the client registry and the model checkpoints of the
-// last K completed rounds of each job.
+// The coordinator's durable state: jobs, rounds (with their metrics), the client registry,
+// enrollment tokens and the model checkpoints of the last K completed rounds of each job.
+// It lives in one SQLite file, <state_dir>/coordinator.db (the default: embedded, one
+// machine), or in a PostgreSQL database (two coordinators on two machines, one active and
+// one standby). Both run the same statements and the same migrations
+// (server/store_database.h).
 //
-// Durability. The database runs in WAL mode with synchronous=FULL: every commit fsyncs the
+// Durability. SQLite runs in WAL mode with synchronous=FULL: every commit fsyncs the
 // WAL before it returns, so a round that CommitRound reported as committed survives not
 // only kill -9 of the coordinator (which NORMAL would also survive) but a power cut or
 // kernel crash (which NORMAL may roll back). The coordinator commits a few times per round
 // (seconds to minutes apart), so the extra fsync costs nothing that matters; losing a
-// completed round would cost a round of every client's work. A round's record, its metrics
+// completed round would cost a round of every client's work. PostgreSQL gives the same
+// with its defaults (synchronous_commit=on). A round's record, its metrics
 // and its model checkpoint commit in ONE transaction (CommitRound), so after any crash the
 // latest checkpoint is the model of the last completed round, and a restart resumes there.
 //
-// Exclusivity. Open takes an advisory lock (flock) on <state_dir>/coordinator.db.lock, so a
-// second coordinator on the same state dir fails fast with a clear error instead of
-// interleaving rounds. The kernel drops the lock when the process dies, even by SIGKILL.
-// Read-only inspection with the sqlite3 shell stays possible while a coordinator runs.
+// Exclusivity. SQLite: Open takes an advisory lock (flock) on
+// <state_dir>/coordinator.db.lock, so a second coordinator on the same state dir fails fast
+// with a clear error instead of interleaving rounds. The kernel drops the lock when the
+// process dies, even by SIGKILL. Read-only inspection with the sqlite3 shell stays possible
+// while a coordinator runs.
+//
+// PostgreSQL: a lease row (table fedge_lease) names the one process that may write, until
+// an expiry computed by the database's clock (no trust in the coordinators' clocks). Open
+// waits until it can take the lease: a second coordinator is a standby that takes over
+// when the holder stops renewing (killed, machine lost, cut off), at most one lease plus
+// one poll later (StoreOptions::lease). Every write runs in a transaction that first locks
+// the lease row and checks this process still holds it, so a holder that lost the lease
+// (cut off long enough for a standby to take over) can never write again; it learns so
+// on its next write or renewal (on_lease_lost). A database restart is waited out: calls
+// reconnect for up to StoreOptions::reconnect_wait, and a write whose connection broke
+// before its commit was sent is retried whole.
 //
 // Schema. A one-row table schema_version holds the version; Open applies the migrations
 // from the stored version up to kSchemaVersion in one transaction (version 0 = empty file),
@@ -27,9 +43,11 @@
 // job or a round committed twice; FAILED_PRECONDITION for out-of-order rounds and a schema
 // from a newer fedge; INVALID_ARGUMENT for oversized inputs; DATA_LOSS for a corrupt file
 // or a row that does not parse; UNAVAILABLE when the state dir is locked by another
-// process; INTERNAL for other SQLite errors.
+// process or the database cannot be reached; PERMISSION_DENIED for a write after this
+// process lost the lease; INTERNAL for other database errors.
 //
-// Thread safety: all methods are thread-safe (one connection, serialized by a mutex).
+// Thread safety: all methods are thread-safe (one connection, serialized by a mutex; the
+// PostgreSQL lease is renewed on a connection of its own).
 // Values are bound to prepared statements; no SQL is built from values.
 #ifndef FEDGE_SERVER_STORE_H_
 #define FEDGE_SERVER_STORE_H_
@@ -44,15 +62,17 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "base/clock.h"
 #include "proto/admin.pb.h"
 #include "proto/job.pb.h"
 #include "proto/model.pb.h"
 
-struct sqlite3;
-struct sqlite3_stmt;
-
 namespace fedge::server {
+
+namespace store_internal {
+class Database;
+}  // namespace store_internal
 
 // SQLite's default SQLITE_MAX_LENGTH (10^9 bytes): the largest blob it stores.
 inline constexpr int64_t kDefaultMaxModelBytes = 1000 * 1000 * 1000;
@@ -74,6 +94,22 @@ struct StoreOptions {
   // "after_checkpoint" and "after_prune"; a non-OK status aborts the commit there, as an
   // SQLite error at that point would.
   std::function<absl::Status(absl::string_view point)> fault_hook_for_testing;
+
+  // ---- PostgreSQL only ----
+  // How long a lease lasts without renewal; the holder renews it every third of that, a
+  // standby polls as often. A standby takes over at most lease + one poll after the
+  // holder stopped renewing.
+  absl::Duration lease = absl::Seconds(15);
+  // Names this process in the lease row and in a standby's log (default host:pid).
+  std::string holder;
+  // Called (from the lease thread) when another process took the lease: this process's
+  // writes are refused from then on, and it should stop.
+  std::function<void(const absl::Status&)> on_lease_lost;
+  // Called while Open waits as a standby, every poll, with the holder and its expiry.
+  std::function<void(absl::string_view holder, int64_t expires_unix_ms)> on_standby;
+  // How long a call waits for the database to come back (a restart) before failing
+  // UNAVAILABLE.
+  absl::Duration reconnect_wait = absl::Seconds(60);
 };
 
 // A stored model checkpoint.
@@ -91,16 +127,21 @@ class Store final {
   static constexpr char kDatabaseFileName[] = "coordinator.db";
   static constexpr int kSchemaVersion = 4;
 
-  // Opens (creating if needed) the database under `state_dir` (created if missing),
-  // migrates its schema, and locks the state dir for this process.
-  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& state_dir,
+  // Opens the store at `location` and migrates its schema:
+  //  - a directory: the SQLite file in it (both created if missing), the dir locked for
+  //    this process (UNAVAILABLE when another process holds it);
+  //  - a postgresql:// (or postgres://) URL: that database, once this process holds its
+  //    lease; until then Open waits as a standby (see PostgreSQL above).
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& location,
                                                      StoreOptions options = {});
+  // True when `location` names a PostgreSQL database rather than a state dir.
+  static bool IsPostgresUrl(absl::string_view location);
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  // Path of the database file.
-  const std::string& path() const { return path_; }
+  // Where the data lives: the database file's path, or the URL without its password.
+  const std::string& path() const;
 
   // ---- jobs ----
 
@@ -203,17 +244,14 @@ class Store final {
   class Statement;
   class Transaction;
 
-  Store(std::string path, int lock_fd, sqlite3* db, StoreOptions options);
+  Store(std::unique_ptr<store_internal::Database> db, StoreOptions options);
 
-  absl::Status Configure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Exec(const char* sql, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status CheckIntegrityLocked(const char* pragma) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A client's secret (`column`: its hash) against `secret`; `what` names it in the error.
   absl::Status VerifyClientSecret(const std::string& client_id, absl::string_view secret,
                                   const char* column, absl::string_view what);
   absl::StatusOr<Statement> Prepare(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status SqliteError(int rc, absl::string_view what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Fault(absl::string_view point);
   int64_t Now() const;
 
@@ -225,11 +263,9 @@ class Store final {
   absl::StatusOr<Checkpoint> ReadCheckpoint(const std::string& job_id, int64_t round,
                                             bool latest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string path_;
-  const int lock_fd_;
   const StoreOptions options_;
   absl::Mutex mu_;
-  sqlite3* const db_ ABSL_PT_GUARDED_BY(mu_);
+  const std::unique_ptr<store_internal::Database> db_ ABSL_PT_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::server

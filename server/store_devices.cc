@@ -10,7 +10,7 @@
 #include "base/status_macros.h"
 #include "server/session_token.h"
 #include "server/store.h"
-#include "server/store_sqlite.h"
+#include "server/store_database.h"
 
 namespace fedge::server {
 
@@ -50,7 +50,7 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
       Statement q,
       Prepare("INSERT INTO clients (id, profile, token_hash, state, tier, enrolled_ms, "
               "                     last_seen_ms, rounds_participated, device_key_hash) "
-              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
               "ON CONFLICT (id) DO UPDATE SET profile = excluded.profile, "
               "token_hash = excluded.token_hash, state = excluded.state, tier = excluded.tier, "
               "last_seen_ms = excluded.last_seen_ms, device_key_hash = "
@@ -73,7 +73,7 @@ absl::StatusOr<v1::ClientRecord> Store::GetClient(const std::string& client_id) 
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
       Prepare("SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, rounds_participated "
-              "FROM clients WHERE id = ?1"));
+              "FROM clients WHERE id = $1"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read client"));
   if (!row) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
   v1::ClientRecord c;
@@ -81,7 +81,7 @@ absl::StatusOr<v1::ClientRecord> Store::GetClient(const std::string& client_id) 
   const absl::string_view profile = q.Blob(1);
   if (!c.mutable_profile()->ParseFromArray(profile.data(), static_cast<int>(profile.size()))) {
     return absl::DataLossError(
-        absl::StrCat("Store: profile of client '", client_id, "' does not parse (", path_, ")"));
+        absl::StrCat("Store: profile of client '", client_id, "' does not parse (", path(), ")"));
   }
   c.set_state(ParseClientState(q.Text(2)));
   c.set_tier(q.Text(3));
@@ -109,7 +109,7 @@ absl::StatusOr<std::vector<v1::ClientRecord>> Store::ListClients(bool include_in
     const absl::string_view profile = q.Blob(1);
     if (!c.mutable_profile()->ParseFromArray(profile.data(), static_cast<int>(profile.size()))) {
       return absl::DataLossError(absl::StrCat("Store: profile of client '", c.client_id(),
-                                              "' does not parse (", path_, ")"));
+                                              "' does not parse (", path(), ")"));
     }
     c.set_state(ParseClientState(q.Text(2)));
     c.set_tier(q.Text(3));
@@ -128,7 +128,7 @@ absl::Status Store::SetClientState(const std::string& client_id, v1::ClientState
         absl::StrCat("Store: invalid client state ", v1::ClientState_Name(state)));
   }
   absl::MutexLock lock(&mu_);
-  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE clients SET state = ?2 WHERE id = ?1"));
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE clients SET state = $2 WHERE id = $1"));
   FEDGE_RETURN_IF_ERROR(q.BindText(1, client_id).BindText(2, name).Run("update client state"));
   if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
   return absl::OkStatus();
@@ -137,10 +137,10 @@ absl::Status Store::SetClientState(const std::string& client_id, v1::ClientState
 absl::Status Store::TouchClients(const std::vector<std::string>& client_ids) {
   if (client_ids.empty()) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  Transaction tx(this);
+  Transaction tx(db_.get());
   FEDGE_RETURN_IF_ERROR(tx.Begin());
   FEDGE_ASSIGN_OR_RETURN(Statement q,
-                         Prepare("UPDATE clients SET last_seen_ms = ?2 WHERE id = ?1"));
+                         Prepare("UPDATE clients SET last_seen_ms = $2 WHERE id = $1"));
   const int64_t now = Now();
   for (const std::string& id : client_ids) {
     FEDGE_RETURN_IF_ERROR(q.Reset().BindText(1, id).Bind(2, now).Run("touch client"));
@@ -154,7 +154,7 @@ absl::Status Store::VerifyClientSecret(const std::string& client_id, absl::strin
   std::string stored;
   {
     absl::MutexLock lock(&mu_);
-    const std::string sql = absl::StrCat("SELECT ", column, " FROM clients WHERE id = ?1");
+    const std::string sql = absl::StrCat("SELECT ", column, " FROM clients WHERE id = $1");
     FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
     FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read a client's secret hash"));
     if (row) stored = std::string(q.Blob(0));
@@ -203,8 +203,8 @@ absl::Status Store::CreateEnrollmentToken(const v1::EnrollmentTokenRecord& recor
   }
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement q,
-                         Prepare("INSERT OR IGNORE INTO enrollment_tokens (name, token_hash, "
-                                 "max_uses, expires_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)"));
+                         Prepare("INSERT INTO enrollment_tokens (name, token_hash, max_uses, expires_ms, "
+                                 "created_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"));
   FEDGE_RETURN_IF_ERROR(q.BindText(1, record.name())
                             .BindBlob(2, token_hash)
                             .Bind(3, record.max_uses())
@@ -234,12 +234,12 @@ absl::StatusOr<std::vector<v1::EnrollmentTokenRecord>> Store::ListEnrollmentToke
 absl::StatusOr<v1::EnrollmentTokenRecord> Store::RevokeEnrollmentToken(const std::string& name) {
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(Statement u,
-                         Prepare("UPDATE enrollment_tokens SET revoked = 1 WHERE name = ?1"));
+                         Prepare("UPDATE enrollment_tokens SET revoked = 1 WHERE name = $1"));
   FEDGE_RETURN_IF_ERROR(u.BindText(1, name).Run("revoke an enrollment token"));
   if (u.changes() == 0) {
     return absl::NotFoundError(absl::StrCat("Store: no enrollment token '", name, "'"));
   }
-  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE name = ?1");
+  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE name = $1");
   FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, name).Next("read an enrollment token"));
   if (!row) return absl::NotFoundError(absl::StrCat("Store: no enrollment token '", name, "'"));
@@ -248,7 +248,7 @@ absl::StatusOr<v1::EnrollmentTokenRecord> Store::RevokeEnrollmentToken(const std
 
 absl::StatusOr<v1::EnrollmentTokenRecord> Store::FindEnrollmentToken(absl::string_view token_hash) {
   absl::MutexLock lock(&mu_);
-  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE token_hash = ?1");
+  const std::string sql = absl::StrCat("SELECT ", kEnrollmentColumns, " WHERE token_hash = $1");
   FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare(sql.c_str()));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindBlob(1, token_hash).Next("find an enrollment token"));
   if (!row) return absl::NotFoundError("Store: no such enrollment token");
@@ -259,9 +259,9 @@ absl::Status Store::UseEnrollmentToken(const std::string& name, int64_t now_unix
   absl::MutexLock lock(&mu_);
   // One statement: the checks and the count move together (no use past max_uses).
   FEDGE_ASSIGN_OR_RETURN(
-      Statement q, Prepare("UPDATE enrollment_tokens SET uses = uses + 1 WHERE name = ?1 AND "
+      Statement q, Prepare("UPDATE enrollment_tokens SET uses = uses + 1 WHERE name = $1 AND "
                            "revoked = 0 AND (max_uses = 0 OR uses < max_uses) AND "
-                           "(expires_ms = 0 OR expires_ms > ?2)"));
+                           "(expires_ms = 0 OR expires_ms > $2)"));
   FEDGE_RETURN_IF_ERROR(q.BindText(1, name).Bind(2, now_unix_ms).Run("use an enrollment token"));
   if (q.changes() == 0) {
     return absl::PermissionDeniedError(absl::StrCat(

@@ -12,12 +12,15 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/session_token.h"
+#include "tests/postgres_server.h"
 #include "tests/status_matchers.h"
 
 namespace fedge::server {
@@ -47,6 +50,46 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// One PostgreSQL server for the whole test program, started on first use.
+fedge::testing::PostgresServer& SharedPostgres() {
+  static fedge::testing::PostgresServer* server = [] {
+    absl::StatusOr<std::unique_ptr<fedge::testing::PostgresServer>> s =
+        fedge::testing::PostgresServer::Start();
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+      std::abort();
+    }
+    static std::unique_ptr<fedge::testing::PostgresServer> keep = *std::move(s);
+    return keep.get();
+  }();
+  return *server;
+}
+
+// Where a test's store lives: a fresh state dir (SQLite) or a fresh database (PostgreSQL).
+class Location {
+ public:
+  explicit Location(const std::string& engine) {
+    if (engine == "sqlite") return;
+    static std::atomic<int> counter{0};
+    absl::StatusOr<std::string> url =
+        SharedPostgres().CreateDatabase(absl::StrCat("store_test_", counter++));
+    EXPECT_THAT(url, IsOk());
+    url_ = url.ok() ? *url : "postgresql://nowhere";
+  }
+  const std::string& path() const { return url_.empty() ? dir_.path() : url_; }
+
+ private:
+  TempDir dir_;
+  std::string url_;
+};
+
+// The store's contract, on each engine.
+class StoreTest : public ::testing::TestWithParam<std::string> {};
+INSTANTIATE_TEST_SUITE_P(Engines, StoreTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 // A model whose every parameter value is `value` (so a checkpoint says which round wrote it).
 v1::ModelProto ModelWithValue(float value, int numel = 64) {
@@ -78,14 +121,25 @@ v1::JobConfig Job(const std::string& name) {
   return job;
 }
 
+// PostgreSQL tests hand the lease over in a second, not the default fifteen.
+StoreOptions ShortLease(std::string holder = "", StoreOptions options = {}) {
+  options.lease = absl::Seconds(1);
+  options.holder = std::move(holder);
+  return options;
+}
+
 std::unique_ptr<Store> OpenOrDie(const std::string& dir, StoreOptions options = {}) {
+  if (Store::IsPostgresUrl(dir)) {
+    const std::string holder = options.holder;
+    options = ShortLease(holder, std::move(options));
+  }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir, std::move(options));
   EXPECT_THAT(store, IsOk());
   return store.ok() ? *std::move(store) : nullptr;
 }
 
-TEST(StoreTest, JobsRoundTrip) {
-  TempDir dir;
+TEST_P(StoreTest, JobsRoundTrip) {
+  Location dir(GetParam());
   base::ManualClock clock(absl::FromUnixMillis(5000));
   StoreOptions options;
   options.clock = &clock;
@@ -129,8 +183,8 @@ TEST(StoreTest, JobsRoundTrip) {
   EXPECT_THAT(store->CreateJob("", Job("x")), StatusIs(absl::StatusCode::kInvalidArgument, ::testing::_));
 }
 
-TEST(StoreTest, RoundsRoundTrip) {
-  TempDir dir;
+TEST_P(StoreTest, RoundsRoundTrip) {
+  Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
   ASSERT_NE(store, nullptr);
   ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
@@ -196,8 +250,8 @@ TEST(StoreTest, RoundsRoundTrip) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics are for round 4")));
 }
 
-TEST(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
-  TempDir dir;
+TEST_P(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
+  Location dir(GetParam());
   base::ManualClock clock(absl::FromUnixMillis(1000));
   StoreOptions options;
   options.clock = &clock;
@@ -274,6 +328,7 @@ TEST(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
   EXPECT_THAT(store->GetClient("ghost"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
 
   // The tokens themselves appear nowhere in the database files.
+  if (GetParam() != "sqlite") return;
   const std::string db = store->path();
   store.reset();
   for (const std::string& file : {db, db + "-wal"}) {
@@ -284,8 +339,8 @@ TEST(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
   }
 }
 
-TEST(StoreTest, KeepsOnlyTheLastKCheckpointsPerJob) {
-  TempDir dir;
+TEST_P(StoreTest, KeepsOnlyTheLastKCheckpointsPerJob) {
+  Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
   ASSERT_NE(store, nullptr);
   ASSERT_THAT(store->CreateJob("a", Job("a")), IsOk());
@@ -316,8 +371,8 @@ TEST(StoreTest, KeepsOnlyTheLastKCheckpointsPerJob) {
   EXPECT_EQ(store->ListRounds("a")->size(), 8u);
 }
 
-TEST(StoreTest, LargeModelRoundTrips) {
-  TempDir dir;
+TEST_P(StoreTest, LargeModelRoundTrips) {
+  Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
   ASSERT_NE(store, nullptr);
   ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
@@ -349,10 +404,10 @@ void ExpectNothingOfRound(Store& store, int64_t round, const std::vector<int64_t
   EXPECT_EQ(store.GetClient("c")->rounds_participated(), participation);
 }
 
-TEST(StoreTest, CommitRoundIsAtomicWhenItFailsHalfWay) {
+TEST_P(StoreTest, CommitRoundIsAtomicWhenItFailsHalfWay) {
   for (const char* point : {"after_round", "after_checkpoint", "after_prune"}) {
     SCOPED_TRACE(point);
-    TempDir dir;
+    Location dir(GetParam());
     bool fail = false;
     StoreOptions options;
     options.fault_hook_for_testing = [&](absl::string_view at) {
@@ -385,8 +440,8 @@ TEST(StoreTest, CommitRoundIsAtomicWhenItFailsHalfWay) {
   }
 }
 
-TEST(StoreTest, OversizedModelIsRefusedAndLeavesNothing) {
-  TempDir dir;
+TEST_P(StoreTest, OversizedModelIsRefusedAndLeavesNothing) {
+  Location dir(GetParam());
   StoreOptions options;
   options.max_model_bytes = 4096;
   std::unique_ptr<Store> store = OpenOrDie(dir.path(), options);
@@ -408,8 +463,8 @@ TEST(StoreTest, OversizedModelIsRefusedAndLeavesNothing) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_model_bytes")));
 }
 
-TEST(StoreTest, ReopeningKeepsEverything) {
-  TempDir dir;
+TEST_P(StoreTest, ReopeningKeepsEverything) {
+  Location dir(GetParam());
   {
     std::unique_ptr<Store> store = OpenOrDie(dir.path());
     ASSERT_NE(store, nullptr);
@@ -447,7 +502,7 @@ TEST(StoreTest, ReopeningKeepsEverything) {
   EXPECT_THAT(store->CheckIntegrity(), IsOk());
 }
 
-TEST(StoreTest, SecondOpenOfTheSameStateDirIsRefused) {
+TEST(SqliteStoreTest, SecondOpenOfTheSameStateDirIsRefused) {
   TempDir dir;
   std::unique_ptr<Store> first = OpenOrDie(dir.path());
   ASSERT_NE(first, nullptr);
@@ -458,7 +513,7 @@ TEST(StoreTest, SecondOpenOfTheSameStateDirIsRefused) {
   EXPECT_THAT(Store::Open(dir.path()), IsOk());
 }
 
-TEST(StoreTest, NonSqliteFileGivesAClearErrorNamingThePath) {
+TEST(SqliteStoreTest, NonSqliteFileGivesAClearErrorNamingThePath) {
   TempDir dir;
   fs::create_directories(dir.path());
   const std::string db = (fs::path(dir.path()) / Store::kDatabaseFileName).string();
@@ -472,7 +527,7 @@ TEST(StoreTest, NonSqliteFileGivesAClearErrorNamingThePath) {
                              HasSubstr("not a valid SQLite database"))));
 }
 
-TEST(StoreTest, CorruptDatabaseGivesAClearErrorNamingThePath) {
+TEST(SqliteStoreTest, CorruptDatabaseGivesAClearErrorNamingThePath) {
   TempDir dir;
   std::string db;
   {
@@ -494,8 +549,8 @@ TEST(StoreTest, CorruptDatabaseGivesAClearErrorNamingThePath) {
 
 // The strategy's state (FedAdam/FedYogi moments) commits with the round's checkpoint and
 // comes back with it; a checkpoint without one reads back empty.
-TEST(StoreTest, StrategyStateRoundTripsWithTheCheckpoint) {
-  TempDir dir;
+TEST_P(StoreTest, StrategyStateRoundTripsWithTheCheckpoint) {
+  Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
   ASSERT_NE(store, nullptr);
   ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
@@ -518,7 +573,7 @@ TEST(StoreTest, StrategyStateRoundTripsWithTheCheckpoint) {
 
 // A version-1 database (before strategy states) opens and migrates; its checkpoints read
 // back with an empty state.
-TEST(StoreTest, VersionOneDatabaseMigrates) {
+TEST(SqliteStoreTest, VersionOneDatabaseMigrates) {
   TempDir dir;
   std::string db;
   {
@@ -568,8 +623,8 @@ TEST(StoreTest, VersionOneDatabaseMigrates) {
 
 // A device's key is kept as its hash, survives a re-registration that does not replace it,
 // and a device enrolled without one (or an unknown id) proves nothing.
-TEST(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
-  TempDir dir;
+TEST_P(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
+  Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
   ASSERT_NE(store, nullptr);
   v1::ClientRecord a, b;
@@ -590,7 +645,7 @@ TEST(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-TEST(StoreTest, DatabaseFromANewerFedgeIsRefused) {
+TEST(SqliteStoreTest, DatabaseFromANewerFedgeIsRefused) {
   TempDir dir;
   std::string db;
   {
@@ -614,8 +669,8 @@ TEST(StoreTest, DatabaseFromANewerFedgeIsRefused) {
 // reported round is there, and at most the one in flight beyond it, (3) completed rounds are
 // exactly 1..N, (4) the checkpoints are exactly the last K completed rounds and the latest
 // holds round N's model. The next child resumes from the latest checkpoint.
-TEST(StoreCrashTest, SigkillDuringCommitsLosesNoCommittedRound) {
-  TempDir dir;
+TEST_P(StoreTest, SigkillDuringCommitsLosesNoCommittedRound) {
+  Location dir(GetParam());
   {
     std::unique_ptr<Store> store = OpenOrDie(dir.path());
     ASSERT_NE(store, nullptr);
@@ -635,7 +690,8 @@ TEST(StoreCrashTest, SigkillDuringCommitsLosesNoCommittedRound) {
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       close(fds[0]);
-      absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir.path());
+      absl::StatusOr<std::unique_ptr<Store>> store =
+          Store::Open(dir.path(), ShortLease(absl::StrCat("child-", iteration)));
       if (!store.ok()) _exit(2);
       absl::StatusOr<Checkpoint> latest = (*store)->LatestCheckpoint("j");
       int64_t r = latest.ok() ? latest->round : 0;
@@ -703,6 +759,113 @@ TEST(StoreCrashTest, SigkillDuringCommitsLosesNoCommittedRound) {
     previous_n = n;
   }
   EXPECT_GE(previous_n, 5);
+}
+
+// ---- PostgreSQL: the lease, standbys, fencing, restarts ----
+
+// Runs `sql` on `url` (outside the store), failing the test on an error.
+void RawSql(const std::string& url, const std::string& sql) {
+  PGconn* c = PQconnectdb(url.c_str());
+  ASSERT_EQ(PQstatus(c), CONNECTION_OK) << PQerrorMessage(c);
+  PGresult* r = PQexec(c, sql.c_str());
+  EXPECT_TRUE(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK)
+      << PQresultErrorMessage(r);
+  PQclear(r);
+  PQfinish(c);
+}
+
+// A second coordinator waits as a standby while the first holds the lease, and takes over
+// (with everything the first committed) when the first stops.
+TEST(PostgresStoreTest, SecondOpenWaitsAsStandbyAndTakesOverWhenTheHolderStops) {
+  Location where("postgresql");
+  std::unique_ptr<Store> first = OpenOrDie(where.path(), ShortLease("first"));
+  ASSERT_NE(first, nullptr);
+  ASSERT_THAT(first->CreateJob("j", Job("shared")), IsOk());
+  ASSERT_THAT(first->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 2), IsOk());
+
+  std::atomic<int> polls{0};
+  std::string seen_holder;
+  StoreOptions second_options = ShortLease("second");
+  second_options.on_standby = [&](absl::string_view holder, int64_t) {
+    if (polls++ == 0) seen_holder = std::string(holder);
+  };
+  absl::StatusOr<std::unique_ptr<Store>> second;
+  std::atomic<bool> opened{false};
+  std::thread standby([&] {
+    second = Store::Open(where.path(), second_options);
+    opened = true;
+  });
+  // The first keeps renewing: the standby keeps waiting over several lease periods.
+  while (polls < 6) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(opened.load());
+  EXPECT_EQ(seen_holder, "first");
+  ASSERT_THAT(first->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 2), IsOk());
+  first.reset();  // a clean stop hands the lease over
+  standby.join();
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ((*second)->GetJob("j")->completed_rounds(), 2);
+  EXPECT_EQ((*second)->LatestCheckpoint("j")->model.parameters(0).values(0), 2.0f);
+  EXPECT_THAT((*second)->CommitRound("j", 3, Metrics(3, 0.7), ModelWithValue(3), 2), IsOk());
+}
+
+// A holder whose lease another process took (it was cut off past its lease) can read but
+// never write again, and is told so once.
+TEST(PostgresStoreTest, AHolderThatLostTheLeaseCannotWrite) {
+  Location where("postgresql");
+  std::atomic<int> lost{0};
+  StoreOptions options = ShortLease("cut-off");
+  options.on_lease_lost = [&](const absl::Status& s) {
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("intruder")));
+    ++lost;
+  };
+  std::unique_ptr<Store> store = OpenOrDie(where.path(), options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
+  RawSql(where.path(), "UPDATE fedge_lease SET holder = 'intruder', expires_ms = expires_ms + 600000");
+  EXPECT_THAT(store->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 2),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("lost the lease")));
+  EXPECT_THAT(store->SetJobState("j", v1::JOB_STATE_STOPPED, "x"),
+              StatusIs(absl::StatusCode::kPermissionDenied, ::testing::_));
+  v1::ClientRecord c;
+  c.set_client_id("c");
+  EXPECT_THAT(store->PutClient(c, HashSessionToken("t")),
+              StatusIs(absl::StatusCode::kPermissionDenied, ::testing::_));
+  EXPECT_EQ(store->GetJob("j")->completed_rounds(), 0);  // reads still answer
+  EXPECT_EQ(store->GetJob("j")->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(lost.load(), 1);
+}
+
+// A database restart is waited out: the calls after it reconnect and succeed, and the
+// lease is kept.
+TEST(PostgresStoreTest, ADatabaseRestartIsWaitedOut) {
+  Location where("postgresql");
+  std::unique_ptr<Store> store = OpenOrDie(where.path(), ShortLease("survivor"));
+  ASSERT_NE(store, nullptr);
+  ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
+  ASSERT_THAT(store->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 2), IsOk());
+  ASSERT_THAT(SharedPostgres().Restart(), IsOk());
+  EXPECT_EQ(store->GetJob("j")->completed_rounds(), 1);
+  ASSERT_THAT(store->OpenRound("j", 2, 1), IsOk());
+  ASSERT_THAT(store->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 2), IsOk());
+  // Down while a write is due: the write waits for the server to come back. (The server
+  // restarts from this thread: its parent-death signal follows the thread that started it.)
+  SharedPostgres().Stop();
+  std::thread writer([&] {
+    EXPECT_THAT(store->CommitRound("j", 3, Metrics(3, 0.7), ModelWithValue(3), 2), IsOk());
+  });
+  absl::SleepFor(absl::Milliseconds(700));
+  EXPECT_THAT(SharedPostgres().Restart(), IsOk());
+  writer.join();
+  EXPECT_EQ(store->GetJob("j")->completed_rounds(), 3);
+}
+
+TEST(PostgresStoreTest, AnUnreachableDatabaseIsAClearError) {
+  EXPECT_THAT(Store::Open("postgresql://fedge@127.0.0.1:1/none", ShortLease()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cannot connect to PostgreSQL")));
+  StoreOptions no_lease = ShortLease();
+  no_lease.lease = absl::Milliseconds(10);
+  EXPECT_THAT(Store::Open("postgresql://x/y", no_lease),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lease")));
 }
 
 }  // namespace

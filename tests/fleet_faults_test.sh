@@ -8,6 +8,13 @@
 #     ≥ 2 completed, restart it on the same state dir and port. Expected: the job finishes,
 #     rounds 1..6 are each completed exactly once, the same 4 clients (same ids, same
 #     processes, none restarted) take part after the restart.
+#   tests/fleet_faults_test.sh BIN_DIR root-takeover
+#     The store in PostgreSQL (Debian's, in a temporary directory, run as the user fedge-pg
+#     when root); two coordinators on it, on different ports: one active, one standby.
+#     4 devices and fedgectl name both addresses (a gRPC ipv4: target list). SIGKILL the
+#     active coordinator mid-round. Expected: the standby takes over within the lease plus
+#     one poll (and a start-up), the job finishes, rounds 1..6 each completed exactly once,
+#     the same 4 devices (same ids, same processes) take part after the takeover.
 #   tests/fleet_faults_test.sh BIN_DIR client-loss
 #     10 devices, quorum 7; SIGKILL 3 devices while a round is in flight. Expected: that
 #     round (or the next, if they had already uploaded) closes with the survivors, the job
@@ -25,9 +32,18 @@ WATCH_PID=""
 CLIENT_PIDS=()
 OK=0
 
+STANDBY_PID=""
+PG_PID=""
+PG_DIR=""
+
 cleanup() {
-  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} ${STANDBY_PID:+"$STANDBY_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; fi
   wait 2>/dev/null || true
+  if [ -n "$PG_DIR" ]; then
+    cp "$PG_DIR/server.log" "$DIR/postgres.log" 2>/dev/null || true
+    rm -rf "$PG_DIR"
+  fi
   if ((OK)); then
     rm -rf "$DIR"
   else
@@ -62,11 +78,16 @@ CTL=("$BIN/fedgectl" --coordinator "$ADMIN_ADDR" --token-file "$DIR/operator-tok
      --timeout 10)
 (umask 077; echo "fleet-test-token-$$" > "$DIR/token")
 
-start_coordinator() {  # $1: log name
+DEVICE_TARGET="$ADDR"
+
+start_coordinator() {  # $1: log name; more arguments go to fedge-coordinator
+  local log="$1"
+  shift
   "$BIN/fedge-coordinator" --listen "$ADDR" --admin-listen "$ADMIN_ADDR" --state-dir "$DIR/state" --insecure \
     --enrollment-token-file "$DIR/token" --tick-ms 100 --liveness-seconds "$LIVENESS" \
-    --max-wait-seconds 2 > "$DIR/$1.log" 2>&1 &
+    --max-wait-seconds 2 "$@" > "$DIR/$log.log" 2>&1 &
   COORD_PID=$!
+  set -- "$log"
   for _ in $(seq 100); do
     grep -q "serving on" "$DIR/$1.log" && return 0
     kill -0 "$COORD_PID" 2>/dev/null || fail "fedge-coordinator exited: $(cat "$DIR/$1.log")"
@@ -75,11 +96,39 @@ start_coordinator() {  # $1: log name
   fail "fedge-coordinator did not start"
 }
 
+# A throwaway PostgreSQL on a free port; sets PG_URL. PostgreSQL does not run as root: as
+# root it runs as fedge-pg (scripts/setup.sh creates the user), through setpriv, which execs
+# (so PG_PID is postgres itself).
+start_postgres() {
+  local bin as=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -x "$bin/postgres" ] || fail "no PostgreSQL server: install Debian's postgresql (scripts/setup.sh does)"
+  PG_DIR="$(mktemp -d -t fedge-pg.XXXXXX)"
+  if [ "$(id -u)" -eq 0 ]; then
+    id -u fedge-pg > /dev/null 2>&1 || fail "no user fedge-pg to run PostgreSQL as (scripts/setup.sh creates it)"
+    chown fedge-pg: "$PG_DIR"
+    as=(setpriv --reuid=fedge-pg --regid="$(id -g fedge-pg)" --clear-groups --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U fedge -A trust -E UTF8 --locale=C --no-sync \
+    > "$DIR/initdb.log" 2>&1 || fail "initdb: $(tail -5 "$DIR/initdb.log")"
+  local port=$((PORT + 7))
+  "${as[@]}" "$bin/postgres" -D "$PG_DIR/data" -p "$port" -k "$PG_DIR" -c listen_addresses=127.0.0.1 \
+    -c fsync=off > "$PG_DIR/server.log" 2>&1 &
+  PG_PID=$!
+  PG_URL="postgresql://fedge@127.0.0.1:$port/postgres"
+  for _ in $(seq 200); do
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && return 0
+    kill -0 "$PG_PID" 2>/dev/null || fail "postgres exited: $(cat "$PG_DIR/server.log")"
+    sleep 0.1
+  done
+  fail "postgres did not start"
+}
+
 start_clients() {  # $1: count
   for ((i = 0; i < $1; i++)); do
     local name
     name="$(printf 'client-%05d' "$i")"
-    "$BIN/fedge-client" --coordinator "$ADDR" --insecure --enrollment-token-file "$DIR/token" \
+    "$BIN/fedge-client" --coordinator "$DEVICE_TARGET" --insecure --enrollment-token-file "$DIR/token" \
       --shard "$DIR/shards/$name.shard" --state-dir "$DIR/$name" --fetch-wait-seconds 1 \
       --seed $((i + 1)) > "$DIR/$name.log" 2>&1 &
     CLIENT_PIDS+=($!)
@@ -152,6 +201,22 @@ wait_finished() {  # $1 rounds
 
 client_ids() { "${CTL[@]}" clients --all | awk 'NR > 1 && $1 != "" && $0 !~ /client\(s\)$/ { print $1 }' | sort; }
 
+# After a coordinator fault: rounds 1..$1 each completed exactly once, the last with all 4
+# devices, the same device processes alive and the same ids as before the fault ($2).
+check_each_round_once_same_devices() {
+  local rounds="$1" ids_before="$2" r n
+  for ((r = 1; r <= rounds; r++)); do
+    n=$(grep -c "^round *$r  completed " "$DIR/rounds.log" || true)
+    [ "$n" -eq 1 ] || fail "round $r completed $n times"
+  done
+  n=$(grep -c " completed " "$DIR/rounds.log" || true)
+  [ "$n" -eq "$rounds" ] || fail "$n completed rounds, expected $rounds"
+  grep -q "^round *$rounds  completed  clients 4/4" "$DIR/rounds.log" ||
+    fail "the last round did not have all 4 clients (they did not reconnect)"
+  for p in "${CLIENT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || fail "client process $p died"; done
+  [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
+}
+
 case "$CASE" in
   coordinator-crash)
     LIVENESS=30
@@ -171,21 +236,64 @@ case "$CASE" in
     start_coordinator coordinator-2
     grep -q "resuming job $JOB" "$DIR/coordinator-2.log" || fail "the restarted coordinator did not resume $JOB"
     wait_finished "$ROUNDS"
-    for ((r = 1; r <= ROUNDS; r++)); do
-      n=$(grep -c "^round *$r  completed " "$DIR/rounds.log" || true)
-      [ "$n" -eq 1 ] || fail "round $r completed $n times"
-    done
-    n=$(grep -c " completed " "$DIR/rounds.log" || true)
-    [ "$n" -eq "$ROUNDS" ] || fail "$n completed rounds, expected $ROUNDS"
-    grep -q "^round *$ROUNDS  completed  clients 4/4" "$DIR/rounds.log" ||
-      fail "the last round did not have all 4 clients (they did not reconnect)"
-    for p in "${CLIENT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || fail "client process $p died"; done
-    ids_after=$(client_ids)
-    [ "$ids_before" = "$ids_after" ] || fail "client ids changed: [$ids_before] -> [$ids_after]"
+    check_each_round_once_same_devices "$ROUNDS" "$ids_before"
     for ((i = 0; i < 4; i++)); do
       grep -q "^round $ROUNDS " "$DIR/$(printf 'client-%05d' "$i").log" ||
         fail "client $i did not train round $ROUNDS"
     done
+    ;;
+  root-takeover)
+    LIVENESS=30
+    ROUNDS=6
+    LEASE=3
+    "$BIN/partition_fmnist" --clients 4 --scheme iid --train-examples 8000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_postgres
+    # The standby: its own ports and state dir (the same operators file), the same database.
+    STANDBY_ADDR="127.0.0.1:$((PORT + 2))"
+    STANDBY_ADMIN="127.0.0.1:$((PORT + 3))"
+    mkdir -p "$DIR/standby-state"
+    cp -p "$DIR/state/operators" "$DIR/standby-state/operators"
+    DEVICE_TARGET="ipv4:$ADDR,$STANDBY_ADDR"
+    CTL=("$BIN/fedgectl" --coordinator "ipv4:$ADMIN_ADDR,$STANDBY_ADMIN" --token-file "$DIR/operator-token"
+         --insecure --timeout 10)
+    start_coordinator active --store "$PG_URL" --lease-seconds "$LEASE"
+    "$BIN/fedge-coordinator" --listen "$STANDBY_ADDR" --admin-listen "$STANDBY_ADMIN" \
+      --state-dir "$DIR/standby-state" --store "$PG_URL" --lease-seconds "$LEASE" --insecure \
+      --enrollment-token-file "$DIR/token" --tick-ms 100 --liveness-seconds "$LIVENESS" \
+      --max-wait-seconds 2 > "$DIR/standby.log" 2>&1 &
+    STANDBY_PID=$!
+    for _ in $(seq 100); do
+      grep -q "standby" "$DIR/standby.log" && break
+      kill -0 "$STANDBY_PID" 2>/dev/null || fail "the standby exited: $(cat "$DIR/standby.log")"
+      sleep 0.1
+    done
+    grep -q "standby" "$DIR/standby.log" || fail "the second coordinator did not wait as a standby"
+    grep -q "serving on" "$DIR/standby.log" && fail "the standby serves while the lease is held"
+    start_clients 4
+    ids_before=$(client_ids)
+    [ "$(echo "$ids_before" | grep -c .)" -eq 4 ] || fail "expected 4 client ids, got [$ids_before]"
+    write_job "$ROUNDS" 4 4 60 2
+    start_job
+    wait_mid_round 2
+    kill -KILL "$COORD_PID"
+    killed_ms=$(date +%s%3N)
+    wait "$COORD_PID" 2>/dev/null || true
+    COORD_PID=""
+    echo "SIGKILLed the active coordinator mid-round; the standby should take over"
+    for _ in $(seq 300); do
+      grep -q "serving on" "$DIR/standby.log" && break
+      kill -0 "$STANDBY_PID" 2>/dev/null || fail "the standby exited: $(cat "$DIR/standby.log")"
+      sleep 0.05
+    done
+    grep -q "serving on" "$DIR/standby.log" || fail "the standby did not take over"
+    took_ms=$(( $(date +%s%3N) - killed_ms ))
+    echo "the standby serves ${took_ms} ms after the kill (lease ${LEASE} s, poll $((LEASE * 1000 / 3)) ms)"
+    [ "$took_ms" -le $(( LEASE * 1000 + LEASE * 1000 / 3 + 5000 )) ] ||
+      fail "takeover took ${took_ms} ms, more than the lease plus one poll plus 5 s"
+    grep -q "resuming job $JOB" "$DIR/standby.log" || fail "the standby did not resume $JOB"
+    wait_finished "$ROUNDS"
+    check_each_round_once_same_devices "$ROUNDS" "$ids_before"
     ;;
   client-loss)
     LIVENESS=4

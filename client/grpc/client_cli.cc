@@ -25,7 +25,9 @@
 #include "data/shard.h"
 #include "kernels/cpu.h"
 
-ABSL_FLAG(std::string, coordinator, "", "host:port of the coordinator (required)");
+ABSL_FLAG(std::string, coordinator, "",
+          "gRPC target of the coordinator (required): host:port, or ipv4:HOST:PORT,HOST:PORT "
+          "naming an active coordinator and its standbys (the first that answers is used)");
 ABSL_FLAG(std::string, enrollment_token_file, "",
           "file holding the deployment's enrollment token (required)");
 ABSL_FLAG(std::string, shard, "",

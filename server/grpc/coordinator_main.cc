@@ -25,7 +25,9 @@
 // server's certificate, or plain HTTP on loopback; the same operator tokens and roles.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,7 +58,16 @@
 #include "server/store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "Address to serve gRPC on (host:port).");
-ABSL_FLAG(std::string, state_dir, "", "Directory of the coordinator's SQLite state. Required.");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory of the coordinator's local state: the SQLite store (unless --store) and "
+          "the operators file. Required.");
+ABSL_FLAG(std::string, store, "",
+          "Where jobs, rounds, devices and checkpoints live: empty for SQLite in --state-dir, or "
+          "a postgresql://USER@HOST:PORT/DB URL. Coordinators sharing one database elect one "
+          "active by a lease; the others wait as standbys and take over when it lapses.");
+ABSL_FLAG(int, lease_seconds, 15,
+          "With --store postgresql://: how long the active coordinator's lease lasts unrenewed "
+          "(renewed every third of it); a standby takes over within this plus a third.");
 ABSL_FLAG(std::string, enrollment_token_file, "",
           "File holding the deployment's enrollment token (mode 600). Required.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain (TLS).");
@@ -322,7 +333,28 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<server::Store>> store = server::Store::Open(state_dir);
+  const std::string store_location =
+      absl::GetFlag(FLAGS_store).empty() ? state_dir : absl::GetFlag(FLAGS_store);
+  if (!absl::GetFlag(FLAGS_store).empty() && !server::Store::IsPostgresUrl(store_location)) {
+    std::fprintf(stderr, "fedge-coordinator: --store takes a postgresql:// URL (SQLite lives in "
+                         "--state-dir)\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_lease_seconds) < 1) {
+    std::fprintf(stderr, "fedge-coordinator: --lease-seconds must be >= 1\n");
+    return 2;
+  }
+  // A coordinator that lost its lease (cut off from the database long enough for a standby
+  // to take over) stops: its writes are refused already; SIGTERM ends it like an operator's.
+  static std::atomic<bool> lease_lost{false};
+  server::StoreOptions store_options;
+  store_options.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  store_options.on_lease_lost = [](const absl::Status&) {
+    lease_lost = true;
+    kill(getpid(), SIGTERM);
+  };
+  absl::StatusOr<std::unique_ptr<server::Store>> store =
+      server::Store::Open(store_location, store_options);
   if (!store.ok()) {
     std::fprintf(stderr, "fedge-coordinator: %s\n", store.status().ToString().c_str());
     return 1;
@@ -449,13 +481,15 @@ int Run() {
 
   int signal = 0;
   sigwait(&signals, &signal);
-  FEDGE_LOG(INFO) << "fedge-coordinator: " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
+  FEDGE_LOG(INFO) << "fedge-coordinator: "
+                  << (lease_lost ? "lost the store's lease to another coordinator"
+                                 : signal == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", shutting down (grace " << absl::GetFlag(FLAGS_shutdown_grace_seconds) << " s)";
   if (console != nullptr) console->Stop();
   if (metrics != nullptr) metrics->Stop();
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   FEDGE_LOG(INFO) << "fedge-coordinator: stopped";
-  return 0;
+  return lease_lost ? 3 : 0;
 }
 
 }  // namespace
@@ -463,7 +497,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "fedge-coordinator --state-dir DIR --enrollment-token-file FILE "
+      "fedge-coordinator --state-dir DIR [--store postgresql://...] --enrollment-token-file FILE "
       "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] [--operator-ca CA] | --insecure) "
       "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT] "
       "[--console-listen HOST:PORT]\n"
