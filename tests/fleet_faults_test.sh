@@ -14,7 +14,9 @@
 #     4 devices and fedgectl name both addresses (a gRPC ipv4: target list). SIGKILL the
 #     active coordinator mid-round. Expected: the standby takes over within the lease plus
 #     one poll (and a start-up), the job finishes, rounds 1..6 each completed exactly once,
-#     the same 4 devices (same ids, same processes) take part after the takeover.
+#     the same 4 devices (same ids, same processes) take part after the takeover. Then
+#     PostgreSQL is stopped mid-round for 2 s and started again: the coordinator waits and
+#     the job finishes.
 #   tests/fleet_faults_test.sh BIN_DIR client-loss
 #     10 devices, quorum 7; SIGKILL 3 devices while a round is in flight. Expected: that
 #     round (or the next, if they had already uploaded) closes with the survivors, the job
@@ -111,17 +113,30 @@ start_postgres() {
   fi
   "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U fedge -A trust -E UTF8 --locale=C --no-sync \
     > "$DIR/initdb.log" 2>&1 || fail "initdb: $(tail -5 "$DIR/initdb.log")"
-  local port=$((PORT + 7))
-  "${as[@]}" "$bin/postgres" -D "$PG_DIR/data" -p "$port" -k "$PG_DIR" -c listen_addresses=127.0.0.1 \
-    -c fsync=off > "$PG_DIR/server.log" 2>&1 &
+  PG_AS=("${as[@]}")
+  PG_BIN="$bin"
+  PG_PORT=$((PORT + 7))
+  PG_URL="postgresql://fedge@127.0.0.1:$PG_PORT/postgres"
+  launch_postgres
+}
+
+launch_postgres() {
+  "${PG_AS[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -k "$PG_DIR" \
+    -c listen_addresses=127.0.0.1 -c fsync=off >> "$PG_DIR/server.log" 2>&1 &
   PG_PID=$!
-  PG_URL="postgresql://fedge@127.0.0.1:$port/postgres"
   for _ in $(seq 200); do
-    "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && return 0
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && return 0
     kill -0 "$PG_PID" 2>/dev/null || fail "postgres exited: $(cat "$PG_DIR/server.log")"
     sleep 0.1
   done
   fail "postgres did not start"
+}
+
+restart_postgres() {  # $1: seconds down
+  kill -INT "$PG_PID"
+  wait "$PG_PID" 2>/dev/null || true
+  sleep "$1"
+  launch_postgres
 }
 
 start_clients() {  # $1: count
@@ -292,8 +307,14 @@ case "$CASE" in
     [ "$took_ms" -le $(( LEASE * 1000 + LEASE * 1000 / 3 + 5000 )) ] ||
       fail "takeover took ${took_ms} ms, more than the lease plus one poll plus 5 s"
     grep -q "resuming job $JOB" "$DIR/standby.log" || fail "the standby did not resume $JOB"
+    # The database restarted mid-round, down 2 s: the coordinator waits and goes on.
+    wait_mid_round 4
+    restart_postgres 2
+    echo "restarted PostgreSQL mid-round"
     wait_finished "$ROUNDS"
     check_each_round_once_same_devices "$ROUNDS" "$ids_before"
+    kill -0 "$STANDBY_PID" 2>/dev/null || fail "the coordinator did not outlive the database restart"
+    grep -q "lost the store's lease" "$DIR/standby.log" && fail "the coordinator gave up its lease"
     ;;
   client-loss)
     LIVENESS=4
