@@ -105,8 +105,9 @@ struct StoreOptions {
   // Called (from the lease thread) when another process took the lease: this process's
   // writes are refused from then on, and it should stop.
   std::function<void(const absl::Status&)> on_lease_lost;
-  // Called while Open waits as a standby, every poll, with the holder and its expiry.
-  std::function<void(absl::string_view holder, int64_t expires_unix_ms)> on_standby;
+  // Called while Open waits as a standby, every poll, with the holder and its expiry;
+  // returning false stops the wait (Open returns CANCELLED), e.g. on SIGTERM.
+  std::function<bool(absl::string_view holder, int64_t expires_unix_ms)> on_standby;
   // How long a call waits for the database to come back (a restart) before failing
   // UNAVAILABLE.
   absl::Duration reconnect_wait = absl::Seconds(60);

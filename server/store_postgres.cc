@@ -227,7 +227,10 @@ class PostgresDatabase final : public Database {
                           << holder << "; taking over when it lapses";
           announced = true;
         }
-        if (options_.on_standby) options_.on_standby(holder, expires);
+        if (options_.on_standby && !options_.on_standby(holder, expires)) {
+          return absl::CancelledError(
+              absl::StrCat("Store: stopped while waiting as a standby for the lease at ", where_));
+        }
       }
       absl::SleepFor(Poll());
     }
@@ -430,7 +433,9 @@ class PostgresDatabase final : public Database {
         failing = true;
         continue;
       }
-      if (failing) FEDGE_LOG(INFO) << "Store: lease at " << where_ << " renewed again";
+      if (failing) {
+        FEDGE_LOG(INFO) << "Store: lease at " << where_ << " renewed again";
+      }
       failing = false;
       if (!*held) {
         LeaseLost(holder).IgnoreError();

@@ -788,6 +788,7 @@ TEST(PostgresStoreTest, SecondOpenWaitsAsStandbyAndTakesOverWhenTheHolderStops) 
   StoreOptions second_options = ShortLease("second");
   second_options.on_standby = [&](absl::string_view holder, int64_t) {
     if (polls++ == 0) seen_holder = std::string(holder);
+    return true;
   };
   absl::StatusOr<std::unique_ptr<Store>> second;
   std::atomic<bool> opened{false};
@@ -806,6 +807,20 @@ TEST(PostgresStoreTest, SecondOpenWaitsAsStandbyAndTakesOverWhenTheHolderStops) 
   EXPECT_EQ((*second)->GetJob("j")->completed_rounds(), 2);
   EXPECT_EQ((*second)->LatestCheckpoint("j")->model.parameters(0).values(0), 2.0f);
   EXPECT_THAT((*second)->CommitRound("j", 3, Metrics(3, 0.7), ModelWithValue(3), 2), IsOk());
+}
+
+// A standby told to stop (SIGTERM) stops waiting.
+TEST(PostgresStoreTest, AStandbyCanBeStoppedWhileItWaits) {
+  Location where("postgresql");
+  std::unique_ptr<Store> first = OpenOrDie(where.path(), ShortLease("first"));
+  ASSERT_NE(first, nullptr);
+  StoreOptions options = ShortLease("second");
+  int polls = 0;
+  options.on_standby = [&](absl::string_view, int64_t) { return ++polls < 3; };
+  EXPECT_THAT(Store::Open(where.path(), options),
+              StatusIs(absl::StatusCode::kCancelled, HasSubstr("standby")));
+  EXPECT_EQ(polls, 3);
+  EXPECT_THAT(first->CreateJob("j", Job("j")), IsOk());  // the holder is untouched
 }
 
 // A holder whose lease another process took (it was cut off past its lease) can read but

@@ -307,6 +307,17 @@ case "$CASE" in
     [ "$took_ms" -le $(( LEASE * 1000 + LEASE * 1000 / 3 + 5000 )) ] ||
       fail "takeover took ${took_ms} ms, more than the lease plus one poll plus 5 s"
     grep -q "resuming job $JOB" "$DIR/standby.log" || fail "the standby did not resume $JOB"
+    # A third coordinator waits as a standby, and stops at once on SIGTERM.
+    "$BIN/fedge-coordinator" --listen "127.0.0.1:$((PORT + 4))" --admin-listen "127.0.0.1:$((PORT + 5))" \
+      --state-dir "$DIR/standby-state" --store "$PG_URL" --lease-seconds "$LEASE" --insecure \
+      --enrollment-token-file "$DIR/token" > "$DIR/standby-2.log" 2>&1 &
+    third=$!
+    for _ in $(seq 100); do grep -q "standby" "$DIR/standby-2.log" && break; sleep 0.1; done
+    grep -q "standby" "$DIR/standby-2.log" || fail "the third coordinator is not a standby"
+    kill -TERM "$third"
+    for _ in $(seq 50); do kill -0 "$third" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$third" 2>/dev/null && { kill -KILL "$third"; fail "a standby ignored SIGTERM"; }
+    wait "$third" || fail "the standby stopped by SIGTERM exited with status $?"
     # The database restarted mid-round, down 2 s: the coordinator waits and goes on.
     wait_mid_round 4
     restart_postgres 2

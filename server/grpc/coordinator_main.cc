@@ -296,6 +296,14 @@ int RunOperators(const std::vector<char*>& args) {
 }
 
 int Run() {
+  // Signals are taken synchronously by this thread (sigwait, or polled while a standby);
+  // every thread started from here on (gRPC's among them) inherits the blocked mask, so
+  // none of them can take a SIGTERM and end the process without a shutdown.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   if (state_dir.empty()) {
     std::fprintf(stderr, "fedge-coordinator: --state-dir is required\n");
@@ -325,13 +333,6 @@ int Run() {
     return 2;
   }
 
-  // Signals are taken synchronously by this thread (sigwait); every thread started from
-  // here on inherits the blocked mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string store_location =
       absl::GetFlag(FLAGS_store).empty() ? state_dir : absl::GetFlag(FLAGS_store);
@@ -353,8 +354,17 @@ int Run() {
     lease_lost = true;
     kill(getpid(), SIGTERM);
   };
+  // A standby stops waiting on SIGTERM/SIGINT (they are blocked here: take them by polling).
+  store_options.on_standby = [&signals](absl::string_view, int64_t) {
+    const timespec now{0, 0};
+    return sigtimedwait(&signals, nullptr, &now) < 0;
+  };
   absl::StatusOr<std::unique_ptr<server::Store>> store =
       server::Store::Open(store_location, store_options);
+  if (absl::IsCancelled(store.status())) {
+    FEDGE_LOG(INFO) << "fedge-coordinator: stopped while a standby";
+    return 0;
+  }
   if (!store.ok()) {
     std::fprintf(stderr, "fedge-coordinator: %s\n", store.status().ToString().c_str());
     return 1;
