@@ -21,6 +21,14 @@ std::string Printable(absl::string_view s, size_t max_bytes = 4096);
 // line's end. No truncation.
 std::string PrintableLine(absl::string_view line);
 
+// True when `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF) without a NUL: text every database stores as it is.
+bool IsStorableText(absl::string_view s);
+
+// The longest prefix of `s` of at most `max_bytes` bytes that ends on a UTF-8 character
+// boundary, with NUL bytes and ill-formed sequences replaced by '?'.
+std::string StorableText(absl::string_view s, size_t max_bytes);
+
 }  // namespace fedge::base
 
 #endif  // FEDGE_BASE_TEXT_H_

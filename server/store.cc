@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/status_macros.h"
+#include "base/text.h"
 #include "server/store_database.h"
 
 namespace fedge::server {
@@ -164,6 +165,11 @@ absl::Status CheckId(absl::string_view kind, absl::string_view id) {
     return absl::InvalidArgumentError(
         absl::StrCat("Store: ", kind, " id must have 1-", kMaxIdBytes, " bytes, got ", id.size()));
   }
+  // Both engines then store it as it is (PostgreSQL refuses NUL and ill-formed UTF-8).
+  if (!base::IsStorableText(id)) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: ", kind, " id '", base::Printable(id),
+                                                   "' is not UTF-8 text without NUL"));
+  }
   return absl::OkStatus();
 }
 
@@ -212,7 +218,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& location,
   } else {
     FEDGE_ASSIGN_OR_RETURN(db, store_internal::OpenSqlite(location, options));
   }
+  const int64_t max_row_bytes = db->max_row_bytes();
   std::unique_ptr<Store> store(new Store(std::move(db), std::move(options)));
+  store->db_limits_.max_row_bytes = max_row_bytes;
   {
     absl::MutexLock lock(&store->mu_);
     FEDGE_RETURN_IF_ERROR(store->Migrate());
@@ -314,12 +322,12 @@ absl::Status Store::SetJobState(const std::string& job_id, v1::JobState state,
     return absl::InvalidArgumentError(
         absl::StrCat("Store: invalid job state ", v1::JobState_Name(state)));
   }
-  if (message.size() > 4096) message = message.substr(0, 4096);
+  const std::string text = base::StorableText(message, 4096);
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(
       Statement q, Prepare("UPDATE jobs SET state = $2, message = $3, updated_ms = $4 WHERE id = $1"));
   FEDGE_RETURN_IF_ERROR(
-      q.BindText(1, job_id).BindText(2, name).BindText(3, message).Bind(4, Now()).Run("update job"));
+      q.BindText(1, job_id).BindText(2, name).BindText(3, text).Bind(4, Now()).Run("update job"));
   if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no job '", job_id, "'"));
   return absl::OkStatus();
 }
@@ -473,6 +481,12 @@ absl::Status Store::CommitRound(const std::string& job_id, int64_t round,
     return absl::InvalidArgumentError(absl::StrCat(
         "Store: checkpoint of job '", job_id, "' round ", round, " has ", model_bytes,
         " bytes, more than the limit of ", options_.max_model_bytes));
+  }
+  if (model_bytes + strategy_state.size() > static_cast<size_t>(db_limits_.max_row_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Store: checkpoint of job '", job_id, "' round ", round, " has ", model_bytes,
+        " bytes of model and ", strategy_state.size(), " of optimizer state, more than the ",
+        db_limits_.max_row_bytes, " one row of this database holds"));
   }
   v1::RoundMetrics m = metrics;
   m.set_round(round);

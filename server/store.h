@@ -25,12 +25,20 @@
 // an expiry computed by the database's clock (no trust in the coordinators' clocks). Open
 // waits until it can take the lease: a second coordinator is a standby that takes over
 // when the holder stops renewing (killed, machine lost, cut off), at most one lease plus
-// one poll later (StoreOptions::lease). Every write runs in a transaction that first locks
-// the lease row and checks this process still holds it, so a holder that lost the lease
-// (cut off long enough for a standby to take over) can never write again; it learns so
-// on its next write or renewal (on_lease_lost). A database restart is waited out: calls
-// reconnect for up to StoreOptions::reconnect_wait, and a write whose connection broke
-// before its commit was sent is retried whole.
+// one poll later (StoreOptions::lease); it waits through database outages too. Every write
+// runs in a transaction that first renews the lease of this process (locking its row until
+// the commit, so no takeover slips in) and renews it again at the commit (a write longer
+// than the lease keeps it; a standby finding the row locked sees a live holder). A holder
+// whose lease another process took can never write again, even once that process is gone:
+// it learns so on its next write or renewal (on_lease_lost), and its in-memory state is
+// stale. Holder names carry a random nonce, so two processes never share one. A database
+// restart is waited out: calls reconnect for up to StoreOptions::reconnect_wait, and a
+// write whose connection broke before its commit was sent is retried whole. One row holds
+// at most 1 GiB (PostgreSQL's message limit): a checkpoint's model and optimizer state
+// together must fit.
+//
+// Text. Ids are UTF-8 without NUL on both engines (INVALID_ARGUMENT otherwise); a job's
+// message is cut at a character boundary, ill-formed bytes replaced.
 //
 // Schema. A one-row table schema_version holds the version; Open applies the migrations
 // from the stored version up to kSchemaVersion in one transaction (version 0 = empty file),
@@ -100,10 +108,12 @@ struct StoreOptions {
   // standby polls as often. A standby takes over at most lease + one poll after the
   // holder stopped renewing.
   absl::Duration lease = absl::Seconds(15);
-  // Names this process in the lease row and in a standby's log (default host:pid).
+  // Names this process in the lease row and in a standby's log (default host:pid); a
+  // random nonce is appended ("#" and 16 hex digits), so no two processes share a name.
   std::string holder;
-  // Called (from the lease thread) when another process took the lease: this process's
-  // writes are refused from then on, and it should stop.
+  // Called once when another process took the lease: this process's writes are refused
+  // from then on, and it should stop. Called from the lease thread or from a writing
+  // thread with the store's mutex held: it must not call the store.
   std::function<void(const absl::Status&)> on_lease_lost;
   // Called while Open waits as a standby, every poll, with the holder and its expiry;
   // returning false stops the wait (Open returns CANCELLED), e.g. on SIGTERM.
@@ -265,6 +275,9 @@ class Store final {
                                             bool latest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const StoreOptions options_;
+  struct {
+    int64_t max_row_bytes = 0;  // a checkpoint's model and strategy state together
+  } db_limits_;
   absl::Mutex mu_;
   const std::unique_ptr<store_internal::Database> db_ ABSL_PT_GUARDED_BY(mu_);
 };

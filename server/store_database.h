@@ -76,6 +76,8 @@ class Database {
   virtual absl::Status CheckIntegrity(bool quick) = 0;
   // Where the data lives, for messages: a file path, or a URL without its password.
   virtual const std::string& where() const = 0;
+  // The most bytes one row's blobs may hold together.
+  virtual int64_t max_row_bytes() const = 0;
 };
 
 // Opens the SQLite file under `state_dir`, locking the dir for this process (store_sqlite.cc).

@@ -2,6 +2,7 @@
 // one coordinator the writer and the others standbys, and reconnection across a database
 // restart (server/store.h, "PostgreSQL").
 #include <libpq-fe.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
@@ -169,12 +171,16 @@ class PostgresDatabase final : public Database {
  public:
   PostgresDatabase(std::string url, StoreOptions options)
       : url_(std::move(url)), options_(std::move(options)) {
-    holder_ = options_.holder;
-    if (holder_.empty()) {
-      char host[256] = {};
-      gethostname(host, sizeof(host) - 1);
-      holder_ = absl::StrCat(host, ":", getpid());
-    }
+    // host:pid plus a random nonce: two processes never share a name (a container's pid
+    // is often 1 on every restart), and a name is never held twice.
+    uint64_t nonce = 0;
+    if (sodium_init() < 0) std::abort();
+    randombytes_buf(&nonce, sizeof(nonce));
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    holder_ = absl::StrCat(options_.holder.empty() ? absl::StrCat(host, ":", getpid())
+                                                   : options_.holder,
+                           "#", absl::Hex(nonce, absl::kZeroPad16));
   }
   ~PostgresDatabase() override {
     {
@@ -195,10 +201,14 @@ class PostgresDatabase final : public Database {
 
   // Connects both connections, creates the lease table, and waits for the lease.
   absl::Status Start() {
-    FEDGE_RETURN_IF_ERROR(Connect(&conn_, /*wait=*/false));
+    FEDGE_RETURN_IF_ERROR(Connect(&conn_, ""));
     where_ = absl::StrCat("postgresql://", PQuser(conn_), "@", PQhost(conn_), ":", PQport(conn_),
                           "/", PQdb(conn_));
-    FEDGE_RETURN_IF_ERROR(Connect(&lease_conn_, /*wait=*/false));
+    // The lease connection never queues behind a write for long: a row locked by the
+    // holder's write transaction proves the holder alive (see TryAcquire).
+    FEDGE_RETURN_IF_ERROR(Connect(
+        &lease_conn_,
+        absl::StrCat("-c lock_timeout=", std::max<int64_t>(100, absl::ToInt64Milliseconds(Poll())))));
     {
       // Two coordinators starting together must not race on CREATE TABLE.
       Result r(PQexec(conn_,
@@ -211,29 +221,36 @@ class PostgresDatabase final : public Database {
         return s;
       }
     }
+    // A standby waits as long as it takes, through database outages too.
     bool announced = false;
+    bool failing = false;
     while (true) {
       std::string holder;
       int64_t expires = 0;
-      absl::StatusOr<bool> got = TryLease(&holder, &expires);
+      absl::StatusOr<bool> got = TryAcquire(&holder, &expires);
       if (got.ok() && *got) break;
       if (!got.ok()) {
-        FEDGE_LOG(WARNING) << "Store: waiting for the lease at " << where_ << ": "
-                           << got.status().message();
-        FEDGE_RETURN_IF_ERROR(Reconnect(&lease_conn_));
+        if (!failing) {
+          FEDGE_LOG(WARNING) << "Store: waiting for the lease at " << where_ << ": "
+                             << got.status().message() << " (retrying)";
+        }
+        failing = true;
+        if (PQstatus(lease_conn_) != CONNECTION_OK) PQreset(lease_conn_);
       } else {
+        failing = false;
         if (!announced) {
           FEDGE_LOG(INFO) << "Store: standby: the lease at " << where_ << " is held by "
                           << holder << "; taking over when it lapses";
           announced = true;
         }
-        if (options_.on_standby && !options_.on_standby(holder, expires)) {
-          return absl::CancelledError(
-              absl::StrCat("Store: stopped while waiting as a standby for the lease at ", where_));
-        }
+      }
+      if (options_.on_standby && !options_.on_standby(holder, expires)) {
+        return absl::CancelledError(
+            absl::StrCat("Store: stopped while waiting as a standby for the lease at ", where_));
       }
       absl::SleepFor(Poll());
     }
+    if (PQstatus(conn_) != CONNECTION_OK) FEDGE_RETURN_IF_ERROR(Reconnect(&conn_));
     FEDGE_LOG(INFO) << "Store: " << holder_ << " holds the lease at " << where_ << " ("
                     << absl::FormatDuration(options_.lease) << ", renewed every "
                     << absl::FormatDuration(Poll()) << ")";
@@ -265,9 +282,15 @@ class PostgresDatabase final : public Database {
     if (!fenced.ok()) Rollback();
     return fenced;
   }
+  // Renews the lease as of the commit (a long transaction does not let it lapse), then
+  // commits. PostgreSQL answers COMMIT of a failed transaction with ROLLBACK: an error.
   absl::Status Commit() override {
+    FEDGE_RETURN_IF_ERROR(Fence());
     Result r(PQexec(conn_, "COMMIT"));
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return PgError(conn_, r.get(), "commit", where_);
+    if (std::strcmp(PQcmdStatus(r.get()), "COMMIT") != 0) {
+      return absl::AbortedError(absl::StrCat("Store: the transaction was rolled back (", where_, ")"));
+    }
     return absl::OkStatus();
   }
   void Rollback() override { Result r(PQexec(conn_, "ROLLBACK")); }
@@ -281,6 +304,8 @@ class PostgresDatabase final : public Database {
     return Exec("SELECT version FROM schema_version", "check the schema");
   }
   const std::string& where() const override { return where_; }
+  // One Bind message and one DataRow are each at most 1 GiB in PostgreSQL.
+  int64_t max_row_bytes() const override { return (int64_t{1} << 30) - (int64_t{16} << 20); }
 
   // Runs `sql` with `params`: inside the open transaction; or, for a write, in a
   // transaction of its own behind the lease check; or alone. A connection that broke
@@ -316,16 +341,19 @@ class PostgresDatabase final : public Database {
 
   absl::Duration Poll() const { return options_.lease / 3; }
 
-  absl::Status Connect(PGconn** conn, bool wait) {
+  // Keepalives and a TCP user timeout: a database cut off mid-call fails the call in
+  // seconds, not after TCP's quarter of an hour. `server_options`: "-c name=value" settings.
+  absl::Status Connect(PGconn** conn, const std::string& server_options) {
     const char* keys[] = {"connect_timeout", "application_name", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "dbname", nullptr};
-    const char* values[] = {"5", "fedge-coordinator", "5", "2", "3", url_.c_str(), nullptr};
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "options", "dbname", nullptr};
+    const char* values[] = {"5", "fedge-coordinator", "5", "2", "3", "15000",
+                            server_options.c_str(), url_.c_str(), nullptr};
     *conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
     if (*conn == nullptr) return absl::ResourceExhaustedError("Store: libpq cannot allocate");
     // NOTICEs ("relation already exists, skipping") are not the operator's business.
     PQsetNoticeProcessor(*conn, IgnoreNotice, nullptr);
     if (PQstatus(*conn) == CONNECTION_OK) return absl::OkStatus();
-    if (wait) return Reconnect(conn);
     return absl::UnavailableError(absl::StrCat("Store: cannot connect to PostgreSQL: ",
                                                Trimmed(PQerrorMessage(*conn))));
   }
@@ -358,18 +386,29 @@ class PostgresDatabase final : public Database {
     return Reconnect(&conn_);
   }
 
-  // Inside a transaction: locks the lease row (a takeover waits for this transaction) and
-  // checks that this process holds it.
+  // Inside a transaction: renews the lease if this process holds it, which locks its row
+  // until the transaction ends (a takeover cannot slip in before the commit); otherwise
+  // the lease is lost.
   absl::Status Fence() {
-    const char* values[] = {kLeaseName};
-    Result r(PQexecParams(conn_, "SELECT holder FROM fedge_lease WHERE name = $1 FOR SHARE", 1,
-                          nullptr, values, nullptr, nullptr, 0));
+    const std::string ms = absl::StrCat(absl::ToInt64Milliseconds(options_.lease));
+    const char* values[] = {kLeaseName, holder_.c_str(), ms.c_str()};
+    Result r(PQexecParams(conn_, Renewal().c_str(), 3, nullptr, values, nullptr, nullptr, 0));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
       return PgError(conn_, r.get(), "check the lease", where_);
     }
-    const std::string holder = PQntuples(r.get()) == 1 ? PQgetvalue(r.get(), 0, 0) : "";
-    if (holder == holder_) return absl::OkStatus();
-    return LeaseLost(holder);
+    if (PQntuples(r.get()) == 1) return absl::OkStatus();
+    Result q(PQexecParams(conn_, "SELECT holder FROM fedge_lease WHERE name = $1", 1, nullptr,
+                          values, nullptr, nullptr, 0));
+    return LeaseLost(PQresultStatus(q.get()) == PGRES_TUPLES_OK && PQntuples(q.get()) == 1
+                         ? PQgetvalue(q.get(), 0, 0)
+                         : "");
+  }
+
+  // Extends this holder's lease; never takes one back (a lease another process took and
+  // let lapse stays lost: this process's state is stale).
+  static std::string Renewal() {
+    return absl::StrCat("UPDATE fedge_lease SET expires_ms = ", kDbNowMs,
+                        " + $3::bigint WHERE name = $1 AND holder = $2 RETURNING holder");
   }
 
   absl::Status LeaseLost(const std::string& holder) {
@@ -383,22 +422,24 @@ class PostgresDatabase final : public Database {
     return lost;
   }
 
-  // Takes or renews the lease on lease_conn_: true when this process holds it; otherwise
-  // the holder and its expiry.
-  absl::StatusOr<bool> TryLease(std::string* holder, int64_t* expires) {
+  // Takes the lease on lease_conn_ when it is free or lapsed: true when taken; otherwise
+  // the holder and its expiry. A lease row locked by the holder's write transaction (lock
+  // timeout) is a live holder.
+  absl::StatusOr<bool> TryAcquire(std::string* holder, int64_t* expires) {
     const std::string ms = absl::StrCat(absl::ToInt64Milliseconds(options_.lease));
     const char* values[] = {kLeaseName, holder_.c_str(), ms.c_str()};
     const std::string take = absl::StrCat(
         "INSERT INTO fedge_lease (name, holder, expires_ms) VALUES ($1, $2, ", kDbNowMs,
         " + $3::bigint) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-        "expires_ms = excluded.expires_ms WHERE fedge_lease.holder = excluded.holder OR "
-        "fedge_lease.expires_ms < ",
+        "expires_ms = excluded.expires_ms WHERE fedge_lease.expires_ms < ",
         kDbNowMs, " RETURNING holder");
     Result r(PQexecParams(lease_conn_, take.c_str(), 3, nullptr, values, nullptr, nullptr, 0));
-    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) == 1) return true;
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    const bool busy = state != nullptr && std::strcmp(state, "55P03") == 0;
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK && !busy) {
       return PgError(lease_conn_, r.get(), "take the lease", where_);
     }
-    if (PQntuples(r.get()) == 1) return true;
     Result q(PQexecParams(lease_conn_,
                           "SELECT holder, expires_ms FROM fedge_lease WHERE name = $1", 1, nullptr,
                           values, nullptr, nullptr, 0));
@@ -408,6 +449,26 @@ class PostgresDatabase final : public Database {
     if (PQntuples(q.get()) == 1) {
       *holder = PQgetvalue(q.get(), 0, 0);
       *expires = std::strtoll(PQgetvalue(q.get(), 0, 1), nullptr, 10);
+    }
+    return false;
+  }
+
+  // Renews on lease_conn_: true when renewed or when this process's own write holds the
+  // row (the write renews at its commit); false when another process holds the lease.
+  absl::StatusOr<bool> Renew(std::string* holder) {
+    const std::string ms = absl::StrCat(absl::ToInt64Milliseconds(options_.lease));
+    const char* values[] = {kLeaseName, holder_.c_str(), ms.c_str()};
+    Result r(PQexecParams(lease_conn_, Renewal().c_str(), 3, nullptr, values, nullptr, nullptr, 0));
+    if (PQresultStatus(r.get()) == PGRES_TUPLES_OK && PQntuples(r.get()) == 1) return true;
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    if (state != nullptr && std::strcmp(state, "55P03") == 0) return true;
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+      return PgError(lease_conn_, r.get(), "renew the lease", where_);
+    }
+    Result q(PQexecParams(lease_conn_, "SELECT holder FROM fedge_lease WHERE name = $1", 1, nullptr,
+                          values, nullptr, nullptr, 0));
+    if (PQresultStatus(q.get()) == PGRES_TUPLES_OK && PQntuples(q.get()) == 1) {
+      *holder = PQgetvalue(q.get(), 0, 0);
     }
     return false;
   }
@@ -423,8 +484,7 @@ class PostgresDatabase final : public Database {
       }
       if (PQstatus(lease_conn_) != CONNECTION_OK) PQreset(lease_conn_);
       std::string holder;
-      int64_t expires = 0;
-      absl::StatusOr<bool> held = TryLease(&holder, &expires);
+      absl::StatusOr<bool> held = Renew(&holder);
       if (!held.ok()) {
         if (!failing) {
           FEDGE_LOG(WARNING) << "Store: cannot renew the lease at " << where_ << ": "

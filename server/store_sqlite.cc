@@ -150,6 +150,8 @@ class SqliteDatabase final : public Database {
                                             absl::StrJoin(problems, "; ")));
   }
   const std::string& where() const override { return path_; }
+  // Each blob is bounded by SQLITE_MAX_LENGTH on its own (max_model_bytes), not the row.
+  int64_t max_row_bytes() const override { return int64_t{1} << 62; }
 
   absl::Status Configure(const StoreOptions& options) {
     sqlite3_busy_timeout(db_, options.busy_timeout_ms);

@@ -623,6 +623,29 @@ TEST(SqliteStoreTest, VersionOneDatabaseMigrates) {
 
 // A device's key is kept as its hash, survives a re-registration that does not replace it,
 // and a device enrolled without one (or an unknown id) proves nothing.
+// Text is stored the same on both engines: ids must be UTF-8 without NUL; a job's message
+// is cut at a character boundary and ill-formed bytes are replaced.
+TEST_P(StoreTest, TextIsUtf8OnEveryEngine) {
+  Location dir(GetParam());
+  std::unique_ptr<Store> store = OpenOrDie(dir.path());
+  ASSERT_NE(store, nullptr);
+  EXPECT_THAT(store->CreateJob(std::string("a\0b", 3), Job("j")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("UTF-8")));
+  EXPECT_THAT(store->CreateJob("bad\xff", Job("j")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("UTF-8")));
+  v1::ClientRecord c;
+  c.set_client_id("\xc0\xaf");  // an overlong '/'
+  EXPECT_THAT(store->PutClient(c, HashSessionToken("t")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("UTF-8")));
+  ASSERT_THAT(store->CreateJob("jöb-≥", Job("j")), IsOk());
+  const std::string message = std::string(4095, 'a') + "≥≥";  // "≥" is 3 bytes
+  ASSERT_THAT(store->SetJobState("jöb-≥", v1::JOB_STATE_FAILED, message), IsOk());
+  EXPECT_EQ(store->GetJob("jöb-≥")->message(), std::string(4095, 'a'));
+  ASSERT_THAT(store->SetJobState("jöb-≥", v1::JOB_STATE_FAILED, std::string("x\0y\xfe≥", 7)),
+              IsOk());
+  EXPECT_EQ(store->GetJob("jöb-≥")->message(), "x?y?≥");
+}
+
 TEST_P(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
   Location dir(GetParam());
   std::unique_ptr<Store> store = OpenOrDie(dir.path());
@@ -799,7 +822,7 @@ TEST(PostgresStoreTest, SecondOpenWaitsAsStandbyAndTakesOverWhenTheHolderStops) 
   // The first keeps renewing: the standby keeps waiting over several lease periods.
   while (polls < 6) absl::SleepFor(absl::Milliseconds(50));
   EXPECT_FALSE(opened.load());
-  EXPECT_EQ(seen_holder, "first");
+  EXPECT_THAT(seen_holder, ::testing::StartsWith("first#"));
   ASSERT_THAT(first->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 2), IsOk());
   first.reset();  // a clean stop hands the lease over
   standby.join();
@@ -836,7 +859,8 @@ TEST(PostgresStoreTest, AHolderThatLostTheLeaseCannotWrite) {
   std::unique_ptr<Store> store = OpenOrDie(where.path(), options);
   ASSERT_NE(store, nullptr);
   ASSERT_THAT(store->CreateJob("j", Job("j")), IsOk());
-  RawSql(where.path(), "UPDATE fedge_lease SET holder = 'intruder', expires_ms = expires_ms + 600000");
+  // Another process took the lease and let it lapse: it is not taken back, ever.
+  RawSql(where.path(), "UPDATE fedge_lease SET holder = 'intruder', expires_ms = 0");
   EXPECT_THAT(store->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 2),
               StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("lost the lease")));
   EXPECT_THAT(store->SetJobState("j", v1::JOB_STATE_STOPPED, "x"),
@@ -848,6 +872,42 @@ TEST(PostgresStoreTest, AHolderThatLostTheLeaseCannotWrite) {
   EXPECT_EQ(store->GetJob("j")->completed_rounds(), 0);  // reads still answer
   EXPECT_EQ(store->GetJob("j")->state(), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(lost.load(), 1);
+}
+
+// A write transaction longer than the lease keeps it: a standby polling meanwhile finds the
+// row locked by a live holder, and the commit renews the lease.
+TEST(PostgresStoreTest, AWriteLongerThanTheLeaseKeepsIt) {
+  Location where("postgresql");
+  StoreOptions options = ShortLease("slow-writer");
+  std::atomic<bool> slow{false};
+  options.fault_hook_for_testing = [&](absl::string_view at) {
+    if (slow && at == "after_checkpoint") absl::SleepFor(absl::Milliseconds(2500));
+    return absl::OkStatus();
+  };
+  std::unique_ptr<Store> first = OpenOrDie(where.path(), options);
+  ASSERT_NE(first, nullptr);
+  ASSERT_THAT(first->CreateJob("j", Job("j")), IsOk());
+  std::atomic<bool> stop{false};
+  std::atomic<int> polls{0};
+  absl::StatusOr<std::unique_ptr<Store>> second;
+  std::thread standby([&] {
+    StoreOptions o = ShortLease("standby");
+    o.on_standby = [&](absl::string_view, int64_t) {
+      ++polls;
+      return !stop.load();
+    };
+    second = Store::Open(where.path(), o);
+  });
+  slow = true;
+  EXPECT_THAT(first->CommitRound("j", 1, Metrics(1, 0.5), ModelWithValue(1), 2), IsOk());
+  slow = false;
+  absl::SleepFor(absl::Milliseconds(700));
+  EXPECT_THAT(first->CommitRound("j", 2, Metrics(2, 0.6), ModelWithValue(2), 2), IsOk());
+  stop = true;
+  standby.join();
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  EXPECT_GE(polls.load(), 6);
+  EXPECT_EQ(first->GetJob("j")->completed_rounds(), 2);
 }
 
 // A database restart is waited out: the calls after it reconnect and succeed, and the

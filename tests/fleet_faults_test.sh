@@ -109,7 +109,9 @@ start_postgres() {
   if [ "$(id -u)" -eq 0 ]; then
     id -u fedge-pg > /dev/null 2>&1 || fail "no user fedge-pg to run PostgreSQL as (scripts/setup.sh creates it)"
     chown fedge-pg: "$PG_DIR"
-    as=(setpriv --reuid=fedge-pg --regid="$(id -g fedge-pg)" --clear-groups --)
+    as=(setpriv --reuid=fedge-pg --regid="$(id -g fedge-pg)" --clear-groups --pdeathsig QUIT --)
+  else
+    as=(setpriv --pdeathsig QUIT --)
   fi
   "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U fedge -A trust -E UTF8 --locale=C --no-sync \
     > "$DIR/initdb.log" 2>&1 || fail "initdb: $(tail -5 "$DIR/initdb.log")"
@@ -121,7 +123,8 @@ start_postgres() {
 }
 
 launch_postgres() {
-  "${PG_AS[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -k "$PG_DIR" \
+  # --pdeathsig: postgres ends with this script, even if the script is SIGKILLed.
+  "${PG_AS[@]}" "$PG_BIN/postgres" -D "$PG_DIR/data" -p "$PG_PORT" -c unix_socket_directories= \
     -c listen_addresses=127.0.0.1 -c fsync=off >> "$PG_DIR/server.log" 2>&1 &
   PG_PID=$!
   for _ in $(seq 200); do

@@ -128,6 +128,7 @@ class PostgresServer {
     std::vector<char*> args;  // built before fork: the child only calls what is safe there
     for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) return absl::InternalError("PostgresServer: fork failed");
     if (pid > 0) return pid;
@@ -135,6 +136,7 @@ class PostgresServer {
       _exit(126);
     }
     prctl(PR_SET_PDEATHSIG, SIGQUIT);  // after setuid, which clears it
+    if (getppid() != parent) _exit(125);  // the parent died before the signal was set
     const int log = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
     if (log >= 0) {
       dup2(log, 1);
@@ -183,8 +185,9 @@ class PostgresServer {
 
   absl::Status Launch() {
     absl::StatusOr<pid_t> pid =
-        Spawn({bin_ + "/postgres", "-D", data_, "-p", std::to_string(port_), "-k", dir_, "-c",
-               "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=40"});
+        Spawn({bin_ + "/postgres", "-D", data_, "-p", std::to_string(port_), "-c",
+               "unix_socket_directories=", "-c", "listen_addresses=127.0.0.1", "-c",
+               "fsync=off", "-c", "max_connections=40"});
     if (!pid.ok()) return pid.status();
     pid_ = *pid;
     const std::string url = Url("postgres");
