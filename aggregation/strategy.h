@@ -57,6 +57,10 @@ class Strategy {
   // (aggregation/robust_aggregators.h) wraps a strategy with one.
   virtual absl::StatusOr<std::unique_ptr<Aggregator>> CreateAggregator(
       const std::vector<TensorSpec>& specs) const;
+  // The default aggregator's sums are exact (WeightedMeanOptions::exact): order- and
+  // grouping-independent.
+  void set_exact_sums(bool exact) { exact_sums_ = exact; }
+  bool exact_sums() const { return exact_sums_; }
 
   // Applies the round's aggregate to `model` in place. Errors (kInvalidArgument, model
   // unchanged): a delta tensor missing from the model or with another shape.
@@ -94,6 +98,9 @@ class Strategy {
   // SerializeState wrote (kDataLoss for anything else).
   virtual absl::StatusOr<std::string> SerializeState() const = 0;
   virtual absl::Status RestoreState(absl::string_view state) = 0;
+
+ private:
+  bool exact_sums_ = false;
 };
 
 }  // namespace fedge::aggregation

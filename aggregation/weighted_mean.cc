@@ -25,7 +25,8 @@ using internal::StateWriter;
 constexpr int64_t kTile = 8192;             // coordinates per tile (32 KB of the sum)
 constexpr int64_t kMinShardSize = 1 << 16;  // smaller tensors are not split over threads
 constexpr char kMagic[8] = {'F', 'E', 'D', 'G', 'E', 'W', 'M', '1'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 1;       // float sums
+constexpr uint32_t kExactVersion = 2;  // exact (fixed-point) sums
 
 // One thread's share of one tensor: coordinates [begin, end); `done` is how far its tiles
 // have been saved to the undo copy (and possibly changed).
@@ -42,20 +43,53 @@ absl::Status Truncated() {
   return absl::DataLossError("WeightedMean: serialized state is truncated");
 }
 
+// Exact sums: adds round(2^64·w_t·v_t[i]) to fixed[i] for the held i in [lo, hi), and w_t
+// to cover[i] for masked terms. False at the first product that is not finite or not
+// below kExactMaxProduct (the tile is then restored by the caller).
+bool FixedPointAccumulate(const kernels::AccumulateTerm* terms, int k, int64_t lo, int64_t hi,
+                          __int128* fixed, float* cover) {
+  for (int t = 0; t < k; ++t) {
+    const double w = terms[t].weight;
+    const float* v = terms[t].values;
+    const uint64_t* held = terms[t].held;
+    for (int64_t i = lo; i < hi; ++i) {
+      if (held != nullptr && !((held[i >> 6] >> (i & 63)) & 1u)) continue;
+      const double p = w * static_cast<double>(v[i]);  // exact: 24 × 24 bits
+      if (!(std::fabs(p) < WeightedMean::kExactMaxProduct)) return false;
+      // trunc(p · 2^64) in two truncating conversions (no libm call): a = trunc(p · 2^24)
+      // (|a| < 2^63 since |p| < 2^39), then the rest r = p − a · 2^-24 (exact, |r| < 2^-24)
+      // gives b = trunc(r · 2^64) (|b| < 2^40); the sum is a · 2^40 + b.
+      const int64_t a = static_cast<int64_t>(p * 16777216.0);
+      const double r = p - static_cast<double>(a) * (1.0 / 16777216.0);
+      const int64_t b = static_cast<int64_t>(r * WeightedMean::kExactScale);
+      fixed[i] += (static_cast<__int128>(a) << 40) + b;
+      if (held != nullptr) cover[i] += terms[t].weight;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
-WeightedMean::WeightedMean(std::vector<TensorSpec> specs) : specs_(std::move(specs)) {
+WeightedMean::WeightedMean(std::vector<TensorSpec> specs, bool exact)
+    : specs_(std::move(specs)), exact_(exact) {
   slots_.resize(specs_.size());
   for (size_t s = 0; s < specs_.size(); ++s) {
     index_[specs_[s].name] = static_cast<int>(s);
-    slots_[s].sum.assign(static_cast<size_t>(specs_[s].size()), 0.0f);
+    const size_t size = static_cast<size_t>(specs_[s].size());
     // Allocated (and touched) here, not in the first Accumulate.
-    slots_[s].undo_sum.assign(slots_[s].sum.size(), 0.0f);
+    if (exact_) {
+      slots_[s].fixed.assign(size, 0);
+      slots_[s].undo_fixed.assign(size, 0);
+    } else {
+      slots_[s].sum.assign(size, 0.0f);
+      slots_[s].undo_sum.assign(size, 0.0f);
+    }
   }
 }
 
 absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Create(
-    std::vector<TensorSpec> specs) {
+    std::vector<TensorSpec> specs, WeightedMeanOptions options) {
   absl::flat_hash_map<std::string, int> seen;
   for (const TensorSpec& spec : specs) {
     if (spec.name.empty()) {
@@ -75,7 +109,7 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Create(
       size *= d;
     }
   }
-  return std::unique_ptr<WeightedMean>(new WeightedMean(std::move(specs)));
+  return std::unique_ptr<WeightedMean>(new WeightedMean(std::move(specs), options.exact));
 }
 
 absl::Status WeightedMean::CheckStructure(const Update& update, int position,
@@ -185,6 +219,10 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   }
   const int nb = static_cast<int>(updates.size());
   const bool lone = nb == 1;
+  if (exact_ && num_updates_ + nb > kExactMaxUpdates) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "WeightedMean: exact sums hold at most ", kExactMaxUpdates, " updates"));
+  }
   // 1. Structure (cheap): names, shapes, masks, weights.
   std::vector<std::vector<int>> order(nb);
   for (int b = 0; b < nb; ++b) {
@@ -195,7 +233,7 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   std::vector<std::vector<kernels::AccumulateTerm>> terms(ns);
   for (size_t s = 0; s < ns; ++s) {
     Slot& slot = slots_[s];
-    const size_t size = slot.sum.size();
+    const size_t size = static_cast<size_t>(specs_[s].size());
     bool masked = false;
     for (int b = 0; b < nb; ++b) {
       const Tensor& t = updates[b]->tensors[order[b][s]];
@@ -209,7 +247,11 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
     // Allocating a zero weight sum does not change the state's meaning (and is kept if the
     // batch is rejected).
     if (masked && slot.cover.empty()) slot.cover.assign(size, 0.0f);
-    if (slot.undo_sum.size() != size) slot.undo_sum.resize(size);
+    if (exact_) {
+      if (slot.undo_fixed.size() != size) slot.undo_fixed.resize(size);
+    } else if (slot.undo_sum.size() != size) {
+      slot.undo_sum.resize(size);
+    }
     if (!slot.cover.empty() && slot.undo_cover.size() != size) slot.undo_cover.resize(size);
   }
   // 3. Ranges per thread: big tensors split in `threads` 64-aligned parts, small ones whole
@@ -217,7 +259,7 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   const int nt = options.threads;
   std::vector<std::vector<Range>> ranges(nt);
   for (size_t s = 0; s < ns; ++s) {
-    const int64_t size = static_cast<int64_t>(slots_[s].sum.size());
+    const int64_t size = specs_[s].size();
     if (size == 0) continue;
     if (nt == 1 || size < kMinShardSize) {
       ranges[0].push_back({static_cast<int>(s), 0, size, 0});
@@ -242,6 +284,22 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
       for (int64_t lo = r.begin; lo < r.end; lo += kTile) {
         if (failed.load(std::memory_order_relaxed)) return;
         const int64_t hi = std::min(r.end, lo + kTile);
+        if (exact_) {
+          if (!slot.zero) {
+            std::memcpy(slot.undo_fixed.data() + lo, slot.fixed.data() + lo,
+                        static_cast<size_t>(hi - lo) * sizeof(__int128));
+            if (cover != nullptr) {
+              std::memcpy(slot.undo_cover.data() + lo, cover + lo,
+                          static_cast<size_t>(hi - lo) * sizeof(float));
+            }
+          }
+          r.done = hi;
+          if (!FixedPointAccumulate(ts.data(), nb, lo, hi, slot.fixed.data(), cover)) {
+            failed.store(true, std::memory_order_relaxed);
+            return;
+          }
+          continue;
+        }
         const size_t bytes = static_cast<size_t>(hi - lo) * sizeof(float);
         if (!slot.zero) {
           std::memcpy(slot.undo_sum.data() + lo, slot.sum.data() + lo, bytes);
@@ -279,6 +337,19 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
       for (const Range& r : rs) {
         Slot& slot = slots_[r.slot];
         const size_t bytes = static_cast<size_t>(r.done - r.begin) * sizeof(float);
+        if (exact_) {
+          const size_t n = static_cast<size_t>(r.done - r.begin);
+          if (slot.zero) {
+            std::fill_n(slot.fixed.data() + r.begin, n, __int128{0});
+            if (!slot.cover.empty()) std::memset(slot.cover.data() + r.begin, 0, bytes);
+          } else {
+            std::copy_n(slot.undo_fixed.data() + r.begin, n, slot.fixed.data() + r.begin);
+            if (!slot.cover.empty()) {
+              std::memcpy(slot.cover.data() + r.begin, slot.undo_cover.data() + r.begin, bytes);
+            }
+          }
+          continue;
+        }
         if (slot.zero) {
           std::memset(slot.sum.data() + r.begin, 0, bytes);
           if (!slot.cover.empty()) std::memset(slot.cover.data() + r.begin, 0, bytes);
@@ -292,6 +363,11 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
     }
     for (int b = 0; b < nb; ++b) {
       FEDGE_RETURN_IF_ERROR(FindNonFinite(*updates[b], lone ? -1 : b));
+    }
+    if (exact_) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: ", lone ? DescribeUpdate(*updates[0], -1) : "batch",
+          ": a value times its weight reaches 2^39, past what exact sums hold"));
     }
     return absl::InvalidArgumentError(absl::StrCat(
         "WeightedMean: ", lone ? DescribeUpdate(*updates[0], -1) : "batch",
@@ -319,14 +395,26 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
     return absl::InvalidArgumentError(
         "WeightedMean: cannot merge aggregates over different tensor specs");
   }
+  if (o->exact_ != exact_) {
+    return absl::InvalidArgumentError(
+        "WeightedMean: cannot merge exact sums with float sums");
+  }
+  if (exact_ && num_updates_ + o->num_updates_ > kExactMaxUpdates) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "WeightedMean: exact sums hold at most ", kExactMaxUpdates, " updates"));
+  }
   for (size_t s = 0; s < slots_.size(); ++s) {
     Slot& mine = slots_[s];
     Slot& theirs = o->slots_[s];
-    const int64_t size = static_cast<int64_t>(mine.sum.size());
+    const int64_t size = specs_[s].size();
     if (size == 0) continue;
-    // sum += 1 · other.sum (1·x is exact, so this is a plain elementwise add).
-    const kernels::AccumulateTerm add_sum{theirs.sum.data(), nullptr, 1.0f};
-    kernels::WeightedAccumulate(&add_sum, 1, 0, size, mine.sum.data(), nullptr);
+    if (exact_) {
+      for (int64_t i = 0; i < size; ++i) mine.fixed[i] += theirs.fixed[i];
+    } else {
+      // sum += 1 · other.sum (1·x is exact, so this is a plain elementwise add).
+      const kernels::AccumulateTerm add_sum{theirs.sum.data(), nullptr, 1.0f};
+      kernels::WeightedAccumulate(&add_sum, 1, 0, size, mine.sum.data(), nullptr);
+    }
     if (!theirs.cover.empty()) {
       if (mine.cover.empty()) mine.cover.assign(size, 0.0f);
       const kernels::AccumulateTerm add_cover{theirs.cover.data(), nullptr, 1.0f};
@@ -340,6 +428,7 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
   // Leave `other` empty: its state now lives here.
   for (Slot& slot : o->slots_) {
     std::fill(slot.sum.begin(), slot.sum.end(), 0.0f);
+    std::fill(slot.fixed.begin(), slot.fixed.end(), __int128{0});
     slot.cover.clear();
     slot.dense_weight = 0.0;
     slot.zero = true;
@@ -363,13 +452,26 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
     Tensor out;
     out.name = specs_[s].name;
     out.shape = specs_[s].shape;
-    const int64_t size = static_cast<int64_t>(slot.sum.size());
-    out.values = std::move(slot.sum);  // divided in place
+    const int64_t size = specs_[s].size();
+    // The sum at i, as a double: the float sum, or the fixed-point sum (one rounding).
+    std::vector<double> exact_sum;
+    if (exact_) {
+      exact_sum.resize(static_cast<size_t>(size));
+      for (int64_t i = 0; i < size; ++i) {
+        exact_sum[i] = static_cast<double>(slot.fixed[i]) / kExactScale;
+      }
+      std::vector<__int128>().swap(slot.fixed);
+      out.values.assign(static_cast<size_t>(size), 0.0f);
+    } else {
+      out.values = std::move(slot.sum);  // divided in place
+    }
     float* v = out.values.data();
+    const double* e = exact_sum.data();
+    auto sum_at = [&](int64_t i) { return exact_ ? e[i] : static_cast<double>(v[i]); };
     if (slot.cover.empty()) {
       if (slot.dense_weight > 0.0) {
         const double w = slot.dense_weight;
-        for (int64_t i = 0; i < size; ++i) v[i] = static_cast<float>(v[i] / w);
+        for (int64_t i = 0; i < size; ++i) v[i] = static_cast<float>(sum_at(i) / w);
       } else {
         out.held = CoordinateMask(size);  // nobody held anything (cannot happen today)
       }
@@ -378,7 +480,7 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
       const float* c = slot.cover.data();
       for (int64_t i = 0; i < size; ++i) {
         const double w = dw + c[i];
-        v[i] = w > 0.0 ? static_cast<float>(v[i] / w) : 0.0f;
+        v[i] = w > 0.0 ? static_cast<float>(sum_at(i) / w) : 0.0f;
       }
       if (dw <= 0.0) {
         CoordinateMask held(size);
@@ -398,7 +500,7 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
 absl::StatusOr<std::string> WeightedMean::Serialize() const {
   StateWriter w;
   w.PutBytes(kMagic, sizeof(kMagic));
-  w.Put<uint32_t>(kVersion);
+  w.Put<uint32_t>(exact_ ? kExactVersion : kVersion);
   w.Put<int64_t>(num_updates_);
   w.Put<double>(total_weight_);
   w.Put<uint32_t>(static_cast<uint32_t>(specs_.size()));
@@ -411,7 +513,11 @@ absl::StatusOr<std::string> WeightedMean::Serialize() const {
     for (int64_t d : spec.shape) w.Put<int64_t>(d);
     w.Put<double>(slot.dense_weight);
     w.Put<uint8_t>(slot.cover.empty() ? 0 : 1);
-    w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
+    if (exact_) {
+      w.PutBytes(slot.fixed.data(), slot.fixed.size() * sizeof(__int128));
+    } else {
+      w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
+    }
     if (!slot.cover.empty()) w.PutBytes(slot.cover.data(), slot.cover.size() * sizeof(float));
   }
   return w.Finish();
@@ -436,11 +542,13 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   int64_t num_updates;
   double total_weight;
   if (!r.Get(&version)) return Truncated();
-  if (version != kVersion) {
+  if (version != kVersion && version != kExactVersion) {
     return absl::DataLossError(
         absl::StrCat("WeightedMean: serialized state has version ", version, ", expected ",
-                     kVersion));
+                     kVersion, " or ", kExactVersion));
   }
+  const bool exact = version == kExactVersion;
+  const size_t sum_bytes = exact ? sizeof(__int128) : sizeof(float);
   if (!r.Get(&num_updates) || !r.Get(&total_weight) || !r.Get(&num_tensors)) {
     return Truncated();
   }
@@ -450,6 +558,7 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   std::vector<double> dense(num_tensors);
   struct Loaded {
     std::vector<float> sum, cover;
+    std::vector<__int128> fixed;
   };
   std::vector<Loaded> loaded(num_tensors);
   for (uint32_t s = 0; s < num_tensors; ++s) {
@@ -475,11 +584,17 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
       }
       size *= d;
     }
-    if (static_cast<size_t>(size) * sizeof(float) * (has_cover ? 2 : 1) > r.remaining()) {
+    if (static_cast<size_t>(size) * (sum_bytes + (has_cover ? sizeof(float) : 0)) >
+        r.remaining()) {
       return Truncated();
     }
-    loaded[s].sum.resize(static_cast<size_t>(size));
-    r.GetBytes(loaded[s].sum.data(), loaded[s].sum.size() * sizeof(float));
+    if (exact) {
+      loaded[s].fixed.resize(static_cast<size_t>(size));
+      r.GetBytes(loaded[s].fixed.data(), loaded[s].fixed.size() * sizeof(__int128));
+    } else {
+      loaded[s].sum.resize(static_cast<size_t>(size));
+      r.GetBytes(loaded[s].sum.data(), loaded[s].sum.size() * sizeof(float));
+    }
     if (has_cover) {
       loaded[s].cover.resize(static_cast<size_t>(size));
       r.GetBytes(loaded[s].cover.data(), loaded[s].cover.size() * sizeof(float));
@@ -492,9 +607,30 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   if (num_updates < 0 || !(total_weight >= 0.0)) {
     return absl::InvalidArgumentError("WeightedMean: serialized counters are negative");
   }
-  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<WeightedMean> agg, Create(std::move(specs)));
+  if (exact) {
+    // Each update adds less than 2^103 to a coordinate: a larger sum is no state this code
+    // wrote, and merging it could overflow.
+    if (num_updates > kExactMaxUpdates) {
+      return absl::InvalidArgumentError("WeightedMean: serialized exact sums hold too many updates");
+    }
+    const __int128 bound = static_cast<__int128>(std::max<int64_t>(num_updates, 1)) << 103;
+    for (const Loaded& l : loaded) {
+      for (__int128 f : l.fixed) {
+        if (f >= bound || f <= -bound) {
+          return absl::InvalidArgumentError(
+              "WeightedMean: a serialized exact sum exceeds what its updates could add");
+        }
+      }
+    }
+  }
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<WeightedMean> agg,
+                         Create(std::move(specs), WeightedMeanOptions{exact}));
   for (uint32_t s = 0; s < num_tensors; ++s) {
-    agg->slots_[s].sum = std::move(loaded[s].sum);
+    if (exact) {
+      agg->slots_[s].fixed = std::move(loaded[s].fixed);
+    } else {
+      agg->slots_[s].sum = std::move(loaded[s].sum);
+    }
     agg->slots_[s].cover = std::move(loaded[s].cover);
     agg->slots_[s].dense_weight = dense[s];
     agg->slots_[s].zero = false;  // whatever it holds, it is read from now on

@@ -27,6 +27,18 @@
 // Determinism: for each coordinate, updates are added in the order they were accumulated
 // (batch order within a batch), whatever the thread count or batching, so the result does
 // not depend on AccumulateOptions. MergeWith adds the other aggregator's sums to this one's.
+//
+// Exact sums (WeightedMeanOptions::exact): float sums depend on the order of the updates
+// and on how they were grouped (a merge of partial sums differs from one running sum in
+// the last bits). With exact sums each product n_k·Δ_k[i] (exact in double: 24-bit weight
+// times 24-bit value) is truncated once to a fixed-point grid of 2^-64 and added to a
+// 128-bit integer, so the sum is the same whatever the order, the batching or the merging
+// of partial aggregates. It needs |n_k·Δ_k[i]| < 2^39 (a larger product is refused like a
+// NaN) and at most 2^23 updates (no overflow), costs 16 bytes a coordinate (32 with the
+// undo copy) and a scalar pass instead of a vectorized one (bench/fedavg_bench.cc gives
+// the ratio). Products below 2^-64 count as 0. The weight sums are integers held exactly
+// in float (< 2^24) and double.
+
 #ifndef FEDGE_AGGREGATION_WEIGHTED_MEAN_H_
 #define FEDGE_AGGREGATION_WEIGHTED_MEAN_H_
 
@@ -45,11 +57,22 @@
 
 namespace fedge::aggregation {
 
+struct WeightedMeanOptions {
+  // Order- and grouping-independent sums (see above).
+  bool exact = false;
+};
+
 class WeightedMean final : public Aggregator {
  public:
+  // Exact sums: the fixed-point grid, the largest |n·value| accepted, the most updates.
+  static constexpr double kExactScale = 18446744073709551616.0;  // 2^64
+  static constexpr double kExactMaxProduct = 549755813888.0;     // 2^39
+  static constexpr int64_t kExactMaxUpdates = int64_t{1} << 23;
+
   // An empty aggregate over tensors `specs` (unique, non-empty names; non-negative dims).
   // Errors: kInvalidArgument naming the offending tensor.
-  static absl::StatusOr<std::unique_ptr<WeightedMean>> Create(std::vector<TensorSpec> specs);
+  static absl::StatusOr<std::unique_ptr<WeightedMean>> Create(std::vector<TensorSpec> specs,
+                                                              WeightedMeanOptions options = {});
   // Restores a state written by Serialize(). Errors: kDataLoss for a truncated or corrupt
   // state (checksum, magic, version, sizes), kInvalidArgument for impossible values.
   static absl::StatusOr<std::unique_ptr<WeightedMean>> Deserialize(absl::string_view state);
@@ -72,6 +95,7 @@ class WeightedMean final : public Aggregator {
   int64_t num_updates() const override { return num_updates_; }
   const std::vector<TensorSpec>& specs() const override { return specs_; }
   double total_weight() const { return total_weight_; }
+  bool exact() const { return exact_; }
 
  private:
   struct Slot {
@@ -81,9 +105,12 @@ class WeightedMean final : public Aggregator {
     bool zero = true;              // nothing added yet: sum and cover are all 0
     std::vector<float> undo_sum;   // scratch for exact rejection (not part of the state)
     std::vector<float> undo_cover;
+    // Exact sums instead of `sum`: Σ round(2^64 · n_k · Δ_k[i]).
+    std::vector<__int128> fixed;
+    std::vector<__int128> undo_fixed;
   };
 
-  explicit WeightedMean(std::vector<TensorSpec> specs);
+  WeightedMean(std::vector<TensorSpec> specs, bool exact);
   // Names, shapes, mask sizes and weight (not values). `position` < 0 for a lone update.
   // Fills (*order)[s] with the index in update.tensors of spec s.
   absl::Status CheckStructure(const Update& update, int position,
@@ -96,6 +123,7 @@ class WeightedMean final : public Aggregator {
   std::vector<Slot> slots_;
   int64_t num_updates_ = 0;
   double total_weight_ = 0.0;
+  bool exact_ = false;
 };
 
 }  // namespace fedge::aggregation

@@ -1,5 +1,7 @@
 #include "aggregation/weighted_mean.h"
 
+#include <zlib.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -169,6 +171,97 @@ TEST(WeightedMeanTest, TwoHalvesMergedEqualAccumulatingAll) {
   ASSERT_THAT(merged, IsOk());
   // Float addition regroups, so equal to rounding, not bit for bit.
   ExpectSameDelta(*merged, all, /*bit_exact=*/false);
+}
+
+std::unique_ptr<WeightedMean> NewExactMean() {
+  auto m = WeightedMean::Create(BigSpecs(), WeightedMeanOptions{/*exact=*/true});
+  EXPECT_THAT(m, IsOk());
+  return std::move(m).value();
+}
+
+// Exact sums: 12 updates in 3 groups of 4, each group accumulated apart (in its own order,
+// in batches, on threads), serialized, and merged, give the same bits as the 12 in one
+// running sum, in any order; and they agree with the float sums to float rounding.
+TEST(WeightedMeanExactTest, GroupsOrdersBatchesAndMergesGiveTheSameBits) {
+  const std::vector<Update> updates = RandomUpdates(12, 7);
+  auto all = NewExactMean();
+  for (const Update& u : updates) ASSERT_THAT(all->Accumulate(u), IsOk());
+  const ModelDelta one_sum = std::move(*all).Report().value();
+
+  auto root = NewExactMean();
+  for (int g = 2; g >= 0; --g) {  // groups merged in reverse
+    auto group = NewExactMean();
+    std::vector<const Update*> batch;
+    for (int k = 4 * g + 3; k >= 4 * g; --k) batch.push_back(&updates[k]);  // reversed
+    AccumulateOptions options;
+    options.threads = 2;
+    ASSERT_THAT(group->AccumulateBatch(batch, options), IsOk());
+    const std::string state = group->Serialize().value();
+    auto restored = WeightedMean::Deserialize(state);
+    ASSERT_THAT(restored, IsOk());
+    EXPECT_TRUE((*restored)->exact());
+    ASSERT_THAT(root->MergeWith(std::move(**restored)), IsOk());
+  }
+  EXPECT_EQ(root->num_updates(), 12);
+  const ModelDelta merged = std::move(*root).Report().value();
+  ExpectSameDelta(merged, one_sum, /*bit_exact=*/true);
+  ExpectSameDelta(merged, AccumulateAll(updates), /*bit_exact=*/false);
+
+  // The float sums of the same groups differ from their one running sum in the last bits
+  // (what exact sums are for): otherwise this test would prove nothing.
+  auto float_root = NewMean(BigSpecs());
+  for (int g = 0; g < 3; ++g) {
+    auto group = NewMean(BigSpecs());
+    for (int k = 4 * g; k < 4 * g + 4; ++k) ASSERT_THAT(group->Accumulate(updates[k]), IsOk());
+    ASSERT_THAT(float_root->MergeWith(std::move(*group)), IsOk());
+  }
+  const ModelDelta float_merged = std::move(*float_root).Report().value();
+  const ModelDelta float_all = AccumulateAll(updates);
+  bool differs = false;
+  for (size_t t = 0; t < float_all.tensors.size() && !differs; ++t) {
+    differs = float_all.tensors[t].values != float_merged.tensors[t].values;
+  }
+  EXPECT_TRUE(differs);
+}
+
+TEST(WeightedMeanExactTest, ProductsPastTheRangeAreRefusedAndLeaveTheSumUnchanged) {
+  const std::vector<Update> updates = RandomUpdates(3, 9);
+  auto mean = NewExactMean();
+  ASSERT_THAT(mean->Accumulate(updates[0]), IsOk());
+  Update big = updates[1];
+  big.weight = 1 << 20;
+  big.tensors[1].values[4000] = 1.0e6f;  // 2^20 · 10^6 > 2^39
+  EXPECT_THAT(mean->Accumulate(big),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2^39")));
+  Update nan = updates[1];
+  nan.tensors[0].values[3] = std::nanf("");
+  EXPECT_THAT(mean->Accumulate(nan), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("non-finite")));
+  ASSERT_THAT(mean->Accumulate(updates[2]), IsOk());
+  auto expected = NewExactMean();
+  ASSERT_THAT(expected->Accumulate(updates[0]), IsOk());
+  ASSERT_THAT(expected->Accumulate(updates[2]), IsOk());
+  ExpectSameDelta(std::move(*mean).Report().value(), std::move(*expected).Report().value(),
+                  /*bit_exact=*/true);
+}
+
+TEST(WeightedMeanExactTest, ExactAndFloatSumsDoNotMergeAndForgedStatesAreRefused) {
+  auto exact = NewExactMean();
+  auto plain = NewMean(BigSpecs());
+  EXPECT_THAT(exact->MergeWith(std::move(*plain)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exact")));
+  // A state claiming one update but holding a sum no update could add.
+  const std::vector<Update> updates = RandomUpdates(1, 3);
+  ASSERT_THAT(exact->Accumulate(updates[0]), IsOk());
+  std::string state = exact->Serialize().value();
+  const size_t at = state.find("conv.weight") + std::string("conv.weight").size() + 4 + 4 * 8 +
+                    8 + 1 + 15;  // the high byte of the first sum
+  state[at] = 0x7f;
+  const uint32_t crc = static_cast<uint32_t>(crc32_z(
+      0, reinterpret_cast<const Bytef*>(state.data()), state.size() - sizeof(uint32_t)));
+  std::memcpy(state.data() + state.size() - sizeof(uint32_t), &crc, sizeof(crc));
+  EXPECT_THAT(WeightedMean::Deserialize(state),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("exceeds")));
 }
 
 TEST(WeightedMeanTest, MergeWithExactValuesIsExact) {

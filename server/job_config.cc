@@ -449,6 +449,11 @@ void CheckRobustness(v1::JobConfig& job, Problems& p) {
   if (!r.has_max_weight_multiple()) r.set_max_weight_multiple(2);
   if (!r.has_norm_bound_multiple()) r.set_norm_bound_multiple(2);
   const bool weighted_mean = r.aggregation_rule() == Rule::AGGREGATION_RULE_WEIGHTED_MEAN;
+  if (job.strategy().exact_sums() && (!weighted_mean || job.strategy().has_fed_cg())) {
+    p.Add("strategy.exact_sums",
+          "applies to the weighted mean only: not with another robustness.aggregation_rule, "
+          "nor with FedCG");
+  }
   if (!r.has_direction_check()) r.set_direction_check(weighted_mean);
   if (!r.has_min_direction_agreement()) r.set_min_direction_agreement(0);
   if (!(r.min_direction_agreement() >= -1 && r.min_direction_agreement() <= 1)) {

@@ -23,7 +23,17 @@
 namespace fedge::server {
 namespace {
 
+absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeServerOptimizer(
+    const v1::StrategyConfig& config);
+
 absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeStrategy(
+    const v1::StrategyConfig& config) {
+  FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Strategy> s, MakeServerOptimizer(config));
+  s->set_exact_sums(config.exact_sums());
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<aggregation::Strategy>> MakeServerOptimizer(
     const v1::StrategyConfig& config) {
   const double eta = config.has_server_learning_rate() ? config.server_learning_rate() : 1.0;
   switch (config.kind_case()) {

@@ -73,6 +73,29 @@ TEST(JobStrategyTest, AggregationRuleChoosesTheAggregator) {
   EXPECT_EQ(m->options().max_updates, aggregation::kRobustHeldBytes / (4 * 195));
 }
 
+// strategy.exact_sums gives the rounds exact (order-independent) weighted means; job
+// validation keeps it to the weighted mean rule.
+TEST(JobStrategyTest, ExactSumsReachTheRoundsAggregator) {
+  v1::JobConfig job = Job();
+  job.set_rounds(1);
+  job.mutable_strategy()->mutable_fed_adam();
+  job.mutable_strategy()->set_exact_sums(true);
+  auto validated = ValidateJobConfig(job);
+  ASSERT_THAT(validated.status(), IsOk());
+  auto model = MakeJobModel(*validated);
+  ASSERT_THAT(model.status(), IsOk());
+  EXPECT_TRUE(model->strategy->exact_sums());
+  auto agg = model->strategy->CreateAggregator(aggregation::SpecsOf(model->weights));
+  ASSERT_THAT(agg.status(), IsOk());
+  auto* mean = dynamic_cast<aggregation::WeightedMean*>(agg->get());
+  ASSERT_NE(mean, nullptr);
+  EXPECT_TRUE(mean->exact());
+  job.mutable_robustness()->set_aggregation_rule(
+      v1::RobustnessConfig::AGGREGATION_RULE_COORDINATE_MEDIAN);
+  EXPECT_THAT(ValidateJobConfig(job), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                HasSubstr("strategy.exact_sums")));
+}
+
 TEST(JobStrategyTest, FedCgsCentralModelIsTheSharedClassifierAndGenerator) {
   v1::JobConfig job = Job();
   job.clear_model_spec();
