@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "privacy/sodium.h"
 #include "tests/status_matchers.h"
+#include "tests/temp_dir.h"
 
 namespace fedge::client {
 namespace {
@@ -18,12 +19,6 @@ namespace {
 using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
 using ::testing::HasSubstr;
-
-std::string TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "base_cache_XXXXXX").string();
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
-}
 
 std::string Bytes(size_t n, char seed) {
   std::string s(n, '\0');
@@ -37,7 +32,8 @@ std::string ReadAll(const std::string& path) {
 }
 
 TEST(BaseCacheTest, ADownloadInChunksBecomesTheBaseOnlyWithItsDigest) {
-  const std::string dir = TempDir() + "/bases";
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path() + "/bases";
   auto cache = BaseCache::Open(dir, 1 << 20);
   ASSERT_THAT(cache, IsOk());
   struct stat st;
@@ -63,7 +59,8 @@ TEST(BaseCacheTest, ADownloadInChunksBecomesTheBaseOnlyWithItsDigest) {
 }
 
 TEST(BaseCacheTest, AnInterruptedDownloadResumesAfterARestart) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path();
   const std::string file = Bytes(5000, 9);
   const std::string sha = privacy::Sha256Hex(file);
   {
@@ -88,7 +85,8 @@ TEST(BaseCacheTest, AnInterruptedDownloadResumesAfterARestart) {
 }
 
 TEST(BaseCacheTest, BytesThatAreNotTheDigestAreDroppedAndNeverFound) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path();
   auto cache = BaseCache::Open(dir, 1 << 20);
   ASSERT_THAT(cache, IsOk());
   const std::string file = Bytes(2000, 5);
@@ -111,7 +109,8 @@ TEST(BaseCacheTest, BytesThatAreNotTheDigestAreDroppedAndNeverFound) {
 }
 
 TEST(BaseCacheTest, SizeAndNamesFromTheCoordinatorAreBounded) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path();
   auto cache = BaseCache::Open(dir, 4096);
   ASSERT_THAT(cache, IsOk());
   const std::string sha(64, 'a');
@@ -132,7 +131,8 @@ TEST(BaseCacheTest, SizeAndNamesFromTheCoordinatorAreBounded) {
 // nothing the cache did not write is read, written through or removed: symbolic links
 // planted under a digest's name are not followed.
 TEST(BaseCacheTest, OnePartialDownloadAtATimeAndNoLinkIsFollowed) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path();
   auto cache = BaseCache::Open(dir, 1 << 20);
   ASSERT_THAT(cache, IsOk());
   const std::string a = Bytes(3000, 1), b = Bytes(2000, 2);
@@ -158,7 +158,8 @@ TEST(BaseCacheTest, OnePartialDownloadAtATimeAndNoLinkIsFollowed) {
 }
 
 TEST(BaseCacheTest, ANewBaseReplacesTheOldOneAndPartialDownloads) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("base_cache");
+  const std::string dir = tmp.path();
   auto cache = BaseCache::Open(dir, 1 << 20);
   ASSERT_THAT(cache, IsOk());
   const std::string a = Bytes(1000, 1), b = Bytes(1200, 2), c = Bytes(900, 4);

@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/status_matchers.h"
+#include "tests/temp_dir.h"
 
 namespace fedge::client {
 namespace {
@@ -16,14 +17,9 @@ using ::fedge::testing::IsOk;
 using ::fedge::testing::StatusIs;
 using ::testing::HasSubstr;
 
-std::string TempDir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "device_state_XXXXXX").string();
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
-}
-
 TEST(DeviceStateTest, SavesWithMode0600AndReloads) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   const std::string path = dir + "/client.state";
   const mode_t old = ::umask(0);  // even a permissive umask must not widen the mode
   ASSERT_THAT(SaveDeviceState(path, {"client-000123", ""}), IsOk());
@@ -43,7 +39,8 @@ TEST(DeviceStateTest, SavesWithMode0600AndReloads) {
 }
 
 TEST(DeviceStateTest, KeepsTheDeviceKeyAndReadsFilesWithoutOne) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   const std::string path = dir + "/client.state";
   const std::string key(64, 'a');
   ASSERT_THAT(SaveDeviceState(path, {"c-1", key}), IsOk());
@@ -58,13 +55,15 @@ TEST(DeviceStateTest, KeepsTheDeviceKeyAndReadsFilesWithoutOne) {
 }
 
 TEST(DeviceStateTest, MissingFileIsNotFound) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   EXPECT_THAT(LoadDeviceState(dir + "/none"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("none")));
   std::filesystem::remove_all(dir);
 }
 
 TEST(DeviceStateTest, RefusesAFileOthersCanRead) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   const std::string path = dir + "/client.state";
   ASSERT_THAT(SaveDeviceState(path, {"c1", ""}), IsOk());
   ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
@@ -74,7 +73,8 @@ TEST(DeviceStateTest, RefusesAFileOthersCanRead) {
 }
 
 TEST(DeviceStateTest, RejectsMalformedFilesAndIds) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   const std::string path = dir + "/client.state";
   {
     std::ofstream(path) << "something else\n";
@@ -88,7 +88,8 @@ TEST(DeviceStateTest, RejectsMalformedFilesAndIds) {
 }
 
 TEST(DeviceStateTest, FedCgPrivateStateIsOwnerOnlyAndRoundTrips) {
-  const std::string dir = TempDir();
+  const fedge::testing::ScopedTempDir tmp("device_state");
+  const std::string dir = tmp.path();
   const std::string path = dir + "/client.state.fedcg";
   v1::ModelProto state;
   state.mutable_spec()->set_name("job-1");

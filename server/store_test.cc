@@ -22,6 +22,7 @@
 #include "server/session_token.h"
 #include "tests/postgres_server.h"
 #include "tests/status_matchers.h"
+#include "tests/temp_dir.h"
 
 namespace fedge::server {
 namespace {
@@ -33,23 +34,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 namespace fs = std::filesystem;
-
-// A fresh directory under the test temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = (fs::path(::testing::TempDir()) /
-             absl::StrCat("fedge_store_test_", getpid(), "_", counter++))
-                .string();
-    fs::remove_all(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // One PostgreSQL server for the whole test program, started on first use.
 fedge::testing::PostgresServer& SharedPostgres() {
@@ -80,7 +64,7 @@ class Location {
   const std::string& path() const { return url_.empty() ? dir_.path() : url_; }
 
  private:
-  TempDir dir_;
+  fedge::testing::ScopedTempDir dir_{"fedge_store_test"};
   std::string url_;
 };
 
@@ -503,7 +487,7 @@ TEST_P(StoreTest, ReopeningKeepsEverything) {
 }
 
 TEST(SqliteStoreTest, SecondOpenOfTheSameStateDirIsRefused) {
-  TempDir dir;
+  fedge::testing::ScopedTempDir dir("fedge_store_test");
   std::unique_ptr<Store> first = OpenOrDie(dir.path());
   ASSERT_NE(first, nullptr);
   EXPECT_THAT(Store::Open(dir.path()),
@@ -514,7 +498,7 @@ TEST(SqliteStoreTest, SecondOpenOfTheSameStateDirIsRefused) {
 }
 
 TEST(SqliteStoreTest, NonSqliteFileGivesAClearErrorNamingThePath) {
-  TempDir dir;
+  fedge::testing::ScopedTempDir dir("fedge_store_test");
   fs::create_directories(dir.path());
   const std::string db = (fs::path(dir.path()) / Store::kDatabaseFileName).string();
   {
@@ -528,7 +512,7 @@ TEST(SqliteStoreTest, NonSqliteFileGivesAClearErrorNamingThePath) {
 }
 
 TEST(SqliteStoreTest, CorruptDatabaseGivesAClearErrorNamingThePath) {
-  TempDir dir;
+  fedge::testing::ScopedTempDir dir("fedge_store_test");
   std::string db;
   {
     std::unique_ptr<Store> store = OpenOrDie(dir.path());
@@ -574,7 +558,7 @@ TEST_P(StoreTest, StrategyStateRoundTripsWithTheCheckpoint) {
 // A version-1 database (before strategy states) opens and migrates; its checkpoints read
 // back with an empty state.
 TEST(SqliteStoreTest, VersionOneDatabaseMigrates) {
-  TempDir dir;
+  fedge::testing::ScopedTempDir dir("fedge_store_test");
   std::string db;
   {
     std::unique_ptr<Store> store = OpenOrDie(dir.path());
@@ -669,7 +653,7 @@ TEST_P(StoreTest, DeviceKeysVerifyOnlyTheirDevice) {
 }
 
 TEST(SqliteStoreTest, DatabaseFromANewerFedgeIsRefused) {
-  TempDir dir;
+  fedge::testing::ScopedTempDir dir("fedge_store_test");
   std::string db;
   {
     std::unique_ptr<Store> store = OpenOrDie(dir.path());
