@@ -5,6 +5,7 @@
 # out) and the coordinator's CPU seconds and peak RSS over the job.
 #
 #   bench/fleet_scale.sh BUILD_DIR [DEVICES=2000] [ROUNDS=3]
+#   STORE=postgresql://fedge@127.0.0.1:5432/fedge bench/fleet_scale.sh ...   # the store there
 #
 # Everything runs on this machine: the load generator's threads compete with the
 # coordinator for the same cores, so round times are an upper bound of the coordinator's.
@@ -36,7 +37,7 @@ CTL=("$BIN/fedgectl" --coordinator "$ADMIN" --token-file "$DIR/operator-token" -
   --enrollment-token-file "$DIR/token" --max-threads $((N + 512)) --max-streams-per-peer $((N + 512)) \
   --register-burst $((N + 100)) --register-per-second 10000 --register-per-token-burst $((N + 100)) \
   --register-per-token-per-second 10000 --max-message-mb 64 --liveness-seconds 300 \
-  --max-wait-seconds 20 > "$DIR/coordinator.log" 2>&1 &
+  --max-wait-seconds 20 ${STORE:+--store "$STORE"} > "$DIR/coordinator.log" 2>&1 &
 COORD_PID=$!
 for _ in $(seq 100); do grep -q "serving on" "$DIR/coordinator.log" && break; sleep 0.1; done
 grep -q "serving on" "$DIR/coordinator.log" || fail "the coordinator did not start"
