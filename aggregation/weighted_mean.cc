@@ -43,27 +43,32 @@ absl::Status Truncated() {
   return absl::DataLossError("WeightedMean: serialized state is truncated");
 }
 
-// Exact sums: adds round(2^64·w_t·v_t[i]) to fixed[i] for the held i in [lo, hi), and w_t
-// to cover[i] for masked terms. False at the first product that is not finite or not
-// below kExactMaxProduct (the tile is then restored by the caller).
+// trunc(p · 2^64) for |p| < 2^39, in two truncating conversions (no libm call):
+// a = trunc(p · 2^24) (|a| < 2^63), then the rest r = p − a · 2^-24 (exact, |r| < 2^-24,
+// the sign of a) gives b = trunc(r · 2^64) (|b| < 2^40); the value is a · 2^40 + b.
+inline __int128 FixedPoint(double p) {
+  const int64_t a = static_cast<int64_t>(p * 16777216.0);
+  const double r = p - static_cast<double>(a) * (1.0 / 16777216.0);
+  const int64_t b = static_cast<int64_t>(r * WeightedMean::kExactScale);
+  return static_cast<__int128>(a) * (__int128{1} << 40) + b;  // no shift of a negative
+}
+
+// Exact sums: adds FixedPoint(w_t·v_t[i]) to fixed[i] for the held i in [lo, hi), and
+// FixedPoint(w_t) to cover[i] for masked terms. False at the first product that is not
+// finite or not below kExactMaxProduct (the tile is then restored by the caller).
 bool FixedPointAccumulate(const kernels::AccumulateTerm* terms, int k, int64_t lo, int64_t hi,
-                          __int128* fixed, float* cover) {
+                          __int128* fixed, __int128* cover) {
   for (int t = 0; t < k; ++t) {
     const double w = terms[t].weight;
+    const __int128 w_fixed = FixedPoint(w);
     const float* v = terms[t].values;
     const uint64_t* held = terms[t].held;
     for (int64_t i = lo; i < hi; ++i) {
       if (held != nullptr && !((held[i >> 6] >> (i & 63)) & 1u)) continue;
       const double p = w * static_cast<double>(v[i]);  // exact: 24 × 24 bits
       if (!(std::fabs(p) < WeightedMean::kExactMaxProduct)) return false;
-      // trunc(p · 2^64) in two truncating conversions (no libm call): a = trunc(p · 2^24)
-      // (|a| < 2^63 since |p| < 2^39), then the rest r = p − a · 2^-24 (exact, |r| < 2^-24)
-      // gives b = trunc(r · 2^64) (|b| < 2^40); the sum is a · 2^40 + b.
-      const int64_t a = static_cast<int64_t>(p * 16777216.0);
-      const double r = p - static_cast<double>(a) * (1.0 / 16777216.0);
-      const int64_t b = static_cast<int64_t>(r * WeightedMean::kExactScale);
-      fixed[i] += (static_cast<__int128>(a) << 40) + b;
-      if (held != nullptr) cover[i] += terms[t].weight;
+      fixed[i] += FixedPoint(p);
+      if (held != nullptr) cover[i] += w_fixed;
     }
   }
   return true;
@@ -119,6 +124,11 @@ absl::Status WeightedMean::CheckStructure(const Update& update, int position,
     return absl::InvalidArgumentError(
         absl::StrCat("WeightedMean: ", DescribeUpdate(update, position), " has weight ", update.weight,
                      "; expected a positive, finite example count"));
+  }
+  if (exact_ && !(static_cast<float>(update.weight) < kExactMaxProduct)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WeightedMean: ", DescribeUpdate(update, position), " has weight ", update.weight,
+        ", past the 2^39 exact sums hold"));
   }
   order->assign(specs_.size(), -1);
   for (size_t t = 0; t < update.tensors.size(); ++t) {
@@ -179,10 +189,23 @@ absl::Status WeightedMean::FindNonFinite(const Update& update, int position) con
 }
 
 absl::Status WeightedMean::Validate(const Update& update, double* max_abs) const {
+  double bound = 0.0;
+  FEDGE_RETURN_IF_ERROR(ValidateBound(update, &bound));
+  if (exact_ && !(static_cast<double>(static_cast<float>(update.weight)) * bound <
+                  kExactMaxProduct)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WeightedMean: ", DescribeUpdate(update, -1), " has values up to ", bound,
+        " with weight ", update.weight, ": a product reaches 2^39, past what exact sums hold"));
+  }
+  if (max_abs != nullptr) *max_abs = bound;
+  return absl::OkStatus();
+}
+
+absl::Status WeightedMean::ValidateBound(const Update& update, double* max_abs) const {
   std::vector<int> order;
   FEDGE_RETURN_IF_ERROR(CheckStructure(update, -1, &order));
   if (update.max_abs.has_value() && *update.max_abs >= 0.0 && std::isfinite(*update.max_abs)) {
-    if (max_abs != nullptr) *max_abs = *update.max_abs;  // its decoder read every value
+    *max_abs = *update.max_abs;  // its decoder read every value
     return absl::OkStatus();
   }
   double bound = 0.0;
@@ -200,7 +223,7 @@ absl::Status WeightedMean::Validate(const Update& update, double* max_abs) const
       if (tensor.held->held(i)) bound = std::max<double>(bound, std::fabs(tensor.values[i]));
     }
   }
-  if (max_abs != nullptr) *max_abs = bound;
+  *max_abs = bound;
   return absl::OkStatus();
 }
 
@@ -246,11 +269,15 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
     }
     // Allocating a zero weight sum does not change the state's meaning (and is kept if the
     // batch is rejected).
-    if (masked && slot.cover.empty()) slot.cover.assign(size, 0.0f);
     if (exact_) {
+      if (masked && slot.fixed_cover.empty()) slot.fixed_cover.assign(size, 0);
       if (slot.undo_fixed.size() != size) slot.undo_fixed.resize(size);
-    } else if (slot.undo_sum.size() != size) {
-      slot.undo_sum.resize(size);
+      if (!slot.fixed_cover.empty() && slot.undo_fixed_cover.size() != size) {
+        slot.undo_fixed_cover.resize(size);
+      }
+    } else {
+      if (masked && slot.cover.empty()) slot.cover.assign(size, 0.0f);
+      if (slot.undo_sum.size() != size) slot.undo_sum.resize(size);
     }
     if (!slot.cover.empty() && slot.undo_cover.size() != size) slot.undo_cover.resize(size);
   }
@@ -285,16 +312,16 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
         if (failed.load(std::memory_order_relaxed)) return;
         const int64_t hi = std::min(r.end, lo + kTile);
         if (exact_) {
+          __int128* fixed_cover = slot.fixed_cover.empty() ? nullptr : slot.fixed_cover.data();
           if (!slot.zero) {
-            std::memcpy(slot.undo_fixed.data() + lo, slot.fixed.data() + lo,
-                        static_cast<size_t>(hi - lo) * sizeof(__int128));
-            if (cover != nullptr) {
-              std::memcpy(slot.undo_cover.data() + lo, cover + lo,
-                          static_cast<size_t>(hi - lo) * sizeof(float));
+            const size_t n = static_cast<size_t>(hi - lo);
+            std::copy_n(slot.fixed.data() + lo, n, slot.undo_fixed.data() + lo);
+            if (fixed_cover != nullptr) {
+              std::copy_n(fixed_cover + lo, n, slot.undo_fixed_cover.data() + lo);
             }
           }
           r.done = hi;
-          if (!FixedPointAccumulate(ts.data(), nb, lo, hi, slot.fixed.data(), cover)) {
+          if (!FixedPointAccumulate(ts.data(), nb, lo, hi, slot.fixed.data(), fixed_cover)) {
             failed.store(true, std::memory_order_relaxed);
             return;
           }
@@ -341,11 +368,14 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
           const size_t n = static_cast<size_t>(r.done - r.begin);
           if (slot.zero) {
             std::fill_n(slot.fixed.data() + r.begin, n, __int128{0});
-            if (!slot.cover.empty()) std::memset(slot.cover.data() + r.begin, 0, bytes);
+            if (!slot.fixed_cover.empty()) {
+              std::fill_n(slot.fixed_cover.data() + r.begin, n, __int128{0});
+            }
           } else {
             std::copy_n(slot.undo_fixed.data() + r.begin, n, slot.fixed.data() + r.begin);
-            if (!slot.cover.empty()) {
-              std::memcpy(slot.cover.data() + r.begin, slot.undo_cover.data() + r.begin, bytes);
+            if (!slot.fixed_cover.empty()) {
+              std::copy_n(slot.undo_fixed_cover.data() + r.begin, n,
+                          slot.fixed_cover.data() + r.begin);
             }
           }
           continue;
@@ -377,10 +407,23 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   for (size_t s = 0; s < ns; ++s) {
     slots_[s].zero = false;
     for (const kernels::AccumulateTerm& term : terms[s]) {
-      if (term.held == nullptr) slots_[s].dense_weight += term.weight;
+      if (term.held != nullptr) continue;
+      if (exact_) {
+        slots_[s].fixed_dense += FixedPoint(term.weight);
+      } else {
+        slots_[s].dense_weight += term.weight;
+      }
     }
   }
-  for (int b = 0; b < nb; ++b) total_weight_ += static_cast<float>(updates[b]->weight);
+  for (int b = 0; b < nb; ++b) {
+    const float w = static_cast<float>(updates[b]->weight);
+    if (exact_) {
+      fixed_total_ += FixedPoint(w);
+    } else {
+      total_weight_ += w;
+    }
+  }
+  if (exact_) total_weight_ = static_cast<double>(fixed_total_) / kExactScale;
   num_updates_ += nb;
   return absl::OkStatus();
 }
@@ -410,7 +453,15 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
     if (size == 0) continue;
     if (exact_) {
       for (int64_t i = 0; i < size; ++i) mine.fixed[i] += theirs.fixed[i];
-    } else {
+      if (!theirs.fixed_cover.empty()) {
+        if (mine.fixed_cover.empty()) mine.fixed_cover.assign(size, 0);
+        for (int64_t i = 0; i < size; ++i) mine.fixed_cover[i] += theirs.fixed_cover[i];
+      }
+      mine.fixed_dense += theirs.fixed_dense;
+      mine.zero = mine.zero && theirs.zero;
+      continue;
+    }
+    {
       // sum += 1 · other.sum (1·x is exact, so this is a plain elementwise add).
       const kernels::AccumulateTerm add_sum{theirs.sum.data(), nullptr, 1.0f};
       kernels::WeightedAccumulate(&add_sum, 1, 0, size, mine.sum.data(), nullptr);
@@ -424,11 +475,19 @@ absl::Status WeightedMean::MergeWith(Aggregator&& other) {
     mine.zero = mine.zero && theirs.zero;
   }
   num_updates_ += o->num_updates_;
-  total_weight_ += o->total_weight_;
+  if (exact_) {
+    fixed_total_ += o->fixed_total_;
+    total_weight_ = static_cast<double>(fixed_total_) / kExactScale;
+  } else {
+    total_weight_ += o->total_weight_;
+  }
   // Leave `other` empty: its state now lives here.
+  o->fixed_total_ = 0;
   for (Slot& slot : o->slots_) {
     std::fill(slot.sum.begin(), slot.sum.end(), 0.0f);
     std::fill(slot.fixed.begin(), slot.fixed.end(), __int128{0});
+    slot.fixed_cover.clear();
+    slot.fixed_dense = 0;
     slot.cover.clear();
     slot.dense_weight = 0.0;
     slot.zero = true;
@@ -453,25 +512,32 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
     out.name = specs_[s].name;
     out.shape = specs_[s].shape;
     const int64_t size = specs_[s].size();
-    // The sum at i, as a double: the float sum, or the fixed-point sum (one rounding).
-    std::vector<double> exact_sum;
     if (exact_) {
-      exact_sum.resize(static_cast<size_t>(size));
-      for (int64_t i = 0; i < size; ++i) {
-        exact_sum[i] = static_cast<double>(slot.fixed[i]) / kExactScale;
-      }
-      std::vector<__int128>().swap(slot.fixed);
+      // Each mean from the exact sum and the exact weight: two roundings to double, one
+      // division, one rounding to float; nothing depends on the order of the updates.
       out.values.assign(static_cast<size_t>(size), 0.0f);
-    } else {
-      out.values = std::move(slot.sum);  // divided in place
+      const bool masked = !slot.fixed_cover.empty();
+      std::optional<CoordinateMask> held;
+      if (slot.fixed_dense <= 0) held.emplace(size);
+      for (int64_t i = 0; i < size; ++i) {
+        const __int128 w = slot.fixed_dense + (masked ? slot.fixed_cover[i] : 0);
+        if (w <= 0) continue;
+        out.values[i] =
+            static_cast<float>(static_cast<double>(slot.fixed[i]) / static_cast<double>(w));
+        if (held.has_value()) held->Set(i);
+      }
+      out.held = std::move(held);
+      std::vector<__int128>().swap(slot.fixed);
+      std::vector<__int128>().swap(slot.fixed_cover);
+      delta.tensors.push_back(std::move(out));
+      continue;
     }
+    out.values = std::move(slot.sum);  // divided in place
     float* v = out.values.data();
-    const double* e = exact_sum.data();
-    auto sum_at = [&](int64_t i) { return exact_ ? e[i] : static_cast<double>(v[i]); };
     if (slot.cover.empty()) {
       if (slot.dense_weight > 0.0) {
         const double w = slot.dense_weight;
-        for (int64_t i = 0; i < size; ++i) v[i] = static_cast<float>(sum_at(i) / w);
+        for (int64_t i = 0; i < size; ++i) v[i] = static_cast<float>(v[i] / w);
       } else {
         out.held = CoordinateMask(size);  // nobody held anything (cannot happen today)
       }
@@ -480,7 +546,7 @@ absl::StatusOr<ModelDelta> WeightedMean::Report() && {
       const float* c = slot.cover.data();
       for (int64_t i = 0; i < size; ++i) {
         const double w = dw + c[i];
-        v[i] = w > 0.0 ? static_cast<float>(sum_at(i) / w) : 0.0f;
+        v[i] = w > 0.0 ? static_cast<float>(v[i] / w) : 0.0f;
       }
       if (dw <= 0.0) {
         CoordinateMask held(size);
@@ -503,6 +569,7 @@ absl::StatusOr<std::string> WeightedMean::Serialize() const {
   w.Put<uint32_t>(exact_ ? kExactVersion : kVersion);
   w.Put<int64_t>(num_updates_);
   w.Put<double>(total_weight_);
+  if (exact_) w.PutBytes(&fixed_total_, sizeof(__int128));
   w.Put<uint32_t>(static_cast<uint32_t>(specs_.size()));
   for (size_t s = 0; s < specs_.size(); ++s) {
     const TensorSpec& spec = specs_[s];
@@ -511,13 +578,18 @@ absl::StatusOr<std::string> WeightedMean::Serialize() const {
     w.PutBytes(spec.name.data(), spec.name.size());
     w.Put<uint32_t>(static_cast<uint32_t>(spec.shape.size()));
     for (int64_t d : spec.shape) w.Put<int64_t>(d);
+    if (exact_) {
+      w.PutBytes(&slot.fixed_dense, sizeof(__int128));
+      w.Put<uint8_t>(slot.fixed_cover.empty() ? 0 : 1);
+      w.PutBytes(slot.fixed.data(), slot.fixed.size() * sizeof(__int128));
+      if (!slot.fixed_cover.empty()) {
+        w.PutBytes(slot.fixed_cover.data(), slot.fixed_cover.size() * sizeof(__int128));
+      }
+      continue;
+    }
     w.Put<double>(slot.dense_weight);
     w.Put<uint8_t>(slot.cover.empty() ? 0 : 1);
-    if (exact_) {
-      w.PutBytes(slot.fixed.data(), slot.fixed.size() * sizeof(__int128));
-    } else {
-      w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
-    }
+    w.PutBytes(slot.sum.data(), slot.sum.size() * sizeof(float));
     if (!slot.cover.empty()) w.PutBytes(slot.cover.data(), slot.cover.size() * sizeof(float));
   }
   return w.Finish();
@@ -549,7 +621,9 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   }
   const bool exact = version == kExactVersion;
   const size_t sum_bytes = exact ? sizeof(__int128) : sizeof(float);
-  if (!r.Get(&num_updates) || !r.Get(&total_weight) || !r.Get(&num_tensors)) {
+  __int128 fixed_total = 0;
+  if (!r.Get(&num_updates) || !r.Get(&total_weight) ||
+      (exact && !r.GetBytes(&fixed_total, sizeof(fixed_total))) || !r.Get(&num_tensors)) {
     return Truncated();
   }
   // Each tensor needs at least its fixed-size header, so a huge count is a truncation.
@@ -558,7 +632,8 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   std::vector<double> dense(num_tensors);
   struct Loaded {
     std::vector<float> sum, cover;
-    std::vector<__int128> fixed;
+    std::vector<__int128> fixed, fixed_cover;
+    __int128 fixed_dense = 0;
   };
   std::vector<Loaded> loaded(num_tensors);
   for (uint32_t s = 0; s < num_tensors; ++s) {
@@ -576,7 +651,10 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
       if (!r.Get(&spec.shape[d])) return Truncated();
     }
     uint8_t has_cover;
-    if (!r.Get(&dense[s]) || !r.Get(&has_cover)) return Truncated();
+    if (exact ? !r.GetBytes(&loaded[s].fixed_dense, sizeof(__int128)) : !r.Get(&dense[s])) {
+      return Truncated();
+    }
+    if (!r.Get(&has_cover)) return Truncated();
     int64_t size = 1;
     for (int64_t d : spec.shape) {
       if (d < 0 || (d > 0 && size > static_cast<int64_t>(r.remaining()) / d)) {
@@ -584,8 +662,7 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
       }
       size *= d;
     }
-    if (static_cast<size_t>(size) * (sum_bytes + (has_cover ? sizeof(float) : 0)) >
-        r.remaining()) {
+    if (static_cast<size_t>(size) * sum_bytes * (has_cover ? 2 : 1) > r.remaining()) {
       return Truncated();
     }
     if (exact) {
@@ -595,7 +672,10 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
       loaded[s].sum.resize(static_cast<size_t>(size));
       r.GetBytes(loaded[s].sum.data(), loaded[s].sum.size() * sizeof(float));
     }
-    if (has_cover) {
+    if (has_cover && exact) {
+      loaded[s].fixed_cover.resize(static_cast<size_t>(size));
+      r.GetBytes(loaded[s].fixed_cover.data(), loaded[s].fixed_cover.size() * sizeof(__int128));
+    } else if (has_cover) {
       loaded[s].cover.resize(static_cast<size_t>(size));
       r.GetBytes(loaded[s].cover.data(), loaded[s].cover.size() * sizeof(float));
     }
@@ -613,14 +693,20 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
     if (num_updates > kExactMaxUpdates) {
       return absl::InvalidArgumentError("WeightedMean: serialized exact sums hold too many updates");
     }
-    const __int128 bound = static_cast<__int128>(std::max<int64_t>(num_updates, 1)) << 103;
+    // (and weights likewise, never negative): a state of no update holds only zeros.
+    const __int128 bound = static_cast<__int128>(num_updates) * (__int128{1} << 103);
+    auto in_range = [&](__int128 f, bool weight) {
+      return f <= bound && f >= (weight ? 0 : -bound) && (f != bound || bound == 0);
+    };
+    bool ok = in_range(fixed_total, true);
     for (const Loaded& l : loaded) {
-      for (__int128 f : l.fixed) {
-        if (f >= bound || f <= -bound) {
-          return absl::InvalidArgumentError(
-              "WeightedMean: a serialized exact sum exceeds what its updates could add");
-        }
-      }
+      ok = ok && in_range(l.fixed_dense, true);
+      for (__int128 f : l.fixed) ok = ok && in_range(f, false);
+      for (__int128 f : l.fixed_cover) ok = ok && in_range(f, true);
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          "WeightedMean: a serialized exact sum exceeds what its updates could add");
     }
   }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<WeightedMean> agg,
@@ -628,6 +714,8 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
   for (uint32_t s = 0; s < num_tensors; ++s) {
     if (exact) {
       agg->slots_[s].fixed = std::move(loaded[s].fixed);
+      agg->slots_[s].fixed_cover = std::move(loaded[s].fixed_cover);
+      agg->slots_[s].fixed_dense = loaded[s].fixed_dense;
     } else {
       agg->slots_[s].sum = std::move(loaded[s].sum);
     }
@@ -636,7 +724,8 @@ absl::StatusOr<std::unique_ptr<WeightedMean>> WeightedMean::Deserialize(
     agg->slots_[s].zero = false;  // whatever it holds, it is read from now on
   }
   agg->num_updates_ = num_updates;
-  agg->total_weight_ = total_weight;
+  agg->total_weight_ = exact ? static_cast<double>(fixed_total) / kExactScale : total_weight;
+  agg->fixed_total_ = fixed_total;
   return agg;
 }
 

@@ -32,12 +32,13 @@
 // and on how they were grouped (a merge of partial sums differs from one running sum in
 // the last bits). With exact sums each product n_k·Δ_k[i] (exact in double: 24-bit weight
 // times 24-bit value) is truncated once to a fixed-point grid of 2^-64 and added to a
-// 128-bit integer, so the sum is the same whatever the order, the batching or the merging
-// of partial aggregates. It needs |n_k·Δ_k[i]| < 2^39 (a larger product is refused like a
-// NaN) and at most 2^23 updates (no overflow), costs 16 bytes a coordinate (32 with the
-// undo copy) and a scalar pass instead of a vectorized one (bench/fedavg_bench.cc gives
-// the ratio). Products below 2^-64 count as 0. The weight sums are integers held exactly
-// in float (< 2^24) and double.
+// 128-bit integer, and so are the weights (per coordinate for masked updates, per tensor
+// for dense ones, and the total), so the mean is the same whatever the order, the
+// batching or the merging of partial aggregates. It needs |n_k·Δ_k[i]| < 2^39 (Validate
+// and Accumulate refuse a larger product like a NaN) and at most 2^23 updates (no
+// overflow), costs 16 bytes a coordinate (32 with the undo copy; twice that for tensors
+// with masked updates) and a scalar pass instead of a vectorized one
+// (bench/fedavg_bench.cc gives the ratio). Products below 2^-64 count as 0.
 
 #ifndef FEDGE_AGGREGATION_WEIGHTED_MEAN_H_
 #define FEDGE_AGGREGATION_WEIGHTED_MEAN_H_
@@ -105,9 +106,13 @@ class WeightedMean final : public Aggregator {
     bool zero = true;              // nothing added yet: sum and cover are all 0
     std::vector<float> undo_sum;   // scratch for exact rejection (not part of the state)
     std::vector<float> undo_cover;
-    // Exact sums instead of `sum`: Σ round(2^64 · n_k · Δ_k[i]).
+    // Exact sums instead of `sum`, `cover` and `dense_weight`: Σ trunc(2^64 · n_k · Δ_k[i]),
+    // and the weights on the same grid (weights need not be integers: caps scale them).
     std::vector<__int128> fixed;
+    std::vector<__int128> fixed_cover;  // may be empty, as `cover`
+    __int128 fixed_dense = 0;
     std::vector<__int128> undo_fixed;
+    std::vector<__int128> undo_fixed_cover;
   };
 
   WeightedMean(std::vector<TensorSpec> specs, bool exact);
@@ -115,6 +120,8 @@ class WeightedMean final : public Aggregator {
   // Fills (*order)[s] with the index in update.tensors of spec s.
   absl::Status CheckStructure(const Update& update, int position,
                               std::vector<int>* order) const;
+  // Validate without the exact-sum range check: structure, finite values, *max_abs.
+  absl::Status ValidateBound(const Update& update, double* max_abs) const;
   // The first NaN/Inf of an update, as an error naming it.
   absl::Status FindNonFinite(const Update& update, int position) const;
 
@@ -122,7 +129,8 @@ class WeightedMean final : public Aggregator {
   absl::flat_hash_map<std::string, int> index_;  // name → position in specs_
   std::vector<Slot> slots_;
   int64_t num_updates_ = 0;
-  double total_weight_ = 0.0;
+  double total_weight_ = 0.0;  // exact sums: fixed_total_ / 2^64
+  __int128 fixed_total_ = 0;
   bool exact_ = false;
 };
 

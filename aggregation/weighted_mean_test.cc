@@ -224,6 +224,23 @@ TEST(WeightedMeanExactTest, GroupsOrdersBatchesAndMergesGiveTheSameBits) {
   EXPECT_TRUE(differs);
 }
 
+// The weights too: masked updates with weights past float's exact integers and with
+// fractions (a weight cap scales them) give the same bits in either order.
+TEST(WeightedMeanExactTest, WeightsOfAnySizeOrFractionDoNotDependOnOrder) {
+  std::vector<Update> updates = RandomUpdates(6, 11);  // updates 1 and 4 are masked
+  const double weights[] = {16777216.0, 1.0, 1.0, 0.5, 3.25, 16777217.0};
+  for (int k = 0; k < 6; ++k) updates[k].weight = weights[k];
+  ModelDelta results[2];
+  for (int order = 0; order < 2; ++order) {
+    auto mean = NewExactMean();
+    for (int k = 0; k < 6; ++k) {
+      ASSERT_THAT(mean->Accumulate(updates[order == 0 ? k : 5 - k]), IsOk());
+    }
+    results[order] = std::move(*mean).Report().value();
+  }
+  ExpectSameDelta(results[0], results[1], /*bit_exact=*/true);
+}
+
 TEST(WeightedMeanExactTest, ProductsPastTheRangeAreRefusedAndLeaveTheSumUnchanged) {
   const std::vector<Update> updates = RandomUpdates(3, 9);
   auto mean = NewExactMean();
@@ -231,6 +248,9 @@ TEST(WeightedMeanExactTest, ProductsPastTheRangeAreRefusedAndLeaveTheSumUnchange
   Update big = updates[1];
   big.weight = 1 << 20;
   big.tensors[1].values[4000] = 1.0e6f;  // 2^20 · 10^6 > 2^39
+  // Refused on arrival (Validate, as the coordinator's intake calls it) and when added.
+  EXPECT_THAT(mean->Validate(big),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2^39")));
   EXPECT_THAT(mean->Accumulate(big),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("2^39")));
   Update nan = updates[1];
@@ -255,7 +275,7 @@ TEST(WeightedMeanExactTest, ExactAndFloatSumsDoNotMergeAndForgedStatesAreRefused
   ASSERT_THAT(exact->Accumulate(updates[0]), IsOk());
   std::string state = exact->Serialize().value();
   const size_t at = state.find("conv.weight") + std::string("conv.weight").size() + 4 + 4 * 8 +
-                    8 + 1 + 15;  // the high byte of the first sum
+                    16 + 1 + 15;  // the high byte of the first sum
   state[at] = 0x7f;
   const uint32_t crc = static_cast<uint32_t>(crc32_z(
       0, reinterpret_cast<const Bytef*>(state.data()), state.size() - sizeof(uint32_t)));

@@ -8,15 +8,17 @@
 // and uploaded in chunks as fedge-client does (client/device_round.h EncodeUpdate). So the
 // load is the protocol, the update intake and the aggregation, not the devices' compute.
 // At most --concurrent devices hold a task at once (each holds the task's model and its
-// encoded update: 2,000 × 8 MB would not fit here); the others wait for a slot.
+// encoded update: 2,000 × 8 MB would not fit here); the others wait for a slot, sending
+// heartbeats (UploadStatus) meanwhile as fedge-client does while it trains.
 //
-//   fleet_load --coordinator 127.0.0.1:50051 --insecure --enrollment-token-file token \
+//   fleet_load --coordinator 127.0.0.1:50051 --insecure --enrollment-token-file token
 //       --devices 2000 --examples 100
 //
 // It ends when the coordinator says no job is running (after at least one task), or after
 // --max-seconds. Prints progress every 10 s and totals at the end.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -67,10 +69,14 @@ struct Totals {
 class Slots {
  public:
   explicit Slots(int n) : free_(n) {}
-  void Acquire() {
+  // False when `timeout` passed without a free slot.
+  bool Acquire(absl::Duration timeout) {
     absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(+[](int* f) { return *f > 0; }, &free_));
+    if (!mu_.AwaitWithTimeout(absl::Condition(+[](int* f) { return *f > 0; }, &free_), timeout)) {
+      return false;
+    }
     --free_;
+    return true;
   }
   void Release() {
     absl::MutexLock l(&mu_);
@@ -121,9 +127,13 @@ class Device {
 
   void Run() {
     const absl::Time end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_max_seconds));
-    while (!totals_->stop && !Register()) absl::SleepFor(absl::Seconds(1));
+    while (!totals_->stop && absl::Now() < end && !Register()) absl::SleepFor(absl::Seconds(1));
     while (!totals_->stop && absl::Now() < end) {
-      const absl::Status s = Round();
+      absl::Status s = Round();
+      if (absl::IsUnauthenticated(s)) {  // the session is gone: register again, as a client
+        Register();
+        continue;
+      }
       if (!s.ok()) {
         ++totals_->failures;
         if (failures_logged_++ < 3) {
@@ -147,7 +157,13 @@ class Device {
     if (!s.ok()) return false;
     id_ = resp.client_id();
     session_ = resp.session_token();
-    chunk_bytes_ = resp.chunk_bytes() > 0 ? resp.chunk_bytes() : model::kMaxChunkBytes;
+    // As fedge-client: the server's preferred chunk, below half its message limit.
+    chunk_bytes_ = model::kMaxChunkBytes;
+    if (resp.chunk_bytes() > 0) chunk_bytes_ = std::min<int64_t>(chunk_bytes_, resp.chunk_bytes());
+    if (resp.max_message_bytes() > 0) {
+      chunk_bytes_ = std::max<int64_t>(1, std::min<int64_t>(chunk_bytes_, resp.max_message_bytes() / 2));
+    }
+    liveness_ = absl::Milliseconds(std::max<int64_t>(3000, resp.liveness_timeout_ms()));
     ++totals_->registered;
     return true;
   }
@@ -164,13 +180,19 @@ class Device {
     v1::TaskChunk chunk;
     if (!reader->Read(&chunk)) {
       const grpc::Status s = reader->Finish();
+      if (s.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+        return absl::UnauthenticatedError(s.error_message());
+      }
       return absl::UnavailableError(absl::StrCat("FetchTask: ", s.error_message()));
     }
     if (chunk.has_idle()) {
+      const v1::TaskIdle idle = chunk.idle();
       while (reader->Read(&chunk)) {
       }
       reader->Finish();
-      if (chunk.idle().no_job() && totals_->seen_task) totals_->stop = true;
+      if (idle.no_job() && totals_->seen_task) totals_->stop = true;
+      const int64_t retry_ms = std::clamp<int64_t>(idle.retry_after_ms(), 0, 30000);
+      if (retry_ms > 0 && !totals_->stop) absl::SleepFor(absl::Milliseconds(retry_ms));
       return absl::OkStatus();
     }
     if (!chunk.has_header()) return absl::InvalidArgumentError("FetchTask: no header");
@@ -180,12 +202,25 @@ class Device {
       absl::SleepFor(absl::Seconds(1));
       return absl::OkStatus();
     }
-    slots_->Acquire();
+    // Waiting for a slot, the device stays live (UploadStatus is its heartbeat, as
+    // fedge-client's while it trains).
+    while (!slots_->Acquire(liveness_ / 3)) Heartbeat(chunk.header().task_id());
     absl::Status s = Answer(chunk, *reader);
     slots_->Release();
     if (!s.ok()) ctx.TryCancel();
     reader->Finish();
     return s;
+  }
+
+  void Heartbeat(const std::string& task_id) {
+    v1::UploadStatusRequest req;
+    req.set_client_id(id_);
+    req.set_session_token(session_);
+    req.set_task_id(task_id);
+    v1::UploadStatusResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    stub_->UploadStatus(&ctx, req, &resp);
   }
 
   absl::Status Answer(v1::TaskChunk& chunk, grpc::ClientReader<v1::TaskChunk>& reader) {
@@ -262,6 +297,7 @@ class Device {
   Slots* const slots_;
   std::string id_, session_, last_task_;
   int64_t chunk_bytes_ = 0;
+  absl::Duration liveness_ = absl::Seconds(60);
   int failures_logged_ = 0;
 };
 

@@ -46,7 +46,7 @@ grep -q "serving on" "$DIR/coordinator.log" || fail "the coordinator did not sta
   --devices "$N" --examples 100 > "$DIR/load.log" 2>&1 &
 LOAD_PID=$!
 for _ in $(seq 600); do
-  n=$("${CTL[@]}" clients 2>/dev/null | sed -n 's/^\([0-9]*\) client(s)$/\1/p')
+  n=$("${CTL[@]}" clients 2>/dev/null | sed -n 's/^\([0-9]*\) client(s)$/\1/p' || true)
   [ "${n:-0}" -ge "$N" ] && break
   sleep 0.5
 done
@@ -75,7 +75,9 @@ s0=$(date +%s.%N)
 "${CTL[@]}" job start "$DIR/job.textproto" > "$DIR/start.log" 2>&1 || fail "job start: $(cat "$DIR/start.log")"
 JOB=$(sed -n 's/^started job \([^ ]*\) .*/\1/p' "$DIR/start.log")
 for _ in $(seq 7200); do
-  "${CTL[@]}" status "$JOB" 2>/dev/null | grep -q "finished" && break
+  st=$("${CTL[@]}" status "$JOB" 2>/dev/null || true)
+  echo "$st" | grep -q "finished" && break
+  echo "$st" | grep -qE "failed|stopped" && fail "the job ended early: $st"
   kill -0 "$COORD_PID" 2>/dev/null || fail "the coordinator died"
   sleep 0.5
 done
