@@ -190,6 +190,19 @@ TEST_F(CoordinatorBinaryTest, RefusesUnsafeSetupsWithAClearMessage) {
   std::tie(code, out) = RunCommand(bin + state + " --enrollment-token-file=" + token_file_);
   EXPECT_EQ(code, 2);
   EXPECT_THAT(out, HasSubstr("--insecure"));
+
+  // --store takes a PostgreSQL URL, and the lease lasts at least a second; an unreachable
+  // database is an error naming it, not a wait.
+  const std::string ok = state + " --enrollment-token-file=" + token_file_ + " --insecure";
+  std::tie(code, out) = RunCommand(bin + ok + " --store=/var/lib/elsewhere");
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(out, HasSubstr("--store takes a postgresql:// URL"));
+  std::tie(code, out) = RunCommand(bin + ok + " --store=postgresql://x@127.0.0.1:1/y --lease-seconds=0");
+  EXPECT_EQ(code, 2);
+  EXPECT_THAT(out, HasSubstr("--lease-seconds must be >= 1"));
+  std::tie(code, out) = RunCommand(bin + ok + " --store=postgresql://x@127.0.0.1:1/y");
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(out, HasSubstr("cannot connect to PostgreSQL"));
 }
 
 TEST_F(CoordinatorBinaryTest, OperatorsSubcommandAddsListsAndRevokesTokens) {

@@ -35,11 +35,12 @@ CLIENT_PIDS=()
 OK=0
 
 STANDBY_PID=""
+STARTED_PID=""
 PG_PID=""
 PG_DIR=""
 
 cleanup() {
-  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} ${STANDBY_PID:+"$STANDBY_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} ${STANDBY_PID:+"$STANDBY_PID"} ${STARTED_PID:+"$STARTED_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   if [ -n "$PG_DIR" ]; then
@@ -219,6 +220,36 @@ wait_finished() {  # $1 rounds
 
 client_ids() { "${CTL[@]}" clients --all | awk 'NR > 1 && $1 != "" && $0 !~ /client\(s\)$/ { print $1 }' | sort; }
 
+# A coordinator on $PG_URL that waits as a standby (the lease is held): $1 log name, $2 and
+# $3 its device and admin addresses. Sets STARTED_PID; fails unless it says it is a standby
+# and does not serve.
+start_standby() {
+  "$BIN/fedge-coordinator" --listen "$2" --admin-listen "$3" \
+    --state-dir "$DIR/standby-state" --store "$PG_URL" --lease-seconds "$LEASE" --insecure \
+    --enrollment-token-file "$DIR/token" --tick-ms 100 --liveness-seconds "$LIVENESS" \
+    --max-wait-seconds 2 > "$DIR/$1.log" 2>&1 &
+  STARTED_PID=$!
+  for _ in $(seq 100); do
+    grep -q "standby" "$DIR/$1.log" && break
+    kill -0 "$STARTED_PID" 2>/dev/null || fail "$1 exited: $(cat "$DIR/$1.log")"
+    sleep 0.1
+  done
+  grep -q "standby" "$DIR/$1.log" || fail "$1 did not wait as a standby"
+  grep -q "serving on" "$DIR/$1.log" && fail "$1 serves while the lease is held"
+  return 0
+}
+
+# 4 devices and a 6-round job, until a round is in flight after 2 completed; sets
+# ids_before to the devices' ids.
+run_fleet_to_mid_round() {
+  start_clients 4
+  ids_before=$(client_ids)
+  [ "$(echo "$ids_before" | grep -c .)" -eq 4 ] || fail "expected 4 client ids, got [$ids_before]"
+  write_job "$ROUNDS" 4 4 60 2
+  start_job
+  wait_mid_round 2
+}
+
 # After a coordinator fault: rounds 1..$1 each completed exactly once, the last with all 4
 # devices, the same device processes alive and the same ids as before the fault ($2).
 check_each_round_once_same_devices() {
@@ -242,12 +273,7 @@ case "$CASE" in
     "$BIN/partition_fmnist" --clients 4 --scheme iid --train-examples 8000 --out "$DIR/shards" \
       > "$DIR/partition.log" || fail "partition_fmnist"
     start_coordinator coordinator-1
-    start_clients 4
-    ids_before=$(client_ids)
-    [ "$(echo "$ids_before" | grep -c .)" -eq 4 ] || fail "expected 4 client ids, got [$ids_before]"
-    write_job "$ROUNDS" 4 4 60 2
-    start_job
-    wait_mid_round 2
+    run_fleet_to_mid_round
     kill -KILL "$COORD_PID"
     wait "$COORD_PID" 2>/dev/null || true
     echo "SIGKILLed the coordinator; restarting it on the same state dir and port"
@@ -276,24 +302,9 @@ case "$CASE" in
     CTL=("$BIN/fedgectl" --coordinator "ipv4:$ADMIN_ADDR,$STANDBY_ADMIN" --token-file "$DIR/operator-token"
          --insecure --timeout 10)
     start_coordinator active --store "$PG_URL" --lease-seconds "$LEASE"
-    "$BIN/fedge-coordinator" --listen "$STANDBY_ADDR" --admin-listen "$STANDBY_ADMIN" \
-      --state-dir "$DIR/standby-state" --store "$PG_URL" --lease-seconds "$LEASE" --insecure \
-      --enrollment-token-file "$DIR/token" --tick-ms 100 --liveness-seconds "$LIVENESS" \
-      --max-wait-seconds 2 > "$DIR/standby.log" 2>&1 &
-    STANDBY_PID=$!
-    for _ in $(seq 100); do
-      grep -q "standby" "$DIR/standby.log" && break
-      kill -0 "$STANDBY_PID" 2>/dev/null || fail "the standby exited: $(cat "$DIR/standby.log")"
-      sleep 0.1
-    done
-    grep -q "standby" "$DIR/standby.log" || fail "the second coordinator did not wait as a standby"
-    grep -q "serving on" "$DIR/standby.log" && fail "the standby serves while the lease is held"
-    start_clients 4
-    ids_before=$(client_ids)
-    [ "$(echo "$ids_before" | grep -c .)" -eq 4 ] || fail "expected 4 client ids, got [$ids_before]"
-    write_job "$ROUNDS" 4 4 60 2
-    start_job
-    wait_mid_round 2
+    start_standby standby "$STANDBY_ADDR" "$STANDBY_ADMIN"
+    STANDBY_PID=$STARTED_PID
+    run_fleet_to_mid_round
     kill -KILL "$COORD_PID"
     killed_ms=$(date +%s%3N)
     wait "$COORD_PID" 2>/dev/null || true
@@ -311,12 +322,8 @@ case "$CASE" in
       fail "takeover took ${took_ms} ms, more than the lease plus one poll plus 5 s"
     grep -q "resuming job $JOB" "$DIR/standby.log" || fail "the standby did not resume $JOB"
     # A third coordinator waits as a standby, and stops at once on SIGTERM.
-    "$BIN/fedge-coordinator" --listen "127.0.0.1:$((PORT + 4))" --admin-listen "127.0.0.1:$((PORT + 5))" \
-      --state-dir "$DIR/standby-state" --store "$PG_URL" --lease-seconds "$LEASE" --insecure \
-      --enrollment-token-file "$DIR/token" > "$DIR/standby-2.log" 2>&1 &
-    third=$!
-    for _ in $(seq 100); do grep -q "standby" "$DIR/standby-2.log" && break; sleep 0.1; done
-    grep -q "standby" "$DIR/standby-2.log" || fail "the third coordinator is not a standby"
+    start_standby standby-2 "127.0.0.1:$((PORT + 4))" "127.0.0.1:$((PORT + 5))"
+    third=$STARTED_PID
     kill -TERM "$third"
     for _ in $(seq 50); do kill -0 "$third" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$third" 2>/dev/null && { kill -KILL "$third"; fail "a standby ignored SIGTERM"; }
