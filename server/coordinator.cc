@@ -54,6 +54,13 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOpti
         "Coordinator: liveness_timeout must be > 0, aggregation_threads and "
         "aggregation_batch ≥ 1, aggregation_batch_bytes ≥ 0");
   }
+  if (!options.relay_id.empty()) {
+    FEDGE_RETURN_IF_ERROR(CheckRelayId(options.relay_id));
+    if (store != nullptr || !options.upstream_register) {
+      return absl::InvalidArgumentError(
+          "Coordinator: a relay keeps no store and needs upstream_register (its root)");
+    }
+  }
   std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), store));
   if (store != nullptr) {
     absl::MutexLock lock(&c->mu_);
@@ -115,8 +122,10 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
   job->num_parameters = model.num_parameters;
   if (options_.on_job_model) options_.on_job_model(4 * job->num_parameters);
   FEDGE_ASSIGN_OR_RETURN(job->planner, RoundPlanner::Create(job->config));
-  if (config.strategy().has_fed_cg()) {
-    // FedCG: no central evaluation (the extractors stay on the devices).
+  job->relay_unsupported = RelayUnsupported(job->config, *job->strategy);
+  if (config.strategy().has_fed_cg() || is_relay()) {
+    // FedCG: no central evaluation (the extractors stay on the devices); a relay: its root
+    // evaluates.
     job->report = RoundReport::WithoutEvaluation(config, *job->planner);
   } else if (config.has_language_model()) {
     FEDGE_ASSIGN_OR_RETURN(job->report,
@@ -134,6 +143,13 @@ absl::StatusOr<std::unique_ptr<Coordinator::Job>> Coordinator::MakeJob(
 
 // ---------------------------------------------------------------------------------------
 // Devices
+
+absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterRequest& request) {
+  if (!is_relay()) return registry_.Register(request);
+  FEDGE_ASSIGN_OR_RETURN(v1::RegisterResponse granted, options_.upstream_register(request));
+  registry_.Adopt(granted, request.profile());
+  return granted;
+}
 
 absl::StatusOr<std::optional<TaskAssignment>> Coordinator::FetchTask(
     const std::string& client_id, const std::string& session_token) {
@@ -326,6 +342,10 @@ absl::Status Coordinator::AdvanceSecureRound(absl::Time now) {
 // Operators
 
 absl::StatusOr<std::string> Coordinator::StartJob(const v1::JobConfig& config) {
+  if (is_relay()) {
+    return absl::FailedPreconditionError(
+        "Coordinator: this is a relay: jobs start at its root coordinator");
+  }
   FEDGE_ASSIGN_OR_RETURN(v1::JobConfig validated, ValidateJobConfig(config));
   if (validated.privacy().secure_aggregation_threshold() > 0) {
     if (validated.sub_models().tiers_size() > 0) {
@@ -447,6 +467,7 @@ absl::Status Coordinator::Tick() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.Now();
   if (job_ == nullptr || job_->settling()) return absl::OkStatus();
+  if (is_relay()) return RelayTick(now);
   if (!job_->round.has_value()) return MaybeOpenRound(now);
   OpenRound& round = *job_->round;
   // Sampled clients that went silent are dropped.
@@ -464,7 +485,8 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   Job& job = *job_;
   const v1::JobConfig& cfg = job.config;
   // The sample depends only on (seed, round, set): the live ids come sorted.
-  std::vector<std::string> live = registry_.LiveIds(now);
+  // Relays' devices only when relays can serve the job.
+  std::vector<std::string> live = registry_.LiveIds(now, job.relay_unsupported.empty());
   const v1::ClientSelection& sel = cfg.selection();
   const int want = sel.has_fraction()
                        ? static_cast<int>(std::ceil(sel.fraction() * static_cast<double>(live.size())))
@@ -499,6 +521,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
                                                                     id, registry_.ProfileOf(id)));
     if (plan.tier >= 0) registry_.SetTier(id, job.planner->tiers()[plan.tier].name);
     round.plans.push_back(std::move(plan));
+    round.relays.push_back(registry_.RelayOf(id));
   }
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
                          job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));

@@ -90,6 +90,7 @@
 #include "privacy/rdp_accountant.h"
 #include "proto/coordinator.pb.h"
 #include "proto/job.pb.h"
+#include "proto/relay.pb.h"
 #include "server/job_ledger.h"
 #include "server/job_strategy.h"
 #include "server/open_round.h"
@@ -153,7 +154,23 @@ struct CoordinatorOptions {
   bool accept_requested_client_ids = false;
   // Seeds the DP noise, for reproducible simulations only; unset: libsodium's CSPRNG.
   std::optional<uint64_t> dp_noise_seed;
+  // A relay (docs/relays.md): this coordinator serves its devices' part of a root
+  // coordinator's rounds. Its id among the root's relays (RelayIdError); empty: a root, or
+  // a coordinator without relays. A relay has no store and starts no job: the job and its
+  // rounds come from the root through Follow, a closed round becomes a partial aggregate
+  // (TakePartial), and Register goes to the root through `upstream_register` (required).
+  std::string relay_id;
+  std::function<absl::StatusOr<v1::RegisterResponse>(const v1::RegisterRequest&)>
+      upstream_register;
+  // A relay closes its part of a round this long before the root's deadline, and at most
+  // a tenth of the time left.
+  absl::Duration relay_margin = absl::Seconds(5);
 };
+
+// A relay id: 1-64 characters from [A-Za-z0-9_.-]. INVALID_ARGUMENT otherwise.
+absl::Status CheckRelayId(absl::string_view relay_id);
+// The most device ids one relay sync may report.
+inline constexpr int kMaxRelaySyncClients = 100000;
 
 class Coordinator {
  public:
@@ -164,9 +181,9 @@ class Coordinator {
 
   // ---- devices ----
   // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for an impossible profile.
-  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request) {
-    return registry_.Register(request);
-  }
+  // On a relay: the root registers the device (CoordinatorOptions.upstream_register) and
+  // the relay keeps its session.
+  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
   // Makes room in the registry for `clients` clients in all, for a caller that registers a
   // known population at once (the simulator): the table is sized once instead of doubling
   // (each doubling leaves the old table's memory in the heap).
@@ -241,6 +258,49 @@ class Coordinator {
   // The id of the running job, if any.
   std::optional<std::string> running_job() const;
 
+  // ---- relays, the root's side (docs/relays.md) ----
+  // A device registering through relay `relay_id`: Register, and the device is the relay's.
+  absl::StatusOr<v1::RegisterResponse> RegisterThroughRelay(const std::string& relay_id,
+                                                            const v1::RegisterRequest& request);
+  // A relay's sync: its live devices count as live and as its own (at most
+  // kMaxRelaySyncClients), and it learns what to serve: the running job, its model's
+  // version and the open round's devices that are the relay's (none when relays cannot
+  // serve the job: RelayUnsupported). INVALID_ARGUMENT for a bad relay id or too many ids.
+  absl::StatusOr<v1::RelayAssignment> RelaySync(const v1::RelaySyncRequest& request);
+  // The running job's central model and its version (completed rounds). NOT_FOUND when
+  // `job_id` is not the running job.
+  struct VersionedModel {
+    v1::ModelProto model;
+    int64_t version = 0;
+  };
+  absl::StatusOr<VersionedModel> RelayModel(const std::string& job_id);
+  // A relay's part of the open round (its header, then its clients' summed updates as
+  // Aggregator::Serialize wrote them). FAILED_PRECONDITION for another job, round or
+  // attempt, or a round that is closing (the part comes too late; its clients were
+  // dropped); INVALID_ARGUMENT for an aggregate that does not load or a part that does not
+  // fit the round (OpenRound::AcceptPartial: the relay's clients are dropped).
+  absl::Status SubmitPartial(const v1::PartialHeader& header, absl::string_view aggregate);
+
+  // ---- relays, the relay's side ----
+  // Whether Follow needs the central model for `assignment` (a new job or model version).
+  bool NeedsModel(const v1::RelayAssignment& assignment) const;
+  // Follows the root: ends the job the root no longer runs, takes up the root's job and
+  // model (`model`: the central model at assignment.model_version, required when NeedsModel),
+  // opens the root's round for the relay's devices with the plans the job's planner makes
+  // from the same inputs as the root's, drops devices the root stopped waiting for, and
+  // drops a round the root no longer waits on the relay for. FAILED_PRECONDITION on a
+  // coordinator that is not a relay, or without a model it needs.
+  absl::Status Follow(const v1::RelayAssignment& assignment, const v1::ModelProto* model);
+  // The relay's part of its last closed round (Tick closes it when its devices answered or
+  // its deadline passed), once.
+  struct Partial {
+    v1::PartialHeader header;
+    std::string aggregate;
+  };
+  std::optional<Partial> TakePartial();
+  // The devices that made an authenticated call since `since` (a relay's report).
+  std::vector<std::string> SeenSince(absl::Time since) const { return registry_.SeenSince(since); }
+
   // ---- driving ----
   // Expires silent clients, opens a round when one can start, closes the open round when
   // everyone answered or its deadline passed. Errors are the store's (the coordinator stays
@@ -276,6 +336,8 @@ class Coordinator {
     // that nobody sees a committed round beside the previous model or job state.
     bool committing = false;
     v1::RoundMetrics latest_metrics;
+    // A root: why relays cannot serve this job ("": they can; RelayUnsupported).
+    std::string relay_unsupported;
     // The round is being completed, or its secure session unmasked (AdvanceSecureRound from
     // Tick), without the lock.
     bool settling() const { return completing || (round.has_value() && round->unmasking()); }
@@ -287,6 +349,18 @@ class Coordinator {
                                                const v1::JobConfig& config)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status MaybeOpenRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A relay's Tick: its open round closes into a Partial when its devices answered or its
+  // deadline passed.
+  absl::Status RelayTick(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Follow's round: the relay's part of the root's round `r` of the running job.
+  absl::Status OpenRelayRound(const v1::RelayRound& r, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool is_relay() const { return !options_.relay_id.empty(); }
+  // Why relays cannot serve a job ("": they can): secure aggregation (for now), FedCG, a
+  // language model, or an aggregate that cannot be merged (the robust rules hold the
+  // round's updates).
+  static std::string RelayUnsupported(const v1::JobConfig& config,
+                                      const aggregation::Strategy& strategy);
   absl::Status CloseRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CompleteRound(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The open round's attempt failed (`why`): it is dropped, to be retried with a new sample,
@@ -352,6 +426,10 @@ class Coordinator {
   int64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   absl::CondVar task_cv_;
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
+  // A relay: its closed round's part, until taken; and the last round (number, attempt)
+  // it closed, which it does not open again.
+  std::optional<Partial> partial_ ABSL_GUARDED_BY(mu_);
+  std::pair<int64_t, int> relay_closed_ ABSL_GUARDED_BY(mu_) = {0, -1};
 };
 
 }  // namespace fedge::server

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/log.h"
+#include "base/text.h"
 #include "base/status_macros.h"
 
 namespace fedge::server {
@@ -34,6 +35,7 @@ OpenRound::OpenRound(const RoundPlanner& planner, Setup setup)
     task.metrics.set_client_id(id);
     task.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_DROPPED);
     if (task.tier >= 0) task.metrics.set_tier(planner.tiers()[task.tier].name);
+    if (i < setup.relays.size()) task.relay = std::move(setup.relays[i]);
   }
   metrics_.set_round(number_);
   metrics_.set_sampled(static_cast<int32_t>(sampled_.size()));
@@ -61,6 +63,11 @@ absl::Status OpenRound::CheckHeader(const v1::UpdateHeader& header) const {
     return absl::FailedPreconditionError(absl::StrCat(
         "Coordinator: client ", id, " is not (or no longer) part of round ", number_));
   }
+  if (const std::string& relay = tasks_.at(id).relay; !relay.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("Coordinator: client ", id, "'s task in round ", number_,
+                     " is served by relay ", relay, "; its update goes there"));
+  }
   const std::string expected_task = absl::StrCat(job_id_, "/", number_, "/", attempt_, "/", id);
   if (header.task_id() != expected_task) {
     return absl::FailedPreconditionError(
@@ -74,6 +81,7 @@ std::optional<TaskAssignment> OpenRound::Task(const std::string& client_id) {
   if (!waiting_.contains(client_id)) return std::nullopt;
   if (secure_ != nullptr && (unmasking_ || secure_->Joined(client_id))) return std::nullopt;
   ClientTask& ct = tasks_[client_id];
+  if (!ct.relay.empty()) return std::nullopt;  // its relay serves it
   RoundPlanner::TaskContext context;
   context.job_id = job_id_;
   context.client_id = client_id;
@@ -138,26 +146,33 @@ absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Upda
   if (absl::Status s = intake_->Add(std::move(update), norm); !s.ok()) {
     return Reject(id, std::move(s));
   }
-  ClientTask& ct = tasks_[id];
   const v1::ClientTrainMetrics& reported = header.metrics();
+  MarkAccepted(id, payload_bytes, header.num_examples(), reported.train_loss(),
+               reported.train_seconds(), reported.peak_rss_bytes(), norm,
+               reported.eval_accuracy(), reported.eval_examples());
+  return absl::OkStatus();
+}
+
+void OpenRound::MarkAccepted(const std::string& id, int64_t bytes_up, int64_t num_examples,
+                             double train_loss, double train_seconds, int64_t peak_rss_bytes,
+                             double norm, double eval_accuracy, int64_t eval_examples) {
+  ClientTask& ct = tasks_[id];
   ct.metrics.set_outcome(v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
-  ct.metrics.set_bytes_up(payload_bytes);
-  ct.metrics.set_num_examples(header.num_examples());
-  ct.metrics.set_train_loss(reported.train_loss());
-  ct.metrics.set_train_seconds(reported.train_seconds());
-  ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, reported.peak_rss_bytes()));
+  ct.metrics.set_bytes_up(bytes_up);
+  ct.metrics.set_num_examples(num_examples);
+  ct.metrics.set_train_loss(train_loss);
+  ct.metrics.set_train_seconds(train_seconds);
+  ct.metrics.set_peak_rss_bytes(std::max<int64_t>(0, peak_rss_bytes));
   if (std::isfinite(norm) && norm >= 0) {
     ct.metrics.set_update_norm(norm);
     RoundPrivacy::CountMeasuredNorm(norm, dp_);
   }
   waiting_.erase(id);
   accepted_.insert(id);
-  metrics_.set_bytes_up(metrics_.bytes_up() + payload_bytes);
-  metrics_.set_examples(metrics_.examples() + header.num_examples());
-  train_loss_sum_ += reported.train_loss() * header.num_examples();
-  client_seconds_sum_ += reported.train_seconds();
-  const double eval_accuracy = reported.eval_accuracy();
-  const int64_t eval_examples = reported.eval_examples();
+  metrics_.set_bytes_up(metrics_.bytes_up() + bytes_up);
+  metrics_.set_examples(metrics_.examples() + num_examples);
+  train_loss_sum_ += train_loss * num_examples;
+  client_seconds_sum_ += train_seconds;
   if (eval_examples > 0 && eval_examples <= max_examples_per_client_ &&
       std::isfinite(eval_accuracy) && eval_accuracy >= 0 && eval_accuracy <= 1) {
     // The device's own evaluation (FedCG: its private E with the task's global C on its
@@ -168,7 +183,6 @@ absl::Status OpenRound::Accept(const v1::UpdateHeader& header, aggregation::Upda
     eval_examples_ += eval_examples;
     ++clients_evaluated_;
   }
-  return absl::OkStatus();
 }
 
 void OpenRound::MarkRejected(ClientTask& task, const absl::Status& reason) {
@@ -322,6 +336,113 @@ absl::Status OpenRound::SettleSecure(const absl::StatusOr<bool>& finished,
                        << id << " revealed a bad secret share";
   }
   waiting_.clear();
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// Relays
+
+std::vector<std::string> OpenRound::RelayClients(const std::string& relay_id) const {
+  std::vector<std::string> out;
+  if (relay_id.empty() || sealed_) return out;
+  for (const std::string& id : sampled_) {
+    if (waiting_.contains(id) && tasks_.at(id).relay == relay_id) out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
+                                     const aggregation::Aggregator& aggregate) const {
+  const std::string& relay = header.relay_id();
+  const std::string what = absl::StrCat("Coordinator: relay ", relay, "'s part of round ", number_);
+  absl::flat_hash_set<std::string> named;
+  int64_t accepted = 0;
+  for (const v1::ClientRoundMetrics& m : header.clients()) {
+    const std::string& id = m.client_id();
+    auto it = tasks_.find(id);
+    if (it == tasks_.end() || it->second.relay != relay || !waiting_.contains(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          what, " names client '", id.substr(0, 128),
+          "', which is not one of its clients the round waits for"));
+    }
+    if (!named.insert(id).second) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " names client ", id, " twice"));
+    }
+    switch (m.outcome()) {
+      case v1::ClientRoundMetrics::OUTCOME_ACCEPTED:
+        ++accepted;
+        if (m.num_examples() < 1 || m.num_examples() > max_examples_per_client_ ||
+            !std::isfinite(m.train_loss()) || m.train_loss() < 0 ||
+            !std::isfinite(m.train_seconds()) || m.train_seconds() < 0 ||
+            !std::isfinite(m.update_norm()) || m.update_norm() < 0 || m.bytes_up() < 0 ||
+            m.bytes_down() < 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, ": client ", id,
+              "'s figures are out of bounds (examples in [1, the most a client may claim], "
+              "finite non-negative loss, seconds, norm and bytes)"));
+        }
+        break;
+      case v1::ClientRoundMetrics::OUTCOME_REJECTED:
+      case v1::ClientRoundMetrics::OUTCOME_DECLINED:
+      case v1::ClientRoundMetrics::OUTCOME_DROPPED:
+        if (m.reason().size() > 256 || !base::IsStorableText(m.reason())) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, ": client ", id, "'s reason is over 256 bytes or not UTF-8 text"));
+        }
+        break;
+      default:
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": client ", id, " has no outcome"));
+    }
+  }
+  if (accepted != aggregate.num_updates()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " accepts ", accepted,
+                                                   " clients but its aggregate sums ",
+                                                   aggregate.num_updates(), " updates"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OpenRound::AcceptPartial(const v1::PartialHeader& header,
+                                      std::unique_ptr<aggregation::Aggregator> aggregate) {
+  const std::string& relay = header.relay_id();
+  absl::Status fits = CheckPartial(header, *aggregate);
+  if (fits.ok() && aggregate->num_updates() > 0) fits = intake_->AddPartial(std::move(aggregate));
+  if (!fits.ok()) {
+    for (const std::string& id : RelayClients(relay)) waiting_.erase(id);
+    FEDGE_LOG(WARNING) << "Coordinator: job " << job_id_ << " round " << number_
+                       << ": refused the part of relay " << relay << ": " << fits.message();
+    return fits;
+  }
+  for (const v1::ClientRoundMetrics& m : header.clients()) {
+    const std::string& id = m.client_id();
+    ClientTask& ct = tasks_[id];
+    if (m.bytes_down() > 0 && !ct.fetched) {
+      ct.fetched = true;
+      ct.bytes_down = m.bytes_down();
+      ct.metrics.set_bytes_down(ct.bytes_down);
+      metrics_.set_bytes_down(metrics_.bytes_down() + ct.bytes_down);
+    }
+    switch (m.outcome()) {
+      case v1::ClientRoundMetrics::OUTCOME_ACCEPTED:
+        MarkAccepted(id, m.bytes_up(), m.num_examples(), m.train_loss(), m.train_seconds(),
+                     m.peak_rss_bytes(), m.update_norm() > 0 ? m.update_norm() : -1.0,
+                     m.eval_accuracy(), m.eval_examples());
+        break;
+      case v1::ClientRoundMetrics::OUTCOME_REJECTED:
+        waiting_.erase(id);
+        MarkRejected(ct, absl::InvalidArgumentError(m.reason()));
+        break;
+      case v1::ClientRoundMetrics::OUTCOME_DECLINED:
+        Decline(id, m.reason().substr(0, 256), m.peak_rss_bytes());
+        break;
+      default:
+        waiting_.erase(id);
+        break;
+    }
+  }
+  for (const std::string& id : RelayClients(relay)) waiting_.erase(id);
   return absl::OkStatus();
 }
 

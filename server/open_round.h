@@ -41,6 +41,7 @@
 #include "aggregation/update.h"
 #include "base/clock.h"
 #include "proto/coordinator.pb.h"
+#include "proto/relay.pb.h"
 #include "server/round_planner.h"
 #include "server/round_privacy.h"
 #include "server/secure_round.h"
@@ -52,6 +53,7 @@ class OpenRound final {
  public:
   // One sampled client's task in the round: its plan and what the round saw of it.
   struct ClientTask : ClientPlan {
+    std::string relay;  // the relay that serves the task ("": the coordinator itself)
     int64_t bytes_down = 0;
     bool fetched = false;
     v1::ClientRoundMetrics metrics;
@@ -66,6 +68,9 @@ class OpenRound final {
     absl::Time deadline = absl::InfiniteFuture();
     std::vector<std::string> sampled;
     std::vector<ClientPlan> plans;  // plans[i] is sampled[i]'s
+    // relays[i]: the relay that serves sampled[i]'s task ("": the coordinator itself);
+    // empty: none.
+    std::vector<std::string> relays;
     // The central and tier models the plans were cut from.
     std::unique_ptr<RoundPlanner::RoundModels> models;
     std::unique_ptr<RoundIntake> intake;
@@ -135,6 +140,20 @@ class OpenRound final {
   // Drops every waiting client for which `live` is false.
   void DropSilent(absl::FunctionRef<bool(const std::string&)> live);
 
+  // ---- relays (docs/relays.md) ----
+  // The sampled clients relay `relay_id` serves that the round still waits for, sorted.
+  std::vector<std::string> RelayClients(const std::string& relay_id) const;
+  // Relay `header.relay_id()`'s part of the round (the caller checked job, round and
+  // attempt): every client it names must be one the relay serves and the round waits for,
+  // named once; the ACCEPTED ones' updates are summed in `aggregate` (exactly that many),
+  // which is merged into the intake, and their figures are taken as the relay measured
+  // them; REJECTED and DECLINED ones leave with the relay's reason, DROPPED ones without.
+  // The relay's clients it does not name are dropped. INVALID_ARGUMENT, naming the
+  // problem, for a part that does not fit: nothing of it is taken and every client the
+  // relay serves is dropped from the round.
+  absl::Status AcceptPartial(const v1::PartialHeader& header,
+                             std::unique_ptr<aggregation::Aggregator> aggregate);
+
   // ---- secure aggregation ----
   // One secure-aggregation message or poll (Coordinator::SecureAggregationStep), once
   // CheckHeader passed. FAILED_PRECONDITION in a round without secure aggregation, and for
@@ -195,6 +214,14 @@ class OpenRound final {
  private:
   // The rejection's bookkeeping: outcome, reason, count (not `waiting`).
   void MarkRejected(ClientTask& task, const absl::Status& reason);
+  // An accepted update's figures into the client's and the round's, and the client out of
+  // `waiting` into `accepted` (`norm` < 0: not measured).
+  void MarkAccepted(const std::string& client_id, int64_t bytes_up, int64_t num_examples,
+                    double train_loss, double train_seconds, int64_t peak_rss_bytes,
+                    double norm, double eval_accuracy, int64_t eval_examples);
+  // AcceptPartial's checks of `header` against the round (no state changed).
+  absl::Status CheckPartial(const v1::PartialHeader& header,
+                            const aggregation::Aggregator& aggregate) const;
   // An accepted update left out of the aggregate at the close: its counts leave the
   // round's sums and its outcome becomes REJECTED with `reason`.
   void Unaccept(const std::string& client_id, const absl::Status& reason);

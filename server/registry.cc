@@ -51,7 +51,8 @@ absl::Status ClientRegistry::Restore() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::RegisterRequest& request) {
+absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::RegisterRequest& request,
+                                                              const std::string& relay_id) {
   FEDGE_ASSIGN_OR_RETURN(const std::string token_name,
                          options_.enrollment->Check(request.enrollment_token()));
   const v1::DeviceProfile& p = request.profile();
@@ -86,6 +87,7 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   const std::string key_hash = proven ? std::string() : HashSessionToken(device_key);
   Entry& e = clients_[id];
   SetProfile(e, p);
+  e.relay = strings_.Intern(relay_id);
   e.state = v1::CLIENT_STATE_ACTIVE;
   e.declined_in_job = false;  // its profile may have changed
   declined_reasons_.erase(id);
@@ -142,13 +144,64 @@ absl::Status ClientRegistry::CheckSession(const std::string& client_id,
   return absl::OkStatus();
 }
 
+size_t ClientRegistry::SeenThroughRelay(const std::string& relay_id,
+                                        const std::vector<std::string>& client_ids) {
+  const absl::Time now = options_.clock->Now();
+  absl::MutexLock lock(&mu_);
+  const uint32_t relay = strings_.Intern(relay_id);
+  size_t marked = 0;
+  for (const std::string& id : client_ids) {
+    auto it = clients_.find(id);
+    if (it == clients_.end() || it->second.state != v1::CLIENT_STATE_ACTIVE) continue;
+    it->second.last_seen = now;
+    it->second.relay = relay;
+    ++marked;
+  }
+  return marked;
+}
+
+std::string ClientRegistry::RelayOf(const std::string& client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = clients_.find(client_id);
+  return it == clients_.end() ? std::string() : strings_.Get(it->second.relay);
+}
+
+void ClientRegistry::Adopt(const v1::RegisterResponse& granted, const v1::DeviceProfile& profile) {
+  const std::string token_hash = HashSessionToken(granted.session_token());
+  absl::MutexLock lock(&mu_);
+  Entry& e = clients_[granted.client_id()];
+  SetProfile(e, profile);
+  e.state = v1::CLIENT_STATE_ACTIVE;
+  e.declined_in_job = false;
+  declined_reasons_.erase(granted.client_id());
+  const absl::Time now = options_.clock->Now();
+  if (e.enrolled_unix_ms == 0) e.enrolled_unix_ms = UnixMs(now);
+  e.last_seen = now;
+  FEDGE_CHECK(token_hash.size() == e.token_hash.size());
+  std::copy(token_hash.begin(), token_hash.end(), e.token_hash.begin());
+  e.has_token_hash = true;
+}
+
+std::vector<std::string> ClientRegistry::SeenSince(absl::Time since) const {
+  absl::ReaderMutexLock lock(&mu_);
+  std::vector<std::string> out;
+  for (const auto& [id, e] : clients_) {
+    if (e.state == v1::CLIENT_STATE_ACTIVE && e.last_seen >= since) out.push_back(id);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 absl::Status ClientRegistry::Authenticate(const std::string& client_id,
                                           const std::string& session_token, Seen seen) {
   absl::MutexLock lock(&mu_);
   FEDGE_RETURN_IF_ERROR(CheckSession(client_id, session_token));
   Entry& e = clients_[client_id];
   e.last_seen = options_.clock->Now();
-  if (seen == Seen::kFetching) e.state = v1::CLIENT_STATE_ACTIVE;
+  if (seen == Seen::kFetching) {
+    e.state = v1::CLIENT_STATE_ACTIVE;
+    e.relay = 0;
+  }
   return absl::OkStatus();
 }
 
@@ -185,13 +238,20 @@ bool ClientRegistry::Live(const std::string& client_id, absl::Time now) const {
   return it != clients_.end() && LiveLocked(it->second, now);
 }
 
-std::vector<std::string> ClientRegistry::LiveIds(absl::Time now) const {
+bool ClientRegistry::Known(const std::string& client_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  return clients_.contains(client_id);
+}
+
+std::vector<std::string> ClientRegistry::LiveIds(absl::Time now, bool relayed) const {
   absl::ReaderMutexLock lock(&mu_);
   // Pointers first (8 bytes a device), sorted, then the ids copied once.
   std::vector<const std::string*> live;
   live.reserve(clients_.size());
   for (const auto& [id, e] : clients_) {
-    if (LiveLocked(e, now) && !e.declined_in_job) live.push_back(&id);
+    if (LiveLocked(e, now) && !e.declined_in_job && (relayed || e.relay == 0)) {
+      live.push_back(&id);
+    }
   }
   std::sort(live.begin(), live.end(),
             [](const std::string* a, const std::string* b) { return *a < *b; });

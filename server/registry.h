@@ -69,12 +69,15 @@ class ClientRegistry {
   // UNAUTHENTICATED for a wrong enrollment token; INVALID_ARGUMENT for a profile out of
   // bounds (negative sizes, more examples than max_examples_per_client, strings over 128
   // bytes). Errors of the store. RegisterResponse.device_key is set when the id is new.
-  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request);
+  // `relay_id`: the relay that forwarded the registration (the device is that relay's);
+  // empty: the device called the root itself.
+  absl::StatusOr<v1::RegisterResponse> Register(const v1::RegisterRequest& request,
+                                                const std::string& relay_id = "");
   // Room for `clients` devices in all (the table is sized once).
   void Reserve(size_t clients);
 
   // How a call marks the device: any call counts as seen; a FetchTask also makes it
-  // ACTIVE again.
+  // ACTIVE again, and the root's own device (no relay's).
   enum class Seen { kCall, kFetching };
   // UNAUTHENTICATED for an unknown device, one that left, or a wrong session token.
   absl::Status Authenticate(const std::string& client_id, const std::string& session_token,
@@ -88,7 +91,10 @@ class ClientRegistry {
 
   bool Live(const std::string& client_id, absl::Time now) const;
   // The ids of the live devices that did not decline a task of the running job, sorted.
-  std::vector<std::string> LiveIds(absl::Time now) const;
+  // `relayed`: with the devices a relay serves.
+  std::vector<std::string> LiveIds(absl::Time now, bool relayed = true) const;
+  // Whether the registry holds `client_id` (in any state).
+  bool Known(const std::string& client_id) const;
   size_t size() const;
 
   // The device's profile as it registered it (an empty profile for an unknown id).
@@ -105,6 +111,20 @@ class ClientRegistry {
   // Every device's record, sorted by id.
   std::vector<v1::ClientRecord> Records() const;
 
+  // ---- relays (docs/relays.md) ----
+  // Root: relay `relay_id` saw `client_ids` call it: each registered, active one counts as
+  // seen now and as that relay's device (until another relay, or the root itself, sees it).
+  // Unknown, departed and revoked ids are skipped. Returns how many were marked.
+  size_t SeenThroughRelay(const std::string& relay_id, const std::vector<std::string>& client_ids);
+  // The relay that last saw the device ("": it calls the root itself).
+  std::string RelayOf(const std::string& client_id) const;
+  // Relay: a device the root registered (the relay forwarded its Register): its id and
+  // session, with its profile, replacing any earlier session of that id. A relay has no
+  // store.
+  void Adopt(const v1::RegisterResponse& granted, const v1::DeviceProfile& profile);
+  // The devices seen since `since` (a relay's report to its root), sorted.
+  std::vector<std::string> SeenSince(absl::Time since) const;
+
  private:
   // One device, compact: the fields of its v1::ClientRecord, with the profile's and the
   // tier's strings interned in strings_.
@@ -118,6 +138,7 @@ class ClientRegistry {
     uint32_t platform = 0;            // DeviceProfile, index into strings_
     uint32_t client_version = 0;      // DeviceProfile, index into strings_
     uint32_t tier = 0;                // index into strings_ ("" = the full model)
+    uint32_t relay = 0;               // index into strings_ ("" = no relay)
     uint8_t state = v1::CLIENT_STATE_UNSPECIFIED;  // a v1::ClientState
     bool declined_in_job = false;
     // Without a store: SHA-256 of the session token (the store keeps it otherwise).

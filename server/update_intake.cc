@@ -182,6 +182,10 @@ absl::Status RoundIntake::AddReleased(const aggregation::Update& mean) {
   return aggregator_->Accumulate(mean);
 }
 
+absl::Status RoundIntake::AddPartial(std::unique_ptr<aggregation::Aggregator> partial) {
+  return aggregator_->MergeWith(std::move(*partial));
+}
+
 std::vector<std::pair<std::string, absl::Status>> RoundIntake::Flush() {
   if (bound_ != nullptr) {
     for (aggregation::Update& u : bound_->Release()) Hold(std::move(u));

@@ -109,6 +109,13 @@ class RoundIntake {
   absl::Status Add(aggregation::Update update, std::optional<double> norm = std::nullopt);
   // A secure round's released mean: accumulated at once (it is the round's only update).
   absl::Status AddReleased(const aggregation::Update& mean);
+  // A relay's sums of its clients' updates (docs/relays.md), already bounded by the
+  // relay's own intake: merged into the round's (Aggregator::MergeWith: the same kind of
+  // aggregate over the same tensors, exact sums with exact sums).
+  absl::Status AddPartial(std::unique_ptr<aggregation::Aggregator> partial);
+  // The sums so far, serialized (Aggregator::Serialize): a relay's part of its round.
+  // REQUIRES: Flush ran after the last Add.
+  absl::StatusOr<std::string> SerializeSums() const { return aggregator_->Serialize(); }
   // At the round's close: the bound's held updates join the batch, which is accumulated.
   // Should an update fail to accumulate (not expected: each passed Validate and the sum
   // bound), the others still go in; returns the failed ones' clients and why.

@@ -1,0 +1,505 @@
+// Relays, transport-free (docs/relays.md): a root coordinator and relay coordinators in one
+// process, as fedge-coordinator runs them over gRPC, with devices that train real tasks.
+// The relays' driver (sync, model, part of the round) is done here by hand, step by step,
+// so that every step's outcome can be checked.
+//  - Equivalence: 3 relays × 4 devices give the central model of 12 devices on one
+//    coordinator, bit for bit, with exact sums (plain FedAvg; sub-model tiers with random
+//    subsets, whose plans the relays draw themselves).
+//  - A relayed device's task and update go through its relay only.
+//  - A part that does not fit (another relay's device, a count that differs from the
+//    aggregate's, an aggregate that does not load, another round) is refused with the
+//    reason and costs only that relay's devices; the round completes from the others.
+//  - A relay lost mid-round costs its devices that round; a relay restarted under the same
+//    id serves them again once they register again, and the job goes on.
+//  - Jobs relays cannot serve (a robust rule) sample only the root's own devices.
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/clock.h"
+#include "base/status_macros.h"
+#include "client/local_trainer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model/zoo.h"
+#include "server/coordinator.h"
+#include "server/model_weights.h"
+#include "tests/model_compare.h"
+#include "tests/status_matchers.h"
+#include "tests/synthetic_data.h"
+#include "tests/tiered_job.h"
+#include "tests/update_header.h"
+
+namespace fedge::server {
+namespace {
+
+using ::fedge::testing::IsOk;
+using ::fedge::testing::StatusIs;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "enroll-me";
+constexpr int64_t kMiB = int64_t{1} << 20;
+
+struct Device {
+  std::string id, token, key;
+  int64_t budget = 0;
+  data::Dataset data;
+};
+
+v1::JobConfig PlainJob(int rounds, int per_round, int quorum) {
+  v1::JobConfig job;
+  job.set_name("relays");
+  *job.mutable_model_spec() = model::MlpSpec({8, 16, 3}, "tiny");
+  job.set_rounds(rounds);
+  job.mutable_selection()->set_clients_per_round(per_round);
+  job.mutable_round_policy()->set_quorum(quorum);
+  job.mutable_round_policy()->set_deadline_seconds(600);
+  job.mutable_local_training()->set_epochs(1);
+  job.mutable_local_training()->set_batch_size(16);
+  job.mutable_local_training()->set_learning_rate(0.1);
+  job.mutable_strategy()->set_exact_sums(true);
+  return job;
+}
+
+class RelayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    eval_ = std::make_shared<const data::Dataset>(::fedge::testing::SeparableData(300, 8, 3, 99));
+  }
+
+  CoordinatorOptions Options() {
+    CoordinatorOptions o;
+    o.clock = &clock_;
+    o.enrollment_token = kToken;
+    o.evaluation_data = eval_;
+    o.accept_requested_client_ids = true;  // the same ids in every setup
+    return o;
+  }
+  std::unique_ptr<Coordinator> MakeRoot() {
+    auto c = Coordinator::Create(Options(), nullptr);
+    EXPECT_THAT(c, IsOk());
+    return std::move(c).value();
+  }
+  std::unique_ptr<Coordinator> MakeRelay(Coordinator& root, const std::string& id) {
+    CoordinatorOptions o = Options();
+    o.accept_requested_client_ids = false;  // the root names devices, not the relay
+    o.relay_id = id;
+    o.upstream_register = [&root, id](const v1::RegisterRequest& r) {
+      return root.RegisterThroughRelay(id, r);
+    };
+    auto c = Coordinator::Create(o, nullptr);
+    EXPECT_THAT(c, IsOk());
+    return std::move(c).value();
+  }
+
+  // Registers (or registers again, with its key) at `home`: a coordinator or a relay.
+  void Enroll(Coordinator& home, Device& d) {
+    v1::RegisterRequest r;
+    r.set_enrollment_token(kToken);
+    r.set_previous_client_id(d.id);
+    r.set_device_key(d.key);
+    r.mutable_profile()->set_num_examples(64);
+    r.mutable_profile()->set_memory_budget_bytes(d.budget);
+    absl::StatusOr<v1::RegisterResponse> resp = home.Register(r);
+    ASSERT_THAT(resp, IsOk());
+    ASSERT_EQ(resp->client_id(), d.id);
+    d.token = resp->session_token();
+    if (!resp->device_key().empty()) d.key = resp->device_key();
+  }
+  std::vector<Device> Devices(int n) {
+    std::vector<Device> out;
+    for (int i = 0; i < n; ++i) {
+      Device d;
+      d.id = absl::StrCat("dev-", i < 10 ? "0" : "", i);
+      // Three memory classes: with tiers, every tier has devices at every relay.
+      d.budget = (i % 3 == 0 ? 128 : i % 3 == 1 ? 32 : 1) * kMiB;
+      d.data = ::fedge::testing::SeparableData(64, 8, 3, 1000 + i);
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  // The device's side of a round at `home`: fetch, train, upload.
+  absl::Status Train(Coordinator& home, const Device& d) {
+    FEDGE_ASSIGN_OR_RETURN(std::optional<TaskAssignment> task, home.FetchTask(d.id, d.token));
+    if (!task.has_value()) return absl::NotFoundError(absl::StrCat(d.id, " has no task"));
+    FEDGE_ASSIGN_OR_RETURN(client::LocalTrainingOptions o,
+                           client::OptionsFromTask(task->header, 1));
+    o.teacher = task->teacher.get();
+    FEDGE_ASSIGN_OR_RETURN(client::LocalUpdate u, client::TrainLocally(*task->model, d.data, o));
+    return home.SubmitUpdate(
+        ::fedge::testing::UpdateHeaderFor(d.id, d.token, task->header, u.num_examples),
+        UpdateFromDeltaProto(d.id, u.num_examples, u.delta),
+        static_cast<int64_t>(u.delta.ByteSizeLong()));
+  }
+
+  // A relay's sync with its root, as its driver does it: its live devices up, the
+  // assignment and (when it changed) the model down, then Follow.
+  absl::Status Sync(Coordinator& root, Coordinator& relay, const std::string& relay_id) {
+    v1::RelaySyncRequest request;
+    request.set_relay_id(relay_id);
+    for (const std::string& id : relay.SeenSince(clock_.Now() - absl::Seconds(60))) {
+      request.add_live_clients(id);
+    }
+    FEDGE_ASSIGN_OR_RETURN(v1::RelayAssignment a, root.RelaySync(request));
+    if (!relay.NeedsModel(a)) return relay.Follow(a, nullptr);
+    FEDGE_ASSIGN_OR_RETURN(Coordinator::VersionedModel m, root.RelayModel(a.job_id()));
+    EXPECT_EQ(m.version, a.model_version());
+    return relay.Follow(a, &m.model);
+  }
+  // The relay's part of its round to the root, once its devices answered.
+  absl::Status Deliver(Coordinator& root, Coordinator& relay) {
+    FEDGE_RETURN_IF_ERROR(relay.Tick());
+    std::optional<Coordinator::Partial> part = relay.TakePartial();
+    if (!part.has_value()) return absl::NotFoundError("the relay's round is not closed");
+    return root.SubmitPartial(part->header, part->aggregate);
+  }
+
+  // Runs `cfg` on 12 devices on one coordinator; returns the model and the rounds' records.
+  v1::ModelProto RunAlone(const v1::JobConfig& cfg, std::vector<v1::RoundRecord>* rounds) {
+    auto c = MakeRoot();
+    std::vector<Device> devices = Devices(12);
+    for (Device& d : devices) Enroll(*c, d);
+    absl::StatusOr<std::string> job = c->StartJob(cfg);
+    EXPECT_THAT(job, IsOk());
+    for (int r = 0; r < cfg.rounds(); ++r) {
+      EXPECT_THAT(c->Tick(), IsOk());
+      for (const Device& d : devices) EXPECT_THAT(Train(*c, d), IsOk()) << d.id;
+      EXPECT_THAT(c->Tick(), IsOk());
+    }
+    *rounds = c->ListRounds(*job).value();
+    return c->ExportModel(*job).value();
+  }
+
+  // The same on a root with 3 relays of 4 devices each.
+  v1::ModelProto RunRelayed(const v1::JobConfig& cfg, std::vector<v1::RoundRecord>* rounds) {
+    auto root = MakeRoot();
+    std::vector<std::unique_ptr<Coordinator>> relays;
+    const std::vector<std::string> ids = {"relay-a", "relay-b", "relay-c"};
+    for (const std::string& id : ids) relays.push_back(MakeRelay(*root, id));
+    std::vector<Device> devices = Devices(12);
+    for (size_t i = 0; i < devices.size(); ++i) Enroll(*relays[i / 4], devices[i]);
+    absl::StatusOr<std::string> job = root->StartJob(cfg);
+    EXPECT_THAT(job, IsOk());
+    for (int r = 0; r < cfg.rounds(); ++r) {
+      EXPECT_THAT(root->Tick(), IsOk());  // opens the round
+      for (size_t k = 0; k < relays.size(); ++k) EXPECT_THAT(Sync(*root, *relays[k], ids[k]), IsOk());
+      for (size_t i = 0; i < devices.size(); ++i) {
+        EXPECT_THAT(Train(*relays[i / 4], devices[i]), IsOk()) << devices[i].id;
+      }
+      for (auto& relay : relays) EXPECT_THAT(Deliver(*root, *relay), IsOk());
+      EXPECT_THAT(root->Tick(), IsOk());  // completes it
+    }
+    *rounds = root->ListRounds(*job).value();
+    return root->ExportModel(*job).value();
+  }
+
+  base::ManualClock clock_;
+  std::shared_ptr<const data::Dataset> eval_;
+};
+
+void ExpectSameRounds(const std::vector<v1::RoundRecord>& alone,
+                      const std::vector<v1::RoundRecord>& relayed) {
+  ASSERT_EQ(alone.size(), relayed.size());
+  for (size_t r = 0; r < alone.size(); ++r) {
+    const v1::RoundMetrics& a = alone[r].metrics();
+    const v1::RoundMetrics& b = relayed[r].metrics();
+    EXPECT_EQ(b.participants(), 12);
+    EXPECT_EQ(a.participants(), b.participants());
+    EXPECT_EQ(a.examples(), b.examples());
+    EXPECT_EQ(a.bytes_down(), b.bytes_down());
+    EXPECT_EQ(a.bytes_up(), b.bytes_up());
+    EXPECT_EQ(a.train_loss(), b.train_loss());
+    EXPECT_EQ(a.test_accuracy(), b.test_accuracy());
+    ASSERT_EQ(a.clients_size(), b.clients_size());
+    for (int i = 0; i < a.clients_size(); ++i) {
+      EXPECT_EQ(a.clients(i).client_id(), b.clients(i).client_id());
+      EXPECT_EQ(a.clients(i).tier(), b.clients(i).tier());
+      EXPECT_EQ(a.clients(i).outcome(), b.clients(i).outcome());
+      EXPECT_EQ(a.clients(i).update_norm(), b.clients(i).update_norm());
+    }
+  }
+}
+
+TEST_F(RelayTest, ThreeRelaysOfFourDevicesGiveTheModelOfOneCoordinatorBitForBit) {
+  const v1::JobConfig cfg = PlainJob(/*rounds=*/3, /*per_round=*/12, /*quorum=*/12);
+  std::vector<v1::RoundRecord> alone_rounds, relayed_rounds;
+  const v1::ModelProto alone = RunAlone(cfg, &alone_rounds);
+  const v1::ModelProto relayed = RunRelayed(cfg, &relayed_rounds);
+  ::fedge::testing::ExpectSameParameters(alone, relayed);
+  ExpectSameRounds(alone_rounds, relayed_rounds);
+  // The rounds trained something: the model learned the separable problem.
+  ASSERT_EQ(relayed_rounds.size(), 3u);
+  EXPECT_GT(relayed_rounds.back().metrics().test_accuracy(),
+            relayed_rounds.front().metrics().test_accuracy() - 1e-9);
+  EXPECT_GT(relayed_rounds.back().metrics().test_accuracy(), 0.45);  // chance: 1/3
+}
+
+TEST_F(RelayTest, SubModelTiersWithRandomSubsetsAreThePlansOfTheRootToTheBit) {
+  v1::JobConfig cfg = ::fedge::testing::TieredJob(/*rounds=*/2, /*per_round=*/12);
+  cfg.mutable_sub_models()->set_extraction(v1::SubModelConfig::EXTRACTION_RANDOM_SUBSET);
+  cfg.mutable_sub_models()->set_seed(7);
+  cfg.mutable_round_policy()->set_quorum(12);
+  cfg.mutable_strategy()->set_exact_sums(true);
+  // The adaptive norm bound and the direction check compare each update with its group's
+  // medians: a relay's 4, the coordinator's 12 (docs/relays.md); sub-models' norms differ
+  // enough for the bound to bite, so the equivalence is measured with a fixed bound.
+  cfg.mutable_robustness()->set_max_update_norm(100);
+  cfg.mutable_robustness()->set_direction_check(false);
+  std::vector<v1::RoundRecord> alone_rounds, relayed_rounds;
+  const v1::ModelProto alone = RunAlone(cfg, &alone_rounds);
+  const v1::ModelProto relayed = RunRelayed(cfg, &relayed_rounds);
+  ::fedge::testing::ExpectSameParameters(alone, relayed);
+  ExpectSameRounds(alone_rounds, relayed_rounds);
+  ASSERT_FALSE(relayed_rounds.empty());
+  EXPECT_EQ(relayed_rounds[0].metrics().tiers_size(), 3);
+}
+
+// A root with two relays of three devices and one device of its own, a job started and
+// its first round open and synced.
+class RelayRoundTest : public RelayTest {
+ protected:
+  void SetUp() override {
+    RelayTest::SetUp();
+    root_ = MakeRoot();
+    a_ = MakeRelay(*root_, "relay-a");
+    b_ = MakeRelay(*root_, "relay-b");
+    devices_ = Devices(7);
+    for (int i = 0; i < 3; ++i) Enroll(*a_, devices_[i]);
+    for (int i = 3; i < 6; ++i) Enroll(*b_, devices_[i]);
+    Enroll(*root_, devices_[6]);
+  }
+  void Open(const v1::JobConfig& cfg) {
+    job_ = root_->StartJob(cfg).value();
+    ASSERT_THAT(root_->Tick(), IsOk());
+    ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+    ASSERT_THAT(Sync(*root_, *b_, "relay-b"), IsOk());
+  }
+  v1::RoundRecord Round(int64_t number) {
+    std::vector<v1::RoundRecord> rounds = root_->ListRounds(job_).value();
+    for (const v1::RoundRecord& r : rounds) {
+      if (r.round() == number) return r;
+    }
+    ADD_FAILURE() << "no round " << number;
+    return {};
+  }
+  // The devices call `home` (a long poll's FetchTask): they count as live.
+  void Ping(Coordinator& home, std::initializer_list<int> which) {
+    for (int i : which) {
+      EXPECT_THAT(home.FetchTask(devices_[i].id, devices_[i].token), IsOk()) << devices_[i].id;
+    }
+  }
+  v1::ClientRoundMetrics::Outcome OutcomeOf(const v1::RoundRecord& r, const std::string& id) {
+    for (const v1::ClientRoundMetrics& c : r.metrics().clients()) {
+      if (c.client_id() == id) return c.outcome();
+    }
+    return v1::ClientRoundMetrics::OUTCOME_UNSPECIFIED;
+  }
+
+  std::unique_ptr<Coordinator> root_, a_, b_;
+  std::vector<Device> devices_;
+  std::string job_;
+};
+
+TEST_F(RelayRoundTest, ARelayedDevicesTaskAndUpdateGoThroughItsRelayOnly) {
+  Open(PlainJob(1, 7, 7));
+  const Device& d = devices_[0];
+  // At the root: no task, and an update is refused, naming the relay.
+  absl::StatusOr<std::optional<TaskAssignment>> at_root = root_->FetchTask(d.id, d.token);
+  ASSERT_THAT(at_root, IsOk());
+  EXPECT_FALSE(at_root->has_value());
+  absl::StatusOr<std::optional<TaskAssignment>> at_relay = a_->FetchTask(d.id, d.token);
+  ASSERT_THAT(at_relay, IsOk());
+  ASSERT_TRUE(at_relay->has_value());
+  v1::UpdateHeader h = ::fedge::testing::UpdateHeaderFor(d.id, d.token, (*at_relay)->header, 64);
+  EXPECT_THAT(root_->SubmitPayload(h, ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("relay relay-a")));
+  // The other relay does not know the device.
+  EXPECT_THAT(b_->FetchTask(d.id, d.token), StatusIs(absl::StatusCode::kUnauthenticated));
+  // A relay starts no job of its own.
+  EXPECT_THAT(a_->StartJob(PlainJob(1, 1, 1)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("relay")));
+  // The root's own device trains at the root.
+  EXPECT_THAT(Train(*root_, devices_[6]), IsOk());
+}
+
+TEST_F(RelayRoundTest, APartThatDoesNotFitIsRefusedAndCostsOnlyThatRelaysDevices) {
+  Open(PlainJob(1, 7, 4));
+  for (int i = 0; i < 6; ++i) ASSERT_THAT(Train(i < 3 ? *a_ : *b_, devices_[i]), IsOk());
+  ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
+  ASSERT_THAT(a_->Tick(), IsOk());
+  ASSERT_THAT(b_->Tick(), IsOk());
+  std::optional<Coordinator::Partial> pa = a_->TakePartial();
+  std::optional<Coordinator::Partial> pb = b_->TakePartial();
+  ASSERT_TRUE(pa.has_value() && pb.has_value());
+  EXPECT_FALSE(a_->TakePartial().has_value());  // once
+  ASSERT_EQ(pa->header.clients_size(), 3);
+  for (const v1::ClientRoundMetrics& c : pa->header.clients()) {
+    EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+    EXPECT_GT(c.bytes_down(), 0);
+  }
+
+  // Relay B's part, each way wrong: refused with the reason, nothing taken (the round is
+  // still open for the next try only when the refusal is about the round itself).
+  {
+    Coordinator::Partial late = *pb;
+    late.header.set_round(2);
+    EXPECT_THAT(root_->SubmitPartial(late.header, late.aggregate),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not open")));
+    Coordinator::Partial wrong_size = *pb;
+    wrong_size.header.set_total_bytes(1);
+    EXPECT_THAT(root_->SubmitPartial(wrong_size.header, wrong_size.aggregate),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("announced")));
+  }
+  {
+    // Relay B claims one of relay A's devices.
+    Coordinator::Partial stolen = *pb;
+    stolen.header.mutable_clients(0)->set_client_id(devices_[0].id);
+    EXPECT_THAT(root_->SubmitPartial(stolen.header, stolen.aggregate),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("not one of its clients the round waits for")));
+  }
+  // B's devices are out of the round now: its true part comes too late for them.
+  EXPECT_THAT(root_->SubmitPartial(pb->header, pb->aggregate),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // A's part is taken; the round completes from A's 3 and the root's own device.
+  ASSERT_THAT(root_->SubmitPartial(pa->header, pa->aggregate), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());
+  const v1::RoundRecord r = Round(1);
+  EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(r.metrics().participants(), 4);
+  EXPECT_EQ(OutcomeOf(r, devices_[0].id), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+  EXPECT_EQ(OutcomeOf(r, devices_[3].id), v1::ClientRoundMetrics::OUTCOME_DROPPED);
+  EXPECT_EQ(OutcomeOf(r, devices_[6].id), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+}
+
+TEST_F(RelayRoundTest, CountsThatDifferFromTheAggregateAndAggregatesThatDoNotLoadAreRefused) {
+  Open(PlainJob(1, 7, 1));
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(Train(*a_, devices_[i]), IsOk());
+  ASSERT_THAT(a_->Tick(), IsOk());
+  std::optional<Coordinator::Partial> pa = a_->TakePartial();
+  ASSERT_TRUE(pa.has_value());
+  Coordinator::Partial more = *pa;
+  more.header.mutable_clients()->RemoveLast();  // 2 accepted, 3 summed
+  EXPECT_THAT(root_->SubmitPartial(more.header, more.aggregate),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sums 3 updates")));
+  Coordinator::Partial garbage = *pa;
+  garbage.aggregate[garbage.aggregate.size() / 2] ^= 0x5a;
+  EXPECT_THAT(root_->SubmitPartial(garbage.header, garbage.aggregate),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not load")));
+}
+
+TEST_F(RelayRoundTest, ALostRelayCostsItsDevicesTheRoundAndARestartedOneServesThemAgain) {
+  Open(PlainJob(2, 7, 4));
+  for (int i = 0; i < 3; ++i) ASSERT_THAT(Train(*a_, devices_[i]), IsOk());
+  ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
+  ASSERT_THAT(Deliver(*root_, *a_), IsOk());
+  // Relay B dies with its round (its devices trained nothing yet).
+  b_.reset();
+  // The root waits for B's devices until they are silent past the liveness timeout (B
+  // reports them no more), then completes the round from the others.
+  ASSERT_THAT(root_->Tick(), IsOk());
+  EXPECT_EQ(root_->GetJob(job_)->completed_rounds(), 0);
+  clock_.Advance(absl::Seconds(61));
+  Ping(*a_, {0, 1, 2});
+  Ping(*root_, {6});
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());  // A's devices stay live
+  ASSERT_THAT(root_->Tick(), IsOk());
+  const v1::RoundRecord r1 = Round(1);
+  EXPECT_EQ(r1.state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(r1.metrics().participants(), 4);
+  EXPECT_EQ(OutcomeOf(r1, devices_[3].id), v1::ClientRoundMetrics::OUTCOME_DROPPED);
+
+  // B restarts with nothing; its devices find their sessions unknown and register again
+  // with their keys, keeping their ids; round 2 has all seven.
+  b_ = MakeRelay(*root_, "relay-b");
+  EXPECT_THAT(b_->FetchTask(devices_[3].id, devices_[3].token),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  for (int i = 3; i < 6; ++i) Enroll(*b_, devices_[i]);
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());  // opens round 2
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+  ASSERT_THAT(Sync(*root_, *b_, "relay-b"), IsOk());
+  for (int i = 0; i < 6; ++i) ASSERT_THAT(Train(i < 3 ? *a_ : *b_, devices_[i]), IsOk());
+  ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
+  ASSERT_THAT(Deliver(*root_, *a_), IsOk());
+  ASSERT_THAT(Deliver(*root_, *b_), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());
+  const v1::RoundRecord r2 = Round(2);
+  EXPECT_EQ(r2.state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(r2.metrics().participants(), 7);
+}
+
+TEST_F(RelayRoundTest, ARelayClosesItsPartBeforeTheRootsDeadline) {
+  Open(PlainJob(1, 7, 1));
+  ASSERT_THAT(Train(*a_, devices_[0]), IsOk());
+  // 600 s deadline: the relay closes 5 s before it, with what it has.
+  clock_.Advance(absl::Seconds(594));
+  Ping(*a_, {1, 2});  // live, with nothing to send yet
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+  ASSERT_THAT(a_->Tick(), IsOk());
+  EXPECT_FALSE(a_->TakePartial().has_value());
+  clock_.Advance(absl::Seconds(1));
+  ASSERT_THAT(a_->Tick(), IsOk());
+  std::optional<Coordinator::Partial> part = a_->TakePartial();
+  ASSERT_TRUE(part.has_value());
+  ASSERT_THAT(root_->SubmitPartial(part->header, part->aggregate), IsOk());
+  // The relay does not open the round it closed again.
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+  EXPECT_FALSE(a_->FetchTask(devices_[1].id, devices_[1].token)->has_value());
+  clock_.Advance(absl::Seconds(5));
+  ASSERT_THAT(root_->Tick(), IsOk());
+  const v1::RoundRecord r = Round(1);
+  EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(r.metrics().participants(), 1);
+  EXPECT_EQ(OutcomeOf(r, devices_[0].id), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
+  EXPECT_EQ(OutcomeOf(r, devices_[1].id), v1::ClientRoundMetrics::OUTCOME_DROPPED);
+}
+
+TEST_F(RelayRoundTest, JobsRelaysCannotServeSampleOnlyTheRootsOwnDevices) {
+  v1::JobConfig cfg = PlainJob(1, 7, 1);
+  cfg.mutable_robustness()->set_aggregation_rule(
+      v1::RobustnessConfig::AGGREGATION_RULE_COORDINATE_MEDIAN);
+  cfg.mutable_strategy()->set_exact_sums(false);
+  Open(cfg);
+  v1::RelaySyncRequest request;
+  request.set_relay_id("relay-a");
+  absl::StatusOr<v1::RelayAssignment> a = root_->RelaySync(request);
+  ASSERT_THAT(a, IsOk());
+  EXPECT_EQ(a->job_id(), job_);
+  EXPECT_FALSE(a->has_round());
+  EXPECT_FALSE(a_->FetchTask(devices_[0].id, devices_[0].token)->has_value());
+  ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());
+  const v1::RoundRecord r = Round(1);
+  EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(r.metrics().sampled(), 1);
+}
+
+TEST_F(RelayTest, BadRelayIdsAndRelaysWithoutARootAreRefused) {
+  auto root = MakeRoot();
+  v1::RelaySyncRequest request;
+  request.set_relay_id("a b");
+  EXPECT_THAT(root->RelaySync(request), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  HasSubstr("[A-Za-z0-9_.-]")));
+  request.set_relay_id(std::string(65, 'r'));
+  EXPECT_THAT(root->RelaySync(request), StatusIs(absl::StatusCode::kInvalidArgument));
+  request.set_relay_id("r");
+  for (int i = 0; i <= kMaxRelaySyncClients; ++i) request.add_live_clients("x");
+  EXPECT_THAT(root->RelaySync(request),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most")));
+  CoordinatorOptions o = Options();
+  o.relay_id = "relay-a";
+  EXPECT_THAT(Coordinator::Create(o, nullptr),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("upstream")));
+  // Follow only on a relay.
+  EXPECT_THAT(root->Follow(v1::RelayAssignment(), nullptr),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+}  // namespace
+}  // namespace fedge::server
