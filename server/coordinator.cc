@@ -45,7 +45,7 @@ Coordinator::Coordinator(CoordinatorOptions options, Store* store)
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options,
                                                                  Store* store) {
-  if (options.enrollment_token.empty()) {
+  if (options.enrollment_token.empty() && options.relay_id.empty()) {
     return absl::InvalidArgumentError("Coordinator: an enrollment token is required");
   }
   if (options.liveness_timeout <= absl::ZeroDuration() || options.aggregation_threads < 1 ||

@@ -109,7 +109,8 @@ namespace fedge::server {
 
 struct CoordinatorOptions {
   base::Clock* clock = nullptr;  // default: the system clock
-  // The deployment's shared secret that devices present to Register. Required.
+  // The deployment's shared secret that devices present to Register. Required, except on
+  // a relay (its root checks registrations).
   std::string enrollment_token;
   // A client that has not called FetchTask for this long is not sampled, and a sampled
   // client that goes quiet this long is dropped from the round.

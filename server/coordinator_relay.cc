@@ -64,6 +64,7 @@ absl::StatusOr<v1::RelayAssignment> Coordinator::RelaySync(const v1::RelaySyncRe
   const absl::Time now = clock_.Now();
   absl::MutexLock lock(&mu_);
   v1::RelayAssignment a;
+  a.set_relay_id(relay);
   if (job_ == nullptr) return a;
   Job& job = *job_;
   a.set_job_id(job.id);

@@ -68,20 +68,33 @@ class EditLock {
 }  // namespace
 
 const char* OperatorRoleName(OperatorRole role) {
-  return role == OperatorRole::kOperator ? "operator" : "viewer";
+  switch (role) {
+    case OperatorRole::kOperator:
+      return "operator";
+    case OperatorRole::kRelay:
+      return "relay";
+    default:
+      return "viewer";
+  }
 }
 
 absl::StatusOr<OperatorRole> ParseOperatorRole(absl::string_view name) {
   if (name == "viewer") return OperatorRole::kViewer;
   if (name == "operator") return OperatorRole::kOperator;
+  if (name == "relay") return OperatorRole::kRelay;
   return absl::InvalidArgumentError(
       absl::StrCat("OperatorTokens: unknown role '", absl::CEscape(name),
-                   "'; roles are viewer (status, rounds, watch, devices) and operator (also "
-                   "start, stop, export, revoke)"));
+                   "'; roles are viewer (status, rounds, watch, devices), operator (also "
+                   "start, stop, export, revoke) and relay (a relay coordinator's calls only)"));
 }
 
 absl::Status Authorize(const Operator& op, OperatorRole needed, absl::string_view call) {
-  if (static_cast<int>(op.role) >= static_cast<int>(needed)) return absl::OkStatus();
+  const bool relay_call = needed == OperatorRole::kRelay;
+  const bool relay_token = op.role == OperatorRole::kRelay;
+  if (relay_call == relay_token &&
+      (relay_call || static_cast<int>(op.role) >= static_cast<int>(needed))) {
+    return absl::OkStatus();
+  }
   return absl::PermissionDeniedError(absl::StrCat("Admin: ", call, " needs the ",
                                                   OperatorRoleName(needed), " role; operator ",
                                                   op.name, " has ", OperatorRoleName(op.role)));

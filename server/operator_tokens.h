@@ -11,7 +11,10 @@
 //
 // Roles, each including the one before:
 //   viewer    job status, rounds, watch, the device list;
-//   operator  also start and stop jobs, export models, revoke devices.
+//   operator  also start and stop jobs, export models, revoke devices;
+// and one apart, which includes no other and no other includes:
+//   relay     a relay coordinator's calls to its root (docs/relays.md), as the relay
+//             named by the token's name, and nothing else.
 //
 // The file, one operator per line after a header (hash in hex, times in Unix seconds):
 //   fedge-operators 2
@@ -45,9 +48,9 @@
 
 namespace fedge::server {
 
-enum class OperatorRole { kViewer = 1, kOperator = 2 };
+enum class OperatorRole { kViewer = 1, kOperator = 2, kRelay = 3 };
 
-// "viewer" / "operator".
+// "viewer" / "operator" / "relay".
 const char* OperatorRoleName(OperatorRole role);
 // INVALID_ARGUMENT naming the accepted roles.
 absl::StatusOr<OperatorRole> ParseOperatorRole(absl::string_view name);
@@ -65,7 +68,8 @@ struct Operator {
 inline constexpr char kOperatorTokenPrefix[] = "fedge-op-";
 
 // PERMISSION_DENIED naming the operator, the call and the role it needs, unless `op` has
-// `needed` or a higher role.
+// `needed` or a higher role (relay calls need the relay role itself, which grants nothing
+// else).
 absl::Status Authorize(const Operator& op, OperatorRole needed, absl::string_view call);
 
 class OperatorTokens {

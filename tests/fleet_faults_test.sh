@@ -17,6 +17,12 @@
 #     the same 4 devices (same ids, same processes) take part after the takeover. Then
 #     PostgreSQL is stopped mid-round for 2 s and started again: the coordinator waits and
 #     the job finishes.
+#   tests/fleet_faults_test.sh BIN_DIR relay-kill
+#     A root and two relays (fedge-coordinator --role relay), three devices on each; the
+#     relays' tokens of the relay role. SIGKILL relay-b mid-round, restart it 3 s later.
+#     Expected: the round completes from relay-a's devices (quorum 3), relay-b's devices
+#     register again through the restarted relay (same ids, same processes) and the last
+#     round has all 6; every round completed exactly once.
 #   tests/fleet_faults_test.sh BIN_DIR client-loss
 #     10 devices, quorum 7; SIGKILL 3 devices while a round is in flight. Expected: that
 #     round (or the next, if they had already uploaded) closes with the survivors, the job
@@ -40,7 +46,7 @@ PG_PID=""
 PG_DIR=""
 
 cleanup() {
-  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} ${STANDBY_PID:+"$STANDBY_PID"} ${STARTED_PID:+"$STARTED_PID"} "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in ${WATCH_PID:+"$WATCH_PID"} ${COORD_PID:+"$COORD_PID"} ${STANDBY_PID:+"$STANDBY_PID"} ${STARTED_PID:+"$STARTED_PID"} "${RELAY_PIDS[@]}" "${CLIENT_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; fi
   wait 2>/dev/null || true
   if [ -n "$PG_DIR" ]; then
@@ -82,6 +88,8 @@ CTL=("$BIN/fedgectl" --coordinator "$ADMIN_ADDR" --token-file "$DIR/operator-tok
 (umask 077; echo "fleet-test-token-$$" > "$DIR/token")
 
 DEVICE_TARGET="$ADDR"
+DEVICE_TARGETS=()
+RELAY_PIDS=()
 
 start_coordinator() {  # $1: log name; more arguments go to fedge-coordinator
   local log="$1"
@@ -143,11 +151,12 @@ restart_postgres() {  # $1: seconds down
   launch_postgres
 }
 
-start_clients() {  # $1: count
+start_clients() {  # $1: count; client i connects to DEVICE_TARGETS[i mod n], else DEVICE_TARGET
   for ((i = 0; i < $1; i++)); do
-    local name
+    local name target="$DEVICE_TARGET"
     name="$(printf 'client-%05d' "$i")"
-    "$BIN/fedge-client" --coordinator "$DEVICE_TARGET" --insecure --enrollment-token-file "$DIR/token" \
+    if [ "${#DEVICE_TARGETS[@]}" -gt 0 ]; then target="${DEVICE_TARGETS[$((i % ${#DEVICE_TARGETS[@]}))]}"; fi
+    "$BIN/fedge-client" --coordinator "$target" --insecure --enrollment-token-file "$DIR/token" \
       --shard "$DIR/shards/$name.shard" --state-dir "$DIR/$name" --fetch-wait-seconds 1 \
       --seed $((i + 1)) > "$DIR/$name.log" 2>&1 &
     CLIENT_PIDS+=($!)
@@ -266,6 +275,25 @@ check_each_round_once_same_devices() {
   [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
 }
 
+# A relay of the root: $1 its name (and token name), $2 its devices' address, $3 its index
+# in RELAY_PIDS. Its token is made once (operators add --role relay).
+start_relay() {
+  if [ ! -f "$DIR/$1.token" ]; then
+    "$BIN/fedge-coordinator" operators add "$1" --role relay --state-dir "$DIR/state" \
+      2>> "$DIR/operators.log" | (umask 077; cat > "$DIR/$1.token") || fail "operators add $1"
+  fi
+  "$BIN/fedge-coordinator" --role relay --upstream "$ADMIN_ADDR" --relay-token-file "$DIR/$1.token" \
+    --insecure --listen "$2" --liveness-seconds "$LIVENESS" --max-wait-seconds 2 \
+    --relay-sync-ms 200 >> "$DIR/$1.log" 2>&1 &
+  RELAY_PIDS[$3]=$!
+  for _ in $(seq 100); do
+    grep -q "relay $1 serving devices" "$DIR/$1.log" && return 0
+    kill -0 "${RELAY_PIDS[$3]}" 2>/dev/null || fail "relay $1 exited: $(cat "$DIR/$1.log")"
+    sleep 0.1
+  done
+  fail "relay $1 did not start"
+}
+
 case "$CASE" in
   coordinator-crash)
     LIVENESS=30
@@ -369,6 +397,48 @@ case "$CASE" in
       fail "sampling did not settle on the 7 live clients by round $((first + 2))"
     awk -v s="$settled" '$1 >= s && !($2 == 7 && $3 == 7) { exit 1 }' "$DIR/participation.txt" ||
       fail "a round after $settled sampled other than the 7 live clients"
+    ;;
+  relay-kill)
+    # A root and two relays, three devices on each; relay-b SIGKILLed mid-round.
+    # Rounds take a few tenths of a second: 40 leave time for the restart and the devices'
+    # backoff before they register again.
+    LIVENESS=4
+    ROUNDS=40
+    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_coordinator root
+    RELAY_A="127.0.0.1:$((PORT + 2))"
+    RELAY_B="127.0.0.1:$((PORT + 3))"
+    start_relay relay-a "$RELAY_A" 0
+    start_relay relay-b "$RELAY_B" 1
+    DEVICE_TARGETS=("$RELAY_A" "$RELAY_B")
+    start_clients 6
+    ids_before=$(client_ids)
+    [ "$(echo "$ids_before" | grep -c .)" -eq 6 ] || fail "expected 6 client ids at the root, got [$ids_before]"
+    write_job "$ROUNDS" 6 3 60 3
+    start_job
+    wait_mid_round 2 $((ROUNDS - 6))
+    kill -KILL "${RELAY_PIDS[1]}"
+    wait "${RELAY_PIDS[1]}" 2>/dev/null || true
+    killed_round=$(("$("${CTL[@]}" status "$JOB" | sed -n 's/^  rounds *\([0-9]*\) of.*/\1/p')" + 1))
+    echo "SIGKILLed relay-b in round $killed_round; restarting it in 3 s"
+    sleep 3
+    start_relay relay-b "$RELAY_B" 1
+    wait_finished "$ROUNDS"
+    sed -n 's/^round *\([0-9]*\)  completed  clients \([0-9]*\)\/\([0-9]*\) .*/\1 \2 \3/p' \
+      "$DIR/rounds.log" > "$DIR/participation.txt"
+    [ "$(wc -l < "$DIR/participation.txt")" -eq "$ROUNDS" ] || fail "not every round completed once"
+    awk '$2 < 3 { exit 1 }' "$DIR/participation.txt" || fail "a round closed below quorum 3"
+    # The round relay-b died in (or the next) completed from relay-a's devices alone ...
+    awk -v k="$killed_round" '$1 >= k && $1 <= k + 1 && $2 == 3 { found = 1 } END { exit !found }' \
+      "$DIR/participation.txt" || fail "no round completed from relay-a's 3 devices after the kill"
+    # ... and relay-b's devices came back through the restarted relay: the last round has 6.
+    tail -n 1 "$DIR/participation.txt" | awk '$2 == 6 { ok = 1 } END { exit !ok }' ||
+      fail "relay-b's devices did not rejoin: $(tail -n 1 "$DIR/participation.txt")"
+    for p in "${CLIENT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || fail "client process $p died"; done
+    [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
+    grep -q "part (3 devices" "$DIR/relay-a.log" || fail "relay-a sent no part"
+    grep -q "took relay relay-b's part" "$DIR/root.log" || fail "the root took no part of relay-b"
     ;;
   *)
     fail "unknown case $CASE"

@@ -622,8 +622,11 @@ absl::Status ClientRuntime::Run(const std::atomic<bool>& stop) {
         continue;
       }
       if (absl::IsUnauthenticated(s)) {
+        // The coordinator answered (a restarted relay, a coordinator that lost the session):
+        // register again soon, not after the backoff its outage built up.
         FEDGE_LOG(WARNING) << s.message() << "; registering again";
         registered = false;
+        m.backoff.Reset();
       }
     }
     if (stop.load()) break;

@@ -4,7 +4,10 @@
 //       --tls-cert server.crt --tls-key server.key [--tls-client-ca devices-ca.crt]
 //       [--listen 0.0.0.0:50051] [--admin-listen 127.0.0.1:50052] [--operator-ca ops-ca.crt]
 //       [--tick-ms 200] [--metrics-listen 127.0.0.1:9464] [--console-listen 127.0.0.1:8080]
-//   fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR
+//   fedge-coordinator --role relay --upstream ROOT:ADMINPORT --relay-token-file F
+//       (--tls-cert server.crt --tls-key server.key [--upstream-ca root-ca.crt] | --insecure)
+//       [--listen 0.0.0.0:50051]                         # a relay (docs/relays.md)
+//   fedge-coordinator operators add NAME [--role viewer|operator|relay] [--expires-days N] --state-dir DIR
 //   fedge-coordinator operators revoke NAME --state-dir DIR
 //   fedge-coordinator operators list --state-dir DIR
 //
@@ -35,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 
 #include "absl/flags/flag.h"
@@ -53,6 +57,7 @@
 #include "server/grpc/grpc_server.h"
 #include "server/grpc/console_http.h"
 #include "server/grpc/metrics_http.h"
+#include "server/grpc/relay_link.h"
 #include "server/metrics_exporter.h"
 #include "server/operator_tokens.h"
 #include "server/store.h"
@@ -81,9 +86,21 @@ ABSL_FLAG(std::string, admin_listen, "127.0.0.1:50052",
 ABSL_FLAG(std::string, operator_ca, "",
           "PEM CA bundle of the operators' client certificates: when set, the admin listener "
           "also requires a certificate it signed (use a CA other than the devices').");
-ABSL_FLAG(std::string, role, "viewer",
-          "operators add: the new operator's role, viewer (status, rounds, watch, devices) or "
-          "operator (also start, stop, export, revoke devices).");
+ABSL_FLAG(std::string, role, "",
+          "Serving: root (default: the coordinator that plans rounds and keeps the state) or "
+          "relay (serves devices for a root: --upstream). operators add: the new token's "
+          "role, viewer (default: status, rounds, watch, devices), operator (also start, "
+          "stop, export, revoke devices) or relay (a relay's calls to this root only).");
+ABSL_FLAG(std::string, upstream, "",
+          "--role relay: the root's operators' listener (its --admin-listen), host:port.");
+ABSL_FLAG(std::string, relay_token_file, "",
+          "--role relay: file holding the relay's token (mode 600), made at the root by "
+          "`fedge-coordinator operators add NAME --role relay`; NAME is the relay's id.");
+ABSL_FLAG(std::string, upstream_ca, "",
+          "--role relay: PEM CA bundle that signed the root's certificate (default: the "
+          "system's roots); with --insecure the root is reached in plaintext.");
+ABSL_FLAG(int, relay_sync_ms, 1000,
+          "--role relay: how often the relay syncs with its root and closes its rounds (ms).");
 ABSL_FLAG(int64_t, expires_days, 0,
           "operators add: days until the new token expires (0: never; revoke it instead)");
 ABSL_FLAG(int, tick_ms, 200, "How often rounds are opened and closed (ms).");
@@ -141,24 +158,25 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
   return s.str();
 }
 
-absl::StatusOr<std::string> ReadEnrollmentToken(const std::string& path) {
+// A secret from a file of `what` (flag `flag`): required, not open to others, not empty.
+absl::StatusOr<std::string> ReadSecret(const std::string& path, const char* what,
+                                       const char* flag) {
   if (path.empty()) {
-    return absl::InvalidArgumentError("fedge-coordinator: --enrollment-token-file is required");
+    return absl::InvalidArgumentError(absl::StrCat("fedge-coordinator: ", flag, " is required"));
   }
   struct stat st;
   if (stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("fedge-coordinator: enrollment token file ", path, " does not exist"));
+    return absl::NotFoundError(absl::StrCat("fedge-coordinator: ", what, " ", path, " does not exist"));
   }
   if ((st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "fedge-coordinator: enrollment token file ", path,
-        " is readable or writable by others; chmod 600 it"));
+        "fedge-coordinator: ", what, " ", path, " is readable or writable by others; chmod 600 it"));
   }
-  absl::StatusOr<std::string> token = ReadFile(path, "enrollment token file");
+  absl::StatusOr<std::string> token = ReadFile(path, what);
   if (!token.ok()) return token.status();
   std::string t(absl::StripAsciiWhitespace(*token));
   if (t.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("fedge-coordinator: enrollment token file ", path, " is empty"));
+    return absl::InvalidArgumentError(absl::StrCat("fedge-coordinator: ", what, " ", path, " is empty"));
   }
   return t;
 }
@@ -231,6 +249,60 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeAdminCredentials() 
   return grpc::SslServerCredentials(ssl);
 }
 
+// The coordinator's options that root and relay share, from the flags.
+absl::StatusOr<server::CoordinatorOptions> CoordinatorOptionsFromFlags() {
+  server::CoordinatorOptions co;
+  co.data_root = absl::GetFlag(FLAGS_data_root);
+  co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
+  co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
+  co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
+  co.aggregation_batch_bytes = int64_t{absl::GetFlag(FLAGS_aggregation_batch_mb)} << 20;
+  // The heap keeps freed memory for large models only (base/memory.h): a small model's
+  // coordinator then gives back its job start-up's transient memory.
+  co.on_job_model = [](int64_t model_bytes) {
+    const bool kept = base::SizeFreedMemoryPolicy(model_bytes);
+    FEDGE_LOG(INFO) << "fedge-coordinator: a model of " << model_bytes / 1024 << " KiB: freed memory "
+                    << (kept ? "kept for the next round's buffers" : "returned to the system");
+  };
+  co.aggregation_threads = absl::GetFlag(FLAGS_aggregation_threads);
+  co.registrations_per_token_per_second = absl::GetFlag(FLAGS_register_per_token_per_second);
+  co.registrations_per_token_burst = absl::GetFlag(FLAGS_register_per_token_burst);
+  if (!(co.registrations_per_token_per_second > 0) || !(co.registrations_per_token_burst >= 1)) {
+    return absl::InvalidArgumentError(
+        "fedge-coordinator: --register-per-token-per-second must be > 0 and "
+        "--register-per-token-burst >= 1");
+  }
+  return co;
+}
+
+// The devices' listener's options that root and relay share, from the flags (no
+// credentials, no admin listener).
+absl::StatusOr<server::GrpcServerOptions> ServerOptionsFromFlags() {
+  server::GrpcServerOptions so;
+  so.listen_address = absl::GetFlag(FLAGS_listen);
+  so.tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
+  so.limits.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
+  so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
+  so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+  so.max_threads = absl::GetFlag(FLAGS_max_threads);
+  so.reflection = absl::GetFlag(FLAGS_reflection);
+  so.limits.register_per_second = absl::GetFlag(FLAGS_register_per_second);
+  so.limits.register_burst = absl::GetFlag(FLAGS_register_burst);
+  so.limits.max_streams_per_peer = absl::GetFlag(FLAGS_max_streams_per_peer);
+  so.limits.max_base_downloads = absl::GetFlag(FLAGS_max_base_downloads);
+  if (so.limits.max_streams_per_peer < 1) {
+    return absl::InvalidArgumentError("fedge-coordinator: --max-streams-per-peer must be >= 1");
+  }
+  if (so.limits.max_base_downloads < 1) {
+    return absl::InvalidArgumentError("fedge-coordinator: --max-base-downloads must be >= 1");
+  }
+  if (!(so.limits.register_per_second > 0) || !(so.limits.register_burst >= 1)) {
+    return absl::InvalidArgumentError(
+        "fedge-coordinator: --register-per-second must be > 0 and --register-burst >= 1");
+  }
+  return so;
+}
+
 // `fedge-coordinator operators add|revoke|list ...`; the exit code.
 int RunOperators(const std::vector<char*>& args) {
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
@@ -238,7 +310,7 @@ int RunOperators(const std::vector<char*>& args) {
   const bool named = verb == "add" || verb == "revoke";
   if (state_dir.empty() || (verb != "list" && !named) || args.size() != (named ? 4u : 3u)) {
     std::fprintf(stderr,
-                 "usage: fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR\n"
+                 "usage: fedge-coordinator operators add NAME [--role viewer|operator|relay] [--expires-days N] --state-dir DIR\n"
                  "       fedge-coordinator operators revoke NAME --state-dir DIR\n"
                  "       fedge-coordinator operators list --state-dir DIR\n");
     return 2;
@@ -248,7 +320,8 @@ int RunOperators(const std::vector<char*>& args) {
   server::OperatorTokens tokens(server::OperatorTokens::PathIn(state_dir));
   absl::Status status;
   if (verb == "add") {
-    absl::StatusOr<server::OperatorRole> role = server::ParseOperatorRole(absl::GetFlag(FLAGS_role));
+    const std::string role_name = absl::GetFlag(FLAGS_role).empty() ? "viewer" : absl::GetFlag(FLAGS_role);
+    absl::StatusOr<server::OperatorRole> role = server::ParseOperatorRole(role_name);
     const int64_t now = absl::ToUnixSeconds(absl::Now());
     const int64_t days = absl::GetFlag(FLAGS_expires_days);
     if (days < 0 || days > 36500) {
@@ -295,6 +368,122 @@ int RunOperators(const std::vector<char*>& args) {
   return 0;
 }
 
+// The credentials a relay reaches its root with.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeUpstreamCredentials() {
+  const std::string ca = absl::GetFlag(FLAGS_upstream_ca);
+  if (absl::GetFlag(FLAGS_insecure)) {
+    if (!ca.empty()) {
+      return absl::InvalidArgumentError("fedge-coordinator: --insecure contradicts --upstream-ca");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  if (!ca.empty()) {
+    FEDGE_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadFile(ca, "upstream CA"));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+// `fedge-coordinator --role relay --upstream ROOT ...` (docs/relays.md): serves devices as a
+// coordinator does, for its root's rounds; keeps no state. The exit code.
+int RunRelay(sigset_t& signals) {
+  if (absl::GetFlag(FLAGS_upstream).empty()) {
+    std::fprintf(stderr, "fedge-coordinator: --role relay needs --upstream HOST:PORT (the "
+                         "root's --admin-listen)\n");
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_store).empty() || !absl::GetFlag(FLAGS_console_listen).empty()) {
+    std::fprintf(stderr, "fedge-coordinator: a relay keeps no store and serves no console "
+                         "(its root does)\n");
+    return 2;
+  }
+  absl::StatusOr<std::string> token = ReadSecret(absl::GetFlag(FLAGS_relay_token_file),
+                                                 "relay token file", "--relay-token-file");
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      token.ok() ? MakeCredentials() : token.status();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> upstream =
+      credentials.ok() ? MakeUpstreamCredentials() : credentials.status();
+  absl::StatusOr<server::CoordinatorOptions> options =
+      upstream.ok() ? CoordinatorOptionsFromFlags() : upstream.status();
+  absl::StatusOr<server::GrpcServerOptions> server_options =
+      options.ok() ? ServerOptionsFromFlags() : options.status();
+  if (!server_options.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(server_options.status().message()).c_str());
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_relay_sync_ms) < 50 || absl::GetFlag(FLAGS_liveness_seconds) < 1) {
+    std::fprintf(stderr, "fedge-coordinator: --relay-sync-ms must be >= 50 and "
+                         "--liveness-seconds >= 1\n");
+    return 2;
+  }
+  server::RelayLinkOptions lo;
+  lo.upstream = absl::GetFlag(FLAGS_upstream);
+  lo.credentials = *upstream;
+  lo.token = *token;
+  lo.sync_interval = absl::Milliseconds(absl::GetFlag(FLAGS_relay_sync_ms));
+  lo.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
+  server::RelayLink link(lo);
+  // The root may start after its relays: wait for it (SIGTERM stops the wait).
+  absl::StatusOr<std::string> relay_id = link.Check();
+  for (std::string last; !relay_id.ok(); relay_id = link.Check()) {
+    if (absl::IsUnauthenticated(relay_id.status()) || absl::IsPermissionDenied(relay_id.status())) {
+      std::fprintf(stderr, "fedge-coordinator: %s\n", std::string(relay_id.status().message()).c_str());
+      return 1;
+    }
+    if (std::string(relay_id.status().message()) != last) {
+      FEDGE_LOG(WARNING) << "fedge-coordinator: " << relay_id.status().message()
+                         << "; waiting for the root";
+      last = std::string(relay_id.status().message());
+    }
+    const timespec second{1, 0};
+    if (sigtimedwait(&signals, nullptr, &second) >= 0) return 0;
+  }
+  server::CoordinatorOptions co = *std::move(options);
+  co.relay_id = *relay_id;
+  co.upstream_register = [&link](const v1::RegisterRequest& r) { return link.RegisterDevice(r); };
+  absl::StatusOr<std::unique_ptr<server::Coordinator>> relay =
+      server::Coordinator::Create(co, nullptr);
+  if (!relay.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", relay.status().ToString().c_str());
+    return 1;
+  }
+  server::GrpcServerOptions so = *std::move(server_options);
+  so.credentials = *credentials;
+  so.tick_interval = absl::ZeroDuration();  // the link ticks, between syncs
+  absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
+      server::GrpcCoordinatorServer::Start(so, relay->get(), nullptr);
+  if (!server.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<server::MetricsExporter> exporter;
+  std::unique_ptr<server::MetricsHttpServer> metrics;
+  if (const std::string m = absl::GetFlag(FLAGS_metrics_listen); !m.empty()) {
+    exporter = std::make_unique<server::MetricsExporter>(relay->get());
+    absl::StatusOr<std::unique_ptr<server::MetricsHttpServer>> started =
+        server::MetricsHttpServer::Start(m, exporter.get());
+    if (!started.ok()) {
+      std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
+      (*server)->Shutdown(absl::ZeroDuration());
+      return 1;
+    }
+    metrics = *std::move(started);
+  }
+  link.Start(relay->get());
+  FEDGE_LOG(INFO) << "fedge-coordinator: relay " << *relay_id << " serving devices on "
+                  << so.listen_address << " (port " << (*server)->port() << ") for the root at "
+                  << lo.upstream;
+  int signal = 0;
+  sigwait(&signals, &signal);
+  FEDGE_LOG(INFO) << "fedge-coordinator: relay " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
+                  << ", shutting down";
+  link.Stop();
+  if (metrics != nullptr) metrics->Stop();
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
+  FEDGE_LOG(INFO) << "fedge-coordinator: relay stopped";
+  return 0;
+}
+
 int Run() {
   // Signals are taken synchronously by this thread (sigwait, or polled while a standby);
   // every thread started from here on (gRPC's among them) inherits the blocked mask, so
@@ -304,12 +493,19 @@ int Run() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role == "relay") return RunRelay(signals);
+  if (!role.empty() && role != "root") {
+    std::fprintf(stderr, "fedge-coordinator: --role is root or relay (got '%s')\n", role.c_str());
+    return 2;
+  }
   const std::string state_dir = absl::GetFlag(FLAGS_state_dir);
   if (state_dir.empty()) {
     std::fprintf(stderr, "fedge-coordinator: --state-dir is required\n");
     return 2;
   }
-  absl::StatusOr<std::string> token = ReadEnrollmentToken(absl::GetFlag(FLAGS_enrollment_token_file));
+  absl::StatusOr<std::string> token = ReadSecret(absl::GetFlag(FLAGS_enrollment_token_file),
+                                                 "enrollment token file", "--enrollment-token-file");
   if (!token.ok()) {
     std::fprintf(stderr, "%s\n", std::string(token.status().message()).c_str());
     return 2;
@@ -369,28 +565,13 @@ int Run() {
     std::fprintf(stderr, "fedge-coordinator: %s\n", store.status().ToString().c_str());
     return 1;
   }
-  server::CoordinatorOptions co;
-  co.enrollment_token = *token;
-  co.data_root = absl::GetFlag(FLAGS_data_root);
-  co.liveness_timeout = absl::Seconds(absl::GetFlag(FLAGS_liveness_seconds));
-  co.accept_requested_client_ids = absl::GetFlag(FLAGS_accept_requested_client_ids);
-  co.aggregation_batch = absl::GetFlag(FLAGS_aggregation_batch);
-  co.aggregation_batch_bytes = int64_t{absl::GetFlag(FLAGS_aggregation_batch_mb)} << 20;
-  // The heap keeps freed memory for large models only (base/memory.h): a small model's
-  // coordinator then gives back its job start-up's transient memory.
-  co.on_job_model = [](int64_t model_bytes) {
-    const bool kept = base::SizeFreedMemoryPolicy(model_bytes);
-    FEDGE_LOG(INFO) << "fedge-coordinator: a model of " << model_bytes / 1024 << " KiB: freed memory "
-                    << (kept ? "kept for the next round's buffers" : "returned to the system");
-  };
-  co.aggregation_threads = absl::GetFlag(FLAGS_aggregation_threads);
-  co.registrations_per_token_per_second = absl::GetFlag(FLAGS_register_per_token_per_second);
-  co.registrations_per_token_burst = absl::GetFlag(FLAGS_register_per_token_burst);
-  if (!(co.registrations_per_token_per_second > 0) || !(co.registrations_per_token_burst >= 1)) {
-    std::fprintf(stderr, "fedge-coordinator: --register-per-token-per-second must be > 0 and "
-                         "--register-per-token-burst >= 1\n");
+  absl::StatusOr<server::CoordinatorOptions> options = CoordinatorOptionsFromFlags();
+  if (!options.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(options.status().message()).c_str());
     return 2;
   }
+  server::CoordinatorOptions co = *std::move(options);
+  co.enrollment_token = *token;
   absl::StatusOr<std::unique_ptr<server::Coordinator>> coordinator =
       server::Coordinator::Create(co, store->get());
   if (!coordinator.ok()) {
@@ -406,36 +587,17 @@ int Run() {
                           "`fedge-coordinator operators add NAME --role operator --state-dir "
                        << state_dir << "` creates one";
   }
-  server::GrpcServerOptions so;
-  so.listen_address = absl::GetFlag(FLAGS_listen);
+  absl::StatusOr<server::GrpcServerOptions> server_options = ServerOptionsFromFlags();
+  if (!server_options.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(server_options.status().message()).c_str());
+    return 2;
+  }
+  server::GrpcServerOptions so = *std::move(server_options);
   so.credentials = *credentials;
   so.admin_listen_address = absl::GetFlag(FLAGS_admin_listen);
   so.admin_credentials = *admin_credentials;
   so.admin_plaintext = absl::GetFlag(FLAGS_tls_cert).empty();
   so.operators = &operators;
-  so.tick_interval = absl::Milliseconds(absl::GetFlag(FLAGS_tick_ms));
-  so.limits.liveness_timeout = co.liveness_timeout;
-  so.limits.max_wait = absl::Seconds(absl::GetFlag(FLAGS_max_wait_seconds));
-  so.limits.max_message_bytes = int64_t{absl::GetFlag(FLAGS_max_message_mb)} << 20;
-  so.max_threads = absl::GetFlag(FLAGS_max_threads);
-  so.reflection = absl::GetFlag(FLAGS_reflection);
-  so.limits.register_per_second = absl::GetFlag(FLAGS_register_per_second);
-  so.limits.register_burst = absl::GetFlag(FLAGS_register_burst);
-  so.limits.max_streams_per_peer = absl::GetFlag(FLAGS_max_streams_per_peer);
-  if (so.limits.max_streams_per_peer < 1) {
-    std::fprintf(stderr, "fedge-coordinator: --max-streams-per-peer must be >= 1\n");
-    return 2;
-  }
-  so.limits.max_base_downloads = absl::GetFlag(FLAGS_max_base_downloads);
-  if (so.limits.max_base_downloads < 1) {
-    std::fprintf(stderr, "fedge-coordinator: --max-base-downloads must be >= 1\n");
-    return 2;
-  }
-  if (!(so.limits.register_per_second > 0) || !(so.limits.register_burst >= 1)) {
-    std::fprintf(stderr, "fedge-coordinator: --register-per-second must be > 0 and "
-                         "--register-burst >= 1\n");
-    return 2;
-  }
   absl::StatusOr<std::unique_ptr<server::GrpcCoordinatorServer>> server =
       server::GrpcCoordinatorServer::Start(so, coordinator->get(), store->get());
   if (!server.ok()) {
@@ -511,7 +673,9 @@ int main(int argc, char** argv) {
       "(--tls-cert CRT --tls-key KEY [--tls-client-ca CA] [--operator-ca CA] | --insecure) "
       "[--listen HOST:PORT] [--admin-listen HOST:PORT] [--metrics-listen HOST:PORT] "
       "[--console-listen HOST:PORT]\n"
-      "  fedge-coordinator operators add NAME [--role viewer|operator] [--expires-days N] --state-dir DIR\n"
+      "  fedge-coordinator --role relay --upstream HOST:PORT --relay-token-file FILE "
+      "(--tls-cert CRT --tls-key KEY [--upstream-ca CA] | --insecure) [--listen HOST:PORT]\n"
+      "  fedge-coordinator operators add NAME [--role viewer|operator|relay] [--expires-days N] --state-dir DIR\n"
       "  fedge-coordinator operators revoke NAME --state-dir DIR\n"
       "  fedge-coordinator operators list --state-dir DIR");
   fedge::base::AcceptDashedFlags(argc, argv);

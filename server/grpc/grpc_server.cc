@@ -47,6 +47,8 @@ GrpcCoordinatorServer::GrpcCoordinatorServer(Coordinator* coordinator, Store* st
       coordinator_service_(coordinator, o.limits),
       refused_admin_service_(coordinator, store, o.limits, AdminAccess{}),
       admin_service_(coordinator, store, o.limits,
+                     AdminAccess{o.operators, /*loopback_only=*/o.admin_plaintext}),
+      relay_service_(coordinator, o.limits,
                      AdminAccess{o.operators, /*loopback_only=*/o.admin_plaintext}) {}
 
 absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::Start(
@@ -103,6 +105,7 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
     quota.SetMaxThreads(std::max(8, options.admin_max_threads));
     admin.SetResourceQuota(quota);
     admin.RegisterService(&s->admin_service_);
+    admin.RegisterService(&s->relay_service_);
     s->admin_server_ = admin.BuildAndStart();
     if (s->admin_server_ == nullptr || s->admin_port_ == 0) {
       s->server_->Shutdown();

@@ -5,8 +5,10 @@
 //     health checking and, when asked for, reflection. Admin calls arriving here are refused
 //     with PERMISSION_DENIED: a device is never an operator.
 //   - The admin listener (admin_listen_address): the Admin service (admin_service.h) for
-//     operators with a token, on its own server and thread pool, so that no crowd of device
-//     connections can starve an operator's calls. Plaintext only on loopback.
+//     operators with a token, and the Relay service (relay_service.h) for relays with a
+//     token of the relay role, on its own server and thread pool, so that no crowd of
+//     device connections can starve an operator's or a relay's calls. Plaintext only on
+//     loopback.
 //
 //   GrpcServerOptions o;  o.listen_address = "127.0.0.1:0";  o.credentials = ...;
 //   o.admin_listen_address = "127.0.0.1:0";  o.admin_credentials = ...;  o.operators = &tokens;
@@ -30,6 +32,7 @@
 #include "server/coordinator.h"
 #include "server/grpc/admin_service.h"
 #include "server/grpc/coordinator_service.h"
+#include "server/grpc/relay_service.h"
 #include "server/operator_tokens.h"
 #include "server/store.h"
 
@@ -85,6 +88,7 @@ class GrpcCoordinatorServer {
   CoordinatorServiceImpl coordinator_service_;
   AdminServiceImpl refused_admin_service_;  // on the devices' listener: refuses every call
   AdminServiceImpl admin_service_;
+  RelayServiceImpl relay_service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> admin_server_;
   int port_ = 0;

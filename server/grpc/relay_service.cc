@@ -1,0 +1,154 @@
+#include "server/grpc/relay_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "model/payload.h"
+#include "server/grpc/status.h"
+
+namespace fedge::server {
+namespace {
+
+using grpc_adapter::ToGrpcStatus;
+
+AdminLimits ApiLimits(const ServiceLimits& l) {
+  AdminLimits a;
+  a.max_string_bytes = l.max_string_bytes;
+  a.liveness_timeout = l.liveness_timeout;
+  return a;
+}
+
+}  // namespace
+
+RelayServiceImpl::RelayServiceImpl(Coordinator* coordinator, ServiceLimits limits,
+                                   AdminAccess access)
+    : coordinator_(coordinator),
+      limits_(limits),
+      api_(coordinator, nullptr, ApiLimits(limits), access) {}
+
+absl::StatusOr<std::string> RelayServiceImpl::Relay(grpc::ServerContext* context,
+                                                    absl::string_view call,
+                                                    absl::string_view claimed) {
+  absl::string_view authorization;
+  const auto& metadata = context->client_metadata();
+  if (auto it = metadata.find("authorization"); it != metadata.end()) {
+    authorization = absl::string_view(it->second.data(), it->second.size());
+  }
+  FEDGE_ASSIGN_OR_RETURN(Operator op,
+                         api_.Authenticate(authorization, context->peer(), OperatorRole::kRelay, call));
+  if (!CheckRelayId(op.name).ok()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "Relay: the relay token '", op.name,
+        "' is not named as a relay id (1-64 characters from [A-Za-z0-9_.-])"));
+  }
+  if (!claimed.empty() && claimed != op.name) {
+    return absl::PermissionDeniedError(absl::StrCat("Relay: relay ", op.name,
+                                                    " cannot speak for relay ",
+                                                    claimed.substr(0, 64)));
+  }
+  return op.name;
+}
+
+grpc::Status RelayServiceImpl::RegisterDevice(grpc::ServerContext* context,
+                                              const v1::RegisterRequest* request,
+                                              v1::RegisterResponse* response) {
+  absl::StatusOr<std::string> relay = Relay(context, "RegisterDevice");
+  if (!relay.ok()) return ToGrpcStatus(relay.status());
+  const size_t max = limits_.max_string_bytes;
+  if (request->enrollment_token().size() > max || request->previous_client_id().size() > max ||
+      request->device_key().size() > max) {
+    return ToGrpcStatus(absl::InvalidArgumentError(
+        absl::StrCat("Relay: a registration's strings must be at most ", max, " bytes")));
+  }
+  absl::StatusOr<v1::RegisterResponse> r = coordinator_->RegisterThroughRelay(*relay, *request);
+  if (!r.ok()) return ToGrpcStatus(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status RelayServiceImpl::Sync(grpc::ServerContext* context,
+                                    const v1::RelaySyncRequest* request,
+                                    v1::RelayAssignment* response) {
+  absl::StatusOr<std::string> relay = Relay(context, "Sync", request->relay_id());
+  if (!relay.ok()) return ToGrpcStatus(relay.status());
+  for (const std::string& id : request->live_clients()) {
+    if (id.size() > 128) {
+      return ToGrpcStatus(absl::InvalidArgumentError(
+          "Relay: a device id in a sync is over 128 bytes"));
+    }
+  }
+  v1::RelaySyncRequest named = *request;
+  named.set_relay_id(*relay);
+  absl::StatusOr<v1::RelayAssignment> a = coordinator_->RelaySync(named);
+  if (!a.ok()) return ToGrpcStatus(a.status());
+  *response = *std::move(a);
+  return grpc::Status::OK;
+}
+
+grpc::Status RelayServiceImpl::FetchModel(grpc::ServerContext* context,
+                                          const v1::RelayModelRequest* request,
+                                          grpc::ServerWriter<v1::RelayModelChunk>* writer) {
+  absl::StatusOr<std::string> relay = Relay(context, "FetchModel");
+  if (!relay.ok()) return ToGrpcStatus(relay.status());
+  if (request->job_id().size() > limits_.max_string_bytes) {
+    return ToGrpcStatus(absl::InvalidArgumentError("Relay: job id too long"));
+  }
+  absl::StatusOr<Coordinator::VersionedModel> m = coordinator_->RelayModel(request->job_id());
+  if (!m.ok()) return ToGrpcStatus(m.status());
+  const std::string bytes = m->model.SerializeAsString();
+  v1::RelayModelChunk head;
+  head.mutable_header()->set_job_id(request->job_id());
+  head.mutable_header()->set_version(m->version);
+  head.mutable_header()->set_total_bytes(static_cast<int64_t>(bytes.size()));
+  if (!writer->Write(head)) return grpc::Status(grpc::StatusCode::CANCELLED, "Relay: relay gone");
+  const bool sent = model::ForEachChunk(bytes, limits_.chunk_bytes, [&](const v1::DataChunk& c) {
+    v1::RelayModelChunk chunk;
+    *chunk.mutable_data() = c;
+    return !context->IsCancelled() && writer->Write(chunk);
+  });
+  if (!sent) return grpc::Status(grpc::StatusCode::CANCELLED, "Relay: relay gone");
+  v1::RelayModelChunk tail;
+  *tail.mutable_trailer() = model::MakeTrailer(bytes);
+  writer->Write(tail);
+  return grpc::Status::OK;
+}
+
+grpc::Status RelayServiceImpl::UploadPartial(grpc::ServerContext* context,
+                                             grpc::ServerReader<v1::PartialChunk>* reader,
+                                             v1::PartialResponse* /*response*/) {
+  // Authenticated before a message is read.
+  absl::StatusOr<std::string> relay = Relay(context, "UploadPartial");
+  if (!relay.ok()) return ToGrpcStatus(relay.status());
+  v1::PartialChunk chunk;
+  if (!reader->Read(&chunk) || !chunk.has_header()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("Relay: a part starts with its header"));
+  }
+  v1::PartialHeader header = std::move(*chunk.mutable_header());
+  if (absl::StatusOr<std::string> same = Relay(context, "UploadPartial", header.relay_id());
+      !same.ok()) {
+    return ToGrpcStatus(same.status());
+  }
+  header.set_relay_id(*relay);
+  if (header.job_id().size() > limits_.max_string_bytes) {
+    return ToGrpcStatus(absl::InvalidArgumentError("Relay: job id too long"));
+  }
+  absl::StatusOr<model::PayloadAssembler> assembler =
+      model::PayloadAssembler::Create(header.total_bytes(), kMaxPartialBytes);
+  if (!assembler.ok()) return ToGrpcStatus(assembler.status());
+  while (reader->Read(&chunk)) {
+    if (chunk.has_data()) {
+      if (absl::Status s = assembler->Add(chunk.data()); !s.ok()) return ToGrpcStatus(s);
+      continue;
+    }
+    if (!chunk.has_trailer()) {
+      return ToGrpcStatus(absl::InvalidArgumentError("Relay: a second header in one part"));
+    }
+    absl::StatusOr<std::string> aggregate = assembler->Finish(chunk.trailer());
+    if (!aggregate.ok()) return ToGrpcStatus(aggregate.status());
+    return ToGrpcStatus(coordinator_->SubmitPartial(header, *aggregate));
+  }
+  return ToGrpcStatus(absl::DataLossError("Relay: the part ended before its trailer"));
+}
+
+}  // namespace fedge::server

@@ -1,0 +1,56 @@
+// The root's gRPC service for its relays (proto/relay.proto, docs/relays.md): an adapter
+// over server::Coordinator's relay calls, served on the operators' listener beside the
+// Admin service. Every call authenticates with AdminApi::Authenticate (the `authorization:
+// Bearer <token>` metadata) and needs the relay role; the token's name is the relay's id,
+// so a relay speaks only for itself. Bounds: strings (ServiceLimits.max_string_bytes), the
+// devices one sync reports (kMaxRelaySyncClients, each id at most 128 bytes), a part's
+// aggregate (kMaxPartialBytes; memory grows only with the bytes that arrive).
+//
+// Thread safety: thread-safe (the Coordinator is).
+#ifndef FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
+#define FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/relay.grpc.pb.h"
+#include "server/admin_api.h"
+#include "server/coordinator.h"
+#include "server/grpc/coordinator_service.h"
+
+namespace fedge::server {
+
+// The largest aggregate a relay's part may announce: the exact sums of a model of 2^27
+// parameters with coverage (32 bytes a coordinate).
+inline constexpr int64_t kMaxPartialBytes = int64_t{4} << 30;
+
+class RelayServiceImpl final : public v1::Relay::Service {
+ public:
+  // `coordinator` and access.operators must outlive the service.
+  RelayServiceImpl(Coordinator* coordinator, ServiceLimits limits, AdminAccess access);
+
+  grpc::Status RegisterDevice(grpc::ServerContext* context, const v1::RegisterRequest* request,
+                              v1::RegisterResponse* response) override;
+  grpc::Status Sync(grpc::ServerContext* context, const v1::RelaySyncRequest* request,
+                    v1::RelayAssignment* response) override;
+  grpc::Status FetchModel(grpc::ServerContext* context, const v1::RelayModelRequest* request,
+                          grpc::ServerWriter<v1::RelayModelChunk>* writer) override;
+  grpc::Status UploadPartial(grpc::ServerContext* context,
+                             grpc::ServerReader<v1::PartialChunk>* reader,
+                             v1::PartialResponse* response) override;
+
+ private:
+  // The calling relay's id (the token's name), when its token has the relay role and
+  // `claimed` (a relay id in the message) is empty or that id.
+  absl::StatusOr<std::string> Relay(grpc::ServerContext* context, absl::string_view call,
+                                    absl::string_view claimed = {});
+
+  Coordinator* const coordinator_;
+  const ServiceLimits limits_;
+  AdminApi api_;  // authentication only
+};
+
+}  // namespace fedge::server
+
+#endif  // FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
