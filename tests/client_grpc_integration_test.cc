@@ -565,9 +565,12 @@ TEST_F(ClientGrpcIntegrationTest, TextDevicesFineTuneALanguageModelWithLoraAdapt
       o.lm_base_path = i < 2 ? base_path : other_dir + "/base.pb";
     });
   }
-  for (int i = 0; i < 100 && coordinator_->ListClients()->size() < 3; ++i) {
+  // Every device registered before the job starts (round 1 must sample all three; a
+  // loaded machine can take seconds).
+  for (int i = 0; i < 600 && coordinator_->ListClients()->size() < 3; ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
+  ASSERT_EQ(coordinator_->ListClients()->size(), 3u);
   auto id = StartJob(TinyLoraJob(3));
   ASSERT_THAT(id, IsOk());
   const v1::JobStatus status = WaitForJob(*id, absl::Seconds(90));
