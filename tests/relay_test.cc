@@ -80,7 +80,9 @@ class RelayTest : public ::testing::Test {
     return o;
   }
   std::unique_ptr<Coordinator> MakeRoot() {
-    auto c = Coordinator::Create(Options(), nullptr);
+    CoordinatorOptions o = Options();
+    o.dp_noise_seed = 7;  // the same noise in every setup
+    auto c = Coordinator::Create(o, nullptr);
     EXPECT_THAT(c, IsOk());
     return std::move(c).value();
   }
@@ -237,6 +239,30 @@ TEST_F(RelayTest, ThreeRelaysOfFourDevicesGiveTheModelOfOneCoordinatorBitForBit)
   EXPECT_GT(relayed_rounds.back().metrics().test_accuracy(),
             relayed_rounds.front().metrics().test_accuracy() - 1e-9);
   EXPECT_GT(relayed_rounds.back().metrics().test_accuracy(), 0.45);  // chance: 1/3
+}
+
+TEST_F(RelayTest, CentralDpWithAdaptiveClippingGivesTheSameModelWithTheSameNoise) {
+  // The relays check the root's clip norm and report the norms they measured; the root
+  // counts the unclipped updates, noises the merged sum and adapts the clip norm: with the
+  // same noise seed, the relayed job is the single coordinator's to the bit (with fresh
+  // noise, the two differ by the noise alone).
+  v1::JobConfig cfg = PlainJob(/*rounds=*/3, /*per_round=*/12, /*quorum=*/12);
+  cfg.mutable_privacy()->set_clip_norm(0.2);
+  cfg.mutable_privacy()->set_noise_multiplier(0.5);
+  cfg.mutable_privacy()->mutable_adaptive_clipping();
+  std::vector<v1::RoundRecord> alone_rounds, relayed_rounds;
+  const v1::ModelProto alone = RunAlone(cfg, &alone_rounds);
+  const v1::ModelProto relayed = RunRelayed(cfg, &relayed_rounds);
+  ::fedge::testing::ExpectSameParameters(alone, relayed);
+  ExpectSameRounds(alone_rounds, relayed_rounds);
+  ASSERT_EQ(relayed_rounds.size(), 3u);
+  const v1::RoundMetrics& a = alone_rounds.back().metrics();
+  const v1::RoundMetrics& b = relayed_rounds.back().metrics();
+  EXPECT_GT(b.epsilon(), 0);
+  EXPECT_EQ(a.epsilon(), b.epsilon());
+  EXPECT_EQ(a.dp_unclipped_fraction(), b.dp_unclipped_fraction());
+  EXPECT_EQ(a.dp_next_clip_norm(), b.dp_next_clip_norm());
+  EXPECT_NE(relayed_rounds.front().metrics().dp_clip_norm(), b.dp_clip_norm());  // adapted
 }
 
 TEST_F(RelayTest, SubModelTiersWithRandomSubsetsAreThePlansOfTheRootToTheBit) {
