@@ -13,6 +13,7 @@ PACKAGES=(
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
   libeigen3-dev libsodium-dev zlib1g-dev libsqlite3-dev
   libpq-dev postgresql  # the store on PostgreSQL (--store postgresql://...) and its tests
+  haproxy  # relays behind a load balancer (examples/relays/haproxy.cfg) and its fleet test
   libcpp-httplib-dev  # fedge-coordinator --metrics-listen (Prometheus) and --console-listen
   libjs-chart.js      # the web console's charts, compiled into fedge-coordinator
   libgtest-dev libgmock-dev libbenchmark-dev

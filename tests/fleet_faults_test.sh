@@ -23,6 +23,11 @@
 #     Expected: the round completes from relay-a's devices (quorum 3), relay-b's devices
 #     register again through the restarted relay (same ids, same processes) and the last
 #     round has all 6; every round completed exactly once.
+#   tests/fleet_faults_test.sh BIN_DIR relay-haproxy
+#     Six devices dial HAProxy (examples/relays/haproxy.cfg) in front of two relays; the
+#     relay it sent them to is SIGKILLed mid-round. Expected: HAProxy sends them to the
+#     other relay, they register again there (same ids, same processes) and the job
+#     finishes with all 6 in its last round.
 #   tests/fleet_faults_test.sh BIN_DIR client-loss
 #     10 devices, quorum 7; SIGKILL 3 devices while a round is in flight. Expected: that
 #     round (or the next, if they had already uploaded) closes with the survivors, the job
@@ -439,6 +444,44 @@ case "$CASE" in
     [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
     grep -q "part (3 devices" "$DIR/relay-a.log" || fail "relay-a sent no part"
     grep -q "took relay relay-b's part" "$DIR/root.log" || fail "the root took no part of relay-b"
+    ;;
+  relay-haproxy)
+    # Six devices dial one address: HAProxy (examples/relays/haproxy.cfg, as shipped but for
+    # the addresses) in front of two relays. The relay they were sent to is SIGKILLed
+    # mid-round; HAProxy sends them to the other, where they register again.
+    command -v haproxy > /dev/null || fail "no haproxy: install Debian's haproxy (scripts/setup.sh does)"
+    LIVENESS=4
+    ROUNDS=40
+    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_coordinator root
+    RELAY_A="127.0.0.1:$((PORT + 2))"
+    RELAY_B="127.0.0.1:$((PORT + 3))"
+    LB="127.0.0.1:$((PORT + 4))"
+    start_relay relay-a "$RELAY_A" 0
+    start_relay relay-b "$RELAY_B" 1
+    sed -e "s/bind :50051/bind $LB/" -e "s/10.0.0.11:50051/$RELAY_A/" -e "s/10.0.0.12:50051/$RELAY_B/" \
+      -e "s/log stdout format raw local0 info/log stderr format raw local0 info/" \
+      "$(dirname "$0")/../examples/relays/haproxy.cfg" > "$DIR/haproxy.cfg"
+    haproxy -db -f "$DIR/haproxy.cfg" > "$DIR/haproxy.log" 2>&1 &
+    RELAY_PIDS[2]=$!
+    for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$((PORT + 4))") 2>/dev/null && break; sleep 0.1; done
+    DEVICE_TARGET="$LB"
+    start_clients 6
+    ids_before=$(client_ids)
+    write_job "$ROUNDS" 6 3 60 3
+    start_job
+    wait_mid_round 2 $((ROUNDS - 6))
+    # Every device comes from 127.0.0.1: `balance source` sends them all to one relay.
+    if grep -q "open for 6 of its devices" "$DIR/relay-a.log"; then used=0; other=relay-b; else used=1; other=relay-a; fi
+    kill -KILL "${RELAY_PIDS[$used]}"
+    echo "SIGKILLed the relay the load balancer chose; the devices should move to $other"
+    wait_finished "$ROUNDS"
+    tail -n 1 "$DIR/rounds.log" | grep -q "clients 6/6" ||
+      fail "the devices did not all move to $other: $(tail -n 1 "$DIR/rounds.log")"
+    grep -q "open for 6 of its devices" "$DIR/$other.log" || fail "$other never served the 6 devices"
+    for p in "${CLIENT_PIDS[@]}"; do kill -0 "$p" 2>/dev/null || fail "client process $p died"; done
+    [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
     ;;
   *)
     fail "unknown case $CASE"
