@@ -487,6 +487,16 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   // The sample depends only on (seed, round, set): the live ids come sorted.
   // Relays' devices only when relays can serve the job.
   std::vector<std::string> live = registry_.LiveIds(now, job.relay_unsupported.empty());
+  const bool secure = cfg.privacy().secure_aggregation_threshold() > 0;
+  if (secure && job.relay_unsupported.empty()) {
+    // Secure aggregation runs in the relays' groups: when relays serve devices, the root's
+    // own are not sampled (a round's groups are all relays').
+    std::vector<std::string> relayed;
+    for (const std::string& id : live) {
+      if (!registry_.RelayOf(id).empty()) relayed.push_back(id);
+    }
+    if (!relayed.empty()) live = std::move(relayed);
+  }
   const v1::ClientSelection& sel = cfg.selection();
   const int want = sel.has_fraction()
                        ? static_cast<int>(std::ceil(sel.fraction() * static_cast<double>(live.size())))
@@ -526,7 +536,9 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
                          job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
   round.intake = std::make_unique<RoundIntake>(std::move(aggregator), IntakeOptions(job));
-  if (privacy.secure_aggregation_threshold() > 0) {
+  const bool groups = std::any_of(round.relays.begin(), round.relays.end(),
+                                  [](const std::string& r) { return !r.empty(); });
+  if (privacy.secure_aggregation_threshold() > 0 && !groups) {
     FEDGE_ASSIGN_OR_RETURN(const SecureRound::Encoding e,
                            job.privacy->SecureEncoding(round.dp, privacy.secure_aggregation_threshold()));
     FEDGE_ASSIGN_OR_RETURN(
@@ -619,7 +631,10 @@ absl::Status Coordinator::AggregateEvaluateCommit(Job& job, OpenRound& round, ab
   v1::RoundMetrics& m = round.metrics();
   const std::vector<std::string>& participants = closing.participants;
   FEDGE_ASSIGN_OR_RETURN(aggregation::ModelDelta delta, std::move(round.intake()).Report());
-  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp(), round.secure() != nullptr,
+  // Under secure aggregation the devices noised their updates, whether the root or its
+  // relays ran the protocol.
+  const bool secure = job.config.privacy().secure_aggregation_threshold() > 0;
+  FEDGE_RETURN_IF_ERROR(job.privacy->Close(round.dp(), secure,
                                            static_cast<int64_t>(participants.size()), delta, &m));
   next = job.weights;
   FEDGE_RETURN_IF_ERROR(job.strategy->Apply(delta, &next));

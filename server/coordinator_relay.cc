@@ -27,8 +27,9 @@ absl::Status CheckRelayId(absl::string_view relay_id) {
 
 std::string Coordinator::RelayUnsupported(const v1::JobConfig& config,
                                           const aggregation::Strategy& strategy) {
-  if (config.privacy().secure_aggregation_threshold() > 0) {
-    return "relays do not run secure aggregation yet";
+  if (config.privacy().secure_aggregation_threshold() > 0 &&
+      config.privacy().has_adaptive_clipping()) {
+    return "relays do not run secure aggregation with adaptive clipping yet";
   }
   if (config.strategy().has_fed_cg()) return "FedCG's server step needs every update";
   if (config.has_language_model()) return "relays do not serve a language model's base";
@@ -81,6 +82,13 @@ absl::StatusOr<v1::RelayAssignment> Coordinator::RelaySync(const v1::RelaySyncRe
     r.set_deadline_in_ms(std::max<int64_t>(1, absl::ToInt64Milliseconds(round.deadline() - now)));
   }
   r.set_clip_norm(round.dp().clip_norm);
+  if (const int t = job.config.privacy().secure_aggregation_threshold(); t > 0) {
+    // The job's threshold scaled to the group, at least 2: a relay never unmasks one
+    // device's update.
+    const int group = round.RelaySampled(relay);
+    const int sampled = std::max<int>(1, static_cast<int>(round.sampled().size()));
+    r.set_secure_threshold(std::max(2, static_cast<int>((int64_t{t} * group + sampled - 1) / sampled)));
+  }
   for (std::string& id : clients) {
     v1::RelayClient& c = *r.add_clients();
     *c.mutable_profile() = registry_.ProfileOf(id);
@@ -128,7 +136,21 @@ absl::Status Coordinator::SubmitPartial(const v1::PartialHeader& header,
     for (const std::string& id : round.RelayClients(header.relay_id())) round.Drop(id);
     return refused;
   }
-  FEDGE_RETURN_IF_ERROR(round.AcceptPartial(header, *std::move(sums)));
+  // A secure group's part is its released mean: one update of weight |survivors|.
+  const bool released = job_->config.privacy().secure_aggregation_threshold() > 0;
+  if (released) {
+    int64_t accepted = 0;
+    for (const v1::ClientRoundMetrics& m : header.clients()) {
+      accepted += m.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED;
+    }
+    if (std::abs((*sums)->total_weight() - static_cast<double>(accepted)) > 1e-6) {
+      for (const std::string& id : round.RelayClients(header.relay_id())) round.Drop(id);
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Coordinator: relay ", header.relay_id(), "'s secure group accepts ", accepted,
+          " clients but its sum weighs ", (*sums)->total_weight()));
+    }
+  }
+  FEDGE_RETURN_IF_ERROR(round.AcceptPartial(header, *std::move(sums), released));
   for (const v1::ClientRoundMetrics& m : header.clients()) {
     if (m.outcome() == v1::ClientRoundMetrics::OUTCOME_DECLINED) {
       registry_.MarkDeclined(m.client_id(), m.reason());
@@ -157,6 +179,11 @@ absl::Status Coordinator::Follow(const v1::RelayAssignment& assignment,
   }
   const absl::Time now = clock_.Now();
   absl::MutexLock lock(&mu_);
+  // A secure group being unmasked without the lock (from Tick) finishes first.
+  auto settled = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return job_ == nullptr || !job_->settling();
+  };
+  mu_.Await(absl::Condition(&settled));
   if (job_ != nullptr && job_->id != assignment.job_id()) {
     FEDGE_LOG(INFO) << "Coordinator: relay " << options_.relay_id << ": job " << job_->id
                     << " ended at the root";
@@ -241,6 +268,22 @@ absl::Status Coordinator::OpenRelayRound(const v1::RelayRound& r, absl::Time now
   FEDGE_ASSIGN_OR_RETURN(std::unique_ptr<aggregation::Aggregator> aggregator,
                          job.strategy->CreateAggregator(aggregation::SpecsOf(job.weights)));
   round.intake = std::make_unique<RoundIntake>(std::move(aggregator), IntakeOptions(job));
+  if (job.config.privacy().secure_aggregation_threshold() > 0) {
+    // The group's own session: its devices' noise shares sized to the group's threshold,
+    // so that the group's sum, which this relay sees, carries the job's noise.
+    const int t = r.secure_threshold();
+    if (t < 2) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "Coordinator: relay ", options_.relay_id, ": the root gave a secure round no threshold"));
+    }
+    v1::PrivacyConfig privacy = job.config.privacy();
+    privacy.set_secure_aggregation_threshold(t);
+    FEDGE_ASSIGN_OR_RETURN(const SecureRound::Encoding e, job.privacy->SecureEncoding(round.dp, t));
+    FEDGE_ASSIGN_OR_RETURN(round.secure,
+                           SecureRound::Create(privacy, round.sampled,
+                                               job.num_parameters + (e.clipped_count ? 1 : 0), e));
+    round.secure->set_phase_deadline(round.deadline);
+  }
   FEDGE_LOG(INFO) << "Coordinator: relay " << options_.relay_id << ": job " << job.id
                   << " round " << round.number << " open for " << round.sampled.size()
                   << " of its devices";
@@ -258,7 +301,17 @@ absl::Status Coordinator::RelayTick(absl::Time now) {
   round.DropSilent([&](const std::string& id) {
     return registry_.Live(id, now) || !registry_.Known(id);
   });
-  if (!round.settled() && now < round.deadline()) return absl::OkStatus();
+  if (round.secure() != nullptr) {
+    // The group's protocol, as a root runs it (the unmasking without the lock).
+    FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now));
+    if (job_ == nullptr || !job_->round.has_value()) return absl::OkStatus();
+  }
+  OpenRound& open = *job_->round;
+  if (!open.settled() && now < open.deadline()) return absl::OkStatus();
+  return CloseRelayRound(open);
+}
+
+absl::Status Coordinator::CloseRelayRound(OpenRound& round) {
   const OpenRound::Closing closing = round.Close();
   absl::StatusOr<std::string> sums = round.intake().SerializeSums();
   relay_closed_ = {round.number(), round.attempt()};

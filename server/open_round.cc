@@ -352,8 +352,15 @@ std::vector<std::string> OpenRound::RelayClients(const std::string& relay_id) co
   return out;
 }
 
+int OpenRound::RelaySampled(const std::string& relay_id) const {
+  int n = 0;
+  for (const auto& [id, task] : tasks_) n += !relay_id.empty() && task.relay == relay_id;
+  return n;
+}
+
 absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
-                                     const aggregation::Aggregator& aggregate) const {
+                                     const aggregation::Aggregator& aggregate,
+                                     bool released) const {
   const std::string& relay = header.relay_id();
   const std::string what = absl::StrCat("Coordinator: relay ", relay, "'s part of round ", number_);
   absl::flat_hash_set<std::string> named;
@@ -396,7 +403,9 @@ absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
             absl::StrCat(what, ": client ", id, " has no outcome"));
     }
   }
-  if (accepted != aggregate.num_updates()) {
+  // A secure group's sum is its released mean: one update for all its survivors.
+  const int64_t updates = released ? (accepted > 0 ? 1 : 0) : accepted;
+  if (updates != aggregate.num_updates()) {
     return absl::InvalidArgumentError(absl::StrCat(what, " accepts ", accepted,
                                                    " clients but its aggregate sums ",
                                                    aggregate.num_updates(), " updates"));
@@ -405,9 +414,10 @@ absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
 }
 
 absl::Status OpenRound::AcceptPartial(const v1::PartialHeader& header,
-                                      std::unique_ptr<aggregation::Aggregator> aggregate) {
+                                      std::unique_ptr<aggregation::Aggregator> aggregate,
+                                      bool released) {
   const std::string& relay = header.relay_id();
-  absl::Status fits = CheckPartial(header, *aggregate);
+  absl::Status fits = CheckPartial(header, *aggregate, released);
   if (fits.ok() && aggregate->num_updates() > 0) fits = intake_->AddPartial(std::move(aggregate));
   if (!fits.ok()) {
     for (const std::string& id : RelayClients(relay)) waiting_.erase(id);

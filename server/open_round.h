@@ -143,16 +143,20 @@ class OpenRound final {
   // ---- relays (docs/relays.md) ----
   // The sampled clients relay `relay_id` serves that the round still waits for, sorted.
   std::vector<std::string> RelayClients(const std::string& relay_id) const;
+  // How many of the sampled clients relay `relay_id` serves (waiting or not).
+  int RelaySampled(const std::string& relay_id) const;
   // Relay `header.relay_id()`'s part of the round (the caller checked job, round and
   // attempt): every client it names must be one the relay serves and the round waits for,
   // named once; the ACCEPTED ones' updates are summed in `aggregate` (exactly that many),
   // which is merged into the intake, and their figures are taken as the relay measured
   // them; REJECTED and DECLINED ones leave with the relay's reason, DROPPED ones without.
-  // The relay's clients it does not name are dropped. INVALID_ARGUMENT, naming the
-  // problem, for a part that does not fit: nothing of it is taken and every client the
-  // relay serves is dropped from the round.
+  // `released`: a secure-aggregation group's part, whose aggregate is the group's released
+  // mean, one update of weight |accepted| (none when the group released nothing; the
+  // caller checks the weight). The relay's clients it does not name are dropped.
+  // INVALID_ARGUMENT, naming the problem, for a part that does not fit: nothing of it is
+  // taken and every client the relay serves is dropped from the round.
   absl::Status AcceptPartial(const v1::PartialHeader& header,
-                             std::unique_ptr<aggregation::Aggregator> aggregate);
+                             std::unique_ptr<aggregation::Aggregator> aggregate, bool released);
 
   // ---- secure aggregation ----
   // One secure-aggregation message or poll (Coordinator::SecureAggregationStep), once
@@ -221,7 +225,7 @@ class OpenRound final {
                     double norm, double eval_accuracy, int64_t eval_examples);
   // AcceptPartial's checks of `header` against the round (no state changed).
   absl::Status CheckPartial(const v1::PartialHeader& header,
-                            const aggregation::Aggregator& aggregate) const;
+                            const aggregation::Aggregator& aggregate, bool released) const;
   // An accepted update left out of the aggregate at the close: its counts leave the
   // round's sums and its outcome becomes REJECTED with `reason`.
   void Unaccept(const std::string& client_id, const absl::Status& reason);

@@ -22,7 +22,9 @@
 #include "absl/strings/str_cat.h"
 #include "base/clock.h"
 #include "base/status_macros.h"
+#include "aggregation/weighted_mean.h"
 #include "client/local_trainer.h"
+#include "client/secagg_device.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/zoo.h"
@@ -88,6 +90,8 @@ class RelayTest : public ::testing::Test {
   }
   std::unique_ptr<Coordinator> MakeRelay(Coordinator& root, const std::string& id) {
     CoordinatorOptions o = Options();
+    // Secure-aggregation phases wait out the tests' clock jumps past the liveness timeout.
+    o.secure_aggregation_phase_timeout = absl::Seconds(300);
     o.accept_requested_client_ids = false;  // the root names devices, not the relay
     o.relay_id = id;
     o.upstream_register = [&root, id](const v1::RegisterRequest& r) {
@@ -504,6 +508,170 @@ TEST_F(RelayRoundTest, JobsRelaysCannotServeSampleOnlyTheRootsOwnDevices) {
   const v1::RoundRecord r = Round(1);
   EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
   EXPECT_EQ(r.metrics().sampled(), 1);
+}
+
+// Secure aggregation in groups: each relay runs the protocol over its 4 devices with the
+// job's threshold scaled to the group (8 of 12 → 3 of 4), and hands the root only its
+// group's released sum. Relay c's group loses 2 devices before their keys: it is below its
+// threshold, fails alone, and the round completes from the other two groups (quorum 8).
+TEST_F(RelayTest, SecureAggregationRunsPerGroupAndTheRootSeesOnlyGroupSums) {
+  v1::JobConfig cfg = PlainJob(/*rounds=*/1, /*per_round=*/12, /*quorum=*/8);
+  cfg.mutable_privacy()->set_clip_norm(1.0);
+  cfg.mutable_privacy()->set_secure_aggregation_threshold(8);
+  auto root = MakeRoot();
+  const std::vector<std::string> ids = {"relay-a", "relay-b", "relay-c"};
+  std::vector<std::unique_ptr<Coordinator>> relays;
+  for (const std::string& id : ids) relays.push_back(MakeRelay(*root, id));
+  std::vector<Device> devices = Devices(12);
+  for (size_t i = 0; i < devices.size(); ++i) Enroll(*relays[i / 4], devices[i]);
+  absl::StatusOr<std::string> job = root->StartJob(cfg);
+  ASSERT_THAT(job, IsOk());
+  const v1::ModelProto before = root->ExportModel(*job).value();
+  ASSERT_THAT(root->Tick(), IsOk());
+  {
+    v1::RelaySyncRequest request;
+    request.set_relay_id("relay-a");
+    absl::StatusOr<v1::RelayAssignment> a = root->RelaySync(request);
+    ASSERT_THAT(a, IsOk());
+    EXPECT_EQ(a->round().secure_threshold(), 3);
+  }
+  for (size_t k = 0; k < relays.size(); ++k) ASSERT_THAT(Sync(*root, *relays[k], ids[k]), IsOk());
+
+  // Each device: its task (with the group's session), its update, its keys.
+  struct Run {
+    size_t device;
+    TaskAssignment task;
+    std::unique_ptr<client::SecAggDevice> secagg;
+    client::LocalUpdate update;
+  };
+  std::vector<Run> runs;
+  auto step = [&](const Run& r, v1::SecAggStepRequest request) {
+    const Device& d = devices[r.device];
+    request.set_client_id(d.id);
+    request.set_session_token(d.token);
+    request.set_job_id(r.task.header.job_id());
+    request.set_round(r.task.header.round());
+    request.set_task_id(r.task.header.task_id());
+    return relays[r.device / 4]->SecureAggregationStep(request);
+  };
+  for (size_t i = 0; i < devices.size(); ++i) {
+    if (i >= 10) continue;  // relay c's last two never take part
+    Run r;
+    r.device = i;
+    absl::StatusOr<std::optional<TaskAssignment>> task =
+        relays[i / 4]->FetchTask(devices[i].id, devices[i].token);
+    ASSERT_THAT(task, IsOk());
+    ASSERT_TRUE(task->has_value());
+    r.task = **task;
+    ASSERT_TRUE(r.task.header.has_secure_aggregation());
+    EXPECT_EQ(r.task.header.secure_aggregation().threshold(), 3);
+    EXPECT_EQ(r.task.header.secure_aggregation().num_participants(), 4);
+    absl::StatusOr<client::LocalTrainingOptions> o = client::OptionsFromTask(r.task.header, 1);
+    ASSERT_THAT(o, IsOk());
+    absl::StatusOr<client::LocalUpdate> u = client::TrainLocally(*r.task.model, devices[i].data, *o);
+    ASSERT_THAT(u, IsOk());
+    r.update = *std::move(u);
+    absl::StatusOr<std::unique_ptr<client::SecAggDevice>> secagg =
+        client::SecAggDevice::Create(r.task.header, r.update, {});
+    ASSERT_THAT(secagg, IsOk());
+    r.secagg = *std::move(secagg);
+    absl::StatusOr<v1::SecAggStepRequest> keys = r.secagg->Start();
+    ASSERT_THAT(keys, IsOk());
+    ASSERT_THAT(step(r, *keys), IsOk());
+    runs.push_back(std::move(r));
+  }
+  // Groups a and b close their keys phase; then relay c's two silent devices go past the
+  // liveness timeout while the others keep polling, and c's keys phase closes with 2 of 4,
+  // under its threshold of 3.
+  for (auto& relay : relays) ASSERT_THAT(relay->Tick(), IsOk());
+  clock_.Advance(absl::Seconds(61));
+  bool c_failed = false;
+  for (int turn = 0; turn < 10; ++turn) {
+    bool all_done = true;
+    for (Run& r : runs) {
+      if (r.secagg == nullptr || r.secagg->done()) continue;
+      all_done = false;
+      v1::SecAggStepRequest poll;
+      poll.set_poll(r.secagg->phase());
+      absl::StatusOr<v1::SecAggStepResponse> result = step(r, poll);
+      if (r.device >= 8 && !result.ok()) {
+        c_failed = true;  // the group's protocol failed (or its round closed)
+        r.secagg.reset();
+        continue;
+      }
+      ASSERT_THAT(result, IsOk()) << "device " << r.device << " phase " << r.secagg->phase();
+      if (result->result_case() == v1::SecAggStepResponse::kRetryAfterMs) continue;
+      ASSERT_LT(r.device, 8u) << "relay c's group went on below its threshold";
+      absl::StatusOr<v1::SecAggStepRequest> message = r.secagg->Continue(*result);
+      ASSERT_THAT(message, IsOk());
+      ASSERT_THAT(step(r, *message), IsOk()) << "device " << r.device;
+    }
+    for (auto& relay : relays) ASSERT_THAT(relay->Tick(), IsOk());
+    if (all_done) break;
+  }
+  for (const Run& r : runs) {
+    if (r.device < 8) EXPECT_TRUE(r.secagg != nullptr && r.secagg->done()) << r.device;
+  }
+  // The unmasking ran from Tick; each group's round closed into its part.
+  std::vector<Coordinator::Partial> parts;
+  for (size_t k = 0; k < 2; ++k) {
+    std::optional<Coordinator::Partial> part = relays[k]->TakePartial();
+    ASSERT_TRUE(part.has_value()) << ids[k];
+    parts.push_back(*std::move(part));
+  }
+  // What the root receives: per group one released sum of weight 4 (each participant counts
+  // once under secure aggregation), never a device's update.
+  for (const Coordinator::Partial& part : parts) {
+    absl::StatusOr<std::unique_ptr<aggregation::WeightedMean>> sums =
+        aggregation::WeightedMean::Deserialize(part.aggregate);
+    ASSERT_THAT(sums, IsOk());
+    EXPECT_EQ((*sums)->num_updates(), 1) << part.header.relay_id();
+    EXPECT_EQ((*sums)->total_weight(), 4.0) << part.header.relay_id();
+    for (const v1::ClientRoundMetrics& c : part.header.clients()) {
+      EXPECT_EQ(c.outcome(), v1::ClientRoundMetrics::OUTCOME_ACCEPTED) << c.client_id();
+    }
+    ASSERT_THAT(root->SubmitPartial(part.header, part.aggregate), IsOk());
+  }
+  // Relay c's group failed: it closes (at once, or at the relay's deadline) with nothing.
+  EXPECT_TRUE(c_failed);
+  clock_.Advance(absl::Seconds(600 - 61 - 5));
+  ASSERT_THAT(relays[2]->Tick(), IsOk());
+  std::optional<Coordinator::Partial> failed = relays[2]->TakePartial();
+  ASSERT_TRUE(failed.has_value());
+  {
+    absl::StatusOr<std::unique_ptr<aggregation::WeightedMean>> sums =
+        aggregation::WeightedMean::Deserialize(failed->aggregate);
+    ASSERT_THAT(sums, IsOk());
+    EXPECT_EQ((*sums)->num_updates(), 0);
+  }
+  ASSERT_THAT(root->SubmitPartial(failed->header, failed->aggregate), IsOk());
+  ASSERT_THAT(root->Tick(), IsOk());
+  std::vector<v1::RoundRecord> rounds = root->ListRounds(*job).value();
+  ASSERT_EQ(rounds.size(), 1u);
+  EXPECT_EQ(rounds[0].state(), v1::ROUND_STATE_COMPLETED);
+  EXPECT_EQ(rounds[0].metrics().participants(), 8);
+  for (const v1::ClientRoundMetrics& c : rounds[0].metrics().clients()) {
+    const bool in_c = c.client_id() >= devices[8].id;
+    EXPECT_EQ(c.outcome(), in_c ? v1::ClientRoundMetrics::OUTCOME_DROPPED
+                                : v1::ClientRoundMetrics::OUTCOME_ACCEPTED)
+        << c.client_id();
+  }
+  // The model moved by the mean of the 8 updates, to the fixed-point encoding's precision.
+  const v1::ModelProto after = root->ExportModel(*job).value();
+  ASSERT_EQ(after.parameters_size(), before.parameters_size());
+  double worst = 0;
+  for (int p = 0; p < after.parameters_size(); ++p) {
+    for (int k = 0; k < after.parameters(p).values_size(); ++k) {
+      double mean = 0;
+      for (const Run& r : runs) {
+        if (r.device >= 8) continue;
+        mean += r.update.delta.parameters(p).values(k) / 8.0;
+      }
+      const double moved = after.parameters(p).values(k) - before.parameters(p).values(k);
+      worst = std::max(worst, std::abs(moved - mean));
+    }
+  }
+  EXPECT_LT(worst, 1e-4);
 }
 
 TEST_F(RelayTest, BadRelayIdsAndRelaysWithoutARootAreRefused) {
