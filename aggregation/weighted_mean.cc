@@ -428,6 +428,29 @@ absl::Status WeightedMean::AccumulateBatch(absl::Span<const Update* const> updat
   return absl::OkStatus();
 }
 
+absl::StatusOr<double> WeightedMean::CheckForeignState() const {
+  if (!(total_weight_ >= 0) || !std::isfinite(total_weight_)) {
+    return absl::InvalidArgumentError("WeightedMean: the state's total weight is not finite");
+  }
+  if (exact_) return 0.0;
+  double largest = 0;
+  for (size_t s = 0; s < slots_.size(); ++s) {
+    const Slot& slot = slots_[s];
+    bool finite = std::isfinite(slot.dense_weight) && slot.dense_weight >= 0;
+    for (float v : slot.sum) {
+      finite = finite && std::isfinite(v);
+      largest = std::max(largest, static_cast<double>(std::fabs(v)));
+    }
+    for (float c : slot.cover) finite = finite && std::isfinite(c) && c >= 0;
+    if (!finite) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WeightedMean: the state of tensor ", specs_[s].name,
+          " has a non-finite sum or a negative or non-finite weight"));
+    }
+  }
+  return largest;
+}
+
 absl::Status WeightedMean::MergeWith(Aggregator&& other) {
   auto* o = dynamic_cast<WeightedMean*>(&other);
   if (o == nullptr) {

@@ -96,6 +96,11 @@ class WeightedMean final : public Aggregator {
   int64_t num_updates() const override { return num_updates_; }
   const std::vector<TensorSpec>& specs() const override { return specs_; }
   double total_weight() const { return total_weight_; }
+  // A state from elsewhere (a relay's part) before it is merged: float sums, coverage and
+  // weights finite, weights and coverage non-negative (exact sums are integers, bounded by
+  // Deserialize). Returns the largest |sum| (0 for exact sums), for the merger's overflow
+  // bound; INVALID_ARGUMENT naming the tensor otherwise.
+  absl::StatusOr<double> CheckForeignState() const;
   bool exact() const { return exact_; }
 
  private:

@@ -470,8 +470,11 @@ absl::Status Coordinator::Tick() {
   if (is_relay()) return RelayTick(now);
   if (!job_->round.has_value()) return MaybeOpenRound(now);
   OpenRound& round = *job_->round;
-  // Sampled clients that went silent are dropped.
-  round.DropSilent([&](const std::string& id) { return registry_.Live(id, now); });
+  // Sampled clients that went silent are dropped, and so are those that moved to another
+  // relay (or off theirs) since the round opened: their task is where they no longer are.
+  round.DropSilent([&](const std::string& id) {
+    return registry_.Live(id, now) && registry_.RelayOf(id) == round.TaskRelay(id);
+  });
   if (round.secure() != nullptr) {
     FEDGE_RETURN_IF_ERROR(AdvanceSecureRound(now));
     if (job_->round.has_value() && job_->round->settled()) return CloseRound(now);
@@ -508,6 +511,7 @@ absl::Status Coordinator::MaybeOpenRound(absl::Time now) {
   round.job_id = job.id;
   round.number = job.completed_rounds + 1;
   round.attempt = job.failed_attempts;
+  round.key = std::stoull(GenerateSessionToken().substr(0, 16), nullptr, 16);
   round.max_examples_per_client = options_.max_examples_per_client;
   round.phase_timeout = SecurePhaseTimeout();
   const v1::PrivacyConfig& privacy = cfg.privacy();

@@ -429,10 +429,10 @@ class Coordinator {
   int64_t task_epoch_ ABSL_GUARDED_BY(mu_) = 0;
   absl::CondVar task_cv_;
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
-  // A relay: its closed round's part, until taken; and the last round (number, attempt)
-  // it closed, which it does not open again.
+  // A relay: its closed round's part, until taken; and the key of the last round it
+  // closed, which it does not open again.
   std::optional<Partial> partial_ ABSL_GUARDED_BY(mu_);
-  std::pair<int64_t, int> relay_closed_ ABSL_GUARDED_BY(mu_) = {0, -1};
+  uint64_t relay_closed_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace fedge::server

@@ -66,18 +66,20 @@ absl::StatusOr<v1::RelayAssignment> Coordinator::RelaySync(const v1::RelaySyncRe
   absl::MutexLock lock(&mu_);
   v1::RelayAssignment a;
   a.set_relay_id(relay);
-  if (job_ == nullptr) return a;
+  // A job relays cannot serve is no job for them: they fetch nothing and serve nothing.
+  if (job_ == nullptr || !job_->relay_unsupported.empty()) return a;
   Job& job = *job_;
   a.set_job_id(job.id);
   *a.mutable_config() = job.config;
   a.set_model_version(job.completed_rounds);
-  if (!job.relay_unsupported.empty() || !job.round.has_value() || job.settling()) return a;
+  if (!job.round.has_value() || job.settling()) return a;
   OpenRound& round = *job.round;
   std::vector<std::string> clients = round.RelayClients(relay);
   if (clients.empty()) return a;
   v1::RelayRound& r = *a.mutable_round();
   r.set_number(round.number());
   r.set_attempt(round.attempt());
+  r.set_key(round.key());
   if (round.deadline() != absl::InfiniteFuture()) {
     r.set_deadline_in_ms(std::max<int64_t>(1, absl::ToInt64Milliseconds(round.deadline() - now)));
   }
@@ -122,7 +124,7 @@ absl::Status Coordinator::SubmitPartial(const v1::PartialHeader& header,
   absl::MutexLock lock(&mu_);
   if (job_ == nullptr || job_->id != header.job_id() || !job_->round.has_value() ||
       job_->round->number() != header.round() || job_->round->attempt() != header.attempt() ||
-      job_->round->sealed()) {
+      job_->round->key() != header.round_key() || job_->round->sealed()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "Coordinator: relay ", header.relay_id(), "'s part of job ", header.job_id().substr(0, 128),
         " round ", header.round(), " attempt ", header.attempt(),
@@ -130,25 +132,30 @@ absl::Status Coordinator::SubmitPartial(const v1::PartialHeader& header,
   }
   OpenRound& round = *job_->round;
   if (!sums.ok()) {
-    const absl::Status refused = absl::InvalidArgumentError(
-        absl::StrCat("Coordinator: relay ", header.relay_id(),
-                     "'s aggregate does not load: ", sums.status().message()));
-    for (const std::string& id : round.RelayClients(header.relay_id())) round.Drop(id);
-    return refused;
+    return round.RefuseRelay(header.relay_id(), absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: relay ", header.relay_id(), "'s aggregate does not load: ",
+        sums.status().message())));
   }
-  // A secure group's part is its released mean: one update of weight |survivors|.
+  // What the sums may weigh: under DP and secure aggregation each participant counts once
+  // (a secure group's part is its released mean, one update of weight |survivors|); else
+  // at most the examples its devices claimed (the relay's weight caps only lower them).
   const bool released = job_->config.privacy().secure_aggregation_threshold() > 0;
-  if (released) {
-    int64_t accepted = 0;
-    for (const v1::ClientRoundMetrics& m : header.clients()) {
-      accepted += m.outcome() == v1::ClientRoundMetrics::OUTCOME_ACCEPTED;
-    }
-    if (std::abs((*sums)->total_weight() - static_cast<double>(accepted)) > 1e-6) {
-      for (const std::string& id : round.RelayClients(header.relay_id())) round.Drop(id);
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Coordinator: relay ", header.relay_id(), "'s secure group accepts ", accepted,
-          " clients but its sum weighs ", (*sums)->total_weight()));
-    }
+  const bool counted_once = released || job_->config.privacy().noise_multiplier() > 0;
+  int64_t accepted = 0;
+  double examples = 0;
+  for (const v1::ClientRoundMetrics& m : header.clients()) {
+    if (m.outcome() != v1::ClientRoundMetrics::OUTCOME_ACCEPTED) continue;
+    ++accepted;
+    examples += static_cast<double>(std::max<int64_t>(0, m.num_examples()));
+  }
+  const double weight = (*sums)->total_weight();
+  const bool fits = released ? std::abs(weight - static_cast<double>(accepted)) <= 1e-6
+                             : weight <= (counted_once ? static_cast<double>(accepted) : examples) *
+                                             (1 + 1e-9) + 1e-9;
+  if (!fits) {
+    return round.RefuseRelay(header.relay_id(), absl::InvalidArgumentError(absl::StrCat(
+        "Coordinator: relay ", header.relay_id(), "'s sums weigh ", weight, " for ", accepted,
+        " accepted clients (", examples, " examples)")));
   }
   FEDGE_RETURN_IF_ERROR(round.AcceptPartial(header, *std::move(sums), released));
   for (const v1::ClientRoundMetrics& m : header.clients()) {
@@ -188,7 +195,7 @@ absl::Status Coordinator::Follow(const v1::RelayAssignment& assignment,
     FEDGE_LOG(INFO) << "Coordinator: relay " << options_.relay_id << ": job " << job_->id
                     << " ended at the root";
     job_.reset();
-    relay_closed_ = {0, -1};
+    relay_closed_ = 0;
     ++task_epoch_;
     task_cv_.SignalAll();
   }
@@ -223,17 +230,14 @@ absl::Status Coordinator::Follow(const v1::RelayAssignment& assignment,
     return absl::OkStatus();
   }
   const v1::RelayRound& r = assignment.round();
-  if (job.round.has_value() && job.round->number() == r.number() &&
-      job.round->attempt() == r.attempt()) {
+  if (job.round.has_value() && job.round->key() == r.key()) {
     // The root gave up on the devices it no longer lists (silent at this relay).
     absl::flat_hash_set<std::string> listed;
     for (const v1::RelayClient& c : r.clients()) listed.insert(c.client_id());
     job.round->DropSilent([&](const std::string& id) { return listed.contains(id); });
     return absl::OkStatus();
   }
-  if (relay_closed_ == std::make_pair(r.number(), static_cast<int>(r.attempt()))) {
-    return absl::OkStatus();  // sent already
-  }
+  if (relay_closed_ == r.key()) return absl::OkStatus();  // sent already
   return OpenRelayRound(r, now);
 }
 
@@ -248,6 +252,7 @@ absl::Status Coordinator::OpenRelayRound(const v1::RelayRound& r, absl::Time now
   round.job_id = job.id;
   round.number = r.number();
   round.attempt = r.attempt();
+  round.key = r.key();
   round.max_examples_per_client = options_.max_examples_per_client;
   round.phase_timeout = SecurePhaseTimeout();
   round.dp.clip_norm = r.clip_norm();
@@ -314,7 +319,7 @@ absl::Status Coordinator::RelayTick(absl::Time now) {
 absl::Status Coordinator::CloseRelayRound(OpenRound& round) {
   const OpenRound::Closing closing = round.Close();
   absl::StatusOr<std::string> sums = round.intake().SerializeSums();
-  relay_closed_ = {round.number(), round.attempt()};
+  relay_closed_ = round.key();
   if (!sums.ok()) {
     // Not expected: the relay's devices are lost for this round; the root drops them.
     FEDGE_LOG(ERROR) << "Coordinator: relay " << options_.relay_id << ": round "
@@ -327,6 +332,7 @@ absl::Status Coordinator::CloseRelayRound(OpenRound& round) {
   p.header.set_job_id(job_->id);
   p.header.set_round(round.number());
   p.header.set_attempt(round.attempt());
+  p.header.set_round_key(round.key());
   for (const auto& [metrics, tier] : closing.clients) *p.header.add_clients() = metrics;
   p.aggregate = *std::move(sums);
   p.header.set_total_bytes(static_cast<int64_t>(p.aggregate.size()));

@@ -17,6 +17,7 @@ OpenRound::OpenRound(const RoundPlanner& planner, Setup setup)
       job_id_(std::move(setup.job_id)),
       number_(setup.number),
       attempt_(setup.attempt),
+      key_(setup.key),
       opened_(setup.opened),
       deadline_(setup.deadline),
       max_examples_per_client_(setup.max_examples_per_client),
@@ -352,11 +353,32 @@ std::vector<std::string> OpenRound::RelayClients(const std::string& relay_id) co
   return out;
 }
 
+absl::Status OpenRound::RefuseRelay(const std::string& relay_id, absl::Status reason) {
+  FEDGE_LOG(WARNING) << "Coordinator: job " << job_id_ << " round " << number_
+                     << ": refused the part of relay " << relay_id << ": " << reason.message();
+  for (auto& [id, task] : tasks_) {
+    if (relay_id.empty() || task.relay != relay_id || accepted_.contains(id) ||
+        task.metrics.outcome() != v1::ClientRoundMetrics::OUTCOME_DROPPED) {
+      continue;
+    }
+    waiting_.erase(id);
+    MarkRejected(task, reason);
+  }
+  return reason;
+}
+
 int OpenRound::RelaySampled(const std::string& relay_id) const {
   int n = 0;
   for (const auto& [id, task] : tasks_) n += !relay_id.empty() && task.relay == relay_id;
   return n;
 }
+
+namespace {
+// Bounds on what a relay reports of a device: a loss, seconds or norm over 1e12, or over
+// 2^40 bytes of payload (1 TiB), is no real device's.
+constexpr double kMaxReportedFigure = 1e12;
+constexpr int64_t kMaxReportedBytes = int64_t{1} << 40;
+}  // namespace
 
 absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
                                      const aggregation::Aggregator& aggregate,
@@ -368,7 +390,11 @@ absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
   for (const v1::ClientRoundMetrics& m : header.clients()) {
     const std::string& id = m.client_id();
     auto it = tasks_.find(id);
-    if (it == tasks_.end() || it->second.relay != relay || !waiting_.contains(id)) {
+    // One of the relay's devices that has not answered here: the root may have dropped it
+    // meanwhile (it went quiet, its relay's report came late), and its update, taken by the
+    // relay, still counts.
+    if (it == tasks_.end() || it->second.relay != relay || accepted_.contains(id) ||
+        it->second.metrics.outcome() != v1::ClientRoundMetrics::OUTCOME_DROPPED) {
       return absl::InvalidArgumentError(absl::StrCat(
           what, " names client '", id.substr(0, 128),
           "', which is not one of its clients the round waits for"));
@@ -380,10 +406,11 @@ absl::Status OpenRound::CheckPartial(const v1::PartialHeader& header,
       case v1::ClientRoundMetrics::OUTCOME_ACCEPTED:
         ++accepted;
         if (m.num_examples() < 1 || m.num_examples() > max_examples_per_client_ ||
-            !std::isfinite(m.train_loss()) || m.train_loss() < 0 ||
-            !std::isfinite(m.train_seconds()) || m.train_seconds() < 0 ||
-            !std::isfinite(m.update_norm()) || m.update_norm() < 0 || m.bytes_up() < 0 ||
-            m.bytes_down() < 0) {
+            !(m.train_loss() >= 0 && m.train_loss() <= kMaxReportedFigure) ||
+            !(m.train_seconds() >= 0 && m.train_seconds() <= kMaxReportedFigure) ||
+            !(m.update_norm() >= 0 && m.update_norm() <= kMaxReportedFigure) ||
+            m.bytes_up() < 0 || m.bytes_up() > kMaxReportedBytes || m.bytes_down() < 0 ||
+            m.bytes_down() > kMaxReportedBytes) {
           return absl::InvalidArgumentError(absl::StrCat(
               what, ": client ", id,
               "'s figures are out of bounds (examples in [1, the most a client may claim], "
@@ -419,12 +446,7 @@ absl::Status OpenRound::AcceptPartial(const v1::PartialHeader& header,
   const std::string& relay = header.relay_id();
   absl::Status fits = CheckPartial(header, *aggregate, released);
   if (fits.ok() && aggregate->num_updates() > 0) fits = intake_->AddPartial(std::move(aggregate));
-  if (!fits.ok()) {
-    for (const std::string& id : RelayClients(relay)) waiting_.erase(id);
-    FEDGE_LOG(WARNING) << "Coordinator: job " << job_id_ << " round " << number_
-                       << ": refused the part of relay " << relay << ": " << fits.message();
-    return fits;
-  }
+  if (!fits.ok()) return RefuseRelay(relay, std::move(fits));
   for (const v1::ClientRoundMetrics& m : header.clients()) {
     const std::string& id = m.client_id();
     ClientTask& ct = tasks_[id];

@@ -71,6 +71,7 @@ class OpenRound final {
     // relays[i]: the relay that serves sampled[i]'s task ("": the coordinator itself);
     // empty: none.
     std::vector<std::string> relays;
+    uint64_t key = 0;  // see key()
     // The central and tier models the plans were cut from.
     std::unique_ptr<RoundPlanner::RoundModels> models;
     std::unique_ptr<RoundIntake> intake;
@@ -145,6 +146,14 @@ class OpenRound final {
   std::vector<std::string> RelayClients(const std::string& relay_id) const;
   // How many of the sampled clients relay `relay_id` serves (waiting or not).
   int RelaySampled(const std::string& relay_id) const;
+  // The relay that serves a sampled client's task ("": the coordinator itself).
+  const std::string& TaskRelay(const std::string& client_id) const {
+    return tasks_.at(client_id).relay;
+  }
+  // A key for this round and attempt of this coordinator (random per opening): a relay's
+  // part names it, so that a part of a round a restarted root opened again under the same
+  // number and attempt is refused.
+  uint64_t key() const { return key_; }
   // Relay `header.relay_id()`'s part of the round (the caller checked job, round and
   // attempt): every client it names must be one the relay serves and the round waits for,
   // named once; the ACCEPTED ones' updates are summed in `aggregate` (exactly that many),
@@ -154,9 +163,13 @@ class OpenRound final {
   // mean, one update of weight |accepted| (none when the group released nothing; the
   // caller checks the weight). The relay's clients it does not name are dropped.
   // INVALID_ARGUMENT, naming the problem, for a part that does not fit: nothing of it is
-  // taken and every client the relay serves is dropped from the round.
+  // taken (RefuseRelay).
   absl::Status AcceptPartial(const v1::PartialHeader& header,
                              std::unique_ptr<aggregation::Aggregator> aggregate, bool released);
+  // Relay `relay_id`'s part was refused (`reason`): each of its clients that has not
+  // answered leaves the round REJECTED with the reason (a later part naming them is
+  // refused too). Returns `reason`.
+  absl::Status RefuseRelay(const std::string& relay_id, absl::Status reason);
 
   // ---- secure aggregation ----
   // One secure-aggregation message or poll (Coordinator::SecureAggregationStep), once
@@ -234,6 +247,7 @@ class OpenRound final {
   std::string job_id_;
   int64_t number_;
   int attempt_;
+  uint64_t key_ = 0;
   absl::Time opened_;
   absl::Time deadline_;
   int64_t max_examples_per_client_;

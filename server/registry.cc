@@ -46,6 +46,7 @@ absl::Status ClientRegistry::Restore() {
     SetProfile(e, r.profile());
     e.tier = strings_.Intern(r.tier());
     e.state = static_cast<uint8_t>(r.state());
+    e.restored = true;
     if (!r.declined_reason().empty()) declined_reasons_[r.client_id()] = r.declined_reason();
   }
   return absl::OkStatus();
@@ -88,6 +89,7 @@ absl::StatusOr<v1::RegisterResponse> ClientRegistry::Register(const v1::Register
   Entry& e = clients_[id];
   SetProfile(e, p);
   e.relay = strings_.Intern(relay_id);
+  e.restored = false;
   e.state = v1::CLIENT_STATE_ACTIVE;
   e.declined_in_job = false;  // its profile may have changed
   declined_reasons_.erase(id);
@@ -153,8 +155,11 @@ size_t ClientRegistry::SeenThroughRelay(const std::string& relay_id,
   for (const std::string& id : client_ids) {
     auto it = clients_.find(id);
     if (it == clients_.end() || it->second.state != v1::CLIENT_STATE_ACTIVE) continue;
-    it->second.last_seen = now;
-    it->second.relay = relay;
+    Entry& e = it->second;
+    if (e.relay != relay && !e.restored) continue;
+    e.last_seen = now;
+    e.relay = relay;
+    e.restored = false;
     ++marked;
   }
   return marked;
@@ -201,6 +206,7 @@ absl::Status ClientRegistry::Authenticate(const std::string& client_id,
   if (seen == Seen::kFetching) {
     e.state = v1::CLIENT_STATE_ACTIVE;
     e.relay = 0;
+    e.restored = false;
   }
   return absl::OkStatus();
 }

@@ -112,9 +112,12 @@ class ClientRegistry {
   std::vector<v1::ClientRecord> Records() const;
 
   // ---- relays (docs/relays.md) ----
-  // Root: relay `relay_id` saw `client_ids` call it: each registered, active one counts as
-  // seen now and as that relay's device (until another relay, or the root itself, sees it).
-  // Unknown, departed and revoked ids are skipped. Returns how many were marked.
+  // Root: relay `relay_id` saw `client_ids` call it: each active device of that relay
+  // (it registered through it) counts as seen now. A relay cannot claim another relay's
+  // devices or the root's own: those, and unknown, departed and revoked ids, are skipped.
+  // The exception is a device restored from the store that has not been seen since (the
+  // store does not keep which relay a device is on): the first relay to report it gets it.
+  // Returns how many were marked.
   size_t SeenThroughRelay(const std::string& relay_id, const std::vector<std::string>& client_ids);
   // The relay that last saw the device ("": it calls the root itself).
   std::string RelayOf(const std::string& client_id) const;
@@ -139,6 +142,7 @@ class ClientRegistry {
     uint32_t client_version = 0;      // DeviceProfile, index into strings_
     uint32_t tier = 0;                // index into strings_ ("" = the full model)
     uint32_t relay = 0;               // index into strings_ ("" = no relay)
+    bool restored = false;            // from the store, not seen since (its relay unknown)
     uint8_t state = v1::CLIENT_STATE_UNSPECIFIED;  // a v1::ClientState
     bool declined_in_job = false;
     // Without a store: SHA-256 of the session token (the store keeps it otherwise).

@@ -1,5 +1,7 @@
 #include "server/update_intake.h"
 
+#include "aggregation/weighted_mean.h"
+
 #include <cmath>
 
 #include <algorithm>
@@ -183,6 +185,19 @@ absl::Status RoundIntake::AddReleased(const aggregation::Update& mean) {
 }
 
 absl::Status RoundIntake::AddPartial(std::unique_ptr<aggregation::Aggregator> partial) {
+  // A relay's float sums count against the round's overflow bound as they stand.
+  if (auto* sums = dynamic_cast<const aggregation::WeightedMean*>(partial.get())) {
+    FEDGE_ASSIGN_OR_RETURN(const double largest, sums->CheckForeignState());
+    const double bound = sum_bound_ + largest;
+    if (!(bound <= kMaxSumBound)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "Coordinator: a relay's sums reach %.6g: the round's sum could overflow float",
+          largest));
+    }
+    FEDGE_RETURN_IF_ERROR(aggregator_->MergeWith(std::move(*partial)));
+    sum_bound_ = bound;
+    return absl::OkStatus();
+  }
   return aggregator_->MergeWith(std::move(*partial));
 }
 

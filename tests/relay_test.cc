@@ -317,6 +317,23 @@ class RelayRoundTest : public RelayTest {
     ADD_FAILURE() << "no round " << number;
     return {};
   }
+  // Relay A's part of round 1 of a job of quorum 1, its 3 devices trained.
+  Coordinator::Partial RelayAPart() {
+    Open(PlainJob(1, 7, 1));
+    for (int i = 0; i < 3; ++i) EXPECT_THAT(Train(*a_, devices_[i]), IsOk());
+    EXPECT_THAT(a_->Tick(), IsOk());
+    std::optional<Coordinator::Partial> part = a_->TakePartial();
+    EXPECT_TRUE(part.has_value());
+    return part.value_or(Coordinator::Partial());
+  }
+  // The root's device answers and the round closes at its deadline; its record.
+  v1::RoundRecord CloseAndRecord() {
+    EXPECT_THAT(Train(*root_, devices_[6]), IsOk());
+    clock_.Advance(absl::Seconds(601));
+    Ping(*root_, {6});
+    EXPECT_THAT(root_->Tick(), IsOk());
+    return Round(1);
+  }
   // The devices call `home` (a long poll's FetchTask): they count as live.
   void Ping(Coordinator& home, std::initializer_list<int> which) {
     for (int i : which) {
@@ -393,9 +410,17 @@ TEST_F(RelayRoundTest, APartThatDoesNotFitIsRefusedAndCostsOnlyThatRelaysDevices
                 StatusIs(absl::StatusCode::kInvalidArgument,
                          HasSubstr("not one of its clients the round waits for")));
   }
-  // B's devices are out of the round now: its true part comes too late for them.
+  // B's devices are out of the round now (rejected, with the reason): its true part comes
+  // too late for them.
   EXPECT_THAT(root_->SubmitPartial(pb->header, pb->aggregate),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  // A relay cannot send a part of another opening of the round (a restarted root's).
+  {
+    Coordinator::Partial stale = *pa;
+    stale.header.set_round_key(pa->header.round_key() + 1);
+    EXPECT_THAT(root_->SubmitPartial(stale.header, stale.aggregate),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not open")));
+  }
   // A's part is taken; the round completes from A's 3 and the root's own device.
   ASSERT_THAT(root_->SubmitPartial(pa->header, pa->aggregate), IsOk());
   ASSERT_THAT(root_->Tick(), IsOk());
@@ -403,23 +428,69 @@ TEST_F(RelayRoundTest, APartThatDoesNotFitIsRefusedAndCostsOnlyThatRelaysDevices
   EXPECT_EQ(r.state(), v1::ROUND_STATE_COMPLETED);
   EXPECT_EQ(r.metrics().participants(), 4);
   EXPECT_EQ(OutcomeOf(r, devices_[0].id), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
-  EXPECT_EQ(OutcomeOf(r, devices_[3].id), v1::ClientRoundMetrics::OUTCOME_DROPPED);
+  EXPECT_EQ(OutcomeOf(r, devices_[3].id), v1::ClientRoundMetrics::OUTCOME_REJECTED);
   EXPECT_EQ(OutcomeOf(r, devices_[6].id), v1::ClientRoundMetrics::OUTCOME_ACCEPTED);
 }
 
-TEST_F(RelayRoundTest, CountsThatDifferFromTheAggregateAndAggregatesThatDoNotLoadAreRefused) {
-  Open(PlainJob(1, 7, 1));
-  for (int i = 0; i < 3; ++i) ASSERT_THAT(Train(*a_, devices_[i]), IsOk());
-  ASSERT_THAT(a_->Tick(), IsOk());
-  std::optional<Coordinator::Partial> pa = a_->TakePartial();
-  ASSERT_TRUE(pa.has_value());
-  Coordinator::Partial more = *pa;
-  more.header.mutable_clients()->RemoveLast();  // 2 accepted, 3 summed
-  EXPECT_THAT(root_->SubmitPartial(more.header, more.aggregate),
+TEST_F(RelayRoundTest, ARelayCannotClaimAnotherRelaysDevicesOrTheRoots) {
+  Open(PlainJob(2, 7, 7));
+  for (int i = 0; i < 6; ++i) ASSERT_THAT(Train(i < 3 ? *a_ : *b_, devices_[i]), IsOk());
+  ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
+  ASSERT_THAT(Deliver(*root_, *a_), IsOk());
+  ASSERT_THAT(Deliver(*root_, *b_), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());
+  ASSERT_EQ(Round(1).metrics().participants(), 7);
+  // Relay B reports relay A's device and the root's own as its live devices.
+  v1::RelaySyncRequest claim;
+  claim.set_relay_id("relay-b");
+  claim.add_live_clients(devices_[0].id);
+  claim.add_live_clients(devices_[6].id);
+  ASSERT_THAT(root_->RelaySync(claim), IsOk());
+  ASSERT_THAT(root_->Tick(), IsOk());  // round 2
+  // Nothing moved: the root serves its own device, relay A its own, and relay B only its.
+  absl::StatusOr<std::optional<TaskAssignment>> own = root_->FetchTask(devices_[6].id, devices_[6].token);
+  ASSERT_THAT(own, IsOk());
+  EXPECT_TRUE(own->has_value());
+  v1::RelaySyncRequest b;
+  b.set_relay_id("relay-b");
+  absl::StatusOr<v1::RelayAssignment> assignment = root_->RelaySync(b);
+  ASSERT_THAT(assignment, IsOk());
+  ASSERT_EQ(assignment->round().clients_size(), 3);
+  for (const v1::RelayClient& c : assignment->round().clients()) {
+    EXPECT_NE(c.client_id(), devices_[0].id);
+    EXPECT_NE(c.client_id(), devices_[6].id);
+  }
+  ASSERT_THAT(Sync(*root_, *a_, "relay-a"), IsOk());
+  absl::StatusOr<std::optional<TaskAssignment>> at_a = a_->FetchTask(devices_[0].id, devices_[0].token);
+  ASSERT_THAT(at_a, IsOk());
+  EXPECT_TRUE(at_a->has_value());
+}
+
+// Each way a part's sums can disagree with its header, in a round of its own (a refused
+// part rejects the relay's devices, so a second try names no device the round waits for).
+TEST_F(RelayRoundTest, SumsHeavierThanTheAcceptedDevicesExamplesAreRefused) {
+  Coordinator::Partial part = RelayAPart();
+  part.header.mutable_clients()->RemoveLast();  // 2 accepted of 64 examples, 3 summed
+  EXPECT_THAT(root_->SubmitPartial(part.header, part.aggregate),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("weigh 192 for 2")));
+  const v1::RoundRecord r = CloseAndRecord();
+  EXPECT_EQ(OutcomeOf(r, devices_[0].id), v1::ClientRoundMetrics::OUTCOME_REJECTED);
+  EXPECT_EQ(OutcomeOf(r, devices_[2].id), v1::ClientRoundMetrics::OUTCOME_REJECTED);
+}
+
+TEST_F(RelayRoundTest, AcceptedCountsThatDifferFromTheSumsAreRefused) {
+  Coordinator::Partial part = RelayAPart();
+  part.header.mutable_clients()->RemoveLast();
+  // Their examples raised to the sums' weight: the weight fits, the count does not.
+  for (v1::ClientRoundMetrics& c : *part.header.mutable_clients()) c.set_num_examples(96);
+  EXPECT_THAT(root_->SubmitPartial(part.header, part.aggregate),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sums 3 updates")));
-  Coordinator::Partial garbage = *pa;
-  garbage.aggregate[garbage.aggregate.size() / 2] ^= 0x5a;
-  EXPECT_THAT(root_->SubmitPartial(garbage.header, garbage.aggregate),
+}
+
+TEST_F(RelayRoundTest, SumsThatDoNotLoadAreRefused) {
+  Coordinator::Partial part = RelayAPart();
+  part.aggregate[part.aggregate.size() / 2] ^= 0x5a;
+  EXPECT_THAT(root_->SubmitPartial(part.header, part.aggregate),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not load")));
 }
 
@@ -500,7 +571,7 @@ TEST_F(RelayRoundTest, JobsRelaysCannotServeSampleOnlyTheRootsOwnDevices) {
   request.set_relay_id("relay-a");
   absl::StatusOr<v1::RelayAssignment> a = root_->RelaySync(request);
   ASSERT_THAT(a, IsOk());
-  EXPECT_EQ(a->job_id(), job_);
+  EXPECT_EQ(a->job_id(), "");  // no job for relays: they fetch nothing
   EXPECT_FALSE(a->has_round());
   EXPECT_FALSE(a_->FetchTask(devices_[0].id, devices_[0].token)->has_value());
   ASSERT_THAT(Train(*root_, devices_[6]), IsOk());
