@@ -275,6 +275,9 @@ class Coordinator {
     int64_t version = 0;
   };
   absl::StatusOr<VersionedModel> RelayModel(const std::string& job_id);
+  // The most bytes a relay's part of the running job can take serialized (exact sums with
+  // coverage for every parameter, and room for the tensors' names); 0 without a job.
+  int64_t RelayPartLimit() const;
   // A relay's part of the open round (its header, then its clients' summed updates as
   // Aggregator::Serialize wrote them). FAILED_PRECONDITION for another job, round or
   // attempt, or a round that is closing (the part comes too late; its clients were

@@ -110,6 +110,12 @@ absl::StatusOr<Coordinator::VersionedModel> Coordinator::RelayModel(const std::s
   return m;
 }
 
+int64_t Coordinator::RelayPartLimit() const {
+  absl::MutexLock lock(&mu_);
+  if (job_ == nullptr) return 0;
+  return (int64_t{1} << 20) + 32 * job_->num_parameters;
+}
+
 absl::Status Coordinator::SubmitPartial(const v1::PartialHeader& header,
                                         absl::string_view aggregate) {
   FEDGE_RETURN_IF_ERROR(CheckRelayId(header.relay_id()));

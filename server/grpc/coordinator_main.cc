@@ -322,6 +322,10 @@ int RunOperators(const std::vector<char*>& args) {
   if (verb == "add") {
     const std::string role_name = absl::GetFlag(FLAGS_role).empty() ? "viewer" : absl::GetFlag(FLAGS_role);
     absl::StatusOr<server::OperatorRole> role = server::ParseOperatorRole(role_name);
+    if (role.ok() && *role == server::OperatorRole::kRelay) {
+      // A relay's token name is its id.
+      if (absl::Status id = server::CheckRelayId(args[3]); !id.ok()) role = id;
+    }
     const int64_t now = absl::ToUnixSeconds(absl::Now());
     const int64_t days = absl::GetFlag(FLAGS_expires_days);
     if (days < 0 || days > 36500) {

@@ -1,5 +1,6 @@
 #include "server/grpc/relay_service.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -50,6 +51,36 @@ absl::StatusOr<std::string> RelayServiceImpl::Relay(grpc::ServerContext* context
   return op.name;
 }
 
+class RelayServiceImpl::InFlight {
+ public:
+  InFlight(absl::Mutex* mu, absl::flat_hash_set<std::string>* set, std::string relay)
+      : mu_(mu), set_(set), relay_(std::move(relay)) {}
+  InFlight(InFlight&& o) noexcept : mu_(o.mu_), set_(o.set_), relay_(std::move(o.relay_)) {
+    o.set_ = nullptr;
+  }
+  InFlight(const InFlight&) = delete;
+  ~InFlight() {
+    if (set_ == nullptr) return;
+    absl::MutexLock lock(mu_);
+    set_->erase(relay_);
+  }
+
+ private:
+  absl::Mutex* mu_;
+  absl::flat_hash_set<std::string>* set_;
+  std::string relay_;
+};
+
+absl::StatusOr<RelayServiceImpl::InFlight> RelayServiceImpl::Claim(
+    absl::flat_hash_set<std::string>& set, const std::string& relay, absl::string_view what) {
+  absl::MutexLock lock(&mu_);
+  if (!set.insert(relay).second) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("Relay: relay ", relay, " has ", what, " in flight already"));
+  }
+  return InFlight(&mu_, &set, relay);
+}
+
 grpc::Status RelayServiceImpl::RegisterDevice(grpc::ServerContext* context,
                                               const v1::RegisterRequest* request,
                                               v1::RegisterResponse* response) {
@@ -94,6 +125,8 @@ grpc::Status RelayServiceImpl::FetchModel(grpc::ServerContext* context,
   if (request->job_id().size() > limits_.max_string_bytes) {
     return ToGrpcStatus(absl::InvalidArgumentError("Relay: job id too long"));
   }
+  absl::StatusOr<InFlight> busy = Claim(downloading_, *relay, "a model download");
+  if (!busy.ok()) return ToGrpcStatus(busy.status());
   absl::StatusOr<Coordinator::VersionedModel> m = coordinator_->RelayModel(request->job_id());
   if (!m.ok()) return ToGrpcStatus(m.status());
   const std::string bytes = m->model.SerializeAsString();
@@ -125,16 +158,24 @@ grpc::Status RelayServiceImpl::UploadPartial(grpc::ServerContext* context,
     return ToGrpcStatus(absl::InvalidArgumentError("Relay: a part starts with its header"));
   }
   v1::PartialHeader header = std::move(*chunk.mutable_header());
-  if (absl::StatusOr<std::string> same = Relay(context, "UploadPartial", header.relay_id());
-      !same.ok()) {
-    return ToGrpcStatus(same.status());
+  if (!header.relay_id().empty() && header.relay_id() != *relay) {
+    return ToGrpcStatus(absl::PermissionDeniedError(absl::StrCat(
+        "Relay: relay ", *relay, " cannot speak for relay ", header.relay_id().substr(0, 64))));
   }
   header.set_relay_id(*relay);
   if (header.job_id().size() > limits_.max_string_bytes) {
     return ToGrpcStatus(absl::InvalidArgumentError("Relay: job id too long"));
   }
+  absl::StatusOr<InFlight> busy = Claim(uploading_, *relay, "a part upload");
+  if (!busy.ok()) return ToGrpcStatus(busy.status());
+  const int64_t limit = std::min(kMaxPartialBytes, coordinator_->RelayPartLimit());
+  if (header.total_bytes() > limit) {
+    return ToGrpcStatus(absl::InvalidArgumentError(absl::StrCat(
+        "Relay: a part of ", header.total_bytes(), " bytes; the running job's take at most ",
+        limit)));
+  }
   absl::StatusOr<model::PayloadAssembler> assembler =
-      model::PayloadAssembler::Create(header.total_bytes(), kMaxPartialBytes);
+      model::PayloadAssembler::Create(header.total_bytes(), limit);
   if (!assembler.ok()) return ToGrpcStatus(assembler.status());
   while (reader->Read(&chunk)) {
     if (chunk.has_data()) {

@@ -4,7 +4,9 @@
 // Bearer <token>` metadata) and needs the relay role; the token's name is the relay's id,
 // so a relay speaks only for itself. Bounds: strings (ServiceLimits.max_string_bytes), the
 // devices one sync reports (kMaxRelaySyncClients, each id at most 128 bytes), a part's
-// aggregate (kMaxPartialBytes; memory grows only with the bytes that arrive).
+// aggregate (what the running job's sums can take, Coordinator::RelayPartLimit, and at most
+// kMaxPartialBytes; the assembler's memory grows with the bytes that arrive), and one part
+// upload and one model download in flight per relay (RESOURCE_EXHAUSTED beyond).
 //
 // Thread safety: thread-safe (the Coordinator is).
 #ifndef FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
@@ -13,7 +15,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "proto/relay.grpc.pb.h"
 #include "server/admin_api.h"
 #include "server/coordinator.h"
@@ -46,9 +50,18 @@ class RelayServiceImpl final : public v1::Relay::Service {
   absl::StatusOr<std::string> Relay(grpc::ServerContext* context, absl::string_view call,
                                     absl::string_view claimed = {});
 
+  // Marks `relay` busy with `what` (its uploads or its downloads) for the call's life;
+  // RESOURCE_EXHAUSTED when it is already.
+  class InFlight;
+  absl::StatusOr<InFlight> Claim(absl::flat_hash_set<std::string>& set, const std::string& relay,
+                                 absl::string_view what);
+
   Coordinator* const coordinator_;
   const ServiceLimits limits_;
   AdminApi api_;  // authentication only
+  absl::Mutex mu_;
+  absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> downloading_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace fedge::server
