@@ -13,6 +13,7 @@
 //    id serves them again once they register again, and the job goes on.
 //  - Jobs relays cannot serve (a robust rule) sample only the root's own devices.
 #include <initializer_list>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <optional>
@@ -585,10 +586,24 @@ TEST_F(RelayRoundTest, JobsRelaysCannotServeSampleOnlyTheRootsOwnDevices) {
 // job's threshold scaled to the group (8 of 12 → 3 of 4), and hands the root only its
 // group's released sum. Relay c's group loses 2 devices before their keys: it is below its
 // threshold, fails alone, and the round completes from the other two groups (quorum 8).
-TEST_F(RelayTest, SecureAggregationRunsPerGroupAndTheRootSeesOnlyGroupSums) {
+// Two variants: SecAgg without noise (the model moves by the survivors' mean, to the
+// fixed-point precision), and SecAgg+ with distributed DP noise z = 0.5 (it moves by the
+// mean plus the groups' noise: each device adds N(0, (z·S)²/3), so the mean of 8 carries
+// std z·S·√(8/3)/8 per coordinate).
+struct SecureGroups {
+  bool plus = false;
+  double noise_multiplier = 0;
+};
+
+class RelaySecureGroupsTest : public RelayTest,
+                              public ::testing::WithParamInterface<SecureGroups> {};
+
+TEST_P(RelaySecureGroupsTest, RunPerGroupAndTheRootSeesOnlyGroupSums) {
   v1::JobConfig cfg = PlainJob(/*rounds=*/1, /*per_round=*/12, /*quorum=*/8);
   cfg.mutable_privacy()->set_clip_norm(1.0);
   cfg.mutable_privacy()->set_secure_aggregation_threshold(8);
+  cfg.mutable_privacy()->set_secure_aggregation_plus(GetParam().plus);
+  cfg.mutable_privacy()->set_noise_multiplier(GetParam().noise_multiplier);
   auto root = MakeRoot();
   const std::vector<std::string> ids = {"relay-a", "relay-b", "relay-c"};
   std::vector<std::unique_ptr<Coordinator>> relays;
@@ -727,10 +742,12 @@ TEST_F(RelayTest, SecureAggregationRunsPerGroupAndTheRootSeesOnlyGroupSums) {
                                 : v1::ClientRoundMetrics::OUTCOME_ACCEPTED)
         << c.client_id();
   }
-  // The model moved by the mean of the 8 updates, to the fixed-point encoding's precision.
+  // The model moved by the mean of the 8 updates: to the fixed-point encoding's precision
+  // without noise; with it, by the noise the groups' devices added, no less and no more.
   const v1::ModelProto after = root->ExportModel(*job).value();
   ASSERT_EQ(after.parameters_size(), before.parameters_size());
-  double worst = 0;
+  double worst = 0, squares = 0;
+  int64_t count = 0;
   for (int p = 0; p < after.parameters_size(); ++p) {
     for (int k = 0; k < after.parameters(p).values_size(); ++k) {
       double mean = 0;
@@ -740,10 +757,28 @@ TEST_F(RelayTest, SecureAggregationRunsPerGroupAndTheRootSeesOnlyGroupSums) {
       }
       const double moved = after.parameters(p).values(k) - before.parameters(p).values(k);
       worst = std::max(worst, std::abs(moved - mean));
+      squares += (moved - mean) * (moved - mean);
+      ++count;
     }
   }
-  EXPECT_LT(worst, 1e-4);
+  const double z = GetParam().noise_multiplier;
+  if (z == 0) {
+    EXPECT_LT(worst, 1e-4);
+  } else {
+    const double sigma = z * 1.0 * std::sqrt(8.0 / 3.0) / 8.0;
+    const double rms = std::sqrt(squares / static_cast<double>(count));
+    EXPECT_GT(rms, 0.7 * sigma) << count << " coordinates";
+    EXPECT_LT(rms, 1.3 * sigma) << count << " coordinates";
+    EXPECT_LT(worst, 6 * sigma);
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(SecAggAndPlus, RelaySecureGroupsTest,
+                         ::testing::Values(SecureGroups{false, 0}, SecureGroups{true, 0.5}),
+                         [](const ::testing::TestParamInfo<SecureGroups>& info) {
+                           return info.param.plus ? std::string("SecAggPlusWithNoise")
+                                                  : std::string("SecAgg");
+                         });
 
 TEST_F(RelayTest, BadRelayIdsAndRelaysWithoutARootAreRefused) {
   auto root = MakeRoot();
