@@ -23,6 +23,10 @@
 #     Expected: the round completes from relay-a's devices (quorum 3), relay-b's devices
 #     register again through the restarted relay (same ids, same processes) and the last
 #     round has all 6; every round completed exactly once.
+#   tests/fleet_faults_test.sh BIN_DIR relay-secagg
+#     Secure aggregation (threshold 4 of 6, distributed DP noise) in two relays' groups of
+#     3 devices. Expected: every round completes with all 6, each relay sends one part per
+#     round of its 3 devices, and the root takes 2 parts per round.
 #   tests/fleet_faults_test.sh BIN_DIR relay-haproxy
 #     Six devices dial HAProxy (examples/relays/haproxy.cfg) in front of two relays; the
 #     relay it sent them to is SIGKILLed mid-round. Expected: HAProxy sends them to the
@@ -444,6 +448,39 @@ case "$CASE" in
     [ "$ids_before" = "$(client_ids)" ] || fail "client ids changed: [$ids_before] -> [$(client_ids)]"
     grep -q "part (3 devices" "$DIR/relay-a.log" || fail "relay-a sent no part"
     grep -q "took relay relay-b's part" "$DIR/root.log" || fail "the root took no part of relay-b"
+    ;;
+  relay-secagg)
+    # Secure aggregation in two relays' groups of 3 devices (threshold 4 of 6 -> 2 per
+    # group), with distributed DP noise; over real processes.
+    LIVENESS=10
+    ROUNDS=4
+    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
+      > "$DIR/partition.log" || fail "partition_fmnist"
+    start_coordinator root
+    RELAY_A="127.0.0.1:$((PORT + 2))"
+    RELAY_B="127.0.0.1:$((PORT + 3))"
+    start_relay relay-a "$RELAY_A" 0
+    start_relay relay-b "$RELAY_B" 1
+    DEVICE_TARGETS=("$RELAY_A" "$RELAY_B")
+    start_clients 6
+    write_job "$ROUNDS" 6 4 60 2
+    echo 'privacy { clip_norm: 1.0 noise_multiplier: 0.3 secure_aggregation_threshold: 4 }' \
+      >> "$DIR/job.textproto"
+    start_job
+    wait_finished "$ROUNDS"
+    grep -q "^round *$ROUNDS  completed  clients 6/6" "$DIR/rounds.log" ||
+      fail "the last round did not have all 6 devices: $(tail -n 1 "$DIR/rounds.log")"
+    for r in relay-a relay-b; do
+      [ "$(grep -c "part (3 devices" "$DIR/$r.log")" -ge "$ROUNDS" ] ||
+        fail "$r sent fewer than $ROUNDS parts of 3 devices"
+      grep -q "secure aggregation released nothing" "$DIR/$r.log" && fail "$r's group released nothing"
+    done
+    n=$(grep -c "took relay relay-[ab]'s part (3 clients)" "$DIR/root.log" || true)
+    [ "$n" -ge $((2 * ROUNDS)) ] || fail "the root took $n parts, expected $((2 * ROUNDS))"
+    for ((i = 0; i < 6; i++)); do
+      grep -q "^round $ROUNDS " "$DIR/$(printf 'client-%05d' "$i").log" ||
+        fail "client $i did not finish round $ROUNDS"
+    done
     ;;
   relay-haproxy)
     # Six devices dial one address: HAProxy (examples/relays/haproxy.cfg, as shipped but for
