@@ -275,6 +275,8 @@ class Coordinator {
     int64_t version = 0;
   };
   absl::StatusOr<VersionedModel> RelayModel(const std::string& job_id);
+  // The running job's model version (completed rounds), cheaply: NOT_FOUND as RelayModel.
+  absl::StatusOr<int64_t> RelayModelVersion(const std::string& job_id) const;
   // The most bytes a relay's part of the running job can take serialized (exact sums with
   // coverage for every parameter, and room for the tensors' names); 0 without a job.
   int64_t RelayPartLimit() const;

@@ -110,6 +110,14 @@ absl::StatusOr<Coordinator::VersionedModel> Coordinator::RelayModel(const std::s
   return m;
 }
 
+absl::StatusOr<int64_t> Coordinator::RelayModelVersion(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  if (job_ == nullptr || job_->id != job_id) {
+    return absl::NotFoundError(absl::StrCat("Coordinator: no running job '", job_id, "'"));
+  }
+  return job_->completed_rounds;
+}
+
 int64_t Coordinator::RelayPartLimit() const {
   absl::MutexLock lock(&mu_);
   if (job_ == nullptr) return 0;

@@ -127,9 +127,9 @@ grpc::Status RelayServiceImpl::FetchModel(grpc::ServerContext* context,
   }
   absl::StatusOr<InFlight> busy = Claim(downloading_, *relay, "a model download");
   if (!busy.ok()) return ToGrpcStatus(busy.status());
-  absl::StatusOr<Coordinator::VersionedModel> m = coordinator_->RelayModel(request->job_id());
+  absl::StatusOr<SerializedModel> m = Model(request->job_id());
   if (!m.ok()) return ToGrpcStatus(m.status());
-  const std::string bytes = m->model.SerializeAsString();
+  const std::string& bytes = *m->bytes;
   v1::RelayModelChunk head;
   head.mutable_header()->set_job_id(request->job_id());
   head.mutable_header()->set_version(m->version);
@@ -145,6 +145,18 @@ grpc::Status RelayServiceImpl::FetchModel(grpc::ServerContext* context,
   *tail.mutable_trailer() = model::MakeTrailer(bytes);
   writer->Write(tail);
   return grpc::Status::OK;
+}
+
+absl::StatusOr<RelayServiceImpl::SerializedModel> RelayServiceImpl::Model(
+    const std::string& job_id) {
+  FEDGE_ASSIGN_OR_RETURN(const int64_t version, coordinator_->RelayModelVersion(job_id));
+  absl::MutexLock lock(&model_mu_);
+  if (model_.job_id == job_id && model_.version == version) return model_;
+  FEDGE_ASSIGN_OR_RETURN(Coordinator::VersionedModel m, coordinator_->RelayModel(job_id));
+  model_.job_id = job_id;
+  model_.version = m.version;
+  model_.bytes = std::make_shared<const std::string>(m.model.SerializeAsString());
+  return model_;
 }
 
 grpc::Status RelayServiceImpl::UploadPartial(grpc::ServerContext* context,

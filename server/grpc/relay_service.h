@@ -6,13 +6,15 @@
 // devices one sync reports (kMaxRelaySyncClients, each id at most 128 bytes), a part's
 // aggregate (what the running job's sums can take, Coordinator::RelayPartLimit, and at most
 // kMaxPartialBytes; the assembler's memory grows with the bytes that arrive), and one part
-// upload and one model download in flight per relay (RESOURCE_EXHAUSTED beyond).
+// upload and one model download in flight per relay (RESOURCE_EXHAUSTED beyond). The model
+// is serialized once per job and version and sent from that copy to every relay.
 //
 // Thread safety: thread-safe (the Coordinator is).
 #ifndef FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
 #define FEDGE_SERVER_GRPC_RELAY_SERVICE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -59,9 +61,19 @@ class RelayServiceImpl final : public v1::Relay::Service {
   Coordinator* const coordinator_;
   const ServiceLimits limits_;
   AdminApi api_;  // authentication only
+  // The model serialized once per job and version, for every relay that fetches it.
+  struct SerializedModel {
+    std::string job_id;
+    int64_t version = -1;
+    std::shared_ptr<const std::string> bytes;
+  };
+  absl::StatusOr<SerializedModel> Model(const std::string& job_id);
+
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> uploading_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<std::string> downloading_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex model_mu_;  // held while a new version is serialized: others wait for it
+  SerializedModel model_ ABSL_GUARDED_BY(model_mu_);
 };
 
 }  // namespace fedge::server
