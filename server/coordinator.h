@@ -358,7 +358,8 @@ class Coordinator {
   // A relay's Tick: its open round closes into a Partial when its devices answered or its
   // deadline passed.
   absl::Status RelayTick(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The relay's round closes into its Partial (the group's figures and sums).
+  // The relay's round closes into its Partial (the group's figures and sums); the costly
+  // part runs without the lock, once the round is sealed.
   absl::Status CloseRelayRound(OpenRound& round) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Follow's round: the relay's part of the root's round `r` of the running job.
   absl::Status OpenRelayRound(const v1::RelayRound& r, absl::Time now)

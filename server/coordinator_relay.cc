@@ -331,8 +331,18 @@ absl::Status Coordinator::RelayTick(absl::Time now) {
 }
 
 absl::Status Coordinator::CloseRelayRound(OpenRound& round) {
+  // Sealed under the lock (every device call about the round is refused from here), then
+  // closed without it, as a root completes a round: the update bound's medians, the
+  // direction check and the serialization do not hold up other calls. Follow and Tick wait
+  // for it (job.completing).
+  round.Seal();
+  Job& job = *job_;
+  job.completing = true;
+  mu_.Unlock();
   const OpenRound::Closing closing = round.Close();
   absl::StatusOr<std::string> sums = round.intake().SerializeSums();
+  mu_.Lock();
+  job.completing = false;
   relay_closed_ = round.key();
   if (!sums.ok()) {
     // Not expected: the relay's devices are lost for this round; the root drops them.
