@@ -46,7 +46,10 @@ absl::Status ClientRegistry::Restore() {
     SetProfile(e, r.profile());
     e.tier = strings_.Intern(r.tier());
     e.state = static_cast<uint8_t>(r.state());
-    e.restored = true;
+    e.relay = strings_.Intern(r.relay());
+    // A device stored without a relay may be the root's own or a relay's from before the
+    // store kept relays: the first relay that reports it gets it, until it is seen.
+    e.restored = r.relay().empty();
     if (!r.declined_reason().empty()) declined_reasons_[r.client_id()] = r.declined_reason();
   }
   return absl::OkStatus();
@@ -157,6 +160,9 @@ size_t ClientRegistry::SeenThroughRelay(const std::string& relay_id,
     if (it == clients_.end() || it->second.state != v1::CLIENT_STATE_ACTIVE) continue;
     Entry& e = it->second;
     if (e.relay != relay && !e.restored) continue;
+    if (e.relay != relay && store_ != nullptr && !store_->SetClientRelay(id, relay_id).ok()) {
+      continue;  // not kept: the device stays unclaimed
+    }
     e.last_seen = now;
     e.relay = relay;
     e.restored = false;
@@ -205,6 +211,10 @@ absl::Status ClientRegistry::Authenticate(const std::string& client_id,
   e.last_seen = options_.clock->Now();
   if (seen == Seen::kFetching) {
     e.state = v1::CLIENT_STATE_ACTIVE;
+    if (e.relay != 0 && store_ != nullptr) {
+      // It moved off its relay to the root itself: the store keeps that.
+      FEDGE_RETURN_IF_ERROR(store_->SetClientRelay(client_id, ""));
+    }
     e.relay = 0;
     e.restored = false;
   }
@@ -332,6 +342,7 @@ v1::ClientRecord ClientRegistry::RecordOf(const std::string& client_id, const En
   r.set_last_seen_unix_ms(UnixMs(e.last_seen));
   r.set_rounds_participated(e.rounds_participated);
   r.set_tier(strings_.Get(e.tier));
+  r.set_relay(strings_.Get(e.relay));
   if (auto it = declined_reasons_.find(client_id); it != declined_reasons_.end()) {
     r.set_declined_reason(it->second);
   }

@@ -101,6 +101,11 @@ CREATE TABLE enrollment_tokens (
   revoked     {INT} NOT NULL DEFAULT 0
 );
 )sql",
+    // v5: the relay each device registered through (a restarted root knows which relay
+    // serves it before that relay's first report).
+    R"sql(
+ALTER TABLE clients ADD COLUMN relay TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == Store::kSchemaVersion + 1,
               "one migration per schema version");

@@ -136,7 +136,7 @@ struct Checkpoint {
 class Store final {
  public:
   static constexpr char kDatabaseFileName[] = "coordinator.db";
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens the store at `location` and migrates its schema:
   //  - a directory: the SQLite file in it (both created if missing), the dir locked for
@@ -220,6 +220,8 @@ class Store final {
   // Clients ordered by id; only ACTIVE ones unless `include_inactive`.
   absl::StatusOr<std::vector<v1::ClientRecord>> ListClients(bool include_inactive = true);
   absl::Status SetClientState(const std::string& client_id, v1::ClientState state);
+  // The relay the device is on ("": the coordinator itself). NOT_FOUND for an unknown id.
+  absl::Status SetClientRelay(const std::string& client_id, const std::string& relay);
   // Sets last_seen to now for each client, in one transaction (a registry flushes its
   // in-memory liveness this way rather than once per call). Unknown ids are ignored.
   absl::Status TouchClients(const std::vector<std::string>& client_ids);

@@ -38,8 +38,8 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
         absl::StrCat("Store: device key hash of client '", record.client_id(), "' has ",
                      device_key_hash.size(), " bytes, expected ", kSessionTokenHashBytes));
   }
-  if (record.tier().size() > kMaxIdBytes) {
-    return absl::InvalidArgumentError("Store: client tier name too long");
+  if (record.tier().size() > kMaxIdBytes || record.relay().size() > kMaxIdBytes) {
+    return absl::InvalidArgumentError("Store: client tier or relay name too long");
   }
   const char* state = ClientStateName(record.state());
   if (state == nullptr) state = "active";
@@ -49,11 +49,11 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
       Prepare("INSERT INTO clients (id, profile, token_hash, state, tier, enrolled_ms, "
-              "                     last_seen_ms, rounds_participated, device_key_hash) "
-              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+              "                     last_seen_ms, rounds_participated, device_key_hash, relay) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
               "ON CONFLICT (id) DO UPDATE SET profile = excluded.profile, "
               "token_hash = excluded.token_hash, state = excluded.state, tier = excluded.tier, "
-              "last_seen_ms = excluded.last_seen_ms, device_key_hash = "
+              "relay = excluded.relay, last_seen_ms = excluded.last_seen_ms, device_key_hash = "
               "CASE WHEN length(excluded.device_key_hash) = 32 THEN excluded.device_key_hash "
               "ELSE clients.device_key_hash END"));
   return q.BindText(1, record.client_id())
@@ -65,6 +65,7 @@ absl::Status Store::PutClient(const v1::ClientRecord& record,
       .Bind(7, record.last_seen_unix_ms() > 0 ? record.last_seen_unix_ms() : now)
       .Bind(8, record.rounds_participated())
       .BindBlob(9, device_key_hash)
+      .BindText(10, record.relay())
       .Run("write client");
 }
 
@@ -72,8 +73,8 @@ absl::StatusOr<v1::ClientRecord> Store::GetClient(const std::string& client_id) 
   absl::MutexLock lock(&mu_);
   FEDGE_ASSIGN_OR_RETURN(
       Statement q,
-      Prepare("SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, rounds_participated "
-              "FROM clients WHERE id = $1"));
+      Prepare("SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, rounds_participated, "
+              "relay FROM clients WHERE id = $1"));
   FEDGE_ASSIGN_OR_RETURN(bool row, q.BindText(1, client_id).Next("read client"));
   if (!row) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
   v1::ClientRecord c;
@@ -88,6 +89,7 @@ absl::StatusOr<v1::ClientRecord> Store::GetClient(const std::string& client_id) 
   c.set_enrolled_unix_ms(q.Int(4));
   c.set_last_seen_unix_ms(q.Int(5));
   c.set_rounds_participated(q.Int(6));
+  c.set_relay(q.Text(7));
   return c;
 }
 
@@ -97,9 +99,9 @@ absl::StatusOr<std::vector<v1::ClientRecord>> Store::ListClients(bool include_in
       Statement q,
       Prepare(include_inactive
                   ? "SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, "
-                    "rounds_participated FROM clients ORDER BY id"
+                    "rounds_participated, relay FROM clients ORDER BY id"
                   : "SELECT id, profile, state, tier, enrolled_ms, last_seen_ms, "
-                    "rounds_participated FROM clients WHERE state = 'active' ORDER BY id"));
+                    "rounds_participated, relay FROM clients WHERE state = 'active' ORDER BY id"));
   std::vector<v1::ClientRecord> clients;
   while (true) {
     FEDGE_ASSIGN_OR_RETURN(bool row, q.Next("list clients"));
@@ -116,9 +118,19 @@ absl::StatusOr<std::vector<v1::ClientRecord>> Store::ListClients(bool include_in
     c.set_enrolled_unix_ms(q.Int(4));
     c.set_last_seen_unix_ms(q.Int(5));
     c.set_rounds_participated(q.Int(6));
+    c.set_relay(q.Text(7));
     clients.push_back(std::move(c));
   }
   return clients;
+}
+
+absl::Status Store::SetClientRelay(const std::string& client_id, const std::string& relay) {
+  if (relay.size() > kMaxIdBytes) return absl::InvalidArgumentError("Store: relay name too long");
+  absl::MutexLock lock(&mu_);
+  FEDGE_ASSIGN_OR_RETURN(Statement q, Prepare("UPDATE clients SET relay = $2 WHERE id = $1"));
+  FEDGE_RETURN_IF_ERROR(q.BindText(1, client_id).BindText(2, relay).Run("update client relay"));
+  if (q.changes() == 0) return absl::NotFoundError(absl::StrCat("Store: no client '", client_id, "'"));
+  return absl::OkStatus();
 }
 
 absl::Status Store::SetClientState(const std::string& client_id, v1::ClientState state) {

@@ -311,6 +311,16 @@ TEST_P(StoreTest, ClientsRoundTripAndTokensAreStoredOnlyAsHashes) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("ghost")));
   EXPECT_THAT(store->GetClient("ghost"), StatusIs(absl::StatusCode::kNotFound, ::testing::_));
 
+  // The relay a device registered through, kept and changed.
+  EXPECT_EQ(store->GetClient("c1")->relay(), "");
+  c.set_relay("relay-a");
+  ASSERT_THAT(store->PutClient(c, HashSessionToken(token2)), IsOk());
+  EXPECT_EQ(store->GetClient("c1")->relay(), "relay-a");
+  ASSERT_THAT(store->SetClientRelay("c1", "relay-b"), IsOk());
+  EXPECT_EQ(store->ListClients(true)->front().relay(), "relay-b");
+  EXPECT_THAT(store->SetClientRelay("ghost", "relay-b"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("ghost")));
+
   // The tokens themselves appear nowhere in the database files.
   if (GetParam() != "sqlite") return;
   const std::string db = store->path();

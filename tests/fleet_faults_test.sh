@@ -82,10 +82,18 @@ fail() {
 }
 
 # A loopback port nobody listens on.
+# Eight loopback ports in a row nobody listens on (PORT .. PORT+7: coordinators, relays,
+# HAProxy, PostgreSQL).
+ports_free() {
+  local p
+  for ((p = $1; p < $1 + 8; p++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then return 1; fi
+  done
+}
 PORT=$((20000 + ($$ * 7 + RANDOM) % 30000))
 for _ in $(seq 50); do
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
-  PORT=$((PORT + 1))
+  ports_free "$PORT" && break
+  PORT=$((PORT + 8))
 done
 ADDR="127.0.0.1:$PORT"
 ADMIN_ADDR="127.0.0.1:$((PORT + 1))"

@@ -31,9 +31,11 @@
 #include "model/zoo.h"
 #include "server/coordinator.h"
 #include "server/model_weights.h"
+#include "server/store.h"
 #include "tests/model_compare.h"
 #include "tests/status_matchers.h"
 #include "tests/synthetic_data.h"
+#include "tests/temp_dir.h"
 #include "tests/tiered_job.h"
 #include "tests/update_header.h"
 
@@ -779,6 +781,45 @@ INSTANTIATE_TEST_SUITE_P(SecAggAndPlus, RelaySecureGroupsTest,
                            return info.param.plus ? std::string("SecAggPlusWithNoise")
                                                   : std::string("SecAgg");
                          });
+
+// A root restarted on its store knows which relay serves each device before that relay's
+// first report: its first round plans them as the relay's, and a device that fetched from
+// the root itself since is the root's from then on, across another restart.
+TEST_F(RelayTest, ARestartedRootKnowsWhichRelayServesEachDevice) {
+  ::fedge::testing::ScopedTempDir dir;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(dir.path());
+  ASSERT_THAT(store, IsOk());
+  std::vector<Device> devices = Devices(3);
+  std::string job;
+  {
+    CoordinatorOptions o = Options();
+    auto root = Coordinator::Create(o, store->get());
+    ASSERT_THAT(root, IsOk());
+    auto relay = MakeRelay(**root, "relay-a");
+    Enroll(*relay, devices[0]);
+    Enroll(*relay, devices[1]);
+    Enroll(**root, devices[2]);
+    job = (*root)->StartJob(PlainJob(2, 3, 3)).value();
+  }
+  auto restarted = Coordinator::Create(Options(), store->get());
+  ASSERT_THAT(restarted, IsOk());
+  Coordinator& root = **restarted;
+  ASSERT_THAT(root.Tick(), IsOk());  // opens round 1 with the restored devices
+  v1::RelaySyncRequest request;
+  request.set_relay_id("relay-a");
+  absl::StatusOr<v1::RelayAssignment> a = root.RelaySync(request);
+  ASSERT_THAT(a, IsOk());
+  ASSERT_EQ(a->round().clients_size(), 2);
+  EXPECT_EQ(a->round().clients(0).client_id(), devices[0].id);
+  EXPECT_EQ(a->round().clients(1).client_id(), devices[1].id);
+  absl::StatusOr<std::optional<TaskAssignment>> own = root.FetchTask(devices[2].id, devices[2].token);
+  ASSERT_THAT(own, IsOk());
+  EXPECT_TRUE(own->has_value());
+  // Device 0 calls the root itself: it is the root's, in the store too.
+  ASSERT_THAT(root.FetchTask(devices[0].id, devices[0].token), IsOk());
+  EXPECT_EQ((*store)->GetClient(devices[0].id)->relay(), "");
+  EXPECT_EQ((*store)->GetClient(devices[1].id)->relay(), "relay-a");
+}
 
 TEST_F(RelayTest, BadRelayIdsAndRelaysWithoutARootAreRefused) {
   auto root = MakeRoot();

@@ -81,6 +81,10 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
   // taken are lost when the connection breaks, so the window bounds what a resumed upload
   // sends twice (less than one 1 MiB chunk per cut).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // A port another process holds is an error, not a share: with gRPC's default
+  // SO_REUSEPORT two coordinators (a stale one, a test's neighbour) would split the
+  // connections between them silently.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, options.limits.stream_window_bytes);
   if (options.max_threads > 0) {
     grpc::ResourceQuota quota("fedge-coordinator");
@@ -99,6 +103,7 @@ absl::StatusOr<std::unique_ptr<GrpcCoordinatorServer>> GrpcCoordinatorServer::St
     admin.SetOption(std::make_unique<ReflectionOption>(false));
     admin.AddListeningPort(options.admin_listen_address, options.admin_credentials,
                            &s->admin_port_);
+    admin.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     admin.SetMaxReceiveMessageSize(max_message);
     admin.SetMaxSendMessageSize(max_message);
     grpc::ResourceQuota quota("fedge-admin");
