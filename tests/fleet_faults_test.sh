@@ -311,6 +311,23 @@ start_relay() {
   fail "relay $1 did not start"
 }
 
+# 6 shards, the root, and relay-a and relay-b (at RELAY_A and RELAY_B) under it.
+start_root_and_two_relays() {
+  "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
+    > "$DIR/partition.log" || fail "partition_fmnist"
+  start_coordinator root
+  RELAY_A="127.0.0.1:$((PORT + 2))"
+  RELAY_B="127.0.0.1:$((PORT + 3))"
+  start_relay relay-a "$RELAY_A" 0
+  start_relay relay-b "$RELAY_B" 1
+}
+
+# participation.txt: "round participants sampled" per completed round, from rounds.log.
+write_participation() {
+  sed -n 's/^round *\([0-9]*\)  completed  clients \([0-9]*\)\/\([0-9]*\) .*/\1 \2 \3/p' \
+    "$DIR/rounds.log" > "$DIR/participation.txt"
+}
+
 case "$CASE" in
   coordinator-crash)
     LIVENESS=30
@@ -401,8 +418,7 @@ case "$CASE" in
     # quorum). A device killed just after uploading looks alive until then, so the round
     # right after may still sample it (and close without it); from then on only the 7 live
     # devices are sampled.
-    sed -n 's/^round *\([0-9]*\)  completed  clients \([0-9]*\)\/\([0-9]*\) .*/\1 \2 \3/p' \
-      "$DIR/rounds.log" > "$DIR/participation.txt"
+    write_participation
     [ "$(wc -l < "$DIR/participation.txt")" -eq "$ROUNDS" ] || fail "not every round completed"
     awk '$2 < 7 { exit 1 }' "$DIR/participation.txt" || fail "a round closed below quorum 7"
     first=$(awk '$2 < $3 { print $1; exit }' "$DIR/participation.txt")
@@ -421,13 +437,7 @@ case "$CASE" in
     # backoff before they register again.
     LIVENESS=4
     ROUNDS=40
-    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
-      > "$DIR/partition.log" || fail "partition_fmnist"
-    start_coordinator root
-    RELAY_A="127.0.0.1:$((PORT + 2))"
-    RELAY_B="127.0.0.1:$((PORT + 3))"
-    start_relay relay-a "$RELAY_A" 0
-    start_relay relay-b "$RELAY_B" 1
+    start_root_and_two_relays
     DEVICE_TARGETS=("$RELAY_A" "$RELAY_B")
     start_clients 6
     ids_before=$(client_ids)
@@ -442,8 +452,7 @@ case "$CASE" in
     sleep 3
     start_relay relay-b "$RELAY_B" 1
     wait_finished "$ROUNDS"
-    sed -n 's/^round *\([0-9]*\)  completed  clients \([0-9]*\)\/\([0-9]*\) .*/\1 \2 \3/p' \
-      "$DIR/rounds.log" > "$DIR/participation.txt"
+    write_participation
     [ "$(wc -l < "$DIR/participation.txt")" -eq "$ROUNDS" ] || fail "not every round completed once"
     awk '$2 < 3 { exit 1 }' "$DIR/participation.txt" || fail "a round closed below quorum 3"
     # The round relay-b died in (or the next) completed from relay-a's devices alone ...
@@ -462,13 +471,7 @@ case "$CASE" in
     # group), with distributed DP noise; over real processes.
     LIVENESS=10
     ROUNDS=4
-    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
-      > "$DIR/partition.log" || fail "partition_fmnist"
-    start_coordinator root
-    RELAY_A="127.0.0.1:$((PORT + 2))"
-    RELAY_B="127.0.0.1:$((PORT + 3))"
-    start_relay relay-a "$RELAY_A" 0
-    start_relay relay-b "$RELAY_B" 1
+    start_root_and_two_relays
     DEVICE_TARGETS=("$RELAY_A" "$RELAY_B")
     start_clients 6
     write_job "$ROUNDS" 6 4 60 2
@@ -497,14 +500,8 @@ case "$CASE" in
     command -v haproxy > /dev/null || fail "no haproxy: install Debian's haproxy (scripts/setup.sh does)"
     LIVENESS=4
     ROUNDS=40
-    "$BIN/partition_fmnist" --clients 6 --scheme iid --train-examples 9000 --out "$DIR/shards" \
-      > "$DIR/partition.log" || fail "partition_fmnist"
-    start_coordinator root
-    RELAY_A="127.0.0.1:$((PORT + 2))"
-    RELAY_B="127.0.0.1:$((PORT + 3))"
+    start_root_and_two_relays
     LB="127.0.0.1:$((PORT + 4))"
-    start_relay relay-a "$RELAY_A" 0
-    start_relay relay-b "$RELAY_B" 1
     sed -e "s/bind :50051/bind $LB/" -e "s/10.0.0.11:50051/$RELAY_A/" -e "s/10.0.0.12:50051/$RELAY_B/" \
       -e "s/log stdout format raw local0 info/log stderr format raw local0 info/" \
       "$(dirname "$0")/../examples/relays/haproxy.cfg" > "$DIR/haproxy.cfg"

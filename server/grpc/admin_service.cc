@@ -8,17 +8,18 @@
 #include "server/grpc/status.h"
 
 namespace fedge::server {
-namespace {
 
-using grpc_adapter::ToGrpcStatus;
-
-AdminLimits ApiLimits(const ServiceLimits& l) {
+AdminLimits AdminLimitsOf(const ServiceLimits& l) {
   AdminLimits a;
   a.max_string_bytes = l.max_string_bytes;
   a.liveness_timeout = l.liveness_timeout;
   a.watch_interval = l.watch_interval;
   return a;
 }
+
+namespace {
+
+using grpc_adapter::ToGrpcStatus;
 
 // Answers with `result`'s value, or its error.
 template <typename T, typename R>
@@ -32,7 +33,7 @@ grpc::Status Reply(absl::StatusOr<T> result, R* response) {
 
 AdminServiceImpl::AdminServiceImpl(Coordinator* coordinator, Store* store, ServiceLimits limits,
                                    AdminAccess access)
-    : api_(coordinator, store, ApiLimits(limits), access), chunk_bytes_(limits.chunk_bytes) {}
+    : api_(coordinator, store, AdminLimitsOf(limits), access), chunk_bytes_(limits.chunk_bytes) {}
 
 absl::StatusOr<Operator> AdminServiceImpl::Authenticate(grpc::ServerContext* context,
                                                         OperatorRole role,

@@ -23,6 +23,9 @@
 
 namespace fedge::server {
 
+// The operators' API's limits from a listener's (strings, liveness, the watch interval).
+AdminLimits AdminLimitsOf(const ServiceLimits& limits);
+
 class AdminServiceImpl final : public v1::Admin::Service {
  public:
   // `coordinator`, `store` (may be null) and access.operators must outlive the service.

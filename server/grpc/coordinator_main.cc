@@ -372,6 +372,27 @@ int RunOperators(const std::vector<char*>& args) {
   return 0;
 }
 
+// The Prometheus endpoint over `coordinator` (--metrics-listen; none when the flag is
+// empty): its exporter and HTTP server, which Stop ends.
+struct MetricsEndpoint {
+  std::unique_ptr<server::MetricsExporter> exporter;
+  std::unique_ptr<server::MetricsHttpServer> http;
+  void Stop() {
+    if (http != nullptr) http->Stop();
+  }
+};
+
+absl::StatusOr<MetricsEndpoint> StartMetrics(server::Coordinator* coordinator) {
+  MetricsEndpoint e;
+  const std::string m = absl::GetFlag(FLAGS_metrics_listen);
+  if (m.empty()) return e;
+  e.exporter = std::make_unique<server::MetricsExporter>(coordinator);
+  FEDGE_ASSIGN_OR_RETURN(e.http, server::MetricsHttpServer::Start(m, e.exporter.get()));
+  FEDGE_LOG(INFO) << "fedge-coordinator: Prometheus metrics at http://" << m << "/metrics (port "
+                  << e.http->port() << ")";
+  return e;
+}
+
 // The credentials a relay reaches its root with.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeUpstreamCredentials() {
   const std::string ca = absl::GetFlag(FLAGS_upstream_ca);
@@ -460,18 +481,11 @@ int RunRelay(sigset_t& signals) {
     std::fprintf(stderr, "fedge-coordinator: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  std::unique_ptr<server::MetricsExporter> exporter;
-  std::unique_ptr<server::MetricsHttpServer> metrics;
-  if (const std::string m = absl::GetFlag(FLAGS_metrics_listen); !m.empty()) {
-    exporter = std::make_unique<server::MetricsExporter>(relay->get());
-    absl::StatusOr<std::unique_ptr<server::MetricsHttpServer>> started =
-        server::MetricsHttpServer::Start(m, exporter.get());
-    if (!started.ok()) {
-      std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
-      (*server)->Shutdown(absl::ZeroDuration());
-      return 1;
-    }
-    metrics = *std::move(started);
+  absl::StatusOr<MetricsEndpoint> metrics = StartMetrics(relay->get());
+  if (!metrics.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", metrics.status().ToString().c_str());
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 1;
   }
   link.Start(relay->get());
   FEDGE_LOG(INFO) << "fedge-coordinator: relay " << *relay_id << " serving devices on "
@@ -482,7 +496,7 @@ int RunRelay(sigset_t& signals) {
   FEDGE_LOG(INFO) << "fedge-coordinator: relay " << (signal == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", shutting down";
   link.Stop();
-  if (metrics != nullptr) metrics->Stop();
+  metrics->Stop();
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   FEDGE_LOG(INFO) << "fedge-coordinator: relay stopped";
   return 0;
@@ -608,20 +622,11 @@ int Run() {
     std::fprintf(stderr, "fedge-coordinator: %s\n", server.status().ToString().c_str());
     return 1;
   }
-  std::unique_ptr<server::MetricsExporter> exporter;
-  std::unique_ptr<server::MetricsHttpServer> metrics;
-  if (const std::string m = absl::GetFlag(FLAGS_metrics_listen); !m.empty()) {
-    exporter = std::make_unique<server::MetricsExporter>(coordinator->get());
-    absl::StatusOr<std::unique_ptr<server::MetricsHttpServer>> started =
-        server::MetricsHttpServer::Start(m, exporter.get());
-    if (!started.ok()) {
-      std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
-      (*server)->Shutdown(absl::ZeroDuration());
-      return 1;
-    }
-    metrics = *std::move(started);
-    FEDGE_LOG(INFO) << "fedge-coordinator: Prometheus metrics at http://" << m << "/metrics (port "
-                    << metrics->port() << ")";
+  absl::StatusOr<MetricsEndpoint> metrics = StartMetrics(coordinator->get());
+  if (!metrics.ok()) {
+    std::fprintf(stderr, "fedge-coordinator: %s\n", metrics.status().ToString().c_str());
+    (*server)->Shutdown(absl::ZeroDuration());
+    return 1;
   }
   // The console's API: the operators' tokens and roles, as on the admin listener.
   std::unique_ptr<server::AdminApi> console_api;
@@ -640,7 +645,7 @@ int Run() {
         server::ConsoleHttpServer::Start(options, console_api.get());
     if (!started.ok()) {
       std::fprintf(stderr, "fedge-coordinator: %s\n", started.status().ToString().c_str());
-      if (metrics != nullptr) metrics->Stop();
+      metrics->Stop();
       (*server)->Shutdown(absl::ZeroDuration());
       return 1;
     }
@@ -662,7 +667,7 @@ int Run() {
                                  : signal == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", shutting down (grace " << absl::GetFlag(FLAGS_shutdown_grace_seconds) << " s)";
   if (console != nullptr) console->Stop();
-  if (metrics != nullptr) metrics->Stop();
+  metrics->Stop();
   (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds)));
   FEDGE_LOG(INFO) << "fedge-coordinator: stopped";
   return lease_lost ? 3 : 0;

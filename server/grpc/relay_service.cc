@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "model/payload.h"
+#include "server/grpc/admin_service.h"
 #include "server/grpc/status.h"
 
 namespace fedge::server {
@@ -13,20 +14,13 @@ namespace {
 
 using grpc_adapter::ToGrpcStatus;
 
-AdminLimits ApiLimits(const ServiceLimits& l) {
-  AdminLimits a;
-  a.max_string_bytes = l.max_string_bytes;
-  a.liveness_timeout = l.liveness_timeout;
-  return a;
-}
-
 }  // namespace
 
 RelayServiceImpl::RelayServiceImpl(Coordinator* coordinator, ServiceLimits limits,
                                    AdminAccess access)
     : coordinator_(coordinator),
       limits_(limits),
-      api_(coordinator, nullptr, ApiLimits(limits), access) {}
+      api_(coordinator, nullptr, AdminLimitsOf(limits), access) {}
 
 absl::StatusOr<std::string> RelayServiceImpl::Relay(grpc::ServerContext* context,
                                                     absl::string_view call,
